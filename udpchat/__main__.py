@@ -1,0 +1,5 @@
+"""Allow ``python -m udpchat``."""
+
+from udpchat.cli import main
+
+main()
