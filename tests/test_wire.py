@@ -1,0 +1,188 @@
+"""Datagram and message codecs: round trips, exact sizes, and garbage that must only ever
+raise DecodeError."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from udpchat import messages as m
+from udpchat import wire
+
+TOKEN = bytes(range(8))
+NONCE = b"\x01" * 8
+
+
+def every_datagram() -> list[wire.Datagram]:
+    return [
+        wire.Hello(NONCE),
+        wire.Challenge(NONCE, b"c" * 24),
+        wire.Join(NONCE, b"c" * 24, "alice", None),
+        wire.Join(NONCE, b"c" * 24, "alice", wire.Resume(b"E" * 8, TOKEN, 41)),
+        wire.Accept(NONCE, TOKEN, b"E" * 8, 1000, 10000),
+        wire.Reject(NONCE, wire.RejectCode.NICK_TAKEN, "nickname taken"),
+        wire.Data(TOKEN, 7, 3, 0b101, 4, False, (b"hi", b"there")),
+        wire.Ack(TOKEN, 8, 5, 0),
+        wire.Ping(TOKEN, 9, 5, 1),
+        wire.Reset(TOKEN),
+        wire.PathChallenge(TOKEN, 10, b"p" * 8),
+        wire.PathResponse(TOKEN, 11, b"p" * 8),
+    ]
+
+
+@pytest.mark.parametrize("datagram", every_datagram(), ids=lambda d: type(d).__name__)
+def test_round_trip(datagram: wire.Datagram) -> None:
+    encoded = wire.encode(datagram)
+    assert len(encoded) <= wire.MAX_DATAGRAM_SIZE
+    assert wire.decode_datagram(encoded) == datagram
+
+
+def test_initial_datagrams_are_padded_to_full_size() -> None:
+    assert len(wire.encode_hello(NONCE)) == wire.MIN_INITIAL_SIZE
+    for nick in ("a", "x" * 32, "ü" * 32):
+        resume = wire.Resume(b"E" * 8, TOKEN, 2**40)
+        assert len(wire.encode_join(NONCE, b"c" * 40, nick, resume)) == wire.MIN_INITIAL_SIZE
+
+
+def test_answers_to_unvalidated_addresses_are_smaller_than_requests() -> None:
+    hello = wire.encode_hello(NONCE)
+    challenge = wire.encode_challenge(NONCE, b"c" * wire.MAX_COOKIE_SIZE)
+    reject = wire.encode_reject(NONCE, wire.RejectCode.VERSION, "x" * wire.MAX_REASON_BYTES)
+    assert len(challenge) < len(hello)
+    assert len(reject) < len(hello)
+
+
+def test_oversized_datagram_is_rejected() -> None:
+    big = msgpack.packb([1, wire.DatagramType.ACK, TOKEN, 0, 0, 0, b"x" * 1300])
+    with pytest.raises(wire.DecodeError, match="limit"):
+        wire.decode_datagram(big)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ([2, 7, TOKEN, 0, 0, 0], "version"),
+        ([1, 99, TOKEN, 0, 0, 0], "unknown datagram type"),
+        ([1, 7, TOKEN[:4], 0, 0, 0], "token"),
+        ([1, 7, TOKEN, -1, 0, 0], "pn"),
+        ([1, 7, TOKEN, True, 0, 0], "pn"),
+        ([1, 7, TOKEN, 0, 0, 1 << 63], "ack_bits"),
+        ([1, 7, TOKEN, 0, 0, 0, 0], "ACK has"),
+        ([1, 6, TOKEN, 0, 0, 0, 0, False], "chunk"),
+        ([1, 6, TOKEN, 0, 0, 0, 0, 1, b"x"], "more"),
+        ([1, 3, NONCE, b"c", 7, None, b""], "nick"),
+        ({"v": 1}, "array"),
+        ([1, 15, b"n" * 12, b"ct"], "room key"),
+    ],
+)
+def test_invalid_fields_are_named(value: object, reason: str) -> None:
+    with pytest.raises(wire.DecodeError, match=reason):
+        wire.decode_datagram(msgpack.packb(value))
+
+
+def test_unsupported_version_is_distinguishable() -> None:
+    with pytest.raises(wire.UnsupportedVersion) as info:
+        wire.decode_datagram(msgpack.packb([7, 1, NONCE, b""]))
+    assert info.value.version == 7
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=1400))
+def test_arbitrary_bytes_only_raise_decode_error(data: bytes) -> None:
+    try:
+        wire.decode_datagram(data)
+    except wire.DecodeError:
+        pass
+    try:
+        m.decode_message(data)
+    except wire.DecodeError:
+        pass
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.binary(max_size=40),
+    lambda children: st.lists(children, max_size=8)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1000)
+@given(
+    st.integers(0, 3),
+    st.integers(0, 40),
+    st.lists(msgpack_values, max_size=10),
+)
+def test_arbitrary_msgpack_values_only_raise_decode_error(
+    version: int, kind: int, fields: list[object]
+) -> None:
+    for value in ([version, kind, *fields], [kind, *fields], fields):
+        data = msgpack.packb(value)
+        for decode in (wire.decode_datagram, m.decode_message):
+            try:
+                decode(data)
+            except wire.DecodeError:
+                pass
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(every_datagram()), st.data())
+def test_truncations_and_bit_flips_only_raise_decode_error(
+    datagram: wire.Datagram, data: st.DataObject
+) -> None:
+    encoded = bytearray(wire.encode(datagram))
+    cut = data.draw(st.integers(0, len(encoded)))
+    try:
+        wire.decode_datagram(bytes(encoded[:cut]))
+    except wire.DecodeError:
+        pass
+    i = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[i] ^= data.draw(st.integers(1, 255))
+    try:
+        wire.decode_datagram(bytes(encoded))
+    except wire.DecodeError:
+        pass
+
+
+def every_message() -> list[m.Message]:
+    return [
+        m.Say("hello"),
+        m.Action("waves"),
+        m.PrivateSend("bob", "psst"),
+        m.NickRequest("carol"),
+        m.Who(),
+        m.Quit("bye"),
+        m.Welcome("alice", ("alice", "bob"), 41, 1, b"E" * 8),
+        m.ChatMessage(42, 1_790_000_000, "bob", "hi"),
+        m.ActionMessage(43, 1_790_000_000, "bob", "waves"),
+        m.Joined(44, 1_790_000_000, "dave"),
+        m.Left(45, 1_790_000_000, "dave", m.LeaveReason.TIMEOUT, "timed out"),
+        m.NickChanged(46, 1_790_000_000, "carol", "caroline"),
+        m.Posted(47),
+        m.Refused("slow down"),
+        m.Private(1_790_000_000, "bob", "alice", "psst"),
+        m.Members(("alice", "bob")),
+        m.Error("no such nickname: zed"),
+        m.Shutdown("relay is going away"),
+    ]
+
+
+@pytest.mark.parametrize("message", every_message(), ids=lambda x: type(x).__name__)
+def test_message_round_trip(message: m.Message) -> None:
+    assert m.decode_message(m.encode_message(message)) == message
+
+
+def test_text_limit() -> None:
+    assert m.text_error("é" * (m.MAX_TEXT_BYTES // 2)) is None
+    error = m.text_error("é" * (m.MAX_TEXT_BYTES // 2 + 1))
+    assert error is not None and "limit" in error
+    assert m.text_error("") == "empty message"
+    with pytest.raises(wire.DecodeError):
+        m.decode_message(msgpack.packb([m.MessageKind.SAY, "x" * (m.MAX_TEXT_BYTES + 1)]))

@@ -1,0 +1,458 @@
+"""The reliability layer: one ``Link`` per client-relay pair, sans I/O.
+
+A link turns an ordered stream of messages (opaque byte strings) into DATA datagrams with
+sequence numbers, and turns what arrives back into the same stream: complete, in order,
+exactly once. It never touches a socket or a clock; the caller passes ``now`` and moves the
+bytes (the style of aioquic's QuicConnection):
+
+* ``send(message)`` queues a message; ``SendBufferFull`` is the back-pressure signal.
+* ``receive(datagram, now)`` takes a decoded session datagram and returns the messages it
+  completed, or ``None`` if it was a replay or broke the rules (counted in ``stats``).
+* ``datagrams_to_send(now)`` returns encoded datagrams: new data, retransmissions and ACKs.
+* ``next_timer()`` / ``handle_timer(now)`` drive retransmission, delayed ACKs and failure.
+
+protocol.md "Reliability" specifies the behaviour on the wire; the names of the constants
+below follow it (and RFC 9002 where they come from there).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from udpchat import wire
+from udpchat.messages import MAX_MESSAGE_SIZE
+from udpchat.rtt import RttEstimator
+
+# RFC 9002 6.1.1: a packet is lost once a packet sent this many sequence numbers later is
+# acknowledged.
+K_PACKET_THRESHOLD = 3
+# protocol.md "Timers": how long a receiver may hold back an ACK for in-order data.
+ACK_DELAY = 0.001
+# protocol.md "Reliability": an ACK is sent at once when this many packets are unacknowledged.
+ACK_EVERY = 2
+# protocol.md "Replay protection": how far behind the highest packet number a datagram may be.
+REPLAY_WINDOW = 64
+# A timer value meaning "now, whatever now is".
+ASAP = float("-inf")
+
+
+class SendBufferFull(Exception):
+    """The link holds as much unsent data as it may; try again once ``send_buffer_free`` grows."""
+
+
+class LinkDead(Exception):
+    """Raised by ``send`` on a link that has given up on its peer."""
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Tuning knobs; the defaults suit a LAN and still adapt to slower paths via the RTT."""
+
+    min_rto: float = 0.005
+    max_rto: float = 1.0
+    initial_rtt: float = 0.1
+    backoff: float = 1.5
+    ack_delay: float = ACK_DELAY
+    max_retransmissions: int = 16
+    window: int = wire.WINDOW
+    send_buffer: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= wire.WINDOW:
+            raise ValueError(f"window must be between 1 and {wire.WINDOW} packets")
+        if self.backoff < 1:
+            raise ValueError("backoff must be at least 1")
+        if self.max_retransmissions < 1:
+            raise ValueError("max_retransmissions must be at least 1")
+        if self.send_buffer < MAX_MESSAGE_SIZE:
+            raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
+
+
+@dataclass
+class LinkStats:
+    """Counters for /stats and the benchmarks."""
+
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    datagrams_received: int = 0
+    bytes_received: int = 0
+    packets_sent: int = 0
+    retransmissions: int = 0
+    fast_retransmissions: int = 0
+    acks_sent: int = 0
+    messages_sent: int = 0
+    messages_delivered: int = 0
+    duplicates: int = 0
+    replays: int = 0
+    out_of_window: int = 0
+    invalid: int = 0
+    oversized: int = 0
+    srtt: float = 0.0
+    rto: float = 0.0
+
+    @property
+    def loss_estimate(self) -> float:
+        """Share of packets that needed a retransmission (spurious ones included)."""
+        total = self.packets_sent + self.retransmissions
+        return self.retransmissions / total if total else 0.0
+
+
+@dataclass(slots=True)
+class _Packet:
+    seq: int
+    more: bool
+    chunks: list[bytes]
+    first_sent: float
+    last_sent: float
+    deadline: float
+    retransmits: int = 0
+
+
+@dataclass
+class _ReplayWindow:
+    """Anti-replay sliding window over packet numbers (as in RFC 4303 3.4.3)."""
+
+    highest: int = -1
+    bits: int = 0
+
+    def accept(self, pn: int) -> bool:
+        if pn > self.highest:
+            shift = pn - self.highest
+            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.highest = pn
+            return True
+        offset = self.highest - pn
+        if offset >= REPLAY_WINDOW or self.bits >> offset & 1:
+            return False
+        self.bits |= 1 << offset
+        return True
+
+
+def _chunk_cost(length: int) -> int:
+    """Encoded size of a msgpack bin of ``length`` bytes."""
+    return length + (2 if length < 256 else 3 if length < 65536 else 5)
+
+
+_DATA_BUDGET = wire.MAX_DATAGRAM_SIZE - wire.DATA_OVERHEAD
+
+
+@dataclass
+class Link:
+    """One end of a reliable, ordered message stream over datagrams."""
+
+    token: bytes
+    config: LinkConfig = field(default_factory=LinkConfig)
+    rtt_hint: float | None = None
+    stats: LinkStats = field(default_factory=LinkStats)
+    dead: bool = False
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.rtt = RttEstimator(
+            initial_rtt=self.rtt_hint if self.rtt_hint else c.initial_rtt,
+            min_rto=c.min_rto,
+            max_rto=c.max_rto,
+            max_ack_delay=c.ack_delay,
+        )
+        if self.rtt_hint:
+            self.rtt.on_sample(self.rtt_hint)
+        self._next_pn = 0
+        self._replay = _ReplayWindow()
+        # sending
+        self._next_seq = 0
+        self._queue: deque[bytes] = deque()
+        self._queue_offset = 0
+        self._queued_bytes = 0
+        self._in_flight: OrderedDict[int, _Packet] = OrderedDict()
+        self._peer_ack = 0
+        self._largest_acked = -1
+        # receiving
+        self._expected = 0
+        self._buffer: dict[int, tuple[bool, tuple[bytes, ...]]] = {}
+        self._partial = bytearray()
+        self._discarding = False
+        # acknowledging
+        self._ack_now = False
+        self._ack_deadline: float | None = None
+        self._unacked = 0
+        self._ping_requested = False
+        self._sync_stats()
+
+    # --- sending ----------------------------------------------------------------------------
+
+    @property
+    def send_buffer_free(self) -> int:
+        return max(self.config.send_buffer - self._queued_bytes, 0)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing waiting for an ACK."""
+        return not self._queue and not self._in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def send(self, message: bytes) -> None:
+        """Queue one message; it goes out at the next ``datagrams_to_send``."""
+        if self.dead:
+            raise LinkDead("the link has given up on its peer")
+        if len(message) > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
+        if self._queued_bytes + len(message) > self.config.send_buffer:
+            raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
+        self._queue.append(message)
+        self._queued_bytes += len(message)
+        self.stats.messages_sent += 1
+
+    def ping(self) -> None:
+        """Ask the peer for an immediate ACK (heartbeat, liveness and RTT probe)."""
+        self._ping_requested = True
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def receive(self, datagram: wire.SessionDatagram, now: float) -> list[bytes] | None:
+        """Process one datagram of this link; return the messages it completed.
+
+        ``None`` means the datagram was dropped: a replayed packet number, or ACK
+        information that cannot be true. The caller must not treat it as a sign of life.
+        """
+        if isinstance(datagram, (wire.PathChallenge, wire.PathResponse)):
+            return [] if self._replay.accept(datagram.pn) else self._replayed()
+        if not self._ack_is_plausible(datagram.ack, datagram.ack_bits):
+            self.stats.invalid += 1
+            return None
+        if not self._replay.accept(datagram.pn):
+            return self._replayed()
+        self.stats.datagrams_received += 1
+        self._on_ack(datagram.ack, datagram.ack_bits, now)
+        if isinstance(datagram, wire.Ping):
+            self._ack_now = True
+            return []
+        if isinstance(datagram, wire.Data):
+            return self._on_data(datagram, now)
+        return []
+
+    def _replayed(self) -> None:
+        self.stats.replays += 1
+        return None
+
+    def _ack_is_plausible(self, ack: int, bits: int) -> bool:
+        if ack > self._next_seq:
+            return False
+        return bits == 0 or ack + bits.bit_length() < self._next_seq
+
+    def _on_ack(self, ack: int, bits: int, now: float) -> None:
+        if ack < self._peer_ack and not bits:
+            return  # an old ACK overtaken by a newer one
+        self._peer_ack = max(self._peer_ack, ack)
+        newly: list[_Packet] = []
+        flight = self._in_flight
+        while flight:
+            seq = next(iter(flight))
+            if seq >= ack:
+                break
+            newly.append(flight.popitem(last=False)[1])
+        while bits:
+            low = bits & -bits
+            seq = ack + low.bit_length()
+            bits ^= low
+            packet = flight.pop(seq, None)
+            if packet is not None:
+                newly.append(packet)
+        if not newly:
+            return
+        largest = max(newly, key=lambda p: p.seq)
+        if largest.seq > self._largest_acked:
+            self._largest_acked = largest.seq
+            if largest.retransmits == 0:
+                self.rtt.on_sample(now - largest.last_sent)
+        self._detect_losses(largest, now)
+        self._sync_stats()
+
+    def _detect_losses(self, acked: _Packet, now: float) -> None:
+        """RFC 9002 6.1: packets sent before an acknowledged one are lost after a packet
+        threshold or a time threshold; the rest get an earlier timer."""
+        loss_delay = self.rtt.loss_delay()
+        for packet in self._in_flight.values():
+            if packet.seq >= acked.seq:
+                break
+            if packet.last_sent >= acked.last_sent:
+                continue  # already retransmitted after the acknowledged packet went out
+            if acked.seq - packet.seq >= K_PACKET_THRESHOLD or now - packet.last_sent >= loss_delay:
+                if packet.deadline > now:
+                    packet.deadline = now
+                    self.stats.fast_retransmissions += 1
+            else:
+                packet.deadline = min(packet.deadline, packet.last_sent + loss_delay)
+
+    def _on_data(self, data: wire.Data, now: float) -> list[bytes]:
+        seq = data.seq
+        if seq < self._expected or seq in self._buffer:
+            self.stats.duplicates += 1
+            self._ack_now = True  # our ACK was probably lost
+            return []
+        if seq >= self._expected + wire.WINDOW:
+            self.stats.out_of_window += 1
+            self._ack_now = True
+            return []
+        self._buffer[seq] = (data.more, data.chunks)
+        if seq != self._expected:
+            self._ack_now = True  # a gap: tell the sender now (fast retransmit)
+            return []
+        filled_gap = len(self._buffer) > 1
+        delivered: list[bytes] = []
+        while self._expected in self._buffer:
+            more, chunks = self._buffer.pop(self._expected)
+            self._expected += 1
+            self._reassemble(more, chunks, delivered)
+        self._unacked += 1
+        if filled_gap or self._unacked >= ACK_EVERY:
+            self._ack_now = True
+        elif self._ack_deadline is None:
+            self._ack_deadline = now + self.config.ack_delay
+        self.stats.messages_delivered += len(delivered)
+        return delivered
+
+    def _reassemble(self, more: bool, chunks: tuple[bytes, ...], out: list[bytes]) -> None:
+        last = len(chunks) - 1
+        for i, chunk in enumerate(chunks):
+            continues = more and i == last
+            if not self._discarding:
+                self._partial += chunk
+                if len(self._partial) > MAX_MESSAGE_SIZE:
+                    self.stats.oversized += 1
+                    self._discarding = True
+                    self._partial = bytearray()
+                elif not continues:
+                    out.append(bytes(self._partial))
+                    self._partial = bytearray()
+            if not continues:
+                self._discarding = False
+
+    def _ack_fields(self) -> tuple[int, int]:
+        base = self._expected + 1
+        bits = 0
+        for seq in self._buffer:
+            bits |= 1 << (seq - base)
+        return self._expected, bits
+
+    # --- output and timers ------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Everything due now: retransmissions first, then new data, then a bare ACK or PING."""
+        if self.dead:
+            return []
+        out: list[bytes] = []
+        ack, bits = self._ack_fields()
+        for packet in self._in_flight.values():
+            if packet.deadline <= now:
+                packet.retransmits += 1
+                packet.last_sent = now
+                packet.deadline = now + self._backoff(packet.retransmits)
+                self.stats.retransmissions += 1
+                out.append(self._encode_data(packet, ack, bits))
+        window = min(self.config.window, wire.WINDOW)
+        while (
+            self._queue
+            and len(self._in_flight) < window
+            and self._next_seq < self._peer_ack + wire.WINDOW
+        ):
+            packet = self._pack_packet(now)
+            self._in_flight[packet.seq] = packet
+            self.stats.packets_sent += 1
+            out.append(self._encode_data(packet, ack, bits))
+        ack_due = self._ack_now or (self._ack_deadline is not None and self._ack_deadline <= now)
+        if self._ping_requested:
+            out.append(wire.encode_ping(self.token, self._take_pn(), ack, bits))
+        elif ack_due and not out:
+            out.append(wire.encode_ack(self.token, self._take_pn(), ack, bits))
+            self.stats.acks_sent += 1
+        if out:
+            self._ping_requested = False
+            self._ack_now = False
+            self._ack_deadline = None
+            self._unacked = 0
+            self.stats.datagrams_sent += len(out)
+            self.stats.bytes_sent += sum(len(d) for d in out)
+        return out
+
+    def encode_path(self, kind: type[wire.PathChallenge | wire.PathResponse], data: bytes) -> bytes:
+        """A PATH_CHALLENGE or PATH_RESPONSE with this link's token and next packet number."""
+        pn = self._take_pn()
+        self.stats.datagrams_sent += 1
+        if kind is wire.PathChallenge:
+            return wire.encode_path_challenge(self.token, pn, data)
+        return wire.encode_path_response(self.token, pn, data)
+
+    def count_received(self, size: int) -> None:
+        """Account the size of a datagram the caller decoded for this link."""
+        self.stats.bytes_received += size
+
+    def _take_pn(self) -> int:
+        pn = self._next_pn
+        self._next_pn += 1
+        return pn
+
+    def _backoff(self, retransmits: int) -> float:
+        return min(self.rtt.rto * self.config.backoff**retransmits, self.config.max_rto)
+
+    def _encode_data(self, packet: _Packet, ack: int, bits: int) -> bytes:
+        return wire.encode_data(
+            self.token, self._take_pn(), ack, bits, packet.seq, packet.more, packet.chunks
+        )
+
+    def _pack_packet(self, now: float) -> _Packet:
+        """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
+        budget = _DATA_BUDGET
+        chunks: list[bytes] = []
+        more = False
+        queue = self._queue
+        while queue:
+            message = queue[0]
+            remaining = len(message) - self._queue_offset
+            cost = _chunk_cost(remaining)
+            if cost <= budget:
+                chunks.append(message[self._queue_offset :] if self._queue_offset else message)
+                budget -= cost
+                queue.popleft()
+                self._queue_offset = 0
+                self._queued_bytes -= remaining
+                continue
+            take = budget - (_chunk_cost(budget) - budget)
+            if take <= 16 and chunks:
+                break  # not worth splitting: the message starts the next packet
+            start = self._queue_offset
+            chunks.append(message[start : start + take])
+            self._queue_offset += take
+            self._queued_bytes -= take
+            more = True
+            break
+        seq = self._next_seq
+        self._next_seq += 1
+        return _Packet(seq, more, chunks, now, now, now + self.rtt.rto)
+
+    def next_timer(self) -> float | None:
+        """The earliest time at which ``handle_timer`` / ``datagrams_to_send`` has work."""
+        if self.dead:
+            return None
+        deadline = self._ack_deadline
+        for packet in self._in_flight.values():
+            if deadline is None or packet.deadline < deadline:
+                deadline = packet.deadline
+        if self._ack_now or self._ping_requested:
+            return ASAP
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Give up on the peer once a packet has been retransmitted too often in vain."""
+        limit = self.config.max_retransmissions
+        for packet in self._in_flight.values():
+            if packet.deadline <= now and packet.retransmits >= limit:
+                self.dead = True
+                break
+
+    def _sync_stats(self) -> None:
+        self.stats.srtt = self.rtt.srtt
+        self.stats.rto = self.rtt.rto

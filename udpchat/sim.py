@@ -1,0 +1,199 @@
+"""A simulated datagram network with a virtual clock, for tests, demos and teaching.
+
+Sans-I/O protocol objects (links, relay and client cores) are plugged in as nodes; the
+network moves their datagrams with seeded loss, duplication, reordering and delay, and jumps
+the clock straight to the next arrival or timer, so an hour of lossy chat runs in
+milliseconds and every run with the same seed is identical.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Address = tuple[str, int]
+
+
+class Node(Protocol):
+    """What the simulator needs from a sans-I/O endpoint."""
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+
+    def next_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class PathModel:
+    """How one direction of a path treats datagrams: probabilities and seconds."""
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0005
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.delay < 0 or self.jitter < 0:
+            raise ValueError("delay and jitter must not be negative")
+
+
+@dataclass
+class NetworkStats:
+    sent: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    delivered: int = 0
+    undeliverable: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass(order=True)
+class _InFlight:
+    arrival: float
+    order: int
+    src: Address = field(compare=False)
+    dst: Address = field(compare=False)
+    data: bytes = field(compare=False)
+
+
+class SimNetwork:
+    """Routes datagrams between attached nodes on a virtual clock."""
+
+    def __init__(self, seed: int = 0, default: PathModel | None = None, start: float = 0.0):
+        self.now = start
+        self.stats = NetworkStats()
+        self._rng = random.Random(seed)
+        self._default = default or PathModel()
+        self._paths: dict[tuple[Address, Address], PathModel] = {}
+        self._nodes: dict[Address, Node] = {}
+        self._queue: list[_InFlight] = []
+        self._order = 0
+        self.taps: list[Callable[[Address, Address, bytes], None]] = []
+
+    # --- topology ---------------------------------------------------------------------------
+
+    def attach(self, addr: Address, node: Node) -> None:
+        self._nodes[addr] = node
+
+    def detach(self, addr: Address) -> None:
+        self._nodes.pop(addr, None)
+
+    def move(self, old: Address, new: Address) -> None:
+        """Give a node a new address, as a NAT rebinding does."""
+        self._nodes[new] = self._nodes.pop(old)
+
+    def set_default(self, model: PathModel) -> None:
+        self._default = model
+        self._paths.clear()
+
+    def set_path(self, src: Address, dst: Address, model: PathModel) -> None:
+        self._paths[(src, dst)] = model
+
+    def inject(self, src: Address, dst: Address, data: bytes, delay: float = 0.0) -> None:
+        """Put a datagram on the wire as if ``src`` had sent it (spoofing included)."""
+        self._schedule(src, dst, data, self.now + delay)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        return not self._queue
+
+    def step(self) -> bool:
+        """Flush every node, then advance to and process the next event; False when none."""
+        self._flush()
+        when = self._next_event_time()
+        if when is None:
+            return False
+        self.now = max(self.now, when)
+        while self._queue and self._queue[0].arrival <= self.now:
+            item = heapq.heappop(self._queue)
+            node = self._nodes.get(item.dst)
+            if node is None:
+                self.stats.undeliverable += 1
+                continue
+            self.stats.delivered += 1
+            node.receive_datagram(item.data, item.src, self.now)
+        for node in list(self._nodes.values()):
+            deadline = node.next_timer()
+            if deadline is not None and deadline <= self.now:
+                node.handle_timer(self.now)
+        self._flush()
+        return True
+
+    def run(self, duration: float, max_steps: int = 1_000_000) -> None:
+        """Run for ``duration`` virtual seconds (bounded by ``max_steps`` events)."""
+        end = self.now + duration
+        for _ in range(max_steps):
+            self._flush()
+            when = self._next_event_time()
+            if when is None or when > end:
+                self.now = end
+                return
+            self.step()
+        raise RuntimeError(f"simulation did not settle within {max_steps} steps")
+
+    def run_until(
+        self, done: Callable[[], bool], timeout: float, max_steps: int = 1_000_000
+    ) -> bool:
+        """Run until ``done()`` holds (True) or ``timeout`` virtual seconds pass (False)."""
+        end = self.now + timeout
+        for _ in range(max_steps):
+            if done():
+                return True
+            self._flush()
+            when = self._next_event_time()
+            if when is None or when > end:
+                self.now = max(self.now, end)
+                return done()
+            self.step()
+        raise RuntimeError(f"simulation did not settle within {max_steps} steps")
+
+    def _next_event_time(self) -> float | None:
+        candidates = [self._queue[0].arrival] if self._queue else []
+        for node in self._nodes.values():
+            deadline = node.next_timer()
+            if deadline is not None:
+                candidates.append(max(deadline, self.now))
+        return min(candidates) if candidates else None
+
+    def _flush(self) -> None:
+        for addr, node in list(self._nodes.items()):
+            for data, dst in node.datagrams_to_send(self.now):
+                self.send(addr, dst, data)
+
+    def send(self, src: Address, dst: Address, data: bytes) -> None:
+        """Apply the path model to one datagram from ``src`` to ``dst``."""
+        model = self._paths.get((src, dst), self._default)
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(data)
+        for tap in self.taps:
+            tap(src, dst, data)
+        rng = self._rng
+        if rng.random() < model.loss:
+            self.stats.dropped += 1
+            return
+        copies = 1
+        if rng.random() < model.duplicate:
+            copies = 2
+            self.stats.duplicated += 1
+        for _ in range(copies):
+            delay = model.delay + (rng.uniform(0, model.jitter) if model.jitter else 0.0)
+            if rng.random() < model.reorder:
+                self.stats.reordered += 1
+                delay += rng.uniform(0, 4 * model.delay + 0.005)
+            self._schedule(src, dst, data, self.now + delay)
+
+    def _schedule(self, src: Address, dst: Address, data: bytes, arrival: float) -> None:
+        self._order += 1
+        heapq.heappush(self._queue, _InFlight(arrival, self._order, src, dst, data))
