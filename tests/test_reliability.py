@@ -139,7 +139,7 @@ def test_duplicates_and_reordering_are_hidden() -> None:
 
 
 def test_link_reports_death_instead_of_retrying_forever() -> None:
-    net, a, b = make_pair(8, PathModel())
+    net, a, _b = make_pair(8, PathModel())
     a.link.send(b"hello")
     net.run_until(lambda: a.link.idle, 1)
     net.detach(B)

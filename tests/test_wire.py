@@ -3,6 +3,8 @@ raise DecodeError."""
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -91,14 +93,10 @@ def test_unsupported_version_is_distinguishable() -> None:
 @settings(max_examples=1000)
 @given(st.binary(max_size=1400))
 def test_arbitrary_bytes_only_raise_decode_error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(wire.DecodeError):
         wire.decode_datagram(data)
-    except wire.DecodeError:
-        pass
-    try:
+    with contextlib.suppress(wire.DecodeError):
         m.decode_message(data)
-    except wire.DecodeError:
-        pass
 
 
 msgpack_values = st.recursive(
@@ -108,8 +106,9 @@ msgpack_values = st.recursive(
     | st.floats()
     | st.text(max_size=40)
     | st.binary(max_size=40),
-    lambda children: st.lists(children, max_size=8)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -126,10 +125,8 @@ def test_arbitrary_msgpack_values_only_raise_decode_error(
     for value in ([version, kind, *fields], [kind, *fields], fields):
         data = msgpack.packb(value)
         for decode in (wire.decode_datagram, m.decode_message):
-            try:
+            with contextlib.suppress(wire.DecodeError):
                 decode(data)
-            except wire.DecodeError:
-                pass
 
 
 @settings(max_examples=500)
@@ -139,16 +136,12 @@ def test_truncations_and_bit_flips_only_raise_decode_error(
 ) -> None:
     encoded = bytearray(wire.encode(datagram))
     cut = data.draw(st.integers(0, len(encoded)))
-    try:
+    with contextlib.suppress(wire.DecodeError):
         wire.decode_datagram(bytes(encoded[:cut]))
-    except wire.DecodeError:
-        pass
     i = data.draw(st.integers(0, len(encoded) - 1))
     encoded[i] ^= data.draw(st.integers(1, 255))
-    try:
+    with contextlib.suppress(wire.DecodeError):
         wire.decode_datagram(bytes(encoded))
-    except wire.DecodeError:
-        pass
 
 
 def every_message() -> list[m.Message]:
@@ -159,7 +152,7 @@ def every_message() -> list[m.Message]:
         m.NickRequest("carol"),
         m.Who(),
         m.Quit("bye"),
-        m.Welcome("alice", ("alice", "bob"), 41, 1, b"E" * 8),
+        m.Welcome("alice", ("alice", "bob"), 41, 1, 0),
         m.ChatMessage(42, 1_790_000_000, "bob", "hi"),
         m.ActionMessage(43, 1_790_000_000, "bob", "waves"),
         m.Joined(44, 1_790_000_000, "dave"),

@@ -12,11 +12,9 @@ from enum import IntEnum
 from typing import Any
 
 from udpchat.wire import (
-    EPOCH_SIZE,
     MAX_NICK_BYTES,
     MAX_REASON_BYTES,
     DecodeError,
-    as_bin,
     as_str,
     as_uint,
     check_arity,
@@ -105,7 +103,7 @@ class Welcome:
     members: tuple[str, ...]
     seq: int  # the room sequence number of the newest event at join time
     first_seq: int  # the oldest room sequence number the relay still holds in its history
-    epoch: bytes
+    resumed: int  # messages the relay had received on the session this one replaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +263,7 @@ def _decode(kind: MessageKind, f: list[Any]) -> Message:
         return Quit(_reason(f[0]))
     if kind is K.WELCOME:
         check_arity(f, 5, "WELCOME")
-        return Welcome(
-            _nick(f[0]), _nicks(f[1]), _seq(f[2]), _seq(f[3]), as_bin(f[4], "epoch", EPOCH_SIZE)
-        )
+        return Welcome(_nick(f[0]), _nicks(f[1]), _seq(f[2]), _seq(f[3]), _seq(f[4]))
     if kind is K.MESSAGE:
         check_arity(f, 4, "MESSAGE")
         return ChatMessage(_seq(f[0]), _time(f[1]), _nick(f[2]), _text(f[3]))

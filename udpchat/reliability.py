@@ -219,12 +219,16 @@ class Link:
         information that cannot be true. The caller must not treat it as a sign of life.
         """
         if isinstance(datagram, (wire.PathChallenge, wire.PathResponse)):
-            return [] if self._replay.accept(datagram.pn) else self._replayed()
+            if self._replay.accept(datagram.pn):
+                return []
+            self.stats.replays += 1
+            return None
         if not self._ack_is_plausible(datagram.ack, datagram.ack_bits):
             self.stats.invalid += 1
             return None
         if not self._replay.accept(datagram.pn):
-            return self._replayed()
+            self.stats.replays += 1
+            return None
         self.stats.datagrams_received += 1
         self._on_ack(datagram.ack, datagram.ack_bits, now)
         if isinstance(datagram, wire.Ping):
@@ -233,10 +237,6 @@ class Link:
         if isinstance(datagram, wire.Data):
             return self._on_data(datagram, now)
         return []
-
-    def _replayed(self) -> None:
-        self.stats.replays += 1
-        return None
 
     def _ack_is_plausible(self, ack: int, bits: int) -> bool:
         if ack > self._next_seq:
