@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -187,10 +186,8 @@ class ImpairedTransport:
         self,
         inner: DatagramTransport,
         config: ImpairmentConfig,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
-        self._clock = clock
         self._out: Impairment[Address] = Impairment(config.derive("out"))
         self._in: Impairment[Address] = Impairment(config.derive("in"))
         self._ready: deque[tuple[bytes, Address]] = deque()
@@ -215,7 +212,7 @@ class ImpairedTransport:
         with self._cond:
             if self._closed:
                 return
-            now = self._clock()
+            now = time.monotonic()
             self._out.submit(data, now, addr)
             for item, dest in self._out.due(now):  # undelayed: send now, in order
                 self._inner.sendto(item, dest)
@@ -224,9 +221,9 @@ class ImpairedTransport:
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
         """Next datagram released by the inbound impairment, within ``timeout`` overall."""
-        deadline = None if timeout is None else self._clock() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
-            now = self._clock()
+            now = time.monotonic()
             self._ready.extend(self._in.due(now))
             if self._ready:
                 return self._ready.popleft()
@@ -234,11 +231,11 @@ class ImpairedTransport:
             wait = max(0.0, min(waits)) if waits else None
             got = self._inner.recvfrom(wait)
             if got is not None:
-                self._in.submit(got[0], self._clock(), got[1])
+                self._in.submit(got[0], time.monotonic(), got[1])
             elif wait is None:
                 return None  # the inner transport was closed
-            elif deadline is not None and self._clock() >= deadline:
-                released = self._in.due(self._clock())
+            elif deadline is not None and time.monotonic() >= deadline:
+                released = self._in.due(time.monotonic())
                 self._ready.extend(released[1:])
                 return released[0] if released else None
         return None
@@ -261,7 +258,7 @@ class ImpairedTransport:
                 if deadline is None:
                     self._cond.wait()
                     continue
-                now = self._clock()
+                now = time.monotonic()
                 if deadline > now:
                     self._cond.wait(deadline - now)
                     continue
