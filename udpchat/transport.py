@@ -182,11 +182,7 @@ class ImpairedTransport:
     thread, so they leave on time even when nobody is receiving.
     """
 
-    def __init__(
-        self,
-        inner: DatagramTransport,
-        config: ImpairmentConfig,
-    ) -> None:
+    def __init__(self, inner: DatagramTransport, config: ImpairmentConfig) -> None:
         self._inner = inner
         self._out: Impairment[Address] = Impairment(config.derive("out"))
         self._in: Impairment[Address] = Impairment(config.derive("in"))
