@@ -1,0 +1,246 @@
+"""UDP and impaired transports on loopback: delivery, big datagrams, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from udpchat.impair import ImpairmentConfig
+from udpchat.transport import Address, DatagramTransport, ImpairedTransport, UdpTransport
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def ipv6_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[UdpTransport, UdpTransport]]:
+    a, b = UdpTransport.bind("127.0.0.1"), UdpTransport.bind("127.0.0.1")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_protocol_is_satisfied() -> None:
+    def takes(transport: DatagramTransport) -> Address:
+        return transport.local_address
+
+    with_udp = UdpTransport.bind("127.0.0.1")
+    impaired = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig())
+    assert takes(with_udp)[0] == "127.0.0.1"
+    assert takes(impaired)[1] > 0
+    with_udp.close()
+    impaired.close()
+
+
+def test_send_receive_ipv4(pair: tuple[UdpTransport, UdpTransport]) -> None:
+    a, b = pair
+    host, port = a.local_address
+    assert host == "127.0.0.1" and port > 0
+    a.sendto(b"hello", b.local_address)
+    assert b.recvfrom(5.0) == (b"hello", a.local_address)
+    assert a.counters.sent == 1 and b.counters.received == 1
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="IPv6 loopback unavailable")
+def test_send_receive_ipv6() -> None:
+    a, b = UdpTransport.bind("::1"), UdpTransport.bind("::1")
+    try:
+        assert a.local_address[0] == "::1"
+        a.sendto(b"six", b.local_address)
+        assert b.recvfrom(5.0) == (b"six", a.local_address)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_large_datagram_is_not_truncated(pair: tuple[UdpTransport, UdpTransport]) -> None:
+    a, b = pair
+    payload = bytes(range(256)) * 234 + b"end"  # 59,907 bytes
+    assert len(payload) > 59_000
+    a.sendto(payload, b.local_address)
+    got = b.recvfrom(5.0)
+    assert got is not None and got[0] == payload
+
+
+def test_timeout_returns_none(pair: tuple[UdpTransport, UdpTransport]) -> None:
+    _, b = pair
+    start = time.monotonic()
+    assert b.recvfrom(0.1) is None
+    assert 0.09 <= time.monotonic() - start < 2.0
+    assert b.recvfrom(0) is None
+
+
+def test_send_to_vanished_peer_is_counted_not_raised(
+    pair: tuple[UdpTransport, UdpTransport],
+) -> None:
+    a, b = pair
+    gone = UdpTransport.bind("127.0.0.1")
+    address = gone.local_address
+    gone.close()
+    for _ in range(3):
+        a.sendto(b"anyone?", address)
+    a.sendto(b"still works", b.local_address)
+    assert b.recvfrom(5.0) == (b"still works", a.local_address)
+    assert a.recvfrom(0.05) is None
+
+
+def test_close_unblocks_receiver() -> None:
+    transport = UdpTransport.bind("127.0.0.1")
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(transport.recvfrom(None)))
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    transport.close()
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert time.monotonic() - start < 1.0
+    assert results == [None]
+    assert transport.recvfrom(None) is None
+    transport.sendto(b"ignored after close", transport.local_address)
+    transport.close()
+
+
+def test_concurrent_senders_one_receiver(pair: tuple[UdpTransport, UdpTransport]) -> None:
+    a, b = pair
+
+    def send(tag: int) -> None:
+        for i in range(50):
+            a.sendto(bytes([tag, i]), b.local_address)
+
+    senders = [threading.Thread(target=send, args=(t,)) for t in range(4)]
+    for thread in senders:
+        thread.start()
+    got = set()
+    for _ in range(200):
+        item = b.recvfrom(5.0)
+        if item is None:
+            break
+        got.add(item[0])
+    for thread in senders:
+        thread.join(5.0)
+    assert len(got) == 200
+
+
+# --- impaired ----------------------------------------------------------------------------
+
+
+def drain(transport: DatagramTransport, quiet: float = 0.3, limit: int = 10_000) -> list[bytes]:
+    """Receive until ``quiet`` seconds pass with nothing (bounded by ``limit`` datagrams)."""
+    out = []
+    for _ in range(limit):
+        got = transport.recvfrom(quiet)
+        if got is None:
+            break
+        out.append(got[0])
+    return out
+
+
+def test_impaired_transport_drops_configured_fraction() -> None:
+    sender = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig(loss=0.3, seed=1))
+    receiver = UdpTransport.bind("127.0.0.1")
+    try:
+        n, got = 2000, 0
+        for batch in range(n // 100):  # in batches, so the kernel's receive buffer never fills
+            for i in range(100):
+                sender.sendto((batch * 100 + i).to_bytes(2, "big"), receiver.local_address)
+            while got < sender.outbound.passed and receiver.recvfrom(5.0) is not None:
+                got += 1
+        assert receiver.recvfrom(0.1) is None
+        assert sender.outbound.submitted == n
+        assert got == sender.outbound.passed
+        assert sender.outbound.dropped / n == pytest.approx(0.3, abs=0.04)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_impaired_transport_inbound_loss_and_counts() -> None:
+    sender = UdpTransport.bind("127.0.0.1")
+    receiver = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig(loss=0.5, seed=2))
+    try:
+        got = []
+        for batch in range(4):
+            for i in range(100):
+                sender.sendto(bytes([batch, i]), receiver.local_address)
+            got += drain(receiver, quiet=0.2)
+        assert receiver.inbound.submitted == 400
+        assert len(got) == receiver.inbound.passed
+        assert 120 < len(got) < 280
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_outbound_delay_released_without_receiving() -> None:
+    config = ImpairmentConfig(delay=0.1, seed=3)
+    sender = ImpairedTransport(UdpTransport.bind("127.0.0.1"), config)
+    receiver = UdpTransport.bind("127.0.0.1")
+    try:
+        start = time.monotonic()
+        sender.sendto(b"late", receiver.local_address)
+        assert receiver.recvfrom(0.05) is None
+        assert receiver.recvfrom(5.0) is not None
+        elapsed = time.monotonic() - start
+        assert 0.09 <= elapsed < 2.0
+        assert sender.outbound.delayed == 1
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_inbound_delay_and_timeout_honoured() -> None:
+    sender = UdpTransport.bind("127.0.0.1")
+    receiver = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig(delay=0.2))
+    try:
+        sender.sendto(b"slow", receiver.local_address)
+        start = time.monotonic()
+        assert receiver.recvfrom(0.05) is None
+        assert time.monotonic() - start < 1.0
+        got = receiver.recvfrom(5.0)
+        assert got == (b"slow", sender.local_address)
+        assert time.monotonic() - start >= 0.15
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_noop_impairment_preserves_order() -> None:
+    sender = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig())
+    receiver = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig())
+    try:
+        for i in range(100):
+            sender.sendto(bytes([i]), receiver.local_address)
+        assert drain(receiver) == [bytes([i]) for i in range(100)]
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_impaired_close_unblocks_receiver_and_stops_thread() -> None:
+    transport = ImpairedTransport(UdpTransport.bind("127.0.0.1"), ImpairmentConfig(delay=1.0))
+    transport.sendto(b"in flight", transport.local_address)
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(transport.recvfrom(None)))
+    thread.start()
+    time.sleep(0.05)
+    before = threading.active_count()
+    transport.close()
+    thread.join(5.0)
+    assert not thread.is_alive() and results == [None]
+    assert threading.active_count() <= before - 1
+    assert not any(t.name == "impair-out" and t.is_alive() for t in threading.enumerate())

@@ -1,0 +1,262 @@
+"""The seam between sockets and the protocol cores: something that sends and receives datagrams.
+
+Protocol code depends only on :class:`DatagramTransport`, so the same code runs over a
+real UDP socket, over an impaired one, or over a fake in tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
+
+Address = tuple[str, int]
+
+MAX_DATAGRAM = 65535
+
+# sendto errors that mean "this datagram is lost", which UDP callers must tolerate anyway.
+_TRANSIENT_SEND_ERRORS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EWOULDBLOCK,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENOBUFS,
+        getattr(errno, "EHOSTDOWN", errno.EHOSTUNREACH),
+    }
+)
+
+
+class DatagramTransport(Protocol):
+    """Unreliable, unordered datagrams to and from ``(host, port)`` addresses."""
+
+    @property
+    def local_address(self) -> Address: ...
+
+    def sendto(self, data: bytes, addr: Address) -> None: ...
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def normalise(sockaddr: tuple[object, ...]) -> Address:
+    """IPv6 sockaddrs carry flowinfo and scope id too; callers only need host and port."""
+    host, port = sockaddr[0], sockaddr[1]
+    assert isinstance(host, str) and isinstance(port, int)
+    return (host, port)
+
+
+def resolve(host: str, port: int, passive: bool = False) -> tuple[socket.AddressFamily, Address]:
+    """The address family and a concrete address for ``host`` (IPv4 or IPv6)."""
+    flags = socket.AI_PASSIVE if passive else 0
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, flags)
+    family, _, _, _, sockaddr = infos[0]
+    return family, normalise(sockaddr)
+
+
+def open_udp_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(host, port)``; port 0 picks a free port."""
+    family, addr = resolve(host, port, passive=True)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if sys.platform == "win32":
+            # Otherwise an ICMP port-unreachable makes every later recvfrom fail (WinError 10054).
+            sock.ioctl(socket.SIO_UDP_CONNRESET, False)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class SocketCounters:
+    """Traffic and the transient errors UDP shrugs off (vanished peers, full buffers)."""
+
+    sent: int = 0
+    received: int = 0
+    send_errors: int = 0
+    recv_errors: int = 0
+
+
+class UdpTransport:
+    """A UDP socket: one thread may receive while others send; ``close()`` wakes the receiver."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._local = normalise(sock.getsockname())
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._recv_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._closed = False
+        self.counters = SocketCounters()
+
+    @classmethod
+    def bind(cls, host: str, port: int = 0) -> UdpTransport:
+        """Bind to ``host`` (an IPv4 or IPv6 address or name) and ``port`` (0 for any)."""
+        return cls(open_udp_socket(host, port))
+
+    @property
+    def local_address(self) -> Address:
+        return self._local
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send one datagram; a vanished peer or a full buffer loses it, as UDP may anyway."""
+        with self._send_lock:
+            if self._closed:
+                return
+            try:
+                self._sock.sendto(data, addr)
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT_SEND_ERRORS:
+                    raise
+                self.counters.send_errors += 1
+            else:
+                self.counters.sent += 1
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while not self._closed:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = {key.fileobj for key, _ in self._selector.select(remaining)}
+                if self._closed or self._wake_r in ready:
+                    return None
+                if self._sock in ready:
+                    try:
+                        data, sockaddr = self._sock.recvfrom(MAX_DATAGRAM)
+                    except (BlockingIOError, InterruptedError):
+                        pass  # readiness was spurious (e.g. a datagram with a bad checksum)
+                    except ConnectionError:
+                        self.counters.recv_errors += 1  # ICMP unreachable from an earlier send
+                    else:
+                        self.counters.received += 1
+                        return data, normalise(sockaddr)
+                if remaining == 0.0:
+                    return None
+        return None
+
+    def close(self) -> None:
+        """Stop: a thread blocked in ``recvfrom`` returns None promptly. Idempotent."""
+        with self._send_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+        with self._recv_lock:  # the receiver, if any, has been woken and leaves promptly
+            self._selector.close()
+            for sock in (self._sock, self._wake_r, self._wake_w):
+                sock.close()
+
+
+class ImpairedTransport:
+    """Wraps a transport so what it sends and what it receives cross a simulated bad network.
+
+    Each direction has its own :class:`Impairment` with a seed derived from the config's,
+    so a run is reproducible. Delayed outbound datagrams are released by one scheduler
+    thread, so they leave on time even when nobody is receiving.
+    """
+
+    def __init__(self, inner: DatagramTransport, config: ImpairmentConfig) -> None:
+        self._inner = inner
+        self._out: Impairment[Address] = Impairment(config.derive("out"))
+        self._in: Impairment[Address] = Impairment(config.derive("in"))
+        self._ready: deque[tuple[bytes, Address]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._release_loop, name="impair-out", daemon=True)
+        self._thread.start()
+
+    @property
+    def local_address(self) -> Address:
+        return self._inner.local_address
+
+    @property
+    def outbound(self) -> ImpairmentCounters:
+        return self._out.counters
+
+    @property
+    def inbound(self) -> ImpairmentCounters:
+        return self._in.counters
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            now = time.monotonic()
+            self._out.submit(data, now, addr)
+            for item, dest in self._out.due(now):  # undelayed: send now, in order
+                self._inner.sendto(item, dest)
+            if self._out.next_deadline() is not None:
+                self._cond.notify()
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        """Next datagram released by the inbound impairment, within ``timeout`` overall."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            now = time.monotonic()
+            self._ready.extend(self._in.due(now))
+            if self._ready:
+                return self._ready.popleft()
+            waits = [t - now for t in (deadline, self._in.next_deadline()) if t is not None]
+            wait = max(0.0, min(waits)) if waits else None
+            got = self._inner.recvfrom(wait)
+            if got is not None:
+                self._in.submit(got[0], time.monotonic(), got[1])
+            elif wait is None:
+                return None  # the inner transport was closed
+            elif deadline is not None and time.monotonic() >= deadline:
+                released = self._in.due(time.monotonic())
+                self._ready.extend(released[1:])
+                return released[0] if released else None
+        return None
+
+    def close(self) -> None:
+        """Stop the scheduler (datagrams still in flight are lost) and close the inner transport."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._inner.close()
+
+    def _release_loop(self) -> None:
+        with self._cond:
+            while not self._closed:
+                deadline = self._out.next_deadline()
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                if deadline > now:
+                    self._cond.wait(deadline - now)
+                    continue
+                for item, dest in self._out.due(now):
+                    self._inner.sendto(item, dest)
