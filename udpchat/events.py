@@ -1,0 +1,156 @@
+"""What a client session tells its user, as immutable values in the past tense.
+
+The client core emits these; the terminal UI, the ``--json`` printer, the demo bots and the
+tests consume them. Text fields hold what the relay sent, unsanitised: whoever displays them
+must pass them through ``udpchat.sanitize``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    """The relay accepted us (again): our nickname and who is in the room."""
+
+    nick: str
+    members: tuple[str, ...]
+    resumed: bool  # a rejoin that kept our place in the room
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A room message, from someone else or (``own``) ours as the relay posted it."""
+
+    seq: int
+    time: float
+    nick: str
+    text: str
+    action: bool = False
+    own: bool = False
+    history: bool = False
+    local_id: int | None = None  # for ``own`` messages: the id ``say`` returned
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePending:
+    """We sent a message; the relay has not confirmed it yet."""
+
+    local_id: int
+    text: str
+    action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefused:
+    """The relay refused one of our messages (flood control, size); it was not delivered."""
+
+    local_id: int
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateReceived:
+    """A private message to us, or the relay's copy of one we sent (``sender`` is us)."""
+
+    time: float
+    sender: str
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    seq: int
+    time: float
+    nick: str
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    seq: int
+    time: float
+    nick: str
+    reason: str  # "quit", "timed out", "dropped"
+    text: str = ""  # the quit message
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged:
+    seq: int
+    time: float
+    old: str
+    new: str
+    own: bool = False
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MembersListed:
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryGap:
+    """Room events we missed that the relay no longer holds."""
+
+    first_missing: int
+    last_missing: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReported:
+    """A one-line error for the user: from the relay, or a bad command caught locally."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The relay went silent, restarted or shut down; we will try to rejoin."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRejected:
+    """The relay refused to let us in (final: the session is closed)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over; nothing more will happen."""
+
+    reason: str
+
+
+ClientEvent = (
+    Welcomed
+    | MessageReceived
+    | MessagePending
+    | MessageRefused
+    | PrivateReceived
+    | MemberJoined
+    | MemberLeft
+    | NickChanged
+    | MembersListed
+    | HistoryGap
+    | ErrorReported
+    | ConnectionLost
+    | Reconnecting
+    | JoinRejected
+    | Closed
+)
