@@ -1,0 +1,886 @@
+"""The client session against a scripted relay, on a simulated network with a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from udpchat import events as ev
+from udpchat import messages as msg
+from udpchat import wire
+from udpchat.client_core import (
+    TRANSITIONS,
+    ClientConfig,
+    ClientSession,
+    LocalProtocolError,
+    QueueFull,
+    SessionState,
+)
+from udpchat.names import nick_key
+from udpchat.reliability import Link
+from udpchat.seal import Sealer
+from udpchat.sim import Address, PathModel, SimNetwork
+
+RELAY: Address = ("10.0.0.1", 4000)
+TIME = 1_790_000_000
+EPOCH = b"epoch-01"
+
+
+def seeded(seed: int) -> Callable[[int], bytes]:
+    return random.Random(seed).randbytes
+
+
+# --- a scripted relay -------------------------------------------------------------------------
+
+
+@dataclass
+class FakeSession:
+    token: bytes
+    nick: str
+    addr: Address
+    link: Link
+    accept: bytes
+    received: list[msg.Message] = field(default_factory=list)
+    heard: bool = False
+
+
+class FakeRelay:
+    """Enough of a relay to drive a client, with knobs to make it misbehave."""
+
+    def __init__(self, epoch: bytes = EPOCH, heartbeat_ms: int = 1000) -> None:
+        self.epoch = epoch
+        self.heartbeat_ms = heartbeat_ms
+        self.cookie = b"cookie-0123456789"
+        self.sessions: dict[bytes, FakeSession] = {}
+        self.by_nonce: dict[bytes, FakeSession] = {}
+        self.closing: list[FakeSession] = []
+        self.history: list[msg.RoomEvent] = []
+        self.seq = 0
+        self.answer_handshake = True
+        self.reject: tuple[int, str] | None = None
+        self.refuse_next = 0
+        self.reset_unknown = True
+        self.datagrams: list[tuple[float, wire.Datagram]] = []
+        self.joins: list[wire.Join] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self._tokens = random.Random(99)
+
+    # the Node protocol
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        datagram = wire.decode_datagram(data)
+        self.datagrams.append((now, datagram))
+        if isinstance(datagram, wire.Hello):
+            if self.answer_handshake:
+                self._out.append((wire.encode_challenge(datagram.nonce, self.cookie), addr))
+        elif isinstance(datagram, wire.Join):
+            if self.answer_handshake:
+                self._on_join(datagram, addr)
+        elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathResponse)):
+            session = self.sessions.get(datagram.token)
+            if session is None:
+                if self.reset_unknown:
+                    self._out.append((wire.encode_reset(datagram.token), addr))
+                return
+            session.heard = True
+            session.addr = addr
+            if isinstance(datagram, wire.PathResponse):
+                return
+            for data_ in session.link.receive(datagram, now) or []:
+                self._on_message(session, msg.decode_message(data_))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._out = self._out, []
+        for session in [*self.sessions.values(), *self.closing]:
+            out.extend((d, session.addr) for d in session.link.datagrams_to_send(now))
+        self.closing = [s for s in self.closing if not s.link.idle]
+        return out
+
+    def next_timer(self) -> float | None:
+        timers = [s.link.next_timer() for s in self.sessions.values()]
+        due = [t for t in timers if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            session.link.handle_timer(now)
+            if session.link.dead:
+                del self.sessions[session.token]
+
+    # scripting helpers
+    def send(self, session: FakeSession, message: msg.Message) -> None:
+        session.link.send(msg.encode_message(message))
+
+    def broadcast(self, message: msg.Message, skip: FakeSession | None = None) -> None:
+        for session in self.sessions.values():
+            if session is not skip:
+                self.send(session, message)
+
+    def room_event(self, make: Callable[[int], msg.RoomEvent]) -> msg.RoomEvent:
+        self.seq += 1
+        event = make(self.seq)
+        self.history.append(event)
+        return event
+
+    def restart(self, epoch: bytes) -> None:
+        """Lose every session and the history, as a new relay process would."""
+        self.epoch = epoch
+        self.sessions.clear()
+        self.by_nonce.clear()
+        self.history.clear()
+        self.seq = 0
+
+    def only_session(self) -> FakeSession:
+        (session,) = self.sessions.values()
+        return session
+
+    # protocol
+    def _on_join(self, join: wire.Join, addr: Address) -> None:
+        self.joins.append(join)
+        known = self.by_nonce.get(join.nonce)
+        if known is not None and not known.heard:
+            self._out.append((known.accept, addr))
+            return
+        if self.reject is not None:
+            code, reason = self.reject
+            self._out.append((wire.encode_reject(join.nonce, code, reason), addr))
+            return
+        resume = join.resume
+        same_epoch = resume is not None and resume.epoch == self.epoch
+        old = self.sessions.pop(resume.token, None) if resume is not None and same_epoch else None
+        taken = {nick_key(s.nick) for s in self.sessions.values()}
+        if nick_key(join.nick) in taken:
+            self._out.append(
+                (wire.encode_reject(join.nonce, wire.RejectCode.NICK_TAKEN, "taken"), addr)
+            )
+            return
+        token = self._tokens.randbytes(8)
+        accept = wire.encode_accept(
+            wire.Accept(join.nonce, token, self.epoch, self.heartbeat_ms, 10_000)
+        )
+        nick = old.nick if old is not None else join.nick
+        session = FakeSession(token, nick, addr, Link(token), accept)
+        members = (*(s.nick for s in self.sessions.values()), nick)
+        resumed = len(old.received) if old is not None else 0
+        self.send(session, msg.Welcome(nick, members, self.seq, 1, resumed))
+        catch_up: list[msg.RoomEvent]
+        if same_epoch and resume is not None:
+            catch_up = [e for e in self.history if e.seq > resume.last_seq]
+        else:
+            chat = (msg.ChatMessage, msg.ActionMessage)
+            catch_up = [e for e in self.history if type(e) in chat][-20:]
+        for event in catch_up:
+            self.send(session, event)
+        if old is None:
+            joined = self.room_event(lambda seq: msg.Joined(seq, TIME, nick))
+            self.broadcast(joined)
+        self.sessions[token] = session
+        self.by_nonce[join.nonce] = session
+        self._out.append((accept, addr))
+
+    def _on_message(self, session: FakeSession, message: msg.Message) -> None:
+        session.received.append(message)
+        if isinstance(message, (msg.Say, msg.Action)):
+            if self.refuse_next:
+                self.refuse_next -= 1
+                self.send(session, msg.Refused("slow down"))
+                return
+            if isinstance(message, msg.Say):
+                text = message.text
+                event: msg.RoomEvent = self.room_event(
+                    lambda seq: msg.ChatMessage(seq, TIME, session.nick, text)
+                )
+            else:
+                text = message.text
+                event = self.room_event(
+                    lambda seq: msg.ActionMessage(seq, TIME, session.nick, text)
+                )
+            self.send(session, msg.Posted(event.seq))
+            self.broadcast(event, skip=session)
+        elif isinstance(message, msg.Who):
+            self.send(session, msg.Members(tuple(s.nick for s in self.sessions.values())))
+        elif isinstance(message, msg.NickRequest):
+            old, new = session.nick, message.nick
+            session.nick = new
+            self.broadcast(self.room_event(lambda seq: msg.NickChanged(seq, TIME, old, new)))
+        elif isinstance(message, msg.PrivateSend):
+            for other in self.sessions.values():
+                if other.nick == message.to or other is session:
+                    self.send(other, msg.Private(TIME, session.nick, message.to, message.text))
+        elif isinstance(message, msg.Quit):
+            del self.sessions[session.token]
+            self.closing.append(session)
+            left = self.room_event(lambda seq: msg.Left(seq, TIME, session.nick, 0, message.reason))
+            self.broadcast(left)
+
+
+class ClientNode:
+    """A ClientSession as a simulator node, keeping every event it emitted."""
+
+    def __init__(self, session: ClientSession, relay: Address = RELAY) -> None:
+        self.session = session
+        self.relay = relay
+        self.seen: list[ev.ClientEvent] = []
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.session.receive_datagram(data, now)
+        self.seen.extend(self.session.events())
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return [(d, self.relay) for d in self.session.datagrams_to_send(now)]
+
+    def next_timer(self) -> float | None:
+        return self.session.next_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.session.handle_timer(now)
+        self.seen.extend(self.session.events())
+
+    def drain(self) -> list[ev.ClientEvent]:
+        self.seen.extend(self.session.events())
+        out, self.seen = self.seen, []
+        return out
+
+    def of(self, kind: type[ev.ClientEvent]) -> list[ev.ClientEvent]:
+        self.seen.extend(self.session.events())
+        return [e for e in self.seen if isinstance(e, kind)]
+
+
+def client_addr(i: int) -> Address:
+    return (f"10.0.1.{i + 1}", 5000 + i)
+
+
+def make_net(
+    nicks: tuple[str, ...] = ("alice",),
+    model: PathModel | None = None,
+    relay: FakeRelay | None = None,
+    seed: int = 1,
+    **config: object,
+) -> tuple[SimNetwork, FakeRelay, list[ClientNode]]:
+    net = SimNetwork(seed=seed, default=model or PathModel(delay=0.01))
+    relay = relay or FakeRelay()
+    net.attach(RELAY, relay)
+    nodes = []
+    for i, nick in enumerate(nicks):
+        session = ClientSession(ClientConfig(nick, **config), seeded(seed * 100 + i), net.now)  # type: ignore[arg-type]
+        node = ClientNode(session)
+        net.attach(client_addr(i), node)
+        nodes.append(node)
+    return net, relay, nodes
+
+
+def join_all(net: SimNetwork, nodes: list[ClientNode], timeout: float = 5) -> None:
+    for node in nodes:
+        node.session.connect(net.now)
+        assert net.run_until(lambda n=node: n.session.state is SessionState.JOINED, timeout)  # type: ignore[misc]
+
+
+def client_datagrams(relay: FakeRelay, kind: type[object]) -> list[tuple[float, wire.Datagram]]:
+    return [(t, d) for t, d in relay.datagrams if isinstance(d, kind)]
+
+
+def client_messages(session: FakeSession) -> list[msg.Message]:
+    return session.received
+
+
+# --- handshake --------------------------------------------------------------------------------
+
+
+def test_handshake_pads_hello_and_join_and_ends_welcomed() -> None:
+    net, relay, (alice,) = make_net()
+    sizes: list[tuple[int, int]] = []
+    net.taps.append(lambda src, dst, data: sizes.append((data[2], len(data))))
+    alice.session.connect(net.now)
+    assert alice.session.state is SessionState.CONNECTING
+    assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 1)
+    assert (wire.DatagramType.HELLO, 1200) in sizes
+    assert (wire.DatagramType.JOIN, 1200) in sizes
+    welcomed = alice.of(ev.Welcomed)
+    assert welcomed == [ev.Welcomed("alice", ("alice",), resumed=False)]
+    assert alice.session.members == ("alice",)
+    assert relay.joins[0].resume is None
+    # HELLO -> CHALLENGE took 20 ms: the link starts from that sample, not from 100 ms.
+    assert alice.session.stats.srtt == pytest.approx(0.02, abs=0.005)
+
+
+def test_hello_retransmits_doubling_to_4s_then_join_times_out() -> None:
+    net, relay, (alice,) = make_net()
+    relay.answer_handshake = False
+    alice.session.connect(net.now)
+    net.run(12)
+    hellos = client_datagrams(relay, wire.Hello)
+    times = [round(t - 0.01, 3) for t, _ in hellos]
+    assert times == [0.0, 0.25, 0.75, 1.75, 3.75, 7.75]
+    assert len({d.nonce for _, d in hellos if isinstance(d, wire.Hello)}) == 1
+    closed = alice.of(ev.Closed)
+    assert len(closed) == 1 and isinstance(closed[0], ev.Closed)
+    assert "the relay does not answer" in closed[0].reason
+    assert "room key" not in closed[0].reason
+    assert alice.session.state is SessionState.CLOSED
+    assert alice.session.next_timer() is None
+
+
+def test_join_timeout_mentions_the_room_key_when_sealed() -> None:
+    key = bytes(32)
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=Sealer(key, seeded(2)))
+    session.connect(0.0)
+    now = 0.0
+    for _ in range(100):
+        deadline = session.next_timer()
+        if deadline is None:
+            break
+        now = max(now, deadline)
+        session.handle_timer(now)
+        session.datagrams_to_send(now)
+    (closed,) = [e for e in session.events() if isinstance(e, ev.Closed)]
+    assert "room key" in closed.reason
+    assert now == pytest.approx(10.0)
+
+
+def test_join_is_retransmitted_and_a_lost_accept_is_recovered() -> None:
+    net, relay, (alice,) = make_net()
+    dropped: list[bytes] = []
+    original = net.send
+
+    def drop_first_accept(src: Address, dst: Address, data: bytes) -> None:
+        if src == RELAY and data[2] == wire.DatagramType.ACCEPT and not dropped:
+            dropped.append(data)
+            return
+        original(src, dst, data)
+
+    net.send = drop_first_accept  # type: ignore[method-assign]
+    join_all(net, [alice])
+    joins = client_datagrams(relay, wire.Join)
+    assert len(joins) == 2
+    assert joins[1][0] - joins[0][0] == pytest.approx(0.25)
+    assert len(relay.sessions) == 1  # the same JOIN got the same ACCEPT
+
+
+def test_first_join_reject_is_final() -> None:
+    net, relay, (alice,) = make_net()
+    relay.reject = (wire.RejectCode.RELAY_FULL, "the room is full")
+    alice.session.connect(net.now)
+    net.run(30)
+    assert alice.drain() == [
+        ev.JoinRejected(wire.RejectCode.RELAY_FULL, "the room is full"),
+        ev.Closed("the room is full"),
+    ]
+    assert len(client_datagrams(relay, wire.Join)) == 1
+
+
+def test_reject_with_a_foreign_nonce_is_ignored() -> None:
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0)
+    session.connect(0.0)
+    session.receive_datagram(wire.encode_reject(b"x" * 8, 1, "go away"), 0.01)
+    assert session.state is SessionState.CONNECTING
+    assert session.stats.wrong_session == 1
+    assert session.events() == []
+
+
+def test_sealed_client_accepts_a_plain_bad_key_reject_only_in_the_handshake() -> None:
+    sealer = Sealer(bytes(32), seeded(3))
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=sealer)
+    session.connect(0.0)
+    (hello,) = session.datagrams_to_send(0.0)
+    inner = wire.decode_datagram(sealer.open(hello))
+    assert isinstance(inner, wire.Hello)
+    # A plain REJECT of another code is not believed...
+    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.RELAY_FULL, "full"), 0.01)
+    assert session.state is SessionState.CONNECTING
+    assert session.stats.malformed == 1
+    # ... BAD_KEY is, so a wrong key is reported plainly.
+    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.BAD_KEY, "wrong key"), 0.02)
+    assert session.events() == [
+        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong key"),
+        ev.Closed("wrong key"),
+    ]
+
+
+def test_sealed_session_end_to_end() -> None:
+    """A relay that seals too: the client's every datagram is sealed, and it joins."""
+    key = bytes(range(32))
+    relay_sealer = Sealer(key, seeded(7))
+
+    class SealedRelay(FakeRelay):
+        def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+            super().receive_datagram(relay_sealer.open(data), addr, now)
+
+        def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+            return [(relay_sealer.seal(d), a) for d, a in super().datagrams_to_send(now)]
+
+    net = SimNetwork(seed=1, default=PathModel(delay=0.01))
+    relay = SealedRelay()
+    net.attach(RELAY, relay)
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=Sealer(key, seeded(8)))
+    alice = ClientNode(session)
+    net.attach(client_addr(0), alice)
+    join_all(net, [alice])
+    session.say("secret", net.now)
+    assert net.run_until(lambda: session.idle, 2)
+    assert relay.only_session().received == [msg.Say("secret")]
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+
+def test_say_is_pending_then_posted() -> None:
+    net, relay, (alice, bob) = make_net(("alice", "bob"))
+    join_all(net, [alice, bob])
+    alice.drain()
+    bob.drain()
+    local_id = alice.session.say("hello", net.now)
+    assert alice.session.pending == 1
+    assert alice.drain() == [ev.MessagePending(local_id, "hello")]
+    assert net.run_until(lambda: alice.session.idle, 2)
+    (posted,) = alice.of(ev.MessageReceived)
+    assert isinstance(posted, ev.MessageReceived)
+    assert (posted.own, posted.local_id, posted.text, posted.nick) == (
+        True,
+        local_id,
+        "hello",
+        "alice",
+    )
+    assert posted.seq == relay.seq
+    assert alice.session.pending == 0
+    (seen,) = bob.of(ev.MessageReceived)
+    assert seen == ev.MessageReceived(relay.seq, float(TIME), "alice", "hello")
+
+
+def test_action_and_refusal_keep_their_local_ids() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    relay.refuse_next = 1
+    first = alice.session.say("one", net.now)
+    second = alice.session.action("waves", net.now)
+    assert net.run_until(lambda: alice.session.idle, 2)
+    refused = alice.of(ev.MessageRefused)
+    assert refused == [ev.MessageRefused(first, "one", "slow down")]
+    (posted,) = alice.of(ev.MessageReceived)
+    assert isinstance(posted, ev.MessageReceived)
+    assert posted.action and posted.own and posted.local_id == second
+
+
+def test_bad_input_raises_value_error_with_one_line() -> None:
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0)
+    cases: list[Callable[[], object]] = [
+        lambda: session.say("", 0.0),
+        lambda: session.action("x" * (msg.MAX_TEXT_BYTES + 1), 0.0),
+        lambda: session.change_nick("two words", 0.0),
+        lambda: session.private("/bob", "hi", 0.0),
+        lambda: session.quit("x" * 600, 0.0),
+    ]
+    for case in cases:
+        with pytest.raises(ValueError) as info:
+            case()
+        assert "\n" not in str(info.value) and str(info.value)
+    assert session.events() == []
+    with pytest.raises(ValueError):
+        ClientConfig("")
+
+
+def test_messages_typed_before_joining_are_queued_in_order_and_bounded() -> None:
+    net, relay, (alice,) = make_net(max_pending=3)
+    ids = [alice.session.say("early", net.now)]
+    alice.session.connect(net.now)
+    ids.append(alice.session.action("stretches", net.now))
+    alice.session.who(net.now)
+    with pytest.raises(QueueFull):
+        alice.session.say("too many", net.now)
+    assert alice.session.pending == 2
+    assert net.run_until(lambda: alice.session.idle, 3)
+    assert relay.only_session().received == [msg.Say("early"), msg.Action("stretches"), msg.Who()]
+    posted = [e.local_id for e in alice.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert posted == ids
+    assert alice.of(ev.MembersListed) == [ev.MembersListed(("alice",))]
+
+
+def test_members_follow_joins_leaves_and_nick_changes() -> None:
+    net, _relay, (alice, bob, carol) = make_net(("alice", "bob", "carol"))
+    join_all(net, [alice, bob, carol])
+    assert alice.session.members == ("alice", "bob", "carol")
+    bob.session.change_nick("robert", net.now)
+    assert net.run_until(lambda: "robert" in alice.session.members, 2)
+    assert bob.session.nick == "robert"
+    own = [e for e in bob.of(ev.NickChanged) if isinstance(e, ev.NickChanged)]
+    assert own and own[-1].own and own[-1].new == "robert"
+    carol.session.quit("bye", net.now)
+    assert carol.session.state is SessionState.LEAVING
+    assert net.run_until(lambda: carol.session.state is SessionState.CLOSED, 2)
+    assert carol.of(ev.Closed) == [ev.Closed("left the room")]
+    assert net.run_until(lambda: alice.session.members == ("alice", "robert"), 2)
+    left = [e for e in alice.of(ev.MemberLeft) if isinstance(e, ev.MemberLeft)]
+    assert left and (left[-1].nick, left[-1].reason, left[-1].text) == ("carol", "quit", "bye")
+
+
+def test_private_messages_and_errors() -> None:
+    net, relay, (alice, bob) = make_net(("alice", "bob"))
+    join_all(net, [alice, bob])
+    alice.session.private("bob", "psst", net.now)
+    assert net.run_until(lambda: bool(bob.of(ev.PrivateReceived)), 2)
+    assert bob.of(ev.PrivateReceived) == [ev.PrivateReceived(float(TIME), "alice", "bob", "psst")]
+    relay.send(relay.sessions[next(iter(relay.sessions))], msg.Error("no such nickname"))
+    assert net.run_until(lambda: bool(alice.of(ev.ErrorReported)), 2)
+
+
+def test_quit_closes_after_the_timeout_when_the_relay_is_gone() -> None:
+    net, _relay, (alice,) = make_net()
+    join_all(net, [alice])
+    net.detach(RELAY)
+    start = net.now
+    alice.session.quit("bye", net.now)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 5)
+    assert net.now - start == pytest.approx(2.0, abs=0.01)
+    assert alice.of(ev.Closed) == [ev.Closed("left the room (the relay did not confirm)")]
+
+
+def test_history_is_flagged_and_gaps_are_reported() -> None:
+    net, relay, (alice,) = make_net()
+    for text in ("old 0", "old 1", "old 2"):
+        relay.history.append(msg.ChatMessage(relay.seq + 1, TIME, "bob", text))
+        relay.seq += 1
+    join_all(net, [alice])
+    net.run(0.5)
+    history = [e for e in alice.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert [(e.text, e.history) for e in history] == [(f"old {i}", True) for i in range(3)]
+    alice.drain()
+    # A live event that skips sequence numbers: the member missed some.
+    relay.seq += 2
+    event = relay.room_event(lambda seq: msg.ChatMessage(seq, TIME, "bob", "later"))
+    relay.send(relay.only_session(), event)
+    assert net.run_until(lambda: bool(alice.of(ev.MessageReceived)), 2)
+    gap = alice.of(ev.HistoryGap)
+    assert gap == [ev.HistoryGap(event.seq - 2, event.seq - 1)]
+
+
+def test_path_challenge_is_answered_with_the_same_bytes() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    session = relay.only_session()
+    net.inject(RELAY, client_addr(0), session.link.encode_path(wire.PathChallenge, b"8 bytes!"))
+    net.run(0.1)
+    responses = client_datagrams(relay, wire.PathResponse)
+    assert [d.data for _, d in responses if isinstance(d, wire.PathResponse)] == [b"8 bytes!"]
+
+
+# --- liveness and rejoining -------------------------------------------------------------------
+
+
+def test_heartbeat_pings_when_quiet_and_probes_when_the_relay_is() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    net.run(0.5)
+    start = len(client_datagrams(relay, wire.Ping))
+    net.run(4)
+    pings = [t for t, _ in client_datagrams(relay, wire.Ping)][start:]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert gaps and all(g == pytest.approx(1.0, abs=0.03) for g in gaps)
+    # The relay goes silent: after one heartbeat of silence, a probe every quarter of one.
+    net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
+    silent_from = net.now
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    probes = [t for t, _ in client_datagrams(relay, wire.Ping) if t > silent_from + 1.1]
+    probe_gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert probe_gaps and all(g == pytest.approx(0.25, abs=0.03) for g in probe_gaps)
+    assert alice.of(ev.ConnectionLost) == [ev.ConnectionLost("the relay went silent")]
+    assert net.now - silent_from == pytest.approx(5.0, abs=1.1)
+
+
+def test_silence_leads_to_rejoin_with_doubling_backoff_and_resume() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    old = relay.only_session()
+    net.detach(RELAY)
+    assert net.run_until(lambda: len(alice.of(ev.Reconnecting)) >= 4, 60)
+    reconnecting = [e for e in alice.of(ev.Reconnecting) if isinstance(e, ev.Reconnecting)]
+    assert [(e.attempt, e.delay) for e in reconnecting] == [
+        (1, 0.5),
+        (2, 1.0),
+        (3, 2.0),
+        (4, 4.0),
+    ]
+    assert alice.session.state is SessionState.RECONNECTING
+    net.attach(RELAY, relay)
+    assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 20)
+    resume = relay.joins[-1].resume
+    # Our own JOINED (seq 1) never reached us, so the last event we processed is WELCOME's.
+    assert resume == wire.Resume(EPOCH, old.token, 0)
+    assert alice.of(ev.Welcomed)[-1] == ev.Welcomed("alice", ("alice",), resumed=True)
+    assert alice.session.stats.reconnects == 1
+
+
+def test_reconnect_delay_is_capped() -> None:
+    net, _relay, (alice,) = make_net(max_reconnect_delay=3.0, join_timeout=1.0)
+    join_all(net, [alice])
+    net.detach(RELAY)
+    assert net.run_until(lambda: len(alice.of(ev.Reconnecting)) >= 5, 60)
+    delays = [e.delay for e in alice.of(ev.Reconnecting) if isinstance(e, ev.Reconnecting)]
+    assert delays[:5] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_no_reconnect_means_closed() -> None:
+    net, _relay, (alice,) = make_net(reconnect=False)
+    join_all(net, [alice])
+    net.detach(RELAY)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 10)
+    kinds = [type(e) for e in alice.drain()]
+    assert kinds[-2:] == [ev.ConnectionLost, ev.Closed]
+
+
+def test_reset_after_a_relay_restart_rejoins_at_once_and_resends() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    net.set_path(client_addr(0), RELAY, PathModel(loss=1.0))
+    local_id = alice.session.say("lost in the crash", net.now)
+    net.run(0.2)
+    relay.restart(b"epoch-02")
+    net.set_path(client_addr(0), RELAY, PathModel(delay=0.01))
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 3)
+    assert alice.of(ev.Reconnecting) == [ev.Reconnecting(1, 0.0)]
+    assert net.run_until(lambda: alice.session.idle, 3)
+    assert alice.of(ev.Welcomed)[-1] == ev.Welcomed("alice", ("alice",), resumed=False)
+    assert relay.only_session().received == [msg.Say("lost in the crash")]
+    posted = [e for e in alice.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert [(e.local_id, e.seq) for e in posted] == [(local_id, 2)]  # 1 is our JOINED
+
+
+def test_shutdown_is_a_lost_relay_with_its_reason() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    relay.send(relay.only_session(), msg.Shutdown("maintenance"))
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 2)
+    assert alice.of(ev.ConnectionLost) == [
+        ev.ConnectionLost("the relay is shutting down: maintenance")
+    ]
+    assert alice.session.state is SessionState.RECONNECTING
+
+
+def test_resume_resends_exactly_what_the_relay_did_not_receive() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    up, down = (client_addr(0), RELAY), (RELAY, client_addr(0))
+    first = alice.session.say("one", net.now)
+    assert net.run_until(lambda: alice.session.idle, 2)
+    # The relay still hears us but we no longer hear it: "two" is posted, its POSTED lost.
+    net.set_path(*down, PathModel(loss=1.0))
+    second = alice.session.say("two", net.now)
+    net.run(0.3)
+    # Now nothing gets through: "three" and the WHO never reach the relay.
+    net.set_path(*up, PathModel(loss=1.0))
+    third = alice.session.say("three", net.now)
+    alice.session.who(net.now)
+    old = relay.only_session()
+    assert old.received == [msg.Say("one"), msg.Say("two")]
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    net.set_default(PathModel(delay=0.01))
+    assert net.run_until(lambda: alice.session.idle, 20)
+    new = relay.only_session()
+    assert new.token != old.token
+    assert new.received[-2:] == [msg.Say("three"), msg.Who()]
+    assert msg.Say("two") not in new.received
+    assert alice.session.pending == 0
+    received = [e for e in alice.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert [(e.local_id, e.text, e.history) for e in received] == [
+        (first, "one", False),
+        (second, "two", True),  # confirmed by the catch-up history
+        (third, "three", False),
+    ]
+    assert [e.seq for e in received] == sorted(e.seq for e in received)
+    assert alice.of(ev.MessageRefused) == []
+    assert len(alice.of(ev.MembersListed)) == 1  # the user's WHO only
+
+
+def test_limbo_messages_missing_from_history_are_reported_unconfirmed() -> None:
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    down = (RELAY, client_addr(0))
+    net.set_path(*down, PathModel(loss=1.0))
+    relay.refuse_next = 1
+    refused = alice.session.say("refused, but the answer is lost", net.now)
+    posted = alice.session.say("posted, answer lost", net.now)
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    net.set_default(PathModel(delay=0.01))
+    assert net.run_until(lambda: alice.session.idle, 20)
+    assert alice.of(ev.MessageRefused) == [
+        ev.MessageRefused(
+            refused,
+            "refused, but the answer is lost",
+            "the relay did not confirm this message before the connection was lost",
+        )
+    ]
+    confirmed = [e for e in alice.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert [e.local_id for e in confirmed] == [posted]
+
+
+def test_catch_up_after_an_outage_with_a_gap() -> None:
+    net, relay, (alice, bob) = make_net(("alice", "bob"))
+    join_all(net, [alice, bob])
+    alice.drain()
+    net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
+    net.set_path(client_addr(0), RELAY, PathModel(loss=1.0))
+    for i in range(4):
+        bob.session.say(f"while away {i}", net.now)
+    assert net.run_until(lambda: bob.session.idle, 3)
+    relay.history = relay.history[-2:]  # the relay forgot the oldest two
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    net.set_default(PathModel(delay=0.01))
+    assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 20)
+    net.run(0.5)
+    texts = [
+        (e.text, e.history)
+        for e in alice.of(ev.MessageReceived)
+        if isinstance(e, ev.MessageReceived)
+    ]
+    assert texts == [("while away 2", True), ("while away 3", True)]
+    gaps = alice.of(ev.HistoryGap)
+    assert len(gaps) == 1 and isinstance(gaps[0], ev.HistoryGap)
+    assert gaps[0].last_missing - gaps[0].first_missing == 1
+    assert alice.session.members == ("alice", "bob")
+
+
+def test_taken_nick_on_a_rejoin_after_restart_gets_a_suffix() -> None:
+    net, relay, (alice, impostor) = make_net(("alice", "mallory"))
+    join_all(net, [alice])
+    net.detach(RELAY)
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    relay.restart(b"epoch-02")
+    net.attach(RELAY, relay)
+    # Someone else takes the name on the new relay first.
+    relay.answer_handshake = True
+    impostor_session = ClientSession(ClientConfig("ALICE"), seeded(5), net.now)
+    impostor.session = impostor_session
+    join_all(net, [impostor])
+    assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 30)
+    assert alice.session.nick == "alice_"
+    errors = [e for e in alice.of(ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
+    assert errors == [ev.ErrorReported("the nickname alice is taken; trying alice_")]
+
+
+def test_suffix_stays_within_the_nickname_limit() -> None:
+    nick = "n" * 32
+    session = ClientSession(ClientConfig(nick), seeded(1), 0.0)
+    session.nick = nick
+    assert session._suffixed_nick() == "n" * 31 + "_"
+    assert session._suffixed_nick() == "n" * 30 + "__"
+
+
+# --- robustness -------------------------------------------------------------------------------
+
+
+def test_datagrams_for_other_sessions_are_counted_and_dropped() -> None:
+    net, _relay, (alice,) = make_net()
+    join_all(net, [alice])
+    alice.drain()
+    other = Link(b"N" * 8)
+    other.ping()
+    for data in other.datagrams_to_send(net.now):
+        alice.session.receive_datagram(data, net.now)
+    alice.session.receive_datagram(wire.encode_reset(b"N" * 8), net.now)
+    alice.session.receive_datagram(b"\x00garbage", net.now)
+    alice.session.receive_datagram(wire.encode_hello(b"h" * 8), net.now)
+    stats = alice.session.stats
+    assert (stats.wrong_session, stats.malformed, stats.unexpected) == (2, 1, 1)
+    assert alice.session.state is SessionState.JOINED
+    assert alice.drain() == []
+
+
+def _session_in(state: str) -> ClientSession:
+    net, relay, (alice,) = make_net()
+    if state == "idle":
+        return alice.session
+    if state == "connecting":
+        relay.answer_handshake = False
+        alice.session.connect(net.now)
+        return alice.session
+    join_all(net, [alice])
+    if state == "reconnecting":
+        net.detach(RELAY)
+        net.run_until(lambda: alice.session.state is SessionState.RECONNECTING, 10)
+    return alice.session
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    state=st.sampled_from(["idle", "connecting", "joined", "reconnecting"]),
+    garbage=st.lists(st.binary(max_size=1300), max_size=8),
+)
+def test_arbitrary_bytes_never_raise(state: str, garbage: list[bytes]) -> None:
+    session = _session_in(state)
+    before = session.state
+    for data in garbage:
+        session.receive_datagram(data, 100.0)
+    assert session.state is before
+    stats = session.stats
+    dropped = stats.malformed + stats.wrong_session + stats.unexpected + stats.replays
+    assert dropped >= sum(1 for d in garbage if d) - stats.bad_messages
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    fields=st.lists(
+        st.one_of(
+            st.integers(-(2**63), 2**64 - 1),
+            st.binary(max_size=20),
+            st.text(max_size=10),
+            st.booleans(),
+            st.none(),
+        ),
+        max_size=8,
+    ),
+    kind=st.integers(0, 20),
+)
+def test_wellformed_msgpack_of_any_shape_never_raises(fields: list[object], kind: int) -> None:
+    session = _session_in("joined")
+    session.receive_datagram(wire.pack([1, kind, *fields]), 100.0)
+    assert session.state is SessionState.JOINED
+
+
+def test_state_table_is_complete_and_closed_is_final() -> None:
+    assert set(TRANSITIONS) == set(SessionState)
+    assert TRANSITIONS[SessionState.CLOSED] == frozenset()
+    for targets in TRANSITIONS.values():
+        assert SessionState.IDLE not in targets
+
+
+def test_misuse_raises_local_protocol_error() -> None:
+    net, _relay, (alice,) = make_net()
+    join_all(net, [alice])
+    with pytest.raises(LocalProtocolError):
+        alice.session.connect(net.now)
+    alice.session.quit("bye", net.now)
+    with pytest.raises(LocalProtocolError):
+        alice.session.quit("again", net.now)
+    with pytest.raises(LocalProtocolError):
+        alice.session.say("too late", net.now)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 3)
+    calls: list[Callable[[], object]] = [
+        lambda: alice.session.connect(net.now),
+        lambda: alice.session.who(net.now),
+        lambda: alice.session.change_nick("bob", net.now),
+        lambda: alice.session.private("bob", "x", net.now),
+        lambda: alice.session.quit("", net.now),
+    ]
+    for call in calls:
+        with pytest.raises(LocalProtocolError):
+            call()
+    assert alice.session.datagrams_to_send(net.now) == []
+    assert alice.session.next_timer() is None
+
+
+def test_quit_before_joining_closes_at_once() -> None:
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0)
+    session.connect(0.0)
+    local_id = session.say("never sent", 0.0)
+    session.quit("changed my mind", 0.0)
+    assert session.state is SessionState.CLOSED
+    assert session.events()[-2:] == [
+        ev.MessageRefused(
+            local_id, "never sent", "the session closed before the relay confirmed this message"
+        ),
+        ev.Closed("left the room"),
+    ]
+    assert session.pending == 0

@@ -1,0 +1,966 @@
+"""The client session, sans I/O: handshake, chat, liveness and rejoining with resume.
+
+A ``ClientSession`` owns one ``Link`` at a time and everything a member must remember across
+links: its nickname, the room sequence number it has seen, and the messages the relay has not
+confirmed. Like the link it never touches a socket, a clock or a random source of its own:
+the runtime feeds it datagrams and ``now``, drains ``datagrams_to_send`` and ``events``, and
+calls ``handle_timer`` at ``next_timer``; randomness comes from the injected ``rng``. That
+keeps every behaviour of protocol.md sections 4, 6 and 7 testable on a virtual clock.
+
+Own messages live in one of four places, so none is lost or sent twice across a rejoin:
+
+* the *outbox*: not yet handed to a link (typed while away, or the link's buffer is full);
+* the *log*: handed to the current link, not yet known to have reached the relay;
+* *awaiting*: SAY and ACTION handed to the current link whose POSTED or REFUSED is due;
+* *limbo*: ones a previous session received but never answered; the catch-up history
+  after a rejoin shows which of them were posted.
+
+After a rejoin, WELCOME's ``resumed`` says how much of the log the relay got; the rest is
+sent again, ahead of the outbox.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from udpchat import events as ev
+from udpchat import messages as msg
+from udpchat import wire
+from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
+from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
+from udpchat.seal import Sealer, SealError
+
+__all__ = [
+    "ClientConfig",
+    "ClientSession",
+    "ClientStats",
+    "LocalProtocolError",
+    "QueueFull",
+    "SessionState",
+]
+
+# protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 4 s.
+HANDSHAKE_FIRST_RETRY = 0.25
+HANDSHAKE_MAX_RETRY = 4.0
+# protocol.md 7.1: the first wait before rejoining; it doubles up to max_reconnect_delay.
+RECONNECT_FIRST_DELAY = 0.5
+# A relay may announce any heartbeat up to an hour; below this we would only flood it.
+MIN_HEARTBEAT = 0.05
+
+_LEAVE_REASONS: dict[int, str] = {
+    msg.LeaveReason.QUIT: "quit",
+    msg.LeaveReason.TIMEOUT: "timed out",
+    msg.LeaveReason.DROPPED: "dropped",
+    msg.LeaveReason.REPLACED: "replaced",
+}
+# REJECT codes after which trying again cannot help, even on a rejoin.
+_FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
+_UNCONFIRMED = "the relay did not confirm this message before the connection was lost"
+_CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this message"
+
+
+class LocalProtocolError(Exception):
+    """The session was asked to do something its current state does not allow."""
+
+
+class QueueFull(Exception):
+    """Too many messages wait for the relay; nothing was queued (back-pressure)."""
+
+
+class SessionState(Enum):
+    IDLE = "idle"  # created, connect() not called yet
+    CONNECTING = "connecting"  # HELLO sent, waiting for CHALLENGE
+    JOINING = "joining"  # JOIN sent; after ACCEPT, waiting for WELCOME on the new link
+    JOINED = "joined"  # WELCOME processed: chatting
+    RECONNECTING = "reconnecting"  # the relay was lost; waiting for the next attempt
+    LEAVING = "leaving"  # QUIT sent, waiting for its acknowledgement
+    CLOSED = "closed"  # final
+
+
+_S = SessionState
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    _S.IDLE: frozenset({_S.CONNECTING, _S.CLOSED}),
+    _S.CONNECTING: frozenset({_S.CONNECTING, _S.JOINING, _S.RECONNECTING, _S.CLOSED}),
+    _S.JOINING: frozenset({_S.JOINED, _S.CONNECTING, _S.RECONNECTING, _S.LEAVING, _S.CLOSED}),
+    _S.JOINED: frozenset({_S.RECONNECTING, _S.LEAVING, _S.CLOSED}),
+    _S.RECONNECTING: frozenset({_S.CONNECTING, _S.CLOSED}),
+    _S.LEAVING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    nick: str
+    link: LinkConfig = field(default_factory=LinkConfig)
+    join_timeout: float = 10.0  # give up a join attempt after this (protocol.md 4)
+    relay_silence: float = 5.0  # the relay is lost after this much silence (protocol.md 7.1)
+    quit_timeout: float = 2.0
+    reconnect: bool = True
+    max_reconnect_delay: float = 10.0
+    max_pending: int = 1000  # messages queued while no link takes them
+
+    def __post_init__(self) -> None:
+        error = nick_error(self.nick)
+        if error is not None:
+            raise ValueError(error)
+        for name in ("join_timeout", "relay_silence", "quit_timeout", "max_reconnect_delay"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """Counters for /stats: what was dropped and why, and the current link's numbers."""
+
+    malformed: int  # not udpchat, not sealed with our key, or impossible ACK fields
+    wrong_session: int  # a token or handshake nonce that is not ours
+    replays: int  # packet numbers seen before (protocol.md 5.6)
+    unexpected: int  # valid, but meaningless in the current state
+    bad_messages: int  # stream messages that do not decode or make no sense
+    reconnects: int  # times the session was re-established after losing the relay
+    link: LinkStats
+
+    @property
+    def srtt(self) -> float:
+        return self.link.srtt
+
+    @property
+    def rto(self) -> float:
+        return self.link.rto
+
+    @property
+    def retransmissions(self) -> int:
+        return self.link.retransmissions
+
+    @property
+    def loss_estimate(self) -> float:
+        return self.link.loss_estimate
+
+
+@dataclass(eq=False, slots=True)
+class _Outgoing:
+    """One message of ours on its way to the relay."""
+
+    message: msg.ClientMessage
+    data: bytes
+    local_id: int | None = None  # SAY and ACTION: the id the user was given
+    internal: bool = False  # a WHO sent only to learn where catch-up history ends
+    index: int = -1  # its position in the current link's stream once handed over
+
+
+def _chat_kind(message: msg.ClientMessage) -> tuple[bool, str] | None:
+    """(is an action, text) for SAY and ACTION, None for other messages."""
+    if isinstance(message, msg.Say):
+        return False, message.text
+    if isinstance(message, msg.Action):
+        return True, message.text
+    return None
+
+
+class ClientSession:
+    """One member's session with one relay, across as many links as it takes."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        rng: Callable[[int], bytes],
+        now: float,
+        sealer: Sealer | None = None,
+        wall_offset: float = 0.0,
+    ) -> None:
+        self.config = config
+        self._rng = rng
+        self._sealer = sealer
+        self._wall_offset = wall_offset
+        self._state = SessionState.IDLE
+        self._events: list[ev.ClientEvent] = []
+        self._out: list[bytes] = []  # plaintext datagrams outside the link (handshake, paths)
+        self.nick = config.nick
+        self._members: dict[str, str] = {}
+        # handshake
+        self._nonce = b""
+        self._cookie: bytes | None = None
+        self._join_nick = config.nick
+        self._retry_at: float | None = None
+        self._retry_interval = HANDSHAKE_FIRST_RETRY
+        self._handshake_sends = 0
+        self._handshake_sent_at = now
+        self._hello_rtt: float | None = None
+        self._attempt_deadline: float | None = None
+        self._join_deadline: float | None = None
+        self._suffix_base: str | None = None
+        self._suffix_count = 0
+        # the current link and what it told us
+        self._link: Link | None = None
+        self._epoch = b""
+        self._heartbeat = 1.0
+        self._silence = config.relay_silence
+        self._last_sent = now
+        self._last_heard = now
+        self._last_ping = now
+        self._welcomed = False  # WELCOME received on the current link
+        self._ever_welcomed = False
+        # the room
+        self._welcome_seq = 0
+        self._last_seq = 0
+        self._seq_epoch: bytes | None = None  # the relay incarnation _last_seq belongs to
+        self._match_above: int | None = None  # own history events above this confirm limbo
+        self._own_joined_seq: int | None = None
+        self._resume: wire.Resume | None = None
+        # rejoining
+        self._reconnect_at: float | None = None
+        self._backoff = RECONNECT_FIRST_DELAY
+        self._attempt = 0
+        self._quit_deadline: float | None = None
+        # own messages (see the module docstring)
+        self._next_local_id = 1
+        self._outbox: deque[_Outgoing] = deque()
+        self._log: deque[_Outgoing] = deque()
+        self._log_token: bytes | None = None
+        self._sent_count = 0
+        self._awaiting: deque[_Outgoing] = deque()
+        self._limbo: deque[_Outgoing] = deque()
+        self._who_internal: deque[bool] = deque()
+        # counters
+        self._malformed = 0
+        self._wrong_session = 0
+        self._unexpected = 0
+        self._bad_messages = 0
+        self._reconnects = 0
+        self._retired_replays = 0
+        self._retired_invalid = 0
+        self._last_link_stats = LinkStats()
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _transition(self, new: SessionState) -> None:
+        if new not in TRANSITIONS[self._state]:
+            raise LocalProtocolError(f"cannot go from {self._state.value} to {new.value}")
+        self._state = new
+
+    def _require(self, allowed: Iterable[SessionState], doing: str) -> None:
+        if self._state not in allowed:
+            raise LocalProtocolError(f"cannot {doing} while {self._state.value}")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(sorted(self._members.values(), key=lambda n: (nick_key(n), n)))
+
+    @property
+    def pending(self) -> int:
+        """Own SAY and ACTION messages the relay has neither posted nor refused yet."""
+        queued = sum(1 for o in self._outbox if o.local_id is not None)
+        return queued + len(self._awaiting) + len(self._limbo)
+
+    @property
+    def idle(self) -> bool:
+        """Joined, with nothing queued, unacknowledged or awaiting the relay's answer."""
+        link = self._link
+        return (
+            self._state is SessionState.JOINED
+            and link is not None
+            and link.idle
+            and not self._outbox
+            and not self._awaiting
+            and not self._limbo
+        )
+
+    @property
+    def stats(self) -> ClientStats:
+        link = self._link
+        current = link.stats if link is not None else self._last_link_stats
+        return ClientStats(
+            malformed=self._malformed + self._retired_invalid + current.invalid,
+            wrong_session=self._wrong_session,
+            replays=self._retired_replays + current.replays,
+            unexpected=self._unexpected,
+            bad_messages=self._bad_messages,
+            reconnects=self._reconnects,
+            link=replace(current),
+        )
+
+    def events(self) -> list[ev.ClientEvent]:
+        """Drain the events that happened since the last call."""
+        out, self._events = self._events, []
+        return out
+
+    def _emit(self, event: ev.ClientEvent) -> None:
+        self._events.append(event)
+
+    # --- user actions -------------------------------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        """Start the first join: send HELLO."""
+        self._require({SessionState.IDLE}, "connect")
+        self._join_deadline = now + self.config.join_timeout
+        self._start_attempt(now)
+
+    def say(self, text: str, now: float) -> int:
+        """Send a chat line; return the local id its MessagePending and answer will carry."""
+        return self._post(msg.Say(text), now)
+
+    def action(self, text: str, now: float) -> int:
+        """Send an action (``/me``); same life cycle as ``say``."""
+        return self._post(msg.Action(text), now)
+
+    def private(self, to: str, text: str, now: float) -> None:
+        self._require_sendable("send a private message")
+        error = nick_error(to) or msg.text_error(text)
+        if error is not None:
+            raise ValueError(error)
+        self._enqueue(msg.PrivateSend(to, text), now)
+
+    def change_nick(self, nick: str, now: float) -> None:
+        self._require_sendable("change nickname")
+        error = nick_error(nick)
+        if error is not None:
+            raise ValueError(error)
+        self._enqueue(msg.NickRequest(nick), now)
+
+    def who(self, now: float) -> None:
+        self._require_sendable("ask who is here")
+        self._enqueue(msg.Who(), now)
+
+    def quit(self, reason: str, now: float) -> None:
+        """Leave the room: QUIT on the link if there is one, then CLOSED."""
+        self._require({_S.IDLE, _S.CONNECTING, _S.JOINING, _S.JOINED, _S.RECONNECTING}, "quit")
+        size = len(reason.encode("utf-8", "surrogatepass"))
+        if size > wire.MAX_REASON_BYTES:
+            raise ValueError(
+                f"quit message is {size} bytes; the limit is {wire.MAX_REASON_BYTES} bytes"
+            )
+        link = self._link
+        if link is None:
+            self._close("left the room")
+            return
+        quit_message = _Outgoing(msg.Quit(reason), msg.encode_message(msg.Quit(reason)))
+        if self._state is not SessionState.JOINED:
+            # No WELCOME yet: what waits for it will never be sent; only the QUIT goes.
+            self._fail_unconfirmed(self._outbox, _CLOSED_UNCONFIRMED)
+            self._outbox.clear()
+        self._outbox.append(quit_message)
+        self._transition(SessionState.LEAVING)
+        self._quit_deadline = now + self.config.quit_timeout
+        self._feed()
+
+    def _require_sendable(self, doing: str) -> None:
+        self._require({_S.IDLE, _S.CONNECTING, _S.JOINING, _S.JOINED, _S.RECONNECTING}, doing)
+
+    def _post(self, message: msg.Say | msg.Action, now: float) -> int:
+        self._require_sendable("send a message")
+        error = msg.text_error(message.text)
+        if error is not None:
+            raise ValueError(error)
+        local_id = self._next_local_id
+        self._enqueue(message, now, local_id)
+        self._next_local_id += 1
+        self._emit(
+            ev.MessagePending(local_id, message.text, action=isinstance(message, msg.Action))
+        )
+        return local_id
+
+    def _enqueue(self, message: msg.ClientMessage, now: float, local_id: int | None = None) -> None:
+        if len(self._outbox) >= self.config.max_pending:
+            raise QueueFull(
+                f"{len(self._outbox)} messages are already waiting for the relay; try again later"
+            )
+        self._outbox.append(_Outgoing(message, msg.encode_message(message), local_id))
+        if self._state is SessionState.JOINED:
+            self._feed()
+
+    def _feed(self) -> None:
+        """Hand queued messages to the link while it takes them."""
+        link = self._link
+        if link is None or self._state not in (SessionState.JOINED, SessionState.LEAVING):
+            return
+        while self._outbox:
+            entry = self._outbox[0]
+            try:
+                link.send(entry.data)
+            except (SendBufferFull, LinkDead):
+                return
+            self._outbox.popleft()
+            if isinstance(entry.message, msg.Quit):
+                continue  # never resent: nothing is kept for it
+            entry.index = self._sent_count
+            self._sent_count += 1
+            self._log.append(entry)
+            if entry.local_id is not None:
+                self._awaiting.append(entry)
+            elif isinstance(entry.message, msg.Who):
+                self._who_internal.append(entry.internal)
+
+    # --- the handshake ------------------------------------------------------------------------
+
+    def _start_attempt(self, now: float) -> None:
+        """A fresh handshake: new nonce, HELLO, its retransmission timer."""
+        nonce = self._rng(wire.NONCE_SIZE)
+        if len(nonce) != wire.NONCE_SIZE:
+            raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
+        self._nonce = nonce
+        self._cookie = None
+        self._hello_rtt = None
+        self._join_nick = self.nick
+        self._transition(SessionState.CONNECTING)
+        deadline = now + self.config.join_timeout
+        if not self._ever_welcomed and self._join_deadline is not None:
+            deadline = min(deadline, self._join_deadline)
+        self._attempt_deadline = deadline
+        self._send_handshake(now, first=True)
+
+    def _send_handshake(self, now: float, first: bool) -> None:
+        if self._cookie is None:
+            self._out.append(wire.encode_hello(self._nonce))
+        else:
+            self._out.append(
+                wire.encode_join(self._nonce, self._cookie, self._join_nick, self._resume)
+            )
+        if first:
+            self._handshake_sends = 1
+            self._handshake_sent_at = now
+            self._retry_interval = HANDSHAKE_FIRST_RETRY
+        else:
+            self._handshake_sends += 1
+        self._retry_at = now + self._retry_interval
+        self._retry_interval = min(self._retry_interval * 2, HANDSHAKE_MAX_RETRY)
+
+    def _in_handshake(self) -> bool:
+        return self._link is None and self._state in (_S.CONNECTING, _S.JOINING)
+
+    def _on_challenge(self, challenge: wire.Challenge, now: float) -> None:
+        if not self._in_handshake() or challenge.nonce != self._nonce:
+            self._wrong_session += 1
+            return
+        if self._state is SessionState.CONNECTING:
+            if self._handshake_sends == 1:  # Karn: only an unambiguous sample
+                self._hello_rtt = now - self._handshake_sent_at
+            self._cookie = challenge.cookie
+            self._transition(SessionState.JOINING)
+            self._send_handshake(now, first=True)
+        elif challenge.cookie != self._cookie:
+            # Our cookie expired while JOINs were lost: the relay sent a fresh one.
+            self._cookie = challenge.cookie
+            self._send_handshake(now, first=False)
+
+    def _on_accept(self, accept: wire.Accept, now: float) -> None:
+        link = self._link
+        if link is not None and accept.token == link.token:
+            return  # the same ACCEPT again, for a retransmitted JOIN
+        if not self._in_handshake() or self._state is not SessionState.JOINING:
+            self._unexpected += 1
+            return
+        if accept.nonce != self._nonce:
+            self._wrong_session += 1
+            return
+        hint = self._hello_rtt
+        if hint is None and self._handshake_sends == 1:
+            hint = now - self._handshake_sent_at
+        if hint is None and self._last_link_stats.srtt > 0:
+            hint = self._last_link_stats.srtt
+        self._adopt_link(Link(accept.token, self.config.link, rtt_hint=hint))
+        self._epoch = accept.epoch
+        self._heartbeat = max(accept.heartbeat_ms / 1000, MIN_HEARTBEAT)
+        # Silence detection must outlast the heartbeat the relay asked for.
+        self._silence = max(self.config.relay_silence, 2 * self._heartbeat)
+        self._last_sent = self._last_heard = self._last_ping = now
+        self._welcomed = False
+        self._retry_at = None
+
+    def _adopt_link(self, link: Link) -> None:
+        self._retire_link()
+        self._link = link
+
+    def _retire_link(self) -> None:
+        old = self._link
+        if old is not None:
+            self._retired_replays += old.stats.replays
+            self._retired_invalid += old.stats.invalid
+            self._last_link_stats = old.stats
+            self._link = None
+
+    def _on_reject(self, reject: wire.Reject, now: float) -> None:
+        code, reason = reject.code, reject.reason
+        final = not self._ever_welcomed or code in _FINAL_REJECTS
+        if code == wire.RejectCode.NICK_TAKEN and not final:
+            candidate = self._suffixed_nick()
+            if candidate is not None:
+                self._emit(
+                    ev.ErrorReported(f"the nickname {self.nick} is taken; trying {candidate}")
+                )
+                self.nick = candidate
+                self._start_attempt(now)
+                return
+            final = True
+        if final:
+            self._emit(ev.JoinRejected(code, reason))
+            self._close(reason or "the relay refused to let us in")
+            return
+        self._emit(ev.ErrorReported(reason or f"the relay refused the rejoin (code {code})"))
+        self._schedule_attempt(now, immediate=False)
+
+    def _suffixed_nick(self) -> str | None:
+        """``nick_``, ``nick__``, ... cut to fit MAX_NICK_LENGTH; None when out of room."""
+        if self._suffix_base is None:
+            self._suffix_base = self.nick
+        self._suffix_count += 1
+        count = self._suffix_count
+        if count >= MAX_NICK_LENGTH:
+            return None
+        candidate = self._suffix_base[: MAX_NICK_LENGTH - count] + "_" * count
+        return candidate if nick_error(candidate) is None else None
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """Take one datagram from the relay's address; garbage is counted, never raised."""
+        if self._state in (SessionState.IDLE, SessionState.CLOSED):
+            self._unexpected += 1
+            return
+        plain = data
+        if self._sealer is not None:
+            try:
+                plain = self._sealer.open(data)
+            except SealError:
+                self._on_unsealed(data, now)
+                return
+        try:
+            datagram = wire.decode_datagram(plain)
+        except wire.DecodeError:
+            self._malformed += 1
+            return
+        if isinstance(datagram, wire.Challenge):
+            self._on_challenge(datagram, now)
+        elif isinstance(datagram, wire.Accept):
+            self._on_accept(datagram, now)
+        elif isinstance(datagram, wire.Reject):
+            if self._in_handshake() and datagram.nonce in (self._nonce, b""):
+                self._on_reject(datagram, now)
+            elif self._in_handshake():
+                self._wrong_session += 1
+            else:
+                self._unexpected += 1
+        elif isinstance(datagram, wire.Reset):
+            link = self._link
+            if link is None or datagram.token != link.token:
+                self._wrong_session += 1
+            else:
+                self._lose("the relay restarted and lost our session", now, immediate=True)
+        elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathChallenge)):
+            self._on_session_datagram(datagram, len(data), now)
+        else:  # HELLO, JOIN, PATH_RESPONSE: only a relay receives those
+            self._unexpected += 1
+
+    def _on_unsealed(self, data: bytes, now: float) -> None:
+        """protocol.md 8: only a plain REJECT BAD_KEY, during our handshake, is let in."""
+        if self._in_handshake():
+            try:
+                datagram = wire.decode_datagram(data)
+            except wire.DecodeError:
+                datagram = None
+            if (
+                isinstance(datagram, wire.Reject)
+                and datagram.code == wire.RejectCode.BAD_KEY
+                and datagram.nonce in (self._nonce, b"")
+            ):
+                self._on_reject(datagram, now)
+                return
+        self._malformed += 1
+
+    def _on_session_datagram(
+        self, datagram: wire.Data | wire.Ack | wire.Ping | wire.PathChallenge, size: int, now: float
+    ) -> None:
+        link = self._link
+        if link is None or datagram.token != link.token:
+            self._wrong_session += 1
+            return
+        delivered = link.receive(datagram, now)
+        if delivered is None:
+            return  # a replay or impossible ACK fields: the link counted it
+        link.count_received(size)
+        self._last_heard = now
+        if isinstance(datagram, wire.PathChallenge):
+            self._out.append(link.encode_path(wire.PathResponse, datagram.data))
+        for data in delivered:
+            if self._link is not link:
+                break  # a SHUTDOWN ended this link; the rest belongs to it
+            try:
+                message = msg.decode_message(data)
+            except wire.DecodeError:
+                self._bad_messages += 1
+                continue
+            self._on_message(message, now)
+        if self._link is link:
+            self._after_link_progress(link)
+
+    def _after_link_progress(self, link: Link) -> None:
+        if link.idle:
+            if self._log_token == link.token:
+                self._log.clear()  # the relay holds every message we sent on this link
+            if self._state is SessionState.LEAVING:
+                self._close("left the room")
+
+    # --- messages from the relay --------------------------------------------------------------
+
+    def _on_message(self, message: msg.Message, now: float) -> None:
+        if not self._welcomed:
+            if isinstance(message, msg.Welcome) and self._state is SessionState.LEAVING:
+                self._welcomed = True  # we quit before it came: nothing left to set up
+            elif isinstance(message, msg.Welcome):
+                self._on_welcome(message, now)
+            else:
+                self._bad_messages += 1  # WELCOME is always first (protocol.md 4)
+            return
+        if isinstance(message, msg.ChatMessage | msg.ActionMessage):
+            self._on_chat(message)
+        elif isinstance(message, msg.Joined | msg.Left | msg.NickChanged):
+            self._on_membership(message)
+        elif isinstance(message, msg.Posted | msg.Refused):
+            self._on_answer(message, now)
+        elif isinstance(message, msg.Private):
+            self._end_catch_up()
+            self._emit(
+                ev.PrivateReceived(float(message.time), message.sender, message.to, message.text)
+            )
+        elif isinstance(message, msg.Members):
+            self._end_catch_up()
+            self._members = {nick_key(n): n for n in message.members}
+            internal = self._who_internal.popleft() if self._who_internal else False
+            if not internal:
+                self._emit(ev.MembersListed(self.members))
+        elif isinstance(message, msg.Error):
+            self._end_catch_up()
+            self._emit(ev.ErrorReported(message.text))
+        elif isinstance(message, msg.Shutdown):
+            text = message.text or "no reason given"
+            self._lose(f"the relay is shutting down: {text}", now)
+        else:  # a second WELCOME, or a client-to-relay kind
+            self._bad_messages += 1
+
+    def _on_welcome(self, welcome: msg.Welcome, now: float) -> None:
+        link = self._link
+        assert link is not None
+        rejoin = self._ever_welcomed
+        resume = self._resume
+        same_epoch = rejoin and self._seq_epoch == self._epoch
+        # WELCOME.resumed counts messages of the stream named in our resume; it applies to
+        # our log only if that is the stream the log was sent on.
+        received = 0
+        if same_epoch and resume is not None and resume.token == self._log_token:
+            received = welcome.resumed
+        self.nick = welcome.nick
+        self._members = {nick_key(n): n for n in welcome.members}
+        self._welcome_seq = welcome.seq
+        # A new member's JOINED may take the number after WELCOME.seq and go to the others
+        # only (protocol.md 6.3); that one missing number is not a gap.
+        self._own_joined_seq = welcome.seq + 1
+        if same_epoch:
+            self._match_above = self._last_seq
+            if welcome.first_seq > self._last_seq + 1 and welcome.seq > self._last_seq:
+                end = min(welcome.first_seq - 1, welcome.seq)
+                self._emit(ev.HistoryGap(self._last_seq + 1, end))
+                self._last_seq = end
+        else:
+            self._last_seq = welcome.seq
+            self._match_above = None
+        self._seq_epoch = self._epoch
+        self._welcomed = True
+        self._ever_welcomed = True
+        self._attempt_deadline = None
+        self._attempt = 0
+        self._backoff = RECONNECT_FIRST_DELAY
+        self._suffix_base = None
+        self._suffix_count = 0
+        self._rebase(received, link.token)
+        self._transition(SessionState.JOINED)
+        if rejoin:
+            self._reconnects += 1
+        self._emit(ev.Welcomed(self.nick, self.members, resumed=same_epoch))
+        self._feed()
+
+    def _rebase(self, received: int, token: bytes) -> None:
+        """Move the old link's unconfirmed messages onto a new link after WELCOME."""
+        resend = [o for o in self._log if o.index >= received]
+        resent = {id(o) for o in resend}
+        # SAY/ACTION the relay got but never answered: catch-up history will tell.
+        self._limbo.extend(o for o in self._awaiting if id(o) not in resent)
+        self._awaiting.clear()
+        self._log.clear()
+        self._who_internal.clear()
+        self._sent_count = 0
+        self._log_token = token
+        self._outbox.extendleft(reversed(resend))
+        if self._limbo:
+            # Its MEMBERS answer comes after all history: the end of catch-up.
+            barrier = msg.Who()
+            self._outbox.appendleft(_Outgoing(barrier, msg.encode_message(barrier), internal=True))
+
+    def _advance_seq(self, seq: int) -> None:
+        if seq <= self._last_seq:
+            return
+        slot = self._own_joined_seq
+        if slot is not None and seq >= slot:
+            self._own_joined_seq = None
+            if seq > slot and self._last_seq + 1 == slot:
+                self._last_seq = slot  # our own JOINED: the relay does not send it to us
+        if seq > self._last_seq + 1:
+            self._emit(ev.HistoryGap(self._last_seq + 1, seq - 1))
+        self._last_seq = seq
+
+    def _note_room_event(self, seq: int) -> bool:
+        """Account a room event's sequence number; return whether it is history."""
+        history = seq <= self._welcome_seq
+        if not history:
+            self._end_catch_up()
+        self._advance_seq(seq)
+        return history
+
+    def _on_chat(self, event: msg.ChatMessage | msg.ActionMessage) -> None:
+        history = self._note_room_event(event.seq)
+        action = isinstance(event, msg.ActionMessage)
+        own = nick_key(event.nick) == nick_key(self.nick)
+        local_id = None
+        if own and history and self._match_above is not None and event.seq > self._match_above:
+            confirmed = self._confirm_from_limbo(action, event.text)
+            if confirmed is not None:
+                local_id = confirmed.local_id
+        self._emit(
+            ev.MessageReceived(
+                event.seq,
+                float(event.time),
+                event.nick,
+                event.text,
+                action=action,
+                own=own,
+                history=history,
+                local_id=local_id,
+            )
+        )
+
+    def _confirm_from_limbo(self, action: bool, text: str) -> _Outgoing | None:
+        """The limbo message a history event of ours shows posted; the ones before it, which
+        the relay handled first but did not post, are reported unconfirmed."""
+        for position, entry in enumerate(self._limbo):
+            if _chat_kind(entry.message) == (action, text):
+                skipped = [self._limbo.popleft() for _ in range(position)]
+                self._fail_unconfirmed(skipped, _UNCONFIRMED)
+                return self._limbo.popleft()
+        return None
+
+    def _end_catch_up(self) -> None:
+        """Catch-up history is over: limbo messages it did not show were not posted."""
+        if self._limbo:
+            self._fail_unconfirmed(self._limbo, _UNCONFIRMED)
+            self._limbo.clear()
+
+    def _fail_unconfirmed(self, entries: Iterable[_Outgoing], reason: str) -> None:
+        for entry in entries:
+            kind = _chat_kind(entry.message)
+            if entry.local_id is not None and kind is not None:
+                self._emit(ev.MessageRefused(entry.local_id, kind[1], reason))
+
+    def _on_membership(self, event: msg.Joined | msg.Left | msg.NickChanged) -> None:
+        history = self._note_room_event(event.seq)
+        time = float(event.time)
+        if isinstance(event, msg.Joined):
+            if not history:
+                self._members[nick_key(event.nick)] = event.nick
+            self._emit(ev.MemberJoined(event.seq, time, event.nick, history=history))
+        elif isinstance(event, msg.Left):
+            if not history:
+                self._members.pop(nick_key(event.nick), None)
+            reason = _LEAVE_REASONS.get(event.reason, "left")
+            self._emit(
+                ev.MemberLeft(event.seq, time, event.nick, reason, event.text, history=history)
+            )
+        else:
+            mine = nick_key(self.nick)
+            own = nick_key(event.old) == mine or (history and nick_key(event.new) == mine)
+            if not history:
+                self._members.pop(nick_key(event.old), None)
+                self._members[nick_key(event.new)] = event.new
+                if own:
+                    self.nick = event.new
+            self._emit(ev.NickChanged(event.seq, time, event.old, event.new, own, history))
+
+    def _on_answer(self, answer: msg.Posted | msg.Refused, now: float) -> None:
+        self._end_catch_up()
+        if not self._awaiting:
+            self._bad_messages += 1  # an answer to nothing we sent
+            return
+        entry = self._awaiting.popleft()
+        while self._log and self._log[0].index <= entry.index:
+            self._log.popleft()  # the relay processed these, in order
+        kind = _chat_kind(entry.message)
+        assert kind is not None and entry.local_id is not None
+        action, text = kind
+        if isinstance(answer, msg.Refused):
+            self._emit(ev.MessageRefused(entry.local_id, text, answer.text))
+            return
+        self._advance_seq(answer.seq)
+        self._emit(
+            ev.MessageReceived(
+                answer.seq,
+                now + self._wall_offset,
+                self.nick,
+                text,
+                action=action,
+                own=True,
+                local_id=entry.local_id,
+            )
+        )
+
+    # --- losing and rejoining -----------------------------------------------------------------
+
+    def _lose(self, reason: str, now: float, immediate: bool = False) -> None:
+        """The relay is gone (silence, dead link, RESET, SHUTDOWN): rejoin or close."""
+        if self._state is SessionState.LEAVING:
+            self._close("left the room")
+            return
+        link = self._link
+        if link is not None:
+            last_seq = self._last_seq if self._seq_epoch == self._epoch else 0
+            self._resume = wire.Resume(self._epoch, link.token, last_seq)
+        self._retire_link()
+        self._welcomed = False
+        if not self._ever_welcomed:
+            # Lost during the first join: try again within the same join deadline.
+            self._start_attempt(now)
+            return
+        self._emit(ev.ConnectionLost(reason))
+        if not self.config.reconnect:
+            self._close(reason)
+            return
+        self._schedule_attempt(now, immediate)
+
+    def _schedule_attempt(self, now: float, immediate: bool) -> None:
+        self._retire_link()
+        self._attempt += 1
+        delay = 0.0
+        if not immediate:
+            delay = min(self._backoff, self.config.max_reconnect_delay)
+            self._backoff = min(self._backoff * 2, self.config.max_reconnect_delay)
+        self._reconnect_at = now + delay
+        self._retry_at = None
+        self._attempt_deadline = None
+        self._transition(SessionState.RECONNECTING)
+        self._emit(ev.Reconnecting(self._attempt, delay))
+
+    def _attempt_failed(self, now: float) -> None:
+        if not self._ever_welcomed:
+            hint = (
+                "check the address and that the relay uses the same room key"
+                if self._sealer is not None
+                else "check the address and port"
+            )
+            self._close(f"the relay does not answer ({hint})")
+            return
+        link = self._link
+        if link is not None:  # ACCEPT came but WELCOME did not: resume that session next
+            last_seq = self._last_seq if self._seq_epoch == self._epoch else 0
+            self._resume = wire.Resume(self._epoch, link.token, last_seq)
+        self._schedule_attempt(now, immediate=False)
+
+    def _close(self, reason: str) -> None:
+        self._fail_unconfirmed(self._limbo, _CLOSED_UNCONFIRMED)
+        self._fail_unconfirmed(self._awaiting, _CLOSED_UNCONFIRMED)
+        self._fail_unconfirmed(self._outbox, _CLOSED_UNCONFIRMED)
+        for queue in (self._limbo, self._awaiting, self._outbox, self._log):
+            queue.clear()
+        self._retire_link()
+        self._transition(SessionState.CLOSED)
+        self._emit(ev.Closed(reason))
+
+    # --- output and timers --------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Everything due now, sealed when the room has a key."""
+        out, self._out = self._out, []
+        link = self._link
+        if link is not None and self._state in (_S.JOINING, _S.JOINED, _S.LEAVING):
+            self._feed()
+            sent = link.datagrams_to_send(now)
+            if sent:
+                self._last_sent = now
+                out.extend(sent)
+        sealer = self._sealer
+        if sealer is not None:
+            out = [sealer.seal(d) for d in out]
+        return out
+
+    def _heartbeat_due(self) -> float:
+        """protocol.md 7.1: PING after ``heartbeat`` without sending; after ``heartbeat``
+        without hearing, probe every quarter of it."""
+        beat = self._heartbeat
+        quiet = max(self._last_sent, self._last_ping) + beat
+        probe = max(self._last_heard + beat, self._last_ping + beat / 4)
+        return min(quiet, probe)
+
+    def next_timer(self) -> float | None:
+        """The earliest time at which ``handle_timer`` has work, or None."""
+        state = self._state
+        if state in (SessionState.IDLE, SessionState.CLOSED):
+            return None
+        if self._out:
+            return ASAP
+        deadlines: list[float | None] = []
+        if state in (SessionState.CONNECTING, SessionState.JOINING):
+            deadlines.append(self._attempt_deadline)
+        if state is SessionState.RECONNECTING:
+            deadlines.append(self._reconnect_at)
+        link = self._link
+        if link is None:
+            if state in (SessionState.CONNECTING, SessionState.JOINING):
+                deadlines.append(self._retry_at)
+        else:
+            deadlines.append(link.next_timer())
+            deadlines.append(self._heartbeat_due())
+            deadlines.append(self._last_heard + self._silence)
+            if state is SessionState.LEAVING:
+                deadlines.append(self._quit_deadline)
+        due = [d for d in deadlines if d is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        """Do whatever is due at ``now``: retransmit, ping, give up, rejoin, close."""
+        state = self._state
+        if state in (SessionState.IDLE, SessionState.CLOSED):
+            return
+        link = self._link
+        if link is not None:
+            link.handle_timer(now)
+            if link.dead:
+                self._lose("the relay stopped acknowledging", now)
+                return
+            if now >= self._last_heard + self._silence:
+                self._lose("the relay went silent", now)
+                return
+            quit_deadline = self._quit_deadline
+            if state is SessionState.LEAVING and quit_deadline is not None and now >= quit_deadline:
+                self._close("left the room (the relay did not confirm)")
+                return
+            if now >= self._heartbeat_due():
+                link.ping()
+                self._last_ping = now
+        if state in (_S.CONNECTING, _S.JOINING):
+            if self._attempt_deadline is not None and now >= self._attempt_deadline:
+                self._attempt_failed(now)
+                return
+            if link is None and self._retry_at is not None and now >= self._retry_at:
+                self._send_handshake(now, first=False)
+        elif (
+            state is SessionState.RECONNECTING
+            and self._reconnect_at is not None
+            and now >= self._reconnect_at
+        ):
+            self._reconnect_at = None
+            self._start_attempt(now)
