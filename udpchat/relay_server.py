@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import (
@@ -44,7 +44,7 @@ class RelayOptions:
 
     host: str = "127.0.0.1"
     port: int = 9000
-    config: RelayConfig = RelayConfig()
+    config: RelayConfig = field(default_factory=RelayConfig)
     impairment: ImpairmentConfig | None = None
     key: str | None = None
 
