@@ -52,9 +52,8 @@ def test_join_welcome_and_announcement() -> None:
     "nick, code",
     [
         ("ALICE", wire.RejectCode.NICK_TAKEN),
-        ("\uff21\uff4c\uff49\uff43\uff45", wire.RejectCode.NICK_TAKEN)(  # full-width,
-            "has space", wire.RejectCode.NICK_INVALID
-        ),
+        ("\uff21\uff4c\uff49\uff43\uff45", wire.RejectCode.NICK_TAKEN),  # full-width
+        ("has space", wire.RejectCode.NICK_INVALID),
         ("x" * 33, wire.RejectCode.NICK_INVALID),
         ("evil\u202e", wire.RejectCode.NICK_INVALID),
     ],
