@@ -8,11 +8,14 @@ see:
   UDP 8) per datagram. This is exact for IPv4 loopback, retransmissions included, since any
   retransmission is a datagram the application sent itself.
 * TCP: the kernel decides segmentation, retransmits on its own and sends pure ACKs that user
-  space never sees. We count each ``send``/``sendall`` call as one segment and add 40 bytes
-  (IPv4 20 + TCP 20, no options) per call. With Nagle several calls may share a segment, and a
-  large call may span several; TCP's own retransmissions and ACK-only segments are invisible,
-  so under loss the TCP estimate is a lower bound. When a run happens in a private network
-  namespace the harness also reports the kernel's own counters, which include all of that.
+  space never sees. We count each ``send``/``sendall`` call as one segment and add 52 bytes
+  per call: IPv4 20 + TCP 20 + 12 for the timestamp option Linux puts on every segment by
+  default (``net.ipv4.tcp_timestamps=1``); a bare 40 undercounts every segment on Linux. With
+  Nagle several calls may share a segment, and a large call may span several; TCP's own
+  retransmissions and ACK-only segments are invisible (on a quiet loopback link there is about
+  one pure ACK per data segment), so the TCP estimate is a lower bound. When a run happens in a
+  private network namespace the harness also reports the kernel's own counters, which include
+  all of that.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 UDP_IPV4_OVERHEAD = 28
-TCP_IPV4_OVERHEAD = 40
+TCP_IPV4_OVERHEAD = 52
 
 
 @dataclass(frozen=True)
