@@ -110,6 +110,8 @@ def test_kernel_loss() -> None:
     # 50% each way: about 25% of the 80 deliveries survive; far from none and from all.
     assert 2 <= udp.stats.delivered <= 50
     assert udp.kernel is not None and udp.kernel["udp_out_datagrams"] > 0
+    # For UDP the user-space wire estimate is exact: the kernel agrees.
+    assert udp.wire_per_payload_byte == pytest.approx(udp.kernel_wire_per_payload_byte)
 
     tcp = run_reference(
         "tcp-relay", TrafficSpec(messages=10, rate=200.0, drain_s=60.0), loss=50.0, kernel_loss=True

@@ -84,7 +84,9 @@ class RunResult:
     ``wire_bytes`` sums every process's estimated bytes on the wire (each packet is counted by
     its sender, so lost packets count too); ``wire_per_payload_byte`` divides it by the chat
     payload bytes actually delivered, the cost of getting one useful byte to one receiver.
-    ``kernel`` holds the namespace's own counters when the run had a namespace to itself.
+    ``kernel`` holds the namespace's own counters when the run had a namespace to itself, and
+    ``kernel_wire_per_payload_byte`` is the same ratio from the kernel's IP output octets
+    (exact, TCP ACKs and retransmissions included).
     """
 
     system: str
@@ -102,6 +104,7 @@ class RunResult:
     wire_bytes: int
     delivered_payload_bytes: int
     wire_per_payload_byte: float | None
+    kernel_wire_per_payload_byte: float | None
     relay_cpu_s: float | None
     members_cpu_s: float
     kernel: dict[str, int] | None
@@ -430,6 +433,11 @@ def run_reference(
         wire_bytes=wire,
         delivered_payload_bytes=delivered_bytes,
         wire_per_payload_byte=wire / delivered_bytes if delivered_bytes else None,
+        kernel_wire_per_payload_byte=(
+            outcome.kernel["ip_out_octets"] / delivered_bytes
+            if delivered_bytes and outcome.kernel and "ip_out_octets" in outcome.kernel
+            else None
+        ),
         relay_cpu_s=outcome.relay.cpu_s if outcome.relay else None,
         members_cpu_s=sum(m.cpu_s for m in outcome.members),
         kernel=outcome.kernel,

@@ -27,8 +27,9 @@ MIN_PAYLOAD_SIZE = PAYLOAD_HEADER.size
 class TrafficSpec:
     """Reference traffic: one sender, ``receivers`` receivers, paced messages of fixed size.
 
-    ``drain_s`` is how long the harness keeps receivers listening after the last send, so that
-    late (queued or retransmitted) deliveries still count.
+    ``drain_s`` is the longest the harness keeps receivers listening after the last send, so
+    that late (queued or retransmitted) deliveries still count; the wait ends sooner once every
+    receiver has every message. Under heavy loss a retransmitting system needs a long one.
     """
 
     messages: int = 400
