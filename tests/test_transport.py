@@ -244,3 +244,28 @@ def test_impaired_close_unblocks_receiver_and_stops_thread() -> None:
     assert not thread.is_alive() and results == [None]
     assert threading.active_count() <= before - 1
     assert not any(t.name == "impair-out" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("impaired", [False, True])
+def test_wake_unblocks_a_receiver_and_the_transport_lives_on(impaired: bool) -> None:
+    transport: DatagramTransport = UdpTransport.bind("127.0.0.1")
+    if impaired:
+        transport = ImpairedTransport(transport, ImpairmentConfig(delay=0.001))
+    results: list[object] = []
+    started = time.monotonic()
+    receiver = threading.Thread(target=lambda: results.append(transport.recvfrom(5.0)))
+    receiver.start()
+    time.sleep(0.05)  # let it block; only speeds the test up, correctness does not depend on it
+    transport.wake()
+    receiver.join(2.0)
+    assert not receiver.is_alive() and results == [None]
+    assert time.monotonic() - started < 2.0
+    sender = UdpTransport.bind("127.0.0.1")
+    try:
+        sender.sendto(b"still works", transport.local_address)
+        got = transport.recvfrom(2.0)
+        assert got is not None and got[0] == b"still works"
+    finally:
+        sender.close()
+        transport.close()

@@ -194,6 +194,11 @@ class Link:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def highest_pn(self) -> int:
+        """The highest packet number received so far (-1 before any)."""
+        return self._replay.highest
+
     def send(self, message: bytes) -> None:
         """Queue one message; it goes out at the next ``datagrams_to_send``."""
         if self.dead:
@@ -205,6 +210,10 @@ class Link:
         self._queue.append(message)
         self._queued_bytes += len(message)
         self.stats.messages_sent += 1
+
+    def acknowledge_now(self) -> None:
+        """Send the ACK fields at the next flush even if nothing else goes out."""
+        self._ack_now = True
 
     def ping(self) -> None:
         """Ask the peer for an immediate ACK (heartbeat, liveness and RTT probe)."""

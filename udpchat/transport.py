@@ -51,6 +51,10 @@ class DatagramTransport(Protocol):
         """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed)."""
         ...
 
+    def wake(self) -> None:
+        """Make a thread blocked in ``recvfrom`` return None now (its timer moved earlier)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -144,7 +148,11 @@ class UdpTransport:
             while not self._closed:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 ready = {key.fileobj for key, _ in self._selector.select(remaining)}
-                if self._closed or self._wake_r in ready:
+                if self._closed:
+                    return None
+                if self._wake_r in ready:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
                     return None
                 if self._sock in ready:
                     try:
@@ -159,6 +167,12 @@ class UdpTransport:
                 if remaining == 0.0:
                     return None
         return None
+
+    def wake(self) -> None:
+        with self._send_lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"\1")
 
     def close(self) -> None:
         """Stop: a thread blocked in ``recvfrom`` returns None promptly. Idempotent."""
@@ -189,6 +203,7 @@ class ImpairedTransport:
         self._ready: deque[tuple[bytes, Address]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._woken = False
         self._thread = threading.Thread(target=self._release_loop, name="impair-out", daemon=True)
         self._thread.start()
 
@@ -228,6 +243,9 @@ class ImpairedTransport:
             got = self._inner.recvfrom(wait)
             if got is not None:
                 self._in.submit(got[0], time.monotonic(), got[1])
+            elif self._woken:
+                self._woken = False
+                return None
             elif wait is None:
                 return None  # the inner transport was closed
             elif deadline is not None and time.monotonic() >= deadline:
@@ -235,6 +253,10 @@ class ImpairedTransport:
                 self._ready.extend(released[1:])
                 return released[0] if released else None
         return None
+
+    def wake(self) -> None:
+        self._woken = True
+        self._inner.wake()
 
     def close(self) -> None:
         """Stop the scheduler (datagrams still in flight are lost) and close the inner transport."""

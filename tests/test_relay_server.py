@@ -1,0 +1,94 @@
+"""The relay shell on real UDP sockets (127.0.0.1, ephemeral ports)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.fakeclient import FakeClient
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.relay_core import RelayConfig
+from udpchat.relay_server import RelayOptions, RelayServer
+
+
+class SocketDriver:
+    """Drives a FakeClient over a real socket, for a bounded time."""
+
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def run_until(self, done, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            now = time.monotonic()
+            for data, addr in self.client.datagrams_to_send(now):
+                self.sock.sendto(data, addr)
+            if done():
+                return True
+            timer = self.client.next_timer()
+            wait = 0.05 if timer is None else min(max(timer - now, 0.0005), 0.05)
+            self.sock.settimeout(wait)
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                self.client.handle_timer(time.monotonic())
+                continue
+            self.client.receive_datagram(data, addr, time.monotonic())
+        return done()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def relay():  # type: ignore[no-untyped-def]
+    server = RelayServer(RelayOptions(port=0, config=RelayConfig(shutdown_grace=0.5)))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_join_chat_and_garbage_over_real_udp(relay: RelayServer) -> None:
+    alice = SocketDriver(FakeClient("alice", relay.address, seed=1))
+    bob = SocketDriver(FakeClient("bob", relay.address, seed=2))
+    try:
+        assert alice.run_until(lambda: alice.client.joined)
+        assert bob.run_until(lambda: bob.client.joined)
+        # garbage from a third socket while members chat
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            for payload in (b"", b"\xff" * 1500, b"\x93\x01\x63", wire.encode_hello(b"x" * 8)[:50]):
+                junk.sendto(payload, relay.address)
+        alice.client.send(m.Say("hello over udp"))
+        assert alice.run_until(lambda: bool(alice.client.of(m.Posted)))
+        assert bob.run_until(lambda: bool(bob.client.of(m.ChatMessage)))
+        assert bob.client.of(m.ChatMessage)[0].text == "hello over udp"
+        assert relay.members() == ["alice", "bob"]
+        assert relay.stats.malformed >= 3
+    finally:
+        alice.close()
+        bob.close()
+
+
+@pytest.mark.timeout(30)
+def test_stop_tells_members_the_relay_is_going_away() -> None:
+    server = RelayServer(RelayOptions(port=0, config=RelayConfig(shutdown_grace=1.0)))
+    server.start()
+    alice = SocketDriver(FakeClient("alice", server.address, seed=1))
+    try:
+        assert alice.run_until(lambda: alice.client.joined)
+        import threading
+
+        stopper = threading.Thread(target=server.stop, args=("bye for now",))
+        stopper.start()
+        assert alice.run_until(lambda: bool(alice.client.of(m.Shutdown)))
+        stopper.join(5)
+        assert not stopper.is_alive()
+        assert alice.client.of(m.Shutdown)[0].text == "bye for now"
+    finally:
+        alice.close()
