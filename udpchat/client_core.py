@@ -185,6 +185,7 @@ class ClientSession:
         self._members: dict[str, str] = {}
         # handshake
         self._nonce = b""
+        self._join_unanswered = False
         self._cookie: bytes | None = None
         self._join_nick = config.nick
         self._retry_at: float | None = None
@@ -213,6 +214,7 @@ class ClientSession:
         self._match_above: int | None = None  # own history events above this confirm limbo
         self._own_joined_seq: int | None = None
         self._resume: wire.Resume | None = None
+        self._session_reset = False
         # rejoining
         self._reconnect_at: float | None = None
         self._backoff = RECONNECT_FIRST_DELAY
@@ -226,6 +228,8 @@ class ClientSession:
         self._sent_count = 0
         self._awaiting: deque[_Outgoing] = deque()
         self._limbo: deque[_Outgoing] = deque()
+        self._resend: deque[_Outgoing] = deque()  # held until catch-up history is over
+        self._catching_up = False
         self._who_internal: deque[bool] = deque()
         # counters
         self._malformed = 0
@@ -260,7 +264,8 @@ class ClientSession:
     def pending(self) -> int:
         """Own SAY and ACTION messages the relay has neither posted nor refused yet."""
         queued = sum(1 for o in self._outbox if o.local_id is not None)
-        return queued + len(self._awaiting) + len(self._limbo)
+        held = sum(1 for o in self._resend if o.local_id is not None)
+        return queued + held + len(self._awaiting) + len(self._limbo)
 
     @property
     def idle(self) -> bool:
@@ -273,6 +278,7 @@ class ClientSession:
             and not self._outbox
             and not self._awaiting
             and not self._limbo
+            and not self._catching_up
         )
 
     @property
@@ -379,35 +385,47 @@ class ClientSession:
             self._feed()
 
     def _feed(self) -> None:
-        """Hand queued messages to the link while it takes them."""
-        link = self._link
-        if link is None or self._state not in (SessionState.JOINED, SessionState.LEAVING):
+        """Hand queued messages to the link while it takes them (not during catch-up)."""
+        if self._catching_up or self._state not in (SessionState.JOINED, SessionState.LEAVING):
             return
-        while self._outbox:
-            entry = self._outbox[0]
-            try:
-                link.send(entry.data)
-            except (SendBufferFull, LinkDead):
-                return
+        while self._outbox and self._hand(self._outbox[0]):
             self._outbox.popleft()
-            if isinstance(entry.message, msg.Quit):
-                continue  # never resent: nothing is kept for it
-            entry.index = self._sent_count
-            self._sent_count += 1
-            self._log.append(entry)
-            if entry.local_id is not None:
-                self._awaiting.append(entry)
-            elif isinstance(entry.message, msg.Who):
-                self._who_internal.append(entry.internal)
+
+    def _hand(self, entry: _Outgoing) -> bool:
+        """Give one message to the link and remember it until the relay shows it arrived."""
+        link = self._link
+        if link is None:
+            return False
+        try:
+            link.send(entry.data)
+        except (SendBufferFull, LinkDead):
+            return False
+        if isinstance(entry.message, msg.Quit):
+            return True  # never resent: nothing is kept for it
+        entry.index = self._sent_count
+        self._sent_count += 1
+        self._log.append(entry)
+        if entry.local_id is not None:
+            self._awaiting.append(entry)
+        elif isinstance(entry.message, msg.Who):
+            self._who_internal.append(entry.internal)
+        return True
 
     # --- the handshake ------------------------------------------------------------------------
 
     def _start_attempt(self, now: float) -> None:
-        """A fresh handshake: new nonce, HELLO, its retransmission timer."""
-        nonce = self._rng(wire.NONCE_SIZE)
-        if len(nonce) != wire.NONCE_SIZE:
-            raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
-        self._nonce = nonce
+        """A fresh handshake: HELLO and its retransmission timer.
+
+        The nonce is new unless the last attempt's JOIN went unanswered: the relay may have
+        admitted it and lost only the ACCEPT, and the same nonce from the same address gets
+        that ACCEPT again (protocol.md 4) instead of a session holding our nickname.
+        """
+        if not self._join_unanswered or not self._nonce:
+            nonce = self._rng(wire.NONCE_SIZE)
+            if len(nonce) != wire.NONCE_SIZE:
+                raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
+            self._nonce = nonce
+        self._join_unanswered = False
         self._cookie = None
         self._hello_rtt = None
         self._join_nick = self.nick
@@ -425,6 +443,7 @@ class ClientSession:
             self._out.append(
                 wire.encode_join(self._nonce, self._cookie, self._join_nick, self._resume)
             )
+            self._join_unanswered = True
         if first:
             self._handshake_sends = 1
             self._handshake_sent_at = now
@@ -467,6 +486,7 @@ class ClientSession:
             hint = now - self._handshake_sent_at
         if hint is None and self._last_link_stats.srtt > 0:
             hint = self._last_link_stats.srtt
+        self._join_unanswered = False
         self._adopt_link(Link(accept.token, self.config.link, rtt_hint=hint))
         self._epoch = accept.epoch
         self._heartbeat = max(accept.heartbeat_ms / 1000, MIN_HEARTBEAT)
@@ -489,6 +509,7 @@ class ClientSession:
             self._link = None
 
     def _on_reject(self, reject: wire.Reject, now: float) -> None:
+        self._join_unanswered = False
         code, reason = reject.code, reject.reason
         final = not self._ever_welcomed or code in _FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
@@ -554,7 +575,8 @@ class ClientSession:
             if link is None or datagram.token != link.token:
                 self._wrong_session += 1
             else:
-                self._lose("the relay restarted and lost our session", now, immediate=True)
+                self._session_reset = True  # whatever the epoch, our place is gone
+                self._lose("the relay lost our session", now, immediate=True)
         elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathChallenge)):
             self._on_session_datagram(datagram, len(data), now)
         else:  # HELLO, JOIN, PATH_RESPONSE: only a relay receives those
@@ -641,6 +663,10 @@ class ClientSession:
             self._end_catch_up()
             self._emit(ev.ErrorReported(message.text))
         elif isinstance(message, msg.Shutdown):
+            link = self._link
+            if link is not None:  # the relay waits for this ACK before it stops
+                link.acknowledge_now()
+                self._out.extend(link.datagrams_to_send(now))
             text = message.text or "no reason given"
             self._lose(f"the relay is shutting down: {text}", now)
         else:  # a second WELCOME, or a client-to-relay kind
@@ -684,25 +710,34 @@ class ClientSession:
         self._transition(SessionState.JOINED)
         if rejoin:
             self._reconnects += 1
-        self._emit(ev.Welcomed(self.nick, self.members, resumed=same_epoch))
+        kept_place = same_epoch and not self._session_reset
+        self._session_reset = False
+        self._emit(ev.Welcomed(self.nick, self.members, resumed=kept_place))
         self._feed()
 
     def _rebase(self, received: int, token: bytes) -> None:
-        """Move the old link's unconfirmed messages onto a new link after WELCOME."""
+        """Take stock of the old link's unconfirmed messages after WELCOME on a new one.
+
+        The first ``received`` messages of the old stream reached the relay: its SAY and
+        ACTION whose answers were lost go to limbo. The rest are sent again, but only once
+        catch-up history is over: if the relay had already forgotten the old session,
+        ``received`` is 0 although it may have posted some of them, and history shows which.
+        """
         resend = [o for o in self._log if o.index >= received]
+        resend.extend(self._resend)  # held back by a catch-up that a new loss cut short
         resent = {id(o) for o in resend}
-        # SAY/ACTION the relay got but never answered: catch-up history will tell.
         self._limbo.extend(o for o in self._awaiting if id(o) not in resent)
+        self._resend = deque(resend)
         self._awaiting.clear()
         self._log.clear()
         self._who_internal.clear()
         self._sent_count = 0
         self._log_token = token
-        self._outbox.extendleft(reversed(resend))
-        if self._limbo:
-            # Its MEMBERS answer comes after all history: the end of catch-up.
+        self._catching_up = bool(self._limbo or self._resend)
+        if self._catching_up:
+            # Its MEMBERS answer comes after all history: the end of catch-up at the latest.
             barrier = msg.Who()
-            self._outbox.appendleft(_Outgoing(barrier, msg.encode_message(barrier), internal=True))
+            self._hand(_Outgoing(barrier, msg.encode_message(barrier), internal=True))
 
     def _advance_seq(self, seq: int) -> None:
         if seq <= self._last_seq:
@@ -730,7 +765,7 @@ class ClientSession:
         own = nick_key(event.nick) == nick_key(self.nick)
         local_id = None
         if own and history and self._match_above is not None and event.seq > self._match_above:
-            confirmed = self._confirm_from_limbo(action, event.text)
+            confirmed = self._confirm_own(action, event.text)
             if confirmed is not None:
                 local_id = confirmed.local_id
         self._emit(
@@ -746,21 +781,35 @@ class ClientSession:
             )
         )
 
-    def _confirm_from_limbo(self, action: bool, text: str) -> _Outgoing | None:
-        """The limbo message a history event of ours shows posted; the ones before it, which
-        the relay handled first but did not post, are reported unconfirmed."""
-        for position, entry in enumerate(self._limbo):
-            if _chat_kind(entry.message) == (action, text):
-                skipped = [self._limbo.popleft() for _ in range(position)]
-                self._fail_unconfirmed(skipped, _UNCONFIRMED)
-                return self._limbo.popleft()
+    def _confirm_own(self, action: bool, text: str) -> _Outgoing | None:
+        """The message of ours that a history event shows posted, in stream order.
+
+        The relay handles a stream in order, so every message before the match reached it
+        too: SAY and ACTION among them that history does not show were not posted, and none
+        of them is sent again.
+        """
+        for queue in (self._limbo, self._resend):
+            for position, entry in enumerate(queue):
+                if _chat_kind(entry.message) == (action, text):
+                    if queue is self._resend:
+                        self._fail_unconfirmed(self._limbo, _UNCONFIRMED)
+                        self._limbo.clear()
+                    skipped = [queue.popleft() for _ in range(position)]
+                    self._fail_unconfirmed(skipped, _UNCONFIRMED)
+                    return queue.popleft()
         return None
 
     def _end_catch_up(self) -> None:
-        """Catch-up history is over: limbo messages it did not show were not posted."""
-        if self._limbo:
-            self._fail_unconfirmed(self._limbo, _UNCONFIRMED)
-            self._limbo.clear()
+        """Catch-up history is over: limbo messages it did not show were not posted, and
+        what the relay did not receive goes out again, ahead of anything typed since."""
+        if not self._catching_up:
+            return
+        self._catching_up = False
+        self._fail_unconfirmed(self._limbo, _UNCONFIRMED)
+        self._limbo.clear()
+        self._outbox.extendleft(reversed(self._resend))
+        self._resend.clear()
+        self._feed()
 
     def _fail_unconfirmed(self, entries: Iterable[_Outgoing], reason: str) -> None:
         for entry in entries:
@@ -872,9 +921,10 @@ class ClientSession:
 
     def _close(self, reason: str) -> None:
         self._fail_unconfirmed(self._limbo, _CLOSED_UNCONFIRMED)
+        self._fail_unconfirmed(self._resend, _CLOSED_UNCONFIRMED)
         self._fail_unconfirmed(self._awaiting, _CLOSED_UNCONFIRMED)
         self._fail_unconfirmed(self._outbox, _CLOSED_UNCONFIRMED)
-        for queue in (self._limbo, self._awaiting, self._outbox, self._log):
+        for queue in (self._limbo, self._resend, self._awaiting, self._outbox, self._log):
             queue.clear()
         self._retire_link()
         self._transition(SessionState.CLOSED)
