@@ -7,16 +7,18 @@ the runtime feeds it datagrams and ``now``, drains ``datagrams_to_send`` and ``e
 calls ``handle_timer`` at ``next_timer``; randomness comes from the injected ``rng``. That
 keeps every behaviour of protocol.md sections 4, 6 and 7 testable on a virtual clock.
 
-Own messages live in one of four places, so none is lost or sent twice across a rejoin:
+Own messages live in one of five places, so none is lost or sent twice across a rejoin:
 
 * the *outbox*: not yet handed to a link (typed while away, or the link's buffer is full);
 * the *log*: handed to the current link, not yet known to have reached the relay;
 * *awaiting*: SAY and ACTION handed to the current link whose POSTED or REFUSED is due;
-* *limbo*: ones a previous session received but never answered; the catch-up history
-  after a rejoin shows which of them were posted.
+* *limbo*: ones a previous session received but never answered;
+* *resend*: ones a previous session may not have received.
 
-After a rejoin, WELCOME's ``resumed`` says how much of the log the relay got; the rest is
-sent again, ahead of the outbox.
+After a rejoin, WELCOME's ``resumed`` says how much of the log the relay got: the rest goes to
+*resend*, the unanswered part to *limbo*. Own messages in the catch-up history confirm
+entries of both; once history is over, what is left in limbo is reported unconfirmed and
+*resend* goes out again, ahead of the outbox.
 """
 
 from __future__ import annotations
