@@ -277,6 +277,15 @@ def open_pipe() -> Iterator[TextIO]:
             time.sleep(0.05)
 
 
+def test_ctrl_c_while_joining_is_one_line() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        raise KeyboardInterrupt
+
+    code, _, err = run_lines("hello\n", factory)
+    assert code == 1
+    assert err == "udpchat: interrupted while joining\n"
+
+
 def test_rejection_ends_the_session_even_while_stdin_stays_open() -> None:
     class Rejected:
         def __getattr__(self, name: str) -> Any:

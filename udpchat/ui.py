@@ -232,6 +232,10 @@ class _Frontend:
     def _start(self, factory: HandleFactory) -> ChatHandle | None:
         try:
             handle = factory(self.on_event)
+        except KeyboardInterrupt:  # Ctrl-C while the relay is slow to answer
+            self._failed = "interrupted while joining"
+            self._report_failure()
+            return None
         except Exception as error:  # the boundary: whatever went wrong becomes one line
             self._failed = f"cannot join: {safe_text(str(error) or type(error).__name__)}"
             self._report_failure()
@@ -349,7 +353,7 @@ class LineUI(_Frontend):
             if not isinstance(item, str):
                 break
             if not item.strip():
-                continue
+                continue  # a blank line is not worth an "empty message" error
             quit_reason = self._execute(handle, item)
             if quit_reason is not None:
                 reason = quit_reason
