@@ -1,10 +1,29 @@
 import subprocess
 import sys
+import types
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from udpchat import __version__
-from udpchat.cli import app
+from udpchat import __version__, cli
+from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
+from udpchat.impair import ImpairmentConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def one_error_line(result: Any) -> str:
+    """The single line a failing command prints on stderr."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("udpchat: ")
+    return str(lines[0])
 
 
 def test_version_flag() -> None:
@@ -19,3 +38,331 @@ def test_python_dash_m() -> None:
     )
     assert out.returncode == 0
     assert __version__ in out.stdout
+
+
+# --- HOST:PORT ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("localhost:1", ("localhost", 1)),
+        ("relay.example.org:65535", ("relay.example.org", 65535)),
+        ("[::1]:9000", ("::1", 9000)),
+        ("[fe80::1%eth0]:9000", ("fe80::1%eth0", 9000)),
+        (" 10.0.0.1:80 ", ("10.0.0.1", 80)),
+    ],
+)
+def test_parse_hostport(text: str, address: tuple[str, int]) -> None:
+    assert parse_hostport(text) == address
+    assert parse_hostport(format_hostport(address)) == address
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("", "missing ':PORT'"),
+        ("localhost", "missing ':PORT'"),
+        (":9000", "missing or malformed host"),
+        ("::1:9000", "put an IPv6 address in brackets"),
+        ("[::1]9000", "expected [IPv6]:PORT"),
+        ("[::1", "expected [IPv6]:PORT"),
+        ("[nope]:9000", "'nope' is not an IPv6 address"),
+        ("host:", "invalid port ''"),
+        ("host:http", "invalid port 'http'"),
+        ("host:-1", "invalid port '-1'"),
+        ("host:65536", "from 1 to 65535"),
+        ("host:0", "from 1 to 65535"),
+        ("host:٩٠", "invalid port"),  # Arabic-Indic digits are digits, but not a port
+        ("two words:80", "malformed host"),
+    ],
+)
+def test_parse_hostport_errors(text: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match="invalid") as caught:
+        parse_hostport(text)
+    assert complaint in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_port_zero_only_where_we_listen() -> None:
+    assert parse_hostport("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)
+
+
+# --- impairment options -----------------------------------------------------------------------
+
+
+def test_impairment_config_from_options() -> None:
+    config = impairment_config(
+        loss="20%", delay="30ms", jitter="10ms", dup="1%", reorder="0.05", seed=7
+    )
+    assert config == ImpairmentConfig(
+        loss=0.2, delay=0.03, jitter=0.01, duplicate=0.01, reorder=0.05, seed=7
+    )
+    assert impairment_config().is_noop
+
+
+def test_bursty_loss_keeps_the_average() -> None:
+    config = impairment_config(loss="10%", burst=4)
+    assert config.mean_loss == pytest.approx(0.1)
+    assert config.p_bad_to_good == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    ("options", "prefix"),
+    [
+        ({"loss": "2x"}, "--loss: invalid rate"),
+        ({"loss": "150%"}, "--loss: invalid rate"),
+        ({"delay": "soon"}, "--delay: invalid duration"),
+        ({"jitter": "-1ms"}, "--jitter: invalid duration"),
+        ({"dup": "1.5"}, "--dup:"),
+        ({"reorder": "x"}, "--reorder:"),
+        ({"loss": "10%", "burst": 0.5}, "--burst: mean_burst"),
+        ({"loss": "100%", "burst": 3}, "--burst:"),
+    ],
+)
+def test_impairment_errors_name_the_option(options: dict[str, Any], prefix: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        impairment_config(**options)
+    assert str(caught.value).startswith(prefix)
+
+
+# --- netem ------------------------------------------------------------------------------------
+
+
+def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    waited: list[bool] = []
+    monkeypatch.setattr(cli, "_wait_for_interrupt", lambda: waited.append(True))
+    result = invoke(
+        "netem",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--loss",
+        "20%",
+        "--burst",
+        "3",
+        "--delay",
+        "30ms",
+        "--jitter",
+        "10ms",
+        "--dup",
+        "1%",
+        "--reorder",
+        "5%",
+        "--seed",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    assert waited == [True]
+    assert result.stdout.startswith("netem: 127.0.0.1:")
+    assert "-> 127.0.0.1:9, mean loss 20.0%" in result.stdout
+    assert "upstream: passed 0" in result.stdout
+    assert "downstream: passed 0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loss", "lots"], "udpchat: --loss: invalid rate 'lots'"),
+        (["--delay", "1 minute"], "udpchat: --delay: invalid duration"),
+        (["--listen", "9000"], "udpchat: invalid address '9000': missing ':PORT'"),
+        (["--upstream", "::1:9000"], "put an IPv6 address in brackets"),
+        (["--upstream", "127.0.0.1:0"], "from 1 to 65535"),
+    ],
+)
+def test_netem_errors_are_one_line(args: list[str], message: str) -> None:
+    base = {"--listen": "127.0.0.1:0", "--upstream": "127.0.0.1:9000"}
+    for name, value in zip(args[::2], args[1::2], strict=True):
+        base[name] = value
+    flat = [item for pair in base.items() for item in pair]
+    line = one_error_line(invoke("netem", *flat))
+    assert message in line
+
+
+def test_netem_cannot_bind() -> None:
+    line = one_error_line(invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9"))
+    assert line.startswith("udpchat: cannot start the proxy:")
+
+
+# --- relay and join ---------------------------------------------------------------------------
+
+
+def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, function: str) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def entry(**kwargs: Any) -> int:
+        calls.append(kwargs)
+        return 3
+
+    module = types.ModuleType(name)
+    setattr(module, function, entry)
+    monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def missing_module(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setitem(sys.modules, name, None)  # importing it now fails
+
+
+def test_relay_not_available_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_module(monkeypatch, "udpchat.relay_server")
+    assert one_error_line(invoke("relay")) == "udpchat: the relay is not available yet"
+
+
+def test_join_not_available_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_module(monkeypatch, "udpchat.client")
+    assert one_error_line(invoke("join", "alice")) == "udpchat: the client is not available yet"
+
+
+def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_module(monkeypatch, "udpchat.relay_server", "run_relay")
+    result = invoke(
+        "relay",
+        "--host",
+        "::1",
+        "--port",
+        "0",
+        "--heartbeat",
+        "500ms",
+        "--timeout",
+        "5s",
+        "--max-members",
+        "8",
+        "--history",
+        "50",
+        "--verbose",
+        "--loss",
+        "5%",
+        env={"UDPCHAT_KEY": "open sesame"},
+    )
+    assert result.exit_code == 3, result.output
+    assert calls == [
+        {
+            "host": "::1",
+            "port": 0,
+            "heartbeat": 0.5,
+            "timeout": 5.0,
+            "max_members": 8,
+            "history": 50,
+            "key": "open sesame",
+            "verbose": True,
+            "impairment": ImpairmentConfig(loss=0.05),
+        }
+    ]
+
+
+def test_relay_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_module(monkeypatch, "udpchat.relay_server", "run_relay")
+    invoke("relay", env={"UDPCHAT_KEY": ""})
+    assert calls == [
+        {
+            "host": "127.0.0.1",
+            "port": 9000,
+            "heartbeat": 1.0,
+            "timeout": 10.0,
+            "max_members": 1024,
+            "history": 200,
+            "key": None,
+            "verbose": False,
+            "impairment": ImpairmentConfig(),
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--heartbeat", "0"], "--heartbeat: must be longer than zero"),
+        (["--timeout", "fast"], "--timeout: invalid duration"),
+        (["--heartbeat", "2s", "--timeout", "1s"], "--timeout must be longer than --heartbeat"),
+        (["--port", "70000"], "--port: expected a number from 0 to 65535"),
+        (["--max-members", "0"], "--max-members: expected 1 to 1024"),
+        (["--max-members", "5000"], "--max-members: expected 1 to 1024"),
+        (["--history", "-1"], "--history: expected 0 or more"),
+        (["--dup", "200%"], "--dup: invalid rate"),
+    ],
+)
+def test_relay_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    calls = fake_module(monkeypatch, "udpchat.relay_server", "run_relay")
+    assert message in one_error_line(invoke("relay", *args))
+    assert calls == []
+
+
+def test_join_options_reach_run_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_module(monkeypatch, "udpchat.client", "run_client")
+    result = invoke(
+        "join",
+        "Zoë",
+        "--server",
+        "[::1]:9001",
+        "--json",
+        "--key",
+        "k",
+        "--delay",
+        "30ms",
+        "--seed",
+        "4",
+    )
+    assert result.exit_code == 3, result.output
+    assert calls == [
+        {
+            "nick": "Zoë",
+            "server": ("::1", 9001),
+            "json_output": True,
+            "key": "k",
+            "impairment": ImpairmentConfig(delay=0.03, seed=4),
+        }
+    ]
+
+
+def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_module(monkeypatch, "udpchat.client", "run_client")
+    invoke("join", "bob", env={"UDPCHAT_KEY": "from env"})
+    assert calls[0]["server"] == ("127.0.0.1", 9000)
+    assert calls[0]["json_output"] is False
+    assert calls[0]["key"] == "from env"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bo b"], "udpchat: bad nickname 'bo b': a nickname cannot contain whitespace"),
+        (["/bob"], "udpchat: bad nickname '/bob': a nickname cannot start with '/'"),
+        (["x" * 33], "a nickname has at most 32 characters"),
+        (["bob", "--server", "relay"], "udpchat: invalid address 'relay': missing ':PORT'"),
+        (["bob", "--server", "[::1]:x"], "invalid port 'x'"),
+        (["bob", "--loss", "half"], "udpchat: --loss: invalid rate 'half'"),
+        (["bob", "--burst", "0"], "udpchat: --burst:"),
+    ],
+)
+def test_join_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    calls = fake_module(monkeypatch, "udpchat.client", "run_client")
+    assert message in one_error_line(invoke("join", *args))
+    assert calls == []
+
+
+def test_other_import_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("udpchat.client")
+
+    def __getattr__(name: str) -> Any:
+        raise ImportError("No module named 'msgpack'", name="msgpack")
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "udpchat.client", module)
+    result = invoke("join", "bob")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ImportError)
+
+
+def test_help_never_shows_the_key() -> None:
+    for command in ("relay", "join"):
+        result = invoke(command, "--help", env={"UDPCHAT_KEY": "hunter2"})
+        assert result.exit_code == 0
+        assert "hunter2" not in result.output
+        assert "UDPCHAT_KEY" in result.output

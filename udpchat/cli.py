@@ -1,18 +1,33 @@
-"""Command-line entry point: parse options, build a config, call the library."""
+"""Command-line entry point: parse options, build a config, call the library.
+
+Every command stays thin: it turns option strings into values, and any mistake becomes one
+line on stderr and exit status 1, never a traceback. The impairment options are shared by
+``netem``, ``relay`` and ``join``, so a lossy network is spelled the same way everywhere.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Annotated, NoReturn
 
 import typer
 
 from udpchat import __version__
+from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
+from udpchat.messages import MAX_MEMBERS_LISTED
+from udpchat.names import nick_error
+from udpchat.transport import Address
 
 app = typer.Typer(
     help="A multi-user terminal chat over UDP with its own reliability layer.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+DEFAULT_PORT = 9000
+IMPAIRMENT_PANEL = "Network impairment (simulated, seeded)"
 
 
 def _version(value: bool) -> None:
@@ -33,3 +48,326 @@ def root(
 
 def main() -> None:
     app()
+
+
+# --- shared parsing ---------------------------------------------------------------------------
+
+
+def parse_hostport(text: str, *, allow_port_zero: bool = False) -> Address:
+    """Parse ``HOST:PORT`` (an IPv6 address in brackets: ``[::1]:9000``) into ``(host, port)``.
+
+    Nothing is resolved here; a name that does not resolve fails when the socket is opened.
+    Port 0 (any free port) makes sense only for an address we listen on.
+    """
+    example = "e.g. 127.0.0.1:9000 or [::1]:9000"
+    value = text.strip()
+    if value.startswith("["):
+        host, bracket, port_text = value[1:].partition("]")
+        if not bracket or not port_text.startswith(":"):
+            raise ValueError(f"invalid address {text!r}: expected [IPv6]:PORT, {example}")
+        port_text = port_text[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid address {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon:
+            raise ValueError(f"invalid address {text!r}: missing ':PORT', {example}")
+        if ":" in host:
+            raise ValueError(
+                f"invalid address {text!r}: put an IPv6 address in brackets, {example}"
+            )
+    if not host or any(ch.isspace() for ch in host):
+        raise ValueError(f"invalid address {text!r}: missing or malformed host, {example}")
+    low = 0 if allow_port_zero else 1
+    if not (port_text.isascii() and port_text.isdigit()) or not low <= int(port_text) <= 65535:
+        raise ValueError(
+            f"invalid port {port_text!r} in {text!r}: expected a number from {low} to 65535"
+        )
+    return host, int(port_text)
+
+
+def format_hostport(address: Address) -> str:
+    """The inverse of :func:`parse_hostport`, for messages."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def impairment_config(
+    *,
+    loss: str = "0",
+    burst: float | None = None,
+    delay: str = "0",
+    jitter: str = "0",
+    dup: str = "0",
+    reorder: str = "0",
+    seed: int = 0,
+) -> ImpairmentConfig:
+    """Build the simulated network from the option strings; ``ValueError`` names the option.
+
+    ``--loss`` alone loses datagrams independently; with ``--burst N`` the same average loss
+    comes in bursts of N datagrams on average (a Gilbert-Elliott chain).
+    """
+    config = ImpairmentConfig(
+        loss=_option("--loss", parse_rate, loss),
+        delay=_option("--delay", parse_duration, delay),
+        jitter=_option("--jitter", parse_duration, jitter),
+        duplicate=_option("--dup", parse_rate, dup),
+        reorder=_option("--reorder", parse_rate, reorder),
+        seed=seed,
+    )
+    if burst is not None:
+        try:
+            config = config.with_bursts(config.loss, burst)
+        except ValueError as error:
+            raise ValueError(f"--burst: {error}") from None
+    return config
+
+
+def _option(name: str, parse: Callable[[str], float], text: str) -> float:
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _positive_duration(name: str, text: str) -> float:
+    value = _option(name, parse_duration, text)
+    if value <= 0:
+        raise ValueError(f"{name}: must be longer than zero, got {text!r}")
+    return value
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"udpchat: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _not_available(error: ImportError, module: str, what: str) -> NoReturn:
+    """Re-raise ``error`` unless it says that ``module`` (or its entry point) is missing."""
+    if error.name != module:
+        raise error
+    _fail(f"{what} is not available yet")
+
+
+LossOption = Annotated[
+    str,
+    typer.Option(
+        help="Datagrams lost, e.g. 20% or 0.2.", metavar="RATE", rich_help_panel=IMPAIRMENT_PANEL
+    ),
+]
+BurstOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Lose in bursts of N datagrams on average (same overall --loss).",
+        metavar="N",
+        rich_help_panel=IMPAIRMENT_PANEL,
+    ),
+]
+DelayOption = Annotated[
+    str,
+    typer.Option(
+        help="One-way delay, e.g. 30ms.", metavar="DURATION", rich_help_panel=IMPAIRMENT_PANEL
+    ),
+]
+JitterOption = Annotated[
+    str,
+    typer.Option(
+        help="Uniform +/- variation of the delay, e.g. 10ms.",
+        metavar="DURATION",
+        rich_help_panel=IMPAIRMENT_PANEL,
+    ),
+]
+DupOption = Annotated[
+    str,
+    typer.Option(
+        help="Datagrams duplicated, e.g. 1%.", metavar="RATE", rich_help_panel=IMPAIRMENT_PANEL
+    ),
+]
+ReorderOption = Annotated[
+    str,
+    typer.Option(
+        help="Datagrams held back so that later ones overtake them, e.g. 5%.",
+        metavar="RATE",
+        rich_help_panel=IMPAIRMENT_PANEL,
+    ),
+]
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        help="Random seed: the same seed gives the same fate to the same datagrams.",
+        rich_help_panel=IMPAIRMENT_PANEL,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="UDPCHAT_KEY",
+        show_envvar=True,
+        show_default=False,
+        help="Room passphrase: seals every datagram (ChaCha20-Poly1305). "
+        "Prefer the environment variable: a command line is visible to other users.",
+    ),
+]
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@app.command()
+def netem(
+    listen: Annotated[
+        str, typer.Option(help="Where clients send, HOST:PORT.", metavar="HOST:PORT")
+    ],
+    upstream: Annotated[
+        str, typer.Option(help="The relay to forward to, HOST:PORT.", metavar="HOST:PORT")
+    ],
+    loss: LossOption = "0",
+    burst: BurstOption = None,
+    delay: DelayOption = "0",
+    jitter: JitterOption = "0",
+    dup: DupOption = "0",
+    reorder: ReorderOption = "0",
+    seed: SeedOption = 0,
+) -> None:
+    """Run an impairing UDP proxy between clients and a relay until Ctrl-C."""
+    from udpchat.netem import NetemProxy, format_counters
+
+    try:
+        listen_at = parse_hostport(listen, allow_port_zero=True)
+        upstream_at = parse_hostport(upstream)
+        config = impairment_config(
+            loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
+        )
+    except ValueError as error:
+        _fail(str(error))
+    proxy = NetemProxy(listen_at, upstream_at, config)
+    try:
+        proxy.start()
+    except OSError as error:
+        _fail(f"cannot start the proxy: {error}")
+    typer.echo(
+        f"netem: {format_hostport(proxy.address)} -> {format_hostport(upstream_at)}, "
+        f"mean loss {config.mean_loss:.1%}; Ctrl-C to stop"
+    )
+    try:
+        _wait_for_interrupt()
+    finally:
+        counters = proxy.counters
+        proxy.stop()
+        typer.echo(format_counters(counters))
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def relay(
+    host: Annotated[str, typer.Option(help="Address to listen on (:: for all, IPv6).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="UDP port to listen on (0: any free port).")] = (
+        DEFAULT_PORT
+    ),
+    heartbeat: Annotated[
+        str, typer.Option(help="Heartbeat interval told to clients.", metavar="DURATION")
+    ] = "1s",
+    timeout: Annotated[
+        str, typer.Option(help="Evict a member silent this long.", metavar="DURATION")
+    ] = "10s",
+    max_members: Annotated[
+        int, typer.Option(help=f"Most members at once (at most {MAX_MEMBERS_LISTED}).")
+    ] = MAX_MEMBERS_LISTED,
+    history: Annotated[int, typer.Option(help="Room events kept for catch-up.")] = 200,
+    key: KeyOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Log every session event.")] = False,
+    loss: LossOption = "0",
+    burst: BurstOption = None,
+    delay: DelayOption = "0",
+    jitter: JitterOption = "0",
+    dup: DupOption = "0",
+    reorder: ReorderOption = "0",
+    seed: SeedOption = 0,
+) -> None:
+    """Run the relay that fans every message out to the room."""
+    try:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port: expected a number from 0 to 65535, got {port}")
+        heartbeat_s = _positive_duration("--heartbeat", heartbeat)
+        timeout_s = _positive_duration("--timeout", timeout)
+        if timeout_s <= heartbeat_s:
+            raise ValueError("--timeout must be longer than --heartbeat")
+        if not 1 <= max_members <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--max-members: expected 1 to {MAX_MEMBERS_LISTED}, got {max_members}"
+            )
+        if history < 0:
+            raise ValueError(f"--history: expected 0 or more, got {history}")
+        config = impairment_config(
+            loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
+        )
+    except ValueError as error:
+        _fail(str(error))
+    try:
+        from udpchat.relay_server import run_relay  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as error:
+        _not_available(error, "udpchat.relay_server", "the relay")
+    code = run_relay(
+        host=host,
+        port=port,
+        heartbeat=heartbeat_s,
+        timeout=timeout_s,
+        max_members=max_members,
+        history=history,
+        key=key or None,
+        verbose=verbose,
+        impairment=config,
+    )
+    raise typer.Exit(int(code or 0))
+
+
+@app.command()
+def join(
+    nick: Annotated[str, typer.Argument(help="Your nickname in the room.")],
+    server: Annotated[
+        str, typer.Option(help="The relay, HOST:PORT.", metavar="HOST:PORT")
+    ] = f"127.0.0.1:{DEFAULT_PORT}",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per event, for programs.")
+    ] = False,
+    key: KeyOption = None,
+    loss: LossOption = "0",
+    burst: BurstOption = None,
+    delay: DelayOption = "0",
+    jitter: JitterOption = "0",
+    dup: DupOption = "0",
+    reorder: ReorderOption = "0",
+    seed: SeedOption = 0,
+) -> None:
+    """Join the room as NICK: interactive on a terminal, line by line from a pipe."""
+    try:
+        problem = nick_error(nick)
+        if problem is not None:
+            raise ValueError(f"bad nickname {nick!r}: {problem}")
+        server_at = parse_hostport(server)
+        config = impairment_config(
+            loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
+        )
+    except ValueError as error:
+        _fail(str(error))
+    try:
+        from udpchat.client import run_client  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as error:
+        _not_available(error, "udpchat.client", "the client")
+    code = run_client(
+        nick=nick, server=server_at, json_output=json_output, key=key or None, impairment=config
+    )
+    raise typer.Exit(int(code or 0))

@@ -1,0 +1,323 @@
+import io
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from udpchat.events import (
+    ClientEvent,
+    Closed,
+    ConnectionLost,
+    ErrorReported,
+    HistoryGap,
+    JoinRejected,
+    MemberJoined,
+    MemberLeft,
+    MembersListed,
+    MessagePending,
+    MessageReceived,
+    MessageRefused,
+    NickChanged,
+    PrivateReceived,
+    Reconnecting,
+    Welcomed,
+)
+from udpchat.render import (
+    NICK_COLOURS,
+    PENDING_MARKER,
+    ansi_line,
+    colour_enabled,
+    format_clock,
+    json_line,
+    nick_colour,
+    plain_line,
+    stats_lines,
+    styled_line,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+T = 1790000000  # 2026-09-21 14:13:20 UTC
+NOW = T + 61
+OUR_SGR = re.compile(r"\x1b\[[0-9;]*m")
+FULLWIDTH_BOB = "\uff22\uff4f\uff42"
+
+
+def pairs(event: ClientEvent, *, colour: bool = True) -> list[tuple[str, str]]:
+    styled = styled_line(event, colour=colour, now=NOW)
+    assert styled is not None
+    return [(item[0], item[1]) for item in styled]
+
+
+def one_safe_line(line: str | None) -> bool:
+    """Printable, except the visible spaces and emoji joiners that sanitize keeps on purpose."""
+    return line is not None and all(
+        ch.isprintable() or unicodedata.category(ch) == "Zs" or ch == "\u200d" for ch in line
+    )
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+EXPECTED: list[tuple[ClientEvent, str]] = [
+    (
+        Welcomed("alice", ("alice", "bob"), False),
+        "14:14:21 -- you are alice; in the room (2): alice, bob",
+    ),
+    (Welcomed("alice", ("alice",), True), "14:14:21 -- rejoined as alice; in the room (1): alice"),
+    (MessageReceived(7, T, "bob", "hi all"), "14:13:20 <bob> hi all"),
+    (MessageReceived(8, T, "bob", "waves", action=True), "14:13:20 * bob waves"),
+    (MessageReceived(9, T, "alice", "mine", own=True, local_id=1), "14:13:20 <alice> mine"),
+    (MessageReceived(1, T, "bob", "old", history=True), "14:13:20 <bob> old"),
+    (MessageRefused(3, "spam", "slow down"), "14:14:21 !! not delivered (slow down): spam"),
+    (PrivateReceived(T, "bob", "alice", "psst"), "14:13:20 [bob -> alice] psst"),
+    (MemberJoined(10, T, "carol"), "14:13:20 -- carol joined"),
+    (MemberLeft(11, T, "carol", "quit", "bye all"), "14:13:20 -- carol left (quit: bye all)"),
+    (MemberLeft(12, T, "dave", "timed out"), "14:13:20 -- dave left (timed out)"),
+    (NickChanged(13, T, "bob", "robert"), "14:13:20 -- bob is now robert"),
+    (NickChanged(14, T, "alice", "al", own=True), "14:13:20 -- you are now al"),
+    (MembersListed(("al", "robert")), "14:14:21 -- in the room (2): al, robert"),
+    (HistoryGap(3, 9), "14:14:21 -- missed room events 3 to 9: the relay no longer has them"),
+    (HistoryGap(4, 4), "14:14:21 -- missed room event 4: the relay no longer has them"),
+    (ErrorReported("no such nickname"), "14:14:21 !! no such nickname"),
+    (
+        ConnectionLost("the relay went silent"),
+        "14:14:21 !! lost the relay (the relay went silent); trying to rejoin",
+    ),
+    (Reconnecting(2, 1.0), "14:14:21 -- rejoining in 1.0 s (attempt 2)"),
+    (
+        JoinRejected(1, "nickname taken"),
+        "14:14:21 !! the relay refused to let us in: nickname taken",
+    ),
+    (Closed("quit"), "14:14:21 -- session closed: quit"),
+    (Closed(""), "14:14:21 -- session closed"),
+]
+
+
+@pytest.mark.parametrize(("event", "line"), EXPECTED)
+def test_plain_lines(event: ClientEvent, line: str) -> None:
+    assert plain_line(event, now=NOW) == line
+
+
+@pytest.mark.parametrize(("event", "line"), EXPECTED)
+def test_ansi_without_colour_is_the_plain_line(event: ClientEvent, line: str) -> None:
+    assert ansi_line(event, colour=False, now=NOW) == line
+    styled = pairs(event, colour=False)
+    assert all(style == "" for style, _ in styled)
+    assert "".join(text for _, text in styled) == line
+
+
+@pytest.mark.parametrize(("event", "line"), EXPECTED)
+def test_ansi_with_colour_only_adds_styling(event: ClientEvent, line: str) -> None:
+    coloured = ansi_line(event, colour=True, now=NOW)
+    assert coloured is not None
+    assert coloured != line
+    assert OUR_SGR.sub("", coloured) == line
+
+
+def test_clock_is_local_time() -> None:
+    assert format_clock(T) == "14:13:20"
+
+
+def test_pending_is_not_a_plain_line_but_is_styled_dim_with_a_marker() -> None:
+    event = MessagePending(4, "on its way")
+    assert plain_line(event) is None
+    styled = pairs(event)
+    assert all("dim" in style for style, text in styled if text.strip())
+    assert "".join(text for _, text in styled) == f"14:14:21 {PENDING_MARKER} on its way"
+    action = ansi_line(MessagePending(5, "waits", action=True), colour=False, now=NOW)
+    assert action == f"14:14:21 {PENDING_MARKER} * waits"
+
+
+def test_styles_set_notices_and_errors_apart_from_messages() -> None:
+    def styles(event: ClientEvent) -> set[str]:
+        return {style for style, _ in pairs(event)}
+
+    message = styles(MessageReceived(1, T, "bob", "hi"))
+    assert "dim" in message  # the timestamp
+    assert "italic" not in message
+    assert "italic" in styles(MemberJoined(2, T, "bob"))
+    assert "fg:ansired" in styles(ErrorReported("no"))
+
+
+def test_terminal_attacks_are_defused() -> None:
+    attack = "\x1b]52;c;cm0gLXJm\x07\x1b[2J\rline\nbreak\u202e"
+    events: list[ClientEvent] = [
+        MessageReceived(1, T, "b\x1b[31mob", attack),
+        PrivateReceived(T, attack, "al ice", attack),
+        MemberLeft(2, T, "bob", attack, attack),
+        ErrorReported(attack),
+        JoinRejected(1, attack),
+        MessageRefused(1, attack, attack),
+    ]
+    for event in events:
+        for line in (plain_line(event, now=NOW), ansi_line(event, colour=False, now=NOW)):
+            assert line is not None
+            assert line.isprintable(), line
+        coloured = ansi_line(event, now=NOW)
+        assert coloured is not None
+        assert OUR_SGR.sub("", coloured).isprintable()
+    line = plain_line(MessageReceived(1, T, "b\x1b[31mob", attack), now=NOW)
+    assert line == "14:13:20 <b␛[31mob> ␛]52;c;cm0gLXJm␇␛[2J␍line␊break\\u{202e}"
+    assert plain_line(MemberJoined(1, T, "two words"), now=NOW) == "14:13:20 -- two␠words joined"
+
+
+JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
+    (
+        Welcomed("alice", ("alice", "bob"), False),
+        {"type": "welcome", "nick": "alice", "members": ["alice", "bob"], "resumed": False},
+    ),
+    (
+        MessageReceived(7, T, "bob", "hi", action=True, own=False, history=True),
+        {
+            "type": "message",
+            "from": "bob",
+            "text": "hi",
+            "seq": 7,
+            "time": T,
+            "action": True,
+            "own": False,
+            "history": True,
+            "local_id": None,
+        },
+    ),
+    (MessagePending(3, "hey"), {"type": "pending", "local_id": 3, "text": "hey", "action": False}),
+    (
+        MessageRefused(3, "hey", "flood"),
+        {"type": "refused", "local_id": 3, "text": "hey", "reason": "flood"},
+    ),
+    (
+        PrivateReceived(T, "bob", "alice", "psst"),
+        {"type": "private", "from": "bob", "to": "alice", "text": "psst", "time": T},
+    ),
+    (
+        MemberJoined(8, T, "carol"),
+        {"type": "join", "nick": "carol", "seq": 8, "time": T, "history": False},
+    ),
+    (
+        MemberLeft(9, T, "carol", "quit", "bye"),
+        {
+            "type": "leave",
+            "nick": "carol",
+            "reason": "quit",
+            "text": "bye",
+            "seq": 9,
+            "time": T,
+            "history": False,
+        },
+    ),
+    (
+        NickChanged(10, T, "bob", "rob", own=False),
+        {
+            "type": "nick",
+            "old": "bob",
+            "new": "rob",
+            "own": False,
+            "seq": 10,
+            "time": T,
+            "history": False,
+        },
+    ),
+    (MembersListed(("a", "b")), {"type": "who", "members": ["a", "b"]}),
+    (HistoryGap(2, 5), {"type": "history_gap", "first_missing": 2, "last_missing": 5}),
+    (ErrorReported("oops"), {"type": "error", "text": "oops"}),
+    (ConnectionLost("silent"), {"type": "connection_lost", "reason": "silent"}),
+    (Reconnecting(3, 2.0), {"type": "reconnecting", "attempt": 3, "delay": 2.0}),
+    (JoinRejected(1, "taken"), {"type": "rejected", "code": 1, "reason": "taken"}),
+    (Closed("quit"), {"type": "closed", "reason": "quit"}),
+]
+
+
+@pytest.mark.parametrize(("event", "record"), JSON_CASES)
+def test_json_records(event: ClientEvent, record: dict[str, object]) -> None:
+    line = json_line(event)
+    assert "\n" not in line
+    assert json.loads(line) == record
+
+
+def test_json_carries_raw_text_as_pure_ascii() -> None:
+    raw = "\x1b[2J\u202eé\n\x9b😀"
+    line = json_line(MessageReceived(1, T, "Zoë", raw))
+    assert line.isascii() and line.isprintable()
+    decoded = json.loads(line)
+    assert decoded["text"] == raw
+    assert decoded["from"] == "Zoë"
+
+
+@given(st.text(), st.text(), st.text())
+def test_any_strings_give_one_safe_line(nick: str, text: str, reason: str) -> None:
+    events: list[ClientEvent] = [
+        MessageReceived(1, T, nick, text),
+        PrivateReceived(T, nick, nick, text),
+        MemberLeft(1, T, nick, reason, text),
+        NickChanged(1, T, nick, text),
+        Welcomed(nick, (nick, text), False),
+        ErrorReported(text),
+    ]
+    for event in events:
+        line = plain_line(event, now=NOW)
+        assert line is not None and one_safe_line(line)
+        coloured = ansi_line(event, now=NOW)
+        assert coloured is not None and OUR_SGR.sub("", coloured) == line
+        encoded = json_line(event)
+        assert encoded.isascii() and encoded.isprintable()
+        assert json.loads(encoded)["type"]
+
+
+def test_nick_colours_are_stable_and_case_blind() -> None:
+    # Pinned: a colour must not change between runs, machines or releases.
+    assert nick_colour("alice") == 162
+    assert nick_colour("bob") == 37
+    assert nick_colour("bob") == nick_colour("BOB") == nick_colour(FULLWIDTH_BOB)
+    used = {nick_colour(f"user{i}") for i in range(200)}
+    assert used == set(NICK_COLOURS)
+
+
+def test_styled_nicks_use_their_colour() -> None:
+    assert ("fg:#00afaf", "bob") in pairs(MessageReceived(1, T, "bob", "hi"))  # xterm 37
+    coloured = ansi_line(MessageReceived(1, T, "bob", "hi"), now=NOW)
+    assert coloured is not None and "\x1b[38;5;37mbob\x1b[0m" in coloured
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_needs_a_tty_and_no_NO_COLOR() -> None:
+    assert colour_enabled(FakeTTY(), environ={})
+    assert not colour_enabled(FakeTTY(), environ={"NO_COLOR": ""})
+    assert not colour_enabled(FakeTTY(), environ={"NO_COLOR": "1"})
+    assert not colour_enabled(io.StringIO(), environ={})
+    assert not colour_enabled(None, environ={})
+    closed = io.StringIO()
+    closed.close()
+    assert not colour_enabled(closed, environ={})  # and does not raise
+
+
+def test_colour_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "")
+    assert not colour_enabled(FakeTTY())
+    monkeypatch.delenv("NO_COLOR")
+    assert colour_enabled(FakeTTY())
+
+
+def test_stats_table() -> None:
+    lines = stats_lines({"srtt_ms": 12.345, "retransmissions": 3, "loss_estimate": 0.0213})
+    assert lines[0] == "link statistics"
+    assert lines[1].split() == ["srtt_ms", "12.35"]
+    assert lines[2].split() == ["retransmissions", "3"]
+    assert lines[3].split() == ["loss_estimate", "0.0213"]
+    assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
+    assert stats_lines({}) == ["no link statistics yet"]

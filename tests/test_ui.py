@@ -1,0 +1,537 @@
+import contextlib
+import io
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from prompt_toolkit.output.plain_text import PlainTextOutput
+
+from udpchat.commands import HELP
+from udpchat.events import (
+    Closed,
+    JoinRejected,
+    MembersListed,
+    MessagePending,
+    MessageReceived,
+    MessageRefused,
+    NickChanged,
+    PrivateReceived,
+    Welcomed,
+)
+from udpchat.ui import (
+    ChatHandle,
+    EventSink,
+    InteractiveUI,
+    NickCompleter,
+    choose_mode,
+    run_ui,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+STATS = {"srtt_ms": 12.5, "rto_ms": 40.0, "retransmissions": 3, "loss_estimate": 0.02}
+
+
+class FakeHandle:
+    """A client stand-in: answers from its own thread, like the real receiver thread."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        nick: str = "alice",
+        members: tuple[str, ...] = ("alice", "bob", "Bea", "carol"),
+        *,
+        delivers: bool = True,
+    ) -> None:
+        self._sink = sink
+        self.nick = nick
+        self.members = members
+        self.calls: list[tuple[Any, ...]] = []
+        self.delivers = delivers
+        self.fail_next: Exception | None = None
+        self._ids = 0
+        self._seq = 100
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        sink(Welcomed(nick, members, False))
+
+    def _run(self) -> None:
+        while (job := self._work.get()) is not None:
+            job()
+            self._work.task_done()
+        self._work.task_done()
+
+    def _later(self, job: Callable[[], None]) -> None:
+        self._work.put(job)
+
+    def _check(self) -> None:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+
+    def _post(self, text: str, action: bool) -> int:
+        self._check()
+        self._ids += 1
+        local_id = self._ids
+        self._sink(MessagePending(local_id, text, action))
+        if self.delivers:
+
+            def posted() -> None:
+                self._seq += 1
+                self._sink(
+                    MessageReceived(
+                        self._seq, 0.0, self.nick, text, action=action, own=True, local_id=local_id
+                    )
+                )
+
+            self._later(posted)
+        return local_id
+
+    def say(self, text: str) -> int:
+        self.calls.append(("say", text))
+        return self._post(text, False)
+
+    def action(self, text: str) -> int:
+        self.calls.append(("action", text))
+        return self._post(text, True)
+
+    def private(self, to: str, text: str) -> None:
+        self.calls.append(("private", to, text))
+        self._check()
+        self._later(lambda: self._sink(PrivateReceived(0.0, self.nick, to, text)))
+
+    def change_nick(self, nick: str) -> None:
+        self.calls.append(("nick", nick))
+        old = self.nick
+
+        def changed() -> None:
+            self.nick = nick
+            self._seq += 1
+            self._sink(NickChanged(self._seq, 0.0, old, nick, own=True))
+
+        self._later(changed)
+
+    def who(self) -> None:
+        self.calls.append(("who",))
+        self._later(lambda: self._sink(MembersListed(self.members)))
+
+    def stats(self) -> dict[str, float | int]:
+        self.calls.append(("stats",))
+        return dict(STATS)
+
+    def quit(self, reason: str) -> None:
+        self.calls.append(("quit", reason))
+        self._later(lambda: self._sink(Closed("quit")))
+        self._work.put(None)
+        self._thread.join(5)
+
+    def wait_idle(self, timeout: float) -> bool:
+        self.calls.append(("wait_idle", timeout))
+        if not self.delivers:
+            return False
+        self._work.join()
+        return True
+
+    def close_from_relay(self, reason: str) -> None:
+        self._later(lambda: self._sink(Closed(reason)))
+
+
+class Factory:
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.handle: FakeHandle | None = None
+
+    def __call__(self, sink: EventSink) -> ChatHandle:
+        self.handle = FakeHandle(sink, **self.options)
+        return self.handle
+
+    @property
+    def calls(self) -> list[tuple[Any, ...]]:
+        assert self.handle is not None
+        return self.handle.calls
+
+
+def run_lines(
+    text: str, factory: Callable[[EventSink], ChatHandle], mode: str = "plain"
+) -> tuple[int, list[str], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_ui(factory, mode, stdin=io.StringIO(text), stdout=out, stderr=err)  # type: ignore[arg-type]
+    return code, out.getvalue().splitlines(), err.getvalue()
+
+
+def bodies(lines: list[str]) -> list[str]:
+    """Plain lines without their HH:MM:SS stamp."""
+    return [line[9:] if line[2:3] == ":" and line[5:6] == ":" else line for line in lines]
+
+
+def test_plain_mode_sends_lines_and_commands_then_quits() -> None:
+    factory = Factory()
+    script = "hello\n/me waves\n/msg bob psst\n/who\n   \n/nick al\n//etc\n"
+    code, lines, err = run_lines(script, factory)
+    assert code == 0, err
+    assert err == ""
+    assert factory.calls == [
+        ("say", "hello"),
+        ("action", "waves"),
+        ("private", "bob", "psst"),
+        ("who",),
+        ("nick", "al"),
+        ("say", "/etc"),
+        ("wait_idle", 10.0),
+        ("quit", ""),
+    ]
+    shown = bodies(lines)
+    assert shown[0] == "-- you are alice; in the room (4): alice, bob, Bea, carol"
+    assert "<alice> hello" in shown
+    assert "* alice waves" in shown
+    assert "[alice -> bob] psst" in shown
+    assert "-- in the room (4): alice, bob, Bea, carol" in shown
+    assert "-- you are now al" in shown
+    assert "<al> /etc" in shown
+    assert shown[-1] == "-- session closed: quit"
+    assert not any("(sending)" in line for line in lines)  # pending is not a plain line
+
+
+def test_plain_mode_reports_bad_commands_and_goes_on() -> None:
+    factory = Factory()
+    code, lines, _ = run_lines("/bogus\n/msg\nstill here\n", factory)
+    assert code == 0
+    shown = bodies(lines)
+    assert "!! unknown command /bogus; try /help" in shown
+    assert "!! usage: /msg NICK TEXT" in shown
+    assert ("say", "still here") in factory.calls
+
+
+def test_quit_command_stops_reading_and_sends_the_message() -> None:
+    factory = Factory()
+    code, _, _ = run_lines("one\n/quit gone fishing\ntwo\n", factory)
+    assert code == 0
+    assert factory.calls == [("say", "one"), ("wait_idle", 10.0), ("quit", "gone fishing")]
+
+
+def test_crlf_input_is_accepted() -> None:
+    factory = Factory()
+    run_lines("hi there\r\n/quit\r\n", factory)
+    assert factory.calls[0] == ("say", "hi there")
+
+
+def test_help_and_stats_in_plain_mode() -> None:
+    code, lines, _ = run_lines("/help\n/stats\n", Factory())
+    assert code == 0
+    text = "\n".join(lines)
+    assert HELP in text
+    assert "link statistics" in lines
+    assert any(line.split() == ["srtt_ms", "12.5"] for line in lines)
+
+
+def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink)
+        handle.fail_next = ValueError("send queue full, try again")
+        return handle
+
+    code, lines, _ = run_lines("first\nsecond\n", factory)
+    assert code == 0
+    shown = bodies(lines)
+    assert "!! send queue full, try again" in shown
+    assert "<alice> second" in shown
+
+
+def test_undelivered_messages_give_a_non_zero_exit() -> None:
+    factory = Factory(delivers=False)
+    code, _, err = run_lines("lost\n", factory)
+    assert code == 1
+    assert "did not acknowledge everything" in err
+    assert factory.calls[-1] == ("quit", "")
+
+
+def test_join_failure_is_one_line_on_stderr() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        raise TimeoutError("the relay does not answer")
+
+    code, lines, err = run_lines("hello\n", factory)
+    assert code == 1
+    assert lines == []
+    assert err == "udpchat: cannot join: the relay does not answer\n"
+
+
+@contextlib.contextmanager
+def open_pipe() -> Iterator[TextIO]:
+    """A stdin that stays open with nothing to read, like a quiet producer."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "r") as stdin:
+        try:
+            yield stdin
+        finally:
+            os.close(write_end)  # EOF lets the reader thread finish before the fd is closed
+            time.sleep(0.05)
+
+
+def test_ctrl_c_while_joining_is_one_line() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        raise KeyboardInterrupt
+
+    code, _, err = run_lines("hello\n", factory)
+    assert code == 1
+    assert err == "udpchat: interrupted while joining\n"
+
+
+def test_rejection_ends_the_session_even_while_stdin_stays_open() -> None:
+    class Rejected:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"{name} called on a rejected session")
+
+    def factory(sink: EventSink) -> ChatHandle:
+        def later() -> None:
+            time.sleep(0.05)
+            sink(JoinRejected(1, "nickname taken"))
+            sink(Closed("rejected"))
+
+        threading.Thread(target=later, daemon=True).start()
+        return Rejected()
+
+    out, err = io.StringIO(), io.StringIO()
+    with open_pipe() as stdin:
+        code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
+    assert code == 1
+    assert bodies(out.getvalue().splitlines()) == [
+        "!! the relay refused to let us in: nickname taken",
+        "-- session closed: rejected",
+    ]
+    assert err.getvalue() == "udpchat: the relay refused to let us in: nickname taken\n"
+
+
+def test_relay_closing_the_session_is_a_failure() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink)
+        handle.close_from_relay("the relay shut down")
+        return handle
+
+    out, err = io.StringIO(), io.StringIO()
+    with open_pipe() as stdin:
+        code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
+    assert code == 1
+    assert "the session was closed: the relay shut down" in err.getvalue()
+
+
+def test_json_mode_prints_one_object_per_line() -> None:
+    factory = Factory()
+    code, lines, err = run_lines("hi \x1b[31m\n/nope\n/stats\n/help\n", factory, "json")
+    assert code == 0, err
+    records = [json.loads(line) for line in lines]
+    kinds = [record["type"] for record in records]
+    assert kinds[0] == "welcome"
+    assert records[0]["members"] == ["alice", "bob", "Bea", "carol"]
+    assert {"pending", "message", "error", "stats", "help", "closed"} <= set(kinds)
+    message = next(r for r in records if r["type"] == "message")
+    assert message["text"] == "hi \x1b[31m"  # raw, escaped by JSON
+    assert message["own"] is True
+    error = next(r for r in records if r["type"] == "error")
+    assert error["text"] == "unknown command /nope; try /help"
+    stats = next(r for r in records if r["type"] == "stats")
+    assert stats["stats"] == STATS
+    assert all(line.isascii() for line in lines)
+
+
+def test_refused_message_in_plain_mode() -> None:
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink, delivers=False)
+        original = handle.say
+
+        def say(text: str) -> int:
+            local_id = original(text)
+            sink(MessageRefused(local_id, text, "slow down"))
+            return local_id
+
+        handle.say = say  # type: ignore[method-assign]
+        handle.wait_idle = lambda timeout: True  # type: ignore[method-assign]
+        return handle
+
+    code, lines, _ = run_lines("spam\n", factory)
+    assert code == 0
+    assert "!! not delivered (slow down): spam" in bodies(lines)
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_choose_mode() -> None:
+    assert choose_mode(json_output=True, stdin=TTY(), stdout=TTY()) == "json"
+    assert choose_mode(json_output=False, stdin=TTY(), stdout=TTY()) == "interactive"
+    assert choose_mode(json_output=False, stdin=io.StringIO(), stdout=TTY()) == "plain"
+    assert choose_mode(json_output=False, stdin=TTY(), stdout=io.StringIO()) == "plain"
+    assert choose_mode(json_output=False, stdin=None, stdout=None) == "plain"
+
+
+# --- completion -------------------------------------------------------------------------------
+
+
+def complete(text: str, members: tuple[str, ...] = ("alice", "bob", "Bea", "carol")) -> list[str]:
+    completer = NickCompleter(lambda: members, lambda: "alice")
+    document = Document(text, len(text))
+    found = completer.get_completions(document, CompleteEvent(completion_requested=True))
+    return [text[: len(text) + c.start_position] + c.text for c in found]
+
+
+def test_nick_completion_at_the_start_of_a_line() -> None:
+    assert complete("b") == ["Bea: ", "bob: "]
+    assert complete("BO") == ["bob: "]
+    assert complete("car") == ["carol: "]
+    assert complete("") == ["Bea: ", "bob: ", "carol: "]  # not ourselves
+    assert complete("al") == []
+    assert complete("zed") == []
+
+
+def test_no_nick_completion_inside_a_sentence() -> None:
+    assert complete("hello b") == []
+
+
+def test_msg_target_completion() -> None:
+    assert complete("/msg c") == ["/msg carol "]
+    assert complete("/MSG  b") == ["/MSG  Bea ", "/MSG  bob "]
+    assert complete("/msg carol hi") == []
+
+
+def test_command_completion() -> None:
+    assert complete("/m") == ["/me ", "/msg "]
+    assert complete("/q") == ["/quit "]
+    assert complete("//") == []
+
+
+def test_completion_shows_sanitised_names() -> None:
+    completer = NickCompleter(lambda: ("b\x1bob",), lambda: "alice")
+    (completion,) = completer.get_completions(Document("b", 1), CompleteEvent())
+    assert completion.text == "b\x1bob: "
+    assert completion.display_text == "b␛ob"
+
+
+# --- interactive ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def terminal() -> Iterator[Any]:
+    with create_pipe_input() as pipe:
+        yield pipe
+
+
+def interactive(pipe: Any, factory: Callable[[EventSink], ChatHandle]) -> tuple[list[int], Any]:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO(), pt_input=pipe, pt_output=DummyOutput())
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+    thread.start()
+    return result, thread
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_interactive_sends_lines_and_quits(terminal: Any) -> None:
+    factory = Factory()
+    result, thread = interactive(terminal, factory)
+    wait_for(lambda: factory.handle is not None)
+    terminal.send_text("hello\r")
+    wait_for(lambda: ("say", "hello") in factory.calls)
+    terminal.send_text("/me waves\r/quit see you\r")
+    thread.join(10)
+    assert result == [0]
+    assert factory.calls == [("say", "hello"), ("action", "waves"), ("quit", "see you")]
+
+
+def test_interactive_ctrl_d_and_ctrl_c_leave_cleanly() -> None:
+    for key in ("\x04", "\x03"):
+        with create_pipe_input() as pipe:
+            factory = Factory()
+            result, thread = interactive(pipe, factory)
+            wait_for(lambda f=factory: f.handle is not None)  # type: ignore[misc]
+            pipe.send_text(key)
+            thread.join(10)
+            assert result == [0]
+            assert factory.calls == [("quit", "")]
+
+
+def test_interactive_ends_when_the_relay_closes_the_session(terminal: Any) -> None:
+    factory = Factory()
+    result, thread = interactive(terminal, factory)
+    wait_for(lambda: factory.handle is not None)
+    time.sleep(0.2)  # let the prompt start
+    assert factory.handle is not None
+    factory.handle.close_from_relay("the relay shut down")
+    thread.join(10)
+    assert result == [1]
+    assert ("quit", "") not in factory.calls
+
+
+def test_interactive_prompt_shows_nick_and_pending_messages() -> None:
+    ui = InteractiveUI(colour=True, stderr=io.StringIO())
+    ui.build_session()
+
+    def text() -> str:
+        return "".join(item[1] for item in ui.prompt_message())
+
+    assert text() == "> "
+    handle = FakeHandle(ui.on_event, delivers=False)
+    ui._handle = handle  # as run() does once the factory returns
+    assert text() == "alice> "
+    ui.on_event(MessagePending(1, "one"))
+    ui.on_event(MessagePending(2, "two", action=True))
+    lines = text().split("\n")
+    assert [line[9:] for line in lines[:2]] == ["(sending) one", "(sending) * two"]
+    assert lines[2:] == ["alice> "]
+    assert all("dim" in item[0] for item in ui.prompt_message() if "sending" in item[1])
+    ui.on_event(MessageReceived(5, 0.0, "alice", "one", own=True, local_id=1))
+    assert "one" not in text()
+    ui.on_event(MessageRefused(2, "two", "slow down"))
+    assert text() == "alice> "
+    for i in range(10):
+        ui.on_event(MessagePending(10 + i, f"m{i}"))
+    assert text().startswith("(+5 more sending)\n")
+    assert text().count("(sending)") == 5
+
+
+def test_interactive_prints_events_above_the_prompt(terminal: Any) -> None:
+    screen = io.StringIO()
+    ui = InteractiveUI(
+        colour=False, stderr=io.StringIO(), pt_input=terminal, pt_output=PlainTextOutput(screen)
+    )
+    factory = Factory()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+    thread.start()
+    wait_for(lambda: factory.handle is not None)
+    terminal.send_text("hello\r/stats\r/bogus\r")
+    wait_for(lambda: "!! unknown command /bogus" in screen.getvalue())
+    terminal.send_text("\x04")
+    thread.join(10)
+    assert result == [0]
+    shown = screen.getvalue()
+    assert "-- you are alice; in the room (4)" in shown
+    assert "<alice> hello" in shown
+    assert "link statistics" in shown
+
+
+def test_real_files_are_read_line_by_line_and_bad_bytes_refused(tmp_path: Any) -> None:
+    path = tmp_path / "input.txt"
+    path.write_bytes("héllo\r\n".encode() + b"bad \xff byte\n\n" + b"last line")
+    factory = Factory()
+    out, err = io.StringIO(), io.StringIO()
+    with path.open(encoding="utf-8") as stdin:
+        code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert factory.calls[:2] == [("say", "héllo"), ("say", "last line")]
+    assert "!! the line is not valid UTF-8 text" in bodies(out.getvalue().splitlines())

@@ -1,0 +1,378 @@
+"""How client events look: one plain line, one JSON object, or a styled terminal line.
+
+All three are built from the same event, so a bot reading ``--json``, a script reading
+plain lines and a person at the terminal see the same facts. Every text, nickname and reason
+comes from strangers (through the relay), so:
+
+* plain and styled lines pass every such string through :func:`sanitize.safe_text` or
+  :func:`sanitize.safe_nick`, and always fit on one line (a newline shows as ``␊``);
+* JSON carries the **raw** strings, because a program needs the exact text (to answer a
+  command, compare a nickname). It is still safe to dump on a terminal: it is written with
+  ``ensure_ascii``, so every control, bidi or otherwise non-ASCII character becomes a
+  ``\\uXXXX`` escape and the output is pure printable ASCII. Whoever decodes it and prints
+  the strings must sanitise them.
+
+Styled lines give each nickname a stable colour: a hash of :func:`names.nick_key` (not
+Python's ``hash``, which changes per process), so ``Bob`` is the same colour as ``BOB``, in
+every run and on every machine. Colour is off when ``NO_COLOR`` is set (to anything,
+even empty) or the output is not a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from prompt_toolkit.formatted_text import FormattedText
+
+from udpchat.events import (
+    ClientEvent,
+    Closed,
+    ConnectionLost,
+    ErrorReported,
+    HistoryGap,
+    JoinRejected,
+    MemberJoined,
+    MemberLeft,
+    MembersListed,
+    MessagePending,
+    MessageReceived,
+    MessageRefused,
+    NickChanged,
+    PrivateReceived,
+    Reconnecting,
+    Welcomed,
+)
+from udpchat.names import nick_key
+from udpchat.sanitize import safe_nick, safe_text
+
+__all__ = [
+    "NICK_COLOURS",
+    "PENDING_MARKER",
+    "Fragment",
+    "ansi_line",
+    "colour_enabled",
+    "format_clock",
+    "fragments",
+    "json_line",
+    "json_record",
+    "nick_colour",
+    "plain_line",
+    "stats_lines",
+    "styled_line",
+]
+
+NICK_COLOURS = (33, 37, 70, 128, 130, 166, 169, 31, 36, 98, 136, 162)
+"""xterm-256 colours for nicknames: mid-tones readable on dark and on light backgrounds.
+
+Reds are left out so that nobody's name looks like an error."""
+
+PENDING_MARKER = "(sending)"
+
+Fragment = tuple[str, str]
+"""``(role, text)``: a role names what the text is ("time", "nick3", "error", ...), and
+:func:`styled_line` and :func:`ansi_line` decide how that role looks."""
+
+_ROLE_SGR = {
+    "": "",
+    "time": "2",
+    "pending": "2",
+    "marker": "1",
+    "notice": "3",
+    "error": "31",
+    "errmark": "1;31",
+    "private": "35",
+}
+_ROLE_PTK = {
+    "": "",
+    "time": "dim",
+    "pending": "dim",
+    "marker": "bold",
+    "notice": "italic",
+    "error": "fg:ansired",
+    "errmark": "bold fg:ansired",
+    "private": "fg:ansimagenta",
+}
+_LEVELS = (0, 95, 135, 175, 215, 255)  # the xterm-256 colour cube
+
+
+def colour_enabled(stream: TextIO | None, environ: Mapping[str, str] | None = None) -> bool:
+    """True when styled output should use colour: ``NO_COLOR`` unset and ``stream`` a TTY."""
+    if "NO_COLOR" in (os.environ if environ is None else environ):
+        return False
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        return False
+
+
+def nick_colour(nick: str) -> int:
+    """The xterm-256 colour of ``nick``: equal nicknames (by ``nick_key``) get equal colours."""
+    key = nick_key(nick).encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2s(key, digest_size=4).digest()
+    return NICK_COLOURS[int.from_bytes(digest, "big") % len(NICK_COLOURS)]
+
+
+def format_clock(t: float) -> str:
+    """``HH:MM:SS`` in local time: the day is implied in a live chat."""
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def fragments(event: ClientEvent, now: float | None = None) -> list[Fragment] | None:
+    """The sanitised pieces of the line that shows ``event``, or None for an unknown event.
+
+    ``now`` stamps events that carry no relay time (default: the current time).
+    """
+    body = _body(event)
+    if body is None:
+        return None
+    stamp = getattr(event, "time", None)
+    if not isinstance(stamp, (int, float)):
+        stamp = time.time() if now is None else now
+    line = [("time", format_clock(stamp)), ("", " "), *body]
+    if isinstance(event, MessagePending):
+        line = [("pending", text) for _, text in line]
+    return line
+
+
+def plain_line(event: ClientEvent, now: float | None = None) -> str | None:
+    """One plain, sanitised line for ``event``, or None when it has nothing to show.
+
+    A pending message of ours shows nothing: its confirmed line follows in room order (or a
+    "not delivered" line if the relay refuses it), so a reader of the output sees each message
+    once, where everybody else saw it.
+    """
+    if isinstance(event, MessagePending):
+        return None
+    pieces = fragments(event, now)
+    return None if pieces is None else "".join(text for _, text in pieces)
+
+
+def styled_line(
+    event: ClientEvent, *, colour: bool = True, now: float | None = None
+) -> FormattedText | None:
+    """``event`` as prompt_toolkit formatted text (unstyled when ``colour`` is False)."""
+    pieces = fragments(event, now)
+    if pieces is None:
+        return None
+    return FormattedText([(_ptk_style(role) if colour else "", text) for role, text in pieces])
+
+
+def ansi_line(event: ClientEvent, *, colour: bool = True, now: float | None = None) -> str | None:
+    """``event`` as a string with ANSI SGR styling, ready to write to a terminal.
+
+    The only escape sequences in the result are our own: every untrusted string in it has been
+    sanitised, so no ESC from the network survives.
+    """
+    pieces = fragments(event, now)
+    if pieces is None:
+        return None
+    if not colour:
+        return "".join(text for _, text in pieces)
+    out = []
+    for role, text in pieces:
+        sgr = _sgr(role)
+        out.append(f"\x1b[{sgr}m{text}\x1b[0m" if sgr and text else text)
+    return "".join(out)
+
+
+def json_line(event: ClientEvent) -> str:
+    """``event`` as one line of JSON with a ``type`` field; strings are raw (see above)."""
+    kind, fields = _record(event)
+    return json_record(kind, fields)
+
+
+def json_record(kind: str, fields: Mapping[str, object]) -> str:
+    """One JSON line ``{"type": kind, **fields}``, pure ASCII."""
+    return json.dumps({"type": kind, **fields}, ensure_ascii=True, separators=(",", ":"))
+
+
+def stats_lines(stats: Mapping[str, float | int]) -> list[str]:
+    """The link statistics as a small two-column table, one string per row."""
+    if not stats:
+        return ["no link statistics yet"]
+    width = max(len(name) for name in stats)
+    rows = [f"  {safe_text(name):<{width}}  {_number(value):>10}" for name, value in stats.items()]
+    return ["link statistics", *rows]
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --- one event, piece by piece ---------------------------------------------------------------
+
+
+def _nick(nick: str) -> Fragment:
+    return (f"nick{nick_colour(nick)}", safe_nick(nick))
+
+
+def _notice(*pieces: Fragment) -> list[Fragment]:
+    return [("marker", "-- "), *pieces]
+
+
+def _error(text: str) -> list[Fragment]:
+    return [("errmark", "!! "), ("error", text)]
+
+
+def _nicks(members: tuple[str, ...]) -> list[Fragment]:
+    out: list[Fragment] = [("notice", f"in the room ({len(members)}): ")]
+    for i, member in enumerate(members):
+        if i:
+            out.append(("notice", ", "))
+        out.append(_nick(member))
+    return out
+
+
+def _body(event: ClientEvent) -> list[Fragment] | None:
+    if isinstance(event, MessageReceived):
+        if event.action:
+            return [("", "* "), _nick(event.nick), ("", " " + safe_text(event.text))]
+        return [("", "<"), _nick(event.nick), ("", "> " + safe_text(event.text))]
+    if isinstance(event, MessagePending):
+        star = "* " if event.action else ""
+        return [("", f"{PENDING_MARKER} {star}{safe_text(event.text)}")]
+    if isinstance(event, MessageRefused):
+        return _error(f"not delivered ({safe_text(event.reason)}): {safe_text(event.text)}")
+    if isinstance(event, PrivateReceived):
+        return [
+            ("private", "["),
+            _nick(event.sender),
+            ("private", " -> "),
+            _nick(event.to),
+            ("private", "] "),
+            ("", safe_text(event.text)),
+        ]
+    if isinstance(event, MemberJoined):
+        return _notice(_nick(event.nick), ("notice", " joined"))
+    if isinstance(event, MemberLeft):
+        why = safe_text(event.reason)
+        if event.text:
+            why += ": " + safe_text(event.text)
+        return _notice(_nick(event.nick), ("notice", f" left ({why})"))
+    if isinstance(event, NickChanged):
+        if event.own:
+            return _notice(("notice", "you are now "), _nick(event.new))
+        return _notice(_nick(event.old), ("notice", " is now "), _nick(event.new))
+    if isinstance(event, Welcomed):
+        verb = "rejoined as " if event.resumed else "you are "
+        return _notice(
+            ("notice", verb), _nick(event.nick), ("notice", "; "), *_nicks(event.members)
+        )
+    if isinstance(event, MembersListed):
+        return _notice(*_nicks(event.members))
+    if isinstance(event, HistoryGap):
+        first, last = event.first_missing, event.last_missing
+        span = f"event {first}" if first == last else f"events {first} to {last}"
+        return _notice(("notice", f"missed room {span}: the relay no longer has them"))
+    if isinstance(event, ErrorReported):
+        return _error(safe_text(event.text))
+    if isinstance(event, ConnectionLost):
+        return _error(f"lost the relay ({safe_text(event.reason)}); trying to rejoin")
+    if isinstance(event, Reconnecting):
+        return _notice(("notice", f"rejoining in {event.delay:.1f} s (attempt {event.attempt})"))
+    if isinstance(event, JoinRejected):
+        return _error(f"the relay refused to let us in: {safe_text(event.reason)}")
+    if isinstance(event, Closed):
+        reason = f": {safe_text(event.reason)}" if event.reason else ""
+        return _notice(("notice", f"session closed{reason}"))
+    return None
+
+
+def _record(event: ClientEvent) -> tuple[str, dict[str, object]]:
+    if isinstance(event, MessageReceived):
+        return "message", {
+            "from": event.nick,
+            "text": event.text,
+            "seq": event.seq,
+            "time": event.time,
+            "action": event.action,
+            "own": event.own,
+            "history": event.history,
+            "local_id": event.local_id,
+        }
+    if isinstance(event, MessagePending):
+        return "pending", {"local_id": event.local_id, "text": event.text, "action": event.action}
+    if isinstance(event, MessageRefused):
+        return "refused", {"local_id": event.local_id, "text": event.text, "reason": event.reason}
+    if isinstance(event, PrivateReceived):
+        return "private", {
+            "from": event.sender,
+            "to": event.to,
+            "text": event.text,
+            "time": event.time,
+        }
+    if isinstance(event, MemberJoined):
+        return "join", {
+            "nick": event.nick,
+            "seq": event.seq,
+            "time": event.time,
+            "history": event.history,
+        }
+    if isinstance(event, MemberLeft):
+        return "leave", {
+            "nick": event.nick,
+            "reason": event.reason,
+            "text": event.text,
+            "seq": event.seq,
+            "time": event.time,
+            "history": event.history,
+        }
+    if isinstance(event, NickChanged):
+        return "nick", {
+            "old": event.old,
+            "new": event.new,
+            "own": event.own,
+            "seq": event.seq,
+            "time": event.time,
+            "history": event.history,
+        }
+    if isinstance(event, Welcomed):
+        return "welcome", {
+            "nick": event.nick,
+            "members": list(event.members),
+            "resumed": event.resumed,
+        }
+    if isinstance(event, MembersListed):
+        return "who", {"members": list(event.members)}
+    if isinstance(event, HistoryGap):
+        return "history_gap", {
+            "first_missing": event.first_missing,
+            "last_missing": event.last_missing,
+        }
+    if isinstance(event, ErrorReported):
+        return "error", {"text": event.text}
+    if isinstance(event, ConnectionLost):
+        return "connection_lost", {"reason": event.reason}
+    if isinstance(event, Reconnecting):
+        return "reconnecting", {"attempt": event.attempt, "delay": event.delay}
+    if isinstance(event, JoinRejected):
+        return "rejected", {"code": event.code, "reason": event.reason}
+    if isinstance(event, Closed):
+        return "closed", {"reason": event.reason}
+    return "unknown", {"event": type(event).__name__}
+
+
+def _ptk_style(role: str) -> str:
+    if role.startswith("nick"):
+        return f"fg:{_hex(int(role[4:]))}"
+    return _ROLE_PTK.get(role, "")
+
+
+def _sgr(role: str) -> str:
+    if role.startswith("nick"):
+        return f"38;5;{role[4:]}"
+    return _ROLE_SGR.get(role, "")
+
+
+def _hex(xterm: int) -> str:
+    """The RGB of an xterm-256 colour-cube entry, so prompt_toolkit can map it to any depth."""
+    r, rest = divmod(xterm - 16, 36)
+    g, b = divmod(rest, 6)
+    return f"#{_LEVELS[r]:02x}{_LEVELS[g]:02x}{_LEVELS[b]:02x}"
