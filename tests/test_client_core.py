@@ -1085,13 +1085,24 @@ def test_e2e_room_key() -> None:
     )
     net.attach(client_addr(0), good)
     net.attach(client_addr(1), bad)
+    sizes: list[int] = []
+    net.taps.append(lambda src, dst, data: sizes.append(len(data)))
     join_all(net, [good])
     good.session.say("sealed", net.now)
-    assert net.run_until(lambda: good.session.idle, 2)
+    good.session.say("é" * 8000, net.now)  # 16,000 bytes: many full-size sealed datagrams
+    assert net.run_until(lambda: good.session.idle, 5)
+    assert max(sizes) == wire.MAX_DATAGRAM_SIZE  # sealed HELLO, JOIN and full DATA fit exactly
     bad.session.connect(net.now)
     assert net.run_until(lambda: bad.session.state is SessionState.CLOSED, 2)
     (rejected,) = bad.of(ev.JoinRejected)
     assert isinstance(rejected, ev.JoinRejected) and rejected.code == wire.RejectCode.BAD_KEY
+    keyless = ClientNode(ClientSession(ClientConfig("eve"), seeded(10), net.now))
+    net.attach(client_addr(2), keyless)
+    keyless.session.connect(net.now)
+    assert net.run_until(lambda: keyless.session.state is SessionState.CLOSED, 2)
+    (rejected,) = keyless.of(ev.JoinRejected)
+    assert isinstance(rejected, ev.JoinRejected) and rejected.code == wire.RejectCode.BAD_KEY
+    assert relay.member_nicks() == ["alice"]
 
 
 def test_e2e_messages_of_an_evicted_session_are_not_posted_twice() -> None:

@@ -144,13 +144,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _not_available(error: ImportError, module: str, what: str) -> NoReturn:
-    """Re-raise ``error`` unless it says that ``module`` (or its entry point) is missing."""
-    if error.name != module:
-        raise error
-    _fail(f"{what} is not available yet")
-
-
 LossOption = Annotated[
     str,
     typer.Option(
@@ -316,22 +309,25 @@ def relay(
         )
     except ValueError as error:
         _fail(str(error))
-    try:
-        from udpchat.relay_server import run_relay  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as error:
-        _not_available(error, "udpchat.relay_server", "the relay")
-    code = run_relay(
+    from udpchat.relay_core import RelayConfig
+    from udpchat.relay_server import RelayOptions, run_relay
+
+    options = RelayOptions(
         host=host,
         port=port,
-        heartbeat=heartbeat_s,
-        timeout=timeout_s,
-        max_members=max_members,
-        history=history,
-        key=key or None,
-        verbose=verbose,
+        config=RelayConfig(
+            heartbeat=heartbeat_s, timeout=timeout_s, max_members=max_members, history=history
+        ),
         impairment=config,
+        key=key or None,
     )
-    raise typer.Exit(int(code or 0))
+    try:
+        code = run_relay(options, verbose=verbose)
+    except OSError as error:
+        _fail(
+            f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}"
+        )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -363,11 +359,7 @@ def join(
         )
     except ValueError as error:
         _fail(str(error))
-    try:
-        from udpchat.client import run_client  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as error:
-        _not_available(error, "udpchat.client", "the client")
-    code = run_client(
-        nick=nick, server=server_at, json_output=json_output, key=key or None, impairment=config
-    )
-    raise typer.Exit(int(code or 0))
+    from udpchat.client import ClientOptions, run_client
+
+    options = ClientOptions(nick=nick, server=server_at, impairment=config, key=key or None)
+    raise typer.Exit(run_client(options, json_output=json_output))

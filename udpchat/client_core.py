@@ -33,7 +33,7 @@ from udpchat import messages as msg
 from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
-from udpchat.seal import Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
 
 __all__ = [
     "ClientConfig",
@@ -62,6 +62,11 @@ _LEAVE_REASONS: dict[int, str] = {
 _FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
 _UNCONFIRMED = "the relay did not confirm this message before the connection was lost"
 _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this message"
+
+
+# protocol.md 4: the only REJECTs a relay sends without our nonce, because it could not read
+# it; any other code without our nonce is somebody else's (or forged) and is ignored.
+ANONYMOUS_REJECTS = frozenset({wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY})
 
 
 class LocalProtocolError(Exception):
@@ -179,6 +184,11 @@ class ClientSession:
         self.config = config
         self._rng = rng
         self._sealer = sealer
+        # Sealing adds SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
+        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if sealer else 0)
+        self._link_config = replace(
+            config.link, max_datagram=min(config.link.max_datagram, self._datagram_size)
+        )
         self._wall_offset = wall_offset
         self._state = SessionState.IDLE
         self._events: list[ev.ClientEvent] = []
@@ -440,10 +450,12 @@ class ClientSession:
 
     def _send_handshake(self, now: float, first: bool) -> None:
         if self._cookie is None:
-            self._out.append(wire.encode_hello(self._nonce))
+            self._out.append(wire.encode_hello(self._nonce, self._datagram_size))
         else:
             self._out.append(
-                wire.encode_join(self._nonce, self._cookie, self._join_nick, self._resume)
+                wire.encode_join(
+                    self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
+                )
             )
             self._join_unanswered = True
         if first:
@@ -489,7 +501,7 @@ class ClientSession:
         if hint is None and self._last_link_stats.srtt > 0:
             hint = self._last_link_stats.srtt
         self._join_unanswered = False
-        self._adopt_link(Link(accept.token, self.config.link, rtt_hint=hint))
+        self._adopt_link(Link(accept.token, self._link_config, rtt_hint=hint))
         self._epoch = accept.epoch
         self._heartbeat = max(accept.heartbeat_ms / 1000, MIN_HEARTBEAT)
         # Silence detection must outlast the heartbeat the relay asked for.
@@ -566,7 +578,10 @@ class ClientSession:
         elif isinstance(datagram, wire.Accept):
             self._on_accept(datagram, now)
         elif isinstance(datagram, wire.Reject):
-            if self._in_handshake() and datagram.nonce in (self._nonce, b""):
+            if self._in_handshake() and (
+                datagram.nonce == self._nonce
+                or (not datagram.nonce and datagram.code in ANONYMOUS_REJECTS)
+            ):
                 self._on_reject(datagram, now)
             elif self._in_handshake():
                 self._wrong_session += 1

@@ -14,14 +14,14 @@ import hmac
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import Link, LinkConfig, SendBufferFull
-from udpchat.seal import Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
 
 Address = tuple[str, int]
 Rng = Callable[[int], bytes]
@@ -159,6 +159,13 @@ class RelayCore:
         self._rng = rng
         self._wall_offset = wall_offset
         self._sealer = sealer
+        # Sealing adds SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
+        self._link_config = config.link
+        if sealer is not None:
+            limit = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
+            self._link_config = replace(
+                config.link, max_datagram=min(config.link.max_datagram, limit)
+            )
         self._secret = rng(32)
         self.epoch = rng(wire.EPOCH_SIZE)
         self.members: dict[bytes, Member] = {}
@@ -254,7 +261,7 @@ class RelayCore:
             if member is None or member.scheduled != deadline:
                 continue
             member.scheduled = math.inf
-            if now - member.last_heard >= self.config.timeout:
+            if now >= member.last_heard + self.config.timeout:  # same sum as _reschedule
                 self._remove(member, m.LeaveReason.TIMEOUT, "timed out", now)
                 continue
             member.link.handle_timer(now)
@@ -413,7 +420,7 @@ class RelayCore:
             nick=join.nick,
             key=key,
             addr=addr,
-            link=Link(token, config.link, rtt_hint=max(rtt, 0.0001)),
+            link=Link(token, self._link_config, rtt_hint=max(rtt, 0.0001)),
             last_heard=now,
             bucket=TokenBucket(config.flood_rate, config.flood_burst, updated=now),
             join=(addr, join.nonce),

@@ -177,8 +177,13 @@ class RelayServer:
             self._last_drop_report = now
 
 
-def run_relay(options: RelayOptions) -> int:
+def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     server = RelayServer(options)
     host, port = server.address
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

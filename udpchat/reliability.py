@@ -57,6 +57,9 @@ class LinkConfig:
     max_retransmissions: int = 16
     window: int = wire.WINDOW
     send_buffer: int = 256 * 1024
+    # The largest datagram this link builds; smaller than MAX_DATAGRAM_SIZE when every
+    # datagram is then sealed (protocol.md 8).
+    max_datagram: int = wire.MAX_DATAGRAM_SIZE
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= wire.WINDOW:
@@ -65,6 +68,8 @@ class LinkConfig:
             raise ValueError("backoff must be at least 1")
         if self.max_retransmissions < 1:
             raise ValueError("max_retransmissions must be at least 1")
+        if not 256 <= self.max_datagram <= wire.MAX_DATAGRAM_SIZE:
+            raise ValueError(f"max_datagram must be between 256 and {wire.MAX_DATAGRAM_SIZE}")
         if self.send_buffer < MAX_MESSAGE_SIZE:
             raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
 
@@ -132,9 +137,6 @@ class _ReplayWindow:
 def _chunk_cost(length: int) -> int:
     """Encoded size of a msgpack bin of ``length`` bytes."""
     return length + (2 if length < 256 else 3 if length < 65536 else 5)
-
-
-_DATA_BUDGET = wire.MAX_DATAGRAM_SIZE - wire.DATA_OVERHEAD
 
 
 @dataclass
@@ -414,7 +416,7 @@ class Link:
 
     def _pack_packet(self, now: float) -> _Packet:
         """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
-        budget = _DATA_BUDGET
+        budget = self.config.max_datagram - wire.DATA_OVERHEAD
         chunks: list[bytes] = []
         more = False
         queue = self._queue

@@ -360,30 +360,33 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def _padded(fields: list[Any]) -> bytes:
-    """Encode ``fields`` with a trailing padding bin so the datagram is MIN_INITIAL_SIZE."""
+def _padded(fields: list[Any], size: int) -> bytes:
+    """Encode ``fields`` with a trailing padding bin so the datagram is ``size`` bytes."""
     bare = pack([*fields, b""])
-    missing = MIN_INITIAL_SIZE - len(bare)
+    missing = size - len(bare)
     if missing <= 0:
         return bare
     # A bin's header grows from 2 to 3 bytes past 255 bytes of content.
     pad_len = missing if missing <= 255 else missing - 1
     out = pack([*fields, bytes(pad_len)])
-    assert len(out) == MIN_INITIAL_SIZE, len(out)
+    assert len(out) == size, len(out)
     return out
 
 
-def encode_hello(nonce: bytes) -> bytes:
-    return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce])
+def encode_hello(nonce: bytes, size: int = MIN_INITIAL_SIZE) -> bytes:
+    """HELLO, padded to ``size`` (less than MIN_INITIAL_SIZE only when it will be sealed)."""
+    return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce], size)
 
 
 def encode_challenge(nonce: bytes, cookie: bytes) -> bytes:
     return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie])
 
 
-def encode_join(nonce: bytes, cookie: bytes, nick: str, resume: Resume | None) -> bytes:
+def encode_join(
+    nonce: bytes, cookie: bytes, nick: str, resume: Resume | None, size: int = MIN_INITIAL_SIZE
+) -> bytes:
     r = None if resume is None else [resume.epoch, resume.token, resume.last_seq]
-    return _padded([PROTOCOL_VERSION, DatagramType.JOIN, nonce, cookie, nick, r])
+    return _padded([PROTOCOL_VERSION, DatagramType.JOIN, nonce, cookie, nick, r], size)
 
 
 def encode_accept(accept: Accept) -> bytes:

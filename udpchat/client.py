@@ -1,0 +1,275 @@
+"""The client's shell: a UDP socket, a receiver thread, and a lock around ``ClientSession``.
+
+The session core is not thread-safe; every call into it, from the receiver thread or from
+the user's thread, holds one lock and is followed by a flush of what it wants to send. Events
+go to a callback (called from the receiver thread) or into a queue for ``next_event``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from udpchat.client_core import ClientConfig, ClientSession, SessionState
+from udpchat.events import ClientEvent, Closed
+from udpchat.impair import ImpairmentConfig
+from udpchat.reliability import LinkConfig
+from udpchat.seal import Sealer, derive_room_key
+from udpchat.transport import Address, DatagramTransport, ImpairedTransport, UdpTransport, resolve
+
+T = TypeVar("T")
+
+# Longest the receiver sleeps without a timer, so that closing is never missed for long.
+IDLE_WAIT = 0.5
+# Datagrams taken in per wake-up before the session gets to answer.
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything ``udpchat join`` can be told, with the library's defaults."""
+
+    nick: str
+    server: Address = ("127.0.0.1", 9000)
+    impairment: ImpairmentConfig | None = None
+    key: str | None = None
+    link: LinkConfig = field(default_factory=LinkConfig)
+    reconnect: bool = True
+    join_timeout: float = 10.0
+
+
+class ChatClient:
+    """A chat member: ``start()`` joins in the background; methods send; events come back."""
+
+    def __init__(
+        self, options: ClientOptions, on_event: Callable[[ClientEvent], None] | None = None
+    ) -> None:
+        self.options = options
+        family, server = resolve(*options.server)
+        self._server = server
+        bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
+        if server[0] in ("127.0.0.1", "::1", "localhost"):
+            bind_host = server[0]
+        transport: DatagramTransport = UdpTransport.bind(bind_host, 0)
+        if options.impairment is not None and not options.impairment.is_noop:
+            transport = ImpairedTransport(transport, options.impairment)
+        self._transport = transport
+        sealer = Sealer(derive_room_key(options.key), os.urandom) if options.key else None
+        config = ClientConfig(
+            nick=options.nick,
+            link=options.link,
+            reconnect=options.reconnect,
+            join_timeout=options.join_timeout,
+        )
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._session = ClientSession(
+            config,
+            secrets.token_bytes,
+            time.monotonic(),
+            sealer,
+            wall_offset=time.time() - time.monotonic(),
+        )
+        self._on_event = on_event
+        self._queue: queue.Queue[ClientEvent] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._sleeping_until = 0.0
+        self._closed = threading.Event()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> ChatClient:
+        with self._lock:
+            self._session.connect(time.monotonic())
+        self._thread = threading.Thread(
+            target=self._receive_loop, name="udpchat-client", daemon=True
+        )
+        self._thread.start()
+        self._flush()
+        return self
+
+    def __enter__(self) -> ChatClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop at once, without saying goodbye (``quit`` is the polite way)."""
+        self._closed.set()
+        self._transport.wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2 * IDLE_WAIT + 1)
+        self._transport.close()
+
+    @property
+    def local_address(self) -> Address:
+        return self._transport.local_address
+
+    @property
+    def state(self) -> SessionState:
+        with self._lock:
+            return self._session.state
+
+    @property
+    def nick(self) -> str:
+        with self._lock:
+            return self._session.nick
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        with self._lock:
+            return self._session.members
+
+    # --- what the user does -----------------------------------------------------------------
+
+    def _call(self, action: Callable[[float], T]) -> T:
+        with self._lock:
+            result = action(time.monotonic())
+        self._flush()
+        return result
+
+    def say(self, text: str) -> int:
+        return self._call(lambda now: self._session.say(text, now))
+
+    def action(self, text: str) -> int:
+        return self._call(lambda now: self._session.action(text, now))
+
+    def private(self, to: str, text: str) -> None:
+        self._call(lambda now: self._session.private(to, text, now))
+
+    def change_nick(self, nick: str) -> None:
+        self._call(lambda now: self._session.change_nick(nick, now))
+
+    def who(self) -> None:
+        self._call(lambda now: self._session.who(now))
+
+    def stats(self) -> dict[str, float | int]:
+        with self._lock:
+            s = self._session.stats
+        link = s.link
+        return {
+            "srtt_ms": round(link.srtt * 1000, 2),
+            "rto_ms": round(link.rto * 1000, 2),
+            "datagrams_sent": link.datagrams_sent,
+            "datagrams_received": link.datagrams_received,
+            "retransmissions": link.retransmissions,
+            "loss_estimate": round(link.loss_estimate, 4),
+            "duplicates_dropped": link.duplicates,
+            "messages_delivered": link.messages_delivered,
+            "reconnects": s.reconnects,
+            "bad_datagrams_dropped": s.malformed + s.wrong_session + s.replays + s.unexpected,
+        }
+
+    def quit(self, reason: str = "", timeout: float | None = None) -> None:
+        """Leave politely: returns once the relay has the QUIT, or after the quit timeout."""
+        self._call(lambda now: self._session.quit(reason, now))
+        limit = timeout if timeout is not None else self._session.config.quit_timeout + 1
+        self.wait_closed(limit)
+        self.close()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything sent has been acknowledged (and the session is joined)."""
+        return self._wait(lambda: self._session.idle, timeout)
+
+    def wait_closed(self, timeout: float) -> bool:
+        return self._wait(lambda: self._session.state is SessionState.CLOSED, timeout)
+
+    def wait_joined(self, timeout: float) -> bool:
+        return self._wait(lambda: self._session.state is SessionState.JOINED, timeout)
+
+    def _wait(self, condition: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._changed:
+            while not condition():
+                remaining = end - time.monotonic()
+                if remaining <= 0 or self._closed.is_set():
+                    return condition()
+                self._changed.wait(min(remaining, IDLE_WAIT))
+            return True
+
+    # --- events -----------------------------------------------------------------------------
+
+    def next_event(self, timeout: float | None = None) -> ClientEvent | None:
+        """The next event (when no callback was given), or None after ``timeout``."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def iter_events(self, timeout: float) -> Iterator[ClientEvent]:
+        """Events until none arrives for ``timeout`` seconds or the session closes."""
+        while (event := self.next_event(timeout)) is not None:
+            yield event
+            if isinstance(event, Closed):
+                return
+
+    # --- the receiver thread ----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what the session wants to send and hand out its events; wake the receiver
+        if the session's next timer is now earlier than the receiver's sleep."""
+        with self._lock:
+            now = time.monotonic()
+            out = self._session.datagrams_to_send(now)
+            events = self._session.events()
+            timer = self._session.next_timer()
+            self._changed.notify_all()
+        for data in out:
+            self._transport.sendto(data, self._server)
+        self._dispatch(events)
+        if timer is not None and timer < self._sleeping_until:
+            self._transport.wake()
+
+    def _dispatch(self, events: list[ClientEvent]) -> None:
+        for event in events:
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put(event)
+
+    def _receive_loop(self) -> None:
+        session, transport = self._session, self._transport
+        while not self._closed.is_set():
+            with self._lock:
+                timer = session.next_timer()
+                if session.state is SessionState.CLOSED:
+                    break
+                now = time.monotonic()
+                wait = IDLE_WAIT if timer is None else min(max(timer - now, 0.0), IDLE_WAIT)
+                self._sleeping_until = now + wait
+            got = transport.recvfrom(wait)
+            with self._lock:
+                self._sleeping_until = 0.0
+                now = time.monotonic()
+                for _ in range(MAX_BATCH):
+                    if got is None:
+                        break
+                    if got[1] == self._server:
+                        session.receive_datagram(got[0], now)
+                    got = transport.recvfrom(0.0)
+                if got is not None and got[1] == self._server:
+                    session.receive_datagram(got[0], now)
+                timer = session.next_timer()
+                if timer is not None and timer <= now:
+                    session.handle_timer(now)
+            self._flush()
+        self._flush()
+        with self._lock:
+            self._changed.notify_all()
+
+
+def run_client(options: ClientOptions, json_output: bool = False) -> int:
+    """The ``udpchat join`` command: hand a client to the terminal front end."""
+    from udpchat.ui import choose_mode, run_ui
+
+    mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
+    return run_ui(lambda on_event: ChatClient(options, on_event).start(), mode)
