@@ -280,3 +280,13 @@ def test_exactly_once_in_order_under_any_impairment(
     assert b.delivered == a_to_b
     assert a.delivered == b_to_a
     assert not a.link.dead and not b.link.dead
+
+
+def test_huge_packet_number_jump_is_cheap_and_clears_the_window() -> None:
+    link = Link(b"R" * 8)
+    assert link.receive(wire.Ack(b"R" * 8, 5, 0, 0), 0.0) == []
+    assert link.receive(wire.Ack(b"R" * 8, 2**64 - 1, 0, 0), 0.0) == []  # no 2**64-bit integer
+    assert link.highest_pn == 2**64 - 1
+    assert link.receive(wire.Ack(b"R" * 8, 5, 0, 0), 0.0) is None  # far behind: a replay
+    assert link.receive(wire.Ack(b"R" * 8, 2**64 - 2, 0, 0), 0.0) == []
+    assert link.receive(wire.Ack(b"R" * 8, 2**64 - 2, 0, 0), 0.0) is None

@@ -17,8 +17,8 @@ below follow it (and RFC 9002 where they come from there).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 from udpchat import wire
 from udpchat.messages import MAX_MESSAGE_SIZE
@@ -74,7 +74,7 @@ class LinkConfig:
             raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
 
 
-@dataclass
+@dataclass(slots=True)
 class LinkStats:
     """Counters for /stats and the benchmarks."""
 
@@ -114,59 +114,73 @@ class _Packet:
     retransmits: int = 0
 
 
-@dataclass
-class _ReplayWindow:
-    """Anti-replay sliding window over packet numbers (as in RFC 4303 3.4.3)."""
-
-    highest: int = -1
-    bits: int = 0
-
-    def accept(self, pn: int) -> bool:
-        if pn > self.highest:
-            shift = pn - self.highest
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
-            self.highest = pn
-            return True
-        offset = self.highest - pn
-        if offset >= REPLAY_WINDOW or self.bits >> offset & 1:
-            return False
-        self.bits |= 1 << offset
-        return True
-
-
 def _chunk_cost(length: int) -> int:
     """Encoded size of a msgpack bin of ``length`` bytes."""
     return length + (2 if length < 256 else 3 if length < 65536 else 5)
 
 
-@dataclass
+_REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
+_DEFAULT_CONFIG = LinkConfig()
+
+
 class Link:
-    """One end of a reliable, ordered message stream over datagrams."""
+    """One end of a reliable, ordered message stream over datagrams.
 
-    token: bytes
-    config: LinkConfig = field(default_factory=LinkConfig)
-    rtt_hint: float | None = None
-    stats: LinkStats = field(default_factory=LinkStats)
-    dead: bool = False
+    A relay holds one per member, so the object is kept small: slots, and the send queue
+    is only allocated while something waits in it.
+    """
 
-    def __post_init__(self) -> None:
-        c = self.config
+    __slots__ = (
+        "_ack_deadline",
+        "_ack_now",
+        "_buffer",
+        "_discarding",
+        "_expected",
+        "_in_flight",
+        "_largest_acked",
+        "_next_pn",
+        "_next_seq",
+        "_partial",
+        "_peer_ack",
+        "_ping_requested",
+        "_queue",
+        "_queue_offset",
+        "_queued_bytes",
+        "_replay_bits",
+        "_replay_highest",
+        "_unacked",
+        "config",
+        "dead",
+        "rtt",
+        "stats",
+        "token",
+    )
+
+    def __init__(
+        self, token: bytes, config: LinkConfig = _DEFAULT_CONFIG, rtt_hint: float | None = None
+    ) -> None:
+        self.token = token
+        self.config = c = config
+        self.stats = LinkStats()
+        self.dead = False
         self.rtt = RttEstimator(
-            initial_rtt=self.rtt_hint if self.rtt_hint else c.initial_rtt,
+            initial_rtt=rtt_hint if rtt_hint else c.initial_rtt,
             min_rto=c.min_rto,
             max_rto=c.max_rto,
             max_ack_delay=c.ack_delay,
         )
-        if self.rtt_hint:
-            self.rtt.on_sample(self.rtt_hint)
+        if rtt_hint:
+            self.rtt.on_sample(rtt_hint)
         self._next_pn = 0
-        self._replay = _ReplayWindow()
+        # anti-replay sliding window over packet numbers (as in RFC 4303 3.4.3)
+        self._replay_highest = -1
+        self._replay_bits = 0
         # sending
         self._next_seq = 0
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None
         self._queue_offset = 0
         self._queued_bytes = 0
-        self._in_flight: OrderedDict[int, _Packet] = OrderedDict()
+        self._in_flight: dict[int, _Packet] = {}
         self._peer_ack = 0
         self._largest_acked = -1
         # receiving
@@ -199,7 +213,7 @@ class Link:
     @property
     def highest_pn(self) -> int:
         """The highest packet number received so far (-1 before any)."""
-        return self._replay.highest
+        return self._replay_highest
 
     def send(self, message: bytes) -> None:
         """Queue one message; it goes out at the next ``datagrams_to_send``."""
@@ -209,6 +223,8 @@ class Link:
             raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
         if self._queued_bytes + len(message) > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(message)
         self._queued_bytes += len(message)
         self.stats.messages_sent += 1
@@ -230,14 +246,14 @@ class Link:
         information that cannot be true. The caller must not treat it as a sign of life.
         """
         if isinstance(datagram, (wire.PathChallenge, wire.PathResponse)):
-            if self._replay.accept(datagram.pn):
+            if self._accept_pn(datagram.pn):
                 return []
             self.stats.replays += 1
             return None
         if not self._ack_is_plausible(datagram.ack, datagram.ack_bits):
             self.stats.invalid += 1
             return None
-        if not self._replay.accept(datagram.pn):
+        if not self._accept_pn(datagram.pn):
             self.stats.replays += 1
             return None
         self.stats.datagrams_received += 1
@@ -261,10 +277,10 @@ class Link:
         newly: list[_Packet] = []
         flight = self._in_flight
         while flight:
-            seq = next(iter(flight))
+            seq = next(iter(flight))  # the lowest: packets enter in sequence order
             if seq >= ack:
                 break
-            newly.append(flight.popitem(last=False)[1])
+            newly.append(flight.pop(seq))
         while bits:
             low = bits & -bits
             seq = ack + low.bit_length()
@@ -420,6 +436,7 @@ class Link:
         chunks: list[bytes] = []
         more = False
         queue = self._queue
+        assert queue is not None
         while queue:
             message = queue[0]
             remaining = len(message) - self._queue_offset
@@ -440,6 +457,8 @@ class Link:
             self._queued_bytes -= take
             more = True
             break
+        if not queue:
+            self._queue = None  # an idle member's link holds no empty deque
         seq = self._next_seq
         self._next_seq += 1
         return _Packet(seq, more, chunks, now, now, now + self.rtt.rto)
@@ -463,6 +482,22 @@ class Link:
             if packet.deadline <= now and packet.retransmits >= limit:
                 self.dead = True
                 break
+
+    def _accept_pn(self, pn: int) -> bool:
+        """Anti-replay: a packet number is accepted once, and only within the window."""
+        highest = self._replay_highest
+        if pn > highest:
+            shift = pn - highest
+            # A jump past the window clears it (and never builds a huge shifted integer).
+            bits = self._replay_bits << shift | 1 if shift < REPLAY_WINDOW else 1
+            self._replay_bits = bits & _REPLAY_MASK
+            self._replay_highest = pn
+            return True
+        offset = highest - pn
+        if offset >= REPLAY_WINDOW or self._replay_bits >> offset & 1:
+            return False
+        self._replay_bits |= 1 << offset
+        return True
 
     def _sync_stats(self) -> None:
         self.stats.srtt = self.rtt.srtt

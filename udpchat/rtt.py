@@ -15,7 +15,7 @@ K_RTO_VARIANCE = 4
 K_GRANULARITY = 0.001
 
 
-@dataclass
+@dataclass(slots=True)
 class RttEstimator:
     """Smoothed RTT and RTT variance; ``rto`` is what a new transmission waits for its ACK.
 
