@@ -7,7 +7,7 @@ everything and raises ``wire.DecodeError`` only, exactly like datagram decoding.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -208,8 +208,11 @@ _KIND_OF: dict[type[Any], MessageKind] = {
 
 def encode_message(message: Message) -> bytes:
     """Encode a message for the reliable stream."""
-    fields: list[Any] = [list(v) if isinstance(v, tuple) else v for v in astuple(message)]
-    return pack([_KIND_OF[type(message)], *fields])
+    fields: list[Any] = [_KIND_OF[type(message)]]
+    for name in message.__slots__:  # dataclass(slots=True): the fields, in order
+        value = getattr(message, name)
+        fields.append(list(value) if type(value) is tuple else value)
+    return pack(fields)
 
 
 # --- decoding -------------------------------------------------------------------------------

@@ -371,26 +371,27 @@ class Link:
         """Everything due now: retransmissions first, then new data, then a bare ACK or PING."""
         if self.dead:
             return []
+        flight = self._in_flight
+        due = [p for p in flight.values() if p.deadline <= now] if flight else []
+        ack_due = self._ack_now or (self._ack_deadline is not None and self._ack_deadline <= now)
+        if not (due or self._queue or ack_due or self._ping_requested):
+            return []  # the common case for a relay flushing a member with nothing due
         out: list[bytes] = []
         ack, bits = self._ack_fields()
-        for packet in self._in_flight.values():
-            if packet.deadline <= now:
-                packet.retransmits += 1
-                packet.last_sent = now
-                packet.deadline = now + self._backoff(packet.retransmits)
-                self.stats.retransmissions += 1
-                out.append(self._encode_data(packet, ack, bits))
-        window = min(self.config.window, wire.WINDOW)
+        for packet in due:
+            packet.retransmits += 1
+            packet.last_sent = now
+            packet.deadline = now + self._backoff(packet.retransmits)
+            self.stats.retransmissions += 1
+            out.append(self._encode_data(packet, ack, bits))
+        window = self.config.window
         while (
-            self._queue
-            and len(self._in_flight) < window
-            and self._next_seq < self._peer_ack + wire.WINDOW
+            self._queue and len(flight) < window and self._next_seq < self._peer_ack + wire.WINDOW
         ):
             packet = self._pack_packet(now)
             self._in_flight[packet.seq] = packet
             self.stats.packets_sent += 1
             out.append(self._encode_data(packet, ack, bits))
-        ack_due = self._ack_now or (self._ack_deadline is not None and self._ack_deadline <= now)
         if self._ping_requested:
             out.append(wire.encode_ping(self.token, self._take_pn(), ack, bits))
         elif ack_due and not out:

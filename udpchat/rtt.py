@@ -32,6 +32,7 @@ class RttEstimator:
     latest_rtt: float = field(init=False)
     min_rtt: float | None = field(default=None, init=False)
     samples: int = field(default=0, init=False)
+    rto: float = field(default=0.0, init=False)  # kept current: read on every transmission
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rto <= self.max_rto:
@@ -43,6 +44,7 @@ class RttEstimator:
         self.srtt = self.initial_rtt
         self.rttvar = self.initial_rtt / 2
         self.latest_rtt = self.initial_rtt
+        self._update_rto()
 
     def on_sample(self, rtt: float) -> None:
         """Fold in one RTT measurement from a packet that was sent exactly once (Karn)."""
@@ -58,12 +60,12 @@ class RttEstimator:
             self.rttvar = (1 - K_BETA) * self.rttvar + K_BETA * abs(self.srtt - rtt)
             self.srtt = (1 - K_ALPHA) * self.srtt + K_ALPHA * rtt
         self.samples += 1
+        self._update_rto()
 
-    @property
-    def rto(self) -> float:
+    def _update_rto(self) -> None:
         """RFC 6298 2.3 ``SRTT + max(G, K*RTTVAR)`` plus the peer's ACK delay, clamped."""
         base = self.srtt + max(K_GRANULARITY, K_RTO_VARIANCE * self.rttvar) + self.max_ack_delay
-        return min(max(base, self.min_rto), self.max_rto)
+        self.rto = min(max(base, self.min_rto), self.max_rto)
 
     def loss_delay(self) -> float:
         """RFC 9002 6.1.2: how long after a later packet's ACK an earlier one counts as lost."""
