@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, Protocol, TextIO
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import create_app_session
+from prompt_toolkit.application import create_app_session, get_app
+from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
@@ -75,7 +76,6 @@ from udpchat.render import (
     json_record,
     plain_line,
     stats_lines,
-    styled_line,
 )
 from udpchat.sanitize import safe_nick, safe_text
 
@@ -94,9 +94,6 @@ __all__ = [
 
 IDLE_TIMEOUT = 10.0
 """At the end of piped input, how long we wait for the relay to acknowledge everything."""
-
-PENDING_SHOWN = 5
-"""Pending messages listed above the prompt; more are summarised in one line."""
 
 HANDLE_ERRORS = (ValueError, RuntimeError, OSError)
 """What a handle may raise for one request (a full send queue, a closed session): shown to
@@ -480,59 +477,89 @@ class InteractiveUI(_Frontend):
         self._output = pt_output
         self._pending: dict[int, MessagePending] = {}
         self._session: PromptSession[str] | None = None
+        self._quit_reason = ""
 
     def build_session(self) -> PromptSession[str]:
-        """The prompt: history in memory, Tab completion, pending messages above the input."""
+        """The prompt: one line with history and Tab completion, a status bar below it.
+
+        The prompt stays one line high: printing above a prompt whose height changes while
+        another thread writes leaves stale lines behind on real terminals. Our unconfirmed
+        messages are counted in the status bar instead, and printed once the relay posts
+        them, in room order.
+        """
         completer = NickCompleter(
             lambda: self._handle.members if self._handle else (),
             lambda: self._handle.nick if self._handle else "",
         )
         self._session = PromptSession(
             message=self.prompt_message,
+            bottom_toolbar=self.status_bar,
             history=InMemoryHistory(),
             completer=completer,
             complete_while_typing=False,
-            erase_when_done=True,  # our line comes back from the relay, in room order
+            erase_when_done=True,
             input=self._input,
             output=self._output,
         )
+        # One prompt for the whole chat: Enter runs the line and clears the buffer instead of
+        # ending the prompt. Between two prompts there would be moments with no running
+        # application, and text printed from the receiver thread then lands on the prompt line.
+        self._session.default_buffer.accept_handler = self._accept
         return self._session
 
+    def _accept(self, buffer: Buffer) -> bool:
+        """Enter: run the line (our message comes back from the relay, in room order)."""
+        line = buffer.text
+        handle = self._handle
+        if handle is not None and line.strip():
+            quit_reason = self._execute(handle, line)
+            if quit_reason is not None:
+                self._quit_reason = quit_reason
+                get_app().exit(result="")
+        return False  # not "keep text": the buffer is cleared, the prompt goes on
+
     def prompt_message(self) -> FormattedText:
-        """Our unconfirmed messages (dim, marked), then ``nick> ``."""
+        """``nick> ``: always exactly one line."""
+        nick = safe_nick(self._handle.nick) if self._handle else ""
+        return FormattedText([("bold" if self._colour else "", nick), ("", "> ")])
+
+    def status_bar(self) -> FormattedText:
+        """Who we are, how many are in the room, and what of ours is still on its way."""
         with self._lock:
             pending = list(self._pending.values())
-        lines: list[tuple[str, str]] = []
-        hidden = len(pending) - PENDING_SHOWN
-        if hidden > 0:
-            lines.append(("dim" if self._colour else "", f"(+{hidden} more sending)\n"))
-        for event in pending[-PENDING_SHOWN:]:
-            styled = styled_line(event, colour=self._colour)
-            if styled is not None:
-                lines.extend((item[0], item[1]) for item in styled)
-                lines.append(("", "\n"))
-        nick = safe_nick(self._handle.nick) if self._handle else ""
-        lines.extend([("bold" if self._colour else "", nick), ("", "> ")])
-        return FormattedText(lines)
+        handle = self._handle
+        if handle is None:
+            return FormattedText([("", " joining...")])
+        parts = [f" {safe_nick(handle.nick)} in a room of {len(handle.members)}"]
+        if pending:
+            first = safe_text(pending[0].text)
+            if len(first) > 30:
+                first = first[:29] + "\u2026"
+            more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
+            parts.append(f"sending: {first}{more}")
+        parts.append("/help for commands")
+        return FormattedText([("", "  \u00b7  ".join(parts))])
 
     def run(self, factory: HandleFactory) -> int:
-        with create_app_session(input=self._input, output=self._output), patch_stdout(raw=True):
+        # patch_stdout's writer thread finds the running prompt through the *default* app
+        # session (context variables do not cross threads): only tests, which bring their
+        # own input and output, get a session of their own.
+        custom = self._input is not None or self._output is not None
+        app_session = (
+            create_app_session(input=self._input, output=self._output)
+            if custom
+            else contextlib.nullcontext()
+        )
+        with app_session, patch_stdout(raw=True):
             session = self.build_session()
             handle = self._start(factory)
             if handle is None:
                 return 1
-            reason = ""
             try:
-                while not self.finished:
-                    try:
-                        line = session.prompt(pre_run=self._end_if_finished)
-                    except (EOFError, KeyboardInterrupt, _SessionOver):
-                        break
-                    quit_reason = self._execute(handle, line) if line.strip() else None
-                    if quit_reason is not None:
-                        reason = quit_reason
-                        break
-                self._leave(handle, reason)
+                if not self.finished:
+                    with contextlib.suppress(EOFError, KeyboardInterrupt, _SessionOver):
+                        session.prompt(pre_run=self._end_if_finished)
+                self._leave(handle, self._quit_reason)
             finally:
                 with self._lock:
                     self._muted = True
