@@ -74,7 +74,7 @@ MAX_MEMBERS = 32
 MAX_MESSAGES = 10_000
 MAX_RATE = 200.0
 MAX_SEND_DURATION_S = 300.0
-JOIN_TIMEOUT_S = 15.0
+JOIN_TIMEOUT_S = 30.0  # the handshake backs off to 4 s between tries: slow at high loss
 SETTLE_S = 0.3  # keep listening after the last delivery: late duplicates still count
 POLL_S = 0.1  # how often the waiting thread looks at progress and refreshes the display
 PLAIN_HELLO_RETRY_S = 0.2
@@ -191,6 +191,7 @@ class RunResult:
     stats: DeliveryStats
     duration_s: float
     send_errors: tuple[str, ...] = ()
+    join_s: float = 0.0
 
     @property
     def expected(self) -> int:
@@ -246,6 +247,7 @@ class RunResult:
             "latency_ms": None
             if s.latency_ms is None
             else {k: round(v, 3) for k, v in asdict(s.latency_ms).items()},
+            "join_s": round(self.join_s, 3),
             "duration_s": round(self.duration_s, 3),
             "send_errors": list(self.send_errors),
             "clean": self.clean,
@@ -518,9 +520,15 @@ class _Display:
         self._render = render
 
     def set_phase(self, phase: str) -> None:
+        """A new phase: shown live, or printed as a line."""
         self.phase = phase
         if self._live is None and self.console is not None:
-            self.console.print(f"{self.title}: {phase}", highlight=False)
+            self.console.print(f"{self.title}: {phase}", highlight=False, markup=False)
+
+    def status(self, phase: str) -> None:
+        """Progress within a phase: shown live only."""
+        self.phase = phase
+        self.refresh()
 
     def refresh(self) -> None:
         if self._live is not None:
@@ -706,13 +714,7 @@ def _run_reliable(config: DemoConfig, console: Console | None) -> RunResult:
             for i in range(config.members):
                 bots.append(_ReliableBot(i, relay.address, config, recorder))
                 bots[-1].client.start()
-            deadline = time.monotonic() + JOIN_TIMEOUT_S
-            for bot in bots:
-                if not bot.client.wait_joined(max(0.0, deadline - time.monotonic())):
-                    raise DemoError(
-                        f"{bot_name(bot.index)} could not join the relay "
-                        f"within {JOIN_TIMEOUT_S:g} s"
-                    )
+            join_s = _join_all(bots, display)
             duration, errors = _drive(config, recorder, bots, display, config.drain_s)
             numbers = [bot.link_numbers() for bot in bots]
     finally:
@@ -724,7 +726,29 @@ def _run_reliable(config: DemoConfig, console: Console | None) -> RunResult:
                 relay_retx[index[member.nick]] = member.link.stats.retransmissions
         for bot in bots:
             bot.close()
-    return _verdicts("reliable", config, recorder, numbers, relay_retx, duration, errors)
+    result = _verdicts("reliable", config, recorder, numbers, relay_retx, duration, errors)
+    return replace(result, join_s=join_s)
+
+
+def _join_all(bots: Sequence[_ReliableBot], display: _Display) -> float:
+    """Wait until every bot is in the room; return how long that took."""
+    started = time.monotonic()
+    deadline = started + JOIN_TIMEOUT_S
+    waiting = list(bots)
+    while waiting:
+        if waiting[0].client.wait_joined(POLL_S):
+            waiting.pop(0)
+            continue
+        display.status(
+            f"{len(bots) - len(waiting)} of {len(bots)} bots in the room "
+            f"after {time.monotonic() - started:.1f} s (handshakes lost and retried)"
+        )
+        if time.monotonic() >= deadline:
+            raise DemoError(
+                f"{bot_name(waiting[0].index)} could not join the relay within "
+                f"{JOIN_TIMEOUT_S:g} s (every handshake attempt was lost)"
+            )
+    return time.monotonic() - started
 
 
 def _plain_drain(config: DemoConfig) -> float:
@@ -757,7 +781,8 @@ def _run_plain(config: DemoConfig, console: Console | None) -> RunResult:
             raise DemoError("the plain UDP forwarder did not start")
         with _Display(console, "plain UDP (no reliability)") as display:
             display.set_phase(f"{config.members} bots registering with the forwarder")
-            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            joining = time.monotonic()
+            deadline = joining + JOIN_TIMEOUT_S
             for i in range(config.members):
                 bots.append(_PlainBot(i, where[0], config, recorder))
                 if not bots[-1].join(max(0.0, deadline - time.monotonic())):
@@ -765,6 +790,7 @@ def _run_plain(config: DemoConfig, console: Console | None) -> RunResult:
                         f"{bot_name(i)} could not register with the plain UDP forwarder "
                         f"within {JOIN_TIMEOUT_S:g} s"
                     )
+            join_s = time.monotonic() - joining
             duration, errors = _drive(config, recorder, bots, display, _plain_drain(config))
     finally:
         for bot in bots:
@@ -773,7 +799,8 @@ def _run_plain(config: DemoConfig, console: Console | None) -> RunResult:
         relay.join(timeout=2.0)
     numbers = [bot.link_numbers() for bot in bots]
     none: list[int | None] = [None] * config.members
-    return _verdicts("plain-udp", config, recorder, numbers, none, duration, errors)
+    result = _verdicts("plain-udp", config, recorder, numbers, none, duration, errors)
+    return replace(result, join_s=join_s)
 
 
 # --- the verdict ----------------------------------------------------------------------------
@@ -861,6 +888,7 @@ def comparison_table(result: DemoResult) -> Table:
     )
     for q in ("p50", "p99", "max"):
         row(f"latency {q} ms", partial(_latency, quantile=q))
+    row("all bots in the room after s", lambda r: f"{r.join_s:.2f}")
     row("first send to last delivery s", _span)
     return table
 
