@@ -363,3 +363,48 @@ def join(
 
     options = ClientOptions(nick=nick, server=server_at, impairment=config, key=key or None)
     raise typer.Exit(run_client(options, json_output=json_output))
+
+
+@app.command()
+def demo(
+    members: Annotated[int, typer.Option(help="Bot members in the room.")] = 4,
+    messages: Annotated[int, typer.Option(help="Messages each bot sends.")] = 50,
+    loss: Annotated[
+        str, typer.Option(help="Datagrams lost on each bot's link, each way.", metavar="RATE")
+    ] = "25%",
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated network.")] = 1,
+    rate: Annotated[float, typer.Option(help="Messages per second per bot.")] = 10.0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="No live display; print one JSON object at the end.")
+    ] = False,
+) -> None:
+    """Bots chat through a relay on a lossy loopback network, then over plain UDP: compare.
+
+    Exits with status 1 if the reliable run lost, duplicated or reordered any message.
+    """
+    import json
+
+    from rich.console import Console
+
+    from udpchat.demo import DemoConfig, DemoError, run_demo
+
+    try:
+        config = DemoConfig(
+            members=members,
+            messages=messages,
+            rate=rate,
+            loss=_option("--loss", parse_rate, loss),
+            seed=seed,
+        )
+    except ValueError as error:
+        message = str(error)
+        _fail(message if message.startswith("--") else f"--{message}")
+    try:
+        result = run_demo(config, None if json_output else Console())
+    except (DemoError, OSError) as error:
+        _fail(f"demo: {error}")
+    except KeyboardInterrupt:
+        _fail("demo: interrupted")
+    if json_output:
+        typer.echo(json.dumps(result.to_dict()))
+    raise typer.Exit(0 if result.ok else 1)
