@@ -126,8 +126,9 @@ def fanout_table(results: SweepResults) -> Table:
             "Saturated: fewer than 95% of the offered deliveries per second achieved (from the"
             " first send to the last delivery). Relay CPU per delivery counts the relay process"
             " from ready to stop. Relay busy: its CPU time over the sending time (above ~100%"
-            " the relay alone cannot keep up; members share this machine's "
-            f"{_cpus()} CPUs)."
+            " the relay alone cannot keep up). Members: all members' CPU per delivery; relay and"
+            f" members share this machine's {_cpus()} CPUs, so a saturated run with a relay far"
+            " from busy was limited by the members."
         ),
         caption_justify="left",
     )
@@ -141,6 +142,7 @@ def fanout_table(results: SweepResults) -> Table:
         "relay us/deliv",
         "vs udp",
         "relay busy",
+        "members us/deliv",
     ):
         table.add_column(name, justify="left" if name == "system" else "right")
     rates = sorted({f.rate for f in results.fanout})
@@ -150,7 +152,7 @@ def fanout_table(results: SweepResults) -> Table:
         for f in runs:
             cells = [f.system, f"{rate:g}", f"{f.offered_deliveries_per_s:,.0f}"]
             if not f.ok or f.stats is None:
-                table.add_row(*cells, "[red]failed[/]", *[""] * 5)
+                table.add_row(*cells, "[red]failed[/]", *[""] * 6)
                 continue
             busy = None if f.relay_cpu_s is None else f.relay_cpu_s / f.duration_s
             cells += [
@@ -165,6 +167,9 @@ def fanout_table(results: SweepResults) -> Table:
                     )
                 ),
                 _num(None if busy is None else busy * 100, ".0f") + ("%" if busy else ""),
+                _num(
+                    f.members_cpu_s / f.stats.delivered * 1e6 if f.stats.delivered else None, ".1f"
+                ),
             ]
             table.add_row(*cells, end_section=index + 1 < len(rates) and f is runs[-1])
     return table
