@@ -263,7 +263,7 @@ def _reference_point(
 ) -> ReferencePoint:
     point = ReferencePoint(system, members, loss)
     if loss and not method.kernel and system == TCP_RELAY:
-        point.skipped = "n/a: user-space loss cannot apply to TCP"
+        point.skipped = "n/a (no user-space loss for TCP)"
         return point
     drain = DRAIN_S.get(system, DRAIN_NO_LOSS_S) if loss else DRAIN_NO_LOSS_S
     spec = replace(config.spec(members), drain_s=drain)
