@@ -408,3 +408,64 @@ def demo(
     if json_output:
         typer.echo(json.dumps(result.to_dict()))
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def bench(
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Loss rates to sweep, in %, comma-separated [default: 0,5,10,20,30; quick: 0,20].",
+            metavar="LIST",
+            show_default=False,
+        ),
+    ] = None,
+    messages: Annotated[
+        int | None,
+        typer.Option(
+            help="Messages the sender sends per run [default: 400; quick: 40].", show_default=False
+        ),
+    ] = None,
+    members: Annotated[
+        str | None,
+        typer.Option(
+            help="Room sizes to sweep, sender included, comma-separated [default: 3,6; quick: 3].",
+            metavar="LIST",
+            show_default=False,
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A CI-sized run, well under a minute.")
+    ] = False,
+    out: Annotated[
+        str, typer.Option(help="Directory for results.json and bench.png.", metavar="DIR")
+    ] = "bench-results",
+    no_kernel_loss: Annotated[
+        bool,
+        typer.Option(
+            "--no-kernel-loss",
+            help="Simulate loss in user space even where kernel loss (root, netns) works.",
+        ),
+    ] = False,
+) -> None:
+    """Measure udpchat against a plain UDP forwarder and a TCP relay on the same traffic."""
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    from udpchat.benchmark.report import run_bench
+    from udpchat.benchmark.sweep import SweepConfig, parse_numbers
+
+    try:
+        config = SweepConfig.quick() if quick else SweepConfig()
+        config = replace(
+            config,
+            losses=config.losses if loss is None else parse_numbers("--loss", loss),
+            members=config.members if members is None else parse_numbers("--members", members, int),
+            messages=config.messages if messages is None else messages,
+            kernel_loss=False if no_kernel_loss else None,
+        )
+    except ValueError as error:
+        _fail(str(error))
+    command = "udpchat " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "udpchat bench"
+    raise typer.Exit(run_bench(config, Path(out), command=command))

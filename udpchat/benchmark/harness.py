@@ -123,7 +123,9 @@ class RunResult:
 class FanoutResult:
     """One system under fan-out load: how much relay CPU a delivery costs, and whether the
     system kept up. ``achieved_deliveries_per_s`` is unique deliveries over the time from the
-    first send to the last delivery, so a relay that falls behind (queues) or drops both show."""
+    first send to the last delivery, so a relay that falls behind (queues) or drops both show.
+    ``members_cpu_s`` (all members) and ``senders_cpu_s`` (those that sent) tell whether the
+    members rather than the relay were the limit, e.g. on a machine with few CPUs."""
 
     system: str
     members: int
@@ -143,6 +145,9 @@ class FanoutResult:
     relay_cpu_us_per_delivery: float | None
     wire_bytes: int
     wall_s: float
+    members_cpu_s: float = 0.0
+    senders_cpu_s: float = 0.0
+    delivered_per_member: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -487,9 +492,11 @@ def run_fanout(
     sent_per_s: float | None = None
     saturated: bool | None = None
     per_delivery: float | None = None
+    per_member: list[int] = []
     if outcome.ok:
         sent = {i: int(s["count"]) for i, s in outcome.sends.items()}
         stats = analyze(outcome.logs, sent)
+        per_member = [analyze([log], sent).delivered for log in outcome.logs]
         windows = [
             (int(s["last_send_ns"]) - int(s["first_send_ns"])) / 1e9 for s in outcome.sends.values()
         ]
@@ -521,6 +528,9 @@ def run_fanout(
         relay_cpu_us_per_delivery=per_delivery,
         wire_bytes=_wire_bytes(outcome),
         wall_s=outcome.wall_s,
+        members_cpu_s=sum(m.cpu_s for m in outcome.members),
+        senders_cpu_s=sum(m.cpu_s for m in outcome.members if m.member in outcome.sends),
+        delivered_per_member=per_member,
     )
 
 

@@ -151,6 +151,7 @@ class System(Protocol):
 
 
 SYSTEMS: dict[str, str] = {
+    "udpchat": "udpchat.benchmark.udpchat_system:UDPCHAT",
     "plain-udp": "udpchat.benchmark.baselines:PLAIN_UDP",
     "tcp-relay": "udpchat.benchmark.baselines:TCP_RELAY",
 }

@@ -1,0 +1,153 @@
+"""udpchat in the benchmark harness, and ``udpchat bench`` end to end, on loopback.
+
+Speed is never asserted: only that results are complete and sane.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from udpchat.benchmark.accounting import SocketMeter
+from udpchat.benchmark.harness import run_reference
+from udpchat.benchmark.systems import SYSTEMS, System, get_system
+from udpchat.benchmark.traffic import TrafficSpec
+from udpchat.benchmark.udpchat_system import MeteredTransport, decode_text, encode_text
+from udpchat.cli import app
+from udpchat.messages import MAX_TEXT_BYTES
+from udpchat.transport import Address
+
+TINY = TrafficSpec(messages=20, size=100, rate=200.0, receivers=2, drain_s=5.0)
+
+
+def test_registered() -> None:
+    assert "udpchat" in SYSTEMS
+    system = get_system("udpchat")
+    assert isinstance(system, System)
+    assert system.name == "udpchat"
+    assert system.supports_simulated_loss
+
+
+@pytest.mark.parametrize("size", [*range(0, 40), 100, 1000, 7 * 2000])
+def test_payload_text_round_trip(size: int) -> None:
+    payload = os.urandom(size)
+    text = encode_text(payload)
+    assert text.isascii()
+    assert len(text) == -(-8 * size // 7)  # 8 characters per 7 bytes, rounded up
+    assert decode_text(text) == payload
+    assert len(encode_text(os.urandom(14_000)).encode()) <= MAX_TEXT_BYTES
+
+
+def test_decode_text_rejects_foreign_text() -> None:
+    with pytest.raises(ValueError):
+        decode_text("héllo")
+    with pytest.raises(ValueError):
+        decode_text("\x7f\x7f")  # padding bits set: not something encode_text writes
+
+
+class _Loopback:
+    """A transport that always has one more datagram to give."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Address]] = []
+
+    @property
+    def local_address(self) -> Address:
+        return ("127.0.0.1", 1)
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self.sent.append((data, addr))
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        return b"x" * 10, ("127.0.0.1", 2)
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_metered_transport_counts_and_drops_received() -> None:
+    meter = SocketMeter()
+    transport = MeteredTransport(_Loopback(), meter, loss_percent=50.0, seed=7)
+    for _ in range(1000):
+        assert transport.recvfrom(0.0) is not None
+    transport.sendto(b"abc", ("127.0.0.1", 2))
+    reading = meter.reading()
+    assert reading.datagrams_received == 1000
+    assert reading.bytes_received == 10_000
+    assert (reading.datagrams_sent, reading.bytes_sent, reading.wire_bytes_sent) == (1, 3, 31)
+
+
+def _assert_exactly_once_in_order(messages: int, loss: float) -> None:
+    spec = TrafficSpec(messages=messages, size=100, rate=200.0, receivers=2, drain_s=10.0)
+    result = run_reference("udpchat", spec, loss=loss)
+    assert result.ok, result.error
+    assert result.loss_mode == ("simulated" if loss else "none")
+    assert result.stats is not None
+    assert result.delivered_per_receiver == [messages, messages]
+    stats = result.stats
+    assert (stats.lost, stats.duplicates, stats.out_of_order) == (0, 0, 0)
+    assert (stats.unexpected, stats.malformed) == (0, 0)
+    assert stats.latency_ms is not None and stats.latency_ms.count == 2 * messages
+    assert result.relay is not None and result.relay.cpu_s > 0
+    # Every datagram was metered: the relay heard the sender's data and sent to both receivers.
+    assert result.relay.meter.bytes_received >= messages * spec.size
+    assert result.relay.meter.bytes_sent >= 2 * messages * spec.size
+    assert result.wire_per_payload_byte is not None and result.wire_per_payload_byte > 1.5
+    assert json.loads(result.to_json())["stats"]["delivered"] == 2 * messages
+
+
+@pytest.mark.timeout(60)
+def test_reference_run_without_loss() -> None:
+    _assert_exactly_once_in_order(20, 0.0)
+
+
+@pytest.mark.timeout(60)
+def test_reference_run_with_user_space_loss() -> None:
+    _assert_exactly_once_in_order(40, 20.0)
+
+
+def test_bench_rejects_bad_options() -> None:
+    result = CliRunner().invoke(app, ["bench", "--loss", "ten"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("udpchat: --loss")
+    result = CliRunner().invoke(app, ["bench", "--members", "1"])
+    assert result.exit_code == 1
+    assert "at least 2 members" in result.stderr
+
+
+@pytest.mark.timeout(90)
+def test_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Loss method:" in result.stdout
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["systems"]) == {"udpchat", "plain-udp", "tcp-relay"}
+    points = data["reference"]
+    assert {p["system"] for p in points} == {"udpchat", "plain-udp", "tcp-relay"}
+    for point in points:
+        if point["skipped"]:  # TCP under user-space loss
+            assert point["system"] == "tcp-relay" and point["loss_percent"] > 0
+            continue
+        run = point["result"]
+        assert run["ok"], run["error"]
+        assert run["stats"]["delivered"] > 0
+        assert point["wire_per_payload_byte"] > 1
+    ours = [p["result"]["stats"] for p in points if p["system"] == "udpchat"]
+    assert all(s["delivered"] == s["expected"] and s["duplicates"] == 0 for s in ours)
+    fanout = {f["system"]: f for f in data["fanout"]}
+    assert {"udpchat", "plain-udp"} <= set(fanout)
+    assert all(f["ok"] and f["relay_cpu_us_per_delivery"] > 0 for f in fanout.values())
+    assert {t["name"] for t in data["targets"]} >= {"no saturation below 8,000 offered messages/s"}
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: no plot to check")
+    png = out / "bench.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

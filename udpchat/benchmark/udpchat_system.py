@@ -1,0 +1,276 @@
+"""udpchat itself as a benchmarked system: the real relay shell and the real client shell.
+
+The relay is `udpchat.relay_server.RelayServer` and each member a `udpchat.client.ChatClient`,
+exactly as ``udpchat relay`` and ``udpchat join`` run them; only their datagram transport is
+wrapped, so that every datagram either one sends or receives (chat data, ACKs, PINGs,
+handshakes, retransmissions) is reported to the benchmark's `SocketMeter`.
+
+Payloads are bytes, chat text is a string: each payload travels as 7-bit ASCII text
+(`encode_text`, 8 characters per 7 bytes, the densest encoding whose characters are one
+UTF-8 byte each). The 14% it adds is counted against udpchat in the wire figures.
+
+Options (``RelayArgs.options``/``MemberArgs.options``, the same dict for every process):
+
+* ``"flood_control"`` (bool, default False): keep the relay's default per-member flood limit
+  (burst 10, then 5 messages/s). The reference traffic sends 50 messages/s from one member,
+  which that limit refuses by design, so benchmarks lift it unless asked not to.
+* ``"key"`` (str): a room passphrase; every datagram is then sealed (ChaCha20-Poly1305).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from udpchat.benchmark.accounting import SocketMeter
+from udpchat.benchmark.systems import Address, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
+from udpchat.client import ChatClient, ClientOptions
+from udpchat.client_core import QueueFull
+from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
+from udpchat.impair import Impairment, ImpairmentConfig
+from udpchat.relay_core import RelayConfig
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.transport import DatagramTransport
+
+UNLIMITED = 1_000_000_000
+"""Flood-control burst and rate that never refuse anything a benchmark sends."""
+SEND_BLOCK_LIMIT_S = 30.0
+"""Longest ``send`` waits for room in the client's queue before giving up (back-pressure)."""
+SEND_RETRY_S = 0.001
+
+
+# --- payloads as chat text ----------------------------------------------------------------------
+
+
+def encode_text(payload: bytes) -> str:
+    """Bytes as ASCII text, 7 bits a character: ``ceil(8n / 7)`` characters for ``n`` bytes.
+
+    The bits are left-aligned: the last character is padded with zero bits, fewer than 7,
+    so the length of the text alone says how many bytes it holds.
+    """
+    n = len(payload)
+    m = -(-8 * n // 7)
+    value = int.from_bytes(payload, "big") << (7 * m - 8 * n)
+    return bytes((value >> shift) & 0x7F for shift in range(7 * (m - 1), -1, -7)).decode("ascii")
+
+
+def decode_text(text: str) -> bytes:
+    """The inverse of `encode_text`; ``ValueError`` for text it cannot have produced."""
+    raw = text.encode("ascii")  # UnicodeEncodeError is a ValueError
+    m = len(raw)
+    n = 7 * m // 8
+    value = 0
+    for char in raw:
+        value = (value << 7) | char
+    pad = 7 * m - 8 * n
+    if value & ((1 << pad) - 1):
+        raise ValueError("padding bits are not zero")
+    return (value >> pad).to_bytes(n, "big")
+
+
+# --- metering ---------------------------------------------------------------------------------
+
+
+class MeteredTransport:
+    """A `DatagramTransport` that reports every datagram to a `SocketMeter`.
+
+    With ``loss_percent`` it also loses that share of the datagrams it *receives*, using
+    udpchat's own seeded impairment model (`udpchat.impair`), before they are counted: the
+    same contract as the baselines (each datagram crosses one receiver, so X% is X% a hop),
+    and lost datagrams still count on the wire because their sender counted them. Inbound
+    only, unlike `udpchat.transport.ImpairedTransport`, which impairs both directions and
+    would lose about 2X% a hop.
+    """
+
+    def __init__(
+        self,
+        inner: DatagramTransport,
+        meter: SocketMeter,
+        loss_percent: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if not 0 <= loss_percent <= 100:
+            raise UnsupportedOption("loss_percent must be within [0, 100]")
+        self._inner = inner
+        self._meter = meter
+        self._loss: Impairment[Address] | None = None
+        if loss_percent > 0:
+            self._loss = Impairment(ImpairmentConfig(loss=loss_percent / 100, seed=seed))
+
+    @property
+    def local_address(self) -> Address:
+        return self._inner.local_address
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self._inner.sendto(data, addr)
+        self._meter.datagram_sent(len(data))
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = self._inner.recvfrom(timeout)
+            if got is None:
+                return None
+            if self._loss is None or self._survives(got):
+                self._meter.datagram_received(len(got[0]))
+                return got
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+
+    def _survives(self, got: tuple[bytes, Address]) -> bool:
+        assert self._loss is not None
+        now = time.monotonic()
+        self._loss.submit(got[0], now, got[1])
+        return bool(self._loss.due(now))  # no delay configured: passed means due at once
+
+    def wake(self) -> None:
+        self._inner.wake()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# --- relay ------------------------------------------------------------------------------------
+
+
+def _flood_control(options: Mapping[str, Any]) -> bool:
+    value = options.get("flood_control", False)
+    if not isinstance(value, bool):
+        raise UnsupportedOption("udpchat option 'flood_control' must be a boolean")
+    return value
+
+
+def _key(options: Mapping[str, Any]) -> str | None:
+    value = options.get("key")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise UnsupportedOption("udpchat option 'key' must be a non-empty string")
+    return value
+
+
+def relay_config(options: Mapping[str, Any]) -> RelayConfig:
+    """The relay's defaults, with flood control lifted unless ``options`` keep it."""
+    config = RelayConfig()
+    if _flood_control(options):
+        return config
+    return replace(config, flood_burst=UNLIMITED, flood_rate=float(UNLIMITED))
+
+
+def _wrap_transport(
+    owner: RelayServer | ChatClient, meter: SocketMeter, loss_percent: float, seed: int
+) -> None:
+    """Put a `MeteredTransport` around the transport ``owner`` built, before it starts.
+
+    Neither shell takes a transport from outside; both keep theirs in ``_transport`` and only
+    use it once started, so swapping it here is safe and leaves their code untouched.
+    """
+    owner._transport = MeteredTransport(owner._transport, meter, loss_percent, seed)
+
+
+class UdpchatSystem:
+    """udpchat's relay and client shells, metered at their transports."""
+
+    name = "udpchat"
+    supports_simulated_loss = True
+
+    def run_relay(
+        self,
+        args: RelayArgs,
+        meter: SocketMeter,
+        ready: Callable[[Address], None],
+        stop: threading.Event,
+    ) -> None:
+        options = RelayOptions(
+            host=args.host, port=0, config=relay_config(args.options), key=_key(args.options)
+        )
+        server = RelayServer(options)
+        _wrap_transport(server, meter, args.loss_percent, args.seed)
+        server.start()
+        try:
+            ready(server.address)
+            stop.wait()
+        finally:
+            # Members are gone by now: a goodbye would only retransmit SHUTDOWN into the void.
+            server.stop(goodbye=False)
+
+    def connect_member(self, args: MemberArgs, meter: SocketMeter) -> MemberLink:
+        key = _key(args.options)
+        _flood_control(args.options)
+        link = _UdpchatLink()
+        options = ClientOptions(
+            nick=f"m{args.member}",
+            server=args.relay,
+            key=key,
+            join_timeout=args.connect_timeout_s,
+        )
+        client = ChatClient(options, on_event=link.on_event)
+        _wrap_transport(client, meter, args.loss_percent, args.seed)
+        link.client = client
+        try:
+            client.start()
+            if not client.wait_joined(args.connect_timeout_s):
+                raise TimeoutError(
+                    f"udpchat relay did not welcome us within {args.connect_timeout_s} s"
+                    f" ({link.trouble or client.state.name})"
+                )
+        except BaseException:
+            client.close()
+            raise
+        return link
+
+
+class _UdpchatLink:
+    """A joined `ChatClient`: chat text in, other members' chat text out, as bytes."""
+
+    def __init__(self) -> None:
+        self.client: ChatClient | None = None
+        self.trouble: str | None = None
+        self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def on_event(self, event: ClientEvent) -> None:
+        """Called by the client from its threads: keep other members' chat, note trouble."""
+        if isinstance(event, MessageReceived):
+            if not event.own:
+                try:
+                    self._inbox.put(decode_text(event.text))
+                except ValueError:
+                    self._inbox.put(b"")  # logged as malformed by the benchmark
+        elif isinstance(event, MessageRefused):
+            self.trouble = f"relay refused a message: {event.reason}"
+        elif isinstance(event, (JoinRejected, Closed)):
+            self.trouble = f"session ended: {event}"
+
+    def send(self, payload: bytes) -> None:
+        """Say ``payload``; while the client's queue is full, wait (bounded) like a blocked
+        socket would, rather than drop."""
+        assert self.client is not None
+        text = encode_text(payload)
+        deadline = time.monotonic() + SEND_BLOCK_LIMIT_S
+        while True:
+            try:
+                self.client.say(text)
+                return
+            except QueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(SEND_RETRY_S)
+
+    def recv(self, timeout: float) -> bytes | None:
+        try:
+            return self._inbox.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        # Abrupt, like a closed socket: a QUIT would add LEFT notices and their retransmissions
+        # to other members (already gone) to the traffic of the measured run.
+        if self.client is not None:
+            with contextlib.suppress(OSError):
+                self.client.close()
+
+
+UDPCHAT = UdpchatSystem()
