@@ -124,7 +124,7 @@ class _ReplayWindow:
     def accept(self, pn: int) -> bool:
         if pn > self.highest:
             shift = pn - self.highest
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.bits = ((self.bits << min(shift, REPLAY_WINDOW)) | 1) & ((1 << REPLAY_WINDOW) - 1)
             self.highest = pn
             return True
         offset = self.highest - pn
