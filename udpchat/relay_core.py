@@ -422,7 +422,10 @@ class RelayCore:
             addr=addr,
             link=Link(token, self._link_config, rtt_hint=max(rtt, 0.0001)),
             last_heard=now,
-            bucket=TokenBucket(config.flood_rate, config.flood_burst, updated=now),
+            # a resume is the same person: it keeps its flood bucket (protocol.md 4.2, 6.5)
+            bucket=old.bucket
+            if old is not None
+            else TokenBucket(config.flood_rate, config.flood_burst, updated=now),
             join=(addr, join.nonce),
         )
         self.members[token] = member

@@ -1,0 +1,782 @@
+"""Load benchmark: what one relay costs with hundreds or thousands of members.
+
+Three processes on 127.0.0.1:
+
+* the **relay**: a ``RelayServer`` in a worker of its own (``python -m udpchat.benchmark.load
+  relay``), built with a handshake limit high enough for one IP to bring in every member (the
+  ``udpchat relay`` command has no option for that); optionally under cProfile;
+* the **load generator** (``... load members``): N simulated members sharing a few sockets
+  (the relay tells sessions apart by token, not address). Each does a real handshake, keeps a
+  ``Link``, acknowledges what it receives, sends PING every heartbeat (staggered over the
+  second) and, on request, a light chat load round robin;
+* this process, the **harness**: it reads the relay's CPU time (``/proc/<pid>/stat``, utime +
+  stime) and resident memory (``/proc/<pid>/status``, VmRSS), and times the join of one more
+  member (HELLO sent to WELCOME received) under that load with a client of its own.
+
+Per member count the run is: relay up (memory at 0 members), members join, settle (memory at
+N members), an idle window (CPU with heartbeats only), join probes, a chat window (CPU and
+fan-out deliveries per second as counted by the members). Figures are reported, never
+asserted: they depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import heapq
+import json
+import math
+import os
+import pstats
+import queue
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import udpchat
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.benchmark.worker import emit
+from udpchat.relay_core import RelayConfig
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.reliability import Link, LinkConfig
+
+Address = tuple[str, int]
+LOCALHOST = "127.0.0.1"
+MEMBERS_PER_SOCKET = 50
+JOIN_WAVE = 50  # handshakes in flight at once while members join
+HANDSHAKE_RETRY_S = 0.5
+SETTLE_S = 2.0
+STOP_TIMEOUT_S = 10.0
+CHAT_TEXT = "load test chat line, about as long as a short sentence"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One member count's figures. CPU is in % of one core; memory in bytes."""
+
+    members: int
+    joined: int
+    join_phase_s: float
+    window_s: float
+    relay_cpu_idle_pct: float
+    relay_cpu_chat_pct: float
+    relay_rss_empty_kib: int
+    relay_rss_kib: int
+    relay_bytes_per_member: float
+    chat_rate: float
+    deliveries_per_s: float
+    join_ms_median: float
+    join_ms: tuple[float, ...]
+    generator_cpu_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["join_ms"] = list(self.join_ms)
+        return data
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid``, all threads, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    ticks = int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# --- the relay worker -------------------------------------------------------------------------
+
+
+def relay_main(params: Mapping[str, Any]) -> int:
+    """Serve until told ``stop`` on stdin (or the lifetime runs out)."""
+    members = int(params["members"])
+    config = RelayConfig(
+        handshake_burst=members + 200,
+        handshake_rate=max(1000.0, float(members)),
+        max_members=max(1024, members + 64),
+        heartbeat=float(params.get("heartbeat", 1.0)),
+    )
+    server = RelayServer(RelayOptions(host=LOCALHOST, port=0, config=config))
+    stop = threading.Event()
+    commands: queue.Queue[str] = queue.Queue()
+    _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
+
+    def stopper() -> None:
+        stop.wait()
+        server.stop(goodbye=False)
+
+    threading.Thread(target=stopper, name="stopper", daemon=True).start()
+    profile_path = params.get("profile")
+    profiler = cProfile.Profile() if profile_path else None
+    if profiler is not None:
+        _profile_on_command(server, profiler, commands)
+    emit("ready", port=server.address[1], pid=os.getpid())
+    server.serve_forever()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile_path))
+    stats = server.stats
+    emit("result", deliveries=stats.deliveries, datagrams_received=stats.datagrams_received)
+    return 0
+
+
+def _profile_on_command(
+    server: RelayServer, profiler: cProfile.Profile, commands: queue.Queue[str]
+) -> None:
+    """Let ``profile on`` / ``profile off`` on stdin switch cProfile for the serving thread.
+
+    cProfile only sees the thread that enables it, so the switch happens inside the serving
+    loop: each wait for a datagram first looks for a pending command.
+    """
+    transport = server._transport  # the benchmark's own relay; no other way into its loop
+    receive = transport.recvfrom
+
+    def recvfrom(timeout: float | None) -> tuple[bytes, Address] | None:
+        while not commands.empty():
+            command = commands.get_nowait()
+            if command == "profile on":
+                profiler.enable()
+            elif command == "profile off":
+                profiler.disable()
+        return receive(min(timeout, 0.05) if timeout is not None else 0.05)
+
+    transport.recvfrom = recvfrom  # type: ignore[method-assign]
+
+
+def _watch_stdin(
+    stop: threading.Event, lifetime: float, commands: queue.Queue[str] | None = None
+) -> None:
+    def read() -> None:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stop":
+                break
+            if commands is not None and command:
+                commands.put(command)
+        stop.set()
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    expiry = threading.Timer(lifetime, stop.set)
+    expiry.daemon = True
+    expiry.start()
+
+    def expire() -> None:
+        emit("error", error="lifetime exceeded")
+        os._exit(3)
+
+    watchdog = threading.Timer(lifetime + 10.0, expire)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+# --- the load generator -----------------------------------------------------------------------
+
+
+class _Member:
+    __slots__ = (
+        "handshake",
+        "index",
+        "link",
+        "next_beat",
+        "nick",
+        "nonce",
+        "retry_at",
+        "scheduled",
+        "sock",
+        "welcomed",
+    )
+
+    def __init__(self, index: int, sock: int, nonce: bytes) -> None:
+        self.index = index
+        self.nick = f"m{index}"
+        self.sock = sock
+        self.nonce = nonce
+        self.link: Link | None = None
+        self.welcomed = False
+        self.handshake = b""
+        self.retry_at = math.inf
+        self.next_beat = math.inf
+        self.scheduled = math.inf
+
+
+class LoadGenerator:
+    """N members on a few sockets, driven by one thread with a timer heap (no polling)."""
+
+    def __init__(self, relay: Address, count: int, heartbeat: float, chat_rate: float) -> None:
+        self.relay = relay
+        self.heartbeat = heartbeat
+        self.chat_rate = chat_rate
+        self.socks: list[socket.socket] = []
+        self.selector = selectors.DefaultSelector()
+        for i in range(max(1, math.ceil(count / MEMBERS_PER_SOCKET))):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind((LOCALHOST, 0))
+            sock.setblocking(False)
+            self.socks.append(sock)
+            self.selector.register(sock, selectors.EVENT_READ, i)
+        self.members = [
+            _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.NONCE_SIZE)) for i in range(count)
+        ]
+        self.by_nonce = {mb.nonce: mb for mb in self.members}
+        self.by_token: dict[bytes, _Member] = {}
+        self.timers: list[tuple[float, int, int]] = []  # (deadline, order, member index)
+        self.order = 0
+        self.dirty: set[int] = set()
+        self.deliveries = 0
+        self.posted = 0
+        self.refused = 0
+        self.rejects = 0
+        self.welcomed = 0
+        self.chatting = False
+        self.next_chat = math.inf
+        self.chat_cursor = 0
+        self.config = LinkConfig()
+
+    # sending
+
+    def _send(self, member: _Member, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.socks[member.sock].sendto(data, self.relay)
+
+    def _schedule(self, member: _Member, deadline: float) -> None:
+        if deadline < member.scheduled:
+            member.scheduled = deadline
+            self.order += 1
+            heapq.heappush(self.timers, (deadline, self.order, member.index))
+
+    def _flush(self, now: float) -> None:
+        for index in self.dirty:
+            member = self.members[index]
+            link = member.link
+            if link is None:
+                continue
+            for data in link.datagrams_to_send(now):
+                self._send(member, data)
+            timer = link.next_timer()
+            if timer is not None:
+                self._schedule(member, max(timer, now))
+        self.dirty.clear()
+
+    # handshakes
+
+    def start_handshake(self, member: _Member, now: float) -> None:
+        member.handshake = wire.encode_hello(member.nonce)
+        member.retry_at = now + HANDSHAKE_RETRY_S
+        self._send(member, member.handshake)
+        self._schedule(member, member.retry_at)
+
+    # receiving
+
+    def receive(self, data: bytes, now: float) -> None:
+        try:
+            datagram = wire.decode_datagram(data)
+        except wire.DecodeError:
+            return
+        if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathChallenge)):
+            member = self.by_token.get(datagram.token)
+            if member is None or member.link is None:
+                return
+            link = member.link
+            delivered = link.receive(datagram, now)
+            if isinstance(datagram, wire.PathChallenge):
+                self._send(member, link.encode_path(wire.PathResponse, datagram.data))
+            for raw in delivered or ():
+                kind = raw[1] if len(raw) > 1 else -1
+                if kind == m.MessageKind.MESSAGE:
+                    self.deliveries += 1
+                elif kind == m.MessageKind.POSTED:
+                    self.posted += 1
+                elif kind == m.MessageKind.REFUSED:
+                    self.refused += 1
+                elif kind == m.MessageKind.WELCOME and not member.welcomed:
+                    member.welcomed = True
+                    self.welcomed += 1
+                    offset = (member.index / max(len(self.members), 1)) * self.heartbeat
+                    member.next_beat = now + self.heartbeat + offset
+                    self._schedule(member, member.next_beat)
+            self.dirty.add(member.index)
+        elif isinstance(datagram, wire.Challenge):
+            member = self.by_nonce.get(datagram.nonce)
+            if member is not None and member.link is None:
+                member.handshake = wire.encode_join(
+                    member.nonce, datagram.cookie, member.nick, None
+                )
+                member.retry_at = now + HANDSHAKE_RETRY_S
+                self._send(member, member.handshake)
+        elif isinstance(datagram, wire.Accept):
+            member = self.by_nonce.get(datagram.nonce)
+            if member is not None and member.link is None:
+                member.link = Link(datagram.token, self.config)
+                member.retry_at = math.inf
+                self.by_token[datagram.token] = member
+                self.dirty.add(member.index)
+        elif isinstance(datagram, wire.Reject):
+            self.rejects += 1
+
+    def _drain(self, key: selectors.SelectorKey, now: float) -> None:
+        sock: socket.socket = key.fileobj  # type: ignore[assignment]
+        for _ in range(512):
+            try:
+                data, _ = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.receive(data, now)
+
+    # timers
+
+    def _on_timer(self, member: _Member, now: float) -> None:
+        link = member.link
+        if link is None:
+            if now >= member.retry_at:
+                member.retry_at = now + HANDSHAKE_RETRY_S
+                self._send(member, member.handshake)
+            self._schedule(member, member.retry_at)
+            return
+        link.handle_timer(now)
+        if member.welcomed and now >= member.next_beat:
+            link.ping()  # the heartbeat; protocol.md 7.1
+            member.next_beat = now + self.heartbeat
+        if member.welcomed:
+            self._schedule(member, member.next_beat)
+        self.dirty.add(member.index)
+
+    def _run_timers(self, now: float) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            deadline, _, index = heapq.heappop(timers)
+            member = self.members[index]
+            if member.scheduled != deadline:
+                continue
+            member.scheduled = math.inf
+            self._on_timer(member, now)
+
+    def _chat(self, now: float) -> None:
+        if not self.chatting or now < self.next_chat:
+            return
+        count = len(self.members)
+        for _ in range(count):
+            member = self.members[self.chat_cursor % count]
+            self.chat_cursor += 1
+            if member.welcomed and member.link is not None:
+                with contextlib.suppress(Exception):
+                    member.link.send(m.encode_message(m.Say(CHAT_TEXT)))
+                    self.dirty.add(member.index)
+                break
+        self.next_chat = max(self.next_chat + 1.0 / self.chat_rate, now - 1.0)
+
+    def step(self, now: float, max_wait: float) -> None:
+        deadlines = [now + max_wait]
+        if self.timers:
+            deadlines.append(self.timers[0][0])
+        if self.chatting:
+            deadlines.append(self.next_chat)
+        wait = max(0.0, min(deadlines) - now)
+        for key, _ in self.selector.select(wait):
+            self._drain(key, time.monotonic())
+        now = time.monotonic()
+        self._run_timers(now)
+        self._chat(now)
+        self._flush(now)
+
+    def join_all(self, deadline: float) -> None:
+        pending = list(reversed(self.members))
+        in_flight: list[_Member] = []
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            in_flight = [mb for mb in in_flight if not mb.welcomed]
+            while pending and len(in_flight) < JOIN_WAVE:
+                member = pending.pop()
+                in_flight.append(member)
+                self.start_handshake(member, now)
+            if not pending and not in_flight:
+                return
+            self.step(now, 0.05)
+        raise RuntimeError(f"only {self.welcomed} of {len(self.members)} members joined in time")
+
+    def set_chat(self, on: bool) -> None:
+        self.chatting = on and self.chat_rate > 0
+        self.next_chat = time.monotonic() if self.chatting else math.inf
+
+    def close(self) -> None:
+        self.selector.close()
+        for sock in self.socks:
+            sock.close()
+
+
+def members_main(params: Mapping[str, Any]) -> int:
+    stop = threading.Event()
+    commands: queue.Queue[str] = queue.Queue()
+    _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
+    count = int(params["members"])
+    generator = LoadGenerator(
+        (LOCALHOST, int(params["port"])),
+        count,
+        float(params.get("heartbeat", 1.0)),
+        float(params.get("chat_rate", 0.0)),
+    )
+    start = time.monotonic()
+    try:
+        generator.join_all(start + float(params.get("join_timeout_s", 120.0)))
+        emit("joined", members=generator.welcomed, seconds=time.monotonic() - start)
+        while not stop.is_set():
+            generator.step(time.monotonic(), 0.05)
+            while not commands.empty():
+                command = commands.get_nowait()
+                if command == "chat":
+                    generator.set_chat(True)
+                elif command == "idle":
+                    generator.set_chat(False)
+                elif command.startswith("mark "):
+                    emit(
+                        "mark",
+                        name=command.split(" ", 1)[1],
+                        deliveries=generator.deliveries,
+                        posted=generator.posted,
+                        refused=generator.refused,
+                        time=time.monotonic(),
+                    )
+    finally:
+        generator.close()
+    emit("result", deliveries=generator.deliveries, rejects=generator.rejects)
+    return 0
+
+
+# --- the harness ------------------------------------------------------------------------------
+
+
+class _Proc:
+    """A worker subprocess; its stdout lines become events."""
+
+    def __init__(self, role: str, params: Mapping[str, Any]) -> None:
+        env = dict(os.environ)
+        root = str(Path(udpchat.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._stderr: IO[bytes] = open(os.devnull, "wb")  # noqa: SIM115 - closed in reap()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "udpchat.benchmark.load",
+                role,
+                "--json-args",
+                json.dumps(params),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            text=True,
+        )
+        self.role = role
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self.events.put(event)
+        self.events.put(None)
+
+    def wait(self, kind: str, timeout: float, name: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"{self.role}: no '{kind}' within {timeout:.0f} s") from None
+            if event is None:
+                raise RuntimeError(f"{self.role}: exited before '{kind}'")
+            if event.get("event") == "error":
+                raise RuntimeError(f"{self.role}: {event.get('error')}")
+            if event.get("event") == kind and (name is None or event.get("name") == name):
+                return event
+
+    def tell(self, command: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+
+    def reap(self) -> None:
+        self.tell("stop")
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self._stderr.close()
+
+
+def probe_join(relay: Address, nick: str, timeout: float = 3.0) -> float:
+    """Seconds from HELLO sent to WELCOME received for one more member; it then quits."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        nonce = os.urandom(wire.NONCE_SIZE)
+        deadline = time.monotonic() + timeout
+        start = time.perf_counter()
+        sock.sendto(wire.encode_hello(nonce), relay)
+        link: Link | None = None
+        welcomed: float | None = None
+        while welcomed is None:
+            datagram = _recv_datagram(sock, deadline)
+            if isinstance(datagram, wire.Challenge) and datagram.nonce == nonce:
+                sock.sendto(wire.encode_join(nonce, datagram.cookie, nick, None), relay)
+            elif isinstance(datagram, wire.Accept) and datagram.nonce == nonce and link is None:
+                link = Link(datagram.token)
+            elif isinstance(datagram, wire.Reject):
+                raise RuntimeError(f"join probe refused: {datagram.reason}")
+            elif isinstance(datagram, (wire.Data, wire.Ack)) and link is not None:
+                for raw in link.receive(datagram, time.monotonic()) or ():
+                    if isinstance(m.decode_message(raw), m.Welcome):
+                        welcomed = time.perf_counter() - start
+        # leave, so the probe does not stay a member: QUIT, acknowledged within the timeout
+        assert link is not None
+        link.send(m.encode_message(m.Quit("probe done")))
+        quit_deadline = time.monotonic() + 1.0
+        while not link.idle and time.monotonic() < quit_deadline:
+            for data in link.datagrams_to_send(time.monotonic()):
+                sock.sendto(data, relay)
+            datagram = _recv_datagram(sock, min(quit_deadline, time.monotonic() + 0.01), quiet=True)
+            if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping)):
+                link.receive(datagram, time.monotonic())
+            elif isinstance(datagram, wire.Reset):
+                break
+        return welcomed
+
+
+def _recv_datagram(
+    sock: socket.socket, deadline: float, quiet: bool = False
+) -> wire.Datagram | None:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if quiet:
+                return None
+            raise RuntimeError("join probe: the relay did not answer in time")
+        sock.settimeout(left)
+        try:
+            data, _ = sock.recvfrom(65535)
+        except TimeoutError:
+            continue
+        with contextlib.suppress(wire.DecodeError):
+            return wire.decode_datagram(data)
+
+
+def run_one(
+    members: int,
+    chat_rate: float,
+    duration: float,
+    join_probes: int = 7,
+    heartbeat: float = 1.0,
+    profile: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LoadResult:
+    """Measure one member count with a fresh relay."""
+    say = progress or (lambda _: None)
+    lifetime = 120.0 + 3 * duration + members / 5
+    relay = _Proc(
+        "relay",
+        {
+            "members": members,
+            "heartbeat": heartbeat,
+            "profile": profile,
+            "max_lifetime_s": lifetime,
+        },
+    )
+    generator: _Proc | None = None
+    try:
+        ready = relay.wait("ready", 30)
+        pid, port = int(ready["pid"]), int(ready["port"])
+        time.sleep(0.5)
+        rss_empty = proc_rss_kib(pid)
+        say(f"{members} members: joining")
+        generator = _Proc(
+            "members",
+            {
+                "members": members,
+                "port": port,
+                "heartbeat": heartbeat,
+                "chat_rate": chat_rate,
+                "max_lifetime_s": lifetime,
+                "join_timeout_s": 60.0 + members / 10,
+            },
+        )
+        gen_pid = generator.proc.pid
+        joined = generator.wait("joined", 90.0 + members / 5)
+        time.sleep(SETTLE_S)
+        rss_full = proc_rss_kib(pid)
+
+        say(f"{members} members: idle window of {duration:g} s")
+        relay.tell("profile on")  # only the idle window is profiled
+        cpu0, gen0, t0 = proc_cpu_s(pid), proc_cpu_s(gen_pid), time.monotonic()
+        time.sleep(duration)
+        cpu1, gen1, t1 = proc_cpu_s(pid), proc_cpu_s(gen_pid), time.monotonic()
+        relay.tell("profile off")
+        idle_pct = 100 * (cpu1 - cpu0) / (t1 - t0)
+        gen_pct = 100 * (gen1 - gen0) / (t1 - t0)
+
+        say(f"{members} members: {join_probes} join probes")
+        samples = []
+        for k in range(join_probes):
+            samples.append(1000 * probe_join((LOCALHOST, port), f"probe{k}"))
+            time.sleep(0.2)
+
+        say(f"{members} members: chat window of {duration:g} s at {chat_rate:g} messages/s")
+        generator.tell("chat")
+        time.sleep(min(1.0, duration / 4))
+        generator.tell("mark start")
+        before = generator.wait("mark", 10, name="start")
+        cpu2, t2 = proc_cpu_s(pid), time.monotonic()
+        time.sleep(duration)
+        generator.tell("mark end")
+        after = generator.wait("mark", 10, name="end")
+        cpu3, t3 = proc_cpu_s(pid), time.monotonic()
+        generator.tell("idle")
+        chat_pct = 100 * (cpu3 - cpu2) / (t3 - t2)
+        deliveries = (after["deliveries"] - before["deliveries"]) / (after["time"] - before["time"])
+    finally:
+        if generator is not None:
+            generator.reap()
+        relay.reap()
+    return LoadResult(
+        members=members,
+        joined=int(joined["members"]),
+        join_phase_s=round(float(joined["seconds"]), 3),
+        window_s=duration,
+        relay_cpu_idle_pct=round(idle_pct, 2),
+        relay_cpu_chat_pct=round(chat_pct, 2),
+        relay_rss_empty_kib=rss_empty,
+        relay_rss_kib=rss_full,
+        relay_bytes_per_member=round(1024 * (rss_full - rss_empty) / max(members, 1), 1),
+        chat_rate=chat_rate,
+        deliveries_per_s=round(deliveries, 1),
+        join_ms_median=round(statistics.median(samples), 3),
+        join_ms=tuple(round(s, 3) for s in samples),
+        generator_cpu_pct=round(gen_pct, 2),
+    )
+
+
+def run_load(
+    members: Sequence[int] = (100, 500, 1000),
+    chat_rate: float = 2.0,
+    duration: float = 10.0,
+    join_probes: int = 7,
+    heartbeat: float = 1.0,
+    profile_dir: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[LoadResult]:
+    """Run the load benchmark for each member count; one fresh relay per count.
+
+    ``chat_rate`` is messages per second for the whole room during the chat window; each is
+    fanned out to every other member. With ``profile_dir`` the relay runs under cProfile and
+    leaves ``relay-<N>.prof`` there, covering the idle window only.
+    """
+    if duration <= 0 or chat_rate < 0 or join_probes < 1 or heartbeat <= 0:
+        raise ValueError("need duration > 0, chat_rate >= 0, join_probes >= 1, heartbeat > 0")
+    results = []
+    for count in members:
+        if count < 1:
+            raise ValueError("member counts must be positive")
+        profile = None
+        if profile_dir is not None:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            profile = str(Path(profile_dir) / f"relay-{count}.prof")
+        results.append(
+            run_one(count, chat_rate, duration, join_probes, heartbeat, profile, progress)
+        )
+    return results
+
+
+def format_table(results: Sequence[LoadResult]) -> str:
+    header = (
+        f"{'members':>7} {'joined':>6} {'join phase s':>12} {'CPU idle %':>10} "
+        f"{'CPU chat %':>10} {'RSS MiB':>8} {'B/member':>9} {'deliv/s':>9} "
+        f"{'join ms (median)':>16} {'gen CPU %':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(
+            f"{r.members:>7} {r.joined:>6} {r.join_phase_s:>12.1f} {r.relay_cpu_idle_pct:>10.2f} "
+            f"{r.relay_cpu_chat_pct:>10.2f} {r.relay_rss_kib / 1024:>8.1f} "
+            f"{r.relay_bytes_per_member:>9.0f} {r.deliveries_per_s:>9.1f} "
+            f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def print_profile(path: str, limit: int = 25) -> None:
+    stats = pstats.Stats(path)
+    stats.sort_stats("tottime").print_stats(limit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m udpchat.benchmark.load")
+    sub = parser.add_subparsers(dest="role", required=True)
+    for role in ("relay", "members"):
+        worker = sub.add_parser(role)
+        worker.add_argument("--json-args", required=True)
+    run = sub.add_parser("run", help="run the benchmark and print a table")
+    run.add_argument("--members", type=int, nargs="+", default=[100, 500, 1000])
+    run.add_argument("--chat-rate", type=float, default=2.0)
+    run.add_argument("--duration", type=float, default=10.0)
+    run.add_argument("--join-probes", type=int, default=7)
+    run.add_argument("--profile-dir", default=None)
+    run.add_argument("--json", action="store_true", help="print results as JSON lines")
+    ns = parser.parse_args(argv)
+    if ns.role == "relay":
+        return relay_main(json.loads(ns.json_args))
+    if ns.role == "members":
+        return members_main(json.loads(ns.json_args))
+    results = run_load(
+        ns.members,
+        ns.chat_rate,
+        ns.duration,
+        ns.join_probes,
+        profile_dir=ns.profile_dir,
+        progress=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+    if ns.json:
+        for r in results:
+            print(json.dumps(r.to_dict()))
+    else:
+        print(format_table(results))
+    if ns.profile_dir:
+        for r in results:
+            print(f"\n--- relay profile, {r.members} members ---")
+            print_profile(str(Path(ns.profile_dir) / f"relay-{r.members}.prof"))
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # stdin and timer threads must not keep a finished worker alive
