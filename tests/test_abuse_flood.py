@@ -15,6 +15,7 @@ from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.reliability import LinkConfig
 from udpchat.sim import Address, PathModel, SimNetwork
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,7 +130,8 @@ def test_private_messages_share_the_bucket() -> None:
 
 
 def test_a_member_that_never_acknowledges_is_dropped_without_stalling_the_others() -> None:
-    net, relay = setup(RelayConfig(flood_burst=20))
+    # A small queue per member on the relay, so that 24 messages of 15 KB overflow it.
+    net, relay = setup(RelayConfig(flood_burst=20, link=LinkConfig(send_buffer=128 * 1024)))
     alice = join(net, "alice", 1)
     bob = join(net, "bob", 2)
     sloth = join(net, "sloth", 3)
@@ -137,11 +139,13 @@ def test_a_member_that_never_acknowledges_is_dropped_without_stalling_the_others
     net.set_path(RELAY, client_addr(3), PathModel(loss=1.0))  # it hears nothing, acks nothing
     big = "x" * 15_000
     start = net.now
-    for i in range(12):
+    count = 12
+    for i in range(count):
         alice.send(m.Say(f"{i} {big}"))
         bob.send(m.Say(f"{i} {big}"))
     assert net.run_until(
-        lambda: len(alice.of(m.ChatMessage)) == 12 and len(bob.of(m.ChatMessage)) == 12, 5
+        lambda: len(alice.of(m.ChatMessage)) == count and len(bob.of(m.ChatMessage)) == count,
+        10,
     )
     took = net.now - start
     assert "sloth" not in relay.member_nicks()
@@ -155,13 +159,15 @@ def test_a_member_that_never_acknowledges_is_dropped_without_stalling_the_others
         seqs = [s for s, _ in c.room_events()]
         assert seqs == sorted(set(seqs))
         other = bob if c is alice else alice
-        assert [x.text.split()[0] for x in c.of(m.ChatMessage)] == [str(i) for i in range(12)]
+        assert [x.text.split()[0] for x in c.of(m.ChatMessage)] == [str(i) for i in range(count)]
         assert all(x.nick == other.nick for x in c.of(m.ChatMessage))
     assert took < relay.config.timeout  # dropped for its queue, long before any timeout
 
 
 def test_live_member_that_stops_reading_is_dropped_and_the_room_goes_on() -> None:
-    config = RelayConfig(flood_burst=20, shutdown_grace=0.3)
+    config = RelayConfig(
+        flood_burst=20, shutdown_grace=0.3, link=LinkConfig(send_buffer=128 * 1024)
+    )
     server = RelayServer(RelayOptions(host=LOCALHOST, port=0, config=config)).start()
     clients: list[ChatClient] = []
     sloth_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

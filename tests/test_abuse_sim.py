@@ -331,11 +331,6 @@ def test_a_resume_does_not_refill_the_flood_bucket() -> None:
 # --- known weaknesses, each with the fix it needs --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NICK is not flood-limited (protocol.md 6.5 names SAY, ACTION and PRIVATE_SEND "
-    "only): one member can fan out thousands of NICK_CHANGED events a second to everyone",
-)
 def test_nick_changes_are_flood_limited() -> None:
     config = RelayConfig(flood_burst=10, flood_rate=5.0)
     net, _relay = setup(config)
@@ -349,11 +344,6 @@ def test_nick_changes_are_flood_limited() -> None:
     assert len(bob.of(m.NickChanged)) <= allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one burst of ~2,000 NICK requests (64 datagrams) overflows every member's send "
-    "queue on the relay: everyone, the sender included, is dropped as unable to keep up",
-)
 def test_a_burst_of_nick_requests_does_not_empty_the_room() -> None:
     net, relay = setup(RelayConfig(handshake_burst=100))
     clients = [join(net, FakeClient(f"user{i}", RELAY, seed=i), i) for i in range(6)]
@@ -364,11 +354,6 @@ def test_a_burst_of_nick_requests_does_not_empty_the_room() -> None:
     assert {f"user{i}" for i in range(1, 6)} <= set(relay.member_nicks())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two members each posting a burst the flood limits allow (10 messages of 16 KB) "
-    "put 320 KB in every other member's 128 KiB relay queue at once: all of them are dropped",
-)
 def test_bursts_within_the_flood_limits_do_not_empty_the_room() -> None:
     net, relay = setup(RelayConfig(handshake_burst=100))
     clients = [join(net, FakeClient(f"user{i}", RELAY, seed=i), i) for i in range(6)]
@@ -381,11 +366,6 @@ def test_bursts_within_the_flood_limits_do_not_empty_the_room() -> None:
     assert all(len(c.of(m.ChatMessage)) >= 10 for c in clients)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WHO is not flood-limited: each one makes the relay sort and encode the whole "
-    "member list (up to 64 KiB), hundreds per 1200-byte datagram",
-)
 def test_who_requests_are_flood_limited() -> None:
     config = RelayConfig(flood_burst=10, flood_rate=5.0)
     net, _relay = setup(config)
@@ -398,11 +378,6 @@ def test_who_requests_are_flood_limited() -> None:
     assert len(alice.of(m.Members)) <= allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SAY's POSTED is dropped silently when the sender's own send queue is full "
-    "(the return value of _deliver is ignored), so answers no longer match SAYs by counting",
-)
 def test_every_say_gets_one_answer_even_when_the_senders_queue_is_full() -> None:
     net, _relay = setup()
     alice = join(net, FakeClient("alice", RELAY, seed=1), 1)
@@ -426,12 +401,6 @@ def test_every_say_gets_one_answer_even_when_the_senders_queue_is_full() -> None
     assert dropped or answers == 3, (told_bob, answers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JOIN replayed from the member's address within the cookie lifetime, once its "
-    "nickname is free again (the member left, or renamed), admits a ghost session with it, "
-    "even in a room with a key",
-)
 @pytest.mark.parametrize("how", ["quit", "rename"])
 def test_replayed_join_admits_nobody(how: str) -> None:
     net, relay = setup(key=KEY)
@@ -455,11 +424,6 @@ def _open(client: SealedFake, data: bytes) -> wire.Datagram:
     return wire.decode_datagram(client.sealer.open(data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HELLO and JOIN are not checked for the 1200-byte minimum: a 15-byte HELLO gets a "
-    "35-byte CHALLENGE, an answer larger than the request (protocol.md 4 and 9)",
-)
 def test_short_handshake_datagrams_get_no_larger_answer() -> None:
     net, _relay = setup()
     answers: list[bytes] = []

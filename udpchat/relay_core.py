@@ -32,6 +32,8 @@ COOKIE_MAC_SIZE = 16
 # RFC 9000 section 8: at most three times the bytes received, before validation.
 AMPLIFICATION_FACTOR = 3
 MAX_PENDING_EVENTS = 10_000
+# Used JOIN nonces remembered against replays; a full table forgets the oldest early.
+MAX_USED_JOINS = 65_536
 RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE)))
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
@@ -54,7 +56,10 @@ class RelayConfig:
     max_sources: int = 4096
     cookie_lifetime: float = 10.0
     shutdown_grace: float = 1.0
-    link: LinkConfig = field(default_factory=lambda: LinkConfig(send_buffer=128 * 1024))
+    # Queued messages are shared bytes objects, so a generous per-member budget costs memory
+    # only while that member really lags: 1 MiB holds two members' full bursts of 16 KiB
+    # messages, or a second of fan-out at 8,000 messages a second.
+    link: LinkConfig = field(default_factory=lambda: LinkConfig(send_buffer=1024 * 1024))
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat < self.timeout:
@@ -124,6 +129,8 @@ class RelayStats:
     deliveries: int = 0
     amplification_held: int = 0
     bad_key: int = 0
+    short_handshakes: int = 0
+    replayed_joins: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -174,7 +181,11 @@ class RelayCore:
         self._sources: dict[str, TokenBucket] = {}
         self._timers: list[tuple[float, int, bytes]] = []
         self._timer_order = 0
-        self._dirty: set[Member] = set()
+        # Members with something to flush, in order; a new member goes first, so its
+        # WELCOME is not queued behind the fan-out of its own JOINED.
+        self._dirty: dict[Member, None] = {}
+        self._used_joins: dict[tuple[Address, bytes], float] = {}
+        self._members_cache: tuple[str, ...] | None = None
         self._closing: list[Member] = []
         self._out: list[tuple[bytes, Address]] = []
         self._out_plain: list[tuple[bytes, Address]] = []
@@ -215,10 +226,15 @@ class RelayCore:
             return
         if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathResponse)):
             self._on_session_datagram(datagram, len(data), addr, now)
-        elif isinstance(datagram, wire.Hello):
-            self._on_hello(datagram, addr, now)
-        elif isinstance(datagram, wire.Join):
-            self._on_join(datagram, addr, now)
+        elif isinstance(datagram, (wire.Hello, wire.Join)):
+            if len(data) < wire.MIN_INITIAL_SIZE:
+                # protocol.md 4.1: unpadded, it could draw an answer larger than itself.
+                self.stats.short_handshakes += 1
+                self._drop(f"{type(datagram).__name__} shorter than {wire.MIN_INITIAL_SIZE}", addr)
+            elif isinstance(datagram, wire.Hello):
+                self._on_hello(datagram, addr, now)
+            else:
+                self._on_join(datagram, addr, now)
         else:
             self.stats.unexpected += 1
             self._drop(f"unexpected {type(datagram).__name__}", addr)
@@ -226,7 +242,7 @@ class RelayCore:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self._out
         self._out = []
-        for member in self._dirty:
+        for member in list(self._dirty):
             self._flush(member, now, out)
             if member.token in self.members:
                 self._reschedule(member)
@@ -268,7 +284,7 @@ class RelayCore:
             if member.link.dead:
                 self._remove(member, m.LeaveReason.DROPPED, "connection lost", now)
                 continue
-            self._dirty.add(member)
+            self._dirty[member] = None
         if now >= self._shutdown_deadline:
             for member in list(self.members.values()):
                 self._forget(member)
@@ -371,6 +387,12 @@ class RelayCore:
         if pending is not None:  # our ACCEPT was lost: say it again
             self._out.append((self._accept(pending, join.nonce), addr))
             return
+        used_until = self._used_joins.get((addr, join.nonce))
+        if used_until is not None and now < used_until:
+            # A JOIN that already made a session, replayed within its cookie's lifetime.
+            self.stats.replayed_joins += 1
+            self._drop("replayed JOIN", addr)
+            return
         if not self._allow_handshake(addr, now):
             self._reject(
                 join.nonce,
@@ -431,9 +453,11 @@ class RelayCore:
         self.members[token] = member
         self._by_nick[key] = member
         self._by_join[(addr, join.nonce)] = member
+        self._remember_join((addr, join.nonce), now)
+        self._members_cache = None
         self._out.append((self._accept(member, join.nonce), addr))
         self._events.append(MemberJoined(join.nick, addr, old is not None))
-        members = self._members_fitting([mb.nick for mb in self.members.values()])
+        members = self._member_list()
         first = self._history[0][0] if self._history else self.room_seq + 1
         self._deliver(
             member, m.encode_message(m.Welcome(join.nick, members, self.room_seq, first, resumed))
@@ -463,8 +487,24 @@ class RelayCore:
                 None,
                 chat=False,
             )
-        self._dirty.add(member)
+        self._dirty = {member: None, **self._dirty}
         self._reschedule(member)
+
+    def _remember_join(self, key: tuple[Address, bytes], now: float) -> None:
+        """Keep used (address, nonce) pairs for as long as their cookie could be valid."""
+        used = self._used_joins
+        while used:
+            oldest = next(iter(used))
+            if used[oldest] > now and len(used) < MAX_USED_JOINS:
+                break
+            del used[oldest]
+        used[key] = now + self.config.cookie_lifetime
+
+    def _member_list(self) -> tuple[str, ...]:
+        """The sorted member list for WELCOME and MEMBERS, rebuilt only when it changed."""
+        if self._members_cache is None:
+            self._members_cache = self._members_fitting([mb.nick for mb in self.members.values()])
+        return self._members_cache
 
     def _accept(self, member: Member, nonce: bytes) -> bytes:
         return wire.encode_accept(
@@ -528,7 +568,7 @@ class RelayCore:
             if member.token not in self.members:
                 break  # it quit
         if member.token in self.members:
-            self._dirty.add(member)
+            self._dirty[member] = None
 
     def _move(self, member: Member, addr: Address) -> None:
         self._events.append(MemberMoved(member.nick, member.addr, addr))
@@ -588,7 +628,7 @@ class RelayCore:
         except SendBufferFull:
             return False
         self.stats.deliveries += 1
-        self._dirty.add(member)
+        self._dirty[member] = None
         return True
 
     def _post(self, event: m.RoomEvent, exclude: Member | None, chat: bool) -> None:
@@ -613,7 +653,7 @@ class RelayCore:
         if isinstance(message, (m.Say, m.Action)):
             problem = m.text_error(message.text) or self._flood(member, now)
             if problem is not None:
-                self._deliver(member, m.encode_message(m.Refused(problem)))
+                self._answer(member, m.Refused(problem))
                 return
             seq = self._next_seq()
             event: m.RoomEvent
@@ -621,15 +661,19 @@ class RelayCore:
                 event = m.ChatMessage(seq, self._time(now), member.nick, message.text)
             else:
                 event = m.ActionMessage(seq, self._time(now), member.nick, message.text)
-            self._deliver(member, m.encode_message(m.Posted(seq)))
-            self._post(event, member, chat=True)
+            if self._answer(member, m.Posted(seq)):
+                self._post(event, member, chat=True)
         elif isinstance(message, m.PrivateSend):
             self._private(member, message, now)
         elif isinstance(message, m.NickRequest):
-            self._rename(member, message.nick, now)
+            problem = self._flood(member, now)
+            if problem is not None:
+                self._answer(member, m.Error(problem))
+            else:
+                self._rename(member, message.nick, now)
         elif isinstance(message, m.Who):
-            nicks = self._members_fitting([mb.nick for mb in self.members.values()])
-            self._deliver(member, m.encode_message(m.Members(nicks)))
+            problem = self._flood(member, now)
+            self._answer(member, m.Error(problem) if problem else m.Members(self._member_list()))
         elif isinstance(message, m.Quit):
             self._remove(member, m.LeaveReason.QUIT, message.reason, now)
             member.link.acknowledge_now()  # before the session is forgotten
@@ -637,6 +681,15 @@ class RelayCore:
         else:
             self.stats.bad_messages += 1
             self._drop(f"a client may not send {type(message).__name__}", member.addr)
+
+    def _answer(self, member: Member, message: m.RelayMessage) -> bool:
+        """Send a member the answer to its request; a member whose queue cannot take even
+        that is dropped, since answers matched by counting would otherwise go astray."""
+        if self._deliver(member, m.encode_message(message)):
+            return True
+        if member.token in self.members:
+            self._remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+        return False
 
     def _flood(self, member: Member, now: float) -> str | None:
         if member.bucket.take(now):
@@ -655,12 +708,14 @@ class RelayCore:
             or self._flood(member, now)
         )
         if problem is not None or target is None:
-            self._deliver(member, m.encode_message(m.Error(problem or "")))
+            self._answer(member, m.Error(problem or ""))
             return
-        data = m.encode_message(m.Private(self._time(now), member.nick, target.nick, message.text))
-        self._deliver(target, data)
-        if target is not member:
-            self._deliver(member, data)
+        private = m.Private(self._time(now), member.nick, target.nick, message.text)
+        if target is not member and not self._deliver(target, m.encode_message(private)):
+            self._remove(target, m.LeaveReason.DROPPED, "could not keep up", None)
+            self._answer(member, m.Error(f"{target.nick} could not take the message"))
+            return
+        self._answer(member, private)
 
     def _rename(self, member: Member, nick: str, now: float) -> None:
         problem = nick_error(nick)
@@ -671,23 +726,25 @@ class RelayCore:
         if problem is None and nick == member.nick:
             problem = f"you are already {nick}"
         if problem is not None:
-            self._deliver(member, m.encode_message(m.Error(problem)))
+            self._answer(member, m.Error(problem))
             return
         old = member.nick
         del self._by_nick[member.key]
         member.nick, member.key = nick, key
         self._by_nick[key] = member
+        self._members_cache = None
         self._events.append(MemberRenamed(old, nick))
         self._post(m.NickChanged(self._next_seq(), self._time(now), old, nick), None, chat=False)
 
     def _forget(self, member: Member) -> None:
         """Drop a session from every table, without telling anyone."""
         self.members.pop(member.token, None)
+        self._members_cache = None
         if self._by_nick.get(member.key) is member:
             del self._by_nick[member.key]
         if member.join is not None:
             self._by_join.pop(member.join, None)
-        self._dirty.discard(member)
+        self._dirty.pop(member, None)
 
     def _remove(self, member: Member, reason: m.LeaveReason, text: str, now: float | None) -> None:
         self._forget(member)

@@ -290,6 +290,8 @@ class Link:
                 newly.append(packet)
         if not newly:
             return
+        if not flight:
+            self._in_flight = {}  # a dict keeps its grown table: idle members get a small one
         largest = max(newly, key=lambda p: p.seq)
         if largest.seq > self._largest_acked:
             self._largest_acked = largest.seq
