@@ -26,6 +26,7 @@ from udpchat.relay_core import (
     RelayEvent,
     RelayStats,
 )
+from udpchat.sanitize import safe_text
 from udpchat.seal import Sealer, derive_room_key
 from udpchat.transport import DatagramTransport, ImpairedTransport, UdpTransport
 
@@ -153,12 +154,10 @@ class RelayServer:
                 how = "rejoined" if event.resumed else "joined"
                 log.info("%s %s from %s:%d", event.nick, how, *event.addr)
             elif isinstance(event, MemberLeft):
-                log.info(
-                    "%s left (%s)%s",
-                    event.nick,
-                    event.reason,
-                    f": {event.text}" if event.text else "",
-                )
+                # A quit message is a stranger's text: never raw on the operator's terminal.
+                shown = event.text != event.reason  # a timeout's text repeats its reason
+                text = f": {safe_text(event.text)}" if event.text and shown else ""
+                log.info("%s left (%s)%s", event.nick, event.reason, text)
             elif isinstance(event, MemberRenamed):
                 log.info("%s is now %s", event.old, event.new)
             elif isinstance(event, MemberMoved):
