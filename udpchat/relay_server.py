@@ -69,6 +69,7 @@ class RelayServer:
             sealer=sealer,
         )
         self._stopping = threading.Event()
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_drop_report = time.monotonic()
         self._drops_since_report = 0
@@ -99,6 +100,21 @@ class RelayServer:
 
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
+        try:
+            self._serve()
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once serving has ended; False after ``timeout``.
+
+        Unlike ``Thread.join``, safe to interrupt with Ctrl-C: on Python before 3.12 a join
+        interrupted by KeyboardInterrupt marks a running thread as finished, and a later
+        ``stop()`` would return before the goodbye was sent.
+        """
+        return self._done.wait(timeout)
+
+    def _serve(self) -> None:
         core, transport = self._core, self._transport
         while True:
             with self._lock:
@@ -130,17 +146,19 @@ class RelayServer:
                 break  # stop() was asked not to say goodbye
         transport.close()
 
-    def stop(self, reason: str = "the relay is shutting down", goodbye: bool = True) -> None:
+    def stop(self, reason: str = "stopped by its operator", goodbye: bool = True) -> None:
         """Tell members (``goodbye``) and stop; returns once the serving thread has ended."""
         with self._lock:
             if goodbye and not self._core.shutting_down:
                 self._core.shutdown(reason, time.monotonic())
             self._stopping.set()
+        self._transport.wake()  # act now, not after the receiver's idle wait
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._core.config.shutdown_grace + 2 * IDLE_WAIT + 1)
         if thread is None:
             self._transport.close()
+            self._done.set()
 
     def __enter__(self) -> RelayServer:
         return self.start()
@@ -189,8 +207,8 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     log.info("udpchat relay listening on %s%s", shown, " (room key set)" if options.key else "")
     server.start()
     try:
-        while server._thread is not None and server._thread.is_alive():
-            server._thread.join(timeout=0.5)
+        while not server.wait(0.5):
+            pass
     except KeyboardInterrupt:
         log.info("shutting down: telling %d members", len(server.members()))
         server.stop()
