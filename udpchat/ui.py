@@ -515,8 +515,20 @@ class InteractiveUI(_Frontend):
         lines.extend([("bold" if self._colour else "", nick), ("", "> ")])
         return FormattedText(lines)
 
+    def _app_session(self) -> contextlib.AbstractContextManager[object]:
+        """A prompt_toolkit session for the given terminal; none for the real one.
+
+        patch_stdout prints from its own thread, which sees only the default app session:
+        inside a session of our own it finds no running prompt and writes over it instead
+        of above it (and the prompt is not redrawn). So the real terminal, where that shows,
+        keeps the default session; a given input or output (tests) needs its own.
+        """
+        if self._input is None and self._output is None:
+            return contextlib.nullcontext()
+        return create_app_session(input=self._input, output=self._output)
+
     def run(self, factory: HandleFactory) -> int:
-        with create_app_session(input=self._input, output=self._output), patch_stdout(raw=True):
+        with self._app_session(), patch_stdout(raw=True):
             session = self.build_session()
             handle = self._start(factory)
             if handle is None:
