@@ -28,6 +28,7 @@ import queue
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, Protocol, TextIO
 
@@ -478,7 +479,8 @@ class InteractiveUI(_Frontend):
         self._colour = colour
         self._input = pt_input  # prompt_toolkit's terminal; None: the real one
         self._output = pt_output
-        self._pending: dict[int, MessagePending] = {}
+        # our unconfirmed messages, with when they were typed (the clock shown beside them)
+        self._pending: dict[int, tuple[MessagePending, float]] = {}
         self._session: PromptSession[str] | None = None
 
     def build_session(self) -> PromptSession[str]:
@@ -506,8 +508,8 @@ class InteractiveUI(_Frontend):
         hidden = len(pending) - PENDING_SHOWN
         if hidden > 0:
             lines.append(("dim" if self._colour else "", f"(+{hidden} more sending)\n"))
-        for event in pending[-PENDING_SHOWN:]:
-            styled = styled_line(event, colour=self._colour)
+        for event, typed_at in pending[-PENDING_SHOWN:]:
+            styled = styled_line(event, colour=self._colour, now=typed_at)
             if styled is not None:
                 lines.extend((item[0], item[1]) for item in styled)
                 lines.append(("", "\n"))
@@ -552,7 +554,7 @@ class InteractiveUI(_Frontend):
 
     def _show(self, event: ClientEvent) -> None:
         if isinstance(event, MessagePending):
-            self._pending[event.local_id] = event
+            self._pending[event.local_id] = (event, time.time())
         elif isinstance(event, (MessageReceived, MessageRefused)):
             local_id = event.local_id
             if local_id is not None and (not isinstance(event, MessageReceived) or event.own):
