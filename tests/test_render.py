@@ -85,6 +85,12 @@ EXPECTED: list[tuple[ClientEvent, str]] = [
     (MemberJoined(10, T, "carol"), "14:13:20 -- carol joined"),
     (MemberLeft(11, T, "carol", "quit", "bye all"), "14:13:20 -- carol left (quit: bye all)"),
     (MemberLeft(12, T, "dave", "timed out"), "14:13:20 -- dave left (timed out)"),
+    # the relay's LEFT for a timeout carries the text "timed out" too: shown once
+    (MemberLeft(12, T, "dave", "timed out", "timed out"), "14:13:20 -- dave left (timed out)"),
+    (
+        MemberLeft(12, T, "eve", "dropped", "connection lost"),
+        "14:13:20 -- eve left (dropped: connection lost)",
+    ),
     (NickChanged(13, T, "bob", "robert"), "14:13:20 -- bob is now robert"),
     (NickChanged(14, T, "alice", "al", own=True), "14:13:20 -- you are now al"),
     (MembersListed(("al", "robert")), "14:14:21 -- in the room (2): al, robert"),

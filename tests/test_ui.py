@@ -536,3 +536,15 @@ def test_real_files_are_read_line_by_line_and_bad_bytes_refused(tmp_path: Any) -
     assert code == 0, err.getvalue()
     assert factory.calls[:2] == [("say", "héllo"), ("say", "last line")]
     assert "!! the line is not valid UTF-8 text" in bodies(out.getvalue().splitlines())
+
+
+def test_pending_messages_keep_the_time_they_were_typed(monkeypatch: Any) -> None:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO())
+    ui.build_session()
+    ui._handle = FakeHandle(ui.on_event, delivers=False)
+    clock = [1_790_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    ui.on_event(MessagePending(1, "one"))
+    first = "".join(item[1] for item in ui.prompt_message())
+    clock[0] += 75  # the prompt is redrawn later: the line must not move with the clock
+    assert "".join(item[1] for item in ui.prompt_message()) == first

@@ -79,6 +79,10 @@ class ChatClient:
         )
         self._on_event = on_event
         self._queue: queue.Queue[ClientEvent] = queue.Queue()
+        # Events wait here, in the order the session emitted them, for the one thread at a
+        # time that hands them out (both threads flush: each must not overtake the other).
+        self._backlog: list[ClientEvent] = []
+        self._dispatching = False
         self._thread: threading.Thread | None = None
         self._sleeping_until = 0.0
         self._closed = threading.Event()
@@ -220,21 +224,32 @@ class ChatClient:
         with self._lock:
             now = time.monotonic()
             out = self._session.datagrams_to_send(now)
-            events = self._session.events()
+            self._backlog.extend(self._session.events())
             timer = self._session.next_timer()
             self._changed.notify_all()
         for data in out:
             self._transport.sendto(data, self._server)
-        self._dispatch(events)
+        self._dispatch()
         if timer is not None and timer < self._sleeping_until:
             self._transport.wake()
 
-    def _dispatch(self, events: list[ClientEvent]) -> None:
-        for event in events:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
-                self._queue.put(event)
+    def _dispatch(self) -> None:
+        """Hand out the backlog in order; if another thread is at it, it takes ours too."""
+        while True:
+            with self._lock:
+                if self._dispatching or not self._backlog:
+                    return
+                self._dispatching = True
+                events, self._backlog = self._backlog, []
+            try:
+                for event in events:
+                    if self._on_event is not None:
+                        self._on_event(event)
+                    else:
+                        self._queue.put(event)
+            finally:
+                with self._lock:
+                    self._dispatching = False
 
     def _receive_loop(self) -> None:
         session, transport = self._session, self._transport

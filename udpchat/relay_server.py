@@ -26,6 +26,7 @@ from udpchat.relay_core import (
     RelayEvent,
     RelayStats,
 )
+from udpchat.sanitize import safe_text
 from udpchat.seal import Sealer, derive_room_key
 from udpchat.transport import DatagramTransport, ImpairedTransport, UdpTransport
 
@@ -68,6 +69,7 @@ class RelayServer:
             sealer=sealer,
         )
         self._stopping = threading.Event()
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_drop_report = time.monotonic()
         self._drops_since_report = 0
@@ -98,6 +100,21 @@ class RelayServer:
 
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
+        try:
+            self._serve()
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once serving has ended; False after ``timeout``.
+
+        Unlike ``Thread.join``, safe to interrupt with Ctrl-C: on Python before 3.12 a join
+        interrupted by KeyboardInterrupt marks a running thread as finished, and a later
+        ``stop()`` would return before the goodbye was sent.
+        """
+        return self._done.wait(timeout)
+
+    def _serve(self) -> None:
         core, transport = self._core, self._transport
         while True:
             with self._lock:
@@ -129,17 +146,19 @@ class RelayServer:
                 break  # stop() was asked not to say goodbye
         transport.close()
 
-    def stop(self, reason: str = "the relay is shutting down", goodbye: bool = True) -> None:
+    def stop(self, reason: str = "stopped by its operator", goodbye: bool = True) -> None:
         """Tell members (``goodbye``) and stop; returns once the serving thread has ended."""
         with self._lock:
             if goodbye and not self._core.shutting_down:
                 self._core.shutdown(reason, time.monotonic())
             self._stopping.set()
+        self._transport.wake()  # act now, not after the receiver's idle wait
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._core.config.shutdown_grace + 2 * IDLE_WAIT + 1)
         if thread is None:
             self._transport.close()
+            self._done.set()
 
     def __enter__(self) -> RelayServer:
         return self.start()
@@ -153,12 +172,10 @@ class RelayServer:
                 how = "rejoined" if event.resumed else "joined"
                 log.info("%s %s from %s:%d", event.nick, how, *event.addr)
             elif isinstance(event, MemberLeft):
-                log.info(
-                    "%s left (%s)%s",
-                    event.nick,
-                    event.reason,
-                    f": {event.text}" if event.text else "",
-                )
+                # A quit message is a stranger's text: never raw on the operator's terminal.
+                shown = event.text != event.reason  # a timeout's text repeats its reason
+                text = f": {safe_text(event.text)}" if event.text and shown else ""
+                log.info("%s left (%s)%s", event.nick, event.reason, text)
             elif isinstance(event, MemberRenamed):
                 log.info("%s is now %s", event.old, event.new)
             elif isinstance(event, MemberMoved):
@@ -190,8 +207,8 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     log.info("udpchat relay listening on %s%s", shown, " (room key set)" if options.key else "")
     server.start()
     try:
-        while server._thread is not None and server._thread.is_alive():
-            server._thread.join(timeout=0.5)
+        while not server.wait(0.5):
+            pass
     except KeyboardInterrupt:
         log.info("shutting down: telling %d members", len(server.members()))
         server.stop()

@@ -253,7 +253,7 @@ def _body(event: ClientEvent) -> list[Fragment] | None:
         return _notice(_nick(event.nick), ("notice", " joined"))
     if isinstance(event, MemberLeft):
         why = safe_text(event.reason)
-        if event.text:
+        if event.text and event.text != event.reason:  # a timeout's text repeats its reason
             why += ": " + safe_text(event.text)
         return _notice(_nick(event.nick), ("notice", f" left ({why})"))
     if isinstance(event, NickChanged):

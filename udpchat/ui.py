@@ -28,6 +28,7 @@ import queue
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, Protocol, TextIO
 
@@ -475,7 +476,8 @@ class InteractiveUI(_Frontend):
         self._colour = colour
         self._input = pt_input  # prompt_toolkit's terminal; None: the real one
         self._output = pt_output
-        self._pending: dict[int, MessagePending] = {}
+        # our unconfirmed messages, with when they were typed (the clock shown beside them)
+        self._pending: dict[int, tuple[MessagePending, float]] = {}
         self._session: PromptSession[str] | None = None
         self._quit_reason = ""
 
@@ -532,7 +534,7 @@ class InteractiveUI(_Frontend):
             return FormattedText([("", " joining...")])
         parts = [f" {safe_nick(handle.nick)} in a room of {len(handle.members)}"]
         if pending:
-            first = safe_text(pending[0].text)
+            first = safe_text(pending[0][0].text)
             if len(first) > 30:
                 first = first[:29] + "\u2026"
             more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
@@ -540,17 +542,20 @@ class InteractiveUI(_Frontend):
         parts.append("/help for commands")
         return FormattedText([("", "  \u00b7  ".join(parts))])
 
+    def _app_session(self) -> contextlib.AbstractContextManager[object]:
+        """A prompt_toolkit session for the given terminal; none for the real one.
+
+        patch_stdout prints from its own thread, which sees only the default app session:
+        inside a session of our own it finds no running prompt and writes over it instead
+        of above it (and the prompt is not redrawn). So the real terminal, where that shows,
+        keeps the default session; a given input or output (tests) needs its own.
+        """
+        if self._input is None and self._output is None:
+            return contextlib.nullcontext()
+        return create_app_session(input=self._input, output=self._output)
+
     def run(self, factory: HandleFactory) -> int:
-        # patch_stdout's writer thread finds the running prompt through the *default* app
-        # session (context variables do not cross threads): only tests, which bring their
-        # own input and output, get a session of their own.
-        custom = self._input is not None or self._output is not None
-        app_session = (
-            create_app_session(input=self._input, output=self._output)
-            if custom
-            else contextlib.nullcontext()
-        )
-        with app_session, patch_stdout(raw=True):
+        with self._app_session(), patch_stdout(raw=True):
             session = self.build_session()
             handle = self._start(factory)
             if handle is None:
@@ -567,7 +572,7 @@ class InteractiveUI(_Frontend):
 
     def _show(self, event: ClientEvent) -> None:
         if isinstance(event, MessagePending):
-            self._pending[event.local_id] = event
+            self._pending[event.local_id] = (event, time.time())
         elif isinstance(event, (MessageReceived, MessageRefused)):
             local_id = event.local_id
             if local_id is not None and (not isinstance(event, MessageReceived) or event.own):

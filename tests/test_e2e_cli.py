@@ -1,0 +1,272 @@
+"""End to end through the command line: ``udpchat join`` with piped stdin (JSON and plain
+lines) and ``udpchat relay`` as real subprocesses, next to library clients."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e_support import (
+    JsonProcess,
+    Process,
+    RelayProcess,
+    join_process,
+    members,
+    running_relay,
+)
+from udpchat import events as ev
+
+TIME = re.compile(r"^\d\d:\d\d:\d\d ")
+
+# protocol-level facts every --json record of these types must carry
+REQUIRED_FIELDS = {
+    "welcome": {"nick": str, "members": list, "resumed": bool},
+    "message": {"from": str, "text": str, "seq": int, "time": (int, float), "own": bool},
+    "private": {"from": str, "to": str, "text": str, "time": (int, float)},
+    "join": {"nick": str, "seq": int, "time": (int, float)},
+    "leave": {"nick": str, "reason": str, "text": str, "seq": int},
+    "nick": {"old": str, "new": str, "own": bool, "seq": int},
+    "who": {"members": list},
+    "error": {"text": str},
+    "pending": {"local_id": int, "text": str},
+    "rejected": {"code": int, "reason": str},
+    "closed": {"reason": str},
+}
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Every subprocess a test starts goes in here and is killed at the end, whatever happens."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.cleanup()
+
+
+def check_records(process: JsonProcess) -> list[dict[str, object]]:
+    """Every stdout line is one JSON object in pure ASCII with the documented fields."""
+    records = []
+    for line in process.stdout:
+        assert line.isascii(), line
+        record = json.loads(line)
+        assert isinstance(record, dict)
+        kind = record["type"]
+        assert kind in REQUIRED_FIELDS, f"undocumented record type {kind!r}"
+        for name, types in REQUIRED_FIELDS[kind].items():
+            assert isinstance(record[name], types), (kind, name, record)
+        records.append(record)
+    return records
+
+
+# --- 8. udpchat join --json with piped stdin -----------------------------------------------------
+
+
+@pytest.mark.timeout(40)
+def test_join_json_reports_every_kind_of_event(processes: list[Process]) -> None:
+    with running_relay() as relay, members(relay.address, "bob") as [bob]:
+        alice = join_process("alice", relay.address)
+        assert isinstance(alice, JsonProcess)
+        processes.append(alice)
+
+        welcome = alice.wait_record("welcome", 10)
+        assert (welcome["nick"], welcome["members"], welcome["resumed"]) == (
+            "alice",
+            ["alice", "bob"],
+            False,
+        )
+        bob.log.wait_event(ev.MemberJoined, 5, lambda e: e.nick == "alice")
+
+        alice.send("hello from a pipe")
+        heard = bob.log.wait_event(ev.MessageReceived, 5, lambda e: e.text == "hello from a pipe")
+        own = alice.wait_record("message", 5, lambda r: r["own"])
+        assert (own["from"], own["text"], own["seq"]) == ("alice", "hello from a pipe", heard.seq)
+        assert alice.of("pending")[0]["text"] == "hello from a pipe", alice.stdout
+
+        bob.client.say("hi alice")
+        said = alice.wait_record("message", 5, lambda r: r["from"] == "bob")
+        assert said["text"] == "hi alice" and said["seq"] > own["seq"]
+        assert not said["own"] and not said["history"] and not said["action"]
+        assert abs(said["time"] - heard.time) < 5
+
+        alice.send("/me waves")
+        bob.log.wait_event(ev.MessageReceived, 5, lambda e: e.action and e.text == "waves")
+
+        alice.send("/msg bob psst")
+        whisper = bob.log.wait_event(ev.PrivateReceived, 5)
+        assert (whisper.sender, whisper.to, whisper.text) == ("alice", "bob", "psst")
+        copy = alice.wait_record("private", 5)
+        assert (copy["from"], copy["to"], copy["text"]) == ("alice", "bob", "psst")
+        bob.client.private("alice", "back at you")
+        answer = alice.wait_record("private", 5, lambda r: r["from"] == "bob")
+        assert (answer["to"], answer["text"]) == ("alice", "back at you")
+
+        alice.send("/who")
+        assert alice.wait_record("who", 5)["members"] == ["alice", "bob"]
+
+        with members(relay.address, "carol") as [carol]:
+            alice.wait_record("join", 5, lambda r: r["nick"] == "carol")
+            carol.client.quit("bye now", timeout=5)
+        leave = alice.wait_record("leave", 5)
+        assert (leave["nick"], leave["reason"], leave["text"]) == ("carol", "quit", "bye now")
+
+        alice.send("/nick Alicia")
+        renamed = alice.wait_record("nick", 5)
+        assert (renamed["old"], renamed["new"], renamed["own"]) == ("alice", "Alicia", True)
+        bob.log.wait_event(ev.NickChanged, 5, lambda e: e.new == "Alicia")
+
+        alice.send("/msg nobody are you there", "/frobnicate", "/nick bob")
+        texts = [r["text"] for r in alice.wait_records("error", 3, 5)]
+        assert any("nobody" in t for t in texts), texts
+        assert any("/frobnicate" in t for t in texts), texts
+        assert any("bob" in t and "taken" in t for t in texts), texts
+
+        # End of input: everything typed is delivered before the client quits, exit 0.
+        last = [f"last words {i}" for i in range(8)]
+        alice.send(*last)
+        alice.close_stdin()
+        assert alice.wait(15) == 0, alice.stderr
+        assert alice.stderr == []
+        heard_last = [
+            e.text for e in bob.log.chat() if e.nick == "Alicia" and e.text.startswith("last")
+        ]
+        assert heard_last == last
+        bob.log.wait_event(ev.MemberLeft, 5, lambda e: e.nick == "Alicia" and e.reason == "quit")
+
+        records = check_records(alice)
+        assert records[-1] == {"type": "closed", "reason": "left the room"}
+        room = [r for r in records if r["type"] in ("message", "join", "leave", "nick")]
+        seqs = [r["seq"] for r in room]
+        assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+        posted = [r["text"] for r in records if r["type"] == "message" and r["own"]]
+        assert posted == ["hello from a pipe", "waves", *last]
+
+
+@pytest.mark.timeout(30)
+def test_plain_join_prints_one_plain_line_per_event(processes: list[Process]) -> None:
+    with running_relay() as relay, members(relay.address, "bob") as [bob]:
+        dave = join_process("dave", relay.address, json_output=False)
+        processes.append(dave)
+        dave.wait_line(lambda line: "you are dave" in line, 10)
+        bob.log.wait_event(ev.MemberJoined, 5)
+        bob.client.say("hello dave")
+        dave.wait_line(lambda line: line.endswith("<bob> hello dave"), 5)
+        dave.send("hi bob", "/me nods", "/who")
+        bob.log.wait_event(ev.MessageReceived, 5, lambda e: e.text == "nods")
+        dave.wait_line(lambda line: "in the room (2)" in line and "you are" not in line, 5)
+        dave.send("/bogus")
+        dave.wait_line(lambda line: "/bogus" in line, 5)
+        with members(relay.address, "carol") as [carol]:
+            dave.wait_line(lambda line: line.endswith("carol joined"), 5)
+            carol.client.quit("see you", timeout=5)
+        dave.wait_line(lambda line: "carol left" in line, 5)
+        dave.close_stdin()
+        assert dave.wait(15) == 0, dave.stderr
+
+    for line in dave.stdout:
+        assert TIME.match(line), line
+        assert "\x1b" not in line and not line.lstrip().startswith("{")
+    assert [TIME.sub("", line) for line in dave.stdout] == [
+        "-- you are dave; in the room (2): bob, dave",
+        "<bob> hello dave",
+        "<dave> hi bob",
+        "* dave nods",
+        "-- in the room (2): bob, dave",
+        "!! unknown command /bogus; try /help",
+        "-- carol joined",
+        "-- carol left (quit: see you)",
+        "-- session closed: left the room",
+    ]
+    assert dave.stderr == []
+
+
+@pytest.mark.timeout(30)
+def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Process]) -> None:
+    with (
+        running_relay() as relay,
+        running_relay(max_members=1) as small,
+        members(relay.address, "bob"),
+        members(small.address, "solo"),
+    ):
+        # all at once, stdin left open: a refused client must not wait for its input to end
+        taken_json = join_process("BOB", relay.address)
+        taken_plain = join_process("Bob", relay.address, json_output=False)
+        invalid = join_process("/bob", relay.address)
+        full = join_process("second", small.address)
+        processes.extend([taken_json, taken_plain, invalid, full])
+        for process in processes:
+            assert process.wait(15) == 1, (process.args, process.stdout, process.stderr)
+
+    assert isinstance(taken_json, JsonProcess) and isinstance(full, JsonProcess)
+    rejected = check_records(taken_json)[0]
+    assert rejected["type"] == "rejected" and rejected["code"] == 1
+    assert "taken" in str(rejected["reason"])
+    assert taken_json.stderr == [f"udpchat: the relay refused to let us in: {rejected['reason']}"]
+
+    assert TIME.sub("", taken_plain.stdout[0]).startswith("!! the relay refused to let us in")
+    assert len(taken_plain.stderr) == 1 and "taken" in taken_plain.stderr[0]
+
+    assert invalid.stdout == []
+    assert len(invalid.stderr) == 1
+    assert invalid.stderr[0].startswith("udpchat: bad nickname '/bob'")
+
+    refused = check_records(full)[0]
+    assert refused["type"] == "rejected" and refused["code"] == 3
+    assert "full" in full.stderr[0]
+
+
+# --- 4 and 5 with the relay as a subprocess ------------------------------------------------------
+
+
+@pytest.mark.timeout(40)
+def test_relay_process_evicts_a_killed_member_and_is_replaced_on_the_same_port(
+    processes: list[Process],
+) -> None:
+    timers = ("--heartbeat", "200ms", "--timeout", "1s")
+    relay = RelayProcess(*timers)
+    processes.append(relay)
+    with members(relay.address, "alice") as [alice]:
+        carol = join_process("carol", relay.address)
+        assert isinstance(carol, JsonProcess)
+        processes.append(carol)
+        carol.wait_record("welcome", 10)
+        alice.log.wait_event(ev.MemberJoined, 5, lambda e: e.nick == "carol")
+
+        carol.kill()  # no QUIT, no goodbye: the relay must notice the silence
+        left = alice.log.wait_event(ev.MemberLeft, 5)
+        assert (left.nick, left.reason) == ("carol", "timed out")
+        relay.wait_line(lambda line: line.endswith("carol left (timed out)"), 5, stderr=True)
+
+        # a quit message reaches the operator's log sanitised
+        with members(relay.address, "dave") as [dave]:
+            dave.client.quit("\x1b[2Jbye\nudpchat relay listening on 6.6.6.6:6", timeout=5)
+        logged = relay.wait_line(lambda line: "dave left (quit)" in line, 5, stderr=True)
+        assert "\u241b[2Jbye\u240audpchat relay listening on 6.6.6.6:6" in logged
+        assert not any("\x1b" in line for line in relay.stderr)
+
+        # the relay dies without a word and a new one takes the same port
+        port = relay.address[1]
+        relay.kill()
+        alice.client.say("while the relay was down")
+        second = RelayProcess(*timers, port=port)
+        processes.append(second)
+        assert second.address == relay.address
+        rejoined = lambda es: sum(isinstance(e, ev.Welcomed) for e in es) >= 2  # noqa: E731
+        assert alice.log.wait_for(rejoined, 15)
+        assert alice.client.wait_idle(5) and alice.client.nick == "alice"
+        second.wait_line(lambda line: "alice joined from" in line, 5, stderr=True)
+
+        # what alice typed during the outage is in the new room, once
+        with members(second.address, "erin") as [erin]:
+            erin.log.wait_event(ev.MessageReceived, 5)
+            history = [e.text for e in erin.log.chat() if e.history]
+            assert history == ["while the relay was down"]
+
+            # Ctrl-C: the relay says goodbye and exits cleanly
+            second.interrupt()
+            assert second.wait(10) == 0
+            for member in (alice, erin):
+                member.log.wait_event(ev.ConnectionLost, 5, lambda e: "shutting down" in e.reason)
+        assert any("shutting down: telling 2 members" in line for line in second.stderr)
