@@ -121,7 +121,10 @@ def join(
     timeout: float = 5.0,
 ) -> Member:
     log = Recorder()
-    options = ClientOptions(nick=nick, server=relay, impairment=impairment, join_timeout=timeout)
+    # running_relay() raises the relay's flood limits, so members need not pace themselves
+    options = ClientOptions(
+        nick=nick, server=relay, impairment=impairment, join_timeout=timeout, pace=False
+    )
     client = ChatClient(options, log).start()
     member = Member(client, log)
     if wait:

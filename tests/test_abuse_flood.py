@@ -55,7 +55,9 @@ class Recorder:
 
 def live_member(nick: str, server: Address) -> tuple[ChatClient, Recorder]:
     recorder = Recorder()
-    client = ChatClient(ClientOptions(nick=nick, server=server, reconnect=False), recorder)
+    client = ChatClient(
+        ClientOptions(nick=nick, server=server, reconnect=False, pace=False), recorder
+    )
     client.start()
     assert client.wait_joined(10), nick
     return client, recorder

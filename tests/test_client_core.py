@@ -1154,3 +1154,19 @@ def test_e2e_a_rejoin_whose_accept_was_lost_keeps_the_nickname() -> None:
     assert alice.session.nick == "alice"
     assert not alice.of(ev.ErrorReported)
     assert relay.member_nicks() == ["alice"]
+
+
+def test_a_paste_is_paced_under_the_relays_flood_limits_and_nothing_is_refused() -> None:
+    net, relay, (alice, bob) = relay_net(("alice", "bob"))  # the relay's default limits
+    join_all(net, [alice, bob])
+    start = net.now
+    for i in range(30):
+        alice.session.say(f"line {i}", net.now)
+    assert net.run_until(lambda: alice.session.pending == 0, 20)
+    assert alice.of(ev.MessageRefused) == []
+    texts = [e.text for e in bob.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+    assert texts == [f"line {i}" for i in range(30)]
+    config = alice.session.config
+    # 8 at once, then 4.5 a second: the last of 30 cannot be posted before ~4.9 s
+    assert net.now - start >= (30 - config.pace_burst) / config.pace_rate - 0.1
+    assert relay.stats.flood_refused == 0

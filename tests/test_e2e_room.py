@@ -343,7 +343,8 @@ def test_each_message_is_pending_before_it_is_posted() -> None:
     # callback must get them in that order, or the UI keeps a "(sending)" line forever.
     with running_relay() as relay, members(relay.address, "bob") as [bob]:
         log = SlowSink()
-        alice = ChatClient(ClientOptions(nick="alice", server=relay.address), log).start()
+        options = ClientOptions(nick="alice", server=relay.address, pace=False)
+        alice = ChatClient(options, log).start()
         try:
             assert alice.wait_joined(5)
             for i in range(100):

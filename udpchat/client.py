@@ -43,6 +43,9 @@ class ClientOptions:
     link: LinkConfig = field(default_factory=LinkConfig)
     reconnect: bool = True
     join_timeout: float = 10.0
+    # Keep requests under the relay's default flood limits; off for rooms (demos,
+    # benchmarks) whose relay was given higher limits.
+    pace: bool = True
 
 
 class ChatClient:
@@ -67,6 +70,7 @@ class ChatClient:
             link=options.link,
             reconnect=options.reconnect,
             join_timeout=options.join_timeout,
+            pace_rate=ClientConfig.pace_rate if options.pace else 0.0,
         )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

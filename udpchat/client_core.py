@@ -32,6 +32,7 @@ from udpchat import events as ev
 from udpchat import messages as msg
 from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
+from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
 from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
 
@@ -109,6 +110,10 @@ class ClientConfig:
     reconnect: bool = True
     max_reconnect_delay: float = 10.0
     max_pending: int = 1000  # messages queued while no link takes them
+    # Requests leave at most this fast, a little under the relay's default flood limits
+    # (protocol.md 6.5), so that a paste or a script is paced, not refused. 0: no pacing.
+    pace_rate: float = 4.5
+    pace_burst: int = 8
 
     def __post_init__(self) -> None:
         error = nick_error(self.nick)
@@ -235,6 +240,12 @@ class ClientSession:
         # own messages (see the module docstring)
         self._next_local_id = 1
         self._outbox: deque[_Outgoing] = deque()
+        self._pacer = (
+            TokenBucket(config.pace_rate, config.pace_burst, updated=now)
+            if config.pace_rate > 0
+            else None
+        )
+        self._pace_at: float | None = None  # when the pacer lets the next request go
         self._log: deque[_Outgoing] = deque()
         self._log_token: bytes | None = None
         self._sent_count = 0
@@ -369,7 +380,7 @@ class ClientSession:
         self._outbox.append(quit_message)
         self._transition(SessionState.LEAVING)
         self._quit_deadline = now + self.config.quit_timeout
-        self._feed()
+        self._feed(now)
 
     def _require_sendable(self, doing: str) -> None:
         self._require({_S.IDLE, _S.CONNECTING, _S.JOINING, _S.JOINED, _S.RECONNECTING}, doing)
@@ -394,13 +405,25 @@ class ClientSession:
             )
         self._outbox.append(_Outgoing(message, msg.encode_message(message), local_id))
         if self._state is SessionState.JOINED:
-            self._feed()
+            self._feed(now)
 
-    def _feed(self) -> None:
-        """Hand queued messages to the link while it takes them (not during catch-up)."""
+    def _feed(self, now: float) -> None:
+        """Hand queued messages to the link while it takes them (not during catch-up), no
+        faster than the pace allows."""
+        self._pace_at = None
         if self._catching_up or self._state not in (SessionState.JOINED, SessionState.LEAVING):
             return
-        while self._outbox and self._hand(self._outbox[0]):
+        pacer = self._pacer
+        while self._outbox:
+            entry = self._outbox[0]
+            paced = pacer is not None and not isinstance(entry.message, msg.Quit)
+            if paced and pacer is not None and not pacer.take(now):
+                self._pace_at = now + max((1 - pacer.tokens) / pacer.rate, 1e-6)
+                return
+            if not self._hand(entry):
+                if pacer is not None:
+                    pacer.tokens += 1  # not sent after all
+                return
             self._outbox.popleft()
 
     def _hand(self, entry: _Outgoing) -> bool:
@@ -730,7 +753,7 @@ class ClientSession:
         kept_place = same_epoch and not self._session_reset
         self._session_reset = False
         self._emit(ev.Welcomed(self.nick, self.members, resumed=kept_place))
-        self._feed()
+        self._feed(now)
 
     def _rebase(self, received: int, token: bytes) -> None:
         """Take stock of the old link's unconfirmed messages after WELCOME on a new one.
@@ -825,8 +848,7 @@ class ClientSession:
         self._fail_unconfirmed(self._limbo, _UNCONFIRMED)
         self._limbo.clear()
         self._outbox.extendleft(reversed(self._resend))
-        self._resend.clear()
-        self._feed()
+        self._resend.clear()  # fed to the link at the next datagrams_to_send
 
     def _fail_unconfirmed(self, entries: Iterable[_Outgoing], reason: str) -> None:
         for entry in entries:
@@ -954,7 +976,7 @@ class ClientSession:
         out, self._out = self._out, []
         link = self._link
         if link is not None and self._state in (_S.JOINING, _S.JOINED, _S.LEAVING):
-            self._feed()
+            self._feed(now)
             sent = link.datagrams_to_send(now)
             if sent:
                 self._last_sent = now
@@ -994,6 +1016,7 @@ class ClientSession:
             deadlines.append(self._last_heard + self._silence)
             if state is SessionState.LEAVING:
                 deadlines.append(self._quit_deadline)
+            deadlines.append(self._pace_at)
         due = [d for d in deadlines if d is not None]
         return min(due) if due else None
 

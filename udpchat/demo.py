@@ -407,6 +407,7 @@ class _ReliableBot:
             server=relay,
             impairment=config.impairment(index),
             join_timeout=JOIN_TIMEOUT_S,
+            pace=False,  # the demo relay's flood limits are raised to the bots' rate
         )
         self.client = ChatClient(options, on_event=self._on_event)
 

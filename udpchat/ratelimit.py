@@ -23,7 +23,7 @@ class TokenBucket:
         if now > self.updated:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
+        if self.tokens >= cost - 1e-9:  # float refills land a hair short of a whole token
+            self.tokens = max(self.tokens - cost, 0.0)
             return True
         return False

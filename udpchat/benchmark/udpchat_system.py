@@ -199,13 +199,14 @@ class UdpchatSystem:
 
     def connect_member(self, args: MemberArgs, meter: SocketMeter) -> MemberLink:
         key = _key(args.options)
-        _flood_control(args.options)
+
         link = _UdpchatLink()
         options = ClientOptions(
             nick=f"m{args.member}",
             server=args.relay,
             key=key,
             join_timeout=args.connect_timeout_s,
+            pace=_flood_control(args.options),  # pace only where the relay limits us
         )
         client = ChatClient(options, on_event=link.on_event)
         _wrap_transport(client, meter, args.loss_percent, args.seed)
