@@ -335,3 +335,8 @@ def test_help_never_shows_the_key() -> None:
         assert result.exit_code == 0
         assert "hunter2" not in result.output
         assert "UDPCHAT_KEY" in result.output
+
+
+def test_load_rejects_bad_sizes_in_one_line() -> None:
+    line = one_error_line(invoke("load", "--members", "10,zero"))
+    assert line.startswith("udpchat: --members: expected positive numbers")

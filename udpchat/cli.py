@@ -8,6 +8,7 @@ line on stderr and exit status 1, never a traceback. The impairment options are 
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 from collections.abc import Callable
 from typing import Annotated, NoReturn
@@ -469,3 +470,40 @@ def bench(
         _fail(str(error))
     command = "udpchat " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "udpchat bench"
     raise typer.Exit(run_bench(config, Path(out), command=command))
+
+
+@app.command()
+def load(
+    members: Annotated[
+        str, typer.Option(help="Room sizes to measure, comma-separated.", metavar="LIST")
+    ] = "100,500,1000",
+    chat_rate: Annotated[
+        float, typer.Option(help="Chat messages a second for the whole room.")
+    ] = 2.0,
+    duration: Annotated[
+        float, typer.Option(help="Seconds measured per phase (idle, then chat).")
+    ] = 10.0,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per size.")] = False,
+) -> None:
+    """Load a relay with many simulated members: CPU share, memory per member, join time."""
+    from udpchat.benchmark.load import format_table, run_load
+
+    try:
+        sizes = [int(part) for part in members.split(",") if part.strip()]
+        if not sizes or any(size < 1 for size in sizes):
+            raise ValueError
+    except ValueError:
+        _fail(f"--members: expected positive numbers separated by commas, got {members!r}")
+    if duration <= 0 or chat_rate < 0:
+        _fail("--duration must be positive and --chat-rate not negative")
+    results = run_load(
+        sizes,
+        chat_rate=chat_rate,
+        duration=duration,
+        progress=lambda text: typer.echo(text, err=True),
+    )
+    if json_output:
+        for result in results:
+            typer.echo(json.dumps(result.to_dict()))
+    else:
+        typer.echo(format_table(results))
