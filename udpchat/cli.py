@@ -383,7 +383,6 @@ def demo(
 
     Exits with status 1 if the reliable run lost, duplicated or reordered any message.
     """
-    import json
 
     from rich.console import Console
 
