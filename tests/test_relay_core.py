@@ -379,3 +379,35 @@ def test_shutdown_tells_members() -> None:
     assert net.run_until(lambda: relay.closed, 2)
     net.run(0.1)
     assert alice.of(m.Shutdown)[0].text == "maintenance"
+
+
+def test_a_new_member_is_flushed_first_and_output_can_be_taken_in_batches() -> None:
+    net, relay = setup(RelayConfig(handshake_burst=1000))
+    for i in range(100):
+        join(net, f"m{i}", i)
+    net.run(0.5)
+    newcomer_addr = client_addr(500)
+    seen: list[bytes] = []
+    net.attach(newcomer_addr, Sink(seen))
+    nonce = b"n" * 8
+    net.inject(newcomer_addr, RELAY, wire.encode_hello(nonce))
+    net.run(0.001)
+    challenge = wire.decode_datagram(seen[-1])
+    assert isinstance(challenge, wire.Challenge)
+    net.detach(RELAY)  # from here on we drive the relay by hand
+    relay.receive_datagram(
+        wire.encode_join(nonce, challenge.cookie, "newcomer", None), newcomer_addr, net.now
+    )
+    first = relay.datagrams_to_send(net.now, limit=8)
+    assert [addr for _, addr in first[:2]] == [newcomer_addr, newcomer_addr]  # ACCEPT, WELCOME
+    assert isinstance(wire.decode_datagram(first[0][0]), wire.Accept)
+    assert 8 <= len(first) < 20
+    rest: list[tuple[bytes, tuple[str, int]]] = []
+    for _ in range(100):
+        batch = relay.datagrams_to_send(net.now, limit=8)
+        rest.extend(batch)
+        if len(batch) < 8:
+            break
+    # everyone else gets the JOINED announcement, once
+    announced = [addr for _, addr in first[2:] + rest]
+    assert sorted(announced) == sorted(client_addr(i) for i in range(100))

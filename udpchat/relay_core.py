@@ -239,14 +239,22 @@ class RelayCore:
             self.stats.unexpected += 1
             self._drop(f"unexpected {type(datagram).__name__}", addr)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[bytes, Address]]:
+        """What to send now. With ``limit``, stop flushing members once that many datagrams
+        are ready (call again until it returns fewer): the first ones can be on the wire
+        while a big fan-out is still being encoded, and a new member, flushed first, gets
+        its WELCOME without waiting for its JOINED to reach a thousand others."""
         out = self._out
         self._out = []
-        for member in list(self._dirty):
+        dirty = self._dirty
+        while dirty and (limit is None or len(out) < limit):
+            member = next(iter(dirty))
+            del dirty[member]
             self._flush(member, now, out)
             if member.token in self.members:
                 self._reschedule(member)
-        self._dirty.clear()
         for member in self._closing:
             self._flush(member, now, out)
         self._closing.clear()

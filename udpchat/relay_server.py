@@ -35,6 +35,8 @@ log = logging.getLogger("udpchat.relay")
 # How many queued datagrams one wake-up takes in before flushing: under load, replies to
 # many inputs leave together and the link bundles messages into fewer datagrams.
 MAX_BATCH = 64
+# Datagrams encoded per turn before they are sent: a large fan-out starts leaving early.
+SEND_BATCH = 64
 # Longest sleep without a timer, so that a stop request is never missed for long.
 IDLE_WAIT = 0.5
 
@@ -137,10 +139,15 @@ class RelayServer:
                 timer = core.next_timer()
                 if timer is not None and timer <= now:
                     core.handle_timer(now)
-                out = core.datagrams_to_send(now)
+                out = core.datagrams_to_send(now, SEND_BATCH)
                 events = core.events()
-            for data, addr in out:
-                transport.sendto(data, addr)
+            while True:
+                for data, addr in out:
+                    transport.sendto(data, addr)
+                if len(out) < SEND_BATCH:
+                    break
+                with self._lock:
+                    out = core.datagrams_to_send(time.monotonic(), SEND_BATCH)
             self._log(events)
             if self._stopping.is_set() and not core.shutting_down:
                 break  # stop() was asked not to say goodbye

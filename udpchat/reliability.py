@@ -49,7 +49,7 @@ class LinkDead(Exception):
 class LinkConfig:
     """Tuning knobs; the defaults suit a LAN and still adapt to slower paths via the RTT."""
 
-    min_rto: float = 0.005
+    min_rto: float = 0.004
     max_rto: float = 1.0
     initial_rtt: float = 0.1
     backoff: float = 1.5

@@ -24,7 +24,7 @@ class RttEstimator:
     """
 
     initial_rtt: float = 0.1
-    min_rto: float = 0.005
+    min_rto: float = 0.004
     max_rto: float = 1.0
     max_ack_delay: float = 0.001
     srtt: float = field(init=False)
