@@ -20,7 +20,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
-from udpchat.reliability import Link, LinkConfig, SendBufferFull
+from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
 from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
 
 Address = tuple[str, int]
@@ -186,6 +186,9 @@ class RelayCore:
         self._dirty: dict[Member, None] = {}
         self._used_joins: dict[tuple[Address, bytes], float] = {}
         self._members_cache: tuple[str, ...] | None = None
+        self._fanout: deque[tuple[bytes, Member | None]] = deque()
+        self._hold_fanout = False
+        self._draining = False
         self._closing: list[Member] = []
         self._out: list[tuple[bytes, Address]] = []
         self._out_plain: list[tuple[bytes, Address]] = []
@@ -258,6 +261,9 @@ class RelayCore:
         for member in self._closing:
             self._flush(member, now, out)
         self._closing.clear()
+        if self._hold_fanout:  # the newcomer's first datagrams are in this batch: release
+            self._hold_fanout = False
+            self._drain_fanout()
         if self._sealer is not None:
             out = [(self._sealer.seal(d), a) for d, a in out]
         if self._out_plain:
@@ -268,6 +274,8 @@ class RelayCore:
         return out
 
     def next_timer(self) -> float | None:
+        if self._dirty or self._fanout:
+            return ASAP  # output is waiting for the next datagrams_to_send
         timers = self._timers
         while timers:
             deadline, _, token = timers[0]
@@ -488,6 +496,9 @@ class RelayCore:
         for data in reversed(kept):
             self._deliver(member, data)
         if old is None:
+            # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
+            # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
+            self._hold_fanout = True
             self._post(m.Joined(self._next_seq(), self._time(now), join.nick), member, chat=False)
         elif old.nick != join.nick:
             self._post(
@@ -640,16 +651,34 @@ class RelayCore:
         return True
 
     def _post(self, event: m.RoomEvent, exclude: Member | None, chat: bool) -> None:
-        """Append a room event to the history and fan it out to every member but one."""
+        """Append a room event to the history and fan it out to every member but one.
+
+        Fan-outs go through one FIFO so that room order holds even while one is held back
+        (a newcomer's JOINED waits until its WELCOME is on its way)."""
         data = m.encode_message(event)
         if self.config.history:
             self._history.append((event.seq, chat, data))
-        laggards = [
-            mb for mb in self.members.values() if mb is not exclude and not self._deliver(mb, data)
-        ]
-        for member in laggards:
-            if member.token in self.members:
-                self._remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+        self._fanout.append((data, exclude))
+        if not self._hold_fanout:
+            self._drain_fanout()
+
+    def _drain_fanout(self) -> None:
+        if self._draining:
+            return  # a LEFT posted while draining joins the queue behind the current event
+        self._draining = True
+        try:
+            while self._fanout:
+                data, exclude = self._fanout.popleft()
+                laggards = [
+                    mb
+                    for mb in self.members.values()
+                    if mb is not exclude and not self._deliver(mb, data)
+                ]
+                for member in laggards:
+                    if member.token in self.members:
+                        self._remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+        finally:
+            self._draining = False
 
     def _on_message(self, member: Member, data: bytes, now: float) -> None:
         try:
