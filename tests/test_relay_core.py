@@ -412,3 +412,34 @@ def test_a_new_member_is_flushed_first_and_output_can_be_taken_in_batches() -> N
     # everyone else gets the JOINED announcement, once
     announced = [addr for _, addr in first[2:] + rest]
     assert sorted(announced) == sorted(client_addr(i) for i in range(100))
+
+
+def test_answers_never_overtake_a_held_joined() -> None:
+    """A SAY handled right after a JOIN, before the JOINED fan-out is released: its sender
+    still gets JOINED (seq n) before POSTED (seq n + 1)."""
+    net, relay = setup()
+    alice = join(net, "alice", 1)
+    assert alice.link is not None
+    newcomer_addr = client_addr(2)
+    seen: list[bytes] = []
+    net.attach(newcomer_addr, Sink(seen))
+    net.inject(newcomer_addr, RELAY, wire.encode_hello(b"n" * 8))
+    net.run(0.001)
+    challenge = wire.decode_datagram(seen[-1])
+    assert isinstance(challenge, wire.Challenge)
+    alice.send(m.Say("right after"))
+    say = alice.link.datagrams_to_send(net.now)
+    net.detach(RELAY)
+    relay.receive_datagram(
+        wire.encode_join(b"n" * 8, challenge.cookie, "newcomer", None), newcomer_addr, net.now
+    )
+    for datagram in say:
+        relay.receive_datagram(datagram, client_addr(1), net.now)
+    for _ in range(10):
+        for data, addr in relay.datagrams_to_send(net.now):
+            if addr == client_addr(1):
+                alice.receive_datagram(data, RELAY, net.now)
+    order = [type(x).__name__ for x in alice.received if isinstance(x, (m.Joined, m.Posted))]
+    assert order == ["Joined", "Posted"]
+    seqs = [x.seq for x in alice.received if isinstance(x, (m.Joined, m.Posted))]
+    assert seqs == sorted(seqs)

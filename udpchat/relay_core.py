@@ -186,7 +186,9 @@ class RelayCore:
         self._dirty: dict[Member, None] = {}
         self._used_joins: dict[tuple[Address, bytes], float] = {}
         self._members_cache: tuple[str, ...] | None = None
-        self._fanout: deque[tuple[bytes, Member | None]] = deque()
+        # (data, excluded member, sole recipient): room events to all but one, and answers
+        # to one member, which must not overtake events queued before them.
+        self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
         self._hold_fanout = False
         self._draining = False
         self._closing: list[Member] = []
@@ -658,7 +660,7 @@ class RelayCore:
         data = m.encode_message(event)
         if self.config.history:
             self._history.append((event.seq, chat, data))
-        self._fanout.append((data, exclude))
+        self._fanout.append((data, exclude, None))
         if not self._hold_fanout:
             self._drain_fanout()
 
@@ -668,12 +670,12 @@ class RelayCore:
         self._draining = True
         try:
             while self._fanout:
-                data, exclude = self._fanout.popleft()
-                laggards = [
-                    mb
-                    for mb in self.members.values()
-                    if mb is not exclude and not self._deliver(mb, data)
-                ]
+                data, exclude, only = self._fanout.popleft()
+                if only is not None:
+                    recipients = [only] if only.token in self.members else []
+                else:
+                    recipients = [mb for mb in self.members.values() if mb is not exclude]
+                laggards = [mb for mb in recipients if not self._deliver(mb, data)]
                 for member in laggards:
                     if member.token in self.members:
                         self._remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
@@ -722,7 +724,11 @@ class RelayCore:
     def _answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
-        if self._deliver(member, m.encode_message(message)):
+        data = m.encode_message(message)
+        if self._fanout:  # events are held: the answer queues behind them, in room order
+            self._fanout.append((data, None, member))
+            return True
+        if self._deliver(member, data):
             return True
         if member.token in self.members:
             self._remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
