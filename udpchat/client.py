@@ -288,7 +288,9 @@ class ChatClient:
 
 def run_client(options: ClientOptions, json_output: bool = False) -> int:
     """The ``udpchat join`` command: hand a client to the terminal front end."""
+    from udpchat.signals import interrupt_on_signals
     from udpchat.ui import choose_mode, run_ui
 
+    interrupt_on_signals()
     mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
     return run_ui(lambda on_event: ChatClient(options, on_event).start(), mode)

@@ -6,11 +6,9 @@ send, sends it, sleeps until the core's next timer, and logs what the core repor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from udpchat.relay_core import (
 )
 from udpchat.sanitize import safe_text
 from udpchat.seal import Sealer, derive_room_key
+from udpchat.signals import interrupt_on_signals
 from udpchat.transport import DatagramTransport, ImpairedTransport, UdpTransport
 
 log = logging.getLogger("udpchat.relay")
@@ -203,17 +202,6 @@ class RelayServer:
             self._last_drop_report = now
 
 
-def _interrupt_on_signals() -> None:
-    """Ctrl-C and SIGTERM both mean "say goodbye and stop". A process started in the
-    background by a non-interactive shell inherits SIGINT ignored; a service manager stops
-    with SIGTERM: both would otherwise end the relay without a word, or not at all."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with contextlib.suppress(AttributeError, ValueError):  # no SIGTERM handler on some OSes
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
 def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command."""
     logging.basicConfig(
@@ -221,7 +209,7 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    _interrupt_on_signals()
+    interrupt_on_signals()
     server = RelayServer(options)
     host, port = server.address
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
