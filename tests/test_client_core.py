@@ -309,14 +309,14 @@ def test_handshake_pads_hello_and_join_and_ends_welcomed() -> None:
     assert alice.session.stats.srtt == pytest.approx(0.02, abs=0.005)
 
 
-def test_hello_retransmits_doubling_to_4s_then_join_times_out() -> None:
+def test_hello_retransmits_doubling_to_2s_then_join_times_out() -> None:
     net, relay, (alice,) = make_net()
     relay.answer_handshake = False
     alice.session.connect(net.now)
     net.run(12)
     hellos = client_datagrams(relay, wire.Hello)
     times = [round(t - 0.01, 3) for t, _ in hellos]
-    assert times == [0.0, 0.25, 0.75, 1.75, 3.75, 7.75]
+    assert times == [0.0, 0.25, 0.75, 1.75, 3.75, 5.75, 7.75, 9.75]
     assert len({d.nonce for _, d in hellos if isinstance(d, wire.Hello)}) == 1
     closed = alice.of(ev.Closed)
     assert len(closed) == 1 and isinstance(closed[0], ev.Closed)

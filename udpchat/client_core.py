@@ -47,7 +47,7 @@ __all__ = [
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 4 s.
 HANDSHAKE_FIRST_RETRY = 0.25
-HANDSHAKE_MAX_RETRY = 4.0
+HANDSHAKE_MAX_RETRY = 2.0  # a lossy path needs attempts more than it needs quiet
 # protocol.md 7.1: the first wait before rejoining; it doubles up to max_reconnect_delay.
 RECONNECT_FIRST_DELAY = 0.5
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
