@@ -8,8 +8,10 @@ import time
 import pytest
 
 from tests.fakeclient import FakeClient
+from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.client import ChatClient, ClientOptions
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
@@ -92,3 +94,19 @@ def test_stop_tells_members_the_relay_is_going_away() -> None:
         assert alice.client.of(m.Shutdown)[0].text == "bye for now"
     finally:
         alice.close()
+
+
+@pytest.mark.timeout(30)
+def test_client_events_as_an_iterator_without_a_callback() -> None:
+    server = RelayServer(RelayOptions(port=0, config=RelayConfig(shutdown_grace=0.3)))
+    with server, ChatClient(ClientOptions("alice", server=server.address)) as alice:
+        assert alice.wait_joined(5)
+        alice.say("through the queue")
+        assert alice.wait_idle(5)
+        alice.quit("done", timeout=5)
+        seen = list(alice.iter_events(timeout=2))
+    kinds = [type(e) for e in seen]
+    assert kinds[0] is ev.Welcomed and kinds[-1] is ev.Closed
+    posted = [e for e in seen if isinstance(e, ev.MessageReceived)]
+    assert [(e.text, e.own) for e in posted] == [("through the queue", True)]
+    assert kinds.index(ev.MessagePending) < kinds.index(ev.MessageReceived)

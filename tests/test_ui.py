@@ -251,8 +251,46 @@ def test_undelivered_messages_give_a_non_zero_exit() -> None:
     factory = Factory(delivers=False)
     code, _, err = run_lines("lost\n", factory)
     assert code == 1
-    assert "did not acknowledge everything" in err
+    assert "the relay answered nothing for" in err
     assert factory.calls[-1] == ("quit", "")
+
+
+class PacedHandle(FakeHandle):
+    """Confirms one message per wait, as a client pacing a long paste does."""
+
+    def __init__(self, sink: EventSink) -> None:
+        super().__init__(sink, delivers=False)
+        self.unconfirmed: list[tuple[int, str]] = []
+
+    def say(self, text: str) -> int:
+        local_id = super().say(text)
+        self.unconfirmed.append((local_id, text))
+        return local_id
+
+    def wait_idle(self, timeout: float) -> bool:
+        self.calls.append(("wait_idle", timeout))
+        if self.unconfirmed:
+            local_id, text = self.unconfirmed.pop(0)
+            self._seq += 1
+            self._sink(
+                MessageReceived(self._seq, 0.0, self.nick, text, own=True, local_id=local_id)
+            )
+        return not self.unconfirmed
+
+
+def test_end_of_input_waits_as_long_as_the_relay_keeps_answering() -> None:
+    handles: list[PacedHandle] = []
+
+    def factory(sink: EventSink) -> ChatHandle:
+        handles.append(PacedHandle(sink))
+        return handles[0]
+
+    code, lines, err = run_lines("".join(f"line {i}\n" for i in range(5)), factory)
+    assert code == 0, err
+    assert sum(1 for call in handles[0].calls if call[0] == "wait_idle") == 5
+    assert [b for b in bodies(lines) if b.startswith("<alice>")] == [
+        f"<alice> line {i}" for i in range(5)
+    ]
 
 
 def test_join_failure_is_one_line_on_stderr() -> None:

@@ -193,6 +193,7 @@ class _Frontend:
         self._quitting = False
         self._failed: str | None = None  # why the exit code is not 0
         self._muted = False  # run() returned: late events have nowhere to go
+        self._answered = 0  # own messages posted or refused so far
         self._handle: ChatHandle | None = None
 
     @property
@@ -209,6 +210,8 @@ class _Frontend:
             elif isinstance(event, Closed) and not self._quitting and self._failed is None:
                 reason = f": {safe_text(event.reason)}" if event.reason else ""
                 self._failed = f"the session was closed{reason}"
+            if isinstance(event, (MessageReceived, MessageRefused)) and event.local_id is not None:
+                self._answered += 1  # one of ours was posted or refused: progress
             self._show(event)
         if isinstance(event, (JoinRejected, Closed)):
             self._finished.set()
@@ -358,11 +361,19 @@ class LineUI(_Frontend):
                 break
         if self.finished:
             return
-        if not handle.wait_idle(self._idle_timeout):
-            self._failed = (
-                f"the relay did not acknowledge everything within {self._idle_timeout:g} s; "
-                "some messages may not have been delivered"
-            )
+        # A long paste leaves at the client's pace, well after input ends: wait for as long
+        # as the relay keeps answering, and give up only after idle_timeout without progress.
+        with self._lock:
+            answered = self._answered
+        while not handle.wait_idle(self._idle_timeout):
+            with self._lock:
+                progress, answered = self._answered != answered, self._answered
+            if self.finished or not progress:
+                self._failed = (
+                    f"the relay answered nothing for {self._idle_timeout:g} s; "
+                    "some messages may not have been delivered"
+                )
+                break
         self._leave(handle, reason)
 
     def _read(self, stdin: TextIO) -> None:

@@ -178,12 +178,10 @@ Datagram = (
 )
 SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 
-# Bytes a DATA datagram needs besides its chunks, at worst: array header (3), version,
-# type, token (10), pn, ack, seq (9 each), ack_bits (9), more (1), and a bin32 header per
-# chunk (5).
+# Bytes a DATA datagram needs besides its chunks (each chunk costs its length plus a 2 to
+# 5 byte bin header), at worst: array header (3), version, type, token (10), pn, ack, seq
+# (9 each), ack_bits (9) and more (1).
 DATA_OVERHEAD = 3 + 1 + 1 + 10 + 9 + 9 + 9 + 9 + 1
-CHUNK_OVERHEAD = 5
-MAX_CHUNK_PAYLOAD = MAX_DATAGRAM_SIZE - DATA_OVERHEAD - CHUNK_OVERHEAD
 
 
 def fail(message: str) -> NoReturn:
@@ -343,13 +341,6 @@ def decode_datagram(data: bytes) -> Datagram:
     if kind is DatagramType.SEALED:
         fail("SEALED datagram received without a room key")
     return _decode_fields(kind, value[2:])
-
-
-def peek_type(data: bytes) -> int | None:
-    """The datagram type of a well-formed prefix, without a full decode (for sealing)."""
-    if len(data) >= 3 and data[0] & 0xF0 == 0x90 and data[1] == PROTOCOL_VERSION and data[2] < 0x80:
-        return data[2]
-    return None
 
 
 # --- encoding -------------------------------------------------------------------------------
