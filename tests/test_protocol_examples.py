@@ -53,7 +53,8 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
         0b101,
         7,
     )
-    assert m.decode_message(data_example.chunks[0]) == m.Say("hi")
+    msgid = bytes.fromhex("1122334455667788")
+    assert m.decode_message(data_example.chunks[0]) == m.Say("hi", msgid)
     assert [m.decode_message(d) for d in found[11:]] == [
         m.ChatMessage(42, 1790000000, "bob", "hi"),
         m.Posted(42),

@@ -351,7 +351,8 @@ def test_garbage_never_crashes_or_disturbs(garbage: list[bytes], seed: int) -> N
 
 def test_idle_members_cost_no_polling() -> None:
     """With 200 idle members the relay's timer heap wakes once per member per timeout."""
-    net, relay = setup(RelayConfig(heartbeat=1.0, timeout=10.0, handshake_burst=1000))
+    config = RelayConfig(timeout=10.0, handshake_burst=1000, max_members_per_host=1024)
+    net, relay = setup(config)
     clients = [join(net, f"m{i}", i) for i in range(200)]
     for c in clients:
         c.heartbeat = 1.0
@@ -382,7 +383,7 @@ def test_shutdown_tells_members() -> None:
 
 
 def test_a_new_member_is_flushed_first_and_output_can_be_taken_in_batches() -> None:
-    net, relay = setup(RelayConfig(handshake_burst=1000))
+    net, relay = setup(RelayConfig(handshake_burst=1000, max_members_per_host=1024))
     for i in range(100):
         join(net, f"m{i}", i)
     net.run(0.5)

@@ -281,6 +281,16 @@ def relay(
         int, typer.Option(help=f"Most members at once (at most {MAX_MEMBERS_LISTED}).")
     ] = MAX_MEMBERS_LISTED,
     history: Annotated[int, typer.Option(help="Room events kept for catch-up.")] = 200,
+    max_per_host: Annotated[
+        int,
+        typer.Option(
+            help="Most members from one host (an IPv4 address, an IPv6 /64, or loopback): "
+            "raise it for a big group behind one NAT."
+        ),
+    ] = 64,
+    max_per_network: Annotated[
+        int, typer.Option(help="Most members from one network (an IPv4 /24 or IPv6 /64).")
+    ] = 256,
     key: KeyOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every session event.")] = False,
     loss: LossOption = "0",
@@ -305,6 +315,10 @@ def relay(
             )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
+        caps = (("--max-per-host", max_per_host), ("--max-per-network", max_per_network))
+        for name, value in caps:
+            if value < 1:
+                raise ValueError(f"{name}: expected 1 or more, got {value}")
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
@@ -317,7 +331,12 @@ def relay(
         host=host,
         port=port,
         config=RelayConfig(
-            heartbeat=heartbeat_s, timeout=timeout_s, max_members=max_members, history=history
+            heartbeat=heartbeat_s,
+            timeout=timeout_s,
+            max_members=max_members,
+            history=history,
+            max_members_per_host=max_per_host,
+            max_members_per_network=max_per_network,
         ),
         impairment=config,
         key=key or None,

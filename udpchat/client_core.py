@@ -61,6 +61,8 @@ _LEAVE_REASONS: dict[int, str] = {
 }
 # REJECT codes after which trying again cannot help, even on a rejoin.
 _FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
+# protocol.md 6.5: after the first refusal of a burst, the relay's refusals say nothing.
+_SILENT_REFUSAL = "flood control: not delivered"
 _UNCONFIRMED = "the relay did not confirm this message before the connection was lost"
 _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this message"
 
@@ -336,18 +338,18 @@ class ClientSession:
 
     def say(self, text: str, now: float) -> int:
         """Send a chat line; return the local id its MessagePending and answer will carry."""
-        return self._post(msg.Say(text), now)
+        return self._post(msg.Say(text, self._new_msgid()), now)
 
     def action(self, text: str, now: float) -> int:
         """Send an action (``/me``); same life cycle as ``say``."""
-        return self._post(msg.Action(text), now)
+        return self._post(msg.Action(text, self._new_msgid()), now)
 
     def private(self, to: str, text: str, now: float) -> None:
         self._require_sendable("send a private message")
         error = nick_error(to) or msg.text_error(text)
         if error is not None:
             raise ValueError(error)
-        self._enqueue(msg.PrivateSend(to, text), now)
+        self._enqueue(msg.PrivateSend(to, text, self._new_msgid()), now)
 
     def change_nick(self, nick: str, now: float) -> None:
         self._require_sendable("change nickname")
@@ -381,6 +383,14 @@ class ClientSession:
         self._transition(SessionState.LEAVING)
         self._quit_deadline = now + self.config.quit_timeout
         self._feed(now)
+
+    def _new_msgid(self) -> bytes:
+        """protocol.md 6.1: the id that lets the relay recognise this request if it is sent
+        again on a new session, so that it is posted once whatever the rejoin lost."""
+        msgid = self._rng(msg.MSGID_SIZE)
+        if len(msgid) != msg.MSGID_SIZE:
+            raise ValueError(f"rng returned {len(msgid)} bytes, not {msg.MSGID_SIZE}")
+        return msgid
 
     def _require_sendable(self, doing: str) -> None:
         self._require({_S.IDLE, _S.CONNECTING, _S.JOINING, _S.JOINED, _S.RECONNECTING}, doing)
@@ -701,7 +711,7 @@ class ClientSession:
                 self._emit(ev.MembersListed(self.members))
         elif isinstance(message, msg.Error):
             self._end_catch_up()
-            self._emit(ev.ErrorReported(message.text))
+            self._emit(ev.ErrorReported(message.text or _SILENT_REFUSAL))
         elif isinstance(message, msg.Shutdown):
             link = self._link
             if link is not None:  # the relay waits for this ACK before it stops
@@ -892,7 +902,7 @@ class ClientSession:
         assert kind is not None and entry.local_id is not None
         action, text = kind
         if isinstance(answer, msg.Refused):
-            self._emit(ev.MessageRefused(entry.local_id, text, answer.text))
+            self._emit(ev.MessageRefused(entry.local_id, text, answer.text or _SILENT_REFUSAL))
             return
         self._advance_seq(answer.seq)
         self._emit(

@@ -700,6 +700,8 @@ def _relay_config(config: DemoConfig) -> RelayConfig:
         flood_burst=max(10, math.ceil(2 * config.rate) + 10),
         handshake_rate=max(5.0, 4.0 * config.members),
         handshake_burst=max(20, 8 * config.members),
+        max_members_per_host=max(64, config.members + 1),
+        max_members_per_network=max(256, config.members + 1),
     )
 
 

@@ -15,6 +15,7 @@ from udpchat.wire import (
     MAX_NICK_BYTES,
     MAX_REASON_BYTES,
     DecodeError,
+    as_bin,
     as_str,
     as_uint,
     check_arity,
@@ -28,6 +29,9 @@ MAX_TEXT_BYTES = 16 * 1024
 MAX_MESSAGE_SIZE = 64 * 1024
 MAX_MEMBERS_LISTED = 1024
 MAX_TIME = (1 << 32) - 1
+# protocol.md 6.1: a client-chosen id that makes a resent SAY, ACTION or PRIVATE_SEND
+# recognisable, so that it is answered again but posted only once.
+MSGID_SIZE = 8
 
 
 class MessageKind(IntEnum):
@@ -66,17 +70,20 @@ class LeaveReason(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Say:
     text: str
+    msgid: bytes = b""  # MSGID_SIZE random bytes, or empty for none
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     text: str
+    msgid: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class PrivateSend:
     to: str
     text: str
+    msgid: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +245,13 @@ def _seq(v: Any) -> int:
     return as_uint(v, "seq")
 
 
+def _msgid(v: Any) -> bytes:
+    msgid = as_bin(v, "msgid", None, MSGID_SIZE)
+    if len(msgid) not in (0, MSGID_SIZE):
+        fail(f"msgid must be empty or {MSGID_SIZE} bytes")
+    return msgid
+
+
 def _nicks(v: Any) -> tuple[str, ...]:
     if type(v) is not list or len(v) > MAX_MEMBERS_LISTED:
         fail(f"members must be an array of at most {MAX_MEMBERS_LISTED} nicknames")
@@ -247,14 +261,14 @@ def _nicks(v: Any) -> tuple[str, ...]:
 def _decode(kind: MessageKind, f: list[Any]) -> Message:
     K = MessageKind
     if kind is K.SAY:
-        check_arity(f, 1, "SAY")
-        return Say(_text(f[0]))
+        check_arity(f, 2, "SAY")
+        return Say(_text(f[0]), _msgid(f[1]))
     if kind is K.ACTION:
-        check_arity(f, 1, "ACTION")
-        return Action(_text(f[0]))
+        check_arity(f, 2, "ACTION")
+        return Action(_text(f[0]), _msgid(f[1]))
     if kind is K.PRIVATE_SEND:
-        check_arity(f, 2, "PRIVATE_SEND")
-        return PrivateSend(_nick(f[0], "to"), _text(f[1]))
+        check_arity(f, 3, "PRIVATE_SEND")
+        return PrivateSend(_nick(f[0], "to"), _text(f[1]), _msgid(f[2]))
     if kind is K.NICK:
         check_arity(f, 1, "NICK")
         return NickRequest(_nick(f[0]))
@@ -314,6 +328,46 @@ def decode_message(data: bytes) -> Message:
     except ValueError:
         raise DecodeError(f"unknown message kind {raw}") from None
     return _decode(kind, value[1:])
+
+
+# Requests that get exactly one answer (protocol.md 6.1), whatever is wrong with them.
+ANSWERED_KINDS = frozenset(
+    {
+        MessageKind.SAY,
+        MessageKind.ACTION,
+        MessageKind.PRIVATE_SEND,
+        MessageKind.NICK,
+        MessageKind.WHO,
+    }
+)
+
+
+def peek_kind(data: bytes) -> int | None:
+    """The kind of a message that may not decode (too long, truncated, bad fields), read
+    from its first bytes, so that the relay can still answer a request it cannot serve.
+
+    None unless ``data`` starts like a non-empty msgpack array whose first element is an
+    unsigned integer below 256.
+    """
+    if not data:
+        return None
+    head = data[0]
+    if 0x91 <= head <= 0x9F:
+        at = 1
+    elif head == 0xDC and len(data) >= 3 and int.from_bytes(data[1:3], "big"):
+        at = 3
+    elif head == 0xDD and len(data) >= 5 and int.from_bytes(data[1:5], "big"):
+        at = 5
+    else:
+        return None
+    if len(data) <= at:
+        return None
+    first = data[at]
+    if first <= 0x7F:
+        return first
+    if first == 0xCC and len(data) > at + 1:
+        return data[at + 1]
+    return None
 
 
 def text_error(text: str) -> str | None:

@@ -27,3 +27,42 @@ class TokenBucket:
             self.tokens = max(self.tokens - cost, 0.0)
             return True
         return False
+
+
+class BucketTable:
+    """Token buckets per key (a source address or network), bounded in entries.
+
+    A bucket that is not full still remembers spending, so it is never forgotten: forgetting
+    it would hand its owner a fresh burst (flood the table with new keys, then come back).
+    When the table is full and its least recently used bucket has not refilled either, new
+    keys share one overflow bucket until room is made.
+    """
+
+    __slots__ = ("_buckets", "_overflow", "burst", "max_keys", "rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int, now: float) -> None:
+        if max_keys < 1:
+            raise ValueError("a bucket table needs room for at least one key")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, TokenBucket] = {}  # least recently used first
+        self._overflow = TokenBucket(rate, burst, updated=now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str, now: float) -> bool:
+        """Spend one token of ``key``'s bucket (or the overflow bucket) if there is one."""
+        buckets = self._buckets
+        bucket = buckets.pop(key, None)
+        if bucket is None:
+            if len(buckets) >= self.max_keys:
+                oldest_key = next(iter(buckets))
+                oldest = buckets[oldest_key]
+                if oldest.tokens + (now - oldest.updated) * oldest.rate < oldest.burst:
+                    return self._overflow.take(now)
+                del buckets[oldest_key]
+            bucket = TokenBucket(self.rate, self.burst, updated=now)
+        buckets[key] = bucket
+        return bucket.take(now)

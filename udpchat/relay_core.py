@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
-from udpchat.ratelimit import TokenBucket
+from udpchat.netblock import address_key, host_key, prefix_key
+from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
 from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
 
@@ -34,7 +35,17 @@ AMPLIFICATION_FACTOR = 3
 MAX_PENDING_EVENTS = 10_000
 # Used JOIN nonces remembered against replays; a full table forgets the oldest early.
 MAX_USED_JOINS = 65_536
+# protocol.md 6.1: message ids remembered to answer a resent request without posting it
+# twice: at least this many, and at least as many as the history holds.
+MIN_REMEMBERED_IDS = 1024
+# protocol.md 7.1: on the relay a link never gives up by counting transmissions; the member
+# timeout ends a silent session, so a client has that long to resume in place.
+RELAY_LINK_TRANSMISSIONS = 1_000_000
 RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE)))
+# protocol.md 6.5: member lists may take twice the bytes a member sent (ACKs and the other
+# answers fit in the third time), and a member can bank at most this much of that.
+LIST_CREDIT_FACTOR = AMPLIFICATION_FACTOR - 1
+MAX_ANSWER_CREDIT = LIST_CREDIT_FACTOR * 64 * 1024
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
     m.LeaveReason.TIMEOUT: "timed out",
@@ -51,9 +62,17 @@ class RelayConfig:
     join_history: int = 20
     flood_burst: int = 10
     flood_rate: float = 5.0
+    # JOINs with a valid cookie, per host (protocol.md 4): spoofed datagrams cannot drain it.
     handshake_burst: int = 20
     handshake_rate: float = 5.0
+    # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
+    reply_burst: int = 20
+    reply_rate: float = 10.0
     max_sources: int = 4096
+    # protocol.md 6.5: members per host and per network, so one machine cannot fill the room;
+    # generous enough for a LAN behind one NAT.
+    max_members_per_host: int = 64
+    max_members_per_network: int = 256
     cookie_lifetime: float = 10.0
     shutdown_grace: float = 1.0
     # Queued messages are shared bytes objects, so a generous per-member budget costs memory
@@ -68,6 +87,8 @@ class RelayConfig:
             raise ValueError("timeout is at most an hour")
         if self.max_members < 1 or self.history < 0 or self.join_history < 0:
             raise ValueError("max_members must be positive and history sizes not negative")
+        if self.max_members_per_host < 1 or self.max_members_per_network < 1:
+            raise ValueError("members per host and per network must be at least 1")
 
 
 # --- what the relay reports to its operator (logged by the shell) ----------------------------
@@ -131,6 +152,8 @@ class RelayStats:
     bad_key: int = 0
     short_handshakes: int = 0
     replayed_joins: int = 0
+    network_full: int = 0
+    resent_requests: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -148,6 +171,10 @@ class Member:
     sent_unvalidated: int = 0
     path_data: bytes | None = None
     scheduled: float = math.inf
+    flood_told: bool = False  # the flood refusal of this burst was given in words
+    list_told: bool = False  # likewise for a member list refused for want of credit
+    # protocol.md 6.5: bytes of member lists the member may still be sent
+    answer_credit: float = LIST_CREDIT_FACTOR * wire.MIN_INITIAL_SIZE
 
 
 class RelayCore:
@@ -167,18 +194,28 @@ class RelayCore:
         self._wall_offset = wall_offset
         self._sealer = sealer
         # Sealing adds SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
-        self._link_config = config.link
+        self._link_config = replace(config.link, max_retransmissions=RELAY_LINK_TRANSMISSIONS)
         if sealer is not None:
             limit = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
             self._link_config = replace(
-                config.link, max_datagram=min(config.link.max_datagram, limit)
+                self._link_config, max_datagram=min(config.link.max_datagram, limit)
             )
         self._secret = rng(32)
         self.epoch = rng(wire.EPOCH_SIZE)
         self.members: dict[bytes, Member] = {}
         self._by_nick: dict[str, Member] = {}
         self._by_join: dict[tuple[Address, bytes], Member] = {}
-        self._sources: dict[str, TokenBucket] = {}
+        self._join_buckets = BucketTable(
+            config.handshake_rate, config.handshake_burst, config.max_sources, now
+        )
+        self._reply_buckets = BucketTable(
+            config.reply_rate, config.reply_burst, config.max_sources, now
+        )
+        self._per_host: dict[str, int] = {}
+        self._per_network: dict[str, int] = {}
+        # msgid -> what it got: a room seq (SAY, ACTION) or (time, recipient) (PRIVATE_SEND)
+        self._answered: dict[bytes, int | tuple[int, str]] = {}
+        self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
         self._timers: list[tuple[float, int, bytes]] = []
         self._timer_order = 0
         # Members with something to flush, in order; a new member goes first, so its
@@ -217,7 +254,7 @@ class RelayCore:
             datagram = wire.decode_datagram(plain)
         except wire.UnsupportedVersion:
             self._drop("unsupported version", addr)
-            if len(data) >= wire.MIN_INITIAL_SIZE:
+            if len(data) >= wire.MIN_INITIAL_SIZE and self._allow_handshake(addr, now):
                 self._reject(
                     b"",
                     wire.RejectCode.VERSION,
@@ -347,16 +384,18 @@ class RelayCore:
             return None
 
     def _allow_handshake(self, addr: Address, now: float) -> bool:
-        host = addr[0]
-        bucket = self._sources.get(host)
-        if bucket is None:
-            if len(self._sources) >= self.config.max_sources:
-                del self._sources[next(iter(self._sources))]
-            bucket = TokenBucket(
-                self.config.handshake_rate, self.config.handshake_burst, updated=now
-            )
-            self._sources[host] = bucket
-        if bucket.take(now):
+        """May we answer a datagram that proved nothing about its source (a RESET, a VERSION
+        or BAD_KEY reject)? None is larger than what it answers; the budget per host only
+        stops the relay from being a steady reflector."""
+        if self._reply_buckets.take(host_key(addr[0]), now):
+            return True
+        self.stats.rate_limited += 1
+        return False
+
+    def _allow_join(self, addr: Address, now: float) -> bool:
+        """A JOIN with a valid cookie: its source proved it receives our datagrams, so
+        spoofed datagrams can never drain the bucket its host's own JOINs need."""
+        if self._join_buckets.take(host_key(addr[0]), now):
             return True
         self.stats.rate_limited += 1
         return False
@@ -382,8 +421,9 @@ class RelayCore:
         return age if age <= self.config.cookie_lifetime else None
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
-        if not self._allow_handshake(addr, now):
-            return
+        # No limit per source: a CHALLENGE is a thirtieth of the HELLO it answers and costs
+        # one HMAC, so answering spoofed HELLOs harms nobody, and limiting them would let a
+        # spoofer lock a victim's address out of the room.
         self.stats.handshakes += 1
         self._out.append(
             (wire.encode_challenge(hello.nonce, self._issue_cookie(hello.nonce, addr, now)), addr)
@@ -396,10 +436,9 @@ class RelayCore:
     def _on_join(self, join: wire.Join, addr: Address, now: float) -> None:
         age = self._cookie_age(join.cookie, join.nonce, addr, now)
         if age is None:
-            self.stats.bad_cookies += 1
-            if self._allow_handshake(addr, now):
-                cookie = self._issue_cookie(join.nonce, addr, now)
-                self._out.append((wire.encode_challenge(join.nonce, cookie), addr))
+            self.stats.bad_cookies += 1  # answered like a HELLO, for the same reasons
+            cookie = self._issue_cookie(join.nonce, addr, now)
+            self._out.append((wire.encode_challenge(join.nonce, cookie), addr))
             return
         pending = self._by_join.get((addr, join.nonce))
         if pending is not None:  # our ACCEPT was lost: say it again
@@ -411,7 +450,7 @@ class RelayCore:
             self.stats.replayed_joins += 1
             self._drop("replayed JOIN", addr)
             return
-        if not self._allow_handshake(addr, now):
+        if not self._allow_join(addr, now):
             self._reject(
                 join.nonce,
                 wire.RejectCode.TOO_MANY_ATTEMPTS,
@@ -442,7 +481,39 @@ class RelayCore:
         if old is None and len(self.members) >= self.config.max_members:
             self._reject(join.nonce, wire.RejectCode.RELAY_FULL, "the relay is full", addr)
             return
+        crowd = self._crowding(addr, old)
+        if crowd is not None:
+            self.stats.network_full += 1
+            self._reject(join.nonce, wire.RejectCode.RELAY_FULL, crowd, addr)
+            return
         self._admit(join, key, addr, old, age, now)
+
+    def _crowding(self, addr: Address, old: Member | None) -> str | None:
+        """Why ``addr``'s host or network may not have one more member, or None."""
+        host, network = address_key(addr[0]), prefix_key(addr[0])
+        old_host = old_network = None
+        if old is not None:
+            old_host, old_network = address_key(old.addr[0]), prefix_key(old.addr[0])
+        hosted = self._per_host.get(host, 0) - (old_host == host)
+        if hosted >= self.config.max_members_per_host:
+            return f"the room is full for your address ({self.config.max_members_per_host} members)"
+        networked = self._per_network.get(network, 0) - (old_network == network)
+        if networked >= self.config.max_members_per_network:
+            return (
+                f"the room is full for your network ({self.config.max_members_per_network} members)"
+            )
+        return None
+
+    def _count_address(self, addr: Address, step: int) -> None:
+        for table, key in (
+            (self._per_host, address_key(addr[0])),
+            (self._per_network, prefix_key(addr[0])),
+        ):
+            count = table.get(key, 0) + step
+            if count > 0:
+                table[key] = count
+            else:
+                table.pop(key, None)
 
     def _admit(
         self, join: wire.Join, key: str, addr: Address, old: Member | None, rtt: float, now: float
@@ -469,6 +540,7 @@ class RelayCore:
             join=(addr, join.nonce),
         )
         self.members[token] = member
+        self._count_address(addr, +1)
         self._by_nick[key] = member
         self._by_join[(addr, join.nonce)] = member
         self._remember_join((addr, join.nonce), now)
@@ -485,7 +557,7 @@ class RelayCore:
             backlog = [data for seq, _, data in self._history if seq > resume.last_seq]
         else:
             chats = [data for _, chat, data in self._history if chat]
-            backlog = chats[len(chats) - config.join_history :] if config.join_history else []
+            backlog = chats[-config.join_history :] if config.join_history else []
         # Newest first until half the send buffer is used: a gap, if any, is at the start,
         # where the client can see it.
         budget = config.link.send_buffer // 2
@@ -560,7 +632,7 @@ class RelayCore:
         if member is None:
             self.stats.unknown_session += 1
             self._drop("unknown session", addr)
-            if size >= RESET_SIZE:
+            if size >= RESET_SIZE and self._allow_handshake(addr, now):
                 self.stats.resets += 1
                 self._out.append((wire.encode_reset(datagram.token), addr))
             return
@@ -572,6 +644,9 @@ class RelayCore:
             return
         member.link.count_received(size)
         member.last_heard = now
+        member.answer_credit = min(
+            member.answer_credit + LIST_CREDIT_FACTOR * size, MAX_ANSWER_CREDIT
+        )
         if member.join is not None:
             self._by_join.pop(member.join, None)
             member.join = None
@@ -593,6 +668,8 @@ class RelayCore:
 
     def _move(self, member: Member, addr: Address) -> None:
         self._events.append(MemberMoved(member.nick, member.addr, addr))
+        self._count_address(member.addr, -1)
+        self._count_address(addr, +1)
         member.addr = addr
         member.validated = False
         member.received_unvalidated = 0
@@ -688,9 +765,17 @@ class RelayCore:
         except wire.DecodeError as exc:
             self.stats.bad_messages += 1
             self._drop(f"bad message: {exc}", member.addr)
+            self._answer_undecodable(member, data, exc)
             return
         if isinstance(message, (m.Say, m.Action)):
-            problem = m.text_error(message.text) or self._flood(member, now)
+            earlier = self._answered.get(message.msgid) if message.msgid else None
+            if isinstance(earlier, int):  # resent after a rejoin: posted already
+                self.stats.resent_requests += 1
+                self._answer(member, m.Posted(earlier))
+                return
+            problem = self._flood(member, now)
+            if problem is None:
+                problem = m.text_error(message.text)
             if problem is not None:
                 self._answer(member, m.Refused(problem))
                 return
@@ -701,6 +786,7 @@ class RelayCore:
             else:
                 event = m.ActionMessage(seq, self._time(now), member.nick, message.text)
             if self._answer(member, m.Posted(seq)):
+                self._remember(message.msgid, seq)
                 self._post(event, member, chat=True)
         elif isinstance(message, m.PrivateSend):
             self._private(member, message, now)
@@ -712,7 +798,10 @@ class RelayCore:
                 self._rename(member, message.nick, now)
         elif isinstance(message, m.Who):
             problem = self._flood(member, now)
-            self._answer(member, m.Error(problem) if problem else m.Members(self._member_list()))
+            if problem is None:
+                self._answer_who(member)
+            else:
+                self._answer(member, m.Error(problem))
         elif isinstance(message, m.Quit):
             self._remove(member, m.LeaveReason.QUIT, message.reason, now)
             member.link.acknowledge_now()  # before the session is forgotten
@@ -720,6 +809,46 @@ class RelayCore:
         else:
             self.stats.bad_messages += 1
             self._drop(f"a client may not send {type(message).__name__}", member.addr)
+
+    def _answer_undecodable(self, member: Member, data: bytes, exc: wire.DecodeError) -> None:
+        """protocol.md 6.1: a request gets its one answer even when it cannot be read (too
+        long, or a field out of range), or a client counting answers would pair every later
+        one with the wrong request."""
+        kind = m.peek_kind(data)
+        if kind not in m.ANSWERED_KINDS:
+            return  # not a request that is answered (or not one at all)
+        if len(data) > m.MAX_TEXT_BYTES:
+            reason = f"message too long: the limit is {m.MAX_TEXT_BYTES} bytes of UTF-8"
+        else:
+            reason = f"the relay could not read this request ({exc})"
+        if kind in (m.MessageKind.SAY, m.MessageKind.ACTION):
+            self._answer(member, m.Refused(reason[: wire.MAX_REASON_BYTES // 4]))
+        else:
+            self._answer(member, m.Error(reason[: wire.MAX_REASON_BYTES // 4]))
+
+    def _answer_who(self, member: Member) -> None:
+        """MEMBERS, if the member has sent enough to earn it: a tiny WHO must not buy a big
+        list over and over (protocol.md 6.5)."""
+        listed = self._member_list()
+        cost = sum(len(nick.encode()) + 1 for nick in listed) + 3 * wire.TOKEN_SIZE
+        if cost > member.answer_credit:
+            self.stats.flood_refused += 1
+            reason = "" if member.list_told else "too many member lists; try again in a moment"
+            member.list_told = True
+            self._answer(member, m.Error(reason))
+            return
+        member.list_told = False
+        member.answer_credit -= cost
+        self._answer(member, m.Members(listed))
+
+    def _remember(self, msgid: bytes, answer: int | tuple[int, str]) -> None:
+        """Keep what a request with a message id got, for a copy resent after a rejoin."""
+        if not msgid:
+            return
+        answered = self._answered
+        while len(answered) >= self._max_answered:
+            del answered[next(iter(answered))]
+        answered[msgid] = answer
 
     def _answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
@@ -735,21 +864,34 @@ class RelayCore:
         return False
 
     def _flood(self, member: Member, now: float) -> str | None:
+        """None if the request may go ahead; else its refusal. protocol.md 6.5: only the first
+        refusal of a burst says why; the rest are empty, so that refusals can never make the
+        relay send a member much more than it sent."""
         if member.bucket.take(now):
+            member.flood_told = False
             return None
         self.stats.flood_refused += 1
+        if member.flood_told:
+            return ""
+        member.flood_told = True
         return (
             f"flood control: at most {self.config.flood_burst} messages at once, "
             f"then {self.config.flood_rate:g} a second; this one was not delivered"
         )
 
     def _private(self, member: Member, message: m.PrivateSend, now: float) -> None:
+        earlier = self._answered.get(message.msgid) if message.msgid else None
+        if isinstance(earlier, tuple):  # resent after a rejoin: delivered already
+            self.stats.resent_requests += 1
+            when, to = earlier
+            self._answer(member, m.Private(when, member.nick, to, message.text))
+            return
         target = self._by_nick.get(nick_key(message.to))
-        problem = (
-            m.text_error(message.text)
-            or (None if target is not None else f"no such nickname: {message.to}")
-            or self._flood(member, now)
-        )
+        problem = self._flood(member, now)
+        if problem is None:
+            problem = m.text_error(message.text)
+        if problem is None and target is None:
+            problem = f"no such nickname: {message.to}"
         if problem is not None or target is None:
             self._answer(member, m.Error(problem or ""))
             return
@@ -758,6 +900,7 @@ class RelayCore:
             self._remove(target, m.LeaveReason.DROPPED, "could not keep up", None)
             self._answer(member, m.Error(f"{target.nick} could not take the message"))
             return
+        self._remember(message.msgid, (private.time, private.to))
         self._answer(member, private)
 
     def _rename(self, member: Member, nick: str, now: float) -> None:
@@ -781,7 +924,8 @@ class RelayCore:
 
     def _forget(self, member: Member) -> None:
         """Drop a session from every table, without telling anyone."""
-        self.members.pop(member.token, None)
+        if self.members.pop(member.token, None) is not None:
+            self._count_address(member.addr, -1)
         self._members_cache = None
         if self._by_nick.get(member.key) is member:
             del self._by_nick[member.key]

@@ -113,6 +113,8 @@ def relay_main(params: Mapping[str, Any]) -> int:
         handshake_burst=members + 200,
         handshake_rate=max(1000.0, float(members)),
         max_members=max(1024, members + 64),
+        max_members_per_host=max(1024, members + 64),  # every member is on this machine
+        max_members_per_network=max(1024, members + 64),
         heartbeat=float(params.get("heartbeat", 1.0)),
     )
     server = RelayServer(RelayOptions(host=LOCALHOST, port=0, config=config))
