@@ -1140,6 +1140,32 @@ def test_e2e_messages_of_an_evicted_session_are_not_posted_twice() -> None:
     assert alice.session.nick == "alice"
 
 
+def test_e2e_without_history_message_ids_keep_a_resume_exactly_once() -> None:
+    """As above, but the relay keeps no history, so catch-up cannot show what was posted: the
+    client resends all three, and their message ids make the relay answer without posting."""
+    config = RelayConfig(timeout=3.0, history=0)
+    net, relay, (alice, bob) = relay_net(("alice", "bob"), relay_config=config)
+    join_all(net, [alice, bob])
+    up, down = (client_addr(0), RELAY), (RELAY, client_addr(0))
+    net.set_path(*down, PathModel(loss=1.0))
+    ids = [alice.session.say(f"posted blind {i}", net.now) for i in range(3)]
+    net.run(0.3)
+    net.set_path(*up, PathModel(loss=1.0))
+    assert net.run_until(lambda: relay.member_nicks() == ["bob"], 10)
+    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
+    net.set_default(PathModel(delay=0.005))
+    assert net.run_until(lambda: alice.session.idle, 20)
+    net.run(0.5)
+    assert [t for _, _, t in chat_log(bob)] == [f"posted blind {i}" for i in range(3)]
+    assert relay.stats.resent_requests == 3
+    confirmed = [
+        e.local_id
+        for e in alice.of(ev.MessageReceived)
+        if isinstance(e, ev.MessageReceived) and e.own
+    ]
+    assert confirmed == ids
+
+
 def test_e2e_a_rejoin_whose_accept_was_lost_keeps_the_nickname() -> None:
     """An attempt whose ACCEPTs were all lost left a session holding our nickname on the
     relay; the next attempt reuses the nonce and is given that session instead of a REJECT."""
