@@ -46,6 +46,8 @@ RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE)))
 # answers fit in the third time), and a member can bank at most this much of that.
 LIST_CREDIT_FACTOR = AMPLIFICATION_FACTOR - 1
 MAX_ANSWER_CREDIT = LIST_CREDIT_FACTOR * 64 * 1024
+# What a member list costs besides its nicknames: the DATA datagram around it.
+LIST_OVERHEAD = 40
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
     m.LeaveReason.TIMEOUT: "timed out",
@@ -830,7 +832,7 @@ class RelayCore:
         """MEMBERS, if the member has sent enough to earn it: a tiny WHO must not buy a big
         list over and over (protocol.md 6.5)."""
         listed = self._member_list()
-        cost = sum(len(nick.encode()) + 1 for nick in listed) + 3 * wire.TOKEN_SIZE
+        cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
         if cost > member.answer_credit:
             self.stats.flood_refused += 1
             reason = "" if member.list_told else "too many member lists; try again in a moment"
