@@ -2,26 +2,31 @@
 
 The relay shell over a transport whose sends fail with each errno that a firewall, a route or
 port 0 gives; a core or session method made to raise: outside strict mode the loop logs it
-once, counts it and goes on; in strict mode (the test suite's) it re-raises.
+once, counts it and goes on; in strict mode (the test suite's) it re-raises, and the relay or
+the client ends with a reason and a non-zero exit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e_support import members, relay_config, running_relay, wait_until
+from tests.e2e_support import Recorder, members, relay_config, running_relay, wait_until
 from udpchat import events as ev
-from udpchat import faults, wire
-from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat import faults, relay_server, wire
+from udpchat.client import ChatClient, ClientOptions
+from udpchat.relay_server import RelayOptions, RelayServer, run_relay
 from udpchat.transport import Address, UdpTransport
+from udpchat.ui import run_ui
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,7 +120,7 @@ def test_relay_keeps_serving_while_sends_fail_with_each_errno() -> None:
         with members(server.address, "alice", "bob") as [alice, bob]:
             alice.client.say("still here")
             bob.log.wait_event(ev.MessageReceived, 10, lambda e: e.text == "still here")
-        assert not server.wait(0)
+        assert server.failure is None and not server.wait(0)
     finally:
         for sock in socks:
             sock.close()
@@ -144,7 +149,7 @@ def test_relay_survives_a_core_call_that_raises(
             alice.client.say("after it")
             bob.log.wait_event(ev.MessageReceived, 10, lambda e: e.text == "after it")
         assert server.internal_errors == 2
-        assert not server.wait(0)
+        assert server.failure is None and not server.wait(0)
     assert [(f.where, f.kind) for f in faults.take()] == [(f"RelayCore.{method}", "CoreBug")] * 2
     assert len(error_records(caplog, CoreBug)) == 1  # logged once, with its traceback
 
@@ -162,8 +167,40 @@ def test_strict_mode_lets_a_relay_core_exception_end_serving() -> None:
         Glitch(server.core, "receive_datagram", CoreBug, times=1)
         sock.sendto(b"any datagram", server.address)
         assert server.wait(10), "the serving thread did not end"
+        assert server.failure is not None and "CoreBug" in server.failure
         assert server.internal_errors == 1
     assert [f.kind for f in faults.take()] == ["CoreBug"]
+
+
+@expects_a_dead_thread
+def test_udpchat_relay_exits_1_with_the_reason_when_serving_ends(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class CoreBug(Exception):
+        pass
+
+    started: list[RelayServer] = []
+
+    class Recorded(RelayServer):
+        def start(self) -> RelayServer:
+            Glitch(self.core, "receive_datagram", CoreBug, times=1)
+            started.append(self)
+            return super().start()
+
+    monkeypatch.setattr(relay_server, "RelayServer", Recorded)
+    codes: list[int] = []
+    options = RelayOptions(host="127.0.0.1", port=0, config=relay_config())
+    runner = threading.Thread(target=lambda: codes.append(run_relay(options)), daemon=True)
+    with caplog.at_level(logging.INFO, logger="udpchat.relay"):
+        runner.start()  # not the main thread: run_relay leaves signal handlers alone
+        assert wait_until(lambda: bool(started), 10)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"any datagram", started[0].address)
+        runner.join(10)
+    assert codes == [1]
+    reasons = [r.getMessage() for r in caplog.records if "stopped serving" in r.getMessage()]
+    assert len(reasons) == 1 and "CoreBug" in reasons[0] and "\n" not in reasons[0]
+    faults.take()
 
 
 # --- exceptions from the client session -----------------------------------------------------------
@@ -186,3 +223,62 @@ def test_client_survives_a_session_call_that_raises(caplog: pytest.LogCaptureFix
         ("ClientSession.receive_datagram", "SessionBug")
     ] * 2
     assert len(error_records(caplog, SessionBug)) == 1
+
+
+@contextlib.contextmanager
+def open_pipe() -> Iterator[io.TextIOWrapper]:
+    """Standard input that stays open and says nothing, as a user who is thinking."""
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "r", encoding="utf-8")
+    try:
+        yield reader
+    finally:
+        os.close(write_fd)  # the UI's reader thread sees the end and leaves
+
+
+@expects_a_dead_thread
+def test_udpchat_join_ends_with_the_reason_when_the_receiver_dies() -> None:
+    class SessionBug(Exception):
+        pass
+
+    clients: list[ChatClient] = []
+
+    def start(on_event: Callable[[ev.ClientEvent], None]) -> ChatClient:
+        client = ChatClient(ClientOptions("alice", server=server.address), on_event)
+        clients.append(client)
+        Glitch(client._session, "receive_datagram", SessionBug, times=1)
+        return client.start()
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    codes: list[int] = []
+    with running_relay() as server, open_pipe() as stdin:
+        ui = threading.Thread(
+            target=lambda: codes.append(
+                run_ui(start, "plain", stdin=stdin, stdout=stdout, stderr=stderr)
+            ),
+            daemon=True,
+        )
+        ui.start()
+        ui.join(15)
+        for client in clients:
+            client.close()
+        assert not ui.is_alive(), "the front end still waits on a dead client"
+    assert codes == [1]
+    assert "the client stopped receiving: SessionBug" in stderr.getvalue()
+    assert [f.kind for f in faults.take()] == ["SessionBug"]
+
+
+@expects_a_dead_thread
+def test_a_dead_receiver_closes_the_session_with_a_reason() -> None:
+    class SessionBug(Exception):
+        pass
+
+    log = Recorder()
+    with running_relay() as server:
+        client = ChatClient(ClientOptions("alice", server=server.address), log)
+        Glitch(client._session, "handle_timer", SessionBug, times=1)
+        with contextlib.closing(client.start()):
+            closed = log.wait_event(ev.Closed, 10)
+            assert "SessionBug" in closed.reason
+            assert not client.wait_joined(0.1)
+    assert [f.where for f in faults.take()] == ["ClientSession.handle_timer"]

@@ -7,6 +7,7 @@ go to a callback (called from the receiver thread) or into a queue for ``next_ev
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -291,6 +292,25 @@ class ChatClient:
         faults.report(f"ClientSession.{call}", error, log)  # re-raises in strict mode
 
     def _receive_loop(self) -> None:
+        """The receiver thread. Should it ever end with an exception, the session ends with
+        a Closed event that says why, so that a front end does not wait on a dead client."""
+        try:
+            self._receive_until_closed()
+        except BaseException as error:
+            self._receiver_failed(error)
+            raise
+
+    def _receiver_failed(self, error: BaseException) -> None:
+        reason = f"the client stopped receiving: {type(error).__name__}: {error}"
+        with self._lock:
+            self._backlog.append(Closed(reason))
+        self._closed.set()
+        with self._changed:
+            self._changed.notify_all()
+        with contextlib.suppress(Exception):  # the callback itself may be what failed
+            self._dispatch()
+
+    def _receive_until_closed(self) -> None:
         session, transport = self._session, self._transport
         while not self._closed.is_set():
             with self._lock:

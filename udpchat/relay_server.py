@@ -85,6 +85,7 @@ class RelayServer:
         # Sends the transport refused, by errno: each lost one datagram, nothing more.
         self.send_errors_by_errno: dict[int, int] = {}
         self._send_errors = ErrorLog("sendto", self.send_errors_by_errno)
+        self._failure: str | None = None
 
     @property
     def address(self) -> Address:
@@ -110,10 +111,20 @@ class RelayServer:
         self._thread.start()
         return self
 
+    @property
+    def failure(self) -> str | None:
+        """Why serving ended, when it ended other than by ``stop()``; otherwise None."""
+        return self._failure
+
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
         try:
             self._serve()
+            if not self._stopping.is_set():
+                self._failure = "serving ended without being asked to stop"
+        except BaseException as error:
+            self._failure = f"{type(error).__name__}: {error}"
+            raise
         finally:
             self._transport.close()
             self._done.set()
@@ -252,7 +263,11 @@ class RelayServer:
 
 
 def run_relay(options: RelayOptions, verbose: bool = False) -> int:
-    """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command."""
+    """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command.
+
+    Returns 0 after Ctrl-C or SIGTERM, 1 when serving ended by itself: an operator or a
+    supervisor must be able to tell a relay that was stopped from one that died.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -270,4 +285,7 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     except KeyboardInterrupt:
         log.info("shutting down: telling %d members", len(server.members()))
         server.stop()
+    if server.failure is not None:
+        log.error("the relay stopped serving: %s", server.failure)
+        return 1
     return 0
