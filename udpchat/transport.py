@@ -36,10 +36,14 @@ class DatagramTransport(Protocol):
     @property
     def local_address(self) -> Address: ...
 
-    def sendto(self, data: bytes, addr: Address) -> None: ...
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send one datagram, or lose it: what the system says about it is not raised."""
+        ...
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
-        """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed)."""
+        """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed).
+
+        A receive error costs at most a datagram and is not raised."""
         ...
 
     def wake(self) -> None:
