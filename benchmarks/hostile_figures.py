@@ -85,9 +85,7 @@ def _handshake(sock: socket.socket, relay: Address, nonce: bytes, nick: str) -> 
 
 def answer_ratio(requests: list[m.Message], room: int = 10, spread: float = 0.0) -> float:
     net = SimNetwork(seed=5, default=PathModel())
-    relay = RelayCore(
-        RelayConfig(max_members_per_host=1000), 0.0, random.Random(5).randbytes
-    )
+    relay = RelayCore(RelayConfig(max_members_per_host=1000), 0.0, random.Random(5).randbytes)
     net.attach(RELAY_SIM, relay)
     from tests.fakeclient import FakeClient
 

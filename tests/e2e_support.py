@@ -270,12 +270,14 @@ def udpchat_env() -> dict[str, str]:
 
 
 class Process:
-    """``python -m udpchat ...`` with piped stdio; output lines are collected by threads."""
+    """``python -m udpchat ...`` with piped stdio; output lines are collected by threads.
 
-    def __init__(self, *args: str) -> None:
+    ``prefix`` runs it through another command, e.g. ``ip netns exec NAME``."""
+
+    def __init__(self, *args: str, prefix: Sequence[str] = ()) -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "udpchat", *args],
+            [*prefix, sys.executable, "-m", "udpchat", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -399,8 +401,10 @@ _LISTENING = re.compile(r"udpchat relay listening on (\S+):(\d+)")
 class RelayProcess(Process):
     """``udpchat relay`` in a subprocess; ``address`` is parsed from its log on stderr."""
 
-    def __init__(self, *args: str, port: int = 0, timeout: float = 15.0) -> None:
-        super().__init__("relay", "--host", "127.0.0.1", "--port", str(port), *args)
+    def __init__(
+        self, *args: str, port: int = 0, timeout: float = 15.0, prefix: Sequence[str] = ()
+    ) -> None:
+        super().__init__("relay", "--host", "127.0.0.1", "--port", str(port), *args, prefix=prefix)
         line = self.wait_line(lambda s: _LISTENING.search(s) is not None, timeout, stderr=True)
         found = _LISTENING.search(line)
         assert found is not None

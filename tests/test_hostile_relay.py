@@ -40,7 +40,7 @@ def join(net: SimNetwork, nick: str, addr: Address, seed: int = 0, **kw) -> Fake
 
 def test_one_host_cannot_fill_the_room_whatever_its_ports_or_loopback_addresses() -> None:
     config = RelayConfig(max_members_per_host=64, handshake_burst=1000)
-    net, relay = setup(config)
+    net, _relay = setup(config)
     clients = [
         join(net, f"bot{i}", (f"127.0.{i // 200}.{i % 200 + 1}", 20000 + i)) for i in range(80)
     ]
@@ -55,9 +55,9 @@ def test_one_host_cannot_fill_the_room_whatever_its_ports_or_loopback_addresses(
 @pytest.mark.parametrize(
     "hosts, other",
     [
-        (["198.51.100.%d" % i for i in range(1, 9)], "198.51.101.1"),
-        (["2001:db8:0:1::%x" % i for i in range(1, 9)], "2001:db8:0:2::1"),
-        (["::ffff:198.51.100.%d" % i for i in range(1, 9)], "::ffff:198.51.101.1"),
+        ([f"198.51.100.{i}" for i in range(1, 9)], "198.51.101.1"),
+        ([f"2001:db8:0:1::{i:x}" for i in range(1, 9)], "2001:db8:0:2::1"),
+        ([f"::ffff:198.51.100.{i}" for i in range(1, 9)], "::ffff:198.51.101.1"),
     ],
 )
 def test_members_are_capped_per_host_and_per_network(hosts: list[str], other: str) -> None:
@@ -172,8 +172,8 @@ def test_answers_to_datagrams_that_prove_nothing_are_limited_per_host() -> None:
 def _answer_ratio(requests: list[m.Message], room: int = 10) -> float:
     """Bytes the relay sends one member over the bytes it received from that member, from
     its HELLO on, while the member's requests arrive in as few datagrams as they fit."""
-    net, relay = setup(RelayConfig(max_members_per_host=100))
-    others = [join(net, f"member{i:02}", ("192.0.2.%d" % (i + 10), 4000)) for i in range(room)]
+    net, _relay = setup(RelayConfig(max_members_per_host=100))
+    others = [join(net, f"member{i:02}", (f"192.0.2.{i + 10}", 4000)) for i in range(room)]
     attacker_addr: Address = ("198.51.100.66", 4000)
     sent = received = 0
 
@@ -215,7 +215,7 @@ def test_no_request_pattern_gets_more_than_three_times_its_bytes(
 
 
 def test_only_the_first_flood_refusal_of_a_burst_is_in_words() -> None:
-    net, relay = setup(RelayConfig(flood_burst=2, flood_rate=1.0))
+    net, _relay = setup(RelayConfig(flood_burst=2, flood_rate=1.0))
     alice = join(net, "alice", ("192.0.2.1", 1))
     for i in range(6):
         alice.send(m.Say(f"s{i}"))
@@ -237,7 +237,7 @@ def test_only_the_first_flood_refusal_of_a_burst_is_in_words() -> None:
 
 @pytest.mark.parametrize("chats", range(46))
 def test_a_newcomer_gets_the_most_recent_chat_events(chats: int) -> None:
-    net, relay = setup(RelayConfig(join_history=20, flood_burst=100, flood_rate=100.0))
+    net, _relay = setup(RelayConfig(join_history=20, flood_burst=100, flood_rate=100.0))
     alice = join(net, "alice", ("192.0.2.1", 1))
     for i in range(chats):
         alice.send(m.Say(f"chat {i}"))
@@ -351,9 +351,9 @@ def test_a_silent_member_stays_until_the_timeout_not_until_its_link_gives_up() -
 def test_a_steady_stream_of_who_gets_at_most_three_times_its_bytes() -> None:
     """Counting from the HELLO hides nothing: after the handshake's credit is spent, the
     member lists a member gets are paid for by what it sends."""
-    net, relay = setup(RelayConfig(max_members_per_host=100, flood_rate=10.0))
+    net, _relay = setup(RelayConfig(max_members_per_host=100, flood_rate=10.0))
     for i in range(60):
-        join(net, f"member{i:02}", ("192.0.2.%d" % (i + 10), 4000))
+        join(net, f"member{i:02}", (f"192.0.2.{i + 10}", 4000))
     attacker_addr: Address = ("198.51.100.66", 4000)
     attacker = join(net, "mallory", attacker_addr)
     sent = received = 0

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from tests.fakeclient import FakeClient
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay_core import DatagramDropped, RelayConfig, RelayCore
+from udpchat.seal import Sealer
 from udpchat.sim import PathModel, SimNetwork
 
 RELAY = ("127.0.0.1", 9000)
@@ -444,3 +445,56 @@ def test_answers_never_overtake_a_held_joined() -> None:
     assert order == ["Joined", "Posted"]
     seqs = [x.seq for x in alice.received if isinstance(x, (m.Joined, m.Posted))]
     assert seqs == sorted(seqs)
+
+
+# --- source port 0 ------------------------------------------------------------------------------
+
+PORT_ZERO = ("127.0.0.1", 0)
+
+
+def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
+    """protocol.md 3.1: nothing sent to port 0 can arrive, so nothing from it is answered,
+    and no session moves there, even with a member's own token."""
+    net, relay = setup()
+    alice = join(net, "alice", 1)
+    net.run(0.2)
+    assert alice.accept is not None
+    now = net.now
+    rng = random.Random(5)
+    nonce = rng.randbytes(8)
+    version_2 = bytearray(wire.encode_hello(rng.randbytes(8)))
+    version_2[1] = 2
+    datagrams = [
+        wire.encode_hello(nonce),  # 1200 bytes: would get a CHALLENGE
+        wire.encode_join(nonce, relay._issue_cookie(nonce, PORT_ZERO, now), "mallory", None),
+        wire.encode_ping(rng.randbytes(8), 0, 0, 0),  # 16 bytes, unknown token: RESET
+        wire.encode_ping(alice.accept.token, 10**6, 0, 0),  # would move alice to port 0
+        bytes(version_2),  # would get REJECT VERSION
+        rng.randbytes(1200),
+        b"",
+    ]
+    relay.datagrams_to_send(now)
+    relay.events()
+    before = relay.stats.datagrams_received
+    for data in datagrams:
+        relay.receive_datagram(data, PORT_ZERO, now)
+    relay.handle_timer(now)
+    assert relay.datagrams_to_send(now) == []
+    events = relay.events()
+    assert events == [DatagramDropped("from port 0", PORT_ZERO)] * len(datagrams)
+    assert relay.stats.from_port_zero == len(datagrams)
+    assert relay.stats.datagrams_received == before
+    assert relay.member_nicks() == ["alice"]
+    assert [mb.addr for mb in relay.members.values()] == [client_addr(1)]
+
+
+def test_keyed_relay_drops_everything_from_port_zero() -> None:
+    key = bytes(range(32))
+    sealer = Sealer(key, random.Random(2).randbytes)
+    relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes, sealer=sealer)
+    client = Sealer(key, random.Random(3).randbytes)
+    sealed_hello = client.seal(wire.encode_hello(b"n" * 8, size=wire.MAX_DATAGRAM_SIZE - 36))
+    for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), sealed_hello):
+        relay.receive_datagram(data, PORT_ZERO, 0.0)
+    assert relay.datagrams_to_send(0.0) == []
+    assert relay.stats.from_port_zero == 3 and relay.stats.bad_key == 0

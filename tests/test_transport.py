@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import socket
 import threading
 import time
@@ -10,7 +13,13 @@ from collections.abc import Iterator
 import pytest
 
 from udpchat.impair import ImpairmentConfig
-from udpchat.transport import Address, DatagramTransport, ImpairedTransport, UdpTransport
+from udpchat.transport import (
+    Address,
+    DatagramTransport,
+    ErrorLog,
+    ImpairedTransport,
+    UdpTransport,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -96,6 +105,103 @@ def test_send_to_vanished_peer_is_counted_not_raised(
     a.sendto(b"still works", b.local_address)
     assert b.recvfrom(5.0) == (b"still works", a.local_address)
     assert a.recvfrom(0.05) is None
+
+
+# Errors a sendto can meet on Linux for one destination alone: port 0, a local firewall,
+# a policy, no route, a datagram too large for the path.
+ONE_DATAGRAM_ERRORS = [
+    errno.EINVAL,
+    errno.EPERM,
+    errno.EACCES,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EMSGSIZE,
+]
+
+
+def test_send_to_port_zero_is_counted_not_raised(pair: tuple[UdpTransport, UdpTransport]) -> None:
+    a, b = pair
+    a.sendto(b"nobody listens on port 0", ("127.0.0.1", 0))  # EINVAL on Linux
+    assert a.counters.send_errors == 1 and a.counters.sent == 0
+    assert set(a.counters.send_errors_by_errno) <= {errno.EINVAL}
+    a.sendto(b"still works", b.local_address)
+    assert b.recvfrom(5.0) == (b"still works", a.local_address)
+
+
+class RefusingSocket(socket.socket):
+    """A UDP socket whose sends fail with ``refuse`` (a firewall, a missing route, ...), and
+    whose receives fail with ``fail_receives`` first, before it hands out datagrams."""
+
+    refuse: int = errno.EPERM
+    fail_receives: list[int]
+
+    def sendto(self, data: object, *args: object) -> int:  # type: ignore[override]
+        raise OSError(self.refuse, os.strerror(self.refuse))
+
+    def recvfrom(self, bufsize: int, *args: object) -> tuple[bytes, object]:  # type: ignore[override]
+        if self.fail_receives:
+            code = self.fail_receives.pop(0)
+            raise OSError(code, os.strerror(code))
+        return super().recvfrom(bufsize, *args)  # type: ignore[arg-type]
+
+
+def refusing_transport(fail_receives: list[int] | None = None) -> UdpTransport:
+    sock = RefusingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.fail_receives = list(fail_receives or [])
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return UdpTransport(sock)
+
+
+@pytest.mark.parametrize("code", ONE_DATAGRAM_ERRORS, ids=errno.errorcode.get)
+def test_every_send_error_loses_one_datagram(code: int) -> None:
+    transport = refusing_transport()
+    try:
+        transport._sock.refuse = code  # type: ignore[attr-defined]
+        for _ in range(3):
+            transport.sendto(b"lost", ("127.0.0.1", 9))
+        assert transport.counters.send_errors == 3
+        assert transport.counters.send_errors_by_errno == {code: 3}
+        assert transport.counters.sent == 0
+    finally:
+        transport.close()
+
+
+def test_receive_errors_never_end_a_receive() -> None:
+    transport = refusing_transport(fail_receives=[errno.EIO, errno.ENOMEM, errno.ECONNREFUSED])
+    sender = UdpTransport.bind("127.0.0.1")
+    try:
+        sender.sendto(b"after the errors", transport.local_address)
+        assert transport.recvfrom(5.0) == (b"after the errors", sender.local_address)
+        assert transport.counters.recv_errors == 3
+        assert transport.counters.recv_errors_by_errno == {
+            errno.EIO: 1,
+            errno.ENOMEM: 1,
+            errno.ECONNREFUSED: 1,
+        }
+    finally:
+        sender.close()
+        transport.close()
+
+
+def test_send_errors_are_logged_once_per_interval_per_errno(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counts: dict[int, int] = {}
+    errors = ErrorLog("sendto", counts, interval=10.0)
+    einval = OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    eperm = OSError(errno.EPERM, os.strerror(errno.EPERM))
+    with caplog.at_level(logging.INFO, logger="udpchat.transport"):
+        for i in range(100):
+            errors.failed(einval, now=100.0 + i * 0.05)  # 5 s of failures
+        errors.failed(eperm, now=101.0)
+        errors.failed(einval, now=110.0)  # 10 s after the first line: a summary
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "EINVAL" in lines[0] and "1 datagram lost" in lines[0]
+    assert "EPERM" in lines[1]
+    assert "EINVAL" in lines[2] and "100 datagrams lost in the last 10 s" in lines[2]
+    assert counts == {errno.EINVAL: 101, errno.EPERM: 1}
 
 
 def test_close_unblocks_receiver() -> None:

@@ -7,6 +7,9 @@ go to a callback (called from the receiver thread) or into a queue for ``next_ev
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import os
 import queue
 import secrets
@@ -17,14 +20,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from udpchat import faults
 from udpchat.client_core import ClientConfig, ClientSession, SessionState
 from udpchat.events import ClientEvent, Closed
 from udpchat.impair import ImpairmentConfig
 from udpchat.reliability import LinkConfig
 from udpchat.seal import Sealer, derive_room_key
-from udpchat.transport import Address, DatagramTransport, ImpairedTransport, UdpTransport, resolve
+from udpchat.transport import (
+    Address,
+    DatagramTransport,
+    ErrorLog,
+    ImpairedTransport,
+    UdpTransport,
+    resolve,
+)
 
 T = TypeVar("T")
+log = logging.getLogger("udpchat.client")
 
 # Longest the receiver sleeps without a timer, so that closing is never missed for long.
 IDLE_WAIT = 0.5
@@ -90,6 +102,11 @@ class ChatClient:
         self._thread: threading.Thread | None = None
         self._sleeping_until = 0.0
         self._closed = threading.Event()
+        # Exceptions a session call raised and the shell survived (see udpchat.faults).
+        self.internal_errors = 0
+        # Sends the transport refused, by errno: each lost one datagram, nothing more.
+        self.send_errors_by_errno: dict[int, int] = {}
+        self._send_errors = ErrorLog("sendto", self.send_errors_by_errno)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -227,12 +244,15 @@ class ChatClient:
         if the session's next timer is now earlier than the receiver's sleep."""
         with self._lock:
             now = time.monotonic()
-            out = self._session.datagrams_to_send(now)
+            out = self._guarded("datagrams_to_send", lambda: self._session.datagrams_to_send(now))
             self._backlog.extend(self._session.events())
-            timer = self._session.next_timer()
+            timer = self._guarded("next_timer", self._session.next_timer)
             self._changed.notify_all()
-        for data in out:
-            self._transport.sendto(data, self._server)
+        for data in out or ():
+            try:
+                self._transport.sendto(data, self._server)
+            except OSError as error:  # this datagram is lost; the link will resend it
+                self._send_errors.failed(error, time.monotonic())
         self._dispatch()
         if timer is not None and timer < self._sleeping_until:
             self._transport.wake()
@@ -255,11 +275,46 @@ class ChatClient:
                 with self._lock:
                     self._dispatching = False
 
+    def _guarded(self, call: str, action: Callable[[], T]) -> T | None:
+        """``action()``, a call into the session; None if it raised, which is reported.
+
+        One datagram must never end the receiver: a session call that raises loses what
+        it was doing (the datagram, this turn's timers or output), and the client goes on.
+        """
+        try:
+            return action()
+        except Exception as error:
+            self._internal_error(call, error)
+            return None
+
+    def _internal_error(self, call: str, error: Exception) -> None:
+        self.internal_errors += 1
+        faults.report(f"ClientSession.{call}", error, log)  # re-raises in strict mode
+
     def _receive_loop(self) -> None:
+        """The receiver thread. Should it ever end with an exception, the session ends with
+        a Closed event that says why, so that a front end does not wait on a dead client."""
+        try:
+            self._receive_until_closed()
+        except BaseException as error:
+            self._receiver_failed(error)
+            raise
+
+    def _receiver_failed(self, error: BaseException) -> None:
+        reason = f"the client stopped receiving: {type(error).__name__}: {error}"
+        with self._lock:
+            self._backlog.append(Closed(reason))
+        self._closed.set()
+        with self._changed:
+            self._changed.notify_all()
+        with contextlib.suppress(Exception):  # the callback itself may be what failed
+            self._dispatch()
+
+    def _receive_until_closed(self) -> None:
         session, transport = self._session, self._transport
         while not self._closed.is_set():
             with self._lock:
-                timer = session.next_timer()
+                timer = self._guarded("next_timer", session.next_timer)
                 if session.state is SessionState.CLOSED:
                     break
                 now = time.monotonic()
@@ -272,18 +327,26 @@ class ChatClient:
                 for _ in range(MAX_BATCH):
                     if got is None:
                         break
-                    if got[1] == self._server:
-                        session.receive_datagram(got[0], now)
+                    self._receive(got, now)
                     got = transport.recvfrom(0.0)
-                if got is not None and got[1] == self._server:
-                    session.receive_datagram(got[0], now)
-                timer = session.next_timer()
+                if got is not None:
+                    self._receive(got, now)
+                timer = self._guarded("next_timer", session.next_timer)
                 if timer is not None and timer <= now:
-                    session.handle_timer(now)
+                    self._guarded("handle_timer", functools.partial(session.handle_timer, now))
             self._flush()
         self._flush()
         with self._lock:
             self._changed.notify_all()
+
+    def _receive(self, got: tuple[bytes, Address], now: float) -> None:
+        """Take in one datagram if it comes from the relay: nobody else speaks for it."""
+        if got[1] != self._server:
+            return
+        try:
+            self._session.receive_datagram(got[0], now)
+        except Exception as error:
+            self._internal_error("receive_datagram", error)
 
 
 def run_client(options: ClientOptions, json_output: bool = False) -> int:

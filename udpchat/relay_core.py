@@ -156,6 +156,7 @@ class RelayStats:
     replayed_joins: int = 0
     network_full: int = 0
     resent_requests: int = 0
+    from_port_zero: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -247,6 +248,10 @@ class RelayCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram from ``addr``; garbage is counted and dropped, never raised."""
+        if addr[1] == 0:  # protocol.md 3.1: no answer could ever reach it
+            self.stats.from_port_zero += 1
+            self._drop("from port 0", addr)
+            return
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
         plain = self._unseal(data, addr, now)

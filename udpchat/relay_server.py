@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from udpchat import faults
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import (
     Address,
@@ -29,7 +30,7 @@ from udpchat.relay_core import (
 from udpchat.sanitize import safe_text
 from udpchat.seal import Sealer, derive_room_key
 from udpchat.signals import interrupt_on_signals
-from udpchat.transport import DatagramTransport, ImpairedTransport, UdpTransport
+from udpchat.transport import DatagramTransport, ErrorLog, ImpairedTransport, UdpTransport
 
 log = logging.getLogger("udpchat.relay")
 
@@ -56,9 +57,12 @@ class RelayOptions:
 class RelayServer:
     """A running relay. ``start()`` serves in a thread; ``stop()`` says goodbye to members."""
 
-    def __init__(self, options: RelayOptions) -> None:
+    def __init__(self, options: RelayOptions, transport: DatagramTransport | None = None) -> None:
+        """Serve on ``transport`` when given (a fake in tests), otherwise on a UDP socket
+        bound to the options' host and port."""
         self.options = options
-        transport: DatagramTransport = UdpTransport.bind(options.host, options.port)
+        if transport is None:
+            transport = UdpTransport.bind(options.host, options.port)
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._transport = transport
@@ -76,6 +80,12 @@ class RelayServer:
         self._thread: threading.Thread | None = None
         self._last_drop_report = time.monotonic()
         self._drops_since_report = 0
+        # Exceptions a core call raised and the loop survived (see udpchat.faults).
+        self.internal_errors = 0
+        # Sends the transport refused, by errno: each lost one datagram, nothing more.
+        self.send_errors_by_errno: dict[int, int] = {}
+        self._send_errors = ErrorLog("sendto", self.send_errors_by_errno)
+        self._failure: str | None = None
 
     @property
     def address(self) -> Address:
@@ -101,11 +111,22 @@ class RelayServer:
         self._thread.start()
         return self
 
+    @property
+    def failure(self) -> str | None:
+        """Why serving ended, when it ended other than by ``stop()``; otherwise None."""
+        return self._failure
+
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
         try:
             self._serve()
+            if not self._stopping.is_set():
+                self._failure = "serving ended without being asked to stop"
+        except BaseException as error:
+            self._failure = f"{type(error).__name__}: {error}"
+            raise
         finally:
+            self._transport.close()
             self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -121,7 +142,7 @@ class RelayServer:
         core, transport = self._core, self._transport
         while True:
             with self._lock:
-                timer = core.next_timer()
+                timer = self._next_timer()
                 closed = core.closed
             if closed:
                 break
@@ -133,26 +154,65 @@ class RelayServer:
                 for _ in range(MAX_BATCH):
                     if got is None:
                         break
-                    core.receive_datagram(got[0], got[1], now)
+                    self._receive(got[0], got[1], now)
                     got = transport.recvfrom(0.0)
                 if got is not None:
-                    core.receive_datagram(got[0], got[1], now)
-                timer = core.next_timer()
+                    self._receive(got[0], got[1], now)
+                timer = self._next_timer()
                 if timer is not None and timer <= now:
-                    core.handle_timer(now)
-                out = core.datagrams_to_send(now, SEND_BATCH)
+                    self._handle_timer(now)
+                out = self._output(now)
                 events = core.events()
             while True:
                 for data, addr in out:
-                    transport.sendto(data, addr)
+                    self._send(data, addr)
                 if len(out) < SEND_BATCH:
                     break
                 with self._lock:
-                    out = core.datagrams_to_send(time.monotonic(), SEND_BATCH)
+                    out = self._output(time.monotonic())
             self._log(events)
             if self._stopping.is_set() and not core.shutting_down:
                 break  # stop() was asked not to say goodbye
-        transport.close()
+
+    # One datagram must never end the loop: a core call that raises loses what that call
+    # was doing (the datagram, this turn's timers or output), is reported, and serving goes on.
+
+    def _receive(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            self._core.receive_datagram(data, addr, now)
+        except Exception as error:
+            self._internal_error("RelayCore.receive_datagram", error)
+
+    def _next_timer(self) -> float | None:
+        try:
+            return self._core.next_timer()
+        except Exception as error:
+            self._internal_error("RelayCore.next_timer", error)
+            return None
+
+    def _handle_timer(self, now: float) -> None:
+        try:
+            self._core.handle_timer(now)
+        except Exception as error:
+            self._internal_error("RelayCore.handle_timer", error)
+
+    def _output(self, now: float) -> list[tuple[bytes, Address]]:
+        try:
+            return self._core.datagrams_to_send(now, SEND_BATCH)
+        except Exception as error:
+            self._internal_error("RelayCore.datagrams_to_send", error)
+            return []
+
+    def _internal_error(self, where: str, error: Exception) -> None:
+        self.internal_errors += 1
+        faults.report(where, error, log)  # re-raises in strict mode
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        """Send one datagram; a send that fails loses that datagram and nothing else."""
+        try:
+            self._transport.sendto(data, addr)
+        except OSError as error:
+            self._send_errors.failed(error, time.monotonic())
 
     def stop(self, reason: str = "stopped by its operator", goodbye: bool = True) -> None:
         """Tell members (``goodbye``) and stop; returns once the serving thread has ended."""
@@ -203,7 +263,11 @@ class RelayServer:
 
 
 def run_relay(options: RelayOptions, verbose: bool = False) -> int:
-    """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command."""
+    """Serve in the foreground until Ctrl-C; the ``udpchat relay`` command.
+
+    Returns 0 after Ctrl-C or SIGTERM, 1 when serving ended by itself: an operator or a
+    supervisor must be able to tell a relay that was stopped from one that died.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -221,4 +285,7 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     except KeyboardInterrupt:
         log.info("shutting down: telling %d members", len(server.members()))
         server.stop()
+    if server.failure is not None:
+        log.error("the relay stopped serving: %s", server.failure)
+        return 1
     return 0

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import selectors
 import socket
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
@@ -23,20 +24,10 @@ Address = tuple[str, int]
 
 MAX_DATAGRAM = 65535
 
-# sendto errors that mean "this datagram is lost", which UDP callers must tolerate anyway.
-_TRANSIENT_SEND_ERRORS = frozenset(
-    {
-        errno.EAGAIN,
-        errno.EWOULDBLOCK,
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.ENETDOWN,
-        errno.ENOBUFS,
-        getattr(errno, "EHOSTDOWN", errno.EHOSTUNREACH),
-    }
-)
+log = logging.getLogger("udpchat.transport")
+
+# One line per errno at most this often: a flood of failing sends must not flood the log.
+ERROR_LOG_INTERVAL = 10.0
 
 
 class DatagramTransport(Protocol):
@@ -45,10 +36,14 @@ class DatagramTransport(Protocol):
     @property
     def local_address(self) -> Address: ...
 
-    def sendto(self, data: bytes, addr: Address) -> None: ...
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send one datagram, or lose it: what the system says about it is not raised."""
+        ...
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
-        """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed)."""
+        """Next datagram, or None when ``timeout`` seconds pass (or the transport is closed).
+
+        A receive error costs at most a datagram and is not raised."""
         ...
 
     def wake(self) -> None:
@@ -91,12 +86,51 @@ def open_udp_socket(host: str, port: int) -> socket.socket:
 
 @dataclass
 class SocketCounters:
-    """Traffic and the transient errors UDP shrugs off (vanished peers, full buffers)."""
+    """Traffic, and the errors that each cost one datagram (by errno: 0 when it had none)."""
 
     sent: int = 0
     received: int = 0
     send_errors: int = 0
     recv_errors: int = 0
+    send_errors_by_errno: dict[int, int] = field(default_factory=dict)
+    recv_errors_by_errno: dict[int, int] = field(default_factory=dict)
+
+
+class ErrorLog:
+    """Counts failed socket calls by errno into ``by_errno``, and logs them at most once per
+    ``interval`` seconds per errno with how many failed since: an operator learns of a
+    firewall or a bad route without a line per datagram. Not thread-safe: each caller holds
+    its own lock."""
+
+    def __init__(
+        self, what: str, by_errno: dict[int, int], interval: float = ERROR_LOG_INTERVAL
+    ) -> None:
+        self._what = what
+        self._by_errno = by_errno
+        self._interval = interval
+        self._last_logged: dict[int, float] = {}
+        self._since_logged: dict[int, int] = {}
+
+    def failed(self, error: OSError, now: float) -> None:
+        code = error.errno or 0
+        self._by_errno[code] = self._by_errno.get(code, 0) + 1
+        self._since_logged[code] = self._since_logged.get(code, 0) + 1
+        last = self._last_logged.get(code)
+        if last is not None and now - last < self._interval:
+            return
+        count = self._since_logged.pop(code)
+        self._last_logged[code] = now
+        name = errno.errorcode.get(code, str(code))
+        period = "" if last is None else f" in the last {now - last:.0f} s"
+        log.info(
+            "%s failed (%s: %s): %d datagram%s lost%s",
+            self._what,
+            name,
+            error.strerror or error,
+            count,
+            "" if count == 1 else "s",
+            period,
+        )
 
 
 class UdpTransport:
@@ -114,6 +148,8 @@ class UdpTransport:
         self._send_lock = threading.Lock()
         self._closed = False
         self.counters = SocketCounters()
+        self._send_error_log = ErrorLog("sendto", self.counters.send_errors_by_errno)
+        self._recv_error_log = ErrorLog("recvfrom", self.counters.recv_errors_by_errno)
 
     @classmethod
     def bind(cls, host: str, port: int = 0) -> UdpTransport:
@@ -129,16 +165,17 @@ class UdpTransport:
         return self._closed
 
     def sendto(self, data: bytes, addr: Address) -> None:
-        """Send one datagram; a vanished peer or a full buffer loses it, as UDP may anyway."""
+        """Send one datagram. Whatever the socket says (a vanished peer, a full buffer, a
+        firewall, no route, port 0, too large) is about this datagram alone: it is lost, as
+        UDP may lose it anyway, counted and logged, never raised."""
         with self._send_lock:
             if self._closed:
                 return
             try:
                 self._sock.sendto(data, addr)
             except OSError as exc:
-                if exc.errno not in _TRANSIENT_SEND_ERRORS:
-                    raise
                 self.counters.send_errors += 1
+                self._send_error_log.failed(exc, time.monotonic())
             else:
                 self.counters.sent += 1
 
@@ -159,8 +196,9 @@ class UdpTransport:
                         data, sockaddr = self._sock.recvfrom(MAX_DATAGRAM)
                     except (BlockingIOError, InterruptedError):
                         pass  # readiness was spurious (e.g. a datagram with a bad checksum)
-                    except ConnectionError:
-                        self.counters.recv_errors += 1  # ICMP unreachable from an earlier send
+                    except OSError as exc:  # e.g. ICMP unreachable from an earlier send
+                        self.counters.recv_errors += 1
+                        self._recv_error_log.failed(exc, time.monotonic())
                     else:
                         self.counters.received += 1
                         return data, normalise(sockaddr)
