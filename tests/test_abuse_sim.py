@@ -305,6 +305,44 @@ def test_tampered_or_foreign_sealed_datagrams_are_dropped(
     )
 
 
+def test_unvalidated_address_gets_at_most_three_times_what_it_sent_sealed() -> None:
+    """Padding makes a sealed datagram larger than the one inside: the anti-amplification
+    budget counts what goes on the wire (protocol.md 4.1, 7.3)."""
+    net, relay = setup(key=KEY)
+    alice = join(net, SealedFake("alice", RELAY, KEY, seed=1), 1)
+    bob = join(net, SealedFake("bob", RELAY, KEY, seed=2), 2)
+    assert bob.link is not None
+    net.run(0.2)
+    net.move(client_addr(2), client_addr(9))
+    sent_to_new: list[int] = []
+    received_from_new: list[int] = []
+    overdrawn: list[tuple[int, int]] = []
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if dst == client_addr(9):
+            sent_to_new.append(len(data))
+            if sum(sent_to_new) > 3 * sum(received_from_new):
+                overdrawn.append((sum(sent_to_new), sum(received_from_new)))
+        if src == client_addr(9):
+            received_from_new.append(len(data))
+
+    net.taps.append(tap)
+    original = bob.receive_datagram
+
+    def no_path_response(data: bytes, addr: Address, now: float) -> None:
+        if isinstance(_open(bob, data), wire.PathChallenge):
+            return
+        original(data, addr, now)
+
+    bob.receive_datagram = no_path_response  # type: ignore[method-assign]
+    bob.link.ping()
+    for i in range(8):
+        alice.send(m.Say(f"short {i}"))  # small inside, 292 bytes sealed
+    net.run(2)
+    assert received_from_new and not overdrawn, overdrawn
+    assert relay.stats.amplification_held > 0
+
+
 # --- flood control across a rejoin ----------------------------------------------------------
 
 

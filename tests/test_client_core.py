@@ -1105,6 +1105,43 @@ def test_e2e_room_key() -> None:
     assert relay.member_nicks() == ["alice"]
 
 
+def test_e2e_sealed_chat_lines_show_only_their_bucket() -> None:
+    """An observer of a room with a key sees the same datagrams, size for size, whether a
+    member says "hi" or a 100-character line: from the sender, in the relay's answer and in
+    its fan-out (protocol.md 8). Unpadded, they were 61 and 160 bytes."""
+    key = bytes(range(32))
+    net = SimNetwork(seed=4, default=PathModel(delay=0.005))
+    relay = RelayCore(RelayConfig(), 0.0, seeded(4), sealer=Sealer(key, seeded(5)))
+    net.attach(RELAY, relay)
+    alice = ClientNode(ClientSession(ClientConfig("alice"), seeded(6), 0.0, Sealer(key, seeded(7))))
+    bob = ClientNode(ClientSession(ClientConfig("bob"), seeded(8), 0.0, Sealer(key, seeded(9))))
+    net.attach(client_addr(0), alice)
+    net.attach(client_addr(1), bob)
+    join_all(net, [alice, bob])
+    assert net.run_until(lambda: alice.session.idle and bob.session.idle, 5)
+
+    def observed(text: str) -> list[tuple[Address, Address, int]]:
+        seen: list[tuple[Address, Address, int]] = []
+        net.taps.append(lambda src, dst, data: seen.append((src, dst, len(data))))
+        heard = len(bob.of(ev.MessageReceived))
+        alice.session.say(text, net.now)
+        assert net.run_until(lambda: len(bob.of(ev.MessageReceived)) > heard, 2)
+        assert net.run_until(lambda: alice.session.idle and bob.session.idle, 2)
+        net.run(0.05)
+        net.taps.pop()
+        return seen
+
+    short = observed("hi")
+    long = observed("x" * 100)
+    # Control datagrams (99 bytes) come and go with heartbeats; DATA must match exactly.
+    assert [d for d in short if d[2] != 99] == [d for d in long if d[2] != 99] == [
+        (client_addr(0), RELAY, 292),  # the SAY
+        (RELAY, client_addr(0), 292),  # POSTED
+        (RELAY, client_addr(1), 292),  # the fan-out
+    ]
+    assert {size for _, _, size in short + long} == {99, 292}
+
+
 def test_e2e_messages_of_an_evicted_session_are_not_posted_twice() -> None:
     """The relay received our messages, lost the answers with the link, then timed the
     session out: WELCOME says nothing arrived, but catch-up history shows what was posted."""

@@ -602,7 +602,7 @@ class RelayCore:
     def _challenge_path(self, member: Member) -> None:
         assert member.path_data is not None
         datagram = member.link.encode_path(wire.PathChallenge, member.path_data)
-        member.sent_unvalidated += len(datagram)
+        member.sent_unvalidated += self._wire_size(datagram)
         self._out.append((datagram, member.addr))
 
     def _flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
@@ -615,12 +615,18 @@ class RelayCore:
             self.stats.amplification_held += 1
             return
         for datagram in member.link.datagrams_to_send(now):
-            if len(datagram) > budget:
+            size = self._wire_size(datagram)
+            if size > budget:
                 self.stats.amplification_held += 1
                 continue  # counts as lost; retransmitted once the address is validated
-            budget -= len(datagram)
-            member.sent_unvalidated += len(datagram)
+            budget -= size
+            member.sent_unvalidated += size
             out.append((datagram, member.addr))
+
+    def _wire_size(self, datagram: bytes) -> int:
+        """Bytes ``datagram`` takes on the wire: sealing pads it to a bucket (protocol.md 8)."""
+        sealer = self._sealer
+        return len(datagram) if sealer is None else sealer.sealed_length(datagram)
 
     def _reschedule(self, member: Member) -> None:
         expiry = member.last_heard + self.config.timeout

@@ -1,18 +1,34 @@
-"""Optional room key: every datagram sealed whole with ChaCha20-Poly1305.
+"""Optional room key: every datagram sealed whole with ChaCha20-Poly1305, padded to a bucket.
 
 Construction. Every member derives the same 256-bit key from the room passphrase with scrypt
 (n=2**14, r=8, p=1) and the fixed salt ``ROOM_KEY_SALT``. The salt has to be fixed so members
 agree without a handshake; the cost is that one precomputed dictionary serves against every
 udpchat room, so a room key is only as strong as its passphrase. A sealed datagram is the
 msgpack array ``[1, 15, nonce, ciphertext]`` (protocol version 1, type 15 = SEALED), where
-``ciphertext`` is the ChaCha20-Poly1305 (RFC 8439) encryption of the whole inner datagram,
-16-byte tag included.
+``ciphertext`` is the ChaCha20-Poly1305 (RFC 8439) encryption of the padded plaintext, 16-byte
+tag included.
+
+Padding. The plaintext is the inner datagram framed and padded to a size bucket::
+
+    plaintext = len(inner) as 2 bytes big-endian || inner || zero bytes, to a size in PAD_BUCKETS
+
+An inner datagram is one msgpack value with nothing after it, so the length field is what
+tells the receiver where the zeros start; it drops a plaintext whose size is not a bucket,
+whose length field overruns it or whose padding is not zero. The buckets (64, 256, 512 and
+1164 bytes, sealed 99, 292, 548 and 1200) follow the traffic: ACK, PING and the other control
+datagrams fit the 64-byte one; DATA, which carries messages, is padded to at least 256 bytes,
+where one chat line of up to about 200 bytes fits with its headers, so a "hi" and a
+100-character line look the same; 512 holds medium lines and small bundles; 1164 is the
+largest inner datagram that still seals into 1200 bytes (full fragments, big bundles, JOIN).
+An observer learns a datagram's bucket, so whether it is DATA, and nothing finer about its
+length. Padding costs bandwidth: a sealed ACK is 99 bytes instead of about 50.
 
 What is authenticated: the inner datagram (confidential and intact), the version and type
-(the 2-byte associated data ``b"\\x01\\x0f"``) and the nonce (an input of the AEAD). What is
-not: which member sent it, since all members hold the same key (the relay's nick stamping
-still matters); freshness, since a captured datagram opens again when replayed (the inner
-protocol's sequence numbers must discard duplicates); and the length, which shows.
+(the 2-byte associated data ``b"\\x01\\x0f"``), the nonce (an input of the AEAD), and the
+framing and padding (inside the ciphertext). What is not: which member sent it, since all
+members hold the same key (the relay's nick stamping still matters); freshness, since a
+captured datagram opens again when replayed (the inner protocol's sequence numbers must
+discard duplicates); and the bucket, which shows.
 
 Nonces are 96 random bits, so no counter has to be shared between members. A repeated nonce
 would leak the XOR of two plaintexts and allow forgeries; among q datagrams sealed under one
@@ -33,9 +49,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from udpchat.wire import MAX_DATAGRAM_SIZE, DatagramType
+
 __all__ = [
+    "FRAME_HEADER_SIZE",
     "KEY_SIZE",
+    "MAX_INNER_SIZE",
+    "MESSAGE_BUCKET",
     "NONCE_SIZE",
+    "PAD_BUCKETS",
     "ROOM_KEY_SALT",
     "SEALED_TYPE",
     "SEAL_OVERHEAD",
@@ -45,7 +67,10 @@ __all__ = [
     "Sealer",
     "derive_room_key",
     "is_sealed",
+    "pad",
+    "padded_size",
     "sealed_size",
+    "unpad",
 ]
 
 SEAL_VERSION = 1
@@ -59,10 +84,13 @@ SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 
-SEAL_OVERHEAD = 36
-"""Bytes that sealing adds to an n-byte plaintext: exact for 240 <= n < 65520, an upper bound
-for smaller n (one byte less, the ciphertext then fitting a one-byte msgpack bin length).
-Beyond 65519 it grows to 38, but such a datagram no longer fits in UDP anyway."""
+FRAME_HEADER_SIZE = 2
+PAD_BUCKETS = (64, 256, 512, 1164)
+"""Sizes a sealed plaintext (framed and padded) may have; see the module docstring."""
+MESSAGE_BUCKET = 256
+"""The smallest bucket for DATA, so that short and ordinary chat lines look the same."""
+MAX_INNER_SIZE = PAD_BUCKETS[-1] - FRAME_HEADER_SIZE
+"""The largest inner datagram that can be sealed: 1162 bytes."""
 
 _ASSOCIATED_DATA = bytes((SEAL_VERSION, SEALED_TYPE))
 # What msgpack writes first for a sealed datagram: fixarray of 4, the two fixints, bin8 of 12.
@@ -90,7 +118,8 @@ def derive_room_key(passphrase: str) -> bytes:
 
 
 def sealed_size(plaintext_length: int) -> int:
-    """Exact length of the sealed datagram for a plaintext of ``plaintext_length`` bytes."""
+    """Exact length of the sealed datagram for a plaintext (framed and padded) of
+    ``plaintext_length`` bytes."""
     ciphertext = plaintext_length + TAG_SIZE
     if ciphertext < 2**8:
         bin_header = 2
@@ -99,6 +128,65 @@ def sealed_size(plaintext_length: int) -> int:
     else:
         bin_header = 5
     return len(_PREFIX) + NONCE_SIZE + bin_header + ciphertext
+
+
+SEAL_OVERHEAD = MAX_DATAGRAM_SIZE - MAX_INNER_SIZE
+"""What sealing costs a full-size datagram: the 2-byte frame header and the 36 bytes of the
+envelope, 38 in all. Links in a room with a key build datagrams of at most
+``MAX_DATAGRAM_SIZE - SEAL_OVERHEAD`` bytes so that every sealed one fits in 1200."""
+assert sealed_size(PAD_BUCKETS[-1]) == MAX_DATAGRAM_SIZE
+
+
+def _carries_messages(inner: bytes) -> bool:
+    """Is ``inner`` a DATA datagram? Read from the type byte of our own canonical encoding
+    (an array header of 1, 3 or 5 bytes, then the version and type fixints); a wrong answer
+    could only choose a different bucket."""
+    if not inner:
+        return False
+    first = inner[0]
+    if 0x90 <= first <= 0x9F:
+        at = 1
+    elif first == 0xDC:
+        at = 3
+    elif first == 0xDD:
+        at = 5
+    else:
+        return False
+    return len(inner) > at + 1 and inner[at + 1] == DatagramType.DATA
+
+
+def padded_size(inner: bytes) -> int:
+    """The bucket ``inner`` is padded to."""
+    needed = len(inner) + FRAME_HEADER_SIZE
+    if needed > PAD_BUCKETS[-1]:
+        raise ValueError(
+            f"a sealed datagram holds at most {MAX_INNER_SIZE} bytes, not {len(inner)}"
+        )
+    if _carries_messages(inner):
+        needed = max(needed, MESSAGE_BUCKET)
+    return next(bucket for bucket in PAD_BUCKETS if bucket >= needed)
+
+
+def pad(inner: bytes) -> bytes:
+    """Frame ``inner`` with its length and pad it with zeros to its bucket."""
+    size = padded_size(inner)
+    return (
+        len(inner).to_bytes(FRAME_HEADER_SIZE, "big")
+        + inner
+        + bytes(size - FRAME_HEADER_SIZE - len(inner))
+    )
+
+
+def unpad(plaintext: bytes) -> bytes:
+    """The inner datagram of a padded plaintext; :class:`SealError` if the framing is wrong."""
+    if len(plaintext) not in PAD_BUCKETS:
+        raise SealError(f"a padded plaintext of {len(plaintext)} bytes is not a bucket size")
+    end = FRAME_HEADER_SIZE + int.from_bytes(plaintext[:FRAME_HEADER_SIZE], "big")
+    if end > len(plaintext):
+        raise SealError("the length field runs past the plaintext")
+    if plaintext.count(0, end) != len(plaintext) - end:
+        raise SealError("the padding is not zero")
+    return plaintext[FRAME_HEADER_SIZE:end]
 
 
 def is_sealed(datagram: bytes) -> bool:
@@ -120,21 +208,29 @@ class Sealer:
         self._aead = ChaCha20Poly1305(key)
         self._nonce_source = nonce_source
 
-    def seal(self, plaintext: bytes) -> bytes:
-        """Encrypt and authenticate ``plaintext`` into one sealed datagram."""
+    def seal(self, inner: bytes) -> bytes:
+        """Pad ``inner`` to its bucket, then encrypt and authenticate it into one sealed
+        datagram."""
         nonce = self._nonce_source(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise ValueError(f"nonce source returned {len(nonce)} bytes, not {NONCE_SIZE}")
-        ciphertext = self._aead.encrypt(nonce, plaintext, _ASSOCIATED_DATA)
+        ciphertext = self._aead.encrypt(nonce, pad(inner), _ASSOCIATED_DATA)
         return msgpack.packb([SEAL_VERSION, SEALED_TYPE, nonce, ciphertext], use_bin_type=True)
 
     def open(self, datagram: bytes) -> bytes:
-        """Return the plaintext inside ``datagram``; raise :class:`SealError` for anything else."""
+        """Return the inner datagram of ``datagram``; raise :class:`SealError` for anything
+        else."""
         nonce, ciphertext = _parse(datagram)
         try:
-            return self._aead.decrypt(nonce, ciphertext, _ASSOCIATED_DATA)
+            plaintext = self._aead.decrypt(nonce, ciphertext, _ASSOCIATED_DATA)
         except InvalidTag:
             raise SealError("authentication failed: wrong room key or altered datagram") from None
+        return unpad(plaintext)
+
+    @staticmethod
+    def sealed_length(inner: bytes) -> int:
+        """How many bytes ``seal(inner)`` puts on the wire."""
+        return sealed_size(padded_size(inner))
 
 
 def _parse(datagram: bytes) -> tuple[bytes, bytes]:
