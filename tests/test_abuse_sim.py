@@ -248,7 +248,7 @@ def test_client_without_the_key_is_told_bad_key_and_not_admitted() -> None:
     net, relay = setup(key=KEY)
     plain = join(net, FakeClient("plain", RELAY, seed=5), 5)
     assert plain.reject is not None and plain.reject.code == wire.RejectCode.BAD_KEY
-    assert plain.reject.nonce == b""
+    assert plain.reject.nonce == wire.request_hash(plain.handshake)
     assert plain.link is None and relay.member_nicks() == []
 
 
@@ -341,6 +341,46 @@ def test_unvalidated_address_gets_at_most_three_times_what_it_sent_sealed() -> N
     net.run(2)
     assert received_from_new and not overdrawn, overdrawn
     assert relay.stats.amplification_held > 0
+
+
+def test_unreadable_datagrams_get_bound_rejects_within_the_handshake_budget() -> None:
+    """Junk of handshake size draws a plain BAD_KEY bound to its hash, at most as many as
+    the source's handshake budget allows and never as large as the junk; smaller junk
+    draws nothing."""
+    config = RelayConfig(handshake_burst=5, handshake_rate=1.0)
+    net, relay = setup(config, key=KEY)
+    answers: list[bytes] = []
+    net.attach(ATTACKER, Sink(answers))
+    rng = random.Random(3)
+    junk = [b"\x94\x01\x0f\xc4\x0c" + rng.randbytes(1195) for _ in range(30)]
+    small = [b"\x94\x01\x0f\xc4\x0c" + rng.randbytes(200) for _ in range(30)]
+    for data in small + junk:
+        net.inject(ATTACKER, RELAY, data)
+    net.run(0.1)
+    assert relay.stats.bad_key == 60
+    assert len(answers) == config.handshake_burst
+    for answer, request in zip(answers, junk, strict=False):
+        reject = wire.decode_datagram(answer)
+        assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.BAD_KEY
+        assert reject.nonce == wire.request_hash(request)
+        assert len(answer) < len(request)
+
+
+class Sink:
+    def __init__(self, seen: list[bytes]) -> None:
+        self.seen = seen
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.seen.append(data)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
 
 
 # --- flood control across a rejoin ----------------------------------------------------------

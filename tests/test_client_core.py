@@ -383,23 +383,83 @@ def test_reject_with_a_foreign_nonce_is_ignored() -> None:
     assert session.events() == []
 
 
-def test_sealed_client_accepts_a_plain_bad_key_reject_only_in_the_handshake() -> None:
+def test_a_plain_reject_is_ours_only_when_bound_to_a_datagram_we_sent() -> None:
+    """protocol.md 4: anyone who knows the relay's address can send a plain REJECT; only
+    one bound to a datagram of ours ends the join, and never one without a nonce."""
     sealer = Sealer(bytes(32), seeded(3))
     session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=sealer)
     session.connect(0.0)
     (hello,) = session.datagrams_to_send(0.0)
     inner = wire.decode_datagram(sealer.open(hello))
     assert isinstance(inner, wire.Hello)
-    # A plain REJECT of another code is not believed...
-    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.RELAY_FULL, "full"), 0.01)
-    assert session.state is SessionState.CONNECTING
+    bad_key = wire.RejectCode.BAD_KEY
+    # What relays used to send: no nonce at all. Not even a valid datagram now.
+    session.receive_datagram(wire.pack([1, wire.DatagramType.REJECT, b"", bad_key, "x"]), 0.01)
     assert session.stats.malformed == 1
-    # ... BAD_KEY is, so a wrong key is reported plainly.
-    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.BAD_KEY, "wrong key"), 0.02)
+    # A made-up nonce, or our nonce in the clear: not proof that the relay sent it.
+    session.receive_datagram(wire.encode_reject(b"x" * 8, bad_key, "x"), 0.01)
+    session.receive_datagram(wire.encode_reject(inner.nonce, bad_key, "x"), 0.01)
+    assert session.stats.wrong_session == 2
+    assert session.state is SessionState.CONNECTING
+    assert session.events() == []
+    # Bound to the HELLO we sent: the relay's answer.
+    reject = wire.encode_reject(wire.request_hash(hello), bad_key, "wrong room key")
+    session.receive_datagram(reject, 0.02)
     assert session.events() == [
-        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong key"),
-        ev.Closed("wrong key"),
+        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong room key"),
+        ev.Closed("wrong room key"),
     ]
+
+
+def forge_rejects(net: SimNetwork, victim: Address) -> list[bytes]:
+    """Answer every datagram ``victim`` sends the relay with REJECTs forged from the relay's
+    address, ahead of the real answer: one without a nonce (the BAD_KEY relays used to
+    send) and one with a made-up nonce, as an off-path attacker can."""
+    forged: list[bytes] = []
+    rng = random.Random(5)
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if src == victim and dst == RELAY:
+            for nonce in (b"", rng.randbytes(8)):
+                fields = [1, wire.DatagramType.REJECT, nonce, wire.RejectCode.BAD_KEY, "forged"]
+                forged.append(wire.pack(fields))
+                net.inject(RELAY, victim, forged[-1])
+
+    net.taps.append(tap)
+    return forged
+
+
+def test_e2e_forged_rejects_end_neither_a_join_nor_a_rejoin() -> None:
+    net, _relay, (alice,) = relay_net(("alice",))
+    forged = forge_rejects(net, client_addr(0))
+    join_all(net, [alice])
+    assert len(forged) >= 4  # HELLO and JOIN were both answered by the forger first
+    # The relay restarts: alice's next datagram draws a RESET, and she rejoins under fire.
+    net.detach(RELAY)
+    net.attach(RELAY, RelayCore(RelayConfig(), net.now, seeded(9), wall_offset=TIME))
+    before = len(forged)
+    alice.session.say("after the restart", net.now)
+    assert net.run_until(lambda: alice.session.stats.reconnects == 1, 5)
+    assert alice.session.state is SessionState.JOINED
+    assert len(forged) > before + 4
+    assert alice.of(ev.JoinRejected) == [] and alice.of(ev.Closed) == []
+
+
+def test_join_timeout_quotes_an_unverifiable_reject() -> None:
+    """A relay that does not answer, and somebody else who does: the join runs to its
+    deadline and then says what the unverifiable answer was."""
+    net, relay, (alice,) = make_net()
+    relay.answer_handshake = False
+    forge_rejects(net, client_addr(0))
+    alice.session.connect(net.now)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 15)
+    assert net.now == pytest.approx(10.0, abs=0.05)
+    (closed,) = alice.of(ev.Closed)
+    assert isinstance(closed, ev.Closed)
+    assert closed.reason == (
+        "the relay does not answer (check the address and port); an unverifiable reply said: forged"
+    )
+    assert alice.of(ev.JoinRejected) == []
 
 
 def test_sealed_session_end_to_end() -> None:
@@ -1134,11 +1194,15 @@ def test_e2e_sealed_chat_lines_show_only_their_bucket() -> None:
     short = observed("hi")
     long = observed("x" * 100)
     # Control datagrams (99 bytes) come and go with heartbeats; DATA must match exactly.
-    assert [d for d in short if d[2] != 99] == [d for d in long if d[2] != 99] == [
-        (client_addr(0), RELAY, 292),  # the SAY
-        (RELAY, client_addr(0), 292),  # POSTED
-        (RELAY, client_addr(1), 292),  # the fan-out
-    ]
+    assert (
+        [d for d in short if d[2] != 99]
+        == [d for d in long if d[2] != 99]
+        == [
+            (client_addr(0), RELAY, 292),  # the SAY
+            (RELAY, client_addr(0), 292),  # POSTED
+            (RELAY, client_addr(1), 292),  # the fan-out
+        ]
+    )
     assert {size for _, _, size in short + long} == {99, 292}
 
 

@@ -86,6 +86,8 @@ def test_other_protocol_version_is_told() -> None:
     (reply,) = seen
     reject = wire.decode_datagram(reply)
     assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.VERSION
+    # It could not read the nonce: the REJECT is bound to the whole request instead.
+    assert reject.nonce == wire.request_hash(bytes(hello_v9))
 
 
 class Sink:

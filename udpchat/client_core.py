@@ -34,7 +34,7 @@ from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError, is_sealed
 
 __all__ = [
     "ClientConfig",
@@ -65,9 +65,9 @@ _UNCONFIRMED = "the relay did not confirm this message before the connection was
 _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this message"
 
 
-# protocol.md 4: the only REJECTs a relay sends without our nonce, because it could not read
-# it; any other code without our nonce is somebody else's (or forged) and is ignored.
-ANONYMOUS_REJECTS = frozenset({wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY})
+# protocol.md 4: hashes of the handshake datagrams sent in one attempt, kept to recognise a
+# REJECT bound to one of them. An attempt sends about a dozen; the bound only caps memory.
+MAX_HANDSHAKE_HASHES = 32
 
 
 class LocalProtocolError(Exception):
@@ -197,7 +197,8 @@ class ClientSession:
         self._wall_offset = wall_offset
         self._state = SessionState.IDLE
         self._events: list[ev.ClientEvent] = []
-        self._out: list[bytes] = []  # plaintext datagrams outside the link (handshake, paths)
+        self._out: list[bytes] = []  # plaintext datagrams outside the link (paths, ACKs)
+        self._handshake_out: list[bytes] = []  # HELLO and JOIN, as they go on the wire
         self.nick = config.nick
         self._members: dict[str, str] = {}
         # handshake
@@ -209,6 +210,9 @@ class ClientSession:
         self._retry_interval = HANDSHAKE_FIRST_RETRY
         self._handshake_sends = 0
         self._handshake_sent_at = now
+        # request_hash of every HELLO and JOIN of this attempt (protocol.md 4)
+        self._sent_hashes: deque[bytes] = deque(maxlen=MAX_HANDSHAKE_HASHES)
+        self._unverified: str | None = None  # what an unbound REJECT said, if one came
         self._hello_rtt: float | None = None
         self._attempt_deadline: float | None = None
         self._join_deadline: float | None = None
@@ -464,6 +468,7 @@ class ClientSession:
         self._cookie = None
         self._hello_rtt = None
         self._join_nick = self.nick
+        self._sent_hashes.clear()
         self._transition(SessionState.CONNECTING)
         deadline = now + self.config.join_timeout
         if not self._ever_welcomed and self._join_deadline is not None:
@@ -472,15 +477,19 @@ class ClientSession:
         self._send_handshake(now, first=True)
 
     def _send_handshake(self, now: float, first: bool) -> None:
+        """HELLO or JOIN, sealed here (a retransmission is sealed afresh) so that its hash
+        is known: a REJECT bound to it is the relay's answer to us (protocol.md 4)."""
         if self._cookie is None:
-            self._out.append(wire.encode_hello(self._nonce, self._datagram_size))
+            datagram = wire.encode_hello(self._nonce, self._datagram_size)
         else:
-            self._out.append(
-                wire.encode_join(
-                    self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
-                )
+            datagram = wire.encode_join(
+                self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
             )
             self._join_unanswered = True
+        if self._sealer is not None:
+            datagram = self._sealer.seal(datagram)
+        self._sent_hashes.append(wire.request_hash(datagram))
+        self._handshake_out.append(datagram)
         if first:
             self._handshake_sends = 1
             self._handshake_sent_at = now
@@ -584,32 +593,30 @@ class ClientSession:
         if self._state in (SessionState.IDLE, SessionState.CLOSED):
             self._unexpected += 1
             return
+        sealed = is_sealed(data)
         plain = data
-        if self._sealer is not None:
+        if sealed:
+            if self._sealer is None:
+                self._malformed += 1  # sealed, and we hold no key for it
+                return
             try:
                 plain = self._sealer.open(data)
             except SealError:
-                self._on_unsealed(data, now)
+                self._malformed += 1
                 return
         try:
             datagram = wire.decode_datagram(plain)
         except wire.DecodeError:
             self._malformed += 1
             return
-        if isinstance(datagram, wire.Challenge):
+        if isinstance(datagram, wire.Reject):
+            self._on_reject_datagram(datagram, sealed, now)
+        elif self._sealer is not None and not sealed:
+            self._malformed += 1  # protocol.md 8: in a room with a key, only REJECT is plain
+        elif isinstance(datagram, wire.Challenge):
             self._on_challenge(datagram, now)
         elif isinstance(datagram, wire.Accept):
             self._on_accept(datagram, now)
-        elif isinstance(datagram, wire.Reject):
-            if self._in_handshake() and (
-                datagram.nonce == self._nonce
-                or (not datagram.nonce and datagram.code in ANONYMOUS_REJECTS)
-            ):
-                self._on_reject(datagram, now)
-            elif self._in_handshake():
-                self._wrong_session += 1
-            else:
-                self._unexpected += 1
         elif isinstance(datagram, wire.Reset):
             link = self._link
             if link is None or datagram.token != link.token:
@@ -622,21 +629,23 @@ class ClientSession:
         else:  # HELLO, JOIN, PATH_RESPONSE: only a relay receives those
             self._unexpected += 1
 
-    def _on_unsealed(self, data: bytes, now: float) -> None:
-        """protocol.md 8: only a plain REJECT BAD_KEY, during our handshake, is let in."""
-        if self._in_handshake():
-            try:
-                datagram = wire.decode_datagram(data)
-            except wire.DecodeError:
-                datagram = None
-            if (
-                isinstance(datagram, wire.Reject)
-                and datagram.code == wire.RejectCode.BAD_KEY
-                and datagram.nonce in (self._nonce, b"")
-            ):
-                self._on_reject(datagram, now)
-                return
-        self._malformed += 1
+    def _on_reject_datagram(self, reject: wire.Reject, sealed: bool, now: float) -> None:
+        """protocol.md 4: a REJECT is ours only if it is bound to what we sent in this
+        attempt: to the hash of one of our HELLO or JOIN datagrams, or to our nonce when
+        nobody without the key could have read it. Anything else may be forged by anyone
+        who knows the relay's address, so it never ends a join: it is kept to be quoted if
+        the join times out."""
+        if not self._in_handshake():
+            self._unexpected += 1
+            return
+        nonce = reject.nonce
+        readable = sealed or self._sealer is None  # could only the relay know our nonce?
+        if nonce in self._sent_hashes or (nonce == self._nonce and readable):
+            self._on_reject(reject, now)
+            return
+        self._wrong_session += 1
+        if not sealed:
+            self._unverified = reject.reason or f"refused with code {reject.code}"
 
     def _on_session_datagram(
         self, datagram: wire.Data | wire.Ack | wire.Ping | wire.PathChallenge, size: int, now: float
@@ -950,7 +959,10 @@ class ClientSession:
                 if self._sealer is not None
                 else "check the address and port"
             )
-            self._close(f"the relay does not answer ({hint})")
+            reason = f"the relay does not answer ({hint})"
+            if self._unverified is not None:
+                reason += f"; an unverifiable reply said: {self._unverified}"
+            self._close(reason)
             return
         link = self._link
         if link is not None:  # ACCEPT came but WELCOME did not: resume that session next
@@ -973,6 +985,7 @@ class ClientSession:
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Everything due now, sealed when the room has a key."""
+        handshake, self._handshake_out = self._handshake_out, []  # ready as they are
         out, self._out = self._out, []
         link = self._link
         if link is not None and self._state in (_S.JOINING, _S.JOINED, _S.LEAVING):
@@ -984,7 +997,7 @@ class ClientSession:
         sealer = self._sealer
         if sealer is not None:
             out = [sealer.seal(d) for d in out]
-        return out
+        return handshake + out if handshake else out
 
     def _heartbeat_due(self) -> float:
         """protocol.md 7.1: PING after ``heartbeat`` without sending; after ``heartbeat``
@@ -999,7 +1012,7 @@ class ClientSession:
         state = self._state
         if state in (SessionState.IDLE, SessionState.CLOSED):
             return None
-        if self._out:
+        if self._out or self._handshake_out:
             return ASAP
         deadlines: list[float | None] = []
         if state in (SessionState.CONNECTING, SessionState.JOINING):

@@ -217,13 +217,13 @@ class RelayCore:
             datagram = wire.decode_datagram(plain)
         except wire.UnsupportedVersion:
             self._drop("unsupported version", addr)
-            if len(data) >= wire.MIN_INITIAL_SIZE:
-                self._reject(
-                    b"",
-                    wire.RejectCode.VERSION,
-                    f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
-                    addr,
-                )
+            self._refuse(
+                data,
+                wire.RejectCode.VERSION,
+                f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
+                addr,
+                now,
+            )
             return
         except wire.DecodeError as exc:
             self.stats.malformed += 1
@@ -333,18 +333,21 @@ class RelayCore:
         except SealError:
             self.stats.bad_key += 1
             self._drop("not sealed with the room key", addr)
-            if len(data) >= wire.MIN_INITIAL_SIZE and self._allow_handshake(addr, now):
-                # Unsealed, so that a client with another key can read it (protocol.md 8).
-                self.stats.rejects += 1
-                self._out_plain.append(
-                    (
-                        wire.encode_reject(
-                            b"", wire.RejectCode.BAD_KEY, "the relay does not answer this room key"
-                        ),
-                        addr,
-                    )
-                )
+            self._refuse(data, wire.RejectCode.BAD_KEY, "wrong room key", addr, now)
             return None
+
+    def _refuse(
+        self, data: bytes, code: wire.RejectCode, reason: str, addr: Address, now: float
+    ) -> None:
+        """Answer a datagram the relay could not read with a REJECT bound to it (protocol.md
+        4): its nonce is the datagram's hash, since the request's own nonce is unreadable.
+        Unsealed, so that a client with another key or version can read it. Only datagrams
+        of handshake size get one, within the per-source handshake budget, so that no answer
+        is larger than its request and a flood of junk draws only a trickle."""
+        if len(data) < wire.MIN_INITIAL_SIZE or not self._allow_handshake(addr, now):
+            return
+        self.stats.rejects += 1
+        self._out_plain.append((wire.encode_reject(wire.request_hash(data), code, reason), addr))
 
     def _allow_handshake(self, addr: Address, now: float) -> bool:
         host = addr[0]

@@ -9,6 +9,7 @@ the network enter the program: it checks every type, range and length and raises
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
@@ -288,10 +289,11 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         )
     if kind is DatagramType.REJECT:
         check_arity(f, 3, "REJECT")
-        nonce = as_bin(f[0], "nonce")
-        if len(nonce) not in (0, NONCE_SIZE):
-            fail("REJECT nonce must be empty or 8 bytes")
-        return Reject(nonce, as_uint(f[1], "code", 255), as_str(f[2], "reason", MAX_REASON_BYTES))
+        return Reject(
+            as_bin(f[0], "nonce", NONCE_SIZE),
+            as_uint(f[1], "code", 255),
+            as_str(f[2], "reason", MAX_REASON_BYTES),
+        )
     if kind is DatagramType.RESET:
         check_arity(f, 1, "RESET")
         return Reset(as_bin(f[0], "token", TOKEN_SIZE))
@@ -395,7 +397,16 @@ def encode_accept(accept: Accept) -> bytes:
 
 
 def encode_reject(nonce: bytes, code: int, reason: str) -> bytes:
+    """REJECT; ``nonce`` is the request's nonce, or its ``request_hash`` for VERSION and
+    BAD_KEY (protocol.md 4)."""
     return pack([PROTOCOL_VERSION, DatagramType.REJECT, nonce, int(code), reason])
+
+
+def request_hash(datagram: bytes) -> bytes:
+    """What a REJECT carries in place of the nonce of a request the relay could not read:
+    the first 8 bytes of SHA-256 of the whole datagram. Only whoever sent (or saw) the
+    datagram knows it, so an off-path attacker cannot forge the answer to it."""
+    return hashlib.sha256(datagram).digest()[:NONCE_SIZE]
 
 
 def encode_data(
