@@ -25,6 +25,7 @@ from udpchat.seal import (
     is_sealed,
     pad,
     padded_size,
+    room_key,
     sealed_size,
     unpad,
 )
@@ -298,32 +299,53 @@ def test_bad_key_and_bad_nonce_source_are_local_errors() -> None:
         Sealer(KEY, lambda n: bytes(n - 1)).seal(b"x")
 
 
+SALT = bytes(range(16))
+
+
 def test_derive_room_key_is_deterministic_and_documented() -> None:
-    key = derive_room_key("correct horse battery staple")
+    key = derive_room_key("correct horse battery staple", SALT)
     assert len(key) == KEY_SIZE
-    assert derive_room_key("correct horse battery staple") == key
-    expected = Scrypt(salt=b"udpchat room key v1", length=32, n=2**14, r=8, p=1).derive(
+    assert derive_room_key("correct horse battery staple", SALT) == key
+    expected = Scrypt(salt=b"udpchat room key v2" + SALT, length=32, n=2**14, r=8, p=1).derive(
         b"correct horse battery staple"
     )
     assert key == expected
-    assert derive_room_key("correct horse battery stable") != key
+    assert derive_room_key("correct horse battery stable", SALT) != key
+
+
+def test_another_salt_gives_another_key() -> None:
+    """Two relays with the same passphrase have different keys: a dictionary computed for
+    one room's salt is no use against another's."""
+    key = derive_room_key("correct horse battery staple", SALT)
+    assert derive_room_key("correct horse battery staple", bytes(16)) != key
+    assert derive_room_key("correct horse battery staple", SALT[::-1]) != key
 
 
 def test_derive_room_key_normalises_the_passphrase() -> None:
-    assert derive_room_key("caf\u00e9") == derive_room_key("cafe\u0301")
+    assert derive_room_key("caf\u00e9", SALT) == derive_room_key("cafe\u0301", SALT)
 
 
 def test_members_with_the_same_passphrase_understand_each_other() -> None:
-    alice = Sealer(derive_room_key("open sesame"), seeded(1))
-    bob = Sealer(derive_room_key("open sesame"), seeded(2))
-    eve = Sealer(derive_room_key("open says me"), seeded(3))
+    alice = room_key("open sesame", seeded(1))(SALT)
+    bob = room_key("open sesame", seeded(2))(SALT)
+    eve = room_key("open says me", seeded(3))(SALT)
+    other_room = room_key("open sesame", seeded(4))(bytes(16))
     datagram = alice.seal(b"hi bob")
     assert bob.open(datagram) == b"hi bob"
-    with pytest.raises(SealError):
-        eve.open(datagram)
+    for outsider in (eve, other_room):
+        with pytest.raises(SealError):
+            outsider.open(datagram)
 
 
 @pytest.mark.parametrize("passphrase", ["", "bad\ud800"])
-def test_derive_room_key_refuses_unusable_passphrases(passphrase: str) -> None:
+def test_unusable_passphrases_are_refused_at_once(passphrase: str) -> None:
     with pytest.raises(ValueError, match="passphrase"):
-        derive_room_key(passphrase)
+        room_key(passphrase, seeded())
+    with pytest.raises(ValueError, match="passphrase"):
+        derive_room_key(passphrase, SALT)
+
+
+@pytest.mark.parametrize("salt", [b"", bytes(15), bytes(17)])
+def test_a_salt_has_16_bytes(salt: bytes) -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        derive_room_key("open sesame", salt)

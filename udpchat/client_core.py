@@ -34,7 +34,7 @@ from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError, is_sealed
+from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, Sealer, SealError, is_sealed
 
 __all__ = [
     "ClientConfig",
@@ -68,6 +68,11 @@ _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this messag
 # protocol.md 4: hashes of the handshake datagrams sent in one attempt, kept to recognise a
 # REJECT bound to one of them. An attempt sends about a dozen; the bound only caps memory.
 MAX_HANDSHAKE_HASHES = 32
+# Keys derived for relay salts (protocol.md 8): a few, for a relay that restarts back and forth.
+MAX_CACHED_KEYS = 4
+# protocol.md 8: a CHALLENGE says whether the relay has a room key; a mismatch is final.
+NEEDS_KEY = "this room needs a key: give it with --key or UDPCHAT_KEY"
+NO_ROOM_KEY = "this relay has no room key; join without --key"
 
 
 class LocalProtocolError(Exception):
@@ -183,14 +188,19 @@ class ClientSession:
         config: ClientConfig,
         rng: Callable[[int], bytes],
         now: float,
-        sealer: Sealer | None = None,
+        room_key: KeyDeriver | None = None,
         wall_offset: float = 0.0,
     ) -> None:
         self.config = config
         self._rng = rng
-        self._sealer = sealer
-        # Sealing adds SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
-        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if sealer else 0)
+        # protocol.md 8: the key is derived from the salt in the relay's CHALLENGE, once per
+        # salt; a relay that restarts has a new one.
+        self._room_key = room_key
+        self._sealers: dict[bytes, Sealer] = {}
+        self._sealer: Sealer | None = None  # for the salt of the relay we are talking to
+        self._salt = b""
+        # Sealing costs SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
+        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if room_key else 0)
         self._link_config = replace(
             config.link, max_datagram=min(config.link.max_datagram, self._datagram_size)
         )
@@ -213,6 +223,8 @@ class ClientSession:
         # request_hash of every HELLO and JOIN of this attempt (protocol.md 4)
         self._sent_hashes: deque[bytes] = deque(maxlen=MAX_HANDSHAKE_HASHES)
         self._unverified: str | None = None  # what an unbound REJECT said, if one came
+        # A BAD_KEY for our JOIN, and the salt that JOIN was sealed for (see _on_reject).
+        self._bad_key: tuple[wire.Reject, bytes] | None = None
         self._hello_rtt: float | None = None
         self._attempt_deadline: float | None = None
         self._join_deadline: float | None = None
@@ -453,7 +465,16 @@ class ClientSession:
     # --- the handshake ------------------------------------------------------------------------
 
     def _start_attempt(self, now: float) -> None:
-        """A fresh handshake: HELLO and its retransmission timer.
+        """A fresh attempt, with its own deadline: a new handshake."""
+        self._bad_key = None
+        deadline = now + self.config.join_timeout
+        if not self._ever_welcomed and self._join_deadline is not None:
+            deadline = min(deadline, self._join_deadline)
+        self._attempt_deadline = deadline
+        self._begin_handshake(now)
+
+    def _begin_handshake(self, now: float) -> None:
+        """HELLO and its retransmission timer.
 
         The nonce is new unless the last attempt's JOIN went unanswered: the relay may have
         admitted it and lost only the ACCEPT, and the same nonce from the same address gets
@@ -470,24 +491,21 @@ class ClientSession:
         self._join_nick = self.nick
         self._sent_hashes.clear()
         self._transition(SessionState.CONNECTING)
-        deadline = now + self.config.join_timeout
-        if not self._ever_welcomed and self._join_deadline is not None:
-            deadline = min(deadline, self._join_deadline)
-        self._attempt_deadline = deadline
         self._send_handshake(now, first=True)
 
     def _send_handshake(self, now: float, first: bool) -> None:
-        """HELLO or JOIN, sealed here (a retransmission is sealed afresh) so that its hash
-        is known: a REJECT bound to it is the relay's answer to us (protocol.md 4)."""
+        """HELLO (never sealed: it asks for the salt) or JOIN (sealed in a room with a key,
+        afresh for each retransmission), with its hash kept: a REJECT bound to it is the
+        relay's answer to us (protocol.md 4)."""
         if self._cookie is None:
-            datagram = wire.encode_hello(self._nonce, self._datagram_size)
+            datagram = wire.encode_hello(self._nonce)
         else:
             datagram = wire.encode_join(
                 self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
             )
             self._join_unanswered = True
-        if self._sealer is not None:
-            datagram = self._sealer.seal(datagram)
+            if self._sealer is not None:
+                datagram = self._sealer.seal(datagram)
         self._sent_hashes.append(wire.request_hash(datagram))
         self._handshake_out.append(datagram)
         if first:
@@ -506,6 +524,8 @@ class ClientSession:
         if not self._in_handshake() or challenge.nonce != self._nonce:
             self._wrong_session += 1
             return
+        if not self._take_salt(challenge.salt):
+            return
         if self._state is SessionState.CONNECTING:
             if self._handshake_sends == 1:  # Karn: only an unambiguous sample
                 self._hello_rtt = now - self._handshake_sent_at
@@ -516,6 +536,34 @@ class ClientSession:
             # Our cookie expired while JOINs were lost: the relay sent a fresh one.
             self._cookie = challenge.cookie
             self._send_handshake(now, first=False)
+
+    def _take_salt(self, salt: bytes) -> bool:
+        """Take the relay's salt from a CHALLENGE: derive (or recall) the key for it, or end
+        the join, as protocol.md 8 says, when the relay's key and ours cannot match. The
+        CHALLENGE carries our nonce, so nobody off the path can have sent it."""
+        room_key = self._room_key
+        if room_key is None and salt:
+            self._close(NEEDS_KEY)
+            return False
+        if room_key is not None and not salt:
+            self._close(NO_ROOM_KEY)
+            return False
+        if self._bad_key is not None and self._bad_key[1] == salt:
+            # The relay that could not open our JOIN still has the salt we sealed it for:
+            # the same process, so the key is wrong.
+            reject = self._bad_key[0]
+            self._emit(ev.JoinRejected(reject.code, reject.reason))
+            self._close(reject.reason or "the relay refused our room key")
+            return False
+        if room_key is not None:
+            sealer = self._sealers.get(salt)
+            if sealer is None:
+                if len(self._sealers) >= MAX_CACHED_KEYS:
+                    del self._sealers[next(iter(self._sealers))]
+                sealer = self._sealers[salt] = room_key(salt)
+            self._sealer = sealer
+        self._salt = salt
+        return True
 
     def _on_accept(self, accept: wire.Accept, now: float) -> None:
         link = self._link
@@ -557,6 +605,13 @@ class ClientSession:
     def _on_reject(self, reject: wire.Reject, now: float) -> None:
         self._join_unanswered = False
         code, reason = reject.code, reject.reason
+        if code == wire.RejectCode.BAD_KEY and self._state is SessionState.JOINING:
+            # The relay could not open our JOIN: the key is wrong, or the relay restarted
+            # since its CHALLENGE and has a new salt. A fresh HELLO tells which (protocol.md
+            # 8), at the cost of a round trip, within the same attempt.
+            self._bad_key = (reject, self._salt)
+            self._begin_handshake(now)
+            return
         final = not self._ever_welcomed or code in _FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
             candidate = self._suffixed_nick()
@@ -611,10 +666,13 @@ class ClientSession:
             return
         if isinstance(datagram, wire.Reject):
             self._on_reject_datagram(datagram, sealed, now)
-        elif self._sealer is not None and not sealed:
-            self._malformed += 1  # protocol.md 8: in a room with a key, only REJECT is plain
         elif isinstance(datagram, wire.Challenge):
-            self._on_challenge(datagram, now)
+            if sealed:
+                self._unexpected += 1  # CHALLENGE is never sealed (protocol.md 8)
+            else:
+                self._on_challenge(datagram, now)
+        elif self._room_key is not None and not sealed:
+            self._malformed += 1  # protocol.md 8: with a key, only CHALLENGE and REJECT are plain
         elif isinstance(datagram, wire.Accept):
             self._on_accept(datagram, now)
         elif isinstance(datagram, wire.Reset):
@@ -639,7 +697,7 @@ class ClientSession:
             self._unexpected += 1
             return
         nonce = reject.nonce
-        readable = sealed or self._sealer is None  # could only the relay know our nonce?
+        readable = sealed or self._room_key is None  # could only the relay know our nonce?
         if nonce in self._sent_hashes or (nonce == self._nonce and readable):
             self._on_reject(reject, now)
             return
@@ -954,12 +1012,7 @@ class ClientSession:
 
     def _attempt_failed(self, now: float) -> None:
         if not self._ever_welcomed:
-            hint = (
-                "check the address and that the relay uses the same room key"
-                if self._sealer is not None
-                else "check the address and port"
-            )
-            reason = f"the relay does not answer ({hint})"
+            reason = "the relay does not answer (check the address and port)"
             if self._unverified is not None:
                 reason += f"; an unverifiable reply said: {self._unverified}"
             self._close(reason)

@@ -21,7 +21,7 @@ from udpchat import wire
 from udpchat.names import nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, SealError, is_sealed
 
 Address = tuple[str, int]
 Rng = Callable[[int], bytes]
@@ -35,6 +35,10 @@ MAX_PENDING_EVENTS = 10_000
 # Used JOIN nonces remembered against replays; a full table forgets the oldest early.
 MAX_USED_JOINS = 65_536
 RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE)))
+# protocol.md 8: what BAD_KEY says, by what the relay could not read.
+WRONG_KEY = "wrong room key"
+NEEDS_KEY = "this room needs a key"
+NO_ROOM_KEY = "this relay has no room key; join without --key"
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
     m.LeaveReason.TIMEOUT: "timed out",
@@ -159,22 +163,26 @@ class RelayCore:
         now: float,
         rng: Rng,
         wall_offset: float = 0.0,
-        sealer: Sealer | None = None,
+        room_key: KeyDeriver | None = None,
     ) -> None:
         self.config = config
         self.stats = RelayStats()
         self._rng = rng
         self._wall_offset = wall_offset
-        self._sealer = sealer
-        # Sealing adds SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
+        self._secret = rng(32)
+        self.epoch = rng(wire.EPOCH_SIZE)
+        # protocol.md 8: a salt of its own per relay process, told to clients in every
+        # CHALLENGE, so that no dictionary precomputed for one room serves against another;
+        # the key is derived once, here.
+        self.salt = rng(wire.SALT_SIZE) if room_key is not None else b""
+        self._sealer = room_key(self.salt) if room_key is not None else None
+        # Sealing costs SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
         self._link_config = config.link
-        if sealer is not None:
+        if room_key is not None:
             limit = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
             self._link_config = replace(
                 config.link, max_datagram=min(config.link.max_datagram, limit)
             )
-        self._secret = rng(32)
-        self.epoch = rng(wire.EPOCH_SIZE)
         self.members: dict[bytes, Member] = {}
         self._by_nick: dict[str, Member] = {}
         self._by_join: dict[tuple[Address, bytes], Member] = {}
@@ -210,9 +218,10 @@ class RelayCore:
         """Handle one datagram from ``addr``; garbage is counted and dropped, never raised."""
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
-        plain = self._unseal(data, addr, now)
-        if plain is None:
+        opened = self._unseal(data, addr, now)
+        if opened is None:
             return
+        plain, sealed = opened
         try:
             datagram = wire.decode_datagram(plain)
         except wire.UnsupportedVersion:
@@ -229,6 +238,10 @@ class RelayCore:
             self.stats.malformed += 1
             self._drop(f"malformed: {exc}", addr)
             return
+        if self._sealer is not None and not sealed and not isinstance(datagram, wire.Hello):
+            # protocol.md 8: in a room with a key, only HELLO comes in the clear.
+            self._unreadable(data, NEEDS_KEY, addr, now)
+            return
         if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathResponse)):
             self._on_session_datagram(datagram, len(data), addr, now)
         elif isinstance(datagram, (wire.Hello, wire.Join)):
@@ -237,7 +250,11 @@ class RelayCore:
                 self.stats.short_handshakes += 1
                 self._drop(f"{type(datagram).__name__} shorter than {wire.MIN_INITIAL_SIZE}", addr)
             elif isinstance(datagram, wire.Hello):
-                self._on_hello(datagram, addr, now)
+                if sealed:  # HELLO is never sealed: it asks for the salt of the key
+                    self.stats.unexpected += 1
+                    self._drop("sealed HELLO", addr)
+                else:
+                    self._on_hello(datagram, addr, now)
             else:
                 self._on_join(datagram, addr, now)
         else:
@@ -325,16 +342,26 @@ class RelayCore:
 
     # --- sealing and handshakes -------------------------------------------------------------
 
-    def _unseal(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        if self._sealer is None:
-            return data
-        try:
-            return self._sealer.open(data)
-        except SealError:
-            self.stats.bad_key += 1
-            self._drop("not sealed with the room key", addr)
-            self._refuse(data, wire.RejectCode.BAD_KEY, "wrong room key", addr, now)
+    def _unseal(self, data: bytes, addr: Address, now: float) -> tuple[bytes, bool] | None:
+        """(the datagram inside, whether it was sealed), or None for a sealed datagram that
+        does not open here: sealed with another key, tampered with, or sent to a relay
+        without a key."""
+        if not is_sealed(data):
+            return data, False
+        sealer = self._sealer
+        if sealer is None:
+            self._unreadable(data, NO_ROOM_KEY, addr, now)
             return None
+        try:
+            return sealer.open(data), True
+        except SealError:
+            self._unreadable(data, WRONG_KEY, addr, now)
+            return None
+
+    def _unreadable(self, data: bytes, reason: str, addr: Address, now: float) -> None:
+        self.stats.bad_key += 1
+        self._drop(f"room key: {reason}", addr)
+        self._refuse(data, wire.RejectCode.BAD_KEY, reason, addr, now)
 
     def _refuse(
         self, data: bytes, code: wire.RejectCode, reason: str, addr: Address, now: float
@@ -388,9 +415,12 @@ class RelayCore:
         if not self._allow_handshake(addr, now):
             return
         self.stats.handshakes += 1
-        self._out.append(
-            (wire.encode_challenge(hello.nonce, self._issue_cookie(hello.nonce, addr, now)), addr)
-        )
+        self._challenge(hello.nonce, addr, now)
+
+    def _challenge(self, nonce: bytes, addr: Address, now: float) -> None:
+        """CHALLENGE goes unsealed, with the salt a client needs to derive the room key."""
+        cookie = self._issue_cookie(nonce, addr, now)
+        self._out_plain.append((wire.encode_challenge(nonce, cookie, self.salt), addr))
 
     def _reject(self, nonce: bytes, code: wire.RejectCode, reason: str, addr: Address) -> None:
         self.stats.rejects += 1
@@ -401,8 +431,7 @@ class RelayCore:
         if age is None:
             self.stats.bad_cookies += 1
             if self._allow_handshake(addr, now):
-                cookie = self._issue_cookie(join.nonce, addr, now)
-                self._out.append((wire.encode_challenge(join.nonce, cookie), addr))
+                self._challenge(join.nonce, addr, now)
             return
         pending = self._by_join.get((addr, join.nonce))
         if pending is not None:  # our ACCEPT was lost: say it again

@@ -1,12 +1,15 @@
-"""Optional room key: every datagram sealed whole with ChaCha20-Poly1305, padded to a bucket.
+"""Optional room key: datagrams sealed whole with ChaCha20-Poly1305, padded to a bucket.
 
-Construction. Every member derives the same 256-bit key from the room passphrase with scrypt
-(n=2**14, r=8, p=1) and the fixed salt ``ROOM_KEY_SALT``. The salt has to be fixed so members
-agree without a handshake; the cost is that one precomputed dictionary serves against every
-udpchat room, so a room key is only as strong as its passphrase. A sealed datagram is the
-msgpack array ``[1, 15, nonce, ciphertext]`` (protocol version 1, type 15 = SEALED), where
-``ciphertext`` is the ChaCha20-Poly1305 (RFC 8439) encryption of the padded plaintext, 16-byte
-tag included.
+Construction (protocol.md 8). A relay with a key draws a random 16-byte salt when it starts
+and sends it in the clear in every CHALLENGE; the relay and each member derive the 256-bit
+room key from the passphrase with scrypt (n=2**14, r=8, p=1) and the salt
+``ROOM_KEY_SALT_PREFIX || relay salt``. The salt is per relay process so that no dictionary
+precomputed once serves against every udpchat room; HELLO and CHALLENGE, which carry it, are
+the only datagrams of a keyed room that are not sealed. A sealed datagram is the msgpack array
+``[1, 15, nonce, ciphertext]`` (protocol version 1, type 15 = SEALED), where ``ciphertext`` is
+the ChaCha20-Poly1305 (RFC 8439) encryption of the padded plaintext, 16-byte tag included.
+The cores get a :data:`KeyDeriver` (passphrase bound, salt to Sealer), not a Sealer, since the
+salt comes from the relay at run time.
 
 Padding. The plaintext is the inner datagram framed and padded to a size bucket::
 
@@ -28,13 +31,20 @@ What is authenticated: the inner datagram (confidential and intact), the version
 framing and padding (inside the ciphertext). What is not: which member sent it, since all
 members hold the same key (the relay's nick stamping still matters); freshness, since a
 captured datagram opens again when replayed (the inner protocol's sequence numbers must
-discard duplicates); and the bucket, which shows.
+discard duplicates); the bucket, which shows; and HELLO and CHALLENGE, which are not sealed,
+so that an attacker on the path can hand a client a salt of its own choosing.
+
+What the key does not hide or prevent: sizes to their bucket, timing and addresses; and
+offline guessing. One captured sealed datagram and the salt from its room's CHALLENGE let
+anyone test passphrases at one scrypt each, about 40 ms of one core, as many in parallel as
+they have cores; the salt makes that work per room, not impossible. A key is as strong as the
+passphrase's entropy: a random one of 128 bits or more is out of reach, a word is not.
 
 Nonces are 96 random bits, so no counter has to be shared between members. A repeated nonce
 would leak the XOR of two plaintexts and allow forgeries; among q datagrams sealed under one
 key it happens with probability below q**2 / 2**97, under 2**-33 for q = 2**32 datagrams (a
-room sending 100 datagrams a second for a year seals about 2**31.6). Re-key (change the
-passphrase) long before 2**32.
+room sending 100 datagrams a second for a year seals about 2**31.6). A relay process has one
+key: restart it (a new salt, so a new key) or change the passphrase long before 2**32.
 
 The nonce source is injected so tests can be deterministic; the runtime passes ``os.urandom``.
 """
@@ -49,7 +59,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from udpchat.wire import MAX_DATAGRAM_SIZE, DatagramType
+from udpchat.wire import MAX_DATAGRAM_SIZE, SALT_SIZE, DatagramType
 
 __all__ = [
     "FRAME_HEADER_SIZE",
@@ -58,17 +68,19 @@ __all__ = [
     "MESSAGE_BUCKET",
     "NONCE_SIZE",
     "PAD_BUCKETS",
-    "ROOM_KEY_SALT",
+    "ROOM_KEY_SALT_PREFIX",
     "SEALED_TYPE",
     "SEAL_OVERHEAD",
     "SEAL_VERSION",
     "TAG_SIZE",
+    "KeyDeriver",
     "SealError",
     "Sealer",
     "derive_room_key",
     "is_sealed",
     "pad",
     "padded_size",
+    "room_key",
     "sealed_size",
     "unpad",
 ]
@@ -79,7 +91,9 @@ KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 
-ROOM_KEY_SALT = b"udpchat room key v1"
+ROOM_KEY_SALT_PREFIX = b"udpchat room key v2"
+"""Put before the relay's salt in the scrypt salt, so that udpchat keys are derived in a
+space of their own."""
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -101,20 +115,45 @@ class SealError(ValueError):
     """A datagram that is not a well-formed, authentic sealed datagram for this room key."""
 
 
-def derive_room_key(passphrase: str) -> bytes:
-    """Derive the 32-byte room key from ``passphrase``.
+KeyDeriver = Callable[[bytes], "Sealer"]
+"""A room key bound to its passphrase: given a relay's salt, the Sealer for that relay. The
+cores take one of these rather than a Sealer, since the salt comes from the relay."""
 
-    The passphrase is NFC-normalised first so members typing the same accented text through
-    different input methods still agree on the key.
-    """
+
+def _passphrase_bytes(passphrase: str) -> bytes:
+    """The passphrase as scrypt takes it, NFC-normalised so that members typing the same
+    accented text through different input methods still agree on the key."""
     if not passphrase:
         raise ValueError("a room passphrase cannot be empty")
     try:
-        secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+        return unicodedata.normalize("NFC", passphrase).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("a room passphrase cannot contain lone surrogates") from None
-    kdf = Scrypt(salt=ROOM_KEY_SALT, length=KEY_SIZE, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return kdf.derive(secret)
+
+
+def derive_room_key(passphrase: str, salt: bytes) -> bytes:
+    """Derive the 32-byte room key from ``passphrase`` and a relay's 16-byte ``salt``.
+
+    Deliberately slow (scrypt, about 40 ms and 16 MiB): the cost is paid once per relay
+    process and per member, and once per guess by anyone guessing the passphrase.
+    """
+    if len(salt) != SALT_SIZE:
+        raise ValueError(f"a relay's salt has {SALT_SIZE} bytes, not {len(salt)}")
+    kdf = Scrypt(
+        salt=ROOM_KEY_SALT_PREFIX + salt, length=KEY_SIZE, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P
+    )
+    return kdf.derive(_passphrase_bytes(passphrase))
+
+
+def room_key(passphrase: str, nonce_source: Callable[[int], bytes]) -> KeyDeriver:
+    """A :data:`KeyDeriver` for ``passphrase``; an unusable passphrase fails here, at once,
+    rather than at the first CHALLENGE."""
+    _passphrase_bytes(passphrase)
+
+    def sealer_for(salt: bytes) -> Sealer:
+        return Sealer(derive_room_key(passphrase, salt), nonce_source)
+
+    return sealer_for
 
 
 def sealed_size(plaintext_length: int) -> int:

@@ -27,6 +27,8 @@ TOKEN_SIZE = 8
 NONCE_SIZE = 8
 PATH_DATA_SIZE = 8
 EPOCH_SIZE = 8
+# protocol.md 8: the relay's salt for the room key, drawn at relay start (empty: no key).
+SALT_SIZE = 16
 MAX_COOKIE_SIZE = 64
 # protocol.md "Reliability": the receive window, in packets; ACK bitmaps cover the
 # WINDOW - 1 sequence numbers after the cumulative ACK.
@@ -83,6 +85,7 @@ class Hello:
 class Challenge:
     nonce: bytes
     cookie: bytes
+    salt: bytes = b""  # the relay's room key salt; empty when the relay has no key
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +268,12 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         as_bin(f[1], "padding")
         return Hello(as_bin(f[0], "nonce", NONCE_SIZE))
     if kind is DatagramType.CHALLENGE:
-        check_arity(f, 2, "CHALLENGE")
+        check_arity(f, 3, "CHALLENGE")
+        salt = as_bin(f[2], "salt")
+        if len(salt) not in (0, SALT_SIZE):
+            fail(f"CHALLENGE salt must be empty or {SALT_SIZE} bytes")
         return Challenge(
-            as_bin(f[0], "nonce", NONCE_SIZE), as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE)
+            as_bin(f[0], "nonce", NONCE_SIZE), as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE), salt
         )
     if kind is DatagramType.JOIN:
         check_arity(f, 5, "JOIN")
@@ -371,8 +377,9 @@ def encode_hello(nonce: bytes, size: int = MIN_INITIAL_SIZE) -> bytes:
     return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce], size)
 
 
-def encode_challenge(nonce: bytes, cookie: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie])
+def encode_challenge(nonce: bytes, cookie: bytes, salt: bytes = b"") -> bytes:
+    """CHALLENGE, never sealed: it tells the client the salt of the relay's room key."""
+    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie, salt])
 
 
 def encode_join(
@@ -441,7 +448,7 @@ def encode(datagram: Datagram) -> bytes:
     if isinstance(d, Hello):
         return encode_hello(d.nonce)
     if isinstance(d, Challenge):
-        return encode_challenge(d.nonce, d.cookie)
+        return encode_challenge(d.nonce, d.cookie, d.salt)
     if isinstance(d, Join):
         return encode_join(d.nonce, d.cookie, d.nick, d.resume)
     if isinstance(d, Accept):
