@@ -9,9 +9,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.e2e_support import Process, Recorder, join_process, relay_config
 from udpchat import events as ev
+from udpchat.cli import app
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import Address, DatagramTransport
@@ -135,3 +137,22 @@ def test_a_wrong_key_is_told_within_a_second() -> None:
         elapsed = time.monotonic() - started
     assert log.of(ev.JoinRejected) == [ev.JoinRejected(5, "wrong room key")]
     assert elapsed < 1.0, elapsed
+
+
+@pytest.mark.timeout(30)
+def test_a_keygen_key_works_as_a_room_key() -> None:
+    key = CliRunner().invoke(app, ["keygen"]).stdout.strip()
+    typo = key[:-1] + ("a" if key[-1] != "a" else "b")
+    with relay_with(key) as (relay, _):
+        alice, _ = member(relay, "alice", key)
+        bob, bob_log = member(relay, "bob", key)
+        mallory, mallory_log = member(relay, "mallory", typo)
+        try:
+            assert alice.wait_joined(5) and bob.wait_joined(5)
+            alice.say("sealed with a generated key")
+            bob_log.wait_event(ev.MessageReceived, 5, lambda e: e.nick == "alice")
+            assert mallory.wait_closed(5)
+        finally:
+            for client in (alice, bob, mallory):
+                client.close()
+    assert mallory_log.of(ev.JoinRejected) == [ev.JoinRejected(5, "wrong room key")]

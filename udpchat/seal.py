@@ -38,7 +38,8 @@ What the key does not hide or prevent: sizes to their bucket, timing and address
 offline guessing. One captured sealed datagram and the salt from its room's CHALLENGE let
 anyone test passphrases at one scrypt each, about 40 ms of one core, as many in parallel as
 they have cores; the salt makes that work per room, not impossible. A key is as strong as the
-passphrase's entropy: a random one of 128 bits or more is out of reach, a word is not.
+passphrase's entropy: a random one of 128 bits or more is out of reach (``udpchat keygen``
+prints one of 150, see :func:`generate_passphrase`), a word is not.
 
 Nonces are 96 random bits, so no counter has to be shared between members. A repeated nonce
 would leak the XOR of two plaintexts and allow forgeries; among q datagrams sealed under one
@@ -51,6 +52,7 @@ The nonce source is injected so tests can be deterministic; the runtime passes `
 
 from __future__ import annotations
 
+import secrets
 import unicodedata
 from collections.abc import Callable
 
@@ -63,6 +65,7 @@ from udpchat.wire import MAX_DATAGRAM_SIZE, SALT_SIZE, DatagramType
 
 __all__ = [
     "FRAME_HEADER_SIZE",
+    "KEYGEN_BITS",
     "KEY_SIZE",
     "MAX_INNER_SIZE",
     "MESSAGE_BUCKET",
@@ -77,6 +80,7 @@ __all__ = [
     "SealError",
     "Sealer",
     "derive_room_key",
+    "generate_passphrase",
     "is_sealed",
     "pad",
     "padded_size",
@@ -143,6 +147,24 @@ def derive_room_key(passphrase: str, salt: bytes) -> bytes:
         salt=ROOM_KEY_SALT_PREFIX + salt, length=KEY_SIZE, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P
     )
     return kdf.derive(_passphrase_bytes(passphrase))
+
+
+# RFC 4648 base32 in lower case: letters and 2 to 7, no 0, 1, 8 or 9 to take for O, l, B, g.
+KEYGEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+KEYGEN_GROUPS = 6
+KEYGEN_GROUP_SIZE = 5
+KEYGEN_BITS = KEYGEN_GROUPS * KEYGEN_GROUP_SIZE * 5  # 150: 32 symbols carry 5 bits each
+
+
+def generate_passphrase(choice: Callable[[str], str] = secrets.choice) -> str:
+    """A random room passphrase of 150 bits, like ``k3mxq-7adp2-tzu4b-...``: six groups of
+    five base32 characters, easy to read out and type. A passphrase is only as strong as its
+    entropy against offline guessing (protocol.md 8.4); at 150 bits, guessing is hopeless
+    however cheap scrypt becomes, where a word or a short phrase falls to a dictionary."""
+    return "-".join(
+        "".join(choice(KEYGEN_ALPHABET) for _ in range(KEYGEN_GROUP_SIZE))
+        for _ in range(KEYGEN_GROUPS)
+    )
 
 
 def room_key(passphrase: str, nonce_source: Callable[[int], bytes]) -> KeyDeriver:
