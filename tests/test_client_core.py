@@ -423,6 +423,41 @@ def test_a_plain_reject_is_ours_only_when_bound_to_a_datagram_we_sent() -> None:
     ]
 
 
+def test_one_key_is_derived_per_hello_and_joins_are_sealed_afresh() -> None:
+    """scrypt is slow on purpose: CHALLENGEs with other salts during the JOIN (only someone
+    on the path can send them) derive nothing; a fresh cookie with the same salt reuses the
+    key, and every JOIN, retransmissions too, is sealed with a nonce of its own."""
+    derived: list[bytes] = []
+    real = quick_room_key(b"k")
+
+    def counting(salt: bytes) -> Sealer:
+        derived.append(salt)
+        return real(salt)
+
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, counting)
+    session.connect(0.0)
+    (hello,) = session.datagrams_to_send(0.0)
+    hello_datagram = wire.decode_datagram(hello)
+    assert isinstance(hello_datagram, wire.Hello)
+    nonce = hello_datagram.nonce
+    salt = b"s" * 16
+    session.receive_datagram(wire.encode_challenge(nonce, b"c" * 20, salt), 0.01)
+    (join,) = session.datagrams_to_send(0.01)
+    assert is_sealed(join) and len(join) == wire.MIN_INITIAL_SIZE
+    for i in range(5):
+        session.receive_datagram(wire.encode_challenge(nonce, b"d" * 20, bytes([i]) * 16), 0.02)
+    assert session.datagrams_to_send(0.02) == []
+    assert session.stats.unexpected == 5
+    session.receive_datagram(wire.encode_challenge(nonce, b"e" * 20, salt), 0.03)
+    (again,) = session.datagrams_to_send(0.03)
+    retry = session.next_timer()
+    assert retry is not None
+    session.handle_timer(retry)
+    (retransmitted,) = session.datagrams_to_send(retry)
+    assert len({join, again, retransmitted}) == 3
+    assert derived == [salt]
+
+
 def forge_rejects(net: SimNetwork, victim: Address) -> list[bytes]:
     """Answer every datagram ``victim`` sends the relay with REJECTs forged from the relay's
     address, ahead of the real answer: one without a nonce (the BAD_KEY relays used to

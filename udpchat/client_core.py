@@ -524,6 +524,12 @@ class ClientSession:
         if not self._in_handshake() or challenge.nonce != self._nonce:
             self._wrong_session += 1
             return
+        if self._state is SessionState.JOINING and challenge.salt != self._salt:
+            # A fresh cookie comes from the relay that gave us the salt; a relay that
+            # restarted cannot open our JOIN and says BAD_KEY instead. So at most one key
+            # is derived per HELLO, however many CHALLENGEs arrive.
+            self._unexpected += 1
+            return
         if not self._take_salt(challenge.salt):
             return
         if self._state is SessionState.CONNECTING:
