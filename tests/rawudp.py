@@ -14,7 +14,10 @@ import struct
 import sys
 
 from udpchat import wire
-from udpchat.seal import SEAL_OVERHEAD, Sealer, derive_room_key
+from udpchat.seal import SALT_SIZE, Sealer, derive_room_key
+
+# How every sealed datagram starts (protocol.md 8): fixarray 4, version 1, type 15, bin8 12.
+SEALED_PREFIX = bytes((0x94, 0x01, 0x0F, 0xC4, 0x0C))
 
 UDP_HEADER = struct.Struct("!HHHH")  # source port, destination port, length, checksum
 
@@ -67,10 +70,11 @@ def attack(key: str | None = None) -> list[bytes]:
         os.urandom(wire.MIN_INITIAL_SIZE),
     ]
     if key is not None:
-        sealer = Sealer(derive_room_key(key), os.urandom)
-        size = wire.MIN_INITIAL_SIZE - SEAL_OVERHEAD
-        datagrams[0] = sealer.seal(wire.encode_hello(os.urandom(8), size=size))
+        # HELLO stays plain in a room with a key; sealed datagrams under a guessed salt, and
+        # handshake-sized ones that only look sealed, draw BAD_KEY at most.
+        sealer = Sealer(derive_room_key(key, os.urandom(SALT_SIZE)), os.urandom)
         datagrams[1] = sealer.seal(wire.encode_ping(os.urandom(8), 0, 0, 0))
+        datagrams[3] = SEALED_PREFIX + os.urandom(wire.MIN_INITIAL_SIZE - len(SEALED_PREFIX))
     return datagrams
 
 

@@ -14,18 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fakeclient import FakeClient
+from tests.fakeclient import FakeClient, quick_room_key
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
+from udpchat.relay_core import DatagramDropped, MemberMoved, RelayConfig, RelayCore
 from udpchat.reliability import REPLAY_WINDOW, Link, LinkConfig
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError, is_sealed
 from udpchat.sim import Address, PathModel, SimNetwork
 
 RELAY: Address = ("127.0.0.1", 9000)
 ATTACKER: Address = ("127.0.0.1", 6666)
-KEY = bytes(range(32))
-OTHER_KEY = bytes(range(1, 33))
+KEY = b"open sesame"
+OTHER_KEY = b"open says me"
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,8 +38,10 @@ def setup(
     config: RelayConfig | None = None, seed: int = 1, key: bytes | None = None
 ) -> tuple[SimNetwork, RelayCore]:
     net = SimNetwork(seed=seed, default=PathModel())
-    sealer = Sealer(key, random.Random(seed + 1).randbytes) if key is not None else None
-    relay = RelayCore(config or RelayConfig(), 0.0, random.Random(seed).randbytes, sealer=sealer)
+    room_key = quick_room_key(key, seed + 1) if key is not None else None
+    relay = RelayCore(
+        config or RelayConfig(), 0.0, random.Random(seed).randbytes, room_key=room_key
+    )
     net.attach(RELAY, relay)
     return net, relay
 
@@ -51,20 +53,25 @@ def join(net: SimNetwork, client: FakeClient, i: int) -> FakeClient:
 
 
 class SealedFake(FakeClient):
-    """A FakeClient in a room with a key: seals what it sends, opens what it receives."""
+    """A FakeClient in a room with a key: HELLO in the clear, then the key derived for the
+    salt in the CHALLENGE, and everything else sealed."""
 
     def __init__(self, nick: str, relay: Address, key: bytes, seed: int = 0) -> None:
         super().__init__(nick, relay, seed=seed)
-        self.sealer = Sealer(key, random.Random(seed + 100).randbytes)
+        self.room_key = quick_room_key(key, seed + 100)
+        self.hello = self.handshake
         self.size = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
-        self.out = [wire.encode_hello(self.nonce, self.size)]
-        self.handshake = self.out[0]
         self.unsealed: list[wire.Datagram] = []
 
+    @property
+    def sealer(self) -> Sealer:
+        assert self._sealer is not None, "no CHALLENGE yet"
+        return self._sealer
+
+    _sealer: Sealer | None = None
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        try:
-            plain = self.sealer.open(data)
-        except SealError:
+        if not is_sealed(data):
             try:
                 datagram = wire.decode_datagram(data)
             except wire.DecodeError:
@@ -72,14 +79,19 @@ class SealedFake(FakeClient):
             self.unsealed.append(datagram)
             if isinstance(datagram, wire.Reject):
                 self.reject = datagram
+            elif isinstance(datagram, wire.Challenge) and self.link is None:
+                self._sealer = self.room_key(datagram.salt)
+                self.handshake = wire.encode_join(
+                    self.nonce, datagram.cookie, self.nick, self.resume, self.size
+                )
+                self.out.append(self.handshake)
+            return
+        try:
+            plain = self.sealer.open(data)
+        except SealError:
             return
         datagram = wire.decode_datagram(plain)
-        if isinstance(datagram, wire.Challenge) and self.link is None:
-            self.handshake = wire.encode_join(
-                self.nonce, datagram.cookie, self.nick, self.resume, self.size
-            )
-            self.out.append(self.handshake)
-        elif isinstance(datagram, wire.Accept) and self.link is None:
+        if isinstance(datagram, wire.Accept) and self.link is None:
             self.accept = datagram
             config = LinkConfig(max_retransmissions=50, max_datagram=self.size)
             self.link = Link(datagram.token, config)
@@ -87,7 +99,10 @@ class SealedFake(FakeClient):
             super().receive_datagram(plain, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return [(self.sealer.seal(d), a) for d, a in super().datagrams_to_send(now)]
+        return [
+            (d if d == self.hello else self.sealer.seal(d), a)
+            for d, a in super().datagrams_to_send(now)
+        ]
 
 
 def capture(net: SimNetwork, src: Address) -> list[bytes]:
@@ -246,9 +261,15 @@ def test_member_sending_the_largest_packet_number_does_not_bring_the_relay_down(
 
 def test_client_without_the_key_is_told_bad_key_and_not_admitted() -> None:
     net, relay = setup(key=KEY)
+    answers: list[wire.Datagram] = []
+    net.taps.append(lambda s, d, data: answers.append(wire.decode_datagram(data)))
     plain = join(net, FakeClient("plain", RELAY, seed=5), 5)
+    # The CHALLENGE told it the room has a key; one that sends a plain JOIN anyway is told.
+    challenge = next(x for x in answers if isinstance(x, wire.Challenge))
+    assert challenge.salt == relay.salt and len(relay.salt) == 16
     assert plain.reject is not None and plain.reject.code == wire.RejectCode.BAD_KEY
-    assert plain.reject.nonce == b""
+    assert plain.reject.reason == "this room needs a key"
+    assert plain.reject.nonce == wire.request_hash(plain.handshake)
     assert plain.link is None and relay.member_nicks() == []
 
 
@@ -258,6 +279,7 @@ def test_client_with_another_key_is_told_bad_key_and_not_admitted() -> None:
     wrong = join(net, SealedFake("wrong", RELAY, OTHER_KEY, seed=6), 6)
     assert alice.joined
     assert wrong.reject is not None and wrong.reject.code == wire.RejectCode.BAD_KEY
+    assert wrong.reject.reason == "wrong room key"
     assert wrong.link is None
     assert relay.member_nicks() == ["alice"]
     assert relay.stats.bad_key >= 1
@@ -277,15 +299,17 @@ def test_tampered_or_foreign_sealed_datagrams_are_dropped(
 ) -> None:
     net, relay = setup(key=KEY)
     alice = SealedFake("alice", RELAY, KEY, seed=1)
-    sniffed = capture(net, client_addr(1))
+    captured = capture(net, client_addr(1))
     join(net, alice, 1)
     bob = join(net, SealedFake("bob", RELAY, KEY, seed=2), 2)
     alice.send(m.Say("sealed hello"))
     net.run(0.5)
     assert [x.text for x in bob.of(m.ChatMessage)] == ["sealed hello"]
-    foreign = Sealer(OTHER_KEY, random.Random(9).randbytes)
+    sniffed = [d for d in captured if is_sealed(d)]  # all but the HELLO
+    foreign = quick_room_key(OTHER_KEY, 9)(relay.salt)
     before = room_state(relay)
-    bad_key = relay.stats.bad_key
+    relay.events()
+    unsealed = len(alice.unsealed)
     for index, position, bit in picks:
         original = sniffed[index % len(sniffed)]
         data = bytearray(original)
@@ -297,12 +321,140 @@ def test_tampered_or_foreign_sealed_datagrams_are_dropped(
         net.inject(client_addr(1), RELAY, foreign.seal(alice.sealer.open(original)))
     net.run(0.5)
     assert room_state(relay) == before
-    assert relay.stats.bad_key == bad_key + 2 * len(picks)
+    # Every one dropped: most as not opening, some (a flipped envelope) as malformed.
+    dropped = [e for e in relay.events() if isinstance(e, DatagramDropped)]
+    assert len(dropped) == 2 * len(picks)
     assert [x.text for x in bob.of(m.ChatMessage)] == ["sealed hello"]
-    # Nothing readable went back to the sender of the junk: at most plain BAD_KEY rejects.
-    assert all(
-        isinstance(d, wire.Reject) and d.code == wire.RejectCode.BAD_KEY for d in alice.unsealed
+    # Nothing readable went back to the sender of the junk: at most plain rejects that
+    # say it could not be read.
+    unreadable = (wire.RejectCode.BAD_KEY, wire.RejectCode.VERSION)
+    for answer in alice.unsealed[unsealed:]:
+        assert isinstance(answer, wire.Reject) and answer.code in unreadable
+
+
+def test_unvalidated_address_gets_at_most_three_times_what_it_sent_sealed() -> None:
+    """Padding makes a sealed datagram larger than the one inside: the anti-amplification
+    budget counts what goes on the wire (protocol.md 4.1, 7.3)."""
+    net, relay = setup(key=KEY)
+    alice = join(net, SealedFake("alice", RELAY, KEY, seed=1), 1)
+    bob = join(net, SealedFake("bob", RELAY, KEY, seed=2), 2)
+    assert bob.link is not None
+    net.run(0.2)
+    net.move(client_addr(2), client_addr(9))
+    sent_to_new: list[int] = []
+    received_from_new: list[int] = []
+    overdrawn: list[tuple[int, int]] = []
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if dst == client_addr(9):
+            sent_to_new.append(len(data))
+            if sum(sent_to_new) > 3 * sum(received_from_new):
+                overdrawn.append((sum(sent_to_new), sum(received_from_new)))
+        if src == client_addr(9):
+            received_from_new.append(len(data))
+
+    net.taps.append(tap)
+    original = bob.receive_datagram
+
+    def no_path_response(data: bytes, addr: Address, now: float) -> None:
+        if isinstance(_open(bob, data), wire.PathChallenge):
+            return
+        original(data, addr, now)
+
+    bob.receive_datagram = no_path_response  # type: ignore[method-assign]
+    bob.link.ping()
+    for i in range(8):
+        alice.send(m.Say(f"short {i}"))  # small inside, 292 bytes sealed
+    net.run(2)
+    assert received_from_new and not overdrawn, overdrawn
+    assert relay.stats.amplification_held > 0
+
+
+@pytest.mark.parametrize("key", [KEY, None], ids=["keyed", "plain"])
+def test_hello_and_challenge_are_plain_and_challenge_carries_the_salt(key: bytes | None) -> None:
+    net, relay = setup(key=key)
+    answers: list[bytes] = []
+    net.attach(ATTACKER, Sink(answers))
+    net.inject(ATTACKER, RELAY, wire.encode_hello(b"n" * 8))
+    net.run(0.1)
+    (answer,) = answers
+    challenge = wire.decode_datagram(answer)
+    assert isinstance(challenge, wire.Challenge) and challenge.salt == relay.salt
+    assert len(relay.salt) == (wire.SALT_SIZE if key else 0)
+    if key is not None:
+        # HELLO is never sealed: a sealed one, even under the right key, gets nothing.
+        sealer = quick_room_key(key)(relay.salt)
+        net.inject(ATTACKER, RELAY, sealer.seal(wire.encode_hello(b"m" * 8, 1162)))
+        net.run(0.1)
+        assert len(answers) == 1 and relay.stats.unexpected == 1
+
+
+def test_relays_with_one_passphrase_draw_different_salts() -> None:
+    salts = {setup(seed=seed, key=KEY)[1].salt for seed in range(20)}
+    assert len(salts) == 20
+
+
+def test_a_relay_without_a_key_refuses_a_sealed_join_bound_to_it() -> None:
+    """A JOIN sealed for a relay that since restarted without a key (or sent to the wrong
+    relay): a bound BAD_KEY says so; a small sealed datagram gets nothing."""
+    net, relay = setup()
+    answers: list[bytes] = []
+    net.attach(ATTACKER, Sink(answers))
+    sealer = quick_room_key(KEY)(bytes(16))
+    join = sealer.seal(wire.encode_join(b"n" * 8, b"c" * 20, "alice", None, 1162))
+    ack = sealer.seal(wire.encode_ack(bytes(8), 0, 0, 0))
+    assert (len(join), len(ack)) == (1200, 99)
+    net.inject(ATTACKER, RELAY, ack)
+    net.inject(ATTACKER, RELAY, join)
+    net.run(0.1)
+    assert relay.stats.bad_key == 2
+    (answer,) = answers
+    reject = wire.decode_datagram(answer)
+    assert reject == wire.Reject(
+        wire.request_hash(join),
+        wire.RejectCode.BAD_KEY,
+        "this relay has no room key; join without --key",
     )
+
+
+def test_unreadable_datagrams_get_bound_rejects_within_the_handshake_budget() -> None:
+    """Junk of handshake size draws a plain BAD_KEY bound to its hash, at most as many as
+    the source's handshake budget allows and never as large as the junk; smaller junk
+    draws nothing."""
+    config = RelayConfig(reply_burst=5, reply_rate=1.0)
+    net, relay = setup(config, key=KEY)
+    answers: list[bytes] = []
+    net.attach(ATTACKER, Sink(answers))
+    rng = random.Random(3)
+    junk = [b"\x94\x01\x0f\xc4\x0c" + rng.randbytes(1195) for _ in range(30)]
+    small = [b"\x94\x01\x0f\xc4\x0c" + rng.randbytes(200) for _ in range(30)]
+    for data in small + junk:
+        net.inject(ATTACKER, RELAY, data)
+    net.run(0.1)
+    assert relay.stats.bad_key == 60
+    assert len(answers) == config.reply_burst
+    for answer, request in zip(answers, junk, strict=False):
+        reject = wire.decode_datagram(answer)
+        assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.BAD_KEY
+        assert reject.nonce == wire.request_hash(request)
+        assert len(answer) < len(request)
+
+
+class Sink:
+    def __init__(self, seen: list[bytes]) -> None:
+        self.seen = seen
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.seen.append(data)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
 
 
 # --- flood control across a rejoin ----------------------------------------------------------
@@ -412,7 +564,7 @@ def test_replayed_join_admits_nobody(how: str) -> None:
     net.run(0.5)
     members = relay.member_nicks()
     assert "alice" not in members
-    joins = [d for d in sniffed if isinstance(_open(alice, d), wire.Join)]
+    joins = [d for d in sniffed if is_sealed(d) and isinstance(_open(alice, d), wire.Join)]
     assert joins and net.now < relay.config.cookie_lifetime
     net.inject(client_addr(1), RELAY, joins[0])  # an on-path replay, sealed as it was
     net.run(0.5)

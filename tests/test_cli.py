@@ -1,6 +1,9 @@
 import importlib
+import math
+import re
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from udpchat.client import ClientOptions
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions
+from udpchat.seal import generate_passphrase
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -340,3 +344,42 @@ def test_help_never_shows_the_key() -> None:
 def test_load_rejects_bad_sizes_in_one_line() -> None:
     line = one_error_line(invoke("load", "--members", "10,zero"))
     assert line.startswith("udpchat: --members: expected positive numbers")
+
+
+KEY_FORMAT = re.compile(r"[a-z2-7]{5}(-[a-z2-7]{5}){5}")
+
+
+def test_keygen_prints_a_150_bit_key_alone_and_says_how_to_use_it() -> None:
+    result = invoke("keygen")
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert result.stdout == key + "\n" and KEY_FORMAT.fullmatch(key), result.stdout
+    # 30 characters from an alphabet of 32: 5 bits each.
+    symbols = key.replace("-", "")
+    assert len(symbols) * math.log2(32) == 150 >= 128
+    assert f"UDPCHAT_KEY={key} udpchat relay" in result.stderr
+    assert f"UDPCHAT_KEY={key} udpchat join" in result.stderr
+    assert "150 bits" in result.stderr
+
+
+def test_keygen_draws_every_symbol_uniformly() -> None:
+    """Every run is new, and the 32 symbols come up evenly, in every position: a chi-square
+    test far from its bound (31 degrees of freedom; 80 is exceeded with p < 1e-5)."""
+    runs = [invoke("keygen").stdout.strip() for _ in range(50)]
+    assert len(set(runs)) == len(runs)
+    keys = [generate_passphrase() for _ in range(1000)]  # what keygen prints, faster
+    assert all(KEY_FORMAT.fullmatch(k) for k in keys)
+    symbols = "".join(k.replace("-", "") for k in keys)
+    expected = len(symbols) / 32
+    counts = Counter(symbols)
+    assert set(counts) == set("abcdefghijklmnopqrstuvwxyz234567")
+    chi2 = sum((counts[c] - expected) ** 2 / expected for c in counts)
+    assert chi2 < 80, chi2
+    for position in range(30):
+        assert len({k.replace("-", "")[position] for k in keys}) == 32
+
+
+def test_key_help_points_to_keygen() -> None:
+    for command in ("relay", "join"):
+        result = invoke(command, "--help")
+        assert "udpchat keygen" in " ".join(result.output.replace("│", " ").split())

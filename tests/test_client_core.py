@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fakeclient import quick_room_key
 from udpchat import events as ev
 from udpchat import messages as msg
 from udpchat import wire
@@ -25,7 +26,7 @@ from udpchat.client_core import (
 from udpchat.names import nick_key
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.reliability import Link, LinkConfig
-from udpchat.seal import Sealer
+from udpchat.seal import KeyDeriver, Sealer, is_sealed, room_key
 from udpchat.sim import Address, PathModel, SimNetwork
 
 
@@ -67,6 +68,7 @@ class FakeRelay:
         self.epoch = epoch
         self.heartbeat_ms = heartbeat_ms
         self.cookie = b"cookie-0123456789"
+        self.salt = b""  # the room key's salt, sent in CHALLENGE
         self.sessions: dict[bytes, FakeSession] = {}
         self.by_nonce: dict[bytes, FakeSession] = {}
         self.closing: list[FakeSession] = []
@@ -87,7 +89,8 @@ class FakeRelay:
         self.datagrams.append((now, datagram))
         if isinstance(datagram, wire.Hello):
             if self.answer_handshake:
-                self._out.append((wire.encode_challenge(datagram.nonce, self.cookie), addr))
+                challenge = wire.encode_challenge(datagram.nonce, self.cookie, self.salt)
+                self._out.append((challenge, addr))
         elif isinstance(datagram, wire.Join):
             if self.answer_handshake:
                 self._on_join(datagram, addr)
@@ -335,10 +338,19 @@ def test_hello_retransmits_doubling_to_2s_then_join_times_out() -> None:
     assert alice.session.next_timer() is None
 
 
-def test_join_timeout_mentions_the_room_key_when_sealed() -> None:
-    key = bytes(32)
-    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=Sealer(key, seeded(2)))
+def test_join_timeout_with_a_room_key() -> None:
+    """Nothing answers: the HELLO went out in the clear, nothing was derived or sealed."""
+    derived: list[bytes] = []
+
+    def room_key(salt: bytes) -> Sealer:
+        derived.append(salt)
+        return quick_room_key(b"k")(salt)
+
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, room_key=room_key)
     session.connect(0.0)
+    (hello,) = session.datagrams_to_send(0.0)
+    assert len(hello) == wire.MIN_INITIAL_SIZE
+    assert isinstance(wire.decode_datagram(hello), wire.Hello)
     now = 0.0
     for _ in range(100):
         deadline = session.next_timer()
@@ -348,8 +360,9 @@ def test_join_timeout_mentions_the_room_key_when_sealed() -> None:
         session.handle_timer(now)
         session.datagrams_to_send(now)
     (closed,) = [e for e in session.events() if isinstance(e, ev.Closed)]
-    assert "room key" in closed.reason
+    assert closed.reason == "the relay does not answer (check the address and port)"
     assert now == pytest.approx(10.0)
+    assert derived == []
 
 
 def test_join_is_retransmitted_and_a_lost_accept_is_recovered() -> None:
@@ -392,47 +405,157 @@ def test_reject_with_a_foreign_nonce_is_ignored() -> None:
     assert session.events() == []
 
 
-def test_sealed_client_accepts_a_plain_bad_key_reject_only_in_the_handshake() -> None:
-    sealer = Sealer(bytes(32), seeded(3))
-    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=sealer)
+def test_a_plain_reject_is_ours_only_when_bound_to_a_datagram_we_sent() -> None:
+    """protocol.md 4: anyone who knows the relay's address can send a plain REJECT; only
+    one bound to a datagram of ours ends the join, and never one without a nonce."""
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, quick_room_key(b"k"))
     session.connect(0.0)
     (hello,) = session.datagrams_to_send(0.0)
-    inner = wire.decode_datagram(sealer.open(hello))
+    inner = wire.decode_datagram(hello)
     assert isinstance(inner, wire.Hello)
-    # A plain REJECT of another code is not believed...
-    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.RELAY_FULL, "full"), 0.01)
-    assert session.state is SessionState.CONNECTING
+    bad_key = wire.RejectCode.BAD_KEY
+    # What relays used to send: no nonce at all. Not even a valid datagram now.
+    session.receive_datagram(wire.pack([1, wire.DatagramType.REJECT, b"", bad_key, "x"]), 0.01)
     assert session.stats.malformed == 1
-    # ... BAD_KEY is, so a wrong key is reported plainly.
-    session.receive_datagram(wire.encode_reject(b"", wire.RejectCode.BAD_KEY, "wrong key"), 0.02)
+    # A made-up nonce, or our nonce in the clear: not proof that the relay sent it.
+    session.receive_datagram(wire.encode_reject(b"x" * 8, bad_key, "x"), 0.01)
+    session.receive_datagram(wire.encode_reject(inner.nonce, bad_key, "x"), 0.01)
+    assert session.stats.wrong_session == 2
+    assert session.state is SessionState.CONNECTING
+    assert session.events() == []
+    # Bound to the HELLO we sent: the relay's answer.
+    reject = wire.encode_reject(wire.request_hash(hello), bad_key, "wrong room key")
+    session.receive_datagram(reject, 0.02)
     assert session.events() == [
-        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong key"),
-        ev.Closed("wrong key"),
+        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong room key"),
+        ev.Closed("wrong room key"),
     ]
 
 
+def test_one_key_is_derived_per_hello_and_joins_are_sealed_afresh() -> None:
+    """scrypt is slow on purpose: CHALLENGEs with other salts during the JOIN (only someone
+    on the path can send them) derive nothing; a fresh cookie with the same salt reuses the
+    key, and every JOIN, retransmissions too, is sealed with a nonce of its own."""
+    derived: list[bytes] = []
+    real = quick_room_key(b"k")
+
+    def counting(salt: bytes) -> Sealer:
+        derived.append(salt)
+        return real(salt)
+
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, counting)
+    session.connect(0.0)
+    (hello,) = session.datagrams_to_send(0.0)
+    hello_datagram = wire.decode_datagram(hello)
+    assert isinstance(hello_datagram, wire.Hello)
+    nonce = hello_datagram.nonce
+    salt = b"s" * 16
+    session.receive_datagram(wire.encode_challenge(nonce, b"c" * 20, salt), 0.01)
+    (join,) = session.datagrams_to_send(0.01)
+    assert is_sealed(join) and len(join) == wire.MIN_INITIAL_SIZE
+    for i in range(5):
+        session.receive_datagram(wire.encode_challenge(nonce, b"d" * 20, bytes([i]) * 16), 0.02)
+    assert session.datagrams_to_send(0.02) == []
+    assert session.stats.unexpected == 5
+    session.receive_datagram(wire.encode_challenge(nonce, b"e" * 20, salt), 0.03)
+    (again,) = session.datagrams_to_send(0.03)
+    retry = session.next_timer()
+    assert retry is not None
+    session.handle_timer(retry)
+    (retransmitted,) = session.datagrams_to_send(retry)
+    assert len({join, again, retransmitted}) == 3
+    assert derived == [salt]
+
+
+def forge_rejects(net: SimNetwork, victim: Address) -> list[bytes]:
+    """Answer every datagram ``victim`` sends the relay with REJECTs forged from the relay's
+    address, ahead of the real answer: one without a nonce (the BAD_KEY relays used to
+    send) and one with a made-up nonce, as an off-path attacker can."""
+    forged: list[bytes] = []
+    rng = random.Random(5)
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if src == victim and dst == RELAY:
+            for nonce in (b"", rng.randbytes(8)):
+                fields = [1, wire.DatagramType.REJECT, nonce, wire.RejectCode.BAD_KEY, "forged"]
+                forged.append(wire.pack(fields))
+                net.inject(RELAY, victim, forged[-1])
+
+    net.taps.append(tap)
+    return forged
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_e2e_forged_rejects_end_neither_a_join_nor_a_rejoin(keyed: bool) -> None:
+    def key(seed: int) -> KeyDeriver | None:
+        return quick_room_key(b"open sesame", seed) if keyed else None
+
+    net, _relay = keyed_net(key(5))
+    alice = keyed_member(net, 0, "alice", key(7))
+    forged = forge_rejects(net, client_addr(0))
+    join_all(net, [alice])
+    assert len(forged) >= 4  # HELLO and JOIN were both answered by the forger first
+    # The relay restarts: alice rejoins (at once after a RESET, or once the silence tells
+    # her in a room with a key, where the new relay cannot read her), under fire again.
+    net.detach(RELAY)
+    net.attach(RELAY, RelayCore(RelayConfig(), net.now, seeded(9), TIME, room_key=key(6)))
+    before = len(forged)
+    alice.session.say("after the restart", net.now)
+    assert net.run_until(lambda: alice.session.stats.reconnects == 1, 10)
+    assert alice.session.state is SessionState.JOINED
+    assert len(forged) > before + 4
+    assert alice.of(ev.JoinRejected) == [] and alice.of(ev.Closed) == []
+
+
+def test_join_timeout_quotes_an_unverifiable_reject() -> None:
+    """A relay that does not answer, and somebody else who does: the join runs to its
+    deadline and then says what the unverifiable answer was."""
+    net, relay, (alice,) = make_net()
+    relay.answer_handshake = False
+    forge_rejects(net, client_addr(0))
+    alice.session.connect(net.now)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 15)
+    assert net.now == pytest.approx(10.0, abs=0.05)
+    (closed,) = alice.of(ev.Closed)
+    assert isinstance(closed, ev.Closed)
+    assert closed.reason == (
+        "the relay does not answer (check the address and port); an unverifiable reply said: forged"
+    )
+    assert alice.of(ev.JoinRejected) == []
+
+
 def test_sealed_session_end_to_end() -> None:
-    """A relay that seals too: the client's every datagram is sealed, and it joins."""
-    key = bytes(range(32))
-    relay_sealer = Sealer(key, seeded(7))
+    """A relay with a key: HELLO and CHALLENGE in the clear, every other datagram sealed
+    with the key for the relay's salt, both ways, and the client joins."""
+    salt = bytes(range(16))
+    relay_sealer = quick_room_key(b"k", 7)(salt)
+    plain: list[tuple[Address, int]] = []
 
     class SealedRelay(FakeRelay):
         def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+            if not is_sealed(data):
+                plain.append((addr, data[2]))
+                super().receive_datagram(data, addr, now)
+                return
             super().receive_datagram(relay_sealer.open(data), addr, now)
 
         def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-            return [(relay_sealer.seal(d), a) for d, a in super().datagrams_to_send(now)]
+            out = super().datagrams_to_send(now)
+            challenge = wire.DatagramType.CHALLENGE
+            return [(d if d[2] == challenge else relay_sealer.seal(d), a) for d, a in out]
 
     net = SimNetwork(seed=1, default=PathModel(delay=0.01))
     relay = SealedRelay()
+    relay.salt = salt
     net.attach(RELAY, relay)
-    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, sealer=Sealer(key, seeded(8)))
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, quick_room_key(b"k", 8))
     alice = ClientNode(session)
     net.attach(client_addr(0), alice)
     join_all(net, [alice])
     session.say("secret", net.now)
     assert net.run_until(lambda: session.idle, 2)
     assert without_ids(relay.only_session().received) == [msg.Say("secret")]
+    assert plain == [(client_addr(0), wire.DatagramType.HELLO)]
 
 
 # --- chat -------------------------------------------------------------------------------------
@@ -921,6 +1044,21 @@ def relay_net(
     return net, relay, nodes
 
 
+def keyed_net(room_key: KeyDeriver | None, seed: int = 4) -> tuple[SimNetwork, RelayCore]:
+    """A relay core with ``room_key`` (or none) on a simulated network."""
+    net = SimNetwork(seed=seed, default=PathModel(delay=0.005))
+    relay = RelayCore(RelayConfig(), net.now, seeded(seed), TIME, room_key=room_key)
+    net.attach(RELAY, relay)
+    return net, relay
+
+
+def keyed_member(net: SimNetwork, i: int, nick: str, room_key: KeyDeriver | None) -> ClientNode:
+    session = ClientSession(ClientConfig(nick), seeded(10 + i), net.now, room_key, TIME)
+    node = ClientNode(session)
+    net.attach(client_addr(i), node)
+    return node
+
+
 def chat_log(node: ClientNode) -> list[tuple[int, str, str]]:
     """What a member saw of the room, live, in the order it was shown."""
     return [
@@ -1085,34 +1223,182 @@ def test_e2e_shutdown_is_acknowledged_then_the_member_rejoins() -> None:
 
 
 def test_e2e_room_key() -> None:
-    key = bytes(range(32))
-    net = SimNetwork(seed=4, default=PathModel(delay=0.005))
-    relay = RelayCore(RelayConfig(), 0.0, seeded(4), sealer=Sealer(key, seeded(5)))
-    net.attach(RELAY, relay)
-    good = ClientNode(ClientSession(ClientConfig("alice"), seeded(6), 0.0, Sealer(key, seeded(7))))
-    bad = ClientNode(
-        ClientSession(ClientConfig("mallory"), seeded(8), 0.0, Sealer(bytes(32), seeded(9)))
-    )
-    net.attach(client_addr(0), good)
-    net.attach(client_addr(1), bad)
+    net, relay = keyed_net(quick_room_key(b"open sesame", 5))
+    alice = keyed_member(net, 0, "alice", quick_room_key(b"open sesame", 7))
     sizes: list[int] = []
     net.taps.append(lambda src, dst, data: sizes.append(len(data)))
-    join_all(net, [good])
-    good.session.say("sealed", net.now)
-    good.session.say("é" * 8000, net.now)  # 16,000 bytes: many full-size sealed datagrams
-    assert net.run_until(lambda: good.session.idle, 5)
-    assert max(sizes) == wire.MAX_DATAGRAM_SIZE  # sealed HELLO, JOIN and full DATA fit exactly
-    bad.session.connect(net.now)
-    assert net.run_until(lambda: bad.session.state is SessionState.CLOSED, 2)
-    (rejected,) = bad.of(ev.JoinRejected)
-    assert isinstance(rejected, ev.JoinRejected) and rejected.code == wire.RejectCode.BAD_KEY
-    keyless = ClientNode(ClientSession(ClientConfig("eve"), seeded(10), net.now))
-    net.attach(client_addr(2), keyless)
-    keyless.session.connect(net.now)
-    assert net.run_until(lambda: keyless.session.state is SessionState.CLOSED, 2)
-    (rejected,) = keyless.of(ev.JoinRejected)
-    assert isinstance(rejected, ev.JoinRejected) and rejected.code == wire.RejectCode.BAD_KEY
+    join_all(net, [alice])
+    alice.session.say("sealed", net.now)
+    alice.session.say("é" * 8000, net.now)  # 16,000 bytes: many full-size sealed datagrams
+    assert net.run_until(lambda: alice.session.idle, 5)
+    assert max(sizes) == wire.MAX_DATAGRAM_SIZE  # HELLO, sealed JOIN and full DATA fit exactly
     assert relay.member_nicks() == ["alice"]
+    assert relay.stats.bad_key == 0
+
+
+def handshake_traffic(net: SimNetwork, client: Address) -> list[tuple[bool, int]]:
+    """(sealed, type or 0) of every datagram ``client`` sends, as an observer sees it."""
+    seen: list[tuple[bool, int]] = []
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if src == client:
+            seen.append((True, 0) if is_sealed(data) else (False, data[2]))
+
+    net.taps.append(tap)
+    return seen
+
+
+def test_e2e_wrong_key_is_told_promptly() -> None:
+    """One round trip to learn the salt, one for the JOIN the relay cannot open, one more to
+    be sure the relay did not restart in between: then the answer is final."""
+    net, relay = keyed_net(quick_room_key(b"open sesame", 5))
+    mallory = keyed_member(net, 1, "mallory", quick_room_key(b"open says me", 9))
+    mallory.session.connect(net.now)
+    assert net.run_until(lambda: mallory.session.state is SessionState.CLOSED, 10)
+    assert net.now < 0.1
+    assert mallory.drain() == [
+        ev.JoinRejected(wire.RejectCode.BAD_KEY, "wrong room key"),
+        ev.Closed("wrong room key"),
+    ]
+    assert relay.member_nicks() == [] and relay.stats.bad_key == 1
+
+
+def test_e2e_no_key_against_a_relay_with_one_is_told_promptly() -> None:
+    net, relay = keyed_net(quick_room_key(b"open sesame", 5))
+    eve = keyed_member(net, 2, "eve", None)
+    sent = handshake_traffic(net, client_addr(2))
+    eve.session.connect(net.now)
+    assert net.run_until(lambda: eve.session.state is SessionState.CLOSED, 10)
+    assert net.now < 0.05  # one round trip
+    assert eve.drain() == [ev.Closed("this room needs a key: give it with --key or UDPCHAT_KEY")]
+    assert sent == [(False, wire.DatagramType.HELLO)]  # no JOIN: nothing to refuse
+    assert relay.stats.bad_key == 0
+
+
+def test_e2e_a_key_against_a_relay_without_one_is_told_promptly() -> None:
+    derived: list[bytes] = []
+    real = quick_room_key(b"open sesame", 7)
+
+    def room_key(salt: bytes) -> Sealer:
+        derived.append(salt)
+        return real(salt)
+
+    net, relay = keyed_net(None)
+    alice = keyed_member(net, 0, "alice", room_key)
+    sent = handshake_traffic(net, client_addr(0))
+    alice.session.connect(net.now)
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 10)
+    assert net.now < 0.05
+    assert alice.drain() == [ev.Closed("this relay has no room key; join without --key")]
+    assert sent == [(False, wire.DatagramType.HELLO)]  # it never joined in the clear
+    assert derived == [] and relay.member_nicks() == []
+
+
+def test_e2e_each_relay_has_its_own_salt_and_a_restart_means_a_new_key() -> None:
+    """With the real scrypt: two relays with one passphrase draw two salts, so they derive
+    two keys; a member derives the key for each salt once, again after a restart, and takes
+    it from its cache when the first relay is back."""
+    passphrase = "correct horse battery staple"
+    first = RelayCore(RelayConfig(), 0.0, seeded(1), TIME, room_key(passphrase, seeded(2)))
+    second = RelayCore(RelayConfig(), 0.0, seeded(3), TIME, room_key(passphrase, seeded(4)))
+    assert len(first.salt) == len(second.salt) == wire.SALT_SIZE
+    assert first.salt != second.salt
+    derived: list[bytes] = []
+    real = room_key(passphrase, seeded(5))
+
+    def counting(salt: bytes) -> Sealer:
+        derived.append(salt)
+        return real(salt)
+
+    net = SimNetwork(seed=4, default=PathModel(delay=0.005))
+    net.attach(RELAY, first)
+    alice = keyed_member(net, 0, "alice", counting)
+    join_all(net, [alice])
+    assert derived == [first.salt]
+    for relay, reconnects in ((second, 1), (first, 2)):
+        net.detach(RELAY)
+        net.attach(RELAY, relay)
+        alice.session.say(f"to the relay with salt {relay.salt.hex()}", net.now)
+        assert net.run_until(lambda n=reconnects: alice.session.stats.reconnects == n, 20)
+        assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 5)
+    # The second relay could not open what alice sealed for the first: another key.
+    assert second.stats.bad_key > 0
+    assert derived == [first.salt, second.salt]
+
+
+def test_e2e_a_relay_restart_between_challenge_and_join_is_not_a_wrong_key() -> None:
+    """The JOIN was sealed for a relay that is gone; its successor cannot open it. The
+    fresh HELLO that BAD_KEY sends the client back to shows a new salt: it goes on."""
+    net, _first = keyed_net(quick_room_key(b"open sesame", 5))
+    second = RelayCore(RelayConfig(), 0.0, seeded(8), TIME, quick_room_key(b"open sesame", 6))
+    alice = keyed_member(net, 0, "alice", quick_room_key(b"open sesame", 7))
+
+    def restart_after_challenge(src: Address, dst: Address, data: bytes) -> None:
+        if src == RELAY and data[2] == wire.DatagramType.CHALLENGE and second.stats.handshakes == 0:
+            net.detach(RELAY)
+            net.attach(RELAY, second)
+
+    net.taps.append(restart_after_challenge)
+    join_all(net, [alice])
+    assert second.stats.bad_key == 1 and second.member_nicks() == ["alice"]
+    assert alice.of(ev.JoinRejected) == []
+
+
+@pytest.mark.parametrize(
+    ("new_key", "reason"),
+    [
+        (quick_room_key(b"open says me", 6), "wrong room key"),
+        (None, "this relay has no room key; join without --key"),
+    ],
+    ids=["another-key", "no-key"],
+)
+def test_e2e_a_relay_restarted_with_another_key_ends_the_rejoin(
+    new_key: KeyDeriver | None, reason: str
+) -> None:
+    net, _first = keyed_net(quick_room_key(b"open sesame", 5))
+    alice = keyed_member(net, 0, "alice", quick_room_key(b"open sesame", 7))
+    join_all(net, [alice])
+    net.detach(RELAY)
+    net.attach(RELAY, RelayCore(RelayConfig(), net.now, seeded(8), TIME, room_key=new_key))
+    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 20)
+    (closed,) = alice.of(ev.Closed)
+    assert closed == ev.Closed(reason)
+
+
+def test_e2e_sealed_chat_lines_show_only_their_bucket() -> None:
+    """An observer of a room with a key sees the same datagrams, size for size, whether a
+    member says "hi" or a 100-character line: from the sender, in the relay's answer and in
+    its fan-out (protocol.md 8). Unpadded, they were 61 and 160 bytes."""
+    net, _relay = keyed_net(quick_room_key(b"open sesame", 5))
+    alice = keyed_member(net, 0, "alice", quick_room_key(b"open sesame", 7))
+    bob = keyed_member(net, 1, "bob", quick_room_key(b"open sesame", 9))
+    join_all(net, [alice, bob])
+    assert net.run_until(lambda: alice.session.idle and bob.session.idle, 5)
+
+    def observed(text: str) -> list[tuple[Address, Address, int]]:
+        seen: list[tuple[Address, Address, int]] = []
+        net.taps.append(lambda src, dst, data: seen.append((src, dst, len(data))))
+        heard = len(bob.of(ev.MessageReceived))
+        alice.session.say(text, net.now)
+        assert net.run_until(lambda: len(bob.of(ev.MessageReceived)) > heard, 2)
+        assert net.run_until(lambda: alice.session.idle and bob.session.idle, 2)
+        net.run(0.05)
+        net.taps.pop()
+        return seen
+
+    short = observed("hi")
+    long = observed("x" * 100)
+    # Control datagrams (99 bytes) come and go with heartbeats; DATA must match exactly.
+    assert (
+        [d for d in short if d[2] != 99]
+        == [d for d in long if d[2] != 99]
+        == [
+            (client_addr(0), RELAY, 292),  # the SAY
+            (RELAY, client_addr(0), 292),  # POSTED
+            (RELAY, client_addr(1), 292),  # the fan-out
+        ]
+    )
+    assert {size for _, _, size in short + long} == {99, 292}
 
 
 def test_e2e_messages_of_an_evicted_session_are_not_posted_twice() -> None:

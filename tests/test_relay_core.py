@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fakeclient import FakeClient
+from tests.fakeclient import FakeClient, quick_room_key
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.relay_core import DatagramDropped, RelayConfig, RelayCore
-from udpchat.seal import Sealer
 from udpchat.sim import PathModel, SimNetwork
 
 RELAY = ("127.0.0.1", 9000)
@@ -87,6 +86,8 @@ def test_other_protocol_version_is_told() -> None:
     (reply,) = seen
     reject = wire.decode_datagram(reply)
     assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.VERSION
+    # It could not read the nonce: the REJECT is bound to the whole request instead.
+    assert reject.nonce == wire.request_hash(bytes(hello_v9))
 
 
 class Sink:
@@ -489,12 +490,11 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
 
 
 def test_keyed_relay_drops_everything_from_port_zero() -> None:
-    key = bytes(range(32))
-    sealer = Sealer(key, random.Random(2).randbytes)
-    relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes, sealer=sealer)
-    client = Sealer(key, random.Random(3).randbytes)
-    sealed_hello = client.seal(wire.encode_hello(b"n" * 8, size=wire.MAX_DATAGRAM_SIZE - 36))
-    for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), sealed_hello):
+    room_key = quick_room_key(b"key", 2)
+    relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes, room_key=room_key)
+    client = quick_room_key(b"key", 3)(relay.salt)
+    sealed_join = client.seal(wire.encode_join(b"n" * 8, bytes(20), "alice", None, size=1162))
+    for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), sealed_join):
         relay.receive_datagram(data, PORT_ZERO, 0.0)
     assert relay.datagrams_to_send(0.0) == []
     assert relay.stats.from_port_zero == 3 and relay.stats.bad_key == 0

@@ -9,23 +9,32 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hypothesis import given
 from hypothesis import strategies as st
 
+from udpchat import messages as m
+from udpchat import wire
 from udpchat.seal import (
     KEY_SIZE,
+    MAX_INNER_SIZE,
+    MESSAGE_BUCKET,
     NONCE_SIZE,
+    PAD_BUCKETS,
     SEAL_OVERHEAD,
     TAG_SIZE,
     Sealer,
     SealError,
     derive_room_key,
     is_sealed,
+    pad,
+    padded_size,
+    room_key,
     sealed_size,
+    unpad,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 KEY = bytes(range(KEY_SIZE))
 OTHER_KEY = bytes(range(1, KEY_SIZE + 1))
-PLAINTEXTS = st.binary(max_size=1200)
+PLAINTEXTS = st.binary(max_size=MAX_INNER_SIZE)
 
 
 def seeded(seed: int = 7) -> Callable[[int], bytes]:
@@ -47,9 +56,11 @@ def test_layout_matches_the_protocol() -> None:
     datagram = sealer().seal(b"hello")
     version, kind, sent_nonce, ciphertext = msgpack.unpackb(datagram)
     assert (version, kind, sent_nonce) == (1, 15, nonce)
-    assert len(ciphertext) == len(b"hello") + TAG_SIZE
-    # The associated data is the two-byte (version, type) prefix.
-    assert ChaCha20Poly1305(KEY).decrypt(nonce, ciphertext, b"\x01\x0f") == b"hello"
+    assert len(ciphertext) == 64 + TAG_SIZE
+    # The associated data is the two-byte (version, type) prefix; the plaintext is the
+    # length-framed datagram padded with zeros to the 64-byte bucket.
+    plaintext = ChaCha20Poly1305(KEY).decrypt(nonce, ciphertext, b"\x01\x0f")
+    assert plaintext == b"\x00\x05hello" + bytes(64 - 7)
 
 
 def test_seeded_nonce_source_makes_sealing_deterministic() -> None:
@@ -64,23 +75,84 @@ def test_each_seal_draws_a_fresh_nonce() -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 239, 240, 241, 1000, 1164, 1200, 65471, 65519, 65520, 65535])
 def test_sealed_size_is_exact(n: int) -> None:
-    assert len(sealer().seal(bytes(n))) == sealed_size(n)
+    nonce = seeded()(NONCE_SIZE)
+    ciphertext = ChaCha20Poly1305(KEY).encrypt(nonce, bytes(n), b"\x01\x0f")
+    envelope = msgpack.packb([1, 15, nonce, ciphertext], use_bin_type=True)
+    assert len(envelope) == sealed_size(n)
 
 
-@given(st.integers(min_value=0, max_value=2**16 - 1))
-def test_seal_overhead_bounds_every_sendable_datagram(n: int) -> None:
-    if n >= 240 and n + TAG_SIZE < 2**16:
-        assert sealed_size(n) == n + SEAL_OVERHEAD
-    elif n < 240:
-        assert sealed_size(n) == n + SEAL_OVERHEAD - 1
-    else:
-        # Too big for UDP (65507 bytes) either way.
-        assert sealed_size(n) == n + SEAL_OVERHEAD + 2 > 65507
+def test_buckets_and_their_sealed_sizes() -> None:
+    assert PAD_BUCKETS == (64, 256, 512, 1164)
+    assert [sealed_size(b) for b in PAD_BUCKETS] == [99, 292, 548, 1200]
+    assert MAX_INNER_SIZE == 1162 and SEAL_OVERHEAD == 38
+
+
+@given(st.integers(min_value=0, max_value=MAX_INNER_SIZE))
+def test_every_sealable_datagram_seals_to_a_bucket_size(n: int) -> None:
+    inner = bytes(n)
+    size = padded_size(inner)
+    assert size in PAD_BUCKETS and size >= n + 2
+    assert all(b < n + 2 for b in PAD_BUCKETS if b < size)  # the smallest that holds it
+    datagram = sealer().seal(inner)
+    assert len(datagram) == Sealer.sealed_length(inner) == sealed_size(size)
+    assert len(datagram) in (99, 292, 548, 1200)
 
 
 def test_seal_overhead_keeps_a_1200_byte_budget() -> None:
     budget = 1200
     assert len(sealer().seal(bytes(budget - SEAL_OVERHEAD))) == budget
+    with pytest.raises(ValueError, match="at most 1162"):
+        sealer().seal(bytes(budget - SEAL_OVERHEAD + 1))
+
+
+def _data(text: str, pn: int = 3) -> bytes:
+    say = m.encode_message(m.Say(text))
+    return wire.encode_data(bytes(8), pn, 2, 0, pn, False, [say])
+
+
+def test_data_is_padded_to_the_message_bucket() -> None:
+    """A short and an ordinary chat line, a bundle: all DATA starts at 256 bytes; control
+    datagrams stay in the smallest bucket."""
+    ack = wire.encode_ack(bytes(8), 2**40, 2**40, 2**62)
+    assert padded_size(ack) == 64
+    assert padded_size(wire.encode_ping(bytes(8), 0, 0, 0)) == 64
+    assert padded_size(_data("hi")) == MESSAGE_BUCKET
+    assert padded_size(_data("x" * 100, pn=2**40)) == MESSAGE_BUCKET
+    assert padded_size(_data("x" * 300)) == 512
+    many = [m.encode_message(m.Say("x")) for _ in range(20)]  # 26 fields: a 3-byte array header
+    bundle = wire.encode_data(bytes(8), 1, 0, 0, 1, False, many)
+    assert bundle[0] == 0xDC and padded_size(bundle) == MESSAGE_BUCKET
+    s = sealer()
+    assert len(s.seal(_data("hi"))) == len(s.seal(_data("x" * 100))) == 292
+    assert len(s.seal(ack)) == 99
+
+
+@given(st.binary(max_size=MAX_INNER_SIZE))
+def test_pad_and_unpad_round_trip(inner: bytes) -> None:
+    padded = pad(inner)
+    assert len(padded) == padded_size(inner)
+    assert padded[:2] == len(inner).to_bytes(2, "big")
+    assert unpad(padded) == inner
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "reason"),
+    [
+        (b"\x00\x01x" + bytes(62), "not a bucket size"),  # 65 bytes
+        (b"\x00\x03hi", "not a bucket size"),  # unpadded
+        (b"\x00\x3fhi" + bytes(60), "runs past"),
+        (b"\xff\xffhi" + bytes(60), "runs past"),
+        (b"\x00\x02hi" + bytes(59) + b"\x01", "padding is not zero"),
+        (b"\x00\x00" + b"\x80" + bytes(61), "padding is not zero"),
+    ],
+)
+def test_bad_framing_does_not_open(plaintext: bytes, reason: str) -> None:
+    """Authentic, but framed wrong: a receiver drops it (protocol.md 8)."""
+    nonce = bytes(NONCE_SIZE)
+    ciphertext = ChaCha20Poly1305(KEY).encrypt(nonce, plaintext, b"\x01\x0f")
+    datagram = msgpack.packb([1, 15, nonce, ciphertext], use_bin_type=True)
+    with pytest.raises(SealError, match=reason):
+        sealer().open(datagram)
 
 
 @given(PLAINTEXTS, st.data())
@@ -227,32 +299,53 @@ def test_bad_key_and_bad_nonce_source_are_local_errors() -> None:
         Sealer(KEY, lambda n: bytes(n - 1)).seal(b"x")
 
 
+SALT = bytes(range(16))
+
+
 def test_derive_room_key_is_deterministic_and_documented() -> None:
-    key = derive_room_key("correct horse battery staple")
+    key = derive_room_key("correct horse battery staple", SALT)
     assert len(key) == KEY_SIZE
-    assert derive_room_key("correct horse battery staple") == key
-    expected = Scrypt(salt=b"udpchat room key v1", length=32, n=2**14, r=8, p=1).derive(
+    assert derive_room_key("correct horse battery staple", SALT) == key
+    expected = Scrypt(salt=b"udpchat room key v2" + SALT, length=32, n=2**14, r=8, p=1).derive(
         b"correct horse battery staple"
     )
     assert key == expected
-    assert derive_room_key("correct horse battery stable") != key
+    assert derive_room_key("correct horse battery stable", SALT) != key
+
+
+def test_another_salt_gives_another_key() -> None:
+    """Two relays with the same passphrase have different keys: a dictionary computed for
+    one room's salt is no use against another's."""
+    key = derive_room_key("correct horse battery staple", SALT)
+    assert derive_room_key("correct horse battery staple", bytes(16)) != key
+    assert derive_room_key("correct horse battery staple", SALT[::-1]) != key
 
 
 def test_derive_room_key_normalises_the_passphrase() -> None:
-    assert derive_room_key("caf\u00e9") == derive_room_key("cafe\u0301")
+    assert derive_room_key("caf\u00e9", SALT) == derive_room_key("cafe\u0301", SALT)
 
 
 def test_members_with_the_same_passphrase_understand_each_other() -> None:
-    alice = Sealer(derive_room_key("open sesame"), seeded(1))
-    bob = Sealer(derive_room_key("open sesame"), seeded(2))
-    eve = Sealer(derive_room_key("open says me"), seeded(3))
+    alice = room_key("open sesame", seeded(1))(SALT)
+    bob = room_key("open sesame", seeded(2))(SALT)
+    eve = room_key("open says me", seeded(3))(SALT)
+    other_room = room_key("open sesame", seeded(4))(bytes(16))
     datagram = alice.seal(b"hi bob")
     assert bob.open(datagram) == b"hi bob"
-    with pytest.raises(SealError):
-        eve.open(datagram)
+    for outsider in (eve, other_room):
+        with pytest.raises(SealError):
+            outsider.open(datagram)
 
 
 @pytest.mark.parametrize("passphrase", ["", "bad\ud800"])
-def test_derive_room_key_refuses_unusable_passphrases(passphrase: str) -> None:
+def test_unusable_passphrases_are_refused_at_once(passphrase: str) -> None:
     with pytest.raises(ValueError, match="passphrase"):
-        derive_room_key(passphrase)
+        room_key(passphrase, seeded())
+    with pytest.raises(ValueError, match="passphrase"):
+        derive_room_key(passphrase, SALT)
+
+
+@pytest.mark.parametrize("salt", [b"", bytes(15), bytes(17)])
+def test_a_salt_has_16_bytes(salt: bytes) -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        derive_room_key("open sesame", salt)

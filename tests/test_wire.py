@@ -4,6 +4,7 @@ raise DecodeError."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import msgpack
 import pytest
@@ -77,11 +78,19 @@ def test_oversized_datagram_is_rejected() -> None:
         ([1, 3, NONCE, b"c", 7, None, b""], "nick"),
         ({"v": 1}, "array"),
         ([1, 15, b"n" * 12, b"ct"], "room key"),
+        ([1, 5, b"", 5, "no nonce"], "nonce must be 8 bytes"),
+        ([1, 5, b"n" * 4, 4, "short nonce"], "nonce must be 8 bytes"),
     ],
 )
 def test_invalid_fields_are_named(value: object, reason: str) -> None:
     with pytest.raises(wire.DecodeError, match=reason):
         wire.decode_datagram(msgpack.packb(value))
+
+
+def test_request_hash_is_the_first_8_bytes_of_sha256() -> None:
+    hello = wire.encode_hello(NONCE)
+    assert wire.request_hash(hello) == hashlib.sha256(hello).digest()[:8]
+    assert len(wire.request_hash(b"")) == wire.NONCE_SIZE
 
 
 def test_unsupported_version_is_distinguishable() -> None:

@@ -201,7 +201,8 @@ KeyOption = Annotated[
         envvar="UDPCHAT_KEY",
         show_envvar=True,
         show_default=False,
-        help="Room passphrase: seals every datagram (ChaCha20-Poly1305). "
+        help="Room key (a passphrase): encrypts and authenticates the room's traffic "
+        "(ChaCha20-Poly1305). Make a strong one with 'udpchat keygen'. "
         "Prefer the environment variable: a command line is visible to other users.",
     ),
 ]
@@ -383,6 +384,24 @@ def join(
 
     options = ClientOptions(nick=nick, server=server_at, impairment=config, key=key or None)
     raise typer.Exit(run_client(options, json_output=json_output))
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new random room key (150 bits) to give the relay and every member."""
+    from udpchat.seal import KEYGEN_BITS, generate_passphrase
+
+    key = generate_passphrase()
+    typer.echo(key)
+    typer.echo(
+        f"A random room key of {KEYGEN_BITS} bits, alone on standard output. Give the same\n"
+        "key to the relay and to every member, in the environment rather than with --key\n"
+        "(other users can see command lines):\n"
+        f"    UDPCHAT_KEY={key} udpchat relay --host 0.0.0.0\n"
+        f"    UDPCHAT_KEY={key} udpchat join NICK --server HOST:PORT\n"
+        "Pass it on over a channel you trust: whoever has it can read the room and join it.",
+        err=True,
+    )
 
 
 @app.command()

@@ -25,7 +25,7 @@ from udpchat.client_core import ClientConfig, ClientSession, SessionState
 from udpchat.events import ClientEvent, Closed
 from udpchat.impair import ImpairmentConfig
 from udpchat.reliability import LinkConfig
-from udpchat.seal import Sealer, derive_room_key
+from udpchat.seal import room_key
 from udpchat.transport import (
     Address,
     DatagramTransport,
@@ -67,6 +67,8 @@ class ChatClient:
         self, options: ClientOptions, on_event: Callable[[ClientEvent], None] | None = None
     ) -> None:
         self.options = options
+        # The key itself is derived at the relay's CHALLENGE, which carries its salt.
+        key = room_key(options.key, os.urandom) if options.key else None
         family, server = resolve(*options.server)
         self._server = server
         bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
@@ -76,7 +78,6 @@ class ChatClient:
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._transport = transport
-        sealer = Sealer(derive_room_key(options.key), os.urandom) if options.key else None
         config = ClientConfig(
             nick=options.nick,
             link=options.link,
@@ -90,7 +91,7 @@ class ChatClient:
             config,
             secrets.token_bytes,
             time.monotonic(),
-            sealer,
+            key,
             wall_offset=time.time() - time.monotonic(),
         )
         self._on_event = on_event

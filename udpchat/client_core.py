@@ -34,7 +34,7 @@ from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, Sealer, SealError, is_sealed
 
 __all__ = [
     "ClientConfig",
@@ -67,9 +67,14 @@ _UNCONFIRMED = "the relay did not confirm this message before the connection was
 _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this message"
 
 
-# protocol.md 4: the only REJECTs a relay sends without our nonce, because it could not read
-# it; any other code without our nonce is somebody else's (or forged) and is ignored.
-ANONYMOUS_REJECTS = frozenset({wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY})
+# protocol.md 4: hashes of the handshake datagrams sent in one attempt, kept to recognise a
+# REJECT bound to one of them. An attempt sends about a dozen; the bound only caps memory.
+MAX_HANDSHAKE_HASHES = 32
+# Keys derived for relay salts (protocol.md 8): a few, for a relay that restarts back and forth.
+MAX_CACHED_KEYS = 4
+# protocol.md 8: a CHALLENGE says whether the relay has a room key; a mismatch is final.
+NEEDS_KEY = "this room needs a key: give it with --key or UDPCHAT_KEY"
+NO_ROOM_KEY = "this relay has no room key; join without --key"
 
 
 class LocalProtocolError(Exception):
@@ -185,21 +190,27 @@ class ClientSession:
         config: ClientConfig,
         rng: Callable[[int], bytes],
         now: float,
-        sealer: Sealer | None = None,
+        room_key: KeyDeriver | None = None,
         wall_offset: float = 0.0,
     ) -> None:
         self.config = config
         self._rng = rng
-        self._sealer = sealer
-        # Sealing adds SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
-        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if sealer else 0)
+        # protocol.md 8: the key is derived from the salt in the relay's CHALLENGE, once per
+        # salt; a relay that restarts has a new one.
+        self._room_key = room_key
+        self._sealers: dict[bytes, Sealer] = {}
+        self._sealer: Sealer | None = None  # for the salt of the relay we are talking to
+        self._salt = b""
+        # Sealing costs SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
+        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if room_key else 0)
         self._link_config = replace(
             config.link, max_datagram=min(config.link.max_datagram, self._datagram_size)
         )
         self._wall_offset = wall_offset
         self._state = SessionState.IDLE
         self._events: list[ev.ClientEvent] = []
-        self._out: list[bytes] = []  # plaintext datagrams outside the link (handshake, paths)
+        self._out: list[bytes] = []  # plaintext datagrams outside the link (paths, ACKs)
+        self._handshake_out: list[bytes] = []  # HELLO and JOIN, as they go on the wire
         self.nick = config.nick
         self._members: dict[str, str] = {}
         # handshake
@@ -211,6 +222,11 @@ class ClientSession:
         self._retry_interval = HANDSHAKE_FIRST_RETRY
         self._handshake_sends = 0
         self._handshake_sent_at = now
+        # request_hash of every HELLO and JOIN of this attempt (protocol.md 4)
+        self._sent_hashes: deque[bytes] = deque(maxlen=MAX_HANDSHAKE_HASHES)
+        self._unverified: str | None = None  # what an unbound REJECT said, if one came
+        # A BAD_KEY for our JOIN, and the salt that JOIN was sealed for (see _on_reject).
+        self._bad_key: tuple[wire.Reject, bytes] | None = None
         self._hello_rtt: float | None = None
         self._attempt_deadline: float | None = None
         self._join_deadline: float | None = None
@@ -459,7 +475,16 @@ class ClientSession:
     # --- the handshake ------------------------------------------------------------------------
 
     def _start_attempt(self, now: float) -> None:
-        """A fresh handshake: HELLO and its retransmission timer.
+        """A fresh attempt, with its own deadline: a new handshake."""
+        self._bad_key = None
+        deadline = now + self.config.join_timeout
+        if not self._ever_welcomed and self._join_deadline is not None:
+            deadline = min(deadline, self._join_deadline)
+        self._attempt_deadline = deadline
+        self._begin_handshake(now)
+
+    def _begin_handshake(self, now: float) -> None:
+        """HELLO and its retransmission timer.
 
         The nonce is new unless the last attempt's JOIN went unanswered: the relay may have
         admitted it and lost only the ACCEPT, and the same nonce from the same address gets
@@ -474,23 +499,25 @@ class ClientSession:
         self._cookie = None
         self._hello_rtt = None
         self._join_nick = self.nick
+        self._sent_hashes.clear()
         self._transition(SessionState.CONNECTING)
-        deadline = now + self.config.join_timeout
-        if not self._ever_welcomed and self._join_deadline is not None:
-            deadline = min(deadline, self._join_deadline)
-        self._attempt_deadline = deadline
         self._send_handshake(now, first=True)
 
     def _send_handshake(self, now: float, first: bool) -> None:
+        """HELLO (never sealed: it asks for the salt) or JOIN (sealed in a room with a key,
+        afresh for each retransmission), with its hash kept: a REJECT bound to it is the
+        relay's answer to us (protocol.md 4)."""
         if self._cookie is None:
-            self._out.append(wire.encode_hello(self._nonce, self._datagram_size))
+            datagram = wire.encode_hello(self._nonce)
         else:
-            self._out.append(
-                wire.encode_join(
-                    self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
-                )
+            datagram = wire.encode_join(
+                self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
             )
             self._join_unanswered = True
+            if self._sealer is not None:
+                datagram = self._sealer.seal(datagram)
+        self._sent_hashes.append(wire.request_hash(datagram))
+        self._handshake_out.append(datagram)
         if first:
             self._handshake_sends = 1
             self._handshake_sent_at = now
@@ -507,6 +534,14 @@ class ClientSession:
         if not self._in_handshake() or challenge.nonce != self._nonce:
             self._wrong_session += 1
             return
+        if self._state is SessionState.JOINING and challenge.salt != self._salt:
+            # A fresh cookie comes from the relay that gave us the salt; a relay that
+            # restarted cannot open our JOIN and says BAD_KEY instead. So at most one key
+            # is derived per HELLO, however many CHALLENGEs arrive.
+            self._unexpected += 1
+            return
+        if not self._take_salt(challenge.salt):
+            return
         if self._state is SessionState.CONNECTING:
             if self._handshake_sends == 1:  # Karn: only an unambiguous sample
                 self._hello_rtt = now - self._handshake_sent_at
@@ -517,6 +552,34 @@ class ClientSession:
             # Our cookie expired while JOINs were lost: the relay sent a fresh one.
             self._cookie = challenge.cookie
             self._send_handshake(now, first=False)
+
+    def _take_salt(self, salt: bytes) -> bool:
+        """Take the relay's salt from a CHALLENGE: derive (or recall) the key for it, or end
+        the join, as protocol.md 8 says, when the relay's key and ours cannot match. The
+        CHALLENGE carries our nonce, so nobody off the path can have sent it."""
+        room_key = self._room_key
+        if room_key is None and salt:
+            self._close(NEEDS_KEY)
+            return False
+        if room_key is not None and not salt:
+            self._close(NO_ROOM_KEY)
+            return False
+        if self._bad_key is not None and self._bad_key[1] == salt:
+            # The relay that could not open our JOIN still has the salt we sealed it for:
+            # the same process, so the key is wrong.
+            reject = self._bad_key[0]
+            self._emit(ev.JoinRejected(reject.code, reject.reason))
+            self._close(reject.reason or "the relay refused our room key")
+            return False
+        if room_key is not None:
+            sealer = self._sealers.get(salt)
+            if sealer is None:
+                if len(self._sealers) >= MAX_CACHED_KEYS:
+                    del self._sealers[next(iter(self._sealers))]
+                sealer = self._sealers[salt] = room_key(salt)
+            self._sealer = sealer
+        self._salt = salt
+        return True
 
     def _on_accept(self, accept: wire.Accept, now: float) -> None:
         link = self._link
@@ -558,6 +621,13 @@ class ClientSession:
     def _on_reject(self, reject: wire.Reject, now: float) -> None:
         self._join_unanswered = False
         code, reason = reject.code, reject.reason
+        if code == wire.RejectCode.BAD_KEY and self._state is SessionState.JOINING:
+            # The relay could not open our JOIN: the key is wrong, or the relay restarted
+            # since its CHALLENGE and has a new salt. A fresh HELLO tells which (protocol.md
+            # 8), at the cost of a round trip, within the same attempt.
+            self._bad_key = (reject, self._salt)
+            self._begin_handshake(now)
+            return
         final = not self._ever_welcomed or code in _FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
             candidate = self._suffixed_nick()
@@ -594,32 +664,33 @@ class ClientSession:
         if self._state in (SessionState.IDLE, SessionState.CLOSED):
             self._unexpected += 1
             return
+        sealed = is_sealed(data)
         plain = data
-        if self._sealer is not None:
+        if sealed:
+            if self._sealer is None:
+                self._malformed += 1  # sealed, and we hold no key for it
+                return
             try:
                 plain = self._sealer.open(data)
             except SealError:
-                self._on_unsealed(data, now)
+                self._malformed += 1
                 return
         try:
             datagram = wire.decode_datagram(plain)
         except wire.DecodeError:
             self._malformed += 1
             return
-        if isinstance(datagram, wire.Challenge):
-            self._on_challenge(datagram, now)
+        if isinstance(datagram, wire.Reject):
+            self._on_reject_datagram(datagram, sealed, now)
+        elif isinstance(datagram, wire.Challenge):
+            if sealed:
+                self._unexpected += 1  # CHALLENGE is never sealed (protocol.md 8)
+            else:
+                self._on_challenge(datagram, now)
+        elif self._room_key is not None and not sealed:
+            self._malformed += 1  # protocol.md 8: with a key, only CHALLENGE and REJECT are plain
         elif isinstance(datagram, wire.Accept):
             self._on_accept(datagram, now)
-        elif isinstance(datagram, wire.Reject):
-            if self._in_handshake() and (
-                datagram.nonce == self._nonce
-                or (not datagram.nonce and datagram.code in ANONYMOUS_REJECTS)
-            ):
-                self._on_reject(datagram, now)
-            elif self._in_handshake():
-                self._wrong_session += 1
-            else:
-                self._unexpected += 1
         elif isinstance(datagram, wire.Reset):
             link = self._link
             if link is None or datagram.token != link.token:
@@ -632,21 +703,23 @@ class ClientSession:
         else:  # HELLO, JOIN, PATH_RESPONSE: only a relay receives those
             self._unexpected += 1
 
-    def _on_unsealed(self, data: bytes, now: float) -> None:
-        """protocol.md 8: only a plain REJECT BAD_KEY, during our handshake, is let in."""
-        if self._in_handshake():
-            try:
-                datagram = wire.decode_datagram(data)
-            except wire.DecodeError:
-                datagram = None
-            if (
-                isinstance(datagram, wire.Reject)
-                and datagram.code == wire.RejectCode.BAD_KEY
-                and datagram.nonce in (self._nonce, b"")
-            ):
-                self._on_reject(datagram, now)
-                return
-        self._malformed += 1
+    def _on_reject_datagram(self, reject: wire.Reject, sealed: bool, now: float) -> None:
+        """protocol.md 4: a REJECT is ours only if it is bound to what we sent in this
+        attempt: to the hash of one of our HELLO or JOIN datagrams, or to our nonce when
+        nobody without the key could have read it. Anything else may be forged by anyone
+        who knows the relay's address, so it never ends a join: it is kept to be quoted if
+        the join times out."""
+        if not self._in_handshake():
+            self._unexpected += 1
+            return
+        nonce = reject.nonce
+        readable = sealed or self._room_key is None  # could only the relay know our nonce?
+        if nonce in self._sent_hashes or (nonce == self._nonce and readable):
+            self._on_reject(reject, now)
+            return
+        self._wrong_session += 1
+        if not sealed:
+            self._unverified = reject.reason or f"refused with code {reject.code}"
 
     def _on_session_datagram(
         self, datagram: wire.Data | wire.Ack | wire.Ping | wire.PathChallenge, size: int, now: float
@@ -955,12 +1028,10 @@ class ClientSession:
 
     def _attempt_failed(self, now: float) -> None:
         if not self._ever_welcomed:
-            hint = (
-                "check the address and that the relay uses the same room key"
-                if self._sealer is not None
-                else "check the address and port"
-            )
-            self._close(f"the relay does not answer ({hint})")
+            reason = "the relay does not answer (check the address and port)"
+            if self._unverified is not None:
+                reason += f"; an unverifiable reply said: {self._unverified}"
+            self._close(reason)
             return
         link = self._link
         if link is not None:  # ACCEPT came but WELCOME did not: resume that session next
@@ -983,6 +1054,7 @@ class ClientSession:
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Everything due now, sealed when the room has a key."""
+        handshake, self._handshake_out = self._handshake_out, []  # ready as they are
         out, self._out = self._out, []
         link = self._link
         if link is not None and self._state in (_S.JOINING, _S.JOINED, _S.LEAVING):
@@ -994,7 +1066,7 @@ class ClientSession:
         sealer = self._sealer
         if sealer is not None:
             out = [sealer.seal(d) for d in out]
-        return out
+        return handshake + out if handshake else out
 
     def _heartbeat_due(self) -> float:
         """protocol.md 7.1: PING after ``heartbeat`` without sending; after ``heartbeat``
@@ -1009,7 +1081,7 @@ class ClientSession:
         state = self._state
         if state in (SessionState.IDLE, SessionState.CLOSED):
             return None
-        if self._out:
+        if self._out or self._handshake_out:
             return ASAP
         deadlines: list[float | None] = []
         if state in (SessionState.CONNECTING, SessionState.JOINING):

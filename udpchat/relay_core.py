@@ -22,7 +22,7 @@ from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, Sealer, SealError
+from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, SealError, is_sealed
 
 Address = tuple[str, int]
 Rng = Callable[[int], bytes]
@@ -48,6 +48,10 @@ LIST_CREDIT_FACTOR = AMPLIFICATION_FACTOR - 1
 MAX_ANSWER_CREDIT = LIST_CREDIT_FACTOR * 64 * 1024
 # What a member list costs besides its nicknames: the DATA datagram around it.
 LIST_OVERHEAD = 40
+# protocol.md 8: what BAD_KEY says, by what the relay could not read.
+WRONG_KEY = "wrong room key"
+NEEDS_KEY = "this room needs a key"
+NO_ROOM_KEY = "this relay has no room key; join without --key"
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
     m.LeaveReason.TIMEOUT: "timed out",
@@ -189,22 +193,26 @@ class RelayCore:
         now: float,
         rng: Rng,
         wall_offset: float = 0.0,
-        sealer: Sealer | None = None,
+        room_key: KeyDeriver | None = None,
     ) -> None:
         self.config = config
         self.stats = RelayStats()
         self._rng = rng
         self._wall_offset = wall_offset
-        self._sealer = sealer
-        # Sealing adds SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
+        self._secret = rng(32)
+        self.epoch = rng(wire.EPOCH_SIZE)
+        # protocol.md 8: a salt of its own per relay process, told to clients in every
+        # CHALLENGE, so that no dictionary precomputed for one room serves against another;
+        # the key is derived once, here.
+        self.salt = rng(wire.SALT_SIZE) if room_key is not None else b""
+        self._sealer = room_key(self.salt) if room_key is not None else None
+        # Sealing costs SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
         self._link_config = replace(config.link, max_retransmissions=RELAY_LINK_TRANSMISSIONS)
-        if sealer is not None:
+        if room_key is not None:
             limit = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
             self._link_config = replace(
                 self._link_config, max_datagram=min(config.link.max_datagram, limit)
             )
-        self._secret = rng(32)
-        self.epoch = rng(wire.EPOCH_SIZE)
         self.members: dict[bytes, Member] = {}
         self._by_nick: dict[str, Member] = {}
         self._by_join: dict[tuple[Address, bytes], Member] = {}
@@ -254,24 +262,29 @@ class RelayCore:
             return
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
-        plain = self._unseal(data, addr, now)
-        if plain is None:
+        opened = self._unseal(data, addr, now)
+        if opened is None:
             return
+        plain, sealed = opened
         try:
             datagram = wire.decode_datagram(plain)
         except wire.UnsupportedVersion:
             self._drop("unsupported version", addr)
-            if len(data) >= wire.MIN_INITIAL_SIZE and self._allow_handshake(addr, now):
-                self._reject(
-                    b"",
-                    wire.RejectCode.VERSION,
-                    f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
-                    addr,
-                )
+            self._refuse(
+                data,
+                wire.RejectCode.VERSION,
+                f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
+                addr,
+                now,
+            )
             return
         except wire.DecodeError as exc:
             self.stats.malformed += 1
             self._drop(f"malformed: {exc}", addr)
+            return
+        if self._sealer is not None and not sealed and not isinstance(datagram, wire.Hello):
+            # protocol.md 8: in a room with a key, only HELLO comes in the clear.
+            self._unreadable(data, NEEDS_KEY, addr, now)
             return
         if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathResponse)):
             self._on_session_datagram(datagram, len(data), addr, now)
@@ -281,7 +294,11 @@ class RelayCore:
                 self.stats.short_handshakes += 1
                 self._drop(f"{type(datagram).__name__} shorter than {wire.MIN_INITIAL_SIZE}", addr)
             elif isinstance(datagram, wire.Hello):
-                self._on_hello(datagram, addr, now)
+                if sealed:  # HELLO is never sealed: it asks for the salt of the key
+                    self.stats.unexpected += 1
+                    self._drop("sealed HELLO", addr)
+                else:
+                    self._on_hello(datagram, addr, now)
             else:
                 self._on_join(datagram, addr, now)
         else:
@@ -369,26 +386,39 @@ class RelayCore:
 
     # --- sealing and handshakes -------------------------------------------------------------
 
-    def _unseal(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        if self._sealer is None:
-            return data
-        try:
-            return self._sealer.open(data)
-        except SealError:
-            self.stats.bad_key += 1
-            self._drop("not sealed with the room key", addr)
-            if len(data) >= wire.MIN_INITIAL_SIZE and self._allow_handshake(addr, now):
-                # Unsealed, so that a client with another key can read it (protocol.md 8).
-                self.stats.rejects += 1
-                self._out_plain.append(
-                    (
-                        wire.encode_reject(
-                            b"", wire.RejectCode.BAD_KEY, "the relay does not answer this room key"
-                        ),
-                        addr,
-                    )
-                )
+    def _unseal(self, data: bytes, addr: Address, now: float) -> tuple[bytes, bool] | None:
+        """(the datagram inside, whether it was sealed), or None for a sealed datagram that
+        does not open here: sealed with another key, tampered with, or sent to a relay
+        without a key."""
+        if not is_sealed(data):
+            return data, False
+        sealer = self._sealer
+        if sealer is None:
+            self._unreadable(data, NO_ROOM_KEY, addr, now)
             return None
+        try:
+            return sealer.open(data), True
+        except SealError:
+            self._unreadable(data, WRONG_KEY, addr, now)
+            return None
+
+    def _unreadable(self, data: bytes, reason: str, addr: Address, now: float) -> None:
+        self.stats.bad_key += 1
+        self._drop(f"room key: {reason}", addr)
+        self._refuse(data, wire.RejectCode.BAD_KEY, reason, addr, now)
+
+    def _refuse(
+        self, data: bytes, code: wire.RejectCode, reason: str, addr: Address, now: float
+    ) -> None:
+        """Answer a datagram the relay could not read with a REJECT bound to it (protocol.md
+        4): its nonce is the datagram's hash, since the request's own nonce is unreadable.
+        Unsealed, so that a client with another key or version can read it. Only datagrams
+        of handshake size get one, within the per-source handshake budget, so that no answer
+        is larger than its request and a flood of junk draws only a trickle."""
+        if len(data) < wire.MIN_INITIAL_SIZE or not self._allow_handshake(addr, now):
+            return
+        self.stats.rejects += 1
+        self._out_plain.append((wire.encode_reject(wire.request_hash(data), code, reason), addr))
 
     def _allow_handshake(self, addr: Address, now: float) -> bool:
         """May we answer a datagram that proved nothing about its source (a RESET, a VERSION
@@ -432,9 +462,12 @@ class RelayCore:
         # one HMAC, so answering spoofed HELLOs harms nobody, and limiting them would let a
         # spoofer lock a victim's address out of the room.
         self.stats.handshakes += 1
-        self._out.append(
-            (wire.encode_challenge(hello.nonce, self._issue_cookie(hello.nonce, addr, now)), addr)
-        )
+        self._challenge(hello.nonce, addr, now)
+
+    def _challenge(self, nonce: bytes, addr: Address, now: float) -> None:
+        """CHALLENGE goes unsealed, with the salt a client needs to derive the room key."""
+        cookie = self._issue_cookie(nonce, addr, now)
+        self._out_plain.append((wire.encode_challenge(nonce, cookie, self.salt), addr))
 
     def _reject(self, nonce: bytes, code: wire.RejectCode, reason: str, addr: Address) -> None:
         self.stats.rejects += 1
@@ -444,8 +477,7 @@ class RelayCore:
         age = self._cookie_age(join.cookie, join.nonce, addr, now)
         if age is None:
             self.stats.bad_cookies += 1  # answered like a HELLO, for the same reasons
-            cookie = self._issue_cookie(join.nonce, addr, now)
-            self._out.append((wire.encode_challenge(join.nonce, cookie), addr))
+            self._challenge(join.nonce, addr, now)
             return
         pending = self._by_join.get((addr, join.nonce))
         if pending is not None:  # our ACCEPT was lost: say it again
@@ -686,7 +718,7 @@ class RelayCore:
     def _challenge_path(self, member: Member) -> None:
         assert member.path_data is not None
         datagram = member.link.encode_path(wire.PathChallenge, member.path_data)
-        member.sent_unvalidated += len(datagram)
+        member.sent_unvalidated += self._wire_size(datagram)
         self._out.append((datagram, member.addr))
 
     def _flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
@@ -699,12 +731,18 @@ class RelayCore:
             self.stats.amplification_held += 1
             return
         for datagram in member.link.datagrams_to_send(now):
-            if len(datagram) > budget:
+            size = self._wire_size(datagram)
+            if size > budget:
                 self.stats.amplification_held += 1
                 continue  # counts as lost; retransmitted once the address is validated
-            budget -= len(datagram)
-            member.sent_unvalidated += len(datagram)
+            budget -= size
+            member.sent_unvalidated += size
             out.append((datagram, member.addr))
+
+    def _wire_size(self, datagram: bytes) -> int:
+        """Bytes ``datagram`` takes on the wire: sealing pads it to a bucket (protocol.md 8)."""
+        sealer = self._sealer
+        return len(datagram) if sealer is None else sealer.sealed_length(datagram)
 
     def _reschedule(self, member: Member) -> None:
         expiry = member.last_heard + self.config.timeout

@@ -28,7 +28,7 @@ from udpchat.relay_core import (
     RelayStats,
 )
 from udpchat.sanitize import safe_text
-from udpchat.seal import Sealer, derive_room_key
+from udpchat.seal import room_key
 from udpchat.signals import interrupt_on_signals
 from udpchat.transport import DatagramTransport, ErrorLog, ImpairedTransport, UdpTransport
 
@@ -66,14 +66,13 @@ class RelayServer:
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._transport = transport
-        sealer = Sealer(derive_room_key(options.key), os.urandom) if options.key else None
         self._lock = threading.Lock()
         self._core = RelayCore(
             options.config,
             time.monotonic(),
             secrets.token_bytes,
             wall_offset=time.time() - time.monotonic(),
-            sealer=sealer,
+            room_key=room_key(options.key, os.urandom) if options.key else None,
         )
         self._stopping = threading.Event()
         self._done = threading.Event()

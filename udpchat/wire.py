@@ -9,6 +9,7 @@ the network enter the program: it checks every type, range and length and raises
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn
@@ -26,6 +27,8 @@ TOKEN_SIZE = 8
 NONCE_SIZE = 8
 PATH_DATA_SIZE = 8
 EPOCH_SIZE = 8
+# protocol.md 8: the relay's salt for the room key, drawn at relay start (empty: no key).
+SALT_SIZE = 16
 MAX_COOKIE_SIZE = 64
 # protocol.md "Reliability": the receive window, in packets; ACK bitmaps cover the
 # WINDOW - 1 sequence numbers after the cumulative ACK.
@@ -82,6 +85,7 @@ class Hello:
 class Challenge:
     nonce: bytes
     cookie: bytes
+    salt: bytes = b""  # the relay's room key salt; empty when the relay has no key
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +268,12 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         as_bin(f[1], "padding")
         return Hello(as_bin(f[0], "nonce", NONCE_SIZE))
     if kind is DatagramType.CHALLENGE:
-        check_arity(f, 2, "CHALLENGE")
+        check_arity(f, 3, "CHALLENGE")
+        salt = as_bin(f[2], "salt")
+        if len(salt) not in (0, SALT_SIZE):
+            fail(f"CHALLENGE salt must be empty or {SALT_SIZE} bytes")
         return Challenge(
-            as_bin(f[0], "nonce", NONCE_SIZE), as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE)
+            as_bin(f[0], "nonce", NONCE_SIZE), as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE), salt
         )
     if kind is DatagramType.JOIN:
         check_arity(f, 5, "JOIN")
@@ -288,10 +295,11 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         )
     if kind is DatagramType.REJECT:
         check_arity(f, 3, "REJECT")
-        nonce = as_bin(f[0], "nonce")
-        if len(nonce) not in (0, NONCE_SIZE):
-            fail("REJECT nonce must be empty or 8 bytes")
-        return Reject(nonce, as_uint(f[1], "code", 255), as_str(f[2], "reason", MAX_REASON_BYTES))
+        return Reject(
+            as_bin(f[0], "nonce", NONCE_SIZE),
+            as_uint(f[1], "code", 255),
+            as_str(f[2], "reason", MAX_REASON_BYTES),
+        )
     if kind is DatagramType.RESET:
         check_arity(f, 1, "RESET")
         return Reset(as_bin(f[0], "token", TOKEN_SIZE))
@@ -369,8 +377,9 @@ def encode_hello(nonce: bytes, size: int = MIN_INITIAL_SIZE) -> bytes:
     return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce], size)
 
 
-def encode_challenge(nonce: bytes, cookie: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie])
+def encode_challenge(nonce: bytes, cookie: bytes, salt: bytes = b"") -> bytes:
+    """CHALLENGE, never sealed: it tells the client the salt of the relay's room key."""
+    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie, salt])
 
 
 def encode_join(
@@ -395,7 +404,16 @@ def encode_accept(accept: Accept) -> bytes:
 
 
 def encode_reject(nonce: bytes, code: int, reason: str) -> bytes:
+    """REJECT; ``nonce`` is the request's nonce, or its ``request_hash`` for VERSION and
+    BAD_KEY (protocol.md 4)."""
     return pack([PROTOCOL_VERSION, DatagramType.REJECT, nonce, int(code), reason])
+
+
+def request_hash(datagram: bytes) -> bytes:
+    """What a REJECT carries in place of the nonce of a request the relay could not read:
+    the first 8 bytes of SHA-256 of the whole datagram. Only whoever sent (or saw) the
+    datagram knows it, so an off-path attacker cannot forge the answer to it."""
+    return hashlib.sha256(datagram).digest()[:NONCE_SIZE]
 
 
 def encode_data(
@@ -430,7 +448,7 @@ def encode(datagram: Datagram) -> bytes:
     if isinstance(d, Hello):
         return encode_hello(d.nonce)
     if isinstance(d, Challenge):
-        return encode_challenge(d.nonce, d.cookie)
+        return encode_challenge(d.nonce, d.cookie, d.salt)
     if isinstance(d, Join):
         return encode_join(d.nonce, d.cookie, d.nick, d.resume)
     if isinstance(d, Accept):

@@ -1,0 +1,158 @@
+"""A room with a key on real sockets: a keyed chat between library clients, watched at the
+relay's socket, and what ``udpchat join`` says, and how soon, when key and relay do not
+match."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.e2e_support import Process, Recorder, join_process, relay_config
+from udpchat import events as ev
+from udpchat.cli import app
+from udpchat.client import ChatClient, ClientOptions
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.transport import Address, DatagramTransport
+
+KEY = "open sesame"
+
+
+class Watched:
+    """A transport that notes the length of every datagram it sends and receives."""
+
+    def __init__(self, inner: DatagramTransport) -> None:
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    @property
+    def local_address(self) -> Address:
+        return self.inner.local_address
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self.sizes.append(len(data))
+        self.inner.sendto(data, addr)
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        got = self.inner.recvfrom(timeout)
+        if got is not None:
+            self.sizes.append(len(got[0]))
+        return got
+
+    def wake(self) -> None:
+        self.inner.wake()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@contextlib.contextmanager
+def relay_with(key: str | None) -> Iterator[tuple[RelayServer, Watched]]:
+    server = RelayServer(RelayOptions(host="127.0.0.1", port=0, config=relay_config(), key=key))
+    watched = server._transport = Watched(server._transport)
+    server.start()
+    try:
+        yield server, watched
+    finally:
+        server.stop(goodbye=False)
+
+
+def member(relay: RelayServer, nick: str, key: str | None) -> tuple[ChatClient, Recorder]:
+    log = Recorder()
+    options = ClientOptions(nick=nick, server=relay.address, key=key, pace=False)
+    return ChatClient(options, log).start(), log
+
+
+@pytest.mark.timeout(30)
+def test_keyed_chat_end_to_end() -> None:
+    """Two members with the key chat through a relay with it; on the wire, nothing but the
+    CHALLENGE and the four sealed sizes, and "hi" looks like a 100-character line."""
+    with relay_with(KEY) as (relay, watched):
+        alice, alice_log = member(relay, "alice", KEY)
+        bob, bob_log = member(relay, "bob", KEY)
+        try:
+            assert alice.wait_joined(5) and bob.wait_joined(5)
+            alice.say("hi")
+            alice.say("x" * 100)
+            bob.say("and a longer line back, " * 10)
+            lines = ["hi", "x" * 100, "and a longer line back, " * 10]
+            for log in (alice_log, bob_log):
+                assert log.wait_for(lambda _, log=log: sorted(log.texts()) == sorted(lines), 5)
+            assert alice.wait_idle(5) and bob.wait_idle(5)
+        finally:
+            alice.close()
+            bob.close()
+        stats = relay.stats
+    assert stats.bad_key == 0 and stats.malformed == 0
+    challenge = 53  # [1, 2, nonce, 20-byte cookie, 16-byte salt], in the clear
+    assert set(watched.sizes) <= {challenge, 99, 292, 548, 1200}, sorted(set(watched.sizes))
+    assert {99, 292, 1200} <= set(watched.sizes)
+
+
+@pytest.mark.timeout(40)
+def test_join_says_at_once_when_key_and_relay_do_not_match() -> None:
+    """Well before the 10 s a silent relay takes, one line on stderr and exit status 1."""
+    cases = [
+        (
+            KEY,
+            [],
+            "udpchat: the session was closed: "
+            "this room needs a key: give it with --key or UDPCHAT_KEY",
+        ),
+        (KEY, ["--key", "open says me"], "udpchat: the relay refused to let us in: wrong room key"),
+        (
+            None,
+            ["--key", KEY],
+            "udpchat: the session was closed: this relay has no room key; join without --key",
+        ),
+    ]
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[RelayServer, Process, float, str]] = []
+        for relay_key, args, expected in cases:
+            relay, _ = stack.enter_context(relay_with(relay_key))
+            process = join_process("eve", relay.address, *args, json_output=False)
+            stack.callback(process.cleanup)
+            runs.append((relay, process, time.monotonic(), expected))
+        for relay, process, started, expected in runs:
+            assert process.wait(15) == 1, (process.args, process.stdout, process.stderr)
+            assert time.monotonic() - started < 8, process.stderr
+            assert process.stderr == [expected]
+            assert relay.members() == []
+
+
+@pytest.mark.timeout(30)
+def test_a_wrong_key_is_told_within_a_second() -> None:
+    """The library client: the relay's BAD_KEY, confirmed by a second CHALLENGE, ends the
+    join within a few round trips and two scrypt derivations."""
+    with relay_with(KEY) as (relay, _):
+        started = time.monotonic()
+        client, log = member(relay, "mallory", "open says me")
+        try:
+            assert client.wait_closed(5)
+        finally:
+            client.close()
+        elapsed = time.monotonic() - started
+    assert log.of(ev.JoinRejected) == [ev.JoinRejected(5, "wrong room key")]
+    assert elapsed < 1.0, elapsed
+
+
+@pytest.mark.timeout(30)
+def test_a_keygen_key_works_as_a_room_key() -> None:
+    key = CliRunner().invoke(app, ["keygen"]).stdout.strip()
+    typo = key[:-1] + ("a" if key[-1] != "a" else "b")
+    with relay_with(key) as (relay, _):
+        alice, _ = member(relay, "alice", key)
+        bob, bob_log = member(relay, "bob", key)
+        mallory, mallory_log = member(relay, "mallory", typo)
+        try:
+            assert alice.wait_joined(5) and bob.wait_joined(5)
+            alice.say("sealed with a generated key")
+            bob_log.wait_event(ev.MessageReceived, 5, lambda e: e.nick == "alice")
+            assert mallory.wait_closed(5)
+        finally:
+            for client in (alice, bob, mallory):
+                client.close()
+    assert mallory_log.of(ev.JoinRejected) == [ev.JoinRejected(5, "wrong room key")]
