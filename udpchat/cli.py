@@ -7,11 +7,13 @@ line on stderr and exit status 1, never a traceback. The impairment options are 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import time
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -20,6 +22,13 @@ from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.names import nick_error
 from udpchat.transport import Address
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from udpchat.identity import RelayKey
+
+OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 
 app = typer.Typer(
     help="A multi-user terminal chat over UDP with its own reliability layer.",
@@ -126,6 +135,34 @@ def impairment_config(
     return config
 
 
+def with_fields(options: OptionsT, **values: Any) -> OptionsT:
+    """``options`` given those of ``values`` that its dataclass has fields for.
+
+    Lets the command line hand the relay its identity key and the client its trust check
+    whether or not this version of the options carries them yet.
+    """
+    names = {field.name for field in dataclasses.fields(options)}
+    return dataclasses.replace(options, **{k: v for k, v in values.items() if k in names})
+
+
+def _relay_key(identity: Path | None, host: str, port: int) -> RelayKey:
+    """The relay's key from ``identity`` or its default file, created if missing; one error
+    line if it cannot be used."""
+    from udpchat.identity import IdentityError, default_key_path, load_or_create
+
+    path = default_key_path(host, port) if identity is None else identity
+    try:
+        return load_or_create(path)
+    except IdentityError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"cannot use the relay key {path}: {error.strerror or error}")
+
+
+def _key_origin(key: RelayKey) -> str:
+    return f"created now in {key.path}" if key.created else f"from {key.path}"
+
+
 def _option(name: str, parse: Callable[[str], float], text: str) -> float:
     try:
         return parse(text)
@@ -206,6 +243,19 @@ KeyOption = Annotated[
         "Prefer the environment variable: a command line is visible to other users.",
     ),
 ]
+IdentityOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        metavar="PATH",
+        show_default=False,
+        help="The relay's key file, by which members know it is the relay they met before: "
+        "created on first start, mode 0600. Default: relay-HOST-PORT.key in "
+        "$XDG_STATE_HOME/udpchat (~/.local/state/udpchat). Relays serving one room share one.",
+    ),
+]
+RELAY_HOST_HELP = "Address to listen on (:: for all, IPv6)."
+RELAY_PORT_HELP = "UDP port to listen on (0: any free port)."
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -266,12 +316,8 @@ def _wait_for_interrupt() -> None:
 
 @app.command()
 def relay(
-    host: Annotated[str, typer.Option(help="Address to listen on (:: for all, IPv6).")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="UDP port to listen on (0: any free port).")] = (
-        DEFAULT_PORT
-    ),
+    host: Annotated[str, typer.Option(help=RELAY_HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help=RELAY_PORT_HELP)] = DEFAULT_PORT,
     heartbeat: Annotated[
         str, typer.Option(help="Heartbeat interval told to clients.", metavar="DURATION")
     ] = "1s",
@@ -293,6 +339,7 @@ def relay(
         int, typer.Option(help="Most members from one network (an IPv4 /24 or IPv6 /64).")
     ] = 256,
     key: KeyOption = None,
+    identity: IdentityOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every session event.")] = False,
     loss: LossOption = "0",
     burst: BurstOption = None,
@@ -302,7 +349,7 @@ def relay(
     reorder: ReorderOption = "0",
     seed: SeedOption = 0,
 ) -> None:
-    """Run the relay that fans every message out to the room."""
+    """Run the relay that fans every message out to the room; print its key fingerprint."""
     try:
         if not 0 <= port <= 65535:
             raise ValueError(f"--port: expected a number from 0 to 65535, got {port}")
@@ -325,6 +372,10 @@ def relay(
         )
     except ValueError as error:
         _fail(str(error))
+    relay_key = _relay_key(identity, host, port)
+    typer.echo(
+        f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
+    )
     from udpchat.relay_core import RelayConfig
     from udpchat.relay_server import RelayOptions, run_relay
 
@@ -342,6 +393,7 @@ def relay(
         impairment=config,
         key=key or None,
     )
+    options = with_fields(options, static_key=relay_key.private)
     try:
         code = run_relay(options, verbose=verbose)
     except OSError as error:
@@ -361,6 +413,17 @@ def join(
         bool, typer.Option("--json", help="Print one JSON object per event, for programs.")
     ] = False,
     key: KeyOption = None,
+    relay_key: Annotated[
+        str | None,
+        typer.Option(
+            "--relay-key",
+            metavar="FINGERPRINT",
+            show_default=False,
+            help="Trust only the relay whose key has this fingerprint (its operator gets it "
+            "from 'udpchat relay-key'), and remember it. Without it the key is remembered "
+            "on first use and any other key is refused.",
+        ),
+    ] = None,
     loss: LossOption = "0",
     burst: BurstOption = None,
     delay: DelayOption = "0",
@@ -370,20 +433,86 @@ def join(
     seed: SeedOption = 0,
 ) -> None:
     """Join the room as NICK: interactive on a terminal, line by line from a pipe."""
+    from udpchat.identity import parse_fingerprint
+
     try:
         problem = nick_error(nick)
         if problem is not None:
             raise ValueError(f"bad nickname {nick!r}: {problem}")
         server_at = parse_hostport(server)
+        pinned = None if relay_key is None else parse_fingerprint(relay_key)
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
     except ValueError as error:
         _fail(str(error))
     from udpchat.client import ClientOptions, run_client
+    from udpchat.known_relays import TrustStore
 
+    trust = TrustStore(notify=_tell).for_server(server_at, pinned=pinned)
     options = ClientOptions(nick=nick, server=server_at, impairment=config, key=key or None)
+    options = with_fields(options, trust=trust)
     raise typer.Exit(run_client(options, json_output=json_output))
+
+
+def _tell(line: str) -> None:
+    typer.echo(f"udpchat: {line}", err=True)
+
+
+@app.command("relay-key")
+def relay_key_command(
+    identity: IdentityOption = None,
+    host: Annotated[str, typer.Option(help=RELAY_HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help=RELAY_PORT_HELP)] = DEFAULT_PORT,
+) -> None:
+    """Print the fingerprint of a relay's key, alone on standard output, without starting it.
+
+    Publish it: members check it, or pin it with 'udpchat join --relay-key'.
+
+    The key file is created if it does not exist yet, as the relay would create it.
+    """
+    if not 0 <= port <= 65535:
+        _fail(f"--port: expected a number from 0 to 65535, got {port}")
+    key = _relay_key(identity, host, port)
+    typer.echo(key.fingerprint)
+    wildcard = host in ("0.0.0.0", "::", "")
+    server = format_hostport(("HOST" if wildcard else host, port))
+    typer.echo(
+        f"The fingerprint of the relay key {_key_origin(key)}. Members can pin it with:\n"
+        f"    udpchat join NICK --server {server} --relay-key {key.fingerprint}",
+        err=True,
+    )
+
+
+@app.command("forget-relay")
+def forget_relay(
+    server: Annotated[
+        str, typer.Argument(help="The relay, HOST:PORT, as given to 'udpchat join --server'.")
+    ],
+) -> None:
+    """Forget the key remembered for a relay, so that the next join accepts its new one.
+
+    Only once its operator confirmed the new fingerprint: someone may be intercepting.
+    """
+    from udpchat.identity import fingerprint
+    from udpchat.known_relays import TrustStore, normalise_address
+
+    try:
+        address = parse_hostport(server)
+    except ValueError as error:
+        _fail(str(error))
+    store = TrustStore()
+    shown = normalise_address(address)
+    try:
+        forgotten = store.forget(address)
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"cannot update {store.path}: {error}")
+    if forgotten is None:
+        _fail(f"no key is remembered for {shown} in {store.path}")
+    typer.echo(
+        f"forgot the key of {shown} (fingerprint {fingerprint(forgotten)}); the next "
+        "'udpchat join' remembers the key the relay shows then"
+    )
 
 
 @app.command()
