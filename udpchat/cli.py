@@ -150,7 +150,7 @@ def _relay_key(identity: Path | None, host: str, port: int) -> RelayKey:
     line if it cannot be used."""
     from udpchat.identity import IdentityError, default_key_path, load_or_create
 
-    path = default_key_path(host, port) if identity is None else identity
+    path = default_key_path(host, port) if identity is None else identity.expanduser()
     try:
         return load_or_create(path)
     except IdentityError as error:
