@@ -276,9 +276,11 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     server = RelayServer(options)
     host, port = server.address
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    log.info("udpchat relay listening on %s%s", shown, " (room key set)" if options.key else "")
-    server.start()
-    try:
+    try:  # a Ctrl-C from here on is a goodbye, however early it comes
+        server.start()
+        log.info(
+            "udpchat relay listening on %s%s", shown, " (room key set)" if options.key else ""
+        )
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:
