@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from udpchat import __version__, cli
 from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.client import ClientOptions
+from udpchat.exitcodes import ExitCode
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions
@@ -20,9 +21,9 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(app, list(args), env=env)
 
 
-def one_error_line(result: Any) -> str:
-    """The single line a failing command prints on stderr."""
-    assert result.exit_code == 1, result.output
+def one_error_line(result: Any, code: ExitCode = ExitCode.USAGE) -> str:
+    """The single line a failing command prints on stderr (by default: a usage error)."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("udpchat: ")
@@ -135,7 +136,7 @@ def test_impairment_errors_name_the_option(options: dict[str, Any], prefix: str)
 
 def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     waited: list[bool] = []
-    monkeypatch.setattr(cli, "_wait_for_interrupt", lambda: waited.append(True))
+    monkeypatch.setattr(cli, "_wait_for_interrupt", lambda *args: waited.append(True))
     result = invoke(
         "netem",
         "--listen",
@@ -160,7 +161,10 @@ def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert waited == [True]
     assert result.stdout.startswith("netem: 127.0.0.1:")
-    assert "-> 127.0.0.1:9, mean loss 20.0%" in result.stdout
+    assert (
+        "-> 127.0.0.1:9, loss 20.0% in bursts of 3 datagrams, delay 30 ms +/- 10 ms, "
+        "duplicated 1.0%, reordered 5.0%, seed 1; Ctrl-C to stop"
+    ) in result.stdout
     assert "upstream: passed 0" in result.stdout
     assert "downstream: passed 0" in result.stdout
 
@@ -184,9 +188,11 @@ def test_netem_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in line
 
 
-def test_netem_cannot_bind() -> None:
-    line = one_error_line(invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9"))
-    assert line.startswith("udpchat: cannot start the proxy:")
+def test_netem_cannot_bind_names_the_address() -> None:
+    result = invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9")
+    line = one_error_line(result, ExitCode.FAILURE)
+    assert line.startswith("udpchat: cannot start the proxy on 192.0.2.1:1: ")
+    assert "Errno" not in line
 
 
 # --- relay and join ---------------------------------------------------------------------------

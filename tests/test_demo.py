@@ -138,11 +138,15 @@ def test_cli_json_prints_one_object_with_the_verdict() -> None:
         (["--loss", "abc"], "--loss: invalid rate 'abc'"),
         (["--loss", "150%"], "--loss: invalid rate '150%'"),
         (["--loss", "1"], "--loss: expected at least 0% and below 100%, got 100%"),
+        (
+            ["--loss", "20"],
+            "--loss: invalid rate '20': must be between 0 and 1 (0% and 100%); did you mean 20%?",
+        ),
     ],
 )
 def test_cli_bad_options_are_one_line(args: list[str], complaint: str) -> None:
     result = invoke(*args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a usage error, as the option parser says
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("udpchat: ")

@@ -18,6 +18,7 @@ from tests.e2e_support import (
     running_relay,
 )
 from udpchat import events as ev
+from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
 
@@ -118,16 +119,17 @@ def test_join_json_reports_every_kind_of_event(processes: list[Process]) -> None
         bob.log.wait_event(ev.NickChanged, 5, lambda e: e.new == "Alicia")
 
         alice.send("/msg nobody are you there", "/frobnicate", "/nick bob")
-        texts = [r["text"] for r in alice.wait_records("error", 3, 5)]
-        assert any("nobody" in t for t in texts), texts
-        assert any("/frobnicate" in t for t in texts), texts
-        assert any("bob" in t and "taken" in t for t in texts), texts
+        errors = {r["line"]: r["text"] for r in alice.wait_records("error", 3, 5)}
+        assert sorted(errors) == [6, 7, 8], errors  # the input lines they answer
+        assert "nobody" in errors[6] and "/frobnicate" in errors[7], errors
+        assert "bob" in errors[8] and "taken" in errors[8], errors
 
-        # End of input: everything typed is delivered before the client quits, exit 0.
+        # End of input: everything typed is delivered before the client quits; three lines
+        # were refused, which the exit status says.
         last = [f"last words {i}" for i in range(8)]
         alice.send(*last)
         alice.close_stdin()
-        assert alice.wait(15) == 0, alice.stderr
+        assert alice.wait(15) == ExitCode.UNDELIVERED, alice.stderr
         assert alice.stderr == []
         heard_last = [
             e.text for e in bob.log.chat() if e.nick == "Alicia" and e.text.startswith("last")
@@ -157,13 +159,13 @@ def test_plain_join_prints_one_plain_line_per_event(processes: list[Process]) ->
         bob.log.wait_event(ev.MessageReceived, 5, lambda e: e.text == "nods")
         dave.wait_line(lambda line: "in the room (2)" in line and "you are" not in line, 5)
         dave.send("/bogus")
-        dave.wait_line(lambda line: "/bogus" in line, 5)
+        dave.wait_line(lambda line: "/bogus" in line, 5, stderr=True)
         with members(relay.address, "carol") as [carol]:
             dave.wait_line(lambda line: line.endswith("carol joined"), 5)
             carol.client.quit("see you", timeout=5)
         dave.wait_line(lambda line: "carol left" in line, 5)
         dave.close_stdin()
-        assert dave.wait(15) == 0, dave.stderr
+        assert dave.wait(15) == ExitCode.UNDELIVERED, dave.stderr
 
     for line in dave.stdout:
         assert TIME.match(line), line
@@ -174,12 +176,11 @@ def test_plain_join_prints_one_plain_line_per_event(processes: list[Process]) ->
         "<dave> hi bob",
         "* dave nods",
         "-- in the room (2): bob, dave",
-        "!! unknown command /bogus; try /help",
         "-- carol joined",
         "-- carol left (quit: see you)",
         "-- session closed: left the room",
     ]
-    assert dave.stderr == []
+    assert dave.stderr == ["udpchat: line 4: unknown command /bogus; try /help"]
 
 
 @pytest.mark.timeout(30)
@@ -196,8 +197,10 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
         invalid = join_process("/bob", relay.address)
         full = join_process("second", small.address)
         processes.extend([taken_json, taken_plain, invalid, full])
-        for process in processes:
-            assert process.wait(15) == 1, (process.args, process.stdout, process.stderr)
+        codes = [p.wait(15) for p in processes]
+        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], (
+            [(p.stdout, p.stderr) for p in processes]
+        )
 
     assert isinstance(taken_json, JsonProcess) and isinstance(full, JsonProcess)
     rejected = check_records(taken_json)[0]
@@ -205,8 +208,10 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
     assert "taken" in str(rejected["reason"])
     assert taken_json.stderr == [f"udpchat: the relay refused to let us in: {rejected['reason']}"]
 
-    assert TIME.sub("", taken_plain.stdout[0]).startswith("!! the relay refused to let us in")
-    assert len(taken_plain.stderr) == 1 and "taken" in taken_plain.stderr[0]
+    assert taken_plain.stdout == []  # said once, on stderr
+    assert taken_plain.stderr == [
+        "udpchat: the relay refused to let us in: the nickname Bob is taken"
+    ]
 
     assert invalid.stdout == []
     assert len(invalid.stderr) == 1

@@ -196,12 +196,16 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
             "own": False,
             "history": True,
             "local_id": None,
+            "line": None,
         },
     ),
-    (MessagePending(3, "hey"), {"type": "pending", "local_id": 3, "text": "hey", "action": False}),
+    (
+        MessagePending(3, "hey"),
+        {"type": "pending", "local_id": 3, "text": "hey", "action": False, "line": None},
+    ),
     (
         MessageRefused(3, "hey", "flood"),
-        {"type": "refused", "local_id": 3, "text": "hey", "reason": "flood"},
+        {"type": "refused", "local_id": 3, "text": "hey", "reason": "flood", "line": None},
     ),
     (
         PrivateReceived(T, "bob", "alice", "psst"),
@@ -237,7 +241,7 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
     ),
     (MembersListed(("a", "b")), {"type": "who", "members": ["a", "b"]}),
     (HistoryGap(2, 5), {"type": "history_gap", "first_missing": 2, "last_missing": 5}),
-    (ErrorReported("oops"), {"type": "error", "text": "oops"}),
+    (ErrorReported("oops"), {"type": "error", "text": "oops", "line": None}),
     (ConnectionLost("silent"), {"type": "connection_lost", "reason": "silent"}),
     (Reconnecting(3, 2.0), {"type": "reconnecting", "attempt": 3, "delay": 2.0}),
     (JoinRejected(1, "taken"), {"type": "rejected", "code": 1, "reason": "taken"}),

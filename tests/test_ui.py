@@ -27,6 +27,7 @@ from udpchat.events import (
     PrivateReceived,
     Welcomed,
 )
+from udpchat.exitcodes import ExitCode
 from udpchat.ui import (
     ChatHandle,
     EventSink,
@@ -105,12 +106,17 @@ class FakeHandle:
         self.calls.append(("action", text))
         return self._post(text, True)
 
-    def private(self, to: str, text: str) -> None:
+    def _request(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def private(self, to: str, text: str) -> int:
         self.calls.append(("private", to, text))
         self._check()
         self._later(lambda: self._sink(PrivateReceived(0.0, self.nick, to, text)))
+        return self._request()
 
-    def change_nick(self, nick: str) -> None:
+    def change_nick(self, nick: str) -> int:
         self.calls.append(("nick", nick))
         old = self.nick
 
@@ -120,10 +126,12 @@ class FakeHandle:
             self._sink(NickChanged(self._seq, 0.0, old, nick, own=True))
 
         self._later(changed)
+        return self._request()
 
-    def who(self) -> None:
+    def who(self) -> int:
         self.calls.append(("who",))
         self._later(lambda: self._sink(MembersListed(self.members)))
+        return self._request()
 
     def stats(self) -> dict[str, float | int]:
         self.calls.append(("stats",))
@@ -202,13 +210,15 @@ def test_plain_mode_sends_lines_and_commands_then_quits() -> None:
     assert not any("(sending)" in line for line in lines)  # pending is not a plain line
 
 
-def test_plain_mode_reports_bad_commands_and_goes_on() -> None:
+def test_plain_mode_reports_bad_commands_on_stderr_with_their_line_and_goes_on() -> None:
     factory = Factory()
-    code, lines, _ = run_lines("/bogus\n/msg\nstill here\n", factory)
-    assert code == 0
-    shown = bodies(lines)
-    assert "!! unknown command /bogus; try /help" in shown
-    assert "!! usage: /msg NICK TEXT" in shown
+    code, lines, err = run_lines("/bogus\n\n/msg\nstill here\n", factory)
+    assert code == ExitCode.UNDELIVERED == 3
+    assert err.splitlines() == [
+        "udpchat: line 1: unknown command /bogus; try /help",
+        "udpchat: line 3: usage: /msg NICK TEXT",
+    ]
+    assert not any("!!" in line for line in lines)
     assert ("say", "still here") in factory.calls
 
 
@@ -240,18 +250,17 @@ def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
         handle.fail_next = ValueError("send queue full, try again")
         return handle
 
-    code, lines, _ = run_lines("first\nsecond\n", factory)
-    assert code == 0
-    shown = bodies(lines)
-    assert "!! send queue full, try again" in shown
-    assert "<alice> second" in shown
+    code, lines, err = run_lines("first\nsecond\n", factory)
+    assert code == ExitCode.UNDELIVERED
+    assert err == "udpchat: line 1: send queue full, try again\n"
+    assert "<alice> second" in bodies(lines)
 
 
 def test_undelivered_messages_give_a_non_zero_exit() -> None:
     factory = Factory(delivers=False)
     code, _, err = run_lines("lost\n", factory)
-    assert code == 1
-    assert "the relay answered nothing for" in err
+    assert code == ExitCode.UNDELIVERED
+    assert err.count("\n") == 1 and "the relay answered nothing for" in err
     assert factory.calls[-1] == ("quit", "")
 
 
@@ -320,7 +329,7 @@ def test_ctrl_c_while_joining_is_one_line() -> None:
         raise KeyboardInterrupt
 
     code, _, err = run_lines("hello\n", factory)
-    assert code == 1
+    assert code == ExitCode.INTERRUPTED == 130
     assert err == "udpchat: interrupted while joining\n"
 
 
@@ -341,11 +350,8 @@ def test_rejection_ends_the_session_even_while_stdin_stays_open() -> None:
     out, err = io.StringIO(), io.StringIO()
     with open_pipe() as stdin:
         code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
-    assert code == 1
-    assert bodies(out.getvalue().splitlines()) == [
-        "!! the relay refused to let us in: nickname taken",
-        "-- session closed: rejected",
-    ]
+    assert code == ExitCode.REFUSED == 4
+    assert out.getvalue() == ""  # said once, where errors go
     assert err.getvalue() == "udpchat: the relay refused to let us in: nickname taken\n"
 
 
@@ -365,7 +371,8 @@ def test_relay_closing_the_session_is_a_failure() -> None:
 def test_json_mode_prints_one_object_per_line() -> None:
     factory = Factory()
     code, lines, err = run_lines("hi \x1b[31m\n/nope\n/stats\n/help\n", factory, "json")
-    assert code == 0, err
+    assert code == ExitCode.UNDELIVERED, err  # /nope was refused
+    assert err == ""  # a program reads the records; nothing else to say
     records = [json.loads(line) for line in lines]
     kinds = [record["type"] for record in records]
     assert kinds[0] == "welcome"
@@ -375,7 +382,14 @@ def test_json_mode_prints_one_object_per_line() -> None:
     assert message["text"] == "hi \x1b[31m"  # raw, escaped by JSON
     assert message["own"] is True
     error = next(r for r in records if r["type"] == "error")
-    assert error["text"] == "unknown command /nope; try /help"
+    assert (error["text"], error["line"]) == ("unknown command /nope; try /help", 2)
+    assert message["line"] == 1 and records[1] == {
+        "type": "pending",
+        "local_id": 1,
+        "text": "hi \x1b[31m",
+        "action": False,
+        "line": 1,
+    }
     stats = next(r for r in records if r["type"] == "stats")
     assert stats["stats"] == STATS
     assert all(line.isascii() for line in lines)
@@ -395,9 +409,10 @@ def test_refused_message_in_plain_mode() -> None:
         handle.wait_idle = lambda timeout: True  # type: ignore[method-assign]
         return handle
 
-    code, lines, _ = run_lines("spam\n", factory)
-    assert code == 0
-    assert "!! not delivered (slow down): spam" in bodies(lines)
+    code, lines, err = run_lines("spam\n", factory)
+    assert code == ExitCode.UNDELIVERED
+    assert err == "udpchat: line 1: not delivered (slow down): spam\n"
+    assert not any("spam" in line for line in lines)
 
 
 class TTY(io.StringIO):
@@ -432,8 +447,12 @@ def test_nick_completion_at_the_start_of_a_line() -> None:
     assert complete("zed") == []
 
 
-def test_no_nick_completion_inside_a_sentence() -> None:
-    assert complete("hello b") == []
+def test_nick_completion_anywhere_in_the_line() -> None:
+    assert complete("hello b") == ["hello Bea ", "hello bob "]
+    assert complete("thanks CAR") == ["thanks carol "]
+    assert complete("/me hugs c") == ["/me hugs carol "]
+    assert complete("hello ") == []  # no word begun: Tab does not list the whole room
+    assert complete("/who b") == []  # commands other than /me and /msg take no nickname
 
 
 def test_msg_target_completion() -> None:
@@ -492,15 +511,39 @@ def test_interactive_sends_lines_and_quits(terminal: Any) -> None:
 
 
 def test_interactive_ctrl_d_and_ctrl_c_leave_cleanly() -> None:
-    for key in ("\x04", "\x03"):
+    for key, code in (("\x04", ExitCode.OK), ("\x03", ExitCode.INTERRUPTED)):
         with create_pipe_input() as pipe:
             factory = Factory()
             result, thread = interactive(pipe, factory)
             wait_for(lambda f=factory: f.handle is not None)  # type: ignore[misc]
             pipe.send_text(key)
             thread.join(10)
-            assert result == [0]
+            assert result == [code]
             assert factory.calls == [("quit", "")]
+
+
+def test_interactive_ctrl_c_clears_a_half_typed_line_and_up_brings_it_back(terminal: Any) -> None:
+    ui = InteractiveUI(
+        colour=False, stderr=io.StringIO(), pt_input=terminal, pt_output=DummyOutput()
+    )
+    factory = Factory()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+    thread.start()
+    wait_for(lambda: factory.handle is not None and ui._session is not None)
+    assert ui._session is not None
+    buffer = ui._session.default_buffer
+    terminal.send_text("half a thought")
+    wait_for(lambda: buffer.text == "half a thought")
+    terminal.send_text("\x03")  # clears the line: nothing is sent, nobody leaves
+    # the history is reloaded into the buffer at the next redraw, as after Enter
+    wait_for(lambda: buffer.text == "" and "half a thought" in buffer._working_lines)
+    terminal.send_text("\x1b[A\r")  # Up, Enter: the cleared line comes back and is sent
+    wait_for(lambda: ("say", "half a thought") in factory.calls)
+    terminal.send_text("\x04")
+    thread.join(10)
+    assert result == [ExitCode.OK]
+    assert factory.calls == [("say", "half a thought"), ("quit", "")]
 
 
 def test_interactive_ends_when_the_relay_closes_the_session(terminal: Any) -> None:
@@ -526,7 +569,7 @@ def test_interactive_prompt_is_one_line_and_the_status_bar_counts_pending() -> N
         return "".join(item[1] for item in ui.status_bar())
 
     assert prompt() == "> "
-    assert "joining" in status()
+    assert status().startswith(" connecting")
     handle = FakeHandle(ui.on_event, delivers=False)
     ui._handle = handle  # as run() does once the factory returns
     assert prompt() == "alice> "
@@ -571,9 +614,9 @@ def test_real_files_are_read_line_by_line_and_bad_bytes_refused(tmp_path: Any) -
     out, err = io.StringIO(), io.StringIO()
     with path.open(encoding="utf-8") as stdin:
         code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
-    assert code == 0, err.getvalue()
+    assert code == ExitCode.UNDELIVERED
     assert factory.calls[:2] == [("say", "héllo"), ("say", "last line")]
-    assert "!! the line is not valid UTF-8 text" in bodies(out.getvalue().splitlines())
+    assert err.getvalue() == "udpchat: line 2: the line is not valid UTF-8 text\n"
 
 
 def test_pending_messages_keep_the_time_they_were_typed(monkeypatch: Any) -> None:

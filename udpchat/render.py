@@ -180,10 +180,29 @@ def ansi_line(event: ClientEvent, *, colour: bool = True, now: float | None = No
     return "".join(out)
 
 
-def json_line(event: ClientEvent) -> str:
-    """``event`` as one line of JSON with a ``type`` field; strings are raw (see above)."""
+def json_line(event: ClientEvent, *, line: int | None = None) -> str:
+    """``event`` as one line of JSON with a ``type`` field; strings are raw (see above).
+
+    ``line`` is the input line the event answers (pending, own messages, refusals and
+    errors carry a ``line`` field, null when they answer none). Times are whole Unix
+    seconds, the relay's unit, so that a message has the same kind of time for everyone.
+    """
     kind, fields = _record(event)
+    if kind in _LINE_RECORDS:
+        fields["line"] = line
+    if "time" in fields:
+        fields["time"] = int(event.time)  # type: ignore[union-attr]
     return json_record(kind, fields)
+
+
+_LINE_RECORDS = frozenset({"pending", "message", "refused", "error"})
+
+
+def error_text(event: ErrorReported | MessageRefused | JoinRejected) -> str:
+    """The sanitised one-line text of an error event, without time or marker: for stderr."""
+    body = _body(event)
+    assert body is not None
+    return "".join(text for role, text in body if role != "errmark")
 
 
 def json_record(kind: str, fields: Mapping[str, object]) -> str:

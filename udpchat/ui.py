@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Literal, Protocol, TextIO
 
 from prompt_toolkit import PromptSession
@@ -40,6 +41,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
@@ -61,18 +63,21 @@ from udpchat.commands import (
 from udpchat.events import (
     ClientEvent,
     Closed,
+    ConnectionLost,
     ErrorReported,
     JoinRejected,
     MessagePending,
     MessageReceived,
     MessageRefused,
-    NickChanged,
+    Reconnecting,
     Welcomed,
 )
+from udpchat.exitcodes import ExitCode
 from udpchat.names import nick_key
 from udpchat.render import (
     ansi_line,
     colour_enabled,
+    error_text,
     json_line,
     json_record,
     plain_line,
@@ -120,11 +125,11 @@ class ChatHandle(Protocol):
 
     def action(self, text: str) -> int: ...
 
-    def private(self, to: str, text: str) -> None: ...
+    def private(self, to: str, text: str) -> int: ...
 
-    def change_nick(self, nick: str) -> None: ...
+    def change_nick(self, nick: str) -> int: ...
 
-    def who(self) -> None: ...
+    def who(self) -> int: ...
 
     def stats(self) -> Mapping[str, float | int]: ...
 
@@ -164,12 +169,10 @@ def run_ui(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     idle_timeout: float = IDLE_TIMEOUT,
+    server: str | None = None,
 ) -> int:
-    """Run a whole chat session in ``mode`` (default: :func:`choose_mode`); return the exit code.
-
-    The code is 0 after a normal end, 1 when the join failed or was rejected, the session was
-    closed under us, or (plain and json) the relay did not acknowledge everything in time,
-    and 130 when plain or json input is interrupted with Ctrl-C.
+    """Run a whole chat session in ``mode`` (default: :func:`choose_mode`); return the exit
+    code, an :class:`~udpchat.exitcodes.ExitCode`. ``server`` names the relay in messages.
     """
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
@@ -177,24 +180,42 @@ def run_ui(
     if mode is None:
         mode = choose_mode(json_output=False, stdin=stdin, stdout=stdout)
     if mode == "interactive":
-        return InteractiveUI(colour=colour_enabled(stdout), stderr=stderr).run(handle_factory)
-    return LineUI(stdout, stderr, json_output=mode == "json", idle_timeout=idle_timeout).run(
-        handle_factory, stdin
+        ui = InteractiveUI(colour=colour_enabled(stdout), stderr=stderr, server=server)
+        return ui.run(handle_factory)
+    json_output = mode == "json"
+    lines = LineUI(
+        stdout, stderr, json_output=json_output, idle_timeout=idle_timeout, server=server
     )
+    return lines.run(handle_factory, stdin)
 
 
 class _Frontend:
-    """What every mode shares: session state fed by events, and running commands."""
+    """What every mode shares: session state fed by events, and running commands.
 
-    def __init__(self, stderr: TextIO) -> None:
+    One reentrant lock guards it. A command holds it while it calls the client, so that the
+    answer to a request, which the receiver thread may deliver before the call returns, is
+    shown only once we know which input line asked for it; events the call itself emits
+    (our own "pending") come back on the same thread, hence reentrant.
+    """
+
+    def __init__(self, stderr: TextIO, server: str | None = None) -> None:
         self._stderr = stderr
-        self._lock = threading.Lock()  # events arrive on the client's thread
+        self._server = server  # the relay's address as the user wrote it, for messages
+        self._lock = threading.RLock()  # events arrive on the client's thread
         self._finished = threading.Event()  # the session is over (closed or rejected)
+        self._settled = threading.Event()  # welcomed, or the join ended
+        self._welcomed = False
         self._quitting = False
-        self._failed: str | None = None  # why the exit code is not 0
+        self._interrupted = False
+        self._refused: str | None = None  # the relay's reason for not letting us in
+        self._failed: str | None = None  # any other reason the exit code is not 0
+        self._failure_shown = False  # the user has seen that reason already
         self._muted = False  # run() returned: late events have nowhere to go
         self._answered = 0  # own messages posted or refused so far
         self._handle: ChatHandle | None = None
+        self._line_of: dict[int, int] = {}  # request or message id -> input line number
+        self._current_line: int | None = None  # the line whose command is being run
+        self._bad_lines: set[int] = set()  # input lines refused or answered with an error
 
     @property
     def finished(self) -> bool:
@@ -205,19 +226,47 @@ class _Frontend:
         with self._lock:
             if self._muted:
                 return
-            if isinstance(event, JoinRejected):
-                self._failed = f"the relay refused to let us in: {safe_text(event.reason)}"
-            elif isinstance(event, Closed) and not self._quitting and self._failed is None:
-                reason = f": {safe_text(event.reason)}" if event.reason else ""
-                self._failed = f"the session was closed{reason}"
+            if isinstance(event, Welcomed):
+                self._welcomed = True
+            elif isinstance(event, JoinRejected):
+                self._refused = f"the relay refused to let us in: {safe_text(event.reason)}"
+            elif isinstance(event, Closed) and not self._quitting and self._failure is None:
+                reason = safe_text(event.reason) if event.reason else "no reason given"
+                self._failed = (
+                    f"the session was closed: {reason}"
+                    if self._welcomed
+                    else f"could not join: {reason}"
+                )
             if isinstance(event, (MessageReceived, MessageRefused)) and event.local_id is not None:
                 self._answered += 1  # one of ours was posted or refused: progress
-            self._show(event)
+            line = self._line_for(event)
+            if line is not None and isinstance(event, (MessageRefused, ErrorReported)):
+                self._bad_lines.add(line)
+            self._show(event, line)
+        if isinstance(event, (Welcomed, JoinRejected, Closed)):
+            self._settled.set()
         if isinstance(event, (JoinRejected, Closed)):
             self._finished.set()
             self._session_over()
 
-    def _show(self, event: ClientEvent) -> None:
+    @property
+    def _failure(self) -> str | None:
+        return self._refused or self._failed
+
+    def _line_for(self, event: ClientEvent) -> int | None:
+        """The input line that ``event`` answers, when it answers one."""
+        if isinstance(event, MessagePending):
+            if self._current_line is None:
+                return None
+            self._line_of[event.local_id] = self._current_line
+            return self._current_line
+        if isinstance(event, (MessageReceived, MessageRefused)) and event.local_id is not None:
+            return self._line_of.get(event.local_id)
+        if isinstance(event, ErrorReported) and event.request is not None:
+            return self._line_of.get(event.request)
+        return None
+
+    def _show(self, event: ClientEvent, line: int | None) -> None:
         raise NotImplementedError
 
     def _session_over(self) -> None:
@@ -226,54 +275,72 @@ class _Frontend:
     def _print(self, line: str) -> None:
         raise NotImplementedError
 
-    def _error(self, text: str) -> None:
+    def _local_error(self, text: str, line: int | None) -> None:
         with self._lock:
-            self._show(ErrorReported(text))
+            if line is not None:
+                self._bad_lines.add(line)
+            self._show(ErrorReported(text), line)
 
     def _start(self, factory: HandleFactory) -> ChatHandle | None:
         try:
             handle = factory(self.on_event)
         except KeyboardInterrupt:  # Ctrl-C while the relay is slow to answer
+            self._interrupted = True
             self._failed = "interrupted while joining"
             self._report_failure()
             return None
         except Exception as error:  # the boundary: whatever went wrong becomes one line
-            self._failed = f"cannot join: {safe_text(str(error) or type(error).__name__)}"
+            text = (error.strerror if isinstance(error, OSError) else None) or str(error)
+            self._failed = f"cannot join: {safe_text(text or type(error).__name__)}"
             self._report_failure()
             return None
         self._handle = handle
         return handle
 
-    def _execute(self, handle: ChatHandle, line: str) -> str | None:
-        """Run one input line; return the quit message when the line asks to leave."""
+    def _execute(self, handle: ChatHandle, line: str, number: int | None = None) -> str | None:
+        """Run one input line (``number`` counts from 1, for messages); return the quit
+        message when the line asks to leave."""
+        with self._lock:
+            self._current_line = number
+            try:
+                return self._run_line(handle, line, number)
+            finally:
+                self._current_line = None
+
+    def _run_line(self, handle: ChatHandle, line: str, number: int | None) -> str | None:
         try:
             command = parse_command(line)
         except CommandError as error:
-            self._error(str(error))
+            self._local_error(str(error), number)
             return None
         if isinstance(command, Quit):
             return command.reason
         try:
-            self._dispatch(handle, command)
+            ident = self._dispatch(handle, command)
         except HANDLE_ERRORS as error:
-            self._error(str(error) or type(error).__name__)
+            self._local_error(str(error) or type(error).__name__, number)
+            return None
+        if ident is not None and number is not None:
+            self._line_of[ident] = number
         return None
 
-    def _dispatch(self, handle: ChatHandle, command: Command) -> None:
+    def _dispatch(self, handle: ChatHandle, command: Command) -> int | None:
+        """Run ``command``; return the id that the client's answer to it will carry."""
         if isinstance(command, Say):
-            handle.say(command.text)
-        elif isinstance(command, Action):
-            handle.action(command.text)
-        elif isinstance(command, Private):
-            handle.private(command.to, command.text)
-        elif isinstance(command, Nick):
-            handle.change_nick(command.nick)
-        elif isinstance(command, Who):
-            handle.who()
-        elif isinstance(command, Stats):
+            return handle.say(command.text)
+        if isinstance(command, Action):
+            return handle.action(command.text)
+        if isinstance(command, Private):
+            return handle.private(command.to, command.text)
+        if isinstance(command, Nick):
+            return handle.change_nick(command.nick)
+        if isinstance(command, Who):
+            return handle.who()
+        if isinstance(command, Stats):
             self._show_stats(handle.stats())
         elif isinstance(command, Help):
             self._show_help()
+        return None
 
     def _show_stats(self, stats: Mapping[str, float | int]) -> None:
         for line in stats_lines(stats):
@@ -294,12 +361,22 @@ class _Frontend:
             self._stderr.write(f"udpchat: quitting failed: {error}\n")
 
     def _report_failure(self) -> None:
-        if self._failed is not None:
-            self._stderr.write(f"udpchat: {self._failed}\n")
-            self._stderr.flush()
+        """Say on stderr why the exit code is not 0, unless the user has seen it already."""
+        failure = self._failure
+        if failure is not None and not self._failure_shown:
+            self._failure_shown = True
+            with contextlib.suppress(OSError, ValueError):
+                self._stderr.write(f"udpchat: {failure}\n")
+                self._stderr.flush()
 
-    def _exit_code(self) -> int:
-        return 0 if self._failed is None else 1
+    def _exit_code(self) -> ExitCode:
+        if self._interrupted:
+            return ExitCode.INTERRUPTED
+        if self._refused is not None:
+            return ExitCode.REFUSED
+        if self._failed is not None:
+            return ExitCode.FAILURE
+        return ExitCode.OK
 
 
 # --- plain and json -------------------------------------------------------------------------
@@ -310,7 +387,14 @@ _SESSION_OVER = object()
 
 
 class LineUI(_Frontend):
-    """Plain or JSON lines in, one line per event out: for pipes, scripts and bots."""
+    """Plain or JSON lines in, one line per event out: for pipes, scripts and bots.
+
+    Input lines are run in order, and only once the relay has let us in: a refused join
+    ends the run at once, and ``/stats`` or a bad command answers in its place among the
+    others. In plain mode what went wrong (a refused line, a refused join) goes to stderr,
+    where a script looks for errors, with the number of the input line it answers; JSON
+    keeps everything on stdout, as records.
+    """
 
     def __init__(
         self,
@@ -319,43 +403,54 @@ class LineUI(_Frontend):
         *,
         json_output: bool = False,
         idle_timeout: float = IDLE_TIMEOUT,
+        server: str | None = None,
     ) -> None:
-        super().__init__(stderr)
+        super().__init__(stderr, server)
         self._stdout = stdout
         self._json = json_output
         self._idle_timeout = idle_timeout
         self._inbox: queue.Queue[object] = queue.Queue()
+        self._undelivered: str | None = None
 
     def run(self, factory: HandleFactory, stdin: TextIO) -> int:
-        """Join, send every input line, wait until it is all delivered, quit."""
+        """Join, then send every input line, wait until it is all delivered, and quit."""
         handle = self._start(factory)
         if handle is None:
-            return 1
+            return self._exit_code()
+        # A reader thread, so that a session that ends (rejected, closed) is noticed at once
+        # even while stdin is an open pipe with nothing to say.
+        reader = threading.Thread(target=self._read, args=(stdin,), name="ui-stdin", daemon=True)
+        reader.start()
         try:
-            self._converse(handle, stdin)
+            while not self._settled.wait(0.5):  # a timed wait, so that Ctrl-C gets through
+                pass
+            if not self.finished:
+                self._converse(handle)
         except KeyboardInterrupt:
+            self._interrupted = True
             self._leave(handle, "")
-            with self._lock:
-                self._muted = True
-            return 130
         with self._lock:
             self._muted = True
         self._report_failure()
         return self._exit_code()
 
-    def _converse(self, handle: ChatHandle, stdin: TextIO) -> None:
-        # A reader thread, so that a session that ends (rejected, closed) is noticed at once
-        # even while stdin is an open pipe with nothing to say.
-        reader = threading.Thread(target=self._read, args=(stdin,), name="ui-stdin", daemon=True)
-        reader.start()
+    def _exit_code(self) -> ExitCode:
+        code = super()._exit_code()
+        if code is ExitCode.OK and (self._bad_lines or self._undelivered):
+            return ExitCode.UNDELIVERED
+        return code
+
+    def _converse(self, handle: ChatHandle) -> None:
         reason = ""
+        number = 0
         while True:
             item = self._inbox.get()
             if not isinstance(item, str):
                 break
+            number += 1
             if not item.strip():
                 continue  # a blank line is not worth an "empty message" error
-            quit_reason = self._execute(handle, item)
+            quit_reason = self._execute(handle, item, number)
             if quit_reason is not None:
                 reason = quit_reason
                 break
@@ -368,11 +463,14 @@ class LineUI(_Frontend):
         while not handle.wait_idle(self._idle_timeout):
             with self._lock:
                 progress, answered = self._answered != answered, self._answered
-            if self.finished or not progress:
-                self._failed = (
+            if self.finished:
+                return
+            if not progress:
+                self._undelivered = (
                     f"the relay answered nothing for {self._idle_timeout:g} s; "
                     "some messages may not have been delivered"
                 )
+                self._write_error(self._undelivered)
                 break
         self._leave(handle, reason)
 
@@ -387,10 +485,21 @@ class LineUI(_Frontend):
     def _session_over(self) -> None:
         self._inbox.put(_SESSION_OVER)
 
-    def _show(self, event: ClientEvent) -> None:
-        line = json_line(event) if self._json else plain_line(event)
-        if line is not None:
-            self._write(line)
+    def _show(self, event: ClientEvent, line: int | None) -> None:
+        if self._json:
+            self._write(json_line(event, line=line))
+            return
+        if isinstance(event, (ErrorReported, MessageRefused, JoinRejected)):
+            where = f"line {line}: " if line is not None else ""
+            self._write_error(where + error_text(event))
+            if isinstance(event, JoinRejected):
+                self._failure_shown = True
+        elif isinstance(event, Closed) and not self._welcomed:
+            return  # never in the room: the one line on stderr says why
+        else:
+            text = plain_line(event)
+            if text is not None:
+                self._write(text)
 
     def _print(self, line: str) -> None:
         with self._lock:
@@ -410,16 +519,24 @@ class LineUI(_Frontend):
         with self._lock:
             self._write(json_record("help", {"text": HELP}))
 
+    def _write_error(self, text: str) -> None:
+        """One line on stderr, as every failure of a command is reported."""
+        _write_line(self._stderr, f"udpchat: {text}")
+
     def _write(self, line: str) -> None:
         """Write one line and flush it, so a reader at the other end of a pipe sees it now."""
-        try:
-            self._stdout.write(line + "\n")
-        except UnicodeEncodeError:  # a terminal or file that cannot show some character
-            encoding = getattr(self._stdout, "encoding", None) or "ascii"
-            safe = line.encode(encoding, "backslashreplace").decode(encoding)
-            self._stdout.write(safe + "\n")
-        with contextlib.suppress(OSError, ValueError):
-            self._stdout.flush()
+        _write_line(self._stdout, line)
+
+
+def _write_line(stream: TextIO, line: str) -> None:
+    try:
+        stream.write(line + "\n")
+    except UnicodeEncodeError:  # a terminal or file that cannot show some character
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        safe = line.encode(encoding, "backslashreplace").decode(encoding)
+        stream.write(safe + "\n")
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
 
 
 # --- interactive -----------------------------------------------------------------------------
@@ -433,11 +550,12 @@ _MSG_TARGET = re.compile(r"^/msg\s+(\S*)$", re.IGNORECASE)
 
 
 class NickCompleter(Completer):
-    """Tab completion of nicknames (``nick: `` at the start of a line, ``/msg nick``) and of
-    command names.
+    """Tab completion of nicknames and of command names.
 
-    Matching is by :func:`names.nick_key`, so ``bo`` completes ``Bob``; the menu shows
-    sanitised names but inserts the real one, which is what the relay will match.
+    A nickname completes anywhere in the line: at its start it gets ``": "`` (addressing
+    somebody, as in IRC), elsewhere a space; after ``/msg`` it gets a space. Matching is by
+    :func:`names.nick_key`, so ``bo`` completes ``Bob``; the menu shows sanitised names but
+    inserts the real one, which is what the relay will match.
     """
 
     def __init__(self, members: Callable[[], Iterable[str]], own: Callable[[], str]) -> None:
@@ -451,14 +569,16 @@ class NickCompleter(Completer):
         target = _MSG_TARGET.match(before)
         if target is not None:
             yield from self._nicks(target.group(1), suffix=" ")
-        elif any(ch.isspace() for ch in before):
             return
-        elif before.startswith("/") and not before.startswith("//"):
+        word = re.split(r"\s", before)[-1]
+        if word == before and before.startswith("/") and not before.startswith("//"):
             for name in COMMAND_NAMES:
                 if name.startswith(before.lower()):
                     yield Completion(name + " ", start_position=-len(before), display=name)
-        elif not before.startswith("/"):
-            yield from self._nicks(before, suffix=": ")
+        elif word == before:
+            yield from self._nicks(word, suffix=": ")
+        elif word and (not before.startswith("/") or before.lower().startswith("/me ")):
+            yield from self._nicks(word, suffix=" ")
 
     def _nicks(self, prefix: str, suffix: str) -> Iterator[Completion]:
         key = nick_key(prefix)
@@ -482,8 +602,9 @@ class InteractiveUI(_Frontend):
         stderr: TextIO | None = None,
         pt_input: Input | None = None,
         pt_output: Output | None = None,
+        server: str | None = None,
     ) -> None:
-        super().__init__(sys.stderr if stderr is None else stderr)
+        super().__init__(sys.stderr if stderr is None else stderr, server)
         self._colour = colour
         self._input = pt_input  # prompt_toolkit's terminal; None: the real one
         self._output = pt_output
@@ -491,6 +612,7 @@ class InteractiveUI(_Frontend):
         self._pending: dict[int, tuple[MessagePending, float]] = {}
         self._session: PromptSession[str] | None = None
         self._quit_reason = ""
+        self._link = LinkStatus(time.monotonic())
 
     def build_session(self) -> PromptSession[str]:
         """The prompt: one line with history and Tab completion, a status bar below it.
@@ -498,7 +620,8 @@ class InteractiveUI(_Frontend):
         The prompt stays one line high: printing above a prompt whose height changes while
         another thread writes leaves stale lines behind on real terminals. Our unconfirmed
         messages are counted in the status bar instead, and printed once the relay posts
-        them, in room order.
+        them, in room order. The status bar is redrawn every second, so that "connecting"
+        and "rejoining" count their seconds.
         """
         completer = NickCompleter(
             lambda: self._handle.members if self._handle else (),
@@ -511,6 +634,8 @@ class InteractiveUI(_Frontend):
             completer=completer,
             complete_while_typing=False,
             erase_when_done=True,
+            key_bindings=self._key_bindings(),
+            refresh_interval=1.0,
             input=self._input,
             output=self._output,
         )
@@ -519,6 +644,23 @@ class InteractiveUI(_Frontend):
         # application, and text printed from the receiver thread then lands on the prompt line.
         self._session.default_buffer.accept_handler = self._accept
         return self._session
+
+    def _key_bindings(self) -> KeyBindings:
+        """Ctrl-C clears a half-typed line, as in a shell (Up brings it back); on an empty
+        line it leaves, as Ctrl-D does."""
+        bindings = KeyBindings()
+
+        @bindings.add("c-c")
+        def _(event: KeyPressEvent) -> None:
+            buffer = event.current_buffer
+            if buffer.text:
+                buffer.append_to_history()
+                buffer.reset()
+            else:
+                self._interrupted = True
+                event.app.exit(result="")
+
+        return bindings
 
     def _accept(self, buffer: Buffer) -> bool:
         """Enter: run the line (our message comes back from the relay, in room order)."""
@@ -537,20 +679,30 @@ class InteractiveUI(_Frontend):
         return FormattedText([("bold" if self._colour else "", nick), ("", "> ")])
 
     def status_bar(self) -> FormattedText:
-        """Who we are, how many are in the room, and what of ours is still on its way."""
+        """Where the session stands, how many are in the room, what of ours is on its way."""
         with self._lock:
             pending = list(self._pending.values())
+            link = self._link
         handle = self._handle
-        if handle is None:
-            return FormattedText([("", " joining...")])
-        parts = [f" {safe_nick(handle.nick)} in a room of {len(handle.members)}"]
+        now = time.monotonic()
+        nick = safe_nick(handle.nick) if handle is not None else ""
+        where = f" to {self._server}" if self._server else ""
+        if link.state == "connecting":
+            parts = [f" connecting{where} as {nick} ({now - link.since:.0f} s)"]
+        elif link.state == "lost":
+            parts = [f" {nick}: relay lost {now - link.since:.0f} s ago", link.rejoin(now)]
+        elif handle is None:
+            parts = [" joining..."]
+        else:
+            parts = [f" {nick} in a room of {len(handle.members)}"]
         if pending:
             first = safe_text(pending[0][0].text)
             if len(first) > 30:
                 first = first[:29] + "\u2026"
             more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
             parts.append(f"sending: {first}{more}")
-        parts.append("/help for commands")
+        if link.state == "joined":
+            parts.append("/help for commands")
         return FormattedText([("", "  \u00b7  ".join(parts))])
 
     def _app_session(self) -> contextlib.AbstractContextManager[object]:
@@ -570,18 +722,23 @@ class InteractiveUI(_Frontend):
             session = self.build_session()
             handle = self._start(factory)
             if handle is None:
-                return 1
+                return self._exit_code()
             try:
                 if not self.finished:
-                    with contextlib.suppress(EOFError, KeyboardInterrupt, _SessionOver):
-                        session.prompt(pre_run=self._end_if_finished)
+                    with contextlib.suppress(EOFError, _SessionOver):
+                        try:
+                            session.prompt(pre_run=self._end_if_finished)
+                        except KeyboardInterrupt:  # SIGINT or SIGTERM from outside
+                            self._interrupted = True
                 self._leave(handle, self._quit_reason)
             finally:
                 with self._lock:
                     self._muted = True
+        self._report_failure()
         return self._exit_code()
 
-    def _show(self, event: ClientEvent) -> None:
+    def _show(self, event: ClientEvent, line: int | None) -> None:
+        self._link = self._link.after(event, time.monotonic())
         if isinstance(event, MessagePending):
             self._pending[event.local_id] = (event, time.time())
         elif isinstance(event, (MessageReceived, MessageRefused)):
@@ -590,14 +747,15 @@ class InteractiveUI(_Frontend):
                 self._pending.pop(local_id, None)
         elif isinstance(event, (Closed, JoinRejected)):
             self._pending.clear()
+        if isinstance(event, (JoinRejected, Closed)) and self._failure is not None:
+            self._failure_shown = True
+            if isinstance(event, Closed) and not self._welcomed:
+                event = ErrorReported(self._failure)  # never in the room: say why, as an error
         if not isinstance(event, MessagePending):
-            line = ansi_line(event, colour=self._colour)
-            if line is not None:
-                self._write(line)
-        if isinstance(
-            event, (MessagePending, MessageReceived, MessageRefused, Welcomed, NickChanged)
-        ):
-            self._redraw()  # the pending area or our nickname in the prompt changed
+            text = ansi_line(event, colour=self._colour)
+            if text is not None:
+                self._write(text)
+        self._redraw()  # the status bar, the pending count or our nickname may have changed
 
     def _print(self, line: str) -> None:
         with self._lock:
@@ -627,6 +785,40 @@ class InteractiveUI(_Frontend):
         app = self._session.app
         if app.future is not None and not app.future.done():
             app.exit(exception=_SessionOver())
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """What the status bar says about the connection, derived from events as they come.
+
+    ``since`` is when the current state began (monotonic seconds); while rejoining,
+    ``attempt`` is the attempt under way or next, and ``attempt_at`` when it starts.
+    """
+
+    since: float
+    state: Literal["connecting", "joined", "lost", "over"] = "connecting"
+    attempt: int = 0
+    attempt_at: float = 0.0
+
+    def after(self, event: ClientEvent, now: float) -> LinkStatus:
+        if isinstance(event, Welcomed):
+            return LinkStatus(now, "joined")
+        if isinstance(event, ConnectionLost):
+            return LinkStatus(now, "lost")
+        if isinstance(event, Reconnecting):
+            since = self.since if self.state == "lost" else now
+            return LinkStatus(since, "lost", event.attempt, now + event.delay)
+        if isinstance(event, (Closed, JoinRejected)):
+            return LinkStatus(now, "over")
+        return self
+
+    def rejoin(self, now: float) -> str:
+        """``rejoin attempt 3 in 4 s``, or ``rejoin attempt 3: no answer yet``."""
+        if self.attempt == 0:
+            return "rejoining"
+        if now < self.attempt_at:
+            return f"rejoin attempt {self.attempt} in {self.attempt_at - now:.0f} s"
+        return f"rejoin attempt {self.attempt}: no answer for {now - self.attempt_at:.0f} s"
 
 
 def _input_lines(stdin: TextIO) -> Iterator[str]:
