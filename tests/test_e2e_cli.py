@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -275,3 +276,107 @@ def test_relay_process_evicts_a_killed_member_and_is_replaced_on_the_same_port(
             for member in (alice, erin):
                 member.log.wait_event(ev.ConnectionLost, 5, lambda e: "shutting down" in e.reason)
         assert any("shutting down: telling 2 members" in line for line in second.stderr)
+
+
+# --- what a script meets: refusals, a missing relay, order, exit codes ---------------------------
+
+
+def free_udp_port() -> int:
+    """A loopback UDP port nothing listens on (it was free a moment ago)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_join_from_a_pipe_ends_at_once_and_says_so_once(
+    processes: list[Process],
+) -> None:
+    with running_relay() as relay, members(relay.address, "carol"):
+        carol = join_process("carol", relay.address, json_output=False)
+        processes.append(carol)
+        carol.send("hi")
+        carol.close_stdin()
+        # it used to wait out the 10 s idle timeout; 5 s is a bound, not a speed target
+        assert carol.wait(5) == ExitCode.REFUSED
+    assert carol.stdout == []
+    assert carol.stderr == ["udpchat: the relay refused to let us in: the nickname carol is taken"]
+
+
+@pytest.mark.timeout(30)
+def test_no_relay_at_the_address_fails_fast_and_names_it(processes: list[Process]) -> None:
+    port = free_udp_port()
+    dan = join_process("dan", ("127.0.0.1", port), json_output=False)
+    processes.append(dan)
+    dan.send("hi")
+    dan.close_stdin()
+    # loopback answers a closed port with ICMP port-unreachable: no need for the join timeout
+    assert dan.wait(5) == ExitCode.FAILURE
+    assert dan.stdout == []  # never "session closed: left the room": it was never in
+    assert dan.stderr == [
+        f"udpchat: could not join: nothing is listening at 127.0.0.1:{port} "
+        "(connection refused): is the relay running, on that port?"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_pipe_lines_run_in_order_after_the_join(processes: list[Process]) -> None:
+    with running_relay() as relay:
+        erin = join_process("erin", relay.address, json_output=False)
+        processes.append(erin)
+        erin.send("/stats", "x" * 20_000, "hello", "/help")
+        erin.close_stdin()
+        assert erin.wait(15) == ExitCode.UNDELIVERED  # the oversized line
+    shown = [TIME.sub("", line) for line in erin.stdout]
+    assert shown[0].startswith("-- you are erin")
+    stats = shown.index("link statistics")
+    delivered = next(line for line in shown[stats:] if "messages in" in line)
+    assert delivered.split()[-1] != "0"  # the welcome was in when /stats ran
+    assert shown.index("<erin> hello") > stats
+    assert erin.stderr == [
+        "udpchat: line 2: message is 20000 bytes; the limit is 16384 bytes of UTF-8"
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "code", "complaint"),
+    [
+        (["join", "bob", "--bogus"], ExitCode.USAGE, "No such option"),
+        (["join", "bo b"], ExitCode.USAGE, "bad nickname 'bo b'"),
+        (["relay", "--flood-rate", "0"], ExitCode.USAGE, "--flood-rate: expected a number"),
+        (["demo", "--loss", "20"], ExitCode.USAGE, "did you mean 20%?"),
+        (
+            ["join", "bob", "--server", "udp://127.0.0.1:9310"],
+            ExitCode.USAGE,
+            "no 'udp://' before it, just HOST:PORT",
+        ),
+        (
+            ["join", "bob", "--server", "nosuchhost.invalid:9000"],
+            ExitCode.FAILURE,
+            "cannot find the host 'nosuchhost.invalid'",
+        ),
+    ],
+)
+def test_exit_codes_of_bad_command_lines(
+    processes: list[Process], args: list[str], code: ExitCode, complaint: str
+) -> None:
+    process = Process(*args)
+    processes.append(process)
+    process.close_stdin()
+    assert process.wait(15) == code, process.stderr
+    assert complaint in "\n".join(process.stderr)
+    assert "Errno" not in "\n".join(process.stderr)
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_in_pipe_mode_leaves_and_exits_130(processes: list[Process]) -> None:
+    with running_relay() as relay, members(relay.address, "bob") as [bob]:
+        fay = join_process("fay", relay.address, json_output=False)
+        processes.append(fay)
+        fay.wait_line(lambda line: "you are fay" in line, 10)
+        fay.interrupt()
+        assert fay.wait(10) == ExitCode.INTERRUPTED, (fay.stdout, fay.stderr)
+        left = bob.log.wait_event(ev.MemberLeft, 5)
+        assert (left.nick, left.reason) == ("fay", "quit")

@@ -323,11 +323,35 @@ def test_colour_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert colour_enabled(FakeTTY())
 
 
-def test_stats_table() -> None:
-    lines = stats_lines({"srtt_ms": 12.345, "retransmissions": 3, "loss_estimate": 0.0213})
-    assert lines[0] == "link statistics"
-    assert lines[1].split() == ["srtt_ms", "12.35"]
-    assert lines[2].split() == ["retransmissions", "3"]
-    assert lines[3].split() == ["loss_estimate", "0.0213"]
-    assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
+def test_stats_in_words() -> None:
+    lines = stats_lines(
+        {
+            "srtt_ms": 0.41,
+            "rto_ms": 4.0,
+            "datagrams_sent": 12,
+            "datagrams_received": 15,
+            "retransmissions": 0,
+            "loss_estimate": 0.3391,
+            "duplicates_dropped": 6,
+            "messages_delivered": 9,
+            "reconnects": 1,
+            "bad_datagrams_dropped": 0,
+            "something_new": 2.5,
+        }
+    )
+    assert lines == [
+        "link statistics",
+        "  round trip     0.41 ms (resend after 4 ms without an answer)",
+        "  datagrams      12 sent, 15 received",
+        "  resent by us   0",
+        "  loss           34% (estimated from what had to be resent)",
+        "  duplicates     6 dropped (the relay resent them before our ACK reached it; harmless)",
+        "  messages in    9",
+        "  rejoins        1",
+        "  bad datagrams  0",
+        "  something_new  2.5",
+    ]
+    assert not any("_ms" in line or "_estimate" in line for line in lines)
+    assert stats_lines({"duplicates_dropped": 0})[1] == "  duplicates  0 dropped"
+    assert stats_lines({"srtt_ms": 12.345})[1] == "  round trip  12 ms"
     assert stats_lines({}) == ["no link statistics yet"]

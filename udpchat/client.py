@@ -418,8 +418,13 @@ def run_client(options: ClientOptions, json_output: bool = False) -> int:
 
     interrupt_on_signals()
     mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
-    return run_ui(
-        lambda on_event: ChatClient(options, on_event).start(),
-        mode,
-        server=format_address(options.server),
-    )
+
+    def start(on_event: Callable[[ClientEvent], None]) -> ChatClient:
+        client = ChatClient(options, on_event)
+        try:
+            return client.start()
+        except KeyboardInterrupt:  # Ctrl-C just as the join went out: leave, do not vanish
+            client.quit("")
+            raise
+
+    return run_ui(start, mode, server=format_address(options.server))

@@ -211,12 +211,53 @@ def json_record(kind: str, fields: Mapping[str, object]) -> str:
 
 
 def stats_lines(stats: Mapping[str, float | int]) -> list[str]:
-    """The link statistics as a small two-column table, one string per row."""
+    """The link statistics in words a person reads, one string per row.
+
+    The keys are those of ``ChatClient.stats`` (a program gets them raw, in JSON); a key
+    this function does not know is shown as it is.
+    """
     if not stats:
         return ["no link statistics yet"]
-    width = max(len(name) for name in stats)
-    rows = [f"  {safe_text(name):<{width}}  {_number(value):>10}" for name, value in stats.items()]
-    return ["link statistics", *rows]
+    left = dict(stats)
+    rows: list[tuple[str, str]] = []
+
+    def take(key: str) -> float | int | None:
+        return left.pop(key, None)
+
+    srtt, rto = take("srtt_ms"), take("rto_ms")
+    if srtt is not None:
+        timeout = f" (resend after {_ms(rto)} without an answer)" if rto is not None else ""
+        rows.append(("round trip", f"{_ms(srtt)}{timeout}"))
+    sent, received = take("datagrams_sent"), take("datagrams_received")
+    if sent is not None or received is not None:
+        rows.append(("datagrams", f"{sent or 0} sent, {received or 0} received"))
+    resent = take("retransmissions")
+    if resent is not None:
+        rows.append(("resent by us", str(resent)))
+    loss = take("loss_estimate")
+    if loss is not None:
+        rows.append(("loss", f"{loss:.0%} (estimated from what had to be resent)"))
+    duplicates = take("duplicates_dropped")
+    if duplicates is not None:
+        why = " (the relay resent them before our ACK reached it; harmless)" if duplicates else ""
+        rows.append(("duplicates", f"{duplicates} dropped{why}"))
+    for key, label in (
+        ("messages_delivered", "messages in"),
+        ("reconnects", "rejoins"),
+        ("bad_datagrams_dropped", "bad datagrams"),
+    ):
+        value = take(key)
+        if value is not None:
+            rows.append((label, str(value)))
+    rows.extend((safe_text(name), _number(value)) for name, value in left.items())
+    width = max(len(label) for label, _ in rows)
+    return ["link statistics", *(f"  {label:<{width}}  {value}" for label, value in rows)]
+
+
+def _ms(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g} ms" if value < 10 else f"{value:.0f} ms"
 
 
 def _number(value: float | int) -> str:

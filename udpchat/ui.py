@@ -417,11 +417,13 @@ class LineUI(_Frontend):
         handle = self._start(factory)
         if handle is None:
             return self._exit_code()
-        # A reader thread, so that a session that ends (rejected, closed) is noticed at once
-        # even while stdin is an open pipe with nothing to say.
-        reader = threading.Thread(target=self._read, args=(stdin,), name="ui-stdin", daemon=True)
-        reader.start()
         try:
+            # A reader thread, so that a session that ends (rejected, closed) is noticed at
+            # once even while stdin is an open pipe with nothing to say.
+            reader = threading.Thread(
+                target=self._read, args=(stdin,), name="ui-stdin", daemon=True
+            )
+            reader.start()
             while not self._settled.wait(0.5):  # a timed wait, so that Ctrl-C gets through
                 pass
             if not self.finished:
