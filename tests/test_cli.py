@@ -346,3 +346,122 @@ def test_help_never_shows_the_key() -> None:
 def test_load_rejects_bad_sizes_in_one_line() -> None:
     line = one_error_line(invoke("load", "--members", "10,zero"))
     assert line.startswith("udpchat: --members: expected positive numbers")
+
+
+# --- help as a person reads it ------------------------------------------------------------------
+
+
+def help_text(*command: str, columns: int = 80) -> str:
+    result = CliRunner().invoke(
+        app, [*command, "--help"], env={"COLUMNS": str(columns)}, prog_name="udpchat"
+    )
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def words(text: str) -> str:
+    """The help's words in one line, without the boxes drawn around them."""
+    return " ".join(text.replace("\u2502", " ").split())
+
+
+@pytest.mark.parametrize("command", ["", "netem", "relay", "join", "demo", "bench", "load"])
+def test_help_shows_no_placeholders_and_fits_80_columns(command: str) -> None:
+    text = help_text(*filter(None, [command]))
+    assert "<bool>" not in text and "<str>" not in text and "<int>" not in text
+    assert "{" not in text.splitlines()[1]  # the usage line: NICK, not {NICK}
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if command:
+        assert "Example" in text
+
+
+def test_join_help_tells_what_a_new_user_needs() -> None:
+    text = words(help_text("join"))
+    assert "Usage: udpchat join [OPTIONS] NICK" in text
+    for needed in ("/msg NICK TEXT", "/quit", "Ctrl-D", "Ctrl-C", "NO_COLOR", "--json", "stderr"):
+        assert needed in text, needed
+
+
+def test_bench_help_keeps_its_bracketed_defaults() -> None:
+    text = words(help_text("bench"))
+    assert "[default: 0%,5%,10%,20%,30%; with --quick: 0%,20%]" in text
+    assert "[default: 400; with --quick: 40]" in text
+    assert "[default: 3,6; with --quick: 3]" in text
+
+
+def test_help_names_the_limits_and_the_exit_statuses() -> None:
+    demo_help = words(help_text("demo"))
+    assert "(2 to 32)" in demo_help and "(1 to 10,000)" in demo_help
+    top = words(help_text())
+    assert "2 bad command line" in top and "130 interrupted" in top
+    relay_help = words(help_text("relay", columns=120))
+    for option, default in (
+        ("--flood-burst", "10"),
+        ("--flood-rate", "5.0"),
+        ("--handshake-burst", "20"),
+        ("--handshake-rate", "5.0"),
+        ("--max-per-host", "64"),
+        ("--max-per-network", "256"),
+    ):
+        assert option in relay_help, option
+        after = relay_help.rsplit(option, 1)[1]
+        assert f"[default: {default}]" in after.split("--", 1)[0], option
+
+
+# --- one meaning of a rate ----------------------------------------------------------------------
+
+
+def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert impairment_config(loss="20%") == impairment_config(loss="0.2")
+    assert cli.parse_loss_percents("--loss", "0%,0.05,20%") == (0.0, 5.0, 20.0)
+    with pytest.raises(ValueError, match="did you mean 20%"):
+        cli.parse_loss_percents("--loss", "0,20")
+    with pytest.raises(ValueError, match="did you mean 20%"):
+        impairment_config(loss="20")
+
+
+def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        "udpchat.benchmark.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
+    )
+    result = invoke("bench", "--quick", "--loss", "0.1,30%")
+    assert result.exit_code == 0, result.output
+    assert seen[0].losses == (10.0, 30.0)
+
+
+# --- relay limits -------------------------------------------------------------------------------
+
+
+def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    result = invoke(
+        "relay",
+        "--flood-burst",
+        "40",
+        "--flood-rate",
+        "20",
+        "--handshake-burst",
+        "100",
+        "--handshake-rate",
+        "50",
+        env={"UDPCHAT_KEY": ""},
+    )
+    assert result.exit_code == 3, result.output
+    config = calls[0]["options"].config
+    assert (config.flood_burst, config.flood_rate) == (40, 20.0)
+    assert (config.handshake_burst, config.handshake_rate) == (100, 50.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flood-burst", "0"], "--flood-burst: expected 1 or more, got 0"),
+        (["--flood-rate", "-1"], "--flood-rate: expected a number above 0"),
+        (["--handshake-burst", "0"], "--handshake-burst: expected 1 or more"),
+        (["--handshake-rate", "0"], "--handshake-rate: expected a number above 0"),
+    ],
+)
+def test_relay_limit_errors(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    assert message in one_error_line(invoke("relay", *args))
+    assert calls == []

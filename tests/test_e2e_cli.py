@@ -3,7 +3,6 @@ lines) and ``udpchat relay`` as real subprocesses, next to library clients."""
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 from collections.abc import Iterator
@@ -18,26 +17,11 @@ from tests.e2e_support import (
     members,
     running_relay,
 )
+from tests.test_json_schema import check
 from udpchat import events as ev
 from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
-
-# protocol-level facts every --json record of these types must carry
-REQUIRED_FIELDS = {
-    "welcome": {"nick": str, "members": list, "resumed": bool},
-    "message": {"from": str, "text": str, "seq": int, "time": (int, float), "own": bool},
-    "private": {"from": str, "to": str, "text": str, "time": (int, float)},
-    "join": {"nick": str, "seq": int, "time": (int, float)},
-    "leave": {"nick": str, "reason": str, "text": str, "seq": int},
-    "nick": {"old": str, "new": str, "own": bool, "seq": int},
-    "who": {"members": list},
-    "error": {"text": str},
-    "pending": {"local_id": int, "text": str},
-    "rejected": {"code": int, "reason": str},
-    "closed": {"reason": str},
-}
-
 
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
@@ -49,18 +33,8 @@ def processes() -> Iterator[list[Process]]:
 
 
 def check_records(process: JsonProcess) -> list[dict[str, object]]:
-    """Every stdout line is one JSON object in pure ASCII with the documented fields."""
-    records = []
-    for line in process.stdout:
-        assert line.isascii(), line
-        record = json.loads(line)
-        assert isinstance(record, dict)
-        kind = record["type"]
-        assert kind in REQUIRED_FIELDS, f"undocumented record type {kind!r}"
-        for name, types in REQUIRED_FIELDS[kind].items():
-            assert isinstance(record[name], types), (kind, name, record)
-        records.append(record)
-    return records
+    """Every stdout line is one JSON object in pure ASCII, as docs/events.schema.json says."""
+    return [check(line) for line in process.stdout]
 
 
 # --- 8. udpchat join --json with piped stdin -----------------------------------------------------
