@@ -18,13 +18,16 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from udpchat.commands import HELP
 from udpchat.events import (
     Closed,
+    ConnectionLost,
     JoinRejected,
+    MemberJoined,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
     NickChanged,
     PrivateReceived,
+    Reconnecting,
     Welcomed,
 )
 from udpchat.exitcodes import ExitCode
@@ -577,7 +580,7 @@ def test_interactive_prompt_is_one_line_and_the_status_bar_counts_pending() -> N
     ui.on_event(MessagePending(1, "one"))
     ui.on_event(MessagePending(2, "two", action=True))
     assert prompt() == "alice> "  # never grows: stale lines on real terminals otherwise
-    assert "sending: one and 1 more" in status()
+    assert "sending 2: one" in status()
     ui.on_event(MessageReceived(5, 0.0, "alice", "one", own=True, local_id=1))
     assert "sending: two" in status() and "more" not in status()
     ui.on_event(MessageRefused(2, "two", "slow down"))
@@ -629,3 +632,113 @@ def test_pending_messages_keep_the_time_they_were_typed(monkeypatch: Any) -> Non
     first = "".join(item[1] for item in ui.prompt_message())
     clock[0] += 75  # the prompt is redrawn later: the line must not move with the clock
     assert "".join(item[1] for item in ui.prompt_message()) == first
+
+
+# --- chat polish ------------------------------------------------------------------------------
+
+
+def bar(ui: InteractiveUI, width: int) -> str:
+    return "".join(item[1] for item in ui.status_bar(width))
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_status_bar_keeps_its_essentials_at_any_width(width: int) -> None:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO(), server="127.0.0.1:9000")
+    ui.build_session()
+    assert "connecting to 127.0.0.1:9000" in bar(ui, max(width, 60))
+    ui._handle = FakeHandle(ui.on_event, delivers=False)
+    for i in range(3):
+        ui.on_event(MessagePending(i + 1, f"message number {i} " * 4))
+    shown = bar(ui, width)
+    assert len(shown) <= width
+    assert "alice in a room of 4" in shown
+    assert "sending" in shown and "3" in shown  # in full or as a count: never dropped
+    assert ("/help" in shown) == (width >= 120)
+
+
+def test_the_status_bar_counts_an_outage_and_the_rejoin() -> None:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO())
+    ui.build_session()
+    ui._handle = FakeHandle(ui.on_event)
+    assert "in a room of 4" in bar(ui, 80)
+    ui.on_event(ConnectionLost("the relay went silent"))
+    ui.on_event(Reconnecting(2, 60.0))
+    shown = bar(ui, 80)
+    assert "relay lost 0 s ago" in shown and "rejoin attempt 2 in 60 s" in shown
+    assert "in a room of" not in shown
+    ui.on_event(Reconnecting(3, 0.0))
+    assert "rejoin attempt 3: no answer for 0 s" in bar(ui, 80)
+    ui.on_event(Welcomed("alice", ("alice",), True))
+    assert "alice in a room of" in bar(ui, 80)
+
+
+def run_screen(
+    keys: str, factory: Factory, *, bell: bool = True, until: str = "<alice> done"
+) -> str:
+    """Run the interactive front end on a pipe: type ``keys``, then Ctrl-D; the screen."""
+    screen = io.StringIO()
+    with create_pipe_input() as pipe:
+        ui = InteractiveUI(
+            colour=False,
+            stderr=io.StringIO(),
+            pt_input=pipe,
+            pt_output=PlainTextOutput(screen),
+            bell=bell,
+        )
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+        thread.start()
+        wait_for(lambda: factory.handle is not None)
+        pipe.send_text(keys)
+        wait_for(lambda: until in screen.getvalue())
+        pipe.send_text("\x04")
+        thread.join(10)
+    assert result == [ExitCode.OK]
+    return screen.getvalue()
+
+
+def test_a_multi_line_paste_is_one_message_per_line() -> None:
+    factory = Factory()
+    run_screen("\x1b[200~first line\nsecond line\n\nthird\x1b[201~\rdone\r", factory)
+    says = [call[1] for call in factory.calls if call[0] == "say"]
+    assert says == ["first line", "second line", "third", "done"]
+
+
+class MentioningHandle(FakeHandle):
+    """Bob answers our "done" by naming us."""
+
+    def say(self, text: str) -> int:
+        local_id = super().say(text)
+        if text == "done":
+            self._later(lambda: self._sink(MessageReceived(50, 0.0, "bob", "alice: look here")))
+        return local_id
+
+
+class MentioningFactory(Factory):
+    def __call__(self, sink: EventSink) -> ChatHandle:
+        self.handle = MentioningHandle(sink)
+        return self.handle
+
+
+def test_a_mention_rings_the_bell_unless_turned_off() -> None:
+    for bell in (True, False):
+        screen = run_screen("done\r", MentioningFactory(), bell=bell, until="look here")
+        assert "<bob> alice: look here" in screen
+        assert ("\a" in screen) == bell
+
+
+def test_backlog_is_set_apart_from_live_events() -> None:
+    class Backlog(FakeHandle):
+        def __init__(self, sink: EventSink) -> None:
+            super().__init__(sink)
+            sink(MessageReceived(1, 0.0, "bob", "said before", history=True))
+            sink(MemberJoined(2, 0.0, "carol", history=True))
+
+    code, lines, _ = run_lines("now\n", Backlog)
+    assert code == ExitCode.OK
+    shown = bodies(lines)
+    start = shown.index("-- earlier in the room (from the relay's history):")
+    end = shown.index("-- end of history; live from here")
+    assert shown[0].startswith("-- you are alice")
+    assert shown[start + 1 : end] == ["<bob> said before", "-- carol joined"]
+    assert shown[end + 1] == "<alice> now"

@@ -23,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import TextIO
 
 from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.utils import get_cwidth
 
 from udpchat.events import (
     ClientEvent,
@@ -56,14 +58,18 @@ __all__ = [
     "Fragment",
     "ansi_line",
     "colour_enabled",
+    "error_text",
     "format_clock",
     "fragments",
     "json_line",
     "json_record",
+    "mentions",
     "nick_colour",
+    "notice_line",
     "plain_line",
     "stats_lines",
     "styled_line",
+    "wrap",
 ]
 
 NICK_COLOURS = (33, 37, 70, 128, 130, 166, 169, 31, 36, 98, 136, 162)
@@ -79,6 +85,8 @@ Fragment = tuple[str, str]
 
 _ROLE_SGR = {
     "": "",
+    "text": "",
+    "mention": "1;4",
     "time": "2",
     "pending": "2",
     "marker": "1",
@@ -89,6 +97,8 @@ _ROLE_SGR = {
 }
 _ROLE_PTK = {
     "": "",
+    "text": "",
+    "mention": "bold underline",
     "time": "dim",
     "pending": "dim",
     "marker": "bold",
@@ -122,10 +132,14 @@ def format_clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def fragments(event: ClientEvent, now: float | None = None) -> list[Fragment] | None:
+def fragments(
+    event: ClientEvent, now: float | None = None, *, mention: str | None = None
+) -> list[Fragment] | None:
     """The sanitised pieces of the line that shows ``event``, or None for an unknown event.
 
-    ``now`` stamps events that carry no relay time (default: the current time).
+    ``now`` stamps events that carry no relay time (default: the current time). With
+    ``mention`` (our nickname), every whole-word occurrence of it in a message's text gets
+    the role "mention", so that the user sees at once where the room talks to them.
     """
     body = _body(event)
     if body is None:
@@ -136,7 +150,105 @@ def fragments(event: ClientEvent, now: float | None = None) -> list[Fragment] | 
     line = [("time", format_clock(stamp)), ("", " "), *body]
     if isinstance(event, MessagePending):
         line = [("pending", text) for _, text in line]
+    elif mention:
+        line = _mark_mentions(line, mention)
     return line
+
+
+def mentions(event: ClientEvent, nick: str) -> bool:
+    """Whether ``event`` calls for the attention of ``nick``: a live message from somebody
+    else naming it as a word, or a private message to it."""
+    if isinstance(event, PrivateReceived):
+        return nick_key(event.sender) != nick_key(nick)
+    if not isinstance(event, MessageReceived) or event.own or event.history:
+        return False
+    if nick_key(event.nick) == nick_key(nick):
+        return False
+    return _mention_pattern(nick).search(safe_text(event.text)) is not None
+
+
+def _mention_pattern(nick: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(safe_nick(nick))}(?!\w)", re.IGNORECASE)
+
+
+def _mark_mentions(pieces: list[Fragment], nick: str) -> list[Fragment]:
+    pattern = _mention_pattern(nick)
+    out: list[Fragment] = []
+    for role, text in pieces:
+        if role != "text":
+            out.append((role, text))
+            continue
+        at = 0
+        for found in pattern.finditer(text):
+            if found.start() > at:
+                out.append(("text", text[at : found.start()]))
+            out.append(("mention", found.group()))
+            at = found.end()
+        if at < len(text):
+            out.append(("text", text[at:]))
+    return out
+
+
+def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
+    """``pieces`` as lines at most ``width`` columns wide, broken between words.
+
+    Continuation lines are indented under the start of the message text (as irssi and
+    WeeChat do), or under the text after the clock for other lines; only a word longer than
+    a whole line is broken inside.
+    """
+    if width < 1:
+        return [pieces]
+    indent = 0
+    for role, text in pieces:
+        if role in ("text", "mention"):
+            break
+        indent += get_cwidth(text)
+    else:
+        indent = get_cwidth(pieces[0][1]) + 1 if pieces else 0
+    if width - indent < 20:  # a narrow terminal: keep room for the words
+        indent = min(indent, max(width // 4, 0))
+    lines: list[list[Fragment]] = [[]]
+    used = 0
+    fresh = False  # at the start of a continuation line: spaces there are dropped
+
+    def new_line() -> None:
+        nonlocal used, fresh
+        lines.append([("", " " * indent)])
+        used, fresh = indent, True
+
+    for role, text in pieces:
+        for token in re.split(r"( +)", text):
+            if not token:
+                continue
+            size = get_cwidth(token)
+            if token.startswith(" "):
+                if used + size > width:
+                    new_line()
+                elif not fresh:
+                    lines[-1].append((role, token))
+                    used += size
+                continue
+            if used + size > width and not fresh:
+                new_line()
+            while used + size > width:  # a word longer than a line: break it
+                head, token = _split_width(token, max(width - used, 1))
+                lines[-1].append((role, head))
+                new_line()
+                size = get_cwidth(token)
+            lines[-1].append((role, token))
+            used += size
+            fresh = False
+    return lines
+
+
+def _split_width(text: str, room: int) -> tuple[str, str]:
+    """The longest head of ``text`` that fits ``room`` columns (at least one character)."""
+    used = 0
+    for i, char in enumerate(text):
+        used += get_cwidth(char)
+        if used > room:
+            return text[: max(i, 1)], text[max(i, 1) :]
+    return text, ""
 
 
 def plain_line(event: ClientEvent, now: float | None = None) -> str | None:
@@ -162,15 +274,35 @@ def styled_line(
     return FormattedText([(_ptk_style(role) if colour else "", text) for role, text in pieces])
 
 
-def ansi_line(event: ClientEvent, *, colour: bool = True, now: float | None = None) -> str | None:
-    """``event`` as a string with ANSI SGR styling, ready to write to a terminal.
+def ansi_line(
+    event: ClientEvent,
+    *,
+    colour: bool = True,
+    now: float | None = None,
+    width: int = 0,
+    mention: str | None = None,
+) -> str | None:
+    """``event`` as a string with ANSI SGR styling, ready to write to a terminal; with a
+    ``width``, wrapped between words into lines of at most that many columns.
 
     The only escape sequences in the result are our own: every untrusted string in it has been
     sanitised, so no ESC from the network survives.
     """
-    pieces = fragments(event, now)
+    pieces = fragments(event, now, mention=mention)
     if pieces is None:
         return None
+    lines = wrap(pieces, width) if width > 0 else [pieces]
+    return "\n".join(_ansi(line, colour) for line in lines)
+
+
+def notice_line(text: str, *, colour: bool = True, now: float | None = None) -> str:
+    """A notice of our own (``HH:MM:SS -- text``), styled as the room's notices are."""
+    stamp = time.time() if now is None else now
+    pieces = [("time", format_clock(stamp)), ("", " "), *_notice(("notice", text))]
+    return _ansi(pieces, colour)
+
+
+def _ansi(pieces: list[Fragment], colour: bool) -> str:
     if not colour:
         return "".join(text for _, text in pieces)
     out = []
@@ -293,8 +425,8 @@ def _nicks(members: tuple[str, ...]) -> list[Fragment]:
 def _body(event: ClientEvent) -> list[Fragment] | None:
     if isinstance(event, MessageReceived):
         if event.action:
-            return [("", "* "), _nick(event.nick), ("", " " + safe_text(event.text))]
-        return [("", "<"), _nick(event.nick), ("", "> " + safe_text(event.text))]
+            return [("", "* "), _nick(event.nick), ("", " "), ("text", safe_text(event.text))]
+        return [("", "<"), _nick(event.nick), ("", "> "), ("text", safe_text(event.text))]
     if isinstance(event, MessagePending):
         star = "* " if event.action else ""
         return [("", f"{PENDING_MARKER} {star}{safe_text(event.text)}")]
@@ -307,7 +439,7 @@ def _body(event: ClientEvent) -> list[Fragment] | None:
             ("private", " -> "),
             _nick(event.to),
             ("private", "] "),
-            ("", safe_text(event.text)),
+            ("text", safe_text(event.text)),
         ]
     if isinstance(event, MemberJoined):
         return _notice(_nick(event.nick), ("notice", " joined"))

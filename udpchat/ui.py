@@ -26,6 +26,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import sys
 import threading
 import time
@@ -66,9 +67,12 @@ from udpchat.events import (
     ConnectionLost,
     ErrorReported,
     JoinRejected,
+    MemberJoined,
+    MemberLeft,
     MessagePending,
     MessageReceived,
     MessageRefused,
+    NickChanged,
     Reconnecting,
     Welcomed,
 )
@@ -80,6 +84,8 @@ from udpchat.render import (
     error_text,
     json_line,
     json_record,
+    mentions,
+    notice_line,
     plain_line,
     stats_lines,
 )
@@ -180,7 +186,10 @@ def run_ui(
     if mode is None:
         mode = choose_mode(json_output=False, stdin=stdin, stdout=stdout)
     if mode == "interactive":
-        ui = InteractiveUI(colour=colour_enabled(stdout), stderr=stderr, server=server)
+        bell = os.environ.get("UDPCHAT_BELL", "1").strip().lower() not in ("0", "off", "no")
+        ui = InteractiveUI(
+            colour=colour_enabled(stdout), stderr=stderr, server=server, bell=bell
+        )
         return ui.run(handle_factory)
     json_output = mode == "json"
     lines = LineUI(
@@ -216,6 +225,7 @@ class _Frontend:
         self._line_of: dict[int, int] = {}  # request or message id -> input line number
         self._current_line: int | None = None  # the line whose command is being run
         self._bad_lines: set[int] = set()  # input lines refused or answered with an error
+        self._in_backlog = False  # showing room events from before we (re)joined
 
     @property
     def finished(self) -> bool:
@@ -242,12 +252,28 @@ class _Frontend:
             line = self._line_for(event)
             if line is not None and isinstance(event, (MessageRefused, ErrorReported)):
                 self._bad_lines.add(line)
+            self._mark_backlog(event)
             self._show(event, line)
         if isinstance(event, (Welcomed, JoinRejected, Closed)):
             self._settled.set()
         if isinstance(event, (JoinRejected, Closed)):
             self._finished.set()
             self._session_over()
+
+    def _mark_backlog(self, event: ClientEvent) -> None:
+        """Set the room's history apart from what happens now: a notice before the first
+        event from the relay's history, and one before the first live event after it."""
+        if not isinstance(event, _ROOM_EVENTS):
+            return
+        if event.history and not self._in_backlog:
+            self._in_backlog = True
+            self._notice("earlier in the room (from the relay's history):")
+        elif not event.history and self._in_backlog:
+            self._in_backlog = False
+            self._notice("end of history; live from here")
+
+    def _notice(self, text: str) -> None:
+        """Show one notice of our own (not an event of the session)."""
 
     @property
     def _failure(self) -> str | None:
@@ -384,6 +410,7 @@ class _Frontend:
 
 _END_OF_INPUT = object()
 _SESSION_OVER = object()
+_ROOM_EVENTS = (MessageReceived, MemberJoined, MemberLeft, NickChanged)
 
 
 class LineUI(_Frontend):
@@ -507,6 +534,10 @@ class LineUI(_Frontend):
         with self._lock:
             self._write(json_record("info", {"text": line}) if self._json else line)
 
+    def _notice(self, text: str) -> None:
+        if not self._json:  # records say it already: "history": true
+            self._write(notice_line(text, colour=False))
+
     def _show_stats(self, stats: Mapping[str, float | int]) -> None:
         if not self._json:
             super()._show_stats(stats)
@@ -605,9 +636,11 @@ class InteractiveUI(_Frontend):
         pt_input: Input | None = None,
         pt_output: Output | None = None,
         server: str | None = None,
+        bell: bool = True,
     ) -> None:
         super().__init__(sys.stderr if stderr is None else stderr, server)
         self._colour = colour
+        self._bell = bell  # ring the terminal's bell when somebody mentions us
         self._input = pt_input  # prompt_toolkit's terminal; None: the real one
         self._output = pt_output
         # our unconfirmed messages, with when they were typed (the clock shown beside them)
@@ -665,14 +698,21 @@ class InteractiveUI(_Frontend):
         return bindings
 
     def _accept(self, buffer: Buffer) -> bool:
-        """Enter: run the line (our message comes back from the relay, in room order)."""
-        line = buffer.text
+        """Enter: run the line (our message comes back from the relay, in room order).
+
+        A paste of several lines arrives as one buffer: each line is its own message or
+        command, in order, as if typed one by one (never one line full of ``␊``)."""
         handle = self._handle
-        if handle is not None and line.strip():
+        if handle is None:
+            return False
+        for line in buffer.text.splitlines():
+            if not line.strip():
+                continue
             quit_reason = self._execute(handle, line)
             if quit_reason is not None:
                 self._quit_reason = quit_reason
                 get_app().exit(result="")
+                break
         return False  # not "keep text": the buffer is cleared, the prompt goes on
 
     def prompt_message(self) -> FormattedText:
@@ -680,8 +720,14 @@ class InteractiveUI(_Frontend):
         nick = safe_nick(self._handle.nick) if self._handle else ""
         return FormattedText([("bold" if self._colour else "", nick), ("", "> ")])
 
-    def status_bar(self) -> FormattedText:
-        """Where the session stands, how many are in the room, what of ours is on its way."""
+    def status_bar(self, width: int | None = None) -> FormattedText:
+        """Where the session stands, how many are in the room, what of ours is on its way.
+
+        Parts are dropped or shortened, least important first, to fit ``width`` columns
+        (default: the terminal's): the state of the session always shows.
+        """
+        if width is None:
+            width = self._columns()
         with self._lock:
             pending = list(self._pending.values())
             link = self._link
@@ -690,22 +736,28 @@ class InteractiveUI(_Frontend):
         nick = safe_nick(handle.nick) if handle is not None else ""
         where = f" to {self._server}" if self._server else ""
         if link.state == "connecting":
-            parts = [f" connecting{where} as {nick} ({now - link.since:.0f} s)"]
+            state = [f" connecting{where} as {nick} ({now - link.since:.0f} s)"]
         elif link.state == "lost":
-            parts = [f" {nick}: relay lost {now - link.since:.0f} s ago", link.rejoin(now)]
+            state = [f" {nick}: relay lost {now - link.since:.0f} s ago", link.rejoin(now)]
         elif handle is None:
-            parts = [" joining..."]
+            state = [" joining..."]
         else:
-            parts = [f" {nick} in a room of {len(handle.members)}"]
+            state = [f" {nick} in a room of {len(handle.members)}"]
+        sending: list[str] = []
         if pending:
             first = safe_text(pending[0][0].text)
-            if len(first) > 30:
-                first = first[:29] + "\u2026"
-            more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
-            parts.append(f"sending: {first}{more}")
-        if link.state == "joined":
-            parts.append("/help for commands")
-        return FormattedText([("", "  \u00b7  ".join(parts))])
+            count = f" {len(pending)}" if len(pending) > 1 else ""
+            sending = [f"sending{count}: {_shorten(first, 30)}", f"sending {len(pending)}"]
+        extras = ["/help for commands"] if link.state == "joined" else []
+        return FormattedText([("", _fit(state, sending, extras, width))])
+
+    def _columns(self) -> int:
+        """The terminal's width, from the running prompt or the system."""
+        session = self._session
+        if session is not None:
+            with contextlib.suppress(Exception):  # no terminal behind the output (tests)
+                return int(session.app.output.get_size().columns)
+        return shutil.get_terminal_size().columns
 
     def _app_session(self) -> contextlib.AbstractContextManager[object]:
         """A prompt_toolkit session for the given terminal; none for the real one.
@@ -754,10 +806,21 @@ class InteractiveUI(_Frontend):
             if isinstance(event, Closed) and not self._welcomed:
                 event = ErrorReported(self._failure)  # never in the room: say why, as an error
         if not isinstance(event, MessagePending):
-            text = ansi_line(event, colour=self._colour)
+            nick = self._handle.nick if self._handle is not None else None
+            width = max(self._columns() - 1, 20)  # the last column would wrap on its own
+            text = ansi_line(event, colour=self._colour, width=width, mention=nick)
             if text is not None:
                 self._write(text)
+            if self._bell and nick is not None and mentions(event, nick):
+                self._write_raw("\a")
         self._redraw()  # the status bar, the pending count or our nickname may have changed
+
+    def _notice(self, text: str) -> None:
+        self._write(notice_line(text, colour=self._colour))
+
+    def _write_raw(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     def _print(self, line: str) -> None:
         with self._lock:
@@ -787,6 +850,26 @@ class InteractiveUI(_Frontend):
         app = self._session.app
         if app.future is not None and not app.future.done():
             app.exit(exception=_SessionOver())
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _fit(state: list[str], sending: list[str], extras: list[str], width: int) -> str:
+    """The status bar's parts joined, as many as fit ``width``: the session's state first
+    (cut if it must be), then what is being sent (in full or as a count), then the rest."""
+    separator = "  \u00b7  "
+    line = separator.join(state)
+    if len(line) > width:
+        line = separator.join(state[:1])
+    line = _shorten(line, max(width, 1))
+    for options in (sending, extras):
+        for option in options:
+            if len(line) + len(separator) + len(option) <= width:
+                line += separator + option
+                break
+    return line
 
 
 @dataclass(frozen=True)
