@@ -4,7 +4,9 @@ lines) and ``udpchat relay`` as real subprocesses, next to library clients."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -354,3 +356,75 @@ def test_ctrl_c_in_pipe_mode_leaves_and_exits_130(processes: list[Process]) -> N
         assert fay.wait(10) == ExitCode.INTERRUPTED, (fay.stdout, fay.stderr)
         left = bob.log.wait_event(ev.MemberLeft, 5)
         assert (left.nick, left.reason) == ("fay", "quit")
+
+
+# --- small things an operator or a user reads ------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_relay_log_writes_ipv6_peers_in_brackets(processes: list[Process]) -> None:
+    relay = Process("relay", "--host", "::1", "--port", "0")
+    processes.append(relay)
+    listening = relay.wait_line(lambda s: "listening on [::1]:" in s, 15, stderr=True)
+    port = int(listening.rsplit(":", 1)[1].split()[0])
+    with members(("::1", port), "alice") as [alice]:
+        line = relay.wait_line(lambda s: "alice joined from" in s, 5, stderr=True)
+        assert line.endswith(f"alice joined from [::1]:{alice.client.local_address[1]}")
+
+
+def test_one_dropped_datagram_is_one_datagram(caplog: pytest.LogCaptureFixture) -> None:
+    from udpchat.relay_core import DatagramDropped
+    from udpchat.relay_server import RelayServer
+
+    with running_relay() as relay:
+        assert isinstance(relay, RelayServer)
+        relay._last_drop_report -= 11  # the report is due: it comes every 10 s
+        with caplog.at_level("INFO", logger="udpchat.relay"):
+            relay._log([DatagramDropped("garbage", ("::1", 5000))])
+    assert any("dropped 1 bad datagram in the last" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(40)
+def test_a_paused_client_says_it_was_paused_not_that_the_relay_went_silent(
+    processes: list[Process],
+) -> None:
+    with running_relay(heartbeat=0.2, timeout=1.0) as relay:
+        gus = join_process("gus", relay.address)
+        assert isinstance(gus, JsonProcess)
+        processes.append(gus)
+        gus.wait_record("welcome", 10)
+        gus.proc.send_signal(signal.SIGSTOP)  # Ctrl-Z, or a laptop lid closed
+        time.sleep(4)  # the pause itself: longer than the relay waits for a member
+        gus.proc.send_signal(signal.SIGCONT)
+        lost = gus.wait_record("connection_lost", 10)
+        assert str(lost["reason"]).startswith("this client was paused for 4 s; ")
+        gus.wait_record("welcome", 10, lambda r: r is not None and not r["resumed"])
+        gus.close_stdin()
+        assert gus.wait(15) == ExitCode.OK
+
+
+@pytest.mark.timeout(30)
+def test_netem_says_what_it_does_and_reports_while_it_runs(processes: list[Process]) -> None:
+    with running_relay() as relay:
+        netem = Process(
+            "netem",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            f"127.0.0.1:{relay.address[1]}",
+            "--loss",
+            "10%",
+            "--delay",
+            "30ms",
+            "--jitter",
+            "10ms",
+            "--report",
+            "200ms",
+        )
+        processes.append(netem)
+        start = netem.wait_line(lambda s: s.startswith("netem: "), 10)
+        assert "loss 10.0%, delay 30 ms +/- 10 ms, seed 0; Ctrl-C to stop" in start
+        netem.wait_line(lambda s: "clients 0; to the relay 0 passed, 0 lost" in s, 5)
+        netem.interrupt()
+        assert netem.wait(10) == ExitCode.OK  # Ctrl-C is how a proxy is meant to stop
+        assert any(line.startswith("upstream: passed 0") for line in netem.stdout)

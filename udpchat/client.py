@@ -44,8 +44,10 @@ IDLE_WAIT = 0.5
 # Datagrams taken in per wake-up before the session gets to answer.
 MAX_BATCH = 64
 # A receiver that wakes this much later than it asked to was not running: the process was
-# stopped (Ctrl-Z) or the machine slept. A relay lost meanwhile is not the relay's fault.
+# stopped (Ctrl-Z) or the machine slept. A relay lost in the seconds after that is lost
+# because of the pause, not because of the relay.
 PAUSE_NOTICED = 3.0
+PAUSE_BLAMED = 10.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class ChatClient:
         self._refused_seen = 0
         self._ever_welcomed = False
         self._quitting = False
-        self._paused_for: float | None = None
+        self._pause: tuple[float, float] | None = None  # (resumed at, seconds paused)
         # Exceptions a session call raised and the shell survived (see udpchat.faults).
         self.internal_errors = 0
         # Sends the transport refused, by errno: each lost one datagram, nothing more.
@@ -282,11 +284,10 @@ class ChatClient:
         """``event``, its reason completed with what only the shell knows (called locked)."""
         if isinstance(event, Welcomed):
             self._ever_welcomed = True
-        elif isinstance(event, ConnectionLost) and self._paused_for is not None:
-            return ConnectionLost(
-                f"this client was paused for {self._paused_for:.0f} s and the relay stopped "
-                "waiting for it"
-            )
+        elif isinstance(event, ConnectionLost) and self._pause is not None:
+            resumed, paused = self._pause
+            if time.monotonic() - resumed < PAUSE_BLAMED:
+                return ConnectionLost(f"this client was paused for {paused:.0f} s; {event.reason}")
         elif (
             isinstance(event, Closed)
             and not self._ever_welcomed
@@ -368,7 +369,8 @@ class ChatClient:
             with self._lock:
                 now = time.monotonic()
                 late = now - self._sleeping_until
-                self._paused_for = late + wait if late > PAUSE_NOTICED else None
+                if late > PAUSE_NOTICED:
+                    self._pause = (now, late + wait)
                 self._sleeping_until = 0.0
                 for _ in range(MAX_BATCH):
                     if got is None:
@@ -382,7 +384,6 @@ class ChatClient:
                 if timer is not None and timer <= now:
                     self._guarded("handle_timer", functools.partial(session.handle_timer, now))
             self._flush()
-            self._paused_for = None
         self._flush()
         with self._lock:
             self._changed.notify_all()
