@@ -163,6 +163,7 @@ def test_connecting_shows_the_address_and_ctrl_c_clears_then_leaves(
         dan.type(b"\x03")  # on an empty line: leave
         assert dan.wait(10) == ExitCode.INTERRUPTED
     assert b"Traceback" not in dan.screen
+    assert b"session closed" not in dan.screen  # it was never in a session
 
 
 @pytest.mark.timeout(30)

@@ -805,6 +805,9 @@ class InteractiveUI(_Frontend):
             self._failure_shown = True
             if isinstance(event, Closed) and not self._welcomed:
                 event = ErrorReported(self._failure)  # never in the room: say why, as an error
+        elif isinstance(event, Closed) and not self._welcomed:
+            self._redraw()
+            return  # left before the relay answered: no session was ever open to close
         if not isinstance(event, MessagePending):
             nick = self._handle.nick if self._handle is not None else None
             width = max(self._columns() - 1, 20)  # the last column would wrap on its own
