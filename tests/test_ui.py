@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -742,3 +743,26 @@ def test_backlog_is_set_apart_from_live_events() -> None:
     assert shown[0].startswith("-- you are alice")
     assert shown[start + 1 : end] == ["<bob> said before", "-- carol joined"]
     assert shown[end + 1] == "<alice> now"
+
+
+def test_help_and_stats_wrap_between_words_under_their_second_column() -> None:
+    screen = io.StringIO()
+    with create_pipe_input() as pipe:
+        output = PlainTextOutput(screen)
+        output.get_size = lambda: Size(rows=24, columns=41)  # type: ignore[method-assign]
+        ui = InteractiveUI(colour=False, stderr=io.StringIO(), pt_input=pipe, pt_output=output)
+        factory = Factory()
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+        thread.start()
+        wait_for(lambda: factory.handle is not None)
+        pipe.send_text("/help\r")
+        wait_for(lambda: "does." in screen.getvalue())
+        pipe.send_text("\x04")
+        thread.join(10)
+    shown = screen.getvalue().splitlines()
+    at = next(i for i, line in enumerate(shown) if "act: shown as" in line)
+    assert shown[at].startswith("  /me TEXT          act:") and len(shown[at]) <= 40
+    assert shown[at + 1].startswith(" " * 20 + "yournick")  # under the second column
+    help_text = " ".join(screen.getvalue().split())
+    assert 'act: shown as "* yournick TEXT"' in help_text

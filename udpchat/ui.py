@@ -88,6 +88,7 @@ from udpchat.render import (
     notice_line,
     plain_line,
     stats_lines,
+    wrap,
 )
 from udpchat.sanitize import safe_nick, safe_text
 
@@ -408,6 +409,7 @@ class _Frontend:
 # --- plain and json -------------------------------------------------------------------------
 
 
+_COLUMNS = re.compile(r"^(\s*\S.*?\s{2,})(\S.*)$")  # "  label   value": wrap under the value
 _END_OF_INPUT = object()
 _SESSION_OVER = object()
 _ROOM_EVENTS = (MessageReceived, MemberJoined, MemberLeft, NickChanged)
@@ -826,8 +828,14 @@ class InteractiveUI(_Frontend):
         sys.stdout.flush()
 
     def _print(self, line: str) -> None:
+        """A line of help or statistics, wrapped between words under its second column."""
+        columns = _COLUMNS.match(line)
+        pieces = [("text", line)]
+        if columns is not None:
+            pieces = [("", columns.group(1)), ("text", columns.group(2))]
+        width = max(self._columns() - 1, 20)
         with self._lock:
-            self._write(line)
+            self._write("\n".join("".join(t for _, t in row) for row in wrap(pieces, width)))
 
     def _write(self, line: str) -> None:
         # sys.stdout is patch_stdout's proxy while the prompt runs: it prints above the input
