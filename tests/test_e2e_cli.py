@@ -14,6 +14,7 @@ import pytest
 from tests.e2e_support import (
     JsonProcess,
     Process,
+    Recorder,
     RelayProcess,
     join_process,
     members,
@@ -21,6 +22,7 @@ from tests.e2e_support import (
 )
 from tests.test_json_schema import check
 from udpchat import events as ev
+from udpchat.client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -428,3 +430,43 @@ def test_netem_says_what_it_does_and_reports_while_it_runs(processes: list[Proce
         netem.interrupt()
         assert netem.wait(10) == ExitCode.OK  # Ctrl-C is how a proxy is meant to stop
         assert any(line.startswith("upstream: passed 0") for line in netem.stdout)
+
+
+@pytest.mark.timeout(30)
+def test_history_from_an_earlier_session_under_my_nickname_is_not_mine(
+    processes: list[Process],
+) -> None:
+    with running_relay() as relay:
+        with members(relay.address, "carol") as [first]:
+            first.client.say("said by the first carol")
+            first.client.wait_idle(5)
+            first.client.quit("", timeout=5)
+        carol = join_process("carol", relay.address)
+        assert isinstance(carol, JsonProcess)
+        processes.append(carol)
+        earlier = carol.wait_record("message", 10)
+        assert (earlier["text"], earlier["history"], earlier["own"]) == (
+            "said by the first carol",
+            True,
+            False,
+        )
+        assert earlier["local_id"] is None and earlier["line"] is None
+        carol.close_stdin()
+        assert carol.wait(10) == ExitCode.OK
+
+
+@pytest.mark.timeout(30)
+def test_a_relay_that_never_answers_is_named_after_the_join_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound: no ICMP, just silence
+        port = silent.getsockname()[1]
+        log = Recorder()
+        options = ClientOptions("dan", server=("127.0.0.1", port), join_timeout=1.0)
+        client = ChatClient(options, log).start()
+        try:
+            closed = log.wait_event(ev.Closed, 10)
+        finally:
+            client.close()
+    assert closed.reason == (
+        f"nothing answered at 127.0.0.1:{port} in 1 s: is a relay running there?"
+    )
