@@ -13,9 +13,11 @@ Three modes, because a person, a shell pipeline and a program want different thi
   prints above the input line, so an incoming message never tears up what the user is
   typing; our own messages wait in a dim "(sending)" area just above the prompt until the
   relay posts them, then appear in room order like everybody else's.
-* **plain**: each input line is a message or a command, each event one plain line; at the end
-  of input we wait (bounded) until the relay has acknowledged everything, then quit. This is
-  what ``printf 'hi\\n' | udpchat join bot`` needs.
+* **plain**: once the relay has let us in, each input line is a message or a command, run in
+  order; each event is one plain line on stdout, each error one line on stderr naming the
+  input line it answers; at the end of input we wait (bounded) until the relay has
+  acknowledged everything, then quit. This is what ``printf 'hi\\n' | udpchat join bot``
+  needs, and the exit status says how it went (:mod:`udpchat.exitcodes`).
 * **json**: like plain, but each event is one JSON object per line, for programs.
 """
 
@@ -30,15 +32,12 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, Protocol, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app
 from prompt_toolkit.buffer import Buffer
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
@@ -47,7 +46,6 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from udpchat.commands import (
-    COMMAND_NAMES,
     HELP,
     Action,
     Command,
@@ -61,10 +59,10 @@ from udpchat.commands import (
     Who,
     parse_command,
 )
+from udpchat.completion import NickCompleter
 from udpchat.events import (
     ClientEvent,
     Closed,
-    ConnectionLost,
     ErrorReported,
     JoinRejected,
     MemberJoined,
@@ -73,11 +71,9 @@ from udpchat.events import (
     MessageReceived,
     MessageRefused,
     NickChanged,
-    Reconnecting,
     Welcomed,
 )
 from udpchat.exitcodes import ExitCode
-from udpchat.names import nick_key
 from udpchat.render import (
     ansi_line,
     colour_enabled,
@@ -91,6 +87,7 @@ from udpchat.render import (
     wrap,
 )
 from udpchat.sanitize import safe_nick, safe_text
+from udpchat.statusbar import LinkStatus, fit, shorten
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -581,52 +578,6 @@ class _SessionOver(Exception):
     """Ends the prompt from outside when the session closes under the user."""
 
 
-_MSG_TARGET = re.compile(r"^/msg\s+(\S*)$", re.IGNORECASE)
-
-
-class NickCompleter(Completer):
-    """Tab completion of nicknames and of command names.
-
-    A nickname completes anywhere in the line: at its start it gets ``": "`` (addressing
-    somebody, as in IRC), elsewhere a space; after ``/msg`` it gets a space. Matching is by
-    :func:`names.nick_key`, so ``bo`` completes ``Bob``; the menu shows sanitised names but
-    inserts the real one, which is what the relay will match.
-    """
-
-    def __init__(self, members: Callable[[], Iterable[str]], own: Callable[[], str]) -> None:
-        self._members = members
-        self._own = own
-
-    def get_completions(
-        self, document: Document, complete_event: CompleteEvent
-    ) -> Iterator[Completion]:
-        before = document.text_before_cursor
-        target = _MSG_TARGET.match(before)
-        if target is not None:
-            yield from self._nicks(target.group(1), suffix=" ")
-            return
-        word = re.split(r"\s", before)[-1]
-        if word == before and before.startswith("/") and not before.startswith("//"):
-            for name in COMMAND_NAMES:
-                if name.startswith(before.lower()):
-                    yield Completion(name + " ", start_position=-len(before), display=name)
-        elif word == before:
-            yield from self._nicks(word, suffix=": ")
-        elif word and (not before.startswith("/") or before.lower().startswith("/me ")):
-            yield from self._nicks(word, suffix=" ")
-
-    def _nicks(self, prefix: str, suffix: str) -> Iterator[Completion]:
-        key = nick_key(prefix)
-        own = nick_key(self._own())
-        candidates = sorted(set(self._members()), key=nick_key)
-        for nick in candidates:
-            folded = nick_key(nick)
-            if folded.startswith(key) and folded != own:
-                yield Completion(
-                    nick + suffix, start_position=-len(prefix), display=safe_nick(nick)
-                )
-
-
 class InteractiveUI(_Frontend):
     """The prompt_toolkit front end for a person at a terminal."""
 
@@ -749,9 +700,9 @@ class InteractiveUI(_Frontend):
         if pending:
             first = safe_text(pending[0][0].text)
             count = f" {len(pending)}" if len(pending) > 1 else ""
-            sending = [f"sending{count}: {_shorten(first, 30)}", f"sending {len(pending)}"]
+            sending = [f"sending{count}: {shorten(first, 30)}", f"sending {len(pending)}"]
         extras = ["/help for commands"] if link.state == "joined" else []
-        return FormattedText([("", _fit(state, sending, extras, width))])
+        return FormattedText([("", fit(state, sending, extras, width))])
 
     def _columns(self) -> int:
         """The terminal's width, from the running prompt or the system."""
@@ -861,60 +812,6 @@ class InteractiveUI(_Frontend):
         app = self._session.app
         if app.future is not None and not app.future.done():
             app.exit(exception=_SessionOver())
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _fit(state: list[str], sending: list[str], extras: list[str], width: int) -> str:
-    """The status bar's parts joined, as many as fit ``width``: the session's state first
-    (cut if it must be), then what is being sent (in full or as a count), then the rest."""
-    separator = "  \u00b7  "
-    line = separator.join(state)
-    if len(line) > width:
-        line = separator.join(state[:1])
-    line = _shorten(line, max(width, 1))
-    for options in (sending, extras):
-        for option in options:
-            if len(line) + len(separator) + len(option) <= width:
-                line += separator + option
-                break
-    return line
-
-
-@dataclass(frozen=True)
-class LinkStatus:
-    """What the status bar says about the connection, derived from events as they come.
-
-    ``since`` is when the current state began (monotonic seconds); while rejoining,
-    ``attempt`` is the attempt under way or next, and ``attempt_at`` when it starts.
-    """
-
-    since: float
-    state: Literal["connecting", "joined", "lost", "over"] = "connecting"
-    attempt: int = 0
-    attempt_at: float = 0.0
-
-    def after(self, event: ClientEvent, now: float) -> LinkStatus:
-        if isinstance(event, Welcomed):
-            return LinkStatus(now, "joined")
-        if isinstance(event, ConnectionLost):
-            return LinkStatus(now, "lost")
-        if isinstance(event, Reconnecting):
-            since = self.since if self.state == "lost" else now
-            return LinkStatus(since, "lost", event.attempt, now + event.delay)
-        if isinstance(event, (Closed, JoinRejected)):
-            return LinkStatus(now, "over")
-        return self
-
-    def rejoin(self, now: float) -> str:
-        """``rejoin attempt 3 in 4 s``, or ``rejoin attempt 3: no answer yet``."""
-        if self.attempt == 0:
-            return "rejoining"
-        if now < self.attempt_at:
-            return f"rejoin attempt {self.attempt} in {self.attempt_at - now:.0f} s"
-        return f"rejoin attempt {self.attempt}: no answer for {now - self.attempt_at:.0f} s"
 
 
 def _input_lines(stdin: TextIO) -> Iterator[str]:
