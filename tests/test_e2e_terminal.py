@@ -195,3 +195,14 @@ def test_a_relay_outage_shows_in_the_status_bar(terminals: list[Terminal]) -> No
     alice.read_until(lambda s: b"alice>" in after(s, b"rejoining in"), 5)
     alice.type(b"\x04")
     assert alice.wait(10) == ExitCode.OK
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_join_on_a_terminal_says_so_once(terminals: list[Terminal]) -> None:
+    with running_relay() as relay, members(relay.address, "carol"):
+        carol = Terminal("join", "carol", "--server", f"127.0.0.1:{relay.address[1]}")
+        terminals.append(carol)
+        carol.read_until(lambda s: b"is taken" in s, 10)
+        assert carol.wait(5) == ExitCode.REFUSED
+    assert carol.screen.count(b"refused to let us in") == 1
+    assert b"session closed" not in carol.screen

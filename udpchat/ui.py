@@ -754,6 +754,9 @@ class InteractiveUI(_Frontend):
                 self._pending.pop(local_id, None)
         elif isinstance(event, (Closed, JoinRejected)):
             self._pending.clear()
+        if isinstance(event, Closed) and not self._welcomed and self._refused is not None:
+            self._redraw()
+            return  # the refusal was the one line that says why
         if isinstance(event, (JoinRejected, Closed)) and self._failure is not None:
             self._failure_shown = True
             if isinstance(event, Closed) and not self._welcomed:
