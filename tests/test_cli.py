@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from udpchat import __version__, cli
 from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.client import ClientOptions
-from udpchat.exitcodes import ExitCode
+from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions
@@ -465,3 +465,14 @@ def test_relay_limit_errors(monkeypatch: pytest.MonkeyPatch, args: list[str], me
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     assert message in one_error_line(invoke("relay", *args))
     assert calls == []
+
+
+def test_every_exit_status_is_documented_once_in_the_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Exit status", 1)[1].split("\n## ", 1)[0]
+    rows = [row.split("|") for row in table.splitlines() if row.startswith("| ")]
+    documented = [int(cells[1]) for cells in rows if cells[1].strip().isdigit()]
+    assert documented == [code.value for code in ExitCode]
+    assert set(SHORT_MEANING) == set(ExitCode)

@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from udpchat import __version__
-from udpchat.exitcodes import ExitCode
+from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.names import nick_error
@@ -67,8 +67,7 @@ FLAG = ""  # the metavar of an on/off flag: it takes no value, so none is shown
 app = typer.Typer(
     cls=Group,
     help="A multi-user terminal chat over UDP with its own reliability layer.\n\n"
-    "Exit status: 0 done, 1 failed, 2 bad command line, 3 some input lines refused or not "
-    "delivered, 4 the relay refused to let you in, 130 interrupted.",
+    "Exit status: " + ", ".join(f"{code.value} {text}" for code, text in SHORT_MEANING.items()),
     no_args_is_help=True,
     add_completion=False,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["ExitCode"]
+__all__ = ["SHORT_MEANING", "ExitCode"]
 
 
 class ExitCode(IntEnum):
@@ -28,3 +28,14 @@ class ExitCode(IntEnum):
     """``join``: the relay refused to let us in (nickname taken, room full, wrong room key)."""
     INTERRUPTED = 130
     """Ctrl-C (or SIGTERM): the command was stopped before it was done."""
+
+
+SHORT_MEANING: dict[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.FAILURE: "failed",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.UNDELIVERED: "some input lines refused or not delivered",
+    ExitCode.REFUSED: "the relay refused to let you in",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+"""A few words per status, for ``udpchat --help``."""
