@@ -116,10 +116,13 @@ def test_reference_run_with_user_space_loss() -> None:
 
 def test_bench_rejects_bad_options() -> None:
     result = CliRunner().invoke(app, ["bench", "--loss", "ten"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert result.stderr.strip().startswith("udpchat: --loss")
+    result = CliRunner().invoke(app, ["bench", "--loss", "0,20"])  # 20 is not a rate: 20%
+    assert result.exit_code == 2
+    assert "did you mean 20%?" in result.stderr
     result = CliRunner().invoke(app, ["bench", "--members", "1"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "at least 2 members" in result.stderr
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from udpchat import __version__, cli
 from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.client import ClientOptions
+from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions
@@ -25,9 +26,9 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(app, list(args), env=env)
 
 
-def one_error_line(result: Any) -> str:
-    """The single line a failing command prints on stderr."""
-    assert result.exit_code == 1, result.output
+def one_error_line(result: Any, code: ExitCode = ExitCode.USAGE) -> str:
+    """The single line a failing command prints on stderr (by default: a usage error)."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("udpchat: ")
@@ -140,7 +141,7 @@ def test_impairment_errors_name_the_option(options: dict[str, Any], prefix: str)
 
 def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     waited: list[bool] = []
-    monkeypatch.setattr(cli, "_wait_for_interrupt", lambda: waited.append(True))
+    monkeypatch.setattr(cli, "_wait_for_interrupt", lambda *args: waited.append(True))
     result = invoke(
         "netem",
         "--listen",
@@ -165,7 +166,10 @@ def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert waited == [True]
     assert result.stdout.startswith("netem: 127.0.0.1:")
-    assert "-> 127.0.0.1:9, mean loss 20.0%" in result.stdout
+    assert (
+        "-> 127.0.0.1:9, loss 20.0% in bursts of 3 datagrams, delay 30 ms +/- 10 ms, "
+        "duplicated 1.0%, reordered 5.0%, seed 1; Ctrl-C to stop"
+    ) in result.stdout
     assert "upstream: passed 0" in result.stdout
     assert "downstream: passed 0" in result.stdout
 
@@ -189,9 +193,11 @@ def test_netem_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in line
 
 
-def test_netem_cannot_bind() -> None:
-    line = one_error_line(invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9"))
-    assert line.startswith("udpchat: cannot start the proxy:")
+def test_netem_cannot_bind_names_the_address() -> None:
+    result = invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9")
+    line = one_error_line(result, ExitCode.FAILURE)
+    assert line.startswith("udpchat: cannot start the proxy on 192.0.2.1:1: ")
+    assert "Errno" not in line
 
 
 # --- relay and join ---------------------------------------------------------------------------
@@ -395,3 +401,133 @@ def test_key_help_points_to_keygen() -> None:
     for command in ("relay", "join"):
         result = invoke(command, "--help")
         assert "udpchat keygen" in " ".join(result.output.replace("│", " ").split())
+
+
+# --- help as a person reads it ------------------------------------------------------------------
+
+
+def help_text(*command: str, columns: int = 80) -> str:
+    result = CliRunner().invoke(
+        app, [*command, "--help"], env={"COLUMNS": str(columns)}, prog_name="udpchat"
+    )
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def words(text: str) -> str:
+    """The help's words in one line, without the boxes drawn around them."""
+    return " ".join(text.replace("\u2502", " ").split())
+
+
+@pytest.mark.parametrize("command", ["", "netem", "relay", "join", "demo", "bench", "load"])
+def test_help_shows_no_placeholders_and_fits_80_columns(command: str) -> None:
+    text = help_text(*filter(None, [command]))
+    assert "<bool>" not in text and "<str>" not in text and "<int>" not in text
+    assert "{" not in text.splitlines()[1]  # the usage line: NICK, not {NICK}
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if command:
+        assert "Example" in text
+
+
+def test_join_help_tells_what_a_new_user_needs() -> None:
+    text = words(help_text("join"))
+    assert "Usage: udpchat join [OPTIONS] NICK" in text
+    for needed in ("/msg NICK TEXT", "/quit", "Ctrl-D", "Ctrl-C", "NO_COLOR", "--json", "stderr"):
+        assert needed in text, needed
+
+
+def test_bench_help_keeps_its_bracketed_defaults() -> None:
+    text = words(help_text("bench"))
+    assert "[default: 0%,5%,10%,20%,30%; with --quick: 0%,20%]" in text
+    assert "[default: 400; with --quick: 40]" in text
+    assert "[default: 3,6; with --quick: 3]" in text
+
+
+def test_help_names_the_limits_and_the_exit_statuses() -> None:
+    demo_help = words(help_text("demo"))
+    assert "(2 to 32)" in demo_help and "(1 to 10,000)" in demo_help
+    top = words(help_text())
+    assert "2 bad command line" in top and "130 interrupted" in top
+    relay_help = words(help_text("relay", columns=120))
+    for option, default in (
+        ("--flood-burst", "10"),
+        ("--flood-rate", "5.0"),
+        ("--handshake-burst", "20"),
+        ("--handshake-rate", "5.0"),
+        ("--max-per-host", "64"),
+        ("--max-per-network", "256"),
+    ):
+        assert option in relay_help, option
+        after = relay_help.rsplit(option, 1)[1]
+        assert f"[default: {default}]" in after.split("--", 1)[0], option
+
+
+# --- one meaning of a rate ----------------------------------------------------------------------
+
+
+def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert impairment_config(loss="20%") == impairment_config(loss="0.2")
+    assert cli.parse_loss_percents("--loss", "0%,0.05,20%") == (0.0, 5.0, 20.0)
+    with pytest.raises(ValueError, match="did you mean 20%"):
+        cli.parse_loss_percents("--loss", "0,20")
+    with pytest.raises(ValueError, match="did you mean 20%"):
+        impairment_config(loss="20")
+
+
+def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        "udpchat.benchmark.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
+    )
+    result = invoke("bench", "--quick", "--loss", "0.1,30%")
+    assert result.exit_code == 0, result.output
+    assert seen[0].losses == (10.0, 30.0)
+
+
+# --- relay limits -------------------------------------------------------------------------------
+
+
+def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    result = invoke(
+        "relay",
+        "--flood-burst",
+        "40",
+        "--flood-rate",
+        "20",
+        "--handshake-burst",
+        "100",
+        "--handshake-rate",
+        "50",
+        env={"UDPCHAT_KEY": ""},
+    )
+    assert result.exit_code == 3, result.output
+    config = calls[0]["options"].config
+    assert (config.flood_burst, config.flood_rate) == (40, 20.0)
+    assert (config.handshake_burst, config.handshake_rate) == (100, 50.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flood-burst", "0"], "--flood-burst: expected 1 or more, got 0"),
+        (["--flood-rate", "-1"], "--flood-rate: expected a number above 0"),
+        (["--handshake-burst", "0"], "--handshake-burst: expected 1 or more"),
+        (["--handshake-rate", "0"], "--handshake-rate: expected a number above 0"),
+    ],
+)
+def test_relay_limit_errors(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    assert message in one_error_line(invoke("relay", *args))
+    assert calls == []
+
+
+def test_every_exit_status_is_documented_once_in_the_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Exit status", 1)[1].split("\n## ", 1)[0]
+    rows = [row.split("|") for row in table.splitlines() if row.startswith("| ")]
+    documented = [int(cells[1]) for cells in rows if cells[1].strip().isdigit()]
+    assert documented == [code.value for code in ExitCode]
+    assert set(SHORT_MEANING) == set(ExitCode)

@@ -50,8 +50,9 @@ def fake_entry(monkeypatch: pytest.MonkeyPatch, name: str, function: str) -> lis
     return calls
 
 
-def error_line(result: Any) -> str:
-    assert result.exit_code == 1, result.output
+def error_line(result: Any, code: int = 1) -> str:
+    """The one line a failed command printed; status 1 for a failure, 2 for a usage error."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("udpchat: "), result.stderr
     return str(lines[0])
@@ -176,7 +177,7 @@ def test_join_refuses_a_bad_fingerprint_in_one_line(
     monkeypatch: pytest.MonkeyPatch, fingerprint_text: str, complaint: str
 ) -> None:
     calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
-    assert complaint in error_line(invoke("join", "bob", "--relay-key", fingerprint_text))
+    assert complaint in error_line(invoke("join", "bob", "--relay-key", fingerprint_text), 2)
     assert calls == []
 
 
@@ -207,7 +208,7 @@ def test_relay_key_prints_the_fingerprint_alone(tmp_path: Path) -> None:
 def test_forget_relay_in_one_line_when_there_is_nothing_to_forget() -> None:
     line = error_line(invoke("forget-relay", "127.0.0.1:9000"))
     assert line.startswith("udpchat: no key is remembered for 127.0.0.1:9000 in ")
-    assert "missing ':PORT'" in error_line(invoke("forget-relay", "localhost"))
+    assert "missing ':PORT'" in error_line(invoke("forget-relay", "localhost"), 2)
 
 
 # --- subprocesses ------------------------------------------------------------------------------

@@ -1492,3 +1492,38 @@ def test_a_paste_is_paced_under_the_relays_flood_limits_and_nothing_is_refused()
     # 8 at once, then 4.5 a second: the last of 30 cannot be posted before ~4.9 s
     assert net.now - start >= (30 - config.pace_burst) / config.pace_rate - 0.1
     assert relay.stats.flood_refused == 0
+
+
+class ErrorRelay(FakeRelay):
+    """Answers a private message to nobody with ERROR, as a real relay does."""
+
+    def _on_message(self, session: FakeSession, message: msg.Message) -> None:
+        if isinstance(message, msg.PrivateSend) and all(
+            s.nick != message.to for s in self.sessions.values()
+        ):
+            session.received.append(message)
+            self.send(session, msg.Error(f"no such nickname: {message.to}"))
+            return
+        super()._on_message(session, message)
+
+
+def test_an_error_names_the_request_it_answers() -> None:
+    net, _, (alice, bob) = make_net(("alice", "bob"), relay=ErrorRelay())
+    join_all(net, [alice, bob])
+    alice.drain()
+    ids = [
+        alice.session.who(net.now),
+        alice.session.private("bob", "psst", net.now),
+        alice.session.private("nobody", "hello?", net.now),
+        alice.session.change_nick("alicia", net.now),
+        alice.session.private("ghost", "boo", net.now),
+    ]
+    said = alice.session.say("and a message", net.now)
+    assert len(set([*ids, said])) == 6  # one id space for every request
+    assert net.run_until(lambda: alice.session.idle and alice.session.nick == "alicia", 2)
+    errors = alice.of(ev.ErrorReported)
+    assert errors == [
+        ev.ErrorReported("no such nickname: nobody", ids[2]),
+        ev.ErrorReported("no such nickname: ghost", ids[4]),
+    ]
+    assert len(alice.of(ev.MembersListed)) == 1

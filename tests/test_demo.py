@@ -21,6 +21,7 @@ from udpchat.demo import (
     message_text,
     parse_text,
     percent,
+    print_result,
     run_demo,
 )
 
@@ -103,7 +104,8 @@ def test_small_demo_reliable_is_exact_and_plain_udp_loses() -> None:
     assert "\x1b[" not in text  # no live display without a terminal
     assert "Reliable run (udpchat), per member" in text
     assert "Same traffic, same network" in text
-    assert result.summary() in text
+    for run_summary in result.summary().split("; "):  # one line each
+        assert run_summary in text
     assert result.summary().startswith("reliable: 100% delivered, 0 dup, 0 out of order; ")
 
 
@@ -138,11 +140,15 @@ def test_cli_json_prints_one_object_with_the_verdict() -> None:
         (["--loss", "abc"], "--loss: invalid rate 'abc'"),
         (["--loss", "150%"], "--loss: invalid rate '150%'"),
         (["--loss", "1"], "--loss: expected at least 0% and below 100%, got 100%"),
+        (
+            ["--loss", "20"],
+            "--loss: invalid rate '20': must be between 0 and 1 (0% and 100%); did you mean 20%?",
+        ),
     ],
 )
 def test_cli_bad_options_are_one_line(args: list[str], complaint: str) -> None:
     result = invoke(*args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a usage error, as the option parser says
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("udpchat: ")
@@ -175,3 +181,26 @@ def test_cli_fails_when_the_reliable_run_is_not_exact(monkeypatch: pytest.Monkey
     data = json.loads(result.stdout)
     assert data["ok"] is False
     assert data["reliable"]["delivered"] == 19 and data["plain"] is None
+
+
+def test_the_verdict_fits_80_and_120_columns_and_says_what_latency_covers() -> None:
+    result = run_demo(DemoConfig(members=3, messages=10, rate=40.0, loss=0.3, seed=3), None)
+    assert result.plain is not None and result.plain.delivered < result.plain.expected
+    share = percent(result.plain.delivered, result.plain.expected)
+    for width in (80, 120):
+        out = io.StringIO()
+        print_result(result, Console(file=out, width=width, color_system=None))
+        text = out.getvalue()
+        assert all(len(line) <= width for line in text.splitlines()), text
+        assert "\u2026" not in text  # no header cut to "expect…"
+        lines = [line.strip() for line in text.splitlines()]
+        # one summary line per run: none breaks mid-phrase
+        reliable = "reliable: 100% delivered, 0 dup, 0 out of order"
+        assert any(line.startswith(reliable) for line in lines)
+        assert any(line.startswith(f"plain UDP: {share} delivered") for line in lines)
+        joined = " ".join(text.split())
+        assert f"only the {share} that plain UDP delivered" in joined
+        assert "latency p99 ms, of what arrived" in joined
+        assert "exp: messages it should get" in joined
+        joined_row = next(line for line in lines if "all bots joined after s" in line)
+        assert joined_row.rstrip("│ ").endswith("-")  # plain UDP has no join to time

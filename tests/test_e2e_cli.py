@@ -3,8 +3,10 @@ lines) and ``udpchat relay`` as real subprocesses, next to library clients."""
 
 from __future__ import annotations
 
-import json
 import re
+import signal
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,30 +14,18 @@ import pytest
 from tests.e2e_support import (
     JsonProcess,
     Process,
+    Recorder,
     RelayProcess,
     join_process,
     members,
     running_relay,
 )
+from tests.test_json_schema import check
 from udpchat import events as ev
+from udpchat.client import ChatClient, ClientOptions
+from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
-
-# protocol-level facts every --json record of these types must carry
-REQUIRED_FIELDS = {
-    "welcome": {"nick": str, "members": list, "resumed": bool},
-    "message": {"from": str, "text": str, "seq": int, "time": (int, float), "own": bool},
-    "private": {"from": str, "to": str, "text": str, "time": (int, float)},
-    "join": {"nick": str, "seq": int, "time": (int, float)},
-    "leave": {"nick": str, "reason": str, "text": str, "seq": int},
-    "nick": {"old": str, "new": str, "own": bool, "seq": int},
-    "who": {"members": list},
-    "error": {"text": str},
-    "pending": {"local_id": int, "text": str},
-    "rejected": {"code": int, "reason": str},
-    "closed": {"reason": str},
-}
-
 
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
@@ -47,18 +37,8 @@ def processes() -> Iterator[list[Process]]:
 
 
 def check_records(process: JsonProcess) -> list[dict[str, object]]:
-    """Every stdout line is one JSON object in pure ASCII with the documented fields."""
-    records = []
-    for line in process.stdout:
-        assert line.isascii(), line
-        record = json.loads(line)
-        assert isinstance(record, dict)
-        kind = record["type"]
-        assert kind in REQUIRED_FIELDS, f"undocumented record type {kind!r}"
-        for name, types in REQUIRED_FIELDS[kind].items():
-            assert isinstance(record[name], types), (kind, name, record)
-        records.append(record)
-    return records
+    """Every stdout line is one JSON object in pure ASCII, as docs/events.schema.json says."""
+    return [check(line) for line in process.stdout]
 
 
 # --- 8. udpchat join --json with piped stdin -----------------------------------------------------
@@ -118,16 +98,17 @@ def test_join_json_reports_every_kind_of_event(processes: list[Process]) -> None
         bob.log.wait_event(ev.NickChanged, 5, lambda e: e.new == "Alicia")
 
         alice.send("/msg nobody are you there", "/frobnicate", "/nick bob")
-        texts = [r["text"] for r in alice.wait_records("error", 3, 5)]
-        assert any("nobody" in t for t in texts), texts
-        assert any("/frobnicate" in t for t in texts), texts
-        assert any("bob" in t and "taken" in t for t in texts), texts
+        errors = {r["line"]: r["text"] for r in alice.wait_records("error", 3, 5)}
+        assert sorted(errors) == [6, 7, 8], errors  # the input lines they answer
+        assert "nobody" in errors[6] and "/frobnicate" in errors[7], errors
+        assert "bob" in errors[8] and "taken" in errors[8], errors
 
-        # End of input: everything typed is delivered before the client quits, exit 0.
+        # End of input: everything typed is delivered before the client quits; three lines
+        # were refused, which the exit status says.
         last = [f"last words {i}" for i in range(8)]
         alice.send(*last)
         alice.close_stdin()
-        assert alice.wait(15) == 0, alice.stderr
+        assert alice.wait(15) == ExitCode.UNDELIVERED, alice.stderr
         assert alice.stderr == []
         heard_last = [
             e.text for e in bob.log.chat() if e.nick == "Alicia" and e.text.startswith("last")
@@ -157,13 +138,13 @@ def test_plain_join_prints_one_plain_line_per_event(processes: list[Process]) ->
         bob.log.wait_event(ev.MessageReceived, 5, lambda e: e.text == "nods")
         dave.wait_line(lambda line: "in the room (2)" in line and "you are" not in line, 5)
         dave.send("/bogus")
-        dave.wait_line(lambda line: "/bogus" in line, 5)
+        dave.wait_line(lambda line: "/bogus" in line, 5, stderr=True)
         with members(relay.address, "carol") as [carol]:
             dave.wait_line(lambda line: line.endswith("carol joined"), 5)
             carol.client.quit("see you", timeout=5)
         dave.wait_line(lambda line: "carol left" in line, 5)
         dave.close_stdin()
-        assert dave.wait(15) == 0, dave.stderr
+        assert dave.wait(15) == ExitCode.UNDELIVERED, dave.stderr
 
     for line in dave.stdout:
         assert TIME.match(line), line
@@ -174,12 +155,11 @@ def test_plain_join_prints_one_plain_line_per_event(processes: list[Process]) ->
         "<dave> hi bob",
         "* dave nods",
         "-- in the room (2): bob, dave",
-        "!! unknown command /bogus; try /help",
         "-- carol joined",
         "-- carol left (quit: see you)",
         "-- session closed: left the room",
     ]
-    assert dave.stderr == []
+    assert dave.stderr == ["udpchat: line 4: unknown command /bogus; try /help"]
 
 
 @pytest.mark.timeout(30)
@@ -196,8 +176,10 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
         invalid = join_process("/bob", relay.address)
         full = join_process("second", small.address)
         processes.extend([taken_json, taken_plain, invalid, full])
-        for process in processes:
-            assert process.wait(15) == 1, (process.args, process.stdout, process.stderr)
+        codes = [p.wait(15) for p in processes]
+        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], (
+            [(p.stdout, p.stderr) for p in processes]
+        )
 
     assert isinstance(taken_json, JsonProcess) and isinstance(full, JsonProcess)
     rejected = check_records(taken_json)[0]
@@ -205,8 +187,10 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
     assert "taken" in str(rejected["reason"])
     assert taken_json.stderr == [f"udpchat: the relay refused to let us in: {rejected['reason']}"]
 
-    assert TIME.sub("", taken_plain.stdout[0]).startswith("!! the relay refused to let us in")
-    assert len(taken_plain.stderr) == 1 and "taken" in taken_plain.stderr[0]
+    assert taken_plain.stdout == []  # said once, on stderr
+    assert taken_plain.stderr == [
+        "udpchat: the relay refused to let us in: the nickname Bob is taken"
+    ]
 
     assert invalid.stdout == []
     assert len(invalid.stderr) == 1
@@ -270,3 +254,219 @@ def test_relay_process_evicts_a_killed_member_and_is_replaced_on_the_same_port(
             for member in (alice, erin):
                 member.log.wait_event(ev.ConnectionLost, 5, lambda e: "shutting down" in e.reason)
         assert any("shutting down: telling 2 members" in line for line in second.stderr)
+
+
+# --- what a script meets: refusals, a missing relay, order, exit codes ---------------------------
+
+
+def free_udp_port() -> int:
+    """A loopback UDP port nothing listens on (it was free a moment ago)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_join_from_a_pipe_ends_at_once_and_says_so_once(
+    processes: list[Process],
+) -> None:
+    with running_relay() as relay, members(relay.address, "carol"):
+        carol = join_process("carol", relay.address, json_output=False)
+        processes.append(carol)
+        carol.send("hi")
+        carol.close_stdin()
+        # it used to wait out the 10 s idle timeout; 5 s is a bound, not a speed target
+        assert carol.wait(5) == ExitCode.REFUSED
+    assert carol.stdout == []
+    assert carol.stderr == ["udpchat: the relay refused to let us in: the nickname carol is taken"]
+
+
+@pytest.mark.timeout(30)
+def test_no_relay_at_the_address_fails_fast_and_names_it(processes: list[Process]) -> None:
+    port = free_udp_port()
+    dan = join_process("dan", ("127.0.0.1", port), json_output=False)
+    processes.append(dan)
+    dan.send("hi")
+    dan.close_stdin()
+    # loopback answers a closed port with ICMP port-unreachable: no need for the join timeout
+    assert dan.wait(5) == ExitCode.FAILURE
+    assert dan.stdout == []  # never "session closed: left the room": it was never in
+    assert dan.stderr == [
+        f"udpchat: could not join: nothing is listening at 127.0.0.1:{port} "
+        "(connection refused): is the relay running, on that port?"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_pipe_lines_run_in_order_after_the_join(processes: list[Process]) -> None:
+    with running_relay() as relay:
+        erin = join_process("erin", relay.address, json_output=False)
+        processes.append(erin)
+        erin.send("/stats", "x" * 20_000, "hello", "/help")
+        erin.close_stdin()
+        assert erin.wait(15) == ExitCode.UNDELIVERED  # the oversized line
+    shown = [TIME.sub("", line) for line in erin.stdout]
+    assert shown[0].startswith("-- you are erin")
+    stats = shown.index("link statistics")
+    delivered = next(line for line in shown[stats:] if "messages in" in line)
+    assert delivered.split()[-1] != "0"  # the welcome was in when /stats ran
+    assert shown.index("<erin> hello") > stats
+    assert erin.stderr == [
+        "udpchat: line 2: message is 20000 bytes; the limit is 16384 bytes of UTF-8"
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "code", "complaint"),
+    [
+        (["join", "bob", "--bogus"], ExitCode.USAGE, "No such option"),
+        (["join", "bo b"], ExitCode.USAGE, "bad nickname 'bo b'"),
+        (["relay", "--flood-rate", "0"], ExitCode.USAGE, "--flood-rate: expected a number"),
+        (["demo", "--loss", "20"], ExitCode.USAGE, "did you mean 20%?"),
+        (
+            ["join", "bob", "--server", "udp://127.0.0.1:9310"],
+            ExitCode.USAGE,
+            "no 'udp://' before it, just HOST:PORT",
+        ),
+        (
+            ["join", "bob", "--server", "nosuchhost.invalid:9000"],
+            ExitCode.FAILURE,
+            "cannot find the host 'nosuchhost.invalid'",
+        ),
+    ],
+)
+def test_exit_codes_of_bad_command_lines(
+    processes: list[Process], args: list[str], code: ExitCode, complaint: str
+) -> None:
+    process = Process(*args)
+    processes.append(process)
+    process.close_stdin()
+    assert process.wait(15) == code, process.stderr
+    assert complaint in "\n".join(process.stderr)
+    assert "Errno" not in "\n".join(process.stderr)
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_in_pipe_mode_leaves_and_exits_130(processes: list[Process]) -> None:
+    with running_relay() as relay, members(relay.address, "bob") as [bob]:
+        fay = join_process("fay", relay.address, json_output=False)
+        processes.append(fay)
+        fay.wait_line(lambda line: "you are fay" in line, 10)
+        fay.interrupt()
+        assert fay.wait(10) == ExitCode.INTERRUPTED, (fay.stdout, fay.stderr)
+        left = bob.log.wait_event(ev.MemberLeft, 5)
+        assert (left.nick, left.reason) == ("fay", "quit")
+
+
+# --- small things an operator or a user reads ------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_relay_log_writes_ipv6_peers_in_brackets(processes: list[Process]) -> None:
+    relay = Process("relay", "--host", "::1", "--port", "0")
+    processes.append(relay)
+    listening = relay.wait_line(lambda s: "listening on [::1]:" in s, 15, stderr=True)
+    port = int(listening.rsplit(":", 1)[1].split()[0])
+    with members(("::1", port), "alice") as [alice]:
+        line = relay.wait_line(lambda s: "alice joined from" in s, 5, stderr=True)
+        assert line.endswith(f"alice joined from [::1]:{alice.client.local_address[1]}")
+
+
+def test_one_dropped_datagram_is_one_datagram(caplog: pytest.LogCaptureFixture) -> None:
+    from udpchat.relay_core import DatagramDropped
+    from udpchat.relay_server import RelayServer
+
+    with running_relay() as relay:
+        assert isinstance(relay, RelayServer)
+        relay._last_drop_report -= 11  # the report is due: it comes every 10 s
+        with caplog.at_level("INFO", logger="udpchat.relay"):
+            relay._log([DatagramDropped("garbage", ("::1", 5000))])
+    assert any("dropped 1 bad datagram in the last" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(40)
+def test_a_paused_client_says_it_was_paused_not_that_the_relay_went_silent(
+    processes: list[Process],
+) -> None:
+    with running_relay(heartbeat=0.2, timeout=1.0) as relay:
+        gus = join_process("gus", relay.address)
+        assert isinstance(gus, JsonProcess)
+        processes.append(gus)
+        gus.wait_record("welcome", 10)
+        gus.proc.send_signal(signal.SIGSTOP)  # Ctrl-Z, or a laptop lid closed
+        time.sleep(4)  # the pause itself: longer than the relay waits for a member
+        gus.proc.send_signal(signal.SIGCONT)
+        lost = gus.wait_record("connection_lost", 10)
+        assert str(lost["reason"]).startswith("this client was paused for 4 s; ")
+        gus.wait_record("welcome", 10, lambda r: r is not None and not r["resumed"])
+        gus.close_stdin()
+        assert gus.wait(15) == ExitCode.OK
+
+
+@pytest.mark.timeout(30)
+def test_netem_says_what_it_does_and_reports_while_it_runs(processes: list[Process]) -> None:
+    with running_relay() as relay:
+        netem = Process(
+            "netem",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            f"127.0.0.1:{relay.address[1]}",
+            "--loss",
+            "10%",
+            "--delay",
+            "30ms",
+            "--jitter",
+            "10ms",
+            "--report",
+            "200ms",
+        )
+        processes.append(netem)
+        start = netem.wait_line(lambda s: s.startswith("netem: "), 10)
+        assert "loss 10.0%, delay 30 ms +/- 10 ms, seed 0; Ctrl-C to stop" in start
+        netem.wait_line(lambda s: "clients 0; to the relay 0 passed, 0 lost" in s, 5)
+        netem.interrupt()
+        assert netem.wait(10) == ExitCode.OK  # Ctrl-C is how a proxy is meant to stop
+        assert any(line.startswith("upstream: passed 0") for line in netem.stdout)
+
+
+@pytest.mark.timeout(30)
+def test_history_from_an_earlier_session_under_my_nickname_is_not_mine(
+    processes: list[Process],
+) -> None:
+    with running_relay() as relay:
+        with members(relay.address, "carol") as [first]:
+            first.client.say("said by the first carol")
+            first.client.wait_idle(5)
+            first.client.quit("", timeout=5)
+        carol = join_process("carol", relay.address)
+        assert isinstance(carol, JsonProcess)
+        processes.append(carol)
+        earlier = carol.wait_record("message", 10)
+        assert (earlier["text"], earlier["history"], earlier["own"]) == (
+            "said by the first carol",
+            True,
+            False,
+        )
+        assert earlier["local_id"] is None and earlier["line"] is None
+        carol.close_stdin()
+        assert carol.wait(10) == ExitCode.OK
+
+
+@pytest.mark.timeout(30)
+def test_a_relay_that_never_answers_is_named_after_the_join_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound: no ICMP, just silence
+        port = silent.getsockname()[1]
+        log = Recorder()
+        options = ClientOptions("dan", server=("127.0.0.1", port), join_timeout=1.0)
+        client = ChatClient(options, log).start()
+        try:
+            closed = log.wait_event(ev.Closed, 10)
+        finally:
+            client.close()
+    assert closed.reason == (
+        f"nothing answered at 127.0.0.1:{port} in 1 s: is a relay running there?"
+    )

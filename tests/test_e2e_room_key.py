@@ -15,6 +15,7 @@ from tests.e2e_support import Process, Recorder, join_process, relay_config
 from udpchat import events as ev
 from udpchat.cli import app
 from udpchat.client import ChatClient, ClientOptions
+from udpchat.exitcodes import ExitCode
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import Address, DatagramTransport
 
@@ -94,30 +95,37 @@ def test_keyed_chat_end_to_end() -> None:
 
 @pytest.mark.timeout(40)
 def test_join_says_at_once_when_key_and_relay_do_not_match() -> None:
-    """Well before the 10 s a silent relay takes, one line on stderr and exit status 1."""
+    """Well before the 10 s a silent relay takes, one line on stderr and the status of a
+    refused join."""
     cases = [
         (
             KEY,
             [],
-            "udpchat: the session was closed: "
-            "this room needs a key: give it with --key or UDPCHAT_KEY",
+            "udpchat: could not join: this room needs a key: give it with --key or UDPCHAT_KEY",
+            ExitCode.FAILURE,
         ),
-        (KEY, ["--key", "open says me"], "udpchat: the relay refused to let us in: wrong room key"),
+        (
+            KEY,
+            ["--key", "open says me"],
+            "udpchat: the relay refused to let us in: wrong room key",
+            ExitCode.REFUSED,
+        ),
         (
             None,
             ["--key", KEY],
-            "udpchat: the session was closed: this relay has no room key; join without --key",
+            "udpchat: could not join: this relay has no room key; join without --key",
+            ExitCode.FAILURE,
         ),
     ]
     with contextlib.ExitStack() as stack:
-        runs: list[tuple[RelayServer, Process, float, str]] = []
-        for relay_key, args, expected in cases:
+        runs: list[tuple[RelayServer, Process, float, str, int]] = []
+        for relay_key, args, expected, status in cases:
             relay, _ = stack.enter_context(relay_with(relay_key))
             process = join_process("eve", relay.address, *args, json_output=False)
             stack.callback(process.cleanup)
-            runs.append((relay, process, time.monotonic(), expected))
-        for relay, process, started, expected in runs:
-            assert process.wait(15) == 1, (process.args, process.stdout, process.stderr)
+            runs.append((relay, process, time.monotonic(), expected, status))
+        for relay, process, started, expected, status in runs:
+            assert process.wait(15) == status, (process.args, process.stderr)
             assert time.monotonic() - started < 8, process.stderr
             assert process.stderr == [expected]
             assert relay.members() == []

@@ -33,11 +33,15 @@ from udpchat.render import (
     ansi_line,
     colour_enabled,
     format_clock,
+    fragments,
     json_line,
+    mentions,
     nick_colour,
+    notice_line,
     plain_line,
     stats_lines,
     styled_line,
+    wrap,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -196,12 +200,16 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
             "own": False,
             "history": True,
             "local_id": None,
+            "line": None,
         },
     ),
-    (MessagePending(3, "hey"), {"type": "pending", "local_id": 3, "text": "hey", "action": False}),
+    (
+        MessagePending(3, "hey"),
+        {"type": "pending", "local_id": 3, "text": "hey", "action": False, "line": None},
+    ),
     (
         MessageRefused(3, "hey", "flood"),
-        {"type": "refused", "local_id": 3, "text": "hey", "reason": "flood"},
+        {"type": "refused", "local_id": 3, "text": "hey", "reason": "flood", "line": None},
     ),
     (
         PrivateReceived(T, "bob", "alice", "psst"),
@@ -237,7 +245,7 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
     ),
     (MembersListed(("a", "b")), {"type": "who", "members": ["a", "b"]}),
     (HistoryGap(2, 5), {"type": "history_gap", "first_missing": 2, "last_missing": 5}),
-    (ErrorReported("oops"), {"type": "error", "text": "oops"}),
+    (ErrorReported("oops"), {"type": "error", "text": "oops", "line": None}),
     (ConnectionLost("silent"), {"type": "connection_lost", "reason": "silent"}),
     (Reconnecting(3, 2.0), {"type": "reconnecting", "attempt": 3, "delay": 2.0}),
     (JoinRejected(1, "taken"), {"type": "rejected", "code": 1, "reason": "taken"}),
@@ -319,11 +327,115 @@ def test_colour_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert colour_enabled(FakeTTY())
 
 
-def test_stats_table() -> None:
-    lines = stats_lines({"srtt_ms": 12.345, "retransmissions": 3, "loss_estimate": 0.0213})
-    assert lines[0] == "link statistics"
-    assert lines[1].split() == ["srtt_ms", "12.35"]
-    assert lines[2].split() == ["retransmissions", "3"]
-    assert lines[3].split() == ["loss_estimate", "0.0213"]
-    assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
+def test_stats_in_words() -> None:
+    lines = stats_lines(
+        {
+            "srtt_ms": 0.41,
+            "rto_ms": 4.0,
+            "datagrams_sent": 12,
+            "datagrams_received": 15,
+            "retransmissions": 0,
+            "loss_estimate": 0.3391,
+            "duplicates_dropped": 6,
+            "messages_delivered": 9,
+            "reconnects": 1,
+            "bad_datagrams_dropped": 0,
+            "something_new": 2.5,
+        }
+    )
+    assert lines == [
+        "link statistics",
+        "  round trip     0.41 ms (resend after 4 ms without an answer)",
+        "  datagrams      12 sent, 15 received",
+        "  resent by us   0",
+        "  loss           34% (estimated from what had to be resent)",
+        "  duplicates     6 dropped (the relay resent them before our ACK reached it; harmless)",
+        "  messages in    9",
+        "  rejoins        1",
+        "  bad datagrams  0",
+        "  something_new  2.5",
+    ]
+    assert not any("_ms" in line or "_estimate" in line for line in lines)
+    assert stats_lines({"duplicates_dropped": 0})[1] == "  duplicates  0 dropped"
+    assert stats_lines({"srtt_ms": 12.345})[1] == "  round trip  12 ms"
     assert stats_lines({}) == ["no link statistics yet"]
+
+
+# --- wrapping, mentions, notices: what a terminal of any width shows -------------------------
+
+LONG = (
+    "the quick brown fox jumps over the lazy dog while alice watches from the riverbank "
+    "and wonders whether extraordinarily long words like incomprehensibilities will wrap"
+)
+
+
+def visible(line: str) -> str:
+    return OUR_SGR.sub("", line)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_long_messages_wrap_between_words_indented_under_the_text(width: int) -> None:
+    event = MessageReceived(1, T, "bob", LONG)
+    text = ansi_line(event, colour=False, now=NOW, width=width)
+    assert text is not None
+    lines = text.split("\n")
+    assert all(len(line) <= width for line in lines), lines
+    prefix = lines[0].index("the quick")  # "14:13:20 <bob> "
+    for line in lines[1:]:
+        assert line[:prefix] == " " * prefix and line[prefix] != " ", lines
+    words = " ".join(line.strip() for line in lines).split()
+    assert " ".join(words).endswith(LONG)  # every word whole, none broken, in order
+    if width < len(LONG):
+        assert len(lines) > 1
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_wrapped_lines_keep_their_colours(width: int) -> None:
+    text = ansi_line(MessageReceived(1, T, "bob", LONG), now=NOW, width=width, mention="alice")
+    assert text is not None
+    assert all(len(visible(line)) <= width for line in text.split("\n"))
+    assert "\x1b[1;4malice\x1b[0m" in text
+
+
+def test_a_word_longer_than_the_line_is_the_only_thing_broken() -> None:
+    event = MessageReceived(1, T, "bob", "see https://example.org/" + "x" * 60 + " ok")
+    text = ansi_line(event, colour=False, now=NOW, width=40)
+    assert text is not None
+    lines = text.split("\n")
+    assert all(len(line) <= 40 for line in lines)
+    assert lines[-1].strip().endswith("ok")
+
+
+def test_notices_wrap_under_the_text_after_the_clock() -> None:
+    members = tuple(f"member{i}" for i in range(12))
+    text = ansi_line(Welcomed("alice", members, False), colour=False, now=NOW, width=40)
+    assert text is not None
+    lines = text.split("\n")
+    assert lines[0].startswith("14:14:21 -- you are alice;")
+    assert all(line.startswith(" " * 9) and len(line) <= 40 for line in lines[1:])
+
+
+def test_wrap_of_wide_characters_counts_columns() -> None:
+    pieces = [("time", "14:13:20"), ("", " "), ("text", "日本語のテキスト " * 6)]
+    for line in wrap(pieces, 30):
+        assert sum(2 if ord(c) > 0x2E80 else 1 for _, t in line for c in t) <= 30
+
+
+def test_mentions_of_our_nick_are_marked() -> None:
+    event = MessageReceived(1, T, "bob", "hey Alice, and alice2 is not you; ALICE!")
+    pieces = fragments(event, NOW, mention="alice")
+    assert pieces is not None
+    assert [t for role, t in pieces if role == "mention"] == ["Alice", "ALICE"]
+    assert plain_line(event, now=NOW) == "14:13:20 <bob> hey Alice, and alice2 is not you; ALICE!"
+    assert mentions(event, "alice")
+    assert not mentions(MessageReceived(1, T, "bob", "hi alice2"), "alice")
+    assert not mentions(MessageReceived(1, T, "alice", "I am alice", own=True), "alice")
+    assert not mentions(MessageReceived(1, T, "bob", "alice", history=True), "alice")
+    assert mentions(PrivateReceived(T, "bob", "alice", "psst"), "alice")
+    assert not mentions(PrivateReceived(T, "alice", "bob", "psst"), "alice")
+    assert not mentions(MemberJoined(1, T, "alice"), "alice")
+
+
+def test_notice_line() -> None:
+    assert notice_line("end of history", colour=False, now=NOW) == "14:14:21 -- end of history"
+    assert "\x1b[3mend of history" in notice_line("end of history", now=NOW)

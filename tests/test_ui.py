@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -18,15 +19,19 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from udpchat.commands import HELP
 from udpchat.events import (
     Closed,
+    ConnectionLost,
     JoinRejected,
+    MemberJoined,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
     NickChanged,
     PrivateReceived,
+    Reconnecting,
     Welcomed,
 )
+from udpchat.exitcodes import ExitCode
 from udpchat.ui import (
     ChatHandle,
     EventSink,
@@ -105,12 +110,17 @@ class FakeHandle:
         self.calls.append(("action", text))
         return self._post(text, True)
 
-    def private(self, to: str, text: str) -> None:
+    def _request(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def private(self, to: str, text: str) -> int:
         self.calls.append(("private", to, text))
         self._check()
         self._later(lambda: self._sink(PrivateReceived(0.0, self.nick, to, text)))
+        return self._request()
 
-    def change_nick(self, nick: str) -> None:
+    def change_nick(self, nick: str) -> int:
         self.calls.append(("nick", nick))
         old = self.nick
 
@@ -120,10 +130,12 @@ class FakeHandle:
             self._sink(NickChanged(self._seq, 0.0, old, nick, own=True))
 
         self._later(changed)
+        return self._request()
 
-    def who(self) -> None:
+    def who(self) -> int:
         self.calls.append(("who",))
         self._later(lambda: self._sink(MembersListed(self.members)))
+        return self._request()
 
     def stats(self) -> dict[str, float | int]:
         self.calls.append(("stats",))
@@ -202,13 +214,15 @@ def test_plain_mode_sends_lines_and_commands_then_quits() -> None:
     assert not any("(sending)" in line for line in lines)  # pending is not a plain line
 
 
-def test_plain_mode_reports_bad_commands_and_goes_on() -> None:
+def test_plain_mode_reports_bad_commands_on_stderr_with_their_line_and_goes_on() -> None:
     factory = Factory()
-    code, lines, _ = run_lines("/bogus\n/msg\nstill here\n", factory)
-    assert code == 0
-    shown = bodies(lines)
-    assert "!! unknown command /bogus; try /help" in shown
-    assert "!! usage: /msg NICK TEXT" in shown
+    code, lines, err = run_lines("/bogus\n\n/msg\nstill here\n", factory)
+    assert code == ExitCode.UNDELIVERED == 3
+    assert err.splitlines() == [
+        "udpchat: line 1: unknown command /bogus; try /help",
+        "udpchat: line 3: usage: /msg NICK TEXT",
+    ]
+    assert not any("!!" in line for line in lines)
     assert ("say", "still here") in factory.calls
 
 
@@ -231,7 +245,7 @@ def test_help_and_stats_in_plain_mode() -> None:
     text = "\n".join(lines)
     assert HELP in text
     assert "link statistics" in lines
-    assert any(line.split() == ["srtt_ms", "12.5"] for line in lines)
+    assert any(line.split()[:4] == ["round", "trip", "12", "ms"] for line in lines), lines
 
 
 def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
@@ -240,18 +254,17 @@ def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
         handle.fail_next = ValueError("send queue full, try again")
         return handle
 
-    code, lines, _ = run_lines("first\nsecond\n", factory)
-    assert code == 0
-    shown = bodies(lines)
-    assert "!! send queue full, try again" in shown
-    assert "<alice> second" in shown
+    code, lines, err = run_lines("first\nsecond\n", factory)
+    assert code == ExitCode.UNDELIVERED
+    assert err == "udpchat: line 1: send queue full, try again\n"
+    assert "<alice> second" in bodies(lines)
 
 
 def test_undelivered_messages_give_a_non_zero_exit() -> None:
     factory = Factory(delivers=False)
     code, _, err = run_lines("lost\n", factory)
-    assert code == 1
-    assert "the relay answered nothing for" in err
+    assert code == ExitCode.UNDELIVERED
+    assert err.count("\n") == 1 and "the relay answered nothing for" in err
     assert factory.calls[-1] == ("quit", "")
 
 
@@ -320,7 +333,7 @@ def test_ctrl_c_while_joining_is_one_line() -> None:
         raise KeyboardInterrupt
 
     code, _, err = run_lines("hello\n", factory)
-    assert code == 1
+    assert code == ExitCode.INTERRUPTED == 130
     assert err == "udpchat: interrupted while joining\n"
 
 
@@ -341,11 +354,8 @@ def test_rejection_ends_the_session_even_while_stdin_stays_open() -> None:
     out, err = io.StringIO(), io.StringIO()
     with open_pipe() as stdin:
         code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
-    assert code == 1
-    assert bodies(out.getvalue().splitlines()) == [
-        "!! the relay refused to let us in: nickname taken",
-        "-- session closed: rejected",
-    ]
+    assert code == ExitCode.REFUSED == 4
+    assert out.getvalue() == ""  # said once, where errors go
     assert err.getvalue() == "udpchat: the relay refused to let us in: nickname taken\n"
 
 
@@ -365,7 +375,8 @@ def test_relay_closing_the_session_is_a_failure() -> None:
 def test_json_mode_prints_one_object_per_line() -> None:
     factory = Factory()
     code, lines, err = run_lines("hi \x1b[31m\n/nope\n/stats\n/help\n", factory, "json")
-    assert code == 0, err
+    assert code == ExitCode.UNDELIVERED, err  # /nope was refused
+    assert err == ""  # a program reads the records; nothing else to say
     records = [json.loads(line) for line in lines]
     kinds = [record["type"] for record in records]
     assert kinds[0] == "welcome"
@@ -375,7 +386,14 @@ def test_json_mode_prints_one_object_per_line() -> None:
     assert message["text"] == "hi \x1b[31m"  # raw, escaped by JSON
     assert message["own"] is True
     error = next(r for r in records if r["type"] == "error")
-    assert error["text"] == "unknown command /nope; try /help"
+    assert (error["text"], error["line"]) == ("unknown command /nope; try /help", 2)
+    assert message["line"] == 1 and records[1] == {
+        "type": "pending",
+        "local_id": 1,
+        "text": "hi \x1b[31m",
+        "action": False,
+        "line": 1,
+    }
     stats = next(r for r in records if r["type"] == "stats")
     assert stats["stats"] == STATS
     assert all(line.isascii() for line in lines)
@@ -395,9 +413,10 @@ def test_refused_message_in_plain_mode() -> None:
         handle.wait_idle = lambda timeout: True  # type: ignore[method-assign]
         return handle
 
-    code, lines, _ = run_lines("spam\n", factory)
-    assert code == 0
-    assert "!! not delivered (slow down): spam" in bodies(lines)
+    code, lines, err = run_lines("spam\n", factory)
+    assert code == ExitCode.UNDELIVERED
+    assert err == "udpchat: line 1: not delivered (slow down): spam\n"
+    assert not any("spam" in line for line in lines)
 
 
 class TTY(io.StringIO):
@@ -432,8 +451,12 @@ def test_nick_completion_at_the_start_of_a_line() -> None:
     assert complete("zed") == []
 
 
-def test_no_nick_completion_inside_a_sentence() -> None:
-    assert complete("hello b") == []
+def test_nick_completion_anywhere_in_the_line() -> None:
+    assert complete("hello b") == ["hello Bea ", "hello bob "]
+    assert complete("thanks CAR") == ["thanks carol "]
+    assert complete("/me hugs c") == ["/me hugs carol "]
+    assert complete("hello ") == []  # no word begun: Tab does not list the whole room
+    assert complete("/who b") == []  # commands other than /me and /msg take no nickname
 
 
 def test_msg_target_completion() -> None:
@@ -492,15 +515,39 @@ def test_interactive_sends_lines_and_quits(terminal: Any) -> None:
 
 
 def test_interactive_ctrl_d_and_ctrl_c_leave_cleanly() -> None:
-    for key in ("\x04", "\x03"):
+    for key, code in (("\x04", ExitCode.OK), ("\x03", ExitCode.INTERRUPTED)):
         with create_pipe_input() as pipe:
             factory = Factory()
             result, thread = interactive(pipe, factory)
             wait_for(lambda f=factory: f.handle is not None)  # type: ignore[misc]
             pipe.send_text(key)
             thread.join(10)
-            assert result == [0]
+            assert result == [code]
             assert factory.calls == [("quit", "")]
+
+
+def test_interactive_ctrl_c_clears_a_half_typed_line_and_up_brings_it_back(terminal: Any) -> None:
+    ui = InteractiveUI(
+        colour=False, stderr=io.StringIO(), pt_input=terminal, pt_output=DummyOutput()
+    )
+    factory = Factory()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+    thread.start()
+    wait_for(lambda: factory.handle is not None and ui._session is not None)
+    assert ui._session is not None
+    buffer = ui._session.default_buffer
+    terminal.send_text("half a thought")
+    wait_for(lambda: buffer.text == "half a thought")
+    terminal.send_text("\x03")  # clears the line: nothing is sent, nobody leaves
+    # the history is reloaded into the buffer at the next redraw, as after Enter
+    wait_for(lambda: buffer.text == "" and "half a thought" in buffer._working_lines)
+    terminal.send_text("\x1b[A\r")  # Up, Enter: the cleared line comes back and is sent
+    wait_for(lambda: ("say", "half a thought") in factory.calls)
+    terminal.send_text("\x04")
+    thread.join(10)
+    assert result == [ExitCode.OK]
+    assert factory.calls == [("say", "half a thought"), ("quit", "")]
 
 
 def test_interactive_ends_when_the_relay_closes_the_session(terminal: Any) -> None:
@@ -526,7 +573,7 @@ def test_interactive_prompt_is_one_line_and_the_status_bar_counts_pending() -> N
         return "".join(item[1] for item in ui.status_bar())
 
     assert prompt() == "> "
-    assert "joining" in status()
+    assert status().startswith(" connecting")
     handle = FakeHandle(ui.on_event, delivers=False)
     ui._handle = handle  # as run() does once the factory returns
     assert prompt() == "alice> "
@@ -534,7 +581,7 @@ def test_interactive_prompt_is_one_line_and_the_status_bar_counts_pending() -> N
     ui.on_event(MessagePending(1, "one"))
     ui.on_event(MessagePending(2, "two", action=True))
     assert prompt() == "alice> "  # never grows: stale lines on real terminals otherwise
-    assert "sending: one and 1 more" in status()
+    assert "sending 2: one" in status()
     ui.on_event(MessageReceived(5, 0.0, "alice", "one", own=True, local_id=1))
     assert "sending: two" in status() and "more" not in status()
     ui.on_event(MessageRefused(2, "two", "slow down"))
@@ -571,9 +618,9 @@ def test_real_files_are_read_line_by_line_and_bad_bytes_refused(tmp_path: Any) -
     out, err = io.StringIO(), io.StringIO()
     with path.open(encoding="utf-8") as stdin:
         code = run_ui(factory, "plain", stdin=stdin, stdout=out, stderr=err)
-    assert code == 0, err.getvalue()
+    assert code == ExitCode.UNDELIVERED
     assert factory.calls[:2] == [("say", "héllo"), ("say", "last line")]
-    assert "!! the line is not valid UTF-8 text" in bodies(out.getvalue().splitlines())
+    assert err.getvalue() == "udpchat: line 2: the line is not valid UTF-8 text\n"
 
 
 def test_pending_messages_keep_the_time_they_were_typed(monkeypatch: Any) -> None:
@@ -586,3 +633,136 @@ def test_pending_messages_keep_the_time_they_were_typed(monkeypatch: Any) -> Non
     first = "".join(item[1] for item in ui.prompt_message())
     clock[0] += 75  # the prompt is redrawn later: the line must not move with the clock
     assert "".join(item[1] for item in ui.prompt_message()) == first
+
+
+# --- chat polish ------------------------------------------------------------------------------
+
+
+def bar(ui: InteractiveUI, width: int) -> str:
+    return "".join(item[1] for item in ui.status_bar(width))
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_status_bar_keeps_its_essentials_at_any_width(width: int) -> None:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO(), server="127.0.0.1:9000")
+    ui.build_session()
+    assert "connecting to 127.0.0.1:9000" in bar(ui, max(width, 60))
+    ui._handle = FakeHandle(ui.on_event, delivers=False)
+    for i in range(3):
+        ui.on_event(MessagePending(i + 1, f"message number {i} " * 4))
+    shown = bar(ui, width)
+    assert len(shown) <= width
+    assert "alice in a room of 4" in shown
+    assert "sending" in shown and "3" in shown  # in full or as a count: never dropped
+    assert ("/help" in shown) == (width >= 120)
+
+
+def test_the_status_bar_counts_an_outage_and_the_rejoin() -> None:
+    ui = InteractiveUI(colour=False, stderr=io.StringIO())
+    ui.build_session()
+    ui._handle = FakeHandle(ui.on_event)
+    assert "in a room of 4" in bar(ui, 80)
+    ui.on_event(ConnectionLost("the relay went silent"))
+    ui.on_event(Reconnecting(2, 60.0))
+    shown = bar(ui, 80)
+    assert "relay lost 0 s ago" in shown and "rejoin attempt 2 in 60 s" in shown
+    assert "in a room of" not in shown
+    ui.on_event(Reconnecting(3, 0.0))
+    assert "rejoin attempt 3: no answer for 0 s" in bar(ui, 80)
+    ui.on_event(Welcomed("alice", ("alice",), True))
+    assert "alice in a room of" in bar(ui, 80)
+
+
+def run_screen(
+    keys: str, factory: Factory, *, bell: bool = True, until: str = "<alice> done"
+) -> str:
+    """Run the interactive front end on a pipe: type ``keys``, then Ctrl-D; the screen."""
+    screen = io.StringIO()
+    with create_pipe_input() as pipe:
+        ui = InteractiveUI(
+            colour=False,
+            stderr=io.StringIO(),
+            pt_input=pipe,
+            pt_output=PlainTextOutput(screen),
+            bell=bell,
+        )
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+        thread.start()
+        wait_for(lambda: factory.handle is not None)
+        pipe.send_text(keys)
+        wait_for(lambda: until in screen.getvalue())
+        pipe.send_text("\x04")
+        thread.join(10)
+    assert result == [ExitCode.OK]
+    return screen.getvalue()
+
+
+def test_a_multi_line_paste_is_one_message_per_line() -> None:
+    factory = Factory()
+    run_screen("\x1b[200~first line\nsecond line\n\nthird\x1b[201~\rdone\r", factory)
+    says = [call[1] for call in factory.calls if call[0] == "say"]
+    assert says == ["first line", "second line", "third", "done"]
+
+
+class MentioningHandle(FakeHandle):
+    """Bob answers our "done" by naming us."""
+
+    def say(self, text: str) -> int:
+        local_id = super().say(text)
+        if text == "done":
+            self._later(lambda: self._sink(MessageReceived(50, 0.0, "bob", "alice: look here")))
+        return local_id
+
+
+class MentioningFactory(Factory):
+    def __call__(self, sink: EventSink) -> ChatHandle:
+        self.handle = MentioningHandle(sink)
+        return self.handle
+
+
+def test_a_mention_rings_the_bell_unless_turned_off() -> None:
+    for bell in (True, False):
+        screen = run_screen("done\r", MentioningFactory(), bell=bell, until="look here")
+        assert "<bob> alice: look here" in screen
+        assert ("\a" in screen) == bell
+
+
+def test_backlog_is_set_apart_from_live_events() -> None:
+    class Backlog(FakeHandle):
+        def __init__(self, sink: EventSink) -> None:
+            super().__init__(sink)
+            sink(MessageReceived(1, 0.0, "bob", "said before", history=True))
+            sink(MemberJoined(2, 0.0, "carol", history=True))
+
+    code, lines, _ = run_lines("now\n", Backlog)
+    assert code == ExitCode.OK
+    shown = bodies(lines)
+    start = shown.index("-- earlier in the room (from the relay's history):")
+    end = shown.index("-- end of history; live from here")
+    assert shown[0].startswith("-- you are alice")
+    assert shown[start + 1 : end] == ["<bob> said before", "-- carol joined"]
+    assert shown[end + 1] == "<alice> now"
+
+
+def test_help_and_stats_wrap_between_words_under_their_second_column() -> None:
+    screen = io.StringIO()
+    with create_pipe_input() as pipe:
+        output = PlainTextOutput(screen)
+        output.get_size = lambda: Size(rows=24, columns=41)  # type: ignore[method-assign]
+        ui = InteractiveUI(colour=False, stderr=io.StringIO(), pt_input=pipe, pt_output=output)
+        factory = Factory()
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(ui.run(factory)), daemon=True)
+        thread.start()
+        wait_for(lambda: factory.handle is not None)
+        pipe.send_text("/help\r")
+        wait_for(lambda: "does." in screen.getvalue())
+        pipe.send_text("\x04")
+        thread.join(10)
+    shown = screen.getvalue().splitlines()
+    at = next(i for i, line in enumerate(shown) if "act: shown as" in line)
+    assert shown[at].startswith("  /me TEXT          act:") and len(shown[at]) <= 40
+    assert shown[at + 1].startswith(" " * 20 + "yournick")  # under the second column
+    help_text = " ".join(screen.getvalue().split())
+    assert 'act: shown as "* yournick TEXT"' in help_text

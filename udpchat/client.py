@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from udpchat import faults
 from udpchat.client_core import ClientConfig, ClientSession, SessionState
-from udpchat.events import ClientEvent, Closed
+from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
 from udpchat.impair import ImpairmentConfig
 from udpchat.reliability import LinkConfig
 from udpchat.seal import room_key
@@ -32,6 +32,7 @@ from udpchat.transport import (
     ErrorLog,
     ImpairedTransport,
     UdpTransport,
+    format_address,
     resolve,
 )
 
@@ -42,6 +43,11 @@ log = logging.getLogger("udpchat.client")
 IDLE_WAIT = 0.5
 # Datagrams taken in per wake-up before the session gets to answer.
 MAX_BATCH = 64
+# A receiver that wakes this much later than it asked to was not running: the process was
+# stopped (Ctrl-Z) or the machine slept. A relay lost in the seconds after that is lost
+# because of the pause, not because of the relay.
+PAUSE_NOTICED = 3.0
+PAUSE_BLAMED = 10.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,15 @@ class ChatClient:
         bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
         if server[0] in ("127.0.0.1", "::1", "localhost"):
             bind_host = server[0]
-        transport: DatagramTransport = UdpTransport.bind(bind_host, 0)
+        udp = UdpTransport.bind(bind_host, 0)
+        try:
+            udp.connect(server)
+        except OSError:
+            udp.close()
+            raise
+        self._udp = udp
+        self._label = format_address(options.server)
+        transport: DatagramTransport = udp
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._transport = transport
@@ -103,6 +117,13 @@ class ChatClient:
         self._thread: threading.Thread | None = None
         self._sleeping_until = 0.0
         self._closed = threading.Event()
+        # What the shell knows and the session cannot: whether anything came back at all,
+        # whether the system refused our datagrams, whether this process was paused.
+        self._heard = 0
+        self._refused_seen = 0
+        self._ever_welcomed = False
+        self._quitting = False
+        self._pause: tuple[float, float] | None = None  # (resumed at, seconds paused)
         # Exceptions a session call raised and the shell survived (see udpchat.faults).
         self.internal_errors = 0
         # Sends the transport refused, by errno: each lost one datagram, nothing more.
@@ -169,14 +190,14 @@ class ChatClient:
     def action(self, text: str) -> int:
         return self._call(lambda now: self._session.action(text, now))
 
-    def private(self, to: str, text: str) -> None:
-        self._call(lambda now: self._session.private(to, text, now))
+    def private(self, to: str, text: str) -> int:
+        return self._call(lambda now: self._session.private(to, text, now))
 
-    def change_nick(self, nick: str) -> None:
-        self._call(lambda now: self._session.change_nick(nick, now))
+    def change_nick(self, nick: str) -> int:
+        return self._call(lambda now: self._session.change_nick(nick, now))
 
-    def who(self) -> None:
-        self._call(lambda now: self._session.who(now))
+    def who(self) -> int:
+        return self._call(lambda now: self._session.who(now))
 
     def stats(self) -> dict[str, float | int]:
         with self._lock:
@@ -197,6 +218,7 @@ class ChatClient:
 
     def quit(self, reason: str = "", timeout: float | None = None) -> None:
         """Leave politely: returns once the relay has the QUIT, or after the quit timeout."""
+        self._quitting = True
         self._call(lambda now: self._session.quit(reason, now))
         limit = timeout if timeout is not None else self._session.config.quit_timeout + 1
         self.wait_closed(limit)
@@ -217,7 +239,8 @@ class ChatClient:
         with self._changed:
             while not condition():
                 remaining = end - time.monotonic()
-                if remaining <= 0 or self._closed.is_set():
+                over = self._closed.is_set() or self._session.state is SessionState.CLOSED
+                if remaining <= 0 or over:
                     return condition()
                 self._changed.wait(min(remaining, IDLE_WAIT))
             return True
@@ -246,7 +269,7 @@ class ChatClient:
         with self._lock:
             now = time.monotonic()
             out = self._guarded("datagrams_to_send", lambda: self._session.datagrams_to_send(now))
-            self._backlog.extend(self._session.events())
+            self._backlog.extend(self._explained(e) for e in self._session.events())
             timer = self._guarded("next_timer", self._session.next_timer)
             self._changed.notify_all()
         for data in out or ():
@@ -257,6 +280,28 @@ class ChatClient:
         self._dispatch()
         if timer is not None and timer < self._sleeping_until:
             self._transport.wake()
+
+    def _explained(self, event: ClientEvent) -> ClientEvent:
+        """``event``, its reason completed with what only the shell knows (called locked)."""
+        if isinstance(event, Welcomed):
+            self._ever_welcomed = True
+        elif isinstance(event, ConnectionLost) and self._pause is not None:
+            resumed, paused = self._pause
+            if time.monotonic() - resumed < PAUSE_BLAMED:
+                return ConnectionLost(f"this client was paused for {paused:.0f} s; {event.reason}")
+        elif (
+            isinstance(event, Closed)
+            and not self._ever_welcomed
+            and not self._quitting
+            and self._heard == 0
+            and self._refused_seen == 0
+        ):
+            keyed = " with this room key" if self.options.key else ""
+            return Closed(
+                f"nothing answered at {self._label} in {self.options.join_timeout:g} s: "
+                f"is a relay{keyed} running there?"
+            )
+        return event
 
     def _dispatch(self) -> None:
         """Hand out the backlog in order; if another thread is at it, it takes ours too."""
@@ -323,8 +368,11 @@ class ChatClient:
                 self._sleeping_until = now + wait
             got = transport.recvfrom(wait)
             with self._lock:
-                self._sleeping_until = 0.0
                 now = time.monotonic()
+                late = now - self._sleeping_until
+                if late > PAUSE_NOTICED:
+                    self._pause = (now, late + wait)
+                self._sleeping_until = 0.0
                 for _ in range(MAX_BATCH):
                     if got is None:
                         break
@@ -332,6 +380,7 @@ class ChatClient:
                     got = transport.recvfrom(0.0)
                 if got is not None:
                     self._receive(got, now)
+                self._notice_refusals()
                 timer = self._guarded("next_timer", session.next_timer)
                 if timer is not None and timer <= now:
                     self._guarded("handle_timer", functools.partial(session.handle_timer, now))
@@ -340,10 +389,24 @@ class ChatClient:
         with self._lock:
             self._changed.notify_all()
 
+    def _notice_refusals(self) -> None:
+        """The system refused datagrams to the relay (ICMP port unreachable): during the first
+        join, nothing listens there and the session ends now rather than after the timeout."""
+        refused = self._udp.refused
+        if refused == self._refused_seen:
+            return
+        self._refused_seen = refused
+        reason = (
+            f"nothing is listening at {self._label} (connection refused): "
+            "is the relay running, on that port?"
+        )
+        self._guarded("unreachable", lambda: self._session.unreachable(reason))
+
     def _receive(self, got: tuple[bytes, Address], now: float) -> None:
         """Take in one datagram if it comes from the relay: nobody else speaks for it."""
         if got[1] != self._server:
             return
+        self._heard += 1
         try:
             self._session.receive_datagram(got[0], now)
         except Exception as error:
@@ -357,4 +420,13 @@ def run_client(options: ClientOptions, json_output: bool = False) -> int:
 
     interrupt_on_signals()
     mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
-    return run_ui(lambda on_event: ChatClient(options, on_event).start(), mode)
+
+    def start(on_event: Callable[[ClientEvent], None]) -> ChatClient:
+        client = ChatClient(options, on_event)
+        try:
+            return client.start()
+        except KeyboardInterrupt:  # Ctrl-C just as the join went out: leave, do not vanish
+            client.quit("")
+            raise
+
+    return run_ui(start, mode, server=format_address(options.server))

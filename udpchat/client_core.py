@@ -169,6 +169,7 @@ class _Outgoing:
     message: msg.ClientMessage
     data: bytes
     local_id: int | None = None  # SAY and ACTION: the id the user was given
+    request: int | None = None  # PRIVATE_SEND, NICK and WHO: the id the user was given
     internal: bool = False  # a WHO sent only to learn where catch-up history ends
     index: int = -1  # its position in the current link's stream once handed over
 
@@ -271,7 +272,9 @@ class ClientSession:
         self._limbo: deque[_Outgoing] = deque()
         self._resend: deque[_Outgoing] = deque()  # held until catch-up history is over
         self._catching_up = False
-        self._who_internal: deque[bool] = deque()
+        # PRIVATE_SEND, NICK and WHO handed to the current link, oldest first: the relay
+        # answers each exactly once, in stream order (protocol.md 6.2).
+        self._answers: deque[_Outgoing] = deque()
         # counters
         self._malformed = 0
         self._wrong_session = 0
@@ -360,23 +363,38 @@ class ClientSession:
         """Send an action (``/me``); same life cycle as ``say``."""
         return self._post(msg.Action(text, self._new_msgid()), now)
 
-    def private(self, to: str, text: str, now: float) -> None:
+    def private(self, to: str, text: str, now: float) -> int:
+        """Send a private message; return the request id an ``ErrorReported`` answer names."""
         self._require_sendable("send a private message")
         error = nick_error(to) or msg.text_error(text)
         if error is not None:
             raise ValueError(error)
-        self._enqueue(msg.PrivateSend(to, text, self._new_msgid()), now)
+        return self._request(msg.PrivateSend(to, text, self._new_msgid()), now)
 
-    def change_nick(self, nick: str, now: float) -> None:
+    def change_nick(self, nick: str, now: float) -> int:
+        """Ask for a new nickname; return the request id, as ``private`` does."""
         self._require_sendable("change nickname")
         error = nick_error(nick)
         if error is not None:
             raise ValueError(error)
-        self._enqueue(msg.NickRequest(nick), now)
+        return self._request(msg.NickRequest(nick), now)
 
-    def who(self, now: float) -> None:
+    def who(self, now: float) -> int:
+        """Ask who is here; return the request id, as ``private`` does."""
         self._require_sendable("ask who is here")
-        self._enqueue(msg.Who(), now)
+        return self._request(msg.Who(), now)
+
+    def unreachable(self, reason: str) -> bool:
+        """The network says nothing listens at the relay's address (ICMP port unreachable).
+
+        During the first join that is final, and waiting out the join timeout would only
+        keep the user waiting: the session closes with ``reason`` and True is returned. Once
+        joined, the relay may be restarting on that port, so rejoining goes on (False).
+        """
+        if self._ever_welcomed or self._state in (SessionState.IDLE, SessionState.CLOSED):
+            return False
+        self._close(reason)
+        return True
 
     def quit(self, reason: str, now: float) -> None:
         """Leave the room: QUIT on the link if there is one, then CLOSED."""
@@ -424,12 +442,24 @@ class ClientSession:
         )
         return local_id
 
-    def _enqueue(self, message: msg.ClientMessage, now: float, local_id: int | None = None) -> None:
+    def _request(self, message: msg.ClientMessage, now: float) -> int:
+        request = self._next_local_id
+        self._enqueue(message, now, request=request)
+        self._next_local_id += 1
+        return request
+
+    def _enqueue(
+        self,
+        message: msg.ClientMessage,
+        now: float,
+        local_id: int | None = None,
+        request: int | None = None,
+    ) -> None:
         if len(self._outbox) >= self.config.max_pending:
             raise QueueFull(
                 f"{len(self._outbox)} messages are already waiting for the relay; try again later"
             )
-        self._outbox.append(_Outgoing(message, msg.encode_message(message), local_id))
+        self._outbox.append(_Outgoing(message, msg.encode_message(message), local_id, request))
         if self._state is SessionState.JOINED:
             self._feed(now)
 
@@ -468,8 +498,8 @@ class ClientSession:
         self._log.append(entry)
         if entry.local_id is not None:
             self._awaiting.append(entry)
-        elif isinstance(entry.message, msg.Who):
-            self._who_internal.append(entry.internal)
+        elif isinstance(entry.message, (msg.PrivateSend, msg.NickRequest, msg.Who)):
+            self._answers.append(entry)
         return True
 
     # --- the handshake ------------------------------------------------------------------------
@@ -773,18 +803,22 @@ class ClientSession:
             self._on_answer(message, now)
         elif isinstance(message, msg.Private):
             self._end_catch_up()
+            if nick_key(message.sender) == nick_key(self.nick):
+                self._answered(msg.PrivateSend)  # the relay's copy of ours
             self._emit(
                 ev.PrivateReceived(float(message.time), message.sender, message.to, message.text)
             )
         elif isinstance(message, msg.Members):
             self._end_catch_up()
             self._members = {nick_key(n): n for n in message.members}
-            internal = self._who_internal.popleft() if self._who_internal else False
-            if not internal:
+            answered = self._answered(msg.Who)
+            if answered is None or not answered.internal:
                 self._emit(ev.MembersListed(self.members))
         elif isinstance(message, msg.Error):
             self._end_catch_up()
-            self._emit(ev.ErrorReported(message.text or _SILENT_REFUSAL))
+            answered = self._answered(None)
+            request = answered.request if answered is not None else None
+            self._emit(ev.ErrorReported(message.text or _SILENT_REFUSAL, request))
         elif isinstance(message, msg.Shutdown):
             link = self._link
             if link is not None:  # the relay waits for this ACK before it stops
@@ -853,7 +887,7 @@ class ClientSession:
         self._resend = deque(resend)
         self._awaiting.clear()
         self._log.clear()
-        self._who_internal.clear()
+        self._answers.clear()
         self._sent_count = 0
         self._log_token = token
         self._catching_up = bool(self._limbo or self._resend)
@@ -861,6 +895,12 @@ class ClientSession:
             # Its MEMBERS answer comes after all history: the end of catch-up at the latest.
             barrier = msg.Who()
             self._hand(_Outgoing(barrier, msg.encode_message(barrier), internal=True))
+
+    def _answered(self, kind: type[msg.ClientMessage] | None) -> _Outgoing | None:
+        """Take the oldest request still due an answer, if it is of ``kind`` (None: any)."""
+        if self._answers and (kind is None or isinstance(self._answers[0].message, kind)):
+            return self._answers.popleft()
+        return None
 
     def _advance_seq(self, seq: int) -> None:
         if seq <= self._last_seq:
@@ -891,6 +931,8 @@ class ClientSession:
             confirmed = self._confirm_own(action, event.text)
             if confirmed is not None:
                 local_id = confirmed.local_id
+        if history and local_id is None:
+            own = False  # the same nickname in an earlier session, maybe somebody else's
         self._emit(
             ev.MessageReceived(
                 event.seq,
@@ -960,6 +1002,7 @@ class ClientSession:
                 self._members.pop(nick_key(event.old), None)
                 self._members[nick_key(event.new)] = event.new
                 if own:
+                    self._answered(msg.NickRequest)
                     self.nick = event.new
             self._emit(ev.NickChanged(event.seq, time, event.old, event.new, own, history))
 

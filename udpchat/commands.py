@@ -93,7 +93,9 @@ Type a line and press Enter to send it to the room. Commands:
   /help             show this help
   /quit [MESSAGE]   leave the room, telling the others MESSAGE
   //TEXT            send a line that starts with "/" (//etc says /etc)
-Tab completes nicknames: "bo<Tab>" at the start of a line gives "bob: "."""
+Keys: Tab completes a nickname anywhere ("bo<Tab>" gives "bob: " at the start of a
+line, "bob " elsewhere) and commands; Up and Down recall what you typed.
+Ctrl-C clears the line (Up brings it back); on an empty line it leaves, as Ctrl-D does."""
 
 COMMAND_NAMES = ("/help", "/me", "/msg", "/nick", "/quit", "/stats", "/who")
 """Every command, for completion; ``//`` is an escape, not a command."""

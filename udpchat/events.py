@@ -104,9 +104,14 @@ class HistoryGap:
 
 @dataclass(frozen=True, slots=True)
 class ErrorReported:
-    """A one-line error for the user: from the relay, or a bad command caught locally."""
+    """A one-line error for the user: from the relay, or a bad command caught locally.
+
+    ``request`` is the id that ``private``, ``change_nick`` or ``who`` returned when the
+    error is the relay's answer to that request; None for errors about nothing the user
+    asked (a rejoin under another nickname, a notice from the relay)."""
 
     text: str
+    request: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ def parse_rate(text: str) -> float:
     number, percent = match.groups()
     value = float(number) / 100 if percent else float(number)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"invalid rate {text!r}: must be between 0 and 1 (0% and 100%)")
+        hint = f"; did you mean {number}%?" if not percent and float(number) <= 100 else ""
+        raise ValueError(f"invalid rate {text!r}: must be between 0 and 1 (0% and 100%){hint}")
     return value
 
 

@@ -49,6 +49,33 @@ def format_counters(counters: NetemCounters) -> str:
     return "\n".join(lines)
 
 
+def describe(config: ImpairmentConfig) -> str:
+    """Every impairment in force, in words: what ``netem`` says when it starts."""
+    loss = f"loss {config.mean_loss:.1%}"
+    if config.p_good_to_bad > 0:
+        loss += f" in bursts of {1 / config.p_bad_to_good:.3g} datagrams"
+    parts = [loss, f"delay {config.delay * 1000:g} ms +/- {config.jitter * 1000:g} ms"]
+    if config.duplicate:
+        parts.append(f"duplicated {config.duplicate:.1%}")
+    if config.reorder:
+        parts.append(f"reordered {config.reorder:.1%}")
+    parts.append(f"seed {config.seed}")
+    return ", ".join(parts)
+
+
+def format_progress(counters: NetemCounters, now: float | None = None) -> str:
+    """One line of running totals, printed now and then while the proxy works."""
+    stamp = time.strftime("%H:%M:%S ") if now is not None else ""
+
+    def way(c: ImpairmentCounters) -> str:
+        return f"{c.passed} passed, {c.dropped} lost"
+
+    return (
+        f"{stamp}clients {counters.clients}; to the relay {way(counters.upstream)}; "
+        f"to clients {way(counters.downstream)}"
+    )
+
+
 @dataclass
 class _Mapping:
     client: Address

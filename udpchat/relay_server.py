@@ -30,7 +30,13 @@ from udpchat.relay_core import (
 from udpchat.sanitize import safe_text
 from udpchat.seal import room_key
 from udpchat.signals import interrupt_on_signals
-from udpchat.transport import DatagramTransport, ErrorLog, ImpairedTransport, UdpTransport
+from udpchat.transport import (
+    DatagramTransport,
+    ErrorLog,
+    ImpairedTransport,
+    UdpTransport,
+    format_address,
+)
 
 log = logging.getLogger("udpchat.relay")
 
@@ -237,7 +243,7 @@ class RelayServer:
         for event in events:
             if isinstance(event, MemberJoined):
                 how = "rejoined" if event.resumed else "joined"
-                log.info("%s %s from %s:%d", event.nick, how, *event.addr)
+                log.info("%s %s from %s", event.nick, how, format_address(event.addr))
             elif isinstance(event, MemberLeft):
                 # A quit message is a stranger's text: never raw on the operator's terminal.
                 shown = event.text != event.reason  # a timeout's text repeats its reason
@@ -246,15 +252,24 @@ class RelayServer:
             elif isinstance(event, MemberRenamed):
                 log.info("%s is now %s", event.old, event.new)
             elif isinstance(event, MemberMoved):
-                log.info("%s moved from %s:%d to %s:%d", event.nick, *event.old, *event.new)
+                log.info(
+                    "%s moved from %s to %s",
+                    event.nick,
+                    format_address(event.old),
+                    format_address(event.new),
+                )
             elif isinstance(event, DatagramDropped):
                 self._drops_since_report += 1
-                log.debug("dropped a datagram from %s:%d: %s", *event.addr, event.reason)
+                log.debug(
+                    "dropped a datagram from %s: %s", format_address(event.addr), event.reason
+                )
         now = time.monotonic()
         if self._drops_since_report and now - self._last_drop_report >= 10:
+            count = self._drops_since_report
             log.info(
-                "dropped %d bad datagrams in the last %.0f s (see --verbose)",
-                self._drops_since_report,
+                "dropped %d bad datagram%s in the last %.0f s (see --verbose)",
+                count,
+                "" if count == 1 else "s",
                 now - self._last_drop_report,
             )
             self._drops_since_report = 0
@@ -274,8 +289,7 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     )
     interrupt_on_signals()
     server = RelayServer(options)
-    host, port = server.address
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = format_address(server.address)
     try:  # a Ctrl-C from here on is a goodbye, however early it comes
         server.start()
         log.info(

@@ -23,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import TextIO
 
 from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.utils import get_cwidth
 
 from udpchat.events import (
     ClientEvent,
@@ -56,14 +58,18 @@ __all__ = [
     "Fragment",
     "ansi_line",
     "colour_enabled",
+    "error_text",
     "format_clock",
     "fragments",
     "json_line",
     "json_record",
+    "mentions",
     "nick_colour",
+    "notice_line",
     "plain_line",
     "stats_lines",
     "styled_line",
+    "wrap",
 ]
 
 NICK_COLOURS = (33, 37, 70, 128, 130, 166, 169, 31, 36, 98, 136, 162)
@@ -79,6 +85,8 @@ Fragment = tuple[str, str]
 
 _ROLE_SGR = {
     "": "",
+    "text": "",
+    "mention": "1;4",
     "time": "2",
     "pending": "2",
     "marker": "1",
@@ -89,6 +97,8 @@ _ROLE_SGR = {
 }
 _ROLE_PTK = {
     "": "",
+    "text": "",
+    "mention": "bold underline",
     "time": "dim",
     "pending": "dim",
     "marker": "bold",
@@ -122,10 +132,14 @@ def format_clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def fragments(event: ClientEvent, now: float | None = None) -> list[Fragment] | None:
+def fragments(
+    event: ClientEvent, now: float | None = None, *, mention: str | None = None
+) -> list[Fragment] | None:
     """The sanitised pieces of the line that shows ``event``, or None for an unknown event.
 
-    ``now`` stamps events that carry no relay time (default: the current time).
+    ``now`` stamps events that carry no relay time (default: the current time). With
+    ``mention`` (our nickname), every whole-word occurrence of it in a message's text gets
+    the role "mention", so that the user sees at once where the room talks to them.
     """
     body = _body(event)
     if body is None:
@@ -136,7 +150,105 @@ def fragments(event: ClientEvent, now: float | None = None) -> list[Fragment] | 
     line = [("time", format_clock(stamp)), ("", " "), *body]
     if isinstance(event, MessagePending):
         line = [("pending", text) for _, text in line]
+    elif mention:
+        line = _mark_mentions(line, mention)
     return line
+
+
+def mentions(event: ClientEvent, nick: str) -> bool:
+    """Whether ``event`` calls for the attention of ``nick``: a live message from somebody
+    else naming it as a word, or a private message to it."""
+    if isinstance(event, PrivateReceived):
+        return nick_key(event.sender) != nick_key(nick)
+    if not isinstance(event, MessageReceived) or event.own or event.history:
+        return False
+    if nick_key(event.nick) == nick_key(nick):
+        return False
+    return _mention_pattern(nick).search(safe_text(event.text)) is not None
+
+
+def _mention_pattern(nick: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(safe_nick(nick))}(?!\w)", re.IGNORECASE)
+
+
+def _mark_mentions(pieces: list[Fragment], nick: str) -> list[Fragment]:
+    pattern = _mention_pattern(nick)
+    out: list[Fragment] = []
+    for role, text in pieces:
+        if role != "text":
+            out.append((role, text))
+            continue
+        at = 0
+        for found in pattern.finditer(text):
+            if found.start() > at:
+                out.append(("text", text[at : found.start()]))
+            out.append(("mention", found.group()))
+            at = found.end()
+        if at < len(text):
+            out.append(("text", text[at:]))
+    return out
+
+
+def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
+    """``pieces`` as lines at most ``width`` columns wide, broken between words.
+
+    Continuation lines are indented under the start of the message text (as irssi and
+    WeeChat do), or under the text after the clock for other lines; only a word longer than
+    a whole line is broken inside.
+    """
+    if width < 1:
+        return [pieces]
+    indent = 0
+    for role, text in pieces:
+        if role in ("text", "mention"):
+            break
+        indent += get_cwidth(text)
+    else:
+        indent = get_cwidth(pieces[0][1]) + 1 if pieces else 0
+    if width - indent < 20:  # a narrow terminal: keep room for the words
+        indent = min(indent, max(width // 4, 0))
+    lines: list[list[Fragment]] = [[]]
+    used = 0
+    fresh = False  # at the start of a continuation line: spaces there are dropped
+
+    def new_line() -> None:
+        nonlocal used, fresh
+        lines.append([("", " " * indent)])
+        used, fresh = indent, True
+
+    for role, text in pieces:
+        for token in re.split(r"( +)", text):
+            if not token:
+                continue
+            size = get_cwidth(token)
+            if token.startswith(" "):
+                if used + size > width:
+                    new_line()
+                elif not fresh:
+                    lines[-1].append((role, token))
+                    used += size
+                continue
+            if used + size > width and not fresh:
+                new_line()
+            while used + size > width:  # a word longer than a line: break it
+                head, token = _split_width(token, max(width - used, 1))
+                lines[-1].append((role, head))
+                new_line()
+                size = get_cwidth(token)
+            lines[-1].append((role, token))
+            used += size
+            fresh = False
+    return lines
+
+
+def _split_width(text: str, room: int) -> tuple[str, str]:
+    """The longest head of ``text`` that fits ``room`` columns (at least one character)."""
+    used = 0
+    for i, char in enumerate(text):
+        used += get_cwidth(char)
+        if used > room:
+            return text[: max(i, 1)], text[max(i, 1) :]
+    return text, ""
 
 
 def plain_line(event: ClientEvent, now: float | None = None) -> str | None:
@@ -162,15 +274,35 @@ def styled_line(
     return FormattedText([(_ptk_style(role) if colour else "", text) for role, text in pieces])
 
 
-def ansi_line(event: ClientEvent, *, colour: bool = True, now: float | None = None) -> str | None:
-    """``event`` as a string with ANSI SGR styling, ready to write to a terminal.
+def ansi_line(
+    event: ClientEvent,
+    *,
+    colour: bool = True,
+    now: float | None = None,
+    width: int = 0,
+    mention: str | None = None,
+) -> str | None:
+    """``event`` as a string with ANSI SGR styling, ready to write to a terminal; with a
+    ``width``, wrapped between words into lines of at most that many columns.
 
     The only escape sequences in the result are our own: every untrusted string in it has been
     sanitised, so no ESC from the network survives.
     """
-    pieces = fragments(event, now)
+    pieces = fragments(event, now, mention=mention)
     if pieces is None:
         return None
+    lines = wrap(pieces, width) if width > 0 else [pieces]
+    return "\n".join(_ansi(line, colour) for line in lines)
+
+
+def notice_line(text: str, *, colour: bool = True, now: float | None = None) -> str:
+    """A notice of our own (``HH:MM:SS -- text``), styled as the room's notices are."""
+    stamp = time.time() if now is None else now
+    pieces = [("time", format_clock(stamp)), ("", " "), *_notice(("notice", text))]
+    return _ansi(pieces, colour)
+
+
+def _ansi(pieces: list[Fragment], colour: bool) -> str:
     if not colour:
         return "".join(text for _, text in pieces)
     out = []
@@ -180,10 +312,29 @@ def ansi_line(event: ClientEvent, *, colour: bool = True, now: float | None = No
     return "".join(out)
 
 
-def json_line(event: ClientEvent) -> str:
-    """``event`` as one line of JSON with a ``type`` field; strings are raw (see above)."""
+def json_line(event: ClientEvent, *, line: int | None = None) -> str:
+    """``event`` as one line of JSON with a ``type`` field; strings are raw (see above).
+
+    ``line`` is the input line the event answers (pending, own messages, refusals and
+    errors carry a ``line`` field, null when they answer none). Times are whole Unix
+    seconds, the relay's unit, so that a message has the same kind of time for everyone.
+    """
     kind, fields = _record(event)
+    if kind in _LINE_RECORDS:
+        fields["line"] = line
+    if "time" in fields:
+        fields["time"] = int(event.time)  # type: ignore[union-attr]
     return json_record(kind, fields)
+
+
+_LINE_RECORDS = frozenset({"pending", "message", "refused", "error"})
+
+
+def error_text(event: ErrorReported | MessageRefused | JoinRejected) -> str:
+    """The sanitised one-line text of an error event, without time or marker: for stderr."""
+    body = _body(event)
+    assert body is not None
+    return "".join(text for role, text in body if role != "errmark")
 
 
 def json_record(kind: str, fields: Mapping[str, object]) -> str:
@@ -192,12 +343,53 @@ def json_record(kind: str, fields: Mapping[str, object]) -> str:
 
 
 def stats_lines(stats: Mapping[str, float | int]) -> list[str]:
-    """The link statistics as a small two-column table, one string per row."""
+    """The link statistics in words a person reads, one string per row.
+
+    The keys are those of ``ChatClient.stats`` (a program gets them raw, in JSON); a key
+    this function does not know is shown as it is.
+    """
     if not stats:
         return ["no link statistics yet"]
-    width = max(len(name) for name in stats)
-    rows = [f"  {safe_text(name):<{width}}  {_number(value):>10}" for name, value in stats.items()]
-    return ["link statistics", *rows]
+    left = dict(stats)
+    rows: list[tuple[str, str]] = []
+
+    def take(key: str) -> float | int | None:
+        return left.pop(key, None)
+
+    srtt, rto = take("srtt_ms"), take("rto_ms")
+    if srtt is not None:
+        timeout = f" (resend after {_ms(rto)} without an answer)" if rto is not None else ""
+        rows.append(("round trip", f"{_ms(srtt)}{timeout}"))
+    sent, received = take("datagrams_sent"), take("datagrams_received")
+    if sent is not None or received is not None:
+        rows.append(("datagrams", f"{sent or 0} sent, {received or 0} received"))
+    resent = take("retransmissions")
+    if resent is not None:
+        rows.append(("resent by us", str(resent)))
+    loss = take("loss_estimate")
+    if loss is not None:
+        rows.append(("loss", f"{loss:.0%} (estimated from what had to be resent)"))
+    duplicates = take("duplicates_dropped")
+    if duplicates is not None:
+        why = " (the relay resent them before our ACK reached it; harmless)" if duplicates else ""
+        rows.append(("duplicates", f"{duplicates} dropped{why}"))
+    for key, label in (
+        ("messages_delivered", "messages in"),
+        ("reconnects", "rejoins"),
+        ("bad_datagrams_dropped", "bad datagrams"),
+    ):
+        value = take(key)
+        if value is not None:
+            rows.append((label, str(value)))
+    rows.extend((safe_text(name), _number(value)) for name, value in left.items())
+    width = max(len(label) for label, _ in rows)
+    return ["link statistics", *(f"  {label:<{width}}  {value}" for label, value in rows)]
+
+
+def _ms(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g} ms" if value < 10 else f"{value:.0f} ms"
 
 
 def _number(value: float | int) -> str:
@@ -233,8 +425,8 @@ def _nicks(members: tuple[str, ...]) -> list[Fragment]:
 def _body(event: ClientEvent) -> list[Fragment] | None:
     if isinstance(event, MessageReceived):
         if event.action:
-            return [("", "* "), _nick(event.nick), ("", " " + safe_text(event.text))]
-        return [("", "<"), _nick(event.nick), ("", "> " + safe_text(event.text))]
+            return [("", "* "), _nick(event.nick), ("", " "), ("text", safe_text(event.text))]
+        return [("", "<"), _nick(event.nick), ("", "> "), ("text", safe_text(event.text))]
     if isinstance(event, MessagePending):
         star = "* " if event.action else ""
         return [("", f"{PENDING_MARKER} {star}{safe_text(event.text)}")]
@@ -247,7 +439,7 @@ def _body(event: ClientEvent) -> list[Fragment] | None:
             ("private", " -> "),
             _nick(event.to),
             ("private", "] "),
-            ("", safe_text(event.text)),
+            ("text", safe_text(event.text)),
         ]
     if isinstance(event, MemberJoined):
         return _notice(_nick(event.nick), ("notice", " joined"))

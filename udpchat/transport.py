@@ -60,10 +60,21 @@ def normalise(sockaddr: tuple[object, ...]) -> Address:
     return (host, port)
 
 
+def format_address(address: Address) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[::1]:9000``), as a user writes it."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def resolve(host: str, port: int, passive: bool = False) -> tuple[socket.AddressFamily, Address]:
     """The address family and a concrete address for ``host`` (IPv4 or IPv6)."""
     flags = socket.AI_PASSIVE if passive else 0
-    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, flags)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, flags
+        )
+    except socket.gaierror as error:  # "[Errno -2] Name or service not known" names nothing
+        raise OSError(error.errno, f"cannot find the host {host!r} ({error.strerror})") from None
     family, _, _, _, sockaddr = infos[0]
     return family, normalise(sockaddr)
 
@@ -147,6 +158,7 @@ class UdpTransport:
         self._recv_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = False
+        self._peer: Address | None = None
         self.counters = SocketCounters()
         self._send_error_log = ErrorLog("sendto", self.counters.send_errors_by_errno)
         self._recv_error_log = ErrorLog("recvfrom", self.counters.recv_errors_by_errno)
@@ -164,6 +176,21 @@ class UdpTransport:
     def closed(self) -> bool:
         return self._closed
 
+    def connect(self, peer: Address) -> None:
+        """Talk to ``peer`` only. The system then drops datagrams from anyone else, and an
+        ICMP port-unreachable from ``peer`` comes back as ECONNREFUSED (counted in
+        ``counters``): that is how a client learns at once that nothing listens there."""
+        self._sock.connect(peer)
+        self._peer = peer
+        self._local = normalise(self._sock.getsockname())
+
+    @property
+    def refused(self) -> int:
+        """Socket calls that failed with ECONNREFUSED: the peer's port is closed."""
+        refused = errno.ECONNREFUSED
+        by_send = self.counters.send_errors_by_errno.get(refused, 0)
+        return by_send + self.counters.recv_errors_by_errno.get(refused, 0)
+
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send one datagram. Whatever the socket says (a vanished peer, a full buffer, a
         firewall, no route, port 0, too large) is about this datagram alone: it is lost, as
@@ -172,7 +199,10 @@ class UdpTransport:
             if self._closed:
                 return
             try:
-                self._sock.sendto(data, addr)
+                if addr == self._peer:
+                    self._sock.send(data)  # some systems refuse sendto on a connected socket
+                else:
+                    self._sock.sendto(data, addr)
             except OSError as exc:
                 self.counters.send_errors += 1
                 self._send_error_log.failed(exc, time.monotonic())

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +26,7 @@ from udpchat.benchmark.sweep import (
 )
 
 DASH = "-"
-WIDE = 160
+WIDE = 120
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -36,6 +37,13 @@ def _x(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}x"
 
 
+def _x1(value: float | None) -> str:
+    """A ratio in 4 columns: 2.8x, 0.0x, 17x."""
+    if value is None:
+        return DASH
+    return f"{value:.1f}x" if value < 10 else f"{value:.0f}x"
+
+
 def _p99(p: ReferencePoint | None) -> float | None:
     if p is None or p.result is None or p.result.stats is None:
         return None
@@ -43,42 +51,53 @@ def _p99(p: ReferencePoint | None) -> float | None:
     return None if lat is None else lat.p99
 
 
+def _ms(value: float | None) -> str:
+    """Milliseconds in at most 6 columns for most values: 0.38, 33.4, 615, 30,945."""
+    if value is None:
+        return DASH
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1000:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+SHORT_SYSTEM = {PLAIN_UDP: "udp", TCP_RELAY: "tcp"}
+"""System names in the tables, narrow enough for 80 columns (the legend says which is which)."""
+
+
+def _table(title: str) -> Table:
+    """A borderless table that fits 80 columns: its legend is printed under it, full width."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
 def reference_table(results: SweepResults) -> Table:
     cfg = results.config
-    kernel = results.loss_method.kernel
-    table = Table(
-        title=(
-            f"Reference traffic: 1 sender, {cfg.messages} messages of {cfg.size} B at"
-            f" {cfg.rate:g}/s to every other member"
-        ),
-        caption=(
-            "Delivered: unique messages over expected. Latency: one-way, first deliveries only."
-            " Wire/B: bytes on the wire (IP and UDP/TCP headers, every ACK, heartbeat and"
-            " retransmission) per payload byte delivered"
-            + (
-                ", from the namespace's kernel counters."
-                if kernel
-                else "; TCP is a user-space estimate (a lower bound)."
-            )
-            + " Ratios against the baselines at the same point."
-        ),
-        caption_justify="left",
+    table = _table(
+        f"Reference traffic: 1 sender, {cfg.messages} messages of {cfg.size} B at"
+        f" {cfg.rate:g}/s to every other member"
     )
     for name, justify in (
         ("system", "left"),
-        ("members", "right"),
+        ("n", "right"),
         ("loss", "right"),
-        ("delivered", "right"),
+        ("got", "right"),
         ("dup", "right"),
         ("ooo", "right"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-        ("wire/B", "right"),
-        ("p99 vs tcp", "right"),
-        ("wire vs udp", "right"),
-        ("wire vs tcp", "right"),
+        ("p50\nms", "right"),
+        ("p99\nms", "right"),
+        ("p99\n\u00f7tcp", "right"),
+        ("wire\n/B", "right"),
+        ("wire\n\u00f7udp", "right"),
+        ("wire\n\u00f7tcp", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     groups = group_reference(results.reference)
     keys = list(groups)
     for index, key in enumerate(keys):
@@ -87,13 +106,14 @@ def reference_table(results: SweepResults) -> Table:
         udp = row.get(PLAIN_UDP)
         tcp = row.get(TCP_RELAY)
         for system, p in row.items():
-            cells = [system, str(members), f"{loss:g}%"]
+            cells = [SHORT_SYSTEM.get(system, system), str(members), f"{loss:g}%"]
             r = p.result
+            last = index + 1 < len(keys) and system == list(row)[-1]
             if r is None:
-                table.add_row(*cells, p.skipped or "n/a", *[""] * 8, style="dim")
+                table.add_row(*cells, "n/a", *[""] * 8, style="dim", end_section=last)
                 continue
             if not r.ok or r.stats is None:
-                table.add_row(*cells, "[red]failed[/]", *[""] * 8)
+                table.add_row(*cells, "[red]failed[/]", *[""] * 8, end_section=last)
                 continue
             s = r.stats
             lat = s.latency_ms
@@ -104,55 +124,62 @@ def reference_table(results: SweepResults) -> Table:
                 delivered,
                 str(s.duplicates),
                 str(s.out_of_order),
-                _num(None if lat is None else lat.p50, ".2f"),
-                _num(None if lat is None else lat.p99, ".2f"),
+                _ms(None if lat is None else lat.p50),
+                _ms(None if lat is None else lat.p99),
+                _x1(ratio(_p99(p), _p99(tcp))),
                 _num(p.wire_per_byte(), ".2f"),
-                _x(ratio(_p99(p), _p99(tcp))),
-                _x(ratio(p.wire_per_byte(), None if udp is None else udp.wire_per_byte())),
-                _x(ratio(p.wire_per_byte(), None if tcp is None else tcp.wire_per_byte())),
+                _x1(ratio(p.wire_per_byte(), None if udp is None else udp.wire_per_byte())),
+                _x1(ratio(p.wire_per_byte(), None if tcp is None else tcp.wire_per_byte())),
             ]
-            table.add_row(*cells, end_section=index + 1 < len(keys) and system == list(row)[-1])
+            table.add_row(*cells, end_section=last)
     return table
+
+
+def reference_legend(results: SweepResults) -> str:
+    skipped = sorted({p.skipped for p in results.reference if p.result is None and p.skipped})
+    return (
+        "udp: the plain UDP forwarder, tcp: the TCP relay; n: members in the room; loss: each "
+        "way; got: unique messages delivered of those expected; dup: duplicates; ooo: out of "
+        "order; p50, p99: one-way latency of first deliveries, so a system that loses "
+        "messages is timed only on those it delivered; \u00f7tcp, \u00f7udp: ratio to that "
+        "baseline at the same point; wire/B: bytes on the wire (IP and UDP/TCP headers, "
+        "every ACK, heartbeat and retransmission) per payload byte delivered"
+        + (
+            ", from the namespace's kernel counters."
+            if results.loss_method.kernel
+            else "; TCP is a user-space estimate (a lower bound)."
+        )
+        + "".join(f" n/a: {reason}." for reason in skipped)
+    )
 
 
 def fanout_table(results: SweepResults) -> Table:
     cfg = results.config
-    table = Table(
-        title=(
-            f"Fan-out: {cfg.fanout_members} members, one sends {cfg.fanout_seconds:g} s of"
-            f" {cfg.size} B messages, no loss"
-        ),
-        caption=(
-            "Saturated: fewer than 95% of the offered deliveries per second achieved (from the"
-            " first send to the last delivery). Relay CPU per delivery counts the relay process"
-            " from ready to stop. Relay busy: its CPU time over the sending time (above ~100%"
-            " the relay alone cannot keep up). Members: all members' CPU per delivery; relay and"
-            f" members share this machine's {_cpus()} CPUs, so a saturated run with a relay far"
-            " from busy was limited by the members."
-        ),
-        caption_justify="left",
+    table = _table(
+        f"Fan-out: {cfg.fanout_members} members, one sends {cfg.fanout_seconds:g} s of"
+        f" {cfg.size} B messages, no loss"
     )
     for name in (
         "system",
-        "offered msg/s",
-        "offered deliv/s",
-        "achieved deliv/s",
-        "delivered",
-        "saturated",
-        "relay us/deliv",
-        "vs udp",
-        "relay busy",
-        "members us/deliv",
+        "msg/s",
+        "deliv/s",
+        "got",
+        "sat.",
+        "relay\nus",
+        "vs\nudp",
+        "relay\nbusy",
+        "members\nus",
     ):
-        table.add_column(name, justify="left" if name == "system" else "right")
+        table.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
     rates = sorted({f.rate for f in results.fanout})
     for index, rate in enumerate(rates):
         runs = [f for f in results.fanout if f.rate == rate]
         base = next((f for f in runs if f.system == PLAIN_UDP), None)
         for f in runs:
-            cells = [f.system, f"{rate:g}", f"{f.offered_deliveries_per_s:,.0f}"]
+            cells = [SHORT_SYSTEM.get(f.system, f.system), f"{rate:,.0f}"]
+            last = index + 1 < len(rates) and f is runs[-1]
             if not f.ok or f.stats is None:
-                table.add_row(*cells, "[red]failed[/]", *[""] * 6)
+                table.add_row(*cells, "[red]failed[/]", *[""] * 6, end_section=last)
                 continue
             busy = None if f.relay_cpu_s is None else f.relay_cpu_s / f.duration_s
             cells += [
@@ -171,8 +198,22 @@ def fanout_table(results: SweepResults) -> Table:
                     f.members_cpu_s / f.stats.delivered * 1e6 if f.stats.delivered else None, ".1f"
                 ),
             ]
-            table.add_row(*cells, end_section=index + 1 < len(rates) and f is runs[-1])
+            table.add_row(*cells, end_section=last)
     return table
+
+
+def fanout_legend(results: SweepResults) -> str:
+    receivers = results.config.fanout_members - 1
+    return (
+        f"msg/s: offered by the sender (each to {receivers} receivers); deliv/s: deliveries a "
+        "second achieved, from the first send to the last delivery; got: share delivered; "
+        "sat.: saturated, below 95% of the offered deliveries a second; relay us: relay CPU "
+        "per delivery, from ready to stop; vs udp: ratio to the plain UDP forwarder; relay "
+        "busy: relay CPU time over the sending time (above ~100% the relay alone cannot keep "
+        "up); members us: all members' CPU per delivery. Relay and members share this "
+        f"machine's {_cpus()} CPUs, so a saturated run with a relay far from busy was limited "
+        "by the members."
+    )
 
 
 def _cpus() -> str:
@@ -180,15 +221,22 @@ def _cpus() -> str:
 
 
 def targets_table(results: SweepResults) -> Table:
+    """One target per row: the verdict, then what was measured against what goal and the
+    command that measures it again, wrapped under each other rather than in narrow columns."""
     table = Table(
         title="udpchat against the team's targets (reported, not asserted)",
-        caption_justify="left",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        show_header=False,
     )
-    for name in ("target", "goal", "measured", "", "reproduce with"):
-        table.add_column(name)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("target")
     for t in evaluate_targets(results):
         verdict = {True: "[green]met[/]", False: "[red]missed[/]", None: "[dim]n/a[/]"}[t.met]
-        table.add_row(t.name, t.goal, t.measured, verdict, t.command)
+        table.add_row(
+            verdict, f"{t.name}: {t.measured} (goal {t.goal})\n[dim]reproduce: {t.command}[/]"
+        )
     return table
 
 
@@ -206,8 +254,10 @@ def render(results: SweepResults, console: Console) -> None:
     console.print(f"[bold]Loss method:[/] {results.loss_method.description}.")
     if results.reference:
         console.print(reference_table(results))
+        console.print(reference_legend(results), style="dim", highlight=False)
     if results.fanout:
         console.print(fanout_table(results))
+        console.print(fanout_legend(results), style="dim", highlight=False)
         for system in dict.fromkeys(f.system for f in results.fanout):
             line = saturation_line(results, system)
             if line:
@@ -229,7 +279,7 @@ def run_bench(
 
     Returns 0 when every run completed (whatever the numbers), 1 when some run failed.
     """
-    # Piped output is not squeezed into 80 columns: the tables are meant to be read whole.
+    # The tables fit 80 columns; piped output gets 120 so that legends wrap less.
     console = console or Console(width=None if sys.stdout.isatty() else WIDE)
     method_note = "kernel" if config.kernel_loss is not False else "user-space"
     console.print(

@@ -310,7 +310,7 @@ class Target:
 
 def _reference_command(members: int, loss: float, results: SweepResults) -> str:
     cfg = results.config
-    parts = ["udpchat bench", f"--loss {loss:g}", f"--members {members}"]
+    parts = ["udpchat bench", f"--loss {loss:g}%", f"--members {members}"]
     if cfg.messages != 400:
         parts.append(f"--messages {cfg.messages}")
     if not results.loss_method.kernel:
@@ -361,7 +361,12 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
         targets.append(Target(name, "<= 3.0", f"{wire:.2f}", wire <= 3.0, cmd))
 
     cfg = results.config
-    fan_cmd = "udpchat bench --loss 0 --members 3 (its fan-out table)"
+    # Fan-out runs in every bench, in a room of its own size whatever --members says: the
+    # shortest full command that repeats it sweeps one loss rate and one room.
+    fan_cmd = (
+        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, "
+        "in every run)"
+    )
     name = f"relay CPU per delivery vs plain UDP, {cfg.fanout_members} members, 0% loss"
     lowest = min(cfg.fanout_rates) if cfg.fanout_rates else None
     ours = None if lowest is None else results.fanout_result(UDPCHAT, lowest)

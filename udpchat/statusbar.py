@@ -1,0 +1,70 @@
+"""The status bar under the chat prompt: where the session stands, in as many columns as
+the terminal has.
+
+Its state comes from the session's events (connecting, joined, lost and rejoining), so the
+bar can count the seconds of an outage and tell when the next rejoin attempt starts without
+asking the client anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from udpchat.events import ClientEvent, Closed, ConnectionLost, JoinRejected, Reconnecting, Welcomed
+
+__all__ = ["LinkStatus", "fit", "shorten"]
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def fit(state: list[str], sending: list[str], extras: list[str], width: int) -> str:
+    """The status bar's parts joined, as many as fit ``width``: the session's state first
+    (cut if it must be), then what is being sent (in full or as a count), then the rest."""
+    separator = "  \u00b7  "
+    line = separator.join(state)
+    if len(line) > width:
+        line = separator.join(state[:1])
+    line = shorten(line, max(width, 1))
+    for options in (sending, extras):
+        for option in options:
+            if len(line) + len(separator) + len(option) <= width:
+                line += separator + option
+                break
+    return line
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """What the status bar says about the connection, derived from events as they come.
+
+    ``since`` is when the current state began (monotonic seconds); while rejoining,
+    ``attempt`` is the attempt under way or next, and ``attempt_at`` when it starts.
+    """
+
+    since: float
+    state: Literal["connecting", "joined", "lost", "over"] = "connecting"
+    attempt: int = 0
+    attempt_at: float = 0.0
+
+    def after(self, event: ClientEvent, now: float) -> LinkStatus:
+        if isinstance(event, Welcomed):
+            return LinkStatus(now, "joined")
+        if isinstance(event, ConnectionLost):
+            return LinkStatus(now, "lost")
+        if isinstance(event, Reconnecting):
+            since = self.since if self.state == "lost" else now
+            return LinkStatus(since, "lost", event.attempt, now + event.delay)
+        if isinstance(event, (Closed, JoinRejected)):
+            return LinkStatus(now, "over")
+        return self
+
+    def rejoin(self, now: float) -> str:
+        """``rejoin attempt 3 in 4 s``, or ``rejoin attempt 3: no answer yet``."""
+        if self.attempt == 0:
+            return "rejoining"
+        if now < self.attempt_at:
+            return f"rejoin attempt {self.attempt} in {self.attempt_at - now:.0f} s"
+        return f"rejoin attempt {self.attempt}: no answer for {now - self.attempt_at:.0f} s"
