@@ -201,8 +201,9 @@ KeyOption = Annotated[
         envvar="UDPCHAT_KEY",
         show_envvar=True,
         show_default=False,
-        help="Room key (a passphrase): encrypts and authenticates the room's traffic "
-        "(ChaCha20-Poly1305). Make a strong one with 'udpchat keygen'. "
+        help="Room key (a passphrase): only members with it can join; it enters every "
+        "session's key exchange and pads datagrams to four sizes (traffic is encrypted "
+        "with or without it). Make a strong one with 'udpchat keygen'. "
         "Prefer the environment variable: a command line is visible to other users.",
     ),
 ]
