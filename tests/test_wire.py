@@ -55,6 +55,17 @@ def test_session_fields_round_trip(datagram: wire.SessionDatagram) -> None:
     assert wire.decode_session(envelope, fields) == datagram
 
 
+@pytest.mark.parametrize("size", [0, 16, 255, 256, 1159, 65535, 65536])
+@pytest.mark.parametrize("pn", [0, 127, 128, 2**16, 2**32, 2**64 - 1])
+def test_a_session_datagram_built_from_its_header_is_its_msgpack_encoding(
+    size: int, pn: int
+) -> None:
+    sealed = bytes(size)
+    header = wire.session_header(wire.DatagramType.DATA, TOKEN, pn)
+    expected = wire.encode_session(wire.DatagramType.DATA, TOKEN, pn, sealed)
+    assert wire.session_from_header(header, sealed) == expected
+
+
 def test_join_and_accept_payloads_round_trip() -> None:
     for resume in (None, wire.Resume(b"E" * 8, TOKEN, 41)):
         payload = wire.encode_join_payload("alice", resume)

@@ -229,7 +229,9 @@ class DirectionKeys:
 
     def confirm(self, phase: int) -> None:
         """``phase`` is in use: forget the phases well behind it."""
-        self._confirmed = max(self._confirmed, phase)
+        if phase <= self._confirmed:
+            return
+        self._confirmed = phase
         floor = phase - KEPT_PHASES
         if floor > self._base:
             for old in [p for p in self._keys if p < floor]:
@@ -267,8 +269,7 @@ class SessionCipher:
         if self.padded:
             fields = pad(fields, MESSAGE_BUCKET if kind is wire.DatagramType.DATA else 0)
         header = wire.session_header(kind, token, pn)
-        sealed = found[1].encrypt(aead_nonce(pn), fields, header)
-        return wire.encode_session(kind, token, pn, sealed)
+        return wire.session_from_header(header, found[1].encrypt(aead_nonce(pn), fields, header))
 
     def open(self, envelope: wire.Protected) -> bytes:
         """The field plaintext of ``envelope``; SealError if it does not authenticate."""
