@@ -452,3 +452,36 @@ def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     assert len(keys) > 20  # many key phases, in every direction
     assert sum(n.session.stats.retransmissions for n in nodes) > 0
     assert relay.stats.auth_failures == 0
+
+
+def test_fan_out_seals_each_datagram_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """protocol.md 8: keys differ per member, so a message fanned out to N members costs N
+    seals, one per datagram, and nothing more: every session datagram the relay sends was
+    sealed exactly once."""
+    seals = Counter[bytes]()
+    original = SessionCipher.seal
+
+    def counting(
+        self: SessionCipher, kind: wire.DatagramType, token: bytes, pn: int, fields: bytes
+    ) -> bytes:
+        datagram = original(self, kind, token, pn, fields)
+        seals[datagram] += 1
+        return datagram
+
+    monkeypatch.setattr(SessionCipher, "seal", counting)
+    nicks = tuple(f"member_{i}" for i in range(8))
+    net, _relay, nodes = room(nicks=nicks)
+    join_all(net, nodes)
+    assert net.run_until(lambda: all(n.session.idle for n in nodes), 5)
+    sent: list[tuple[Address, bytes]] = []
+    net.taps.append(lambda src, dst, data: sent.append((src, data)))
+    seals.clear()
+    nodes[0].session.say("one line for everyone", net.now)
+    assert net.run_until(lambda: all("one line for everyone" in heard(n) for n in nodes), 5)
+    net.run(0.1)
+    session_datagrams = [d for _, d in sent if d[2] in wire.SESSION_TYPES]
+    from_relay = [d for src, d in sent if src == RELAY and d[2] == wire.DatagramType.DATA]
+    assert len(from_relay) >= len(nodes)  # the fan-out to 7 and POSTED to the sender
+    # Every seal went on the wire once, and every session datagram was sealed once.
+    assert sum(seals.values()) == len(session_datagrams) == len(set(session_datagrams))
+    assert set(seals) == set(session_datagrams)
