@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -77,10 +78,9 @@ def room(
 
 
 def replace_link(base: LinkConfig, override: LinkConfig | None) -> LinkConfig:
+    """The relay's link configuration with the test's key phase length, if it sets one."""
     if override is None:
         return base
-    from dataclasses import replace
-
     return replace(base, rekey_interval=override.rekey_interval)
 
 

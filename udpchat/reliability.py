@@ -63,7 +63,8 @@ class LinkConfig:
     send_buffer: int = 256 * 1024
     # The largest datagram this link builds (sealed, as it goes on the wire).
     max_datagram: int = wire.MAX_DATAGRAM_SIZE
-    # protocol.md 8.1: packet numbers per key phase.
+    # protocol.md 8.1: packet numbers per key phase. A protocol constant: both ends of a
+    # session must use the same one; tests lower it to see many key phases.
     rekey_interval: int = REKEY_INTERVAL
 
     def __post_init__(self) -> None:
