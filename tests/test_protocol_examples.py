@@ -3,14 +3,17 @@ contract cannot drift from it, and another implementation can check itself again
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.noise import public_key
+from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.seal import SessionCipher, derive_room_psk
 
 SPEC = Path(__file__).resolve().parent.parent / "protocol.md"
@@ -153,9 +156,31 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
     assert len({type(d) for d in datagrams}) + len(wire.SESSION_TYPES) - 1 == len(wire.DatagramType)
 
 
-@pytest.mark.parametrize("version", [1, 3])
-def test_other_versions_are_told_which_one_this_is(version: int) -> None:
-    """protocol.md 3.1: the REJECT VERSION text names version 2."""
-    text = SPEC.read_text(encoding="utf-8")
-    assert "this relay speaks udpchat protocol version 2" in text
-    assert wire.PROTOCOL_VERSION == 2 != version
+# protocol.md 10 of version 1: its HELLO, as a version 1 client sends it.
+VERSION_1_HELLO = bytes.fromhex("940101c4080102030405060708c504a0") + bytes(1184)
+
+
+def hello_of(version: int) -> bytes:
+    """A HELLO of another version, 1200 bytes long."""
+    padding = 1200 - len(msgpack.packb([version, 1, NONCE, b""])) - 1
+    return msgpack.packb([version, 1, NONCE, bytes(padding)])
+
+
+@pytest.mark.parametrize(
+    ("asking", "answer_version"),
+    [(VERSION_1_HELLO, 1), (hello_of(3), 3), (hello_of(200), 2)],
+)
+def test_other_versions_are_told_in_their_own_version_which_one_this_is(
+    asking: bytes, answer_version: int
+) -> None:
+    """protocol.md 3.1: a version 1 client decodes only version 1 datagrams, so its REJECT
+    VERSION comes as one, bound to the hash of its request."""
+    assert len(asking) == wire.MIN_INITIAL_SIZE
+    relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes)
+    relay.receive_datagram(asking, ("192.0.2.1", 5000), 0.0)
+    ((answer, _),) = relay.datagrams_to_send(0.0)
+    reason = "this relay speaks udpchat protocol version 2"
+    assert answer == msgpack.packb(
+        [answer_version, 5, wire.request_hash(asking), 4, reason], use_bin_type=True
+    )
+    assert reason in SPEC.read_text(encoding="utf-8")

@@ -88,10 +88,12 @@ def test_other_protocol_version_is_told() -> None:
     net.inject(client_addr(1), RELAY, bytes(hello_v9))
     net.run(0.1)
     (reply,) = seen
-    reject = wire.decode_datagram(reply)
-    assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.VERSION
-    # It could not read the nonce: the REJECT is bound to the whole request instead.
-    assert reject.nonce == wire.request_hash(bytes(hello_v9))
+    # In the requester's version, so that it can read it (protocol.md 3.1); it could not
+    # read the nonce: the REJECT is bound to the whole request instead.
+    version, kind, nonce, code, reason = msgpack.unpackb(reply)
+    assert (version, kind, code) == (9, wire.DatagramType.REJECT, wire.RejectCode.VERSION)
+    assert nonce == wire.request_hash(bytes(hello_v9))
+    assert reason == "this relay speaks udpchat protocol version 2"
 
 
 class Sink:

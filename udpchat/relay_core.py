@@ -277,14 +277,18 @@ class RelayCore:
         self.stats.bytes_received += len(data)
         try:
             datagram = wire.decode_datagram(data)
-        except wire.UnsupportedVersion:
+        except wire.UnsupportedVersion as exc:
             self._drop("unsupported version", addr)
+            # protocol.md 3.1: in the requester's version, so that an older client can read
+            # it (REJECT has had the same fields since version 1).
+            version = exc.version if 0 < exc.version <= wire.MAX_VERSION else wire.PROTOCOL_VERSION
             self._refuse(
                 data,
                 wire.RejectCode.VERSION,
                 f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
                 addr,
                 now,
+                version,
             )
             return
         except wire.DecodeError as exc:
@@ -384,7 +388,13 @@ class RelayCore:
     # --- handshakes -------------------------------------------------------------------------
 
     def _refuse(
-        self, data: bytes, code: wire.RejectCode, reason: str, addr: Address, now: float
+        self,
+        data: bytes,
+        code: wire.RejectCode,
+        reason: str,
+        addr: Address,
+        now: float,
+        version: int = wire.PROTOCOL_VERSION,
     ) -> None:
         """Answer a datagram of another version, or a JOIN whose handshake does not
         authenticate, with a REJECT bound to it (protocol.md 4): its nonce is the datagram's
@@ -394,7 +404,8 @@ class RelayCore:
         if len(data) < wire.MIN_INITIAL_SIZE or not self._allow_handshake(addr, now):
             return
         self.stats.rejects += 1
-        self._out.append((wire.encode_reject(wire.request_hash(data), code, reason), addr))
+        reject = wire.encode_reject(wire.request_hash(data), code, reason, version)
+        self._out.append((reject, addr))
 
     def _allow_handshake(self, addr: Address, now: float) -> bool:
         """May we answer a datagram that proved nothing about its source (a RESET, a VERSION

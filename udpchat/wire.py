@@ -36,6 +36,8 @@ RESET_TOKEN_SIZE = 16
 # protocol.md 4: a Noise handshake message (32-byte key, payload, 16-byte tag).
 MAX_HANDSHAKE_SIZE = 1024
 MAX_COOKIE_SIZE = 64
+# protocol.md 3.1: versions a REJECT VERSION may be written in (a positive fixint).
+MAX_VERSION = 127
 # protocol.md "Reliability": the receive window, in packets; ACK bitmaps cover the
 # WINDOW - 1 sequence numbers after the cumulative ACK.
 WINDOW = 64
@@ -455,10 +457,10 @@ def encode_accept_payload(payload: AcceptPayload) -> bytes:
     return pack([payload.epoch, payload.heartbeat_ms, payload.timeout_ms, payload.reset_token])
 
 
-def encode_reject(nonce: bytes, code: int, reason: str) -> bytes:
+def encode_reject(nonce: bytes, code: int, reason: str, version: int = PROTOCOL_VERSION) -> bytes:
     """REJECT; ``nonce`` is the request's nonce, or its ``request_hash`` for VERSION and
-    BAD_KEY (protocol.md 4)."""
-    return pack([PROTOCOL_VERSION, DatagramType.REJECT, nonce, int(code), reason])
+    BAD_KEY (protocol.md 4). ``version``: a REJECT VERSION goes out in the requester's."""
+    return pack([version, DatagramType.REJECT, nonce, int(code), reason])
 
 
 def request_hash(datagram: bytes) -> bytes:
