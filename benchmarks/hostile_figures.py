@@ -24,6 +24,7 @@ import time
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.handshake import Joiner
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.sim import Address, PathModel, SimNetwork
@@ -68,6 +69,7 @@ def sessions_from_one_host(seconds: float, attempts: int = 200) -> tuple[int, in
 def _handshake(sock: socket.socket, relay: Address, nonce: bytes, nick: str) -> str | None:
     """None if admitted, else why not."""
     sock.sendto(wire.encode_hello(nonce), relay)
+    joiner = Joiner(nonce, nick, os.urandom)
     for _ in range(4):
         try:
             data, _ = sock.recvfrom(65535)
@@ -75,7 +77,7 @@ def _handshake(sock: socket.socket, relay: Address, nonce: bytes, nick: str) -> 
             return "no answer"
         datagram = wire.decode_datagram(data)
         if isinstance(datagram, wire.Challenge):
-            sock.sendto(wire.encode_join(nonce, datagram.cookie, nick, None), relay)
+            sock.sendto(joiner.join_for(datagram), relay)
         elif isinstance(datagram, wire.Accept):
             return None
         elif isinstance(datagram, wire.Reject):

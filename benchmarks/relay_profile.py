@@ -4,7 +4,7 @@ Runs the udpchat relay in this process (its serving thread under cProfile) and t
 as ordinary benchmark workers (`udpchat.benchmark.worker`, one process each), on fan-out or
 reference-like traffic. Every datagram the relay sends or receives is recorded (bytes only,
 cheap) and classified after the run, so the profile is not polluted by the accounting:
-DATA by the messages inside it (SAY, POSTED, MESSAGE, ...), ACK, PING, handshakes.
+DATA by its size (sealed: the messages inside are not visible), ACK, PING, handshakes.
 
     PYTHONPATH=. python benchmarks/relay_profile.py --members 10 --rate 1000 --seconds 2
     PYTHONPATH=. python benchmarks/relay_profile.py --members 3 --rate 50 --seconds 8 --loss 10
@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from udpchat import messages, wire
+from udpchat import wire
 from udpchat.benchmark.accounting import SocketMeter, process_cpu_s
 from udpchat.benchmark.harness import (
     START_TIMEOUT_S,
@@ -72,24 +72,15 @@ class RecordingTransport:
 
 
 def classify(data: bytes) -> str:
+    """The datagram's type, as an observer on the path sees it: session datagrams are
+    sealed (protocol.md 8), so DATA shows only its size, not the messages it carries."""
     try:
         datagram = wire.decode_datagram(data)
     except wire.DecodeError:
         return "undecodable"
-    name = type(datagram).__name__.upper()
-    if not isinstance(datagram, wire.Data):
-        return name
-    kinds: list[str] = []
-    for i, chunk in enumerate(datagram.chunks):
-        if datagram.more and i == len(datagram.chunks) - 1:
-            kinds.append("fragment")
-            continue
-        try:
-            kinds.append(type(messages.decode_message(chunk)).__name__.upper())
-        except wire.DecodeError:
-            kinds.append("fragment")
-    counts = Counter(kinds)
-    return "DATA[" + "+".join(f"{k}x{n}" if n > 1 else k for k, n in sorted(counts.items())) + "]"
+    if isinstance(datagram, wire.Protected):
+        return f"{datagram.kind.name}[{len(data)} B]"
+    return type(datagram).__name__.upper()
 
 
 def main() -> None:

@@ -11,30 +11,81 @@ import random
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.handshake import Joiner
 from udpchat.reliability import Link, LinkConfig
-from udpchat.seal import KeyDeriver, Sealer
+from udpchat.seal import PskDeriver, SessionCipher, SessionKeys
 from udpchat.sim import Address
 
 
-def quick_room_key(secret: bytes, seed: int = 0) -> KeyDeriver:
-    """A room key for tests: like the real one, a different key per secret and per relay
-    salt, but without scrypt's 40 ms a derivation."""
-    nonces = random.Random(seed).randbytes
-    return lambda salt: Sealer(hashlib.sha256(secret + b"|" + salt).digest(), nonces)
+def quick_room_key(secret: bytes) -> PskDeriver:
+    """A room key for tests: like the real one, a different psk per secret and per relay
+    key, but without scrypt's 40 ms a derivation."""
+    return lambda relay_key: hashlib.sha256(secret + b"|" + relay_key).digest()
+
+
+def random_keys(seed: int = 0, padded: bool = False) -> SessionKeys:
+    """Session keys nobody else has: for links that stand for strangers or for a pair in a
+    reliability test (``swap`` them for the other end)."""
+    rng = random.Random(seed)
+    return SessionKeys(rng.randbytes(32), rng.randbytes(32), padded)
+
+
+def swap(keys: SessionKeys) -> SessionKeys:
+    """The other end's keys: it receives with our send key and sends with our receive key."""
+    return SessionKeys(keys.receive, keys.send, keys.padded)
+
+
+def join_datagram(
+    nonce: bytes,
+    challenge: wire.Challenge,
+    nick: str,
+    resume: wire.Resume | None = None,
+    room_key: PskDeriver | None = None,
+    seed: int = 0,
+) -> bytes:
+    """A well-formed JOIN answering ``challenge``, as a client would send it."""
+    return Joiner(nonce, nick, random.Random(seed).randbytes, resume, room_key).join_for(challenge)
+
+
+def stray_session(
+    token: bytes,
+    pn: int = 0,
+    kind: wire.DatagramType = wire.DatagramType.PING,
+    fields: bytes | None = None,
+    seed: int = 0,
+) -> bytes:
+    """A session datagram sealed with keys nobody shares: what someone who knows (or guesses)
+    a token, but holds no session key, can send."""
+    keys = random_keys(seed)
+    cipher = SessionCipher(keys.send, keys.receive, padded=False, interval=2**64)
+    return cipher.seal(kind, token, pn, fields if fields is not None else wire.ack_fields(0, 0))
 
 
 class FakeClient:
-    def __init__(self, nick: str, relay: Address, seed: int = 0, resume: wire.Resume | None = None):
+    def __init__(
+        self,
+        nick: str,
+        relay: Address,
+        seed: int = 0,
+        resume: wire.Resume | None = None,
+        room_key: PskDeriver | None = None,
+        link_config: LinkConfig | None = None,
+    ):
         self.nick = nick
         self.relay = relay
         self.rng = random.Random(seed)
         self.nonce = self.rng.randbytes(8)
         self.resume = resume
+        self.joiner = Joiner(self.nonce, nick, self.rng.randbytes, resume, room_key)
+        self.link_config = link_config or LinkConfig(max_retransmissions=50)
+        self.payload: wire.AcceptPayload | None = None
+        self.keys: SessionKeys | None = None
+        self.auth_failures = 0
         self.link: Link | None = None
         self.accept: wire.Accept | None = None
         self.reject: wire.Reject | None = None
         self.received: list[m.Message] = []
-        self.other: list[wire.Datagram] = []
+        self.other: list[object] = []
         self.out: list[bytes] = [wire.encode_hello(self.nonce)]
         self.heartbeat: float | None = None
         self.last_sent = 0.0
@@ -45,19 +96,29 @@ class FakeClient:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         datagram = wire.decode_datagram(data)
         if isinstance(datagram, wire.Challenge) and self.link is None:
-            self.handshake = wire.encode_join(self.nonce, datagram.cookie, self.nick, self.resume)
+            self.handshake = self.joiner.join_for(datagram)
             self.out.append(self.handshake)
         elif isinstance(datagram, wire.Accept) and self.link is None:
+            accepted = self.joiner.keys_for(datagram)
+            if accepted is None:
+                self.auth_failures += 1
+                return
             self.accept = datagram
-            self.link = Link(datagram.token, LinkConfig(max_retransmissions=50))
+            self.payload, self.keys = accepted
+            self.link = Link(datagram.token, self.link_config, keys=self.keys)
         elif isinstance(datagram, wire.Reject):
             self.reject = datagram
-        elif isinstance(datagram, wire.PathChallenge) and self.link is not None:
-            self.other.append(datagram)
-            self.link.receive(datagram, now)
-            self.out.append(self.link.encode_path(wire.PathResponse, datagram.data))
-        elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping)) and self.link is not None:
-            for data in self.link.receive(datagram, now) or []:
+        elif isinstance(datagram, wire.Protected) and self.link is not None:
+            opened = self.link.open(datagram)
+            if opened is None:
+                self.auth_failures += 1
+                return
+            if isinstance(opened, wire.PathChallenge):
+                self.other.append(opened)
+                if self.link.receive(opened, now) is not None:
+                    self.out.append(self.link.encode_path(wire.PathResponse, opened.data))
+                return
+            for data in self.link.receive(opened, now) or []:
                 self.received.append(m.decode_message(data))
         else:
             self.other.append(datagram)

@@ -20,10 +20,10 @@ class LinkNode:
         except wire.DecodeError:
             self.garbage += 1
             return
-        if not isinstance(datagram, (wire.Data, wire.Ack, wire.Ping)):
+        if not isinstance(datagram, wire.Protected):
             self.garbage += 1
             return
-        messages = self.link.receive(datagram, now)
+        messages = self.link.receive_sealed(datagram, now)
         if messages:
             self.delivered.extend(messages)
 

@@ -13,11 +13,8 @@ import socket
 import struct
 import sys
 
+from tests.fakeclient import stray_session
 from udpchat import wire
-from udpchat.seal import SALT_SIZE, Sealer, derive_room_key
-
-# How every sealed datagram starts (protocol.md 8): fixarray 4, version 1, type 15, bin8 12.
-SEALED_PREFIX = bytes((0x94, 0x01, 0x0F, 0xC4, 0x0C))
 
 UDP_HEADER = struct.Struct("!HHHH")  # source port, destination port, length, checksum
 
@@ -59,23 +56,17 @@ class PortZeroSender:
 
 def attack(key: str | None = None) -> list[bytes]:
     """One of each datagram that draws an answer from a relay that answers everything: a
-    padded HELLO (CHALLENGE), a 16-byte PING with a random token (RESET), a padded
-    version-2 request (REJECT VERSION), and random bytes (REJECT BAD_KEY, with a key)."""
-    version_2 = bytearray(wire.encode_hello(os.urandom(8)))
-    version_2[1] = 2
-    datagrams = [
+    padded HELLO (CHALLENGE), a PING with a random token (RESET), a padded version-1
+    request (REJECT VERSION), and random bytes. ``key`` changes nothing since protocol
+    version 2: the room key enters only the JOIN's handshake, which needs a cookie first."""
+    version_1 = bytearray(wire.encode_hello(os.urandom(8)))
+    version_1[1] = 1
+    return [
         wire.encode_hello(os.urandom(8)),
-        wire.encode_ping(os.urandom(8), 0, 0, 0),
-        bytes(version_2),
+        stray_session(os.urandom(8)),
+        bytes(version_1),
         os.urandom(wire.MIN_INITIAL_SIZE),
     ]
-    if key is not None:
-        # HELLO stays plain in a room with a key; sealed datagrams under a guessed salt, and
-        # handshake-sized ones that only look sealed, draw BAD_KEY at most.
-        sealer = Sealer(derive_room_key(key, os.urandom(SALT_SIZE)), os.urandom)
-        datagrams[1] = sealer.seal(wire.encode_ping(os.urandom(8), 0, 0, 0))
-        datagrams[3] = SEALED_PREFIX + os.urandom(wire.MIN_INITIAL_SIZE - len(SEALED_PREFIX))
-    return datagrams
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.fakeclient import FakeClient
+from tests.fakeclient import FakeClient, join_datagram
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
@@ -185,7 +185,7 @@ def test_live_member_that_stops_reading_is_dropped_and_the_room_goes_on() -> Non
         sloth_sock.sendto(wire.encode_hello(nonce), server.address)
         challenge = wire.decode_datagram(sloth_sock.recv(2048))
         assert isinstance(challenge, wire.Challenge)
-        sloth_sock.sendto(wire.encode_join(nonce, challenge.cookie, "sloth", None), server.address)
+        sloth_sock.sendto(join_datagram(nonce, challenge, "sloth"), server.address)
         assert isinstance(wire.decode_datagram(sloth_sock.recv(2048)), wire.Accept)
         assert wait_for(lambda: "sloth" in server.members(), 5)
         big = "y" * 15_000
@@ -239,8 +239,7 @@ def test_joins_are_capped_per_host_whatever_the_port() -> None:
     for addr in challenged:
         (challenge,) = answers[addr]
         assert isinstance(challenge, wire.Challenge)
-        join_datagram = wire.encode_join(challenge.nonce, challenge.cookie, f"n{addr[1]}", None)
-        net.inject(addr, RELAY, join_datagram)
+        net.inject(addr, RELAY, join_datagram(challenge.nonce, challenge, f"n{addr[1]}"))
     net.run(0.01)
     last = [answers[addr][1] for addr in challenged]  # what the JOIN got
     accepted = [a for a in last if isinstance(a, wire.Accept)]

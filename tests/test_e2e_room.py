@@ -24,6 +24,7 @@ from tests.e2e_support import (
     running_relay,
     wait_until,
 )
+from tests.fakeclient import stray_session
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
@@ -191,20 +192,21 @@ def garbage(rng: random.Random, real_hello: bytes) -> list[bytes]:
     forged = rng.randbytes(8)
     wrong_shape: list[object] = [
         [],
-        [1],
-        [1, 6],
-        {"version": 1},
+        [2],
+        [2, 6],
+        {"version": 2},
         "hello",
         42,
         None,
-        [1, 6, forged, 0, 0, 0, 0, False],  # DATA with no chunk
-        [1, 6, forged, -1, 0, 0, 0, False, b"x"],
-        [1, 7, forged, 0, 0, 1 << 63],  # ack_bits out of range
-        [1, 4, b"n" * 8, forged, b"e" * 8, 1000, 10000],  # an ACCEPT, at the relay
-        [1, 99, forged],
-        [1, 3, b"n" * 8, b"c" * 16, "mallory", None, b"\0" * 1100],  # JOIN, forged cookie
-        [1, 1, b"n" * 8, b""],  # HELLO without padding
-        [2, 1, b"n" * 8, b"\0" * 1200],  # another protocol version
+        [2, 6, forged, 0],  # DATA with nothing sealed
+        [2, 6, forged, -1, b"x" * 40],
+        [2, 7, forged, 0, "not binary"],
+        [2, 4, b"n" * 8, forged, b"h" * 80],  # an ACCEPT, at the relay
+        [2, 99, forged],
+        [2, 3, b"n" * 8, b"c" * 16, b"h" * 60, b"\0" * 1100],  # JOIN, forged cookie
+        [2, 1, b"n" * 8, b""],  # HELLO without padding
+        [1, 1, b"n" * 8, b"\0" * 1200],  # another protocol version
+        [2, 6, forged, 0, 0, 0, 0, False, m.encode_message(m.Say("forged"))],  # in the clear
     ]
     out = [msgpack.packb(shape) for shape in wrong_shape]
     out += [
@@ -217,11 +219,16 @@ def garbage(rng: random.Random, real_hello: bytes) -> list[bytes]:
         real_hello[: rng.randrange(1, len(real_hello))],  # truncated
         real_hello + b"\x00",  # trailing byte, oversize too
         wire.encode_hello(rng.randbytes(8)) + b"trailing",
-        wire.encode_data(forged, 0, 0, 0, 0, False, [m.encode_message(m.Say("forged"))]),
-        wire.encode_ack(forged, 5, 0, 0),
-        wire.encode_ping(forged, 7, 0, 0),
-        wire.encode_path_response(forged, 1, rng.randbytes(8)),
-        wire.encode_reset(forged),
+        stray_session(
+            forged,
+            0,
+            wire.DatagramType.DATA,
+            wire.data_fields(0, 0, 0, False, [m.encode_message(m.Say("forged"))]),
+        ),
+        stray_session(forged, 5, wire.DatagramType.ACK),
+        stray_session(forged, 7),
+        stray_session(forged, 1, wire.DatagramType.PATH_RESPONSE, wire.path_fields(b"p" * 8)),
+        wire.encode_reset(forged, rng.randbytes(16)),
     ]
     return out
 

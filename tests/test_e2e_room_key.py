@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.e2e_support import Process, Recorder, join_process, relay_config
 from udpchat import events as ev
+from udpchat import wire
 from udpchat.cli import app
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
@@ -28,6 +29,7 @@ class Watched:
     def __init__(self, inner: DatagramTransport) -> None:
         self.inner = inner
         self.sizes: list[int] = []
+        self.datagrams: list[bytes] = []
 
     @property
     def local_address(self) -> Address:
@@ -35,12 +37,14 @@ class Watched:
 
     def sendto(self, data: bytes, addr: Address) -> None:
         self.sizes.append(len(data))
+        self.datagrams.append(data)
         self.inner.sendto(data, addr)
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
         got = self.inner.recvfrom(timeout)
         if got is not None:
             self.sizes.append(len(got[0]))
+            self.datagrams.append(got[0])
         return got
 
     def wake(self) -> None:
@@ -70,7 +74,8 @@ def member(relay: RelayServer, nick: str, key: str | None) -> tuple[ChatClient, 
 @pytest.mark.timeout(30)
 def test_keyed_chat_end_to_end() -> None:
     """Two members with the key chat through a relay with it; on the wire, nothing but the
-    CHALLENGE and the four sealed sizes, and "hi" looks like a 100-character line."""
+    handshake and session datagrams padded to four sizes, and "hi" looks like a 100-character
+    line."""
     with relay_with(KEY) as (relay, watched):
         alice, alice_log = member(relay, "alice", KEY)
         bob, bob_log = member(relay, "bob", KEY)
@@ -87,10 +92,16 @@ def test_keyed_chat_end_to_end() -> None:
             alice.close()
             bob.close()
         stats = relay.stats
-    assert stats.bad_key == 0 and stats.malformed == 0
-    challenge = 53  # [1, 2, nonce, 20-byte cookie, 16-byte salt], in the clear
-    assert set(watched.sizes) <= {challenge, 99, 292, 548, 1200}, sorted(set(watched.sizes))
-    assert {99, 292, 1200} <= set(watched.sizes)
+    assert stats.bad_key == 0 and stats.malformed == 0 and stats.auth_failures == 0
+    kinds = {data[2] for data in watched.datagrams}
+    assert kinds <= {1, 2, 3, 4, 6, 7, 8}
+    padded: set[int] = set()
+    for data in watched.datagrams:
+        datagram = wire.decode_datagram(data)
+        if isinstance(datagram, wire.Protected):
+            padded.add(len(datagram.sealed) - 16)  # the tag
+    assert padded <= {64, 256, 512, 1152}, sorted(padded)
+    assert {64, 256} <= padded
 
 
 @pytest.mark.timeout(40)

@@ -35,6 +35,7 @@ from tests.e2e_support import (
     udpchat_env,
     wait_until,
 )
+from tests.fakeclient import join_datagram, stray_session
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
@@ -185,19 +186,21 @@ class Forger:
             return wire.encode_hello(rng.randbytes(8))
         if kind == 1:
             request = bytearray(wire.encode_hello(rng.randbytes(8)))
-            request[1] = 2
+            request[1] = 1
             return bytes(request)
         if kind == 2:
             return rng.randbytes(rng.randrange(1, 1300))
         if kind == 3:
-            cookie = rng.randbytes(20)
-            return wire.encode_join(rng.randbytes(8), cookie, "mallory", None)
+            challenge = wire.Challenge(
+                rng.randbytes(8), rng.randbytes(20), rng.randbytes(32), False
+            )
+            return join_datagram(challenge.nonce, challenge, "mallory")
         if kind == 4:
             say = m.encode_message(m.Say("forged"))
-            return msgpack.packb([1, 6, token, pn, 0, 0, 0, False, say])
+            return msgpack.packb([2, 6, token, pn, say])  # in the clear: never authenticates
         if kind == 5:
-            return wire.encode_ack(token, pn, 0, 0)
-        return wire.encode_ping(token, pn, 0, 0)
+            return stray_session(token, pn, wire.DatagramType.ACK)
+        return stray_session(token, pn)
 
     def _run(self) -> None:
         burst = 6

@@ -9,7 +9,7 @@ import random
 import msgpack
 import pytest
 
-from tests.fakeclient import FakeClient
+from tests.fakeclient import FakeClient, join_datagram, stray_session
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.netblock import address_key, host_key, prefix_key
@@ -85,7 +85,8 @@ def test_a_resume_at_the_cap_is_not_counted_twice() -> None:
     b = join(net, "b", ("198.51.100.1", 1001))
     assert b.accept is not None
     net.detach(("198.51.100.1", 1001))
-    resume = wire.Resume(b.accept.epoch, b.accept.token, 0)
+    assert b.payload is not None
+    resume = wire.Resume(b.payload.epoch, b.accept.token, 0)
     again = join(net, "b", ("198.51.100.1", 1002), seed=77, resume=resume)
     assert again.joined and relay.member_nicks() == ["a", "b"]
 
@@ -139,7 +140,8 @@ def test_spoofed_handshakes_from_a_victims_address_do_not_lock_it_out() -> None:
     for i in range(900):
         net.inject((victim_ip, 10000 + i), RELAY, wire.encode_hello(i.to_bytes(8, "big")), i / 900)
     for i in range(300):
-        forged = wire.encode_join(i.to_bytes(8, "big"), bytes(20), f"x{i}", None)
+        challenge = wire.Challenge(i.to_bytes(8, "big"), bytes(20), relay.relay_key, False)
+        forged = join_datagram(i.to_bytes(8, "big"), challenge, f"x{i}")
         net.inject((victim_ip, 20000 + i), RELAY, forged, i / 300)
     net.run(0.5)
     victim = join(net, "victim", (victim_ip, 40000))
@@ -159,7 +161,7 @@ def test_answers_to_datagrams_that_prove_nothing_are_limited_per_host() -> None:
 
     net.taps.append(tap)
     for i in range(50):
-        ping = wire.encode_ping(i.to_bytes(8, "big"), 0, 0, 0)
+        ping = stray_session(i.to_bytes(8, "big"))
         net.inject(("198.51.100.3", 5000 + i), RELAY, ping)
     net.run(0.1)
     assert len(resets) == 5

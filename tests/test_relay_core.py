@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fakeclient import FakeClient, quick_room_key
+from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.relay_core import DatagramDropped, RelayConfig, RelayCore
 from udpchat.sim import PathModel, SimNetwork
 
 RELAY = ("127.0.0.1", 9000)
+STATIC = bytes(range(32))
 
 
 def client_addr(i: int) -> tuple[str, int]:
@@ -24,7 +26,9 @@ def client_addr(i: int) -> tuple[str, int]:
 
 def setup(config: RelayConfig | None = None, model: PathModel | None = None, seed: int = 1):
     net = SimNetwork(seed=seed, default=model or PathModel())
-    relay = RelayCore(config or RelayConfig(), 0.0, random.Random(seed).randbytes)
+    relay = RelayCore(
+        config or RelayConfig(), 0.0, random.Random(seed).randbytes, static_key=STATIC
+    )
     net.attach(RELAY, relay)
     return net, relay
 
@@ -84,10 +88,12 @@ def test_other_protocol_version_is_told() -> None:
     net.inject(client_addr(1), RELAY, bytes(hello_v9))
     net.run(0.1)
     (reply,) = seen
-    reject = wire.decode_datagram(reply)
-    assert isinstance(reject, wire.Reject) and reject.code == wire.RejectCode.VERSION
-    # It could not read the nonce: the REJECT is bound to the whole request instead.
-    assert reject.nonce == wire.request_hash(bytes(hello_v9))
+    # In the requester's version, so that it can read it (protocol.md 3.1); it could not
+    # read the nonce: the REJECT is bound to the whole request instead.
+    version, kind, nonce, code, reason = msgpack.unpackb(reply)
+    assert (version, kind, code) == (9, wire.DatagramType.REJECT, wire.RejectCode.VERSION)
+    assert nonce == wire.request_hash(bytes(hello_v9))
+    assert reason == "this relay speaks udpchat protocol version 2"
 
 
 class Sink:
@@ -258,9 +264,10 @@ def test_unknown_token_gets_reset() -> None:
     net, relay = setup()
     seen: list[bytes] = []
     net.attach(client_addr(1), Sink(seen))
-    net.inject(client_addr(1), RELAY, wire.encode_ping(b"T" * 8, 0, 0, 0))
+    net.inject(client_addr(1), RELAY, stray_session(b"T" * 8))
     net.run(0.1)
-    assert [wire.decode_datagram(d) for d in seen] == [wire.Reset(b"T" * 8)]
+    proof = hs.reset_token(hs.reset_secret(STATIC), b"T" * 8)
+    assert [wire.decode_datagram(d) for d in seen] == [wire.Reset(b"T" * 8, proof)]
     assert relay.stats.unknown_session == 1
 
 
@@ -273,7 +280,7 @@ def test_spoofed_join_cannot_complete() -> None:
     net.run(0.1)
     challenge = wire.decode_datagram(victim_cookie[0])
     assert isinstance(challenge, wire.Challenge)
-    net.inject(client_addr(2), RELAY, wire.encode_join(b"n" * 8, challenge.cookie, "mallory", None))
+    net.inject(client_addr(2), RELAY, join_datagram(b"n" * 8, challenge, "mallory"))
     net.run(0.1)
     assert relay.member_nicks() == []
     assert relay.stats.bad_cookies == 1
@@ -320,7 +327,10 @@ def test_unvalidated_address_gets_at_most_three_times_what_it_sent() -> None:
 
     def no_path_response(data: bytes, addr, now: float) -> None:  # type: ignore[no-untyped-def]
         datagram = wire.decode_datagram(data)
-        if isinstance(datagram, wire.PathChallenge):
+        if (
+            isinstance(datagram, wire.Protected)
+            and datagram.kind == wire.DatagramType.PATH_CHALLENGE
+        ):
             return
         original(data, addr, now)
 
@@ -398,9 +408,7 @@ def test_a_new_member_is_flushed_first_and_output_can_be_taken_in_batches() -> N
     challenge = wire.decode_datagram(seen[-1])
     assert isinstance(challenge, wire.Challenge)
     net.detach(RELAY)  # from here on we drive the relay by hand
-    relay.receive_datagram(
-        wire.encode_join(nonce, challenge.cookie, "newcomer", None), newcomer_addr, net.now
-    )
+    relay.receive_datagram(join_datagram(nonce, challenge, "newcomer"), newcomer_addr, net.now)
     first = relay.datagrams_to_send(net.now, limit=8)
     # ACCEPT and WELCOME alone: the JOINED fan-out waits for the next call
     assert [addr for _, addr in first] == [newcomer_addr, newcomer_addr]
@@ -433,9 +441,7 @@ def test_answers_never_overtake_a_held_joined() -> None:
     alice.send(m.Say("right after"))
     say = alice.link.datagrams_to_send(net.now)
     net.detach(RELAY)
-    relay.receive_datagram(
-        wire.encode_join(b"n" * 8, challenge.cookie, "newcomer", None), newcomer_addr, net.now
-    )
+    relay.receive_datagram(join_datagram(b"n" * 8, challenge, "newcomer"), newcomer_addr, net.now)
     for datagram in say:
         relay.receive_datagram(datagram, client_addr(1), net.now)
     for _ in range(10):
@@ -463,14 +469,16 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
     now = net.now
     rng = random.Random(5)
     nonce = rng.randbytes(8)
-    version_2 = bytearray(wire.encode_hello(rng.randbytes(8)))
-    version_2[1] = 2
+    version_3 = bytearray(wire.encode_hello(rng.randbytes(8)))
+    version_3[1] = 3
+    cookie = relay._issue_cookie(nonce, PORT_ZERO, now)
+    challenge = wire.Challenge(nonce, cookie, relay.relay_key, False)
     datagrams = [
         wire.encode_hello(nonce),  # 1200 bytes: would get a CHALLENGE
-        wire.encode_join(nonce, relay._issue_cookie(nonce, PORT_ZERO, now), "mallory", None),
-        wire.encode_ping(rng.randbytes(8), 0, 0, 0),  # 16 bytes, unknown token: RESET
-        wire.encode_ping(alice.accept.token, 10**6, 0, 0),  # would move alice to port 0
-        bytes(version_2),  # would get REJECT VERSION
+        join_datagram(nonce, challenge, "mallory"),
+        stray_session(rng.randbytes(8)),  # unknown token: RESET
+        stray_session(alice.accept.token, 10**6),  # a stranger's: fails to authenticate
+        bytes(version_3),  # would get REJECT VERSION
         rng.randbytes(1200),
         b"",
     ]
@@ -490,11 +498,12 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
 
 
 def test_keyed_relay_drops_everything_from_port_zero() -> None:
-    room_key = quick_room_key(b"key", 2)
+    room_key = quick_room_key(b"key")
     relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes, room_key=room_key)
-    client = quick_room_key(b"key", 3)(relay.salt)
-    sealed_join = client.seal(wire.encode_join(b"n" * 8, bytes(20), "alice", None, size=1162))
-    for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), sealed_join):
+    cookie = relay._issue_cookie(b"n" * 8, PORT_ZERO, 0.0)
+    challenge = wire.Challenge(b"n" * 8, cookie, relay.relay_key, True)
+    keyed_join = join_datagram(b"n" * 8, challenge, "alice", room_key=quick_room_key(b"key"))
+    for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), keyed_join):
         relay.receive_datagram(data, PORT_ZERO, 0.0)
     assert relay.datagrams_to_send(0.0) == []
     assert relay.stats.from_port_zero == 3 and relay.stats.bad_key == 0

@@ -6,20 +6,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fakeclient import random_keys, swap
 from tests.linknode import LinkNode
 from udpchat import wire
 from udpchat.reliability import Link, LinkConfig, SendBufferFull
 from udpchat.sim import PathModel, SimNetwork
 
+KEYS = random_keys(1)
 A = ("10.0.0.1", 1)
 B = ("10.0.0.2", 2)
+
+
+def opened_envelope(data: bytes) -> wire.Protected:
+    envelope = wire.decode_datagram(data)
+    assert isinstance(envelope, wire.Protected)
+    return envelope
 
 
 def make_pair(seed: int, model: PathModel, config: LinkConfig | None = None):
     net = SimNetwork(seed=seed, default=model)
     cfg = config or LinkConfig()
-    a = LinkNode(Link(b"A" * 8, cfg), B)
-    b = LinkNode(Link(b"B" * 8, cfg), A)
+    a = LinkNode(Link(b"A" * 8, cfg, keys=KEYS), B)
+    b = LinkNode(Link(b"B" * 8, cfg, keys=swap(KEYS)), A)
     net.attach(A, a)
     net.attach(B, b)
     return net, a, b
@@ -112,7 +120,7 @@ def test_fast_retransmit_before_rto() -> None:
     original = net.send
 
     def drop_first(src, dst, data):  # type: ignore[no-untyped-def]
-        if src == A and wire.decode_datagram(data).__class__ is wire.Data and not first_lost:
+        if src == A and data[2] == wire.DatagramType.DATA and not first_lost:
             first_lost.append(data)
             return
         original(src, dst, data)
@@ -151,7 +159,7 @@ def test_link_reports_death_instead_of_retrying_forever() -> None:
 
 
 def test_send_buffer_applies_back_pressure() -> None:
-    link = Link(b"T" * 8, LinkConfig(send_buffer=64 * 1024))
+    link = Link(b"T" * 8, LinkConfig(send_buffer=64 * 1024), keys=KEYS)
     link.send(bytes(40_000))
     with pytest.raises(SendBufferFull):
         link.send(bytes(30_000))
@@ -173,11 +181,11 @@ def test_window_bounds_packets_in_flight() -> None:
 
 
 def test_replayed_datagram_is_ignored() -> None:
-    sender = Link(b"S" * 8)
-    receiver = Link(b"R" * 8)
+    sender = Link(b"S" * 8, keys=KEYS)
+    receiver = Link(b"R" * 8, keys=swap(KEYS))
     sender.send(b"once")
     (datagram,) = sender.datagrams_to_send(0.0)
-    decoded = wire.decode_datagram(datagram)
+    decoded = receiver.open(opened_envelope(datagram))
     assert isinstance(decoded, wire.Data)
     assert receiver.receive(decoded, 0.001) == [b"once"]
     assert receiver.receive(decoded, 0.002) is None
@@ -185,37 +193,37 @@ def test_replayed_datagram_is_ignored() -> None:
 
 
 def test_impossible_ack_is_rejected() -> None:
-    link = Link(b"S" * 8)
+    link = Link(b"S" * 8, keys=KEYS)
     bogus = wire.Ack(b"S" * 8, 0, 5, 0)  # acknowledges packets never sent
     assert link.receive(bogus, 0.0) is None
     assert link.stats.invalid == 1
 
 
 def test_delayed_ack_is_bounded() -> None:
-    sender = Link(b"S" * 8)
-    receiver = Link(b"R" * 8)
+    sender = Link(b"S" * 8, keys=KEYS)
+    receiver = Link(b"R" * 8, keys=swap(KEYS))
     sender.send(b"one")
     (datagram,) = sender.datagrams_to_send(0.0)
-    decoded = wire.decode_datagram(datagram)
+    decoded = receiver.open(opened_envelope(datagram))
     assert isinstance(decoded, wire.Data)
     receiver.receive(decoded, 0.0)
     assert receiver.datagrams_to_send(0.0) == []  # held back, hoping to piggyback
     deadline = receiver.next_timer()
     assert deadline is not None and 0 < deadline <= receiver.config.ack_delay
     (ack,) = receiver.datagrams_to_send(deadline)
-    assert isinstance(wire.decode_datagram(ack), wire.Ack)
+    assert isinstance(sender.open(opened_envelope(ack)), wire.Ack)
 
 
 def test_ping_is_answered_at_once() -> None:
-    a = Link(b"A" * 8)
-    b = Link(b"B" * 8)
+    a = Link(b"A" * 8, keys=KEYS)
+    b = Link(b"B" * 8, keys=swap(KEYS))
     a.ping()
     (ping,) = a.datagrams_to_send(0.0)
-    decoded = wire.decode_datagram(ping)
+    decoded = b.open(opened_envelope(ping))
     assert isinstance(decoded, wire.Ping)
     assert b.receive(decoded, 0.0) == []
     (reply,) = b.datagrams_to_send(0.0)
-    assert isinstance(wire.decode_datagram(reply), wire.Ack)
+    assert isinstance(a.open(opened_envelope(reply)), wire.Ack)
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -253,8 +261,8 @@ def test_exactly_once_in_order_under_any_impairment(
 ) -> None:
     net = SimNetwork(seed=seed)
     config = LinkConfig(max_retransmissions=60)
-    a = LinkNode(Link(b"A" * 8, config), B)
-    b = LinkNode(Link(b"B" * 8, config), A)
+    a = LinkNode(Link(b"A" * 8, config, keys=KEYS), B)
+    b = LinkNode(Link(b"B" * 8, config, keys=swap(KEYS)), A)
     net.attach(A, a)
     net.attach(B, b)
     net.set_path(A, B, forward)
@@ -283,7 +291,7 @@ def test_exactly_once_in_order_under_any_impairment(
 
 
 def test_huge_packet_number_jump_is_cheap_and_clears_the_window() -> None:
-    link = Link(b"R" * 8)
+    link = Link(b"R" * 8, keys=swap(KEYS))
     assert link.receive(wire.Ack(b"R" * 8, 5, 0, 0), 0.0) == []
     assert link.receive(wire.Ack(b"R" * 8, 2**64 - 1, 0, 0), 0.0) == []  # no 2**64-bit integer
     assert link.highest_pn == 2**64 - 1

@@ -6,6 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests.fakeclient import random_keys, swap
 from udpchat import wire
 from udpchat.reliability import Link, LinkConfig, SendBufferFull
 
@@ -15,8 +16,9 @@ class LinkMachine(RuleBasedStateMachine):
         super().__init__()
         config = LinkConfig(max_retransmissions=10_000)
         self.now = 0.0
-        self.a = Link(b"A" * 8, config)
-        self.b = Link(b"B" * 8, config)
+        keys = random_keys(2)
+        self.a = Link(b"A" * 8, config, keys=keys)
+        self.b = Link(b"B" * 8, config, keys=swap(keys))
         self.sent: list[bytes] = []
         self.delivered: list[bytes] = []
         self.to_b: list[bytes] = []  # datagrams on the wire from A to B
@@ -28,8 +30,8 @@ class LinkMachine(RuleBasedStateMachine):
 
     def _deliver(self, link: Link, data: bytes) -> list[bytes]:
         datagram = wire.decode_datagram(data)
-        assert isinstance(datagram, (wire.Data, wire.Ack, wire.Ping))
-        return link.receive(datagram, self.now) or []
+        assert isinstance(datagram, wire.Protected)
+        return link.receive_sealed(datagram, self.now) or []
 
     @rule(message=st.binary(max_size=2500))
     def send(self, message: bytes) -> None:

@@ -21,15 +21,21 @@ NONCE = b"\x01" * 8
 def every_datagram() -> list[wire.Datagram]:
     return [
         wire.Hello(NONCE),
-        wire.Challenge(NONCE, b"c" * 24),
-        wire.Join(NONCE, b"c" * 24, "alice", None),
-        wire.Join(NONCE, b"c" * 24, "alice", wire.Resume(b"E" * 8, TOKEN, 41)),
-        wire.Accept(NONCE, TOKEN, b"E" * 8, 1000, 10000),
+        wire.Challenge(NONCE, b"c" * 24, b"K" * 32, False),
+        wire.Challenge(NONCE, b"c" * 24, b"K" * 32, True),
+        wire.Join(NONCE, b"c" * 24, b"h" * 80),
+        wire.Accept(NONCE, TOKEN, b"h" * 80),
         wire.Reject(NONCE, wire.RejectCode.NICK_TAKEN, "nickname taken"),
+        wire.Reset(TOKEN, b"r" * 16),
+        *(wire.Protected(kind, TOKEN, 7, b"s" * 40) for kind in sorted(wire.SESSION_TYPES)),
+    ]
+
+
+def every_session_datagram() -> list[wire.SessionDatagram]:
+    return [
         wire.Data(TOKEN, 7, 3, 0b101, 4, False, (b"hi", b"there")),
         wire.Ack(TOKEN, 8, 5, 0),
         wire.Ping(TOKEN, 9, 5, 1),
-        wire.Reset(TOKEN),
         wire.PathChallenge(TOKEN, 10, b"p" * 8),
         wire.PathResponse(TOKEN, 11, b"p" * 8),
     ]
@@ -42,23 +48,48 @@ def test_round_trip(datagram: wire.Datagram) -> None:
     assert wire.decode_datagram(encoded) == datagram
 
 
+@pytest.mark.parametrize("datagram", every_session_datagram(), ids=lambda d: type(d).__name__)
+def test_session_fields_round_trip(datagram: wire.SessionDatagram) -> None:
+    kind, fields = wire.session_fields(datagram)
+    envelope = wire.Protected(kind, datagram.token, datagram.pn, b"")
+    assert wire.decode_session(envelope, fields) == datagram
+
+
+@pytest.mark.parametrize("size", [0, 16, 255, 256, 1159, 65535, 65536])
+@pytest.mark.parametrize("pn", [0, 127, 128, 2**16, 2**32, 2**64 - 1])
+def test_a_session_datagram_built_from_its_header_is_its_msgpack_encoding(
+    size: int, pn: int
+) -> None:
+    sealed = bytes(size)
+    header = wire.session_header(wire.DatagramType.DATA, TOKEN, pn)
+    expected = wire.encode_session(wire.DatagramType.DATA, TOKEN, pn, sealed)
+    assert wire.session_from_header(header, sealed) == expected
+
+
+def test_join_and_accept_payloads_round_trip() -> None:
+    for resume in (None, wire.Resume(b"E" * 8, TOKEN, 41)):
+        payload = wire.encode_join_payload("alice", resume)
+        assert wire.decode_join_payload(payload) == wire.JoinPayload("alice", resume)
+    accept = wire.AcceptPayload(b"E" * 8, 1000, 10000, b"r" * 16)
+    assert wire.decode_accept_payload(wire.encode_accept_payload(accept)) == accept
+
+
 def test_initial_datagrams_are_padded_to_full_size() -> None:
     assert len(wire.encode_hello(NONCE)) == wire.MIN_INITIAL_SIZE
-    for nick in ("a", "x" * 32, "ü" * 32):
-        resume = wire.Resume(b"E" * 8, TOKEN, 2**40)
-        assert len(wire.encode_join(NONCE, b"c" * 40, nick, resume)) == wire.MIN_INITIAL_SIZE
+    for size in (48, 200, 600):
+        assert len(wire.encode_join(NONCE, b"c" * 40, bytes(size))) == wire.MIN_INITIAL_SIZE
 
 
 def test_answers_to_unvalidated_addresses_are_smaller_than_requests() -> None:
     hello = wire.encode_hello(NONCE)
-    challenge = wire.encode_challenge(NONCE, b"c" * wire.MAX_COOKIE_SIZE)
+    challenge = wire.encode_challenge(NONCE, b"c" * wire.MAX_COOKIE_SIZE, b"K" * 32, True)
     reject = wire.encode_reject(NONCE, wire.RejectCode.VERSION, "x" * wire.MAX_REASON_BYTES)
     assert len(challenge) < len(hello)
     assert len(reject) < len(hello)
 
 
 def test_oversized_datagram_is_rejected() -> None:
-    big = msgpack.packb([1, wire.DatagramType.ACK, TOKEN, 0, 0, 0, b"x" * 1300])
+    big = msgpack.packb([2, wire.DatagramType.ACK, TOKEN, 0, b"x" * 1300])
     with pytest.raises(wire.DecodeError, match="limit"):
         wire.decode_datagram(big)
 
@@ -66,25 +97,43 @@ def test_oversized_datagram_is_rejected() -> None:
 @pytest.mark.parametrize(
     "value, reason",
     [
-        ([2, 7, TOKEN, 0, 0, 0], "version"),
-        ([1, 99, TOKEN, 0, 0, 0], "unknown datagram type"),
-        ([1, 7, TOKEN[:4], 0, 0, 0], "token"),
-        ([1, 7, TOKEN, -1, 0, 0], "pn"),
-        ([1, 7, TOKEN, True, 0, 0], "pn"),
-        ([1, 7, TOKEN, 0, 0, 1 << 63], "ack_bits"),
-        ([1, 7, TOKEN, 0, 0, 0, 0], "ACK has"),
-        ([1, 6, TOKEN, 0, 0, 0, 0, False], "chunk"),
-        ([1, 6, TOKEN, 0, 0, 0, 0, 1, b"x"], "more"),
-        ([1, 3, NONCE, b"c", 7, None, b""], "nick"),
+        ([1, 7, TOKEN, 0, b"s"], "version"),
+        ([2, 99, TOKEN, 0, b"s"], "unknown datagram type"),
+        ([2, 7, TOKEN[:4], 0, b"s"], "token"),
+        ([2, 7, TOKEN, -1, b"s"], "pn"),
+        ([2, 7, TOKEN, True, b"s"], "pn"),
+        ([2, 7, TOKEN, 0, "s"], "sealed"),
+        ([2, 7, TOKEN, 0, b"s", b"t"], "ACK has"),
+        ([2, 3, NONCE, b"c", "h", b""], "handshake"),
+        ([2, 2, NONCE, b"c", b"k" * 31, True], "relay_key"),
+        ([2, 2, NONCE, b"c", b"k" * 32, 1], "keyed"),
+        ([2, 9, TOKEN, b"r" * 15], "reset_token"),
         ({"v": 1}, "array"),
-        ([1, 15, b"n" * 12, b"ct"], "room key"),
-        ([1, 5, b"", 5, "no nonce"], "nonce must be 8 bytes"),
-        ([1, 5, b"n" * 4, 4, "short nonce"], "nonce must be 8 bytes"),
+        ([2, 15, b"n" * 12, b"ct"], "unknown datagram type"),
+        ([2, 5, b"", 5, "no nonce"], "nonce must be 8 bytes"),
+        ([2, 5, b"n" * 4, 4, "short nonce"], "nonce must be 8 bytes"),
     ],
 )
 def test_invalid_fields_are_named(value: object, reason: str) -> None:
     with pytest.raises(wire.DecodeError, match=reason):
         wire.decode_datagram(msgpack.packb(value))
+
+
+@pytest.mark.parametrize(
+    "kind, fields, reason",
+    [
+        (7, [0, 1 << 63], "ack_bits"),
+        (7, [0, 0, 0], "ACK has"),
+        (6, [0, 0, 0, False], "chunk"),
+        (6, [0, 0, 0, 1, b"x"], "more"),
+        (10, [b"p" * 7], "path data"),
+        (8, {"a": 1}, "array"),
+    ],
+)
+def test_invalid_session_fields_are_named(kind: int, fields: object, reason: str) -> None:
+    envelope = wire.Protected(wire.DatagramType(kind), TOKEN, 0, b"")
+    with pytest.raises(wire.DecodeError, match=reason):
+        wire.decode_session(envelope, msgpack.packb(fields))
 
 
 def test_request_hash_is_the_first_8_bytes_of_sha256() -> None:

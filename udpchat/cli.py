@@ -9,13 +9,13 @@ a rate means the same everywhere: ``20%`` or ``0.2``.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -29,11 +29,7 @@ from udpchat.relay_core import RelayConfig
 from udpchat.transport import Address, format_address
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
     from udpchat.identity import RelayKey
-
-OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 
 
 def _no_placeholder(ctx: Any) -> None:
@@ -187,16 +183,6 @@ def impairment_config(
     return config
 
 
-def with_fields(options: OptionsT, **values: Any) -> OptionsT:
-    """``options`` given those of ``values`` that its dataclass has fields for.
-
-    Lets the command line hand the relay its identity key and the client its trust check
-    whether or not this version of the options carries them yet.
-    """
-    names = {field.name for field in dataclasses.fields(options)}
-    return dataclasses.replace(options, **{k: v for k, v in values.items() if k in names})
-
-
 def _relay_key(identity: Path | None, host: str, port: int) -> RelayKey:
     """The relay's key from ``identity`` or its default file, created if missing; one error
     line if it cannot be used."""
@@ -296,8 +282,9 @@ KeyOption = Annotated[
         show_envvar=True,
         show_default=False,
         metavar="PASSPHRASE",
-        help="Room key (a passphrase): encrypts and authenticates the room's traffic "
-        "(ChaCha20-Poly1305). Make a strong one with 'udpchat keygen'. "
+        help="Room key (a passphrase): only members with it can join; it enters every "
+        "session's key exchange and pads datagrams to four sizes (traffic is encrypted "
+        "with or without it). Make a strong one with 'udpchat keygen'. "
         "Prefer the environment variable: a command line is visible to other users.",
     ),
 ]
@@ -543,8 +530,8 @@ def relay(
         ),
         impairment=config,
         key=key or None,
+        static_key=relay_key.private,
     )
-    options = with_fields(options, static_key=relay_key.private)
     try:
         code = run_relay(options, verbose=verbose)
     except OSError as error:
@@ -630,9 +617,12 @@ def join(
     from udpchat.client import ClientOptions, run_client
     from udpchat.known_relays import TrustStore
 
-    trust = TrustStore(notify=_tell).for_server(server_at, pinned=pinned)
-    options = ClientOptions(nick=nick, server=server_at, impairment=config, key=key or None)
-    options = with_fields(options, trust=trust)
+    # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.
+    notify = _tell if sys.stderr.isatty() else None
+    trust = TrustStore(notify=notify).for_server(server_at, pinned=pinned)
+    options = ClientOptions(
+        nick=nick, server=server_at, impairment=config, key=key or None, trust=trust
+    )
     raise typer.Exit(run_client(options, json_output=json_output))
 
 

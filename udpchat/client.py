@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import queue
 import secrets
 import sys
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from udpchat import faults
-from udpchat.client_core import ClientConfig, ClientSession, SessionState
+from udpchat.client_core import ClientConfig, ClientSession, SessionState, Trust
 from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
 from udpchat.impair import ImpairmentConfig
 from udpchat.reliability import LinkConfig
@@ -64,6 +63,9 @@ class ClientOptions:
     # Keep requests under the relay's default flood limits; off for rooms (demos,
     # benchmarks) whose relay was given higher limits.
     pace: bool = True
+    # Checks the relay's static public key at each handshake: None to go on, or the refusal
+    # to show (protocol.md 4). None here: every relay key is trusted.
+    trust: Trust | None = None
 
 
 class ChatClient:
@@ -73,8 +75,8 @@ class ChatClient:
         self, options: ClientOptions, on_event: Callable[[ClientEvent], None] | None = None
     ) -> None:
         self.options = options
-        # The key itself is derived at the relay's CHALLENGE, which carries its salt.
-        key = room_key(options.key, os.urandom) if options.key else None
+        # The psk itself is derived at the relay's CHALLENGE, which carries its key.
+        key = room_key(options.key) if options.key else None
         family, server = resolve(*options.server)
         self._server = server
         bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
@@ -107,6 +109,7 @@ class ChatClient:
             time.monotonic(),
             key,
             wall_offset=time.time() - time.monotonic(),
+            trust=options.trust,
         )
         self._on_event = on_event
         self._queue: queue.Queue[ClientEvent] = queue.Queue()

@@ -23,18 +23,21 @@ entries of both; once history is over, what is left in limbo is reported unconfi
 
 from __future__ import annotations
 
+import hmac
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from udpchat import events as ev
+from udpchat import handshake as hs
 from udpchat import messages as msg
 from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
+from udpchat.noise import DHLEN, NoiseError
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, Sealer, SealError, is_sealed
+from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
     "ClientConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "LocalProtocolError",
     "QueueFull",
     "SessionState",
+    "Trust",
 ]
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 4 s.
@@ -70,11 +74,24 @@ _CLOSED_UNCONFIRMED = "the session closed before the relay confirmed this messag
 # protocol.md 4: hashes of the handshake datagrams sent in one attempt, kept to recognise a
 # REJECT bound to one of them. An attempt sends about a dozen; the bound only caps memory.
 MAX_HANDSHAKE_HASHES = 32
-# Keys derived for relay salts (protocol.md 8): a few, for a relay that restarts back and forth.
+# psks derived per relay key (protocol.md 8): a few, for a client that meets several relays.
 MAX_CACHED_KEYS = 4
-# protocol.md 8: a CHALLENGE says whether the relay has a room key; a mismatch is final.
+# JOIN handshakes kept for one nonce: a retransmitted JOIN with a fresh cookie, or a new
+# attempt with the same nonce, may be answered with the ACCEPT of an earlier one (protocol.md 4).
+MAX_KEPT_HANDSHAKES = 4
+# protocol.md 4: a CHALLENGE says whether the relay has a room key; a mismatch is final.
 NEEDS_KEY = "this room needs a key: give it with --key or UDPCHAT_KEY"
 NO_ROOM_KEY = "this relay has no room key; join without --key"
+
+
+Trust = Callable[[bytes], "str | None"]
+"""Decides whether to talk to the relay whose static public key is given: None to go on, or
+the refusal to show (the join then ends). The shell checks it against the pinned keys."""
+
+
+def trust_any(relay_key: bytes) -> str | None:
+    """The core's default: every relay key is accepted (the shell passes a real check)."""
+    return None
 
 
 class LocalProtocolError(Exception):
@@ -137,7 +154,7 @@ class ClientConfig:
 class ClientStats:
     """Counters for /stats: what was dropped and why, and the current link's numbers."""
 
-    malformed: int  # not udpchat, not sealed with our key, or impossible ACK fields
+    malformed: int  # not udpchat, not authentic, or impossible ACK fields
     wrong_session: int  # a token or handshake nonce that is not ours
     replays: int  # packet numbers seen before (protocol.md 5.6)
     unexpected: int  # valid, but meaningless in the current state
@@ -191,22 +208,19 @@ class ClientSession:
         config: ClientConfig,
         rng: Callable[[int], bytes],
         now: float,
-        room_key: KeyDeriver | None = None,
+        room_key: PskDeriver | None = None,
         wall_offset: float = 0.0,
+        trust: Trust | None = None,
     ) -> None:
         self.config = config
         self._rng = rng
-        # protocol.md 8: the key is derived from the salt in the relay's CHALLENGE, once per
-        # salt; a relay that restarts has a new one.
+        # protocol.md 8: the psk is derived for the relay key in the CHALLENGE, once per key.
         self._room_key = room_key
-        self._sealers: dict[bytes, Sealer] = {}
-        self._sealer: Sealer | None = None  # for the salt of the relay we are talking to
-        self._salt = b""
-        # Sealing costs SEAL_OVERHEAD bytes: build smaller datagrams so sealed ones still fit.
-        self._datagram_size = wire.MAX_DATAGRAM_SIZE - (SEAL_OVERHEAD if room_key else 0)
-        self._link_config = replace(
-            config.link, max_datagram=min(config.link.max_datagram, self._datagram_size)
-        )
+        self._psks: dict[bytes, bytes] = {}
+        self._trust = trust if trust is not None else trust_any
+        self._relay_key = b""  # the static key of the relay this handshake talks to
+        self._may_change_key = True  # once per HELLO (see _on_challenge)
+        self._link_config = config.link
         self._wall_offset = wall_offset
         self._state = SessionState.IDLE
         self._events: list[ev.ClientEvent] = []
@@ -226,8 +240,10 @@ class ClientSession:
         # request_hash of every HELLO and JOIN of this attempt (protocol.md 4)
         self._sent_hashes: deque[bytes] = deque(maxlen=MAX_HANDSHAKE_HASHES)
         self._unverified: str | None = None  # what an unbound REJECT said, if one came
-        # A BAD_KEY for our JOIN, and the salt that JOIN was sealed for (see _on_reject).
-        self._bad_key: tuple[wire.Reject, bytes] | None = None
+        # Noise handshakes started for the current nonce, newest last, and the JOIN to resend.
+        self._handshakes: deque[hs.Initiator] = deque(maxlen=MAX_KEPT_HANDSHAKES)
+        self._join_datagram = b""
+        self._reset_token = b""  # protocol.md 7.2: proves a RESET for the current session
         self._hello_rtt: float | None = None
         self._attempt_deadline: float | None = None
         self._join_deadline: float | None = None
@@ -506,7 +522,6 @@ class ClientSession:
 
     def _start_attempt(self, now: float) -> None:
         """A fresh attempt, with its own deadline: a new handshake."""
-        self._bad_key = None
         deadline = now + self.config.join_timeout
         if not self._ever_welcomed and self._join_deadline is not None:
             deadline = min(deadline, self._join_deadline)
@@ -525,7 +540,9 @@ class ClientSession:
             if len(nonce) != wire.NONCE_SIZE:
                 raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
             self._nonce = nonce
+            self._handshakes.clear()  # an ACCEPT for another nonce is never ours
         self._join_unanswered = False
+        self._may_change_key = True
         self._cookie = None
         self._hello_rtt = None
         self._join_nick = self.nick
@@ -534,18 +551,14 @@ class ClientSession:
         self._send_handshake(now, first=True)
 
     def _send_handshake(self, now: float, first: bool) -> None:
-        """HELLO (never sealed: it asks for the salt) or JOIN (sealed in a room with a key,
-        afresh for each retransmission), with its hash kept: a REJECT bound to it is the
-        relay's answer to us (protocol.md 4)."""
+        """HELLO, or the JOIN built at the CHALLENGE (the same bytes each time: one
+        handshake per cookie), with its hash kept: a REJECT bound to it is the relay's answer
+        to us (protocol.md 4)."""
         if self._cookie is None:
             datagram = wire.encode_hello(self._nonce)
         else:
-            datagram = wire.encode_join(
-                self._nonce, self._cookie, self._join_nick, self._resume, self._datagram_size
-            )
+            datagram = self._join_datagram
             self._join_unanswered = True
-            if self._sealer is not None:
-                datagram = self._sealer.seal(datagram)
         self._sent_hashes.append(wire.request_hash(datagram))
         self._handshake_out.append(datagram)
         if first:
@@ -564,52 +577,76 @@ class ClientSession:
         if not self._in_handshake() or challenge.nonce != self._nonce:
             self._wrong_session += 1
             return
-        if self._state is SessionState.JOINING and challenge.salt != self._salt:
-            # A fresh cookie comes from the relay that gave us the salt; a relay that
-            # restarted cannot open our JOIN and says BAD_KEY instead. So at most one key
-            # is derived per HELLO, however many CHALLENGEs arrive.
-            self._unexpected += 1
-            return
-        if not self._take_salt(challenge.salt):
+        if self._state is SessionState.JOINING and challenge.relay_key != self._relay_key:
+            # Another relay key during the JOIN: the relay restarted as another identity
+            # between its CHALLENGE and our JOIN, or someone on the path answers for it. The
+            # new key is checked and taken once per HELLO, so that at most two psks are
+            # derived per HELLO however many CHALLENGEs arrive.
+            if not self._may_change_key:
+                self._unexpected += 1
+                return
+            self._may_change_key = False
+            if self._take_relay_key(challenge):
+                self._start_join(challenge.cookie)
+                self._send_handshake(now, first=False)
             return
         if self._state is SessionState.CONNECTING:
+            if not self._take_relay_key(challenge):
+                return
             if self._handshake_sends == 1:  # Karn: only an unambiguous sample
                 self._hello_rtt = now - self._handshake_sent_at
-            self._cookie = challenge.cookie
+            self._start_join(challenge.cookie)
             self._transition(SessionState.JOINING)
             self._send_handshake(now, first=True)
         elif challenge.cookie != self._cookie:
             # Our cookie expired while JOINs were lost: the relay sent a fresh one.
-            self._cookie = challenge.cookie
+            self._start_join(challenge.cookie)
             self._send_handshake(now, first=False)
 
-    def _take_salt(self, salt: bytes) -> bool:
-        """Take the relay's salt from a CHALLENGE: derive (or recall) the key for it, or end
-        the join, as protocol.md 8 says, when the relay's key and ours cannot match. The
-        CHALLENGE carries our nonce, so nobody off the path can have sent it."""
+    def _take_relay_key(self, challenge: wire.Challenge) -> bool:
+        """Check the relay's static key and the room key against what the CHALLENGE says, or
+        end the join as protocol.md 4 says. The CHALLENGE carries our nonce, so nobody off
+        the path can have sent it."""
         room_key = self._room_key
-        if room_key is None and salt:
+        if room_key is None and challenge.keyed:
             self._close(NEEDS_KEY)
             return False
-        if room_key is not None and not salt:
+        if room_key is not None and not challenge.keyed:
             self._close(NO_ROOM_KEY)
             return False
-        if self._bad_key is not None and self._bad_key[1] == salt:
-            # The relay that could not open our JOIN still has the salt we sealed it for:
-            # the same process, so the key is wrong.
-            reject = self._bad_key[0]
-            self._emit(ev.JoinRejected(reject.code, reject.reason))
-            self._close(reject.reason or "the relay refused our room key")
+        refusal = self._trust(challenge.relay_key)
+        if refusal is not None:
+            self._close(refusal)
             return False
-        if room_key is not None:
-            sealer = self._sealers.get(salt)
-            if sealer is None:
-                if len(self._sealers) >= MAX_CACHED_KEYS:
-                    del self._sealers[next(iter(self._sealers))]
-                sealer = self._sealers[salt] = room_key(salt)
-            self._sealer = sealer
-        self._salt = salt
+        self._relay_key = challenge.relay_key
         return True
+
+    def _psk(self) -> bytes | None:
+        """The psk for the current relay key: scrypt once per relay identity."""
+        room_key = self._room_key
+        if room_key is None:
+            return None
+        psk = self._psks.get(self._relay_key)
+        if psk is None:
+            if len(self._psks) >= MAX_CACHED_KEYS:
+                del self._psks[next(iter(self._psks))]
+            psk = self._psks[self._relay_key] = room_key(self._relay_key)
+        return psk
+
+    def _start_join(self, cookie: bytes) -> None:
+        """Noise message 1 for this cookie, in the JOIN sent until the relay answers."""
+        self._cookie = cookie
+        datagram, initiator = hs.start_join(
+            self._nonce,
+            cookie,
+            self._relay_key,
+            self._psk(),
+            self._rng(DHLEN),
+            self._join_nick,
+            self._resume,
+        )
+        self._join_datagram = datagram
+        self._handshakes.append(initiator)
 
     def _on_accept(self, accept: wire.Accept, now: float) -> None:
         link = self._link
@@ -621,20 +658,37 @@ class ClientSession:
         if accept.nonce != self._nonce:
             self._wrong_session += 1
             return
+        opened = self._read_accept(accept)
+        if opened is None:
+            self._malformed += 1  # not from the relay we encrypted to, or not for our JOIN
+            return
+        payload, keys = opened
         hint = self._hello_rtt
         if hint is None and self._handshake_sends == 1:
             hint = now - self._handshake_sent_at
         if hint is None and self._last_link_stats.srtt > 0:
             hint = self._last_link_stats.srtt
         self._join_unanswered = False
-        self._adopt_link(Link(accept.token, self._link_config, rtt_hint=hint))
-        self._epoch = accept.epoch
-        self._heartbeat = max(accept.heartbeat_ms / 1000, MIN_HEARTBEAT)
+        self._adopt_link(Link(accept.token, self._link_config, rtt_hint=hint, keys=keys))
+        self._epoch = payload.epoch
+        self._reset_token = payload.reset_token
+        self._heartbeat = max(payload.heartbeat_ms / 1000, MIN_HEARTBEAT)
         # Silence detection must outlast the heartbeat the relay asked for.
         self._silence = max(self.config.relay_silence, 2 * self._heartbeat)
         self._last_sent = self._last_heard = self._last_ping = now
         self._welcomed = False
         self._retry_at = None
+
+    def _read_accept(self, accept: wire.Accept) -> tuple[wire.AcceptPayload, SessionKeys] | None:
+        """The ACCEPT's payload and keys, from whichever of our handshakes it answers (the
+        relay answers a retransmitted JOIN with the ACCEPT it made first)."""
+        padded = self._room_key is not None
+        for initiator in reversed(self._handshakes):
+            try:
+                return hs.finish_join(initiator, accept, padded)
+            except (NoiseError, wire.DecodeError):
+                continue
+        return None
 
     def _adopt_link(self, link: Link) -> None:
         self._retire_link()
@@ -651,13 +705,6 @@ class ClientSession:
     def _on_reject(self, reject: wire.Reject, now: float) -> None:
         self._join_unanswered = False
         code, reason = reject.code, reject.reason
-        if code == wire.RejectCode.BAD_KEY and self._state is SessionState.JOINING:
-            # The relay could not open our JOIN: the key is wrong, or the relay restarted
-            # since its CHALLENGE and has a new salt. A fresh HELLO tells which (protocol.md
-            # 8), at the cost of a round trip, within the same attempt.
-            self._bad_key = (reject, self._salt)
-            self._begin_handshake(now)
-            return
         final = not self._ever_welcomed or code in _FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
             candidate = self._suffixed_nick()
@@ -694,70 +741,64 @@ class ClientSession:
         if self._state in (SessionState.IDLE, SessionState.CLOSED):
             self._unexpected += 1
             return
-        sealed = is_sealed(data)
-        plain = data
-        if sealed:
-            if self._sealer is None:
-                self._malformed += 1  # sealed, and we hold no key for it
-                return
-            try:
-                plain = self._sealer.open(data)
-            except SealError:
-                self._malformed += 1
-                return
         try:
-            datagram = wire.decode_datagram(plain)
+            datagram = wire.decode_datagram(data)
         except wire.DecodeError:
             self._malformed += 1
             return
-        if isinstance(datagram, wire.Reject):
-            self._on_reject_datagram(datagram, sealed, now)
-        elif isinstance(datagram, wire.Challenge):
-            if sealed:
-                self._unexpected += 1  # CHALLENGE is never sealed (protocol.md 8)
+        if isinstance(datagram, wire.Protected):
+            if datagram.kind is wire.DatagramType.PATH_RESPONSE:
+                self._unexpected += 1  # only a relay receives those
             else:
-                self._on_challenge(datagram, now)
-        elif self._room_key is not None and not sealed:
-            self._malformed += 1  # protocol.md 8: with a key, only CHALLENGE and REJECT are plain
+                self._on_session_datagram(datagram, len(data), now)
+        elif isinstance(datagram, wire.Reject):
+            self._on_reject_datagram(datagram, now)
+        elif isinstance(datagram, wire.Challenge):
+            self._on_challenge(datagram, now)
         elif isinstance(datagram, wire.Accept):
             self._on_accept(datagram, now)
         elif isinstance(datagram, wire.Reset):
-            link = self._link
-            if link is None or datagram.token != link.token:
-                self._wrong_session += 1
-            else:
-                self._session_reset = True  # whatever the epoch, our place is gone
-                self._lose("the relay lost our session", now, immediate=True)
-        elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathChallenge)):
-            self._on_session_datagram(datagram, len(data), now)
-        else:  # HELLO, JOIN, PATH_RESPONSE: only a relay receives those
+            self._on_reset(datagram, now)
+        else:  # HELLO, JOIN: only a relay receives those
             self._unexpected += 1
 
-    def _on_reject_datagram(self, reject: wire.Reject, sealed: bool, now: float) -> None:
+    def _on_reset(self, reset: wire.Reset, now: float) -> None:
+        """protocol.md 7.2: a RESET counts only with the reset token of our ACCEPT, which only
+        the relay's identity can compute; anyone can copy a token off the wire."""
+        link = self._link
+        if link is None or reset.token != link.token:
+            self._wrong_session += 1
+            return
+        if not hmac.compare_digest(reset.reset_token, self._reset_token):
+            self._malformed += 1
+            return
+        self._session_reset = True  # whatever the epoch, our place is gone
+        self._lose("the relay lost our session", now, immediate=True)
+
+    def _on_reject_datagram(self, reject: wire.Reject, now: float) -> None:
         """protocol.md 4: a REJECT is ours only if it is bound to what we sent in this
-        attempt: to the hash of one of our HELLO or JOIN datagrams, or to our nonce when
-        nobody without the key could have read it. Anything else may be forged by anyone
-        who knows the relay's address, so it never ends a join: it is kept to be quoted if
-        the join times out."""
+        attempt: to our nonce, or to the hash of one of our HELLO or JOIN datagrams. Anything
+        else may be forged by anyone who knows the relay's address, so it never ends a join:
+        it is kept to be quoted if the join times out. (Someone on the path sees the nonce
+        and can forge a bound REJECT; dropping our datagrams would end the join as well.)"""
         if not self._in_handshake():
             self._unexpected += 1
             return
         nonce = reject.nonce
-        readable = sealed or self._room_key is None  # could only the relay know our nonce?
-        if nonce in self._sent_hashes or (nonce == self._nonce and readable):
+        if nonce in self._sent_hashes or nonce == self._nonce:
             self._on_reject(reject, now)
             return
         self._wrong_session += 1
-        if not sealed:
-            self._unverified = reject.reason or f"refused with code {reject.code}"
+        self._unverified = reject.reason or f"refused with code {reject.code}"
 
-    def _on_session_datagram(
-        self, datagram: wire.Data | wire.Ack | wire.Ping | wire.PathChallenge, size: int, now: float
-    ) -> None:
+    def _on_session_datagram(self, envelope: wire.Protected, size: int, now: float) -> None:
         link = self._link
-        if link is None or datagram.token != link.token:
+        if link is None or envelope.token != link.token:
             self._wrong_session += 1
             return
+        datagram = link.open(envelope)  # protocol.md 8: authenticated before anything else
+        if datagram is None:
+            return  # the link counted it
         delivered = link.receive(datagram, now)
         if delivered is None:
             return  # a replay or impossible ACK fields: the link counted it
@@ -1096,7 +1137,7 @@ class ClientSession:
     # --- output and timers --------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
-        """Everything due now, sealed when the room has a key."""
+        """Everything due now (the link seals what it sends)."""
         handshake, self._handshake_out = self._handshake_out, []  # ready as they are
         out, self._out = self._out, []
         link = self._link
@@ -1106,9 +1147,6 @@ class ClientSession:
             if sent:
                 self._last_sent = now
                 out.extend(sent)
-        sealer = self._sealer
-        if sealer is not None:
-            out = [sealer.seal(d) for d in out]
         return handshake + out if handshake else out
 
     def _heartbeat_due(self) -> float:

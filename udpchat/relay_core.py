@@ -3,7 +3,9 @@
 ``RelayCore`` takes datagrams with their source address and ``now``, and hands back datagrams
 to send with their destination. It keeps members by session token, not by address; timers
 live in a heap so that idle members cost nothing between their own deadlines (no polling of
-every member on every tick). protocol.md sections 4 to 7 describe what it implements.
+every member on every tick). protocol.md sections 4 to 8 describe what it implements: every
+session is a Noise handshake (udpchat.handshake) with the relay's static key, injected like
+the random source, and every session datagram is sealed by its member's link.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
+from udpchat.noise import DHLEN, NoiseError, public_key
 from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
-from udpchat.seal import SEAL_OVERHEAD, KeyDeriver, SealError, is_sealed
+from udpchat.seal import PskDeriver
 
 Address = tuple[str, int]
 Rng = Callable[[int], bytes]
@@ -41,17 +45,24 @@ MIN_REMEMBERED_IDS = 1024
 # protocol.md 7.1: on the relay a link never gives up by counting transmissions; the member
 # timeout ends a silent session, so a client has that long to resume in place.
 RELAY_LINK_TRANSMISSIONS = 1_000_000
-RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE)))
+RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE), bytes(wire.RESET_TOKEN_SIZE)))
 # protocol.md 6.5: member lists may take twice the bytes a member sent (ACKs and the other
 # answers fit in the third time), and a member can bank at most this much of that.
 LIST_CREDIT_FACTOR = AMPLIFICATION_FACTOR - 1
 MAX_ANSWER_CREDIT = LIST_CREDIT_FACTOR * 64 * 1024
 # What a member list costs besides its nicknames: the DATA datagram around it.
 LIST_OVERHEAD = 40
-# protocol.md 8: what BAD_KEY says, by what the relay could not read.
+# protocol.md 4: what BAD_KEY says when a JOIN's handshake does not authenticate.
 WRONG_KEY = "wrong room key"
-NEEDS_KEY = "this room needs a key"
-NO_ROOM_KEY = "this relay has no room key; join without --key"
+# Session datagrams a client sends (PATH_CHALLENGE goes the other way).
+RELAY_BOUND = frozenset(
+    {
+        wire.DatagramType.DATA,
+        wire.DatagramType.ACK,
+        wire.DatagramType.PING,
+        wire.DatagramType.PATH_RESPONSE,
+    }
+)
 LEAVE_REASONS = {
     m.LeaveReason.QUIT: "quit",
     m.LeaveReason.TIMEOUT: "timed out",
@@ -156,6 +167,7 @@ class RelayStats:
     deliveries: int = 0
     amplification_held: int = 0
     bad_key: int = 0
+    auth_failures: int = 0
     short_handshakes: int = 0
     replayed_joins: int = 0
     network_full: int = 0
@@ -173,6 +185,7 @@ class Member:
     last_heard: float
     bucket: TokenBucket
     join: tuple[Address, bytes] | None  # (address, nonce) until the client is heard from
+    accept: bytes  # the ACCEPT, sent again as is for a retransmitted JOIN
     validated: bool = True
     received_unvalidated: int = 0
     sent_unvalidated: int = 0
@@ -193,7 +206,8 @@ class RelayCore:
         now: float,
         rng: Rng,
         wall_offset: float = 0.0,
-        room_key: KeyDeriver | None = None,
+        room_key: PskDeriver | None = None,
+        static_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.stats = RelayStats()
@@ -201,18 +215,18 @@ class RelayCore:
         self._wall_offset = wall_offset
         self._secret = rng(32)
         self.epoch = rng(wire.EPOCH_SIZE)
-        # protocol.md 8: a salt of its own per relay process, told to clients in every
-        # CHALLENGE, so that no dictionary precomputed for one room serves against another;
-        # the key is derived once, here.
-        self.salt = rng(wire.SALT_SIZE) if room_key is not None else b""
-        self._sealer = room_key(self.salt) if room_key is not None else None
-        # Sealing costs SEAL_OVERHEAD bytes: links build smaller datagrams so sealed ones fit.
+        # protocol.md 4: the relay's identity. The shell keeps it across restarts; without
+        # one, the relay is a new identity (clients that pinned the old one refuse it).
+        if static_key is None:
+            static_key = rng(DHLEN)
+        if len(static_key) != DHLEN:
+            raise ValueError(f"a static key has {DHLEN} bytes, not {len(static_key)}")
+        self._static_key = static_key
+        self.relay_key = public_key(static_key)
+        self._reset_secret = hs.reset_secret(static_key)
+        # protocol.md 8: the psk is salted with the relay's public key; derived once, here.
+        self._psk = room_key(self.relay_key) if room_key is not None else None
         self._link_config = replace(config.link, max_retransmissions=RELAY_LINK_TRANSMISSIONS)
-        if room_key is not None:
-            limit = wire.MAX_DATAGRAM_SIZE - SEAL_OVERHEAD
-            self._link_config = replace(
-                self._link_config, max_datagram=min(config.link.max_datagram, limit)
-            )
         self.members: dict[bytes, Member] = {}
         self._by_nick: dict[str, Member] = {}
         self._by_join: dict[tuple[Address, bytes], Member] = {}
@@ -241,7 +255,6 @@ class RelayCore:
         self._draining = False
         self._closing: list[Member] = []
         self._out: list[tuple[bytes, Address]] = []
-        self._out_plain: list[tuple[bytes, Address]] = []
         self._events: list[RelayEvent] = []
         self.room_seq = 0
         self._history: deque[tuple[int, bool, bytes]] = deque(maxlen=max(config.history, 1))
@@ -262,31 +275,27 @@ class RelayCore:
             return
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
-        opened = self._unseal(data, addr, now)
-        if opened is None:
-            return
-        plain, sealed = opened
         try:
-            datagram = wire.decode_datagram(plain)
-        except wire.UnsupportedVersion:
+            datagram = wire.decode_datagram(data)
+        except wire.UnsupportedVersion as exc:
             self._drop("unsupported version", addr)
+            # protocol.md 3.1: in the requester's version, so that an older client can read
+            # it (REJECT has had the same fields since version 1).
+            version = exc.version if 0 < exc.version <= wire.MAX_VERSION else wire.PROTOCOL_VERSION
             self._refuse(
                 data,
                 wire.RejectCode.VERSION,
                 f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
                 addr,
                 now,
+                version,
             )
             return
         except wire.DecodeError as exc:
             self.stats.malformed += 1
             self._drop(f"malformed: {exc}", addr)
             return
-        if self._sealer is not None and not sealed and not isinstance(datagram, wire.Hello):
-            # protocol.md 8: in a room with a key, only HELLO comes in the clear.
-            self._unreadable(data, NEEDS_KEY, addr, now)
-            return
-        if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathResponse)):
+        if isinstance(datagram, wire.Protected) and datagram.kind in RELAY_BOUND:
             self._on_session_datagram(datagram, len(data), addr, now)
         elif isinstance(datagram, (wire.Hello, wire.Join)):
             if len(data) < wire.MIN_INITIAL_SIZE:
@@ -294,16 +303,13 @@ class RelayCore:
                 self.stats.short_handshakes += 1
                 self._drop(f"{type(datagram).__name__} shorter than {wire.MIN_INITIAL_SIZE}", addr)
             elif isinstance(datagram, wire.Hello):
-                if sealed:  # HELLO is never sealed: it asks for the salt of the key
-                    self.stats.unexpected += 1
-                    self._drop("sealed HELLO", addr)
-                else:
-                    self._on_hello(datagram, addr, now)
+                self._on_hello(datagram, addr, now)
             else:
-                self._on_join(datagram, addr, now)
+                self._on_join(datagram, data, addr, now)
         else:
             self.stats.unexpected += 1
-            self._drop(f"unexpected {type(datagram).__name__}", addr)
+            name = datagram.kind.name if isinstance(datagram, wire.Protected) else None
+            self._drop(f"unexpected {name or type(datagram).__name__}", addr)
 
     def datagrams_to_send(
         self, now: float, limit: int | None = None
@@ -327,11 +333,6 @@ class RelayCore:
         if self._hold_fanout:  # the newcomer's first datagrams are in this batch: release
             self._hold_fanout = False
             self._drain_fanout()
-        if self._sealer is not None:
-            out = [(self._sealer.seal(d), a) for d, a in out]
-        if self._out_plain:
-            out.extend(self._out_plain)
-            self._out_plain = []
         self.stats.datagrams_sent += len(out)
         self.stats.bytes_sent += sum(len(d) for d, _ in out)
         return out
@@ -384,41 +385,27 @@ class RelayCore:
     def member_nicks(self) -> list[str]:
         return sorted(mb.nick for mb in self.members.values())
 
-    # --- sealing and handshakes -------------------------------------------------------------
-
-    def _unseal(self, data: bytes, addr: Address, now: float) -> tuple[bytes, bool] | None:
-        """(the datagram inside, whether it was sealed), or None for a sealed datagram that
-        does not open here: sealed with another key, tampered with, or sent to a relay
-        without a key."""
-        if not is_sealed(data):
-            return data, False
-        sealer = self._sealer
-        if sealer is None:
-            self._unreadable(data, NO_ROOM_KEY, addr, now)
-            return None
-        try:
-            return sealer.open(data), True
-        except SealError:
-            self._unreadable(data, WRONG_KEY, addr, now)
-            return None
-
-    def _unreadable(self, data: bytes, reason: str, addr: Address, now: float) -> None:
-        self.stats.bad_key += 1
-        self._drop(f"room key: {reason}", addr)
-        self._refuse(data, wire.RejectCode.BAD_KEY, reason, addr, now)
+    # --- handshakes -------------------------------------------------------------------------
 
     def _refuse(
-        self, data: bytes, code: wire.RejectCode, reason: str, addr: Address, now: float
+        self,
+        data: bytes,
+        code: wire.RejectCode,
+        reason: str,
+        addr: Address,
+        now: float,
+        version: int = wire.PROTOCOL_VERSION,
     ) -> None:
-        """Answer a datagram the relay could not read with a REJECT bound to it (protocol.md
-        4): its nonce is the datagram's hash, since the request's own nonce is unreadable.
-        Unsealed, so that a client with another key or version can read it. Only datagrams
-        of handshake size get one, within the per-source handshake budget, so that no answer
-        is larger than its request and a flood of junk draws only a trickle."""
+        """Answer a datagram of another version, or a JOIN whose handshake does not
+        authenticate, with a REJECT bound to it (protocol.md 4): its nonce is the datagram's
+        hash, which only whoever sent or saw the datagram knows. Only datagrams of handshake
+        size get one, within the per-host reply budget, so that no answer is larger than its
+        request and a flood of junk draws only a trickle."""
         if len(data) < wire.MIN_INITIAL_SIZE or not self._allow_handshake(addr, now):
             return
         self.stats.rejects += 1
-        self._out_plain.append((wire.encode_reject(wire.request_hash(data), code, reason), addr))
+        reject = wire.encode_reject(wire.request_hash(data), code, reason, version)
+        self._out.append((reject, addr))
 
     def _allow_handshake(self, addr: Address, now: float) -> bool:
         """May we answer a datagram that proved nothing about its source (a RESET, a VERSION
@@ -465,23 +452,25 @@ class RelayCore:
         self._challenge(hello.nonce, addr, now)
 
     def _challenge(self, nonce: bytes, addr: Address, now: float) -> None:
-        """CHALLENGE goes unsealed, with the salt a client needs to derive the room key."""
+        """CHALLENGE: the cookie, the relay's static public key (the client checks it and
+        encrypts its JOIN to it), and whether the room needs a key."""
         cookie = self._issue_cookie(nonce, addr, now)
-        self._out_plain.append((wire.encode_challenge(nonce, cookie, self.salt), addr))
+        keyed = self._psk is not None
+        self._out.append((wire.encode_challenge(nonce, cookie, self.relay_key, keyed), addr))
 
     def _reject(self, nonce: bytes, code: wire.RejectCode, reason: str, addr: Address) -> None:
         self.stats.rejects += 1
         self._out.append((wire.encode_reject(nonce, code, reason), addr))
 
-    def _on_join(self, join: wire.Join, addr: Address, now: float) -> None:
+    def _on_join(self, join: wire.Join, data: bytes, addr: Address, now: float) -> None:
         age = self._cookie_age(join.cookie, join.nonce, addr, now)
         if age is None:
             self.stats.bad_cookies += 1  # answered like a HELLO, for the same reasons
             self._challenge(join.nonce, addr, now)
             return
         pending = self._by_join.get((addr, join.nonce))
-        if pending is not None:  # our ACCEPT was lost: say it again
-            self._out.append((self._accept(pending, join.nonce), addr))
+        if pending is not None:  # our ACCEPT was lost: say it again, never a new handshake
+            self._out.append((pending.accept, addr))
             return
         used_until = self._used_joins.get((addr, join.nonce))
         if used_until is not None and now < used_until:
@@ -497,24 +486,39 @@ class RelayCore:
                 addr,
             )
             return
+        # protocol.md 4: the DH work, only now that the cookie has proved the address.
+        try:
+            responder, request = hs.read_join(self._static_key, join, self._psk)
+        except NoiseError:
+            self.stats.bad_key += 1
+            self._drop("JOIN handshake does not authenticate: wrong room key", addr)
+            self._refuse(data, wire.RejectCode.BAD_KEY, WRONG_KEY, addr, now)
+            return
+        except wire.DecodeError as exc:
+            self.stats.malformed += 1
+            self._drop(f"malformed JOIN payload: {exc}", addr)
+            return
         if self.shutting_down:
             self._reject(
                 join.nonce, wire.RejectCode.SHUTTING_DOWN, "the relay is shutting down", addr
             )
             return
-        problem = nick_error(join.nick)
+        problem = nick_error(request.nick)
         if problem is not None:
             self._reject(join.nonce, wire.RejectCode.NICK_INVALID, problem, addr)
             return
         old = None
-        resume = join.resume
+        resume = request.resume
         if resume is not None and resume.epoch == self.epoch:
             old = self.members.get(resume.token)
-        key = nick_key(join.nick)
+        key = nick_key(request.nick)
         holder = self._by_nick.get(key)
         if holder is not None and holder is not old:
             self._reject(
-                join.nonce, wire.RejectCode.NICK_TAKEN, f"the nickname {join.nick} is taken", addr
+                join.nonce,
+                wire.RejectCode.NICK_TAKEN,
+                f"the nickname {request.nick} is taken",
+                addr,
             )
             return
         if old is None and len(self.members) >= self.config.max_members:
@@ -525,7 +529,7 @@ class RelayCore:
             self.stats.network_full += 1
             self._reject(join.nonce, wire.RejectCode.RELAY_FULL, crowd, addr)
             return
-        self._admit(join, key, addr, old, age, now)
+        self._admit(join.nonce, request, responder, key, addr, old, age, now)
 
     def _crowding(self, addr: Address, old: Member | None) -> str | None:
         """Why ``addr``'s host or network may not have one more member, or None."""
@@ -555,11 +559,32 @@ class RelayCore:
                 table.pop(key, None)
 
     def _admit(
-        self, join: wire.Join, key: str, addr: Address, old: Member | None, rtt: float, now: float
+        self,
+        nonce: bytes,
+        join: wire.JoinPayload,
+        responder: hs.Responder,
+        key: str,
+        addr: Address,
+        old: Member | None,
+        rtt: float,
+        now: float,
     ) -> None:
         token = self._rng(wire.TOKEN_SIZE)
         while token in self.members:
             token = self._rng(wire.TOKEN_SIZE)
+        accept, keys = hs.accept(
+            responder,
+            nonce,
+            token,
+            wire.AcceptPayload(
+                self.epoch,
+                int(self.config.heartbeat * 1000),
+                int(self.config.timeout * 1000),
+                hs.reset_token(self._reset_secret, token),
+            ),
+            self._rng(DHLEN),
+            padded=self._psk is not None,
+        )
         resumed = 0
         if old is not None:
             resumed = old.link.stats.messages_delivered
@@ -570,21 +595,22 @@ class RelayCore:
             nick=join.nick,
             key=key,
             addr=addr,
-            link=Link(token, self._link_config, rtt_hint=max(rtt, 0.0001)),
+            link=Link(token, self._link_config, rtt_hint=max(rtt, 0.0001), keys=keys),
             last_heard=now,
             # a resume is the same person: it keeps its flood bucket (protocol.md 4.2, 6.5)
             bucket=old.bucket
             if old is not None
             else TokenBucket(config.flood_rate, config.flood_burst, updated=now),
-            join=(addr, join.nonce),
+            join=(addr, nonce),
+            accept=accept,
         )
         self.members[token] = member
         self._count_address(addr, +1)
         self._by_nick[key] = member
-        self._by_join[(addr, join.nonce)] = member
-        self._remember_join((addr, join.nonce), now)
+        self._by_join[(addr, nonce)] = member
+        self._remember_join((addr, nonce), now)
         self._members_cache = None
-        self._out.append((self._accept(member, join.nonce), addr))
+        self._out.append((accept, addr))
         self._events.append(MemberJoined(join.nick, addr, old is not None))
         members = self._member_list()
         first = self._history[0][0] if self._history else self.room_seq + 1
@@ -638,17 +664,6 @@ class RelayCore:
             self._members_cache = self._members_fitting([mb.nick for mb in self.members.values()])
         return self._members_cache
 
-    def _accept(self, member: Member, nonce: bytes) -> bytes:
-        return wire.encode_accept(
-            wire.Accept(
-                nonce,
-                member.token,
-                self.epoch,
-                int(self.config.heartbeat * 1000),
-                int(self.config.timeout * 1000),
-            )
-        )
-
     @staticmethod
     def _members_fitting(nicks: list[str]) -> tuple[str, ...]:
         """As many nicknames as fit in one message (a huge room lists a prefix)."""
@@ -665,15 +680,24 @@ class RelayCore:
     # --- sessions ---------------------------------------------------------------------------
 
     def _on_session_datagram(
-        self, datagram: wire.SessionDatagram, size: int, addr: Address, now: float
+        self, envelope: wire.Protected, size: int, addr: Address, now: float
     ) -> None:
-        member = self.members.get(datagram.token)
+        member = self.members.get(envelope.token)
         if member is None:
             self.stats.unknown_session += 1
             self._drop("unknown session", addr)
             if size >= RESET_SIZE and self._allow_handshake(addr, now):
+                # protocol.md 7.2: a stateless reset, provable by this identity only.
                 self.stats.resets += 1
-                self._out.append((wire.encode_reset(datagram.token), addr))
+                proof = hs.reset_token(self._reset_secret, envelope.token)
+                self._out.append((wire.encode_reset(envelope.token, proof), addr))
+            return
+        # protocol.md 8: nothing that fails to authenticate is looked at any further; in
+        # particular it never moves the session or marks its packet number as seen.
+        datagram = member.link.open(envelope)
+        if datagram is None:
+            self.stats.auth_failures += 1
+            self._drop("session datagram does not authenticate", addr)
             return
         highest = member.link.highest_pn
         delivered = member.link.receive(datagram, now)
@@ -718,7 +742,7 @@ class RelayCore:
     def _challenge_path(self, member: Member) -> None:
         assert member.path_data is not None
         datagram = member.link.encode_path(wire.PathChallenge, member.path_data)
-        member.sent_unvalidated += self._wire_size(datagram)
+        member.sent_unvalidated += len(datagram)
         self._out.append((datagram, member.addr))
 
     def _flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
@@ -731,18 +755,13 @@ class RelayCore:
             self.stats.amplification_held += 1
             return
         for datagram in member.link.datagrams_to_send(now):
-            size = self._wire_size(datagram)
+            size = len(datagram)
             if size > budget:
                 self.stats.amplification_held += 1
                 continue  # counts as lost; retransmitted once the address is validated
             budget -= size
             member.sent_unvalidated += size
             out.append((datagram, member.addr))
-
-    def _wire_size(self, datagram: bytes) -> int:
-        """Bytes ``datagram`` takes on the wire: sealing pads it to a bucket (protocol.md 8)."""
-        sealer = self._sealer
-        return len(datagram) if sealer is None else sealer.sealed_length(datagram)
 
     def _reschedule(self, member: Member) -> None:
         expiry = member.last_heard + self.config.timeout

@@ -7,7 +7,6 @@ send, sends it, sleeps until the core's next timer, and logs what the core repor
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 
 from udpchat import faults
 from udpchat.impair import ImpairmentConfig
+from udpchat.noise import DHLEN
 from udpchat.relay_core import (
     Address,
     DatagramDropped,
@@ -58,6 +58,9 @@ class RelayOptions:
     config: RelayConfig = field(default_factory=RelayConfig)
     impairment: ImpairmentConfig | None = None
     key: str | None = None
+    # The relay's static X25519 private key, its identity (protocol.md 4). None: a fresh one
+    # at start, so clients that pinned an earlier one refuse this relay.
+    static_key: bytes | None = None
 
 
 class RelayServer:
@@ -78,7 +81,10 @@ class RelayServer:
             time.monotonic(),
             secrets.token_bytes,
             wall_offset=time.time() - time.monotonic(),
-            room_key=room_key(options.key, os.urandom) if options.key else None,
+            room_key=room_key(options.key) if options.key else None,
+            static_key=options.static_key
+            if options.static_key is not None
+            else secrets.token_bytes(DHLEN),
         )
         self._stopping = threading.Event()
         self._done = threading.Event()
@@ -95,6 +101,11 @@ class RelayServer:
     @property
     def address(self) -> Address:
         return self._transport.local_address
+
+    @property
+    def relay_key(self) -> bytes:
+        """The relay's static public key, which clients check (and pin)."""
+        return self._core.relay_key
 
     @property
     def stats(self) -> RelayStats:

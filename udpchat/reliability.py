@@ -6,9 +6,12 @@ exactly once. It never touches a socket or a clock; the caller passes ``now`` an
 bytes (the style of aioquic's QuicConnection):
 
 * ``send(message)`` queues a message; ``SendBufferFull`` is the back-pressure signal.
-* ``receive(datagram, now)`` takes a decoded session datagram and returns the messages it
+* ``open(envelope)`` authenticates and decrypts a session datagram with the session's keys
+  (udpchat.seal); ``receive(datagram, now)`` takes what it returns and gives the messages it
   completed, or ``None`` if it was a replay or broke the rules (counted in ``stats``).
-* ``datagrams_to_send(now)`` returns encoded datagrams: new data, retransmissions and ACKs.
+  Nothing that fails to authenticate reaches the replay window, the ACK logic or the caller.
+* ``datagrams_to_send(now)`` returns sealed datagrams: new data, retransmissions and ACKs,
+  each with a packet number of its own, which is also its AEAD nonce.
 * ``next_timer()`` / ``handle_timer(now)`` drive retransmission, delayed ACKs and failure.
 
 protocol.md "Reliability" specifies the behaviour on the wire; the names of the constants
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from udpchat import wire
 from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.rtt import RttEstimator
+from udpchat.seal import REKEY_INTERVAL, SESSION_ENVELOPE, SealError, SessionCipher, SessionKeys
 
 # RFC 9002 6.1.1: a packet is lost once a packet sent this many sequence numbers later is
 # acknowledged.
@@ -57,9 +61,11 @@ class LinkConfig:
     max_retransmissions: int = 16
     window: int = wire.WINDOW
     send_buffer: int = 256 * 1024
-    # The largest datagram this link builds; smaller than MAX_DATAGRAM_SIZE when every
-    # datagram is then sealed (protocol.md 8).
+    # The largest datagram this link builds (sealed, as it goes on the wire).
     max_datagram: int = wire.MAX_DATAGRAM_SIZE
+    # protocol.md 8.1: packet numbers per key phase. A protocol constant: both ends of a
+    # session must use the same one; tests lower it to see many key phases.
+    rekey_interval: int = REKEY_INTERVAL
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= wire.WINDOW:
@@ -70,6 +76,8 @@ class LinkConfig:
             raise ValueError("max_retransmissions must be at least 1")
         if not 256 <= self.max_datagram <= wire.MAX_DATAGRAM_SIZE:
             raise ValueError(f"max_datagram must be between 256 and {wire.MAX_DATAGRAM_SIZE}")
+        if self.rekey_interval < 1:
+            raise ValueError("rekey_interval must be at least 1")
         if self.send_buffer < MAX_MESSAGE_SIZE:
             raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
 
@@ -92,6 +100,7 @@ class LinkStats:
     replays: int = 0
     out_of_window: int = 0
     invalid: int = 0
+    auth_failures: int = 0
     oversized: int = 0
     srtt: float = 0.0
     rto: float = 0.0
@@ -134,6 +143,7 @@ class Link:
         "_ack_deadline",
         "_ack_now",
         "_buffer",
+        "_cipher",
         "_discarding",
         "_expected",
         "_in_flight",
@@ -157,10 +167,16 @@ class Link:
     )
 
     def __init__(
-        self, token: bytes, config: LinkConfig = _DEFAULT_CONFIG, rtt_hint: float | None = None
+        self,
+        token: bytes,
+        config: LinkConfig = _DEFAULT_CONFIG,
+        rtt_hint: float | None = None,
+        *,
+        keys: SessionKeys,
     ) -> None:
         self.token = token
         self.config = c = config
+        self._cipher = SessionCipher(keys.send, keys.receive, keys.padded, c.rekey_interval)
         self.stats = LinkStats()
         self.dead = False
         self.rtt = RttEstimator(
@@ -239,6 +255,24 @@ class Link:
 
     # --- receiving --------------------------------------------------------------------------
 
+    def open(self, envelope: wire.Protected) -> wire.SessionDatagram | None:
+        """Authenticate and decrypt a session datagram of this link (protocol.md 8).
+
+        ``None``: it does not authenticate (counted in ``auth_failures``: forged, altered,
+        or sealed for another session), or authenticates but does not decode (``invalid``).
+        Either way the caller must drop it before anything else is done with it.
+        """
+        try:
+            plaintext = self._cipher.open(envelope)
+        except SealError:
+            self.stats.auth_failures += 1
+            return None
+        try:
+            return wire.decode_session(envelope, plaintext)
+        except wire.DecodeError:
+            self.stats.invalid += 1
+            return None
+
     def receive(self, datagram: wire.SessionDatagram, now: float) -> list[bytes] | None:
         """Process one datagram of this link; return the messages it completed.
 
@@ -264,6 +298,11 @@ class Link:
         if isinstance(datagram, wire.Data):
             return self._on_data(datagram, now)
         return []
+
+    def receive_sealed(self, envelope: wire.Protected, now: float) -> list[bytes] | None:
+        """``open`` then ``receive``: the messages a datagram as it arrived completed."""
+        datagram = self.open(envelope)
+        return None if datagram is None else self.receive(datagram, now)
 
     def _ack_is_plausible(self, ack: int, bits: int) -> bool:
         if ack > self._next_seq:
@@ -395,9 +434,9 @@ class Link:
             self.stats.packets_sent += 1
             out.append(self._encode_data(packet, ack, bits))
         if self._ping_requested:
-            out.append(wire.encode_ping(self.token, self._take_pn(), ack, bits))
+            out.append(self._seal(wire.DatagramType.PING, wire.ack_fields(ack, bits)))
         elif ack_due and not out:
-            out.append(wire.encode_ack(self.token, self._take_pn(), ack, bits))
+            out.append(self._seal(wire.DatagramType.ACK, wire.ack_fields(ack, bits)))
             self.stats.acks_sent += 1
         if out:
             self._ping_requested = False
@@ -410,32 +449,34 @@ class Link:
 
     def encode_path(self, kind: type[wire.PathChallenge | wire.PathResponse], data: bytes) -> bytes:
         """A PATH_CHALLENGE or PATH_RESPONSE with this link's token and next packet number."""
-        pn = self._take_pn()
         self.stats.datagrams_sent += 1
         if kind is wire.PathChallenge:
-            return wire.encode_path_challenge(self.token, pn, data)
-        return wire.encode_path_response(self.token, pn, data)
+            return self._seal(wire.DatagramType.PATH_CHALLENGE, wire.path_fields(data))
+        return self._seal(wire.DatagramType.PATH_RESPONSE, wire.path_fields(data))
 
     def count_received(self, size: int) -> None:
         """Account the size of a datagram the caller decoded for this link."""
         self.stats.bytes_received += size
 
-    def _take_pn(self) -> int:
+    def _seal(self, kind: wire.DatagramType, fields: bytes) -> bytes:
+        """One datagram under a fresh packet number: never two with the same (key, nonce)."""
         pn = self._next_pn
         self._next_pn += 1
-        return pn
+        return self._cipher.seal(kind, self.token, pn, fields)
 
     def _backoff(self, retransmits: int) -> float:
         return min(self.rtt.rto * self.config.backoff**retransmits, self.config.max_rto)
 
     def _encode_data(self, packet: _Packet, ack: int, bits: int) -> bytes:
-        return wire.encode_data(
-            self.token, self._take_pn(), ack, bits, packet.seq, packet.more, packet.chunks
+        return self._seal(
+            wire.DatagramType.DATA,
+            wire.data_fields(ack, bits, packet.seq, packet.more, packet.chunks),
         )
 
     def _pack_packet(self, now: float) -> _Packet:
         """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
-        budget = self.config.max_datagram - wire.DATA_OVERHEAD
+        plaintext = min(self.config.max_datagram - SESSION_ENVELOPE, self._cipher.max_plaintext)
+        budget = plaintext - wire.DATA_FIELDS_OVERHEAD
         chunks: list[bytes] = []
         more = False
         queue = self._queue

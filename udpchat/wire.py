@@ -1,7 +1,9 @@
 """The datagram format: one msgpack array per UDP datagram, validated field by field.
 
 protocol.md is the contract; this module is its executable form. Every datagram is
-``[version, type, ...fields]``. ``decode_datagram`` is the only door through which bytes from
+``[version, type, ...fields]``; a session datagram is ``[version, type, token, pn, sealed]``,
+whose fields after ``pn`` are sealed (udpchat.seal) and decoded here once opened.
+``decode_datagram`` is the only door through which bytes from
 the network enter the program: it checks every type, range and length and raises
 ``DecodeError`` and nothing else, so callers can count and drop garbage with a single
 ``except``.
@@ -16,7 +18,7 @@ from typing import Any, NoReturn
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
 # under the 1280-byte IPv6 minimum MTU with room for IP and UDP headers.
 MAX_DATAGRAM_SIZE = 1200
@@ -27,9 +29,15 @@ TOKEN_SIZE = 8
 NONCE_SIZE = 8
 PATH_DATA_SIZE = 8
 EPOCH_SIZE = 8
-# protocol.md 8: the relay's salt for the room key, drawn at relay start (empty: no key).
-SALT_SIZE = 16
+# protocol.md 4: the relay's static X25519 public key, sent in every CHALLENGE.
+RELAY_KEY_SIZE = 32
+# protocol.md 7.2: the stateless reset token, from ACCEPT's payload and in RESET.
+RESET_TOKEN_SIZE = 16
+# protocol.md 4: a Noise handshake message (32-byte key, payload, 16-byte tag).
+MAX_HANDSHAKE_SIZE = 1024
 MAX_COOKIE_SIZE = 64
+# protocol.md 3.1: versions a REJECT VERSION may be written in (a positive fixint).
+MAX_VERSION = 127
 # protocol.md "Reliability": the receive window, in packets; ACK bitmaps cover the
 # WINDOW - 1 sequence numbers after the cumulative ACK.
 WINDOW = 64
@@ -51,7 +59,17 @@ class DatagramType(IntEnum):
     RESET = 9
     PATH_CHALLENGE = 10
     PATH_RESPONSE = 11
-    SEALED = 15
+
+
+SESSION_TYPES = frozenset(
+    {
+        DatagramType.DATA,
+        DatagramType.ACK,
+        DatagramType.PING,
+        DatagramType.PATH_CHALLENGE,
+        DatagramType.PATH_RESPONSE,
+    }
+)
 
 
 class RejectCode(IntEnum):
@@ -85,7 +103,8 @@ class Hello:
 class Challenge:
     nonce: bytes
     cookie: bytes
-    salt: bytes = b""  # the relay's room key salt; empty when the relay has no key
+    relay_key: bytes  # the relay's static X25519 public key
+    keyed: bool  # whether the room needs a room key
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,13 @@ class Resume:
 class Join:
     nonce: bytes
     cookie: bytes
+    handshake: bytes  # Noise message 1; its payload is a JoinPayload
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPayload:
+    """What JOIN's handshake message carries, encrypted."""
+
     nick: str
     resume: Resume | None
 
@@ -109,9 +135,17 @@ class Join:
 class Accept:
     nonce: bytes
     token: bytes
+    handshake: bytes  # Noise message 2; its payload is an AcceptPayload
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPayload:
+    """What ACCEPT's handshake message carries, encrypted."""
+
     epoch: bytes
     heartbeat_ms: int
     timeout_ms: int
+    reset_token: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +185,17 @@ class Ping:
 @dataclass(frozen=True, slots=True)
 class Reset:
     token: bytes
+    reset_token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Protected:
+    """A session datagram as it arrives: the header in the clear, the rest sealed."""
+
+    kind: DatagramType
+    token: bytes
+    pn: int
+    sealed: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,25 +212,12 @@ class PathResponse:
     data: bytes
 
 
-Datagram = (
-    Hello
-    | Challenge
-    | Join
-    | Accept
-    | Reject
-    | Data
-    | Ack
-    | Ping
-    | Reset
-    | PathChallenge
-    | PathResponse
-)
+Datagram = Hello | Challenge | Join | Accept | Reject | Reset | Protected
 SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 
-# Bytes a DATA datagram needs besides its chunks (each chunk costs its length plus a 2 to
-# 5 byte bin header), at worst: array header (3), version, type, token (10), pn, ack, seq
-# (9 each), ack_bits (9) and more (1).
-DATA_OVERHEAD = 3 + 1 + 1 + 10 + 9 + 9 + 9 + 9 + 1
+# Bytes a DATA plaintext needs besides its chunks (each chunk costs its length plus a 2 to
+# 5 byte bin header), at worst: array header (3), ack, ack_bits, seq (9 each) and more (1).
+DATA_FIELDS_OVERHEAD = 3 + 9 + 9 + 9 + 1
 
 
 def fail(message: str) -> NoReturn:
@@ -268,30 +300,27 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         as_bin(f[1], "padding")
         return Hello(as_bin(f[0], "nonce", NONCE_SIZE))
     if kind is DatagramType.CHALLENGE:
-        check_arity(f, 3, "CHALLENGE")
-        salt = as_bin(f[2], "salt")
-        if len(salt) not in (0, SALT_SIZE):
-            fail(f"CHALLENGE salt must be empty or {SALT_SIZE} bytes")
+        check_arity(f, 4, "CHALLENGE")
         return Challenge(
-            as_bin(f[0], "nonce", NONCE_SIZE), as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE), salt
+            as_bin(f[0], "nonce", NONCE_SIZE),
+            as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE),
+            as_bin(f[2], "relay_key", RELAY_KEY_SIZE),
+            as_bool(f[3], "keyed"),
         )
     if kind is DatagramType.JOIN:
-        check_arity(f, 5, "JOIN")
-        as_bin(f[4], "padding")
+        check_arity(f, 4, "JOIN")
+        as_bin(f[3], "padding")
         return Join(
             nonce=as_bin(f[0], "nonce", NONCE_SIZE),
             cookie=as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE),
-            nick=as_str(f[2], "nick", MAX_NICK_BYTES),
-            resume=_decode_resume(f[3]),
+            handshake=as_bin(f[2], "handshake", None, MAX_HANDSHAKE_SIZE),
         )
     if kind is DatagramType.ACCEPT:
-        check_arity(f, 5, "ACCEPT")
+        check_arity(f, 3, "ACCEPT")
         return Accept(
             nonce=as_bin(f[0], "nonce", NONCE_SIZE),
             token=as_bin(f[1], "token", TOKEN_SIZE),
-            epoch=as_bin(f[2], "epoch", EPOCH_SIZE),
-            heartbeat_ms=as_uint(f[3], "heartbeat_ms", 3_600_000),
-            timeout_ms=as_uint(f[4], "timeout_ms", 3_600_000),
+            handshake=as_bin(f[2], "handshake", None, MAX_HANDSHAKE_SIZE),
         )
     if kind is DatagramType.REJECT:
         check_arity(f, 3, "REJECT")
@@ -301,40 +330,19 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
             as_str(f[2], "reason", MAX_REASON_BYTES),
         )
     if kind is DatagramType.RESET:
-        check_arity(f, 1, "RESET")
-        return Reset(as_bin(f[0], "token", TOKEN_SIZE))
-    # Session datagrams: token and packet number first.
-    if len(f) < 2:
-        fail(f"{kind.name} is too short")
-    token = as_bin(f[0], "token", TOKEN_SIZE)
-    pn = as_uint(f[1], "pn")
-    if kind in (DatagramType.PATH_CHALLENGE, DatagramType.PATH_RESPONSE):
-        check_arity(f, 3, kind.name)
-        data = as_bin(f[2], "path data", PATH_DATA_SIZE)
-        if kind is DatagramType.PATH_CHALLENGE:
-            return PathChallenge(token, pn, data)
-        return PathResponse(token, pn, data)
-    if len(f) < 4:
-        fail(f"{kind.name} is too short")
-    ack = as_uint(f[2], "ack")
-    ack_bits = as_uint(f[3], "ack_bits", MAX_ACK_BITS)
-    if kind is DatagramType.ACK:
-        check_arity(f, 4, "ACK")
-        return Ack(token, pn, ack, ack_bits)
-    if kind is DatagramType.PING:
-        check_arity(f, 4, "PING")
-        return Ping(token, pn, ack, ack_bits)
-    # DATA
-    if len(f) < 7:
-        fail("DATA needs a sequence number, a more flag and at least one chunk")
-    seq = as_uint(f[4], "seq")
-    more = as_bool(f[5], "more")
-    chunks = tuple(as_bin(c, "chunk") for c in f[6:])
-    return Data(token, pn, ack, ack_bits, seq, more, chunks)
+        check_arity(f, 2, "RESET")
+        return Reset(
+            as_bin(f[0], "token", TOKEN_SIZE), as_bin(f[1], "reset_token", RESET_TOKEN_SIZE)
+        )
+    check_arity(f, 3, kind.name)
+    return Protected(
+        kind, as_bin(f[0], "token", TOKEN_SIZE), as_uint(f[1], "pn"), as_bin(f[2], "sealed")
+    )
 
 
 def decode_datagram(data: bytes) -> Datagram:
-    """Decode and validate one datagram; raise ``DecodeError`` for anything else."""
+    """Decode and validate one datagram; raise ``DecodeError`` for anything else. Session
+    datagrams come out as :class:`Protected`: open them, then ``decode_session``."""
     value = unpack(data)
     if type(value) is not list or len(value) < 2:
         fail("a datagram is an array of at least version and type")
@@ -346,9 +354,58 @@ def decode_datagram(data: bytes) -> Datagram:
         kind = DatagramType(raw_type)
     except ValueError:
         fail(f"unknown datagram type {raw_type}")
-    if kind is DatagramType.SEALED:
-        fail("SEALED datagram received without a room key")
     return _decode_fields(kind, value[2:])
+
+
+def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
+    """The session datagram whose opened field plaintext is ``plaintext``."""
+    f = unpack(plaintext)
+    if type(f) is not list:
+        fail("the sealed fields are an array")
+    kind, token, pn = envelope.kind, envelope.token, envelope.pn
+    if kind in (DatagramType.PATH_CHALLENGE, DatagramType.PATH_RESPONSE):
+        check_arity(f, 1, kind.name)
+        data = as_bin(f[0], "path data", PATH_DATA_SIZE)
+        if kind is DatagramType.PATH_CHALLENGE:
+            return PathChallenge(token, pn, data)
+        return PathResponse(token, pn, data)
+    if len(f) < 2:
+        fail(f"{kind.name} is too short")
+    ack = as_uint(f[0], "ack")
+    ack_bits = as_uint(f[1], "ack_bits", MAX_ACK_BITS)
+    if kind is DatagramType.ACK:
+        check_arity(f, 2, "ACK")
+        return Ack(token, pn, ack, ack_bits)
+    if kind is DatagramType.PING:
+        check_arity(f, 2, "PING")
+        return Ping(token, pn, ack, ack_bits)
+    if len(f) < 5:
+        fail("DATA needs a sequence number, a more flag and at least one chunk")
+    seq = as_uint(f[2], "seq")
+    more = as_bool(f[3], "more")
+    chunks = tuple(as_bin(c, "chunk") for c in f[4:])
+    return Data(token, pn, ack, ack_bits, seq, more, chunks)
+
+
+def decode_join_payload(data: bytes) -> JoinPayload:
+    f = unpack(data)
+    if type(f) is not list:
+        fail("the JOIN payload is an array")
+    check_arity(f, 2, "JOIN payload")
+    return JoinPayload(as_str(f[0], "nick", MAX_NICK_BYTES), _decode_resume(f[1]))
+
+
+def decode_accept_payload(data: bytes) -> AcceptPayload:
+    f = unpack(data)
+    if type(f) is not list:
+        fail("the ACCEPT payload is an array")
+    check_arity(f, 4, "ACCEPT payload")
+    return AcceptPayload(
+        epoch=as_bin(f[0], "epoch", EPOCH_SIZE),
+        heartbeat_ms=as_uint(f[1], "heartbeat_ms", 3_600_000),
+        timeout_ms=as_uint(f[2], "timeout_ms", 3_600_000),
+        reset_token=as_bin(f[3], "reset_token", RESET_TOKEN_SIZE),
+    )
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -373,40 +430,37 @@ def _padded(fields: list[Any], size: int) -> bytes:
 
 
 def encode_hello(nonce: bytes, size: int = MIN_INITIAL_SIZE) -> bytes:
-    """HELLO, padded to ``size`` (less than MIN_INITIAL_SIZE only when it will be sealed)."""
+    """HELLO, padded to ``size``: the padding proves the path and bounds amplification."""
     return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce], size)
 
 
-def encode_challenge(nonce: bytes, cookie: bytes, salt: bytes = b"") -> bytes:
-    """CHALLENGE, never sealed: it tells the client the salt of the relay's room key."""
-    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie, salt])
+def encode_challenge(nonce: bytes, cookie: bytes, relay_key: bytes, keyed: bool) -> bytes:
+    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie, relay_key, keyed])
 
 
 def encode_join(
-    nonce: bytes, cookie: bytes, nick: str, resume: Resume | None, size: int = MIN_INITIAL_SIZE
+    nonce: bytes, cookie: bytes, handshake: bytes, size: int = MIN_INITIAL_SIZE
 ) -> bytes:
+    return _padded([PROTOCOL_VERSION, DatagramType.JOIN, nonce, cookie, handshake], size)
+
+
+def encode_join_payload(nick: str, resume: Resume | None) -> bytes:
     r = None if resume is None else [resume.epoch, resume.token, resume.last_seq]
-    return _padded([PROTOCOL_VERSION, DatagramType.JOIN, nonce, cookie, nick, r], size)
+    return pack([nick, r])
 
 
-def encode_accept(accept: Accept) -> bytes:
-    return pack(
-        [
-            PROTOCOL_VERSION,
-            DatagramType.ACCEPT,
-            accept.nonce,
-            accept.token,
-            accept.epoch,
-            accept.heartbeat_ms,
-            accept.timeout_ms,
-        ]
-    )
+def encode_accept(nonce: bytes, token: bytes, handshake: bytes) -> bytes:
+    return pack([PROTOCOL_VERSION, DatagramType.ACCEPT, nonce, token, handshake])
 
 
-def encode_reject(nonce: bytes, code: int, reason: str) -> bytes:
+def encode_accept_payload(payload: AcceptPayload) -> bytes:
+    return pack([payload.epoch, payload.heartbeat_ms, payload.timeout_ms, payload.reset_token])
+
+
+def encode_reject(nonce: bytes, code: int, reason: str, version: int = PROTOCOL_VERSION) -> bytes:
     """REJECT; ``nonce`` is the request's nonce, or its ``request_hash`` for VERSION and
-    BAD_KEY (protocol.md 4)."""
-    return pack([PROTOCOL_VERSION, DatagramType.REJECT, nonce, int(code), reason])
+    BAD_KEY (protocol.md 4). ``version``: a REJECT VERSION goes out in the requester's."""
+    return pack([version, DatagramType.REJECT, nonce, int(code), reason])
 
 
 def request_hash(datagram: bytes) -> bytes:
@@ -416,30 +470,60 @@ def request_hash(datagram: bytes) -> bytes:
     return hashlib.sha256(datagram).digest()[:NONCE_SIZE]
 
 
-def encode_data(
-    token: bytes, pn: int, ack: int, ack_bits: int, seq: int, more: bool, chunks: list[bytes]
-) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.DATA, token, pn, ack, ack_bits, seq, more, *chunks])
+def encode_reset(token: bytes, reset_token: bytes) -> bytes:
+    return pack([PROTOCOL_VERSION, DatagramType.RESET, token, reset_token])
 
 
-def encode_ack(token: bytes, pn: int, ack: int, ack_bits: int) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.ACK, token, pn, ack, ack_bits])
+def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
+    """protocol.md 8.1: the associated data of a sealed session datagram."""
+    return pack([PROTOCOL_VERSION, kind, token, pn])
 
 
-def encode_ping(token: bytes, pn: int, ack: int, ack_bits: int) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.PING, token, pn, ack, ack_bits])
+def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:
+    return pack([PROTOCOL_VERSION, kind, token, pn, sealed])
 
 
-def encode_reset(token: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.RESET, token])
+def session_from_header(header: bytes, sealed: bytes) -> bytes:
+    """The session datagram whose ``session_header`` is ``header``: the same bytes after
+    the array's first byte (a fixarray of 4 becomes one of 5), then ``sealed`` as a bin.
+    Saves packing the header twice for every datagram sent."""
+    size = len(sealed)
+    if size < 0x100:
+        head = bytes((0xC4, size))
+    elif size < 0x10000:
+        head = b"\xc5" + size.to_bytes(2, "big")
+    else:
+        head = b"\xc6" + size.to_bytes(4, "big")
+    return b"\x95" + header[1:] + head + sealed
 
 
-def encode_path_challenge(token: bytes, pn: int, data: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.PATH_CHALLENGE, token, pn, data])
+def data_fields(ack: int, ack_bits: int, seq: int, more: bool, chunks: list[bytes]) -> bytes:
+    """The plaintext of a DATA datagram: its fields after the packet number."""
+    return pack([ack, ack_bits, seq, more, *chunks])
 
 
-def encode_path_response(token: bytes, pn: int, data: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.PATH_RESPONSE, token, pn, data])
+def ack_fields(ack: int, ack_bits: int) -> bytes:
+    """The plaintext of an ACK or PING."""
+    return pack([ack, ack_bits])
+
+
+def path_fields(data: bytes) -> bytes:
+    """The plaintext of a PATH_CHALLENGE or PATH_RESPONSE."""
+    return pack([data])
+
+
+def session_fields(datagram: SessionDatagram) -> tuple[DatagramType, bytes]:
+    """The type and field plaintext of a session datagram (for tests and tools)."""
+    d = datagram
+    if isinstance(d, Data):
+        return DatagramType.DATA, data_fields(d.ack, d.ack_bits, d.seq, d.more, list(d.chunks))
+    if isinstance(d, Ack):
+        return DatagramType.ACK, ack_fields(d.ack, d.ack_bits)
+    if isinstance(d, Ping):
+        return DatagramType.PING, ack_fields(d.ack, d.ack_bits)
+    if isinstance(d, PathChallenge):
+        return DatagramType.PATH_CHALLENGE, path_fields(d.data)
+    return DatagramType.PATH_RESPONSE, path_fields(d.data)
 
 
 def encode(datagram: Datagram) -> bytes:
@@ -448,21 +532,13 @@ def encode(datagram: Datagram) -> bytes:
     if isinstance(d, Hello):
         return encode_hello(d.nonce)
     if isinstance(d, Challenge):
-        return encode_challenge(d.nonce, d.cookie, d.salt)
+        return encode_challenge(d.nonce, d.cookie, d.relay_key, d.keyed)
     if isinstance(d, Join):
-        return encode_join(d.nonce, d.cookie, d.nick, d.resume)
+        return encode_join(d.nonce, d.cookie, d.handshake)
     if isinstance(d, Accept):
-        return encode_accept(d)
+        return encode_accept(d.nonce, d.token, d.handshake)
     if isinstance(d, Reject):
         return encode_reject(d.nonce, d.code, d.reason)
-    if isinstance(d, Data):
-        return encode_data(d.token, d.pn, d.ack, d.ack_bits, d.seq, d.more, list(d.chunks))
-    if isinstance(d, Ack):
-        return encode_ack(d.token, d.pn, d.ack, d.ack_bits)
-    if isinstance(d, Ping):
-        return encode_ping(d.token, d.pn, d.ack, d.ack_bits)
     if isinstance(d, Reset):
-        return encode_reset(d.token)
-    if isinstance(d, PathChallenge):
-        return encode_path_challenge(d.token, d.pn, d.data)
-    return encode_path_response(d.token, d.pn, d.data)
+        return encode_reset(d.token, d.reset_token)
+    return encode_session(d.kind, d.token, d.pn, d.sealed)

@@ -46,6 +46,7 @@ import udpchat
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.benchmark.worker import emit
+from udpchat.handshake import Joiner
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.reliability import Link, LinkConfig
@@ -197,6 +198,7 @@ class _Member:
     __slots__ = (
         "handshake",
         "index",
+        "joiner",
         "link",
         "next_beat",
         "nick",
@@ -212,6 +214,7 @@ class _Member:
         self.nick = f"m{index}"
         self.sock = sock
         self.nonce = nonce
+        self.joiner = Joiner(nonce, self.nick, os.urandom)
         self.link: Link | None = None
         self.welcomed = False
         self.handshake = b""
@@ -295,14 +298,17 @@ class LoadGenerator:
             datagram = wire.decode_datagram(data)
         except wire.DecodeError:
             return
-        if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping, wire.PathChallenge)):
+        if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
             if member is None or member.link is None:
                 return
             link = member.link
-            delivered = link.receive(datagram, now)
-            if isinstance(datagram, wire.PathChallenge):
-                self._send(member, link.encode_path(wire.PathResponse, datagram.data))
+            opened = link.open(datagram)
+            if opened is None:
+                return
+            delivered = link.receive(opened, now)
+            if isinstance(opened, wire.PathChallenge):
+                self._send(member, link.encode_path(wire.PathResponse, opened.data))
             for raw in delivered or ():
                 kind = raw[1] if len(raw) > 1 else -1
                 if kind == m.MessageKind.MESSAGE:
@@ -321,15 +327,14 @@ class LoadGenerator:
         elif isinstance(datagram, wire.Challenge):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
-                member.handshake = wire.encode_join(
-                    member.nonce, datagram.cookie, member.nick, None
-                )
+                member.handshake = member.joiner.join_for(datagram)
                 member.retry_at = now + HANDSHAKE_RETRY_S
                 self._send(member, member.handshake)
         elif isinstance(datagram, wire.Accept):
             member = self.by_nonce.get(datagram.nonce)
-            if member is not None and member.link is None:
-                member.link = Link(datagram.token, self.config)
+            accepted = None if member is None else member.joiner.keys_for(datagram)
+            if member is not None and member.link is None and accepted is not None:
+                member.link = Link(datagram.token, self.config, keys=accepted[1])
                 member.retry_at = math.inf
                 self.by_token[datagram.token] = member
                 self.dirty.add(member.index)
@@ -548,16 +553,19 @@ def probe_join(relay: Address, nick: str, timeout: float = 3.0) -> float:
         sock.sendto(wire.encode_hello(nonce), relay)
         link: Link | None = None
         welcomed: float | None = None
+        joiner = Joiner(nonce, nick, os.urandom)
         while welcomed is None:
             datagram = _recv_datagram(sock, deadline)
             if isinstance(datagram, wire.Challenge) and datagram.nonce == nonce:
-                sock.sendto(wire.encode_join(nonce, datagram.cookie, nick, None), relay)
+                sock.sendto(joiner.join_for(datagram), relay)
             elif isinstance(datagram, wire.Accept) and datagram.nonce == nonce and link is None:
-                link = Link(datagram.token)
+                opened = joiner.keys_for(datagram)
+                if opened is not None:
+                    link = Link(datagram.token, keys=opened[1])
             elif isinstance(datagram, wire.Reject):
                 raise RuntimeError(f"join probe refused: {datagram.reason}")
-            elif isinstance(datagram, (wire.Data, wire.Ack)) and link is not None:
-                for raw in link.receive(datagram, time.monotonic()) or ():
+            elif isinstance(datagram, wire.Protected) and link is not None:
+                for raw in link.receive_sealed(datagram, time.monotonic()) or ():
                     if isinstance(m.decode_message(raw), m.Welcome):
                         welcomed = time.perf_counter() - start
         # leave, so the probe does not stay a member: QUIT, acknowledged within the timeout
@@ -568,8 +576,8 @@ def probe_join(relay: Address, nick: str, timeout: float = 3.0) -> float:
             for data in link.datagrams_to_send(time.monotonic()):
                 sock.sendto(data, relay)
             datagram = _recv_datagram(sock, min(quit_deadline, time.monotonic() + 0.01), quiet=True)
-            if isinstance(datagram, (wire.Data, wire.Ack, wire.Ping)):
-                link.receive(datagram, time.monotonic())
+            if isinstance(datagram, wire.Protected):
+                link.receive_sealed(datagram, time.monotonic())
             elif isinstance(datagram, wire.Reset):
                 break
         return welcomed

@@ -14,7 +14,8 @@ Options (``RelayArgs.options``/``MemberArgs.options``, the same dict for every p
 * ``"flood_control"`` (bool, default False): keep the relay's default per-member flood limit
   (burst 10, then 5 messages/s). The reference traffic sends 50 messages/s from one member,
   which that limit refuses by design, so benchmarks lift it unless asked not to.
-* ``"key"`` (str): a room passphrase; every datagram is then sealed (ChaCha20-Poly1305).
+* ``"key"`` (str): a room passphrase, mixed into the handshake; datagrams are then padded
+  (every session is encrypted, key or not).
 """
 
 from __future__ import annotations
