@@ -228,7 +228,7 @@ paths = st.builds(
     delay=st.floats(0.0001, 0.02),
     jitter=st.floats(0, 0.01),
 )
-message_lists = st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=40)
+message_lists = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=40)
 
 
 @settings(

@@ -31,7 +31,7 @@ class LinkMachine(RuleBasedStateMachine):
         assert isinstance(datagram, (wire.Data, wire.Ack, wire.Ping))
         return link.receive(datagram, self.now) or []
 
-    @rule(message=st.binary(max_size=2500))
+    @rule(message=st.binary(min_size=1, max_size=2500))
     def send(self, message: bytes) -> None:
         try:
             self.a.send(message)

@@ -221,6 +221,8 @@ class Link:
             raise LinkDead("the link has given up on its peer")
         if len(message) > MAX_MESSAGE_SIZE:
             raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
+        if not message:
+            raise ValueError("a message is never empty (protocol.md 5.1)")
         if self._queued_bytes + len(message) > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
         if self._queue is None:
@@ -440,7 +442,7 @@ class Link:
         more = False
         queue = self._queue
         assert queue is not None
-        while queue:
+        while queue and len(chunks) < wire.MAX_CHUNKS:
             message = queue[0]
             remaining = len(message) - self._queue_offset
             cost = _chunk_cost(remaining)
