@@ -112,6 +112,9 @@ class _Packet:
     last_sent: float
     deadline: float
     retransmits: int = 0
+    # Retransmissions since the peer last acknowledged anything new: what the backoff and
+    # the decision that the peer is gone go by.
+    stalled: int = 0
 
 
 def _chunk_cost(length: int) -> int:
@@ -148,6 +151,7 @@ class Link:
         "_queued_bytes",
         "_replay_bits",
         "_replay_highest",
+        "_stalled",
         "_unacked",
         "config",
         "dead",
@@ -183,6 +187,7 @@ class Link:
         self._in_flight: dict[int, _Packet] = {}
         self._peer_ack = 0
         self._largest_acked = -1
+        self._stalled = False  # a packet in flight was retransmitted since the last progress
         # receiving
         self._expected = 0
         self._buffer: dict[int, tuple[bool, tuple[bytes, ...]]] = {}
@@ -299,8 +304,22 @@ class Link:
             self._largest_acked = largest.seq
             if largest.retransmits == 0:
                 self.rtt.on_sample(now - largest.last_sent)
+        if self._stalled:
+            self._reset_backoff()
         self._detect_losses(largest, now)
         self._sync_stats()
+
+    def _reset_backoff(self) -> None:
+        """RFC 9002 6.2.1: an ACK of new data resets the backoff. The peer is alive, and a
+        receiver short of buffer space drops packets that are out of order (protocol.md
+        5.8): once the gap before them is filled they must go again soon, not after waits
+        that grew while they could not be taken."""
+        self._stalled = False
+        rto = self.rtt.rto
+        for packet in self._in_flight.values():
+            if packet.stalled:
+                packet.stalled = 0
+                packet.deadline = min(packet.deadline, packet.last_sent + rto)
 
     def _detect_losses(self, acked: _Packet, now: float) -> None:
         """RFC 9002 6.1: packets sent before an acknowledged one are lost after a packet
@@ -383,9 +402,11 @@ class Link:
         out: list[bytes] = []
         ack, bits = self._ack_fields()
         for packet in due:
+            packet.stalled += 1
             packet.retransmits += 1
             packet.last_sent = now
-            packet.deadline = now + self._backoff(packet.retransmits)
+            packet.deadline = now + self._backoff(packet.stalled)
+            self._stalled = True
             self.stats.retransmissions += 1
             out.append(self._encode_data(packet, ack, bits))
         window = self.config.window
@@ -481,10 +502,15 @@ class Link:
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        """Give up on the peer once a packet has been retransmitted too often in vain."""
+        """Give up on the peer once a packet has been retransmitted too often in vain.
+
+        In vain means with nothing new acknowledged meanwhile: a receiver short of buffer
+        space drops packets that are out of order (protocol.md 5.8), which costs them
+        retransmissions while the peer is plainly alive and taking the packets in order.
+        """
         limit = self.config.max_retransmissions
         for packet in self._in_flight.values():
-            if packet.deadline <= now and packet.retransmits >= limit:
+            if packet.deadline <= now and packet.stalled >= limit:
                 self.dead = True
                 break
 
