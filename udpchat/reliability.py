@@ -11,17 +11,25 @@ bytes (the style of aioquic's QuicConnection):
 * ``datagrams_to_send(now)`` returns encoded datagrams: new data, retransmissions and ACKs.
 * ``next_timer()`` / ``handle_timer(now)`` drive retransmission, delayed ACKs and failure.
 
+What a link holds on the receiving side (packets that arrived out of order, a message being
+reassembled) is chosen by the peer, so it is bounded in bytes as CPython spends them, per link
+and, through a shared ``ReceiveBudget``, across all the links of a relay.
+
 protocol.md "Reliability" specifies the behaviour on the wire; the names of the constants
 below follow it (and RFC 9002 where they come from there).
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from udpchat import wire
+from udpchat.budget import ReceiveBudget
 from udpchat.messages import MAX_MESSAGE_SIZE
+from udpchat.reorder import ReorderBuffer
 from udpchat.rtt import RttEstimator
 
 # RFC 9002 6.1.1: a packet is lost once a packet sent this many sequence numbers later is
@@ -57,6 +65,11 @@ class LinkConfig:
     max_retransmissions: int = 16
     window: int = wire.WINDOW
     send_buffer: int = 256 * 1024
+    # protocol.md 5.8: bytes (as accounted: payload plus per-packet and per-chunk overhead)
+    # this link may hold for out-of-order packets and reassembly. The default holds a full
+    # window of full-size packets (about 90 KB accounted) while the largest message is being
+    # reassembled (up to 72 KB with the bytearray's slack).
+    receive_buffer: int = 3 * MAX_MESSAGE_SIZE
     # The largest datagram this link builds; smaller than MAX_DATAGRAM_SIZE when every
     # datagram is then sealed (protocol.md 8).
     max_datagram: int = wire.MAX_DATAGRAM_SIZE
@@ -72,6 +85,8 @@ class LinkConfig:
             raise ValueError(f"max_datagram must be between 256 and {wire.MAX_DATAGRAM_SIZE}")
         if self.send_buffer < MAX_MESSAGE_SIZE:
             raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
+        if self.receive_buffer < 0:
+            raise ValueError("receive_buffer cannot be negative")
 
 
 @dataclass(slots=True)
@@ -93,6 +108,7 @@ class LinkStats:
     out_of_window: int = 0
     invalid: int = 0
     oversized: int = 0
+    over_budget: int = 0
     srtt: float = 0.0
     rto: float = 0.0
 
@@ -122,6 +138,11 @@ def _chunk_cost(length: int) -> int:
     return length + (2 if length < 256 else 3 if length < 65536 else 5)
 
 
+def _partial_cost(partial: bytearray) -> int:
+    """Accounted size of a reassembly buffer: what CPython allocated for it, slack included."""
+    return sys.getsizeof(partial) if partial else 0
+
+
 _REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
 _DEFAULT_CONFIG = LinkConfig()
 
@@ -136,9 +157,11 @@ class Link:
     __slots__ = (
         "_ack_deadline",
         "_ack_now",
+        "_budget",
         "_buffer",
         "_discarding",
         "_expected",
+        "_held",
         "_in_flight",
         "_largest_acked",
         "_next_pn",
@@ -161,7 +184,11 @@ class Link:
     )
 
     def __init__(
-        self, token: bytes, config: LinkConfig = _DEFAULT_CONFIG, rtt_hint: float | None = None
+        self,
+        token: bytes,
+        config: LinkConfig = _DEFAULT_CONFIG,
+        rtt_hint: float | None = None,
+        budget: ReceiveBudget | None = None,
     ) -> None:
         self.token = token
         self.config = c = config
@@ -190,9 +217,11 @@ class Link:
         self._stalled = False  # a packet in flight was retransmitted since the last progress
         # receiving
         self._expected = 0
-        self._buffer: dict[int, tuple[bool, tuple[bytes, ...]]] = {}
+        self._buffer = ReorderBuffer(0)  # packets out of order; its base is _expected
         self._partial = bytearray()
         self._discarding = False
+        self._held = 0  # accounted bytes of _buffer and _partial, also charged to _budget
+        self._budget = budget
         # acknowledging
         self._ack_now = False
         self._ack_deadline: float | None = None
@@ -347,16 +376,22 @@ class Link:
             self.stats.out_of_window += 1
             self._ack_now = True
             return []
-        self._buffer[seq] = (data.more, data.chunks)
         if seq != self._expected:
             self._ack_now = True  # a gap: tell the sender now (fast retransmit)
+            if not self._hold(seq, data.more, data.chunks):
+                self.stats.over_budget += 1  # left unacknowledged: the sender sends it again
             return []
-        filled_gap = len(self._buffer) > 1
+        # In order: always processed, whatever the budgets say, so the stream moves on.
+        filled_gap = bool(self._buffer)
         delivered: list[bytes] = []
-        while self._expected in self._buffer:
-            more, chunks = self._buffer.pop(self._expected)
+        self._expected += 1
+        self._reassemble(data.more, data.chunks, delivered)
+        held = self._buffer.advance()
+        while held is not None:
             self._expected += 1
-            self._reassemble(more, chunks, delivered)
+            self._reassemble(*held, delivered)
+            held = self._buffer.advance()
+        self._recount()
         self._unacked += 1
         if filled_gap or self._unacked >= ACK_EVERY:
             self._ack_now = True
@@ -365,28 +400,63 @@ class Link:
         self.stats.messages_delivered += len(delivered)
         return delivered
 
-    def _reassemble(self, more: bool, chunks: tuple[bytes, ...], out: list[bytes]) -> None:
+    def _hold(self, seq: int, more: bool, chunks: Sequence[bytes]) -> bool:
+        """Keep an out-of-order packet if both the link's and the shared cap allow it."""
+        buffer = self._buffer
+        cost = buffer.cost_with(chunks) - buffer.cost()  # at most
+        if self._held + cost > self.config.receive_buffer:
+            return False
+        if self._budget is not None and not self._budget.fits(cost):
+            return False
+        buffer.add(seq, more, chunks)
+        self._recount()
+        return True
+
+    def _recount(self) -> None:
+        """Account what the link holds now, here and in the shared budget."""
+        held = self._buffer.cost() + _partial_cost(self._partial)
+        if held != self._held:
+            if self._budget is not None:
+                self._budget.charge(held - self._held)
+            self._held = held
+
+    def _reassemble(self, more: bool, chunks: Sequence[bytes], out: list[bytes]) -> None:
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             continues = more and i == last
-            if not self._discarding:
-                self._partial += chunk
-                if len(self._partial) > MAX_MESSAGE_SIZE:
-                    self.stats.oversized += 1
-                    self._discarding = True
-                    self._partial = bytearray()
-                elif not continues:
-                    out.append(bytes(self._partial))
-                    self._partial = bytearray()
-            if not continues:
-                self._discarding = False
+            if self._discarding:
+                self._discarding = continues  # the rest of an oversized message
+                continue
+            partial = self._partial
+            if not partial and not continues:
+                out.append(chunk)  # a whole message in one chunk: no copy
+                continue
+            if len(partial) + len(chunk) > MAX_MESSAGE_SIZE:
+                self.stats.oversized += 1
+                self._discarding = continues
+                self._partial = bytearray()
+            elif continues:
+                partial += chunk
+            else:
+                partial += chunk
+                out.append(bytes(partial))
+                self._partial = bytearray()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Accounted bytes this link holds for out-of-order packets and reassembly."""
+        return self._held
+
+    def release_buffers(self) -> None:
+        """Forget everything received but not yet delivered and give its bytes back to the
+        shared budget; the owner calls it when it drops the link."""
+        self._buffer.clear()
+        self._partial = bytearray()
+        self._discarding = False
+        self._recount()
 
     def _ack_fields(self) -> tuple[int, int]:
-        base = self._expected + 1
-        bits = 0
-        for seq in self._buffer:
-            bits |= 1 << (seq - base)
-        return self._expected, bits
+        return self._expected, self._buffer.ack_bits
 
     # --- output and timers ------------------------------------------------------------------
 
