@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from tests.fakeclient import FakeClient
 from tests.linknode import LinkNode
+from udpchat import messages as m
 from udpchat import reliability, reorder, wire
 from udpchat.budget import ReceiveBudget
 from udpchat.relay_core import RelayConfig, RelayCore
-from udpchat.reliability import Link, LinkConfig
+from udpchat.reliability import OVERSIZED_PREFIX, Link, LinkConfig
 from udpchat.reorder import ReorderBuffer
 from udpchat.sim import PathModel, SimNetwork
 
@@ -235,3 +236,29 @@ def test_tight_budgets_never_lose_reorder_or_duplicate_a_message(
     assert net.run_until(lambda: a.link.idle and b.link.idle, 300)
     assert a.delivered == sent and b.delivered == sent
     assert budget.used == 0
+
+
+# --- oversized messages (protocol.md 5.1) -----------------------------------------------------
+
+
+def test_oversized_message_is_delivered_as_its_first_bytes() -> None:
+    text = "é" * 40_000  # 80,000 bytes of UTF-8: over MAX_MESSAGE_SIZE
+    big = m.encode_message(m.Say("x")).replace(b"\xa1x", b"\xdb" + (80_000).to_bytes(4, "big"))
+    big += text.encode()
+    after = m.encode_message(m.Say("after"))
+    pieces = [big[i : i + 1100] for i in range(0, len(big), 1100)]
+    link = Link(TOKEN, LinkConfig(receive_buffer=0))
+    delivered: list[bytes] = []
+    for seq, piece in enumerate(pieces):
+        last = seq == len(pieces) - 1
+        chunks = [piece, after] if last else [piece]
+        data = wire.encode_data(TOKEN, seq, 0, 0, seq, not last, chunks)
+        delivered += feed(link, [data])
+        assert len(link._partial) <= m.MAX_MESSAGE_SIZE
+    assert delivered == [big[:OVERSIZED_PREFIX], after]
+    assert link.stats.oversized == 1
+    assert link.stats.messages_delivered == 2  # the prefix holds the message's place
+    assert link.buffered_bytes == 0
+    with pytest.raises(wire.DecodeError):
+        m.decode_message(delivered[0])  # a truncated msgpack value never decodes
+    assert m.decode_message(delivered[1]) == m.Say("after")

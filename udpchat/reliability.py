@@ -41,6 +41,8 @@ ACK_DELAY = 0.001
 ACK_EVERY = 2
 # protocol.md "Replay protection": how far behind the highest packet number a datagram may be.
 REPLAY_WINDOW = 64
+# protocol.md 5.1: what a receiver delivers in place of a message over MAX_MESSAGE_SIZE.
+OVERSIZED_PREFIX = 16
 # A timer value meaning "now, whatever now is".
 ASAP = float("-inf")
 
@@ -432,6 +434,10 @@ class Link:
                 out.append(chunk)  # a whole message in one chunk: no copy
                 continue
             if len(partial) + len(chunk) > MAX_MESSAGE_SIZE:
+                # protocol.md 5.1: its first bytes stand for it in the stream; they never
+                # decode, and tell the relay which request it was.
+                prefix = bytes(partial[:OVERSIZED_PREFIX])
+                out.append(prefix + chunk[: OVERSIZED_PREFIX - len(prefix)])
                 self.stats.oversized += 1
                 self._discarding = continues
                 self._partial = bytearray()
