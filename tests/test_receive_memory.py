@@ -17,6 +17,7 @@ from tests.linknode import LinkNode
 from udpchat import messages as m
 from udpchat import reliability, reorder, wire
 from udpchat.budget import ReceiveBudget
+from udpchat.memory import give_back_free_memory
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.reliability import OVERSIZED_PREFIX, Link, LinkConfig
 from udpchat.reorder import ReorderBuffer
@@ -262,3 +263,16 @@ def test_oversized_message_is_delivered_as_its_first_bytes() -> None:
     with pytest.raises(wire.DecodeError):
         m.decode_message(delivered[0])  # a truncated msgpack value never decodes
     assert m.decode_message(delivered[1]) == m.Say("after")
+
+
+def test_released_bytes_are_counted_so_the_relay_can_give_memory_back() -> None:
+    budget = ReceiveBudget(1 << 20)
+    links = [Link(bytes([i]) * 8, budget=budget) for i in range(4)]
+    for link in links:
+        feed(link, out_of_order_attack(link.token, 500))
+    held = budget.used
+    assert held > 0 and budget.released == 0
+    for link in links:
+        link.release_buffers()
+    assert budget.used == 0 and budget.released == held
+    give_back_free_memory()  # glibc's malloc_trim here; elsewhere nothing, and never an error

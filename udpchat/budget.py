@@ -17,13 +17,16 @@ class ReceiveBudget:
     calls ``Link.release_buffers`` when it drops a link, so the bytes come back.
     """
 
-    __slots__ = ("limit", "used")
+    __slots__ = ("limit", "released", "used")
 
     def __init__(self, limit: int) -> None:
         if limit < 0:
             raise ValueError("a receive budget cannot be negative")
         self.limit = limit
         self.used = 0
+        # Bytes given back since the owner last reset it: once that is a lot, the relay asks
+        # the C allocator to return free memory to the system (udpchat.memory).
+        self.released = 0
 
     def fits(self, size: int) -> bool:
         return self.used + size <= self.limit
@@ -31,3 +34,5 @@ class ReceiveBudget:
     def charge(self, size: int) -> None:
         """Account ``size`` more bytes held, or fewer when it is negative."""
         self.used += size
+        if size < 0:
+            self.released -= size

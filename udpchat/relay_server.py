@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from udpchat.impair import ImpairmentConfig
+from udpchat.memory import give_back_free_memory
 from udpchat.relay_core import (
     Address,
     DatagramDropped,
@@ -40,6 +41,9 @@ MAX_BATCH = 64
 SEND_BATCH = 64
 # Longest sleep without a timer, so that a stop request is never missed for long.
 IDLE_WAIT = 0.5
+# Bytes of members' receive buffers released (sessions gone, gaps filled) after which the
+# relay asks the C allocator to give free memory back to the system.
+GIVE_BACK_AFTER = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class RelayServer:
                     core.handle_timer(now)
                 out = core.datagrams_to_send(now, SEND_BATCH)
                 events = core.events()
+                give_back = core.receive_budget.released >= GIVE_BACK_AFTER
+                if give_back:
+                    core.receive_budget.released = 0
             while True:
                 for data, addr in out:
                     transport.sendto(data, addr)
@@ -150,6 +157,8 @@ class RelayServer:
                 with self._lock:
                     out = core.datagrams_to_send(time.monotonic(), SEND_BATCH)
             self._log(events)
+            if give_back:
+                give_back_free_memory()
             if self._stopping.is_set() and not core.shutting_down:
                 break  # stop() was asked not to say goodbye
         transport.close()
