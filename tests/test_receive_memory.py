@@ -272,7 +272,12 @@ def test_released_bytes_are_counted_so_the_relay_can_give_memory_back() -> None:
         feed(link, out_of_order_attack(link.token, 500))
     held = budget.used
     assert held > 0 and budget.released == 0
-    for link in links:
+    links[0].release_buffers()
+    assert budget.released == held - budget.used
+    assert not budget.take_released(held, 1)  # not enough yet, and something is still held
+    for link in links[1:]:
         link.release_buffers()
     assert budget.used == 0 and budget.released == held
+    assert budget.take_released(2 * held, held)  # all of it went: a lower bar
+    assert budget.released == 0 and not budget.take_released(0, 1)
     give_back_free_memory()  # glibc's malloc_trim here; elsewhere nothing, and never an error

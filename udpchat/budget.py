@@ -36,3 +36,11 @@ class ReceiveBudget:
         self.used += size
         if size < 0:
             self.released -= size
+
+    def take_released(self, at_least: int, at_least_when_empty: int) -> bool:
+        """Whether ``at_least`` bytes were given back since the last time this said yes (or
+        ``at_least_when_empty``, once nothing is held any more); counting starts anew then."""
+        if self.released < (at_least_when_empty if self.used == 0 else at_least):
+            return False
+        self.released = 0
+        return True

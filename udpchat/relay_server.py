@@ -42,8 +42,10 @@ SEND_BATCH = 64
 # Longest sleep without a timer, so that a stop request is never missed for long.
 IDLE_WAIT = 0.5
 # Bytes of members' receive buffers released (sessions gone, gaps filled) after which the
-# relay asks the C allocator to give free memory back to the system.
+# relay asks the C allocator to give free memory back to the system; or fewer, once the
+# members hold nothing at all any more.
 GIVE_BACK_AFTER = 8 * 1024 * 1024
+GIVE_BACK_WHEN_EMPTY = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,7 @@ class RelayServer:
                     core.handle_timer(now)
                 out = core.datagrams_to_send(now, SEND_BATCH)
                 events = core.events()
-                give_back = core.receive_budget.released >= GIVE_BACK_AFTER
-                if give_back:
-                    core.receive_budget.released = 0
+                give_back = core.receive_budget.take_released(GIVE_BACK_AFTER, GIVE_BACK_WHEN_EMPTY)
             while True:
                 for data, addr in out:
                     transport.sendto(data, addr)
