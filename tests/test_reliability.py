@@ -236,7 +236,7 @@ paths = st.builds(
     delay=st.floats(0.0001, 0.02),
     jitter=st.floats(0, 0.01),
 )
-message_lists = st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=40)
+message_lists = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=40)
 
 
 @settings(
@@ -298,3 +298,53 @@ def test_huge_packet_number_jump_is_cheap_and_clears_the_window() -> None:
     assert link.receive(wire.Ack(b"R" * 8, 5, 0, 0), 0.0) is None  # far behind: a replay
     assert link.receive(wire.Ack(b"R" * 8, 2**64 - 2, 0, 0), 0.0) == []
     assert link.receive(wire.Ack(b"R" * 8, 2**64 - 2, 0, 0), 0.0) is None
+
+
+def _two_packets_in_flight() -> Link:
+    link = Link(b"S" * 8, keys=KEYS)
+    link.send(b"first")
+    link.datagrams_to_send(0.0)
+    link.send(b"second")
+    link.datagrams_to_send(0.0)
+    assert link.in_flight == 2
+    return link
+
+
+def test_an_ack_of_new_data_resets_the_backoff() -> None:
+    link = _two_packets_in_flight()
+    now = 0.0
+    for _ in range(6):  # nothing acknowledged: each wait is longer than the one before
+        timer = link.next_timer()
+        assert timer is not None
+        now = timer
+        assert len(link.datagrams_to_send(now)) == 2
+    waited = link.next_timer()
+    assert waited is not None and waited - now > 2 * link.rtt.rto
+    # RFC 9002 6.2.1: the peer acknowledges the first packet; the second waits one RTO again.
+    assert link.receive(wire.Ack(b"S" * 8, 0, 1, 0), now + 0.001) == []
+    timer = link.next_timer()
+    assert timer is not None and timer <= now + link.rtt.rto
+
+
+def test_the_link_gives_up_only_after_retransmissions_in_vain() -> None:
+    link = _two_packets_in_flight()
+    limit = link.config.max_retransmissions
+
+    def retransmit(times: int) -> float:
+        now = 0.0
+        for _ in range(times):
+            timer = link.next_timer()
+            assert timer is not None
+            now = timer
+            link.handle_timer(now)
+            assert not link.dead
+            link.datagrams_to_send(now)
+        return now
+
+    now = retransmit(limit - 1)
+    assert link.receive(wire.Ack(b"S" * 8, 0, 1, 0), now) == []  # the peer is alive
+    retransmit(limit)  # the second packet: as many again, all in vain
+    timer = link.next_timer()
+    assert timer is not None
+    link.handle_timer(timer)
+    assert link.dead

@@ -33,7 +33,7 @@ class LinkMachine(RuleBasedStateMachine):
         assert isinstance(datagram, wire.Protected)
         return link.receive_sealed(datagram, self.now) or []
 
-    @rule(message=st.binary(max_size=2500))
+    @rule(message=st.binary(min_size=1, max_size=2500))
     def send(self, message: bytes) -> None:
         try:
             self.a.send(message)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.budget import ReceiveBudget
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
@@ -96,8 +97,13 @@ class RelayConfig:
     # only while that member really lags: 1 MiB holds two members' full bursts of 16 KiB
     # messages, or a second of fan-out at 8,000 messages a second.
     link: LinkConfig = field(default_factory=lambda: LinkConfig(send_buffer=1024 * 1024))
+    # protocol.md 5.8: what all members together may hold in out-of-order packets and
+    # reassembly, on top of each link's own cap (link.receive_buffer).
+    receive_budget: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.receive_budget < 0:
+            raise ValueError("receive_budget cannot be negative")
         if not 0 < self.heartbeat < self.timeout:
             raise ValueError("need 0 < heartbeat < timeout")
         if self.timeout > 3600:
@@ -260,6 +266,8 @@ class RelayCore:
         self._history: deque[tuple[int, bool, bytes]] = deque(maxlen=max(config.history, 1))
         self.shutting_down = False
         self._shutdown_deadline = math.inf
+        # protocol.md 5.8: what all members' links may hold together of what they received.
+        self.receive_budget = ReceiveBudget(config.receive_budget)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -595,7 +603,13 @@ class RelayCore:
             nick=join.nick,
             key=key,
             addr=addr,
-            link=Link(token, self._link_config, rtt_hint=max(rtt, 0.0001), keys=keys),
+            link=Link(
+                token,
+                self._link_config,
+                rtt_hint=max(rtt, 0.0001),
+                keys=keys,
+                budget=self.receive_budget,
+            ),
             last_heard=now,
             # a resume is the same person: it keeps its flood bucket (protocol.md 4.2, 6.5)
             bucket=old.bucket
@@ -996,6 +1010,7 @@ class RelayCore:
         if member.join is not None:
             self._by_join.pop(member.join, None)
         self._dirty.pop(member, None)
+        member.link.release_buffers()  # its bytes go back to the shared receive budget
 
     def _remove(self, member: Member, reason: m.LeaveReason, text: str, now: float | None) -> None:
         self._forget(member)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from udpchat import faults
 from udpchat.impair import ImpairmentConfig
+from udpchat.memory import give_back_free_memory
 from udpchat.noise import DHLEN
 from udpchat.relay_core import (
     Address,
@@ -47,6 +48,11 @@ MAX_BATCH = 64
 SEND_BATCH = 64
 # Longest sleep without a timer, so that a stop request is never missed for long.
 IDLE_WAIT = 0.5
+# Bytes of members' receive buffers released (sessions gone, gaps filled) after which the
+# relay asks the C allocator to give free memory back to the system; or fewer, once the
+# members hold nothing at all any more.
+GIVE_BACK_AFTER = 8 * 1024 * 1024
+GIVE_BACK_WHEN_EMPTY = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,7 @@ class RelayServer:
                     self._handle_timer(now)
                 out = self._output(now)
                 events = core.events()
+                give_back = core.receive_budget.take_released(GIVE_BACK_AFTER, GIVE_BACK_WHEN_EMPTY)
             while True:
                 for data, addr in out:
                     self._send(data, addr)
@@ -187,6 +194,8 @@ class RelayServer:
                 with self._lock:
                     out = self._output(time.monotonic())
             self._log(events)
+            if give_back:
+                give_back_free_memory()
             if self._stopping.is_set() and not core.shutting_down:
                 break  # stop() was asked not to say goodbye
 

@@ -14,17 +14,25 @@ bytes (the style of aioquic's QuicConnection):
   each with a packet number of its own, which is also its AEAD nonce.
 * ``next_timer()`` / ``handle_timer(now)`` drive retransmission, delayed ACKs and failure.
 
+What a link holds on the receiving side (packets that arrived out of order, a message being
+reassembled) is chosen by the peer, so it is bounded in bytes as CPython spends them, per link
+and, through a shared ``ReceiveBudget``, across all the links of a relay.
+
 protocol.md "Reliability" specifies the behaviour on the wire; the names of the constants
 below follow it (and RFC 9002 where they come from there).
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from udpchat import wire
+from udpchat.budget import ReceiveBudget
 from udpchat.messages import MAX_MESSAGE_SIZE
+from udpchat.reorder import ReorderBuffer
 from udpchat.rtt import RttEstimator
 from udpchat.seal import REKEY_INTERVAL, SESSION_ENVELOPE, SealError, SessionCipher, SessionKeys
 
@@ -37,6 +45,8 @@ ACK_DELAY = 0.001
 ACK_EVERY = 2
 # protocol.md "Replay protection": how far behind the highest packet number a datagram may be.
 REPLAY_WINDOW = 64
+# protocol.md 5.1: what a receiver delivers in place of a message over MAX_MESSAGE_SIZE.
+OVERSIZED_PREFIX = 16
 # A timer value meaning "now, whatever now is".
 ASAP = float("-inf")
 
@@ -61,6 +71,11 @@ class LinkConfig:
     max_retransmissions: int = 16
     window: int = wire.WINDOW
     send_buffer: int = 256 * 1024
+    # protocol.md 5.8: bytes (as accounted: payload plus per-packet and per-chunk overhead)
+    # this link may hold for out-of-order packets and reassembly. The default holds a full
+    # window of full-size packets (about 90 KB accounted) while the largest message is being
+    # reassembled (up to 72 KB with the bytearray's slack).
+    receive_buffer: int = 3 * MAX_MESSAGE_SIZE
     # The largest datagram this link builds (sealed, as it goes on the wire).
     max_datagram: int = wire.MAX_DATAGRAM_SIZE
     # protocol.md 8.1: packet numbers per key phase. A protocol constant: both ends of a
@@ -80,6 +95,8 @@ class LinkConfig:
             raise ValueError("rekey_interval must be at least 1")
         if self.send_buffer < MAX_MESSAGE_SIZE:
             raise ValueError(f"send_buffer must hold at least one {MAX_MESSAGE_SIZE}-byte message")
+        if self.receive_buffer < 0:
+            raise ValueError("receive_buffer cannot be negative")
 
 
 @dataclass(slots=True)
@@ -102,6 +119,7 @@ class LinkStats:
     invalid: int = 0
     auth_failures: int = 0
     oversized: int = 0
+    over_budget: int = 0
     srtt: float = 0.0
     rto: float = 0.0
 
@@ -121,11 +139,19 @@ class _Packet:
     last_sent: float
     deadline: float
     retransmits: int = 0
+    # Retransmissions since the peer last acknowledged anything new: what the backoff and
+    # the decision that the peer is gone go by.
+    stalled: int = 0
 
 
 def _chunk_cost(length: int) -> int:
     """Encoded size of a msgpack bin of ``length`` bytes."""
     return length + (2 if length < 256 else 3 if length < 65536 else 5)
+
+
+def _partial_cost(partial: bytearray) -> int:
+    """Accounted size of a reassembly buffer: what CPython allocated for it, slack included."""
+    return sys.getsizeof(partial) if partial else 0
 
 
 _REPLAY_MASK = (1 << REPLAY_WINDOW) - 1
@@ -142,10 +168,12 @@ class Link:
     __slots__ = (
         "_ack_deadline",
         "_ack_now",
+        "_budget",
         "_buffer",
         "_cipher",
         "_discarding",
         "_expected",
+        "_held",
         "_in_flight",
         "_largest_acked",
         "_next_pn",
@@ -158,6 +186,7 @@ class Link:
         "_queued_bytes",
         "_replay_bits",
         "_replay_highest",
+        "_stalled",
         "_unacked",
         "config",
         "dead",
@@ -173,6 +202,7 @@ class Link:
         rtt_hint: float | None = None,
         *,
         keys: SessionKeys,
+        budget: ReceiveBudget | None = None,
     ) -> None:
         self.token = token
         self.config = c = config
@@ -199,11 +229,14 @@ class Link:
         self._in_flight: dict[int, _Packet] = {}
         self._peer_ack = 0
         self._largest_acked = -1
+        self._stalled = False  # a packet in flight was retransmitted since the last progress
         # receiving
         self._expected = 0
-        self._buffer: dict[int, tuple[bool, tuple[bytes, ...]]] = {}
+        self._buffer = ReorderBuffer(0)  # packets out of order; its base is _expected
         self._partial = bytearray()
         self._discarding = False
+        self._held = 0  # accounted bytes of _buffer and _partial, also charged to _budget
+        self._budget = budget
         # acknowledging
         self._ack_now = False
         self._ack_deadline: float | None = None
@@ -237,6 +270,8 @@ class Link:
             raise LinkDead("the link has given up on its peer")
         if len(message) > MAX_MESSAGE_SIZE:
             raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
+        if not message:
+            raise ValueError("a message is never empty (protocol.md 5.1)")
         if self._queued_bytes + len(message) > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
         if self._queue is None:
@@ -336,8 +371,22 @@ class Link:
             self._largest_acked = largest.seq
             if largest.retransmits == 0:
                 self.rtt.on_sample(now - largest.last_sent)
+        if self._stalled:
+            self._reset_backoff()
         self._detect_losses(largest, now)
         self._sync_stats()
+
+    def _reset_backoff(self) -> None:
+        """RFC 9002 6.2.1: an ACK of new data resets the backoff. The peer is alive, and a
+        receiver short of buffer space drops packets that are out of order (protocol.md
+        5.8): once the gap before them is filled they must go again soon, not after waits
+        that grew while they could not be taken."""
+        self._stalled = False
+        rto = self.rtt.rto
+        for packet in self._in_flight.values():
+            if packet.stalled:
+                packet.stalled = 0
+                packet.deadline = min(packet.deadline, packet.last_sent + rto)
 
     def _detect_losses(self, acked: _Packet, now: float) -> None:
         """RFC 9002 6.1: packets sent before an acknowledged one are lost after a packet
@@ -365,16 +414,22 @@ class Link:
             self.stats.out_of_window += 1
             self._ack_now = True
             return []
-        self._buffer[seq] = (data.more, data.chunks)
         if seq != self._expected:
             self._ack_now = True  # a gap: tell the sender now (fast retransmit)
+            if not self._hold(seq, data.more, data.chunks):
+                self.stats.over_budget += 1  # left unacknowledged: the sender sends it again
             return []
-        filled_gap = len(self._buffer) > 1
+        # In order: always processed, whatever the budgets say, so the stream moves on.
+        filled_gap = bool(self._buffer)
         delivered: list[bytes] = []
-        while self._expected in self._buffer:
-            more, chunks = self._buffer.pop(self._expected)
+        self._expected += 1
+        self._reassemble(data.more, data.chunks, delivered)
+        held = self._buffer.advance()
+        while held is not None:
             self._expected += 1
-            self._reassemble(more, chunks, delivered)
+            self._reassemble(*held, delivered)
+            held = self._buffer.advance()
+        self._recount()
         self._unacked += 1
         if filled_gap or self._unacked >= ACK_EVERY:
             self._ack_now = True
@@ -383,28 +438,67 @@ class Link:
         self.stats.messages_delivered += len(delivered)
         return delivered
 
-    def _reassemble(self, more: bool, chunks: tuple[bytes, ...], out: list[bytes]) -> None:
+    def _hold(self, seq: int, more: bool, chunks: Sequence[bytes]) -> bool:
+        """Keep an out-of-order packet if both the link's and the shared cap allow it."""
+        buffer = self._buffer
+        cost = buffer.cost_with(chunks) - buffer.cost()  # at most
+        if self._held + cost > self.config.receive_buffer:
+            return False
+        if self._budget is not None and not self._budget.fits(cost):
+            return False
+        buffer.add(seq, more, chunks)
+        self._recount()
+        return True
+
+    def _recount(self) -> None:
+        """Account what the link holds now, here and in the shared budget."""
+        held = self._buffer.cost() + _partial_cost(self._partial)
+        if held != self._held:
+            if self._budget is not None:
+                self._budget.charge(held - self._held)
+            self._held = held
+
+    def _reassemble(self, more: bool, chunks: Sequence[bytes], out: list[bytes]) -> None:
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             continues = more and i == last
-            if not self._discarding:
-                self._partial += chunk
-                if len(self._partial) > MAX_MESSAGE_SIZE:
-                    self.stats.oversized += 1
-                    self._discarding = True
-                    self._partial = bytearray()
-                elif not continues:
-                    out.append(bytes(self._partial))
-                    self._partial = bytearray()
-            if not continues:
-                self._discarding = False
+            if self._discarding:
+                self._discarding = continues  # the rest of an oversized message
+                continue
+            partial = self._partial
+            if not partial and not continues:
+                out.append(chunk)  # a whole message in one chunk: no copy
+                continue
+            if len(partial) + len(chunk) > MAX_MESSAGE_SIZE:
+                # protocol.md 5.1: its first bytes stand for it in the stream; they never
+                # decode, and tell the relay which request it was.
+                prefix = bytes(partial[:OVERSIZED_PREFIX])
+                out.append(prefix + chunk[: OVERSIZED_PREFIX - len(prefix)])
+                self.stats.oversized += 1
+                self._discarding = continues
+                self._partial = bytearray()
+            elif continues:
+                partial += chunk
+            else:
+                partial += chunk
+                out.append(bytes(partial))
+                self._partial = bytearray()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Accounted bytes this link holds for out-of-order packets and reassembly."""
+        return self._held
+
+    def release_buffers(self) -> None:
+        """Forget everything received but not yet delivered and give its bytes back to the
+        shared budget; the owner calls it when it drops the link."""
+        self._buffer.clear()
+        self._partial = bytearray()
+        self._discarding = False
+        self._recount()
 
     def _ack_fields(self) -> tuple[int, int]:
-        base = self._expected + 1
-        bits = 0
-        for seq in self._buffer:
-            bits |= 1 << (seq - base)
-        return self._expected, bits
+        return self._expected, self._buffer.ack_bits
 
     # --- output and timers ------------------------------------------------------------------
 
@@ -420,9 +514,11 @@ class Link:
         out: list[bytes] = []
         ack, bits = self._ack_fields()
         for packet in due:
+            packet.stalled += 1
             packet.retransmits += 1
             packet.last_sent = now
-            packet.deadline = now + self._backoff(packet.retransmits)
+            packet.deadline = now + self._backoff(packet.stalled)
+            self._stalled = True
             self.stats.retransmissions += 1
             out.append(self._encode_data(packet, ack, bits))
         window = self.config.window
@@ -481,7 +577,7 @@ class Link:
         more = False
         queue = self._queue
         assert queue is not None
-        while queue:
+        while queue and len(chunks) < wire.MAX_CHUNKS:
             message = queue[0]
             remaining = len(message) - self._queue_offset
             cost = _chunk_cost(remaining)
@@ -520,10 +616,15 @@ class Link:
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        """Give up on the peer once a packet has been retransmitted too often in vain."""
+        """Give up on the peer once a packet has been retransmitted too often in vain.
+
+        In vain means with nothing new acknowledged meanwhile: a receiver short of buffer
+        space drops packets that are out of order (protocol.md 5.8), which costs them
+        retransmissions while the peer is plainly alive and taking the packets in order.
+        """
         limit = self.config.max_retransmissions
         for packet in self._in_flight.values():
-            if packet.deadline <= now and packet.retransmits >= limit:
+            if packet.deadline <= now and packet.stalled >= limit:
                 self.dead = True
                 break
 

@@ -41,6 +41,10 @@ MAX_VERSION = 127
 # protocol.md "Reliability": the receive window, in packets; ACK bitmaps cover the
 # WINDOW - 1 sequence numbers after the cumulative ACK.
 WINDOW = 64
+# protocol.md 2 and 3: chunks in one DATA datagram at most. Every chunk costs a receiver an
+# object while it decodes the datagram, however short the chunk: a sender that bundles tiny
+# messages puts at most this many in one packet, and a receiver drops a DATA with more.
+MAX_CHUNKS = 64
 MAX_ACK_BITS = (1 << (WINDOW - 1)) - 1
 MAX_UINT = (1 << 64) - 1
 MAX_NICK_BYTES = 128
@@ -381,9 +385,15 @@ def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
         return Ping(token, pn, ack, ack_bits)
     if len(f) < 5:
         fail("DATA needs a sequence number, a more flag and at least one chunk")
+    if len(f) - 4 > MAX_CHUNKS:
+        fail(f"DATA has {len(f) - 4} chunks, more than {MAX_CHUNKS}")
     seq = as_uint(f[2], "seq")
     more = as_bool(f[3], "more")
-    chunks = tuple(as_bin(c, "chunk") for c in f[4:])
+    chunks = tuple(f[4:])
+    for chunk in chunks:
+        # A chunk is a whole message or a piece of one, never empty (protocol.md 5.1).
+        if type(chunk) is not bytes or not chunk:
+            fail("every chunk must be a non-empty bin")
     return Data(token, pn, ack, ack_bits, seq, more, chunks)
 
 
