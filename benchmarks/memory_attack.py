@@ -2,13 +2,18 @@
 
 The relay runs in a subprocess of its own (``memory_attack.py relay``, a ``RelayServer`` on an
 ephemeral port of 127.0.0.1) so that its resident memory (``/proc/<pid>/status``, VmRSS) is
-its own. This process opens up to 1,024 real sessions to it from 127.0.0.1 (HELLO and JOIN
-padded to 1200 bytes, protocol.md 4), acknowledges what the relay sends so the sessions stay
-alive, then sends in every session the out-of-order pattern chosen:
+its own. This process opens up to 1,024 real sessions to it from 127.0.0.1, each with a real
+protocol version 2 handshake (HELLO and JOIN padded to 1200 bytes, the JOIN a Noise message
+built by ``udpchat.handshake.Joiner``, protocol.md 4 and 8), opens what the relay sends with the
+session's keys and acknowledges its DATA so the sessions stay alive, then sends in every
+session the out-of-order pattern chosen, every datagram sealed (protocol.md 8.1) with a packet
+number of its own:
 
 * ``tiny``: seq 1 to 63, never seq 0, each packet as many 2-byte chunks as the rules allow
-  (2-byte bytes objects are the costliest per byte on the wire: 1-byte ones are cached);
-* ``bulk``: seq 1 to 63, each packet one chunk as large as fits;
+  (``MAX_CHUNKS``; 2-byte bytes objects are the costliest per byte on the wire: 1-byte ones
+  are cached);
+* ``bulk``: seq 1 to 63, each packet one chunk as large as fits in a sealed datagram of
+  ``MAX_DATAGRAM_SIZE`` bytes;
 * ``reassembly``: the start of a message just under MAX_MESSAGE_SIZE in order (the relay
   must process in-order packets), then the ``tiny`` pattern on top of it;
 * ``reassembly-bulk``: the same with the ``bulk`` pattern on top;
@@ -51,6 +56,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from udpchat import wire
+from udpchat.handshake import Joiner
+from udpchat.seal import SealError, SessionCipher
+
 LOCALHOST = "127.0.0.1"
 MAX_SESSIONS = 1024
 SESSIONS_PER_SOCKET = 32
@@ -79,6 +88,12 @@ RELAY_OVERRIDES: dict[str, Any] = {
     "timeout": 6.0,
 }
 PATTERNS = ("tiny", "bulk", "reassembly", "reassembly-bulk")
+# Attack datagrams are sized with these in place of the packet number and the ACK fields:
+# values at least as wide on the wire as any a run reaches, so that what fits with them fits
+# with the real ones (checked as each datagram is sealed).
+WIDE_PN = 2**32 - 1
+WIDE_ACK = 2**32 - 1
+WIDE_SEQ = 2**32 - 1
 
 
 # --- the relay process ---------------------------------------------------------------------
@@ -201,16 +216,29 @@ class Relay:
 
 
 class Session:
-    """One session's handshake and receive state, enough to acknowledge the relay."""
+    """One session's handshake, keys and receive state, enough to acknowledge the relay."""
 
-    __slots__ = ("expected", "index", "keepalive_at", "nonce", "pn", "seen", "sock", "token")
+    __slots__ = (
+        "cipher",
+        "expected",
+        "index",
+        "joiner",
+        "keepalive_at",
+        "nonce",
+        "pn",
+        "seen",
+        "sock",
+        "token",
+    )
 
     def __init__(self, index: int, sock: int) -> None:
         self.index = index
         self.sock = sock
-        self.nonce = os.urandom(8)
+        self.nonce = os.urandom(wire.NONCE_SIZE)
+        self.joiner: Joiner | None = Joiner(self.nonce, f"m{index}", os.urandom)
+        self.cipher: SessionCipher | None = None  # set, with token, by the ACCEPT
         self.token: bytes | None = None
-        self.pn = 0
+        self.pn = 0  # the packet number of the next datagram sent
         self.expected = 0  # the relay's next seq in order
         self.seen: set[int] = set()  # the relay's seqs received above it
         self.keepalive_at = 0.0
@@ -234,34 +262,54 @@ class Session:
         return self.expected, bits
 
 
-def attack_datagrams(wire: Any, pattern: str) -> Iterator[tuple[int, bool, list[bytes]]]:
-    """(seq, more, chunks) of the pattern, biggest possible within this version's rules."""
-    window = int(wire.WINDOW)
-    header = len(wire.encode_data(b"t" * 8, 2**32, 2**32, 2**62, 2**32, True, []))
-    room = wire.MAX_DATAGRAM_SIZE - header
-    max_chunks = int(getattr(wire, "MAX_CHUNKS", room))
+def sealed_size(more: bool, chunks: list[bytes]) -> int:
+    """The bytes of a sealed DATA carrying ``chunks``, with the widest packet number and ACK
+    fields a run uses (no room key, so no padding: protocol.md 8.2)."""
+    cipher = SessionCipher(bytes(32), bytes(32), padded=False, interval=2**64)
+    fields = wire.data_fields(WIDE_ACK, wire.MAX_ACK_BITS, WIDE_SEQ, more, chunks)
+    return len(cipher.seal(wire.DatagramType.DATA, bytes(wire.TOKEN_SIZE), WIDE_PN, fields))
+
+
+def largest_chunk(more: bool) -> int:
+    """The size of the one chunk that fills a sealed DATA of at most MAX_DATAGRAM_SIZE."""
+    size = wire.MAX_DATAGRAM_SIZE - sealed_size(more, [b"x"]) + 1
+    while sealed_size(more, [bytes(size)]) > wire.MAX_DATAGRAM_SIZE:
+        size -= 1
+    return size
+
+
+def tiny_chunks(seq: int) -> list[bytes]:
+    """As many 2-byte chunks as the rules allow: MAX_CHUNKS, unless fewer fill the datagram."""
+    chunks: list[bytes] = []
+    while len(chunks) < wire.MAX_CHUNKS:
+        chunk = bytes([seq % 256, len(chunks) % 256])
+        if sealed_size(False, [*chunks, chunk]) > wire.MAX_DATAGRAM_SIZE:
+            break
+        chunks.append(chunk)
+    return chunks
+
+
+def attack_datagrams(pattern: str) -> Iterator[tuple[int, bool, list[bytes]]]:
+    """(seq, more, chunks) of the pattern, biggest possible within the protocol's rules."""
+    from udpchat.messages import MAX_MESSAGE_SIZE
+
     start = 0
     if pattern.startswith("reassembly"):
-        from udpchat.messages import MAX_MESSAGE_SIZE
-
-        size = room - 3
+        size = largest_chunk(True)
         count = (MAX_MESSAGE_SIZE - 1) // size
         for seq in range(count):
             yield seq, True, [bytes([seq % 256]) * size]
         start = count
-    for seq in range(start + 1, start + window):
+    bulk = largest_chunk(False)
+    for seq in range(start + 1, start + wire.WINDOW):
         if pattern.endswith("bulk"):
-            yield seq, False, [bytes([seq % 256]) * (room - 3)]
+            yield seq, False, [bytes([seq % 256]) * bulk]
         else:
-            count = min(max_chunks, room // 4)
-            yield seq, False, [bytes([seq % 256, i % 256]) for i in range(count)]
+            yield seq, False, tiny_chunks(seq)
 
 
 class Attacker:
     def __init__(self, port: int, sessions: int) -> None:
-        from udpchat import wire
-
-        self.wire = wire
         self.relay = (LOCALHOST, port)
         self.selector = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
@@ -293,14 +341,38 @@ class Attacker:
         self.datagrams_sent += 1
         session.keepalive_at = time.monotonic() + KEEPALIVE_S * self.rng.uniform(0.5, 1.0)
 
+    def seal(self, session: Session, kind: wire.DatagramType, fields: bytes) -> bytes:
+        """A session datagram of ``session``, sealed with a packet number of its own."""
+        assert session.cipher is not None and session.token is not None
+        return session.cipher.seal(kind, session.token, session.take_pn(), fields)
+
     def send_ack(self, session: Session) -> None:
-        assert session.token is not None
         ack, bits = session.ack_fields()
-        self.send(session, self.wire.encode_ack(session.token, session.take_pn(), ack, bits), "ack")
+        ack_datagram = self.seal(session, wire.DatagramType.ACK, wire.ack_fields(ack, bits))
+        self.send(session, ack_datagram, "ack")
+
+    def on_session(self, envelope: wire.Protected) -> None:
+        """Open a session datagram from the relay; note a DATA's seq, to acknowledge it."""
+        session = self.by_token.get(envelope.token)
+        if session is None or session.cipher is None:
+            return
+        try:
+            datagram = wire.decode_session(envelope, session.cipher.open(envelope))
+        except (SealError, wire.DecodeError):
+            return
+        self.answered[session.index] = time.monotonic()
+        if isinstance(datagram, wire.Data):
+            session.on_data(datagram.seq)
+            due = time.monotonic() + ACK_DELAY_S * self.rng.uniform(1.0, 2.0)
+            self.ack_due.setdefault(session.index, due)
+        elif isinstance(datagram, wire.PathChallenge):
+            response = self.seal(
+                session, wire.DatagramType.PATH_RESPONSE, wire.path_fields(datagram.data)
+            )
+            self.send(session, response, "ack")
 
     def poll(self, wait: float) -> None:
         """Take in what the relay sent, acknowledge its DATA, keep quiet sessions alive."""
-        wire = self.wire
         for key, _ in self.selector.select(wait):
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
             for _ in range(1024):
@@ -312,27 +384,24 @@ class Attacker:
                     datagram = wire.decode_datagram(data)
                 except wire.DecodeError:
                     continue
-                if isinstance(datagram, wire.Challenge):
+                if isinstance(datagram, wire.Protected):
+                    self.on_session(datagram)
+                elif isinstance(datagram, wire.Challenge):
                     session = self.by_nonce.get(datagram.nonce)
-                    if session is not None and session.token is None:
-                        join = wire.encode_join(
-                            session.nonce, datagram.cookie, f"m{session.index}", None
-                        )
-                        self.send(session, join, "handshake")
+                    if session is not None and session.joiner is not None:
+                        self.send(session, session.joiner.join_for(datagram), "handshake")
                 elif isinstance(datagram, wire.Accept):
                     session = self.by_nonce.get(datagram.nonce)
-                    if session is not None and session.token is None:
-                        session.token = datagram.token
-                        self.by_token[datagram.token] = session
-                elif isinstance(datagram, (wire.Data, wire.Ack, wire.Ping)):
-                    session = self.by_token.get(datagram.token)
-                    if session is None:
+                    if session is None or session.joiner is None:
                         continue
-                    self.answered[session.index] = time.monotonic()
-                    if isinstance(datagram, wire.Data):
-                        session.on_data(datagram.seq)
-                        due = time.monotonic() + ACK_DELAY_S * self.rng.uniform(1.0, 2.0)
-                        self.ack_due.setdefault(session.index, due)
+                    accepted = session.joiner.keys_for(datagram)
+                    if accepted is None:
+                        continue  # answers none of our JOINs: not from the relay we asked
+                    keys = accepted[1]
+                    session.cipher = SessionCipher(keys.send, keys.receive, keys.padded)
+                    session.token = datagram.token
+                    session.joiner = None  # the handshake's state is no longer needed
+                    self.by_token[datagram.token] = session
         now = time.monotonic()
         for index, due in list(self.ack_due.items()):
             if due <= now:
@@ -359,7 +428,7 @@ class Attacker:
             for index, retry in list(waiting.items()):
                 if now >= retry:
                     session = self.sessions[index]
-                    self.send(session, self.wire.encode_hello(session.nonce), "handshake")
+                    self.send(session, wire.encode_hello(session.nonce), "handshake")
                     waiting[index] = now + HANDSHAKE_RETRY_S
             self.poll(0.01)
             if self.progress is not None and time.monotonic() >= self.next_progress:
@@ -368,8 +437,7 @@ class Attacker:
         return len(self.by_token)
 
     def attack(self, pattern: str, deadline: float) -> None:
-        wire = self.wire
-        datagrams = list(attack_datagrams(wire, pattern))  # the same in every session
+        datagrams = list(attack_datagrams(pattern))  # the same in every session
         queues = [(s, list(datagrams)) for s in self.sessions if s.token is not None]
         active: list[tuple[Session, list[tuple[int, bool, list[bytes]]], float]] = []
         while (queues or active) and time.monotonic() < deadline:
@@ -384,12 +452,11 @@ class Attacker:
                     continue
                 if not plan:
                     continue
-                assert session.token is not None
                 ack, bits = session.ack_fields()
                 for seq, more, chunks in plan[:ATTACK_BLOCK]:
-                    data = wire.encode_data(
-                        session.token, session.take_pn(), ack, bits, seq, more, chunks
-                    )
+                    fields = wire.data_fields(ack, bits, seq, more, chunks)
+                    data = self.seal(session, wire.DatagramType.DATA, fields)
+                    assert len(data) <= wire.MAX_DATAGRAM_SIZE, len(data)
                     self.send(session, data, "attack")
                 del plan[:ATTACK_BLOCK]
                 still.append((session, plan, time.monotonic()))
