@@ -119,6 +119,7 @@ class ChatClient:
         self._dispatching = False
         self._thread: threading.Thread | None = None
         self._sleeping_until = 0.0
+        self._last_look = 0.0
         self._closed = threading.Event()
         # What the shell knows and the session cannot: whether anything came back at all,
         # whether the system refused our datagrams, whether this process was paused.
@@ -361,20 +362,18 @@ class ChatClient:
 
     def _receive_until_closed(self) -> None:
         session, transport = self._session, self._transport
+        self._last_look = time.monotonic()
         while not self._closed.is_set():
             with self._lock:
                 timer = self._guarded("next_timer", session.next_timer)
                 if session.state is SessionState.CLOSED:
                     break
-                now = time.monotonic()
+                now = self._look(0.0)
                 wait = IDLE_WAIT if timer is None else min(max(timer - now, 0.0), IDLE_WAIT)
                 self._sleeping_until = now + wait
             got = transport.recvfrom(wait)
             with self._lock:
-                now = time.monotonic()
-                late = now - self._sleeping_until
-                if late > PAUSE_NOTICED:
-                    self._pause = (now, late + wait)
+                now = self._look(wait)
                 self._sleeping_until = 0.0
                 for _ in range(MAX_BATCH):
                     if got is None:
@@ -388,9 +387,22 @@ class ChatClient:
                 if timer is not None and timer <= now:
                     self._guarded("handle_timer", functools.partial(session.handle_timer, now))
             self._flush()
+            with self._lock:
+                self._look(0.0)
         self._flush()
         with self._lock:
             self._changed.notify_all()
+
+    def _look(self, slept: float) -> float:
+        """The time now; a jump of more than PAUSE_NOTICED since the receiver last looked,
+        beyond the ``slept`` it asked for, means this process was stopped (Ctrl-Z, a closed
+        laptop lid), wherever the stop caught it (called locked)."""
+        now = time.monotonic()
+        stopped = now - self._last_look - slept
+        if stopped > PAUSE_NOTICED:
+            self._pause = (now, stopped + slept)
+        self._last_look = now
+        return now
 
     def _notice_refusals(self) -> None:
         """The system refused datagrams to the relay (ICMP port unreachable): during the first
