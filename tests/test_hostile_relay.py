@@ -171,30 +171,36 @@ def test_answers_to_datagrams_that_prove_nothing_are_limited_per_host() -> None:
 # --- answers are never much larger than what asked for them ------------------------------------
 
 
+class ByteCount:
+    """Bytes one address sends and receives on a simulated network, once attached as a tap."""
+
+    def __init__(self, addr: Address) -> None:
+        self.addr = addr
+        self.sent = self.received = 0
+
+    def __call__(self, src: Address, dst: Address, data: bytes) -> None:
+        if src == self.addr:
+            self.sent += len(data)
+        elif dst == self.addr:
+            self.received += len(data)
+
+
 def _answer_ratio(requests: list[m.Message], room: int = 10) -> float:
     """Bytes the relay sends one member over the bytes it received from that member, from
     its HELLO on, while the member's requests arrive in as few datagrams as they fit."""
     net, _relay = setup(RelayConfig(max_members_per_host=100))
     others = [join(net, f"member{i:02}", (f"192.0.2.{i + 10}", 4000)) for i in range(room)]
     attacker_addr: Address = ("198.51.100.66", 4000)
-    sent = received = 0
-
-    def tap(src: Address, dst: Address, data: bytes) -> None:
-        nonlocal sent, received
-        if src == attacker_addr:
-            sent += len(data)
-        elif dst == attacker_addr:
-            received += len(data)
-
-    net.taps.append(tap)
+    count = ByteCount(attacker_addr)
+    net.taps.append(count)
     attacker = join(net, "mallory", attacker_addr)
     assert attacker.joined and all(o.joined for o in others)
     net.run(0.1)
     for message in requests:
         attacker.send(message)
     net.run(2.0)
-    assert sent > 0
-    return received / sent
+    assert count.sent > 0
+    return count.received / count.sent
 
 
 @pytest.mark.parametrize(
@@ -358,20 +364,13 @@ def test_a_steady_stream_of_who_gets_at_most_three_times_its_bytes() -> None:
         join(net, f"member{i:02}", (f"192.0.2.{i + 10}", 4000))
     attacker_addr: Address = ("198.51.100.66", 4000)
     attacker = join(net, "mallory", attacker_addr)
-    sent = received = 0
-
-    def tap(src: Address, dst: Address, data: bytes) -> None:
-        nonlocal sent, received
-        if src == attacker_addr:
-            sent += len(data)
-        elif dst == attacker_addr:
-            received += len(data)
-
+    count = ByteCount(attacker_addr)
     net.run(0.5)
-    net.taps.append(tap)
+    net.taps.append(count)
     for _ in range(200):
         attacker.send(m.Who())
         net.run(0.1)
     lists = attacker.of(m.Members)
     assert 0 < len(lists) < 200 and len(lists[-1].members) == 61
-    assert received <= 3 * sent + AMPLIFICATION_FACTOR * wire.MIN_INITIAL_SIZE, (received, sent)
+    allowed = 3 * count.sent + AMPLIFICATION_FACTOR * wire.MIN_INITIAL_SIZE
+    assert count.received <= allowed, (count.received, count.sent)
