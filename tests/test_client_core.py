@@ -535,6 +535,27 @@ def test_a_relay_key_the_trust_callback_refuses_ends_the_join() -> None:
     assert seen == [relay_key]
 
 
+@pytest.mark.parametrize("bad_key", [bytes(32), bytes([1]) + bytes(31)])
+def test_a_challenge_with_an_unusable_relay_key_is_ignored_not_trusted(bad_key: bytes) -> None:
+    """A low-order point (or a short key) on the path: no exception, not shown to the trust
+    check (which would remember it), and the join goes on with the real CHALLENGE."""
+    seen: list[bytes] = []
+
+    def trust(relay_key: bytes) -> str | None:
+        seen.append(relay_key)
+        return None
+
+    session = ClientSession(ClientConfig("alice"), seeded(1), 0.0, trust=trust)
+    session.connect(0.0)
+    (hello,) = session.datagrams_to_send(0.0)
+    nonce = wire.decode_datagram(hello).nonce  # type: ignore[union-attr]
+    session.receive_datagram(_challenge(nonce, b"c" * 20, bad_key, False), 0.01)
+    assert session.state is SessionState.CONNECTING and seen == []
+    relay_key = public_key(bytes(range(32)))
+    session.receive_datagram(_challenge(nonce, b"c" * 20, relay_key, False), 0.02)
+    assert session.state is SessionState.JOINING and seen == [relay_key]
+
+
 def forge_rejects(net: SimNetwork, victim: Address) -> list[bytes]:
     """Answer every datagram ``victim`` sends the relay with REJECTs forged from the relay's
     address, ahead of the real answer: one without a nonce (the BAD_KEY relays used to

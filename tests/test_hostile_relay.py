@@ -374,3 +374,51 @@ def test_a_steady_stream_of_who_gets_at_most_three_times_its_bytes() -> None:
     assert 0 < len(lists) < 200 and len(lists[-1].members) == 61
     allowed = 3 * count.sent + AMPLIFICATION_FACTOR * wire.MIN_INITIAL_SIZE
     assert count.received <= allowed, (count.received, count.sent)
+
+
+def test_requests_that_do_not_decode_are_flood_controlled_too() -> None:
+    """protocol.md 6.5: the bucket is charged before anything else, unreadable requests
+    included, and only the first refusal of a burst is in words."""
+    net, relay = setup(RelayConfig(flood_burst=5, flood_rate=1.0))
+    alice = join(net, "alice", ("192.0.2.1", 1))
+    assert alice.link is not None
+    attacker_addr: Address = ("192.0.2.1", 1)
+    count = ByteCount(attacker_addr)
+    net.taps.append(count)
+    for _ in range(640):
+        alice.link.send(b"\x91\x01")  # a SAY without its fields
+    net.run(2.0)
+    refusals = alice.of(m.Refused)
+    assert len(refusals) == 640  # exactly one answer each
+    worded = [r for r in refusals if r.text]
+    assert len(worded) <= 6 and worded[-1].text.startswith("flood control")
+    assert relay.stats.flood_refused >= 635
+    assert count.received <= 3 * count.sent
+
+
+def test_an_oversized_request_is_refused_as_too_long() -> None:
+    net, relay = setup()
+    alice = join(net, "alice", ("192.0.2.1", 1))
+    assert alice.link is not None
+    answers: list[m.RelayMessage] = []
+    answer = relay._answer
+
+    def spy(member: object, message: m.RelayMessage) -> bool:
+        answers.append(message)
+        return answer(member, message)  # type: ignore[arg-type]
+
+    relay._answer = spy  # type: ignore[method-assign]
+    # Link.send refuses it, so its fragments are sealed by hand (protocol.md 5.1); the
+    # relay's ACKs then cover packets alice's own link never sent, so the answer is read
+    # at the relay.
+    message = m.encode_message(m.Say("x" * 70_000))
+    pieces = [message[i : i + 1120] for i in range(0, len(message), 1120)]  # 63: one window
+    for seq, piece in enumerate(pieces):
+        fields = wire.data_fields(0, 0, seq, seq < len(pieces) - 1, [piece])
+        sealed = alice.link._cipher.seal(
+            wire.DatagramType.DATA, alice.link.token, 10_000 + seq, fields
+        )
+        net.inject(("192.0.2.1", 1), RELAY, sealed, seq * 0.0001)
+    net.run(0.5)
+    (refused,) = answers
+    assert isinstance(refused, m.Refused) and "too long" in refused.text

@@ -348,3 +348,11 @@ def test_the_link_gives_up_only_after_retransmissions_in_vain() -> None:
     assert timer is not None
     link.handle_timer(timer)
     assert link.dead
+
+
+def test_the_backoff_stops_growing_long_before_a_float_overflows() -> None:
+    """The relay's links never give up by count: a peer that pings but never acknowledges
+    drives the retransmission count past 1,751, where 1.5**n overflowed."""
+    link = Link(b"S" * 8, LinkConfig(max_retransmissions=10**9), keys=KEYS)
+    assert link._backoff(10**6) == link.config.max_rto
+    assert link._backoff(0) <= link.config.max_rto

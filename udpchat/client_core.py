@@ -34,7 +34,7 @@ from udpchat import handshake as hs
 from udpchat import messages as msg
 from udpchat import wire
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
-from udpchat.noise import DHLEN, NoiseError
+from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
 from udpchat.seal import PskDeriver, SessionKeys
@@ -582,7 +582,7 @@ class ClientSession:
             # between its CHALLENGE and our JOIN, or someone on the path answers for it. The
             # new key is checked and taken once per HELLO, so that at most two psks are
             # derived per HELLO however many CHALLENGEs arrive.
-            if not self._may_change_key:
+            if not self._may_change_key or not usable_public_key(challenge.relay_key):
                 self._unexpected += 1
                 return
             self._may_change_key = False
@@ -607,6 +607,11 @@ class ClientSession:
         """Check the relay's static key and the room key against what the CHALLENGE says, or
         end the join as protocol.md 4 says. The CHALLENGE carries our nonce, so nobody off
         the path can have sent it."""
+        if not usable_public_key(challenge.relay_key):
+            # Not a key any relay could hold: forged on the path. Ignored, never trusted (or
+            # remembered), and the join goes on waiting for the real CHALLENGE.
+            self._malformed += 1
+            return False
         room_key = self._room_key
         if room_key is None and challenge.keyed:
             self._close(NEEDS_KEY)

@@ -82,6 +82,22 @@ def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
         raise NoiseError("unusable public key") from None
 
 
+# Any valid private key: a static key checked against it shows whether a DH with it works.
+_PROBE_KEY = X25519PrivateKey.from_private_bytes(bytes(range(1, DHLEN + 1)))
+
+
+def usable_public_key(public: bytes) -> bool:
+    """Whether ``public`` is a 32-byte X25519 key that a DH can use (not a low-order point,
+    whose shared secret is all zeros): a peer's static key is checked before it is trusted."""
+    if len(public) != DHLEN:
+        return False
+    try:
+        _dh(_PROBE_KEY, public)
+    except NoiseError:
+        return False
+    return True
+
+
 def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 

@@ -199,6 +199,7 @@ class Member:
     scheduled: float = math.inf
     flood_told: bool = False  # the flood refusal of this burst was given in words
     list_told: bool = False  # likewise for a member list refused for want of credit
+    oversized_answered: int = 0  # the link's oversized messages already answered as such
     # protocol.md 6.5: bytes of member lists the member may still be sent
     answer_credit: float = LIST_CREDIT_FACTOR * wire.MIN_INITIAL_SIZE
 
@@ -843,15 +844,15 @@ class RelayCore:
         except wire.DecodeError as exc:
             self.stats.bad_messages += 1
             self._drop(f"bad message: {exc}", member.addr)
-            self._answer_undecodable(member, data, exc)
+            self._answer_undecodable(member, data, exc, now)
             return
         if isinstance(message, (m.Say, m.Action)):
+            problem = self._flood(member, now)
             earlier = self._answered.get(message.msgid) if message.msgid else None
-            if isinstance(earlier, int):  # resent after a rejoin: posted already
+            if problem is None and isinstance(earlier, int):  # resent: posted already
                 self.stats.resent_requests += 1
                 self._answer(member, m.Posted(earlier))
                 return
-            problem = self._flood(member, now)
             if problem is None:
                 problem = m.text_error(message.text)
             if problem is not None:
@@ -888,14 +889,21 @@ class RelayCore:
             self.stats.bad_messages += 1
             self._drop(f"a client may not send {type(message).__name__}", member.addr)
 
-    def _answer_undecodable(self, member: Member, data: bytes, exc: wire.DecodeError) -> None:
+    def _answer_undecodable(
+        self, member: Member, data: bytes, exc: wire.DecodeError, now: float
+    ) -> None:
         """protocol.md 6.1: a request gets its one answer even when it cannot be read (too
         long, or a field out of range), or a client counting answers would pair every later
         one with the wrong request."""
         kind = m.peek_kind(data)
         if kind not in m.ANSWERED_KINDS:
             return  # not a request that is answered (or not one at all)
-        if len(data) > m.MAX_TEXT_BYTES:
+        oversized = member.link.stats.oversized > member.oversized_answered
+        member.oversized_answered = member.link.stats.oversized
+        flood = self._flood(member, now)  # charged first, like every request (6.5)
+        if flood is not None:
+            reason = flood
+        elif oversized or len(data) > m.MAX_TEXT_BYTES:
             reason = f"message too long: the limit is {m.MAX_TEXT_BYTES} bytes of UTF-8"
         else:
             reason = f"the relay could not read this request ({exc})"
@@ -958,14 +966,14 @@ class RelayCore:
         )
 
     def _private(self, member: Member, message: m.PrivateSend, now: float) -> None:
+        problem = self._flood(member, now)
         earlier = self._answered.get(message.msgid) if message.msgid else None
-        if isinstance(earlier, tuple):  # resent after a rejoin: delivered already
+        if problem is None and isinstance(earlier, tuple):  # resent: delivered already
             self.stats.resent_requests += 1
             when, to = earlier
             self._answer(member, m.Private(when, member.nick, to, message.text))
             return
         target = self._by_nick.get(nick_key(message.to))
-        problem = self._flood(member, now)
         if problem is None:
             problem = m.text_error(message.text)
         if problem is None and target is None:

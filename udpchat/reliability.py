@@ -47,6 +47,9 @@ ACK_EVERY = 2
 REPLAY_WINDOW = 64
 # protocol.md 5.1: what a receiver delivers in place of a message over MAX_MESSAGE_SIZE.
 OVERSIZED_PREFIX = 16
+# Past this many retransmissions the backoff factor stops growing (any RTO times 1.5**64 is
+# far beyond any max_rto).
+MAX_BACKOFF_EXPONENT = 64
 # A timer value meaning "now, whatever now is".
 ASAP = float("-inf")
 
@@ -561,7 +564,10 @@ class Link:
         return self._cipher.seal(kind, self.token, pn, fields)
 
     def _backoff(self, retransmits: int) -> float:
-        return min(self.rtt.rto * self.config.backoff**retransmits, self.config.max_rto)
+        # The exponent is capped: the relay's links never give up by count, and 1.5**1751
+        # overflows a float; long before that the wait is max_rto anyway.
+        exponent = min(retransmits, MAX_BACKOFF_EXPONENT)
+        return min(self.rtt.rto * self.config.backoff**exponent, self.config.max_rto)
 
     def _encode_data(self, packet: _Packet, ack: int, bits: int) -> bytes:
         return self._seal(
