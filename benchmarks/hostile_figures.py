@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import time
+import zlib
 
 from udpchat import messages as m
 from udpchat import wire
@@ -92,7 +93,7 @@ def answer_ratio(requests: list[m.Message], room: int = 10, spread: float = 0.0)
     from tests.fakeclient import FakeClient
 
     def join(nick: str, addr: Address) -> FakeClient:
-        client = FakeClient(nick, RELAY_SIM, seed=hash(addr) & 0xFFFF)
+        client = FakeClient(nick, RELAY_SIM, seed=zlib.crc32(repr(addr).encode()))
         client.heartbeat = 1.0
         net.attach(addr, client)
         net.run_until(lambda: client.joined or client.reject is not None, 5)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.handshake import Joiner
@@ -70,11 +72,14 @@ class FakeClient:
         resume: wire.Resume | None = None,
         room_key: PskDeriver | None = None,
         link_config: LinkConfig | None = None,
+        resume_secret: bytes = b"",
     ):
         self.nick = nick
         self.relay = relay
         self.rng = random.Random(seed)
         self.nonce = self.rng.randbytes(8)
+        if resume is not None and resume_secret:  # protocol.md 4.2: prove the old session
+            resume = replace(resume, proof=hs.resume_proof(resume_secret, self.nonce))
         self.resume = resume
         self.joiner = Joiner(self.nonce, nick, self.rng.randbytes, resume, room_key)
         self.link_config = link_config or LinkConfig(max_retransmissions=50)
@@ -175,3 +180,9 @@ class FakeClient:
             elif isinstance(x, (m.Joined, m.Left, m.NickChanged, m.ActionMessage)):
                 out.append((x.seq, type(x).__name__))
         return out
+
+    @property
+    def resume_secret(self) -> bytes:
+        """What a later JOIN resuming this session must prove it holds (protocol.md 4.2)."""
+        assert self.keys is not None, "not accepted"
+        return hs.resume_secret(self.keys.send)

@@ -415,7 +415,9 @@ def test_a_resume_does_not_refill_the_flood_bucket() -> None:
     assert alice.accept is not None and len(alice.of(m.Posted)) == 5
     resume = wire.Resume(relay.epoch, alice.accept.token, relay.room_seq)
     net.detach(client_addr(1))
-    again = join(net, FakeClient("alice", RELAY, seed=3, resume=resume), 3)
+    again = join(
+        net, FakeClient("alice", RELAY, seed=3, resume=resume, resume_secret=alice.resume_secret), 3
+    )
     assert again.joined
     for i in range(5):
         again.send(m.Say(f"after resume {i}"))

@@ -5,6 +5,7 @@ and 6.5 that an independent client relies on. Simulated network, virtual clock."
 from __future__ import annotations
 
 import random
+import zlib
 
 import msgpack
 import pytest
@@ -28,7 +29,7 @@ def setup(config: RelayConfig | None = None) -> tuple[SimNetwork, RelayCore]:
 
 
 def join(net: SimNetwork, nick: str, addr: Address, seed: int = 0, **kw) -> FakeClient:  # type: ignore[no-untyped-def]
-    client = FakeClient(nick, RELAY, seed=seed or hash(addr) & 0xFFFF, **kw)
+    client = FakeClient(nick, RELAY, seed=seed or zlib.crc32(repr(addr).encode()), **kw)
     client.heartbeat = 1.0
     net.attach(addr, client)
     net.run_until(lambda: client.joined or client.reject is not None, 5)
@@ -87,8 +88,31 @@ def test_a_resume_at_the_cap_is_not_counted_twice() -> None:
     net.detach(("198.51.100.1", 1001))
     assert b.payload is not None
     resume = wire.Resume(b.payload.epoch, b.accept.token, 0)
-    again = join(net, "b", ("198.51.100.1", 1002), seed=77, resume=resume)
+    again = join(
+        net, "b", ("198.51.100.1", 1002), seed=77, resume=resume, resume_secret=b.resume_secret
+    )
     assert again.joined and relay.member_nicks() == ["a", "b"]
+
+
+def test_a_resume_without_the_old_sessions_proof_takes_nothing_over() -> None:
+    """protocol.md 4.2, 9: the token and epoch are visible on the path (and the epoch to
+    every joiner); a JOIN resuming someone's session with them but without the proof is a
+    new join, which the nickname the session holds refuses."""
+    net, relay = setup()
+    alice = join(net, "alice", ("192.0.2.1", 1))
+    assert alice.accept is not None and alice.payload is not None
+    stolen = wire.Resume(alice.payload.epoch, alice.accept.token, 0)
+    forged_proof = wire.Resume(alice.payload.epoch, alice.accept.token, 0, b"p" * 16)
+    for i, resume in enumerate((stolen, forged_proof)):
+        mallory = join(net, "alice", ("198.51.100.9", 4000 + i), seed=90 + i, resume=resume)
+        assert mallory.reject is not None and mallory.reject.code == wire.RejectCode.NICK_TAKEN
+    assert [mb.addr for mb in relay.members.values()] == [("192.0.2.1", 1)]
+    # the real alice, on a new address, proves it and resumes in place
+    again = join(
+        net, "alice", ("192.0.2.1", 2), seed=99, resume=stolen, resume_secret=alice.resume_secret
+    )
+    assert again.joined and relay.member_nicks() == ["alice"]
+    assert not [x for x in again.received if isinstance(x, m.Left)]
 
 
 def test_address_keys() -> None:

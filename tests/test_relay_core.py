@@ -235,7 +235,8 @@ def test_history_for_new_member_and_catch_up_on_resume() -> None:
     for i in range(3):
         alice.send(m.Say(f"missed {i}"))
     net.run(0.5)
-    bob2 = join(net, "bob", 4, resume=wire.Resume(relay.epoch, old_token, last_seq))
+    resume = wire.Resume(relay.epoch, old_token, last_seq)
+    bob2 = join(net, "bob", 4, resume=resume, resume_secret=bob.resume_secret)
     assert bob2.joined
     net.run(0.5)
     assert [x.text for x in bob2.of(m.ChatMessage)] == ["missed 0", "missed 1", "missed 2"]

@@ -67,7 +67,7 @@ def test_a_session_datagram_built_from_its_header_is_its_msgpack_encoding(
 
 
 def test_join_and_accept_payloads_round_trip() -> None:
-    for resume in (None, wire.Resume(b"E" * 8, TOKEN, 41)):
+    for resume in (None, wire.Resume(b"E" * 8, TOKEN, 41, b"P" * wire.RESUME_PROOF_SIZE)):
         payload = wire.encode_join_payload("alice", resume)
         assert wire.decode_join_payload(payload) == wire.JoinPayload("alice", resume)
     accept = wire.AcceptPayload(b"E" * 8, 1000, 10000, b"r" * 16)

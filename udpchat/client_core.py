@@ -266,6 +266,10 @@ class ClientSession:
         self._match_above: int | None = None  # own history events above this confirm limbo
         self._own_joined_seq: int | None = None
         self._resume: wire.Resume | None = None
+        # protocol.md 4.2: the current link's resume secret, and the one of the session
+        # named in _resume
+        self._link_resume_secret = b""
+        self._resume_secret = b""
         self._session_reset = False
         # rejoining
         self._reconnect_at: float | None = None
@@ -648,10 +652,17 @@ class ClientSession:
             self._psk(),
             self._rng(DHLEN),
             self._join_nick,
-            self._resume,
+            self._proven_resume(),
         )
         self._join_datagram = datagram
         self._handshakes.append(initiator)
+
+    def _proven_resume(self) -> wire.Resume | None:
+        """``resume`` with the proof for this JOIN's nonce (protocol.md 4.2)."""
+        resume = self._resume
+        if resume is None or not self._resume_secret:
+            return resume
+        return replace(resume, proof=hs.resume_proof(self._resume_secret, self._nonce))
 
     def _on_accept(self, accept: wire.Accept, now: float) -> None:
         link = self._link
@@ -675,6 +686,7 @@ class ClientSession:
             hint = self._last_link_stats.srtt
         self._join_unanswered = False
         self._adopt_link(Link(accept.token, self._link_config, rtt_hint=hint, keys=keys))
+        self._link_resume_secret = hs.resume_secret(keys.send)
         self._epoch = payload.epoch
         self._reset_token = payload.reset_token
         self._heartbeat = max(payload.heartbeat_ms / 1000, MIN_HEARTBEAT)
@@ -1090,6 +1102,7 @@ class ClientSession:
         if link is not None:
             last_seq = self._last_seq if self._seq_epoch == self._epoch else 0
             self._resume = wire.Resume(self._epoch, link.token, last_seq)
+            self._resume_secret = self._link_resume_secret
         self._retire_link()
         self._welcomed = False
         if not self._ever_welcomed:
@@ -1126,6 +1139,7 @@ class ClientSession:
         if link is not None:  # ACCEPT came but WELCOME did not: resume that session next
             last_seq = self._last_seq if self._seq_epoch == self._epoch else 0
             self._resume = wire.Resume(self._epoch, link.token, last_seq)
+            self._resume_secret = self._link_resume_secret
         self._schedule_attempt(now, immediate=False)
 
     def _close(self, reason: str) -> None:

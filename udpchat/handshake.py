@@ -32,6 +32,8 @@ __all__ = [
     "read_join",
     "reset_secret",
     "reset_token",
+    "resume_proof",
+    "resume_secret",
     "start_join",
 ]
 
@@ -149,3 +151,19 @@ class Joiner:
             except (NoiseError, wire.DecodeError):
                 continue
         return None
+
+
+RESUME_LABEL = b"udpchat/2 resume"
+
+
+def resume_secret(client_to_relay_key: bytes) -> bytes:
+    """protocol.md 4.2: a secret of one session that only its two ends know, derived from the
+    key of the client-to-relay direction."""
+    return hmac.new(client_to_relay_key, RESUME_LABEL, hashlib.sha256).digest()
+
+
+def resume_proof(secret: bytes, nonce: bytes) -> bytes:
+    """The proof a rejoining client puts in ``resume``: HMAC-SHA256(the old session's resume
+    secret, the new JOIN's nonce), 16 bytes. The token and epoch alone are visible to anyone
+    on the path; without this anyone there could take over the session."""
+    return hmac.new(secret, nonce, hashlib.sha256).digest()[: wire.RESUME_PROOF_SIZE]

@@ -192,6 +192,7 @@ class Member:
     bucket: TokenBucket
     join: tuple[Address, bytes] | None  # (address, nonce) until the client is heard from
     accept: bytes  # the ACCEPT, sent again as is for a retransmitted JOIN
+    resume_secret: bytes  # protocol.md 4.2: what a resume of this session must prove
     validated: bool = True
     received_unvalidated: int = 0
     sent_unvalidated: int = 0
@@ -519,7 +520,13 @@ class RelayCore:
         old = None
         resume = request.resume
         if resume is not None and resume.epoch == self.epoch:
-            old = self.members.get(resume.token)
+            candidate = self.members.get(resume.token)
+            # protocol.md 4.2: the token and epoch are no secret on the path; only the
+            # holder of the old session's keys can make the proof.
+            if candidate is not None and hmac.compare_digest(
+                hs.resume_proof(candidate.resume_secret, join.nonce), resume.proof
+            ):
+                old = candidate
         key = nick_key(request.nick)
         holder = self._by_nick.get(key)
         if holder is not None and holder is not old:
@@ -618,6 +625,7 @@ class RelayCore:
             else TokenBucket(config.flood_rate, config.flood_burst, updated=now),
             join=(addr, nonce),
             accept=accept,
+            resume_secret=hs.resume_secret(keys.receive),
         )
         self.members[token] = member
         self._count_address(addr, +1)

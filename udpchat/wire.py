@@ -33,6 +33,8 @@ EPOCH_SIZE = 8
 RELAY_KEY_SIZE = 32
 # protocol.md 7.2: the stateless reset token, from ACCEPT's payload and in RESET.
 RESET_TOKEN_SIZE = 16
+# protocol.md 4.2: a resume proves it comes from the holder of the old session.
+RESUME_PROOF_SIZE = 16
 # protocol.md 4: a Noise handshake message (32-byte key, payload, 16-byte tag).
 MAX_HANDSHAKE_SIZE = 1024
 MAX_COOKIE_SIZE = 64
@@ -118,6 +120,7 @@ class Resume:
     epoch: bytes
     token: bytes
     last_seq: int
+    proof: bytes = b""  # RESUME_PROOF_SIZE bytes, made for the JOIN that carries it
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,12 +293,20 @@ def _decode_resume(value: Any) -> Resume | None:
         return None
     if type(value) is not list:
         fail("resume must be nil or an array")
-    check_arity(value, 3, "resume")
+    check_arity(value, 4, "resume")
     return Resume(
         epoch=as_bin(value[0], "resume epoch", EPOCH_SIZE),
         token=as_bin(value[1], "resume token", TOKEN_SIZE),
         last_seq=as_uint(value[2], "resume last_seq"),
+        proof=_resume_proof(value[3]),
     )
+
+
+def _resume_proof(value: Any) -> bytes:
+    proof = as_bin(value, "resume proof", None, RESUME_PROOF_SIZE)
+    if len(proof) not in (0, RESUME_PROOF_SIZE):
+        fail(f"a resume proof is empty or {RESUME_PROOF_SIZE} bytes")
+    return proof
 
 
 def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
@@ -455,7 +466,7 @@ def encode_join(
 
 
 def encode_join_payload(nick: str, resume: Resume | None) -> bytes:
-    r = None if resume is None else [resume.epoch, resume.token, resume.last_seq]
+    r = None if resume is None else [resume.epoch, resume.token, resume.last_seq, resume.proof]
     return pack([nick, r])
 
 
