@@ -318,7 +318,7 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         check_arity(f, 4, "CHALLENGE")
         return Challenge(
             as_bin(f[0], "nonce", NONCE_SIZE),
-            as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE),
+            _cookie(f[1]),
             as_bin(f[2], "relay_key", RELAY_KEY_SIZE),
             as_bool(f[3], "keyed"),
         )
@@ -327,7 +327,7 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
         as_bin(f[3], "padding")
         return Join(
             nonce=as_bin(f[0], "nonce", NONCE_SIZE),
-            cookie=as_bin(f[1], "cookie", None, MAX_COOKIE_SIZE),
+            cookie=_cookie(f[1]),
             handshake=as_bin(f[2], "handshake", None, MAX_HANDSHAKE_SIZE),
         )
     if kind is DatagramType.ACCEPT:
@@ -355,6 +355,13 @@ def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
     )
 
 
+def _cookie(value: Any) -> bytes:
+    cookie = as_bin(value, "cookie", None, MAX_COOKIE_SIZE)
+    if not cookie:
+        fail("a cookie is 1 to 64 bytes")
+    return cookie
+
+
 def decode_datagram(data: bytes) -> Datagram:
     """Decode and validate one datagram; raise ``DecodeError`` for anything else. Session
     datagrams come out as :class:`Protected`: open them, then ``decode_session``."""
@@ -362,8 +369,10 @@ def decode_datagram(data: bytes) -> Datagram:
     if type(value) is not list or len(value) < 2:
         fail("a datagram is an array of at least version and type")
     version = value[0]
-    if version != PROTOCOL_VERSION or type(version) is not int:
-        raise UnsupportedVersion(version if type(version) is int else -1)
+    if type(version) is not int:
+        fail("the version is an integer")  # protocol.md 3.1: not even another version
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(version)
     raw_type = as_uint(value[1], "type", 255)
     try:
         kind = DatagramType(raw_type)
