@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from udpchat import wire
+from udpchat.benchmark.load import open_member_sockets
 from udpchat.handshake import Joiner
 from udpchat.seal import SealError, SessionCipher
 
@@ -312,15 +313,8 @@ class Attacker:
     def __init__(self, port: int, sessions: int) -> None:
         self.relay = (LOCALHOST, port)
         self.selector = selectors.DefaultSelector()
-        self.socks: list[socket.socket] = []
-        for i in range((sessions + SESSIONS_PER_SOCKET - 1) // SESSIONS_PER_SOCKET):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.bind((LOCALHOST, 0))
-            sock.setblocking(False)
-            self.socks.append(sock)
-            self.selector.register(sock, selectors.EVENT_READ, i)
+        count = (sessions + SESSIONS_PER_SOCKET - 1) // SESSIONS_PER_SOCKET
+        self.socks = open_member_sockets(count, self.selector)
         self.sessions = [Session(i, i // SESSIONS_PER_SOCKET) for i in range(sessions)]
         self.by_nonce = {s.nonce: s for s in self.sessions}
         self.by_token: dict[bytes, Session] = {}

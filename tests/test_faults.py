@@ -9,7 +9,6 @@ the client ends with a reason and a non-zero exit.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e_support import Recorder, members, relay_config, running_relay, wait_until
+from tests.test_transport import ONE_DATAGRAM_ERRORS
 from udpchat import events as ev
 from udpchat import faults, relay_server, wire
 from udpchat.client import ChatClient, ClientOptions
@@ -30,14 +30,6 @@ from udpchat.ui import run_ui
 
 pytestmark = pytest.mark.timeout(60)
 
-ONE_DATAGRAM_ERRORS = [
-    errno.EINVAL,
-    errno.EPERM,
-    errno.EACCES,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.EMSGSIZE,
-]
 # A thread that re-raises in strict mode ends with an unhandled exception: expected here.
 expects_a_dead_thread = pytest.mark.filterwarnings(
     "ignore::pytest.PytestUnhandledThreadExceptionWarning"

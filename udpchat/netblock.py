@@ -35,26 +35,25 @@ def address_key(host: str) -> str:
     return "loopback" if address.is_loopback else str(address)
 
 
-@lru_cache(maxsize=8192)
-def host_key(host: str) -> str:
-    """The key of the host behind ``host``: the IPv4 address, or the IPv6 /64."""
+def _network_key(host: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """The network of ``prefix`` bits that ``host`` is in, loopback as one machine."""
     address = _parse(host)
     if address is None:
         return host
     if address.is_loopback:
         return "loopback"
-    if isinstance(address, ipaddress.IPv4Address):
-        return str(address)
-    return str(ipaddress.IPv6Network((address, IPV6_HOST_PREFIX), strict=False))
+    prefix = ipv4_prefix if isinstance(address, ipaddress.IPv4Address) else ipv6_prefix
+    return str(ipaddress.ip_network((address, prefix), strict=False))
+
+
+@lru_cache(maxsize=8192)
+def host_key(host: str) -> str:
+    """The key of the host behind ``host``: the IPv4 address, or the IPv6 /64."""
+    key = _network_key(host, 32, IPV6_HOST_PREFIX)
+    return key.removesuffix("/32")
 
 
 @lru_cache(maxsize=8192)
 def prefix_key(host: str) -> str:
     """The key of the network behind ``host``: the IPv4 /24, or the IPv6 /64."""
-    address = _parse(host)
-    if address is None:
-        return host
-    if address.is_loopback:
-        return "loopback"
-    prefix = IPV4_PREFIX if isinstance(address, ipaddress.IPv4Address) else IPV6_PREFIX
-    return str(ipaddress.ip_network((address, prefix), strict=False))
+    return _network_key(host, IPV4_PREFIX, IPV6_PREFIX)

@@ -223,6 +223,22 @@ class _Member:
         self.scheduled = math.inf
 
 
+def open_member_sockets(count: int, selector: selectors.BaseSelector) -> list[socket.socket]:
+    """``count`` (at least one) non-blocking UDP sockets on loopback with large receive
+    buffers, each registered with ``selector`` under its index: many simulated members
+    share each one."""
+    socks: list[socket.socket] = []
+    for i in range(max(1, count)):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((LOCALHOST, 0))
+        sock.setblocking(False)
+        socks.append(sock)
+        selector.register(sock, selectors.EVENT_READ, i)
+    return socks
+
+
 class LoadGenerator:
     """N members on a few sockets, driven by one thread with a timer heap (no polling)."""
 
@@ -230,16 +246,8 @@ class LoadGenerator:
         self.relay = relay
         self.heartbeat = heartbeat
         self.chat_rate = chat_rate
-        self.socks: list[socket.socket] = []
         self.selector = selectors.DefaultSelector()
-        for i in range(max(1, math.ceil(count / MEMBERS_PER_SOCKET))):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.bind((LOCALHOST, 0))
-            sock.setblocking(False)
-            self.socks.append(sock)
-            self.selector.register(sock, selectors.EVENT_READ, i)
+        self.socks = open_member_sockets(math.ceil(count / MEMBERS_PER_SOCKET), self.selector)
         self.members = [
             _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.NONCE_SIZE)) for i in range(count)
         ]
