@@ -216,12 +216,12 @@ def fake_entry(monkeypatch: pytest.MonkeyPatch, name: str, function: str) -> lis
 
 
 def without_identity(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The calls with the options' identity key and trust check, where the options have them,
-    at their defaults: a key and a callback differ in every run, and have tests of their own."""
+    """The calls with the options' identity key (relay) or trust check (client) at their
+    defaults: a key and a callback differ in every run, and have tests of their own."""
 
     def reset(options: Any) -> Any:
-        names = {field.name for field in dataclasses.fields(options)} & {"static_key", "trust"}
-        return dataclasses.replace(options, **dict.fromkeys(names))
+        field = "static_key" if hasattr(options, "static_key") else "trust"
+        return dataclasses.replace(options, **{field: None})
 
     return [{**call, "options": reset(call["options"])} for call in calls]
 
