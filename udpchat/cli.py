@@ -21,12 +21,13 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from udpchat import __version__
+from udpchat.endpoint import Address
 from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.names import nick_error
 from udpchat.relay_core import RelayConfig
-from udpchat.transport import Address, format_address
+from udpchat.transport import format_address
 
 if TYPE_CHECKING:
     from udpchat.identity import RelayKey

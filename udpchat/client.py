@@ -21,12 +21,12 @@ from typing import TypeVar
 
 from udpchat import faults
 from udpchat.client_core import ClientConfig, ClientSession, SessionState, Trust
+from udpchat.endpoint import Address
 from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
 from udpchat.impair import ImpairmentConfig
 from udpchat.reliability import LinkConfig
 from udpchat.seal import room_key
 from udpchat.transport import (
-    Address,
     DatagramTransport,
     ErrorLog,
     ImpairedTransport,

@@ -33,6 +33,7 @@ from udpchat import events as ev
 from udpchat import handshake as hs
 from udpchat import messages as msg
 from udpchat import wire
+from udpchat.errors import UsageError
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.ratelimit import TokenBucket
@@ -94,11 +95,11 @@ def trust_any(relay_key: bytes) -> str | None:
     return None
 
 
-class LocalProtocolError(Exception):
+class LocalProtocolError(UsageError):
     """The session was asked to do something its current state does not allow."""
 
 
-class QueueFull(Exception):
+class QueueFull(UsageError):
     """Too many messages wait for the relay; nothing was queued (back-pressure)."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from udpchat.errors import UsageError
 from udpchat.messages import text_error
 from udpchat.names import COMMAND_PREFIX, nick_error
 from udpchat.wire import MAX_REASON_BYTES
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class CommandError(ValueError):
+class CommandError(UsageError, ValueError):
     """A line that cannot be sent; ``str(error)`` is a one-line explanation for the user."""
 
 

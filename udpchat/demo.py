@@ -44,6 +44,8 @@ from udpchat.benchmark.traffic import (
     sleep_until_ns,
 )
 from udpchat.client import ChatClient, ClientOptions
+from udpchat.endpoint import Address
+from udpchat.errors import UsageError
 from udpchat.events import (
     ClientEvent,
     ConnectionLost,
@@ -54,7 +56,7 @@ from udpchat.events import (
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.transport import Address, ImpairedTransport, UdpTransport
+from udpchat.transport import ImpairedTransport, UdpTransport
 
 LOOPBACK = "127.0.0.1"
 
@@ -82,7 +84,7 @@ PLAIN_HELLO_RETRY_S = 0.2
 _TEXT_RE = re.compile(r"^bot(\d+) message (\d+) of (\d+)$")
 
 
-class DemoError(Exception):
+class DemoError(UsageError):
     """The demo could not run (a bot could not join, a relay did not start)."""
 
 

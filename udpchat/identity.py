@@ -33,6 +33,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from udpchat.errors import UsageError
 from udpchat.state import create_new, state_dir
 
 KEY_SIZE = 32
@@ -45,7 +46,7 @@ _ROOM_KEY_SHAPE = re.compile(r"[a-z2-7]{5}(-[a-z2-7]{5}){5}")
 _NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9._%-]")
 
 
-class IdentityError(Exception):
+class IdentityError(UsageError):
     """A relay key file that cannot be used; the message is one line that says what to do."""
 
 

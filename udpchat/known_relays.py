@@ -23,10 +23,10 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from udpchat.endpoint import Address
 from udpchat.identity import KEY_SIZE, fingerprint
 from udpchat.state import state_dir, write_atomic
 
-Address = tuple[str, int]
 Trust = Callable[[bytes], str | None]
 KNOWN_RELAYS = "known_relays"
 _WARNING = "someone may be intercepting your connection, or the relay got a new key"

@@ -16,8 +16,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 
+from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
-from udpchat.transport import MAX_DATAGRAM, Address, normalise, open_udp_socket, resolve
+from udpchat.transport import MAX_DATAGRAM, normalise, open_udp_socket, resolve
 
 READS_PER_WAKE = 64  # per socket per loop turn, so one busy client cannot starve the others
 

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from udpchat.errors import ProtocolError
+
 __all__ = [
     "DHLEN",
     "HASHLEN",
@@ -52,7 +54,7 @@ TAG_SIZE = 16
 REKEY_NONCE = 2**64 - 1
 
 
-class NoiseError(ValueError):
+class NoiseError(ProtocolError, ValueError):
     """A handshake message that is malformed or does not authenticate."""
 
 

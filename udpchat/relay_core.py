@@ -22,6 +22,7 @@ from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
+from udpchat.endpoint import Address
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
@@ -29,7 +30,6 @@ from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
 from udpchat.seal import PskDeriver
 
-Address = tuple[str, int]
 Rng = Callable[[int], bytes]
 
 # protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from udpchat import faults
+from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
 from udpchat.memory import give_back_free_memory
 from udpchat.noise import DHLEN
 from udpchat.relay_core import (
-    Address,
     DatagramDropped,
     MemberJoined,
     MemberLeft,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
+from udpchat.errors import UsageError
 from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.reorder import ReorderBuffer
 from udpchat.rtt import RttEstimator
@@ -54,11 +55,11 @@ MAX_BACKOFF_EXPONENT = 64
 ASAP = float("-inf")
 
 
-class SendBufferFull(Exception):
+class SendBufferFull(UsageError):
     """The link holds as much unsent data as it may; try again once ``send_buffer_free`` grows."""
 
 
-class LinkDead(Exception):
+class LinkDead(UsageError):
     """Raised by ``send`` on a link that has given up on its peer."""
 
 

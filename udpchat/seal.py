@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from udpchat import wire
+from udpchat.errors import ProtocolError
 from udpchat.noise import aead_nonce, rekey
 
 __all__ = [
@@ -98,7 +99,7 @@ class SessionKeys:
     padded: bool
 
 
-class SealError(ValueError):
+class SealError(ProtocolError, ValueError):
     """A session datagram that does not authenticate or whose padding is wrong."""
 
 

@@ -12,21 +12,11 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-Address = tuple[str, int]
+from udpchat.endpoint import Address, Endpoint
 
-
-class Node(Protocol):
-    """What the simulator needs from a sans-I/O endpoint."""
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
-
-    def next_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
+# What the simulator needs from a node: any sans-I/O endpoint.
+Node = Endpoint
 
 
 @dataclass(frozen=True)

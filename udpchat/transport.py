@@ -18,9 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
-
-Address = tuple[str, int]
 
 MAX_DATAGRAM = 65535
 

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import msgpack
 
+from udpchat.errors import ProtocolError
+
 PROTOCOL_VERSION = 2
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
 # under the 1280-byte IPv6 minimum MTU with room for IP and UDP headers.
@@ -88,7 +90,7 @@ class RejectCode(IntEnum):
     SHUTTING_DOWN = 7
 
 
-class DecodeError(ValueError):
+class DecodeError(ProtocolError, ValueError):
     """A datagram that is not valid udpchat; the receiver counts and drops it."""
 
 
