@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpchat.benchmark.traffic import (
+from udpchat_bench.traffic import (
     MIN_PAYLOAD_SIZE,
     DeliveryLog,
     TrafficSpec,

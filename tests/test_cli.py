@@ -477,7 +477,7 @@ def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(
-        "udpchat.benchmark.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
+        "udpchat_bench.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
     )
     result = invoke("bench", "--quick", "--loss", "0.1,30%")
     assert result.exit_code == 0, result.output

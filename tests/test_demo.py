@@ -11,7 +11,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from udpchat import demo as demo_module
-from udpchat.benchmark.traffic import DeliveryStats
 from udpchat.cli import app
 from udpchat.demo import (
     DemoConfig,
@@ -24,6 +23,7 @@ from udpchat.demo import (
     print_result,
     run_demo,
 )
+from udpchat_bench.traffic import DeliveryStats
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -824,8 +824,8 @@ def bench(
     from dataclasses import replace
     from pathlib import Path
 
-    from udpchat.benchmark.report import run_bench
-    from udpchat.benchmark.sweep import SweepConfig, parse_numbers
+    from udpchat_bench.report import run_bench
+    from udpchat_bench.sweep import SweepConfig, parse_numbers
 
     try:
         config = SweepConfig.quick() if quick else SweepConfig()
@@ -874,7 +874,7 @@ def load(
 
       udpchat load --members 100,1000 --duration 5
     """
-    from udpchat.benchmark.load import format_table, run_load
+    from udpchat_bench.load import format_table, run_load
 
     try:
         sizes = [int(part) for part in members.split(",") if part.strip()]

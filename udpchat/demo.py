@@ -33,16 +33,6 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from udpchat.benchmark.accounting import SocketMeter
-from udpchat.benchmark.baselines import PLAIN_UDP, UDP_BYE, UDP_DATA, UDP_HELLO, UDP_WELCOME
-from udpchat.benchmark.systems import RelayArgs
-from udpchat.benchmark.traffic import (
-    DeliveryLog,
-    DeliveryStats,
-    analyze,
-    schedule_ns,
-    sleep_until_ns,
-)
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
@@ -57,6 +47,16 @@ from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import ImpairedTransport, UdpTransport
+from udpchat_bench.accounting import SocketMeter
+from udpchat_bench.baselines import PLAIN_UDP, UDP_BYE, UDP_DATA, UDP_HELLO, UDP_WELCOME
+from udpchat_bench.systems import RelayArgs
+from udpchat_bench.traffic import (
+    DeliveryLog,
+    DeliveryStats,
+    analyze,
+    schedule_ns,
+    sleep_until_ns,
+)
 
 LOOPBACK = "127.0.0.1"
 

@@ -1,7 +1,7 @@
 """Where does the udpchat relay spend its CPU, and what does it put on the wire?
 
 Runs the udpchat relay in this process (its serving thread under cProfile) and the members
-as ordinary benchmark workers (`udpchat.benchmark.worker`, one process each), on fan-out or
+as ordinary benchmark workers (`udpchat_bench.worker`, one process each), on fan-out or
 reference-like traffic. Every datagram the relay sends or receives is recorded (bytes only,
 cheap) and classified after the run, so the profile is not polluted by the accounting:
 DATA by its size (sealed: the messages inside are not visible), ACK, PING, handshakes.
@@ -28,19 +28,19 @@ from dataclasses import asdict
 from typing import Any
 
 from udpchat import wire
-from udpchat.benchmark.accounting import SocketMeter, process_cpu_s
-from udpchat.benchmark.harness import (
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.transport import Address, DatagramTransport
+from udpchat_bench.accounting import SocketMeter, process_cpu_s
+from udpchat_bench.harness import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     _Worker,
     _worker_argv,
     _worker_env,
 )
-from udpchat.benchmark.systems import MemberArgs
-from udpchat.benchmark.traffic import DeliveryLog, analyze
-from udpchat.benchmark.udpchat_system import MeteredTransport, relay_config
-from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.transport import Address, DatagramTransport
+from udpchat_bench.systems import MemberArgs
+from udpchat_bench.traffic import DeliveryLog, analyze
+from udpchat_bench.udpchat_system import MeteredTransport, relay_config
 
 
 class RecordingTransport:

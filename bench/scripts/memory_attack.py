@@ -57,9 +57,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from udpchat import wire
-from udpchat.benchmark.load import open_member_sockets
 from udpchat.handshake import Joiner
 from udpchat.seal import SealError, SessionCipher
+from udpchat_bench.load import open_member_sockets
 
 LOCALHOST = "127.0.0.1"
 MAX_SESSIONS = 1024
