@@ -23,7 +23,7 @@ from udpchat.demo import (
     print_result,
     run_demo,
 )
-from udpchat_bench.traffic import DeliveryStats
+from udpchat.demo.delivery import DeliveryStats
 
 pytestmark = pytest.mark.timeout(90)
 
