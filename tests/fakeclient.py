@@ -15,10 +15,10 @@ from dataclasses import replace
 from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.endpoint import Address
 from udpchat.handshake import Joiner
 from udpchat.reliability import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher, SessionKeys
-from udpchat.sim import Address
 from udpchat_bench.bareclient import BareClient
 
 

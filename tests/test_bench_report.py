@@ -22,6 +22,8 @@ from udpchat_bench.sweep import (
     SweepResults,
 )
 
+pytestmark = pytest.mark.bench
+
 SIZES = {UDPCHAT: 1, PLAIN_UDP: 1, TCP_RELAY: 1}
 
 

@@ -13,6 +13,8 @@ from udpchat_bench.netns import kernel_loss_available
 from udpchat_bench.systems import SYSTEMS, System, get_system
 from udpchat_bench.traffic import TrafficSpec
 
+pytestmark = pytest.mark.bench
+
 BASELINES = ["plain-udp", "tcp-relay"]
 TINY = TrafficSpec(messages=20, size=100, rate=200.0, receivers=2, drain_s=2.0)
 

@@ -18,6 +18,8 @@ from udpchat_bench.load import (
     run_load,
 )
 
+pytestmark = pytest.mark.bench
+
 
 def test_proc_readings_of_this_process() -> None:
     assert proc_cpu_s(os.getpid()) > 0

@@ -18,6 +18,8 @@ from udpchat_bench.traffic import (
     schedule_ns,
 )
 
+pytestmark = pytest.mark.bench
+
 MS = 1_000_000
 
 

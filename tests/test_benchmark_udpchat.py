@@ -22,6 +22,8 @@ from udpchat_bench.systems import SYSTEMS, System, get_system
 from udpchat_bench.traffic import TrafficSpec
 from udpchat_bench.udpchat_system import MeteredTransport, decode_text, encode_text
 
+pytestmark = pytest.mark.bench
+
 TINY = TrafficSpec(messages=20, size=100, rate=200.0, receivers=2, drain_s=5.0)
 
 

@@ -824,8 +824,16 @@ def bench(
     from dataclasses import replace
     from pathlib import Path
 
-    from udpchat_bench.report import run_bench
-    from udpchat_bench.sweep import SweepConfig, parse_numbers
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.report import run_bench
+        from udpchat_bench.sweep import SweepConfig, parse_numbers
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat bench needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
 
     try:
         config = SweepConfig.quick() if quick else SweepConfig()
@@ -874,7 +882,15 @@ def load(
 
       udpchat load --members 100,1000 --duration 5
     """
-    from udpchat_bench.load import format_table, run_load
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.load import format_table, run_load
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat load needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
 
     try:
         sizes = [int(part) for part in members.split(",") if part.strip()]

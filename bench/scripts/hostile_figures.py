@@ -1,6 +1,6 @@
 """What a stranger can get out of a relay: sessions from one host, and answer bytes per byte.
 
-    PYTHONPATH=. python benchmarks/hostile_figures.py [--seconds 20]
+    PYTHONPATH=. python bench/scripts/hostile_figures.py [--seconds 20]  # uses tests/fakeclient.py
 
 1. Sessions per host: a real relay (`RelayServer`, defaults) on 127.0.0.1 and as many real
    handshakes as the time allows, from distinct ports and from several loopback addresses
@@ -25,10 +25,11 @@ import zlib
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.endpoint import Address
 from udpchat.handshake import Joiner
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.sim import Address, PathModel, SimNetwork
+from udpchat.sim import PathModel, SimNetwork
 
 LOOPBACK = "127.0.0.1"
 RELAY_SIM: Address = ("127.0.0.1", 9000)

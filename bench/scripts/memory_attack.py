@@ -27,8 +27,8 @@ after it was freed, as opposed to memory still in use. It also reports the bytes
 datagrams are paced by the relay's answers, so that the kernel's receive buffer does not drop
 them; the relay's own count of datagrams received shows about how many it missed.
 
-    PYTHONPATH=. python benchmarks/memory_attack.py --sessions 1024 --pattern all
-    PYTHONPATH=/other/checkout python benchmarks/memory_attack.py ...   # another version
+    python bench/scripts/memory_attack.py --sessions 1024 --pattern all
+    PYTHONPATH=/other/checkout python bench/scripts/memory_attack.py ...  # another udpchat
 
 Relay settings go through ``RELAY_OVERRIDES`` and ``--relay-option name=json-value``; a name
 this version's ``RelayConfig`` does not know is reported and left out. Traffic goes to
