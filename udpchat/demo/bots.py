@@ -34,6 +34,8 @@ from udpchat.transport import ImpairedTransport, UdpTransport
 
 
 class Bot(Protocol):
+    """What a run needs of a bot, whichever network stack it speaks."""
+
     def send(self, text: str) -> None: ...
 
     def link_numbers(self) -> LinkNumbers: ...

@@ -233,13 +233,16 @@ class Recorder:
         return logs, progress
 
 
+# --- the verdicts ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LinkNumbers:
+    """What a bot's link says about itself (no retransmissions or round trip over plain UDP)."""
+
     retransmissions: int | None
     srtt_ms: float | None
     reconnects: int
-
 
 
 def verdicts(
