@@ -508,3 +508,30 @@ def test_keyed_relay_drops_everything_from_port_zero() -> None:
         relay.receive_datagram(data, PORT_ZERO, 0.0)
     assert relay.datagrams_to_send(0.0) == []
     assert relay.stats.from_port_zero == 3 and relay.stats.bad_key == 0
+
+
+def test_a_post_whose_answer_cannot_be_queued_leaves_no_gap_in_the_room_sequence() -> None:
+    """protocol.md 6.3: one number per room event. A SAY whose POSTED does not fit in its
+    sender's full queue is not posted, the sender is dropped, and the LEFT that tells the
+    others takes the next number: nobody sees a gap where nothing was lost."""
+    net, relay = setup()
+    alice = join(net, "alice", 1)
+    bob = join(net, "bob", 2)
+    net.run(0.2)
+    assert bob.link is not None
+    seen = max(seq for seq, _ in alice.room_events())
+    net.detach(RELAY)  # from here on we drive the relay by hand
+    member = next(mb for mb in relay.members.values() if mb.nick == "bob")
+    while member.link.send_buffer_free > 1:  # bob's queue on the relay is full to a byte
+        member.link.send(b"x" * min(member.link.send_buffer_free - 1, m.MAX_MESSAGE_SIZE))
+    bob.send(m.Say("no room for my POSTED"))
+    for datagram in bob.link.datagrams_to_send(net.now):
+        relay.receive_datagram(datagram, client_addr(2), net.now)
+    assert relay.member_nicks() == ["alice"]
+    for data, addr in relay.datagrams_to_send(net.now):
+        if addr == client_addr(1):
+            alice.receive_datagram(data, RELAY, net.now)
+    (left,) = alice.of(m.Left)
+    assert (left.nick, left.reason) == ("bob", m.LeaveReason.DROPPED)
+    assert left.seq == seen + 1
+    assert alice.of(m.ChatMessage) == []

@@ -866,15 +866,15 @@ class RelayCore:
             if problem is not None:
                 self._answer(member, m.Refused(problem))
                 return
-            seq = self._next_seq()
-            event: m.RoomEvent
-            if isinstance(message, m.Say):
-                event = m.ChatMessage(seq, self._time(now), member.nick, message.text)
-            else:
-                event = m.ActionMessage(seq, self._time(now), member.nick, message.text)
-            if self._answer(member, m.Posted(seq)):
-                self._remember(message.msgid, seq)
-                self._post(event, member, chat=True)
+            # protocol.md 6.3: the number is taken only if the POSTED could be queued; a
+            # sender dropped instead leaves no gap (its LEFT takes the number).
+            seq = self.room_seq + 1
+            if not self._answer(member, m.Posted(seq)):
+                return
+            self._remember(message.msgid, seq)
+            kind = m.ChatMessage if isinstance(message, m.Say) else m.ActionMessage
+            event = kind(self._next_seq(), self._time(now), member.nick, message.text)
+            self._post(event, member, chat=True)
         elif isinstance(message, m.PrivateSend):
             self._private(member, message, now)
         elif isinstance(message, m.NickRequest):
