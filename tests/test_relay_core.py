@@ -13,7 +13,10 @@ from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_se
 from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.relay_core import DatagramDropped, RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
+from udpchat.relay.events import DatagramDropped
+from udpchat.relay.sessions import MemberState
 from udpchat.sim import PathModel, SimNetwork
 
 RELAY = ("127.0.0.1", 9000)
@@ -298,7 +301,7 @@ def test_address_change_keeps_the_session_and_is_validated() -> None:
     assert alice.of(m.ChatMessage)[-1].text == "from my new port"
     assert any(isinstance(x, wire.PathChallenge) for x in bob.other)
     member = next(iter(x for x in relay.members.values() if x.nick == "bob"))
-    assert member.addr == client_addr(9) and member.validated
+    assert member.addr == client_addr(9) and member.state is MemberState.ACTIVE
     alice.send(m.Say("can you hear me?"))
     net.run(0.5)
     assert bob.of(m.ChatMessage)[-1].text == "can you hear me?"
@@ -383,7 +386,7 @@ def test_idle_members_cost_no_polling() -> None:
     assert len(relay.members) == 200
     # ~200 expiry re-arms in 10 s, not 200 members x every tick
     assert calls < 600
-    assert len(relay._timers) <= 2 * len(relay.members) + 10
+    assert len(relay.sessions.timers) <= 2 * len(relay.members) + 10
 
 
 def test_shutdown_tells_members() -> None:
@@ -472,7 +475,7 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
     nonce = rng.randbytes(8)
     version_3 = bytearray(wire.encode_hello(rng.randbytes(8)))
     version_3[1] = 3
-    cookie = relay._issue_cookie(nonce, PORT_ZERO, now)
+    cookie = relay.gate.issue_cookie(nonce, PORT_ZERO, now)
     challenge = wire.Challenge(nonce, cookie, relay.relay_key, False)
     datagrams = [
         wire.encode_hello(nonce),  # 1200 bytes: would get a CHALLENGE
@@ -501,7 +504,7 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
 def test_keyed_relay_drops_everything_from_port_zero() -> None:
     room_key = quick_room_key(b"key")
     relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes, room_key=room_key)
-    cookie = relay._issue_cookie(b"n" * 8, PORT_ZERO, 0.0)
+    cookie = relay.gate.issue_cookie(b"n" * 8, PORT_ZERO, 0.0)
     challenge = wire.Challenge(b"n" * 8, cookie, relay.relay_key, True)
     keyed_join = join_datagram(b"n" * 8, challenge, "alice", room_key=quick_room_key(b"key"))
     for data in (random.Random(4).randbytes(1200), wire.encode_hello(b"n" * 8), keyed_join):

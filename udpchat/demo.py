@@ -54,7 +54,7 @@ from udpchat.events import (
     MessageRefused,
 )
 from udpchat.impair import ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import ImpairedTransport, UdpTransport
 

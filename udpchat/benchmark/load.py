@@ -47,7 +47,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.benchmark.worker import emit
 from udpchat.handshake import Joiner
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.reliability import Link, LinkConfig
 
