@@ -34,8 +34,10 @@ class MemberState(Enum):
 
 _S = MemberState
 TRANSITIONS: dict[MemberState, frozenset[MemberState]] = {
+    # A QUIT or a move arrives on the session, which makes the member ACTIVE first.
     _S.ACCEPTED: frozenset({_S.ACTIVE, _S.GONE}),
     _S.ACTIVE: frozenset({_S.VALIDATING, _S.CLOSING, _S.GONE}),
+    # Moved again before the first move was validated: a new challenge, a new budget.
     _S.VALIDATING: frozenset({_S.ACTIVE, _S.VALIDATING, _S.CLOSING, _S.GONE}),
     _S.CLOSING: frozenset({_S.GONE}),
     _S.GONE: frozenset(),
