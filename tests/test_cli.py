@@ -15,7 +15,7 @@ from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.client import ClientOptions
 from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions
 from udpchat.seal import generate_passphrase
 

@@ -26,7 +26,7 @@ from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.names import nick_error
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.transport import format_address
 
 if TYPE_CHECKING:

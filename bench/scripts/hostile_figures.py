@@ -27,7 +27,8 @@ import zlib
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.sim import PathModel, SimNetwork
 from udpchat_bench.bareclient import BareClient

@@ -115,7 +115,7 @@ def rss_kib(pid: int) -> int:
 def relay_main(overrides: dict[str, Any], lifetime: float, verbose: bool) -> int:
     """Serve on an ephemeral port until stdin says ``stop`` or closes; answer ``status``."""
     import udpchat
-    from udpchat.relay_core import RelayConfig
+    from udpchat.relay.config import RelayConfig
     from udpchat.relay_server import RelayOptions, RelayServer
 
     if verbose:

@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env

@@ -32,7 +32,7 @@ from udpchat.client import ChatClient, ClientOptions
 from udpchat.client_core import QueueFull
 from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
 from udpchat.impair import Impairment, ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import DatagramTransport
 from udpchat_bench.accounting import SocketMeter

@@ -32,7 +32,7 @@ from udpchat.demo.delivery import schedule_ns, sleep_until_ns
 from udpchat.demo.display import Display, print_result, progress_view
 from udpchat.demo.results import DemoResult, Recorder, RunResult, verdicts
 from udpchat.endpoint import Address
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
 
