@@ -311,7 +311,7 @@ def test_relay_under_attack_keeps_the_room_intact() -> None:
             _check_attackers(attackers)
             assert moves.moves == []  # no session was moved by a replay or a forgery
             assert sorted(server.members()) == ["alice", "bob", "carol"]
-            assert server._thread is not None and server._thread.is_alive()
+            assert server.failure is None and not server.wait(0)  # still serving
     finally:
         stop_chat.set()
         if chatter is not None:

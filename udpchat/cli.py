@@ -30,6 +30,8 @@ from udpchat.relay_core import RelayConfig
 from udpchat.transport import format_address
 
 if TYPE_CHECKING:
+    from udpchat.chat_client import ClientOptions
+    from udpchat.events import ClientEvent
     from udpchat.identity import RelayKey
 
 
@@ -615,7 +617,7 @@ def join(
         )
     except ValueError as error:
         _fail(str(error))
-    from udpchat.chat_client import ClientOptions, run_client
+    from udpchat.chat_client import ClientOptions
     from udpchat.known_relays import TrustStore
 
     # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.
@@ -625,6 +627,26 @@ def join(
         nick=nick, server=server_at, impairment=config, key=key or None, trust=trust
     )
     raise typer.Exit(run_client(options, json_output=json_output))
+
+
+def run_client(options: ClientOptions, json_output: bool = False) -> int:
+    """The ``udpchat join`` command: hand a client to the terminal front end."""
+    from udpchat.chat_client import ChatClient
+    from udpchat.signals import interrupt_on_signals
+    from udpchat.ui import choose_mode, run_ui
+
+    interrupt_on_signals()
+    mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
+
+    def start(on_event: Callable[[ClientEvent], None]) -> ChatClient:
+        client = ChatClient(options, on_event)
+        try:
+            return client.start()
+        except KeyboardInterrupt:  # Ctrl-C just as the join went out: leave, do not vanish
+            client.quit("")
+            raise
+
+    return run_ui(start, mode, server=format_address(options.server))
 
 
 def _tell(line: str) -> None:
