@@ -179,12 +179,14 @@ class Driver(Generic[Item]):
             timer = self._next_timer()
             sleeping = self._sleeping_until
             wake = (timer is not None and timer < sleeping) or (sleeping > 0 and self._finished())
+            if wake:
+                self._sleeping_until = 0.0  # one wake-up per sleep is enough
             self.changed.notify_all()
         self._send(out)
-        if mine is not None:
-            self._hand_out(mine)
         if wake:
             self.transport.wake()
+        if mine is not None:
+            self._hand_out(mine)
         return result
 
     def post(self, items: list[Item]) -> None:
