@@ -35,7 +35,7 @@ from tests.fakeclient import join_datagram
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.reliability import REPLAY_WINDOW
@@ -311,7 +311,7 @@ def test_relay_under_attack_keeps_the_room_intact() -> None:
             _check_attackers(attackers)
             assert moves.moves == []  # no session was moved by a replay or a forgery
             assert sorted(server.members()) == ["alice", "bob", "carol"]
-            assert server._thread is not None and server._thread.is_alive()
+            assert server.failure is None and not server.wait(0)  # still serving
     finally:
         stop_chat.set()
         if chatter is not None:

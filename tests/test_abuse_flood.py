@@ -12,7 +12,7 @@ from tests.fakeclient import FakeClient, join_datagram
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer

@@ -18,7 +18,7 @@ from tests.test_client_core import ClientNode
 from udpchat import events as ev
 from udpchat import handshake as hs
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.client_core import ClientConfig, ClientSession, SessionState
 from udpchat.noise import public_key
 from udpchat.relay.config import RelayConfig

@@ -1,7 +1,8 @@
-"""The relay's shell: one UDP socket and one thread moving bytes and time into ``RelayCore``.
+"""The relay's shell: ``RelayCore`` on a UDP socket, run by :class:`~udpchat.driver.Driver`.
 
-All protocol decisions live in the core; this module only receives, asks the core what to
-send, sends it, sleeps until the core's next timer, and logs what the core reports.
+All protocol decisions live in the core and the serving loop in the driver; this module
+only builds them, says goodbye on ``stop()``, logs what the core reports and gives memory
+back to the system once members released a lot of it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from udpchat import faults
+from udpchat.driver import STOP_TIMEOUT, Driver
 from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
 from udpchat.memory import give_back_free_memory
@@ -32,7 +34,6 @@ from udpchat.seal import room_key
 from udpchat.signals import interrupt_on_signals
 from udpchat.transport import (
     DatagramTransport,
-    ErrorLog,
     ImpairedTransport,
     UdpTransport,
     format_address,
@@ -40,13 +41,8 @@ from udpchat.transport import (
 
 log = logging.getLogger("udpchat.relay")
 
-# How many queued datagrams one wake-up takes in before flushing: under load, replies to
-# many inputs leave together and the link bundles messages into fewer datagrams.
-MAX_BATCH = 64
-# Datagrams encoded per turn before they are sent: a large fan-out starts leaving early.
+# Datagrams encoded per slice before they are sent: a large fan-out starts leaving early.
 SEND_BATCH = 64
-# Longest sleep without a timer, so that a stop request is never missed for long.
-IDLE_WAIT = 0.5
 # Bytes of members' receive buffers released (sessions gone, gaps filled) after which the
 # relay asks the C allocator to give free memory back to the system; or fewer, once the
 # members hold nothing at all any more.
@@ -79,8 +75,6 @@ class RelayServer:
             transport = UdpTransport.bind(options.host, options.port)
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
-        self._transport = transport
-        self._lock = threading.Lock()
         self._core = RelayCore(
             options.config,
             time.monotonic(),
@@ -91,17 +85,33 @@ class RelayServer:
             if options.static_key is not None
             else secrets.token_bytes(DHLEN),
         )
+        self._driver: Driver[RelayEvent] = Driver(
+            self._core,
+            transport,
+            label="RelayCore",
+            log=log,
+            name="udpchat-relay",
+            take=self._take,
+            deliver=self._deliver,
+            finished=lambda: self._core.closed,
+            on_exit=self._ended,
+            send_batch=SEND_BATCH,
+        )
         self._stopping = threading.Event()
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._give_back = False
         self._last_drop_report = time.monotonic()
         self._drops_since_report = 0
-        # Exceptions a core call raised and the loop survived (see udpchat.faults).
-        self.internal_errors = 0
-        # Sends the transport refused, by errno: each lost one datagram, nothing more.
-        self.send_errors_by_errno: dict[int, int] = {}
-        self._send_errors = ErrorLog("sendto", self.send_errors_by_errno)
         self._failure: str | None = None
+
+    @property
+    def _transport(self) -> DatagramTransport:
+        return self._driver.transport
+
+    @_transport.setter
+    def _transport(self, transport: DatagramTransport) -> None:
+        """Wrap the transport (to watch the traffic) before the relay starts."""
+        self._driver.transport = transport
 
     @property
     def address(self) -> Address:
@@ -121,15 +131,22 @@ class RelayServer:
         """For inspection in tests and benchmarks; call it only while the relay is stopped."""
         return self._core
 
+    @property
+    def internal_errors(self) -> int:
+        """Exceptions a core call raised and serving survived (see udpchat.faults)."""
+        return self._driver.internal_errors
+
+    @property
+    def send_errors_by_errno(self) -> dict[int, int]:
+        """Sends the transport refused, by errno: each lost one datagram, nothing more."""
+        return self._driver.send_errors_by_errno
+
     def members(self) -> list[str]:
-        with self._lock:
+        with self._driver.lock:
             return self._core.member_nicks()
 
     def start(self) -> RelayServer:
-        self._thread = threading.Thread(
-            target=self.serve_forever, name="udpchat-relay", daemon=True
-        )
-        self._thread.start()
+        self._driver.start()
         return self
 
     @property
@@ -139,16 +156,15 @@ class RelayServer:
 
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
-        try:
-            self._serve()
-            if not self._stopping.is_set():
-                self._failure = "serving ended without being asked to stop"
-        except BaseException as error:
+        self._driver.run()
+
+    def _ended(self, error: BaseException | None) -> None:
+        if error is not None:
             self._failure = f"{type(error).__name__}: {error}"
-            raise
-        finally:
-            self._transport.close()
-            self._done.set()
+        elif not self._stopping.is_set():
+            self._failure = "serving ended without being asked to stop"
+        self._transport.close()
+        self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once serving has ended; False after ``timeout``.
@@ -159,98 +175,40 @@ class RelayServer:
         """
         return self._done.wait(timeout)
 
-    def _serve(self) -> None:
-        core, transport = self._core, self._transport
-        while True:
-            with self._lock:
-                timer = self._next_timer()
-                closed = core.closed
-            if closed:
-                break
-            now = time.monotonic()
-            wait = IDLE_WAIT if timer is None else min(max(timer - now, 0.0), IDLE_WAIT)
-            got = transport.recvfrom(wait)
-            with self._lock:
-                now = time.monotonic()
-                for _ in range(MAX_BATCH):
-                    if got is None:
-                        break
-                    self._receive(got[0], got[1], now)
-                    got = transport.recvfrom(0.0)
-                if got is not None:
-                    self._receive(got[0], got[1], now)
-                timer = self._next_timer()
-                if timer is not None and timer <= now:
-                    self._handle_timer(now)
-                out = self._output(now)
-                events = core.events()
-                give_back = core.receive_budget.take_released(GIVE_BACK_AFTER, GIVE_BACK_WHEN_EMPTY)
-            while True:
-                for data, addr in out:
-                    self._send(data, addr)
-                if len(out) < SEND_BATCH:
-                    break
-                with self._lock:
-                    out = self._output(time.monotonic())
-            self._log(events)
-            if give_back:
-                give_back_free_memory()
-            if self._stopping.is_set() and not core.shutting_down:
-                break  # stop() was asked not to say goodbye
+    def _take(self, now: float) -> list[RelayEvent]:
+        """What happened in the core since the last turn (called locked)."""
+        if self._core.receive_budget.take_released(GIVE_BACK_AFTER, GIVE_BACK_WHEN_EMPTY):
+            self._give_back = True
+        return self._core.events()
 
-    # One datagram must never end the loop: a core call that raises loses what that call
-    # was doing (the datagram, this turn's timers or output), is reported, and serving goes on.
-
-    def _receive(self, data: bytes, addr: Address, now: float) -> None:
-        try:
-            self._core.receive_datagram(data, addr, now)
-        except Exception as error:
-            self._internal_error("RelayCore.receive_datagram", error)
-
-    def _next_timer(self) -> float | None:
-        try:
-            return self._core.next_timer()
-        except Exception as error:
-            self._internal_error("RelayCore.next_timer", error)
-            return None
-
-    def _handle_timer(self, now: float) -> None:
-        try:
-            self._core.handle_timer(now)
-        except Exception as error:
-            self._internal_error("RelayCore.handle_timer", error)
-
-    def _output(self, now: float) -> list[tuple[bytes, Address]]:
-        try:
-            return self._core.datagrams_to_send(now, SEND_BATCH)
-        except Exception as error:
-            self._internal_error("RelayCore.datagrams_to_send", error)
-            return []
-
-    def _internal_error(self, where: str, error: Exception) -> None:
-        self.internal_errors += 1
-        faults.report(where, error, log)  # re-raises in strict mode
-
-    def _send(self, data: bytes, addr: Address) -> None:
-        """Send one datagram; a send that fails loses that datagram and nothing else."""
-        try:
-            self._transport.sendto(data, addr)
-        except OSError as error:
-            self._send_errors.failed(error, time.monotonic())
+    def _deliver(self, events: list[RelayEvent]) -> None:
+        self._log(events)
+        if self._give_back:
+            self._give_back = False
+            give_back_free_memory()
 
     def stop(self, reason: str = "stopped by its operator", goodbye: bool = True) -> None:
-        """Tell members (``goodbye``) and stop; returns once the serving thread has ended."""
-        with self._lock:
-            if goodbye and not self._core.shutting_down:
-                self._core.shutdown(reason, time.monotonic())
-            self._stopping.set()
-        self._transport.wake()  # act now, not after the receiver's idle wait
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self._core.config.shutdown_grace + 2 * IDLE_WAIT + 1)
-        if thread is None:
+        """Tell members (``goodbye``) and stop; returns once the serving thread has ended.
+
+        With a goodbye, serving goes on until every member acknowledged it or the shutdown
+        grace ran out (the core is then ``closed``)."""
+        self._stopping.set()
+        if goodbye:
+            self._driver.call(self._shut_down(reason))
+        else:
+            self._driver.stop()
+        if not self._driver.started:
             self._transport.close()
             self._done.set()
+            return
+        self._driver.join(self._core.config.shutdown_grace + STOP_TIMEOUT)
+
+    def _shut_down(self, reason: str) -> Callable[[float], None]:
+        def shut_down(now: float) -> None:
+            if not self._core.shutting_down:
+                self._core.shutdown(reason, now)
+
+        return shut_down
 
     def __enter__(self) -> RelayServer:
         return self.start()

@@ -1,0 +1,341 @@
+"""The serving loop on a fake endpoint and a fake transport: batches, timers, calls from other
+threads, faults and stopping.
+
+The fake transport is a queue of datagrams with ``wake``; the fake endpoint records what it
+was given and answers with what a test tells it to. Real threads, no sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import pytest
+
+from udpchat import faults
+from udpchat.driver import IDLE_WAIT, MAX_BATCH, Driver
+from udpchat.endpoint import Address
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+PEER: Address = ("127.0.0.1", 9000)
+STRANGER: Address = ("127.0.0.1", 9001)
+log = logging.getLogger("udpchat.test")
+
+
+class FakeTransport:
+    """Datagrams queued by the test; ``recvfrom`` waits on a condition that ``wake`` and
+    ``close`` end, as a socket with a wake-up pipe does."""
+
+    local_address: Address = ("127.0.0.1", 5000)
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[bytes, Address]] = deque()
+        self._woken = False
+        self.closed = False
+        self.sent: list[tuple[bytes, Address]] = []
+        self.waits: list[float | None] = []
+        self.refuse: int | None = None  # errno of every send, when set
+
+    def put(self, data: bytes, addr: Address = PEER) -> None:
+        with self._cond:
+            self._queue.append((data, addr))
+            self._cond.notify_all()
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self.refuse is not None:
+            raise OSError(self.refuse, "refused")
+        with self._cond:
+            self.sent.append((data, addr))
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        with self._cond:
+            if timeout:
+                self.waits.append(timeout)
+            end = None if timeout is None else time.monotonic() + timeout
+            while not self._queue and not self._woken and not self.closed:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            if self._queue:
+                return self._queue.popleft()
+            self._woken = False
+            return None
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class FakeEndpoint:
+    """Echoes every datagram back to its sender; fires a timer when told to; records turns."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Address, float]] = []
+        self.outbox: list[tuple[bytes, Address]] = []
+        self.timer: float | None = None
+        self.timers_run: list[float] = []
+        self.output_calls = 0
+        self.events: list[str] = []
+        self.fail_on: bytes | None = None
+        self.done = False
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if data == self.fail_on:
+            raise RuntimeError("a bug in the core")
+        self.received.append((data, addr, now))
+        self.outbox.append((b"echo " + data, addr))
+        self.events.append(f"got {data.decode()}")
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self.output_calls += 1
+        out, self.outbox = self.outbox, []
+        return out
+
+    def next_timer(self) -> float | None:
+        return self.timer
+
+    def handle_timer(self, now: float) -> None:
+        if self.timer is not None and now >= self.timer:
+            self.timer = None
+            self.timers_run.append(now)
+            self.outbox.append((b"tick", PEER))
+            self.events.append("tick")
+
+
+class Harness:
+    def __init__(self, peer: Address | None = None) -> None:
+        self.endpoint = FakeEndpoint()
+        self.transport = FakeTransport()
+        self.delivered: list[str] = []
+        self.delivering_threads: set[str] = set()
+        self.batches = 0
+        self.exit: list[BaseException | None] = []
+        self.driver: Driver[str] = Driver(
+            self.endpoint,
+            self.transport,
+            label="FakeEndpoint",
+            log=log,
+            name="test-driver",
+            take=self._take,
+            deliver=self._deliver,
+            finished=lambda: self.endpoint.done,
+            on_exit=self.exit.append,
+            peer=peer,
+        )
+
+    def _take(self, now: float) -> list[str]:
+        events, self.endpoint.events = self.endpoint.events, []
+        return events
+
+    def _deliver(self, items: list[str]) -> None:
+        self.batches += 1
+        self.delivering_threads.add(threading.current_thread().name)
+        self.delivered.extend(items)
+
+    def wait(self, condition: object, timeout: float = 5.0) -> bool:
+        assert callable(condition)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.driver.lock:
+                if condition():
+                    return True
+            time.sleep(0.002)
+        return False
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness()
+    yield h
+    h.driver.stop()
+    h.driver.join()
+
+
+def test_a_queued_burst_is_taken_in_one_bounded_batch_and_flushed_once(harness: Harness) -> None:
+    for i in range(MAX_BATCH + 10):
+        harness.transport.put(f"{i}".encode())
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.sent) == MAX_BATCH + 10)
+    first_turn = harness.endpoint.received[: MAX_BATCH + 1]
+    assert len({now for _, _, now in first_turn}) == 1  # one batch, one clock reading
+    assert harness.endpoint.received[MAX_BATCH + 1][2] > first_turn[0][2]  # the rest: later
+    # In order, and echoed in order: output left once per batch, not per datagram.
+    assert [d for d, _ in harness.transport.sent] == [
+        b"echo " + f"{i}".encode() for i in range(MAX_BATCH + 10)
+    ]
+    assert harness.delivered == [f"got {i}" for i in range(MAX_BATCH + 10)]
+    assert harness.driver.received == MAX_BATCH + 10
+
+
+def test_the_loop_sleeps_until_the_next_timer_and_runs_it(harness: Harness) -> None:
+    deadline = harness.endpoint.timer = time.monotonic() + 0.1
+    harness.driver.start()
+    assert harness.wait(lambda: bool(harness.endpoint.timers_run), 2)
+    assert harness.endpoint.timers_run[0] >= deadline
+    assert harness.transport.sent == [(b"tick", PEER)]
+    assert harness.delivered == ["tick"]
+    assert 0.0 < harness.transport.waits[0] <= 0.1  # not the idle wait
+
+
+def test_without_a_timer_the_loop_waits_no_longer_than_the_idle_wait(harness: Harness) -> None:
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.waits) >= 1)
+    assert harness.transport.waits[0] == IDLE_WAIT
+
+
+def test_a_call_runs_under_the_lock_sends_on_the_caller_and_hands_out_at_once(
+    harness: Harness,
+) -> None:
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.waits) >= 1)  # asleep, IDLE_WAIT
+
+    def act(now: float) -> int:
+        harness.endpoint.outbox.append((b"said", PEER))
+        harness.endpoint.events.append("said")
+        return 7
+
+    assert harness.driver.call(act) == 7
+    # Before the call returned: the datagram is out and the event handed out, here.
+    assert harness.transport.sent == [(b"said", PEER)]
+    assert harness.delivered == ["said"]
+    assert threading.current_thread().name in harness.delivering_threads
+
+
+def test_a_call_that_brings_the_timer_forward_wakes_the_loop_promptly(harness: Harness) -> None:
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.waits) >= 1)  # asleep for IDLE_WAIT
+    start = time.monotonic()
+
+    def soon(now: float) -> None:
+        harness.endpoint.timer = now + 0.01
+
+    harness.driver.call(soon)
+    assert harness.wait(lambda: bool(harness.endpoint.timers_run), 2)
+    assert harness.endpoint.timers_run[0] - start < IDLE_WAIT / 2
+
+
+def test_a_call_from_another_thread_while_the_loop_delivers_keeps_the_order(
+    harness: Harness,
+) -> None:
+    """The loop's thread is inside ``deliver`` when a caller emits: the caller leaves its
+    items to it, and they come out after the loop's, exactly once."""
+    inside = threading.Event()
+    release = threading.Event()
+    original = harness._deliver
+
+    def slow_deliver(items: list[str]) -> None:
+        if "got first" in items:
+            inside.set()
+            release.wait(5)
+        original(items)
+
+    harness.driver._deliver = slow_deliver
+    harness.driver.start()
+    harness.transport.put(b"first")
+    assert inside.wait(5)
+
+    def act(now: float) -> None:
+        harness.endpoint.events.append("from the caller")
+
+    harness.driver.call(act)  # returns at once: the loop's thread hands out
+    assert "from the caller" not in harness.delivered
+    release.set()
+    assert harness.wait(lambda: "from the caller" in harness.delivered)
+    assert harness.delivered == ["got first", "from the caller"]
+
+
+def test_an_exception_in_the_core_is_counted_and_the_datagram_dropped(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(faults.STRICT_ENV, raising=False)
+    harness.endpoint.fail_on = b"bad"
+    harness.driver.start()
+    with caplog.at_level(logging.ERROR, logger="udpchat.test"):
+        for data in (b"bad", b"good", b"bad", b"after"):
+            harness.transport.put(data)
+        assert harness.wait(lambda: len(harness.endpoint.received) == 2)
+    assert [d for d, _, _ in harness.endpoint.received] == [b"good", b"after"]
+    assert harness.driver.internal_errors == 2
+    assert [(f.where, f.kind) for f in faults.take()] == [
+        ("FakeEndpoint.receive_datagram", "RuntimeError")
+    ] * 2
+    assert len([r for r in caplog.records if r.exc_info]) <= 1  # logged once at most
+    assert harness.driver.started and not harness.exit
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_in_strict_mode_an_exception_in_the_core_ends_the_loop_with_it(harness: Harness) -> None:
+    assert faults.strict()
+    harness.endpoint.fail_on = b"bad"
+    harness.driver.start()
+    harness.transport.put(b"bad")
+    assert harness.wait(lambda: bool(harness.exit))
+    assert isinstance(harness.exit[0], RuntimeError)
+    assert harness.driver.internal_errors == 1
+    assert [f.kind for f in faults.take()] == ["RuntimeError"]
+
+
+def test_a_refused_send_loses_one_datagram_and_is_counted_by_errno(harness: Harness) -> None:
+    harness.transport.refuse = 1  # EPERM, as a firewall says it
+    harness.driver.start()
+    harness.transport.put(b"x")
+    harness.transport.put(b"y")
+    assert harness.wait(lambda: harness.driver.send_errors_by_errno.get(1) == 2)
+    assert harness.exit == []
+
+
+def test_stop_ends_the_loop_promptly_after_a_last_flush(harness: Harness) -> None:
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.waits) >= 1)  # asleep for IDLE_WAIT
+    start = time.monotonic()
+    harness.driver.stop()
+    harness.driver.join()
+    assert time.monotonic() - start < IDLE_WAIT / 2
+    assert harness.exit == [None]
+    assert not harness.driver.wait_for(lambda: False, 5)  # returns at once once stopped
+
+
+def test_a_finished_endpoint_ends_the_loop_and_wakes_waiters(harness: Harness) -> None:
+    harness.driver.start()
+    assert harness.wait(lambda: len(harness.transport.waits) >= 1)
+    waited: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: waited.append(harness.driver.wait_for(lambda: False, 10))
+    )
+    waiter.start()
+    start = time.monotonic()
+
+    def finish(now: float) -> None:
+        harness.endpoint.done = True
+
+    harness.driver.call(finish)  # wakes the sleeping loop: it ends now
+    harness.driver.join()
+    waiter.join(5)
+    assert time.monotonic() - start < IDLE_WAIT / 2
+    assert harness.exit == [None] and waited == [False]
+
+
+def test_only_the_peer_speaks_for_a_connected_endpoint() -> None:
+    h = Harness(peer=PEER)
+    h.driver.start()
+    try:
+        h.transport.put(b"stranger", STRANGER)
+        h.transport.put(b"peer", PEER)
+        assert h.wait(lambda: len(h.endpoint.received) == 1)
+        assert [d for d, _, _ in h.endpoint.received] == [b"peer"]
+        assert h.driver.received == 1
+    finally:
+        h.driver.stop()
+        h.driver.join()

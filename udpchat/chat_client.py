@@ -1,0 +1,329 @@
+"""The client's shell: ``ClientSession`` on a UDP socket, run by :class:`~udpchat.driver.Driver`.
+
+The driver owns the loop, the lock and the thread; every user action is a ``Driver.call``,
+which sends what it produced at once from the caller's thread. Events go to a callback or
+into a queue for ``next_event``, in the order the session emitted them, from whichever thread
+the driver hands them out on (its own, or a caller's: see :mod:`udpchat.driver`). What the
+shell adds to the session is what only it can know: that nothing ever answered, that the
+system refused our datagrams, that this process was paused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from udpchat.client_core import ClientConfig, ClientSession, SessionState, Trust
+from udpchat.driver import Driver
+from udpchat.endpoint import Address
+from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
+from udpchat.impair import ImpairmentConfig
+from udpchat.reliability import LinkConfig
+from udpchat.seal import room_key
+from udpchat.transport import (
+    DatagramTransport,
+    ImpairedTransport,
+    UdpTransport,
+    format_address,
+    resolve,
+)
+
+log = logging.getLogger("udpchat.client")
+
+# A relay lost in the seconds after this process was paused (Ctrl-Z, a sleeping machine:
+# see udpchat.driver.PAUSE_NOTICED) is lost because of the pause, not because of the relay.
+PAUSE_BLAMED = 10.0
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything ``udpchat join`` can be told, with the library's defaults."""
+
+    nick: str
+    server: Address = ("127.0.0.1", 9000)
+    impairment: ImpairmentConfig | None = None
+    key: str | None = None
+    link: LinkConfig = field(default_factory=LinkConfig)
+    reconnect: bool = True
+    join_timeout: float = 10.0
+    # Keep requests under the relay's default flood limits; off for rooms (demos,
+    # benchmarks) whose relay was given higher limits.
+    pace: bool = True
+    # Checks the relay's static public key at each handshake: None to go on, or the refusal
+    # to show (protocol.md 4). None here: every relay key is trusted.
+    trust: Trust | None = None
+
+
+class _SessionEndpoint:
+    """``ClientSession`` as an :class:`~udpchat.endpoint.Endpoint`: addresses in and out.
+
+    Temporary: it goes once ``ClientSession`` implements ``Endpoint`` itself (takes the
+    source address, returns destinations); the driver then runs the session directly.
+    """
+
+    def __init__(self, session: ClientSession, relay: Address) -> None:
+        self.session = session
+        self.relay = relay
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.session.receive_datagram(data, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        relay = self.relay
+        return [(data, relay) for data in self.session.datagrams_to_send(now)]
+
+    def next_timer(self) -> float | None:
+        return self.session.next_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.session.handle_timer(now)
+
+
+class ChatClient:
+    """A chat member: ``start()`` joins in the background; methods send; events come back."""
+
+    def __init__(
+        self, options: ClientOptions, on_event: Callable[[ClientEvent], None] | None = None
+    ) -> None:
+        self.options = options
+        # The psk itself is derived at the relay's CHALLENGE, which carries its key.
+        key = room_key(options.key) if options.key else None
+        family, server = resolve(*options.server)
+        self._server = server
+        bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
+        if server[0] in ("127.0.0.1", "::1", "localhost"):
+            bind_host = server[0]
+        udp = UdpTransport.bind(bind_host, 0)
+        try:
+            udp.connect(server)
+        except OSError:
+            udp.close()
+            raise
+        self._udp = udp
+        self._label = format_address(options.server)
+        transport: DatagramTransport = udp
+        if options.impairment is not None and not options.impairment.is_noop:
+            transport = ImpairedTransport(transport, options.impairment)
+        config = ClientConfig(
+            nick=options.nick,
+            link=options.link,
+            reconnect=options.reconnect,
+            join_timeout=options.join_timeout,
+            pace_rate=ClientConfig.pace_rate if options.pace else 0.0,
+        )
+        self._session = ClientSession(
+            config,
+            secrets.token_bytes,
+            time.monotonic(),
+            key,
+            wall_offset=time.time() - time.monotonic(),
+            trust=options.trust,
+        )
+        self._driver: Driver[ClientEvent] = Driver(
+            _SessionEndpoint(self._session, server),
+            transport,
+            label="ClientSession",
+            log=log,
+            name="udpchat-client",
+            take=self._take,
+            deliver=self._deliver,
+            finished=lambda: self._session.state is SessionState.CLOSED,
+            on_exit=self._ended,
+            peer=server,  # nobody else speaks for the relay
+        )
+        self._on_event = on_event
+        self._queue: queue.Queue[ClientEvent] = queue.Queue()
+        # What the shell knows and the session cannot: whether the system refused our
+        # datagrams, whether anything was ever welcomed, whether we are leaving.
+        self._refused_seen = 0
+        self._ever_welcomed = False
+        self._quitting = False
+
+    @property
+    def _transport(self) -> DatagramTransport:
+        return self._driver.transport
+
+    @_transport.setter
+    def _transport(self, transport: DatagramTransport) -> None:
+        """Wrap the transport (to watch the traffic) before the client starts."""
+        self._driver.transport = transport
+
+    @property
+    def internal_errors(self) -> int:
+        """Exceptions a session call raised and the client survived (see udpchat.faults)."""
+        return self._driver.internal_errors
+
+    @property
+    def send_errors_by_errno(self) -> dict[int, int]:
+        """Sends the transport refused, by errno: each lost one datagram, nothing more."""
+        return self._driver.send_errors_by_errno
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> ChatClient:
+        self._driver.call(self._session.connect)
+        self._driver.start()
+        return self
+
+    def __enter__(self) -> ChatClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop at once, without saying goodbye (``quit`` is the polite way)."""
+        self._driver.stop()
+        self._driver.join()
+        self._transport.close()
+
+    @property
+    def local_address(self) -> Address:
+        return self._transport.local_address
+
+    @property
+    def state(self) -> SessionState:
+        with self._driver.lock:
+            return self._session.state
+
+    @property
+    def nick(self) -> str:
+        with self._driver.lock:
+            return self._session.nick
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        with self._driver.lock:
+            return self._session.members
+
+    # --- what the user does -----------------------------------------------------------------
+
+    def say(self, text: str) -> int:
+        return self._driver.call(lambda now: self._session.say(text, now))
+
+    def action(self, text: str) -> int:
+        return self._driver.call(lambda now: self._session.action(text, now))
+
+    def private(self, to: str, text: str) -> int:
+        return self._driver.call(lambda now: self._session.private(to, text, now))
+
+    def change_nick(self, nick: str) -> int:
+        return self._driver.call(lambda now: self._session.change_nick(nick, now))
+
+    def who(self) -> int:
+        return self._driver.call(self._session.who)
+
+    def stats(self) -> dict[str, float | int]:
+        with self._driver.lock:
+            s = self._session.stats
+        link = s.link
+        return {
+            "srtt_ms": round(link.srtt * 1000, 2),
+            "rto_ms": round(link.rto * 1000, 2),
+            "datagrams_sent": link.datagrams_sent,
+            "datagrams_received": link.datagrams_received,
+            "retransmissions": link.retransmissions,
+            "loss_estimate": round(link.loss_estimate, 4),
+            "duplicates_dropped": link.duplicates,
+            "messages_delivered": link.messages_delivered,
+            "reconnects": s.reconnects,
+            "bad_datagrams_dropped": s.malformed + s.wrong_session + s.replays + s.unexpected,
+        }
+
+    def quit(self, reason: str = "", timeout: float | None = None) -> None:
+        """Leave politely: returns once the relay has the QUIT, or after the quit timeout."""
+        self._quitting = True
+        self._driver.call(lambda now: self._session.quit(reason, now))
+        limit = timeout if timeout is not None else self._session.config.quit_timeout + 1
+        self.wait_closed(limit)
+        self.close()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything sent has been acknowledged (and the session is joined)."""
+        return self._driver.wait_for(lambda: self._session.idle, timeout)
+
+    def wait_closed(self, timeout: float) -> bool:
+        return self._driver.wait_for(lambda: self._session.state is SessionState.CLOSED, timeout)
+
+    def wait_joined(self, timeout: float) -> bool:
+        return self._driver.wait_for(lambda: self._session.state is SessionState.JOINED, timeout)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def next_event(self, timeout: float | None = None) -> ClientEvent | None:
+        """The next event (when no callback was given), or None after ``timeout``."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def iter_events(self, timeout: float) -> Iterator[ClientEvent]:
+        """Events until none arrives for ``timeout`` seconds or the session closes."""
+        while (event := self.next_event(timeout)) is not None:
+            yield event
+            if isinstance(event, Closed):
+                return
+
+    # --- the driver's hooks -----------------------------------------------------------------
+
+    def _take(self, now: float) -> list[ClientEvent]:
+        """The session's events, each completed with what only the shell knows (called
+        locked, after every turn of the driver and every call)."""
+        self._notice_refusals()
+        return [self._explained(event) for event in self._session.events()]
+
+    def _deliver(self, events: list[ClientEvent]) -> None:
+        for event in events:
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put(event)
+
+    def _ended(self, error: BaseException | None) -> None:
+        """Should the driver's loop ever end with an exception, the session ends with a
+        Closed event that says why, so that a front end does not wait on a dead client."""
+        if error is None:
+            return
+        reason = f"the client stopped receiving: {type(error).__name__}: {error}"
+        with contextlib.suppress(Exception):  # the callback itself may be what failed
+            self._driver.post([Closed(reason)])
+
+    def _explained(self, event: ClientEvent) -> ClientEvent:
+        """``event``, its reason completed with what only the shell knows (called locked)."""
+        if isinstance(event, Welcomed):
+            self._ever_welcomed = True
+        elif isinstance(event, ConnectionLost) and self._driver.pause is not None:
+            resumed, paused = self._driver.pause
+            if time.monotonic() - resumed < PAUSE_BLAMED:
+                return ConnectionLost(f"this client was paused for {paused:.0f} s; {event.reason}")
+        elif (
+            isinstance(event, Closed)
+            and not self._ever_welcomed
+            and not self._quitting
+            and self._driver.received == 0
+            and self._refused_seen == 0
+        ):
+            keyed = " with this room key" if self.options.key else ""
+            return Closed(
+                f"nothing answered at {self._label} in {self.options.join_timeout:g} s: "
+                f"is a relay{keyed} running there?"
+            )
+        return event
+
+    def _notice_refusals(self) -> None:
+        """The system refused datagrams to the relay (ICMP port unreachable): during the first
+        join, nothing listens there and the session ends now rather than after the timeout."""
+        refused = self._udp.refused
+        if refused == self._refused_seen:
+            return
+        self._refused_seen = refused
+        reason = (
+            f"nothing is listening at {self._label} (connection refused): "
+            "is the relay running, on that port?"
+        )
+        self._driver.guard("unreachable", lambda: self._session.unreachable(reason))

@@ -1,0 +1,140 @@
+"""``udpchat join``: a member in the terminal, or line by line from a pipe."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from udpchat.cli.common import (
+    DEFAULT_PORT,
+    FLAG,
+    BurstOption,
+    Command,
+    DelayOption,
+    DupOption,
+    JitterOption,
+    KeyOption,
+    LossOption,
+    ReorderOption,
+    SeedOption,
+    _fail,
+    app,
+    impairment_config,
+    parse_hostport,
+)
+from udpchat.names import nick_error
+from udpchat.transport import format_address
+
+if TYPE_CHECKING:
+    from udpchat.chat_client import ChatClient, ClientOptions
+    from udpchat.events import ClientEvent
+
+JOIN_HELP = "\n\n".join(
+    [
+        "Join the room as NICK: interactive on a terminal, line by line from a pipe.",
+        "On a terminal, type a line and press Enter to say it. Commands: /me TEXT, "
+        "/msg NICK TEXT, /nick NEW, /who, /stats, /help, /quit [MESSAGE]; //TEXT says a line "
+        "that starts with '/'. Tab completes nicknames and commands; Up and Down recall what "
+        "you typed. Ctrl-D leaves; Ctrl-C clears a half-typed line (Up brings it back) and "
+        "leaves on an empty one. NO_COLOR=1 turns colour off, UDPCHAT_BELL=0 the bell when "
+        "somebody mentions you.",
+        "From a pipe, every line is a message or a command, run in order once the relay has "
+        "let you in, and the client leaves once the relay has everything. Errors go to stderr "
+        "with their input line number; --json prints one JSON object per event on stdout "
+        "(docs/json-events.md).",
+        "Examples:\n\n"
+        "  udpchat join alice --server 127.0.0.1:9000\n"
+        "  printf 'hello\\n/who\\n' | udpchat join bot --json\n"
+        "  udpchat join carol --server 192.168.1.20:9000 --loss 20%",
+    ]
+)
+
+
+@app.command(cls=Command, help=JOIN_HELP)
+def join(
+    nick: Annotated[
+        str,
+        typer.Argument(
+            help="Your nickname in the room: up to 32 characters, no spaces, not starting "
+            "with '/'.",
+            metavar="NICK",
+            show_default=False,
+        ),
+    ],
+    server: Annotated[
+        str, typer.Option(help="The relay, HOST:PORT.", metavar="HOST:PORT")
+    ] = f"127.0.0.1:{DEFAULT_PORT}",
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object per event, for programs.", metavar=FLAG),
+    ] = False,
+    key: KeyOption = None,
+    relay_key: Annotated[
+        str | None,
+        typer.Option(
+            "--relay-key",
+            metavar="FINGERPRINT",
+            show_default=False,
+            help="Trust only the relay whose key has this fingerprint (its operator gets it "
+            "from 'udpchat relay-key'), and remember it. Without it the key is remembered "
+            "on first use and any other key is refused.",
+        ),
+    ] = None,
+    loss: LossOption = "0",
+    burst: BurstOption = None,
+    delay: DelayOption = "0",
+    jitter: JitterOption = "0",
+    dup: DupOption = "0",
+    reorder: ReorderOption = "0",
+    seed: SeedOption = 0,
+) -> None:
+    from udpchat.identity import parse_fingerprint
+
+    try:
+        problem = nick_error(nick)
+        if problem is not None:
+            raise ValueError(f"bad nickname {nick!r}: {problem}")
+        server_at = parse_hostport(server)
+        pinned = None if relay_key is None else parse_fingerprint(relay_key)
+        config = impairment_config(
+            loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
+        )
+    except ValueError as error:
+        _fail(str(error))
+    from udpchat.chat_client import ClientOptions
+    from udpchat.known_relays import TrustStore
+
+    # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.
+    notify = _tell if sys.stderr.isatty() else None
+    trust = TrustStore(notify=notify).for_server(server_at, pinned=pinned)
+    options = ClientOptions(
+        nick=nick, server=server_at, impairment=config, key=key or None, trust=trust
+    )
+    raise typer.Exit(run_client(options, json_output=json_output))
+
+
+def run_client(options: ClientOptions, json_output: bool = False) -> int:
+    """The ``udpchat join`` command: hand a client to the terminal front end."""
+    from udpchat.chat_client import ChatClient
+    from udpchat.signals import interrupt_on_signals
+    from udpchat.ui import choose_mode, run_ui
+
+    interrupt_on_signals()
+    mode = choose_mode(json_output=json_output, stdin=sys.stdin, stdout=sys.stdout)
+
+    def start(on_event: Callable[[ClientEvent], None]) -> ChatClient:
+        client = ChatClient(options, on_event)
+        try:
+            return client.start()
+        except KeyboardInterrupt:  # Ctrl-C just as the join went out: leave, do not vanish
+            client.quit("")
+            raise
+
+    return run_ui(start, mode, server=format_address(options.server))
+
+
+def _tell(line: str) -> None:
+    typer.echo(f"udpchat: {line}", err=True)

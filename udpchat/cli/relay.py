@@ -1,0 +1,196 @@
+"""``udpchat relay``: the room's relay, with its limits and its identity key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from udpchat.cli.common import (
+    DEFAULT_PORT,
+    FLAG,
+    RELAY_HOST_HELP,
+    RELAY_PORT_HELP,
+    BurstOption,
+    Command,
+    DelayOption,
+    DupOption,
+    IdentityOption,
+    JitterOption,
+    KeyOption,
+    LossOption,
+    ReorderOption,
+    SeedOption,
+    _fail,
+    _key_origin,
+    _positive_duration,
+    _relay_key,
+    app,
+    format_hostport,
+    impairment_config,
+)
+from udpchat.exitcodes import ExitCode
+from udpchat.messages import MAX_MEMBERS_LISTED
+from udpchat.relay.config import RelayConfig
+
+_RELAY_DEFAULTS = RelayConfig()
+LIMITS_PANEL = "Limits that keep a room open"
+
+
+@app.command(cls=Command)
+def relay(
+    host: Annotated[str, typer.Option(help=RELAY_HOST_HELP, metavar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help=RELAY_PORT_HELP, metavar="PORT")] = DEFAULT_PORT,
+    heartbeat: Annotated[
+        str, typer.Option(help="Heartbeat interval told to clients.", metavar="DURATION")
+    ] = "1s",
+    timeout: Annotated[
+        str, typer.Option(help="Evict a member silent this long.", metavar="DURATION")
+    ] = "10s",
+    history: Annotated[
+        int, typer.Option(help="Room events kept for catch-up (0 or more).", metavar="N")
+    ] = _RELAY_DEFAULTS.history,
+    max_members: Annotated[
+        int,
+        typer.Option(
+            help=f"Most members at once (1 to {MAX_MEMBERS_LISTED}).",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = MAX_MEMBERS_LISTED,
+    max_per_host: Annotated[
+        int,
+        typer.Option(
+            help="Most members from one host (an IPv4 address, an IPv6 /64, or loopback): "
+            "raise it for a big group behind one NAT.",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.max_members_per_host,
+    max_per_network: Annotated[
+        int,
+        typer.Option(
+            help="Most members from one network (an IPv4 /24 or IPv6 /64).",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.max_members_per_network,
+    flood_burst: Annotated[
+        int,
+        typer.Option(
+            help="Requests (messages, /msg, /nick, /who) a member may send at once...",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.flood_burst,
+    flood_rate: Annotated[
+        float,
+        typer.Option(
+            help="...then this many a second; beyond, requests are refused. Raise both for "
+            "bots that post quickly.",
+            metavar="PER_S",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.flood_rate,
+    handshake_burst: Annotated[
+        int,
+        typer.Option(
+            help="JOINs one host may make at once (after its address is proved)...",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.handshake_burst,
+    handshake_rate: Annotated[
+        float,
+        typer.Option(
+            help="...then this many a second. Raise both when many members join from one "
+            "address at once.",
+            metavar="PER_S",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.handshake_rate,
+    key: KeyOption = None,
+    identity: IdentityOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Log every session event.", metavar=FLAG)
+    ] = False,
+    loss: LossOption = "0",
+    burst: BurstOption = None,
+    delay: DelayOption = "0",
+    jitter: JitterOption = "0",
+    dup: DupOption = "0",
+    reorder: ReorderOption = "0",
+    seed: SeedOption = 0,
+) -> None:
+    """Run the relay that fans every message out to the room, until Ctrl-C; it prints its
+    key fingerprint first, for members to check.
+
+    Examples (on 127.0.0.1; for the whole LAN; with a room key):
+
+      udpchat relay --port 9000
+      udpchat relay --host 0.0.0.0 --max-per-host 200
+      UDPCHAT_KEY='a passphrase' udpchat relay
+    """
+    try:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port: expected a number from 0 to 65535, got {port}")
+        heartbeat_s = _positive_duration("--heartbeat", heartbeat)
+        timeout_s = _positive_duration("--timeout", timeout)
+        if timeout_s <= heartbeat_s:
+            raise ValueError("--timeout must be longer than --heartbeat")
+        if not 1 <= max_members <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--max-members: expected 1 to {MAX_MEMBERS_LISTED}, got {max_members}"
+            )
+        if history < 0:
+            raise ValueError(f"--history: expected 0 or more, got {history}")
+        counts = (
+            ("--max-per-host", max_per_host),
+            ("--max-per-network", max_per_network),
+            ("--flood-burst", flood_burst),
+            ("--handshake-burst", handshake_burst),
+        )
+        for name, value in counts:
+            if value < 1:
+                raise ValueError(f"{name}: expected 1 or more, got {value}")
+        for name, rate in (("--flood-rate", flood_rate), ("--handshake-rate", handshake_rate)):
+            if not rate > 0 or rate == float("inf"):
+                raise ValueError(f"{name}: expected a number above 0, got {rate:g}")
+        config = impairment_config(
+            loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
+        )
+    except ValueError as error:
+        _fail(str(error))
+    relay_key = _relay_key(identity, host, port)
+    typer.echo(
+        f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
+    )
+    from udpchat.relay_server import RelayOptions, run_relay
+
+    options = RelayOptions(
+        host=host,
+        port=port,
+        config=RelayConfig(
+            heartbeat=heartbeat_s,
+            timeout=timeout_s,
+            max_members=max_members,
+            history=history,
+            max_members_per_host=max_per_host,
+            max_members_per_network=max_per_network,
+            flood_burst=flood_burst,
+            flood_rate=flood_rate,
+            handshake_burst=handshake_burst,
+            handshake_rate=handshake_rate,
+        ),
+        impairment=config,
+        key=key or None,
+        static_key=relay_key.private,
+    )
+    try:
+        code = run_relay(options, verbose=verbose)
+    except OSError as error:
+        _fail(
+            f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",
+            ExitCode.FAILURE,
+        )
+    raise typer.Exit(code)

@@ -1,0 +1,220 @@
+"""Showing and measuring: ``demo``, ``bench`` and ``load``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from udpchat.cli.common import FLAG, Command, _fail, _option, app
+from udpchat.exitcodes import ExitCode
+from udpchat.impair import parse_rate
+
+
+@app.command(cls=Command)
+def demo(
+    members: Annotated[
+        int, typer.Option(help="Bot members in the room (2 to 32).", metavar="N")
+    ] = 4,
+    messages: Annotated[
+        int, typer.Option(help="Messages each bot sends (1 to 10,000).", metavar="N")
+    ] = 50,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="Datagrams lost on each bot's link, each way: 30% or 0.3 (below 100%).",
+            metavar="RATE",
+        ),
+    ] = "25%",
+    seed: Annotated[
+        int, typer.Option(help="Random seed of the simulated network.", metavar="N")
+    ] = 1,
+    rate: Annotated[
+        float, typer.Option(help="Messages per second per bot (up to 200).", metavar="PER_S")
+    ] = 10.0,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="No live display; print one JSON object at the end.", metavar=FLAG
+        ),
+    ] = False,
+) -> None:
+    """Bots chat through a relay on a lossy loopback network, then over plain UDP: compare.
+
+    Exits with status 1 if the reliable run lost, duplicated or reordered any message.
+
+    Examples:
+
+      udpchat demo
+      udpchat demo --members 6 --loss 30% --messages 100 --seed 7
+    """
+
+    from rich.console import Console
+
+    from udpchat.demo import DemoConfig, DemoError, run_demo
+
+    try:
+        config = DemoConfig(
+            members=members,
+            messages=messages,
+            rate=rate,
+            loss=_option("--loss", parse_rate, loss),
+            seed=seed,
+        )
+    except ValueError as error:
+        message = str(error)
+        _fail(message if message.startswith("--") else f"--{message}")
+    try:
+        result = run_demo(config, None if json_output else Console())
+    except (DemoError, OSError) as error:
+        _fail(f"demo: {error}", ExitCode.FAILURE)
+    except KeyboardInterrupt:
+        _fail("demo: interrupted", ExitCode.INTERRUPTED)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict()))
+    raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILURE)
+
+
+@app.command(cls=Command)
+def bench(
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Loss rates to sweep, comma-separated, each 20% or 0.2 \\[default: "
+            "0%,5%,10%,20%,30%; with --quick: 0%,20%].",
+            metavar="RATES",
+            show_default=False,
+        ),
+    ] = None,
+    messages: Annotated[
+        int | None,
+        typer.Option(
+            help="Messages the sender sends per run \\[default: 400; with --quick: 40].",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
+    members: Annotated[
+        str | None,
+        typer.Option(
+            help="Room sizes to sweep, sender included, comma-separated \\[default: 3,6; "
+            "with --quick: 3].",
+            metavar="LIST",
+            show_default=False,
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="A CI-sized run, well under a minute.", metavar=FLAG),
+    ] = False,
+    out: Annotated[
+        str, typer.Option(help="Directory for results.json and bench.png.", metavar="DIR")
+    ] = "bench-results",
+    no_kernel_loss: Annotated[
+        bool,
+        typer.Option(
+            "--no-kernel-loss",
+            help="Simulate loss in user space even where kernel loss (root, netns) works.",
+            metavar=FLAG,
+        ),
+    ] = False,
+) -> None:
+    """Measure udpchat against a plain UDP forwarder and a TCP relay on the same traffic.
+
+    Examples:
+
+      udpchat bench --quick
+      udpchat bench --loss 0%,10%,20% --members 3,10
+    """
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.report import run_bench
+        from udpchat_bench.sweep import SweepConfig, parse_numbers
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat bench needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
+
+    try:
+        config = SweepConfig.quick() if quick else SweepConfig()
+        config = replace(
+            config,
+            losses=config.losses if loss is None else parse_loss_percents("--loss", loss),
+            members=config.members if members is None else parse_numbers("--members", members, int),
+            messages=config.messages if messages is None else messages,
+            kernel_loss=False if no_kernel_loss else None,
+        )
+    except ValueError as error:
+        _fail(str(error))
+    command = "udpchat " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "udpchat bench"
+    raise typer.Exit(run_bench(config, Path(out), command=command))
+
+
+def parse_loss_percents(name: str, text: str) -> tuple[float, ...]:
+    """``0%,5%,0.1`` -> ``(0.0, 5.0, 10.0)``: rates as everywhere else, in the percent the
+    sweep is configured in."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"{name}: expected at least one rate, e.g. 0%,10%,20%")
+    return tuple(round(_option(name, parse_rate, part) * 100, 9) for part in parts)
+
+
+@app.command(cls=Command)
+def load(
+    members: Annotated[
+        str, typer.Option(help="Room sizes to measure, comma-separated.", metavar="LIST")
+    ] = "100,500,1000",
+    chat_rate: Annotated[
+        float,
+        typer.Option(help="Chat messages a second for the whole room.", metavar="PER_S"),
+    ] = 2.0,
+    duration: Annotated[
+        float,
+        typer.Option(help="Seconds measured per phase (idle, then chat).", metavar="SECONDS"),
+    ] = 10.0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per size.", metavar=FLAG)
+    ] = False,
+) -> None:
+    """Load a relay with many simulated members: CPU share, memory per member, join time.
+
+    Example:
+
+      udpchat load --members 100,1000 --duration 5
+    """
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.load import format_table, run_load
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat load needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
+
+    try:
+        sizes = [int(part) for part in members.split(",") if part.strip()]
+        if not sizes or any(size < 1 for size in sizes):
+            raise ValueError
+    except ValueError:
+        _fail(f"--members: expected positive numbers separated by commas, got {members!r}")
+    if duration <= 0 or chat_rate < 0:
+        _fail("--duration must be positive and --chat-rate not negative")
+    results = run_load(
+        sizes,
+        chat_rate=chat_rate,
+        duration=duration,
+        progress=lambda text: typer.echo(text, err=True),
+    )
+    if json_output:
+        for result in results:
+            typer.echo(json.dumps(result.to_dict()))
+    else:
+        typer.echo(format_table(results))
