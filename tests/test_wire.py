@@ -139,7 +139,7 @@ def test_invalid_session_fields_are_named(kind: int, fields: object, reason: str
 def test_request_hash_is_the_first_8_bytes_of_sha256() -> None:
     hello = wire.encode_hello(NONCE)
     assert wire.request_hash(hello) == hashlib.sha256(hello).digest()[:8]
-    assert len(wire.request_hash(b"")) == wire.NONCE_SIZE
+    assert len(wire.request_hash(b"")) == wire.HANDSHAKE_NONCE_SIZE
 
 
 def test_unsupported_version_is_distinguishable() -> None:

@@ -541,9 +541,9 @@ class ClientSession:
         that ACCEPT again (protocol.md 4) instead of a session holding our nickname.
         """
         if not self._join_unanswered or not self._nonce:
-            nonce = self._rng(wire.NONCE_SIZE)
-            if len(nonce) != wire.NONCE_SIZE:
-                raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
+            nonce = self._rng(wire.HANDSHAKE_NONCE_SIZE)
+            if len(nonce) != wire.HANDSHAKE_NONCE_SIZE:
+                raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.HANDSHAKE_NONCE_SIZE}")
             self._nonce = nonce
             self._handshakes.clear()  # an ACCEPT for another nonce is never ours
         self._join_unanswered = False
