@@ -16,6 +16,8 @@ from udpchat.noise import public_key
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.seal import SessionCipher, derive_room_psk
 
+pytestmark = pytest.mark.unit
+
 SPEC = Path(__file__).resolve().parent.parent / "protocol.md"
 
 STATIC = bytes(range(0x20, 0x40))

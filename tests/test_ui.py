@@ -17,31 +17,27 @@ from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from udpchat.commands import HELP
+from udpchat.completion import NickCompleter
+from udpchat.errors import UsageError
 from udpchat.events import (
     Closed,
     ConnectionLost,
     JoinRejected,
     MemberJoined,
+    MemberRenamed,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
-    NickChanged,
     PrivateReceived,
     Reconnecting,
     Welcomed,
 )
 from udpchat.exitcodes import ExitCode
-from udpchat.ui import (
-    ChatHandle,
-    EventSink,
-    InteractiveUI,
-    NickCompleter,
-    choose_mode,
-    run_ui,
-)
+from udpchat.terminal import InteractiveUI
+from udpchat.ui import ChatHandle, EventSink, choose_mode, run_ui
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 STATS = {"srtt_ms": 12.5, "rto_ms": 40.0, "retransmissions": 3, "loss_estimate": 0.02}
 
@@ -127,7 +123,7 @@ class FakeHandle:
         def changed() -> None:
             self.nick = nick
             self._seq += 1
-            self._sink(NickChanged(self._seq, 0.0, old, nick, own=True))
+            self._sink(MemberRenamed(self._seq, 0.0, old, nick, own=True))
 
         self._later(changed)
         return self._request()
@@ -251,7 +247,7 @@ def test_help_and_stats_in_plain_mode() -> None:
 def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
     def factory(sink: EventSink) -> ChatHandle:
         handle = FakeHandle(sink)
-        handle.fail_next = ValueError("send queue full, try again")
+        handle.fail_next = UsageError("send queue full, try again")
         return handle
 
     code, lines, err = run_lines("first\nsecond\n", factory)

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from udpchat import messages as m
 from udpchat import wire
 
+pytestmark = pytest.mark.unit
+
 TOKEN = bytes(range(8))
 NONCE = b"\x01" * 8
 

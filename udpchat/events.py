@@ -80,7 +80,7 @@ class MemberLeft:
 
 
 @dataclass(frozen=True, slots=True)
-class NickChanged:
+class MemberRenamed:
     seq: int
     time: float
     old: str
@@ -150,7 +150,7 @@ ClientEvent = (
     | PrivateReceived
     | MemberJoined
     | MemberLeft
-    | NickChanged
+    | MemberRenamed
     | MembersListed
     | HistoryGap
     | ErrorReported

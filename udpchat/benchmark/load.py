@@ -249,7 +249,8 @@ class LoadGenerator:
         self.selector = selectors.DefaultSelector()
         self.socks = open_member_sockets(math.ceil(count / MEMBERS_PER_SOCKET), self.selector)
         self.members = [
-            _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.HANDSHAKE_NONCE_SIZE)) for i in range(count)
+            _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.HANDSHAKE_NONCE_SIZE))
+            for i in range(count)
         ]
         self.by_nonce = {mb.nonce: mb for mb in self.members}
         self.by_token: dict[bytes, _Member] = {}
