@@ -127,24 +127,23 @@ def parse_command(line: str) -> Command:
     parts = line[1:].split(maxsplit=1)
     name = parts[0] if parts and not line[1:2].isspace() else ""
     rest = parts[1] if len(parts) > 1 and name else ""
-    command = name.lower()
-    if command == "me":
-        if not rest:
-            raise CommandError("usage: /me TEXT")
-        return ActionCommand(_text(rest))
-    if command == "msg":
-        return _private(rest)
-    if command == "nick":
-        if not rest:
-            raise CommandError("usage: /nick NEWNICK")
-        return NickCommand(_nick(rest.rstrip()))
-    if command == "quit":
-        return QuitCommand(_reason(rest.strip()))
-    bare = _BARE.get(command)
-    if bare is not None:
-        if rest.strip():
-            raise CommandError(f"/{command} takes no arguments")
-        return bare
+    match name.lower():
+        case "me":
+            if not rest:
+                raise CommandError("usage: /me TEXT")
+            return ActionCommand(_text(rest))
+        case "msg":
+            return _private(rest)
+        case "nick":
+            if not rest:
+                raise CommandError("usage: /nick NEWNICK")
+            return NickCommand(_nick(rest.rstrip()))
+        case "quit":
+            return QuitCommand(_reason(rest.strip()))
+        case "who" | "stats" | "help" as command:
+            if rest.strip():
+                raise CommandError(f"/{command} takes no arguments")
+            return _BARE[command]
     if not name:
         raise CommandError("a command name must follow '/'; try /help (// sends a '/')")
     raise CommandError(f"unknown command /{_shorten(name)}; try /help")

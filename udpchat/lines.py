@@ -139,17 +139,18 @@ class LineUI(Frontend):
         if self._json:
             self._write(json_line(event, line=line))
             return
-        if isinstance(event, (ErrorReported, MessageRefused, JoinRejected)):
-            where = f"line {line}: " if line is not None else ""
-            self._write_error(where + error_text(event))
-            if isinstance(event, JoinRejected):
-                self._failure_shown = True
-        elif isinstance(event, Closed) and not self._welcomed:
-            return  # never in the room: the one line on stderr says why
-        else:
-            text = plain_line(event)
-            if text is not None:
-                self._write(text)
+        match event:
+            case ErrorReported() | MessageRefused() | JoinRejected():
+                where = f"line {line}: " if line is not None else ""
+                self._write_error(where + error_text(event))
+                if isinstance(event, JoinRejected):
+                    self._failure_shown = True
+            case Closed() if not self._welcomed:
+                return  # never in the room: the one line on stderr says why
+            case _:
+                text = plain_line(event)
+                if text is not None:
+                    self._write(text)
 
     def _print(self, line: str) -> None:
         with self._lock:

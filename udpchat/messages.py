@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from udpchat.schema import Array, Bin, Family, Str, UInt, fail, unpack
+from udpchat.schema import Family
 from udpchat.wire import MAX_NICK_BYTES, MAX_REASON_BYTES, MAX_UINT
+from udpchat.wiretypes import Array, Bin, Str, UInt, fail, unpack
 
 # protocol.md "Size limits": chat text, in UTF-8 bytes, and whole messages after reassembly.
 MAX_TEXT_BYTES = 16 * 1024

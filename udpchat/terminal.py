@@ -221,14 +221,16 @@ class InteractiveUI(Frontend):
 
     def _show(self, event: ClientEvent, line: int | None) -> None:
         self._link = self._link.after(event, time.monotonic())
-        if isinstance(event, MessagePending):
-            self._pending[event.local_id] = (event, time.time())
-        elif isinstance(event, (MessageReceived, MessageRefused)):
-            local_id = event.local_id
-            if local_id is not None and (not isinstance(event, MessageReceived) or event.own):
+        match event:  # what of ours is still on its way
+            case MessagePending(local_id=local_id):
+                self._pending[local_id] = (event, time.time())
+            case (
+                MessageReceived(local_id=int(local_id), own=True)
+                | MessageRefused(local_id=local_id)
+            ):
                 self._pending.pop(local_id, None)
-        elif isinstance(event, (Closed, JoinRejected)):
-            self._pending.clear()
+            case Closed() | JoinRejected():
+                self._pending.clear()
         if isinstance(event, Closed) and not self._welcomed and self._refused is not None:
             self._redraw()
             return  # the refusal was the one line that says why

@@ -19,13 +19,14 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, TypeVar, cast
 
-from udpchat.schema import MAX_UINT as MAX_UINT
-from udpchat.schema import Bin, Bool, Family, Nested, Rest, Str, UInt, unpack
-from udpchat.schema import DecodeError as DecodeError
-from udpchat.schema import fail as fail
-from udpchat.schema import pack as pack
+from udpchat.schema import Family, Nested
+from udpchat.wiretypes import MAX_UINT as MAX_UINT
+from udpchat.wiretypes import Bin, Bool, Rest, Str, UInt, unpack
+from udpchat.wiretypes import DecodeError as DecodeError
+from udpchat.wiretypes import fail as fail
+from udpchat.wiretypes import pack as pack
 
 PROTOCOL_VERSION = 2
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
@@ -270,6 +271,7 @@ SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 # 5 byte bin header), at worst: array header (3), ack, ack_bits, seq (9 each) and more (1).
 DATA_FIELDS_OVERHEAD = 3 + 9 + 9 + 9 + 1
 
+P = TypeVar("P")
 _DECODE_DATAGRAM = {tag: schema.decode for tag, schema in DATAGRAMS.by_tag.items()}
 _DECODE_SESSION = {tag: schema.decode for tag, schema in SESSION.by_tag.items()}
 
@@ -307,23 +309,19 @@ def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
     return decode(fields, envelope.token, envelope.pn)
 
 
-def _decode_payload(cls: type, data: bytes, what: str) -> object:
+def _decode_payload(cls: type[P], data: bytes) -> P:
     fields = unpack(data, MAX_DATAGRAM_SIZE)
     if type(fields) is not list:
-        fail(f"the {what} payload is an array")
-    return PAYLOADS.schema(cls).decode(fields)
+        fail(f"the {cls.__name__} is an array")
+    return cast(P, PAYLOADS.schema(cls).decode(fields))
 
 
 def decode_join_payload(data: bytes) -> JoinPayload:
-    payload = _decode_payload(JoinPayload, data, "JOIN")
-    assert isinstance(payload, JoinPayload)
-    return payload
+    return _decode_payload(JoinPayload, data)
 
 
 def decode_accept_payload(data: bytes) -> AcceptPayload:
-    payload = _decode_payload(AcceptPayload, data, "ACCEPT")
-    assert isinstance(payload, AcceptPayload)
-    return payload
+    return _decode_payload(AcceptPayload, data)
 
 
 # --- encoding -------------------------------------------------------------------------------
