@@ -22,6 +22,7 @@ from udpchat.errors import UsageError
 from udpchat.events import (
     Closed,
     ConnectionLost,
+    ErrorReported,
     JoinRejected,
     MemberJoined,
     MemberRenamed,
@@ -413,6 +414,31 @@ def test_refused_message_in_plain_mode() -> None:
     assert code == ExitCode.UNDELIVERED
     assert err == "udpchat: line 1: not delivered (slow down): spam\n"
     assert not any("spam" in line for line in lines)
+
+
+def test_an_answer_handed_out_before_its_request_returns_names_its_line() -> None:
+    """The client hands out, on the calling thread, events that arrived while it sent: the
+    relay's answer to a request can reach the front end before the request's id does."""
+
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink)
+
+        def private(to: str, text: str) -> int:
+            handle.calls.append(("private", to, text))
+            request = handle._request()
+            sink(ErrorReported(f"no such nickname: {to}", request))  # before returning
+            return request
+
+        handle.private = private  # type: ignore[method-assign]
+        return handle
+
+    code, lines, err = run_lines("hi\n/msg nobody psst\n/nope\n", factory, "json")
+    assert code == ExitCode.UNDELIVERED, err
+    errors = [r for r in map(json.loads, lines) if r["type"] == "error"]
+    assert [(r["text"], r["line"]) for r in errors] == [
+        ("no such nickname: nobody", 2),
+        ("unknown command /nope; try /help", 3),
+    ]
 
 
 class TTY(io.StringIO):

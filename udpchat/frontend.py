@@ -100,7 +100,6 @@ and the message becomes the one line the user sees.
 """
 
 
-
 class Frontend:
     """What every mode shares: session state fed by events, and running commands.
 
@@ -186,16 +185,23 @@ class Frontend:
         return self._refused or self._failed
 
     def _line_for(self, event: ClientEvent) -> int | None:
-        """The input line that ``event`` answers, when it answers one."""
+        """The input line that ``event`` answers, when it answers one.
+
+        An answer may come before the call that asked for it has returned its id: the
+        client hands out, on the calling thread, events that arrived while it was sending.
+        An id not seen yet while a line runs can only be that line's.
+        """
         match event:
-            case MessagePending(local_id=local_id):
+            case MessagePending(local_id=ident):
                 if self._current_line is not None:
-                    self._line_of[local_id] = self._current_line
+                    self._line_of[ident] = self._current_line
                 return self._current_line
-            case MessageReceived(local_id=int(local_id)) | MessageRefused(local_id=local_id):
-                return self._line_of.get(local_id)
-            case ErrorReported(request=int(request)):
-                return self._line_of.get(request)
+            case (
+                MessageReceived(local_id=int(ident))
+                | MessageRefused(local_id=ident)
+                | ErrorReported(request=int(ident))
+            ):
+                return self._line_of.get(ident, self._current_line)
         return None
 
     def _show(self, event: ClientEvent, line: int | None) -> None:

@@ -18,8 +18,9 @@ encoding. Decoders raise ``DecodeError`` and nothing else, and check the arity e
 no field is ignored.
 
 The decoders and encoders are generated Python source (as :mod:`dataclasses` does for
-``__init__``): a generic loop over the fields costs 30 to 60 % more per datagram, and these
-run for every datagram and message on the hot path.
+``__init__``), one straight-line function per record: a generic loop over the fields made a
+record's decoding 30 to 55 % slower in a micro-benchmark, and these run for every datagram
+and message on the hot path. The source holds nothing but field names and integer constants.
 """
 
 from __future__ import annotations
