@@ -456,7 +456,7 @@ def _check_members(members: list[Member], flood_members: int) -> None:
             got = [e.text for e in chats if e.nick == nick and not e.history]
             assert got == texts, (member.nick, nick)  # every message, once, in order
         assert all(e.text.startswith(MARKER) for e in chats), "a forged message got through"
-        renames = [e for e in events if isinstance(e, ev.NickChanged)]
+        renames = [e for e in events if isinstance(e, ev.MemberRenamed)]
         assert renames == []
         left = {e.nick for e in events if isinstance(e, ev.MemberLeft)}
         assert not left & {"alice", "bob", "carol"}

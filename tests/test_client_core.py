@@ -722,7 +722,7 @@ def test_members_follow_joins_leaves_and_nick_changes() -> None:
     bob.session.change_nick("robert", net.now)
     assert net.run_until(lambda: "robert" in alice.session.members, 2)
     assert bob.session.nick == "robert"
-    own = [e for e in bob.of(ev.NickChanged) if isinstance(e, ev.NickChanged)]
+    own = [e for e in bob.of(ev.MemberRenamed) if isinstance(e, ev.MemberRenamed)]
     assert own and own[-1].own and own[-1].new == "robert"
     carol.session.quit("bye", net.now)
     assert carol.session.state is SessionState.LEAVING

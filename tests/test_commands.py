@@ -5,48 +5,48 @@ from hypothesis import strategies as st
 from udpchat.commands import (
     COMMAND_NAMES,
     HELP,
-    Action,
+    ActionCommand,
     CommandError,
-    Help,
-    Nick,
-    Private,
-    Quit,
-    Say,
-    Stats,
-    Who,
+    HelpCommand,
+    NickCommand,
+    PrivateCommand,
+    QuitCommand,
+    SayCommand,
+    StatsCommand,
+    WhoCommand,
     parse_command,
 )
 from udpchat.messages import MAX_TEXT_BYTES
 from udpchat.wire import MAX_REASON_BYTES
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 @pytest.mark.parametrize(
     ("line", "command"),
     [
-        ("hello", Say("hello")),
-        ("  indented code", Say("  indented code")),
-        ("bob: hi /me", Say("bob: hi /me")),
-        ("//etc/hosts", Say("/etc/hosts")),
-        ("// spaced", Say("/ spaced")),
-        ("//", Say("/")),
-        ("/me waves", Action("waves")),
-        ("/me   waves  twice ", Action("waves  twice ")),
-        ("/ME shouts", Action("shouts")),
-        ("/me\twaves", Action("waves")),
-        ("/msg bob hi there", Private("bob", "hi there")),
-        ("/msg  bob   hi", Private("bob", "hi")),
-        ("/msg Zoë ça va", Private("Zoë", "ça va")),
-        ("/nick robert", Nick("robert")),
-        ("/nick robert  ", Nick("robert")),
-        ("/who", Who()),
-        ("/who  ", Who()),
-        ("/stats", Stats()),
-        ("/help", Help()),
-        ("/quit", Quit("")),
-        ("/quit  gone fishing ", Quit("gone fishing")),
-        ("/Quit bye", Quit("bye")),
+        ("hello", SayCommand("hello")),
+        ("  indented code", SayCommand("  indented code")),
+        ("bob: hi /me", SayCommand("bob: hi /me")),
+        ("//etc/hosts", SayCommand("/etc/hosts")),
+        ("// spaced", SayCommand("/ spaced")),
+        ("//", SayCommand("/")),
+        ("/me waves", ActionCommand("waves")),
+        ("/me   waves  twice ", ActionCommand("waves  twice ")),
+        ("/ME shouts", ActionCommand("shouts")),
+        ("/me\twaves", ActionCommand("waves")),
+        ("/msg bob hi there", PrivateCommand("bob", "hi there")),
+        ("/msg  bob   hi", PrivateCommand("bob", "hi")),
+        ("/msg Zoë ça va", PrivateCommand("Zoë", "ça va")),
+        ("/nick robert", NickCommand("robert")),
+        ("/nick robert  ", NickCommand("robert")),
+        ("/who", WhoCommand()),
+        ("/who  ", WhoCommand()),
+        ("/stats", StatsCommand()),
+        ("/help", HelpCommand()),
+        ("/quit", QuitCommand("")),
+        ("/quit  gone fishing ", QuitCommand("gone fishing")),
+        ("/Quit bye", QuitCommand("bye")),
     ],
 )
 def test_parses(line: str, command: object) -> None:
@@ -90,7 +90,7 @@ def test_bad_nicknames_explain_why() -> None:
 
 
 def test_text_size_limit_is_in_utf8_bytes() -> None:
-    assert parse_command("x" * MAX_TEXT_BYTES) == Say("x" * MAX_TEXT_BYTES)
+    assert parse_command("x" * MAX_TEXT_BYTES) == SayCommand("x" * MAX_TEXT_BYTES)
     with pytest.raises(CommandError, match=f"limit is {MAX_TEXT_BYTES} bytes"):
         parse_command("é" * (MAX_TEXT_BYTES // 2 + 1))
     with pytest.raises(CommandError, match="limit"):
@@ -100,7 +100,7 @@ def test_text_size_limit_is_in_utf8_bytes() -> None:
 
 
 def test_quit_message_limit() -> None:
-    assert parse_command("/quit " + "x" * MAX_REASON_BYTES) == Quit("x" * MAX_REASON_BYTES)
+    assert parse_command("/quit " + "x" * MAX_REASON_BYTES) == QuitCommand("x" * MAX_REASON_BYTES)
     with pytest.raises(CommandError, match="quit message is 513 bytes"):
         parse_command("/quit " + "x" * (MAX_REASON_BYTES + 1))
 
@@ -137,9 +137,9 @@ def test_parsing_never_raises_anything_else(line: str) -> None:
 def test_plain_text_is_kept_exactly(line: str) -> None:
     if line.startswith("/") or not line.strip():
         return
-    assert parse_command(line) == Say(line)
+    assert parse_command(line) == SayCommand(line)
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8")))
 def test_double_slash_sends_the_rest_with_one_slash(text: str) -> None:
-    assert parse_command("//" + text) == Say("/" + text)
+    assert parse_command("//" + text) == SayCommand("/" + text)

@@ -95,7 +95,7 @@ def test_join_json_reports_every_kind_of_event(processes: list[Process]) -> None
         alice.send("/nick Alicia")
         renamed = alice.wait_record("nick", 5)
         assert (renamed["old"], renamed["new"], renamed["own"]) == ("alice", "Alicia", True)
-        bob.log.wait_event(ev.NickChanged, 5, lambda e: e.new == "Alicia")
+        bob.log.wait_event(ev.MemberRenamed, 5, lambda e: e.new == "Alicia")
 
         alice.send("/msg nobody are you there", "/frobnicate", "/nick bob")
         errors = {r["line"]: r["text"] for r in alice.wait_records("error", 3, 5)}

@@ -143,7 +143,7 @@ def test_private_nick_who_and_me() -> None:
 
         bob.client.change_nick("Robert")
         for member in room:
-            renamed = member.log.wait_event(ev.NickChanged, 5)
+            renamed = member.log.wait_event(ev.MemberRenamed, 5)
             assert (renamed.old, renamed.new, renamed.own) == ("bob", "Robert", member is bob)
         assert bob.client.nick == "Robert"
         assert wait_until(lambda: set(relay.members()) == {"alice", "carol", "Robert"}, 5)
@@ -175,9 +175,8 @@ def test_private_nick_who_and_me() -> None:
         assert not carol.log.of(ev.ErrorReported)
         # the rename and the chat are in one room order for everyone
         for log in (alice.log, bob.log, carol.log):
-            seqs = [
-                e.seq for e in log.snapshot() if isinstance(e, ev.NickChanged | ev.MessageReceived)
-            ]
+            events = log.snapshot()
+            seqs = [e.seq for e in events if isinstance(e, ev.MemberRenamed | ev.MessageReceived)]
             assert seqs == sorted(seqs) and len(seqs) == 3
 
 

@@ -23,7 +23,10 @@ from udpchat import events as ev
 from udpchat.exitcodes import ExitCode
 from udpchat.relay_server import RelayOptions, RelayServer
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal"),
+]
 
 ERASE_BELOW = b"\x1b[J"
 

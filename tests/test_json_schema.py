@@ -15,6 +15,8 @@ from tests.test_ui import Factory, run_lines
 from udpchat import events as ev
 from udpchat.render import json_line
 
+pytestmark = pytest.mark.unit
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SCHEMA = json.loads((DOCS / "events.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
@@ -30,7 +32,7 @@ EXAMPLES: list[ev.ClientEvent] = [
     ev.PrivateReceived(T, "bob", "alice", "psst"),
     ev.MemberJoined(9, T, "carol"),
     ev.MemberLeft(10, T, "carol", "quit", "bye", history=True),
-    ev.NickChanged(11, T, "bob", "rob", own=False),
+    ev.MemberRenamed(11, T, "bob", "rob", own=False),
     ev.MembersListed(("alice", "rob")),
     ev.HistoryGap(2, 5),
     ev.ErrorReported("no such nickname: nobody", request=5),

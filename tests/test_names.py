@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key, validate_nick
 from udpchat.sanitize import safe_nick
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 FULL_WIDTH_BOB = "\uff22\uff4f\uff42"
 

@@ -17,6 +17,8 @@ from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.seal import SessionCipher, derive_room_psk
 
+pytestmark = pytest.mark.unit
+
 SPEC = Path(__file__).resolve().parent.parent / "protocol.md"
 
 STATIC = bytes(range(0x20, 0x40))

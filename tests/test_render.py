@@ -18,33 +18,28 @@ from udpchat.events import (
     JoinRejected,
     MemberJoined,
     MemberLeft,
+    MemberRenamed,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
-    NickChanged,
     PrivateReceived,
     Reconnecting,
     Welcomed,
 )
 from udpchat.render import (
-    NICK_COLOURS,
     PENDING_MARKER,
-    ansi_line,
-    colour_enabled,
-    format_clock,
     fragments,
     json_line,
     mentions,
-    nick_colour,
     notice_line,
     plain_line,
     stats_lines,
-    styled_line,
-    wrap,
 )
+from udpchat.style import NICK_COLOURS, colour_enabled, format_clock, nick_colour
+from udpchat.styled import ansi_line, styled_line, wrap
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 T = 1790000000  # 2026-09-21 14:13:20 UTC
 NOW = T + 61
@@ -95,8 +90,8 @@ EXPECTED: list[tuple[ClientEvent, str]] = [
         MemberLeft(12, T, "eve", "dropped", "connection lost"),
         "14:13:20 -- eve left (dropped: connection lost)",
     ),
-    (NickChanged(13, T, "bob", "robert"), "14:13:20 -- bob is now robert"),
-    (NickChanged(14, T, "alice", "al", own=True), "14:13:20 -- you are now al"),
+    (MemberRenamed(13, T, "bob", "robert"), "14:13:20 -- bob is now robert"),
+    (MemberRenamed(14, T, "alice", "al", own=True), "14:13:20 -- you are now al"),
     (MembersListed(("al", "robert")), "14:14:21 -- in the room (2): al, robert"),
     (HistoryGap(3, 9), "14:14:21 -- missed room events 3 to 9: the relay no longer has them"),
     (HistoryGap(4, 4), "14:14:21 -- missed room event 4: the relay no longer has them"),
@@ -232,7 +227,7 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
         },
     ),
     (
-        NickChanged(10, T, "bob", "rob", own=False),
+        MemberRenamed(10, T, "bob", "rob", own=False),
         {
             "type": "nick",
             "old": "bob",
@@ -275,7 +270,7 @@ def test_any_strings_give_one_safe_line(nick: str, text: str, reason: str) -> No
         MessageReceived(1, T, nick, text),
         PrivateReceived(T, nick, nick, text),
         MemberLeft(1, T, nick, reason, text),
-        NickChanged(1, T, nick, text),
+        MemberRenamed(1, T, nick, text),
         Welcomed(nick, (nick, text), False),
         ErrorReported(text),
     ]

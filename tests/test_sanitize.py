@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from udpchat.sanitize import TAB_SPACES, safe_nick, safe_text
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 NASTY = [
     # (what, input, shown on one line)

@@ -17,31 +17,28 @@ from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from udpchat.commands import HELP
+from udpchat.completion import NickCompleter
+from udpchat.errors import UsageError
 from udpchat.events import (
     Closed,
     ConnectionLost,
+    ErrorReported,
     JoinRejected,
     MemberJoined,
+    MemberRenamed,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
-    NickChanged,
     PrivateReceived,
     Reconnecting,
     Welcomed,
 )
 from udpchat.exitcodes import ExitCode
-from udpchat.ui import (
-    ChatHandle,
-    EventSink,
-    InteractiveUI,
-    NickCompleter,
-    choose_mode,
-    run_ui,
-)
+from udpchat.terminal import InteractiveUI
+from udpchat.ui import ChatHandle, EventSink, choose_mode, run_ui
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 STATS = {"srtt_ms": 12.5, "rto_ms": 40.0, "retransmissions": 3, "loss_estimate": 0.02}
 
@@ -127,7 +124,7 @@ class FakeHandle:
         def changed() -> None:
             self.nick = nick
             self._seq += 1
-            self._sink(NickChanged(self._seq, 0.0, old, nick, own=True))
+            self._sink(MemberRenamed(self._seq, 0.0, old, nick, own=True))
 
         self._later(changed)
         return self._request()
@@ -251,7 +248,7 @@ def test_help_and_stats_in_plain_mode() -> None:
 def test_handle_errors_are_shown_and_the_session_goes_on() -> None:
     def factory(sink: EventSink) -> ChatHandle:
         handle = FakeHandle(sink)
-        handle.fail_next = ValueError("send queue full, try again")
+        handle.fail_next = UsageError("send queue full, try again")
         return handle
 
     code, lines, err = run_lines("first\nsecond\n", factory)
@@ -417,6 +414,31 @@ def test_refused_message_in_plain_mode() -> None:
     assert code == ExitCode.UNDELIVERED
     assert err == "udpchat: line 1: not delivered (slow down): spam\n"
     assert not any("spam" in line for line in lines)
+
+
+def test_an_answer_handed_out_before_its_request_returns_names_its_line() -> None:
+    """The client hands out, on the calling thread, events that arrived while it sent: the
+    relay's answer to a request can reach the front end before the request's id does."""
+
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink)
+
+        def private(to: str, text: str) -> int:
+            handle.calls.append(("private", to, text))
+            request = handle._request()
+            sink(ErrorReported(f"no such nickname: {to}", request))  # before returning
+            return request
+
+        handle.private = private  # type: ignore[method-assign]
+        return handle
+
+    code, lines, err = run_lines("hi\n/msg nobody psst\n/nope\n", factory, "json")
+    assert code == ExitCode.UNDELIVERED, err
+    errors = [r for r in map(json.loads, lines) if r["type"] == "error"]
+    assert [(r["text"], r["line"]) for r in errors] == [
+        ("no such nickname: nobody", 2),
+        ("unknown command /nope; try /help", 3),
+    ]
 
 
 class TTY(io.StringIO):

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from udpchat import messages as m
 from udpchat import wire
 
+pytestmark = pytest.mark.unit
+
 TOKEN = bytes(range(8))
 NONCE = b"\x01" * 8
 
@@ -139,7 +141,7 @@ def test_invalid_session_fields_are_named(kind: int, fields: object, reason: str
 def test_request_hash_is_the_first_8_bytes_of_sha256() -> None:
     hello = wire.encode_hello(NONCE)
     assert wire.request_hash(hello) == hashlib.sha256(hello).digest()[:8]
-    assert len(wire.request_hash(b"")) == wire.NONCE_SIZE
+    assert len(wire.request_hash(b"")) == wire.HANDSHAKE_NONCE_SIZE
 
 
 def test_unsupported_version_is_distinguishable() -> None:

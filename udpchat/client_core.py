@@ -541,9 +541,10 @@ class ClientSession:
         that ACCEPT again (protocol.md 4) instead of a session holding our nickname.
         """
         if not self._join_unanswered or not self._nonce:
-            nonce = self._rng(wire.NONCE_SIZE)
-            if len(nonce) != wire.NONCE_SIZE:
-                raise ValueError(f"rng returned {len(nonce)} bytes, not {wire.NONCE_SIZE}")
+            nonce = self._rng(wire.HANDSHAKE_NONCE_SIZE)
+            if len(nonce) != wire.HANDSHAKE_NONCE_SIZE:
+                size = wire.HANDSHAKE_NONCE_SIZE
+                raise ValueError(f"rng returned {len(nonce)} bytes, not {size}")
             self._nonce = nonce
             self._handshakes.clear()  # an ACCEPT for another nonce is never ours
         self._join_unanswered = False
@@ -1063,7 +1064,7 @@ class ClientSession:
                 if own:
                     self._answered(msg.NickRequest)
                     self.nick = event.new
-            self._emit(ev.NickChanged(event.seq, time, event.old, event.new, own, history))
+            self._emit(ev.MemberRenamed(event.seq, time, event.old, event.new, own, history))
 
     def _on_answer(self, answer: msg.Posted | msg.Refused, now: float) -> None:
         self._end_catch_up()

@@ -21,16 +21,16 @@ from udpchat.wire import MAX_REASON_BYTES
 __all__ = [
     "COMMAND_NAMES",
     "HELP",
-    "Action",
+    "ActionCommand",
     "Command",
     "CommandError",
-    "Help",
-    "Nick",
-    "Private",
-    "Quit",
-    "Say",
-    "Stats",
-    "Who",
+    "HelpCommand",
+    "NickCommand",
+    "PrivateCommand",
+    "QuitCommand",
+    "SayCommand",
+    "StatsCommand",
+    "WhoCommand",
     "parse_command",
 ]
 
@@ -40,49 +40,58 @@ class CommandError(UsageError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Say:
+class SayCommand:
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
+class ActionCommand:
     """``/me waves``: shown to the room as ``* nick waves``."""
 
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Private:
+class PrivateCommand:
     to: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Nick:
+class NickCommand:
     nick: str
 
 
 @dataclass(frozen=True, slots=True)
-class Who:
+class WhoCommand:
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class Quit:
+class QuitCommand:
     reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class Stats:
+class StatsCommand:
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class Help:
+class HelpCommand:
     pass
 
 
-Command = Say | Action | Private | Nick | Who | Quit | Stats | Help
+Command = (
+    SayCommand
+    | ActionCommand
+    | PrivateCommand
+    | NickCommand
+    | WhoCommand
+    | QuitCommand
+    | StatsCommand
+    | HelpCommand
+)
 
 HELP = """\
 Type a line and press Enter to send it to the room. Commands:
@@ -101,7 +110,7 @@ Ctrl-C clears the line (Up brings it back); on an empty line it leaves, as Ctrl-
 COMMAND_NAMES = ("/help", "/me", "/msg", "/nick", "/quit", "/stats", "/who")
 """Every command, for completion; ``//`` is an escape, not a command."""
 
-_BARE: dict[str, Command] = {"who": Who(), "stats": Stats(), "help": Help()}
+_BARE: dict[str, Command] = {"who": WhoCommand(), "stats": StatsCommand(), "help": HelpCommand()}
 _SHOWN_NAME_LIMIT = 24  # an unknown command is echoed back, shortened to keep one short line
 
 
@@ -111,41 +120,40 @@ def parse_command(line: str) -> Command:
     Raise :class:`CommandError` for anything that cannot be sent; nothing else is raised.
     """
     if line.startswith(COMMAND_PREFIX * 2):
-        return Say(_text(line[1:]))
+        return SayCommand(_text(line[1:]))
     if not line.startswith(COMMAND_PREFIX):
-        return Say(_text(line))
+        return SayCommand(_text(line))
     # Any whitespace separates the name from its arguments, not only a space.
     parts = line[1:].split(maxsplit=1)
     name = parts[0] if parts and not line[1:2].isspace() else ""
     rest = parts[1] if len(parts) > 1 and name else ""
-    command = name.lower()
-    if command == "me":
-        if not rest:
-            raise CommandError("usage: /me TEXT")
-        return Action(_text(rest))
-    if command == "msg":
-        return _private(rest)
-    if command == "nick":
-        if not rest:
-            raise CommandError("usage: /nick NEWNICK")
-        return Nick(_nick(rest.rstrip()))
-    if command == "quit":
-        return Quit(_reason(rest.strip()))
-    bare = _BARE.get(command)
-    if bare is not None:
-        if rest.strip():
-            raise CommandError(f"/{command} takes no arguments")
-        return bare
+    match name.lower():
+        case "me":
+            if not rest:
+                raise CommandError("usage: /me TEXT")
+            return ActionCommand(_text(rest))
+        case "msg":
+            return _private(rest)
+        case "nick":
+            if not rest:
+                raise CommandError("usage: /nick NEWNICK")
+            return NickCommand(_nick(rest.rstrip()))
+        case "quit":
+            return QuitCommand(_reason(rest.strip()))
+        case "who" | "stats" | "help" as command:
+            if rest.strip():
+                raise CommandError(f"/{command} takes no arguments")
+            return _BARE[command]
     if not name:
         raise CommandError("a command name must follow '/'; try /help (// sends a '/')")
     raise CommandError(f"unknown command /{_shorten(name)}; try /help")
 
 
-def _private(rest: str) -> Private:
+def _private(rest: str) -> PrivateCommand:
     parts = rest.split(maxsplit=1)
     if len(parts) < 2:
         raise CommandError("usage: /msg NICK TEXT")
-    return Private(_nick(parts[0]), _text(parts[1]))
+    return PrivateCommand(_nick(parts[0]), _text(parts[1]))
 
 
 def _text(text: str) -> str:

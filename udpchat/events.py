@@ -74,13 +74,15 @@ class MemberLeft:
     seq: int
     time: float
     nick: str
-    reason: str  # "quit", "timed out", "dropped"
+    reason: str  # messages.LEAVE_REASON_WORDS: "quit", "timed out", "dropped", "replaced"
     text: str = ""  # the quit message
     history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class NickChanged:
+class MemberRenamed:
+    """A member (or we, ``own``) took another nickname."""
+
     seq: int
     time: float
     old: str
@@ -150,7 +152,7 @@ ClientEvent = (
     | PrivateReceived
     | MemberJoined
     | MemberLeft
-    | NickChanged
+    | MemberRenamed
     | MembersListed
     | HistoryGap
     | ErrorReported

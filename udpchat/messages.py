@@ -1,28 +1,21 @@
 """Chat messages: what travels inside the reliable stream between a client and the relay.
 
 The reliability layer delivers opaque byte strings in order and exactly once; each is one
-msgpack array ``[kind, ...fields]`` described in protocol.md "Messages". Decoding validates
-everything and raises ``wire.DecodeError`` only, exactly like datagram decoding.
+msgpack array ``[kind, ...fields]`` described in protocol.md "Messages". Each kind is one
+dataclass whose fields carry their wire type (udpchat.schema), from which its decoder and
+encoder are compiled. Decoding validates everything and raises ``wire.DecodeError`` only,
+exactly like datagram decoding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Annotated
 
-from udpchat.wire import (
-    MAX_NICK_BYTES,
-    MAX_REASON_BYTES,
-    DecodeError,
-    as_bin,
-    as_str,
-    as_uint,
-    check_arity,
-    fail,
-    pack,
-    unpack,
-)
+from udpchat.schema import Family
+from udpchat.wire import MAX_NICK_BYTES, MAX_REASON_BYTES, MAX_UINT
+from udpchat.wiretypes import Array, Bin, Str, UInt, fail, unpack
 
 # protocol.md "Size limits": chat text, in UTF-8 bytes, and whole messages after reassembly.
 MAX_TEXT_BYTES = 16 * 1024
@@ -64,126 +57,171 @@ class LeaveReason(IntEnum):
     REPLACED = 3
 
 
+LEAVE_REASON_WORDS: dict[int, str] = {
+    LeaveReason.QUIT: "quit",
+    LeaveReason.TIMEOUT: "timed out",
+    LeaveReason.DROPPED: "dropped",
+    LeaveReason.REPLACED: "replaced",
+}
+"""How a LEFT's reason code reads in a notice (the relay's log and the clients' events)."""
+
+
+def leave_reason_words(reason: int) -> str:
+    """The words for a LEFT's reason code; a code from a newer relay reads "left"."""
+    return LEAVE_REASON_WORDS.get(reason, "left")
+
+
+# The field types of protocol.md 6, by meaning.
+Text = Annotated[str, Str(MAX_TEXT_BYTES)]
+Nick = Annotated[str, Str(MAX_NICK_BYTES)]
+Reason = Annotated[str, Str(MAX_REASON_BYTES)]
+Seq = Annotated[int, UInt(MAX_UINT)]
+Time = Annotated[int, UInt(MAX_TIME)]
+MsgId = Annotated[bytes, Bin(MSGID_SIZE, or_empty=True)]  # MSGID_SIZE random bytes, or none
+Nicks = Annotated[tuple[str, ...], Array(Str(MAX_NICK_BYTES), MAX_MEMBERS_LISTED)]
+
+MESSAGES: Family[Message] = Family("message")
+K = MessageKind
+
+
 # --- client -> relay ------------------------------------------------------------------------
 
 
+@MESSAGES.register(K.SAY)
 @dataclass(frozen=True, slots=True)
 class Say:
-    text: str
-    msgid: bytes = b""  # MSGID_SIZE random bytes, or empty for none
+    text: Text
+    msgid: MsgId = b""
 
 
+@MESSAGES.register(K.ACTION)
 @dataclass(frozen=True, slots=True)
 class Action:
-    text: str
-    msgid: bytes = b""
+    text: Text
+    msgid: MsgId = b""
 
 
+@MESSAGES.register(K.PRIVATE_SEND)
 @dataclass(frozen=True, slots=True)
 class PrivateSend:
-    to: str
-    text: str
-    msgid: bytes = b""
+    to: Nick
+    text: Text
+    msgid: MsgId = b""
 
 
+@MESSAGES.register(K.NICK)
 @dataclass(frozen=True, slots=True)
 class NickRequest:
-    nick: str
+    nick: Nick
 
 
+@MESSAGES.register(K.WHO)
 @dataclass(frozen=True, slots=True)
 class Who:
     pass
 
 
+@MESSAGES.register(K.QUIT)
 @dataclass(frozen=True, slots=True)
 class Quit:
-    reason: str
+    reason: Reason
 
 
 # --- relay -> client ------------------------------------------------------------------------
 
 
+@MESSAGES.register(K.WELCOME)
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    nick: str
-    members: tuple[str, ...]
-    seq: int  # the room sequence number of the newest event at join time
-    first_seq: int  # the oldest room sequence number the relay still holds in its history
-    resumed: int  # messages the relay had received on the session this one replaces
+    nick: Nick
+    members: Nicks
+    seq: Seq  # the room sequence number of the newest event at join time
+    first_seq: Seq  # the oldest room sequence number the relay still holds in its history
+    resumed: Seq  # messages the relay had received on the session this one replaces
 
 
+@MESSAGES.register(K.MESSAGE)
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    seq: int
-    time: int
-    nick: str
-    text: str
+    seq: Seq
+    time: Time
+    nick: Nick
+    text: Text
 
 
+@MESSAGES.register(K.ACTION_POSTED)
 @dataclass(frozen=True, slots=True)
 class ActionMessage:
-    seq: int
-    time: int
-    nick: str
-    text: str
+    seq: Seq
+    time: Time
+    nick: Nick
+    text: Text
 
 
+@MESSAGES.register(K.JOINED)
 @dataclass(frozen=True, slots=True)
 class Joined:
-    seq: int
-    time: int
-    nick: str
+    seq: Seq
+    time: Time
+    nick: Nick
 
 
+@MESSAGES.register(K.LEFT)
 @dataclass(frozen=True, slots=True)
 class Left:
-    seq: int
-    time: int
-    nick: str
-    reason: int
-    text: str
+    seq: Seq
+    time: Time
+    nick: Nick
+    reason: Annotated[int, UInt(255)]  # a LeaveReason
+    text: Reason
 
 
+@MESSAGES.register(K.NICK_CHANGED)
 @dataclass(frozen=True, slots=True)
 class NickChanged:
-    seq: int
-    time: int
-    old: str
-    new: str
+    seq: Seq
+    time: Time
+    old: Nick
+    new: Nick
 
 
+@MESSAGES.register(K.POSTED)
 @dataclass(frozen=True, slots=True)
 class Posted:
-    seq: int
+    seq: Seq
 
 
+@MESSAGES.register(K.REFUSED)
 @dataclass(frozen=True, slots=True)
 class Refused:
-    text: str
+    text: Reason
 
 
+@MESSAGES.register(K.PRIVATE)
 @dataclass(frozen=True, slots=True)
 class Private:
-    time: int
-    sender: str
-    to: str
-    text: str
+    time: Time
+    sender: Annotated[str, Str(MAX_NICK_BYTES, label="from")]
+    to: Nick
+    text: Text
 
 
+@MESSAGES.register(K.MEMBERS)
 @dataclass(frozen=True, slots=True)
 class Members:
-    members: tuple[str, ...]
+    members: Nicks
 
 
+@MESSAGES.register(K.ERROR)
 @dataclass(frozen=True, slots=True)
 class Error:
-    text: str
+    text: Reason
 
 
+@MESSAGES.register(K.SHUTDOWN)
 @dataclass(frozen=True, slots=True)
 class Shutdown:
-    text: str
+    text: Reason
 
 
 RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged
@@ -191,130 +229,12 @@ ClientMessage = Say | Action | PrivateSend | NickRequest | Who | Quit
 RelayMessage = Welcome | RoomEvent | Posted | Refused | Private | Members | Error | Shutdown
 Message = ClientMessage | RelayMessage
 
-_KIND_OF: dict[type[Any], MessageKind] = {
-    Say: MessageKind.SAY,
-    Action: MessageKind.ACTION,
-    PrivateSend: MessageKind.PRIVATE_SEND,
-    NickRequest: MessageKind.NICK,
-    Who: MessageKind.WHO,
-    Quit: MessageKind.QUIT,
-    Welcome: MessageKind.WELCOME,
-    ChatMessage: MessageKind.MESSAGE,
-    ActionMessage: MessageKind.ACTION_POSTED,
-    Joined: MessageKind.JOINED,
-    Left: MessageKind.LEFT,
-    NickChanged: MessageKind.NICK_CHANGED,
-    Posted: MessageKind.POSTED,
-    Refused: MessageKind.REFUSED,
-    Private: MessageKind.PRIVATE,
-    Members: MessageKind.MEMBERS,
-    Error: MessageKind.ERROR,
-    Shutdown: MessageKind.SHUTDOWN,
-}
+_DECODE = {kind: schema.decode for kind, schema in MESSAGES.by_tag.items()}
 
 
 def encode_message(message: Message) -> bytes:
     """Encode a message for the reliable stream."""
-    fields: list[Any] = [_KIND_OF[type(message)]]
-    for name in message.__slots__:  # dataclass(slots=True): the fields, in order
-        value = getattr(message, name)
-        fields.append(list(value) if type(value) is tuple else value)
-    return pack(fields)
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-
-def _text(v: Any, name: str = "text") -> str:
-    return as_str(v, name, MAX_TEXT_BYTES)
-
-
-def _nick(v: Any, name: str = "nick") -> str:
-    return as_str(v, name, MAX_NICK_BYTES)
-
-
-def _reason(v: Any) -> str:
-    return as_str(v, "reason", MAX_REASON_BYTES)
-
-
-def _time(v: Any) -> int:
-    return as_uint(v, "time", MAX_TIME)
-
-
-def _seq(v: Any) -> int:
-    return as_uint(v, "seq")
-
-
-def _msgid(v: Any) -> bytes:
-    msgid = as_bin(v, "msgid", None, MSGID_SIZE)
-    if len(msgid) not in (0, MSGID_SIZE):
-        fail(f"msgid must be empty or {MSGID_SIZE} bytes")
-    return msgid
-
-
-def _nicks(v: Any) -> tuple[str, ...]:
-    if type(v) is not list or len(v) > MAX_MEMBERS_LISTED:
-        fail(f"members must be an array of at most {MAX_MEMBERS_LISTED} nicknames")
-    return tuple(_nick(n) for n in v)
-
-
-def _decode(kind: MessageKind, f: list[Any]) -> Message:
-    K = MessageKind
-    if kind is K.SAY:
-        check_arity(f, 2, "SAY")
-        return Say(_text(f[0]), _msgid(f[1]))
-    if kind is K.ACTION:
-        check_arity(f, 2, "ACTION")
-        return Action(_text(f[0]), _msgid(f[1]))
-    if kind is K.PRIVATE_SEND:
-        check_arity(f, 3, "PRIVATE_SEND")
-        return PrivateSend(_nick(f[0], "to"), _text(f[1]), _msgid(f[2]))
-    if kind is K.NICK:
-        check_arity(f, 1, "NICK")
-        return NickRequest(_nick(f[0]))
-    if kind is K.WHO:
-        check_arity(f, 0, "WHO")
-        return Who()
-    if kind is K.QUIT:
-        check_arity(f, 1, "QUIT")
-        return Quit(_reason(f[0]))
-    if kind is K.WELCOME:
-        check_arity(f, 5, "WELCOME")
-        return Welcome(_nick(f[0]), _nicks(f[1]), _seq(f[2]), _seq(f[3]), _seq(f[4]))
-    if kind is K.MESSAGE:
-        check_arity(f, 4, "MESSAGE")
-        return ChatMessage(_seq(f[0]), _time(f[1]), _nick(f[2]), _text(f[3]))
-    if kind is K.ACTION_POSTED:
-        check_arity(f, 4, "ACTION_POSTED")
-        return ActionMessage(_seq(f[0]), _time(f[1]), _nick(f[2]), _text(f[3]))
-    if kind is K.JOINED:
-        check_arity(f, 3, "JOINED")
-        return Joined(_seq(f[0]), _time(f[1]), _nick(f[2]))
-    if kind is K.LEFT:
-        check_arity(f, 5, "LEFT")
-        return Left(
-            _seq(f[0]), _time(f[1]), _nick(f[2]), as_uint(f[3], "reason", 255), _reason(f[4])
-        )
-    if kind is K.NICK_CHANGED:
-        check_arity(f, 4, "NICK_CHANGED")
-        return NickChanged(_seq(f[0]), _time(f[1]), _nick(f[2], "old"), _nick(f[3], "new"))
-    if kind is K.POSTED:
-        check_arity(f, 1, "POSTED")
-        return Posted(_seq(f[0]))
-    if kind is K.REFUSED:
-        check_arity(f, 1, "REFUSED")
-        return Refused(_reason(f[0]))
-    if kind is K.PRIVATE:
-        check_arity(f, 4, "PRIVATE")
-        return Private(_time(f[0]), _nick(f[1], "from"), _nick(f[2], "to"), _text(f[3]))
-    if kind is K.MEMBERS:
-        check_arity(f, 1, "MEMBERS")
-        return Members(_nicks(f[0]))
-    if kind is K.ERROR:
-        check_arity(f, 1, "ERROR")
-        return Error(_reason(f[0]))
-    check_arity(f, 1, "SHUTDOWN")
-    return Shutdown(_reason(f[0]))
+    return MESSAGES.encode(message)
 
 
 def decode_message(data: bytes) -> Message:
@@ -322,12 +242,14 @@ def decode_message(data: bytes) -> Message:
     value = unpack(data, MAX_MESSAGE_SIZE)
     if type(value) is not list or not value:
         fail("a message is a non-empty array")
-    raw = as_uint(value[0], "message kind", 255)
+    kind = value[0]
+    if type(kind) is not int:  # not a bool either: True would pass for 1 in a dict
+        fail("message kind must be an unsigned integer up to 255")
     try:
-        kind = MessageKind(raw)
-    except ValueError:
-        raise DecodeError(f"unknown message kind {raw}") from None
-    return _decode(kind, value[1:])
+        decode = _DECODE[kind]
+    except KeyError:
+        fail(f"unknown message kind {kind}")
+    return decode(value)
 
 
 # Requests that get exactly one answer (protocol.md 6.1), whatever is wrong with them.

@@ -1,10 +1,11 @@
-"""How client events look: one plain line, one JSON object, or a styled terminal line.
+"""How client events look: one plain line or one JSON object, from one table of views.
 
-All three are built from the same event, so a bot reading ``--json``, a script reading
-plain lines and a person at the terminal see the same facts. Every text, nickname and reason
-comes from strangers (through the relay), so:
+Every event type has one view (``_VIEWS``): the type of its JSON record and the fields that
+record carries, and the pieces of the line that shows it. A bot reading ``--json``, a script
+reading plain lines and a person at the terminal (:mod:`udpchat.styled`) therefore see the
+same facts. Every text, nickname and reason comes from strangers (through the relay), so:
 
-* plain and styled lines pass every such string through :func:`sanitize.safe_text` or
+* lines pass every such string through :func:`sanitize.safe_text` or
   :func:`sanitize.safe_nick`, and always fit on one line (a newline shows as ``␊``);
 * JSON carries the **raw** strings, because a program needs the exact text (to answer a
   command, compare a nickname). It is still safe to dump on a terminal: it is written with
@@ -12,24 +13,16 @@ comes from strangers (through the relay), so:
   ``\\uXXXX`` escape and the output is pure printable ASCII. Whoever decodes it and prints
   the strings must sanitise them.
 
-Styled lines give each nickname a stable colour: a hash of :func:`names.nick_key` (not
-Python's ``hash``, which changes per process), so ``Bob`` is the same colour as ``BOB``, in
-every run and on every machine. Colour is off when ``NO_COLOR`` is set (to anything,
-even empty) or the output is not a terminal.
+Nothing here imports prompt_toolkit: the plain and JSON front ends run without it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import time
-from collections.abc import Mapping
-from typing import TextIO
-
-from prompt_toolkit.formatted_text import FormattedText
-from prompt_toolkit.utils import get_cwidth
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 from udpchat.events import (
     ClientEvent,
@@ -40,96 +33,59 @@ from udpchat.events import (
     JoinRejected,
     MemberJoined,
     MemberLeft,
+    MemberRenamed,
     MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
-    NickChanged,
     PrivateReceived,
     Reconnecting,
     Welcomed,
 )
 from udpchat.names import nick_key
 from udpchat.sanitize import safe_nick, safe_text
+from udpchat.style import Fragment, ansi, format_clock, nick_colour
 
 __all__ = [
-    "NICK_COLOURS",
     "PENDING_MARKER",
-    "Fragment",
-    "ansi_line",
-    "colour_enabled",
     "error_text",
-    "format_clock",
     "fragments",
     "json_line",
     "json_record",
     "mentions",
-    "nick_colour",
     "notice_line",
     "plain_line",
     "stats_lines",
-    "styled_line",
-    "wrap",
 ]
-
-NICK_COLOURS = (33, 37, 70, 128, 130, 166, 169, 31, 36, 98, 136, 162)
-"""xterm-256 colours for nicknames: mid-tones readable on dark and on light backgrounds.
-
-Reds are left out so that nobody's name looks like an error."""
 
 PENDING_MARKER = "(sending)"
 
-Fragment = tuple[str, str]
-"""``(role, text)``: a role names what the text is ("time", "nick3", "error", ...), and
-:func:`styled_line` and :func:`ansi_line` decide how that role looks."""
-
-_ROLE_SGR = {
-    "": "",
-    "text": "",
-    "mention": "1;4",
-    "time": "2",
-    "pending": "2",
-    "marker": "1",
-    "notice": "3",
-    "error": "31",
-    "errmark": "1;31",
-    "private": "35",
-}
-_ROLE_PTK = {
-    "": "",
-    "text": "",
-    "mention": "bold underline",
-    "time": "dim",
-    "pending": "dim",
-    "marker": "bold",
-    "notice": "italic",
-    "error": "fg:ansired",
-    "errmark": "bold fg:ansired",
-    "private": "fg:ansimagenta",
-}
-_LEVELS = (0, 95, 135, 175, 215, 255)  # the xterm-256 colour cube
+E = TypeVar("E")
+Body = Callable[[Any], list[Fragment]]
 
 
-def colour_enabled(stream: TextIO | None, environ: Mapping[str, str] | None = None) -> bool:
-    """True when styled output should use colour: ``NO_COLOR`` unset and ``stream`` a TTY."""
-    if "NO_COLOR" in (os.environ if environ is None else environ):
-        return False
-    try:
-        return stream is not None and stream.isatty()
-    except (AttributeError, ValueError):  # a closed or file-less stream
-        return False
+class _View(NamedTuple):
+    kind: str  # the JSON record's "type"
+    fields: tuple[tuple[str, str], ...]  # (JSON name, attribute), in the record's order
+    body: Body  # the pieces of the line after the clock, sanitised
+    pending: bool = False  # not confirmed yet: dim, and no plain line (its answer follows)
 
 
-def nick_colour(nick: str) -> int:
-    """The xterm-256 colour of ``nick``: equal nicknames (by ``nick_key``) get equal colours."""
-    key = nick_key(nick).encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2s(key, digest_size=4).digest()
-    return NICK_COLOURS[int.from_bytes(digest, "big") % len(NICK_COLOURS)]
+_VIEWS: dict[type, _View] = {}
 
 
-def format_clock(t: float) -> str:
-    """``HH:MM:SS`` in local time: the day is implied in a live chat."""
-    return time.strftime("%H:%M:%S", time.localtime(t))
+def _view(
+    event_type: type[E], kind: str, *fields: str | tuple[str, str], pending: bool = False
+) -> Callable[[Callable[[E], list[Fragment]]], Callable[[E], list[Fragment]]]:
+    """Register the body function below as the view of ``event_type``; ``fields`` name the
+    attributes its JSON record carries (a pair renames one)."""
+    pairs = tuple((f, f) if isinstance(f, str) else f for f in fields)
+
+    def register(body: Callable[[E], list[Fragment]]) -> Callable[[E], list[Fragment]]:
+        _VIEWS[event_type] = _View(kind, pairs, body, pending)
+        return body
+
+    return register
 
 
 def fragments(
@@ -141,14 +97,14 @@ def fragments(
     ``mention`` (our nickname), every whole-word occurrence of it in a message's text gets
     the role "mention", so that the user sees at once where the room talks to them.
     """
-    body = _body(event)
-    if body is None:
+    view = _VIEWS.get(type(event))
+    if view is None:
         return None
     stamp = getattr(event, "time", None)
     if not isinstance(stamp, (int, float)):
         stamp = time.time() if now is None else now
-    line = [("time", format_clock(stamp)), ("", " "), *body]
-    if isinstance(event, MessagePending):
+    line = [("time", format_clock(stamp)), ("", " "), *view.body(event)]
+    if view.pending:
         line = [("pending", text) for _, text in line]
     elif mention:
         line = _mark_mentions(line, mention)
@@ -158,13 +114,14 @@ def fragments(
 def mentions(event: ClientEvent, nick: str) -> bool:
     """Whether ``event`` calls for the attention of ``nick``: a live message from somebody
     else naming it as a word, or a private message to it."""
-    if isinstance(event, PrivateReceived):
-        return nick_key(event.sender) != nick_key(nick)
-    if not isinstance(event, MessageReceived) or event.own or event.history:
-        return False
-    if nick_key(event.nick) == nick_key(nick):
-        return False
-    return _mention_pattern(nick).search(safe_text(event.text)) is not None
+    match event:
+        case PrivateReceived():
+            return nick_key(event.sender) != nick_key(nick)
+        case MessageReceived(own=False, history=False):
+            if nick_key(event.nick) == nick_key(nick):
+                return False
+            return _mention_pattern(nick).search(safe_text(event.text)) is not None
+    return False
 
 
 def _mention_pattern(nick: str) -> re.Pattern[str]:
@@ -189,68 +146,6 @@ def _mark_mentions(pieces: list[Fragment], nick: str) -> list[Fragment]:
     return out
 
 
-def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
-    """``pieces`` as lines at most ``width`` columns wide, broken between words.
-
-    Continuation lines are indented under the start of the message text (as irssi and
-    WeeChat do), or under the text after the clock for other lines; only a word longer than
-    a whole line is broken inside.
-    """
-    if width < 1:
-        return [pieces]
-    indent = 0
-    for role, text in pieces:
-        if role in ("text", "mention"):
-            break
-        indent += get_cwidth(text)
-    else:
-        indent = get_cwidth(pieces[0][1]) + 1 if pieces else 0
-    if width - indent < 20:  # a narrow terminal: keep room for the words
-        indent = min(indent, max(width // 4, 0))
-    lines: list[list[Fragment]] = [[]]
-    used = 0
-    fresh = False  # at the start of a continuation line: spaces there are dropped
-
-    def new_line() -> None:
-        nonlocal used, fresh
-        lines.append([("", " " * indent)])
-        used, fresh = indent, True
-
-    for role, text in pieces:
-        for token in re.split(r"( +)", text):
-            if not token:
-                continue
-            size = get_cwidth(token)
-            if token.startswith(" "):
-                if used + size > width:
-                    new_line()
-                elif not fresh:
-                    lines[-1].append((role, token))
-                    used += size
-                continue
-            if used + size > width and not fresh:
-                new_line()
-            while used + size > width:  # a word longer than a line: break it
-                head, token = _split_width(token, max(width - used, 1))
-                lines[-1].append((role, head))
-                new_line()
-                size = get_cwidth(token)
-            lines[-1].append((role, token))
-            used += size
-            fresh = False
-    return lines
-
-
-def _split_width(text: str, room: int) -> tuple[str, str]:
-    """The longest head of ``text`` that fits ``room`` columns (at least one character)."""
-    used = 0
-    for i, char in enumerate(text):
-        used += get_cwidth(char)
-        if used > room:
-            return text[: max(i, 1)], text[max(i, 1) :]
-    return text, ""
-
-
 def plain_line(event: ClientEvent, now: float | None = None) -> str | None:
     """One plain, sanitised line for ``event``, or None when it has nothing to show.
 
@@ -258,58 +153,18 @@ def plain_line(event: ClientEvent, now: float | None = None) -> str | None:
     "not delivered" line if the relay refuses it), so a reader of the output sees each message
     once, where everybody else saw it.
     """
-    if isinstance(event, MessagePending):
+    view = _VIEWS.get(type(event))
+    if view is None or view.pending:
         return None
     pieces = fragments(event, now)
     return None if pieces is None else "".join(text for _, text in pieces)
-
-
-def styled_line(
-    event: ClientEvent, *, colour: bool = True, now: float | None = None
-) -> FormattedText | None:
-    """``event`` as prompt_toolkit formatted text (unstyled when ``colour`` is False)."""
-    pieces = fragments(event, now)
-    if pieces is None:
-        return None
-    return FormattedText([(_ptk_style(role) if colour else "", text) for role, text in pieces])
-
-
-def ansi_line(
-    event: ClientEvent,
-    *,
-    colour: bool = True,
-    now: float | None = None,
-    width: int = 0,
-    mention: str | None = None,
-) -> str | None:
-    """``event`` as a string with ANSI SGR styling, ready to write to a terminal; with a
-    ``width``, wrapped between words into lines of at most that many columns.
-
-    The only escape sequences in the result are our own: every untrusted string in it has been
-    sanitised, so no ESC from the network survives.
-    """
-    pieces = fragments(event, now, mention=mention)
-    if pieces is None:
-        return None
-    lines = wrap(pieces, width) if width > 0 else [pieces]
-    return "\n".join(_ansi(line, colour) for line in lines)
 
 
 def notice_line(text: str, *, colour: bool = True, now: float | None = None) -> str:
     """A notice of our own (``HH:MM:SS -- text``), styled as the room's notices are."""
     stamp = time.time() if now is None else now
     pieces = [("time", format_clock(stamp)), ("", " "), *_notice(("notice", text))]
-    return _ansi(pieces, colour)
-
-
-def _ansi(pieces: list[Fragment], colour: bool) -> str:
-    if not colour:
-        return "".join(text for _, text in pieces)
-    out = []
-    for role, text in pieces:
-        sgr = _sgr(role)
-        out.append(f"\x1b[{sgr}m{text}\x1b[0m" if sgr and text else text)
-    return "".join(out)
+    return ansi(pieces, colour)
 
 
 def json_line(event: ClientEvent, *, line: int | None = None) -> str:
@@ -319,12 +174,15 @@ def json_line(event: ClientEvent, *, line: int | None = None) -> str:
     errors carry a ``line`` field, null when they answer none). Times are whole Unix
     seconds, the relay's unit, so that a message has the same kind of time for everyone.
     """
-    kind, fields = _record(event)
-    if kind in _LINE_RECORDS:
+    view = _VIEWS.get(type(event))
+    if view is None:
+        return json_record("unknown", {"event": type(event).__name__})
+    fields = {name: getattr(event, attribute) for name, attribute in view.fields}
+    if view.kind in _LINE_RECORDS:
         fields["line"] = line
     if "time" in fields:
-        fields["time"] = int(event.time)  # type: ignore[union-attr]
-    return json_record(kind, fields)
+        fields["time"] = int(fields["time"])
+    return json_record(view.kind, fields)
 
 
 _LINE_RECORDS = frozenset({"pending", "message", "refused", "error"})
@@ -332,13 +190,12 @@ _LINE_RECORDS = frozenset({"pending", "message", "refused", "error"})
 
 def error_text(event: ErrorReported | MessageRefused | JoinRejected) -> str:
     """The sanitised one-line text of an error event, without time or marker: for stderr."""
-    body = _body(event)
-    assert body is not None
+    body = _VIEWS[type(event)].body(event)
     return "".join(text for role, text in body if role != "errmark")
 
 
 def json_record(kind: str, fields: Mapping[str, object]) -> str:
-    """One JSON line ``{"type": kind, **fields}``, pure ASCII."""
+    """One JSON line ``{"type": kind, **fields}``, pure ASCII (tuples become arrays)."""
     return json.dumps({"type": kind, **fields}, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -398,7 +255,7 @@ def _number(value: float | int) -> str:
     return str(value)
 
 
-# --- one event, piece by piece ---------------------------------------------------------------
+# --- the views, one per event type ------------------------------------------------------------
 
 
 def _nick(nick: str) -> Fragment:
@@ -422,149 +279,101 @@ def _nicks(members: tuple[str, ...]) -> list[Fragment]:
     return out
 
 
-def _body(event: ClientEvent) -> list[Fragment] | None:
-    if isinstance(event, MessageReceived):
-        if event.action:
-            return [("", "* "), _nick(event.nick), ("", " "), ("text", safe_text(event.text))]
-        return [("", "<"), _nick(event.nick), ("", "> "), ("text", safe_text(event.text))]
-    if isinstance(event, MessagePending):
-        star = "* " if event.action else ""
-        return [("", f"{PENDING_MARKER} {star}{safe_text(event.text)}")]
-    if isinstance(event, MessageRefused):
-        return _error(f"not delivered ({safe_text(event.reason)}): {safe_text(event.text)}")
-    if isinstance(event, PrivateReceived):
-        return [
-            ("private", "["),
-            _nick(event.sender),
-            ("private", " -> "),
-            _nick(event.to),
-            ("private", "] "),
-            ("text", safe_text(event.text)),
-        ]
-    if isinstance(event, MemberJoined):
-        return _notice(_nick(event.nick), ("notice", " joined"))
-    if isinstance(event, MemberLeft):
-        why = safe_text(event.reason)
-        if event.text and event.text != event.reason:  # a timeout's text repeats its reason
-            why += ": " + safe_text(event.text)
-        return _notice(_nick(event.nick), ("notice", f" left ({why})"))
-    if isinstance(event, NickChanged):
-        if event.own:
-            return _notice(("notice", "you are now "), _nick(event.new))
-        return _notice(_nick(event.old), ("notice", " is now "), _nick(event.new))
-    if isinstance(event, Welcomed):
-        verb = "rejoined as " if event.resumed else "you are "
-        return _notice(
-            ("notice", verb), _nick(event.nick), ("notice", "; "), *_nicks(event.members)
-        )
-    if isinstance(event, MembersListed):
-        return _notice(*_nicks(event.members))
-    if isinstance(event, HistoryGap):
-        first, last = event.first_missing, event.last_missing
-        span = f"event {first}" if first == last else f"events {first} to {last}"
-        return _notice(("notice", f"missed room {span}: the relay no longer has them"))
-    if isinstance(event, ErrorReported):
-        return _error(safe_text(event.text))
-    if isinstance(event, ConnectionLost):
-        return _error(f"lost the relay ({safe_text(event.reason)}); trying to rejoin")
-    if isinstance(event, Reconnecting):
-        return _notice(("notice", f"rejoining in {event.delay:.1f} s (attempt {event.attempt})"))
-    if isinstance(event, JoinRejected):
-        return _error(f"the relay refused to let us in: {safe_text(event.reason)}")
-    if isinstance(event, Closed):
-        reason = f": {safe_text(event.reason)}" if event.reason else ""
-        return _notice(("notice", f"session closed{reason}"))
-    return None
+@_view(
+    MessageReceived,
+    "message",
+    ("from", "nick"),
+    *("text", "seq", "time", "action", "own", "history", "local_id"),
+)
+def _message(event: MessageReceived) -> list[Fragment]:
+    text = ("text", safe_text(event.text))
+    if event.action:
+        return [("", "* "), _nick(event.nick), ("", " "), text]
+    return [("", "<"), _nick(event.nick), ("", "> "), text]
 
 
-def _record(event: ClientEvent) -> tuple[str, dict[str, object]]:
-    if isinstance(event, MessageReceived):
-        return "message", {
-            "from": event.nick,
-            "text": event.text,
-            "seq": event.seq,
-            "time": event.time,
-            "action": event.action,
-            "own": event.own,
-            "history": event.history,
-            "local_id": event.local_id,
-        }
-    if isinstance(event, MessagePending):
-        return "pending", {"local_id": event.local_id, "text": event.text, "action": event.action}
-    if isinstance(event, MessageRefused):
-        return "refused", {"local_id": event.local_id, "text": event.text, "reason": event.reason}
-    if isinstance(event, PrivateReceived):
-        return "private", {
-            "from": event.sender,
-            "to": event.to,
-            "text": event.text,
-            "time": event.time,
-        }
-    if isinstance(event, MemberJoined):
-        return "join", {
-            "nick": event.nick,
-            "seq": event.seq,
-            "time": event.time,
-            "history": event.history,
-        }
-    if isinstance(event, MemberLeft):
-        return "leave", {
-            "nick": event.nick,
-            "reason": event.reason,
-            "text": event.text,
-            "seq": event.seq,
-            "time": event.time,
-            "history": event.history,
-        }
-    if isinstance(event, NickChanged):
-        return "nick", {
-            "old": event.old,
-            "new": event.new,
-            "own": event.own,
-            "seq": event.seq,
-            "time": event.time,
-            "history": event.history,
-        }
-    if isinstance(event, Welcomed):
-        return "welcome", {
-            "nick": event.nick,
-            "members": list(event.members),
-            "resumed": event.resumed,
-        }
-    if isinstance(event, MembersListed):
-        return "who", {"members": list(event.members)}
-    if isinstance(event, HistoryGap):
-        return "history_gap", {
-            "first_missing": event.first_missing,
-            "last_missing": event.last_missing,
-        }
-    if isinstance(event, ErrorReported):
-        return "error", {"text": event.text}
-    if isinstance(event, ConnectionLost):
-        return "connection_lost", {"reason": event.reason}
-    if isinstance(event, Reconnecting):
-        return "reconnecting", {"attempt": event.attempt, "delay": event.delay}
-    if isinstance(event, JoinRejected):
-        return "rejected", {"code": event.code, "reason": event.reason}
-    if isinstance(event, Closed):
-        return "closed", {"reason": event.reason}
-    return "unknown", {"event": type(event).__name__}
+@_view(MessagePending, "pending", "local_id", "text", "action", pending=True)
+def _pending(event: MessagePending) -> list[Fragment]:
+    star = "* " if event.action else ""
+    return [("", f"{PENDING_MARKER} {star}{safe_text(event.text)}")]
 
 
-def _ptk_style(role: str) -> str:
-    if role.startswith("nick"):
-        return f"fg:{_hex(int(role[4:]))}"
-    return _ROLE_PTK.get(role, "")
+@_view(MessageRefused, "refused", "local_id", "text", "reason")
+def _refused(event: MessageRefused) -> list[Fragment]:
+    return _error(f"not delivered ({safe_text(event.reason)}): {safe_text(event.text)}")
 
 
-def _sgr(role: str) -> str:
-    if role.startswith("nick"):
-        return f"38;5;{role[4:]}"
-    return _ROLE_SGR.get(role, "")
+@_view(PrivateReceived, "private", ("from", "sender"), "to", "text", "time")
+def _private(event: PrivateReceived) -> list[Fragment]:
+    return [
+        ("private", "["),
+        _nick(event.sender),
+        ("private", " -> "),
+        _nick(event.to),
+        ("private", "] "),
+        ("text", safe_text(event.text)),
+    ]
 
 
-def _hex(xterm: int) -> str:
-    """The RGB of an xterm-256 colour-cube entry, so prompt_toolkit can map it to any depth."""
-    r, rest = divmod(xterm - 16, 36)
-    g, b = divmod(rest, 6)
-    return f"#{_LEVELS[r]:02x}{_LEVELS[g]:02x}{_LEVELS[b]:02x}"
+@_view(MemberJoined, "join", "nick", "seq", "time", "history")
+def _joined(event: MemberJoined) -> list[Fragment]:
+    return _notice(_nick(event.nick), ("notice", " joined"))
+
+
+@_view(MemberLeft, "leave", "nick", "reason", "text", "seq", "time", "history")
+def _left(event: MemberLeft) -> list[Fragment]:
+    why = safe_text(event.reason)
+    if event.text and event.text != event.reason:  # a timeout's text repeats its reason
+        why += ": " + safe_text(event.text)
+    return _notice(_nick(event.nick), ("notice", f" left ({why})"))
+
+
+@_view(MemberRenamed, "nick", "old", "new", "own", "seq", "time", "history")
+def _renamed(event: MemberRenamed) -> list[Fragment]:
+    if event.own:
+        return _notice(("notice", "you are now "), _nick(event.new))
+    return _notice(_nick(event.old), ("notice", " is now "), _nick(event.new))
+
+
+@_view(Welcomed, "welcome", "nick", "members", "resumed")
+def _welcomed(event: Welcomed) -> list[Fragment]:
+    verb = "rejoined as " if event.resumed else "you are "
+    return _notice(("notice", verb), _nick(event.nick), ("notice", "; "), *_nicks(event.members))
+
+
+@_view(MembersListed, "who", "members")
+def _listed(event: MembersListed) -> list[Fragment]:
+    return _notice(*_nicks(event.members))
+
+
+@_view(HistoryGap, "history_gap", "first_missing", "last_missing")
+def _gap(event: HistoryGap) -> list[Fragment]:
+    first, last = event.first_missing, event.last_missing
+    span = f"event {first}" if first == last else f"events {first} to {last}"
+    return _notice(("notice", f"missed room {span}: the relay no longer has them"))
+
+
+@_view(ErrorReported, "error", "text")
+def _reported(event: ErrorReported) -> list[Fragment]:
+    return _error(safe_text(event.text))
+
+
+@_view(ConnectionLost, "connection_lost", "reason")
+def _lost(event: ConnectionLost) -> list[Fragment]:
+    return _error(f"lost the relay ({safe_text(event.reason)}); trying to rejoin")
+
+
+@_view(Reconnecting, "reconnecting", "attempt", "delay")
+def _reconnecting(event: Reconnecting) -> list[Fragment]:
+    return _notice(("notice", f"rejoining in {event.delay:.1f} s (attempt {event.attempt})"))
+
+
+@_view(JoinRejected, "rejected", "code", "reason")
+def _rejected(event: JoinRejected) -> list[Fragment]:
+    return _error(f"the relay refused to let us in: {safe_text(event.reason)}")
+
+
+@_view(Closed, "closed", "reason")
+def _closed(event: Closed) -> list[Fragment]:
+    reason = f": {safe_text(event.reason)}" if event.reason else ""
+    return _notice(("notice", f"session closed{reason}"))

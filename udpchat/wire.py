@@ -7,18 +7,26 @@ whose fields after ``pn`` are sealed (udpchat.seal) and decoded here once opened
 the network enter the program: it checks every type, range and length and raises
 ``DecodeError`` and nothing else, so callers can count and drop garbage with a single
 ``except``.
+
+Each datagram type is one dataclass whose fields carry their wire type (udpchat.schema):
+the decoder and the encoders are compiled from it, so a field's place, type and limits are
+written once, next to the protocol.md table they come from.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NoReturn
+from typing import Annotated, TypeVar, cast
 
-import msgpack
-
-from udpchat.errors import ProtocolError
+from udpchat.schema import Family, Nested
+from udpchat.wiretypes import MAX_UINT as MAX_UINT
+from udpchat.wiretypes import Bin, Bool, Rest, Str, UInt, unpack
+from udpchat.wiretypes import DecodeError as DecodeError
+from udpchat.wiretypes import fail as fail
+from udpchat.wiretypes import pack as pack
 
 PROTOCOL_VERSION = 2
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
@@ -28,7 +36,9 @@ MAX_DATAGRAM_SIZE = 1200
 # an unvalidated address is larger than what it received (anti-amplification).
 MIN_INITIAL_SIZE = 1200
 TOKEN_SIZE = 8
-NONCE_SIZE = 8
+# protocol.md 2: the handshake nonce a client puts in HELLO and JOIN (not an AEAD nonce:
+# those are 12 bytes, made from the packet number by udpchat.noise.aead_nonce).
+HANDSHAKE_NONCE_SIZE = 8
 PATH_DATA_SIZE = 8
 EPOCH_SIZE = 8
 # protocol.md 4: the relay's static X25519 public key, sent in every CHALLENGE.
@@ -50,9 +60,10 @@ WINDOW = 64
 # messages puts at most this many in one packet, and a receiver drops a DATA with more.
 MAX_CHUNKS = 64
 MAX_ACK_BITS = (1 << (WINDOW - 1)) - 1
-MAX_UINT = (1 << 64) - 1
 MAX_NICK_BYTES = 128
 MAX_REASON_BYTES = 512
+# protocol.md 3: the longest heartbeat and timeout a relay may announce.
+MAX_TIMER_MS = 3_600_000
 
 
 class DatagramType(IntEnum):
@@ -90,10 +101,6 @@ class RejectCode(IntEnum):
     SHUTTING_DOWN = 7
 
 
-class DecodeError(ProtocolError, ValueError):
-    """A datagram that is not valid udpchat; the receiver counts and drops it."""
-
-
 class UnsupportedVersion(DecodeError):
     """A datagram from another protocol version; a relay may answer it with REJECT."""
 
@@ -102,123 +109,159 @@ class UnsupportedVersion(DecodeError):
         self.version = version
 
 
+# The field types of protocol.md 3, by meaning.
+Nonce = Annotated[bytes, Bin(HANDSHAKE_NONCE_SIZE)]
+Token = Annotated[bytes, Bin(TOKEN_SIZE)]
+Cookie = Annotated[bytes, Bin(min_size=1, max_size=MAX_COOKIE_SIZE)]
+Handshake = Annotated[bytes, Bin(max_size=MAX_HANDSHAKE_SIZE)]
+Epoch = Annotated[bytes, Bin(EPOCH_SIZE)]
+ResetToken = Annotated[bytes, Bin(RESET_TOKEN_SIZE)]
+Uint = Annotated[int, UInt()]
+AckBits = Annotated[int, UInt(MAX_ACK_BITS)]
+PathData = Annotated[bytes, Bin(PATH_DATA_SIZE, label="path data")]
+Millis = Annotated[int, UInt(MAX_TIMER_MS)]
+
+# Datagrams are [version, type, ...fields]; the sealed fields of a session datagram are an
+# array of their own, whose token and packet number are in the clear header around them.
+DATAGRAMS: Family[Datagram] = Family("datagram", version=PROTOCOL_VERSION)
+SESSION: Family[SessionDatagram] = Family("session", tag_in_header=False, outside=("token", "pn"))
+PAYLOADS: Family[object] = Family("payload", tag_in_header=False)
+
+
+@DATAGRAMS.register(DatagramType.HELLO, padded=MIN_INITIAL_SIZE)
 @dataclass(frozen=True, slots=True)
 class Hello:
-    nonce: bytes
+    nonce: Nonce
 
 
+@DATAGRAMS.register(DatagramType.CHALLENGE)
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    nonce: bytes
-    cookie: bytes
-    relay_key: bytes  # the relay's static X25519 public key
-    keyed: bool  # whether the room needs a room key
+    nonce: Nonce
+    cookie: Cookie
+    relay_key: Annotated[bytes, Bin(RELAY_KEY_SIZE)]  # the relay's static X25519 public key
+    keyed: Annotated[bool, Bool()]  # whether the room needs a room key
 
 
+@PAYLOADS.register()
 @dataclass(frozen=True, slots=True)
 class Resume:
     """What a rejoining client remembers of its previous session."""
 
-    epoch: bytes
-    token: bytes
-    last_seq: int
-    proof: bytes = b""  # RESUME_PROOF_SIZE bytes, made for the JOIN that carries it
+    epoch: Epoch
+    token: Token
+    last_seq: Uint
+    # RESUME_PROOF_SIZE bytes, made for the JOIN that carries it
+    proof: Annotated[bytes, Bin(RESUME_PROOF_SIZE, or_empty=True)] = b""
 
 
+@DATAGRAMS.register(DatagramType.JOIN, padded=MIN_INITIAL_SIZE)
 @dataclass(frozen=True, slots=True)
 class Join:
-    nonce: bytes
-    cookie: bytes
-    handshake: bytes  # Noise message 1; its payload is a JoinPayload
+    nonce: Nonce
+    cookie: Cookie
+    handshake: Handshake  # Noise message 1; its payload is a JoinPayload
 
 
+@PAYLOADS.register()
 @dataclass(frozen=True, slots=True)
 class JoinPayload:
     """What JOIN's handshake message carries, encrypted."""
 
-    nick: str
-    resume: Resume | None
+    nick: Annotated[str, Str(MAX_NICK_BYTES)]
+    resume: Annotated[Resume | None, Nested(Resume, nullable=True)]
 
 
+@DATAGRAMS.register(DatagramType.ACCEPT)
 @dataclass(frozen=True, slots=True)
 class Accept:
-    nonce: bytes
-    token: bytes
-    handshake: bytes  # Noise message 2; its payload is an AcceptPayload
+    nonce: Nonce
+    token: Token
+    handshake: Handshake  # Noise message 2; its payload is an AcceptPayload
 
 
+@PAYLOADS.register()
 @dataclass(frozen=True, slots=True)
 class AcceptPayload:
     """What ACCEPT's handshake message carries, encrypted."""
 
-    epoch: bytes
-    heartbeat_ms: int
-    timeout_ms: int
-    reset_token: bytes
+    epoch: Epoch
+    heartbeat_ms: Millis
+    timeout_ms: Millis
+    reset_token: ResetToken
 
 
+@DATAGRAMS.register(DatagramType.REJECT)
 @dataclass(frozen=True, slots=True)
 class Reject:
-    nonce: bytes
-    code: int
-    reason: str
+    nonce: Nonce
+    code: Annotated[int, UInt(255)]
+    reason: Annotated[str, Str(MAX_REASON_BYTES)]
 
 
+@SESSION.register(DatagramType.DATA)
 @dataclass(frozen=True, slots=True)
 class Data:
     token: bytes
     pn: int
-    ack: int
-    ack_bits: int
-    seq: int
-    more: bool
-    chunks: tuple[bytes, ...]
+    ack: Uint
+    ack_bits: AckBits
+    seq: Uint
+    more: Annotated[bool, Bool()]
+    # protocol.md 5.1: a chunk is a whole message or a piece of one, never empty.
+    chunks: Annotated[tuple[bytes, ...], Rest(Bin(min_size=1), 1, MAX_CHUNKS, label="chunk")]
 
 
+@SESSION.register(DatagramType.ACK)
 @dataclass(frozen=True, slots=True)
 class Ack:
     token: bytes
     pn: int
-    ack: int
-    ack_bits: int
+    ack: Uint
+    ack_bits: AckBits
 
 
+@SESSION.register(DatagramType.PING)
 @dataclass(frozen=True, slots=True)
 class Ping:
     token: bytes
     pn: int
-    ack: int
-    ack_bits: int
+    ack: Uint
+    ack_bits: AckBits
 
 
+@DATAGRAMS.register(DatagramType.RESET)
 @dataclass(frozen=True, slots=True)
 class Reset:
-    token: bytes
-    reset_token: bytes
+    token: Token
+    reset_token: ResetToken
 
 
+@DATAGRAMS.register(*sorted(SESSION_TYPES), tag_field="kind")
 @dataclass(frozen=True, slots=True)
 class Protected:
     """A session datagram as it arrives: the header in the clear, the rest sealed."""
 
     kind: DatagramType
-    token: bytes
-    pn: int
-    sealed: bytes
+    token: Token
+    pn: Uint
+    sealed: Annotated[bytes, Bin()]
 
 
+@SESSION.register(DatagramType.PATH_CHALLENGE)
 @dataclass(frozen=True, slots=True)
 class PathChallenge:
     token: bytes
     pn: int
-    data: bytes
+    data: PathData
 
 
+@SESSION.register(DatagramType.PATH_RESPONSE)
 @dataclass(frozen=True, slots=True)
 class PathResponse:
     token: bytes
     pn: int
-    data: bytes
+    data: PathData
 
 
 Datagram = Hello | Challenge | Join | Accept | Reject | Reset | Protected
@@ -228,146 +271,15 @@ SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 # 5 byte bin header), at worst: array header (3), ack, ack_bits, seq (9 each) and more (1).
 DATA_FIELDS_OVERHEAD = 3 + 9 + 9 + 9 + 1
 
-
-def fail(message: str) -> NoReturn:
-    raise DecodeError(message)
-
-
-def as_uint(value: Any, name: str, limit: int = MAX_UINT) -> int:
-    if type(value) is not int or not 0 <= value <= limit:
-        fail(f"{name} must be an unsigned integer up to {limit}")
-    return value
-
-
-def as_bin(value: Any, name: str, size: int | None = None, max_size: int | None = None) -> bytes:
-    if type(value) is not bytes:
-        fail(f"{name} must be binary")
-    if size is not None and len(value) != size:
-        fail(f"{name} must be {size} bytes")
-    if max_size is not None and len(value) > max_size:
-        fail(f"{name} is longer than {max_size} bytes")
-    return value
-
-
-def as_str(value: Any, name: str, max_bytes: int) -> str:
-    if type(value) is not str:
-        fail(f"{name} must be a string")
-    if len(value) > max_bytes or len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        fail(f"{name} is longer than {max_bytes} bytes")
-    return value
-
-
-def as_bool(value: Any, name: str) -> bool:
-    if type(value) is not bool:
-        fail(f"{name} must be a boolean")
-    return value
-
-
-def check_arity(fields: list[Any], count: int, name: str) -> None:
-    if len(fields) != count:
-        fail(f"{name} has {len(fields)} fields, expected {count}")
-
-
-def _reject_ext(code: int, data: bytes) -> NoReturn:
-    fail(f"msgpack extension type {code} is not used by udpchat")
-
-
-def unpack(data: bytes, limit: int = MAX_DATAGRAM_SIZE) -> Any:
-    """Parse one msgpack value, turning every msgpack failure into ``DecodeError``."""
-    if len(data) > limit:
-        fail(f"{len(data)} bytes is over the {limit}-byte limit")
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_reject_ext,
-        )
-    except DecodeError:
-        raise
-    except Exception as exc:  # msgpack raises a dozen unrelated types; one door out.
-        raise DecodeError(f"not a msgpack value: {type(exc).__name__}") from None
-
-
-def _decode_resume(value: Any) -> Resume | None:
-    if value is None:
-        return None
-    if type(value) is not list:
-        fail("resume must be nil or an array")
-    check_arity(value, 4, "resume")
-    return Resume(
-        epoch=as_bin(value[0], "resume epoch", EPOCH_SIZE),
-        token=as_bin(value[1], "resume token", TOKEN_SIZE),
-        last_seq=as_uint(value[2], "resume last_seq"),
-        proof=_resume_proof(value[3]),
-    )
-
-
-def _resume_proof(value: Any) -> bytes:
-    proof = as_bin(value, "resume proof", None, RESUME_PROOF_SIZE)
-    if len(proof) not in (0, RESUME_PROOF_SIZE):
-        fail(f"a resume proof is empty or {RESUME_PROOF_SIZE} bytes")
-    return proof
-
-
-def _decode_fields(kind: DatagramType, f: list[Any]) -> Datagram:
-    if kind is DatagramType.HELLO:
-        check_arity(f, 2, "HELLO")
-        as_bin(f[1], "padding")
-        return Hello(as_bin(f[0], "nonce", NONCE_SIZE))
-    if kind is DatagramType.CHALLENGE:
-        check_arity(f, 4, "CHALLENGE")
-        return Challenge(
-            as_bin(f[0], "nonce", NONCE_SIZE),
-            _cookie(f[1]),
-            as_bin(f[2], "relay_key", RELAY_KEY_SIZE),
-            as_bool(f[3], "keyed"),
-        )
-    if kind is DatagramType.JOIN:
-        check_arity(f, 4, "JOIN")
-        as_bin(f[3], "padding")
-        return Join(
-            nonce=as_bin(f[0], "nonce", NONCE_SIZE),
-            cookie=_cookie(f[1]),
-            handshake=as_bin(f[2], "handshake", None, MAX_HANDSHAKE_SIZE),
-        )
-    if kind is DatagramType.ACCEPT:
-        check_arity(f, 3, "ACCEPT")
-        return Accept(
-            nonce=as_bin(f[0], "nonce", NONCE_SIZE),
-            token=as_bin(f[1], "token", TOKEN_SIZE),
-            handshake=as_bin(f[2], "handshake", None, MAX_HANDSHAKE_SIZE),
-        )
-    if kind is DatagramType.REJECT:
-        check_arity(f, 3, "REJECT")
-        return Reject(
-            as_bin(f[0], "nonce", NONCE_SIZE),
-            as_uint(f[1], "code", 255),
-            as_str(f[2], "reason", MAX_REASON_BYTES),
-        )
-    if kind is DatagramType.RESET:
-        check_arity(f, 2, "RESET")
-        return Reset(
-            as_bin(f[0], "token", TOKEN_SIZE), as_bin(f[1], "reset_token", RESET_TOKEN_SIZE)
-        )
-    check_arity(f, 3, kind.name)
-    return Protected(
-        kind, as_bin(f[0], "token", TOKEN_SIZE), as_uint(f[1], "pn"), as_bin(f[2], "sealed")
-    )
-
-
-def _cookie(value: Any) -> bytes:
-    cookie = as_bin(value, "cookie", None, MAX_COOKIE_SIZE)
-    if not cookie:
-        fail("a cookie is 1 to 64 bytes")
-    return cookie
+P = TypeVar("P")
+_DECODE_DATAGRAM = {tag: schema.decode for tag, schema in DATAGRAMS.by_tag.items()}
+_DECODE_SESSION = {tag: schema.decode for tag, schema in SESSION.by_tag.items()}
 
 
 def decode_datagram(data: bytes) -> Datagram:
     """Decode and validate one datagram; raise ``DecodeError`` for anything else. Session
     datagrams come out as :class:`Protected`: open them, then ``decode_session``."""
-    value = unpack(data)
+    value = unpack(data, MAX_DATAGRAM_SIZE)
     if type(value) is not list or len(value) < 2:
         fail("a datagram is an array of at least version and type")
     version = value[0]
@@ -375,144 +287,108 @@ def decode_datagram(data: bytes) -> Datagram:
         fail("the version is an integer")  # protocol.md 3.1: not even another version
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersion(version)
-    raw_type = as_uint(value[1], "type", 255)
+    kind = value[1]
+    if type(kind) is not int:  # not a bool either: True would pass for 1 in a dict
+        fail("type must be an unsigned integer up to 255")
     try:
-        kind = DatagramType(raw_type)
-    except ValueError:
-        fail(f"unknown datagram type {raw_type}")
-    return _decode_fields(kind, value[2:])
+        decode = _DECODE_DATAGRAM[kind]
+    except KeyError:
+        fail(f"unknown datagram type {kind}")
+    return decode(value)
 
 
 def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
     """The session datagram whose opened field plaintext is ``plaintext``."""
-    f = unpack(plaintext)
-    if type(f) is not list:
+    fields = unpack(plaintext, MAX_DATAGRAM_SIZE)
+    if type(fields) is not list:
         fail("the sealed fields are an array")
-    kind, token, pn = envelope.kind, envelope.token, envelope.pn
-    if kind in (DatagramType.PATH_CHALLENGE, DatagramType.PATH_RESPONSE):
-        check_arity(f, 1, kind.name)
-        data = as_bin(f[0], "path data", PATH_DATA_SIZE)
-        if kind is DatagramType.PATH_CHALLENGE:
-            return PathChallenge(token, pn, data)
-        return PathResponse(token, pn, data)
-    if len(f) < 2:
-        fail(f"{kind.name} is too short")
-    ack = as_uint(f[0], "ack")
-    ack_bits = as_uint(f[1], "ack_bits", MAX_ACK_BITS)
-    if kind is DatagramType.ACK:
-        check_arity(f, 2, "ACK")
-        return Ack(token, pn, ack, ack_bits)
-    if kind is DatagramType.PING:
-        check_arity(f, 2, "PING")
-        return Ping(token, pn, ack, ack_bits)
-    if len(f) < 5:
-        fail("DATA needs a sequence number, a more flag and at least one chunk")
-    if len(f) - 4 > MAX_CHUNKS:
-        fail(f"DATA has {len(f) - 4} chunks, more than {MAX_CHUNKS}")
-    seq = as_uint(f[2], "seq")
-    more = as_bool(f[3], "more")
-    chunks = tuple(f[4:])
-    for chunk in chunks:
-        # A chunk is a whole message or a piece of one, never empty (protocol.md 5.1).
-        if type(chunk) is not bytes or not chunk:
-            fail("every chunk must be a non-empty bin")
-    return Data(token, pn, ack, ack_bits, seq, more, chunks)
+    try:
+        decode = _DECODE_SESSION[envelope.kind]
+    except KeyError:
+        fail(f"{envelope.kind} is not a session datagram type")
+    return decode(fields, envelope.token, envelope.pn)
+
+
+def _decode_payload(cls: type[P], data: bytes) -> P:
+    fields = unpack(data, MAX_DATAGRAM_SIZE)
+    if type(fields) is not list:
+        fail(f"the {cls.__name__} is an array")
+    return cast(P, PAYLOADS.schema(cls).decode(fields))
 
 
 def decode_join_payload(data: bytes) -> JoinPayload:
-    f = unpack(data)
-    if type(f) is not list:
-        fail("the JOIN payload is an array")
-    check_arity(f, 2, "JOIN payload")
-    return JoinPayload(as_str(f[0], "nick", MAX_NICK_BYTES), _decode_resume(f[1]))
+    return _decode_payload(JoinPayload, data)
 
 
 def decode_accept_payload(data: bytes) -> AcceptPayload:
-    f = unpack(data)
-    if type(f) is not list:
-        fail("the ACCEPT payload is an array")
-    check_arity(f, 4, "ACCEPT payload")
-    return AcceptPayload(
-        epoch=as_bin(f[0], "epoch", EPOCH_SIZE),
-        heartbeat_ms=as_uint(f[1], "heartbeat_ms", 3_600_000),
-        timeout_ms=as_uint(f[2], "timeout_ms", 3_600_000),
-        reset_token=as_bin(f[3], "reset_token", RESET_TOKEN_SIZE),
-    )
+    return _decode_payload(AcceptPayload, data)
 
 
 # --- encoding -------------------------------------------------------------------------------
+# Every encoder writes what its dataclass's schema says, in that order; the hot paths (the
+# fields of DATA and ACK, the session envelope) pack the values without building an object.
 
 
-def pack(value: Any) -> bytes:
-    """msgpack-encode (a fresh packer per call: cores run in several threads of one process)."""
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _padded(fields: list[Any], size: int) -> bytes:
-    """Encode ``fields`` with a trailing padding bin so the datagram is ``size`` bytes."""
-    bare = pack([*fields, b""])
-    missing = size - len(bare)
-    if missing <= 0:
-        return bare
-    # A bin's header grows from 2 to 3 bytes past 255 bytes of content.
-    pad_len = missing if missing <= 255 else missing - 1
-    out = pack([*fields, bytes(pad_len)])
-    assert len(out) == size, len(out)
-    return out
+def encode(datagram: Datagram) -> bytes:
+    """Encode any datagram object (used by tests and tools; hot paths call encode_* directly)."""
+    return DATAGRAMS.encode(datagram)
 
 
 def encode_hello(nonce: bytes, size: int = MIN_INITIAL_SIZE) -> bytes:
     """HELLO, padded to ``size``: the padding proves the path and bounds amplification."""
-    return _padded([PROTOCOL_VERSION, DatagramType.HELLO, nonce], size)
+    return DATAGRAMS.schema(Hello).encode(Hello(nonce), size)
 
 
 def encode_challenge(nonce: bytes, cookie: bytes, relay_key: bytes, keyed: bool) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.CHALLENGE, nonce, cookie, relay_key, keyed])
+    return DATAGRAMS.encode(Challenge(nonce, cookie, relay_key, keyed))
 
 
 def encode_join(
     nonce: bytes, cookie: bytes, handshake: bytes, size: int = MIN_INITIAL_SIZE
 ) -> bytes:
-    return _padded([PROTOCOL_VERSION, DatagramType.JOIN, nonce, cookie, handshake], size)
+    return DATAGRAMS.schema(Join).encode(Join(nonce, cookie, handshake), size)
 
 
 def encode_join_payload(nick: str, resume: Resume | None) -> bytes:
-    r = None if resume is None else [resume.epoch, resume.token, resume.last_seq, resume.proof]
-    return pack([nick, r])
+    return PAYLOADS.encode(JoinPayload(nick, resume))
 
 
 def encode_accept(nonce: bytes, token: bytes, handshake: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.ACCEPT, nonce, token, handshake])
+    return DATAGRAMS.encode(Accept(nonce, token, handshake))
 
 
 def encode_accept_payload(payload: AcceptPayload) -> bytes:
-    return pack([payload.epoch, payload.heartbeat_ms, payload.timeout_ms, payload.reset_token])
+    return PAYLOADS.encode(payload)
 
 
 def encode_reject(nonce: bytes, code: int, reason: str, version: int = PROTOCOL_VERSION) -> bytes:
     """REJECT; ``nonce`` is the request's nonce, or its ``request_hash`` for VERSION and
     BAD_KEY (protocol.md 4). ``version``: a REJECT VERSION goes out in the requester's."""
-    return pack([version, DatagramType.REJECT, nonce, int(code), reason])
+    fields = DATAGRAMS.schema(Reject).fields(Reject(nonce, int(code), reason))
+    return pack([version, DatagramType.REJECT, *fields])
 
 
 def request_hash(datagram: bytes) -> bytes:
     """What a REJECT carries in place of the nonce of a request the relay could not read:
     the first 8 bytes of SHA-256 of the whole datagram. Only whoever sent (or saw) the
     datagram knows it, so an off-path attacker cannot forge the answer to it."""
-    return hashlib.sha256(datagram).digest()[:NONCE_SIZE]
+    return hashlib.sha256(datagram).digest()[:HANDSHAKE_NONCE_SIZE]
 
 
 def encode_reset(token: bytes, reset_token: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, DatagramType.RESET, token, reset_token])
+    return DATAGRAMS.encode(Reset(token, reset_token))
 
 
 def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
-    """protocol.md 8.1: the associated data of a sealed session datagram."""
+    """protocol.md 8.1: the associated data of a sealed session datagram (its envelope
+    without the sealed field)."""
     return pack([PROTOCOL_VERSION, kind, token, pn])
 
 
-def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:
-    return pack([PROTOCOL_VERSION, kind, token, pn, sealed])
+encode_session: Callable[[DatagramType, bytes, int, bytes], bytes] = DATAGRAMS.schema(
+    Protected
+).pack
+"""``encode_session(kind, token, pn, sealed)``: a session datagram's envelope."""
 
 
 def session_from_header(header: bytes, sealed: bytes) -> bytes:
@@ -529,48 +405,18 @@ def session_from_header(header: bytes, sealed: bytes) -> bytes:
     return b"\x95" + header[1:] + head + sealed
 
 
-def data_fields(ack: int, ack_bits: int, seq: int, more: bool, chunks: list[bytes]) -> bytes:
-    """The plaintext of a DATA datagram: its fields after the packet number."""
-    return pack([ack, ack_bits, seq, more, *chunks])
+data_fields: Callable[[int, int, int, bool, Sequence[bytes]], bytes] = SESSION.schema(Data).pack
+"""``data_fields(ack, ack_bits, seq, more, chunks)``: the plaintext of a DATA datagram."""
 
+ack_fields: Callable[[int, int], bytes] = SESSION.schema(Ack).pack
+"""``ack_fields(ack, ack_bits)``: the plaintext of an ACK or PING."""
 
-def ack_fields(ack: int, ack_bits: int) -> bytes:
-    """The plaintext of an ACK or PING."""
-    return pack([ack, ack_bits])
-
-
-def path_fields(data: bytes) -> bytes:
-    """The plaintext of a PATH_CHALLENGE or PATH_RESPONSE."""
-    return pack([data])
+path_fields: Callable[[bytes], bytes] = SESSION.schema(PathChallenge).pack
+"""``path_fields(data)``: the plaintext of a PATH_CHALLENGE or PATH_RESPONSE."""
 
 
 def session_fields(datagram: SessionDatagram) -> tuple[DatagramType, bytes]:
     """The type and field plaintext of a session datagram (for tests and tools)."""
-    d = datagram
-    if isinstance(d, Data):
-        return DatagramType.DATA, data_fields(d.ack, d.ack_bits, d.seq, d.more, list(d.chunks))
-    if isinstance(d, Ack):
-        return DatagramType.ACK, ack_fields(d.ack, d.ack_bits)
-    if isinstance(d, Ping):
-        return DatagramType.PING, ack_fields(d.ack, d.ack_bits)
-    if isinstance(d, PathChallenge):
-        return DatagramType.PATH_CHALLENGE, path_fields(d.data)
-    return DatagramType.PATH_RESPONSE, path_fields(d.data)
-
-
-def encode(datagram: Datagram) -> bytes:
-    """Encode any datagram object (used by tests and tools; hot paths call encode_* directly)."""
-    d = datagram
-    if isinstance(d, Hello):
-        return encode_hello(d.nonce)
-    if isinstance(d, Challenge):
-        return encode_challenge(d.nonce, d.cookie, d.relay_key, d.keyed)
-    if isinstance(d, Join):
-        return encode_join(d.nonce, d.cookie, d.handshake)
-    if isinstance(d, Accept):
-        return encode_accept(d.nonce, d.token, d.handshake)
-    if isinstance(d, Reject):
-        return encode_reject(d.nonce, d.code, d.reason)
-    if isinstance(d, Reset):
-        return encode_reset(d.token, d.reset_token)
-    return encode_session(d.kind, d.token, d.pn, d.sealed)
+    schema = SESSION.schema(type(datagram))
+    assert schema.tag is not None
+    return DatagramType(schema.tag), schema.encode(datagram)

@@ -55,7 +55,7 @@ def sessions_from_one_host(seconds: float, attempts: int = 200) -> tuple[int, in
                 socks.append(sock)
                 sock.bind((f"127.0.0.{1 + i % 3}", 0))  # three loopback addresses, one machine
                 sock.settimeout(1.0)
-                nonce = os.urandom(wire.NONCE_SIZE)
+                nonce = os.urandom(wire.HANDSHAKE_NONCE_SIZE)
                 tried += 1
                 outcome = _handshake(sock, relay.address, nonce, f"s{i}")
                 if outcome is None:

@@ -235,7 +235,7 @@ class Session:
     def __init__(self, index: int, sock: int) -> None:
         self.index = index
         self.sock = sock
-        self.nonce = os.urandom(wire.NONCE_SIZE)
+        self.nonce = os.urandom(wire.HANDSHAKE_NONCE_SIZE)
         self.joiner: Joiner | None = Joiner(self.nonce, f"m{index}", os.urandom)
         self.cipher: SessionCipher | None = None  # set, with token, by the ACCEPT
         self.token: bytes | None = None

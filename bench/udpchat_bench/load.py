@@ -233,7 +233,8 @@ class LoadGenerator:
         self.selector = selectors.DefaultSelector()
         self.socks = open_member_sockets(math.ceil(count / MEMBERS_PER_SOCKET), self.selector)
         self.members = [
-            _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.NONCE_SIZE)) for i in range(count)
+            _Member(i, i // MEMBERS_PER_SOCKET, os.urandom(wire.HANDSHAKE_NONCE_SIZE))
+            for i in range(count)
         ]
         self.by_nonce = {mb.nonce: mb for mb in self.members}
         self.by_token: dict[bytes, _Member] = {}
@@ -513,7 +514,8 @@ def probe_join(relay: Address, nick: str, timeout: float = 3.0) -> float:
     """Seconds from HELLO sent to WELCOME received for one more member; it then quits."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((LOCALHOST, 0))
-        client = BareClient(nick, os.urandom(wire.NONCE_SIZE), os.urandom, retry_s=math.inf)
+        nonce = os.urandom(wire.HANDSHAKE_NONCE_SIZE)
+        client = BareClient(nick, nonce, os.urandom, retry_s=math.inf)
         deadline = time.monotonic() + timeout
         start = time.perf_counter()
         welcomed: float | None = None

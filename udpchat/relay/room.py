@@ -27,11 +27,6 @@ from udpchat.reliability import SendBufferFull
 MIN_REMEMBERED_IDS = 1024
 # What a member list costs besides its nicknames: the DATA datagram around it.
 LIST_OVERHEAD = 40
-LEAVE_REASONS = {
-    m.LeaveReason.QUIT: "quit",
-    m.LeaveReason.TIMEOUT: "timed out",
-    m.LeaveReason.DROPPED: "dropped",
-}
 # How a request that could not be read is answered: a post is REFUSED, anything else ERROR.
 REFUSAL: dict[int, type[m.Refused] | type[m.Error]] = {
     m.MessageKind.SAY: m.Refused,
@@ -179,7 +174,7 @@ class Room:
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
-        self.outbox.report(MemberRemoved(member.nick, LEAVE_REASONS[reason], text))
+        self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
         when = self.time(now) if now is not None else self.time(member.last_heard)
         nick = member.nick
         self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
