@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from udpchat import events as ev
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from udpchat import __version__, cli
+from udpchat.chat_client import ClientOptions
 from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
-from udpchat.client import ClientOptions
 from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay_core import RelayConfig
@@ -295,7 +295,7 @@ def test_relay_errors_are_one_line(
 
 
 def test_join_options_reach_run_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
+    calls = fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     result = invoke(
         "join",
         "Zoë",
@@ -324,7 +324,7 @@ def test_join_options_reach_run_client(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
+    calls = fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     invoke("join", "bob", env={"UDPCHAT_KEY": "from env"})
     assert calls[0]["options"].server == ("127.0.0.1", 9000)
     assert calls[0]["json_output"] is False
@@ -346,7 +346,7 @@ def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_join_errors_are_one_line(
     monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
+    calls = fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     assert message in one_error_line(invoke("join", *args))
     assert calls == []
 

@@ -141,7 +141,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
 def test_join_checks_the_relay_in_the_known_relays_file(
     monkeypatch: pytest.MonkeyPatch, servers: list[tuple[Any, ...]], tmp_path: Path
 ) -> None:
-    fake_entry(monkeypatch, "udpchat.client", "run_client")
+    fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     key = fingerprint(new_public())
     spoken = key.upper().replace("-", " ")
     assert invoke("join", "bob", "--server", "[::1]:9001", "--relay-key", spoken).exit_code == 0
@@ -160,13 +160,13 @@ def test_join_checks_the_relay_in_the_known_relays_file(
 def test_join_refuses_a_bad_fingerprint_in_one_line(
     monkeypatch: pytest.MonkeyPatch, fingerprint_text: str, complaint: str
 ) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
+    calls = fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     assert complaint in error_line(invoke("join", "bob", "--relay-key", fingerprint_text), 2)
     assert calls == []
 
 
 def test_join_hands_the_trust_check_to_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.client", "run_client")
+    calls = fake_entry(monkeypatch, "udpchat.chat_client", "run_client")
     right, wrong = new_public(), new_public()
     invoke("join", "bob", "--relay-key", fingerprint(right))
     trust = calls[0].trust

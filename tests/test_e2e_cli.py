@@ -22,7 +22,7 @@ from tests.e2e_support import (
 )
 from tests.test_json_schema import check
 from udpchat import events as ev
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")

@@ -28,7 +28,7 @@ from tests.fakeclient import stray_session
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.impair import ImpairmentConfig
 
 

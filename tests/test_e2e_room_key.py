@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from tests.e2e_support import Process, Recorder, join_process, relay_config
 from udpchat import events as ev
 from udpchat import wire
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.cli import app
-from udpchat.client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import Address, DatagramTransport

@@ -23,7 +23,7 @@ from tests.e2e_support import Recorder, members, relay_config, running_relay, wa
 from tests.test_transport import ONE_DATAGRAM_ERRORS
 from udpchat import events as ev
 from udpchat import faults, relay_server, wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay_server import RelayOptions, RelayServer, run_relay
 from udpchat.transport import Address, UdpTransport
 from udpchat.ui import run_ui

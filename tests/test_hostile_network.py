@@ -38,7 +38,7 @@ from tests.e2e_support import (
 from tests.fakeclient import join_datagram, stray_session
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.transport import Address
 
 PORT_ZERO_DROP = "from port 0"

@@ -11,7 +11,7 @@ from tests.fakeclient import FakeClient
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 

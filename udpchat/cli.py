@@ -615,7 +615,7 @@ def join(
         )
     except ValueError as error:
         _fail(str(error))
-    from udpchat.client import ClientOptions, run_client
+    from udpchat.chat_client import ClientOptions, run_client
     from udpchat.known_relays import TrustStore
 
     # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.

@@ -43,7 +43,7 @@ from udpchat.benchmark.traffic import (
     schedule_ns,
     sleep_until_ns,
 )
-from udpchat.client import ChatClient, ClientOptions
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
 from udpchat.events import (

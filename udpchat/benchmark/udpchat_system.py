@@ -1,6 +1,6 @@
 """udpchat itself as a benchmarked system: the real relay shell and the real client shell.
 
-The relay is `udpchat.relay_server.RelayServer` and each member a `udpchat.client.ChatClient`,
+The relay is `udpchat.relay_server.RelayServer` and each member a `udpchat.chat_client.ChatClient`,
 exactly as ``udpchat relay`` and ``udpchat join`` run them; only their datagram transport is
 wrapped, so that every datagram either one sends or receives (chat data, ACKs, PINGs,
 handshakes, retransmissions) is reported to the benchmark's `SocketMeter`.
@@ -30,8 +30,8 @@ from typing import Any
 
 from udpchat.benchmark.accounting import SocketMeter
 from udpchat.benchmark.systems import Address, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
-from udpchat.client import ChatClient, ClientOptions
-from udpchat.client_core import QueueFull
+from udpchat.chat_client import ChatClient, ClientOptions
+from udpchat.client.config import QueueFull
 from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
 from udpchat.impair import Impairment, ImpairmentConfig
 from udpchat.relay_core import RelayConfig

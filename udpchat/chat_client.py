@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from udpchat import faults
-from udpchat.client_core import ClientConfig, ClientSession, SessionState, Trust
+from udpchat.client.config import ClientConfig, Trust
+from udpchat.client.session import ClientSession
+from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
 from udpchat.impair import ImpairmentConfig
@@ -96,6 +98,7 @@ class ChatClient:
         self._transport = transport
         config = ClientConfig(
             nick=options.nick,
+            server=server,
             link=options.link,
             reconnect=options.reconnect,
             join_timeout=options.join_timeout,
@@ -276,9 +279,9 @@ class ChatClient:
             self._backlog.extend(self._explained(e) for e in self._session.events())
             timer = self._guarded("next_timer", self._session.next_timer)
             self._changed.notify_all()
-        for data in out or ():
+        for data, addr in out or ():
             try:
-                self._transport.sendto(data, self._server)
+                self._transport.sendto(data, addr)
             except OSError as error:  # this datagram is lost; the link will resend it
                 self._send_errors.failed(error, time.monotonic())
         self._dispatch()
@@ -423,7 +426,7 @@ class ChatClient:
             return
         self._heard += 1
         try:
-            self._session.receive_datagram(got[0], now)
+            self._session.receive_datagram(got[0], got[1], now)
         except Exception as error:
             self._internal_error("receive_datagram", error)
 
