@@ -351,9 +351,6 @@ class Backoff:
         self.due = now + delay
         return delay
 
-    def is_due(self, now: float) -> bool:
-        return self.due is not None and now >= self.due
-
     def reset(self) -> None:
         self.attempt = 0
         self._delay = RECONNECT_FIRST_DELAY

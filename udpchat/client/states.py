@@ -20,10 +20,14 @@ from enum import Enum
 from udpchat.client.config import LocalProtocolError
 
 __all__ = [
+    "ATTEMPTING",
+    "FEEDING",
     "HANDSHAKING",
     "LEAVING_STATES",
     "LINKED",
+    "OPEN",
     "TABLE",
+    "WELCOME_DUE",
     "SessionState",
     "StateMachine",
     "Trigger",
@@ -89,6 +93,14 @@ HANDSHAKING = frozenset({_S.CONNECTING, _S.JOINING})
 # The states with a link (and only those: the link is retired on leaving them).
 LINKED = frozenset({_S.ACCEPTED, _S.JOINED, _S.LEAVING_EARLY, _S.LEAVING})
 LEAVING_STATES = frozenset({_S.LEAVING_EARLY, _S.LEAVING})
+# The states in which the first message on the link must be WELCOME.
+WELCOME_DUE = frozenset({_S.ACCEPTED, _S.LEAVING_EARLY})
+# The states in which queued messages go to the link (WELCOME came, or only QUIT is left).
+FEEDING = frozenset({_S.JOINED, *LEAVING_STATES})
+# The states whose attempt deadline counts: from HELLO until WELCOME.
+ATTEMPTING = frozenset({_S.CONNECTING, _S.JOINING, _S.ACCEPTED})
+# The states in which the user may queue messages and quit.
+OPEN = frozenset({_S.IDLE, *ATTEMPTING, _S.JOINED, _S.RECONNECTING})
 
 
 class StateMachine:
