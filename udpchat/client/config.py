@@ -96,8 +96,8 @@ class ClientStats:
     unexpected: int  # valid, but meaningless in the current state
     bad_messages: int  # stream messages that do not decode or make no sense
     reconnects: int  # times the session was re-established after losing the relay
+    foreign: int  # datagrams from an address other than the relay's
     link: LinkStats
-    foreign: int = 0  # datagrams from an address other than the relay's
 
     @property
     def srtt(self) -> float:
