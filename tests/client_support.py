@@ -250,6 +250,9 @@ class FakeRelay:
             self.broadcast(left)
 
 
+# --- sessions on a simulated network ----------------------------------------------------------
+
+
 def client_addr(i: int) -> Address:
     return (f"10.0.1.{i + 1}", 5000 + i)
 
@@ -349,6 +352,9 @@ def handshake_traffic(net: SimNetwork, client: Address) -> list[tuple[bool, int]
     return seen
 
 
+# --- what a session emitted and sent ----------------------------------------------------------
+
+# The simulator drives sessions directly; the events each emitted are kept here between looks.
 _seen: weakref.WeakKeyDictionary[ClientSession, list[ev.ClientEvent]] = weakref.WeakKeyDictionary()
 
 

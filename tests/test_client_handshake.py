@@ -340,9 +340,8 @@ def test_sealed_session_end_to_end() -> None:
     relay.room_key = quick_room_key(b"k")
     net.attach(RELAY, relay)
     session = ClientSession(ClientConfig("alice", RELAY), seeded(1), 0.0, quick_room_key(b"k"))
-    alice = session
-    net.attach(client_addr(0), alice)
-    join_all(net, [alice])
+    net.attach(client_addr(0), session)
+    join_all(net, [session])
     session.say("secret", net.now)
     assert net.run_until(lambda: session.idle, 2)
     assert without_ids(relay.only_session().received) == [msg.Say("secret")]

@@ -71,14 +71,13 @@ def room(
     relay_config = RelayConfig(link=replace_link(RelayConfig().link, link))
     relay = RelayCore(relay_config, 0.0, seeded(seed), TIME, room_key, static_key=STATIC)
     net.attach(RELAY, relay)
-    nodes = []
+    sessions = []
     for i, nick in enumerate(nicks):
         config = ClientConfig(nick, RELAY, link=link or LinkConfig(), join_timeout=30.0)
         session = ClientSession(config, seeded(seed * 100 + i), 0.0, room_key, TIME, trust=trust)
-        node = session
-        net.attach(client_addr(i), node)
-        nodes.append(node)
-    return net, relay, nodes
+        net.attach(client_addr(i), session)
+        sessions.append(session)
+    return net, relay, sessions
 
 
 def replace_link(base: LinkConfig, override: LinkConfig | None) -> LinkConfig:
@@ -352,8 +351,7 @@ def test_a_relay_with_another_static_key_is_refused_by_a_pinning_client() -> Non
     newcomer = ClientSession(
         ClientConfig("newcomer", RELAY), seeded(9), net.now, trust=pin(relay.relay_key)
     )
-    node = newcomer
-    net.attach(client_addr(5), node)
+    net.attach(client_addr(5), newcomer)
     newcomer.connect(net.now)
     assert net.run_until(lambda: newcomer.state is SessionState.CLOSED, 5)
     assert impostor.member_nicks() == []
