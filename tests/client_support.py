@@ -18,7 +18,8 @@ from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.names import nick_key
 from udpchat.noise import NoiseError, public_key
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.reliability import Link
 from udpchat.seal import PskDeriver
 from udpchat.sim import PathModel, SimNetwork

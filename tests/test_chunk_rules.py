@@ -10,7 +10,8 @@ import pytest
 from tests.fakeclient import FakeClient, random_keys, swap
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.reliability import Link
 from udpchat.sim import SimNetwork
 

@@ -33,7 +33,8 @@ from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.noise import public_key
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.seal import PskDeriver
 from udpchat.sim import PathModel, SimNetwork
 

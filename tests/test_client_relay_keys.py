@@ -23,7 +23,8 @@ from udpchat import events as ev
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.seal import PskDeriver, room_key
 from udpchat.sim import PathModel, SimNetwork
 

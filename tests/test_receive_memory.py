@@ -18,7 +18,8 @@ from udpchat import messages as m
 from udpchat import reliability, reorder, wire
 from udpchat.budget import ReceiveBudget
 from udpchat.memory import give_back_free_memory
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.reliability import OVERSIZED_PREFIX, Link, LinkConfig
 from udpchat.reorder import ReorderBuffer
 from udpchat.seal import SESSION_ENVELOPE

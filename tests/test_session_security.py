@@ -24,7 +24,9 @@ from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.noise import public_key
-from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
+from udpchat.relay.events import MemberMoved
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.reliability import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher
