@@ -13,13 +13,16 @@ from dataclasses import replace
 
 import pytest
 
+from tests.client_support import of
 from tests.fakeclient import quick_room_key
-from tests.test_client_core import ClientNode
 from udpchat import events as ev
 from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
-from udpchat.client_core import ClientConfig, ClientSession, SessionState
+from udpchat.client.config import ClientConfig
+from udpchat.client.session import ClientSession
+from udpchat.client.states import SessionState
+from udpchat.endpoint import Address
 from udpchat.noise import public_key
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
@@ -27,9 +30,10 @@ from udpchat.relay.events import MemberMoved
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.reliability import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher
-from udpchat.sim import Address, PathModel, SimNetwork
+from udpchat.sim import PathModel, SimNetwork
 from udpchat.transport import DatagramTransport
 
+# One tier per test: the simulator (unit) and one sniffer on real sockets (e2e).
 pytestmark = pytest.mark.timeout(120)
 
 RELAY: Address = ("10.0.0.1", 4000)
@@ -62,21 +66,20 @@ def room(
     nicks: tuple[str, ...] = NICKS,
     link: LinkConfig | None = None,
     trust: Callable[[bytes], str | None] | None = None,
-) -> tuple[SimNetwork, RelayCore, list[ClientNode]]:
+) -> tuple[SimNetwork, RelayCore, list[ClientSession]]:
     """A relay core and a client session per nickname on a simulated network."""
     net = SimNetwork(seed=seed, default=model or PathModel(delay=0.005))
     room_key: PskDeriver | None = quick_room_key(key) if key is not None else None
     relay_config = RelayConfig(link=replace_link(RelayConfig().link, link))
     relay = RelayCore(relay_config, 0.0, seeded(seed), TIME, room_key, static_key=STATIC)
     net.attach(RELAY, relay)
-    nodes = []
+    sessions = []
     for i, nick in enumerate(nicks):
-        config = ClientConfig(nick, link=link or LinkConfig(), join_timeout=30.0)
+        config = ClientConfig(nick, RELAY, link=link or LinkConfig(), join_timeout=30.0)
         session = ClientSession(config, seeded(seed * 100 + i), 0.0, room_key, TIME, trust=trust)
-        node = ClientNode(session, RELAY)
-        net.attach(client_addr(i), node)
-        nodes.append(node)
-    return net, relay, nodes
+        net.attach(client_addr(i), session)
+        sessions.append(session)
+    return net, relay, sessions
 
 
 def replace_link(base: LinkConfig, override: LinkConfig | None) -> LinkConfig:
@@ -86,28 +89,28 @@ def replace_link(base: LinkConfig, override: LinkConfig | None) -> LinkConfig:
     return replace(base, rekey_interval=override.rekey_interval)
 
 
-def join_all(net: SimNetwork, nodes: list[ClientNode], timeout: float = 10.0) -> None:
+def join_all(net: SimNetwork, nodes: list[ClientSession], timeout: float = 10.0) -> None:
     for node in nodes:
-        node.session.connect(net.now)
-    assert net.run_until(
-        lambda: all(n.session.state is SessionState.JOINED for n in nodes), timeout
-    ), [n.session.state for n in nodes]
+        node.connect(net.now)
+    assert net.run_until(lambda: all(n.state is SessionState.JOINED for n in nodes), timeout), [
+        n.state for n in nodes
+    ]
 
 
-def chat(net: SimNetwork, nodes: list[ClientNode]) -> None:
+def chat(net: SimNetwork, nodes: list[ClientSession]) -> None:
     """Everything that puts a nickname, text or a member list on the wire."""
     alice, bob, carol = nodes
-    alice.session.say(SECRETS[0], net.now)
-    bob.session.action(SECRETS[1], net.now)
-    carol.session.private(NICKS[0], SECRETS[2], net.now)
-    alice.session.who(net.now)
-    carol.session.change_nick(RENAMED, net.now)
-    assert net.run_until(lambda: all(n.session.idle for n in nodes) and len(heard(bob)) >= 1, 10)
+    alice.say(SECRETS[0], net.now)
+    bob.action(SECRETS[1], net.now)
+    carol.private(NICKS[0], SECRETS[2], net.now)
+    alice.who(net.now)
+    carol.change_nick(RENAMED, net.now)
+    assert net.run_until(lambda: all(n.idle for n in nodes) and len(heard(bob)) >= 1, 10)
     net.run(0.5)
 
 
-def heard(node: ClientNode) -> list[str]:
-    return [e.text for e in node.of(ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
+def heard(node: ClientSession) -> list[str]:
+    return [e.text for e in of(node, ev.MessageReceived) if isinstance(e, ev.MessageReceived)]
 
 
 def forbidden_strings() -> list[bytes]:
@@ -130,6 +133,7 @@ def assert_nothing_readable(captured: list[bytes]) -> None:
         assert needle not in everything, needle
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_a_sniffer_on_the_simulator_reads_no_nickname_text_or_member_list(
     key: bytes | None,
@@ -141,7 +145,7 @@ def test_a_sniffer_on_the_simulator_reads_no_nickname_text_or_member_list(
     chat(net, nodes)
     alice, bob, _ = nodes
     assert SECRETS[0] in heard(bob)
-    assert [e.text for e in alice.of(ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)] == [
+    assert [e.text for e in of(alice, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)] == [
         SECRETS[2]
     ]
     assert sorted(relay.member_nicks()) == sorted([NICKS[0], NICKS[1], RENAMED])
@@ -179,6 +183,7 @@ class Sniffed:
         self.inner.close()
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(30)
 def test_a_sniffer_on_real_sockets_reads_no_nickname_text_or_member_list() -> None:
     """Every datagram through the relay's UDP socket, in both directions, during a chat."""
@@ -212,7 +217,7 @@ def test_a_sniffer_on_real_sockets_reads_no_nickname_text_or_member_list() -> No
 
 def captured_exchange(
     key: bytes | None,
-) -> tuple[SimNetwork, RelayCore, list[ClientNode], list[tuple[Address, Address, bytes]]]:
+) -> tuple[SimNetwork, RelayCore, list[ClientSession], list[tuple[Address, Address, bytes]]]:
     """Two members chat; one moves to a new port (so PATH_CHALLENGE and PATH_RESPONSE are
     on the wire too); every datagram in both directions is kept with its addresses."""
     net, relay, nodes = room(key, nicks=NICKS[:2])
@@ -220,12 +225,12 @@ def captured_exchange(
     net.taps.append(lambda src, dst, data: captured.append((src, dst, data)))
     join_all(net, nodes)
     alice, bob = nodes
-    alice.session.say(SECRETS[0], net.now)
-    bob.session.say(SECRETS[1], net.now)
-    assert net.run_until(lambda: all(n.session.idle for n in nodes), 5)
+    alice.say(SECRETS[0], net.now)
+    bob.say(SECRETS[1], net.now)
+    assert net.run_until(lambda: all(n.idle for n in nodes), 5)
     moved = ("10.0.1.1", 7000)
     net.move(client_addr(0), moved)
-    alice.session.say("from my new port", net.now)
+    alice.say("from my new port", net.now)
     assert net.run_until(lambda: "from my new port" in heard(bob), 5)
     net.run(1.5)  # heartbeats: PING and ACK both ways
     return net, relay, nodes, captured
@@ -241,17 +246,18 @@ def tampered(data: bytes, rng: random.Random, count: int) -> Iterator[bytes]:
         yield bytes(copy)
 
 
-def observable(relay: RelayCore, nodes: list[ClientNode]) -> tuple[object, ...]:
+def observable(relay: RelayCore, nodes: list[ClientSession]) -> tuple[object, ...]:
     return (
         relay.room_seq,
         relay.member_nicks(),
         sorted((mb.nick, mb.addr, mb.token, mb.validated) for mb in relay.members.values()),
         [tuple(heard(n)) for n in nodes],
-        [n.session.state for n in nodes],
-        [len(n.of(ev.ConnectionLost)) for n in nodes],
+        [n.state for n in nodes],
+        [len(of(n, ev.ConnectionLost)) for n in nodes],
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_replayed_and_bit_flipped_copies_of_every_datagram_change_nothing(
     key: bytes | None,
@@ -279,13 +285,14 @@ def test_replayed_and_bit_flipped_copies_of_every_datagram_change_nothing(
     assert not [e for e in relay.events() if isinstance(e, MemberMoved)]
     assert relay.stats.auth_failures > failures
     alice, bob = nodes
-    bob.session.say("after all that", net.now)
+    bob.say("after all that", net.now)
     assert net.run_until(lambda: "after all that" in heard(alice), 5)
 
 
 # --- the handshake under loss ---------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_handshake_under_30_percent_loss_and_reordering(key: bytes | None) -> None:
     """Every member joins and chats; a retransmitted JOIN is the same bytes and is answered
@@ -296,8 +303,8 @@ def test_handshake_under_30_percent_loss_and_reordering(key: bytes | None) -> No
     net.taps.append(lambda src, dst, data: sent.append((src, dst, data)))
     join_all(net, nodes, timeout=60)
     for i, node in enumerate(nodes):
-        node.session.say(f"line {i}", net.now)
-    assert net.run_until(lambda: all(n.session.idle for n in nodes), 60)
+        node.say(f"line {i}", net.now)
+    assert net.run_until(lambda: all(n.idle for n in nodes), 60)
     net.run(2)
     for node in nodes:
         assert sorted(heard(node)) == sorted(f"line {i}" for i in range(3))
@@ -327,6 +334,7 @@ def pin(relay_key: bytes) -> Callable[[bytes], str | None]:
     return check
 
 
+@pytest.mark.unit
 def test_a_relay_with_another_static_key_is_refused_by_a_pinning_client() -> None:
     """A man in the middle (or a relay restarted as another identity) answers with another
     static key: the client that pinned the real one sends it nothing and ends the join."""
@@ -337,21 +345,21 @@ def test_a_relay_with_another_static_key_is_refused_by_a_pinning_client() -> Non
     net.attach(RELAY, impostor)
     joins: list[bytes] = []
     net.taps.append(lambda src, dst, data: joins.append(data) if data[2] == 3 else None)
-    assert net.run_until(lambda: alice.session.state is SessionState.CLOSED, 30)
-    (closed,) = alice.of(ev.Closed)
+    assert net.run_until(lambda: alice.state is SessionState.CLOSED, 30)
+    (closed,) = of(alice, ev.Closed)
     assert isinstance(closed, ev.Closed) and closed.reason.startswith("the relay's key changed")
     assert joins == [] and impostor.member_nicks() == []
     # A fresh client pinned to the real key never joins the impostor either.
     newcomer = ClientSession(
-        ClientConfig("newcomer"), seeded(9), net.now, trust=pin(relay.relay_key)
+        ClientConfig("newcomer", RELAY), seeded(9), net.now, trust=pin(relay.relay_key)
     )
-    node = ClientNode(newcomer, RELAY)
-    net.attach(client_addr(5), node)
+    net.attach(client_addr(5), newcomer)
     newcomer.connect(net.now)
     assert net.run_until(lambda: newcomer.state is SessionState.CLOSED, 5)
     assert impostor.member_nicks() == []
 
 
+@pytest.mark.unit
 def test_an_accept_from_someone_without_the_relays_key_is_dropped() -> None:
     """On the path, an attacker answers the JOIN with an ACCEPT of its own: without the
     relay's static private key its Noise message does not authenticate."""
@@ -379,49 +387,52 @@ def test_an_accept_from_someone_without_the_relays_key_is_dropped() -> None:
 
     net.taps.append(forge_accept)
     join_all(net, [alice])
-    assert alice.session.stats.malformed >= 1
+    assert alice.stats.malformed >= 1
     assert [mb.nick for mb in relay.members.values()] == [NICKS[0]]
 
 
 # --- RESET -----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_forged_reset_is_ignored_and_a_real_one_after_a_restart_is_acted_on_at_once() -> None:
     net, _relay, (alice, bob) = room(nicks=NICKS[:2])
     join_all(net, [alice, bob])
-    link = alice.session._link
+    link = alice._link
     assert link is not None
     for forged in (bytes(16), random.Random(3).randbytes(16)):
         net.inject(RELAY, client_addr(0), wire.encode_reset(link.token, forged))
     net.run(0.5)
-    assert alice.session.state is SessionState.JOINED and not alice.of(ev.ConnectionLost)
+    assert alice.state is SessionState.JOINED and not of(alice, ev.ConnectionLost)
     # The relay restarts with the same identity: its RESET proves itself.
     net.detach(RELAY)
     net.attach(RELAY, RelayCore(RelayConfig(), net.now, seeded(8), TIME, static_key=STATIC))
     restarted_at = net.now
-    alice.session.say("are you there?", net.now)
-    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 2)
+    alice.say("are you there?", net.now)
+    assert net.run_until(lambda: bool(of(alice, ev.ConnectionLost)), 2)
     assert net.now - restarted_at < 0.1  # at once, not after the silence timeout
-    assert alice.of(ev.ConnectionLost) == [ev.ConnectionLost("the relay lost our session")]
-    assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 5)
+    assert of(alice, ev.ConnectionLost) == [ev.ConnectionLost("the relay lost our session")]
+    assert net.run_until(lambda: alice.state is SessionState.JOINED, 5)
 
 
+@pytest.mark.unit
 def test_a_relay_restarted_as_another_identity_cannot_reset_its_predecessors_sessions() -> None:
     net, _relay, (alice,) = room(nicks=NICKS[:1])
     join_all(net, [alice])
     net.detach(RELAY)
     net.attach(RELAY, RelayCore(RelayConfig(), net.now, seeded(8), TIME, static_key=OTHER_STATIC))
     restarted_at = net.now
-    alice.session.say("are you there?", net.now)
-    assert net.run_until(lambda: bool(alice.of(ev.ConnectionLost)), 10)
-    assert alice.of(ev.ConnectionLost) == [ev.ConnectionLost("the relay went silent")]
+    alice.say("are you there?", net.now)
+    assert net.run_until(lambda: bool(of(alice, ev.ConnectionLost)), 10)
+    assert of(alice, ev.ConnectionLost) == [ev.ConnectionLost("the relay went silent")]
     assert net.now - restarted_at >= 4.9  # noticed by silence: the RESETs did not count
-    assert alice.session.stats.malformed > 0
+    assert alice.stats.malformed > 0
 
 
 # --- nonces ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -444,9 +455,9 @@ def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     join_all(net, nodes, timeout=60)
     for round_ in range(15):
         for node in nodes:
-            node.session.say(f"{node.session.nick} {round_} " + "x" * 300, net.now)
+            node.say(f"{node.nick} {round_} " + "x" * 300, net.now)
         net.run(0.05)
-    assert net.run_until(lambda: all(n.session.idle for n in nodes), 60)
+    assert net.run_until(lambda: all(n.idle for n in nodes), 60)
     net.run(1)
     for node in nodes:
         assert len([t for t in heard(node) if " x" not in t]) == 0
@@ -454,10 +465,11 @@ def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     assert len(used) == len(set(used)), "a (key, nonce) pair was used twice"
     keys = {key for key, _ in used}
     assert len(keys) > 20  # many key phases, in every direction
-    assert sum(n.session.stats.retransmissions for n in nodes) > 0
+    assert sum(n.stats.retransmissions for n in nodes) > 0
     assert relay.stats.auth_failures == 0
 
 
+@pytest.mark.unit
 def test_fan_out_seals_each_datagram_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """protocol.md 8: keys differ per member, so a message fanned out to N members costs N
     seals, one per datagram, and nothing more: every session datagram the relay sends was
@@ -476,11 +488,11 @@ def test_fan_out_seals_each_datagram_once(monkeypatch: pytest.MonkeyPatch) -> No
     nicks = tuple(f"member_{i}" for i in range(8))
     net, _relay, nodes = room(nicks=nicks)
     join_all(net, nodes)
-    assert net.run_until(lambda: all(n.session.idle for n in nodes), 5)
+    assert net.run_until(lambda: all(n.idle for n in nodes), 5)
     sent: list[tuple[Address, bytes]] = []
     net.taps.append(lambda src, dst, data: sent.append((src, data)))
     seals.clear()
-    nodes[0].session.say("one line for everyone", net.now)
+    nodes[0].say("one line for everyone", net.now)
     assert net.run_until(lambda: all("one line for everyone" in heard(n) for n in nodes), 5)
     net.run(0.1)
     session_datagrams = [d for _, d in sent if d[2] in wire.SESSION_TYPES]

@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from udpchat.client_core import ClientConfig, ClientSession, SessionState, Trust
+from udpchat.client.config import ClientConfig, Trust
+from udpchat.client.session import ClientSession
+from udpchat.client.states import SessionState
 from udpchat.driver import Driver
 from udpchat.endpoint import Address
 from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
@@ -59,31 +61,6 @@ class ClientOptions:
     trust: Trust | None = None
 
 
-class _SessionEndpoint:
-    """``ClientSession`` as an :class:`~udpchat.endpoint.Endpoint`: addresses in and out.
-
-    Temporary: it goes once ``ClientSession`` implements ``Endpoint`` itself (takes the
-    source address, returns destinations); the driver then runs the session directly.
-    """
-
-    def __init__(self, session: ClientSession, relay: Address) -> None:
-        self.session = session
-        self.relay = relay
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.session.receive_datagram(data, now)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        relay = self.relay
-        return [(data, relay) for data in self.session.datagrams_to_send(now)]
-
-    def next_timer(self) -> float | None:
-        return self.session.next_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.session.handle_timer(now)
-
-
 class ChatClient:
     """A chat member: ``start()`` joins in the background; methods send; events come back."""
 
@@ -111,6 +88,7 @@ class ChatClient:
             transport = ImpairedTransport(transport, options.impairment)
         config = ClientConfig(
             nick=options.nick,
+            server=server,
             link=options.link,
             reconnect=options.reconnect,
             join_timeout=options.join_timeout,
@@ -125,7 +103,7 @@ class ChatClient:
             trust=options.trust,
         )
         self._driver: Driver[ClientEvent] = Driver(
-            _SessionEndpoint(self._session, server),
+            self._session,
             transport,
             label="ClientSession",
             log=log,

@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from udpchat.chat_client import ChatClient, ClientOptions
-from udpchat.client_core import QueueFull
+from udpchat.client.config import QueueFull
 from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
 from udpchat.impair import Impairment, ImpairmentConfig
 from udpchat.relay.config import RelayConfig

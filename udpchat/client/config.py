@@ -1,0 +1,116 @@
+"""What the client session's parts share: its settings, its counters and its errors.
+
+``ClientConfig`` is frozen and checked when built; ``Counters`` is the one mutable tally every
+part adds to (nothing is ever raised for a bad datagram: it is counted here), and
+``ClientStats`` is the snapshot of it that /stats shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from udpchat.endpoint import Address
+from udpchat.errors import UsageError
+from udpchat.names import nick_error
+from udpchat.reliability import LinkConfig, LinkStats
+
+__all__ = [
+    "ClientConfig",
+    "ClientStats",
+    "Counters",
+    "LocalProtocolError",
+    "QueueFull",
+    "Trust",
+    "trust_any",
+]
+
+
+Trust = Callable[[bytes], "str | None"]
+"""Decides whether to talk to the relay whose static public key is given: None to go on, or
+the refusal to show (the join then ends). The shell checks it against the pinned keys."""
+
+
+def trust_any(relay_key: bytes) -> str | None:
+    """The core's default: every relay key is accepted (the shell passes a real check)."""
+    return None
+
+
+class LocalProtocolError(UsageError):
+    """The session was asked to do something its current state does not allow."""
+
+
+class QueueFull(UsageError):
+    """Too many messages wait for the relay; nothing was queued (back-pressure)."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    nick: str
+    server: Address  # the relay's address: datagrams from anywhere else are dropped
+    link: LinkConfig = field(default_factory=LinkConfig)
+    join_timeout: float = 10.0  # give up a join attempt after this (protocol.md 4)
+    relay_silence: float = 5.0  # the relay is lost after this much silence (protocol.md 7.1)
+    quit_timeout: float = 2.0
+    reconnect: bool = True
+    max_reconnect_delay: float = 10.0
+    max_pending: int = 1000  # messages queued while no link takes them
+    # Requests leave at most this fast, a little under the relay's default flood limits
+    # (protocol.md 6.5), so that a paste or a script is paced, not refused. 0: no pacing.
+    pace_rate: float = 4.5
+    pace_burst: int = 8
+
+    def __post_init__(self) -> None:
+        error = nick_error(self.nick)
+        if error is not None:
+            raise ValueError(error)
+        for name in ("join_timeout", "relay_silence", "quit_timeout", "max_reconnect_delay"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+
+
+@dataclass
+class Counters:
+    """What the session dropped and why; the parts of the session add to one instance."""
+
+    malformed: int = 0
+    wrong_session: int = 0
+    unexpected: int = 0
+    bad_messages: int = 0
+    foreign: int = 0
+    reconnects: int = 0
+    # the replays and invalid datagrams of links already retired
+    retired_replays: int = 0
+    retired_invalid: int = 0
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """Counters for /stats: what was dropped and why, and the current link's numbers."""
+
+    malformed: int  # not udpchat, not authentic, or impossible ACK fields
+    wrong_session: int  # a token or handshake nonce that is not ours
+    replays: int  # packet numbers seen before (protocol.md 5.6)
+    unexpected: int  # valid, but meaningless in the current state
+    bad_messages: int  # stream messages that do not decode or make no sense
+    reconnects: int  # times the session was re-established after losing the relay
+    foreign: int  # datagrams from an address other than the relay's
+    link: LinkStats
+
+    @property
+    def srtt(self) -> float:
+        return self.link.srtt
+
+    @property
+    def rto(self) -> float:
+        return self.link.rto
+
+    @property
+    def retransmissions(self) -> int:
+        return self.link.retransmissions
+
+    @property
+    def loss_estimate(self) -> float:
+        return self.link.loss_estimate

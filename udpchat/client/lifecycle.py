@@ -1,0 +1,251 @@
+"""What each trigger of the session's table does (protocol.md 4, 7): the session's life cycle.
+
+``states`` says which state a trigger leads to; ``Lifecycle`` carries out the trigger: it
+asks the handshake, the uplink, the cursor, the ledger and the room view to do their part,
+then fires the trigger, so the state always names what the parts hold (a link exactly in the
+LINKED states, WELCOME due exactly in ACCEPTED and LEAVING_EARLY). The first join and the
+rejoins differ only in what the cursor knows: before any WELCOME a lost relay or a REJECT
+ends the join (or starts a new attempt within the first join's deadline); after one, the
+session waits (``Backoff``) and rejoins with a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from udpchat import events as ev
+from udpchat import messages as msg
+from udpchat import wire
+from udpchat.client.config import ClientConfig, Counters
+from udpchat.client.cursor import RoomCursor
+from udpchat.client.joining import FINAL_REJECTS, Backoff, Handshake, Refused
+from udpchat.client.ledger import Ledger
+from udpchat.client.room import RoomView
+from udpchat.client.states import (
+    FEEDING,
+    HANDSHAKING,
+    LEAVING_STATES,
+    SessionState,
+    StateMachine,
+    Trigger,
+)
+from udpchat.client.uplink import Uplink
+
+__all__ = ["Lifecycle"]
+
+_S = SessionState
+
+
+class Lifecycle:
+    """The effects of the session's triggers, on the parts the session owns."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        handshake: Handshake,
+        uplink: Uplink,
+        cursor: RoomCursor,
+        ledger: Ledger,
+        room: RoomView,
+        counters: Counters,
+        emit: Callable[[ev.ClientEvent], None],
+    ) -> None:
+        self._config = config
+        self.machine = StateMachine()
+        self._handshake = handshake
+        self._backoff = Backoff(config.max_reconnect_delay)
+        self._uplink = uplink
+        self._cursor = cursor
+        self._ledger = ledger
+        self._room = room
+        self._counters = counters
+        self._emit = emit
+        self.quit_deadline: float | None = None
+
+    @property
+    def state(self) -> SessionState:
+        return self.machine.state
+
+    @property
+    def rejoin_due(self) -> float | None:
+        return self._backoff.due if self.state is _S.RECONNECTING else None
+
+    # --- joining ------------------------------------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        self.machine.fire(Trigger.CONNECT)
+        self._handshake.join_deadline = now + self._config.join_timeout
+        self._begin_attempt(now)
+
+    def rejoin(self, now: float) -> None:
+        """The wait in RECONNECTING is over: a new attempt."""
+        self._backoff.due = None
+        self.machine.fire(Trigger.RETRY)
+        self._begin_attempt(now)
+
+    def _begin_attempt(self, now: float) -> None:
+        """A fresh attempt with its own deadline (the state is CONNECTING already)."""
+        first_join = not self._cursor.welcomed_once
+        self._handshake.start_attempt(self._room.nick, now, self._config.join_timeout, first_join)
+
+    def on_challenge(self, challenge: wire.Challenge, now: float) -> None:
+        if self.state not in HANDSHAKING or challenge.nonce != self._handshake.nonce:
+            self._counters.wrong_session += 1
+            return
+        try:
+            started = self._handshake.on_challenge(challenge, self.state is _S.JOINING, now)
+        except Refused as refused:
+            self.close(refused.reason)
+            return
+        if started:
+            self.machine.fire(Trigger.CHALLENGE)
+
+    def on_accept(self, accept: wire.Accept, now: float) -> None:
+        link = self._uplink.link
+        if link is not None and accept.token == link.token:
+            return  # the same ACCEPT again, for a retransmitted JOIN
+        if self.state is not _S.JOINING:
+            self._counters.unexpected += 1
+            return
+        opened = self._handshake.on_accept(accept, now, self._uplink.last_stats.srtt)
+        if opened is None:
+            return  # counted
+        payload, keys, hint = opened
+        self._uplink.adopt(accept.token, self._config.link, hint, keys, payload, now)
+        self.machine.fire(Trigger.ACCEPT)
+
+    def on_reject(self, reject: wire.Reject, now: float) -> None:
+        """protocol.md 4: a REJECT is ours only if it is bound to what we sent in this
+        attempt. Anything else may be forged by anyone who knows the relay's address, so it
+        never ends a join. (Someone on the path sees the nonce and can forge a bound REJECT;
+        dropping our datagrams would end the join as well.)"""
+        if self.state not in HANDSHAKING:
+            self._counters.unexpected += 1
+            return
+        if not self._handshake.bound(reject):
+            return
+        code, reason = reject.code, reject.reason
+        final = not self._cursor.welcomed_once or code in FINAL_REJECTS
+        if code == wire.RejectCode.NICK_TAKEN and not final:
+            nick = self._room.nick
+            candidate = self._handshake.suffixed_nick(nick)
+            if candidate is not None:
+                self._emit(ev.ErrorReported(f"the nickname {nick} is taken; trying {candidate}"))
+                self._room.nick = candidate
+                self.machine.fire(Trigger.RETRY)
+                self._begin_attempt(now)
+                return
+            final = True
+        if final:
+            self._emit(ev.JoinRejected(code, reason))
+            self.close(reason or "the relay refused to let us in")
+            return
+        self._emit(ev.ErrorReported(reason or f"the relay refused the rejoin (code {code})"))
+        self._schedule_attempt(now, immediate=False)
+
+    def on_welcome(self, welcome: msg.Welcome, now: float) -> None:
+        link = self._uplink.link
+        assert link is not None
+        if self.state is _S.LEAVING_EARLY:
+            self.machine.fire(Trigger.WELCOME)  # we quit before it came: nothing to set up
+            return
+        rejoin = self._cursor.welcomed_once
+        continuity = self._cursor.on_welcome(welcome, self._uplink.epoch)
+        # WELCOME.resumed counts messages of the stream named in our resume; it applies to
+        # our log only if that is the stream the log was sent on.
+        received = 0
+        if continuity.same_epoch and self._handshake.resumes(self._ledger.log_token):
+            received = welcome.resumed
+        self._room.welcome(welcome)
+        self._handshake.welcomed()
+        self._backoff.reset()
+        self._ledger.rebase(received, link)
+        self.machine.fire(Trigger.WELCOME)
+        if rejoin:
+            self._counters.reconnects += 1
+        room = self._room
+        self._emit(ev.Welcomed(room.nick, room.members, resumed=continuity.kept_place))
+        self.feed(now)
+
+    # --- chatting and leaving -----------------------------------------------------------------
+
+    def feed(self, now: float) -> None:
+        """Queued messages to the link, in the states that send them."""
+        if self.state in FEEDING:
+            self._ledger.feed(self._uplink.link, now)
+        else:
+            self._ledger.pace_at = None
+
+    def quit(self, reason: str, now: float) -> None:
+        if self._uplink.link is None:
+            self.close("left the room")
+            return
+        self._ledger.queue_quit(msg.Quit(reason), welcomed=self.state is _S.JOINED)
+        self.machine.fire(Trigger.QUIT)
+        self.quit_deadline = now + self._config.quit_timeout
+        self.feed(now)
+
+    # --- losing and rejoining -----------------------------------------------------------------
+
+    def on_reset(self, reset: wire.Reset, now: float) -> None:
+        if self._uplink.reset_is_ours(reset):
+            self._cursor.lose_place()  # whatever the epoch, our place is gone
+            self.lose("the relay lost our session", now, immediate=True)
+
+    def on_shutdown(self, message: msg.Shutdown, now: float) -> None:
+        link = self._uplink.link
+        if link is not None:  # the relay waits for this ACK before it stops
+            link.acknowledge_now()
+            self._uplink.out.extend(link.datagrams_to_send(now))
+        text = message.text or "no reason given"
+        self.lose(f"the relay is shutting down: {text}", now)
+
+    def _remember_resume(self) -> None:
+        """The current link will be gone: the next JOIN asks to resume its session."""
+        link = self._uplink.link
+        if link is not None:
+            epoch = self._uplink.epoch
+            self._handshake.remember_resume(epoch, link.token, self._cursor.resume_seq(epoch))
+
+    def lose(self, reason: str, now: float, immediate: bool = False) -> None:
+        """The relay is gone (silence, dead link, RESET, SHUTDOWN): rejoin or close."""
+        if self.state in LEAVING_STATES:
+            self.close("left the room")
+            return
+        self._remember_resume()
+        self._uplink.retire()
+        if not self._cursor.welcomed_once:
+            # Lost during the first join: try again within the same join deadline.
+            self.machine.fire(Trigger.RETRY)
+            self._begin_attempt(now)
+            return
+        self._emit(ev.ConnectionLost(reason))
+        if not self._config.reconnect:
+            self.close(reason)
+            return
+        self._schedule_attempt(now, immediate)
+
+    def _schedule_attempt(self, now: float, immediate: bool) -> None:
+        self._uplink.retire()
+        delay = self._backoff.schedule(now, immediate)
+        self._handshake.stop()
+        self.machine.fire(Trigger.LOSE)
+        self._emit(ev.Reconnecting(self._backoff.attempt, delay))
+
+    def attempt_failed(self, now: float) -> None:
+        """The attempt's deadline passed before WELCOME."""
+        if not self._cursor.welcomed_once:
+            reason = "the relay does not answer (check the address and port)"
+            unverified = self._handshake.unverified
+            if unverified is not None:
+                reason += f"; an unverifiable reply said: {unverified}"
+            self.close(reason)
+            return
+        self._remember_resume()  # ACCEPT came but WELCOME did not: resume that session next
+        self._schedule_attempt(now, immediate=False)
+
+    def close(self, reason: str) -> None:
+        self._ledger.close()
+        self._uplink.retire()
+        self.machine.fire(Trigger.CLOSE)
+        self._emit(ev.Closed(reason))

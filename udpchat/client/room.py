@@ -1,0 +1,185 @@
+"""The member's view of the room: its nickname, who is here, and what the relay says in it.
+
+``RoomView`` reads the relay's stream after WELCOME: room events (chat, joins, leaves, nick
+changes), the answers to our requests (POSTED, REFUSED, PRIVATE, MEMBERS, ERROR) and turns
+them into client events. Room events go through the cursor (history or live, gaps) and end
+catch-up when live; answers are matched to what the ledger sent, in stream order
+(protocol.md 6.2). History never changes the member list: the list in WELCOME is current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from udpchat import events as ev
+from udpchat import messages as msg
+from udpchat.client.config import Counters
+from udpchat.client.cursor import RoomCursor
+from udpchat.client.ledger import Ledger, chat_kind
+from udpchat.names import nick_key
+
+__all__ = ["SILENT_REFUSAL", "RoomView"]
+
+# protocol.md 6.5: after the first refusal of a burst, the relay's refusals say nothing.
+SILENT_REFUSAL = "flood control: not delivered"
+
+
+class RoomView:
+    """The nickname, the members, and the relay's stream of room events and answers."""
+
+    def __init__(
+        self,
+        nick: str,
+        cursor: RoomCursor,
+        ledger: Ledger,
+        counters: Counters,
+        emit: Callable[[ev.ClientEvent], None],
+        wall_offset: float,
+    ) -> None:
+        self.nick = nick
+        self._members: dict[str, str] = {}
+        self._cursor = cursor
+        self._ledger = ledger
+        self._counters = counters
+        self._emit = emit
+        self._wall_offset = wall_offset
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(sorted(self._members.values(), key=lambda n: (nick_key(n), n)))
+
+    def welcome(self, welcome: msg.Welcome) -> None:
+        self.nick = welcome.nick
+        self._members = {nick_key(n): n for n in welcome.members}
+
+    def on_message(self, message: msg.Message, now: float) -> None:
+        """One message of the stream after WELCOME (SHUTDOWN is the session's)."""
+        match message:
+            case msg.ChatMessage() | msg.ActionMessage():
+                self._on_chat(message)
+            case msg.Joined():
+                self._on_joined(message)
+            case msg.Left():
+                self._on_left(message)
+            case msg.NickChanged():
+                self._on_nick_changed(message)
+            case msg.Posted() | msg.Refused():
+                self._on_answer(message, now)
+            case msg.Private():
+                self._on_private(message)
+            case msg.Members():
+                self._on_members(message)
+            case msg.Error():
+                self._on_error(message)
+            case _:  # a second WELCOME, or a client-to-relay kind
+                self._counters.bad_messages += 1
+
+    def _note_room_event(self, seq: int) -> bool:
+        """Account a room event's sequence number; return whether it is history."""
+        history = self._cursor.is_history(seq)
+        if not history:
+            self._ledger.end_catch_up()
+        self._cursor.advance(seq)
+        return history
+
+    def _on_chat(self, event: msg.ChatMessage | msg.ActionMessage) -> None:
+        history = self._note_room_event(event.seq)
+        action = isinstance(event, msg.ActionMessage)
+        own = nick_key(event.nick) == nick_key(self.nick)
+        local_id = None
+        if own and history and self._cursor.confirms_own(event.seq):
+            confirmed = self._ledger.confirm_own(action, event.text)
+            if confirmed is not None:
+                local_id = confirmed.local_id
+        if history and local_id is None:
+            own = False  # the same nickname in an earlier session, maybe somebody else's
+        self._emit(
+            ev.MessageReceived(
+                event.seq,
+                float(event.time),
+                event.nick,
+                event.text,
+                action=action,
+                own=own,
+                history=history,
+                local_id=local_id,
+            )
+        )
+
+    def _on_joined(self, event: msg.Joined) -> None:
+        history = self._note_room_event(event.seq)
+        if not history:
+            self._members[nick_key(event.nick)] = event.nick
+        self._emit(ev.MemberJoined(event.seq, float(event.time), event.nick, history=history))
+
+    def _on_left(self, event: msg.Left) -> None:
+        history = self._note_room_event(event.seq)
+        if not history:
+            self._members.pop(nick_key(event.nick), None)
+        reason = msg.leave_reason_words(event.reason)
+        self._emit(
+            ev.MemberLeft(
+                event.seq, float(event.time), event.nick, reason, event.text, history=history
+            )
+        )
+
+    def _on_nick_changed(self, event: msg.NickChanged) -> None:
+        history = self._note_room_event(event.seq)
+        mine = nick_key(self.nick)
+        own = nick_key(event.old) == mine or (history and nick_key(event.new) == mine)
+        if not history:
+            self._members.pop(nick_key(event.old), None)
+            self._members[nick_key(event.new)] = event.new
+            if own:
+                self._ledger.answered(msg.NickRequest)
+                self.nick = event.new
+        renamed = ev.MemberRenamed(event.seq, float(event.time), event.old, event.new, own, history)
+        self._emit(renamed)
+
+    def _on_answer(self, answer: msg.Posted | msg.Refused, now: float) -> None:
+        self._ledger.end_catch_up()
+        entry = self._ledger.take_awaiting()
+        if entry is None:
+            self._counters.bad_messages += 1  # an answer to nothing we sent
+            return
+        kind = chat_kind(entry.message)
+        assert kind is not None and entry.local_id is not None
+        action, text = kind
+        match answer:
+            case msg.Refused():
+                reason = answer.text or SILENT_REFUSAL
+                self._emit(ev.MessageRefused(entry.local_id, text, reason))
+            case msg.Posted():
+                self._cursor.advance(answer.seq)
+                self._emit(
+                    ev.MessageReceived(
+                        answer.seq,
+                        now + self._wall_offset,
+                        self.nick,
+                        text,
+                        action=action,
+                        own=True,
+                        local_id=entry.local_id,
+                    )
+                )
+
+    def _on_private(self, message: msg.Private) -> None:
+        self._ledger.end_catch_up()
+        if nick_key(message.sender) == nick_key(self.nick):
+            self._ledger.answered(msg.PrivateSend)  # the relay's copy of ours
+        self._emit(
+            ev.PrivateReceived(float(message.time), message.sender, message.to, message.text)
+        )
+
+    def _on_members(self, message: msg.Members) -> None:
+        self._ledger.end_catch_up()
+        self._members = {nick_key(n): n for n in message.members}
+        answered = self._ledger.answered(msg.Who)
+        if answered is None or not answered.internal:
+            self._emit(ev.MembersListed(self.members))
+
+    def _on_error(self, message: msg.Error) -> None:
+        self._ledger.end_catch_up()
+        answered = self._ledger.answered(None)
+        request = answered.request if answered is not None else None
+        self._emit(ev.ErrorReported(message.text or SILENT_REFUSAL, request))

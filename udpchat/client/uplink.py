@@ -1,0 +1,137 @@
+"""The current link to the relay: adoption, retirement, authentication, liveness.
+
+An ``Uplink`` holds at most one ``Link`` (the one the last ACCEPT created) with what that
+ACCEPT said: the relay incarnation (epoch), the stateless-reset token and the heartbeat. It
+opens session datagrams before anything else looks at them (protocol.md 8), answers
+PATH_CHALLENGE, checks RESETs (protocol.md 7.2), and keeps the heartbeat clocks
+(protocol.md 7.1): a PING after ``heartbeat`` without sending; after ``heartbeat`` without
+hearing, a probe every quarter of it; after ``silence`` without hearing, the relay is lost.
+``silence`` always outlasts two heartbeats, whatever the relay asked for. The counts of a
+retired link are kept, so /stats never goes backwards.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import replace
+
+from udpchat import wire
+from udpchat.client.config import ClientStats, Counters
+from udpchat.reliability import Link, LinkConfig, LinkStats
+from udpchat.seal import SessionKeys
+
+__all__ = ["MIN_HEARTBEAT", "Uplink"]
+
+# A relay may announce any heartbeat up to an hour; below this we would only flood it.
+MIN_HEARTBEAT = 0.05
+
+
+class Uplink:
+    """The current link, what its ACCEPT said, and its heartbeat clocks."""
+
+    def __init__(self, counters: Counters, relay_silence: float, now: float) -> None:
+        self._counters = counters
+        self._relay_silence = relay_silence
+        self.link: Link | None = None
+        self.epoch = b""
+        self._reset_token = b""  # protocol.md 7.2: proves a RESET for the current session
+        self.out: list[bytes] = []  # datagrams outside the link's queue (PATH_RESPONSE, ACK)
+        self._heartbeat = 1.0
+        self._silence = relay_silence
+        self.last_sent = now
+        self._last_heard = now
+        self._last_ping = now
+        self.last_stats = LinkStats()  # of the link retired last
+
+    def adopt(
+        self,
+        token: bytes,
+        config: LinkConfig,
+        hint: float | None,
+        keys: SessionKeys,
+        payload: wire.AcceptPayload,
+        now: float,
+    ) -> None:
+        """A new link for an ACCEPT with ``payload``; the old one, if any, is retired."""
+        self.retire()
+        self.link = Link(token, config, rtt_hint=hint, keys=keys)
+        self.epoch = payload.epoch
+        self._reset_token = payload.reset_token
+        self._heartbeat = max(payload.heartbeat_ms / 1000, MIN_HEARTBEAT)
+        # Silence detection must outlast the heartbeat the relay asked for.
+        self._silence = max(self._relay_silence, 2 * self._heartbeat)
+        self.last_sent = self._last_heard = self._last_ping = now
+
+    def retire(self) -> None:
+        old = self.link
+        if old is not None:
+            self._counters.retired_replays += old.stats.replays
+            self._counters.retired_invalid += old.stats.invalid
+            self.last_stats = old.stats
+            self.link = None
+
+    def stats(self) -> ClientStats:
+        c = self._counters
+        link = self.link
+        current = link.stats if link is not None else self.last_stats
+        return ClientStats(
+            malformed=c.malformed + c.retired_invalid + current.invalid,
+            wrong_session=c.wrong_session,
+            replays=c.retired_replays + current.replays,
+            unexpected=c.unexpected,
+            bad_messages=c.bad_messages,
+            reconnects=c.reconnects,
+            link=replace(current),
+            foreign=c.foreign,
+        )
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def reset_is_ours(self, reset: wire.Reset) -> bool:
+        """protocol.md 7.2: a RESET counts only with the reset token of our ACCEPT, which only
+        the relay's identity can compute; anyone can copy a token off the wire."""
+        link = self.link
+        if link is None or reset.token != link.token:
+            self._counters.wrong_session += 1
+            return False
+        if not hmac.compare_digest(reset.reset_token, self._reset_token):
+            self._counters.malformed += 1
+            return False
+        return True
+
+    def receive(self, envelope: wire.Protected, size: int, now: float) -> list[bytes] | None:
+        """The stream data ``envelope`` delivers, None if it is not an authentic datagram of
+        the current link (counted, here or by the link)."""
+        link = self.link
+        if link is None or envelope.token != link.token:
+            self._counters.wrong_session += 1
+            return None
+        datagram = link.open(envelope)  # protocol.md 8: authenticated before anything else
+        if datagram is None:
+            return None  # the link counted it
+        delivered = link.receive(datagram, now)
+        if delivered is None:
+            return None  # a replay or impossible ACK fields: the link counted it
+        link.count_received(size)
+        self._last_heard = now
+        if isinstance(datagram, wire.PathChallenge):
+            self.out.append(link.encode_path(wire.PathResponse, datagram.data))
+        return delivered
+
+    # --- liveness -----------------------------------------------------------------------------
+
+    @property
+    def silent_at(self) -> float:
+        """When the relay counts as lost unless something is heard before."""
+        return self._last_heard + self._silence
+
+    def ping_due(self) -> float:
+        """When the next PING or probe is due."""
+        beat = self._heartbeat
+        quiet = max(self.last_sent, self._last_ping) + beat
+        probe = max(self._last_heard + beat, self._last_ping + beat / 4)
+        return min(quiet, probe)
+
+    def ping(self, link: Link, now: float) -> None:
+        link.ping()
+        self._last_ping = now
