@@ -48,6 +48,8 @@ class MessageKind(IntEnum):
     MEMBERS = 25
     ERROR = 26
     SHUTDOWN = 27
+    JOINED_BATCH = 28
+    LEFT_BATCH = 29
 
 
 class LeaveReason(IntEnum):
@@ -79,6 +81,9 @@ Seq = Annotated[int, UInt(MAX_UINT)]
 Time = Annotated[int, UInt(MAX_TIME)]
 MsgId = Annotated[bytes, Bin(MSGID_SIZE, or_empty=True)]  # MSGID_SIZE random bytes, or none
 Nicks = Annotated[tuple[str, ...], Array(Str(MAX_NICK_BYTES), MAX_MEMBERS_LISTED)]
+# protocol.md 6.3: a batch of join or leave notices holds at most this many members.
+MAX_BATCH = 256
+BatchNicks = Annotated[tuple[str, ...], Array(Str(MAX_NICK_BYTES), MAX_BATCH)]
 
 MESSAGES: Family[Message] = Family("message")
 K = MessageKind
@@ -176,6 +181,42 @@ class Left:
     text: Reason
 
 
+@MESSAGES.register(K.JOINED_BATCH)
+@dataclass(frozen=True, slots=True)
+class JoinedBatch:
+    """Members who joined within one batch window (protocol.md 6.3): ``joined`` are new,
+    ``returned`` came back with a resume of an earlier relay incarnation."""
+
+    seq: Seq
+    time: Time
+    joined: BatchNicks
+    returned: BatchNicks
+
+    def __post_init__(self) -> None:
+        if not self.joined and not self.returned:
+            fail("a JOINED_BATCH names at least one member")
+        if len(self.joined) + len(self.returned) > MAX_BATCH:
+            fail(f"a JOINED_BATCH names at most {MAX_BATCH} members")
+
+
+@MESSAGES.register(K.LEFT_BATCH)
+@dataclass(frozen=True, slots=True)
+class LeftBatch:
+    """Members who left within one batch window; the three arrays are parallel."""
+
+    seq: Seq
+    time: Time
+    nicks: BatchNicks
+    reasons: Annotated[tuple[int, ...], Array(UInt(255), MAX_BATCH)]  # LeaveReason codes
+    texts: Annotated[tuple[str, ...], Array(Str(MAX_REASON_BYTES), MAX_BATCH)]
+
+    def __post_init__(self) -> None:
+        if not self.nicks:
+            fail("a LEFT_BATCH names at least one member")
+        if not len(self.nicks) == len(self.reasons) == len(self.texts):
+            fail("a LEFT_BATCH's nicks, reasons and texts have one item per member")
+
+
 @MESSAGES.register(K.NICK_CHANGED)
 @dataclass(frozen=True, slots=True)
 class NickChanged:
@@ -224,7 +265,7 @@ class Shutdown:
     text: Reason
 
 
-RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged
+RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged | JoinedBatch | LeftBatch
 ClientMessage = Say | Action | PrivateSend | NickRequest | Who | Quit
 RelayMessage = Welcome | RoomEvent | Posted | Refused | Private | Members | Error | Shutdown
 Message = ClientMessage | RelayMessage

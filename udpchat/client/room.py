@@ -10,6 +10,7 @@ catch-up when live; answers are matched to what the ledger sent, in stream order
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from udpchat import events as ev
 from udpchat import messages as msg
@@ -61,6 +62,10 @@ class RoomView:
                 self._on_joined(message)
             case msg.Left():
                 self._on_left(message)
+            case msg.JoinedBatch():
+                self._on_joined_batch(message)
+            case msg.LeftBatch():
+                self._on_left_batch(message)
             case msg.NickChanged():
                 self._on_nick_changed(message)
             case msg.Posted() | msg.Refused():
@@ -122,6 +127,29 @@ class RoomView:
                 event.seq, float(event.time), event.nick, reason, event.text, history=history
             )
         )
+
+    def _on_joined_batch(self, event: msg.JoinedBatch) -> None:
+        """protocol.md 6.3: a batch goes to everyone, the members it names included: a
+        newcomer finds itself in it, and others it may already know from its WELCOME."""
+        history = self._note_room_event(event.seq)
+        mine = nick_key(self.nick)
+        if not history:
+            for nick in (*event.joined, *event.returned):
+                self._members[nick_key(nick)] = nick
+        joined = tuple(n for n in event.joined if nick_key(n) != mine)
+        returned = tuple(n for n in event.returned if nick_key(n) != mine)
+        if joined or returned:
+            time = float(event.time)
+            self._emit(ev.MembersJoined(event.seq, time, joined, returned, history))
+
+    def _on_left_batch(self, event: msg.LeftBatch) -> None:
+        history = self._note_room_event(event.seq)
+        if not history:
+            for nick in event.nicks:
+                self._members.pop(nick_key(nick), None)
+        reasons = tuple(msg.leave_reason_words(r) for r in event.reasons)
+        left = ev.MembersLeft(event.seq, float(event.time), event.nicks, reasons, event.texts)
+        self._emit(left if not history else replace(left, history=True))
 
     def _on_nick_changed(self, event: msg.NickChanged) -> None:
         history = self._note_room_event(event.seq)

@@ -189,12 +189,17 @@ class RelayCore:
     def next_timer(self) -> float | None:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
-        deadline = self.sessions.next_deadline()
-        if deadline is not None:
-            return min(deadline, self._shutdown_deadline)
-        return None if math.isinf(self._shutdown_deadline) else self._shutdown_deadline
+        deadlines = [
+            d
+            for d in (self.sessions.next_deadline(), self.room.notice_deadline)
+            if d is not None
+        ]
+        deadline = min(deadlines, default=self._shutdown_deadline)
+        deadline = min(deadline, self._shutdown_deadline)
+        return None if math.isinf(deadline) else deadline
 
     def handle_timer(self, now: float) -> None:
+        self.room.flush_due(now)  # protocol.md 6.3: the batch window of join/leave notices
         for member in self.sessions.due(now):
             if self.sessions.expired(member, now):
                 self.room.remove(member, m.LeaveReason.TIMEOUT, "timed out", now)

@@ -3,7 +3,8 @@
 Room events are numbered by the room log and fanned out through one FIFO, so that every
 member sees one order even while a fan-out is held back (a newcomer's JOINED waits until its
 WELCOME is on its way) and an answer to one member never overtakes the events queued before
-it. Every SAY, ACTION, PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1),
+it. Joins and leaves wait in a batch (udpchat.relay.notices) and enter the log as one event,
+ahead of whatever else enters it; a newcomer's own WELCOME never waits. Every SAY, ACTION, PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1),
 and requests pass flood control first (6.5).
 """
 
@@ -17,6 +18,7 @@ from udpchat.names import nick_error, nick_key
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved, MemberRenamed
 from udpchat.relay.gate import Admission
+from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Member, SessionTable
@@ -63,6 +65,7 @@ class Room:
         self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
         self.held = False  # fan-out waits for the next datagrams_to_send (a newcomer's)
         self._draining = False
+        self.notices = PendingNotices()
 
     @property
     def pending(self) -> bool:
@@ -83,8 +86,42 @@ class Room:
         self.sessions.mark(member)
         return True
 
+    @property
+    def notice_deadline(self) -> float | None:
+        """When the waiting join or leave notices must go out, if any wait."""
+        return self.notices.deadline if self.notices.kind is not None else None
+
+    def flush_notices(self) -> None:
+        """Log the waiting joins or leaves as one batch event, sent to every member."""
+        notices = self.notices
+        event = notices.take(self.time(notices.since))
+        if event is not None:
+            self._append(event, None)
+
+    def flush_due(self, now: float) -> None:
+        if now >= self.notices.deadline:
+            self.flush_notices()
+
     def post(self, event: EventBuilder, exclude: Member | None) -> int:
-        """Append a room event to the log and fan it out to every member but one; its seq."""
+        """Append a room event to the log, after any waiting notices, and fan it out to
+        every member but one; its seq."""
+        self.flush_notices()
+        return self._append(event, exclude)
+
+    def _batching(self) -> bool:
+        """Whether joins and leaves wait for a batch now (config.batch_notices_above)."""
+        config = self.config
+        return config.notice_window > 0 and len(self.sessions.members) > config.batch_notices_above
+
+    def _notice(self, kind: NoticeKind, now: float) -> PendingNotices:
+        """The batch a notice of ``kind`` joins: the other kind waiting goes out first."""
+        notices = self.notices
+        if notices.kind is not kind:
+            self.flush_notices()
+            notices.start(kind, now, self.config.notice_window)
+        return notices
+
+    def _append(self, event: EventBuilder, exclude: Member | None) -> int:
         logged = self.log.append(event)
         self._fanout.append((logged.data, exclude, None))
         if not self.held:
@@ -134,6 +171,9 @@ class Room:
         """WELCOME and history for an admitted member, then JOINED to everyone else (or,
         for a resume under another nickname, NICK_CHANGED to all)."""
         member, old, config, log = admission.member, admission.old, self.config, self.log
+        batched = self._batching()
+        if batched and self.notices.kind is NoticeKind.LEAVE:
+            self.flush_notices()  # WELCOME's list and seq already count these leaves
         welcome = m.Welcome(
             member.nick, self.sessions.nick_list(), log.last_seq, log.first_seq, admission.resumed
         )
@@ -155,7 +195,15 @@ class Room:
         for data in reversed(kept):
             self.deliver(member, data)
         when, nick = self.time(now), member.nick
-        if old is None:
+        if old is None and batched:
+            # protocol.md 6.3: announced with the others of this window, as WELCOME.seq + 1
+            # at the latest (anything logged before that flushes the batch first).
+            notices = self._notice(NoticeKind.JOIN, now)
+            notices.add_join(nick, returned=resume is not None)
+            if notices.full(config.notice_batch):
+                self.held = True  # as below: the newcomer's WELCOME goes out first
+                self.flush_notices()
+        elif old is None:
             # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
             # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
             self.held = True
@@ -175,11 +223,19 @@ class Room:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
-        when = self.time(now) if now is not None else self.time(member.last_heard)
+        moment = now if now is not None else member.last_heard
         nick = member.nick
+        if self._batching():
+            notices = self._notice(NoticeKind.LEAVE, moment)
+            notices.add_leave(nick, reason, text)
+            if notices.full(self.config.notice_batch):
+                self.flush_notices()
+            return
+        when = self.time(moment)
         self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
 
     def announce_shutdown(self, reason: str) -> None:
+        self.flush_notices()
         notice = m.encode_message(m.Shutdown(reason))
         for member in self.sessions.members.values():
             self.deliver(member, notice)
@@ -231,7 +287,9 @@ class Room:
             self.answer(member, m.Refused(problem))
             return
         # protocol.md 6.3: the number is taken only if the POSTED could be queued; a
-        # sender dropped instead leaves no gap (its LEFT takes the number).
+        # sender dropped instead leaves no gap (its LEFT takes the number). Waiting
+        # notices are logged first, so the number is known before the POSTED is queued.
+        self.flush_notices()
         number = self.log.last_seq + 1
         if not self.answer(member, m.Posted(number)):
             return
