@@ -23,11 +23,13 @@ from udpchat.cli.common import (
     SeedOption,
     _fail,
     _key_origin,
+    _option,
     _positive_duration,
     _relay_key,
     app,
     format_hostport,
     impairment_config,
+    parse_duration,
 )
 from udpchat.exitcodes import ExitCode
 from udpchat.messages import MAX_MEMBERS_LISTED
@@ -109,6 +111,18 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    notice_window: Annotated[
+        str,
+        typer.Option(
+            help="In a room of more than --batch-notices-above members, join and leave "
+            "notices wait this long to go out together as one event (0: each at once).",
+            metavar="DURATION",
+        ),
+    ] = "200ms",
+    batch_notices_above: Annotated[
+        int,
+        typer.Option(help="Room size above which notices are batched.", metavar="N"),
+    ] = _RELAY_DEFAULTS.batch_notices_above,
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -141,6 +155,13 @@ def relay(
         if not 1 <= max_members <= MAX_MEMBERS_LISTED:
             raise ValueError(
                 f"--max-members: expected 1 to {MAX_MEMBERS_LISTED}, got {max_members}"
+            )
+        window_s = _option("--notice-window", parse_duration, notice_window)
+        if not 0 <= window_s <= 10:
+            raise ValueError(f"--notice-window: expected 0 to 10 s, got {notice_window}")
+        if batch_notices_above < 0:
+            raise ValueError(
+                f"--batch-notices-above: expected 0 or more, got {batch_notices_above}"
             )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
@@ -181,6 +202,8 @@ def relay(
             flood_rate=flood_rate,
             handshake_burst=handshake_burst,
             handshake_rate=handshake_rate,
+            notice_window=window_s,
+            batch_notices_above=batch_notices_above,
         ),
         impairment=config,
         key=key or None,

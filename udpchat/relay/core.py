@@ -190,9 +190,7 @@ class RelayCore:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
         deadlines = [
-            d
-            for d in (self.sessions.next_deadline(), self.room.notice_deadline)
-            if d is not None
+            d for d in (self.sessions.next_deadline(), self.room.notice_deadline) if d is not None
         ]
         deadline = min(deadlines, default=self._shutdown_deadline)
         deadline = min(deadline, self._shutdown_deadline)

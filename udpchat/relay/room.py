@@ -4,8 +4,9 @@ Room events are numbered by the room log and fanned out through one FIFO, so tha
 member sees one order even while a fan-out is held back (a newcomer's JOINED waits until its
 WELCOME is on its way) and an answer to one member never overtakes the events queued before
 it. Joins and leaves wait in a batch (udpchat.relay.notices) and enter the log as one event,
-ahead of whatever else enters it; a newcomer's own WELCOME never waits. Every SAY, ACTION, PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1),
-and requests pass flood control first (6.5).
+ahead of whatever else enters it; a newcomer's own WELCOME never waits. Every SAY, ACTION,
+PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1), and requests pass
+flood control first (6.5).
 """
 
 from __future__ import annotations
