@@ -29,9 +29,9 @@ from udpchat.cli.common import (
     app,
     format_hostport,
     impairment_config,
-    parse_duration,
 )
 from udpchat.exitcodes import ExitCode
+from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 
