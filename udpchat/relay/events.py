@@ -26,7 +26,7 @@ class MemberRemoved:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberRenamed:
+class MemberNickChanged:
     old: str
     new: str
 
@@ -44,4 +44,4 @@ class DatagramDropped:
     addr: Address
 
 
-RelayEvent = MemberAdmitted | MemberRemoved | MemberRenamed | MemberMoved | DatagramDropped
+RelayEvent = MemberAdmitted | MemberRemoved | MemberNickChanged | MemberMoved | DatagramDropped

@@ -15,7 +15,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
 from udpchat.relay.config import RelayConfig, RelayStats
-from udpchat.relay.events import MemberRemoved, MemberRenamed
+from udpchat.relay.events import MemberNickChanged, MemberRemoved
 from udpchat.relay.gate import Admission
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, RoomLog
@@ -338,6 +338,6 @@ class Room:
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
-        self.outbox.report(MemberRenamed(old, nick))
+        self.outbox.report(MemberNickChanged(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)
