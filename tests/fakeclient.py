@@ -14,7 +14,7 @@ from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.handshake import Joiner
-from udpchat.reliability import Link, LinkConfig
+from udpchat.link import Link, LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher, SessionKeys
 from udpchat.sim import Address
 

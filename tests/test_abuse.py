@@ -36,9 +36,9 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
+from udpchat.link import REPLAY_WINDOW
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import REPLAY_WINDOW
 
 Address = tuple[str, int]
 LOCALHOST = "127.0.0.1"

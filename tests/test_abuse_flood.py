@@ -13,9 +13,9 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
+from udpchat.link import LinkConfig
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import LinkConfig
 from udpchat.sim import Address, PathModel, SimNetwork
 
 pytestmark = pytest.mark.timeout(60)

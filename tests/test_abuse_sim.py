@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import REPLAY_WINDOW
 from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
-from udpchat.reliability import REPLAY_WINDOW
 from udpchat.seal import SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork
 

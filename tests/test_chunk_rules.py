@@ -10,8 +10,8 @@ import pytest
 from tests.fakeclient import FakeClient, random_keys, swap
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import Link
 from udpchat.relay_core import RelayConfig, RelayCore
-from udpchat.reliability import Link
 from udpchat.sim import SimNetwork
 
 TOKEN = b"R" * 8

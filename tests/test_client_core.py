@@ -24,10 +24,10 @@ from udpchat.client_core import (
     QueueFull,
     SessionState,
 )
+from udpchat.link import Link, LinkConfig
 from udpchat.names import nick_key
 from udpchat.noise import NoiseError, public_key
 from udpchat.relay_core import RelayConfig, RelayCore
-from udpchat.reliability import Link, LinkConfig
 from udpchat.seal import PskDeriver, room_key
 from udpchat.sim import Address, PathModel, SimNetwork
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tests.fakeclient import random_keys, swap
 from tests.linknode import LinkNode
 from udpchat import wire
-from udpchat.reliability import Link, LinkConfig, SendBufferFull
+from udpchat.link import Link, LinkConfig, SendBufferFull
 from udpchat.sim import PathModel, SimNetwork
 
 KEYS = random_keys(1)

@@ -8,7 +8,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tests.fakeclient import random_keys, swap
 from udpchat import wire
-from udpchat.reliability import Link, LinkConfig, SendBufferFull
+from udpchat.link import Link, LinkConfig, SendBufferFull
 
 
 class LinkMachine(RuleBasedStateMachine):

@@ -20,10 +20,10 @@ from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.client_core import ClientConfig, ClientSession, SessionState
+from udpchat.link import LinkConfig
 from udpchat.noise import public_key
 from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork
 from udpchat.transport import DatagramTransport

@@ -34,10 +34,10 @@ from udpchat import handshake as hs
 from udpchat import messages as msg
 from udpchat import wire
 from udpchat.errors import UsageError
+from udpchat.link import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
 from udpchat.names import MAX_NICK_LENGTH, nick_error, nick_key
 from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.ratelimit import TokenBucket
-from udpchat.reliability import ASAP, Link, LinkConfig, LinkDead, LinkStats, SendBufferFull
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [

@@ -23,11 +23,11 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
 from udpchat.endpoint import Address
+from udpchat.link import ASAP, Link, LinkConfig, SendBufferFull
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
 from udpchat.ratelimit import BucketTable, TokenBucket
-from udpchat.reliability import ASAP, Link, LinkConfig, SendBufferFull
 from udpchat.seal import PskDeriver
 
 Rng = Callable[[int], bytes]

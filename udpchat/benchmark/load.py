@@ -47,9 +47,9 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.benchmark.worker import emit
 from udpchat.handshake import Joiner
+from udpchat.link import Link, LinkConfig
 from udpchat.relay_core import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import Link, LinkConfig
 
 Address = tuple[str, int]
 LOCALHOST = "127.0.0.1"
