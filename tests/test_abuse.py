@@ -47,7 +47,7 @@ CHAT_INTERVAL = 0.3  # below the default flood rate of 5 a second
 MARKER = "legit-chat"
 CONFIG = RelayConfig(heartbeat=0.5, timeout=3.0, shutdown_grace=0.5)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 # --- the scene --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ ATTACKER: Address = ("127.0.0.1", 6666)
 KEY = b"open sesame"
 OTHER_KEY = b"open says me"
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 def client_addr(i: int) -> Address:

@@ -14,6 +14,8 @@ from udpchat.link import Link
 from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.sim import SimNetwork
 
+pytestmark = pytest.mark.unit
+
 TOKEN = b"R" * 8
 RELAY = ("127.0.0.1", 9000)
 

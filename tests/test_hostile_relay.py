@@ -18,6 +18,8 @@ from udpchat.ratelimit import BucketTable
 from udpchat.relay_core import AMPLIFICATION_FACTOR, RelayConfig, RelayCore
 from udpchat.sim import Address, PathModel, SimNetwork
 
+pytestmark = pytest.mark.unit
+
 RELAY: Address = ("127.0.0.1", 9000)
 
 

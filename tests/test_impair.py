@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from udpchat.impair import Impairment, ImpairmentConfig, parse_duration, parse_rate
 
+pytestmark = pytest.mark.unit
+
 N = 20_000
 
 

@@ -26,6 +26,8 @@ from udpchat.relay_core import RelayConfig, RelayCore
 from udpchat.seal import SESSION_ENVELOPE
 from udpchat.sim import PathModel, SimNetwork
 
+pytestmark = pytest.mark.unit
+
 TOKEN = b"R" * 8
 A = ("10.0.0.1", 1)
 B = ("10.0.0.2", 2)

@@ -12,6 +12,8 @@ from udpchat import wire
 from udpchat.link import Link, LinkConfig, SendBufferFull
 from udpchat.sim import PathModel, SimNetwork
 
+pytestmark = pytest.mark.unit
+
 KEYS = random_keys(1)
 A = ("10.0.0.1", 1)
 B = ("10.0.0.2", 2)

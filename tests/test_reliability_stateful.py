@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -9,6 +10,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tests.fakeclient import random_keys, swap
 from udpchat import wire
 from udpchat.link import Link, LinkConfig, SendBufferFull
+
+pytestmark = pytest.mark.unit
 
 
 class LinkMachine(RuleBasedStateMachine):

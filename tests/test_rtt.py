@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from udpchat.link.rtt import K_GRANULARITY, RttEstimator
 
+pytestmark = pytest.mark.unit
+
 
 def reference(samples: list[float], min_rto: float, max_rto: float, ack_delay: float) -> float:
     """RFC 6298 section 2, written out literally."""

@@ -128,6 +128,7 @@ def assert_nothing_readable(captured: list[bytes]) -> None:
         assert needle not in everything, needle
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_a_sniffer_on_the_simulator_reads_no_nickname_text_or_member_list(
     key: bytes | None,
@@ -177,6 +178,7 @@ class Sniffed:
         self.inner.close()
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(30)
 def test_a_sniffer_on_real_sockets_reads_no_nickname_text_or_member_list() -> None:
     """Every datagram through the relay's UDP socket, in both directions, during a chat."""
@@ -250,6 +252,7 @@ def observable(relay: RelayCore, nodes: list[ClientNode]) -> tuple[object, ...]:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_replayed_and_bit_flipped_copies_of_every_datagram_change_nothing(
     key: bytes | None,
@@ -284,6 +287,7 @@ def test_replayed_and_bit_flipped_copies_of_every_datagram_change_nothing(
 # --- the handshake under loss ---------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", [None, b"open sesame"], ids=["no-room-key", "room-key"])
 def test_handshake_under_30_percent_loss_and_reordering(key: bytes | None) -> None:
     """Every member joins and chats; a retransmitted JOIN is the same bytes and is answered
@@ -325,6 +329,7 @@ def pin(relay_key: bytes) -> Callable[[bytes], str | None]:
     return check
 
 
+@pytest.mark.unit
 def test_a_relay_with_another_static_key_is_refused_by_a_pinning_client() -> None:
     """A man in the middle (or a relay restarted as another identity) answers with another
     static key: the client that pinned the real one sends it nothing and ends the join."""
@@ -350,6 +355,7 @@ def test_a_relay_with_another_static_key_is_refused_by_a_pinning_client() -> Non
     assert impostor.member_nicks() == []
 
 
+@pytest.mark.unit
 def test_an_accept_from_someone_without_the_relays_key_is_dropped() -> None:
     """On the path, an attacker answers the JOIN with an ACCEPT of its own: without the
     relay's static private key its Noise message does not authenticate."""
@@ -384,6 +390,7 @@ def test_an_accept_from_someone_without_the_relays_key_is_dropped() -> None:
 # --- RESET -----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_forged_reset_is_ignored_and_a_real_one_after_a_restart_is_acted_on_at_once() -> None:
     net, _relay, (alice, bob) = room(nicks=NICKS[:2])
     join_all(net, [alice, bob])
@@ -404,6 +411,7 @@ def test_a_forged_reset_is_ignored_and_a_real_one_after_a_restart_is_acted_on_at
     assert net.run_until(lambda: alice.session.state is SessionState.JOINED, 5)
 
 
+@pytest.mark.unit
 def test_a_relay_restarted_as_another_identity_cannot_reset_its_predecessors_sessions() -> None:
     net, _relay, (alice,) = room(nicks=NICKS[:1])
     join_all(net, [alice])
@@ -420,6 +428,7 @@ def test_a_relay_restarted_as_another_identity_cannot_reset_its_predecessors_ses
 # --- nonces ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -456,6 +465,7 @@ def test_no_key_and_nonce_pair_repeats_across_retransmissions_and_rekeys(
     assert relay.stats.auth_failures == 0
 
 
+@pytest.mark.unit
 def test_fan_out_seals_each_datagram_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """protocol.md 8: keys differ per member, so a message fanned out to N members costs N
     seals, one per datagram, and nothing more: every session datagram the relay sends was
