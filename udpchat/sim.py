@@ -137,20 +137,7 @@ class SimNetwork:
         when = self._next_event_time()
         if when is None:
             return False
-        self.now = max(self.now, when)
-        while self._queue and self._queue[0].arrival <= self.now:
-            item = heapq.heappop(self._queue)
-            node = self._nodes.get(item.dst)
-            if node is None:
-                self.stats.undeliverable += 1
-                continue
-            self.stats.delivered += 1
-            node.receive_datagram(item.data, item.src, self.now)
-        for node in list(self._nodes.values()):
-            deadline = node.next_timer()
-            if deadline is not None and deadline <= self.now:
-                node.handle_timer(self.now)
-        self._flush()
+        self._advance(when)
         return True
 
     def run(self, duration: float, max_steps: int = 1_000_000) -> None:
@@ -162,7 +149,7 @@ class SimNetwork:
             if when is None or when > end:
                 self.now = end
                 return
-            self.step()
+            self._advance(when)
         raise RuntimeError(f"simulation did not settle within {max_steps} steps")
 
     def run_until(
@@ -178,8 +165,26 @@ class SimNetwork:
             if when is None or when > end:
                 self.now = max(self.now, end)
                 return done()
-            self.step()
+            self._advance(when)
         raise RuntimeError(f"simulation did not settle within {max_steps} steps")
+
+    def _advance(self, when: float) -> None:
+        """Move the clock to ``when`` (never back), deliver what has arrived by then, run
+        the timers that are due, and flush what that produced."""
+        self.now = max(self.now, when)
+        while self._queue and self._queue[0].arrival <= self.now:
+            item = heapq.heappop(self._queue)
+            node = self._nodes.get(item.dst)
+            if node is None:
+                self.stats.undeliverable += 1
+                continue
+            self.stats.delivered += 1
+            node.receive_datagram(item.data, item.src, self.now)
+        for node in list(self._nodes.values()):
+            deadline = node.next_timer()
+            if deadline is not None and deadline <= self.now:
+                node.handle_timer(self.now)
+        self._flush()
 
     def _next_event_time(self) -> float | None:
         candidates = [self._queue[0].arrival] if self._queue else []
