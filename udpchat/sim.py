@@ -187,12 +187,16 @@ class SimNetwork:
         self._flush()
 
     def _next_event_time(self) -> float | None:
-        candidates = [self._queue[0].arrival] if self._queue else []
+        """The next arrival or timer (a timer already due counts as now); None when none."""
+        now = self.now
+        best = self._queue[0].arrival if self._queue else None
         for node in self._nodes.values():
             deadline = node.next_timer()
             if deadline is not None:
-                candidates.append(max(deadline, self.now))
-        return min(candidates) if candidates else None
+                deadline = max(deadline, now)
+                if best is None or deadline < best:
+                    best = deadline
+        return best
 
     def _flush(self) -> None:
         for addr, node in list(self._nodes.items()):
