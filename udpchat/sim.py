@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from udpchat.endpoint import Address, Endpoint
 from udpchat.impair import Impairment, ImpairmentConfig
@@ -64,7 +64,7 @@ class PathModel:
 # What a reordered datagram waits on top of two path delays (see PathModel).
 REORDER_HOLD = 0.0025
 # A path is described either way; a PathModel is turned into an ImpairmentConfig.
-Path = PathModel | ImpairmentConfig
+PathSpec = PathModel | ImpairmentConfig
 
 
 @dataclass
@@ -90,7 +90,7 @@ class _InFlight:
 class SimNetwork:
     """Routes datagrams between attached nodes on a virtual clock."""
 
-    def __init__(self, seed: int = 0, default: Path | None = None, start: float = 0.0):
+    def __init__(self, seed: int = 0, default: PathSpec | None = None, start: float = 0.0):
         self.now = start
         self.stats = NetworkStats()
         self._seed = seed
@@ -114,12 +114,12 @@ class SimNetwork:
         """Give a node a new address, as a NAT rebinding does."""
         self._nodes[new] = self._nodes.pop(old)
 
-    def set_default(self, model: Path) -> None:
+    def set_default(self, model: PathSpec) -> None:
         """Every path behaves as ``model`` from now on (paths set one by one are forgotten)."""
         self._default = _config(model)
         self._paths.clear()
 
-    def set_path(self, src: Address, dst: Address, model: Path) -> None:
+    def set_path(self, src: Address, dst: Address, model: PathSpec) -> None:
         self._paths[(src, dst)] = _config(model)
 
     def inject(self, src: Address, dst: Address, data: bytes, delay: float = 0.0) -> None:
@@ -214,7 +214,7 @@ class SimNetwork:
         if impairment is None:
             # Seeded by the network's seed and the path alone: deterministic, and
             # independent of the traffic on other paths.
-            seeded = replace(self._default, seed=self._seed).derive(f"{src}->{dst}")
+            seeded = ImpairmentConfig(seed=self._seed).derive(f"{src}->{dst}")
             impairment = self._impairments[path] = Impairment(seeded)
         # The path's model may have changed since; its random stream goes on.
         impairment.config = self._paths.get(path, self._default)
@@ -232,5 +232,5 @@ class SimNetwork:
         heapq.heappush(self._queue, _InFlight(arrival, self._order, src, dst, data))
 
 
-def _config(model: Path) -> ImpairmentConfig:
+def _config(model: PathSpec) -> ImpairmentConfig:
     return model.impairment() if isinstance(model, PathModel) else model
