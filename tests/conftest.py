@@ -68,19 +68,12 @@ UNIT_RULE = (
 # Modules that do not declare their tiers yet, and the tier of all their tests: the tier of
 # their slowest kind of test (a module that has any test on sockets or threads is e2e).
 UNDECLARED_MODULE_TIERS = {
-    "test_bench_report.py": "bench",
-    "test_benchmark_baselines.py": "bench",
-    "test_benchmark_load.py": "bench",
-    "test_benchmark_traffic.py": "bench",
-    "test_benchmark_udpchat.py": "bench",
     "test_client_core.py": "unit",
     "test_commands.py": "unit",
-    "test_demo.py": "e2e",
     "test_e2e_terminal.py": "e2e",
     "test_json_schema.py": "e2e",
     "test_names.py": "unit",
     "test_protocol_examples.py": "unit",
-    "test_relay_core.py": "unit",
     "test_render.py": "unit",
     "test_sanitize.py": "unit",
     "test_ui.py": "e2e",

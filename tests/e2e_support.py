@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from udpchat import events as ev
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.impair import ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import Address
 

@@ -1,7 +1,9 @@
-"""A bare-bones protocol client for exercising the relay core on a simulated network.
+"""A bare-bones protocol client for exercising the relay core on a simulated network, and
+the small helpers relay and link tests build datagrams and keys with.
 
-It speaks the handshake and the reliable stream straight from protocol.md with no comfort
-(no reconnects, no heartbeat unless asked), so relay tests control every datagram.
+``FakeClient`` is the benchmark tools' ``BareClient`` (the handshake and one reliable stream
+straight from protocol.md, no reconnects, no heartbeat unless asked) made a simulated-network
+endpoint, so relay tests control every datagram.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import replace
 from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.endpoint import Address
 from udpchat.handshake import Joiner
-from udpchat.link import Link, LinkConfig
+from udpchat.link import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher, SessionKeys
-from udpchat.sim import Address
+from udpchat_bench.bareclient import BareClient
 
 
 def quick_room_key(secret: bytes) -> PskDeriver:
@@ -63,7 +66,10 @@ def stray_session(
     return cipher.seal(kind, token, pn, fields if fields is not None else wire.ack_fields(0, 0))
 
 
-class FakeClient:
+class FakeClient(BareClient):
+    """A ``BareClient`` on a simulated network: an endpoint with an address, a heartbeat when
+    asked, and every message decoded and kept for the test to look at."""
+
     def __init__(
         self,
         nick: str,
@@ -74,88 +80,49 @@ class FakeClient:
         link_config: LinkConfig | None = None,
         resume_secret: bytes = b"",
     ):
-        self.nick = nick
-        self.relay = relay
-        self.rng = random.Random(seed)
-        self.nonce = self.rng.randbytes(8)
+        rng = random.Random(seed)
+        nonce = rng.randbytes(8)
         if resume is not None and resume_secret:  # protocol.md 4.2: prove the old session
-            resume = replace(resume, proof=hs.resume_proof(resume_secret, self.nonce))
+            resume = replace(resume, proof=hs.resume_proof(resume_secret, nonce))
+        super().__init__(
+            nick,
+            nonce,
+            rng.randbytes,
+            resume,
+            room_key,
+            link_config or LinkConfig(max_retransmissions=50),
+        )
+        self.relay = relay
+        self.rng = rng
         self.resume = resume
-        self.joiner = Joiner(self.nonce, nick, self.rng.randbytes, resume, room_key)
-        self.link_config = link_config or LinkConfig(max_retransmissions=50)
-        self.payload: wire.AcceptPayload | None = None
-        self.keys: SessionKeys | None = None
-        self.auth_failures = 0
-        self.link: Link | None = None
-        self.accept: wire.Accept | None = None
-        self.reject: wire.Reject | None = None
         self.received: list[m.Message] = []
         self.other: list[object] = []
-        self.out: list[bytes] = [wire.encode_hello(self.nonce)]
         self.heartbeat: float | None = None
         self.last_sent = 0.0
-        self.handshake = self.out[0]  # retransmitted until the relay answers
-        self.retry_at: float | None = None
 
     # Node protocol
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        datagram = wire.decode_datagram(data)
-        if isinstance(datagram, wire.Challenge) and self.link is None:
-            self.handshake = self.joiner.join_for(datagram)
-            self.out.append(self.handshake)
-        elif isinstance(datagram, wire.Accept) and self.link is None:
-            accepted = self.joiner.keys_for(datagram)
-            if accepted is None:
-                self.auth_failures += 1
-                return
-            self.accept = datagram
-            self.payload, self.keys = accepted
-            self.link = Link(datagram.token, self.link_config, keys=self.keys)
-        elif isinstance(datagram, wire.Reject):
-            self.reject = datagram
-        elif isinstance(datagram, wire.Protected) and self.link is not None:
-            opened = self.link.open(datagram)
-            if opened is None:
-                self.auth_failures += 1
-                return
-            if isinstance(opened, wire.PathChallenge):
-                self.other.append(opened)
-                if self.link.receive(opened, now) is not None:
-                    self.out.append(self.link.encode_path(wire.PathResponse, opened.data))
-                return
-            for data in self.link.receive(opened, now) or []:
-                self.received.append(m.decode_message(data))
-        else:
-            self.other.append(datagram)
+        for raw in self.receive(wire.decode_datagram(data), now):
+            self.received.append(m.decode_message(raw))
+
+    def unhandled(self, item: object) -> None:
+        self.other.append(item)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.out = self.out, []
-        if self.link is None and self.reject is None:
-            if out:
-                self.retry_at = now + 0.25
-            elif self.retry_at is not None and now >= self.retry_at:
-                out.append(self.handshake)
-                self.retry_at = now + 0.25
-        if self.link is not None:
-            if self.heartbeat is not None and now >= self.last_sent + self.heartbeat:
-                self.link.ping()
-            out.extend(self.link.datagrams_to_send(now))
+        link, beat = self.link, self.heartbeat
+        if link is not None and beat is not None and now >= self.last_sent + beat:
+            link.ping()
+        out = self.take_datagrams(now)
         if out:
             self.last_sent = now
         return [(d, self.relay) for d in out]
 
     def next_timer(self) -> float | None:
-        if self.link is None:
-            return self.retry_at if self.reject is None else None
-        timer = self.link.next_timer()
-        if self.heartbeat is not None:
+        timer = super().next_timer()
+        if self.link is not None and self.heartbeat is not None:
             beat = self.last_sent + self.heartbeat
             timer = beat if timer is None else min(timer, beat)
         return timer
-
-    def handle_timer(self, now: float) -> None:
-        if self.link is not None:
-            self.link.handle_timer(now)
 
     # conveniences
     def send(self, message: m.Message) -> None:

@@ -37,7 +37,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.link import REPLAY_WINDOW
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
 Address = tuple[str, int]
@@ -481,13 +481,13 @@ def _check_bounded(server: RelayServer) -> None:
     core = server.core
     config = core.config
     assert len(core.members) <= 3
-    assert len(core._by_nick) == len(core.members)
-    assert len(core._by_join) <= len(core.members)
-    assert len(core._join_buckets) <= config.max_sources
-    assert len(core._reply_buckets) <= config.max_sources
-    assert len(core._history) <= max(config.history, 1)
-    assert len(core._events) <= 10_000
-    assert len(core._timers) <= 2 * len(core.members) + 10
+    assert len(core.sessions.by_nick) == len(core.members)
+    assert len(core.sessions.by_join) <= len(core.members)
+    assert len(core.gate.join_buckets) <= config.max_sources
+    assert len(core.gate.reply_buckets) <= config.max_sources
+    assert len(core.log.replay(0)) <= max(config.history, 1)
+    assert len(core.outbox.events) <= 10_000
+    assert len(core.sessions.timers) <= 2 * len(core.members) + 10
     for member in core.members.values():
         link = member.link
         assert link.send_buffer_free >= 0

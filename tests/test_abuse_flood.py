@@ -14,7 +14,8 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.link import LinkConfig
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.sim import Address, PathModel, SimNetwork
 
@@ -265,7 +266,7 @@ def test_source_table_stays_bounded_under_many_hosts() -> None:
     for i in range(300):
         host = f"10.0.{i // 250}.{i % 250 + 1}"
         assert join(net, f"h{i}", i, host=host).joined or i >= 50
-    assert len(relay._join_buckets) <= 50
+    assert len(relay.gate.join_buckets) <= 50
     assert relay.stats.handshakes >= 300
 
 

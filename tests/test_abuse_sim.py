@@ -18,7 +18,9 @@ from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_se
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.link import REPLAY_WINDOW
-from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
+from udpchat.relay.events import MemberMoved
 from udpchat.seal import SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork
 
@@ -366,7 +368,7 @@ def test_joins_with_a_wrong_key_get_bound_rejects_within_the_reply_budget() -> N
     joins = []
     for i in range(15):
         nonce = i.to_bytes(8, "big")
-        cookie = relay._issue_cookie(nonce, ATTACKER, net.now)
+        cookie = relay.gate.issue_cookie(nonce, ATTACKER, net.now)
         challenge = wire.Challenge(nonce, cookie, relay.relay_key, True)
         joins.append(join_datagram(nonce, challenge, f"m{i}", room_key=quick_room_key(OTHER_KEY)))
         forged = wire.Challenge(nonce, bytes(20), relay.relay_key, True)

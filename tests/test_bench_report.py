@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from udpchat.benchmark.report import render
-from udpchat.benchmark.sweep import (
+from udpchat_bench.report import render
+from udpchat_bench.sweep import (
     PLAIN_UDP,
     TCP_RELAY,
     UDPCHAT,
@@ -21,6 +21,8 @@ from udpchat.benchmark.sweep import (
     SweepConfig,
     SweepResults,
 )
+
+pytestmark = pytest.mark.bench
 
 SIZES = {UDPCHAT: 1, PLAIN_UDP: 1, TCP_RELAY: 1}
 
@@ -115,7 +117,7 @@ def test_the_figure_shows_delivery_beside_latency_and_cost(tmp_path: Path) -> No
     pytest.importorskip("matplotlib")
     from matplotlib import image
 
-    from udpchat.benchmark.plot import plot_results
+    from udpchat_bench.plot import plot_results
 
     path = plot_results(results(), tmp_path / "bench.png")
     height, width = image.imread(path).shape[:2]

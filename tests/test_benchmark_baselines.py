@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from udpchat.benchmark.harness import run_fanout, run_reference
-from udpchat.benchmark.netns import kernel_loss_available
-from udpchat.benchmark.systems import SYSTEMS, System, get_system
-from udpchat.benchmark.traffic import TrafficSpec
+from udpchat_bench.harness import run_fanout, run_reference
+from udpchat_bench.netns import kernel_loss_available
+from udpchat_bench.systems import SYSTEMS, System, get_system
+from udpchat_bench.traffic import TrafficSpec
+
+pytestmark = pytest.mark.bench
 
 BASELINES = ["plain-udp", "tcp-relay"]
 TINY = TrafficSpec(messages=20, size=100, rate=200.0, receivers=2, drain_s=2.0)

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from udpchat.benchmark.load import (
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat_bench.load import (
     LoadResult,
     format_table,
     probe_join,
@@ -16,7 +17,8 @@ from udpchat.benchmark.load import (
     proc_rss_kib,
     run_load,
 )
-from udpchat.relay_server import RelayOptions, RelayServer
+
+pytestmark = pytest.mark.bench
 
 
 def test_proc_readings_of_this_process() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpchat.benchmark.traffic import (
+from udpchat_bench.traffic import (
     MIN_PAYLOAD_SIZE,
     DeliveryLog,
     TrafficSpec,
@@ -17,6 +17,8 @@ from udpchat.benchmark.traffic import (
     percentile,
     schedule_ns,
 )
+
+pytestmark = pytest.mark.bench
 
 MS = 1_000_000
 

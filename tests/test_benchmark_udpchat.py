@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from udpchat.benchmark.accounting import SocketMeter
-from udpchat.benchmark.harness import run_reference
-from udpchat.benchmark.systems import SYSTEMS, System, get_system
-from udpchat.benchmark.traffic import TrafficSpec
-from udpchat.benchmark.udpchat_system import MeteredTransport, decode_text, encode_text
 from udpchat.cli import app
 from udpchat.messages import MAX_TEXT_BYTES
 from udpchat.transport import Address
+from udpchat_bench.accounting import SocketMeter
+from udpchat_bench.harness import run_reference
+from udpchat_bench.systems import SYSTEMS, System, get_system
+from udpchat_bench.traffic import TrafficSpec
+from udpchat_bench.udpchat_system import MeteredTransport, decode_text, encode_text
+
+pytestmark = pytest.mark.bench
 
 TINY = TrafficSpec(messages=20, size=100, rate=200.0, receivers=2, drain_s=5.0)
 

@@ -11,7 +11,8 @@ from tests.fakeclient import FakeClient, random_keys, swap
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.link import Link
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.sim import SimNetwork
 
 pytestmark = pytest.mark.unit

@@ -15,7 +15,7 @@ from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.client import ClientOptions
 from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions
 from udpchat.seal import generate_passphrase
 
@@ -505,7 +505,7 @@ def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(
-        "udpchat.benchmark.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
+        "udpchat_bench.report.run_bench", lambda config, out, **kw: seen.append(config) or 0
     )
     result = invoke("bench", "--quick", "--loss", "0.1,30%")
     assert result.exit_code == 0, result.output

@@ -27,7 +27,8 @@ from udpchat.client_core import (
 from udpchat.link import Link, LinkConfig
 from udpchat.names import nick_key
 from udpchat.noise import NoiseError, public_key
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.seal import PskDeriver, room_key
 from udpchat.sim import Address, PathModel, SimNetwork
 

@@ -11,7 +11,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from udpchat import demo as demo_module
-from udpchat.benchmark.traffic import DeliveryStats
 from udpchat.cli import app
 from udpchat.demo import (
     DemoConfig,
@@ -24,10 +23,12 @@ from udpchat.demo import (
     print_result,
     run_demo,
 )
+from udpchat.demo.delivery import DeliveryStats
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(90)  # tiers per test: only some of them run the demo
 
 
+@pytest.mark.unit
 def test_message_text_round_trip() -> None:
     text = message_text(2, 6, 50)
     assert text == "bot3 message 7 of 50"
@@ -36,6 +37,7 @@ def test_message_text_round_trip() -> None:
         assert parse_text(bad) is None
 
 
+@pytest.mark.unit
 def test_percent_is_exact_only_when_exact() -> None:
     assert percent(600, 600) == "100%"
     assert percent(0, 600) == "0%"
@@ -44,6 +46,7 @@ def test_percent_is_exact_only_when_exact() -> None:
     assert percent(346, 600) == "57.6%"
 
 
+@pytest.mark.unit
 def test_each_member_has_its_own_seed_and_both_runs_share_it() -> None:
     config = DemoConfig(loss=0.3, seed=9)
     first, second = config.impairment(0), config.impairment(1)
@@ -52,6 +55,7 @@ def test_each_member_has_its_own_seed_and_both_runs_share_it() -> None:
     assert DemoConfig(loss=0.3, seed=9).impairment(1) == second
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("kwargs", "complaint"),
     [
@@ -69,6 +73,7 @@ def test_bad_configs(kwargs: dict[str, Any], complaint: str) -> None:
         DemoConfig(**kwargs)
 
 
+@pytest.mark.e2e
 def test_small_demo_reliable_is_exact_and_plain_udp_loses() -> None:
     """3 bots x 15 messages at 25% loss each way.
 
@@ -113,6 +118,7 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(app, ["demo", *args])
 
 
+@pytest.mark.e2e
 def test_cli_json_prints_one_object_with_the_verdict() -> None:
     result = invoke("--json", "--members", "2", "--messages", "10", "--rate", "40", "--loss", "25%")
     assert result.exit_code == 0, result.output
@@ -131,6 +137,7 @@ def test_cli_json_prints_one_object_with_the_verdict() -> None:
         assert key in member
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
@@ -174,6 +181,7 @@ def _failed_result(config: DemoConfig) -> DemoResult:
     return DemoResult(config, run, None, 1.0)
 
 
+@pytest.mark.unit
 def test_cli_fails_when_the_reliable_run_is_not_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo_module, "run_demo", lambda config, console: _failed_result(config))
     result = invoke("--json")
@@ -183,6 +191,7 @@ def test_cli_fails_when_the_reliable_run_is_not_exact(monkeypatch: pytest.Monkey
     assert data["reliable"]["delivered"] == 19 and data["plain"] is None
 
 
+@pytest.mark.e2e
 def test_the_verdict_fits_80_and_120_columns_and_says_what_latency_covers() -> None:
     result = run_demo(DemoConfig(members=3, messages=10, rate=40.0, loss=0.3, seed=3), None)
     assert result.plain is not None and result.plain.delivered < result.plain.expected

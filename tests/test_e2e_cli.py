@@ -378,7 +378,7 @@ def test_the_relay_log_writes_ipv6_peers_in_brackets(processes: list[Process]) -
 
 
 def test_one_dropped_datagram_is_one_datagram(caplog: pytest.LogCaptureFixture) -> None:
-    from udpchat.relay_core import DatagramDropped
+    from udpchat.relay.events import DatagramDropped
     from udpchat.relay_server import RelayServer
 
     with running_relay() as relay:

@@ -15,7 +15,8 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.ratelimit import BucketTable
-from udpchat.relay_core import AMPLIFICATION_FACTOR, RelayConfig, RelayCore
+from udpchat.relay.config import AMPLIFICATION_FACTOR, RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.sim import Address, PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -155,7 +156,7 @@ def test_many_hosts_cannot_reset_one_hosts_join_bucket() -> None:
         join(net, f"o{i}", (f"203.0.{114 + i // 200}.{i % 200 + 1}", 3000))
     again = join(net, "a9", ("203.0.113.1", 3999))
     assert again.reject is not None and again.reject.code == wire.RejectCode.TOO_MANY_ATTEMPTS
-    assert len(relay._join_buckets) <= config.max_sources
+    assert len(relay.gate.join_buckets) <= config.max_sources
 
 
 def test_spoofed_handshakes_from_a_victims_address_do_not_lock_it_out() -> None:
@@ -348,7 +349,7 @@ def test_a_request_resent_on_a_new_session_is_answered_again_but_posted_once() -
     first_private = alice.of(m.Private)[0]
     # the relay forgot alice's session (say it timed out): she comes back as a new join
     net.detach(("192.0.2.1", 1))
-    relay._forget(next(mb for mb in relay.members.values() if mb.nick == "alice"))
+    relay.sessions.forget(next(mb for mb in relay.members.values() if mb.nick == "alice"))
     again = join(net, "alice", ("192.0.2.1", 3), seed=99)
     again.send(say)
     again.send(private)
@@ -427,13 +428,13 @@ def test_an_oversized_request_is_refused_as_too_long() -> None:
     alice = join(net, "alice", ("192.0.2.1", 1))
     assert alice.link is not None
     answers: list[m.RelayMessage] = []
-    answer = relay._answer
+    answer = relay.room.answer
 
     def spy(member: object, message: m.RelayMessage) -> bool:
         answers.append(message)
         return answer(member, message)  # type: ignore[arg-type]
 
-    relay._answer = spy  # type: ignore[method-assign]
+    relay.room.answer = spy  # type: ignore[method-assign]
     # Link.send refuses it, so its fragments are sealed by hand (protocol.md 5.1); the
     # relay's ACKs then cover packets alice's own link never sent, so the answer is read
     # at the relay.

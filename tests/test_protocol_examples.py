@@ -13,7 +13,8 @@ from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.noise import public_key
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.seal import SessionCipher, derive_room_psk
 
 SPEC = Path(__file__).resolve().parent.parent / "protocol.md"

@@ -22,7 +22,8 @@ from udpchat.budget import ReceiveBudget
 from udpchat.link import OVERSIZED_PREFIX, Link, LinkConfig
 from udpchat.link.reorder import ReorderBuffer
 from udpchat.memory import give_back_free_memory
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.seal import SESSION_ENVELOPE
 from udpchat.sim import PathModel, SimNetwork
 

@@ -12,7 +12,7 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.client import ChatClient, ClientOptions
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
 pytestmark = pytest.mark.e2e

@@ -22,7 +22,9 @@ from udpchat.client import ChatClient, ClientOptions
 from udpchat.client_core import ClientConfig, ClientSession, SessionState
 from udpchat.link import LinkConfig
 from udpchat.noise import public_key
-from udpchat.relay_core import MemberMoved, RelayConfig, RelayCore
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
+from udpchat.relay.events import MemberMoved
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.seal import PskDeriver, SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork

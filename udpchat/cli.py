@@ -26,7 +26,7 @@ from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.names import nick_error
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.transport import format_address
 
 if TYPE_CHECKING:
@@ -824,8 +824,16 @@ def bench(
     from dataclasses import replace
     from pathlib import Path
 
-    from udpchat.benchmark.report import run_bench
-    from udpchat.benchmark.sweep import SweepConfig, parse_numbers
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.report import run_bench
+        from udpchat_bench.sweep import SweepConfig, parse_numbers
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat bench needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
 
     try:
         config = SweepConfig.quick() if quick else SweepConfig()
@@ -874,7 +882,15 @@ def load(
 
       udpchat load --members 100,1000 --duration 5
     """
-    from udpchat.benchmark.load import format_table, run_load
+    try:  # a distribution of its own (bench/), installed on request
+        from udpchat_bench.load import format_table, run_load
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "udpchat_bench":
+            raise
+        _fail(
+            "udpchat load needs the benchmark tools: "
+            "pip install -e ./bench (from a udpchat checkout)"
+        )
 
     try:
         sizes = [int(part) for part in members.split(",") if part.strip()]

@@ -17,16 +17,15 @@ from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
 from udpchat.memory import give_back_free_memory
 from udpchat.noise import DHLEN
-from udpchat.relay_core import (
+from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.core import RelayCore
+from udpchat.relay.events import (
     DatagramDropped,
-    MemberJoined,
-    MemberLeft,
+    MemberAdmitted,
     MemberMoved,
+    MemberRemoved,
     MemberRenamed,
-    RelayConfig,
-    RelayCore,
     RelayEvent,
-    RelayStats,
 )
 from udpchat.sanitize import safe_text
 from udpchat.seal import room_key
@@ -261,10 +260,10 @@ class RelayServer:
 
     def _log(self, events: list[RelayEvent]) -> None:
         for event in events:
-            if isinstance(event, MemberJoined):
+            if isinstance(event, MemberAdmitted):
                 how = "rejoined" if event.resumed else "joined"
                 log.info("%s %s from %s", event.nick, how, format_address(event.addr))
-            elif isinstance(event, MemberLeft):
+            elif isinstance(event, MemberRemoved):
                 # A quit message is a stranger's text: never raw on the operator's terminal.
                 shown = event.text != event.reason  # a timeout's text repeats its reason
                 text = f": {safe_text(event.text)}" if event.text and shown else ""

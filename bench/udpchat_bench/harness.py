@@ -2,7 +2,7 @@
 
 The harness starts a relay, then every member, waits until all are joined, releases the
 senders together, waits for the last send plus a drain period, then stops members and relay
-and gathers the JSON each process prints (`udpchat.benchmark.worker`). Every wait is bounded:
+and gathers the JSON each process prints (`udpchat_bench.worker`). Every wait is bounded:
 a process that misses a deadline is killed and the run is reported as failed, never hung.
 """
 
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import udpchat
-from udpchat.benchmark.accounting import MeterReading
-from udpchat.benchmark.netns import LossyNamespace, lossy_namespace
-from udpchat.benchmark.systems import SYSTEMS, MemberArgs, RelayArgs, get_system
-from udpchat.benchmark.traffic import DeliveryLog, DeliveryStats, TrafficSpec, analyze
+import udpchat_bench
+from udpchat_bench.accounting import MeterReading
+from udpchat_bench.netns import LossyNamespace, lossy_namespace
+from udpchat_bench.systems import SYSTEMS, MemberArgs, RelayArgs, get_system
+from udpchat_bench.traffic import DeliveryLog, DeliveryStats, TrafficSpec, analyze
 
 START_TIMEOUT_S = 20.0
 """Time for a process to start Python, import, and (members) join the relay."""
@@ -245,12 +246,17 @@ class _Worker:
         self._stderr.close()
 
 
-def _worker_env() -> dict[str, str]:
-    """The environment for workers: this package importable whatever the caller's cwd."""
+def worker_env() -> dict[str, str]:
+    """The environment for workers: udpchat and these tools importable whatever the caller's
+    cwd (they may come from two checkouts, or from a checkout not installed at all)."""
     env = dict(os.environ)
-    root = str(Path(udpchat.__file__).resolve().parent.parent)
+    roots = [
+        str(Path(module.__file__).resolve().parent.parent)
+        for module in (udpchat, udpchat_bench)
+        if module.__file__ is not None
+    ]
     existing = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = root if not existing else os.pathsep.join([root, existing])
+    env["PYTHONPATH"] = os.pathsep.join([*dict.fromkeys(roots), *([existing] if existing else [])])
     return env
 
 
@@ -259,7 +265,7 @@ def _worker_argv(prefix: Sequence[str], system: str, role: str, params: Any) -> 
         *prefix,
         sys.executable,
         "-m",
-        "udpchat.benchmark.worker",
+        "udpchat_bench.worker",
         system,
         role,
         "--json-args",
@@ -293,7 +299,7 @@ def _run_processes(
     send_timeout = 2 * send_duration_s + 30.0
     lifetime = START_TIMEOUT_S + send_timeout + drain_s + STOP_TIMEOUT_S
     workers: list[_Worker] = []
-    env = _worker_env()
+    env = worker_env()
     with contextlib.ExitStack() as stack:
         try:
             prefix: list[str] = []
@@ -390,7 +396,7 @@ def run_reference(
     """Run ``system`` on the reference traffic: member 0 sends, members 1..K receive.
 
     ``loss`` is a percentage of packets lost each way: by the kernel in a private namespace
-    when ``kernel_loss`` (Linux, root; see `udpchat.benchmark.netns`), otherwise simulated by
+    when ``kernel_loss`` (Linux, root; see `udpchat_bench.netns`), otherwise simulated by
     the system in user space. ``kernel_loss=True`` with ``loss=0`` still isolates the run in a
     namespace, which adds exact kernel counters.
     """

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from udpchat.benchmark.sweep import (
+from udpchat_bench.sweep import (
     PLAIN_UDP,
     PLOT_FILE,
     TCP_RELAY,
@@ -294,7 +294,7 @@ def run_bench(
     path = write_json(results, out_dir)
     console.print(f"results: {path}")
     if plot:
-        from udpchat.benchmark.plot import PlotUnavailable, plot_results
+        from udpchat_bench.plot import PlotUnavailable, plot_results
 
         try:
             image = plot_results(results, out_dir / PLOT_FILE)

@@ -1,6 +1,6 @@
 """What sealing costs per datagram: a 100-byte chat line in a DATA, sealed and opened.
 
-    PYTHONPATH=. python benchmarks/seal_cost.py
+    python bench/scripts/seal_cost.py
 
 Prints microseconds per operation (the best of three timeit runs, each of many calls): seal
 and open of the DATA under one direction's key, without and with a room key (padding),

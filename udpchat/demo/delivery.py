@@ -1,84 +1,30 @@
-"""The traffic every system is measured on, and how deliveries are judged.
+"""How deliveries are judged: every member must get every other member's messages exactly
+once, in order. One definition for the demo's verdict and for the benchmark tools.
 
-The same `TrafficSpec` produces byte-identical payloads and the same send schedule whichever
-system carries them, so the systems are compared on the same traffic. Each payload carries its
-own identity (sender, message id) and the sender's send time, taken from
-``time.monotonic_ns()``: on Linux that clock is system-wide, so a receiver in another process
-can subtract it from its own reading to get a one-way latency without any clock exchange.
+A delivery is (sender, message id, send time, receive time), both times read from
+``time.monotonic_ns``, which on Linux is system-wide: a receiver in another process can
+subtract the sender's reading from its own. Sends follow a schedule computed from the start,
+so one late send never shifts the ones after it.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-PAYLOAD_HEADER = struct.Struct("!IIQ")
-"""sender index, message id, sender's ``monotonic_ns`` just before the send call."""
-
-MIN_PAYLOAD_SIZE = PAYLOAD_HEADER.size
-
-
-@dataclass(frozen=True)
-class TrafficSpec:
-    """Reference traffic: one sender, ``receivers`` receivers, paced messages of fixed size.
-
-    ``drain_s`` is the longest the harness keeps receivers listening after the last send, so
-    that late (queued or retransmitted) deliveries still count; the wait ends sooner once every
-    receiver has every message. Under heavy loss a retransmitting system needs a long one.
-    """
-
-    messages: int = 400
-    size: int = 100
-    rate: float = 50.0
-    receivers: int = 2
-    seed: int = 1
-    drain_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.messages < 1:
-            raise ValueError("messages must be >= 1")
-        if self.size < MIN_PAYLOAD_SIZE:
-            raise ValueError(f"size must be >= {MIN_PAYLOAD_SIZE} bytes (the payload header)")
-        if not self.rate > 0:
-            raise ValueError("rate must be > 0")
-        if self.receivers < 1:
-            raise ValueError("receivers must be >= 1")
-        if self.drain_s < 0:
-            raise ValueError("drain_s must be >= 0")
-
-    @property
-    def send_duration_s(self) -> float:
-        """Time the sender needs to send every message on schedule."""
-        return (self.messages - 1) / self.rate
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def padding(size: int, seed: int) -> bytes:
-    """Deterministic filler so every system carries exactly the same bytes.
-
-    Random rather than zeros so that no layer can profit from compressible payloads.
-    """
-    return random.Random(seed).randbytes(max(0, size - MIN_PAYLOAD_SIZE))
-
-
-def make_payload(sender: int, msg_id: int, send_ns: int, filler: bytes) -> bytes:
-    """A chat message body: fixed header followed by the shared filler."""
-    return PAYLOAD_HEADER.pack(sender, msg_id, send_ns) + filler
-
-
-def parse_payload(payload: bytes) -> tuple[int, int, int]:
-    """Return ``(sender, msg_id, send_ns)``; raise ``ValueError`` on a truncated payload."""
-    if len(payload) < MIN_PAYLOAD_SIZE:
-        raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
-    sender, msg_id, send_ns = PAYLOAD_HEADER.unpack_from(payload)
-    return int(sender), int(msg_id), int(send_ns)
+__all__ = [
+    "DeliveryLog",
+    "DeliveryStats",
+    "LatencySummary",
+    "analyze",
+    "percentile",
+    "schedule_ns",
+    "sleep_until_ns",
+    "summarize_latencies",
+]
 
 
 def schedule_ns(start_ns: int, count: int, rate: float) -> Iterator[tuple[int, int]]:
@@ -99,6 +45,9 @@ def sleep_until_ns(due_ns: int) -> None:
         time.sleep(remaining / 1e9)
 
 
+_Log = TypeVar("_Log", bound="DeliveryLog")
+
+
 @dataclass
 class DeliveryLog:
     """What one member received: one entry per message handed to the application, in order.
@@ -114,15 +63,11 @@ class DeliveryLog:
     recv_ns: list[int] = field(default_factory=list)
     malformed: int = 0
 
-    def record(self, payload: bytes, recv_ns: int) -> None:
-        try:
-            sender, msg_id, sent = parse_payload(payload)
-        except ValueError:
-            self.malformed += 1
-            return
+    def add(self, sender: int, msg_id: int, send_ns: int, recv_ns: int) -> None:
+        """One delivery: message ``msg_id`` of ``sender``, sent and received at these times."""
         self.senders.append(sender)
         self.msg_ids.append(msg_id)
-        self.send_ns.append(sent)
+        self.send_ns.append(send_ns)
         self.recv_ns.append(recv_ns)
 
     def __len__(self) -> int:
@@ -132,7 +77,7 @@ class DeliveryLog:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeliveryLog:
+    def from_dict(cls: type[_Log], data: Mapping[str, Any]) -> _Log:
         return cls(
             member=int(data["member"]),
             senders=[int(x) for x in data["senders"]],

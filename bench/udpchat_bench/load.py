@@ -2,16 +2,16 @@
 
 Three processes on 127.0.0.1:
 
-* the **relay**: a ``RelayServer`` in a worker of its own (``python -m udpchat.benchmark.load
+* the **relay**: a ``RelayServer`` in a worker of its own (``python -m udpchat_bench.load
   relay``), built with a handshake limit high enough for one IP to bring in every member (the
   ``udpchat relay`` command has no option for that); optionally under cProfile;
 * the **load generator** (``... load members``): N simulated members sharing a few sockets
-  (the relay tells sessions apart by token, not address). Each does a real handshake, keeps a
-  ``Link``, acknowledges what it receives, sends PING every heartbeat (staggered over the
-  second) and, on request, a light chat load round robin;
+  (the relay tells sessions apart by token, not address). Each is a ``BareClient``: a real
+  handshake, then a ``Link`` that acknowledges what it receives; it sends PING every heartbeat
+  (staggered over the second) and, on request, a light chat load round robin;
 * this process, the **harness**: it reads the relay's CPU time (``/proc/<pid>/stat``, utime +
   stime) and resident memory (``/proc/<pid>/status``, VmRSS), and times the join of one more
-  member (HELLO sent to WELCOME received) under that load with a client of its own.
+  member (HELLO sent to WELCOME received) under that load with a bare client of its own.
 
 Per member count the run is: relay up (memory at 0 members), members join, settle (memory at
 N members), an idle window (CPU with heartbeats only), join probes, a chat window (CPU and
@@ -42,14 +42,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import udpchat
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.benchmark.worker import emit
-from udpchat.handshake import Joiner
-from udpchat.link import Link, LinkConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat_bench.bareclient import BareClient
+from udpchat_bench.harness import worker_env
+from udpchat_bench.worker import emit
 
 Address = tuple[str, int]
 LOCALHOST = "127.0.0.1"
@@ -194,31 +193,16 @@ def _watch_stdin(
 # --- the load generator -----------------------------------------------------------------------
 
 
-class _Member:
-    __slots__ = (
-        "handshake",
-        "index",
-        "joiner",
-        "link",
-        "next_beat",
-        "nick",
-        "nonce",
-        "retry_at",
-        "scheduled",
-        "sock",
-        "welcomed",
-    )
+class _Member(BareClient):
+    """One simulated member: a bare client, where it sits, and when it next needs a turn."""
+
+    __slots__ = ("index", "next_beat", "scheduled", "sock", "welcomed")
 
     def __init__(self, index: int, sock: int, nonce: bytes) -> None:
+        super().__init__(f"m{index}", nonce, os.urandom, retry_s=HANDSHAKE_RETRY_S)
         self.index = index
-        self.nick = f"m{index}"
         self.sock = sock
-        self.nonce = nonce
-        self.joiner = Joiner(nonce, self.nick, os.urandom)
-        self.link: Link | None = None
         self.welcomed = False
-        self.handshake = b""
-        self.retry_at = math.inf
         self.next_beat = math.inf
         self.scheduled = math.inf
 
@@ -264,7 +248,6 @@ class LoadGenerator:
         self.chatting = False
         self.next_chat = math.inf
         self.chat_cursor = 0
-        self.config = LinkConfig()
 
     # sending
 
@@ -281,12 +264,9 @@ class LoadGenerator:
     def _flush(self, now: float) -> None:
         for index in self.dirty:
             member = self.members[index]
-            link = member.link
-            if link is None:
-                continue
-            for data in link.datagrams_to_send(now):
+            for data in member.take_datagrams(now):
                 self._send(member, data)
-            timer = link.next_timer()
+            timer = member.next_timer()
             if timer is not None:
                 self._schedule(member, max(timer, now))
         self.dirty.clear()
@@ -294,10 +274,11 @@ class LoadGenerator:
     # handshakes
 
     def start_handshake(self, member: _Member, now: float) -> None:
-        member.handshake = wire.encode_hello(member.nonce)
-        member.retry_at = now + HANDSHAKE_RETRY_S
-        self._send(member, member.handshake)
-        self._schedule(member, member.retry_at)
+        for data in member.take_datagrams(now):  # the HELLO; its retry timer starts
+            self._send(member, data)
+        timer = member.next_timer()
+        if timer is not None:
+            self._schedule(member, timer)
 
     # receiving
 
@@ -308,16 +289,9 @@ class LoadGenerator:
             return
         if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
-            if member is None or member.link is None:
+            if member is None:
                 return
-            link = member.link
-            opened = link.open(datagram)
-            if opened is None:
-                return
-            delivered = link.receive(opened, now)
-            if isinstance(opened, wire.PathChallenge):
-                self._send(member, link.encode_path(wire.PathResponse, opened.data))
-            for raw in delivered or ():
+            for raw in member.receive(datagram, now):
                 kind = raw[1] if len(raw) > 1 else -1
                 if kind == m.MessageKind.MESSAGE:
                     self.deliveries += 1
@@ -332,19 +306,12 @@ class LoadGenerator:
                     member.next_beat = now + self.heartbeat + offset
                     self._schedule(member, member.next_beat)
             self.dirty.add(member.index)
-        elif isinstance(datagram, wire.Challenge):
+        elif isinstance(datagram, (wire.Challenge, wire.Accept)):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
-                member.handshake = member.joiner.join_for(datagram)
-                member.retry_at = now + HANDSHAKE_RETRY_S
-                self._send(member, member.handshake)
-        elif isinstance(datagram, wire.Accept):
-            member = self.by_nonce.get(datagram.nonce)
-            accepted = None if member is None else member.joiner.keys_for(datagram)
-            if member is not None and member.link is None and accepted is not None:
-                member.link = Link(datagram.token, self.config, keys=accepted[1])
-                member.retry_at = math.inf
-                self.by_token[datagram.token] = member
+                member.receive(datagram, now)
+                if member.link is not None:
+                    self.by_token[member.link.token] = member
                 self.dirty.add(member.index)
         elif isinstance(datagram, wire.Reject):
             self.rejects += 1
@@ -363,18 +330,12 @@ class LoadGenerator:
     # timers
 
     def _on_timer(self, member: _Member, now: float) -> None:
+        member.handle_timer(now)  # a handshake due again goes out at the next flush
         link = member.link
-        if link is None:
-            if now >= member.retry_at:
-                member.retry_at = now + HANDSHAKE_RETRY_S
-                self._send(member, member.handshake)
-            self._schedule(member, member.retry_at)
-            return
-        link.handle_timer(now)
-        if member.welcomed and now >= member.next_beat:
-            link.ping()  # the heartbeat; protocol.md 7.1
-            member.next_beat = now + self.heartbeat
-        if member.welcomed:
+        if link is not None and member.welcomed:
+            if now >= member.next_beat:
+                link.ping()  # the heartbeat; protocol.md 7.1
+                member.next_beat = now + self.heartbeat
             self._schedule(member, member.next_beat)
         self.dirty.add(member.index)
 
@@ -486,15 +447,12 @@ class _Proc:
     """A worker subprocess; its stdout lines become events."""
 
     def __init__(self, role: str, params: Mapping[str, Any]) -> None:
-        env = dict(os.environ)
-        root = str(Path(udpchat.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self._stderr: IO[bytes] = open(os.devnull, "wb")  # noqa: SIM115 - closed in reap()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "udpchat.benchmark.load",
+                "udpchat_bench.load",
                 role,
                 "--json-args",
                 json.dumps(params),
@@ -502,7 +460,7 @@ class _Proc:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=env,
+            env=worker_env(),
             text=True,
         )
         self.role = role
@@ -555,39 +513,37 @@ def probe_join(relay: Address, nick: str, timeout: float = 3.0) -> float:
     """Seconds from HELLO sent to WELCOME received for one more member; it then quits."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((LOCALHOST, 0))
-        nonce = os.urandom(wire.NONCE_SIZE)
+        client = BareClient(nick, os.urandom(wire.NONCE_SIZE), os.urandom, retry_s=math.inf)
         deadline = time.monotonic() + timeout
         start = time.perf_counter()
-        sock.sendto(wire.encode_hello(nonce), relay)
-        link: Link | None = None
         welcomed: float | None = None
-        joiner = Joiner(nonce, nick, os.urandom)
         while welcomed is None:
+            for data in client.take_datagrams(time.monotonic()):
+                sock.sendto(data, relay)
             datagram = _recv_datagram(sock, deadline)
-            if isinstance(datagram, wire.Challenge) and datagram.nonce == nonce:
-                sock.sendto(joiner.join_for(datagram), relay)
-            elif isinstance(datagram, wire.Accept) and datagram.nonce == nonce and link is None:
-                opened = joiner.keys_for(datagram)
-                if opened is not None:
-                    link = Link(datagram.token, keys=opened[1])
-            elif isinstance(datagram, wire.Reject):
+            if isinstance(datagram, wire.Reject):
                 raise RuntimeError(f"join probe refused: {datagram.reason}")
-            elif isinstance(datagram, wire.Protected) and link is not None:
-                for raw in link.receive_sealed(datagram, time.monotonic()) or ():
+            if isinstance(datagram, (wire.Challenge, wire.Accept)) and (
+                datagram.nonce != client.nonce
+            ):
+                continue
+            if datagram is not None:
+                for raw in client.receive(datagram, time.monotonic()):
                     if isinstance(m.decode_message(raw), m.Welcome):
                         welcomed = time.perf_counter() - start
         # leave, so the probe does not stay a member: QUIT, acknowledged within the timeout
+        link = client.link
         assert link is not None
         link.send(m.encode_message(m.Quit("probe done")))
         quit_deadline = time.monotonic() + 1.0
         while not link.idle and time.monotonic() < quit_deadline:
-            for data in link.datagrams_to_send(time.monotonic()):
+            for data in client.take_datagrams(time.monotonic()):
                 sock.sendto(data, relay)
             datagram = _recv_datagram(sock, min(quit_deadline, time.monotonic() + 0.01), quiet=True)
-            if isinstance(datagram, wire.Protected):
-                link.receive_sealed(datagram, time.monotonic())
-            elif isinstance(datagram, wire.Reset):
+            if isinstance(datagram, wire.Reset):
                 break
+            if datagram is not None:
+                client.receive(datagram, time.monotonic())
         return welcomed
 
 
@@ -757,7 +713,7 @@ def print_profile(path: str, limit: int = 25) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m udpchat.benchmark.load")
+    parser = argparse.ArgumentParser(prog="python -m udpchat_bench.load")
     sub = parser.add_subparsers(dest="role", required=True)
     for role in ("relay", "members"):
         worker = sub.add_parser(role)

@@ -2,7 +2,7 @@
 
 A system only has to provide transport: a relay loop, and a member-side link that sends one
 chat message and hands back delivered ones. Pacing, timestamps, delivery logging, CPU and
-process management live in the benchmark itself (`udpchat.benchmark.worker`), so every system
+process management live in the benchmark itself (`udpchat_bench.worker`), so every system
 is driven and measured by exactly the same code.
 
 To add a system, implement `System` in its own module, expose an instance as a module
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from udpchat.benchmark.accounting import SocketMeter
+from udpchat_bench.accounting import SocketMeter
 
 Address = tuple[str, int]
 
@@ -151,9 +151,9 @@ class System(Protocol):
 
 
 SYSTEMS: dict[str, str] = {
-    "udpchat": "udpchat.benchmark.udpchat_system:UDPCHAT",
-    "plain-udp": "udpchat.benchmark.baselines:PLAIN_UDP",
-    "tcp-relay": "udpchat.benchmark.baselines:TCP_RELAY",
+    "udpchat": "udpchat_bench.udpchat_system:UDPCHAT",
+    "plain-udp": "udpchat_bench.baselines:PLAIN_UDP",
+    "tcp-relay": "udpchat_bench.baselines:TCP_RELAY",
 }
 """System name -> ``module:attribute`` of its `System` instance, imported only when used."""
 

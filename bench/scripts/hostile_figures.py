@@ -1,6 +1,6 @@
 """What a stranger can get out of a relay: sessions from one host, and answer bytes per byte.
 
-    PYTHONPATH=. python benchmarks/hostile_figures.py [--seconds 20]
+    PYTHONPATH=. python bench/scripts/hostile_figures.py [--seconds 20]  # uses tests/fakeclient.py
 
 1. Sessions per host: a real relay (`RelayServer`, defaults) on 127.0.0.1 and as many real
    handshakes as the time allows, from distinct ports and from several loopback addresses
@@ -17,6 +17,7 @@ Traffic goes to 127.0.0.1 only; every loop is bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import socket
@@ -25,10 +26,12 @@ import zlib
 
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.handshake import Joiner
-from udpchat.relay_core import RelayConfig, RelayCore
+from udpchat.endpoint import Address
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.sim import Address, PathModel, SimNetwork
+from udpchat.sim import PathModel, SimNetwork
+from udpchat_bench.bareclient import BareClient
 
 LOOPBACK = "127.0.0.1"
 RELAY_SIM: Address = ("127.0.0.1", 9000)
@@ -69,20 +72,19 @@ def sessions_from_one_host(seconds: float, attempts: int = 200) -> tuple[int, in
 
 def _handshake(sock: socket.socket, relay: Address, nonce: bytes, nick: str) -> str | None:
     """None if admitted, else why not."""
-    sock.sendto(wire.encode_hello(nonce), relay)
-    joiner = Joiner(nonce, nick, os.urandom)
+    client = BareClient(nick, nonce, os.urandom, retry_s=math.inf)  # one try, no retries
     for _ in range(4):
+        for data in client.take_datagrams(time.monotonic()):
+            sock.sendto(data, relay)
         try:
             data, _ = sock.recvfrom(65535)
         except TimeoutError:
             return "no answer"
-        datagram = wire.decode_datagram(data)
-        if isinstance(datagram, wire.Challenge):
-            sock.sendto(joiner.join_for(datagram), relay)
-        elif isinstance(datagram, wire.Accept):
+        client.receive(wire.decode_datagram(data), time.monotonic())
+        if client.link is not None:
             return None
-        elif isinstance(datagram, wire.Reject):
-            return datagram.reason
+        if client.reject is not None:
+            return client.reject.reason
     return "no ACCEPT"
 
 

@@ -5,7 +5,7 @@ Systems are interleaved at each point (udpchat, then the plain UDP forwarder, th
 relay), so slow drifts of the machine spread over all of them rather than favouring one.
 
 Loss is real kernel loss (a private network namespace whose loopback drops packets; see
-`udpchat.benchmark.netns`) when this machine allows it, which is fair to TCP. Otherwise it is
+`udpchat_bench.netns`) when this machine allows it, which is fair to TCP. Otherwise it is
 simulated in user space by each system on the datagrams it receives, which TCP cannot do:
 the TCP relay then runs without loss only.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import udpchat
-from udpchat.benchmark.harness import FanoutResult, RunResult, run_fanout, run_reference
-from udpchat.benchmark.netns import kernel_loss_available
-from udpchat.benchmark.traffic import TrafficSpec
+from udpchat_bench.harness import FanoutResult, RunResult, run_fanout, run_reference
+from udpchat_bench.netns import kernel_loss_available
+from udpchat_bench.traffic import TrafficSpec
 
 N = TypeVar("N", int, float)
 

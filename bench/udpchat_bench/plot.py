@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from udpchat.benchmark.sweep import SweepResults
+from udpchat_bench.sweep import SweepResults
 
 COLOURS = {"udpchat": "tab:blue", "plain-udp": "tab:orange", "tcp-relay": "tab:green"}
 

@@ -28,15 +28,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from udpchat.benchmark.accounting import SocketMeter
-from udpchat.benchmark.systems import Address, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
 from udpchat.client import ChatClient, ClientOptions
 from udpchat.client_core import QueueFull
 from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
 from udpchat.impair import Impairment, ImpairmentConfig
-from udpchat.relay_core import RelayConfig
+from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import DatagramTransport
+from udpchat_bench.accounting import SocketMeter
+from udpchat_bench.systems import Address, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
 
 UNLIMITED = 1_000_000_000
 """Flood-control burst and rate that never refuse anything a benchmark sends."""

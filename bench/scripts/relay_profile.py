@@ -1,13 +1,13 @@
 """Where does the udpchat relay spend its CPU, and what does it put on the wire?
 
 Runs the udpchat relay in this process (its serving thread under cProfile) and the members
-as ordinary benchmark workers (`udpchat.benchmark.worker`, one process each), on fan-out or
+as ordinary benchmark workers (`udpchat_bench.worker`, one process each), on fan-out or
 reference-like traffic. Every datagram the relay sends or receives is recorded (bytes only,
 cheap) and classified after the run, so the profile is not polluted by the accounting:
 DATA by its size (sealed: the messages inside are not visible), ACK, PING, handshakes.
 
-    PYTHONPATH=. python benchmarks/relay_profile.py --members 10 --rate 1000 --seconds 2
-    PYTHONPATH=. python benchmarks/relay_profile.py --members 3 --rate 50 --seconds 8 --loss 10
+    python bench/scripts/relay_profile.py --members 10 --rate 1000 --seconds 2
+    python bench/scripts/relay_profile.py --members 3 --rate 50 --seconds 8 --loss 10
 
 Loss here is user-space (each process drops that share of what it receives). A diagnostic
 only: speed and counts are printed, nothing is asserted.
@@ -28,19 +28,20 @@ from dataclasses import asdict
 from typing import Any
 
 from udpchat import wire
-from udpchat.benchmark.accounting import SocketMeter, process_cpu_s
-from udpchat.benchmark.harness import (
+from udpchat.endpoint import Address
+from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.transport import DatagramTransport
+from udpchat_bench.accounting import SocketMeter, process_cpu_s
+from udpchat_bench.harness import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     _Worker,
     _worker_argv,
-    _worker_env,
+    worker_env,
 )
-from udpchat.benchmark.systems import MemberArgs
-from udpchat.benchmark.traffic import DeliveryLog, analyze
-from udpchat.benchmark.udpchat_system import MeteredTransport, relay_config
-from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.transport import Address, DatagramTransport
+from udpchat_bench.systems import MemberArgs
+from udpchat_bench.traffic import DeliveryLog, analyze
+from udpchat_bench.udpchat_system import MeteredTransport, relay_config
 
 
 class RecordingTransport:
@@ -111,7 +112,7 @@ def main() -> None:
     count = max(1, round(ns.rate * ns.seconds))
     plan = {"count": count, "rate": ns.rate, "size": ns.size, "seed": 1}
     lifetime = START_TIMEOUT_S + 2 * ns.seconds + 60
-    env = _worker_env()
+    env = worker_env()
     workers: list[_Worker] = []
     try:
         for index in range(ns.members):

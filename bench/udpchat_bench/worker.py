@@ -1,6 +1,6 @@
 """One benchmark process: a relay or a member of some system, driven over stdin/stdout.
 
-Usage: ``python -m udpchat.benchmark.worker SYSTEM ROLE --json-args JSON`` where ROLE is
+Usage: ``python -m udpchat_bench.worker SYSTEM ROLE --json-args JSON`` where ROLE is
 ``relay`` or ``member``.
 
 Separate processes keep the systems honest (no shared GIL between relay and members) and let
@@ -12,7 +12,7 @@ each one measure its own CPU time. The protocol with the harness is line based:
 * stdin: ``go`` starts a member's sending; ``stop`` or end of file ends the role.
 
 Pacing, timestamps and delivery logging happen here, identically for every system; the system
-only supplies transport (`udpchat.benchmark.systems.System`).
+only supplies transport (`udpchat_bench.systems.System`).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from udpchat.benchmark.accounting import (
+from udpchat_bench.accounting import (
     CpuWindow,
     SocketMeter,
     counters_delta,
     kernel_counters,
     process_total_cpu_s,
 )
-from udpchat.benchmark.systems import Address, MemberArgs, MemberLink, RelayArgs, get_system
-from udpchat.benchmark.traffic import (
+from udpchat_bench.systems import Address, MemberArgs, MemberLink, RelayArgs, get_system
+from udpchat_bench.traffic import (
     DeliveryLog,
     make_payload,
     padding,
@@ -193,7 +193,7 @@ def run_member(system_name: str, params: Mapping[str, Any], control: Control) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m udpchat.benchmark.worker")
+    parser = argparse.ArgumentParser(prog="python -m udpchat_bench.worker")
     parser.add_argument("system")
     parser.add_argument("role", choices=["relay", "member"])
     parser.add_argument("--json-args", required=True, help="role parameters as a JSON object")

@@ -27,8 +27,8 @@ after it was freed, as opposed to memory still in use. It also reports the bytes
 datagrams are paced by the relay's answers, so that the kernel's receive buffer does not drop
 them; the relay's own count of datagrams received shows about how many it missed.
 
-    PYTHONPATH=. python benchmarks/memory_attack.py --sessions 1024 --pattern all
-    PYTHONPATH=/other/checkout python benchmarks/memory_attack.py ...   # another version
+    python bench/scripts/memory_attack.py --sessions 1024 --pattern all
+    PYTHONPATH=/other/checkout python bench/scripts/memory_attack.py ...  # another udpchat
 
 Relay settings go through ``RELAY_OVERRIDES`` and ``--relay-option name=json-value``; a name
 this version's ``RelayConfig`` does not know is reported and left out. Traffic goes to
@@ -57,9 +57,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from udpchat import wire
-from udpchat.benchmark.load import open_member_sockets
 from udpchat.handshake import Joiner
 from udpchat.seal import SealError, SessionCipher
+from udpchat_bench.load import open_member_sockets
 
 LOCALHOST = "127.0.0.1"
 MAX_SESSIONS = 1024
@@ -115,7 +115,7 @@ def rss_kib(pid: int) -> int:
 def relay_main(overrides: dict[str, Any], lifetime: float, verbose: bool) -> int:
     """Serve on an ephemeral port until stdin says ``stop`` or closes; answer ``status``."""
     import udpchat
-    from udpchat.relay_core import RelayConfig
+    from udpchat.relay.config import RelayConfig
     from udpchat.relay_server import RelayOptions, RelayServer
 
     if verbose:

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from udpchat.benchmark.accounting import SocketMeter
-from udpchat.benchmark.systems import (
+from udpchat_bench.accounting import SocketMeter
+from udpchat_bench.systems import (
     Address,
     MemberArgs,
     MemberLink,

@@ -1,0 +1,156 @@
+"""The room log on its own: numbering, retention, replay, epoch (protocol.md 6.3); and the
+relay core running on any ``RoomLog``, not only the memory one."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.relaysim import RELAY, client_addr, join
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.errors import UsageError
+from udpchat.relay.config import RelayConfig
+from udpchat.relay.core import RelayCore
+from udpchat.relay.room_log import EventBuilder, LoggedEvent, MemoryRoomLog, RoomLog
+from udpchat.sim import PathModel, SimNetwork
+
+pytestmark = pytest.mark.unit
+
+
+def rng(seed: int = 1):  # type: ignore[no-untyped-def]
+    return random.Random(seed).randbytes
+
+
+def chat(text: str) -> EventBuilder:
+    return lambda seq: m.ChatMessage(seq, 1_700_000_000, "alice", text)
+
+
+def joined(nick: str) -> EventBuilder:
+    return lambda seq: m.Joined(seq, 1_700_000_000, nick)
+
+
+def test_append_numbers_from_one_and_returns_the_encoded_event() -> None:
+    log = MemoryRoomLog(10, rng())
+    assert (log.last_seq, log.first_seq) == (0, 1)
+    first = log.append(chat("hi"))
+    second = log.append(joined("bob"))
+    assert first == LoggedEvent(
+        1, True, m.encode_message(m.ChatMessage(1, 1_700_000_000, "alice", "hi"))
+    )
+    assert (second.seq, second.chat) == (2, False)
+    assert m.decode_message(second.data) == m.Joined(2, 1_700_000_000, "bob")
+    assert (log.last_seq, log.first_seq) == (2, 1)
+
+
+def test_an_event_built_with_another_number_is_refused_and_takes_none() -> None:
+    log = MemoryRoomLog(10, rng())
+    with pytest.raises(UsageError):
+        log.append(lambda seq: m.Joined(seq + 1, 0, "bob"))
+    assert log.last_seq == 0 and log.replay(0) == []
+    assert log.append(joined("bob")).seq == 1
+
+
+def test_retention_keeps_the_newest_history_events() -> None:
+    log = MemoryRoomLog(3, rng())
+    for i in range(5):
+        log.append(chat(f"m{i}"))
+    assert (log.first_seq, log.last_seq) == (3, 5)
+    texts = [m.decode_message(d).text for d in log.replay(0)]  # type: ignore[union-attr]
+    assert texts == ["m2", "m3", "m4"]
+
+
+def test_replay_gives_the_kept_events_after_a_seq_in_order() -> None:
+    log = MemoryRoomLog(10, rng())
+    events = [log.append(chat(f"m{i}") if i % 2 else joined(f"u{i}")) for i in range(6)]
+    assert log.replay(0) == [e.data for e in events]
+    assert log.replay(4) == [e.data for e in events[4:]]
+    assert log.replay(6) == [] and log.replay(100) == []
+
+
+def test_recent_chats_skips_comings_and_goings() -> None:
+    log = MemoryRoomLog(10, rng())
+    events = [log.append(chat(f"m{i}") if i % 2 else joined(f"u{i}")) for i in range(6)]
+    chats = [e.data for e in events if e.chat]
+    assert len(chats) == 3
+    assert log.recent_chats(2) == chats[-2:]
+    assert log.recent_chats(10) == chats
+    assert log.recent_chats(0) == []
+
+
+def test_no_history_still_numbers_every_event() -> None:
+    log = MemoryRoomLog(0, rng())
+    for i in range(3):
+        assert log.append(chat(f"m{i}")).seq == i + 1
+    assert (log.first_seq, log.last_seq) == (4, 3)
+    assert log.replay(0) == [] and log.recent_chats(5) == []
+
+
+def test_the_epoch_comes_from_the_injected_random_source() -> None:
+    assert MemoryRoomLog(5, rng(7)).epoch == random.Random(7).randbytes(wire.EPOCH_SIZE)
+    assert MemoryRoomLog(5, rng(7)).epoch != MemoryRoomLog(5, rng(8)).epoch
+    with pytest.raises(ValueError):
+        MemoryRoomLog(-1, rng())
+
+
+def test_the_relay_draws_the_cookie_secret_then_the_epoch() -> None:
+    source = random.Random(3)
+    source.randbytes(32)  # the cookie secret
+    epoch = source.randbytes(wire.EPOCH_SIZE)
+    relay = RelayCore(RelayConfig(), 0.0, rng(3))
+    assert relay.epoch == epoch == relay.log.epoch
+
+
+class CountingLog:
+    """Another RoomLog: the memory one behind the interface, counting what the relay asks."""
+
+    def __init__(self, inner: RoomLog) -> None:
+        self.inner = inner
+        self.appended = 0
+        self.replays: list[int] = []
+
+    @property
+    def epoch(self) -> bytes:
+        return self.inner.epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self.inner.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self.inner.first_seq
+
+    def append(self, event: EventBuilder) -> LoggedEvent:
+        self.appended += 1
+        return self.inner.append(event)
+
+    def replay(self, after: int) -> list[bytes]:
+        self.replays.append(after)
+        return self.inner.replay(after)
+
+    def recent_chats(self, count: int) -> list[bytes]:
+        return self.inner.recent_chats(count)
+
+
+def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:
+    log = CountingLog(MemoryRoomLog(50, rng(9)))
+    net = SimNetwork(seed=1, default=PathModel())
+    relay = RelayCore(RelayConfig(), 0.0, rng(1), room_log=log)
+    net.attach(RELAY, relay)
+    alice = join(net, "alice", 1)
+    bob = join(net, "bob", 2)
+    assert relay.epoch == log.epoch and relay.room_seq == log.last_seq == 2  # two JOINED
+    net.run(0.2)
+    assert bob.accept is not None
+    last = relay.room_seq  # bob has seen everything so far (his own JOINED is not sent him)
+    net.detach(client_addr(2))
+    for i in range(3):
+        alice.send(m.Say(f"missed {i}"))
+    net.run(0.5)
+    resume = wire.Resume(log.epoch, bob.accept.token, last)
+    again = join(net, "bob", 3, resume=resume, resume_secret=bob.resume_secret)
+    net.run(0.5)
+    assert [x.text for x in again.of(m.ChatMessage)] == ["missed 0", "missed 1", "missed 2"]
+    assert log.replays == [last] and log.appended == log.last_seq == 5

@@ -1,0 +1,92 @@
+"""What a relay operator can set, what the relay counts, and the limits protocol.md fixes.
+
+Every part of the relay reads one ``RelayConfig`` and adds to one ``RelayStats``; neither
+changes meaning when the parts move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from udpchat import wire
+from udpchat.link import LinkConfig
+
+# RFC 9000 section 8: at most three times the bytes received, before validation.
+AMPLIFICATION_FACTOR = 3
+# protocol.md 6.5: member lists may take twice the bytes a member sent (ACKs and the other
+# answers fit in the third time), and a member can bank at most this much of that.
+LIST_CREDIT_FACTOR = AMPLIFICATION_FACTOR - 1
+MAX_ANSWER_CREDIT = LIST_CREDIT_FACTOR * 64 * 1024
+# What a member starts with: the credit of one handshake-sized datagram.
+INITIAL_ANSWER_CREDIT = LIST_CREDIT_FACTOR * wire.MIN_INITIAL_SIZE
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    heartbeat: float = 1.0
+    timeout: float = 10.0
+    max_members: int = 1024
+    history: int = 200
+    join_history: int = 20
+    flood_burst: int = 10
+    flood_rate: float = 5.0
+    # JOINs with a valid cookie, per host (protocol.md 4): spoofed datagrams cannot drain it.
+    handshake_burst: int = 20
+    handshake_rate: float = 5.0
+    # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
+    reply_burst: int = 20
+    reply_rate: float = 10.0
+    max_sources: int = 4096
+    # protocol.md 6.5: members per host and per network, so one machine cannot fill the room;
+    # generous enough for a LAN behind one NAT.
+    max_members_per_host: int = 64
+    max_members_per_network: int = 256
+    cookie_lifetime: float = 10.0
+    shutdown_grace: float = 1.0
+    # Queued messages are shared bytes objects, so a generous per-member budget costs memory
+    # only while that member really lags: 1 MiB holds two members' full bursts of 16 KiB
+    # messages, or a second of fan-out at 8,000 messages a second.
+    link: LinkConfig = field(default_factory=lambda: LinkConfig(send_buffer=1024 * 1024))
+    # protocol.md 5.8: what all members together may hold in out-of-order packets and
+    # reassembly, on top of each link's own cap (link.receive_buffer).
+    receive_budget: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.receive_budget < 0:
+            raise ValueError("receive_budget cannot be negative")
+        if not 0 < self.heartbeat < self.timeout:
+            raise ValueError("need 0 < heartbeat < timeout")
+        if self.timeout > 3600:
+            raise ValueError("timeout is at most an hour")
+        if self.max_members < 1 or self.history < 0 or self.join_history < 0:
+            raise ValueError("max_members must be positive and history sizes not negative")
+        if self.max_members_per_host < 1 or self.max_members_per_network < 1:
+            raise ValueError("members per host and per network must be at least 1")
+
+
+@dataclass
+class RelayStats:
+    datagrams_received: int = 0
+    bytes_received: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    malformed: int = 0
+    unknown_session: int = 0
+    rejected_by_link: int = 0
+    bad_messages: int = 0
+    unexpected: int = 0
+    handshakes: int = 0
+    rate_limited: int = 0
+    bad_cookies: int = 0
+    rejects: int = 0
+    resets: int = 0
+    flood_refused: int = 0
+    deliveries: int = 0
+    amplification_held: int = 0
+    bad_key: int = 0
+    auth_failures: int = 0
+    short_handshakes: int = 0
+    replayed_joins: int = 0
+    network_full: int = 0
+    resent_requests: int = 0
+    from_port_zero: int = 0

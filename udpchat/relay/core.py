@@ -1,0 +1,261 @@
+"""The relay's coordinator, sans I/O: datagrams and time in, datagrams and reports out.
+
+``RelayCore`` takes datagrams with their source address and ``now``, and hands back datagrams
+to send with their destination (``udpchat.endpoint.Endpoint``). It reads the envelope and
+passes each datagram to the part that owns it: handshakes to the gate, session datagrams
+(after their member's link has authenticated them) to path validation and then, message by
+message, to the room. protocol.md sections 4 to 8 describe what it implements: every session
+is a Noise handshake (udpchat.handshake) with the relay's static key, injected like the
+random source, and every session datagram is sealed by its member's link. Nothing here
+touches a socket, a thread, a clock or an unseeded random source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.budget import ReceiveBudget
+from udpchat.endpoint import Address
+from udpchat.link import ASAP
+from udpchat.noise import DHLEN
+from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.events import RelayEvent
+from udpchat.relay.gate import Gate
+from udpchat.relay.outbox import Outbox
+from udpchat.relay.paths import Paths
+from udpchat.relay.room import Room
+from udpchat.relay.room_log import MemoryRoomLog, RoomLog
+from udpchat.relay.sessions import Member, MemberState, SessionTable
+from udpchat.seal import PskDeriver
+
+Rng = Callable[[int], bytes]
+
+# Session datagrams a client sends (PATH_CHALLENGE goes the other way).
+RELAY_BOUND = frozenset(
+    {
+        wire.DatagramType.DATA,
+        wire.DatagramType.ACK,
+        wire.DatagramType.PING,
+        wire.DatagramType.PATH_RESPONSE,
+    }
+)
+
+
+class RelayCore:
+    """The room: one instance per relay process."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        now: float,
+        rng: Rng,
+        wall_offset: float = 0.0,
+        room_key: PskDeriver | None = None,
+        static_key: bytes | None = None,
+        room_log: RoomLog | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = RelayStats()
+        # The injected random source is drawn from in this order: the cookie secret, the
+        # log's epoch, the static key (when none is given).
+        secret = rng(32)
+        self.log: RoomLog = room_log if room_log is not None else MemoryRoomLog(config.history, rng)
+        # protocol.md 4: the relay's identity. The shell keeps it across restarts; without
+        # one, the relay is a new identity (clients that pinned the old one refuse it).
+        if static_key is None:
+            static_key = rng(DHLEN)
+        self.outbox = Outbox()
+        # protocol.md 5.8: what all members' links may hold together of what they received.
+        self.receive_budget = ReceiveBudget(config.receive_budget)
+        self.sessions = SessionTable(config.timeout)
+        self.paths = Paths(self.stats, self.outbox, self.sessions, rng)
+        self.gate = Gate(
+            config,
+            self.stats,
+            self.outbox,
+            self.sessions,
+            self.log,
+            rng,
+            secret,
+            static_key,
+            room_key,
+            self.receive_budget,
+            now,
+        )
+        self.room = Room(config, self.stats, self.outbox, self.sessions, self.log, wall_offset)
+        self.shutting_down = False
+        self._shutdown_deadline = math.inf
+
+    @property
+    def relay_key(self) -> bytes:
+        return self.gate.relay_key
+
+    @property
+    def epoch(self) -> bytes:
+        return self.log.epoch
+
+    @property
+    def room_seq(self) -> int:
+        return self.log.last_seq
+
+    @property
+    def members(self) -> dict[bytes, Member]:
+        return self.sessions.members
+
+    # --- the Endpoint -----------------------------------------------------------------------
+
+    def events(self) -> list[RelayEvent]:
+        return self.outbox.take_events()
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram from ``addr``; garbage is counted and dropped, never raised."""
+        if addr[1] == 0:  # protocol.md 3.1: no answer could ever reach it
+            self.stats.from_port_zero += 1
+            self.outbox.drop("from port 0", addr)
+            return
+        self.stats.datagrams_received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            datagram = wire.decode_datagram(data)
+        except wire.UnsupportedVersion as exc:
+            self.outbox.drop("unsupported version", addr)
+            # protocol.md 3.1: in the requester's version, so that an older client can read
+            # it (REJECT has had the same fields since version 1).
+            version = exc.version if 0 < exc.version <= wire.MAX_VERSION else wire.PROTOCOL_VERSION
+            self.gate.refuse(
+                data,
+                wire.RejectCode.VERSION,
+                f"this relay speaks udpchat protocol version {wire.PROTOCOL_VERSION}",
+                addr,
+                now,
+                version,
+            )
+            return
+        except wire.DecodeError as exc:
+            self.stats.malformed += 1
+            self.outbox.drop(f"malformed: {exc}", addr)
+            return
+        match datagram:
+            case wire.Protected(kind=kind) if kind in RELAY_BOUND:
+                self._on_session_datagram(datagram, len(data), addr, now)
+            case wire.Hello() | wire.Join() if len(data) < wire.MIN_INITIAL_SIZE:
+                # protocol.md 4.1: unpadded, it could draw an answer larger than itself.
+                self.stats.short_handshakes += 1
+                name = type(datagram).__name__
+                self.outbox.drop(f"{name} shorter than {wire.MIN_INITIAL_SIZE}", addr)
+            case wire.Hello():
+                self.gate.on_hello(datagram, addr, now)
+            case wire.Join():
+                admission = self.gate.on_join(datagram, data, addr, now, self.shutting_down)
+                if admission is not None:
+                    self.room.welcome(admission, now)
+                    self.sessions.mark_first(admission.member)
+                    self._reschedule(admission.member)
+            case wire.Protected(kind=kind):
+                self.stats.unexpected += 1
+                self.outbox.drop(f"unexpected {kind.name}", addr)
+            case _:
+                self.stats.unexpected += 1
+                self.outbox.drop(f"unexpected {type(datagram).__name__}", addr)
+
+    def datagrams_to_send(
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[bytes, Address]]:
+        """What to send now. With ``limit``, stop flushing members once that many datagrams
+        are ready (call again until it returns fewer): the first ones can be on the wire
+        while a big fan-out is still being encoded, and a new member, flushed first, gets
+        its WELCOME without waiting for its JOINED to reach a thousand others."""
+        out = self.outbox.take_datagrams()
+        sessions = self.sessions
+        while sessions.dirty and (limit is None or len(out) < limit):
+            member = next(iter(sessions.dirty))
+            del sessions.dirty[member]
+            self.paths.flush(member, now, out)
+            if member.live:
+                self._reschedule(member)
+        for member in sessions.closing:
+            self.paths.flush(member, now, out)
+            member.advance(MemberState.GONE)
+        sessions.closing.clear()
+        if self.room.held:  # the newcomer's first datagrams are in this batch: release
+            self.room.release()
+        self.stats.datagrams_sent += len(out)
+        self.stats.bytes_sent += sum(len(d) for d, _ in out)
+        return out
+
+    def next_timer(self) -> float | None:
+        if self.sessions.dirty or self.room.pending:
+            return ASAP  # output is waiting for the next datagrams_to_send
+        deadline = self.sessions.next_deadline()
+        if deadline is not None:
+            return min(deadline, self._shutdown_deadline)
+        return None if math.isinf(self._shutdown_deadline) else self._shutdown_deadline
+
+    def handle_timer(self, now: float) -> None:
+        for member in self.sessions.due(now):
+            if self.sessions.expired(member, now):
+                self.room.remove(member, m.LeaveReason.TIMEOUT, "timed out", now)
+                continue
+            member.link.handle_timer(now)
+            if member.link.dead:
+                self.room.remove(member, m.LeaveReason.DROPPED, "connection lost", now)
+                continue
+            self.sessions.mark(member)
+        if now >= self._shutdown_deadline:
+            for member in list(self.sessions.members.values()):
+                self.sessions.forget(member)
+
+    # --- the shell's other calls --------------------------------------------------------------
+
+    def shutdown(self, reason: str, now: float) -> None:
+        """Tell every member the relay is going away; ``closed`` once they acknowledged."""
+        self.shutting_down = True
+        self._shutdown_deadline = now + self.config.shutdown_grace
+        self.room.announce_shutdown(reason)
+
+    @property
+    def closed(self) -> bool:
+        """After ``shutdown``: every member acknowledged, or the grace period ran out."""
+        return self.shutting_down and all(mb.link.idle for mb in self.sessions.members.values())
+
+    def member_nicks(self) -> list[str]:
+        return sorted(mb.nick for mb in self.sessions.members.values())
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def _on_session_datagram(
+        self, envelope: wire.Protected, size: int, addr: Address, now: float
+    ) -> None:
+        member = self.sessions.members.get(envelope.token)
+        if member is None:
+            self.stats.unknown_session += 1
+            self.outbox.drop("unknown session", addr)
+            self.gate.reset(envelope.token, size, addr, now)
+            return
+        # protocol.md 8: nothing that fails to authenticate is looked at any further; in
+        # particular it never moves the session or marks its packet number as seen.
+        datagram = member.link.open(envelope)
+        if datagram is None:
+            self.stats.auth_failures += 1
+            self.outbox.drop("session datagram does not authenticate", addr)
+            return
+        highest = member.link.highest_pn
+        delivered = member.link.receive(datagram, now)
+        if delivered is None:
+            self.stats.rejected_by_link += 1
+            self.outbox.drop("replayed or impossible", addr)
+            return
+        self.sessions.heard(member, size, now)
+        self.paths.check(member, datagram, size, addr, highest)
+        for data in delivered:
+            self.room.on_message(member, data, now)
+            if not member.live:
+                break  # it quit
+        if member.live:
+            self.sessions.mark(member)
+
+    def _reschedule(self, member: Member) -> None:
+        self.sessions.reschedule(member, self.paths.blocked(member))

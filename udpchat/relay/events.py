@@ -1,0 +1,47 @@
+"""What the relay reports to its operator (logged by the shell), in the past tense.
+
+Named apart from the client's events (``udpchat.events``): a relay admits and removes
+members, a client sees them join and leave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from udpchat.endpoint import Address
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdmitted:
+    nick: str
+    addr: Address
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    nick: str
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRenamed:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberMoved:
+    nick: str
+    old: Address
+    new: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramDropped:
+    reason: str
+    addr: Address
+
+
+RelayEvent = MemberAdmitted | MemberRemoved | MemberRenamed | MemberMoved | DatagramDropped

@@ -1,0 +1,353 @@
+"""The handshake gate: HELLO, CHALLENGE and JOIN, up to an admitted session (protocol.md 4).
+
+Nothing here trusts a source address until it has echoed a cookie: the CHALLENGE is a
+stateless HMAC cookie, answered to anyone without a per-source limit (it is a thirtieth of
+the HELLO it answers), and the relay does DH work only for a JOIN whose cookie verifies.
+Answers to datagrams that proved nothing (REJECT VERSION and BAD_KEY, stateless RESET) draw
+on a per-host reply budget; JOINs with a valid cookie on a per-host join budget, which
+spoofed datagrams can therefore never drain. Every REJECT is bound to its request (its
+nonce, or the request's hash) so that a forged one is recognisable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from udpchat import handshake as hs
+from udpchat import wire
+from udpchat.budget import ReceiveBudget
+from udpchat.endpoint import Address
+from udpchat.link import Link
+from udpchat.names import nick_error, nick_key
+from udpchat.netblock import address_key, host_key, prefix_key
+from udpchat.noise import DHLEN, NoiseError, public_key
+from udpchat.ratelimit import BucketTable, TokenBucket
+from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.events import MemberAdmitted
+from udpchat.relay.outbox import Outbox
+from udpchat.relay.room_log import RoomLog
+from udpchat.relay.sessions import Member, SessionTable
+from udpchat.seal import PskDeriver
+
+# protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.
+COOKIE_TIME_SIZE = 4
+COOKIE_MAC_SIZE = 16
+# Used JOIN nonces remembered against replays; a full table forgets the oldest early.
+MAX_USED_JOINS = 65_536
+# protocol.md 7.1: on the relay a link never gives up by counting transmissions; the member
+# timeout ends a silent session, so a client has that long to resume in place.
+RELAY_LINK_TRANSMISSIONS = 1_000_000
+RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE), bytes(wire.RESET_TOKEN_SIZE)))
+# protocol.md 4: what BAD_KEY says when a JOIN's handshake does not authenticate.
+WRONG_KEY = "wrong room key"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A JOIN that made a session: the room still has to welcome ``member``."""
+
+    member: Member
+    old: Member | None  # the session a resume replaced (now forgotten)
+    resume: wire.Resume | None  # what the JOIN asked to resume from
+    resumed: int  # messages the old session had delivered (WELCOME.resumed)
+
+
+class Gate:
+    def __init__(
+        self,
+        config: RelayConfig,
+        stats: RelayStats,
+        outbox: Outbox,
+        sessions: SessionTable,
+        log: RoomLog,
+        rng: Callable[[int], bytes],
+        secret: bytes,
+        static_key: bytes,
+        room_key: PskDeriver | None,
+        receive_budget: ReceiveBudget,
+        now: float,
+    ) -> None:
+        if len(static_key) != DHLEN:
+            raise ValueError(f"a static key has {DHLEN} bytes, not {len(static_key)}")
+        self.config = config
+        self.stats = stats
+        self.outbox = outbox
+        self.sessions = sessions
+        self.log = log
+        self._rng = rng
+        self._secret = secret
+        self._static_key = static_key
+        self.relay_key = public_key(static_key)
+        self._reset_secret = hs.reset_secret(static_key)
+        # protocol.md 8: the psk is salted with the relay's public key; derived once, here.
+        self._psk = room_key(self.relay_key) if room_key is not None else None
+        self._link_config = replace(config.link, max_retransmissions=RELAY_LINK_TRANSMISSIONS)
+        self._receive_budget = receive_budget
+        self.join_buckets = BucketTable(
+            config.handshake_rate, config.handshake_burst, config.max_sources, now
+        )
+        self.reply_buckets = BucketTable(
+            config.reply_rate, config.reply_burst, config.max_sources, now
+        )
+        self._used_joins: dict[tuple[Address, bytes], float] = {}
+
+    # --- answers that prove nothing ---------------------------------------------------------
+
+    def refuse(
+        self,
+        data: bytes,
+        code: wire.RejectCode,
+        reason: str,
+        addr: Address,
+        now: float,
+        version: int = wire.PROTOCOL_VERSION,
+    ) -> None:
+        """Answer a datagram of another version, or a JOIN whose handshake does not
+        authenticate, with a REJECT bound to it (protocol.md 4): its nonce is the datagram's
+        hash, which only whoever sent or saw the datagram knows. Only datagrams of handshake
+        size get one, within the per-host reply budget, so that no answer is larger than its
+        request and a flood of junk draws only a trickle."""
+        if len(data) < wire.MIN_INITIAL_SIZE or not self.allow_reply(addr, now):
+            return
+        self.stats.rejects += 1
+        reject = wire.encode_reject(wire.request_hash(data), code, reason, version)
+        self.outbox.send(reject, addr)
+
+    def reset(self, token: bytes, size: int, addr: Address, now: float) -> None:
+        """protocol.md 7.2: a stateless reset for a session this relay does not know,
+        provable by this identity only, to datagrams no smaller than it."""
+        if size >= RESET_SIZE and self.allow_reply(addr, now):
+            self.stats.resets += 1
+            proof = hs.reset_token(self._reset_secret, token)
+            self.outbox.send(wire.encode_reset(token, proof), addr)
+
+    def allow_reply(self, addr: Address, now: float) -> bool:
+        """May we answer a datagram that proved nothing about its source (a RESET, a VERSION
+        or BAD_KEY reject)? None is larger than what it answers; the budget per host only
+        stops the relay from being a steady reflector."""
+        if self.reply_buckets.take(host_key(addr[0]), now):
+            return True
+        self.stats.rate_limited += 1
+        return False
+
+    def _allow_join(self, addr: Address, now: float) -> bool:
+        """A JOIN with a valid cookie: its source proved it receives our datagrams, so
+        spoofed datagrams can never drain the bucket its host's own JOINs need."""
+        if self.join_buckets.take(host_key(addr[0]), now):
+            return True
+        self.stats.rate_limited += 1
+        return False
+
+    # --- cookies ----------------------------------------------------------------------------
+
+    def _cookie(self, nonce: bytes, addr: Address, issued_ms: int) -> bytes:
+        issued = issued_ms.to_bytes(COOKIE_TIME_SIZE, "big")
+        mac = hmac.new(
+            self._secret, issued + nonce + f"{addr[0]}|{addr[1]}".encode(), hashlib.sha256
+        ).digest()
+        return issued + mac[:COOKIE_MAC_SIZE]
+
+    def issue_cookie(self, nonce: bytes, addr: Address, now: float) -> bytes:
+        return self._cookie(nonce, addr, int(now * 1000) & 0xFFFFFFFF)
+
+    def _cookie_age(self, cookie: bytes, nonce: bytes, addr: Address, now: float) -> float | None:
+        """Seconds since the cookie was issued to ``addr``, or None if it is not ours."""
+        if len(cookie) != COOKIE_TIME_SIZE + COOKIE_MAC_SIZE:
+            return None
+        issued_ms = int.from_bytes(cookie[:COOKIE_TIME_SIZE], "big")
+        if not hmac.compare_digest(self._cookie(nonce, addr, issued_ms), cookie):
+            return None
+        age = ((int(now * 1000) - issued_ms) & 0xFFFFFFFF) / 1000
+        return age if age <= self.config.cookie_lifetime else None
+
+    # --- HELLO and JOIN -----------------------------------------------------------------------
+
+    def on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
+        # No limit per source: a CHALLENGE is a thirtieth of the HELLO it answers and costs
+        # one HMAC, so answering spoofed HELLOs harms nobody, and limiting them would let a
+        # spoofer lock a victim's address out of the room.
+        self.stats.handshakes += 1
+        self._challenge(hello.nonce, addr, now)
+
+    def _challenge(self, nonce: bytes, addr: Address, now: float) -> None:
+        """CHALLENGE: the cookie, the relay's static public key (the client checks it and
+        encrypts its JOIN to it), and whether the room needs a key."""
+        cookie = self.issue_cookie(nonce, addr, now)
+        keyed = self._psk is not None
+        self.outbox.send(wire.encode_challenge(nonce, cookie, self.relay_key, keyed), addr)
+
+    def _reject(self, nonce: bytes, code: wire.RejectCode, reason: str, addr: Address) -> None:
+        self.stats.rejects += 1
+        self.outbox.send(wire.encode_reject(nonce, code, reason), addr)
+
+    def on_join(
+        self, join: wire.Join, data: bytes, addr: Address, now: float, closing: bool
+    ) -> Admission | None:
+        """A JOIN; an ``Admission`` if it made a session. ``closing``: the relay is
+        shutting down and admits nobody."""
+        age = self._cookie_age(join.cookie, join.nonce, addr, now)
+        if age is None:
+            self.stats.bad_cookies += 1  # answered like a HELLO, for the same reasons
+            self._challenge(join.nonce, addr, now)
+            return None
+        pending = self.sessions.by_join.get((addr, join.nonce))
+        if pending is not None:  # our ACCEPT was lost: say it again, never a new handshake
+            self.outbox.send(pending.accept, addr)
+            return None
+        used_until = self._used_joins.get((addr, join.nonce))
+        if used_until is not None and now < used_until:
+            # A JOIN that already made a session, replayed within its cookie's lifetime.
+            self.stats.replayed_joins += 1
+            self.outbox.drop("replayed JOIN", addr)
+            return None
+        if not self._allow_join(addr, now):
+            self._reject(
+                join.nonce,
+                wire.RejectCode.TOO_MANY_ATTEMPTS,
+                "too many join attempts from this address; try again later",
+                addr,
+            )
+            return None
+        # protocol.md 4: the DH work, only now that the cookie has proved the address.
+        try:
+            responder, request = hs.read_join(self._static_key, join, self._psk)
+        except NoiseError:
+            self.stats.bad_key += 1
+            self.outbox.drop("JOIN handshake does not authenticate: wrong room key", addr)
+            self.refuse(data, wire.RejectCode.BAD_KEY, WRONG_KEY, addr, now)
+            return None
+        except wire.DecodeError as exc:
+            self.stats.malformed += 1
+            self.outbox.drop(f"malformed JOIN payload: {exc}", addr)
+            return None
+        if closing:
+            self._reject(
+                join.nonce, wire.RejectCode.SHUTTING_DOWN, "the relay is shutting down", addr
+            )
+            return None
+        problem = nick_error(request.nick)
+        if problem is not None:
+            self._reject(join.nonce, wire.RejectCode.NICK_INVALID, problem, addr)
+            return None
+        old = self._resumed_session(join.nonce, request.resume)
+        key = nick_key(request.nick)
+        holder = self.sessions.by_nick.get(key)
+        if holder is not None and holder is not old:
+            self._reject(
+                join.nonce,
+                wire.RejectCode.NICK_TAKEN,
+                f"the nickname {request.nick} is taken",
+                addr,
+            )
+            return None
+        if old is None and len(self.sessions.members) >= self.config.max_members:
+            self._reject(join.nonce, wire.RejectCode.RELAY_FULL, "the relay is full", addr)
+            return None
+        crowd = self._crowding(addr, old)
+        if crowd is not None:
+            self.stats.network_full += 1
+            self._reject(join.nonce, wire.RejectCode.RELAY_FULL, crowd, addr)
+            return None
+        return self._admit(join.nonce, request, responder, key, addr, old, age, now)
+
+    def _resumed_session(self, nonce: bytes, resume: wire.Resume | None) -> Member | None:
+        """The live session a JOIN resumes, if it proves it holds that session's keys."""
+        if resume is None or resume.epoch != self.log.epoch:
+            return None
+        candidate = self.sessions.members.get(resume.token)
+        # protocol.md 4.2: the token and epoch are no secret on the path; only the holder of
+        # the old session's keys can make the proof.
+        if candidate is not None and hmac.compare_digest(
+            hs.resume_proof(candidate.resume_secret, nonce), resume.proof
+        ):
+            return candidate
+        return None
+
+    def _crowding(self, addr: Address, old: Member | None) -> str | None:
+        """Why ``addr``'s host or network may not have one more member, or None."""
+        host, network = address_key(addr[0]), prefix_key(addr[0])
+        old_host = old_network = None
+        if old is not None:
+            old_host, old_network = address_key(old.addr[0]), prefix_key(old.addr[0])
+        hosted = self.sessions.per_host.get(host, 0) - (old_host == host)
+        if hosted >= self.config.max_members_per_host:
+            return f"the room is full for your address ({self.config.max_members_per_host} members)"
+        networked = self.sessions.per_network.get(network, 0) - (old_network == network)
+        if networked >= self.config.max_members_per_network:
+            return (
+                f"the room is full for your network ({self.config.max_members_per_network} members)"
+            )
+        return None
+
+    def _admit(
+        self,
+        nonce: bytes,
+        join: wire.JoinPayload,
+        responder: hs.Responder,
+        key: str,
+        addr: Address,
+        old: Member | None,
+        rtt: float,
+        now: float,
+    ) -> Admission:
+        sessions = self.sessions
+        token = self._rng(wire.TOKEN_SIZE)
+        while token in sessions.members:
+            token = self._rng(wire.TOKEN_SIZE)
+        accept, keys = hs.accept(
+            responder,
+            nonce,
+            token,
+            wire.AcceptPayload(
+                self.log.epoch,
+                int(self.config.heartbeat * 1000),
+                int(self.config.timeout * 1000),
+                hs.reset_token(self._reset_secret, token),
+            ),
+            self._rng(DHLEN),
+            padded=self._psk is not None,
+        )
+        resumed = 0
+        if old is not None:
+            resumed = old.link.stats.messages_delivered
+            sessions.forget(old)
+        config = self.config
+        member = Member(
+            token=token,
+            nick=join.nick,
+            key=key,
+            addr=addr,
+            link=Link(
+                token,
+                self._link_config,
+                rtt_hint=max(rtt, 0.0001),
+                keys=keys,
+                budget=self._receive_budget,
+            ),
+            last_heard=now,
+            # a resume is the same person: it keeps its flood bucket (protocol.md 4.2, 6.5)
+            bucket=old.bucket
+            if old is not None
+            else TokenBucket(config.flood_rate, config.flood_burst, updated=now),
+            join=(addr, nonce),
+            accept=accept,
+            resume_secret=hs.resume_secret(keys.receive),
+        )
+        sessions.add(member)
+        self._remember_join((addr, nonce), now)
+        self.outbox.send(accept, addr)
+        self.outbox.report(MemberAdmitted(join.nick, addr, old is not None))
+        return Admission(member, old, join.resume, resumed)
+
+    def _remember_join(self, key: tuple[Address, bytes], now: float) -> None:
+        """Keep used (address, nonce) pairs for as long as their cookie could be valid."""
+        used = self._used_joins
+        while used:
+            oldest = next(iter(used))
+            if used[oldest] > now and len(used) < MAX_USED_JOINS:
+                break
+            del used[oldest]
+        used[key] = now + self.config.cookie_lifetime

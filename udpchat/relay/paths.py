@@ -1,0 +1,91 @@
+"""Address migration and path validation (protocol.md 7.3, after RFC 9000 sections 8 and 9).
+
+A member's session follows its newest authenticated datagram to a new address (NAT
+rebinding, a new network). Until that address echoes a PATH_CHALLENGE, it is VALIDATING:
+the relay sends it at most ``AMPLIFICATION_FACTOR`` times what it received from it, so that
+a forged move cannot turn the relay into an amplifier against a victim's address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from udpchat import wire
+from udpchat.endpoint import Address
+from udpchat.relay.config import AMPLIFICATION_FACTOR, RelayStats
+from udpchat.relay.events import MemberMoved
+from udpchat.relay.outbox import Outbox
+from udpchat.relay.sessions import Member, MemberState, SessionTable
+
+
+class Paths:
+    def __init__(
+        self,
+        stats: RelayStats,
+        outbox: Outbox,
+        sessions: SessionTable,
+        rng: Callable[[int], bytes],
+    ) -> None:
+        self.stats = stats
+        self.outbox = outbox
+        self.sessions = sessions
+        self._rng = rng
+
+    def check(
+        self, member: Member, datagram: wire.SessionDatagram, size: int, addr: Address, highest: int
+    ) -> None:
+        """An authenticated datagram from ``addr``; ``highest`` is the packet number the
+        session had seen before it. Only the newest datagram may move a session (an old one
+        replayed from elsewhere must not)."""
+        if addr != member.addr and datagram.pn > highest:
+            self.move(member, addr)
+        if member.state is MemberState.VALIDATING and addr == member.addr:
+            member.received_unvalidated += size
+            if isinstance(datagram, wire.PathResponse) and datagram.data == member.path_data:
+                member.advance(MemberState.ACTIVE)
+                member.path_data = None
+            elif member.path_data is not None:
+                self.challenge(member)
+
+    def move(self, member: Member, addr: Address) -> None:
+        self.outbox.report(MemberMoved(member.nick, member.addr, addr))
+        self.sessions.count_address(member.addr, -1)
+        self.sessions.count_address(addr, +1)
+        member.addr = addr
+        member.advance(MemberState.VALIDATING)
+        member.received_unvalidated = 0
+        member.sent_unvalidated = 0
+        member.path_data = self._rng(wire.PATH_DATA_SIZE)
+
+    def challenge(self, member: Member) -> None:
+        assert member.path_data is not None
+        datagram = member.link.encode_path(wire.PathChallenge, member.path_data)
+        member.sent_unvalidated += len(datagram)
+        self.outbox.send(datagram, member.addr)
+
+    @staticmethod
+    def blocked(member: Member) -> bool:
+        """Sending to the member waits for its address to be validated."""
+        return not member.validated and (
+            AMPLIFICATION_FACTOR * member.received_unvalidated <= member.sent_unvalidated
+        )
+
+    def flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
+        """What the member's link sends now, within the budget of an unvalidated address
+        (one that quit while VALIDATING is CLOSING, and still not validated)."""
+        if member.validated:
+            for datagram in member.link.datagrams_to_send(now):
+                out.append((datagram, member.addr))
+            return
+        budget = AMPLIFICATION_FACTOR * member.received_unvalidated - member.sent_unvalidated
+        if budget <= 0:
+            self.stats.amplification_held += 1
+            return
+        for datagram in member.link.datagrams_to_send(now):
+            size = len(datagram)
+            if size > budget:
+                self.stats.amplification_held += 1
+                continue  # counts as lost; retransmitted once the address is validated
+            budget -= size
+            member.sent_unvalidated += size
+            out.append((datagram, member.addr))

@@ -1,0 +1,348 @@
+"""The room: who is in it, what they ask of it, and how its events reach every member.
+
+Room events are numbered by the room log and fanned out through one FIFO, so that every
+member sees one order even while a fan-out is held back (a newcomer's JOINED waits until its
+WELCOME is on its way) and an answer to one member never overtakes the events queued before
+it. Every SAY, ACTION, PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1),
+and requests pass flood control first (6.5).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.link import SendBufferFull
+from udpchat.names import nick_error, nick_key
+from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.events import MemberRemoved, MemberRenamed
+from udpchat.relay.gate import Admission
+from udpchat.relay.outbox import Outbox
+from udpchat.relay.room_log import EventBuilder, RoomLog
+from udpchat.relay.sessions import Member, SessionTable
+
+# protocol.md 6.1: message ids remembered to answer a resent request without posting it
+# twice: at least this many, and at least as many as the history holds.
+MIN_REMEMBERED_IDS = 1024
+# What a member list costs besides its nicknames: the DATA datagram around it.
+LIST_OVERHEAD = 40
+LEAVE_REASONS = {
+    m.LeaveReason.QUIT: "quit",
+    m.LeaveReason.TIMEOUT: "timed out",
+    m.LeaveReason.DROPPED: "dropped",
+}
+# How a request that could not be read is answered: a post is REFUSED, anything else ERROR.
+REFUSAL: dict[int, type[m.Refused] | type[m.Error]] = {
+    m.MessageKind.SAY: m.Refused,
+    m.MessageKind.ACTION: m.Refused,
+}
+# The room event a post becomes.
+POSTED_AS: dict[type[m.Say] | type[m.Action], type[m.ChatMessage] | type[m.ActionMessage]] = {
+    m.Say: m.ChatMessage,
+    m.Action: m.ActionMessage,
+}
+
+
+class Room:
+    def __init__(
+        self,
+        config: RelayConfig,
+        stats: RelayStats,
+        outbox: Outbox,
+        sessions: SessionTable,
+        log: RoomLog,
+        wall_offset: float,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.outbox = outbox
+        self.sessions = sessions
+        self.log = log
+        self._wall_offset = wall_offset
+        # msgid -> what it got: a room seq (SAY, ACTION) or (time, recipient) (PRIVATE_SEND)
+        self._answered: dict[bytes, int | tuple[int, str]] = {}
+        self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
+        # (data, excluded member, sole recipient): room events to all but one, and answers
+        # to one member, which must not overtake events queued before them.
+        self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
+        self.held = False  # fan-out waits for the next datagrams_to_send (a newcomer's)
+        self._draining = False
+
+    @property
+    def pending(self) -> bool:
+        """Fan-out is queued (held back, or stopped by a send of its own)."""
+        return bool(self._fanout)
+
+    def time(self, now: float) -> int:
+        return min(max(int(now + self._wall_offset), 0), m.MAX_TIME)
+
+    # --- fan-out ----------------------------------------------------------------------------
+
+    def deliver(self, member: Member, data: bytes) -> bool:
+        try:
+            member.link.send(data)
+        except SendBufferFull:
+            return False
+        self.stats.deliveries += 1
+        self.sessions.mark(member)
+        return True
+
+    def post(self, event: EventBuilder, exclude: Member | None) -> int:
+        """Append a room event to the log and fan it out to every member but one; its seq."""
+        logged = self.log.append(event)
+        self._fanout.append((logged.data, exclude, None))
+        if not self.held:
+            self.drain()
+        return logged.seq
+
+    def release(self) -> None:
+        """The newcomer's first datagrams are out: let the held fan-out go."""
+        self.held = False
+        self.drain()
+
+    def drain(self) -> None:
+        if self._draining:
+            return  # a LEFT posted while draining joins the queue behind the current event
+        self._draining = True
+        try:
+            while self._fanout:
+                data, exclude, only = self._fanout.popleft()
+                if only is not None:
+                    recipients = [only] if only.live else []
+                else:
+                    members = self.sessions.members.values()
+                    recipients = [mb for mb in members if mb is not exclude]
+                laggards = [mb for mb in recipients if not self.deliver(mb, data)]
+                for member in laggards:
+                    if member.live:
+                        self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+        finally:
+            self._draining = False
+
+    def answer(self, member: Member, message: m.RelayMessage) -> bool:
+        """Send a member the answer to its request; a member whose queue cannot take even
+        that is dropped, since answers matched by counting would otherwise go astray."""
+        data = m.encode_message(message)
+        if self._fanout:  # events are held: the answer queues behind them, in room order
+            self._fanout.append((data, None, member))
+            return True
+        if self.deliver(member, data):
+            return True
+        if member.live:
+            self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+        return False
+
+    # --- coming and going -------------------------------------------------------------------
+
+    def welcome(self, admission: Admission, now: float) -> None:
+        """WELCOME and history for an admitted member, then JOINED to everyone else (or,
+        for a resume under another nickname, NICK_CHANGED to all)."""
+        member, old, config, log = admission.member, admission.old, self.config, self.log
+        welcome = m.Welcome(
+            member.nick, self.sessions.nick_list(), log.last_seq, log.first_seq, admission.resumed
+        )
+        self.deliver(member, m.encode_message(welcome))
+        resume = admission.resume
+        if resume is not None and resume.epoch == log.epoch:
+            backlog = log.replay(resume.last_seq)
+        else:
+            backlog = log.recent_chats(config.join_history)
+        # Newest first until half the send buffer is used: a gap, if any, is at the start,
+        # where the client can see it.
+        budget = config.link.send_buffer // 2
+        kept: list[bytes] = []
+        for data in reversed(backlog):
+            budget -= len(data)
+            if budget < 0:
+                break
+            kept.append(data)
+        for data in reversed(kept):
+            self.deliver(member, data)
+        when, nick = self.time(now), member.nick
+        if old is None:
+            # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
+            # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
+            self.held = True
+            self.post(lambda seq: m.Joined(seq, when, nick), member)
+        elif old.nick != nick:
+            old_nick = old.nick
+            self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
+
+    def remove(
+        self,
+        member: Member,
+        reason: m.LeaveReason,
+        text: str,
+        now: float | None,
+        closing: bool = False,
+    ) -> None:
+        """Take a member out of the room and tell everyone (LEFT)."""
+        self.sessions.forget(member, closing)
+        self.outbox.report(MemberRemoved(member.nick, LEAVE_REASONS[reason], text))
+        when = self.time(now) if now is not None else self.time(member.last_heard)
+        nick = member.nick
+        self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
+
+    def announce_shutdown(self, reason: str) -> None:
+        notice = m.encode_message(m.Shutdown(reason))
+        for member in self.sessions.members.values():
+            self.deliver(member, notice)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def on_message(self, member: Member, data: bytes, now: float) -> None:
+        try:
+            message = m.decode_message(data)
+        except wire.DecodeError as exc:
+            self.stats.bad_messages += 1
+            self.outbox.drop(f"bad message: {exc}", member.addr)
+            self._answer_undecodable(member, data, exc, now)
+            return
+        match message:
+            case m.Say() | m.Action():
+                self._on_post(member, message, now)
+            case m.PrivateSend():
+                self._on_private(member, message, now)
+            case m.NickRequest(nick=nick):
+                problem = self._flood(member, now)
+                if problem is not None:
+                    self.answer(member, m.Error(problem))
+                else:
+                    self._rename(member, nick, now)
+            case m.Who():
+                problem = self._flood(member, now)
+                if problem is None:
+                    self._answer_who(member)
+                else:
+                    self.answer(member, m.Error(problem))
+            case m.Quit(reason=reason):
+                self.remove(member, m.LeaveReason.QUIT, reason, now, closing=True)
+                member.link.acknowledge_now()  # flushed once more, though forgotten
+            case _:
+                self.stats.bad_messages += 1
+                self.outbox.drop(f"a client may not send {type(message).__name__}", member.addr)
+
+    def _on_post(self, member: Member, message: m.Say | m.Action, now: float) -> None:
+        problem = self._flood(member, now)
+        earlier = self._answered.get(message.msgid) if message.msgid else None
+        if problem is None and isinstance(earlier, int):  # resent: posted already
+            self.stats.resent_requests += 1
+            self.answer(member, m.Posted(earlier))
+            return
+        if problem is None:
+            problem = m.text_error(message.text)
+        if problem is not None:
+            self.answer(member, m.Refused(problem))
+            return
+        # protocol.md 6.3: the number is taken only if the POSTED could be queued; a
+        # sender dropped instead leaves no gap (its LEFT takes the number).
+        number = self.log.last_seq + 1
+        if not self.answer(member, m.Posted(number)):
+            return
+        self._remember(message.msgid, number)
+        kind, when, nick, text = POSTED_AS[type(message)], self.time(now), member.nick, message.text
+        posted = self.post(lambda seq: kind(seq, when, nick, text), member)
+        assert posted == number  # nothing else was appended since the POSTED was queued
+
+    def _answer_undecodable(
+        self, member: Member, data: bytes, exc: wire.DecodeError, now: float
+    ) -> None:
+        """protocol.md 6.1: a request gets its one answer even when it cannot be read (too
+        long, or a field out of range), or a client counting answers would pair every later
+        one with the wrong request."""
+        kind = m.peek_kind(data)
+        if kind not in m.ANSWERED_KINDS:
+            return  # not a request that is answered (or not one at all)
+        oversized = member.link.stats.oversized > member.oversized_answered
+        member.oversized_answered = member.link.stats.oversized
+        flood = self._flood(member, now)  # charged first, like every request (6.5)
+        if flood is not None:
+            reason = flood
+        elif oversized or len(data) > m.MAX_TEXT_BYTES:
+            reason = f"message too long: the limit is {m.MAX_TEXT_BYTES} bytes of UTF-8"
+        else:
+            reason = f"the relay could not read this request ({exc})"
+        assert kind is not None
+        self.answer(member, REFUSAL.get(kind, m.Error)(reason[: wire.MAX_REASON_BYTES // 4]))
+
+    def _answer_who(self, member: Member) -> None:
+        """MEMBERS, if the member has sent enough to earn it: a tiny WHO must not buy a big
+        list over and over (protocol.md 6.5)."""
+        listed = self.sessions.nick_list()
+        cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
+        if cost > member.answer_credit:
+            self.stats.flood_refused += 1
+            reason = "" if member.list_told else "too many member lists; try again in a moment"
+            member.list_told = True
+            self.answer(member, m.Error(reason))
+            return
+        member.list_told = False
+        member.answer_credit -= cost
+        self.answer(member, m.Members(listed))
+
+    def _remember(self, msgid: bytes, answer: int | tuple[int, str]) -> None:
+        """Keep what a request with a message id got, for a copy resent after a rejoin."""
+        if not msgid:
+            return
+        answered = self._answered
+        while len(answered) >= self._max_answered:
+            del answered[next(iter(answered))]
+        answered[msgid] = answer
+
+    def _flood(self, member: Member, now: float) -> str | None:
+        """None if the request may go ahead; else its refusal. protocol.md 6.5: only the first
+        refusal of a burst says why; the rest are empty, so that refusals can never make the
+        relay send a member much more than it sent."""
+        if member.bucket.take(now):
+            member.flood_told = False
+            return None
+        self.stats.flood_refused += 1
+        if member.flood_told:
+            return ""
+        member.flood_told = True
+        return (
+            f"flood control: at most {self.config.flood_burst} messages at once, "
+            f"then {self.config.flood_rate:g} a second; this one was not delivered"
+        )
+
+    def _on_private(self, member: Member, message: m.PrivateSend, now: float) -> None:
+        problem = self._flood(member, now)
+        earlier = self._answered.get(message.msgid) if message.msgid else None
+        if problem is None and isinstance(earlier, tuple):  # resent: delivered already
+            self.stats.resent_requests += 1
+            when, to = earlier
+            self.answer(member, m.Private(when, member.nick, to, message.text))
+            return
+        target = self.sessions.by_nick.get(nick_key(message.to))
+        if problem is None:
+            problem = m.text_error(message.text)
+        if problem is None and target is None:
+            problem = f"no such nickname: {message.to}"
+        if problem is not None or target is None:
+            self.answer(member, m.Error(problem or ""))
+            return
+        private = m.Private(self.time(now), member.nick, target.nick, message.text)
+        if target is not member and not self.deliver(target, m.encode_message(private)):
+            self.remove(target, m.LeaveReason.DROPPED, "could not keep up", None)
+            self.answer(member, m.Error(f"{target.nick} could not take the message"))
+            return
+        self._remember(message.msgid, (private.time, private.to))
+        self.answer(member, private)
+
+    def _rename(self, member: Member, nick: str, now: float) -> None:
+        problem = nick_error(nick)
+        key = nick_key(nick) if problem is None else ""
+        holder = self.sessions.by_nick.get(key)
+        if problem is None and holder is not None and holder is not member:
+            problem = f"the nickname {nick} is taken"
+        if problem is None and nick == member.nick:
+            problem = f"you are already {nick}"
+        if problem is not None:
+            self.answer(member, m.Error(problem))
+            return
+        old = member.nick
+        self.sessions.rename(member, nick, key)
+        self.outbox.report(MemberRenamed(old, nick))
+        when = self.time(now)
+        self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)

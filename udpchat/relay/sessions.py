@@ -1,0 +1,233 @@
+"""The session table: members by token, nickname and pending JOIN, their lifecycle, timers.
+
+Members are kept by session token, not by address (an address can change, protocol.md 7.3).
+Each member's lifecycle is a ``MemberState`` with an explicit transition table; a member is in
+the table exactly while it is live (ACCEPTED, ACTIVE or VALIDATING). Timers live in a heap of
+(deadline, order, token), so that idle members cost nothing between their own deadlines (no
+polling of every member on every tick); a stale entry is skipped when it comes up.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+from udpchat.endpoint import Address
+from udpchat.errors import UsageError
+from udpchat.link import Link
+from udpchat.messages import MAX_MEMBERS_LISTED, MAX_MESSAGE_SIZE
+from udpchat.netblock import address_key, prefix_key
+from udpchat.ratelimit import TokenBucket
+from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
+
+
+class MemberState(Enum):
+    ACCEPTED = "accepted"  # ACCEPT sent; nothing heard on the session yet (a JOIN may repeat)
+    ACTIVE = "active"  # heard from, at an address that proved it receives our datagrams
+    VALIDATING = "validating"  # moved to a new address, not yet validated (protocol.md 7.3)
+    CLOSING = "closing"  # quit: out of the room, its last ACK still to be flushed
+    GONE = "gone"  # forgotten: timed out, dropped, replaced by a resume, or shut down
+
+
+_S = MemberState
+TRANSITIONS: dict[MemberState, frozenset[MemberState]] = {
+    # A QUIT or a move arrives on the session, which makes the member ACTIVE first.
+    _S.ACCEPTED: frozenset({_S.ACTIVE, _S.GONE}),
+    _S.ACTIVE: frozenset({_S.VALIDATING, _S.CLOSING, _S.GONE}),
+    # Moved again before the first move was validated: a new challenge, a new budget.
+    _S.VALIDATING: frozenset({_S.ACTIVE, _S.VALIDATING, _S.CLOSING, _S.GONE}),
+    _S.CLOSING: frozenset({_S.GONE}),
+    _S.GONE: frozenset(),
+}
+LIVE = frozenset({_S.ACCEPTED, _S.ACTIVE, _S.VALIDATING})
+
+
+class MemberStateError(UsageError):
+    """A member was asked to take a step its lifecycle does not allow (a relay bug)."""
+
+
+@dataclass(slots=True, eq=False)
+class Member:
+    token: bytes
+    nick: str
+    key: str  # nick_key(nick): what nicknames are unique by
+    addr: Address
+    link: Link
+    last_heard: float
+    bucket: TokenBucket
+    join: tuple[Address, bytes] | None  # (address, nonce) while ACCEPTED
+    accept: bytes  # the ACCEPT, sent again as is for a retransmitted JOIN
+    resume_secret: bytes  # protocol.md 4.2: what a resume of this session must prove
+    state: MemberState = MemberState.ACCEPTED
+    received_unvalidated: int = 0  # bytes from an unvalidated address
+    sent_unvalidated: int = 0  # ... and to it
+    # The PATH_CHALLENGE's data, from a move until the new address echoes it: set exactly
+    # while the address is unvalidated (VALIDATING, or CLOSING after it).
+    path_data: bytes | None = None
+    scheduled: float = math.inf
+    flood_told: bool = False  # the flood refusal of this burst was given in words
+    list_told: bool = False  # likewise for a member list refused for want of credit
+    oversized_answered: int = 0  # the link's oversized messages already answered as such
+    # protocol.md 6.5: bytes of member lists the member may still be sent
+    answer_credit: float = INITIAL_ANSWER_CREDIT
+
+    @property
+    def validated(self) -> bool:
+        """Its address proved it receives our datagrams: no PATH_CHALLENGE is outstanding."""
+        return self.path_data is None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    def advance(self, state: MemberState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise MemberStateError(f"a member cannot go from {self.state.value} to {state.value}")
+        self.state = state
+
+
+def members_fitting(nicks: list[str]) -> tuple[str, ...]:
+    """As many nicknames, sorted, as fit in one message (a huge room lists a prefix)."""
+    nicks = sorted(nicks)[:MAX_MEMBERS_LISTED]
+    budget = MAX_MESSAGE_SIZE - 256
+    out: list[str] = []
+    for nick in nicks:
+        budget -= len(nick.encode()) + 3
+        if budget < 0:
+            break
+        out.append(nick)
+    return tuple(out)
+
+
+class SessionTable:
+    """Live members and their indexes, address counts, timers and flush order."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.members: dict[bytes, Member] = {}
+        self.by_nick: dict[str, Member] = {}
+        self.by_join: dict[tuple[Address, bytes], Member] = {}
+        # protocol.md 6.5: members per host and per network
+        self.per_host: dict[str, int] = {}
+        self.per_network: dict[str, int] = {}
+        self.timers: list[tuple[float, int, bytes]] = []
+        self._timer_order = 0
+        # Members with something to flush, in order; a new member goes first, so its
+        # WELCOME is not queued behind the fan-out of its own JOINED.
+        self.dirty: dict[Member, None] = {}
+        # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
+        self.closing: list[Member] = []
+        self._listed: tuple[str, ...] | None = None
+
+    # --- the table ----------------------------------------------------------------------------
+
+    def add(self, member: Member) -> None:
+        assert member.join is not None
+        self.members[member.token] = member
+        self.count_address(member.addr, +1)
+        self.by_nick[member.key] = member
+        self.by_join[member.join] = member
+        self._listed = None
+
+    def rename(self, member: Member, nick: str, key: str) -> None:
+        del self.by_nick[member.key]
+        member.nick, member.key = nick, key
+        self.by_nick[key] = member
+        self._listed = None
+
+    def heard(self, member: Member, size: int, now: float) -> None:
+        """An authenticated, new datagram of ``size`` bytes arrived on the session."""
+        member.link.count_received(size)
+        member.last_heard = now
+        member.answer_credit = min(
+            member.answer_credit + LIST_CREDIT_FACTOR * size, MAX_ANSWER_CREDIT
+        )
+        if member.state is MemberState.ACCEPTED:  # the handshake is over: no JOIN repeats
+            assert member.join is not None
+            self.by_join.pop(member.join, None)
+            member.join = None
+            member.advance(MemberState.ACTIVE)
+
+    def forget(self, member: Member, closing: bool = False) -> None:
+        """Drop a session from every table, without telling anyone; one that quit is
+        CLOSING until its last flush."""
+        if self.members.pop(member.token, None) is not None:
+            self.count_address(member.addr, -1)
+        self._listed = None
+        if self.by_nick.get(member.key) is member:
+            del self.by_nick[member.key]
+        if member.join is not None:
+            self.by_join.pop(member.join, None)
+        self.dirty.pop(member, None)
+        member.link.release_buffers()  # its bytes go back to the shared receive budget
+        if closing:
+            member.advance(MemberState.CLOSING)
+            self.closing.append(member)
+        else:
+            member.advance(MemberState.GONE)
+
+    def nick_list(self) -> tuple[str, ...]:
+        """The sorted member list for WELCOME and MEMBERS, rebuilt only when it changed."""
+        if self._listed is None:
+            self._listed = members_fitting([mb.nick for mb in self.members.values()])
+        return self._listed
+
+    def count_address(self, addr: Address, step: int) -> None:
+        for table, key in (
+            (self.per_host, address_key(addr[0])),
+            (self.per_network, prefix_key(addr[0])),
+        ):
+            count = table.get(key, 0) + step
+            if count > 0:
+                table[key] = count
+            else:
+                table.pop(key, None)
+
+    # --- flush order ----------------------------------------------------------------------
+
+    def mark(self, member: Member) -> None:
+        """The member has something to flush."""
+        self.dirty[member] = None
+
+    def mark_first(self, member: Member) -> None:
+        self.dirty = {member: None, **self.dirty}
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def reschedule(self, member: Member, blocked: bool) -> None:
+        """Arm the member's next deadline: its link's timer, unless sending is ``blocked``
+        (an unvalidated address out of budget), and its expiry."""
+        expiry = member.last_heard + self.timeout
+        link_timer = member.link.next_timer()
+        deadline = expiry if link_timer is None or blocked else min(link_timer, expiry)
+        if deadline < member.scheduled:
+            member.scheduled = deadline
+            self._timer_order += 1
+            heapq.heappush(self.timers, (deadline, self._timer_order, member.token))
+
+    def next_deadline(self) -> float | None:
+        timers = self.timers
+        while timers:
+            deadline, _, token = timers[0]
+            member = self.members.get(token)
+            if member is not None and member.scheduled == deadline:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    def due(self, now: float) -> Iterator[Member]:
+        """Members whose deadline has come, each disarmed as it is yielded."""
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            deadline, _, token = heapq.heappop(timers)
+            member = self.members.get(token)
+            if member is None or member.scheduled != deadline:
+                continue
+            member.scheduled = math.inf
+            yield member
+
+    def expired(self, member: Member, now: float) -> bool:
+        return now >= member.last_heard + self.timeout  # the same sum as reschedule's
