@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import REPLAY_WINDOW
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.events import MemberMoved
-from udpchat.reliability import REPLAY_WINDOW
 from udpchat.seal import SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork
 
@@ -29,7 +29,7 @@ ATTACKER: Address = ("127.0.0.1", 6666)
 KEY = b"open sesame"
 OTHER_KEY = b"open says me"
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 def client_addr(i: int) -> Address:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
+from udpchat.link import LinkConfig, LinkStats
 from udpchat.names import nick_error
-from udpchat.reliability import LinkConfig, LinkStats
 
 __all__ = [
     "ClientConfig",

@@ -20,6 +20,7 @@ from dataclasses import replace
 from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.client.config import Counters, Trust
+from udpchat.errors import UdpchatError
 from udpchat.names import MAX_NICK_LENGTH, nick_error
 from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.seal import PskDeriver, SessionKeys
@@ -56,7 +57,7 @@ NO_ROOM_KEY = "this relay has no room key; join without --key"
 FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
 
 
-class Refused(Exception):
+class Refused(UdpchatError):
     """The join must end: the CHALLENGE names a relay or a room we must not join."""
 
     def __init__(self, reason: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from udpchat import wire
-from udpchat.reliability import LinkConfig
+from udpchat.link import LinkConfig
 
 # RFC 9000 section 8: at most three times the bytes received, before validation.
 AMPLIFICATION_FACTOR = 3

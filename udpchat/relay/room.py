@@ -13,6 +13,7 @@ from collections import deque
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import SendBufferFull
 from udpchat.names import nick_error, nick_key
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberNickChanged, MemberRemoved
@@ -20,7 +21,6 @@ from udpchat.relay.gate import Admission
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Member, SessionTable
-from udpchat.reliability import SendBufferFull
 
 # protocol.md 6.1: message ids remembered to answer a resent request without posting it
 # twice: at least this many, and at least as many as the history holds.
