@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,7 +161,7 @@ def test_join_checks_the_relay_in_the_known_relays_file(
     ("fingerprint_text", "complaint"),
     [
         ("abcd-efgh", "invalid relay key fingerprint 'abcd-efgh': it has 8 letters and digits"),
-        (generate_passphrase(), "looks like a room key (from 'udpchat keygen')"),
+        (generate_passphrase(secrets.choice), "looks like a room key (from 'udpchat keygen')"),
     ],
 )
 def test_join_refuses_a_bad_fingerprint_in_one_line(

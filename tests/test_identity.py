@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import secrets
 import stat
 import threading
 from pathlib import Path
@@ -246,4 +247,4 @@ def test_bad_fingerprints_say_what_is_wrong(text: str, complaint: str) -> None:
 @pytest.mark.unit
 def test_a_room_key_is_not_taken_for_a_fingerprint() -> None:
     with pytest.raises(ValueError, match="looks like a room key"):
-        parse_fingerprint(generate_passphrase())
+        parse_fingerprint(generate_passphrase(secrets.choice))

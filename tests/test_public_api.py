@@ -70,3 +70,19 @@ def test_importing_udpchat_loads_no_shell_and_no_core() -> None:
 @pytest.mark.unit
 def test_all_lists_exactly_the_names_with_a_home() -> None:
     assert sorted(udpchat.__all__) == sorted(["__version__", *udpchat._HOMES])
+
+
+@pytest.mark.unit
+def test_every_module_says_what_it_exports() -> None:
+    """``__all__`` in every module: what is not in it is internal to the package."""
+    missing = []
+    for name in _all_modules():
+        module = importlib.import_module(name)
+        defined = [
+            attr
+            for attr, value in vars(module).items()
+            if not attr.startswith("_") and getattr(value, "__module__", None) == name
+        ]
+        if defined and not hasattr(module, "__all__"):
+            missing.append(name)
+    assert missing == []

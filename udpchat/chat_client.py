@@ -35,6 +35,8 @@ from udpchat.transport import (
     resolve,
 )
 
+__all__ = ["PAUSE_BLAMED", "ChatClient", "ClientOptions"]
+
 log = logging.getLogger("udpchat.client")
 
 # A relay lost in the seconds after this process was paused (Ctrl-Z, a sleeping machine:

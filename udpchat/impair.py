@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar, cast, overload
 
+__all__ = ["Impairment", "ImpairmentConfig", "ImpairmentCounters", "parse_duration", "parse_rate"]
+
 T = TypeVar("T")
 
 _RATE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")

@@ -39,6 +39,15 @@ from udpchat.transport import (
     format_address,
 )
 
+__all__ = [
+    "GIVE_BACK_AFTER",
+    "GIVE_BACK_WHEN_EMPTY",
+    "SEND_BATCH",
+    "RelayOptions",
+    "RelayServer",
+    "run_relay",
+]
+
 log = logging.getLogger("udpchat.relay")
 
 # Datagrams encoded per slice before they are sent: a large fan-out starts leaving early.

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from udpchat.endpoint import Address, Endpoint
 from udpchat.impair import Impairment, ImpairmentConfig
 
+__all__ = ["REORDER_HOLD", "NetworkStats", "Node", "PathModel", "PathSpec", "SimNetwork"]
+
 # What the simulator needs from a node: any sans-I/O endpoint.
 Node = Endpoint
 

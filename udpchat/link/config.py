@@ -14,6 +14,20 @@ from udpchat.errors import UsageError
 from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import REKEY_INTERVAL
 
+__all__ = [
+    "ACK_DELAY",
+    "ACK_EVERY",
+    "ASAP",
+    "K_PACKET_THRESHOLD",
+    "MAX_BACKOFF_EXPONENT",
+    "OVERSIZED_PREFIX",
+    "REPLAY_WINDOW",
+    "LinkConfig",
+    "LinkDead",
+    "LinkStats",
+    "SendBufferFull",
+]
+
 # RFC 9002 6.1.1: a packet is lost once a packet sent this many sequence numbers later is
 # acknowledged.
 K_PACKET_THRESHOLD = 3

@@ -38,6 +38,8 @@ from udpchat.link.sending import SendSide
 from udpchat.link.state import Packet
 from udpchat.seal import SealError, SessionCipher, SessionKeys
 
+__all__ = ["Link"]
+
 _DEFAULT_CONFIG = LinkConfig()
 
 

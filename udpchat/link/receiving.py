@@ -19,6 +19,8 @@ from udpchat.link.config import ACK_EVERY, OVERSIZED_PREFIX, REPLAY_WINDOW
 from udpchat.link.state import LinkState
 from udpchat.messages import MAX_MESSAGE_SIZE
 
+__all__ = ["ReceiveSide"]
+
 
 def _partial_cost(partial: bytearray) -> int:
     """Accounted size of a reassembly buffer: what CPython allocated for it, slack included."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from udpchat.link.config import K_PACKET_THRESHOLD, MAX_BACKOFF_EXPONENT
 from udpchat.link.state import LinkState, Packet
 
+__all__ = ["LossRecovery"]
+
 
 class LossRecovery(LinkState):
     """Mixin of ``Link``: its state is ``LinkState``'s."""

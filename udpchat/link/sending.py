@@ -16,6 +16,8 @@ from udpchat.link.state import LinkState, Packet
 from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import SESSION_ENVELOPE
 
+__all__ = ["SendSide", "chunk_cost"]
+
 
 def chunk_cost(length: int) -> int:
     """Encoded size of a msgpack bin of ``length`` bytes."""

@@ -17,6 +17,8 @@ from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.seal import SessionCipher
 
+__all__ = ["LinkState", "Packet"]
+
 
 @dataclass(slots=True)
 class Packet:

@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from udpchat import wire
 from udpchat.link import LinkConfig
 
+__all__ = [
+    "AMPLIFICATION_FACTOR",
+    "INITIAL_ANSWER_CREDIT",
+    "LIST_CREDIT_FACTOR",
+    "MAX_ANSWER_CREDIT",
+    "RelayConfig",
+    "RelayStats",
+]
+
 # RFC 9000 section 8: at most three times the bytes received, before validation.
 AMPLIFICATION_FACTOR = 3
 # protocol.md 6.5: member lists may take twice the bytes a member sent (ACKs and the other

@@ -31,6 +31,8 @@ from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.relay.sessions import Member, MemberState, SessionTable
 from udpchat.seal import PskDeriver
 
+__all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
+
 Rng = Callable[[int], bytes]
 
 # Session datagrams a client sends (PATH_CHALLENGE goes the other way).

@@ -10,6 +10,15 @@ from dataclasses import dataclass
 
 from udpchat.endpoint import Address
 
+__all__ = [
+    "DatagramDropped",
+    "MemberAdmitted",
+    "MemberMoved",
+    "MemberNickChanged",
+    "MemberRemoved",
+    "RelayEvent",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class MemberAdmitted:

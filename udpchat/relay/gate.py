@@ -32,6 +32,17 @@ from udpchat.relay.room_log import RoomLog
 from udpchat.relay.sessions import Member, SessionTable
 from udpchat.seal import PskDeriver
 
+__all__ = [
+    "COOKIE_MAC_SIZE",
+    "COOKIE_TIME_SIZE",
+    "MAX_USED_JOINS",
+    "RELAY_LINK_TRANSMISSIONS",
+    "RESET_SIZE",
+    "WRONG_KEY",
+    "Admission",
+    "Gate",
+]
+
 # protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.
 COOKIE_TIME_SIZE = 4
 COOKIE_MAC_SIZE = 16

@@ -22,6 +22,8 @@ from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Member, SessionTable
 
+__all__ = ["LIST_OVERHEAD", "MIN_REMEMBERED_IDS", "POSTED_AS", "REFUSAL", "Room"]
+
 # protocol.md 6.1: message ids remembered to answer a resent request without posting it
 # twice: at least this many, and at least as many as the history holds.
 MIN_REMEMBERED_IDS = 1024

@@ -23,6 +23,16 @@ from udpchat.netblock import address_key, prefix_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
 
+__all__ = [
+    "LIVE",
+    "TRANSITIONS",
+    "Member",
+    "MemberState",
+    "MemberStateError",
+    "SessionTable",
+    "members_fitting",
+]
+
 
 class MemberState(Enum):
     ACCEPTED = "accepted"  # ACCEPT sent; nothing heard on the session yet (a JOIN may repeat)
