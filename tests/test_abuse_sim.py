@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
+from tests.relaysim import Sink
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.link import REPLAY_WINDOW
@@ -384,23 +385,6 @@ def test_joins_with_a_wrong_key_get_bound_rejects_within_the_reply_budget() -> N
     for reject in bound:
         assert reject.code == wire.RejectCode.BAD_KEY and reject.nonce in hashes
     assert all(len(a) < wire.MIN_INITIAL_SIZE for a in answers)
-
-
-class Sink:
-    def __init__(self, seen: list[bytes]) -> None:
-        self.seen = seen
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.seen.append(data)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return []
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
 
 
 # --- flood control across a rejoin ----------------------------------------------------------
