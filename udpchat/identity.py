@@ -37,22 +37,10 @@ from udpchat.errors import UsageError
 from udpchat.state import create_new, state_dir
 
 __all__ = [
-    "FINGERPRINT_ALPHABET",
-    "FINGERPRINT_BYTES",
-    "FINGERPRINT_GROUP",
-    "FINGERPRINT_LENGTH",
-    "KEY_SIZE",
-    "IdentityError",
-    "RelayKey",
-    "default_key_path",
-    "fingerprint",
-    "generate_private_key",
-    "key_file_name",
-    "load_or_create",
-    "load_relay_key",
-    "parse_fingerprint",
-    "public_key",
-    "relay_static_key",
+    "FINGERPRINT_ALPHABET", "FINGERPRINT_BYTES", "FINGERPRINT_GROUP", "FINGERPRINT_LENGTH",
+    "KEY_SIZE", "IdentityError", "RelayKey", "default_key_path", "fingerprint",
+    "generate_private_key", "key_file_name", "load_or_create", "load_relay_key",
+    "parse_fingerprint", "public_key", "relay_static_key",
 ]
 
 KEY_SIZE = 32

@@ -28,11 +28,7 @@ from udpchat.identity import KEY_SIZE, fingerprint
 from udpchat.state import state_dir, write_atomic
 
 __all__ = [
-    "KNOWN_RELAYS",
-    "Trust",
-    "TrustStore",
-    "default_path",
-    "forget_command",
+    "KNOWN_RELAYS", "Trust", "TrustStore", "default_path", "forget_command",
     "normalise_address",
 ]
 

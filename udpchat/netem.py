@@ -21,11 +21,7 @@ from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
 from udpchat.transport import MAX_DATAGRAM, normalise, open_udp_socket, resolve
 
 __all__ = [
-    "READS_PER_WAKE",
-    "NetemCounters",
-    "NetemProxy",
-    "describe",
-    "format_counters",
+    "READS_PER_WAKE", "NetemCounters", "NetemProxy", "describe", "format_counters",
     "format_progress",
 ]
 

@@ -40,11 +40,7 @@ from udpchat.transport import (
 )
 
 __all__ = [
-    "GIVE_BACK_AFTER",
-    "GIVE_BACK_WHEN_EMPTY",
-    "SEND_BATCH",
-    "RelayOptions",
-    "RelayServer",
+    "GIVE_BACK_AFTER", "GIVE_BACK_WHEN_EMPTY", "SEND_BATCH", "RelayOptions", "RelayServer",
     "run_relay",
 ]
 

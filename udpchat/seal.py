@@ -37,26 +37,10 @@ from udpchat.errors import ProtocolError
 from udpchat.noise import aead_nonce, rekey
 
 __all__ = [
-    "FRAME_HEADER_SIZE",
-    "KEYGEN_BITS",
-    "KEY_SIZE",
-    "MESSAGE_BUCKET",
-    "PAD_BUCKETS",
-    "REKEY_INTERVAL",
-    "ROOM_KEY_SALT_PREFIX",
-    "SESSION_ENVELOPE",
-    "TAG_SIZE",
-    "DirectionKeys",
-    "PskDeriver",
-    "SealError",
-    "SessionCipher",
-    "SessionKeys",
-    "derive_room_psk",
-    "generate_passphrase",
-    "pad",
-    "padded_size",
-    "room_key",
-    "unpad",
+    "FRAME_HEADER_SIZE", "KEYGEN_BITS", "KEY_SIZE", "MESSAGE_BUCKET", "PAD_BUCKETS",
+    "REKEY_INTERVAL", "ROOM_KEY_SALT_PREFIX", "SESSION_ENVELOPE", "TAG_SIZE", "DirectionKeys",
+    "PskDeriver", "SealError", "SessionCipher", "SessionKeys", "derive_room_psk",
+    "generate_passphrase", "pad", "padded_size", "room_key", "unpad",
 ]
 
 KEY_SIZE = 32

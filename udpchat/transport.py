@@ -22,16 +22,8 @@ from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
 
 __all__ = [
-    "ERROR_LOG_INTERVAL",
-    "MAX_DATAGRAM",
-    "DatagramTransport",
-    "ErrorLog",
-    "ImpairedTransport",
-    "SocketCounters",
-    "UdpTransport",
-    "format_address",
-    "normalise",
-    "open_udp_socket",
+    "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog", "ImpairedTransport",
+    "SocketCounters", "UdpTransport", "format_address", "normalise", "open_udp_socket",
     "resolve",
 ]
 

@@ -16,12 +16,7 @@ from udpchat.link import LinkConfig, LinkStats
 from udpchat.names import nick_error
 
 __all__ = [
-    "ClientConfig",
-    "ClientStats",
-    "Counters",
-    "LocalProtocolError",
-    "QueueFull",
-    "Trust",
+    "ClientConfig", "ClientStats", "Counters", "LocalProtocolError", "QueueFull", "Trust",
     "trust_any",
 ]
 

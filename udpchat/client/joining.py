@@ -26,15 +26,8 @@ from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
-    "FINAL_REJECTS",
-    "HANDSHAKE_FIRST_RETRY",
-    "HANDSHAKE_MAX_RETRY",
-    "NEEDS_KEY",
-    "NO_ROOM_KEY",
-    "RECONNECT_FIRST_DELAY",
-    "Backoff",
-    "Handshake",
-    "Refused",
+    "FINAL_REJECTS", "HANDSHAKE_FIRST_RETRY", "HANDSHAKE_MAX_RETRY", "NEEDS_KEY", "NO_ROOM_KEY",
+    "RECONNECT_FIRST_DELAY", "Backoff", "Handshake", "Refused",
 ]
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 2 s.

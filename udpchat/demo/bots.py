@@ -33,15 +33,8 @@ from udpchat.events import (
 from udpchat.transport import ImpairedTransport, UdpTransport
 
 __all__ = [
-    "MAX_DATAGRAM",
-    "UDP_BYE",
-    "UDP_DATA",
-    "UDP_HELLO",
-    "UDP_WELCOME",
-    "Bot",
-    "PlainBot",
-    "ReliableBot",
-    "run_forwarder",
+    "MAX_DATAGRAM", "UDP_BYE", "UDP_DATA", "UDP_HELLO", "UDP_WELCOME", "Bot", "PlainBot",
+    "ReliableBot", "run_forwarder",
 ]
 
 

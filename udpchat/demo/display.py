@@ -20,12 +20,7 @@ from udpchat.demo.config import DemoConfig, bot_name
 from udpchat.demo.results import DemoResult, Recorder, RunResult, percent, summary_line
 
 __all__ = [
-    "VERDICT_LEGEND",
-    "Display",
-    "comparison_table",
-    "or_dash",
-    "print_result",
-    "progress_view",
+    "VERDICT_LEGEND", "Display", "comparison_table", "or_dash", "print_result", "progress_view",
     "verdict_table",
 ]
 

@@ -15,15 +15,8 @@ from udpchat.demo.config import DemoConfig, bot_name, parse_text
 from udpchat.demo.delivery import DeliveryLog, DeliveryStats, analyze
 
 __all__ = [
-    "DemoResult",
-    "LinkNumbers",
-    "MemberVerdict",
-    "Progress",
-    "Recorder",
-    "RunResult",
-    "percent",
-    "summary_line",
-    "verdicts",
+    "DemoResult", "LinkNumbers", "MemberVerdict", "Progress", "Recorder", "RunResult",
+    "percent", "summary_line", "verdicts",
 ]
 
 

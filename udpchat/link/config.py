@@ -15,16 +15,8 @@ from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import REKEY_INTERVAL
 
 __all__ = [
-    "ACK_DELAY",
-    "ACK_EVERY",
-    "ASAP",
-    "K_PACKET_THRESHOLD",
-    "MAX_BACKOFF_EXPONENT",
-    "OVERSIZED_PREFIX",
-    "REPLAY_WINDOW",
-    "LinkConfig",
-    "LinkDead",
-    "LinkStats",
+    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "MAX_BACKOFF_EXPONENT",
+    "OVERSIZED_PREFIX", "REPLAY_WINDOW", "LinkConfig", "LinkDead", "LinkStats",
     "SendBufferFull",
 ]
 

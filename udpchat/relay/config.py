@@ -12,12 +12,8 @@ from udpchat import wire
 from udpchat.link import LinkConfig
 
 __all__ = [
-    "AMPLIFICATION_FACTOR",
-    "INITIAL_ANSWER_CREDIT",
-    "LIST_CREDIT_FACTOR",
-    "MAX_ANSWER_CREDIT",
-    "RelayConfig",
-    "RelayStats",
+    "AMPLIFICATION_FACTOR", "INITIAL_ANSWER_CREDIT", "LIST_CREDIT_FACTOR", "MAX_ANSWER_CREDIT",
+    "RelayConfig", "RelayStats",
 ]
 
 # RFC 9000 section 8: at most three times the bytes received, before validation.

@@ -11,11 +11,7 @@ from dataclasses import dataclass
 from udpchat.endpoint import Address
 
 __all__ = [
-    "DatagramDropped",
-    "MemberAdmitted",
-    "MemberMoved",
-    "MemberNickChanged",
-    "MemberRemoved",
+    "DatagramDropped", "MemberAdmitted", "MemberMoved", "MemberNickChanged", "MemberRemoved",
     "RelayEvent",
 ]
 

@@ -33,14 +33,8 @@ from udpchat.relay.sessions import Member, SessionTable
 from udpchat.seal import PskDeriver
 
 __all__ = [
-    "COOKIE_MAC_SIZE",
-    "COOKIE_TIME_SIZE",
-    "MAX_USED_JOINS",
-    "RELAY_LINK_TRANSMISSIONS",
-    "RESET_SIZE",
-    "WRONG_KEY",
-    "Admission",
-    "Gate",
+    "COOKIE_MAC_SIZE", "COOKIE_TIME_SIZE", "MAX_USED_JOINS", "RELAY_LINK_TRANSMISSIONS",
+    "RESET_SIZE", "WRONG_KEY", "Admission", "Gate",
 ]
 
 # protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.

@@ -24,12 +24,7 @@ from udpchat.ratelimit import TokenBucket
 from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
 
 __all__ = [
-    "LIVE",
-    "TRANSITIONS",
-    "Member",
-    "MemberState",
-    "MemberStateError",
-    "SessionTable",
+    "LIVE", "TRANSITIONS", "Member", "MemberState", "MemberStateError", "SessionTable",
     "members_fitting",
 ]
 
