@@ -35,6 +35,8 @@ from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 
+__all__ = ["LIMITS_PANEL", "relay"]
+
 _RELAY_DEFAULTS = RelayConfig()
 LIMITS_PANEL = "Limits that keep a room open"
 
