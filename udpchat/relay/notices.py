@@ -27,6 +27,8 @@ from enum import Enum
 from udpchat import messages as m
 from udpchat.relay.room_log import EventBuilder
 
+__all__ = ["ENTRY_OVERHEAD", "NOTICE_BATCH_BYTES", "NoticeKind", "PendingNotices"]
+
 # What one batch may name, in bytes of nicknames and leave texts: about one datagram's worth,
 # so that a batch crosses the network in one DATA packet (protocol.md 5.1).
 NOTICE_BATCH_BYTES = 1000
