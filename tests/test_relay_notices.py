@@ -34,11 +34,33 @@ def big_room(**overrides: object) -> RelayConfig:
 
 
 def exact(relay: RelayCore, sessions: list[ClientSession]) -> bool:
-    """Every joined member's list is the relay's."""
-    truth = tuple(sorted(relay.member_nicks()))
-    return all(
-        tuple(sorted(s.members)) == truth for s in sessions if s.state is SessionState.JOINED
-    )
+    """Every joined member's list is the relay's; in a paged room (protocol.md 6.6), what
+    it knows is in the room and its count of the room is exact."""
+    truth = relay.member_nicks()
+    for s in sessions:
+        if s.state is not SessionState.JOINED:
+            continue
+        if len(truth) > relay.config.member_page:
+            if s.room_size != len(truth) or not set(s.members) <= set(truth):
+                return False
+        elif sorted(s.members) != truth:
+            return False
+    return True
+
+
+def listed_in_full(net: SimNetwork, relay: RelayCore, sessions: list[ClientSession]) -> bool:
+    """Every member asks /who; then every list is the relay's, page by page."""
+    for s in sessions:
+        drain(s)
+        s.who(net.now)
+    net.run(2.0)
+    truth = relay.member_nicks()
+    for s in sessions:
+        (listed,) = of(s, ev.MembersListed)
+        assert isinstance(listed, ev.MembersListed)
+        if sorted(listed.members) != truth or sorted(s.members) != truth:
+            return False
+    return True
 
 
 def join_at_once(
@@ -57,8 +79,9 @@ def join_at_once(
 
 
 def test_two_hundred_joining_at_loss_end_with_exact_lists_and_few_room_events() -> None:
-    _net, relay, sessions = join_at_once(200, big_room(), loss=0.05)
+    net, relay, sessions = join_at_once(200, big_room(), loss=0.05)
     assert exact(relay, sessions) and len(relay.member_nicks()) == 200
+    assert listed_in_full(net, relay, sessions[::20])  # two pages each
     # 16 JOINEDs before the room is large, then one batch per window or per 64 names.
     assert relay.room_seq < 16 + 200 // 10
     batches = [e for s in sessions for e in of(s, ev.MembersJoined)]
@@ -174,3 +197,28 @@ def test_a_batch_decodes_and_refuses_mismatched_arrays() -> None:
         msg.LeftBatch(5, 7, ("a", "b"), (0,), ("bye",))
     with pytest.raises(Exception, match="at least one"):
         msg.JoinedBatch(5, 7, (), ())
+
+
+def test_a_newcomer_to_a_big_room_gets_one_page_and_the_rest_on_who_while_the_room_moves() -> None:
+    net, relay, sessions = join_at_once(150, big_room(member_page=50))
+    late = relay_net(("zed",), PathModel(delay=0.002), seed=13)[2][0]
+    net.attach(("10.9.9.7", 5000), late)
+    late.connect(net.now)
+    assert net.run_until(lambda: late.state is SessionState.JOINED, 5)
+    (welcomed,) = of(late, ev.Welcomed)
+    assert isinstance(welcomed, ev.Welcomed)
+    assert len(welcomed.members) == 51 and "zed" in welcomed.members  # a page and itself
+    assert late.room_size == 151
+    drain(late)
+    late.who(net.now)
+    for s in sessions[:5]:  # the room moves while the pages come
+        s.quit("bye", net.now)
+    more = relay_net(("aaa", "mmm", "yyy"), PathModel(delay=0.002), seed=14)[2]
+    for i, s in enumerate(more):
+        net.attach(("10.9.9.6", 5000 + i), s)
+        s.connect(net.now)
+    net.run(2.0)
+    truth = relay.member_nicks()
+    (listed,) = of(late, ev.MembersListed)
+    assert isinstance(listed, ev.MembersListed) and len(listed.members) >= 145
+    assert sorted(late.members) == truth and late.room_size == len(truth) == 149

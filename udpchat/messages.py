@@ -15,7 +15,7 @@ from typing import Annotated
 
 from udpchat.schema import Family
 from udpchat.wire import MAX_NICK_BYTES, MAX_REASON_BYTES, MAX_UINT
-from udpchat.wiretypes import Array, Bin, Str, UInt, fail, unpack
+from udpchat.wiretypes import Array, Bin, Bool, Str, UInt, fail, unpack
 
 __all__ = [
     "ANSWERED_KINDS", "LEAVE_REASON_WORDS", "MAX_MEMBERS_LISTED", "MAX_MESSAGE_SIZE",
@@ -45,6 +45,7 @@ class MessageKind(IntEnum):
     NICK = 4
     WHO = 5
     QUIT = 6
+    WHO_PAGE = 7
     # relay -> client
     WELCOME = 16
     MESSAGE = 17
@@ -60,6 +61,7 @@ class MessageKind(IntEnum):
     SHUTDOWN = 27
     JOINED_BATCH = 28
     LEFT_BATCH = 29
+    MEMBERS_PAGE = 30
 
 
 class LeaveReason(IntEnum):
@@ -134,6 +136,14 @@ class NickRequest:
 @dataclass(frozen=True, slots=True)
 class Who:
     pass
+
+
+@MESSAGES.register(K.WHO_PAGE)
+@dataclass(frozen=True, slots=True)
+class WhoPage:
+    """The members listed after ``after`` (protocol.md 6.6); "" asks for the first page."""
+
+    after: Nick
 
 
 @MESSAGES.register(K.QUIT)
@@ -263,6 +273,18 @@ class Members:
     members: Nicks
 
 
+@MESSAGES.register(K.MEMBERS_PAGE)
+@dataclass(frozen=True, slots=True)
+class MembersPage:
+    """A page of the member list (protocol.md 6.6): the members sorted after ``after``,
+    whether ``more`` follow, and how many are in the room."""
+
+    total: Seq
+    after: Nick
+    members: Nicks
+    more: Annotated[bool, Bool()]
+
+
 @MESSAGES.register(K.ERROR)
 @dataclass(frozen=True, slots=True)
 class Error:
@@ -276,8 +298,10 @@ class Shutdown:
 
 
 RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged | JoinedBatch | LeftBatch
-ClientMessage = Say | Action | PrivateSend | NickRequest | Who | Quit
-RelayMessage = Welcome | RoomEvent | Posted | Refused | Private | Members | Error | Shutdown
+ClientMessage = Say | Action | PrivateSend | NickRequest | Who | WhoPage | Quit
+RelayMessage = (
+    Welcome | RoomEvent | Posted | Refused | Private | Members | MembersPage | Error | Shutdown
+)
 Message = ClientMessage | RelayMessage
 
 _DECODE = {kind: schema.decode for kind, schema in MESSAGES.by_tag.items()}
@@ -311,6 +335,7 @@ ANSWERED_KINDS = frozenset(
         MessageKind.PRIVATE_SEND,
         MessageKind.NICK,
         MessageKind.WHO,
+        MessageKind.WHO_PAGE,
     }
 )
 

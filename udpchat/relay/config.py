@@ -65,6 +65,10 @@ class RelayConfig:
     notice_window: float = 0.2
     notice_batch: int = 64
     batch_notices_above: int = 16
+    # protocol.md 6.6: in a room of more than this many members, WELCOME lists only the
+    # first this many and the rest comes on request (WHO_PAGE), a page of this many at a
+    # time; 0 always lists everyone.
+    member_page: int = 100
 
     def __post_init__(self) -> None:
         if self.receive_budget < 0:
@@ -77,6 +81,8 @@ class RelayConfig:
             raise ValueError("max_members must be positive and history sizes not negative")
         if not 0 <= self.notice_window <= 10:
             raise ValueError("notice_window is from 0 to 10 seconds")
+        if not 0 <= self.member_page <= m.MAX_MEMBERS_LISTED:
+            raise ValueError(f"member_page is from 0 to {m.MAX_MEMBERS_LISTED}")
         if self.batch_notices_above < 0:
             raise ValueError("batch_notices_above cannot be negative")
         if not 1 <= self.notice_batch <= m.MAX_BATCH:

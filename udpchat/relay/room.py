@@ -11,6 +11,7 @@ flood control first (6.5).
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 from udpchat import messages as m
@@ -177,10 +178,23 @@ class Room:
         batched = self._batching()
         if batched and self.notices.kind is NoticeKind.LEAVE:
             self.flush_notices()  # WELCOME's list and seq already count these leaves
-        welcome = m.Welcome(
-            member.nick, self.sessions.nick_list(), log.last_seq, log.first_seq, admission.resumed
-        )
+        # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
+        # in a batch are named by that batch, which the newcomer receives too.
+        listed, size = self.sessions.nick_list(), len(self.sessions.members)
+        notices = self.notices
+        if notices.kind is NoticeKind.JOIN:
+            waiting = {*notices.joined, *notices.returned}
+            listed = tuple(nick for nick in listed if nick not in waiting)
+            size -= len(waiting)
+        paged = 0 < config.member_page < size
+        if paged:  # protocol.md 6.6: the first page, the newcomer, and how many there are
+            first = listed[: config.member_page]
+            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
+            listed = shown
+        welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
         self.deliver(member, m.encode_message(welcome))
+        if paged:
+            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
         resume = admission.resume
         if resume is not None and resume.epoch == log.epoch:
             backlog = log.replay(resume.last_seq)
@@ -267,7 +281,13 @@ class Room:
             case m.Who():
                 problem = self._flood(member, now)
                 if problem is None:
-                    self._answer_who(member)
+                    self._answer_who(member, None)
+                else:
+                    self.answer(member, m.Error(problem))
+            case m.WhoPage(after=after):
+                problem = self._flood(member, now)
+                if problem is None:
+                    self._answer_who(member, after)
                 else:
                     self.answer(member, m.Error(problem))
             case m.Quit(reason=reason):
@@ -322,10 +342,21 @@ class Room:
         assert kind is not None
         self.answer(member, REFUSAL.get(kind, m.Error)(reason[: wire.MAX_REASON_BYTES // 4]))
 
-    def _answer_who(self, member: Member) -> None:
-        """MEMBERS, if the member has sent enough to earn it: a tiny WHO must not buy a big
+    def _answer_who(self, member: Member, after: str | None) -> None:
+        """MEMBERS (to WHO) or a MEMBERS_PAGE (to WHO_PAGE, the members sorted after
+        ``after``), if the member has sent enough to earn it: a tiny WHO must not buy a big
         list over and over (protocol.md 6.5)."""
+        # protocol.md 6.6: a list is exact at its place in the stream, so the joins and
+        # leaves it already reflects must be logged before it.
+        self.flush_notices()
         listed = self.sessions.nick_list()
+        page: m.Members | m.MembersPage = m.Members(listed)
+        if after is not None:
+            start = bisect.bisect_right(listed, after)
+            end = start + (self.config.member_page or len(listed))
+            listed = listed[start:end]
+            total = len(self.sessions.members)
+            page = m.MembersPage(total, after, listed, end < len(self.sessions.nick_list()))
         cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
         if cost > member.answer_credit:
             self.stats.flood_refused += 1
@@ -335,7 +366,7 @@ class Room:
             return
         member.list_told = False
         member.answer_credit -= cost
-        self.answer(member, m.Members(listed))
+        self.answer(member, page)
 
     def _remember(self, msgid: bytes, answer: int | tuple[int, str]) -> None:
         """Keep what a request with a message id got, for a copy resent after a rejoin."""
