@@ -125,6 +125,14 @@ def relay(
         int,
         typer.Option(help="Room size above which notices are batched.", metavar="N"),
     ] = _RELAY_DEFAULTS.batch_notices_above,
+    member_page: Annotated[
+        int,
+        typer.Option(
+            help="In a room of more than N members, WELCOME lists only the first N and /who "
+            f"fetches the rest N at a time (0: always everyone; at most {MAX_MEMBERS_LISTED}).",
+            metavar="N",
+        ),
+    ] = _RELAY_DEFAULTS.member_page,
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -164,6 +172,10 @@ def relay(
         if batch_notices_above < 0:
             raise ValueError(
                 f"--batch-notices-above: expected 0 or more, got {batch_notices_above}"
+            )
+        if not 0 <= member_page <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--member-page: expected 0 to {MAX_MEMBERS_LISTED}, got {member_page}"
             )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
@@ -206,6 +218,7 @@ def relay(
             handshake_rate=handshake_rate,
             notice_window=window_s,
             batch_notices_above=batch_notices_above,
+            member_page=member_page,
         ),
         impairment=config,
         key=key or None,
