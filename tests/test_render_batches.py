@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from udpchat.events import MembersJoined, MembersLeft
-from udpchat.render import BATCH_LINE_WIDTH, _cells, json_line, plain_line
+from udpchat.render import BATCH_LINE_WIDTH, json_line, plain_line
+from udpchat.roll import cells
 from udpchat.styled import ansi_line
 
 pytestmark = pytest.mark.unit
@@ -54,7 +55,7 @@ def test_any_batch_fits_80_columns(joined: list[str], returned: list[str]) -> No
         return
     event = MembersJoined(5, T, tuple(joined), tuple(returned))
     line = plain_line(event) or ""
-    assert "\n" not in line and _cells(line) <= BATCH_LINE_WIDTH
+    assert "\n" not in line and cells(line) <= BATCH_LINE_WIDTH
     assert str(len(joined) or len(returned)) in line
     assert ansi_line(event, colour=False).startswith(line[:8])
 
@@ -63,4 +64,4 @@ def test_any_batch_fits_80_columns(joined: list[str], returned: list[str]) -> No
 def test_any_leave_batch_fits_80_columns(left: list[str]) -> None:
     event = MembersLeft(5, T, tuple(left), ("quit",) * len(left), ("",) * len(left))
     line = plain_line(event) or ""
-    assert _cells(line) <= BATCH_LINE_WIDTH and f"{len(left)} left" in line
+    assert cells(line) <= BATCH_LINE_WIDTH and f"{len(left)} left" in line

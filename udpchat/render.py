@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -46,12 +45,20 @@ from udpchat.events import (
     Welcomed,
 )
 from udpchat.names import nick_key
+from udpchat.roll import cells, roll
 from udpchat.sanitize import safe_nick, safe_text
 from udpchat.style import Fragment, ansi, format_clock, nick_colour
 
 __all__ = [
-    "PENDING_MARKER", "error_text", "fragments", "json_line", "json_record", "mentions",
-    "notice_line", "plain_line", "stats_lines",
+    "PENDING_MARKER",
+    "error_text",
+    "fragments",
+    "json_line",
+    "json_record",
+    "mentions",
+    "notice_line",
+    "plain_line",
+    "stats_lines",
 ]
 
 PENDING_MARKER = "(sending)"
@@ -332,12 +339,12 @@ def _left(event: MemberLeft) -> list[Fragment]:
 def _joined_batch(event: MembersJoined) -> list[Fragment]:
     room = BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH
     if not event.returned:
-        return _notice(*_roll(event.nicks, "joined", room))
+        return _notice(*roll(event.nicks, "joined", room))
     if not event.nicks:
-        return _notice(*_roll(event.returned, "back", room))
-    first = _roll(event.nicks, "joined", room // 2 - 1)
-    used = sum(_cells(text) for _, text in first) + 2
-    return _notice(*first, ("notice", "; "), *_roll(event.returned, "back", room - used))
+        return _notice(*roll(event.returned, "back", room))
+    first = roll(event.nicks, "joined", room // 2 - 1)
+    used = sum(cells(text) for _, text in first) + 2
+    return _notice(*first, ("notice", "; "), *roll(event.returned, "back", room - used))
 
 
 @_view(MembersLeft, "leaves", "nicks", "reasons", "texts", "seq", "time", "history")
@@ -345,43 +352,7 @@ def _left_batch(event: MembersLeft) -> list[Fragment]:
     if len(event.nicks) == 1:  # one alone reads as a LEFT did, with its reason
         single = MemberLeft(event.seq, event.time, event.nicks[0], event.reasons[0], event.texts[0])
         return _left(single)
-    return _notice(*_roll(event.nicks, "left", BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH))
-
-
-def _roll(nicks: tuple[str, ...], verb: str, width: int) -> list[Fragment]:
-    """``alice joined``, or ``12 joined: a, b, c, … and 9 more`` in ``width`` columns:
-    as many names as fit, in the relay's order, and how many more."""
-    if len(nicks) == 1:
-        head = [_nick(nicks[0]), ("notice", f" {verb}")]
-        if _cells(safe_nick(nicks[0])) + len(verb) + 1 <= width:
-            return head
-        return [("notice", f"1 {verb}")]
-    out: list[Fragment] = [("notice", f"{len(nicks)} {verb}: ")]
-    used = len(out[0][1])
-    for i, nick in enumerate(nicks):
-        shown = safe_nick(nick)
-        sep = ", " if i else ""
-        rest = len(nicks) - i - 1
-        tail = f", … and {rest} more" if rest else ""
-        need = len(sep) + _cells(shown) + len(tail)
-        if used + need > width:
-            if not i:  # not even one name fits
-                return [("notice", f"{len(nicks)} {verb}")]
-            out.append(("notice", f", … and {len(nicks) - i} more"))
-            return out
-        if sep:
-            out.append(("notice", sep))
-        out.append(_nick(nick))
-        used += len(sep) + _cells(shown)
-    return out
-
-
-def _cells(text: str) -> int:
-    """Terminal columns of sanitised ``text``: wide characters take two, marks none."""
-    return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-        for c in text
-    )
+    return _notice(*roll(event.nicks, "left", BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH))
 
 
 @_view(MemberRenamed, "nick", "old", "new", "own", "seq", "time", "history")
