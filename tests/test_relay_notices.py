@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.client_support import drain, of, relay_net
+from tests.client_support import RELAY, RELAY_STATIC, TIME, drain, of, relay_net, seeded
 from udpchat import events as ev
 from udpchat import messages as msg
 from udpchat.client.session import ClientSession
@@ -222,3 +222,18 @@ def test_a_newcomer_to_a_big_room_gets_one_page_and_the_rest_on_who_while_the_ro
     (listed,) = of(late, ev.MembersListed)
     assert isinstance(listed, ev.MembersListed) and len(listed.members) >= 145
     assert sorted(late.members) == truth and late.room_size == len(truth) == 149
+
+
+def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> None:
+    net, relay, sessions = join_at_once(40, big_room())
+    config = relay.config
+    restarted = RelayCore(config, net.now, seeded(77), wall_offset=TIME, static_key=RELAY_STATIC)
+    net.attach(RELAY, restarted)  # same identity, new epoch: every session is lost
+    for s in sessions:
+        drain(s)
+    assert net.run_until(lambda: len(restarted.member_nicks()) == 40, 60)
+    net.run(3 * WINDOW + 1)
+    assert exact(restarted, sessions)
+    batches = [e for s in sessions for e in of(s, ev.MembersJoined)]
+    named = [e for e in batches if isinstance(e, ev.MembersJoined)]
+    assert named and all(not e.nicks and e.returned for e in named if not e.history)
