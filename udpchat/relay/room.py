@@ -176,8 +176,10 @@ class Room:
         for a resume under another nickname, NICK_CHANGED to all)."""
         member, old, config, log = admission.member, admission.old, self.config, self.log
         batched = self._batching()
-        if batched and self.notices.kind is NoticeKind.LEAVE:
-            self.flush_notices()  # WELCOME's list and seq already count these leaves
+        if self.notices.kind is NoticeKind.LEAVE or not batched:
+            # WELCOME's list and seq already count these leaves; and a JOINED of our own,
+            # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
+            self.flush_notices()
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
         listed, size = self.sessions.nick_list(), len(self.sessions.members)
