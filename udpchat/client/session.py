@@ -26,6 +26,7 @@ from udpchat.client.config import (
     ClientStats,
     Counters,
     LocalProtocolError,
+    QueueFull,
     Trust,
     trust_any,
 )
@@ -294,7 +295,10 @@ class ClientSession:
                 if self._room.next_page is not None:  # protocol.md 6.6: the next page
                     after, request = self._room.next_page
                     self._room.next_page = None
-                    self._ledger.enqueue(msg.WhoPage(after), request=request)
+                    try:
+                        self._ledger.enqueue(msg.WhoPage(after), request=request)
+                    except QueueFull as full:  # the list stays as far as it came
+                        self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
                     self._feed_if_joined(now)
 
     # --- output and timers --------------------------------------------------------------------
