@@ -13,7 +13,13 @@ from udpchat import wire
 from udpchat.errors import UsageError
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
-from udpchat.relay.room_log import EventBuilder, LoggedEvent, MemoryRoomLog, RoomLog
+from udpchat.relay.room_log import (
+    EventBuilder,
+    KeptMember,
+    LoggedEvent,
+    MemoryRoomLog,
+    RoomLog,
+)
 from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -109,6 +115,7 @@ class CountingLog:
         self.inner = inner
         self.appended = 0
         self.replays: list[int] = []
+        self.commits = 0
 
     @property
     def epoch(self) -> bytes:
@@ -122,9 +129,9 @@ class CountingLog:
     def first_seq(self) -> int:
         return self.inner.first_seq
 
-    def append(self, event: EventBuilder) -> LoggedEvent:
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         self.appended += 1
-        return self.inner.append(event)
+        return self.inner.append(event, msgid)
 
     def replay(self, after: int) -> list[bytes]:
         self.replays.append(after)
@@ -132,6 +139,22 @@ class CountingLog:
 
     def recent_chats(self, count: int) -> list[bytes]:
         return self.inner.recent_chats(count)
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        return self.inner.posted_ids(count)
+
+    def keep_member(self, member: KeptMember) -> None:
+        self.inner.keep_member(member)
+
+    def forget_member(self, token: bytes) -> None:
+        self.inner.forget_member(token)
+
+    def kept_members(self) -> list[KeptMember]:
+        return self.inner.kept_members()
+
+    def commit(self) -> None:
+        self.commits += 1
+        self.inner.commit()
 
 
 def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:

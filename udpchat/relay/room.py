@@ -18,8 +18,8 @@ from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved, MemberRenamed
 from udpchat.relay.gate import Admission
 from udpchat.relay.outbox import Outbox
-from udpchat.relay.room_log import EventBuilder, RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
+from udpchat.relay.sessions import Dormant, Member, SessionTable
 from udpchat.reliability import SendBufferFull
 
 # protocol.md 6.1: message ids remembered to answer a resent request without posting it
@@ -58,6 +58,8 @@ class Room:
         # msgid -> what it got: a room seq (SAY, ACTION) or (time, recipient) (PRIVATE_SEND)
         self._answered: dict[bytes, int | tuple[int, str]] = {}
         self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
+        # protocol.md 6.6: posts from before a restart are recognised when resent.
+        self._answered.update(log.posted_ids(self._max_answered))
         # (data, excluded member, sole recipient): room events to all but one, and answers
         # to one member, which must not overtake events queued before them.
         self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
@@ -83,9 +85,10 @@ class Room:
         self.sessions.mark(member)
         return True
 
-    def post(self, event: EventBuilder, exclude: Member | None) -> int:
-        """Append a room event to the log and fan it out to every member but one; its seq."""
-        logged = self.log.append(event)
+    def post(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        """Append a room event to the log and fan it out to every member but one; its seq.
+        ``msgid``: the id of the post it is, kept with it in the log."""
+        logged = self.log.append(event, msgid)
         self._fanout.append((logged.data, exclude, None))
         if not self.held:
             self.drain()
@@ -174,10 +177,22 @@ class Room:
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
+        self.log.forget_member(member.token)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
         when = self.time(now) if now is not None else self.time(member.last_heard)
         nick = member.nick
         self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
+
+    def expire(self, dormant: Dormant, now: float) -> None:
+        """A member from before a restart did not come back in time: it left (protocol.md
+        6.6), announced once, as a timeout."""
+        self.sessions.wake(dormant)
+        self.log.forget_member(dormant.token)
+        reason = m.LeaveReason.TIMEOUT
+        words = m.leave_reason_words(reason)
+        self.outbox.report(MemberRemoved(dormant.nick, words, words))
+        when, nick = self.time(now), dormant.nick
+        self.post(lambda seq: m.Left(seq, when, nick, reason, words), None)
 
     def announce_shutdown(self, reason: str) -> None:
         notice = m.encode_message(m.Shutdown(reason))
@@ -237,7 +252,7 @@ class Room:
             return
         self._remember(message.msgid, number)
         kind, when, nick, text = POSTED_AS[type(message)], self.time(now), member.nick, message.text
-        posted = self.post(lambda seq: kind(seq, when, nick, text), member)
+        posted = self.post(lambda seq: kind(seq, when, nick, text), member, message.msgid)
         assert posted == number  # nothing else was appended since the POSTED was queued
 
     def _answer_undecodable(
@@ -338,6 +353,7 @@ class Room:
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
+        self.log.keep_member(KeptMember(member.token, nick, member.resume_secret))
         self.outbox.report(MemberRenamed(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)

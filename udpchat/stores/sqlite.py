@@ -1,0 +1,256 @@
+"""The room log in one SQLite file: the room survives a restart of its relay (protocol.md 6.6).
+
+One file holds one room: its epoch and newest seq, the newest ``history`` events (encoded as
+members receive them), the message ids of recent posts, and the members that may resume.
+Reads come from memory (the kept events are loaded at open), so the relay's hot path never
+queries the file; writes are queued and written by ``commit`` in one transaction, which the
+relay calls once per serving-loop turn, before that turn's datagrams are sent.
+
+The file is opened in WAL mode with ``synchronous=NORMAL``: a committed transaction survives
+the relay's crash (``kill -9``); only a power loss or OS crash can take back the last commits.
+A file is recognised by its ``application_id``; ``user_version`` is the schema version. Any
+other file (not SQLite, another application's database, another schema version, failing
+``quick_check``) is refused with ``StoreError`` and never written to.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.errors import UsageError
+from udpchat.relay.room_log import (
+    CHAT_EVENTS,
+    MIN_KEPT_IDS,
+    EventBuilder,
+    KeptMember,
+    LoggedEvent,
+)
+from udpchat.stores.errors import StoreError
+
+# 'udpc': what PRAGMA application_id says of a udpchat room store.
+APPLICATION_ID = 0x75647063
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE room (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BLOB NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    chat INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE posts (
+    seq INTEGER PRIMARY KEY,
+    msgid BLOB NOT NULL
+);
+CREATE TABLE members (
+    token BLOB PRIMARY KEY,
+    nick TEXT NOT NULL,
+    resume_secret BLOB NOT NULL
+);
+"""
+TABLES = frozenset({"room", "events", "posts", "members"})
+
+
+class SqliteRoomLog:
+    """A ``RoomLog`` kept in ``path``; created (with a fresh epoch from ``rng``) if missing."""
+
+    def __init__(self, path: Path, history: int, rng: Callable[[int], bytes]) -> None:
+        if history < 0:
+            raise ValueError("history cannot be negative")
+        self.path = path
+        self._history = history
+        self._keep_ids = max(history, MIN_KEPT_IDS)
+        self._db = _open(path)
+        try:
+            self._epoch, self._last_seq = self._load_room(rng)
+            rows = self._db.execute(
+                "SELECT seq, chat, data FROM events WHERE seq > ? ORDER BY seq",
+                (self._last_seq - history,),
+            ).fetchall()
+            ids = self._db.execute(
+                "SELECT msgid, seq FROM posts WHERE seq > ? ORDER BY seq",
+                (self._last_seq - self._keep_ids,),
+            ).fetchall()
+            members = self._db.execute("SELECT token, nick, resume_secret FROM members").fetchall()
+        except (sqlite3.DatabaseError, ValueError, TypeError) as error:
+            self._db.close()
+            raise StoreError(f"{path}: the room store is damaged ({error})") from None
+        self._kept: deque[LoggedEvent] = deque(
+            (LoggedEvent(seq, bool(chat), bytes(data)) for seq, chat, data in rows),
+            maxlen=max(history, 1),
+        )
+        self._ids: deque[tuple[bytes, int]] = deque(
+            ((bytes(msgid), seq) for msgid, seq in ids), maxlen=self._keep_ids
+        )
+        self._members = {
+            bytes(token): KeptMember(bytes(token), nick, bytes(secret))
+            for token, nick, secret in members
+        }
+        # Changes since the last commit: rows to write, member rows to set or delete.
+        self._new_events: list[tuple[int, int, bytes]] = []
+        self._new_ids: list[tuple[int, bytes]] = []
+        self._member_changes: dict[bytes, KeptMember | None] = {}
+        self._committed_seq = self._last_seq
+
+    def _load_room(self, rng: Callable[[int], bytes]) -> tuple[bytes, int]:
+        row = self._db.execute("SELECT epoch, last_seq FROM room WHERE id = 1").fetchone()
+        if row is None:
+            epoch = rng(wire.EPOCH_SIZE)
+            with self._db:
+                self._db.execute("INSERT INTO room VALUES (1, ?, 0)", (epoch,))
+            return epoch, 0
+        epoch, last_seq = bytes(row[0]), int(row[1])
+        if len(epoch) != wire.EPOCH_SIZE or last_seq < 0:
+            raise ValueError("bad epoch or sequence number")
+        return epoch, last_seq
+
+    # --- RoomLog --------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> bytes:
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self._kept[0].seq if self._kept else self._last_seq + 1
+
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        seq = self._last_seq + 1
+        built = event(seq)
+        if built.seq != seq:
+            raise UsageError(f"an event built as number {built.seq}, not {seq}")
+        self._last_seq = seq
+        chat = type(built) in CHAT_EVENTS
+        logged = LoggedEvent(seq, chat, m.encode_message(built))
+        if self._history:
+            self._kept.append(logged)
+            self._new_events.append((seq, chat, logged.data))
+        if msgid:
+            self._ids.append((msgid, seq))
+            self._new_ids.append((seq, msgid))
+        return logged
+
+    def replay(self, after: int) -> list[bytes]:
+        return [event.data for event in self._kept if event.seq > after]
+
+    def recent_chats(self, count: int) -> list[bytes]:
+        if not count:
+            return []
+        return [event.data for event in self._kept if event.chat][-count:]
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        return list(self._ids)[-count:] if count else []
+
+    def keep_member(self, member: KeptMember) -> None:
+        self._members[member.token] = member
+        self._member_changes[member.token] = member
+
+    def forget_member(self, token: bytes) -> None:
+        if self._members.pop(token, None) is not None:
+            self._member_changes[token] = None
+
+    def kept_members(self) -> list[KeptMember]:
+        return list(self._members.values())
+
+    def commit(self) -> None:
+        """Write what changed since the last commit in one transaction (nothing if nothing
+        did). On failure the changes stay queued and the next commit tries again."""
+        if self._last_seq == self._committed_seq and not self._member_changes:
+            return
+        db, last = self._db, self._last_seq
+        with db:  # one transaction; rolled back if anything in it fails
+            if last != self._committed_seq:
+                db.execute("UPDATE room SET last_seq = ? WHERE id = 1", (last,))
+            if self._new_events:
+                db.executemany("INSERT INTO events VALUES (?, ?, ?)", self._new_events)
+                db.execute("DELETE FROM events WHERE seq <= ?", (last - self._history,))
+            if self._new_ids:
+                db.executemany("INSERT INTO posts VALUES (?, ?)", self._new_ids)
+                db.execute("DELETE FROM posts WHERE seq <= ?", (last - self._keep_ids,))
+            for token, member in self._member_changes.items():
+                if member is None:
+                    db.execute("DELETE FROM members WHERE token = ?", (token,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO members VALUES (?, ?, ?)",
+                        (token, member.nick, member.resume_secret),
+                    )
+        self._new_events.clear()
+        self._new_ids.clear()
+        self._member_changes.clear()
+        self._committed_seq = last
+
+    def close(self) -> None:
+        """Commit what is queued and close the file."""
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) a room store; ``StoreError`` for anything that is not one."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        head = None
+    except OSError as error:
+        raise StoreError(f"cannot read the room store {path}: {error.strerror or error}") from None
+    if head is not None and head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not a udpchat room store (not an SQLite database)")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The relay's serving thread and the thread that stops it both use the log, one at
+        # a time (under the driver's lock, or after serving ended).
+        db = sqlite3.connect(path, check_same_thread=False)
+    except (OSError, sqlite3.Error) as error:
+        raise StoreError(f"cannot open the room store {path}: {error}") from None
+    try:
+        _check(db, path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except StoreError:
+        db.close()
+        raise
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise StoreError(f"{path}: the room store is damaged ({error})") from None
+    return db
+
+
+def _check(db: sqlite3.Connection, path: Path) -> None:
+    """Recognise a udpchat room store, or make an empty database one."""
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if app_id == 0 and version == 0 and not tables:
+        db.executescript(
+            f"BEGIN; PRAGMA application_id={APPLICATION_ID}; "
+            f"PRAGMA user_version={SCHEMA_VERSION}; {SCHEMA} COMMIT;"
+        )
+        return
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{path} is not a udpchat room store (another application's database)")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} is a udpchat room store of schema version {version}; "
+            f"this udpchat reads version {SCHEMA_VERSION}"
+        )
+    problem = db.execute("PRAGMA quick_check").fetchone()[0]
+    if problem != "ok" or not tables >= TABLES:
+        raise StoreError(f"{path}: the room store is damaged ({problem})")
