@@ -70,9 +70,7 @@ def run_ui(
         from udpchat.terminal import InteractiveUI  # prompt_toolkit: only for a person
 
         bell = os.environ.get("UDPCHAT_BELL", "1").strip().lower() not in ("0", "off", "no")
-        ui = InteractiveUI(
-            colour=colour_enabled(stdout), stderr=stderr, server=server, bell=bell
-        )
+        ui = InteractiveUI(colour=colour_enabled(stdout), stderr=stderr, server=server, bell=bell)
         return ui.run(handle_factory)
     json_output = mode == "json"
     lines = LineUI(

@@ -32,6 +32,7 @@ from udpchat.cli.common import (
 from udpchat.exitcodes import ExitCode
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
+from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 
 _RELAY_DEFAULTS = RelayConfig()
 LIMITS_PANEL = "Limits that keep a room open"
@@ -109,6 +110,15 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the room is kept: sqlite:PATH (the room survives a restart) or "
+            "memory: (it ends with the relay). Default: a SQLite file named after the "
+            "listen address in the state directory.",
+            metavar="URL",
+        ),
+    ] = None,
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -128,6 +138,7 @@ def relay(
     Examples (on 127.0.0.1; for the whole LAN; with a room key):
 
       udpchat relay --port 9000
+      udpchat relay --store sqlite:/var/lib/udpchat/room.sqlite3
       udpchat relay --host 0.0.0.0 --max-per-host 200
       UDPCHAT_KEY='a passphrase' udpchat relay
     """
@@ -159,12 +170,18 @@ def relay(
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
-    except ValueError as error:
+        room_store = (
+            parse_store(store)
+            if store is not None
+            else StoreURL("sqlite", default_store_path(host, port))
+        )
+    except (ValueError, StoreError) as error:
         _fail(str(error))
     relay_key = _relay_key(identity, host, port)
     typer.echo(
         f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
     )
+    typer.echo(f"room store: {room_store}", err=True)
     from udpchat.relay_server import RelayOptions, run_relay
 
     options = RelayOptions(
@@ -185,9 +202,12 @@ def relay(
         impairment=config,
         key=key or None,
         static_key=relay_key.private,
+        store=room_store,
     )
     try:
         code = run_relay(options, verbose=verbose)
+    except StoreError as error:
+        _fail(str(error), ExitCode.FAILURE)
     except OSError as error:
         _fail(
             f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",

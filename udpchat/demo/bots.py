@@ -135,7 +135,6 @@ class PlainBot:
             self._thread.join(timeout=2.0)
 
 
-
 # --- the plain UDP forwarder ----------------------------------------------------------------
 
 UDP_HELLO = b"H"

@@ -64,7 +64,6 @@ def parse_text(text: str) -> tuple[int, int] | None:
     return sender, number
 
 
-
 @dataclass(frozen=True)
 class DemoConfig:
     """What to run. ``loss`` and ``seed`` override those of ``network``.
@@ -114,5 +113,3 @@ class DemoConfig:
         data = asdict(self)
         data["network"] = asdict(replace(self.network, loss=self.loss, seed=self.seed))
         return data
-
-

@@ -235,4 +235,3 @@ def print_result(result: DemoResult, console: Console) -> None:
             console.print(Text(summary_line(label, run), style if run is result.reliable else ""))
     if not result.ok:
         console.print(Text("the reliable run lost, duplicated or reordered messages", "bold red"))
-

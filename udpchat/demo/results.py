@@ -281,4 +281,3 @@ def verdicts(
             )
         )
     return RunResult(mode, tuple(members), analyze(logs, intended), duration, send_errors)
-

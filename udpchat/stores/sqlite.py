@@ -15,6 +15,7 @@ other file (not SQLite, another application's database, another schema version, 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +102,7 @@ class SqliteRoomLog:
         self._new_ids: list[tuple[int, bytes]] = []
         self._member_changes: dict[bytes, KeptMember | None] = {}
         self._committed_seq = self._last_seq
+        self._closed = False
 
     def _load_room(self, rng: Callable[[int], bytes]) -> tuple[bytes, int]:
         row = self._db.execute("SELECT epoch, last_seq FROM room WHERE id = 1").fetchone()
@@ -171,6 +173,8 @@ class SqliteRoomLog:
         did). On failure the changes stay queued and the next commit tries again."""
         if self._last_seq == self._committed_seq and not self._member_changes:
             return
+        if self._closed:
+            raise StoreError(f"{self.path}: the room store was closed with changes to write")
         db, last = self._db, self._last_seq
         with db:  # one transaction; rolled back if anything in it fails
             if last != self._committed_seq:
@@ -195,10 +199,13 @@ class SqliteRoomLog:
         self._committed_seq = last
 
     def close(self) -> None:
-        """Commit what is queued and close the file."""
+        """Commit what is queued and close the file (once; later calls do nothing)."""
+        if self._closed:
+            return
         try:
             self.commit()
         finally:
+            self._closed = True
             self._db.close()
 
 
@@ -215,6 +222,9 @@ def _open(path: Path) -> sqlite3.Connection:
         raise StoreError(f"{path} is not a udpchat room store (not an SQLite database)")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if head is None:  # it holds resume secrets: nobody else's to read (SQLite gives
+            # its -wal and -shm files the database's mode)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         # The relay's serving thread and the thread that stops it both use the log, one at
         # a time (under the driver's lock, or after serving ended).
         db = sqlite3.connect(path, check_same_thread=False)
