@@ -142,7 +142,7 @@ def test_it_behaves_as_the_memory_log(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_bytes(b"my shopping list\n" * 100)
-    with pytest.raises(StoreError, match="not a udpchat room store .not an SQLite database"):
+    with pytest.raises(StoreError, match=r"not a udpchat room store \(not an SQLite database\)"):
         SqliteRoomLog(path, 10, rng())
     assert path.read_bytes() == b"my shopping list\n" * 100
 
