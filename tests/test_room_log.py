@@ -177,3 +177,37 @@ def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:
     net.run(0.5)
     assert [x.text for x in again.of(m.ChatMessage)] == ["missed 0", "missed 1", "missed 2"]
     assert log.replays == [last] and log.appended == log.last_seq == 5
+
+
+class FailingLog(CountingLog):
+    """A log whose commits fail while ``failing`` is set."""
+
+    def __init__(self, inner: RoomLog) -> None:
+        super().__init__(inner)
+        self.failing = False
+
+    def commit(self) -> None:
+        if self.failing:
+            raise OSError("disk full")
+        super().commit()
+
+
+def test_the_log_commits_before_anything_is_sent_and_nothing_leaves_if_it_cannot() -> None:
+    log = FailingLog(MemoryRoomLog(50, rng(9)))
+    net = SimNetwork(seed=1, default=PathModel())
+    relay = RelayCore(RelayConfig(), 0.0, rng(1), room_log=log)
+    net.attach(RELAY, relay)
+    alice = join(net, "alice", 1)
+    join(net, "bob", 2)
+    net.run(0.2)
+    assert log.commits > 0
+    alice.send(m.Say("hello"))
+    for data, _ in alice.datagrams_to_send(net.now):  # delivered by hand, not by the network
+        relay.receive_datagram(data, client_addr(1), net.now)
+    assert relay.room_seq == 3
+    log.failing = True
+    with pytest.raises(OSError):
+        relay.datagrams_to_send(net.now)
+    log.failing = False
+    out = relay.datagrams_to_send(net.now)  # the same output, once the commit succeeds
+    assert len(out) >= 2  # POSTED to alice, MESSAGE to bob
