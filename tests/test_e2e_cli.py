@@ -27,6 +27,7 @@ from udpchat.exitcodes import ExitCode
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
 
+
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
     """Every subprocess a test starts goes in here and is killed at the end, whatever happens."""
@@ -177,9 +178,9 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
         full = join_process("second", small.address)
         processes.extend([taken_json, taken_plain, invalid, full])
         codes = [p.wait(15) for p in processes]
-        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], (
-            [(p.stdout, p.stderr) for p in processes]
-        )
+        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], [
+            (p.stdout, p.stderr) for p in processes
+        ]
 
     assert isinstance(taken_json, JsonProcess) and isinstance(full, JsonProcess)
     rejected = check_records(taken_json)[0]
