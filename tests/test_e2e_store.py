@@ -21,7 +21,8 @@ LIMITS = ("--flood-burst", "10000", "--flood-rate", "10000")
 
 def room_row(store: Path) -> tuple[bytes, int]:
     with sqlite3.connect(store) as db:
-        epoch, last_seq = db.execute("SELECT epoch, last_seq FROM room").fetchone()
+        (epoch,) = db.execute("SELECT epoch FROM room").fetchone()
+        (last_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
     return bytes(epoch), int(last_seq)
 
 

@@ -14,7 +14,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.relay.room_log import EventBuilder, KeptMember, MemoryRoomLog
 from udpchat.stores import StoreError, StoreURL, default_store_path, open_store, parse_store
-from udpchat.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION, SqliteRoomLog
+from udpchat.stores.sqlite import APPLICATION_ID, ID_RING, SCHEMA_VERSION, SqliteRoomLog
 
 pytestmark = pytest.mark.unit
 
@@ -93,19 +93,24 @@ def test_retention_is_enforced_in_the_file(tmp_path: Path) -> None:
     log.close()
     again = SqliteRoomLog(path, 3, rng())
     assert (again.first_seq, again.last_seq, texts(again.replay(0))) == (8, 10, ["m7", "m8", "m9"])
-    # Message ids are kept for at least 1024 posts, whatever the history.
-    assert len(again.posted_ids(2000)) == 10
+    # Across a restart, posts are recognised as far as the history reaches.
+    assert again.posted_ids(2000) == [(b"id7", 8), (b"id8", 9), (b"id9", 10)]
 
 
-def test_history_zero_keeps_no_events_but_the_sequence(tmp_path: Path) -> None:
+def test_history_zero_keeps_no_text_but_the_sequence_and_recent_ids(tmp_path: Path) -> None:
     path = tmp_path / "room.sqlite3"
     log = SqliteRoomLog(path, 0, rng())
-    log.append(chat("a"))
-    log.append(chat("b"))
+    log.append(chat("a"), b"id-a")
+    for i in range(ID_RING + 1):
+        log.append(chat("b"), f"id{i}".encode())
     log.close()
     again = SqliteRoomLog(path, 0, rng())
-    assert (again.last_seq, again.first_seq, again.replay(0)) == (2, 3, [])
-    assert rows(path, "events") == 0
+    assert (again.last_seq, again.first_seq, again.replay(0)) == (ID_RING + 2, ID_RING + 3, [])
+    assert rows(path, "events") == ID_RING
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM events WHERE data IS NOT NULL").fetchone() == (0,)
+    ids = again.posted_ids(1000)
+    assert len(ids) == ID_RING and ids[-1] == (f"id{ID_RING}".encode(), ID_RING + 2)
 
 
 def test_a_smaller_history_on_reopen_loads_only_that_much(tmp_path: Path) -> None:
@@ -116,9 +121,16 @@ def test_a_smaller_history_on_reopen_loads_only_that_much(tmp_path: Path) -> Non
     log.close()
     again = SqliteRoomLog(path, 2, rng())
     assert texts(again.replay(0)) == ["m4", "m5"]
+    assert rows(path, "events") == 2  # the file was cut to the new history at once
     again.append(chat("m6"))
     again.commit()
     assert rows(path, "events") == 2
+    again.close()
+    bigger = SqliteRoomLog(path, 50, rng())
+    assert texts(bigger.replay(0)) == ["m5", "m6"] and bigger.last_seq == 7
+    bigger.append(chat("m7"))
+    bigger.close()
+    assert texts(SqliteRoomLog(path, 50, rng()).replay(0)) == ["m5", "m6", "m7"]
 
 
 def test_it_behaves_as_the_memory_log(tmp_path: Path) -> None:

@@ -78,7 +78,9 @@ class RelayServer:
         bound to the options' host and port. ``StoreError`` if the room store cannot be used
         (before anything is bound)."""
         self.options = options
-        self._room_log: RoomLog = open_store(options.store, options.config.history, secrets.token_bytes)
+        self._room_log: RoomLog = open_store(
+            options.store, options.config.history, secrets.token_bytes
+        )
         if transport is None:
             try:
                 transport = UdpTransport.bind(options.host, options.port)

@@ -41,17 +41,14 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 SCHEMA = """
 CREATE TABLE room (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    epoch BLOB NOT NULL,
-    last_seq INTEGER NOT NULL
+    epoch BLOB NOT NULL
 );
 CREATE TABLE events (
-    seq INTEGER PRIMARY KEY,
+    slot INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
     chat INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE TABLE posts (
-    seq INTEGER PRIMARY KEY,
-    msgid BLOB NOT NULL
+    msgid BLOB NOT NULL,
+    data BLOB
 );
 CREATE TABLE members (
     token BLOB PRIMARY KEY,
@@ -59,62 +56,85 @@ CREATE TABLE members (
     resume_secret BLOB NOT NULL
 );
 """
-TABLES = frozenset({"room", "events", "posts", "members"})
+TABLES = frozenset({"room", "events", "members"})
+# With no history, the file still keeps the newest events' numbers and message ids (no
+# text): the sequence, and posts resent after a restart, must still be recognised.
+ID_RING = 64
 
 
 class SqliteRoomLog:
-    """A ``RoomLog`` kept in ``path``; created (with a fresh epoch from ``rng``) if missing."""
+    """A ``RoomLog`` kept in ``path``; created (with a fresh epoch from ``rng``) if missing.
+
+    The events table is a ring of ``history`` rows (``ID_RING`` without history): an event
+    goes to slot ``seq % ring``, replacing the one ``ring`` events older, so that retention
+    costs no DELETE and a commit usually writes one page of the file."""
 
     def __init__(self, path: Path, history: int, rng: Callable[[int], bytes]) -> None:
         if history < 0:
             raise ValueError("history cannot be negative")
         self.path = path
         self._history = history
-        self._keep_ids = max(history, MIN_KEPT_IDS)
+        self._ring = history or ID_RING
         self._db = _open(path)
         try:
-            self._epoch, self._last_seq = self._load_room(rng)
-            rows = self._db.execute(
-                "SELECT seq, chat, data FROM events WHERE seq > ? ORDER BY seq",
-                (self._last_seq - history,),
-            ).fetchall()
-            ids = self._db.execute(
-                "SELECT msgid, seq FROM posts WHERE seq > ? ORDER BY seq",
-                (self._last_seq - self._keep_ids,),
-            ).fetchall()
+            self._epoch = self._load_epoch(rng)
+            rows = self._load_ring()
             members = self._db.execute("SELECT token, nick, resume_secret FROM members").fetchall()
         except (sqlite3.DatabaseError, ValueError, TypeError) as error:
             self._db.close()
             raise StoreError(f"{path}: the room store is damaged ({error})") from None
-        self._kept: deque[LoggedEvent] = deque(
-            (LoggedEvent(seq, bool(chat), bytes(data)) for seq, chat, data in rows),
-            maxlen=max(history, 1),
-        )
+        self._last_seq = rows[-1][0] if rows else 0
+        self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
+        for seq, chat, _, data in rows[-history:] if history else []:
+            if data is not None:  # written while the room kept no history
+                self._kept.append(LoggedEvent(seq, bool(chat), bytes(data)))
         self._ids: deque[tuple[bytes, int]] = deque(
-            ((bytes(msgid), seq) for msgid, seq in ids), maxlen=self._keep_ids
+            ((bytes(msgid), seq) for seq, _, msgid, _ in rows if msgid),
+            maxlen=max(history, MIN_KEPT_IDS),
         )
         self._members = {
             bytes(token): KeptMember(bytes(token), nick, bytes(secret))
             for token, nick, secret in members
         }
-        # Changes since the last commit: rows to write, member rows to set or delete.
-        self._new_events: list[tuple[int, int, bytes]] = []
-        self._new_ids: list[tuple[int, bytes]] = []
+        # Changes since the last commit: ring rows to write, member rows to set or delete.
+        self._new_rows: list[tuple[int, int, bool, bytes, bytes | None]] = []
         self._member_changes: dict[bytes, KeptMember | None] = {}
-        self._committed_seq = self._last_seq
         self._closed = False
 
-    def _load_room(self, rng: Callable[[int], bytes]) -> tuple[bytes, int]:
-        row = self._db.execute("SELECT epoch, last_seq FROM room WHERE id = 1").fetchone()
+    def _load_epoch(self, rng: Callable[[int], bytes]) -> bytes:
+        row = self._db.execute("SELECT epoch FROM room WHERE id = 1").fetchone()
         if row is None:
             epoch = rng(wire.EPOCH_SIZE)
             with self._db:
-                self._db.execute("INSERT INTO room VALUES (1, ?, 0)", (epoch,))
-            return epoch, 0
-        epoch, last_seq = bytes(row[0]), int(row[1])
-        if len(epoch) != wire.EPOCH_SIZE or last_seq < 0:
-            raise ValueError("bad epoch or sequence number")
-        return epoch, last_seq
+                self._db.execute("INSERT INTO room VALUES (1, ?)", (epoch,))
+            return epoch
+        epoch = bytes(row[0])
+        if len(epoch) != wire.EPOCH_SIZE:
+            raise ValueError("a bad epoch")
+        return epoch
+
+    def _load_ring(self) -> list[tuple[int, int, bytes, bytes | None]]:
+        """(seq, chat, msgid, data) of the ring's events, oldest first; a ring of another
+        size (the history was changed) is rewritten to this one's, in one transaction."""
+        ring = self._ring
+        rows = self._db.execute(
+            "SELECT slot, seq, chat, msgid, data FROM events ORDER BY seq"
+        ).fetchall()
+        seqs = [row[1] for row in rows]
+        if len(set(seqs)) != len(seqs) or any(seq < 1 for seq in seqs):
+            raise ValueError("events numbered twice or below 1")
+        events = [(seq, chat, msgid, data) for _, seq, chat, msgid, data in rows]
+        if len(rows) > ring or any(slot != seq % ring for slot, seq, *_ in rows):
+            events = events[-ring:]
+            if not self._history:
+                events = [(seq, chat, msgid, None) for seq, chat, msgid, _ in events]
+            with self._db:
+                self._db.execute("DELETE FROM events")
+                self._db.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(seq % ring, seq, chat, msgid, data) for seq, chat, msgid, data in events],
+                )
+        return events
 
     # --- RoomLog --------------------------------------------------------------------------------
 
@@ -140,10 +160,10 @@ class SqliteRoomLog:
         logged = LoggedEvent(seq, chat, m.encode_message(built))
         if self._history:
             self._kept.append(logged)
-            self._new_events.append((seq, chat, logged.data))
         if msgid:
             self._ids.append((msgid, seq))
-            self._new_ids.append((seq, msgid))
+        data = logged.data if self._history else None
+        self._new_rows.append((seq % self._ring, seq, chat, msgid, data))
         return logged
 
     def replay(self, after: int) -> list[bytes]:
@@ -171,20 +191,16 @@ class SqliteRoomLog:
     def commit(self) -> None:
         """Write what changed since the last commit in one transaction (nothing if nothing
         did). On failure the changes stay queued and the next commit tries again."""
-        if self._last_seq == self._committed_seq and not self._member_changes:
+        if not self._new_rows and not self._member_changes:
             return
         if self._closed:
             raise StoreError(f"{self.path}: the room store was closed with changes to write")
-        db, last = self._db, self._last_seq
+        db = self._db
         with db:  # one transaction; rolled back if anything in it fails
-            if last != self._committed_seq:
-                db.execute("UPDATE room SET last_seq = ? WHERE id = 1", (last,))
-            if self._new_events:
-                db.executemany("INSERT INTO events VALUES (?, ?, ?)", self._new_events)
-                db.execute("DELETE FROM events WHERE seq <= ?", (last - self._history,))
-            if self._new_ids:
-                db.executemany("INSERT INTO posts VALUES (?, ?)", self._new_ids)
-                db.execute("DELETE FROM posts WHERE seq <= ?", (last - self._keep_ids,))
+            if self._new_rows:
+                db.executemany(
+                    "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)", self._new_rows
+                )
             for token, member in self._member_changes.items():
                 if member is None:
                     db.execute("DELETE FROM members WHERE token = ?", (token,))
@@ -193,10 +209,8 @@ class SqliteRoomLog:
                         "INSERT OR REPLACE INTO members VALUES (?, ?, ?)",
                         (token, member.nick, member.resume_secret),
                     )
-        self._new_events.clear()
-        self._new_ids.clear()
+        self._new_rows.clear()
         self._member_changes.clear()
-        self._committed_seq = last
 
     def close(self) -> None:
         """Commit what is queued and close the file (once; later calls do nothing)."""
