@@ -39,6 +39,12 @@ def relay_on(path: Path, now: float, seed: int, config: RelayConfig = CONFIG) ->
     )
 
 
+def crash(relay: RelayCore) -> None:
+    """What ``kill -9`` leaves: the file as last committed, and its lock released."""
+    assert isinstance(relay.log, SqliteRoomLog)
+    relay.log._db.close()
+
+
 def members(net: SimNetwork, nicks: tuple[str, ...]) -> list[ClientSession]:
     sessions = []
     for i, nick in enumerate(nicks):
@@ -75,6 +81,7 @@ def test_a_restarted_relay_carries_the_room_on(tmp_path: Path) -> None:
     assert first.room_seq == seq + 3
     # kill -9: the relay vanishes with whatever it had not committed; dave goes away too.
     net.detach(RELAY)
+    crash(first)
     net.detach(client_addr(3))
     net.set_path(RELAY, client_addr(0), PathModel(delay=0.005))
     net.run(0.5)
@@ -132,6 +139,7 @@ def test_a_resent_post_is_recognised_by_its_message_id(tmp_path: Path) -> None:
     net.run(0.1)
     assert first.room_seq == seq + 3
     net.detach(RELAY)
+    crash(first)
     net.set_path(RELAY, client_addr(0), PathModel(delay=0.005))
     second = relay_on(path, net.now, 2, config)
     net.attach(RELAY, second)
@@ -152,6 +160,7 @@ def test_a_member_back_after_its_timeout_is_a_newcomer(tmp_path: Path) -> None:
     net.attach(RELAY, first)
     alice, bob = members(net, ("alice", "bob"))
     net.detach(RELAY)
+    crash(first)
     net.detach(client_addr(1))  # bob is away longer than the member timeout
     second = relay_on(path, net.now, 2)
     net.attach(RELAY, second)
@@ -174,6 +183,7 @@ def test_a_kept_nickname_is_not_for_anyone_else(tmp_path: Path) -> None:
     net.attach(RELAY, first)
     members(net, ("alice",))
     net.detach(RELAY)
+    crash(first)
     net.detach(client_addr(0))
     second = relay_on(path, net.now, 2)
     net.attach(RELAY, second)

