@@ -25,6 +25,8 @@ from udpchat import events as ev
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
 
+pytestmark = pytest.mark.e2e
+
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
@@ -178,9 +180,9 @@ def test_refused_joins_print_the_reason_and_exit_non_zero(processes: list[Proces
         full = join_process("second", small.address)
         processes.extend([taken_json, taken_plain, invalid, full])
         codes = [p.wait(15) for p in processes]
-        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], [
-            (p.stdout, p.stderr) for p in processes
-        ]
+        assert codes == [ExitCode.REFUSED, ExitCode.REFUSED, ExitCode.USAGE, ExitCode.REFUSED], (
+            [(p.stdout, p.stderr) for p in processes]
+        )
 
     assert isinstance(taken_json, JsonProcess) and isinstance(full, JsonProcess)
     rejected = check_records(taken_json)[0]

@@ -26,13 +26,7 @@ from udpchat.lines import IDLE_TIMEOUT, LineUI
 from udpchat.style import colour_enabled
 
 __all__ = [
-    "IDLE_TIMEOUT",
-    "ChatHandle",
-    "EventSink",
-    "HandleFactory",
-    "LineUI",
-    "Mode",
-    "choose_mode",
+    "IDLE_TIMEOUT", "ChatHandle", "EventSink", "HandleFactory", "LineUI", "Mode", "choose_mode",
     "run_ui",
 ]
 
@@ -70,7 +64,9 @@ def run_ui(
         from udpchat.terminal import InteractiveUI  # prompt_toolkit: only for a person
 
         bell = os.environ.get("UDPCHAT_BELL", "1").strip().lower() not in ("0", "off", "no")
-        ui = InteractiveUI(colour=colour_enabled(stdout), stderr=stderr, server=server, bell=bell)
+        ui = InteractiveUI(
+            colour=colour_enabled(stdout), stderr=stderr, server=server, bell=bell
+        )
         return ui.run(handle_factory)
     json_output = mode == "json"
     lines = LineUI(

@@ -364,7 +364,8 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
     # Fan-out runs in every bench, in a room of its own size whatever --members says: the
     # shortest full command that repeats it sweeps one loss rate and one room.
     fan_cmd = (
-        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, in every run)"
+        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, "
+        "in every run)"
     )
     name = f"relay CPU per delivery vs plain UDP, {cfg.fanout_members} members, 0% loss"
     lowest = min(cfg.fanout_rates) if cfg.fanout_rates else None

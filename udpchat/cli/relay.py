@@ -34,6 +34,8 @@ from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 
+__all__ = ["LIMITS_PANEL", "relay"]
+
 _RELAY_DEFAULTS = RelayConfig()
 LIMITS_PANEL = "Limits that keep a room open"
 

@@ -19,6 +19,11 @@ from udpchat.demo.bots import Bot
 from udpchat.demo.config import DemoConfig, bot_name
 from udpchat.demo.results import DemoResult, Recorder, RunResult, percent, summary_line
 
+__all__ = [
+    "VERDICT_LEGEND", "Display", "comparison_table", "or_dash", "print_result", "progress_view",
+    "verdict_table",
+]
+
 
 class Display:
     """Live progress on a terminal; a line per phase otherwise; nothing without a console."""
@@ -235,3 +240,4 @@ def print_result(result: DemoResult, console: Console) -> None:
             console.print(Text(summary_line(label, run), style if run is result.reliable else ""))
     if not result.ok:
         console.print(Text("the reliable run lost, duplicated or reordered messages", "bold red"))
+

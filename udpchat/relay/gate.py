@@ -20,6 +20,7 @@ from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
 from udpchat.endpoint import Address
+from udpchat.link import Link
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
@@ -29,8 +30,12 @@ from udpchat.relay.events import MemberAdmitted
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import KeptMember, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
-from udpchat.reliability import Link
 from udpchat.seal import PskDeriver
+
+__all__ = [
+    "COOKIE_MAC_SIZE", "COOKIE_TIME_SIZE", "MAX_USED_JOINS", "RELAY_LINK_TRANSMISSIONS",
+    "RESET_SIZE", "WRONG_KEY", "Admission", "Gate",
+]
 
 # protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.
 COOKIE_TIME_SIZE = 4
@@ -254,7 +259,9 @@ class Gate:
             return None
         return self._admit(join.nonce, request, responder, key, addr, old, age, now)
 
-    def _resumed_session(self, nonce: bytes, resume: wire.Resume | None) -> Member | Dormant | None:
+    def _resumed_session(
+        self, nonce: bytes, resume: wire.Resume | None
+    ) -> Member | Dormant | None:
         """The session a JOIN resumes, if it proves it holds that session's keys: a live
         one, or one from before a restart (protocol.md 6.6)."""
         if resume is None or resume.epoch != self.log.epoch:

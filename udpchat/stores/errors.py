@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from udpchat.errors import UdpchatError
 
+__all__ = ["StoreError"]
+
 
 class StoreError(UdpchatError):
     """A room store that cannot be opened or used: a foreign, damaged or unreadable file,

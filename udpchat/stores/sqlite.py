@@ -33,6 +33,8 @@ from udpchat.relay.room_log import (
 )
 from udpchat.stores.errors import StoreError
 
+__all__ = ["APPLICATION_ID", "ID_RING", "SCHEMA_VERSION", "SqliteRoomLog"]
+
 # 'udpc': what PRAGMA application_id says of a udpchat room store.
 APPLICATION_ID = 0x75647063
 SCHEMA_VERSION = 1
