@@ -139,7 +139,9 @@ def test_join_says_at_once_when_key_and_relay_do_not_match() -> None:
             runs.append((relay, process, time.monotonic(), expected, status))
         for relay, process, started, expected, status in runs:
             assert process.wait(15) == status, (process.args, process.stderr)
-            assert time.monotonic() - started < 8, process.stderr
+            # Told, not timed out: the words say which, and it came before the join timeout
+            # (three interpreters starting at once on a busy machine can take seconds).
+            assert time.monotonic() - started < ClientOptions.join_timeout, process.stderr
             assert process.stderr == [expected]
             assert relay.members() == []
 
