@@ -103,7 +103,9 @@ def test_keyed_chat_end_to_end() -> None:
         if isinstance(datagram, wire.Protected):
             padded.add(len(datagram.sealed) - 16)  # the tag
     assert padded <= {64, 256, 512, 1152}, sorted(padded)
-    assert {64, 256} <= padded
+    # "hi" and the 100-character line share a bucket. (A datagram of ACKs alone would be 64,
+    # but on a busy machine every ACK may ride on data, so none is required.)
+    assert 256 in padded
 
 
 @pytest.mark.timeout(40)
