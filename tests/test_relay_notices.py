@@ -34,7 +34,7 @@ def big_room(**overrides: object) -> RelayConfig:
 
 
 def exact(relay: RelayCore, sessions: list[ClientSession]) -> bool:
-    """Every joined member's list is the relay's; in a paged room (protocol.md 6.6), what
+    """Every joined member's list is the relay's; in a paged room (protocol.md 6.7), what
     it knows is in the room and its count of the room is exact."""
     truth = relay.member_nicks()
     for s in sessions:

@@ -141,7 +141,7 @@ class Who:
 @MESSAGES.register(K.WHO_PAGE)
 @dataclass(frozen=True, slots=True)
 class WhoPage:
-    """The members listed after ``after`` (protocol.md 6.6); "" asks for the first page."""
+    """The members listed after ``after`` (protocol.md 6.7); "" asks for the first page."""
 
     after: Nick
 
@@ -276,7 +276,7 @@ class Members:
 @MESSAGES.register(K.MEMBERS_PAGE)
 @dataclass(frozen=True, slots=True)
 class MembersPage:
-    """A page of the member list (protocol.md 6.6): the members sorted after ``after``,
+    """A page of the member list (protocol.md 6.7): the members sorted after ``after``,
     whether ``more`` follow, and how many are in the room."""
 
     total: Seq

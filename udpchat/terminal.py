@@ -170,7 +170,7 @@ class InteractiveUI(Frontend):
         elif handle is None:
             state = [" joining..."]
         else:
-            # protocol.md 6.6: in a paged room the list we hold may be partial
+            # protocol.md 6.7: in a paged room the list we hold may be partial
             size = getattr(handle, "room_size", None)
             state = [f" {nick} in a room of {size if size is not None else len(handle.members)}"]
         sending: list[str] = []

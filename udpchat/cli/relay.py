@@ -34,6 +34,7 @@ from udpchat.exitcodes import ExitCode
 from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
+from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 
 __all__ = ["LIMITS_PANEL", "relay"]
 
@@ -133,6 +134,15 @@ def relay(
             metavar="N",
         ),
     ] = _RELAY_DEFAULTS.member_page,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the room is kept: sqlite:PATH (the room survives a restart) or "
+            "memory: (it ends with the relay). Default: a SQLite file named after the "
+            "listen address in the state directory.",
+            metavar="URL",
+        ),
+    ] = None,
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -152,6 +162,7 @@ def relay(
     Examples (on 127.0.0.1; for the whole LAN; with a room key):
 
       udpchat relay --port 9000
+      udpchat relay --store sqlite:/var/lib/udpchat/room.sqlite3
       udpchat relay --host 0.0.0.0 --max-per-host 200
       UDPCHAT_KEY='a passphrase' udpchat relay
     """
@@ -194,12 +205,18 @@ def relay(
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
-    except ValueError as error:
+        room_store = (
+            parse_store(store)
+            if store is not None
+            else StoreURL("sqlite", default_store_path(host, port))
+        )
+    except (ValueError, StoreError) as error:
         _fail(str(error))
     relay_key = _relay_key(identity, host, port)
     typer.echo(
         f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
     )
+    typer.echo(f"room store: {room_store}", err=True)
     from udpchat.relay_server import RelayOptions, run_relay
 
     options = RelayOptions(
@@ -223,9 +240,12 @@ def relay(
         impairment=config,
         key=key or None,
         static_key=relay_key.private,
+        store=room_store,
     )
     try:
         code = run_relay(options, verbose=verbose)
+    except StoreError as error:
+        _fail(str(error), ExitCode.FAILURE)
     except OSError as error:
         _fail(
             f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",

@@ -39,7 +39,7 @@ class RoomView:
     ) -> None:
         self.nick = nick
         self._members: dict[str, str] = {}
-        # protocol.md 6.6: in a paged room, how many are in it (the relay said so after
+        # protocol.md 6.7: in a paged room, how many are in it (the relay said so after
         # WELCOME; joins and leaves keep it current) and the page to ask for next, if a
         # /who is under way: (after, the request id of the /who).
         self.room_size: int | None = None
@@ -69,7 +69,7 @@ class RoomView:
         """One message of the stream after WELCOME (SHUTDOWN is the session's)."""
         size_due, self._size_due = self._size_due, False
         match message:
-            case msg.MembersPage() if size_due:  # protocol.md 6.6: the room's size
+            case msg.MembersPage() if size_due:  # protocol.md 6.7: the room's size
                 self.room_size = message.total
             case msg.MembersPage():
                 self._on_page(message)
@@ -233,7 +233,7 @@ class RoomView:
             self._emit(ev.MembersListed(self.members))
 
     def _on_page(self, page: msg.MembersPage) -> None:
-        """protocol.md 6.6: a page is the exact list, at its place in the stream, of the
+        """protocol.md 6.7: a page is the exact list, at its place in the stream, of the
         members sorted after ``page.after`` (up to its last name, or to the end): it replaces
         what we knew of that range, and the room events after it keep it current."""
         self._ledger.end_catch_up()

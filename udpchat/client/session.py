@@ -109,7 +109,7 @@ class ClientSession:
     @property
     def room_size(self) -> int:
         """How many are in the room: exact even when ``members`` lists only those we know
-        of in a paged room (protocol.md 6.6) until a /who has fetched every page."""
+        of in a paged room (protocol.md 6.7) until a /who has fetched every page."""
         return self._room.room_size if self._room.room_size is not None else len(self.members)
 
     @property
@@ -292,7 +292,7 @@ class ClientSession:
                 self._life.on_shutdown(message, now)
             case _:
                 self._room.on_message(message, now)
-                if self._room.next_page is not None:  # protocol.md 6.6: the next page
+                if self._room.next_page is not None:  # protocol.md 6.7: the next page
                     after, request = self._room.next_page
                     self._room.next_page = None
                     try:

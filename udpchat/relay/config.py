@@ -65,7 +65,7 @@ class RelayConfig:
     notice_window: float = 0.2
     notice_batch: int = 64
     batch_notices_above: int = 16
-    # protocol.md 6.6: in a room of more than this many members, WELCOME lists only the
+    # protocol.md 6.7: in a room of more than this many members, WELCOME lists only the
     # first this many and the rest comes on request (WHO_PAGE), a page of this many at a
     # time; 0 always lists everyone.
     member_page: int = 100

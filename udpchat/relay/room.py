@@ -23,8 +23,8 @@ from udpchat.relay.events import MemberNickChanged, MemberRemoved
 from udpchat.relay.gate import Admission
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
-from udpchat.relay.room_log import EventBuilder, RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
+from udpchat.relay.sessions import Dormant, Member, SessionTable
 
 __all__ = ["LIST_OVERHEAD", "MIN_REMEMBERED_IDS", "POSTED_AS", "REFUSAL", "Room"]
 
@@ -64,6 +64,8 @@ class Room:
         # msgid -> what it got: a room seq (SAY, ACTION) or (time, recipient) (PRIVATE_SEND)
         self._answered: dict[bytes, int | tuple[int, str]] = {}
         self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
+        # protocol.md 6.6: posts from before a restart are recognised when resent.
+        self._answered.update(log.posted_ids(self._max_answered))
         # (data, excluded member, sole recipient): room events to all but one, and answers
         # to one member, which must not overtake events queued before them.
         self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
@@ -106,16 +108,21 @@ class Room:
         if now >= self.notices.deadline:
             self.flush_notices()
 
-    def post(self, event: EventBuilder, exclude: Member | None) -> int:
+    def post(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
         """Append a room event to the log, after any waiting notices, and fan it out to
-        every member but one; its seq."""
+        every member but one; its seq. ``msgid``: the id of the post it is, kept with it in
+        the log."""
         self.flush_notices()
-        return self._append(event, exclude)
+        return self._append(event, exclude, msgid)
 
     def _batching(self) -> bool:
         """Whether joins and leaves wait for a batch now (config.batch_notices_above)."""
         config = self.config
-        return config.notice_window > 0 and len(self.sessions.members) > config.batch_notices_above
+        return config.notice_window > 0 and self._size() > config.batch_notices_above
+
+    def _size(self) -> int:
+        """The room's members: live, and those not back yet since a restart (6.6)."""
+        return len(self.sessions.members) + len(self.sessions.dormant)
 
     def _notice(self, kind: NoticeKind, now: float) -> PendingNotices:
         """The batch a notice of ``kind`` joins: the other kind waiting goes out first."""
@@ -125,8 +132,8 @@ class Room:
             notices.start(kind, now, self.config.notice_window)
         return notices
 
-    def _append(self, event: EventBuilder, exclude: Member | None) -> int:
-        logged = self.log.append(event)
+    def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        logged = self.log.append(event, msgid)
         self._fanout.append((logged.data, exclude, None))
         if not self.held:
             self.drain()
@@ -182,14 +189,14 @@ class Room:
             self.flush_notices()
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
-        listed, size = self.sessions.nick_list(), len(self.sessions.members)
+        listed, size = self.sessions.nick_list(), self._size()
         notices = self.notices
         if notices.kind is NoticeKind.JOIN:
             waiting = {*notices.joined, *notices.returned}
             listed = tuple(nick for nick in listed if nick not in waiting)
             size -= len(waiting)
         paged = 0 < config.member_page < size
-        if paged:  # protocol.md 6.6: the first page, the newcomer, and how many there are
+        if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
             first = listed[: config.member_page]
             shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
             listed = shown
@@ -241,9 +248,14 @@ class Room:
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
+        self.log.forget_member(member.token)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
-        moment = now if now is not None else member.last_heard
-        nick = member.nick
+        self._announce_leave(
+            member.nick, reason, text, now if now is not None else member.last_heard
+        )
+
+    def _announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
+        """LEFT, or a place in the waiting LEFT_BATCH in a large room (protocol.md 6.3)."""
         if self._batching():
             notices = self._notice(NoticeKind.LEAVE, moment)
             notices.add_leave(nick, reason, text)
@@ -252,6 +264,16 @@ class Room:
             return
         when = self.time(moment)
         self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
+
+    def expire(self, dormant: Dormant, now: float) -> None:
+        """A member from before a restart did not come back in time: it left (protocol.md
+        6.6), announced once, as a timeout."""
+        self.sessions.wake(dormant)
+        self.log.forget_member(dormant.token)
+        reason = m.LeaveReason.TIMEOUT
+        words = m.leave_reason_words(reason)
+        self.outbox.report(MemberRemoved(dormant.nick, words, words))
+        self._announce_leave(dormant.nick, reason, words, now)
 
     def announce_shutdown(self, reason: str) -> None:
         self.flush_notices()
@@ -320,7 +342,7 @@ class Room:
             return
         self._remember(message.msgid, number)
         kind, when, nick, text = POSTED_AS[type(message)], self.time(now), member.nick, message.text
-        posted = self.post(lambda seq: kind(seq, when, nick, text), member)
+        posted = self.post(lambda seq: kind(seq, when, nick, text), member, message.msgid)
         assert posted == number  # nothing else was appended since the POSTED was queued
 
     def _answer_undecodable(
@@ -348,7 +370,7 @@ class Room:
         """MEMBERS (to WHO) or a MEMBERS_PAGE (to WHO_PAGE, the members sorted after
         ``after``), if the member has sent enough to earn it: a tiny WHO must not buy a big
         list over and over (protocol.md 6.5)."""
-        # protocol.md 6.6: a list is exact at its place in the stream, so the joins and
+        # protocol.md 6.7: a list is exact at its place in the stream, so the joins and
         # leaves it already reflects must be logged before it.
         self.flush_notices()
         listed = self.sessions.nick_list()
@@ -357,7 +379,7 @@ class Room:
             start = bisect.bisect_right(listed, after)
             end = start + (self.config.member_page or len(listed))
             listed = listed[start:end]
-            total = len(self.sessions.members)
+            total = self._size()
             page = m.MembersPage(total, after, listed, end < len(self.sessions.nick_list()))
         cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
         if cost > member.answer_credit:
@@ -432,6 +454,7 @@ class Room:
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
+        self.log.keep_member(KeptMember(member.token, nick, member.resume_secret))
         self.outbox.report(MemberNickChanged(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)
