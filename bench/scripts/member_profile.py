@@ -15,7 +15,8 @@ msgpack, the transport and the socket calls.
 ``--role receiver`` (the default) profiles member 1, which receives the fan-out; ``sender``
 profiles member 0, which sends every message. Output: markdown tables in µs of the member's
 CPU (all its threads) per datagram it handled after joining, received plus sent; the joining
-itself is not profiled. A diagnostic only: nothing is asserted.
+itself is not profiled. ``--no-profile``: only the member's CPU, unprofiled (to compare two
+versions). A diagnostic only: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from udpchat_bench.worker import _receive, _send
 
 _profilers: list[cProfile.Profile] = []
 _active = threading.Event()  # set once joined: the driver's profile starts with the traffic
+_installed: list[bool] = []  # not empty once profiling is on
 
 
 def _profiled(target: Callable[[], Any]) -> Any:
-    """Run ``target`` on this thread under a profile of its own (thread CPU clock)."""
+    """Run ``target`` on this thread under a profile of its own (thread CPU clock), once
+    profiling is on (``_install_driver_profile``)."""
+    if not _installed:
+        return target()
     profiler = cProfile.Profile(time.thread_time)
     _profilers.append(profiler)
     return profiler.runcall(target)
@@ -52,6 +57,7 @@ def _install_driver_profile() -> None:
     """Make every ``Driver`` started from now on profile its loop's thread from the first
     turn after ``_active`` is set (so the join is left out) to the loop's end."""
     start = Driver.start
+    _installed.append(True)
 
     def start_profiled(self: Driver[Any]) -> None:
         profiler = cProfile.Profile(time.thread_time)
@@ -87,6 +93,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--role", choices=["receiver", "sender"], default="receiver")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--no-profile", action="store_true", help="CPU per datagram without cProfile"
+    )
     ns = parser.parse_args()
     if ns.members < 2:
         parser.error("--members must be at least 2 (a sender and a receiver)")
@@ -104,7 +113,8 @@ def main() -> None:
     )
     workers: list[_Worker] = []
     meter = SocketMeter()
-    _install_driver_profile()
+    if not ns.no_profile:
+        _install_driver_profile()
     link = None
     stop = threading.Event()
     log = DeliveryLog(member=mine)
@@ -182,8 +192,12 @@ def main() -> None:
         print(f"latency p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms (profiled: slower)")
     print(
         f"this process CPU during traffic: {cpu_traffic:.3f} s ="
-        f" {cpu_traffic / max(1, handled) * 1e6:.1f} us per datagram handled (with cProfile)"
+        f" {cpu_traffic / max(1, handled) * 1e6:.1f} us per datagram handled,"
+        f" {cpu_traffic / max(1, n) * 1e6:.1f} us per message sent"
+        f" ({'without' if ns.no_profile else 'with'} cProfile)"
     )
+    if ns.no_profile:
+        return
     combined = pstats.Stats(_profilers[0])
     for profiler in _profilers[1:]:
         combined.add(profiler)
