@@ -189,7 +189,7 @@ def main() -> None:
     print(f"receivers: {stats.delivered}/{stats.expected} delivered")
     lat = stats.latency_ms
     if lat is not None:
-        print(f"latency p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms (profiled: slower)")
+        print(f"latency p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms")
     print(
         f"this process CPU during traffic: {cpu_traffic:.3f} s ="
         f" {cpu_traffic / max(1, handled) * 1e6:.1f} us per datagram handled,"
