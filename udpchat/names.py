@@ -21,7 +21,6 @@ U+043E) are not folded together.
 
 from __future__ import annotations
 
-import functools
 import unicodedata
 
 __all__ = ["COMMAND_PREFIX", "MAX_NICK_LENGTH", "nick_error", "nick_key", "validate_nick"]
@@ -71,23 +70,10 @@ def nick_key(nick: str) -> str:
     This is Unicode's compatibility caseless matching (The Unicode Standard, D146:
     ``NFKD(casefold(NFKD(casefold(NFD(X)))))``), recomposed with NFC to keep keys short.
     The double fold makes the key stable: ``nick_key(nick_key(x)) == nick_key(x)``.
-
-    Every chat line a client receives asks for two keys (is it our own?), so keys of valid
-    lengths are cached; the cache is bounded in entries and each entry in length, so what a
-    peer sends cannot grow it beyond a few hundred kilobytes.
     """
-    if len(nick) <= MAX_NICK_LENGTH:
-        return _cached_key(nick)
-    return _fold(nick)
-
-
-def _fold(nick: str) -> str:
     folded = unicodedata.normalize("NFD", nick).casefold()
     folded = unicodedata.normalize("NFKD", folded).casefold()
     return unicodedata.normalize("NFKC", folded)
-
-
-_cached_key = functools.lru_cache(maxsize=1024)(_fold)
 
 
 def _char_problem(ch: str) -> str | None:
