@@ -23,6 +23,7 @@ from udpchat.cli.common import (
     SeedOption,
     _fail,
     _key_origin,
+    _option,
     _positive_duration,
     _relay_key,
     app,
@@ -30,6 +31,7 @@ from udpchat.cli.common import (
     impairment_config,
 )
 from udpchat.exitcodes import ExitCode
+from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
@@ -112,6 +114,26 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    notice_window: Annotated[
+        str,
+        typer.Option(
+            help="In a room of more than --batch-notices-above members, join and leave "
+            "notices wait this long to go out together as one event (0: each at once).",
+            metavar="DURATION",
+        ),
+    ] = "200ms",
+    batch_notices_above: Annotated[
+        int,
+        typer.Option(help="Room size above which notices are batched.", metavar="N"),
+    ] = _RELAY_DEFAULTS.batch_notices_above,
+    member_page: Annotated[
+        int,
+        typer.Option(
+            help="In a room of more than N members, WELCOME lists only the first N and /who "
+            f"fetches the rest N at a time (0: always everyone; at most {MAX_MEMBERS_LISTED}).",
+            metavar="N",
+        ),
+    ] = _RELAY_DEFAULTS.member_page,
     store: Annotated[
         str | None,
         typer.Option(
@@ -154,6 +176,17 @@ def relay(
         if not 1 <= max_members <= MAX_MEMBERS_LISTED:
             raise ValueError(
                 f"--max-members: expected 1 to {MAX_MEMBERS_LISTED}, got {max_members}"
+            )
+        window_s = _option("--notice-window", parse_duration, notice_window)
+        if not 0 <= window_s <= 10:
+            raise ValueError(f"--notice-window: expected 0 to 10 s, got {notice_window}")
+        if batch_notices_above < 0:
+            raise ValueError(
+                f"--batch-notices-above: expected 0 or more, got {batch_notices_above}"
+            )
+        if not 0 <= member_page <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--member-page: expected 0 to {MAX_MEMBERS_LISTED}, got {member_page}"
             )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
@@ -200,6 +233,9 @@ def relay(
             flood_rate=flood_rate,
             handshake_burst=handshake_burst,
             handshake_rate=handshake_rate,
+            notice_window=window_s,
+            batch_notices_above=batch_notices_above,
+            member_page=member_page,
         ),
         impairment=config,
         key=key or None,

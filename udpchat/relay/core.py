@@ -209,15 +209,20 @@ class RelayCore:
     def next_timer(self) -> float | None:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
-        deadline = self.sessions.next_deadline()
-        dormant = self.sessions.next_dormant_expiry()
-        if dormant is not None:
-            deadline = dormant if deadline is None else min(deadline, dormant)
-        if deadline is not None:
-            return min(deadline, self._shutdown_deadline)
-        return None if math.isinf(self._shutdown_deadline) else self._shutdown_deadline
+        deadlines = [
+            d
+            for d in (
+                self.sessions.next_deadline(),
+                self.sessions.next_dormant_expiry(),
+                self.room.notice_deadline,
+            )
+            if d is not None
+        ]
+        deadline = min((*deadlines, self._shutdown_deadline))
+        return None if math.isinf(deadline) else deadline
 
     def handle_timer(self, now: float) -> None:
+        self.room.flush_due(now)  # protocol.md 6.3: the batch window of join/leave notices
         for member in self.sessions.due(now):
             if self.sessions.expired(member, now):
                 self.room.remove(member, m.LeaveReason.TIMEOUT, "timed out", now)
