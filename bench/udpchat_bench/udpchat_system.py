@@ -54,12 +54,17 @@ def encode_text(payload: bytes) -> str:
     """Bytes as ASCII text, 7 bits a character: ``ceil(8n / 7)`` characters for ``n`` bytes.
 
     The bits are left-aligned: the last character is padded with zero bits, fewer than 7,
-    so the length of the text alone says how many bytes it holds.
+    so the length of the text alone says how many bytes it holds. The sending member calls
+    this for every message: the 7-bit groups are spread into bytes by `decode_text`'s steps
+    run backwards, over the whole integer at once, rather than by a loop per character.
     """
     n = len(payload)
     m = -(-8 * n // 7)
-    value = int.from_bytes(payload, "big") << (7 * m - 8 * n)
-    return bytes((value >> shift) & 0x7F for shift in range(7 * (m - 1), -1, -7)).decode("ascii")
+    width = 1 << max(0, (m - 1).bit_length())  # characters, padded
+    x = int.from_bytes(payload, "big") << (7 * m - 8 * n + 7 * (width - m))
+    for low, high, shift in reversed(_squeeze_masks(width)):
+        x = (x & low) | ((x & (high >> shift)) << shift)
+    return x.to_bytes(width, "big")[:m].decode("ascii")
 
 
 def decode_text(text: str) -> bytes:
