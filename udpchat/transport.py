@@ -215,6 +215,11 @@ class UdpTransport:
                 self.counters.sent += 1
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        if timeout == 0.0:
+            # A poll (the driver draining a batch): the socket is non-blocking, so ask it
+            # directly; a select first would cost a second system call per datagram.
+            with self._recv_lock:
+                return None if self._closed else self._receive_ready()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._recv_lock:
             while not self._closed:
@@ -227,19 +232,26 @@ class UdpTransport:
                         self._wake_r.recv(4096)
                     return None
                 if self._sock in ready:
-                    try:
-                        data, sockaddr = self._sock.recvfrom(MAX_DATAGRAM)
-                    except (BlockingIOError, InterruptedError):
-                        pass  # readiness was spurious (e.g. a datagram with a bad checksum)
-                    except OSError as exc:  # e.g. ICMP unreachable from an earlier send
-                        self.counters.recv_errors += 1
-                        self._recv_error_log.failed(exc, time.monotonic())
-                    else:
-                        self.counters.received += 1
-                        return data, normalise(sockaddr)
+                    got = self._receive_ready()
+                    if got is not None:
+                        return got
                 if remaining == 0.0:
                     return None
         return None
+
+    def _receive_ready(self) -> tuple[bytes, Address] | None:
+        """One datagram if the socket has one now; None if not, or on an error that cost
+        one (counted). Called holding ``_recv_lock``."""
+        try:
+            data, sockaddr = self._sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return None  # nothing there (or readiness was spurious, e.g. a bad checksum)
+        except OSError as exc:  # e.g. ICMP unreachable from an earlier send
+            self.counters.recv_errors += 1
+            self._recv_error_log.failed(exc, time.monotonic())
+            return None
+        self.counters.received += 1
+        return data, normalise(sockaddr)
 
     def wake(self) -> None:
         with self._send_lock:

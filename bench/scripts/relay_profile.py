@@ -10,6 +10,11 @@ DATA by its size (sealed: the messages inside are not visible), ACK, PING, hands
     python bench/scripts/relay_profile.py --members 3 --rate 50 --seconds 8 --loss 10
     python bench/scripts/relay_profile.py --no-profile --store sqlite:/tmp/room.sqlite3
 
+The profile is printed as markdown tables in µs of the serving thread's CPU per datagram the
+relay handled (received plus sent, joins included): own time by kind of work
+(``udpchat_bench.profiling``), then the top functions by own and by cumulative time.
+``bench/scripts/member_profile.py`` does the same for one member; docs/profile.md has figures.
+
 ``--store`` keeps the room log where ``udpchat relay --store`` would (memory by default here,
 to compare against; a SQLite file commits once per serving-loop turn).
 
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import logging
 import pstats
@@ -36,6 +40,7 @@ from udpchat.endpoint import Address
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.stores import parse_store
 from udpchat.transport import DatagramTransport
+from udpchat_bench import profiling
 from udpchat_bench.accounting import SocketMeter, process_cpu_s
 from udpchat_bench.harness import (
     START_TIMEOUT_S,
@@ -198,12 +203,8 @@ def main() -> None:
             f" {total_bytes / (stats.delivered * ns.size):.2f}"
         )
     if not ns.no_profile:
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(ns.top)
-        print(out.getvalue())
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(ns.top)
-        print(out.getvalue())
+        # The profile covers the whole serving loop, joins included: divide by all of it.
+        print(profiling.report(pstats.Stats(profiler), len(recorder.log), ns.top))
     print(json.dumps(meter.reading().to_dict()))
 
 
