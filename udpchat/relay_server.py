@@ -35,6 +35,7 @@ from udpchat.signals import interrupt_on_signals
 from udpchat.transport import (
     DatagramTransport,
     ImpairedTransport,
+    SocketBuffers,
     UdpTransport,
     format_address,
 )
@@ -48,6 +49,11 @@ SEND_BATCH = 64
 # members hold nothing at all any more.
 GIVE_BACK_AFTER = 8 * 1024 * 1024
 GIVE_BACK_WHEN_EMPTY = 1024 * 1024
+# Bytes asked for each of the socket's receive and send buffers. A thousand members
+# rejoining at once send a thousand 1200-byte HELLOs within a few milliseconds; the system's
+# usual default (208 KiB on Linux, about 170 of them) would drop most. Linux grants at most
+# net.core.rmem_max / wmem_max (often 208 KiB; raise it with sysctl for large rooms).
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class RelayOptions:
     # The relay's static X25519 private key, its identity (protocol.md 4). None: a fresh one
     # at start, so clients that pinned an earlier one refuse this relay.
     static_key: bytes | None = None
+    # Receive and send buffer of the relay's socket, in bytes (0: the system's default).
+    socket_buffer: int = SOCKET_BUFFER
 
 
 class RelayServer:
@@ -71,8 +79,12 @@ class RelayServer:
         """Serve on ``transport`` when given (a fake in tests), otherwise on a UDP socket
         bound to the options' host and port."""
         self.options = options
+        self._udp: UdpTransport | None = None
         if transport is None:
-            transport = UdpTransport.bind(options.host, options.port)
+            size = options.socket_buffer
+            transport = self._udp = UdpTransport.bind(
+                options.host, options.port, SocketBuffers(size, size)
+            )
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._core = RelayCore(
@@ -116,6 +128,16 @@ class RelayServer:
     @property
     def address(self) -> Address:
         return self._transport.local_address
+
+    @property
+    def socket_buffers(self) -> SocketBuffers | None:
+        """The buffer sizes the kernel granted the relay's socket (None on a fake transport)."""
+        return None if self._udp is None else self._udp.buffers
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped before the relay read them: its receive buffer was
+        full. None where the system does not tell (or on a fake transport)."""
+        return None if self._udp is None else self._udp.kernel_drops()
 
     @property
     def relay_key(self) -> bytes:
@@ -269,14 +291,25 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     shown = format_address(server.address)
     try:  # a Ctrl-C from here on is a goodbye, however early it comes
         server.start()
+        buffers = server.socket_buffers
         log.info(
-            "udpchat relay listening on %s%s", shown, " (room key set)" if options.key else ""
+            "udpchat relay listening on %s%s%s",
+            shown,
+            " (room key set)" if options.key else "",
+            f"; {buffers.describe()}" if buffers is not None else "",
         )
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:
         log.info("shutting down: telling %d members", len(server.members()))
+        drops = server.kernel_drops()
         server.stop()
+        if drops:
+            log.info(
+                "the system dropped %d datagrams for the relay: its receive buffer was full "
+                "(raise --socket-buffer and net.core.rmem_max)",
+                drops,
+            )
     if server.failure is not None:
         log.error("the relay stopped serving: %s", server.failure)
         return 1

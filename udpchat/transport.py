@@ -2,6 +2,12 @@
 
 Protocol code depends only on :class:`DatagramTransport`, so the same code runs over a
 real UDP socket, over an impaired one, or over a fake in tests.
+
+Socket buffers are sized on purpose (``SocketBuffers``): a burst of joins that overflows the
+receive buffer is lost in the kernel, before any code can count it, so the relay asks for a
+large one and reports what the kernel granted (Linux caps the request at ``rmem_max`` and
+doubles it for its bookkeeping). ``kernel_drops`` reads that loss back where the system
+counts it (``/proc/net/udp``, per socket).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import selectors
 import socket
 import sys
@@ -78,11 +85,64 @@ def resolve(host: str, port: int, passive: bool = False) -> tuple[socket.Address
     return family, normalise(sockaddr)
 
 
-def open_udp_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to ``(host, port)``; port 0 picks a free port."""
+@dataclass(frozen=True)
+class SocketBuffers:
+    """Receive and send buffer sizes in bytes, as asked for or as the kernel reports them."""
+
+    receive: int
+    send: int
+
+    def describe(self) -> str:
+        return f"receive buffer {self.receive // 1024} KiB, send buffer {self.send // 1024} KiB"
+
+
+def set_buffers(sock: socket.socket, wanted: SocketBuffers) -> SocketBuffers:
+    """Ask for ``wanted`` (0 leaves a size at the system's default); return what was granted.
+
+    A refusal is not an error: the socket keeps the size it had, which the result shows."""
+    for option, size in ((socket.SO_RCVBUF, wanted.receive), (socket.SO_SNDBUF, wanted.send)):
+        if size > 0:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+    return granted_buffers(sock)
+
+
+def granted_buffers(sock: socket.socket) -> SocketBuffers:
+    return SocketBuffers(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+    )
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for this socket (a full receive buffer, mostly), from
+    the ``drops`` column of ``/proc/net/udp`` or ``udp6`` for the socket's inode; None where
+    the system does not say (not Linux, or the socket is closed)."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except (OSError, ValueError):
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as rows:
+                next(rows, None)  # the header
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) >= 13 and fields[9] == inode:
+                        return int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def open_udp_socket(host: str, port: int, buffers: SocketBuffers | None = None) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(host, port)``; port 0 picks a free port. With
+    ``buffers``, its buffers are sized before it is bound (nothing can queue before that)."""
     family, addr = resolve(host, port, passive=True)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if buffers is not None:
+            set_buffers(sock, buffers)
         if sys.platform == "win32":
             # Otherwise an ICMP port-unreachable makes every later recvfrom fail (WinError 10054).
             sock.ioctl(socket.SIO_UDP_CONNRESET, False)
@@ -163,9 +223,19 @@ class UdpTransport:
         self._recv_error_log = ErrorLog("recvfrom", self.counters.recv_errors_by_errno)
 
     @classmethod
-    def bind(cls, host: str, port: int = 0) -> UdpTransport:
-        """Bind to ``host`` (an IPv4 or IPv6 address or name) and ``port`` (0 for any)."""
-        return cls(open_udp_socket(host, port))
+    def bind(cls, host: str, port: int = 0, buffers: SocketBuffers | None = None) -> UdpTransport:
+        """Bind to ``host`` (an IPv4 or IPv6 address or name) and ``port`` (0 for any), with
+        ``buffers`` sized when given."""
+        return cls(open_udp_socket(host, port, buffers))
+
+    @property
+    def buffers(self) -> SocketBuffers:
+        """The buffer sizes the kernel reports for the socket."""
+        return granted_buffers(self._sock)
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped before this socket read them (see ``kernel_drops``)."""
+        return None if self._closed else kernel_drops(self._sock)
 
     @property
     def local_address(self) -> Address:

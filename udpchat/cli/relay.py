@@ -34,6 +34,23 @@ from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 
 _RELAY_DEFAULTS = RelayConfig()
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+MAX_SOCKET_BUFFER = 1 << 30
+
+
+def _size(name: str, text: str) -> int:
+    """Bytes from ``4194304``, ``4096K`` or ``4M`` (0: the system's default)."""
+    cleaned = text.strip().upper().removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in ("K", "M") else ""
+    digits = cleaned[: len(cleaned) - len(unit)]
+    if not digits.isdigit():
+        raise ValueError(f"{name}: expected a size such as 4M, 512K or 262144, got {text!r}")
+    size = int(digits) * _SIZE_UNITS[unit]
+    if size > MAX_SOCKET_BUFFER:
+        raise ValueError(f"{name}: expected at most 1G, got {text!r}")
+    return size
+
+
 LIMITS_PANEL = "Limits that keep a room open"
 
 
@@ -109,6 +126,16 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    socket_buffer: Annotated[
+        str,
+        typer.Option(
+            help="Receive and send buffer of the relay's socket (bytes, or with K or M): "
+            "large enough for everyone's HELLO when a big room rejoins at once. The system "
+            "may grant less (Linux: net.core.rmem_max); the start line says what it granted.",
+            metavar="SIZE",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = "4M",
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -156,6 +183,7 @@ def relay(
         for name, rate in (("--flood-rate", flood_rate), ("--handshake-rate", handshake_rate)):
             if not rate > 0 or rate == float("inf"):
                 raise ValueError(f"{name}: expected a number above 0, got {rate:g}")
+        buffer_bytes = _size("--socket-buffer", socket_buffer)
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
@@ -185,6 +213,7 @@ def relay(
         impairment=config,
         key=key or None,
         static_key=relay_key.private,
+        socket_buffer=buffer_bytes,
     )
     try:
         code = run_relay(options, verbose=verbose)
