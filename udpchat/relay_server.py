@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from udpchat import wire
 from udpchat.driver import STOP_TIMEOUT, Driver
 from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
@@ -108,6 +109,7 @@ class RelayServer:
             finished=lambda: self._core.closed,
             on_exit=self._ended,
             send_batch=SEND_BATCH,
+            urgent=wire.is_handshake_request,
         )
         self._stopping = threading.Event()
         self._done = threading.Event()

@@ -368,6 +368,19 @@ def encode_reject(nonce: bytes, code: int, reason: str, version: int = PROTOCOL_
     return pack([version, DatagramType.REJECT, *fields])
 
 
+_HANDSHAKE_REQUEST_HEADS = frozenset(
+    bytes((0x90 | count, PROTOCOL_VERSION, kind))
+    for count, kind in ((4, DatagramType.HELLO), (6, DatagramType.JOIN))
+)
+
+
+def is_handshake_request(data: bytes) -> bool:
+    """Whether ``data`` looks like a HELLO or a JOIN, from its first three bytes alone (a
+    fixarray of 4 or 6, the version, the type): a cheap triage before decoding, to answer
+    joiners first. A wrong guess only reorders; decoding still judges the datagram."""
+    return data[:3] in _HANDSHAKE_REQUEST_HEADS
+
+
 def request_hash(datagram: bytes) -> bytes:
     """What a REJECT carries in place of the nonce of a request the relay could not read:
     the first 8 bytes of SHA-256 of the whole datagram. Only whoever sent (or saw) the
