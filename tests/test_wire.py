@@ -28,6 +28,7 @@ def every_datagram() -> list[wire.Datagram]:
         wire.Join(NONCE, b"c" * 24, b"h" * 80),
         wire.Accept(NONCE, TOKEN, b"h" * 80),
         wire.Reject(NONCE, wire.RejectCode.NICK_TAKEN, "nickname taken"),
+        wire.Busy(NONCE, 250),
         wire.Reset(TOKEN, b"r" * 16),
         *(wire.Protected(kind, TOKEN, 7, b"s" * 40) for kind in sorted(wire.SESSION_TYPES)),
     ]
