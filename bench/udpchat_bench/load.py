@@ -307,7 +307,7 @@ class LoadGenerator:
                     member.next_beat = now + self.heartbeat + offset
                     self._schedule(member, member.next_beat)
             self.dirty.add(member.index)
-        elif isinstance(datagram, (wire.Challenge, wire.Accept)):
+        elif isinstance(datagram, (wire.Challenge, wire.Accept, wire.Busy)):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
                 member.receive(datagram, now)
@@ -447,13 +447,15 @@ def members_main(params: Mapping[str, Any]) -> int:
 class _Proc:
     """A worker subprocess; its stdout lines become events."""
 
-    def __init__(self, role: str, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self, role: str, params: Mapping[str, Any], module: str = "udpchat_bench.load"
+    ) -> None:
         self._stderr: IO[bytes] = open(os.devnull, "wb")  # noqa: SIM115 - closed in reap()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "udpchat_bench.load",
+                module,
                 role,
                 "--json-args",
                 json.dumps(params),
