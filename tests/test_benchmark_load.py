@@ -17,6 +17,7 @@ from udpchat_bench.load import (
     proc_rss_kib,
     run_load,
 )
+from udpchat_bench.storm import format_result, run_storm
 
 pytestmark = pytest.mark.bench
 
@@ -57,6 +58,19 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
     assert min(result.join_ms) <= result.join_ms_median <= max(result.join_ms)
     table = format_table([result])
     assert "members" in table and "\n" in table and " 20 " in table
+    assert result.relay_drops >= 0 and result.member_drops >= 0  # counted (Linux)
+
+
+@pytest.mark.timeout(180)
+def test_tiny_storm_run_is_complete_and_sane() -> None:
+    result = run_storm(members=30, join_rate=50.0, senders=5, down_s=0.2)
+    assert result.joined == result.rejoined == result.lists_exact == 30
+    assert result.lines_sent == 5 and result.lines_lost == result.lines_duplicated == 0
+    assert result.timed_out == 0
+    assert 0 < result.join_ms_p50 <= result.join_ms_max
+    assert 0 < result.rejoin_p50_s <= result.rejoin_all_s
+    assert min(result.join_relay_drops, result.rejoin_relay_drops) >= 0
+    assert "rejoin after a restart: 30 of 30 back" in format_result(result)
 
 
 def test_run_load_checks_its_arguments() -> None:

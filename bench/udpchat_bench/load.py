@@ -46,6 +46,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
 from udpchat_bench.worker import emit
@@ -78,6 +79,9 @@ class LoadResult:
     join_ms_median: float
     join_ms: tuple[float, ...]
     generator_cpu_pct: float
+    # Datagrams the kernel dropped while members joined: full receive buffers (-1: unknown).
+    relay_drops: int = -1
+    member_drops: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -129,8 +133,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
     threading.Thread(target=stopper, name="stopper", daemon=True).start()
     profile_path = params.get("profile")
     profiler = cProfile.Profile() if profile_path else None
-    if profiler is not None:
-        _profile_on_command(server, profiler, commands)
+    _serve_commands(server, profiler, commands)
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
     if profiler is not None:
@@ -141,20 +144,34 @@ def relay_main(params: Mapping[str, Any]) -> int:
     return 0
 
 
-def _profile_on_command(
-    server: RelayServer, profiler: cProfile.Profile, commands: queue.Queue[str]
+def _serve_commands(
+    server: RelayServer, profiler: cProfile.Profile | None, commands: queue.Queue[str]
 ) -> None:
-    """Let ``profile on`` / ``profile off`` on stdin switch cProfile for the serving thread.
+    """Answer ``drops`` (the kernel's count for the relay's socket) from a thread of its
+    own, and with a profiler let ``profile on`` / ``profile off`` reach the serving thread.
 
-    cProfile only sees the thread that enables it, so the switch happens inside the serving
-    loop: each wait for a datagram first looks for a pending command.
+    cProfile only sees the thread that enables it, so those two are taken inside the serving
+    loop: each wait for a datagram first looks for a pending one.
     """
+    switches: queue.Queue[str] = queue.Queue()
+
+    def answer() -> None:
+        while True:
+            command = commands.get()
+            if command == "drops":
+                emit("drops", drops=server.kernel_drops() or 0)
+            else:
+                switches.put(command)
+
+    threading.Thread(target=answer, name="commands", daemon=True).start()
+    if profiler is None:
+        return
     transport = server._transport  # the benchmark's own relay; no other way into its loop
     receive = transport.recvfrom
 
     def recvfrom(timeout: float | None) -> tuple[bytes, Address] | None:
-        while not commands.empty():
-            command = commands.get_nowait()
+        while not switches.empty():
+            command = switches.get_nowait()
             if command == "profile on":
                 profiler.enable()
             elif command == "profile off":
@@ -417,7 +434,12 @@ def members_main(params: Mapping[str, Any]) -> int:
     start = time.monotonic()
     try:
         generator.join_all(start + float(params.get("join_timeout_s", 120.0)))
-        emit("joined", members=generator.welcomed, seconds=time.monotonic() - start)
+        emit(
+            "joined",
+            members=generator.welcomed,
+            seconds=time.monotonic() - start,
+            drops=sum(kernel_drops(sock) or 0 for sock in generator.socks),
+        )
         while not stop.is_set():
             generator.step(time.monotonic(), 0.05)
             while not commands.empty():
@@ -610,6 +632,8 @@ def run_one(
         )
         gen_pid = generator.proc.pid
         joined = generator.wait("joined", 90.0 + members / 5)
+        relay.tell("drops")
+        relay_drops = int(relay.wait("drops", 10)["drops"])
         time.sleep(SETTLE_S)
         rss_full = proc_rss_kib(pid)
 
@@ -660,6 +684,8 @@ def run_one(
         join_ms_median=round(statistics.median(samples), 3),
         join_ms=tuple(round(s, 3) for s in samples),
         generator_cpu_pct=round(gen_pct, 2),
+        relay_drops=relay_drops,
+        member_drops=int(joined.get("drops", -1)),
     )
 
 
@@ -698,7 +724,7 @@ def format_table(results: Sequence[LoadResult]) -> str:
     header = (
         f"{'members':>7} {'joined':>6} {'join phase s':>12} {'CPU idle %':>10} "
         f"{'CPU chat %':>10} {'RSS MiB':>8} {'B/member':>9} {'deliv/s':>9} "
-        f"{'join ms (median)':>16} {'gen CPU %':>9}"
+        f"{'join ms (median)':>16} {'gen CPU %':>9} {'drops relay/members':>19}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -706,7 +732,8 @@ def format_table(results: Sequence[LoadResult]) -> str:
             f"{r.members:>7} {r.joined:>6} {r.join_phase_s:>12.1f} {r.relay_cpu_idle_pct:>10.2f} "
             f"{r.relay_cpu_chat_pct:>10.2f} {r.relay_rss_kib / 1024:>8.1f} "
             f"{r.relay_bytes_per_member:>9.0f} {r.deliveries_per_s:>9.1f} "
-            f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f}"
+            f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f} "
+            f"{f'{r.relay_drops}/{r.member_drops}':>19}"
         )
     return "\n".join(lines)
 

@@ -126,6 +126,23 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    admission_burst: Annotated[
+        int,
+        typer.Option(
+            help="JOINs the whole relay admits at once...",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.admission_burst,
+    admission_rate: Annotated[
+        float,
+        typer.Option(
+            help="...then this many a second; beyond, a joiner is told to come back a little "
+            "later (BUSY), so that a room rejoining at once is let in at a steady pace.",
+            metavar="PER_S",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.admission_rate,
     socket_buffer: Annotated[
         str,
         typer.Option(
@@ -176,11 +193,17 @@ def relay(
             ("--max-per-network", max_per_network),
             ("--flood-burst", flood_burst),
             ("--handshake-burst", handshake_burst),
+            ("--admission-burst", admission_burst),
         )
         for name, value in counts:
             if value < 1:
                 raise ValueError(f"{name}: expected 1 or more, got {value}")
-        for name, rate in (("--flood-rate", flood_rate), ("--handshake-rate", handshake_rate)):
+        rates = (
+            ("--flood-rate", flood_rate),
+            ("--handshake-rate", handshake_rate),
+            ("--admission-rate", admission_rate),
+        )
+        for name, rate in rates:
             if not rate > 0 or rate == float("inf"):
                 raise ValueError(f"{name}: expected a number above 0, got {rate:g}")
         buffer_bytes = _size("--socket-buffer", socket_buffer)
@@ -209,6 +232,8 @@ def relay(
             flood_rate=flood_rate,
             handshake_burst=handshake_burst,
             handshake_rate=handshake_rate,
+            admission_burst=admission_burst,
+            admission_rate=admission_rate,
         ),
         impairment=config,
         key=key or None,
