@@ -36,7 +36,16 @@ READ_BATCH = 64
 class Member:
     """One session, its socket, and what the pool watches of it."""
 
-    __slots__ = ("events", "index", "joined_at", "scheduled", "session", "sock", "started_at")
+    __slots__ = (
+        "events",
+        "index",
+        "joined_at",
+        "lines",
+        "scheduled",
+        "session",
+        "sock",
+        "started_at",
+    )
 
     def __init__(self, index: int, session: ClientSession, sock: socket.socket) -> None:
         self.index = index
@@ -46,6 +55,7 @@ class Member:
         self.started_at: float | None = None  # connect() called
         self.joined_at: float | None = None  # its latest Welcomed
         self.events: list[ev.ClientEvent] = []
+        self.lines: dict[str, int] = {}  # chat text -> times this member saw it
 
 
 class MemberPool:
@@ -83,6 +93,7 @@ class MemberPool:
         self._dirty: set[int] = set()
         self.welcomed = 0  # Welcomed events, all members, all joins
         self.messages: dict[str, int] = {}  # chat text -> deliveries (history included)
+        self.posted_at: dict[str, float] = {}  # chat text -> when its sender saw it posted
         self.timed_out: list[str] = []  # members announced as timed out
         self.lost: int = 0  # ConnectionLost events
 
@@ -184,10 +195,33 @@ class MemberPool:
             member.joined_at = now
         elif isinstance(event, ev.MessageReceived):
             self.messages[event.text] = self.messages.get(event.text, 0) + 1
+            member.lines[event.text] = member.lines.get(event.text, 0) + 1
+            if event.own:
+                self.posted_at.setdefault(event.text, now)
         elif isinstance(event, ev.MemberLeft) and event.reason == "timed out":
             self.timed_out.append(event.nick)
         elif isinstance(event, ev.ConnectionLost):
             self.lost += 1
+
+    def missing(self, texts: Sequence[str]) -> int:
+        """Lines not (yet) seen by a member that was in the room when they were posted: it
+        was welcomed in an earlier turn than the one in which the sender saw the line posted
+        (a member that rejoined later gets only the relay's join history, protocol.md 6.3).
+        A line never posted counts once per member."""
+        count = 0
+        for text in texts:
+            posted = self.posted_at.get(text)
+            for member in self.members:
+                there = posted is None or (
+                    member.joined_at is not None and member.joined_at < posted
+                )
+                if there and not member.lines.get(text):
+                    count += 1
+        return count
+
+    def duplicated(self, texts: Sequence[str]) -> int:
+        """Deliveries of ``texts`` beyond the first, over all members."""
+        return sum(max(0, m.lines.get(text, 0) - 1) for m in self.members for text in texts)
 
     def close(self) -> None:
         self.selector.close()

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from udpchat.relay.config import RelayConfig
@@ -55,6 +55,7 @@ class StormResult:
     members: int
     join_rate: float
     relay_buffers: str
+    baseline: bool
     joined: int
     join_ms_p50: float
     join_ms_p99: float
@@ -68,6 +69,7 @@ class StormResult:
     rejoin_all_s: float
     rejoin_p50_s: float
     lines_sent: int
+    lines_posted: int
     lines_lost: int
     lines_duplicated: int
     lists_exact: int
@@ -99,14 +101,20 @@ def storm_config(members: int, heartbeat: float) -> RelayConfig:
 
 def relay_main(params: Mapping[str, Any]) -> int:
     members = int(params["members"])
+    baseline = bool(params.get("baseline", False))
+    config = storm_config(members, float(params.get("heartbeat", 1.0)))
+    if baseline:  # no admission pace to speak of
+        config = replace(config, admission_burst=1_000_000, admission_rate=1e9)
     options = RelayOptions(
         host=LOCALHOST,
         port=int(params.get("port", 0)),
-        config=storm_config(members, float(params.get("heartbeat", 1.0))),
+        config=config,
         static_key=bytes.fromhex(params["static_key"]),
-        socket_buffer=int(params.get("socket_buffer", SOCKET_BUFFER)),
+        socket_buffer=0 if baseline else int(params.get("socket_buffer", SOCKET_BUFFER)),
     )
     server = RelayServer(options)
+    if baseline:  # datagrams handled in order of arrival, handshakes or not
+        server._driver._urgent = None
     stop = threading.Event()
     commands: queue.Queue[str] = queue.Queue()
     _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
@@ -190,7 +198,6 @@ def _watch_rejoin(
     drops_before: int,
 ) -> None:
     """Run until the room is whole again (or 60 s pass) and say how it went."""
-    count = len(pool.members)
 
     def back() -> bool:
         return all(m.joined_at is not None and m.joined_at > gone for m in pool.members)
@@ -199,8 +206,8 @@ def _watch_rejoin(
     times = [m.joined_at - restarted for m in pool.members if m.joined_at and m.joined_at > gone]
 
     def whole() -> bool:
-        delivered = all(pool.messages.get(text, 0) >= count for text in texts)
-        return delivered and all(sorted(m.session.members) == everyone for m in pool.members)
+        lists = all(sorted(m.session.members) == everyone for m in pool.members)
+        return lists and pool.missing(texts) == 0
 
     pool.run_until(whole, 30.0)
     pool.run_until(lambda: False, 1.0)  # duplicates, if any, would arrive now
@@ -210,10 +217,11 @@ def _watch_rejoin(
         all_s=max(times, default=float("nan")),
         p50_s=statistics.median(times) if times else float("nan"),
         lines=len(texts),
-        lost=sum(max(0, count - pool.messages.get(text, 0)) for text in texts),
-        duplicated=sum(max(0, pool.messages.get(text, 0) - count) for text in texts),
+        lost=pool.missing(texts),
+        duplicated=pool.duplicated(texts),
+        posted=len(pool.posted_at),
         lists_exact=sum(sorted(m.session.members) == everyone for m in pool.members),
-        timed_out=len(pool.timed_out),
+        timed_out=len(set(pool.timed_out)),
         drops=pool.kernel_drops() - drops_before,
     )
 
@@ -236,8 +244,11 @@ def run_storm(
     heartbeat: float = 1.0,
     socket_buffer: int = SOCKET_BUFFER,
     progress: Callable[[str], None] | None = None,
+    baseline: bool = False,
 ) -> StormResult:
-    """One run of the storm benchmark (see the module docstring)."""
+    """One run of the storm benchmark (see the module docstring). ``baseline``: the relay
+    as it was before its join-storm defences (the system's default socket buffers, no
+    handshake triage, no admission pace), for a before-and-after figure."""
     say = progress or (lambda _: None)
     key = secrets.token_bytes(32).hex()
     lifetime = 400.0 + 2 * members / join_rate
@@ -247,6 +258,7 @@ def run_storm(
         "heartbeat": heartbeat,
         "socket_buffer": socket_buffer,
         "max_lifetime_s": lifetime,
+        "baseline": baseline,
     }
     relay = _Proc("relay", relay_params, module="udpchat_bench.storm")
     generator: _Proc | None = None
@@ -303,6 +315,7 @@ def run_storm(
         members=members,
         join_rate=join_rate,
         relay_buffers=str(ready["buffers"]),
+        baseline=baseline,
         joined=int(joined["members"]),
         join_ms_p50=round(statistics.median(join_ms), 2) if join_ms else float("nan"),
         join_ms_p99=round(_percentile(join_ms, 0.99), 2),
@@ -316,6 +329,7 @@ def run_storm(
         rejoin_all_s=round(float(rejoined["all_s"]), 3),
         rejoin_p50_s=round(float(rejoined["p50_s"]), 3),
         lines_sent=int(rejoined["lines"]),
+        lines_posted=int(rejoined["posted"]),
         lines_lost=int(rejoined["lost"]),
         lines_duplicated=int(rejoined["duplicated"]),
         lists_exact=int(rejoined["lists_exact"]),
@@ -357,7 +371,7 @@ class _CpuWatch:
 def format_result(r: StormResult) -> str:
     return "\n".join(
         [
-            f"relay socket: {r.relay_buffers}",
+            f"relay{' (baseline)' if r.baseline else ''} socket: {r.relay_buffers}",
             f"join at {r.join_rate:g}/s: {r.joined} of {r.members} joined; join p50 "
             f"{r.join_ms_p50:.1f} ms, p99 {r.join_ms_p99:.1f} ms, max {r.join_ms_max:.1f} ms; "
             f"kernel drops: relay {r.join_relay_drops}, members {r.join_member_drops}; CPU "
@@ -366,7 +380,8 @@ def format_result(r: StormResult) -> str:
             f"idle relay CPU: {r.relay_cpu_idle_pct:.1f} %",
             f"rejoin after a restart: {r.rejoined} of {r.members} back, all within "
             f"{r.rejoin_all_s:.2f} s (p50 {r.rejoin_p50_s:.2f} s); lines said meanwhile: "
-            f"{r.lines_sent}, lost {r.lines_lost}, duplicated {r.lines_duplicated}; member "
+            f"{r.lines_sent}, posted {r.lines_posted}, lost {r.lines_lost}, duplicated "
+            f"{r.lines_duplicated}; member "
             f"lists exact: {r.lists_exact}; timed out: {r.timed_out}; relay CPU back to idle "
             f"after {r.relay_cpu_idle_after_s:.1f} s; kernel drops: relay "
             f"{r.rejoin_relay_drops}, members {r.rejoin_member_drops}",
@@ -384,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--join-rate", type=float, default=50.0)
     run.add_argument("--socket-buffer", type=int, default=SOCKET_BUFFER)
     run.add_argument("--json", action="store_true")
+    run.add_argument("--baseline", action="store_true", help="the relay without its defences")
     ns = parser.parse_args(argv)
     if ns.role == "relay":
         return relay_main(json.loads(ns.json_args))
@@ -393,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns.members,
         ns.join_rate,
         socket_buffer=ns.socket_buffer,
+        baseline=ns.baseline,
         progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     print(json.dumps(result.to_dict()) if ns.json else format_result(result))
