@@ -16,11 +16,11 @@ from udpchat.client.config import ClientConfig
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
+from udpchat.link import Link
 from udpchat.names import nick_key
 from udpchat.noise import NoiseError, public_key
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
-from udpchat.reliability import Link
 from udpchat.seal import PskDeriver
 from udpchat.sim import PathModel, SimNetwork
 

@@ -17,7 +17,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat.handshake import Joiner
-from udpchat.reliability import LinkConfig
+from udpchat.link import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher, SessionKeys
 from udpchat_bench.bareclient import BareClient
 

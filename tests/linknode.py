@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from udpchat import wire
-from udpchat.reliability import Link
+from udpchat.link import Link
 from udpchat.sim import Address
 
 

@@ -36,9 +36,9 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
+from udpchat.link import REPLAY_WINDOW
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import REPLAY_WINDOW
 
 Address = tuple[str, int]
 LOCALHOST = "127.0.0.1"
@@ -47,7 +47,7 @@ CHAT_INTERVAL = 0.3  # below the default flood rate of 5 a second
 MARKER = "legit-chat"
 CONFIG = RelayConfig(heartbeat=0.5, timeout=3.0, shutdown_grace=0.5)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 # --- the scene --------------------------------------------------------------------------------

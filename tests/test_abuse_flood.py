@@ -13,10 +13,10 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
+from udpchat.link import LinkConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import LinkConfig
 from udpchat.sim import Address, PathModel, SimNetwork
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,6 +76,7 @@ def wait_for(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 # --- the per-member token bucket, live ----------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_member_over_its_bucket_is_refused_and_nothing_is_doubled_or_reordered() -> None:
     config = RelayConfig(flood_burst=10, flood_rate=5.0, shutdown_grace=0.3)
     server = RelayServer(RelayOptions(host=LOCALHOST, port=0, config=config)).start()
@@ -117,6 +118,7 @@ def _own(log: Recorder) -> int:
     return sum(1 for e in log.of(ev.MessageReceived) if e.own)
 
 
+@pytest.mark.unit
 def test_private_messages_share_the_bucket() -> None:
     net, _ = setup(RelayConfig(flood_burst=3, flood_rate=1.0))
     alice = join(net, "alice", 1)
@@ -133,6 +135,7 @@ def test_private_messages_share_the_bucket() -> None:
 # --- a member that stops reading ------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_member_that_never_acknowledges_is_dropped_without_stalling_the_others() -> None:
     # A small queue per member on the relay, so that 24 messages of 15 KB overflow it.
     net, relay = setup(RelayConfig(flood_burst=20, link=LinkConfig(send_buffer=128 * 1024)))
@@ -168,6 +171,7 @@ def test_a_member_that_never_acknowledges_is_dropped_without_stalling_the_others
     assert took < relay.config.timeout  # dropped for its queue, long before any timeout
 
 
+@pytest.mark.e2e
 def test_live_member_that_stops_reading_is_dropped_and_the_room_goes_on() -> None:
     config = RelayConfig(
         flood_burst=20, shutdown_grace=0.3, link=LinkConfig(send_buffer=128 * 1024)
@@ -218,6 +222,7 @@ def _others(log: Recorder) -> list[ev.MessageReceived]:
 # --- handshakes per source address ------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_joins_are_capped_per_host_whatever_the_port() -> None:
     config = RelayConfig(handshake_burst=20, handshake_rate=5.0, max_members_per_host=1000)
     net, relay = setup(config)
@@ -255,6 +260,7 @@ def test_joins_are_capped_per_host_whatever_the_port() -> None:
     assert join(net, "later", 2000).joined
 
 
+@pytest.mark.unit
 def test_source_table_stays_bounded_under_many_hosts() -> None:
     net, relay = setup(RelayConfig(max_sources=50))
     for i in range(300):
@@ -264,6 +270,7 @@ def test_source_table_stays_bounded_under_many_hosts() -> None:
     assert relay.stats.handshakes >= 300
 
 
+@pytest.mark.unit
 def test_members_are_capped() -> None:
     net, relay = setup(RelayConfig(max_members=5, handshake_burst=100))
     clients = [join(net, f"u{i}", i) for i in range(8)]

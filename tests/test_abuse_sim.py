@@ -15,12 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
+from tests.relaysim import Sink
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import REPLAY_WINDOW
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.events import MemberMoved
-from udpchat.reliability import REPLAY_WINDOW
 from udpchat.seal import SessionCipher
 from udpchat.sim import Address, PathModel, SimNetwork
 
@@ -29,7 +30,7 @@ ATTACKER: Address = ("127.0.0.1", 6666)
 KEY = b"open sesame"
 OTHER_KEY = b"open says me"
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 def client_addr(i: int) -> Address:
@@ -384,23 +385,6 @@ def test_joins_with_a_wrong_key_get_bound_rejects_within_the_reply_budget() -> N
     for reject in bound:
         assert reject.code == wire.RejectCode.BAD_KEY and reject.nonce in hashes
     assert all(len(a) < wire.MIN_INITIAL_SIZE for a in answers)
-
-
-class Sink:
-    def __init__(self, seen: list[bytes]) -> None:
-        self.seen = seen
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.seen.append(data)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return []
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
 
 
 # --- flood control across a rejoin ----------------------------------------------------------

@@ -10,10 +10,12 @@ import pytest
 from tests.fakeclient import FakeClient, random_keys, swap
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import Link
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
-from udpchat.reliability import Link
 from udpchat.sim import SimNetwork
+
+pytestmark = pytest.mark.unit
 
 TOKEN = b"R" * 8
 RELAY = ("127.0.0.1", 9000)

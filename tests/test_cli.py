@@ -2,6 +2,7 @@ import dataclasses
 import importlib
 import math
 import re
+import secrets
 import subprocess
 import sys
 from collections import Counter
@@ -35,12 +36,14 @@ def one_error_line(result: Any, code: ExitCode = ExitCode.USAGE) -> str:
     return str(lines[0])
 
 
+@pytest.mark.unit
 def test_version_flag() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == f"udpchat {__version__}"
 
 
+@pytest.mark.e2e
 def test_python_dash_m() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "udpchat", "--version"], capture_output=True, text=True, timeout=60
@@ -52,6 +55,7 @@ def test_python_dash_m() -> None:
 # --- HOST:PORT ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "address"),
     [
@@ -68,6 +72,7 @@ def test_parse_hostport(text: str, address: tuple[str, int]) -> None:
     assert parse_hostport(format_hostport(address)) == address
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
@@ -94,6 +99,7 @@ def test_parse_hostport_errors(text: str, complaint: str) -> None:
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.unit
 def test_port_zero_only_where_we_listen() -> None:
     assert parse_hostport("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)
 
@@ -101,6 +107,7 @@ def test_port_zero_only_where_we_listen() -> None:
 # --- impairment options -----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_impairment_config_from_options() -> None:
     config = impairment_config(
         loss="20%", delay="30ms", jitter="10ms", dup="1%", reorder="0.05", seed=7
@@ -111,12 +118,14 @@ def test_impairment_config_from_options() -> None:
     assert impairment_config().is_noop
 
 
+@pytest.mark.unit
 def test_bursty_loss_keeps_the_average() -> None:
     config = impairment_config(loss="10%", burst=4)
     assert config.mean_loss == pytest.approx(0.1)
     assert config.p_bad_to_good == pytest.approx(0.25)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("options", "prefix"),
     [
@@ -139,6 +148,7 @@ def test_impairment_errors_name_the_option(options: dict[str, Any], prefix: str)
 # --- netem ------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     waited: list[bool] = []
     monkeypatch.setattr(cli.netem, "_wait_for_interrupt", lambda *args: waited.append(True))
@@ -174,6 +184,7 @@ def test_netem_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "downstream: passed 0" in result.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -193,6 +204,7 @@ def test_netem_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in line
 
 
+@pytest.mark.e2e
 def test_netem_cannot_bind_names_the_address() -> None:
     result = invoke("netem", "--listen", "192.0.2.1:1", "--upstream", "127.0.0.1:9")
     line = one_error_line(result, ExitCode.FAILURE)
@@ -226,6 +238,7 @@ def without_identity(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**call, "options": reset(call["options"])} for call in calls]
 
 
+@pytest.mark.unit
 def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     result = invoke(
@@ -262,6 +275,7 @@ def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_relay_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     invoke("relay", env={"UDPCHAT_KEY": ""})
@@ -273,6 +287,7 @@ def test_relay_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -294,6 +309,7 @@ def test_relay_errors_are_one_line(
     assert calls == []
 
 
+@pytest.mark.unit
 def test_join_options_reach_run_client(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.cli.join", "run_client")
     result = invoke(
@@ -323,6 +339,7 @@ def test_join_options_reach_run_client(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.cli.join", "run_client")
     invoke("join", "bob", env={"UDPCHAT_KEY": "from env"})
@@ -331,6 +348,7 @@ def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls[0]["options"].key == "from env"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -351,6 +369,7 @@ def test_join_errors_are_one_line(
     assert calls == []
 
 
+@pytest.mark.unit
 def test_help_never_shows_the_key() -> None:
     for command in ("relay", "join"):
         result = invoke(command, "--help", env={"UDPCHAT_KEY": "hunter2"})
@@ -359,6 +378,7 @@ def test_help_never_shows_the_key() -> None:
         assert "UDPCHAT_KEY" in result.output
 
 
+@pytest.mark.unit
 def test_load_rejects_bad_sizes_in_one_line() -> None:
     line = one_error_line(invoke("load", "--members", "10,zero"))
     assert line.startswith("udpchat: --members: expected positive numbers")
@@ -367,6 +387,7 @@ def test_load_rejects_bad_sizes_in_one_line() -> None:
 KEY_FORMAT = re.compile(r"[a-z2-7]{5}(-[a-z2-7]{5}){5}")
 
 
+@pytest.mark.unit
 def test_keygen_prints_a_150_bit_key_alone_and_says_how_to_use_it() -> None:
     result = invoke("keygen")
     assert result.exit_code == 0, result.output
@@ -380,12 +401,13 @@ def test_keygen_prints_a_150_bit_key_alone_and_says_how_to_use_it() -> None:
     assert "150 bits" in result.stderr
 
 
+@pytest.mark.unit
 def test_keygen_draws_every_symbol_uniformly() -> None:
     """Every run is new, and the 32 symbols come up evenly, in every position: a chi-square
     test far from its bound (31 degrees of freedom; 80 is exceeded with p < 1e-5)."""
     runs = [invoke("keygen").stdout.strip() for _ in range(50)]
     assert len(set(runs)) == len(runs)
-    keys = [generate_passphrase() for _ in range(1000)]  # what keygen prints, faster
+    keys = [generate_passphrase(secrets.choice) for _ in range(1000)]  # what keygen prints, faster
     assert all(KEY_FORMAT.fullmatch(k) for k in keys)
     symbols = "".join(k.replace("-", "") for k in keys)
     expected = len(symbols) / 32
@@ -397,6 +419,7 @@ def test_keygen_draws_every_symbol_uniformly() -> None:
         assert len({k.replace("-", "")[position] for k in keys}) == 32
 
 
+@pytest.mark.unit
 def test_key_help_points_to_keygen() -> None:
     for command in ("relay", "join"):
         result = invoke(command, "--help")
@@ -419,6 +442,7 @@ def words(text: str) -> str:
     return " ".join(text.replace("\u2502", " ").split())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", ["", "netem", "relay", "join", "demo", "bench", "load"])
 def test_help_shows_no_placeholders_and_fits_80_columns(command: str) -> None:
     text = help_text(*filter(None, [command]))
@@ -429,6 +453,7 @@ def test_help_shows_no_placeholders_and_fits_80_columns(command: str) -> None:
         assert "Example" in text
 
 
+@pytest.mark.unit
 def test_join_help_tells_what_a_new_user_needs() -> None:
     text = words(help_text("join"))
     assert "Usage: udpchat join [OPTIONS] NICK" in text
@@ -436,6 +461,7 @@ def test_join_help_tells_what_a_new_user_needs() -> None:
         assert needed in text, needed
 
 
+@pytest.mark.unit
 def test_bench_help_keeps_its_bracketed_defaults() -> None:
     text = words(help_text("bench"))
     assert "[default: 0%,5%,10%,20%,30%; with --quick: 0%,20%]" in text
@@ -443,6 +469,7 @@ def test_bench_help_keeps_its_bracketed_defaults() -> None:
     assert "[default: 3,6; with --quick: 3]" in text
 
 
+@pytest.mark.unit
 def test_help_names_the_limits_and_the_exit_statuses() -> None:
     demo_help = words(help_text("demo"))
     assert "(2 to 32)" in demo_help and "(1 to 10,000)" in demo_help
@@ -468,6 +495,7 @@ def test_help_names_the_limits_and_the_exit_statuses() -> None:
 # --- one meaning of a rate ----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     assert impairment_config(loss="20%") == impairment_config(loss="0.2")
     assert cli.parse_loss_percents("--loss", "0%,0.05,20%") == (0.0, 5.0, 20.0)
@@ -477,6 +505,7 @@ def test_a_rate_means_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> No
         impairment_config(loss="20")
 
 
+@pytest.mark.unit
 def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(
@@ -490,6 +519,7 @@ def test_bench_loss_list_reaches_the_sweep(monkeypatch: pytest.MonkeyPatch) -> N
 # --- relay limits -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     result = invoke(
@@ -518,6 +548,7 @@ def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls[0]["options"].socket_buffer == 512 * 1024
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -537,6 +568,7 @@ def test_relay_limit_errors(monkeypatch: pytest.MonkeyPatch, args: list[str], me
     assert calls == []
 
 
+@pytest.mark.unit
 def test_every_exit_status_is_documented_once_in_the_readme() -> None:
     from pathlib import Path
 

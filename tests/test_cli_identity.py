@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,6 @@ from udpchat.known_relays import TrustStore
 from udpchat.seal import generate_passphrase
 
 pytestmark = pytest.mark.timeout(60)
-
 
 
 def invoke(*args: str) -> Any:
@@ -60,6 +60,7 @@ def new_public() -> bytes:
 # --- udpchat relay -----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_relay_creates_its_key_and_prints_its_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     path = default_key_path("127.0.0.1", 9000)
@@ -74,6 +75,7 @@ def test_relay_creates_its_key_and_prints_its_fingerprint(monkeypatch: pytest.Mo
     assert len(calls) == 2
 
 
+@pytest.mark.unit
 def test_relay_key_files_are_per_listen_address(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     invoke("relay", "--host", "::1", "--port", "9001")
@@ -82,6 +84,7 @@ def test_relay_key_files_are_per_listen_address(monkeypatch: pytest.MonkeyPatch)
     assert names == ["relay-127.0.0.1-9002.key", "relay-__1-9001.key"]
 
 
+@pytest.mark.unit
 def test_relay_identity_option_names_the_key_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,6 +96,7 @@ def test_relay_identity_option_names_the_key_file(
     assert not default_key_path("127.0.0.1", 9000).exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("data", "file_mode", "complaint"),
     [
@@ -112,6 +116,7 @@ def test_relay_refuses_a_bad_key_file_in_one_line(
     assert path.read_bytes() == data and stat.S_IMODE(path.stat().st_mode) == file_mode
 
 
+@pytest.mark.unit
 def test_relay_hands_its_key_file_to_the_relay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +143,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
     yield made
 
 
+@pytest.mark.unit
 def test_join_checks_the_relay_in_the_known_relays_file(
     monkeypatch: pytest.MonkeyPatch, servers: list[tuple[Any, ...]], tmp_path: Path
 ) -> None:
@@ -150,11 +156,12 @@ def test_join_checks_the_relay_in_the_known_relays_file(
     assert servers == [(known, ("::1", 9001), key), (known, ("127.0.0.1", 9000), None)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("fingerprint_text", "complaint"),
     [
         ("abcd-efgh", "invalid relay key fingerprint 'abcd-efgh': it has 8 letters and digits"),
-        (generate_passphrase(), "looks like a room key (from 'udpchat keygen')"),
+        (generate_passphrase(secrets.choice), "looks like a room key (from 'udpchat keygen')"),
     ],
 )
 def test_join_refuses_a_bad_fingerprint_in_one_line(
@@ -165,6 +172,7 @@ def test_join_refuses_a_bad_fingerprint_in_one_line(
     assert calls == []
 
 
+@pytest.mark.unit
 def test_join_hands_the_trust_check_to_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_entry(monkeypatch, "udpchat.cli.join", "run_client")
     right, wrong = new_public(), new_public()
@@ -177,6 +185,7 @@ def test_join_hands_the_trust_check_to_the_client(monkeypatch: pytest.MonkeyPatc
 # --- udpchat relay-key and udpchat forget-relay, in-process ----------------------------------
 
 
+@pytest.mark.unit
 def test_relay_key_prints_the_fingerprint_alone(tmp_path: Path) -> None:
     path = tmp_path / "relay.key"
     result = invoke("relay-key", "--identity", str(path))
@@ -188,6 +197,7 @@ def test_relay_key_prints_the_fingerprint_alone(tmp_path: Path) -> None:
     assert "--server HOST:7 --relay-key" in wildcard.stderr
 
 
+@pytest.mark.unit
 def test_forget_relay_in_one_line_when_there_is_nothing_to_forget() -> None:
     line = error_line(invoke("forget-relay", "127.0.0.1:9000"))
     assert line.startswith("udpchat: no key is remembered for 127.0.0.1:9000 in ")
@@ -206,6 +216,7 @@ def run(*args: str) -> Process:
     return process
 
 
+@pytest.mark.e2e
 def test_relay_key_command_creates_once_and_prints_the_same_fingerprint(tmp_path: Path) -> None:
     first = run("relay-key", "--port", "9009")
     assert first.proc.returncode == 0, first.stderr
@@ -218,6 +229,7 @@ def test_relay_key_command_creates_once_and_prints_the_same_fingerprint(tmp_path
     assert f"from {path}" in again.stderr[0]
 
 
+@pytest.mark.e2e
 def test_relay_key_command_refuses_a_foreign_file(tmp_path: Path) -> None:
     path = tmp_path / "id_ed25519"
     foreign = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
@@ -233,6 +245,7 @@ def test_relay_key_command_refuses_a_foreign_file(tmp_path: Path) -> None:
     assert path.read_bytes() == foreign
 
 
+@pytest.mark.e2e
 def test_forget_relay_command_forgets_one_relay(tmp_path: Path) -> None:
     store = TrustStore(tmp_path / "state" / "udpchat" / "known_relays")
     forgotten, kept = new_public(), new_public()
@@ -251,6 +264,7 @@ def test_forget_relay_command_forgets_one_relay(tmp_path: Path) -> None:
     assert again.stderr == [f"udpchat: no key is remembered for [::1]:9000 in {store.path}"]
 
 
+@pytest.mark.e2e
 def test_relay_process_prints_its_fingerprint_and_keeps_it_across_restarts() -> None:
     fingerprints = []
     for _ in range(2):

@@ -21,9 +21,9 @@ from udpchat import events as ev
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
+from udpchat.link import LinkConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
-from udpchat.reliability import LinkConfig
 from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit

@@ -24,7 +24,7 @@ from udpchat.client.config import ClientConfig, LocalProtocolError
 from udpchat.client.session import ClientSession
 from udpchat.client.states import TABLE, SessionState, StateMachine, Trigger
 from udpchat.endpoint import Address
-from udpchat.reliability import Link
+from udpchat.link import Link
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,10 @@ from udpchat import events as ev
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.exitcodes import ExitCode
 
+pytestmark = pytest.mark.e2e
+
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
+
 
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:

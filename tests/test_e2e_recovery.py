@@ -19,6 +19,8 @@ from tests.e2e_support import (
 from udpchat import events as ev
 from udpchat.relay_server import RelayOptions, RelayServer
 
+pytestmark = pytest.mark.e2e
+
 
 def count(kind: type, n: int, where=lambda _: True):  # type: ignore[no-untyped-def]
     """A condition for ``Recorder.wait_for``: at least ``n`` events of ``kind`` match."""

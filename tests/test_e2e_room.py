@@ -31,6 +31,8 @@ from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.impair import ImpairmentConfig
 
+pytestmark = pytest.mark.e2e
+
 
 def refused(relay: tuple[str, int], nick: str) -> ev.JoinRejected:
     """Join as ``nick``, expect a final REJECT, and check the client closes."""

@@ -20,6 +20,8 @@ from udpchat.exitcodes import ExitCode
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import Address, DatagramTransport
 
+pytestmark = pytest.mark.e2e
+
 KEY = "open sesame"
 
 

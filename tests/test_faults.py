@@ -28,7 +28,7 @@ from udpchat.relay_server import RelayOptions, RelayServer, run_relay
 from udpchat.transport import Address, UdpTransport
 from udpchat.ui import run_ui
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 # A thread that re-raises in strict mode ends with an unhandled exception: expected here.
 expects_a_dead_thread = pytest.mark.filterwarnings(

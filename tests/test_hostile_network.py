@@ -41,6 +41,8 @@ from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.transport import Address
 
+pytestmark = pytest.mark.e2e
+
 PORT_ZERO_DROP = "from port 0"
 _namespaces = itertools.count()
 

@@ -19,6 +19,8 @@ from udpchat.relay.config import AMPLIFICATION_FACTOR, RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.sim import Address, PathModel, SimNetwork
 
+pytestmark = pytest.mark.unit
+
 RELAY: Address = ("127.0.0.1", 9000)
 
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import secrets
 import stat
 import threading
 from pathlib import Path
@@ -39,10 +40,12 @@ def mode(path: Path) -> int:
 # --- the state directory ------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_state_dir_follows_xdg_state_home(tmp_path: Path) -> None:
     assert state.state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "udpchat"
 
 
+@pytest.mark.unit
 def test_state_dir_defaults_to_local_state_and_ignores_a_relative_setting() -> None:
     expected = Path("/home/someone/.local/state/udpchat")
     assert state.state_dir({"HOME": "/home/someone"}) == expected
@@ -50,11 +53,13 @@ def test_state_dir_defaults_to_local_state_and_ignores_a_relative_setting() -> N
     assert state.state_dir({"HOME": "/home/someone", "XDG_STATE_HOME": "rel/dir"}) == expected
 
 
+@pytest.mark.unit
 def test_the_suite_never_uses_the_real_state_dir(tmp_path: Path) -> None:
     assert state.state_dir() == tmp_path / "state" / "udpchat"
     assert default_key_path("127.0.0.1", 9000).parent == state.state_dir()
 
 
+@pytest.mark.unit
 def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "file"
     state.write_atomic(target, b"one")
@@ -65,6 +70,7 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path: P
     assert os.listdir(target.parent) == ["file"]
 
 
+@pytest.mark.unit
 def test_write_atomic_failing_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,6 +87,7 @@ def test_write_atomic_failing_keeps_the_old_file(
     assert os.listdir(tmp_path) == ["file"]
 
 
+@pytest.mark.unit
 def test_create_new_never_overwrites(tmp_path: Path) -> None:
     target = tmp_path / "key"
     assert state.create_new(target, b"first")
@@ -92,6 +99,7 @@ def test_create_new_never_overwrites(tmp_path: Path) -> None:
 # --- the key file ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_key_file_names_are_safe_for_every_address() -> None:
     assert key_file_name("127.0.0.1", 9000) == "relay-127.0.0.1-9000.key"
     assert key_file_name("::1", 9000) == "relay-__1-9000.key"
@@ -100,6 +108,7 @@ def test_key_file_names_are_safe_for_every_address() -> None:
     assert "/" not in key_file_name("a/b", 3)
 
 
+@pytest.mark.unit
 def test_a_key_is_created_0600_on_first_start_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "state" / "udpchat" / "relay-127.0.0.1-9000.key"
     first = load_or_create(path)
@@ -113,6 +122,7 @@ def test_a_key_is_created_0600_on_first_start_and_reused(tmp_path: Path) -> None
     assert "private" not in repr(first) and first.private.hex() not in repr(first)
 
 
+@pytest.mark.e2e
 def test_relays_starting_together_share_one_key(tmp_path: Path) -> None:
     path = tmp_path / "relay.key"
     keys: list[bytes] = []
@@ -131,6 +141,7 @@ def test_relays_starting_together_share_one_key(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["relay.key"]
 
 
+@pytest.mark.unit
 def test_the_public_key_is_x25519s() -> None:
     private = X25519PrivateKey.generate()
     raw = private.private_bytes_raw()
@@ -142,6 +153,7 @@ def write_key(path: Path, data: bytes, file_mode: int = 0o600) -> None:
     path.chmod(file_mode)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("data", "file_mode", "complaint"),
     [
@@ -168,11 +180,13 @@ def test_a_bad_key_file_is_refused_clearly_and_never_overwritten(
     assert path.read_bytes() == data and mode(path) == file_mode
 
 
+@pytest.mark.unit
 def test_a_directory_is_not_a_key(tmp_path: Path) -> None:
     with pytest.raises(IdentityError, match="not a regular file"):
         load_or_create(tmp_path)
 
 
+@pytest.mark.unit
 def test_a_missing_key_is_not_created_by_load(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_relay_key(tmp_path / "nothing.key")
@@ -182,6 +196,7 @@ def test_a_missing_key_is_not_created_by_load(tmp_path: Path) -> None:
 # --- fingerprints ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_fingerprint_is_sha256_prefix_in_base32_groups() -> None:
     public = bytes(range(32))
     digest = hashlib.sha256(public).digest()[:20]
@@ -192,11 +207,13 @@ def test_fingerprint_is_sha256_prefix_in_base32_groups() -> None:
     assert fingerprint(bytes(32)) == "mzuh-vlpy-mk6x-o3ep-ygfy-5h4o-eaej-ofef"
 
 
+@pytest.mark.unit
 def test_fingerprint_needs_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         fingerprint(b"short")
 
 
+@pytest.mark.unit
 @given(st.binary(min_size=32, max_size=32))
 def test_fingerprints_round_trip_in_any_case_and_spacing(public: bytes) -> None:
     shown = fingerprint(public)
@@ -209,6 +226,7 @@ def test_fingerprints_round_trip_in_any_case_and_spacing(public: bytes) -> None:
     assert parse_fingerprint(shown.replace("o", "0")) == shown
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
@@ -226,6 +244,7 @@ def test_bad_fingerprints_say_what_is_wrong(text: str, complaint: str) -> None:
     assert complaint in str(caught.value)
 
 
+@pytest.mark.unit
 def test_a_room_key_is_not_taken_for_a_fingerprint() -> None:
     with pytest.raises(ValueError, match="looks like a room key"):
-        parse_fingerprint(generate_passphrase())
+        parse_fingerprint(generate_passphrase(secrets.choice))

@@ -5,12 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, parse_duration, parse_rate
+from udpchat.sim import PathModel, SimNetwork
+
+pytestmark = pytest.mark.unit
 
 N = 20_000
 
@@ -279,3 +284,72 @@ def test_release_properties(config: ImpairmentConfig, operations: list[tuple[str
     leftover = imp.due(math.inf)
     assert sum(released.values()) + len(at_deadline) + len(leftover) == c.passed + c.duplicated
     assert imp.next_deadline() is None
+
+
+# --- the simulated network decides with the same model --------------------------------------
+
+
+def test_fate_is_what_submit_schedules() -> None:
+    config = ImpairmentConfig(loss=0.2, duplicate=0.2, reorder=0.2, delay=0.01, jitter=0.005)
+    held: Impairment[None] = Impairment(config)
+    decided: Impairment[None] = Impairment(config)
+    expected: list[float] = []
+    for i in range(2000):
+        held.submit(b"x", float(i))
+        expected.extend(float(i) + latency for latency in decided.fate())
+    released = []
+    while (deadline := held.next_deadline()) is not None:
+        released.extend(deadline for _ in held.due(deadline))
+    assert released == sorted(expected)
+    assert held.counters == decided.counters
+
+
+def test_simulated_paths_take_their_delay_and_jitter_from_the_model() -> None:
+    src, dst = ("192.0.2.1", 1), ("192.0.2.2", 2)
+    net = SimNetwork(seed=7, default=PathModel(delay=0.01, jitter=0.004))
+    arrivals: list[float] = []
+    net.attach(dst, _Sink(lambda: arrivals.append(net.now)))
+    for _ in range(500):
+        net.send(src, dst, b"x")
+    net.run(1)
+    assert len(arrivals) == 500
+    assert min(arrivals) >= 0.01 and max(arrivals) <= 0.014
+    assert statistics.mean(arrivals) == pytest.approx(0.012, abs=0.0005)
+
+
+def test_simulated_network_takes_an_impairment_config_and_is_reproducible() -> None:
+    src, dst = ("192.0.2.1", 1), ("192.0.2.2", 2)
+    config = ImpairmentConfig(delay=0.001).with_bursts(0.2, 4)
+
+    def fates(seed: int) -> list[float]:
+        net = SimNetwork(seed=seed, default=config)
+        arrivals: list[float] = []
+        net.attach(dst, _Sink(lambda: arrivals.append(net.now)))
+        for i in range(2000):
+            net.inject(src, dst, b"x", delay=i / 1000)  # not through the model
+        assert len(arrivals) == 0 and net.stats.dropped == 0
+        for _ in range(2000):
+            net.send(src, dst, b"x")
+        net.run(5)
+        return arrivals
+
+    first = fates(1)
+    assert fates(1) == first != fates(2)
+    assert len(first) - 2000 == pytest.approx(2000 * 0.8, rel=0.1)
+
+
+class _Sink:
+    def __init__(self, on_receive: Callable[[], None]) -> None:
+        self.on_receive = on_receive
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.on_receive()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass

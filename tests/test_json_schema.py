@@ -15,8 +15,6 @@ from tests.test_ui import Factory, run_lines
 from udpchat import events as ev
 from udpchat.render import json_line
 
-pytestmark = pytest.mark.unit
-
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SCHEMA = json.loads((DOCS / "events.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
@@ -56,11 +54,13 @@ def check(line: str) -> dict[str, Any]:
     return dict(record)
 
 
+@pytest.mark.unit
 def test_the_examples_cover_every_event_class() -> None:
     classes = set(typing.get_args(ev.ClientEvent))
     assert {type(event) for event in EXAMPLES} == classes
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("line", [None, 4])
 def test_every_event_matches_the_schema(event: ev.ClientEvent, line: int | None) -> None:
@@ -69,6 +69,7 @@ def test_every_event_matches_the_schema(event: ev.ClientEvent, line: int | None)
         assert isinstance(record["time"], int)  # one kind of time for everyone's messages
 
 
+@pytest.mark.unit
 def test_every_schema_type_is_emitted_and_documented() -> None:
     emitted = {check(json_line(event))["type"] for event in EXAMPLES}
     assert emitted | {"stats", "help", "info"} == schema_types()
@@ -77,6 +78,7 @@ def test_every_schema_type_is_emitted_and_documented() -> None:
         assert f"| `{kind}` |" in reference, kind
 
 
+@pytest.mark.e2e
 def test_a_whole_json_session_matches_the_schema() -> None:
     code, lines, _ = run_lines("hi\n/stats\n/help\n/nope\n/msg bob x\n/who\n", Factory(), "json")
     assert code == 3  # /nope
@@ -87,6 +89,7 @@ def test_a_whole_json_session_matches_the_schema() -> None:
     assert kinds[-1] == "closed"
 
 
+@pytest.mark.unit
 def test_the_schema_refuses_what_it_should() -> None:
     bad = [
         {"type": "message", "from": "bob"},  # fields missing

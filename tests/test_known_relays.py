@@ -12,6 +12,8 @@ import pytest
 from udpchat.identity import fingerprint, generate_private_key, public_key
 from udpchat.known_relays import TrustStore, default_path, forget_command, normalise_address
 
+pytestmark = pytest.mark.unit
+
 RELAY = ("127.0.0.1", 9000)
 
 

@@ -13,7 +13,7 @@ from udpchat.impair import ImpairmentConfig
 from udpchat.netem import NetemCounters, NetemProxy, format_counters
 from udpchat.transport import Address, UdpTransport
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 
 LOCAL = ("127.0.0.1", 0)
 

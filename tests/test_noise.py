@@ -17,7 +17,7 @@ noise_connection = pytest.importorskip("noise.connection")
 NoiseConnection = noise_connection.NoiseConnection
 Keypair = noise_connection.Keypair
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
 
 def reference(

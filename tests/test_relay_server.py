@@ -15,6 +15,8 @@ from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
+pytestmark = pytest.mark.e2e
+
 
 class SocketDriver:
     """Drives a FakeClient over a real socket, for a bounded time."""

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from tests.fakeclient import random_keys, swap
 from tests.linknode import LinkNode
 from udpchat import wire
-from udpchat.reliability import Link, LinkConfig, SendBufferFull
+from udpchat.link import Link, LinkConfig, SendBufferFull
 from udpchat.sim import PathModel, SimNetwork
+
+pytestmark = pytest.mark.unit
 
 KEYS = random_keys(1)
 A = ("10.0.0.1", 1)

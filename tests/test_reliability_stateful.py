@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.fakeclient import random_keys, swap
 from udpchat import wire
-from udpchat.reliability import Link, LinkConfig, SendBufferFull
+from udpchat.link import Link, LinkConfig, SendBufferFull
+
+pytestmark = pytest.mark.unit
 
 
 class LinkMachine(RuleBasedStateMachine):

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpchat.rtt import K_GRANULARITY, RttEstimator
+from udpchat.link.rtt import K_GRANULARITY, RttEstimator
+
+pytestmark = pytest.mark.unit
 
 
 def reference(samples: list[float], min_rto: float, max_rto: float, ack_delay: float) -> float:

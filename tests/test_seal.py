@@ -30,7 +30,7 @@ from udpchat.seal import (
     unpad,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 KEY = bytes(range(KEY_SIZE))
 OTHER_KEY = bytes(range(1, KEY_SIZE + 1))

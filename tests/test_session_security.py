@@ -23,12 +23,12 @@ from udpchat.client.config import ClientConfig
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
+from udpchat.link import LinkConfig
 from udpchat.noise import public_key
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.events import MemberMoved
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.reliability import LinkConfig
 from udpchat.seal import PskDeriver, SessionCipher
 from udpchat.sim import PathModel, SimNetwork
 from udpchat.transport import DatagramTransport

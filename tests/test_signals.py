@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from udpchat.signals import interrupt_on_signals
+
+pytestmark = pytest.mark.unit
 
 
 def test_ignored_sigint_and_sigterm_become_interrupts() -> None:

@@ -22,7 +22,7 @@ from udpchat.transport import (
     UdpTransport,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 
 
 def ipv6_available() -> bool:

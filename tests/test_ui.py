@@ -38,7 +38,7 @@ from udpchat.exitcodes import ExitCode
 from udpchat.terminal import InteractiveUI
 from udpchat.ui import ChatHandle, EventSink, choose_mode, run_ui
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 
 STATS = {"srtt_ms": 12.5, "rto_ms": 40.0, "retransmissions": 3, "loss_estimate": 0.02}
 

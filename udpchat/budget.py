@@ -6,6 +6,8 @@ makes; each link charges what it holds and gives it back when it lets go.
 
 from __future__ import annotations
 
+__all__ = ["ReceiveBudget"]
+
 
 class ReceiveBudget:
     """Bytes that a group of links (all the members of one relay) may hold between them for

@@ -25,7 +25,7 @@ from udpchat.driver import Driver
 from udpchat.endpoint import Address
 from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
 from udpchat.impair import ImpairmentConfig
-from udpchat.reliability import LinkConfig
+from udpchat.link import LinkConfig
 from udpchat.seal import room_key
 from udpchat.transport import (
     DatagramTransport,
@@ -34,6 +34,8 @@ from udpchat.transport import (
     format_address,
     resolve,
 )
+
+__all__ = ["PAUSE_BLAMED", "ChatClient", "ClientOptions"]
 
 log = logging.getLogger("udpchat.client")
 

@@ -19,18 +19,8 @@ from udpchat.names import COMMAND_PREFIX, nick_error
 from udpchat.wire import MAX_REASON_BYTES
 
 __all__ = [
-    "COMMAND_NAMES",
-    "HELP",
-    "ActionCommand",
-    "Command",
-    "CommandError",
-    "HelpCommand",
-    "NickCommand",
-    "PrivateCommand",
-    "QuitCommand",
-    "SayCommand",
-    "StatsCommand",
-    "WhoCommand",
+    "COMMAND_NAMES", "HELP", "ActionCommand", "Command", "CommandError", "HelpCommand",
+    "NickCommand", "PrivateCommand", "QuitCommand", "SayCommand", "StatsCommand", "WhoCommand",
     "parse_command",
 ]
 

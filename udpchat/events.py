@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "ClientEvent", "Closed", "ConnectionLost", "ErrorReported", "HistoryGap", "JoinRejected",
+    "MemberJoined", "MemberLeft", "MemberRenamed", "MembersListed", "MessagePending",
+    "MessageReceived", "MessageRefused", "PrivateReceived", "Reconnecting", "Welcomed",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Welcomed:

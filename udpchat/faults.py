@@ -17,6 +17,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+__all__ = ["MAX_RECORDED", "STRICT_ENV", "Fault", "recorded", "report", "strict", "take"]
+
 STRICT_ENV = "UDPCHAT_STRICT"
 # Faults kept with their description; past that they are still logged (once) and re-raised
 # in strict mode, but not kept, so a long-running process cannot grow the record unbounded.

@@ -21,20 +21,9 @@ from udpchat.noise import DHLEN, Initiator, NoiseError, Responder
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
-    "PROLOGUE_LABEL",
-    "RESET_LABEL",
-    "Initiator",
-    "Joiner",
-    "Responder",
-    "accept",
-    "finish_join",
-    "prologue",
-    "read_join",
-    "reset_secret",
-    "reset_token",
-    "resume_proof",
-    "resume_secret",
-    "start_join",
+    "PROLOGUE_LABEL", "RESET_LABEL", "Initiator", "Joiner", "Responder", "accept",
+    "finish_join", "prologue", "read_join", "reset_secret", "reset_token", "resume_proof",
+    "resume_secret", "start_join",
 ]
 
 PROLOGUE_LABEL = b"udpchat/2"

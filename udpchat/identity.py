@@ -36,6 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from udpchat.errors import UsageError
 from udpchat.state import create_new, state_dir
 
+__all__ = [
+    "FINGERPRINT_ALPHABET", "FINGERPRINT_BYTES", "FINGERPRINT_GROUP", "FINGERPRINT_LENGTH",
+    "KEY_SIZE", "IdentityError", "RelayKey", "default_key_path", "fingerprint",
+    "generate_private_key", "key_file_name", "load_or_create", "load_relay_key",
+    "parse_fingerprint", "public_key", "relay_static_key",
+]
+
 KEY_SIZE = 32
 FINGERPRINT_BYTES = 20
 FINGERPRINT_GROUP = 4

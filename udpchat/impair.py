@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar, cast, overload
 
+__all__ = ["Impairment", "ImpairmentConfig", "ImpairmentCounters", "parse_duration", "parse_rate"]
+
 T = TypeVar("T")
 
 _RATE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
@@ -193,6 +195,16 @@ class Impairment(Generic[T]):
     def submit(self, data: bytes, now: float, tag: T) -> None: ...
     def submit(self, data: bytes, now: float, tag: T | None = None) -> None:
         """Drop, delay and/or duplicate one datagram handed to the network at ``now``."""
+        for latency in self.fate():
+            self._schedule(data, cast(T, tag), now, latency)
+
+    def fate(self) -> list[float]:
+        """Decide what happens to the next datagram, without holding it: the latency of
+        each copy that arrives (none: lost; two: duplicated), counted in ``counters``.
+
+        ``submit`` holds datagrams in this model's own queue; a simulator that keeps one
+        queue for a whole network (udpchat.sim) asks only for the fate and holds them itself.
+        """
         cfg, rng = self.config, self._rng
         if cfg.p_good_to_bad > 0:
             flip = cfg.p_bad_to_good if self._bad else cfg.p_good_to_bad
@@ -201,16 +213,18 @@ class Impairment(Generic[T]):
         loss = cfg.burst_loss if self._bad else cfg.loss
         if loss > 0 and rng.random() < loss:
             self.counters.dropped += 1
-            return
+            return []
         self.counters.passed += 1
         extra = 0.0
         if cfg.reorder > 0 and rng.random() < cfg.reorder:
             self.counters.reordered += 1
             extra = cfg.reorder_delay
-        self._schedule(data, cast(T, tag), now, self._latency() + extra)
+        latencies = [self._latency() + extra]
         if cfg.duplicate > 0 and rng.random() < cfg.duplicate:
             self.counters.duplicated += 1
-            self._schedule(data, cast(T, tag), now, self._latency())
+            latencies.append(self._latency())
+        self.counters.delayed += sum(1 for latency in latencies if latency > 0)
+        return latencies
 
     def due(self, now: float) -> list[tuple[bytes, T]]:
         """Remove and return the datagrams whose release time is ``<= now``, in release order."""
@@ -231,7 +245,5 @@ class Impairment(Generic[T]):
         return max(0.0, cfg.delay + self._rng.uniform(-cfg.jitter, cfg.jitter))
 
     def _schedule(self, data: bytes, tag: T, now: float, latency: float) -> None:
-        if latency > 0:
-            self.counters.delayed += 1
         heapq.heappush(self._heap, _Pending(now + latency, self._order, data, tag))
         self._order += 1

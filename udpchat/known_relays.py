@@ -27,6 +27,11 @@ from udpchat.endpoint import Address
 from udpchat.identity import KEY_SIZE, fingerprint
 from udpchat.state import state_dir, write_atomic
 
+__all__ = [
+    "KNOWN_RELAYS", "Trust", "TrustStore", "default_path", "forget_command",
+    "normalise_address",
+]
+
 Trust = Callable[[bytes], str | None]
 KNOWN_RELAYS = "known_relays"
 _WARNING = "someone may be intercepting your connection, or the relay got a new key"

@@ -14,6 +14,8 @@ import ctypes
 import sys
 from collections.abc import Callable
 
+__all__ = ["give_back_free_memory"]
+
 
 def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):

@@ -17,6 +17,16 @@ from udpchat.schema import Family
 from udpchat.wire import MAX_NICK_BYTES, MAX_REASON_BYTES, MAX_UINT
 from udpchat.wiretypes import Array, Bin, Str, UInt, fail, unpack
 
+__all__ = [
+    "ANSWERED_KINDS", "LEAVE_REASON_WORDS", "MAX_MEMBERS_LISTED", "MAX_MESSAGE_SIZE",
+    "MAX_TEXT_BYTES", "MAX_TIME", "MESSAGES", "MSGID_SIZE", "Action", "ActionMessage",
+    "ChatMessage", "ClientMessage", "Error", "Joined", "K", "LeaveReason", "Left", "Members",
+    "Message", "MessageKind", "MsgId", "Nick", "NickChanged", "NickRequest", "Nicks", "Posted",
+    "Private", "PrivateSend", "Quit", "Reason", "Refused", "RelayMessage", "RoomEvent", "Say",
+    "Seq", "Shutdown", "Text", "Time", "Welcome", "Who", "decode_message", "encode_message",
+    "leave_reason_words", "peek_kind", "text_error",
+]
+
 # protocol.md "Size limits": chat text, in UTF-8 bytes, and whole messages after reassembly.
 MAX_TEXT_BYTES = 16 * 1024
 MAX_MESSAGE_SIZE = 64 * 1024

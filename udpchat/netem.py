@@ -20,6 +20,11 @@ from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
 from udpchat.transport import MAX_DATAGRAM, normalise, open_udp_socket, resolve
 
+__all__ = [
+    "READS_PER_WAKE", "NetemCounters", "NetemProxy", "describe", "format_counters",
+    "format_progress",
+]
+
 READS_PER_WAKE = 64  # per socket per loop turn, so one busy client cannot starve the others
 
 

@@ -30,17 +30,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from udpchat.errors import ProtocolError
 
 __all__ = [
-    "DHLEN",
-    "HASHLEN",
-    "NK",
-    "NK_PSK0",
-    "Initiator",
-    "NoiseError",
-    "Responder",
-    "SplitKeys",
-    "aead_nonce",
-    "public_key",
-    "rekey",
+    "DHLEN", "HASHLEN", "NK", "NK_PSK0", "Initiator", "NoiseError", "Responder", "SplitKeys",
+    "aead_nonce", "public_key", "rekey",
 ]
 
 NK = b"Noise_NK_25519_ChaChaPoly_BLAKE2s"

@@ -26,8 +26,8 @@ from udpchat.relay.events import (
     DatagramDropped,
     MemberAdmitted,
     MemberMoved,
+    MemberNickChanged,
     MemberRemoved,
-    MemberRenamed,
     RelayEvent,
 )
 from udpchat.sanitize import safe_text
@@ -40,6 +40,11 @@ from udpchat.transport import (
     UdpTransport,
     format_address,
 )
+
+__all__ = [
+    "GIVE_BACK_AFTER", "GIVE_BACK_WHEN_EMPTY", "SEND_BATCH", "RelayOptions", "RelayServer",
+    "run_relay",
+]
 
 log = logging.getLogger("udpchat.relay")
 
@@ -242,28 +247,27 @@ class RelayServer:
 
     def _log(self, events: list[RelayEvent]) -> None:
         for event in events:
-            if isinstance(event, MemberAdmitted):
-                how = "rejoined" if event.resumed else "joined"
-                log.info("%s %s from %s", event.nick, how, format_address(event.addr))
-            elif isinstance(event, MemberRemoved):
-                # A quit message is a stranger's text: never raw on the operator's terminal.
-                shown = event.text != event.reason  # a timeout's text repeats its reason
-                text = f": {safe_text(event.text)}" if event.text and shown else ""
-                log.info("%s left (%s)%s", event.nick, event.reason, text)
-            elif isinstance(event, MemberRenamed):
-                log.info("%s is now %s", event.old, event.new)
-            elif isinstance(event, MemberMoved):
-                log.info(
-                    "%s moved from %s to %s",
-                    event.nick,
-                    format_address(event.old),
-                    format_address(event.new),
-                )
-            elif isinstance(event, DatagramDropped):
-                self._drops_since_report += 1
-                log.debug(
-                    "dropped a datagram from %s: %s", format_address(event.addr), event.reason
-                )
+            match event:
+                case MemberAdmitted(nick=nick, addr=addr, resumed=resumed):
+                    how = "rejoined" if resumed else "joined"
+                    log.info("%s %s from %s", nick, how, format_address(addr))
+                case MemberRemoved(nick=nick, reason=reason, text=text):
+                    # A quit message is a stranger's text: never raw on the operator's terminal.
+                    shown = text != reason  # a timeout's text repeats its reason
+                    said = f": {safe_text(text)}" if text and shown else ""
+                    log.info("%s left (%s)%s", nick, reason, said)
+                case MemberNickChanged(old=old, new=new):
+                    log.info("%s is now %s", old, new)
+                case MemberMoved(nick=nick, old=old_addr, new=new_addr):
+                    log.info(
+                        "%s moved from %s to %s",
+                        nick,
+                        format_address(old_addr),
+                        format_address(new_addr),
+                    )
+                case DatagramDropped(reason=reason, addr=addr):
+                    self._drops_since_report += 1
+                    log.debug("dropped a datagram from %s: %s", format_address(addr), reason)
         now = time.monotonic()
         if self._drops_since_report and now - self._last_drop_report >= 10:
             count = self._drops_since_report

@@ -47,15 +47,8 @@ from udpchat.sanitize import safe_nick, safe_text
 from udpchat.style import Fragment, ansi, format_clock, nick_colour
 
 __all__ = [
-    "PENDING_MARKER",
-    "error_text",
-    "fragments",
-    "json_line",
-    "json_record",
-    "mentions",
-    "notice_line",
-    "plain_line",
-    "stats_lines",
+    "PENDING_MARKER", "error_text", "fragments", "json_line", "json_record", "mentions",
+    "notice_line", "plain_line", "stats_lines",
 ]
 
 PENDING_MARKER = "(sending)"

@@ -24,7 +24,6 @@ is no use against another. In a room with a key the plaintext is also padded to 
 
 from __future__ import annotations
 
-import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,26 +37,10 @@ from udpchat.errors import ProtocolError
 from udpchat.noise import aead_nonce, rekey
 
 __all__ = [
-    "FRAME_HEADER_SIZE",
-    "KEYGEN_BITS",
-    "KEY_SIZE",
-    "MESSAGE_BUCKET",
-    "PAD_BUCKETS",
-    "REKEY_INTERVAL",
-    "ROOM_KEY_SALT_PREFIX",
-    "SESSION_ENVELOPE",
-    "TAG_SIZE",
-    "DirectionKeys",
-    "PskDeriver",
-    "SealError",
-    "SessionCipher",
-    "SessionKeys",
-    "derive_room_psk",
-    "generate_passphrase",
-    "pad",
-    "padded_size",
-    "room_key",
-    "unpad",
+    "FRAME_HEADER_SIZE", "KEYGEN_BITS", "KEY_SIZE", "MESSAGE_BUCKET", "PAD_BUCKETS",
+    "REKEY_INTERVAL", "ROOM_KEY_SALT_PREFIX", "SESSION_ENVELOPE", "TAG_SIZE", "DirectionKeys",
+    "PskDeriver", "SealError", "SessionCipher", "SessionKeys", "derive_room_psk",
+    "generate_passphrase", "pad", "padded_size", "room_key", "unpad",
 ]
 
 KEY_SIZE = 32
@@ -144,11 +127,12 @@ KEYGEN_GROUP_SIZE = 5
 KEYGEN_BITS = KEYGEN_GROUPS * KEYGEN_GROUP_SIZE * 5  # 150: 32 symbols carry 5 bits each
 
 
-def generate_passphrase(choice: Callable[[str], str] = secrets.choice) -> str:
+def generate_passphrase(choice: Callable[[str], str]) -> str:
     """A random room passphrase of 150 bits, like ``k3mxq-7adp2-tzu4b-...``: six groups of
-    five base32 characters, easy to read out and type. A passphrase is only as strong as its
-    entropy against offline guessing (protocol.md 9); at 150 bits, guessing is hopeless
-    however cheap scrypt becomes, where a word or a short phrase falls to a dictionary."""
+    five base32 characters, easy to read out and type, each drawn with ``choice`` (the caller
+    passes a CSPRNG, ``secrets.choice``). A passphrase is only as strong as its entropy
+    against offline guessing (protocol.md 9); at 150 bits, guessing is hopeless however cheap
+    scrypt becomes, where a word or a short phrase falls to a dictionary."""
     return "-".join(
         "".join(choice(KEYGEN_ALPHABET) for _ in range(KEYGEN_GROUP_SIZE))
         for _ in range(KEYGEN_GROUPS)

@@ -6,6 +6,8 @@ import contextlib
 import signal
 import threading
 
+__all__ = ["interrupt_on_signals"]
+
 
 def interrupt_on_signals() -> None:
     """Turn SIGINT and SIGTERM into KeyboardInterrupt in the main thread.

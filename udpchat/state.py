@@ -17,6 +17,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+__all__ = ["APP_DIR", "STATE_ENV", "create_new", "ensure_dir", "state_dir", "write_atomic"]
+
 STATE_ENV = "XDG_STATE_HOME"
 APP_DIR = "udpchat"
 

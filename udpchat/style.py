@@ -21,14 +21,8 @@ from typing import TextIO
 from udpchat.names import nick_key
 
 __all__ = [
-    "NICK_COLOURS",
-    "ROLE_SGR",
-    "Fragment",
-    "ansi",
-    "colour_enabled",
-    "format_clock",
-    "nick_colour",
-    "sgr",
+    "NICK_COLOURS", "ROLE_SGR", "Fragment", "ansi", "colour_enabled", "format_clock",
+    "nick_colour", "sgr",
 ]
 
 NICK_COLOURS = (33, 37, 70, 128, 130, 166, 169, 31, 36, 98, 136, 162)

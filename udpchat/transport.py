@@ -28,6 +28,12 @@ from typing import Protocol
 from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
 
+__all__ = [
+    "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog", "ImpairedTransport",
+    "SocketCounters", "UdpTransport", "format_address", "normalise", "open_udp_socket",
+    "resolve",
+]
+
 MAX_DATAGRAM = 65535
 
 log = logging.getLogger("udpchat.transport")

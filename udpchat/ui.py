@@ -26,13 +26,7 @@ from udpchat.lines import IDLE_TIMEOUT, LineUI
 from udpchat.style import colour_enabled
 
 __all__ = [
-    "IDLE_TIMEOUT",
-    "ChatHandle",
-    "EventSink",
-    "HandleFactory",
-    "LineUI",
-    "Mode",
-    "choose_mode",
+    "IDLE_TIMEOUT", "ChatHandle", "EventSink", "HandleFactory", "LineUI", "Mode", "choose_mode",
     "run_ui",
 ]
 

@@ -28,6 +28,23 @@ from udpchat.wiretypes import DecodeError as DecodeError
 from udpchat.wiretypes import fail as fail
 from udpchat.wiretypes import pack as pack
 
+__all__ = [
+    "DATAGRAMS", "DATA_FIELDS_OVERHEAD", "EPOCH_SIZE", "HANDSHAKE_NONCE_SIZE", "MAX_ACK_BITS",
+    "MAX_CHUNKS", "MAX_COOKIE_SIZE", "MAX_DATAGRAM_SIZE", "MAX_HANDSHAKE_SIZE",
+    "MAX_NICK_BYTES", "MAX_REASON_BYTES", "MAX_TIMER_MS", "MAX_VERSION", "MIN_INITIAL_SIZE",
+    "PATH_DATA_SIZE", "PAYLOADS", "PROTOCOL_VERSION", "RELAY_KEY_SIZE", "RESET_TOKEN_SIZE",
+    "RESUME_PROOF_SIZE", "SESSION", "SESSION_TYPES", "TOKEN_SIZE", "WINDOW", "Accept",
+    "AcceptPayload", "Ack", "AckBits", "Challenge", "Cookie", "Data", "Datagram",
+    "DatagramType", "Epoch", "Handshake", "Hello", "Join", "JoinPayload", "Millis", "Nonce",
+    "P", "PathChallenge", "PathData", "PathResponse", "Ping", "Protected", "Reject",
+    "RejectCode", "Reset", "ResetToken", "Resume", "SessionDatagram", "Token", "Uint",
+    "UnsupportedVersion", "ack_fields", "data_fields", "decode_accept_payload",
+    "decode_datagram", "decode_join_payload", "decode_session", "encode", "encode_accept",
+    "encode_accept_payload", "encode_challenge", "encode_hello", "encode_join",
+    "encode_join_payload", "encode_reject", "encode_reset", "encode_session", "path_fields",
+    "request_hash", "session_fields", "session_from_header", "session_header",
+]
+
 PROTOCOL_VERSION = 2
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
 # under the 1280-byte IPv6 minimum MTU with room for IP and UDP headers.

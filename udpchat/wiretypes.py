@@ -19,20 +19,8 @@ import msgpack
 from udpchat.errors import ProtocolError
 
 __all__ = [
-    "MAX_UINT",
-    "Array",
-    "Bin",
-    "Bool",
-    "Check",
-    "DecodeError",
-    "Rest",
-    "Str",
-    "UInt",
-    "WireType",
-    "fail",
-    "pack",
-    "padded",
-    "unpack",
+    "MAX_UINT", "Array", "Bin", "Bool", "Check", "DecodeError", "Rest", "Str", "UInt",
+    "WireType", "fail", "pack", "padded", "unpack",
 ]
 
 MAX_UINT = (1 << 64) - 1

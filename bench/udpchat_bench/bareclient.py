@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from udpchat import wire
 from udpchat.handshake import Joiner
-from udpchat.reliability import Link, LinkConfig
+from udpchat.link import Link, LinkConfig
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = ["DEFAULT_LINK_CONFIG", "HANDSHAKE_RETRY_S", "BareClient"]

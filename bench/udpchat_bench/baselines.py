@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from udpchat.endpoint import Address
 from udpchat_bench.accounting import SocketMeter
 from udpchat_bench.systems import (
-    Address,
     MemberArgs,
     MemberLink,
     RelayArgs,

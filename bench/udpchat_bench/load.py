@@ -44,6 +44,7 @@ from typing import IO, Any
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import kernel_drops
@@ -51,7 +52,6 @@ from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
 from udpchat_bench.worker import emit
 
-Address = tuple[str, int]
 LOCALHOST = "127.0.0.1"
 MEMBERS_PER_SOCKET = 50
 JOIN_WAVE = 50  # handshakes in flight at once while members join

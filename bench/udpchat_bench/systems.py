@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from udpchat.endpoint import Address
 from udpchat_bench.accounting import SocketMeter
-
-Address = tuple[str, int]
 
 LOOPBACK = "127.0.0.1"
 

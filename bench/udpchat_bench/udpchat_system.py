@@ -30,13 +30,14 @@ from typing import Any
 
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.client.config import QueueFull
+from udpchat.endpoint import Address
 from udpchat.events import ClientEvent, Closed, JoinRejected, MessageReceived, MessageRefused
 from udpchat.impair import Impairment, ImpairmentConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import DatagramTransport
 from udpchat_bench.accounting import SocketMeter
-from udpchat_bench.systems import Address, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
+from udpchat_bench.systems import MemberArgs, MemberLink, RelayArgs, UnsupportedOption
 
 UNLIMITED = 1_000_000_000
 """Flood-control burst and rate that never refuse anything a benchmark sends."""

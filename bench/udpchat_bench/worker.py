@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from udpchat.endpoint import Address
 from udpchat_bench.accounting import (
     CpuWindow,
     SocketMeter,
@@ -33,7 +34,7 @@ from udpchat_bench.accounting import (
     kernel_counters,
     process_total_cpu_s,
 )
-from udpchat_bench.systems import Address, MemberArgs, MemberLink, RelayArgs, get_system
+from udpchat_bench.systems import MemberArgs, MemberLink, RelayArgs, get_system
 from udpchat_bench.traffic import (
     DeliveryLog,
     make_payload,

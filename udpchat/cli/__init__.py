@@ -15,15 +15,6 @@ from udpchat.cli.tools import parse_loss_percents
 # isort: on
 
 __all__ = [
-    "app",
-    "format_hostport",
-    "impairment_config",
-    "join",
-    "keys",
-    "main",
-    "netem",
-    "parse_hostport",
-    "parse_loss_percents",
-    "relay",
-    "tools",
+    "app", "format_hostport", "impairment_config", "join", "keys", "main", "netem",
+    "parse_hostport", "parse_loss_percents", "relay", "tools",
 ]

@@ -23,6 +23,13 @@ from udpchat.exitcodes import SHORT_MEANING, ExitCode
 from udpchat.impair import ImpairmentConfig, parse_duration, parse_rate
 from udpchat.transport import format_address
 
+__all__ = [
+    "DEFAULT_PORT", "FLAG", "IMPAIRMENT_PANEL", "RELAY_HOST_HELP", "RELAY_PORT_HELP",
+    "BurstOption", "Command", "DelayOption", "DupOption", "Group", "IdentityOption",
+    "JitterOption", "KeyOption", "LossOption", "ReorderOption", "SeedOption", "app",
+    "format_hostport", "impairment_config", "main", "parse_hostport", "root",
+]
+
 if TYPE_CHECKING:
     from udpchat.identity import RelayKey
 

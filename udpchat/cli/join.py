@@ -28,6 +28,8 @@ from udpchat.cli.common import (
 from udpchat.names import nick_error
 from udpchat.transport import format_address
 
+__all__ = ["JOIN_HELP", "join", "run_client"]
+
 if TYPE_CHECKING:
     from udpchat.chat_client import ChatClient, ClientOptions
     from udpchat.events import ClientEvent

@@ -3,6 +3,7 @@ and the room key: ``keygen``."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
@@ -21,6 +22,8 @@ from udpchat.cli.common import (
     parse_hostport,
 )
 from udpchat.exitcodes import ExitCode
+
+__all__ = ["forget_relay", "keygen", "relay_key_command"]
 
 
 @app.command("relay-key", cls=Command)
@@ -84,7 +87,7 @@ def keygen() -> None:
     """Print a new random room key (150 bits) to give the relay and every member."""
     from udpchat.seal import KEYGEN_BITS, generate_passphrase
 
-    key = generate_passphrase()
+    key = generate_passphrase(secrets.choice)
     typer.echo(key)
     typer.echo(
         f"A random room key of {KEYGEN_BITS} bits, alone on standard output. Give the same\n"

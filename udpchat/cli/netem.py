@@ -27,6 +27,8 @@ from udpchat.cli.common import (
 from udpchat.exitcodes import ExitCode
 from udpchat.impair import parse_duration
 
+__all__ = ["netem"]
+
 
 @app.command(cls=Command)
 def netem(

@@ -33,6 +33,8 @@ from udpchat.exitcodes import ExitCode
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
 
+__all__ = ["LIMITS_PANEL", "relay"]
+
 _RELAY_DEFAULTS = RelayConfig()
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
 MAX_SOCKET_BUFFER = 1 << 30

@@ -11,6 +11,8 @@ from udpchat.cli.common import FLAG, Command, _fail, _option, app
 from udpchat.exitcodes import ExitCode
 from udpchat.impair import parse_rate
 
+__all__ = ["bench", "demo", "load", "parse_loss_percents"]
+
 
 @app.command(cls=Command)
 def demo(

@@ -12,16 +12,11 @@ from dataclasses import dataclass, field
 
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
+from udpchat.link import LinkConfig, LinkStats
 from udpchat.names import nick_error
-from udpchat.reliability import LinkConfig, LinkStats
 
 __all__ = [
-    "ClientConfig",
-    "ClientStats",
-    "Counters",
-    "LocalProtocolError",
-    "QueueFull",
-    "Trust",
+    "ClientConfig", "ClientStats", "Counters", "LocalProtocolError", "QueueFull", "Trust",
     "trust_any",
 ]
 

@@ -20,21 +20,14 @@ from dataclasses import replace
 from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.client.config import Counters, Trust
+from udpchat.errors import UdpchatError
 from udpchat.names import MAX_NICK_LENGTH, nick_error
 from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
-    "AFTER_BUSY",
-    "FINAL_REJECTS",
-    "HANDSHAKE_FIRST_RETRY",
-    "HANDSHAKE_MAX_RETRY",
-    "NEEDS_KEY",
-    "NO_ROOM_KEY",
-    "RECONNECT_FIRST_DELAY",
-    "Backoff",
-    "Handshake",
-    "Refused",
+    "AFTER_BUSY", "FINAL_REJECTS", "HANDSHAKE_FIRST_RETRY", "HANDSHAKE_MAX_RETRY", "NEEDS_KEY",
+    "NO_ROOM_KEY", "RECONNECT_FIRST_DELAY", "Backoff", "Handshake", "Refused",
 ]
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 2 s.
@@ -59,7 +52,7 @@ AFTER_BUSY = 5.0
 FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
 
 
-class Refused(Exception):
+class Refused(UdpchatError):
     """The join must end: the CHALLENGE names a relay or a room we must not join."""
 
     def __init__(self, reason: str) -> None:

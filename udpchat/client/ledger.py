@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from udpchat import events as ev
 from udpchat import messages as msg
 from udpchat.client.config import ClientConfig, QueueFull
+from udpchat.link import Link, LinkDead, SendBufferFull
 from udpchat.ratelimit import TokenBucket
-from udpchat.reliability import Link, LinkDead, SendBufferFull
 
 __all__ = ["CLOSED_UNCONFIRMED", "UNCONFIRMED", "Ledger", "Outgoing", "chat_kind"]
 

@@ -45,8 +45,8 @@ from udpchat.client.states import (
 )
 from udpchat.client.uplink import Uplink
 from udpchat.endpoint import Address
+from udpchat.link import ASAP, Link
 from udpchat.names import nick_error
-from udpchat.reliability import ASAP, Link
 from udpchat.seal import PskDeriver
 
 __all__ = ["ClientSession"]

@@ -20,17 +20,8 @@ from enum import Enum
 from udpchat.client.config import LocalProtocolError
 
 __all__ = [
-    "ATTEMPTING",
-    "FEEDING",
-    "HANDSHAKING",
-    "LEAVING_STATES",
-    "LINKED",
-    "OPEN",
-    "TABLE",
-    "WELCOME_DUE",
-    "SessionState",
-    "StateMachine",
-    "Trigger",
+    "ATTEMPTING", "FEEDING", "HANDSHAKING", "LEAVING_STATES", "LINKED", "OPEN", "TABLE",
+    "WELCOME_DUE", "SessionState", "StateMachine", "Trigger",
 ]
 
 

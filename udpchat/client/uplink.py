@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from udpchat import wire
 from udpchat.client.config import ClientStats, Counters
-from udpchat.reliability import Link, LinkConfig, LinkStats
+from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
 __all__ = ["MIN_HEARTBEAT", "Uplink"]

@@ -34,18 +34,7 @@ from udpchat.demo.results import DemoResult, MemberVerdict, RunResult, percent
 from udpchat.demo.run import run_demo
 
 __all__ = [
-    "DEFAULT_NETWORK",
-    "DemoConfig",
-    "DemoError",
-    "DemoResult",
-    "MemberVerdict",
-    "RunResult",
-    "bot_name",
-    "comparison_table",
-    "message_text",
-    "parse_text",
-    "percent",
-    "print_result",
-    "run_demo",
-    "verdict_table",
+    "DEFAULT_NETWORK", "DemoConfig", "DemoError", "DemoResult", "MemberVerdict", "RunResult",
+    "bot_name", "comparison_table", "message_text", "parse_text", "percent", "print_result",
+    "run_demo", "verdict_table",
 ]

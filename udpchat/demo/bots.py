@@ -32,6 +32,11 @@ from udpchat.events import (
 )
 from udpchat.transport import ImpairedTransport, UdpTransport
 
+__all__ = [
+    "MAX_DATAGRAM", "UDP_BYE", "UDP_DATA", "UDP_HELLO", "UDP_WELCOME", "Bot", "PlainBot",
+    "ReliableBot", "run_forwarder",
+]
+
 
 class Bot(Protocol):
     """What a run needs of a bot, whichever network stack it speaks."""

@@ -14,6 +14,12 @@ from typing import Any
 from udpchat.errors import UsageError
 from udpchat.impair import ImpairmentConfig
 
+__all__ = [
+    "DEFAULT_NETWORK", "JOIN_TIMEOUT_S", "LOOPBACK", "MAX_MEMBERS", "MAX_MESSAGES", "MAX_RATE",
+    "MAX_SEND_DURATION_S", "PLAIN_HELLO_RETRY_S", "POLL_S", "SETTLE_S", "DemoConfig",
+    "DemoError", "bot_name", "message_text", "parse_text",
+]
+
 LOOPBACK = "127.0.0.1"
 
 DEFAULT_NETWORK = ImpairmentConfig(

@@ -16,14 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 __all__ = [
-    "DeliveryLog",
-    "DeliveryStats",
-    "LatencySummary",
-    "analyze",
-    "percentile",
-    "schedule_ns",
-    "sleep_until_ns",
-    "summarize_latencies",
+    "DeliveryLog", "DeliveryStats", "LatencySummary", "analyze", "percentile", "schedule_ns",
+    "sleep_until_ns", "summarize_latencies",
 ]
 
 

@@ -19,6 +19,11 @@ from udpchat.demo.bots import Bot
 from udpchat.demo.config import DemoConfig, bot_name
 from udpchat.demo.results import DemoResult, Recorder, RunResult, percent, summary_line
 
+__all__ = [
+    "VERDICT_LEGEND", "Display", "comparison_table", "or_dash", "print_result", "progress_view",
+    "verdict_table",
+]
+
 
 class Display:
     """Live progress on a terminal; a line per phase otherwise; nothing without a console."""

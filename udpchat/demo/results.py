@@ -14,6 +14,11 @@ from typing import Any
 from udpchat.demo.config import DemoConfig, bot_name, parse_text
 from udpchat.demo.delivery import DeliveryLog, DeliveryStats, analyze
 
+__all__ = [
+    "DemoResult", "LinkNumbers", "MemberVerdict", "Progress", "Recorder", "RunResult",
+    "percent", "summary_line", "verdicts",
+]
+
 
 @dataclass(frozen=True)
 class MemberVerdict:

@@ -35,6 +35,8 @@ from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
+__all__ = ["run_demo"]
+
 
 def _send_all(
     bot: Bot,

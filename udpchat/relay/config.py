@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from udpchat import wire
-from udpchat.reliability import LinkConfig
+from udpchat.link import LinkConfig
+
+__all__ = [
+    "AMPLIFICATION_FACTOR", "INITIAL_ANSWER_CREDIT", "LIST_CREDIT_FACTOR", "MAX_ANSWER_CREDIT",
+    "RelayConfig", "RelayStats",
+]
 
 # RFC 9000 section 8: at most three times the bytes received, before validation.
 AMPLIFICATION_FACTOR = 3

@@ -19,6 +19,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
 from udpchat.endpoint import Address
+from udpchat.link import ASAP
 from udpchat.noise import DHLEN
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import RelayEvent
@@ -28,8 +29,9 @@ from udpchat.relay.paths import Paths
 from udpchat.relay.room import Room
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.relay.sessions import Member, MemberState, SessionTable
-from udpchat.reliability import ASAP
 from udpchat.seal import PskDeriver
+
+__all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
 
 Rng = Callable[[int], bytes]
 

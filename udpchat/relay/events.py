@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 from udpchat.endpoint import Address
 
+__all__ = [
+    "DatagramDropped", "MemberAdmitted", "MemberMoved", "MemberNickChanged", "MemberRemoved",
+    "RelayEvent",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class MemberAdmitted:
@@ -26,7 +31,7 @@ class MemberRemoved:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberRenamed:
+class MemberNickChanged:
     old: str
     new: str
 
@@ -44,4 +49,4 @@ class DatagramDropped:
     addr: Address
 
 
-RelayEvent = MemberAdmitted | MemberRemoved | MemberRenamed | MemberMoved | DatagramDropped
+RelayEvent = MemberAdmitted | MemberRemoved | MemberNickChanged | MemberMoved | DatagramDropped

@@ -21,6 +21,7 @@ from udpchat import handshake as hs
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
 from udpchat.endpoint import Address
+from udpchat.link import Link
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
@@ -30,8 +31,12 @@ from udpchat.relay.events import MemberAdmitted
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import RoomLog
 from udpchat.relay.sessions import Member, SessionTable
-from udpchat.reliability import Link
 from udpchat.seal import PskDeriver
+
+__all__ = [
+    "COOKIE_MAC_SIZE", "COOKIE_TIME_SIZE", "MAX_USED_JOINS", "RELAY_LINK_TRANSMISSIONS",
+    "RESET_SIZE", "WRONG_KEY", "Admission", "Gate",
+]
 
 # protocol.md 4: cookies carry 4 bytes of issue time (ms) and 16 bytes of HMAC.
 COOKIE_TIME_SIZE = 4

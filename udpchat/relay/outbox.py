@@ -9,6 +9,8 @@ from __future__ import annotations
 from udpchat.endpoint import Address
 from udpchat.relay.events import DatagramDropped, RelayEvent
 
+__all__ = ["MAX_PENDING_EVENTS", "Outbox"]
+
 MAX_PENDING_EVENTS = 10_000
 
 

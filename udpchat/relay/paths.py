@@ -17,6 +17,8 @@ from udpchat.relay.events import MemberMoved
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.sessions import Member, MemberState, SessionTable
 
+__all__ = ["Paths"]
+
 
 class Paths:
     def __init__(

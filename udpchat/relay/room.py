@@ -13,14 +13,16 @@ from collections import deque
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import SendBufferFull
 from udpchat.names import nick_error, nick_key
 from udpchat.relay.config import RelayConfig, RelayStats
-from udpchat.relay.events import MemberRemoved, MemberRenamed
+from udpchat.relay.events import MemberNickChanged, MemberRemoved
 from udpchat.relay.gate import Admission
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Member, SessionTable
-from udpchat.reliability import SendBufferFull
+
+__all__ = ["LIST_OVERHEAD", "MIN_REMEMBERED_IDS", "POSTED_AS", "REFUSAL", "Room"]
 
 # protocol.md 6.1: message ids remembered to answer a resent request without posting it
 # twice: at least this many, and at least as many as the history holds.
@@ -338,6 +340,6 @@ class Room:
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
-        self.outbox.report(MemberRenamed(old, nick))
+        self.outbox.report(MemberNickChanged(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)

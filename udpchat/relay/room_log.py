@@ -19,6 +19,8 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.errors import UsageError
 
+__all__ = ["CHAT_EVENTS", "EventBuilder", "LoggedEvent", "MemoryRoomLog", "RoomLog"]
+
 # A room event, given the number the log assigns it.
 EventBuilder = Callable[[int], m.RoomEvent]
 # What a newcomer is shown of the history (protocol.md 6.3): the chat, not the comings and goings.

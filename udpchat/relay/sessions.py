@@ -17,11 +17,16 @@ from enum import Enum
 
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
+from udpchat.link import Link
 from udpchat.messages import MAX_MEMBERS_LISTED, MAX_MESSAGE_SIZE
 from udpchat.netblock import address_key, prefix_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
-from udpchat.reliability import Link
+
+__all__ = [
+    "LIVE", "TRANSITIONS", "Member", "MemberState", "MemberStateError", "SessionTable",
+    "members_fitting",
+]
 
 
 class MemberState(Enum):

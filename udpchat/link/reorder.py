@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 
 from udpchat import wire
 
+__all__ = ["LENGTH_SIZE", "RECORD_HEADER_SIZE", "ReorderBuffer", "record_size"]
+
 # A record: the more flag and the chunk count, each chunk's length, then the chunks.
 _HEADER = struct.Struct("<BH")
 LENGTH_SIZE = 2

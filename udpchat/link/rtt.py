@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["K_ALPHA", "K_BETA", "K_GRANULARITY", "K_RTO_VARIANCE", "RttEstimator"]
+
 # RFC 6298 section 2: alpha = 1/8, beta = 1/4, K = 4, G = clock granularity.
 K_ALPHA = 1 / 8
 K_BETA = 1 / 4

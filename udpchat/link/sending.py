@@ -1,0 +1,93 @@
+"""The sending side of a link: the queue of messages, packing them into DATA packets
+(whole messages first, the last one maybe split across packets), and the send buffer that
+is the back-pressure signal.
+
+Invariant: packets enter ``_in_flight`` in sequence order, so its first key is the lowest
+unacknowledged sequence number (the ACK and loss logic rely on that).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from udpchat import wire
+from udpchat.link.config import LinkDead, SendBufferFull
+from udpchat.link.state import LinkState, Packet
+from udpchat.messages import MAX_MESSAGE_SIZE
+from udpchat.seal import SESSION_ENVELOPE
+
+__all__ = ["SendSide", "chunk_cost"]
+
+
+def chunk_cost(length: int) -> int:
+    """Encoded size of a msgpack bin of ``length`` bytes."""
+    return length + (2 if length < 256 else 3 if length < 65536 else 5)
+
+
+class SendSide(LinkState):
+    """Mixin of ``Link``: its state is ``LinkState``'s."""
+
+    __slots__ = ()
+
+    @property
+    def send_buffer_free(self) -> int:
+        return max(self.config.send_buffer - self._queued_bytes, 0)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing waiting for an ACK."""
+        return not self._queue and not self._in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def send(self, message: bytes) -> None:
+        """Queue one message; it goes out at the next ``datagrams_to_send``."""
+        if self.dead:
+            raise LinkDead("the link has given up on its peer")
+        if len(message) > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
+        if not message:
+            raise ValueError("a message is never empty (protocol.md 5.1)")
+        if self._queued_bytes + len(message) > self.config.send_buffer:
+            raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(message)
+        self._queued_bytes += len(message)
+        self.stats.messages_sent += 1
+
+    def _pack_packet(self, now: float) -> Packet:
+        """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
+        plaintext = min(self.config.max_datagram - SESSION_ENVELOPE, self._cipher.max_plaintext)
+        budget = plaintext - wire.DATA_FIELDS_OVERHEAD
+        chunks: list[bytes] = []
+        more = False
+        queue = self._queue
+        assert queue is not None
+        while queue and len(chunks) < wire.MAX_CHUNKS:
+            message = queue[0]
+            remaining = len(message) - self._queue_offset
+            cost = chunk_cost(remaining)
+            if cost <= budget:
+                chunks.append(message[self._queue_offset :] if self._queue_offset else message)
+                budget -= cost
+                queue.popleft()
+                self._queue_offset = 0
+                self._queued_bytes -= remaining
+                continue
+            take = budget - (chunk_cost(budget) - budget)
+            if take <= 16 and chunks:
+                break  # not worth splitting: the message starts the next packet
+            start = self._queue_offset
+            chunks.append(message[start : start + take])
+            self._queue_offset += take
+            self._queued_bytes -= take
+            more = True
+            break
+        if not queue:
+            self._queue = None  # an idle member's link holds no empty deque
+        seq = self._next_seq
+        self._next_seq += 1
+        return Packet(seq, more, chunks, now, now, now + self.rtt.rto)
