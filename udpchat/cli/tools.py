@@ -195,8 +195,13 @@ def load(
         ),
     ] = False,
     join_rate: Annotated[
-        float, typer.Option(help="With --storm: members joining a second.", metavar="PER_S")
-    ] = 50.0,
+        float | None,
+        typer.Option(
+            help="Members starting to join a second (default: 50 at a time in flight; with "
+            "--storm, 50 a second).",
+            metavar="PER_S",
+        ),
+    ] = None,
 ) -> None:
     """Load a relay with many simulated members: CPU share, memory per member, join time,
     and datagrams the system dropped for full socket buffers.
@@ -225,9 +230,12 @@ def load(
         _fail(f"--members: expected positive numbers separated by commas, got {members!r}")
     if duration <= 0 or chat_rate < 0:
         _fail("--duration must be positive and --chat-rate not negative")
+    join_rate_given = join_rate is not None
+    if join_rate is None:
+        join_rate = 50.0
+    if not join_rate > 0:
+        _fail(f"--join-rate: expected a number above 0, got {join_rate:g}")
     if storm:
-        if not join_rate > 0:
-            _fail(f"--join-rate: expected a number above 0, got {join_rate:g}")
         outcome = run_storm(
             max(sizes), join_rate, progress=lambda text: typer.echo(text, err=True)
         )
@@ -238,6 +246,7 @@ def load(
         chat_rate=chat_rate,
         duration=duration,
         progress=lambda text: typer.echo(text, err=True),
+        join_rate=join_rate if join_rate_given else 0.0,
     )
     if json_output:
         for result in results:
