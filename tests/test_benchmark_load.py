@@ -43,7 +43,7 @@ def test_join_probe_joins_and_leaves() -> None:
 
 @pytest.mark.timeout(120)
 def test_tiny_load_run_is_complete_and_sane() -> None:
-    (result,) = run_load(members=(20,), chat_rate=4.0, duration=3.0, join_probes=3)
+    (result,) = run_load(members=(20,), chat_rate=4.0, duration=3.0, join_probes=3, join_rate=40.0)
     assert isinstance(result, LoadResult)
     assert result.members == 20 and result.joined == 20
     for value in result.to_dict().values():
@@ -59,6 +59,7 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
     table = format_table([result])
     assert "members" in table and "\n" in table and " 20 " in table
     assert result.relay_drops >= 0 and result.member_drops >= 0  # counted (Linux)
+    assert 0 < result.members_join_ms_p50 <= result.members_join_ms_max  # every member's join
 
 
 @pytest.mark.timeout(180)

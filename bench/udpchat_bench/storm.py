@@ -162,8 +162,8 @@ def members_main(params: Mapping[str, Any]) -> int:
             while now < due:
                 now = pool.step(now, due - now)
             pool.connect(index, now)
-        pool.run_until(lambda: pool.joined() == count, 60.0)
-        pool.run_until(lambda: all(len(m.session.members) == count for m in pool.members), 30)
+        pool.run_until(lambda: pool.joined() == count, 300.0)
+        pool.run_until(lambda: all(len(m.session.members) == count for m in pool.members), 120)
         join_ms = [
             1000 * (m.joined_at - m.started_at)
             for m in pool.members
@@ -202,14 +202,14 @@ def _watch_rejoin(
     def back() -> bool:
         return all(m.joined_at is not None and m.joined_at > gone for m in pool.members)
 
-    pool.run_until(back, 60.0)
+    pool.run_until(back, 300.0)
     times = [m.joined_at - restarted for m in pool.members if m.joined_at and m.joined_at > gone]
 
     def whole() -> bool:
         lists = all(sorted(m.session.members) == everyone for m in pool.members)
         return lists and pool.missing(texts) == 0
 
-    pool.run_until(whole, 30.0)
+    pool.run_until(whole, 120.0)
     pool.run_until(lambda: False, 1.0)  # duplicates, if any, would arrive now
     emit(
         "rejoined",
@@ -251,7 +251,7 @@ def run_storm(
     handshake triage, no admission pace), for a before-and-after figure."""
     say = progress or (lambda _: None)
     key = secrets.token_bytes(32).hex()
-    lifetime = 400.0 + 2 * members / join_rate
+    lifetime = 1500.0 + 2 * members / join_rate
     relay_params = {
         "members": members,
         "static_key": key,
@@ -280,7 +280,7 @@ def run_storm(
         )
         gen_pid, relay_pid = generator.proc.pid, int(ready["pid"])
         gen0, relay0, t_join = proc_cpu_s(gen_pid), proc_cpu_s(relay_pid), time.monotonic()
-        joined = generator.wait("joined", 90.0 + 2 * members / join_rate)
+        joined = generator.wait("joined", 500.0 + 2 * members / join_rate)
         span = time.monotonic() - t_join
         gen_join_pct = 100 * (proc_cpu_s(gen_pid) - gen0) / span
         relay_join_pct = 100 * (proc_cpu_s(relay_pid) - relay0) / span
@@ -301,7 +301,7 @@ def run_storm(
         restarted = time.monotonic()
         generator.tell(f"restarted {restarted}")
         watch = _CpuWatch(int(ready2["pid"]), restarted)
-        rejoined = generator.wait("rejoined", 120)
+        rejoined = generator.wait("rejoined", 500)
         time.sleep(2 * CPU_SAMPLE_S)  # a quiet window or two after the room is whole
         idle_after = watch.stop(idle_pct + CPU_IDLE_MARGIN_PCT)
         second.tell("drops")
