@@ -483,7 +483,7 @@ def test_help_names_the_limits_and_the_exit_statuses() -> None:
         ("--handshake-rate", "5.0"),
         ("--admission-burst", "100"),
         ("--admission-rate", "400.0"),
-        ("--socket-buffer", "4M"),
+        ("--socket-buffer", "1M"),
         ("--max-per-host", "64"),
         ("--max-per-network", "256"),
     ):

@@ -130,7 +130,10 @@ def relay_main(params: Mapping[str, Any]) -> int:
         config = replace(config, admission_burst=1_000_000, admission_rate=1e9)
     server = RelayServer(
         RelayOptions(
-            host=LOCALHOST, port=0, config=config, socket_buffer=0 if baseline else SOCKET_BUFFER
+            host=LOCALHOST,
+            port=0,
+            config=config,
+            socket_buffer=0 if baseline else int(params.get("socket_buffer", SOCKET_BUFFER)),
         )
     )
     if baseline:
@@ -629,6 +632,7 @@ def run_one(
     progress: Callable[[str], None] | None = None,
     join_rate: float = 0.0,
     baseline: bool = False,
+    socket_buffer: int = SOCKET_BUFFER,
 ) -> LoadResult:
     """Measure one member count with a fresh relay."""
     say = progress or (lambda _: None)
@@ -641,6 +645,7 @@ def run_one(
             "profile": profile,
             "max_lifetime_s": lifetime,
             "baseline": baseline,
+            "socket_buffer": socket_buffer,
         },
     )
     generator: _Proc | None = None
@@ -734,6 +739,7 @@ def run_load(
     progress: Callable[[str], None] | None = None,
     join_rate: float = 0.0,
     baseline: bool = False,
+    socket_buffer: int = SOCKET_BUFFER,
 ) -> list[LoadResult]:
     """Run the load benchmark for each member count; one fresh relay per count.
 
@@ -762,6 +768,7 @@ def run_load(
                 progress,
                 join_rate,
                 baseline,
+                socket_buffer,
             )
         )
     return results
@@ -806,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--profile-dir", default=None)
     run.add_argument("--join-rate", type=float, default=0.0, help="members started a second")
     run.add_argument("--baseline", action="store_true", help="the relay without its defences")
+    run.add_argument("--socket-buffer", type=int, default=SOCKET_BUFFER, help="relay's, bytes")
     run.add_argument("--json", action="store_true", help="print results as JSON lines")
     ns = parser.parse_args(argv)
     if ns.role == "relay":
@@ -820,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_dir=ns.profile_dir,
         join_rate=ns.join_rate,
         baseline=ns.baseline,
+        socket_buffer=ns.socket_buffer,
         progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if ns.json:

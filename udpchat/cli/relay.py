@@ -149,12 +149,13 @@ def relay(
         str,
         typer.Option(
             help="Receive and send buffer of the relay's socket (bytes, or with K or M): "
-            "large enough for everyone's HELLO when a big room rejoins at once. The system "
-            "may grant less (Linux: net.core.rmem_max); the start line says what it granted.",
+            "room for a burst of joins; much larger only delays datagrams when the relay is "
+            "behind. The system may grant less (Linux: net.core.rmem_max); the start line "
+            "says what it granted.",
             metavar="SIZE",
             rich_help_panel=LIMITS_PANEL,
         ),
-    ] = "4M",
+    ] = "1M",
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
