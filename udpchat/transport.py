@@ -3,11 +3,8 @@
 Protocol code depends only on :class:`DatagramTransport`, so the same code runs over a
 real UDP socket, over an impaired one, or over a fake in tests.
 
-Socket buffers are sized on purpose (``SocketBuffers``): a burst of joins that overflows the
-receive buffer is lost in the kernel, before any code can count it, so the relay asks for a
-large one and reports what the kernel granted (Linux caps the request at ``rmem_max`` and
-doubles it for its bookkeeping). ``kernel_drops`` reads that loss back where the system
-counts it (``/proc/net/udp``, per socket).
+Socket buffers are sized on purpose (``udpchat.socketbuffers``), and what the kernel dropped
+for a full receive buffer is read back per socket.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import selectors
 import socket
 import sys
@@ -27,11 +23,12 @@ from typing import Protocol
 
 from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
+from udpchat.socketbuffers import SocketBuffers, granted_buffers, kernel_drops, set_buffers
 
 __all__ = [
     "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog", "ImpairedTransport",
-    "SocketCounters", "UdpTransport", "format_address", "normalise", "open_udp_socket",
-    "resolve",
+    "SocketBuffers", "SocketCounters", "UdpTransport", "format_address", "kernel_drops",
+    "normalise", "open_udp_socket", "resolve",
 ]
 
 MAX_DATAGRAM = 65535
@@ -89,56 +86,6 @@ def resolve(host: str, port: int, passive: bool = False) -> tuple[socket.Address
         raise OSError(error.errno, f"cannot find the host {host!r} ({error.strerror})") from None
     family, _, _, _, sockaddr = infos[0]
     return family, normalise(sockaddr)
-
-
-@dataclass(frozen=True)
-class SocketBuffers:
-    """Receive and send buffer sizes in bytes, as asked for or as the kernel reports them."""
-
-    receive: int
-    send: int
-
-    def describe(self) -> str:
-        return f"receive buffer {self.receive // 1024} KiB, send buffer {self.send // 1024} KiB"
-
-
-def set_buffers(sock: socket.socket, wanted: SocketBuffers) -> SocketBuffers:
-    """Ask for ``wanted`` (0 leaves a size at the system's default); return what was granted.
-
-    A refusal is not an error: the socket keeps the size it had, which the result shows."""
-    for option, size in ((socket.SO_RCVBUF, wanted.receive), (socket.SO_SNDBUF, wanted.send)):
-        if size > 0:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, size)
-    return granted_buffers(sock)
-
-
-def granted_buffers(sock: socket.socket) -> SocketBuffers:
-    return SocketBuffers(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-    )
-
-
-def kernel_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped for this socket (a full receive buffer, mostly), from
-    the ``drops`` column of ``/proc/net/udp`` or ``udp6`` for the socket's inode; None where
-    the system does not say (not Linux, or the socket is closed)."""
-    try:
-        inode = str(os.fstat(sock.fileno()).st_ino)
-    except (OSError, ValueError):
-        return None
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table, encoding="ascii") as rows:
-                next(rows, None)  # the header
-                for row in rows:
-                    fields = row.split()
-                    if len(fields) >= 13 and fields[9] == inode:
-                        return int(fields[12])
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def open_udp_socket(host: str, port: int, buffers: SocketBuffers | None = None) -> socket.socket:
