@@ -65,7 +65,7 @@ def test_parses(line: str, command: object) -> None:
         ("/msg", "usage: /msg NICK TEXT"),
         ("/msg bob", "usage: /msg NICK TEXT"),
         ("/msg bob   ", "usage: /msg NICK TEXT"),
-        ("/nick", "usage: /nick NEWNICK"),
+        ("/nick", "usage: /nick NEW"),
         ("/who me", "/who takes no arguments"),
         ("/stats now", "/stats takes no arguments"),
         ("", "empty message"),

@@ -441,6 +441,35 @@ def test_an_answer_handed_out_before_its_request_returns_names_its_line() -> Non
     ]
 
 
+def test_a_pending_handed_out_after_its_line_has_run_names_its_line() -> None:
+    """While the client's thread hands out earlier events (the room's history), what a
+    call emits waits behind them: a MessagePending can come after its line has run."""
+    held: list[tuple[int, str]] = []
+
+    def factory(sink: EventSink) -> ChatHandle:
+        handle = FakeHandle(sink, delivers=False)
+
+        def say(text: str) -> int:
+            local_id = handle._request()
+            held.append((local_id, text))  # handed out later, by another thread
+            return local_id
+
+        def who() -> int:
+            for local_id, text in held:
+                sink(MessagePending(local_id, text, False))
+            held.clear()
+            return handle._request()
+
+        handle.say = say  # type: ignore[method-assign]
+        handle.who = who  # type: ignore[method-assign]
+        handle.wait_idle = lambda timeout: True  # type: ignore[method-assign]
+        return handle
+
+    _, lines, err = run_lines("one\ntwo\n/who\n", factory, "json")
+    pending = [r for r in map(json.loads, lines) if r["type"] == "pending"]
+    assert [(r["text"], r["line"]) for r in pending] == [("one", 1), ("two", 2)], err
+
+
 class TTY(io.StringIO):
     def isatty(self) -> bool:
         return True

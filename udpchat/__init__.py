@@ -26,7 +26,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from udpchat.chat_client import ChatClient, ClientOptions
-    from udpchat.client.config import ClientConfig, ClientStats, LocalProtocolError, QueueFull
+    from udpchat.client.config import (
+        ClientConfig,
+        ClientStats,
+        LocalProtocolError,
+        QueueFull,
+        Trust,
+    )
     from udpchat.client.session import ClientSession
     from udpchat.client.states import SessionState
     from udpchat.endpoint import Address, Endpoint
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
         Welcomed,
     )
     from udpchat.impair import ImpairmentConfig
+    from udpchat.known_relays import TrustStore
     from udpchat.link.config import LinkConfig
     from udpchat.relay.config import RelayConfig, RelayStats
     from udpchat.relay.core import RelayCore
@@ -64,6 +71,8 @@ _HOMES = {
     "ClientStats": "udpchat.client.config",
     "LocalProtocolError": "udpchat.client.config",
     "QueueFull": "udpchat.client.config",
+    "Trust": "udpchat.client.config",
+    "TrustStore": "udpchat.known_relays",
     "ClientSession": "udpchat.client.session",
     "SessionState": "udpchat.client.states",
     "Address": "udpchat.endpoint",
@@ -104,7 +113,7 @@ __all__ = [
     "MemberLeft", "MemberRenamed", "MembersListed", "MessagePending", "MessageReceived",
     "MessageRefused", "PrivateReceived", "ProtocolError", "QueueFull", "Reconnecting",
     "RelayConfig", "RelayCore", "RelayOptions", "RelayServer", "RelayStats", "SessionState",
-    "SimNetwork", "UdpchatError", "UsageError", "Welcomed", "__version__",
+    "SimNetwork", "Trust", "TrustStore", "UdpchatError", "UsageError", "Welcomed", "__version__",
 ]
 
 

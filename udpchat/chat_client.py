@@ -59,7 +59,9 @@ class ClientOptions:
     # benchmarks) whose relay was given higher limits.
     pace: bool = True
     # Checks the relay's static public key at each handshake: None to go on, or the refusal
-    # to show (protocol.md 4). None here: every relay key is trusted.
+    # to show (protocol.md 4). None here: every relay key is trusted. What `udpchat join`
+    # does, trust on first use with the known_relays file, is
+    # ``TrustStore().for_server(address)`` (udpchat.known_relays).
     trust: Trust | None = None
 
 

@@ -126,7 +126,7 @@ def parse_command(line: str) -> Command:
             return _private(rest)
         case "nick":
             if not rest:
-                raise CommandError("usage: /nick NEWNICK")
+                raise CommandError("usage: /nick NEW")
             return NickCommand(_nick(rest.rstrip()))
         case "quit":
             return QuitCommand(_reason(rest.strip()))

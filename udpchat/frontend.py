@@ -189,13 +189,17 @@ class Frontend:
 
         An answer may come before the call that asked for it has returned its id: the
         client hands out, on the calling thread, events that arrived while it was sending.
-        An id not seen yet while a line runs can only be that line's.
+        An id not seen yet while a line runs can only be that line's. And an event may come
+        after its line has finished: while another thread hands out earlier events (the
+        room's history, say), the ones a call emits wait their turn behind them; the id the
+        call returned says which line it was.
         """
         match event:
             case MessagePending(local_id=ident):
-                if self._current_line is not None:
-                    self._line_of[ident] = self._current_line
-                return self._current_line
+                line = self._line_of.get(ident, self._current_line)
+                if line is not None:
+                    self._line_of[ident] = line
+                return line
             case (
                 MessageReceived(local_id=int(ident))
                 | MessageRefused(local_id=ident)

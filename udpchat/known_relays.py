@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from udpchat.client.config import Trust
 from udpchat.endpoint import Address
 from udpchat.identity import KEY_SIZE, fingerprint
 from udpchat.state import state_dir, write_atomic
@@ -32,7 +33,6 @@ __all__ = [
     "normalise_address",
 ]
 
-Trust = Callable[[bytes], str | None]
 KNOWN_RELAYS = "known_relays"
 _WARNING = "someone may be intercepting your connection, or the relay got a new key"
 

@@ -141,7 +141,8 @@ def bench(
             raise
         _fail(
             "udpchat bench needs the benchmark tools: "
-            "pip install -e ./bench (from a udpchat checkout)"
+            "pip install -e ./bench (from a udpchat checkout)",
+            ExitCode.FAILURE,  # the command line was right; a part is missing
         )
 
     try:
@@ -219,7 +220,8 @@ def load(
             raise
         _fail(
             "udpchat load needs the benchmark tools: "
-            "pip install -e ./bench (from a udpchat checkout)"
+            "pip install -e ./bench (from a udpchat checkout)",
+            ExitCode.FAILURE,  # the command line was right; a part is missing
         )
 
     try:
