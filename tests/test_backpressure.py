@@ -112,3 +112,15 @@ def test_a_busy_outside_a_join_or_for_another_nonce_is_counted_and_changes_nothi
     b.receive_datagram(wire.encode_busy(b"x" * 8, 5000), RELAY, net.now)
     assert b.stats.wrong_session == 1
     assert net.run_until(lambda: b.state is SessionState.JOINED, 3)
+
+
+@pytest.mark.parametrize(("burst", "rate"), [(100, 400.0), (7, 3.0), (64, 1000.0)])
+def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -> None:
+    """The pace is a sum of intervals: rounding must not cost the last of the burst its place."""
+    nicks = tuple(f"m{i}" for i in range(burst + 1))
+    net, relay, sessions = relay_net(nicks, relay_config=crowd_config(burst, rate))
+    for session in sessions:
+        session.connect(net.now)
+    assert net.run_until(lambda: relay.stats.busy > 0, 1)
+    assert relay.stats.busy == 1
+    assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
