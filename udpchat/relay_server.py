@@ -302,11 +302,13 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     try:  # a Ctrl-C from here on is a goodbye, however early it comes
         server.start()
         buffers = server.socket_buffers
+        details = [
+            *(["room key set"] if options.key else []),
+            *([buffers.describe()] if buffers is not None else []),
+        ]
+        # "listening on HOST:PORT" comes first and alone: scripts and tests read it.
         log.info(
-            "udpchat relay listening on %s%s%s",
-            shown,
-            " (room key set)" if options.key else "",
-            f"; {buffers.describe()}" if buffers is not None else "",
+            "udpchat relay listening on %s%s", shown, f" ({'; '.join(details)})" if details else ""
         )
         while not server.wait(0.5):
             pass
