@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,12 @@ from udpchat import __version__, cli
 from udpchat.chat_client import ClientOptions
 from udpchat.cli import app, format_hostport, impairment_config, parse_hostport
 from udpchat.exitcodes import SHORT_MEANING, ExitCode
+from udpchat.identity import default_key_path
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions
 from udpchat.seal import generate_passphrase
+from udpchat.stores import StoreURL, default_store_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -269,6 +272,7 @@ def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
                 config=RelayConfig(heartbeat=0.5, timeout=5.0, max_members=8, history=50),
                 impairment=ImpairmentConfig(loss=0.05),
                 key="open sesame",
+                store=StoreURL("sqlite", default_store_path("::1", 0)),
             ),
             "verbose": True,
         }
@@ -281,10 +285,69 @@ def test_relay_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     invoke("relay", env={"UDPCHAT_KEY": ""})
     assert without_identity(calls) == [
         {
-            "options": RelayOptions(host="127.0.0.1", port=9000, impairment=ImpairmentConfig()),
+            "options": RelayOptions(
+                host="127.0.0.1",
+                port=9000,
+                impairment=ImpairmentConfig(),
+                store=StoreURL("sqlite", default_store_path("127.0.0.1", 9000)),
+            ),
             "verbose": False,
         }
     ]
+
+
+@pytest.mark.unit
+def test_relay_prints_its_default_store_named_after_the_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    result = invoke("relay", "--host", "::1", "--port", "9001")
+    path = default_key_path("::1", 9001).parent / "relay-__1-9001.sqlite3"
+    assert f"room store: sqlite:{path}\n" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("url", "store"),
+    [
+        ("memory:", StoreURL("memory")),
+        ("sqlite:room.db", StoreURL("sqlite", Path("room.db"))),
+        ("sqlite:///srv/room.db", StoreURL("sqlite", Path("/srv/room.db"))),
+    ],
+)
+def test_relay_store_option(monkeypatch: pytest.MonkeyPatch, url: str, store: StoreURL) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    result = invoke("relay", "--store", url)
+    assert calls[0]["options"].store == store
+    assert f"room store: {store}\n" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:6379/0", "--store redis:// is not supported by this version"),
+        ("sqlite:", "--store sqlite: needs a file"),
+        ("room.db", "--store: expected memory: or sqlite:PATH, got 'room.db'"),
+    ],
+)
+def test_relay_store_errors_are_one_line_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    assert message in one_error_line(invoke("relay", "--store", url))
+    assert calls == []
+
+
+@pytest.mark.unit
+def test_relay_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a room\n" * 50)
+    result = invoke("relay", "--port", "0", "--store", f"sqlite:{path}")
+    assert result.exit_code == ExitCode.FAILURE
+    last = result.stderr.splitlines()[-1]  # after the key's fingerprint and the store's name
+    assert last == f"udpchat: {path} is not a udpchat room store (not an SQLite database)"
+    assert path.read_text() == "not a room\n" * 50
 
 
 @pytest.mark.unit

@@ -68,9 +68,12 @@ def test_relay_creates_its_key_and_prints_its_fingerprint(monkeypatch: pytest.Mo
     assert first.exit_code == 0, first.output
     key = load_relay_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert first.stderr == f"relay key fingerprint: {key.fingerprint} (created now in {path})\n"
+    store = f"room store: sqlite:{path.with_suffix('.sqlite3')}\n"
+    assert first.stderr == (
+        f"relay key fingerprint: {key.fingerprint} (created now in {path})\n{store}"
+    )
     again = invoke("relay")
-    assert again.stderr == f"relay key fingerprint: {key.fingerprint} (from {path})\n"
+    assert again.stderr == f"relay key fingerprint: {key.fingerprint} (from {path})\n{store}"
     assert load_relay_key(path) == key
     assert len(calls) == 2
 
@@ -268,7 +271,7 @@ def test_forget_relay_command_forgets_one_relay(tmp_path: Path) -> None:
 def test_relay_process_prints_its_fingerprint_and_keeps_it_across_restarts() -> None:
     fingerprints = []
     for _ in range(2):
-        relay = RelayProcess()
+        relay = RelayProcess("--store", "memory:")  # a new room each time: alice joins anew
         try:
             line = relay.wait_line(
                 lambda s: s.startswith("relay key fingerprint: "), 5, stderr=True

@@ -158,6 +158,10 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
         m.ChatMessage(42, 1790000000, "bob", "hi"),
         m.Posted(42),
         m.Welcome("alice", ("alice", "bob"), 41, 1, 0),
+        m.JoinedBatch(43, 1790000001, ("carol", "dave"), ("erin",)),
+        m.LeftBatch(44, 1790000002, ("carol", "dave"), (0, 1), ("bye", "timed out")),
+        m.WhoPage("bob"),
+        m.MembersPage(1000, "bob", ("carol", "dave"), True),
     ]
     assert len({type(d) for d in datagrams}) + len(wire.SESSION_TYPES) - 1 == len(wire.DatagramType)
 

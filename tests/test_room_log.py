@@ -13,7 +13,13 @@ from udpchat import wire
 from udpchat.errors import UsageError
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
-from udpchat.relay.room_log import EventBuilder, LoggedEvent, MemoryRoomLog, RoomLog
+from udpchat.relay.room_log import (
+    EventBuilder,
+    KeptMember,
+    LoggedEvent,
+    MemoryRoomLog,
+    RoomLog,
+)
 from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -109,6 +115,7 @@ class CountingLog:
         self.inner = inner
         self.appended = 0
         self.replays: list[int] = []
+        self.commits = 0
 
     @property
     def epoch(self) -> bytes:
@@ -122,9 +129,9 @@ class CountingLog:
     def first_seq(self) -> int:
         return self.inner.first_seq
 
-    def append(self, event: EventBuilder) -> LoggedEvent:
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         self.appended += 1
-        return self.inner.append(event)
+        return self.inner.append(event, msgid)
 
     def replay(self, after: int) -> list[bytes]:
         self.replays.append(after)
@@ -132,6 +139,22 @@ class CountingLog:
 
     def recent_chats(self, count: int) -> list[bytes]:
         return self.inner.recent_chats(count)
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        return self.inner.posted_ids(count)
+
+    def keep_member(self, member: KeptMember) -> None:
+        self.inner.keep_member(member)
+
+    def forget_member(self, token: bytes) -> None:
+        self.inner.forget_member(token)
+
+    def kept_members(self) -> list[KeptMember]:
+        return self.inner.kept_members()
+
+    def commit(self) -> None:
+        self.commits += 1
+        self.inner.commit()
 
 
 def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:
@@ -154,3 +177,37 @@ def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:
     net.run(0.5)
     assert [x.text for x in again.of(m.ChatMessage)] == ["missed 0", "missed 1", "missed 2"]
     assert log.replays == [last] and log.appended == log.last_seq == 5
+
+
+class FailingLog(CountingLog):
+    """A log whose commits fail while ``failing`` is set."""
+
+    def __init__(self, inner: RoomLog) -> None:
+        super().__init__(inner)
+        self.failing = False
+
+    def commit(self) -> None:
+        if self.failing:
+            raise OSError("disk full")
+        super().commit()
+
+
+def test_the_log_commits_before_anything_is_sent_and_nothing_leaves_if_it_cannot() -> None:
+    log = FailingLog(MemoryRoomLog(50, rng(9)))
+    net = SimNetwork(seed=1, default=PathModel())
+    relay = RelayCore(RelayConfig(), 0.0, rng(1), room_log=log)
+    net.attach(RELAY, relay)
+    alice = join(net, "alice", 1)
+    join(net, "bob", 2)
+    net.run(0.2)
+    assert log.commits > 0
+    alice.send(m.Say("hello"))
+    for data, _ in alice.datagrams_to_send(net.now):  # delivered by hand, not by the network
+        relay.receive_datagram(data, client_addr(1), net.now)
+    assert relay.room_seq == 3
+    log.failing = True
+    with pytest.raises(OSError):
+        relay.datagrams_to_send(net.now)
+    log.failing = False
+    out = relay.datagrams_to_send(net.now)  # the same output, once the commit succeeds
+    assert len(out) >= 2  # POSTED to alice, MESSAGE to bob

@@ -183,6 +183,12 @@ class ChatClient:
         with self._driver.lock:
             return self._session.members
 
+    @property
+    def room_size(self) -> int:
+        """How many are in the room, exact even before a paged list is all known."""
+        with self._driver.lock:
+            return self._session.room_size
+
     # --- what the user does -----------------------------------------------------------------
 
     def say(self, text: str) -> int:

@@ -86,6 +86,31 @@ class MemberLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersJoined:
+    """Members who joined within one batch window, as one room event (never us):
+    ``returned`` came back after the relay restarted, ``nicks`` are new."""
+
+    seq: int
+    time: float
+    nicks: tuple[str, ...]
+    returned: tuple[str, ...] = ()
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MembersLeft:
+    """Members who left within one batch window, as one room event; ``reasons`` and
+    ``texts`` are parallel to ``nicks`` (as in ``MemberLeft``)."""
+
+    seq: int
+    time: float
+    nicks: tuple[str, ...]
+    reasons: tuple[str, ...]
+    texts: tuple[str, ...]
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MemberRenamed:
     """A member (or we, ``own``) took another nickname."""
 
@@ -158,6 +183,8 @@ ClientEvent = (
     | PrivateReceived
     | MemberJoined
     | MemberLeft
+    | MembersJoined
+    | MembersLeft
     | MemberRenamed
     | MembersListed
     | HistoryGap

@@ -37,6 +37,8 @@ from udpchat.events import (
     MemberJoined,
     MemberLeft,
     MemberRenamed,
+    MembersJoined,
+    MembersLeft,
     MessagePending,
     MessageReceived,
     MessageRefused,
@@ -52,7 +54,14 @@ HANDLE_ERRORS = (UdpchatError, OSError)
 """What a handle may raise for one request (a full send queue, a closed session, a send the
 network refused): shown to the user as an error line, and the session goes on."""
 
-ROOM_EVENTS = (MessageReceived, MemberJoined, MemberLeft, MemberRenamed)
+ROOM_EVENTS = (
+    MessageReceived,
+    MemberJoined,
+    MemberLeft,
+    MembersJoined,
+    MembersLeft,
+    MemberRenamed,
+)
 """Events with a place in the room's history (``history`` says they are from before us)."""
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from udpchat.schema import Family
 from udpchat.wire import MAX_NICK_BYTES, MAX_REASON_BYTES, MAX_UINT
-from udpchat.wiretypes import Array, Bin, Str, UInt, fail, unpack
+from udpchat.wiretypes import Array, Bin, Bool, Str, UInt, fail, unpack
 
 __all__ = [
     "ANSWERED_KINDS", "LEAVE_REASON_WORDS", "MAX_MEMBERS_LISTED", "MAX_MESSAGE_SIZE",
@@ -45,6 +45,7 @@ class MessageKind(IntEnum):
     NICK = 4
     WHO = 5
     QUIT = 6
+    WHO_PAGE = 7
     # relay -> client
     WELCOME = 16
     MESSAGE = 17
@@ -58,6 +59,9 @@ class MessageKind(IntEnum):
     MEMBERS = 25
     ERROR = 26
     SHUTDOWN = 27
+    JOINED_BATCH = 28
+    LEFT_BATCH = 29
+    MEMBERS_PAGE = 30
 
 
 class LeaveReason(IntEnum):
@@ -89,6 +93,9 @@ Seq = Annotated[int, UInt(MAX_UINT)]
 Time = Annotated[int, UInt(MAX_TIME)]
 MsgId = Annotated[bytes, Bin(MSGID_SIZE, or_empty=True)]  # MSGID_SIZE random bytes, or none
 Nicks = Annotated[tuple[str, ...], Array(Str(MAX_NICK_BYTES), MAX_MEMBERS_LISTED)]
+# protocol.md 6.3: a batch of join or leave notices holds at most this many members.
+MAX_BATCH = 256
+BatchNicks = Annotated[tuple[str, ...], Array(Str(MAX_NICK_BYTES), MAX_BATCH)]
 
 MESSAGES: Family[Message] = Family("message")
 K = MessageKind
@@ -129,6 +136,14 @@ class NickRequest:
 @dataclass(frozen=True, slots=True)
 class Who:
     pass
+
+
+@MESSAGES.register(K.WHO_PAGE)
+@dataclass(frozen=True, slots=True)
+class WhoPage:
+    """The members listed after ``after`` (protocol.md 6.7); "" asks for the first page."""
+
+    after: Nick
 
 
 @MESSAGES.register(K.QUIT)
@@ -186,6 +201,42 @@ class Left:
     text: Reason
 
 
+@MESSAGES.register(K.JOINED_BATCH)
+@dataclass(frozen=True, slots=True)
+class JoinedBatch:
+    """Members who joined within one batch window (protocol.md 6.3): ``joined`` are new,
+    ``returned`` came back with a resume of an earlier relay incarnation."""
+
+    seq: Seq
+    time: Time
+    joined: BatchNicks
+    returned: BatchNicks
+
+    def __post_init__(self) -> None:
+        if not self.joined and not self.returned:
+            fail("a JOINED_BATCH names at least one member")
+        if len(self.joined) + len(self.returned) > MAX_BATCH:
+            fail(f"a JOINED_BATCH names at most {MAX_BATCH} members")
+
+
+@MESSAGES.register(K.LEFT_BATCH)
+@dataclass(frozen=True, slots=True)
+class LeftBatch:
+    """Members who left within one batch window; the three arrays are parallel."""
+
+    seq: Seq
+    time: Time
+    nicks: BatchNicks
+    reasons: Annotated[tuple[int, ...], Array(UInt(255), MAX_BATCH)]  # LeaveReason codes
+    texts: Annotated[tuple[str, ...], Array(Str(MAX_REASON_BYTES), MAX_BATCH)]
+
+    def __post_init__(self) -> None:
+        if not self.nicks:
+            fail("a LEFT_BATCH names at least one member")
+        if not len(self.nicks) == len(self.reasons) == len(self.texts):
+            fail("a LEFT_BATCH's nicks, reasons and texts have one item per member")
+
+
 @MESSAGES.register(K.NICK_CHANGED)
 @dataclass(frozen=True, slots=True)
 class NickChanged:
@@ -222,6 +273,18 @@ class Members:
     members: Nicks
 
 
+@MESSAGES.register(K.MEMBERS_PAGE)
+@dataclass(frozen=True, slots=True)
+class MembersPage:
+    """A page of the member list (protocol.md 6.7): the members sorted after ``after``,
+    whether ``more`` follow, and how many are in the room."""
+
+    total: Seq
+    after: Nick
+    members: Nicks
+    more: Annotated[bool, Bool()]
+
+
 @MESSAGES.register(K.ERROR)
 @dataclass(frozen=True, slots=True)
 class Error:
@@ -234,9 +297,11 @@ class Shutdown:
     text: Reason
 
 
-RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged
-ClientMessage = Say | Action | PrivateSend | NickRequest | Who | Quit
-RelayMessage = Welcome | RoomEvent | Posted | Refused | Private | Members | Error | Shutdown
+RoomEvent = ChatMessage | ActionMessage | Joined | Left | NickChanged | JoinedBatch | LeftBatch
+ClientMessage = Say | Action | PrivateSend | NickRequest | Who | WhoPage | Quit
+RelayMessage = (
+    Welcome | RoomEvent | Posted | Refused | Private | Members | MembersPage | Error | Shutdown
+)
 Message = ClientMessage | RelayMessage
 
 _DECODE = {kind: schema.decode for kind, schema in MESSAGES.by_tag.items()}
@@ -270,6 +335,7 @@ ANSWERED_KINDS = frozenset(
         MessageKind.PRIVATE_SEND,
         MessageKind.NICK,
         MessageKind.WHO,
+        MessageKind.WHO_PAGE,
     }
 )
 

@@ -30,9 +30,11 @@ from udpchat.relay.events import (
     MemberRemoved,
     RelayEvent,
 )
+from udpchat.relay.room_log import RoomLog
 from udpchat.sanitize import safe_text
 from udpchat.seal import room_key
 from udpchat.signals import interrupt_on_signals
+from udpchat.stores import MEMORY, StoreURL, open_store, parse_store
 from udpchat.transport import (
     DatagramTransport,
     ImpairedTransport,
@@ -80,6 +82,10 @@ class RelayOptions:
     static_key: bytes | None = None
     # Receive and send buffer of the relay's socket, in bytes (0: the system's default).
     socket_buffer: int = SOCKET_BUFFER
+    # Where the room log is kept (udpchat.stores): the library keeps the room in memory, so
+    # that tests and demos leave nothing behind; ``udpchat relay`` defaults to a SQLite file.
+    # A room kept in a file is carried on by a relay restarted with the same static key.
+    store: StoreURL = field(default_factory=lambda: parse_store(MEMORY))
 
 
 class RelayServer:
@@ -87,14 +93,22 @@ class RelayServer:
 
     def __init__(self, options: RelayOptions, transport: DatagramTransport | None = None) -> None:
         """Serve on ``transport`` when given (a fake in tests), otherwise on a UDP socket
-        bound to the options' host and port."""
+        bound to the options' host and port. ``StoreError`` if the room store cannot be used
+        (before anything is bound)."""
         self.options = options
+        self._room_log: RoomLog = open_store(
+            options.store, options.config.history, secrets.token_bytes
+        )
         self._udp: UdpTransport | None = None
         if transport is None:
             size = options.socket_buffer
-            transport = self._udp = UdpTransport.bind(
-                options.host, options.port, SocketBuffers(size, size)
-            )
+            try:
+                transport = self._udp = UdpTransport.bind(
+                    options.host, options.port, SocketBuffers(size, size)
+                )
+            except BaseException:
+                self._close_log()
+                raise
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         self._core = RelayCore(
@@ -106,6 +120,7 @@ class RelayServer:
             static_key=options.static_key
             if options.static_key is not None
             else secrets.token_bytes(DHLEN),
+            room_log=self._room_log,
         )
         self._driver: Driver[RelayEvent] = Driver(
             self._core,
@@ -197,7 +212,18 @@ class RelayServer:
         elif not self._stopping.is_set():
             self._failure = "serving ended without being asked to stop"
         self._transport.close()
+        self._close_log()
         self._done.set()
+
+    def _close_log(self) -> None:
+        """Commit and close the room store, if it is a file; a failure is logged."""
+        close = getattr(self._room_log, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception as error:  # the room may lose its last events; say so, once
+            log.error("could not close the room store: %s", error)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once serving has ended; False after ``timeout``.
@@ -232,6 +258,7 @@ class RelayServer:
             self._driver.stop()
         if not self._driver.started:
             self._transport.close()
+            self._close_log()
             self._done.set()
             return
         self._driver.join(self._core.config.shutdown_grace + STOP_TIMEOUT)
@@ -310,6 +337,14 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
         log.info(
             "udpchat relay listening on %s%s", shown, f" ({'; '.join(details)})" if details else ""
         )
+        if options.store.path is not None:
+            core = server.core
+            log.info(
+                "room kept in %s: %d events so far, %d members may resume",
+                options.store,
+                core.room_seq,
+                len(core.sessions.dormant),
+            )
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -34,6 +34,8 @@ from udpchat.events import (
     MemberJoined,
     MemberLeft,
     MemberRenamed,
+    MembersJoined,
+    MembersLeft,
     MembersListed,
     MessagePending,
     MessageReceived,
@@ -43,15 +45,27 @@ from udpchat.events import (
     Welcomed,
 )
 from udpchat.names import nick_key
+from udpchat.roll import cells, roll
 from udpchat.sanitize import safe_nick, safe_text
 from udpchat.style import Fragment, ansi, format_clock, nick_colour
 
 __all__ = [
-    "PENDING_MARKER", "error_text", "fragments", "json_line", "json_record", "mentions",
-    "notice_line", "plain_line", "stats_lines",
+    "PENDING_MARKER",
+    "error_text",
+    "fragments",
+    "json_line",
+    "json_record",
+    "mentions",
+    "notice_line",
+    "plain_line",
+    "stats_lines",
 ]
 
 PENDING_MARKER = "(sending)"
+# A batch of joins or leaves is one line of at most this many columns, clock included.
+BATCH_LINE_WIDTH = 80
+# What precedes a notice's body: the clock (HH:MM:SS), a space and the marker "-- ".
+NOTICE_PREFIX_WIDTH = 12
 
 E = TypeVar("E")
 Body = Callable[[Any], list[Fragment]]
@@ -319,6 +333,26 @@ def _left(event: MemberLeft) -> list[Fragment]:
     if event.text and event.text != event.reason:  # a timeout's text repeats its reason
         why += ": " + safe_text(event.text)
     return _notice(_nick(event.nick), ("notice", f" left ({why})"))
+
+
+@_view(MembersJoined, "joins", "nicks", "returned", "seq", "time", "history")
+def _joined_batch(event: MembersJoined) -> list[Fragment]:
+    room = BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH
+    if not event.returned:
+        return _notice(*roll(event.nicks, "joined", room))
+    if not event.nicks:
+        return _notice(*roll(event.returned, "back", room))
+    first = roll(event.nicks, "joined", room // 2 - 1)
+    used = sum(cells(text) for _, text in first) + 2
+    return _notice(*first, ("notice", "; "), *roll(event.returned, "back", room - used))
+
+
+@_view(MembersLeft, "leaves", "nicks", "reasons", "texts", "seq", "time", "history")
+def _left_batch(event: MembersLeft) -> list[Fragment]:
+    if len(event.nicks) == 1:  # one alone reads as a LEFT did, with its reason
+        single = MemberLeft(event.seq, event.time, event.nicks[0], event.reasons[0], event.texts[0])
+        return _left(single)
+    return _notice(*roll(event.nicks, "left", BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH))
 
 
 @_view(MemberRenamed, "nick", "old", "new", "own", "seq", "time", "history")

@@ -170,7 +170,9 @@ class InteractiveUI(Frontend):
         elif handle is None:
             state = [" joining..."]
         else:
-            state = [f" {nick} in a room of {len(handle.members)}"]
+            # protocol.md 6.7: in a paged room the list we hold may be partial
+            size = getattr(handle, "room_size", None)
+            state = [f" {nick} in a room of {size if size is not None else len(handle.members)}"]
         sending: list[str] = []
         if pending:
             first = safe_text(pending[0][0].text)

@@ -8,6 +8,10 @@ DATA by its size (sealed: the messages inside are not visible), ACK, PING, hands
 
     python bench/scripts/relay_profile.py --members 10 --rate 1000 --seconds 2
     python bench/scripts/relay_profile.py --members 3 --rate 50 --seconds 8 --loss 10
+    python bench/scripts/relay_profile.py --no-profile --store sqlite:/tmp/room.sqlite3
+
+``--store`` keeps the room log where ``udpchat relay --store`` would (memory by default here,
+to compare against; a SQLite file commits once per serving-loop turn).
 
 Loss here is user-space (each process drops that share of what it receives). A diagnostic
 only: speed and counts are printed, nothing is asserted.
@@ -30,6 +34,7 @@ from typing import Any
 from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.stores import parse_store
 from udpchat.transport import DatagramTransport
 from udpchat_bench.accounting import SocketMeter, process_cpu_s
 from udpchat_bench.harness import (
@@ -93,11 +98,15 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.0, help="user-space loss, percent")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-profile", action="store_true", help="CPU without cProfile")
+    parser.add_argument("--store", default="memory:", help="memory: or sqlite:PATH")
     ns = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(relativeCreated)7.0f ms relay: %(message)s")
     meter = SocketMeter()
-    server = RelayServer(RelayOptions(host="127.0.0.1", port=0, config=relay_config({})))
+    options = RelayOptions(
+        host="127.0.0.1", port=0, config=relay_config({}), store=parse_store(ns.store)
+    )
+    server = RelayServer(options)
     recorder = RecordingTransport(MeteredTransport(server._transport, meter, ns.loss, seed=1))
     server._transport = recorder
     profiler = cProfile.Profile(time.thread_time)  # CPU of the serving thread, not wall time
@@ -164,6 +173,7 @@ def main() -> None:
     print(
         f"{ns.members} members, {n} messages at {ns.rate:g}/s, {ns.loss:g}% user-space loss:"
         f" {stats.delivered}/{stats.expected} delivered, {stats.duplicates} duplicates"
+        f" (room store {ns.store})"
     )
     print(f"sender: {sent['count']} sent, max lag {float(sent['max_lag_ms']):.1f} ms")
     print(f"delivered per receiver: {per_member}")

@@ -113,6 +113,16 @@ class MemberPool:
     def joined(self) -> int:
         return sum(m.session.state is SessionState.JOINED for m in self.members)
 
+    def knows_room(self, member: Member, everyone: set[str]) -> bool:
+        """Whether ``member`` knows the room right: its size, and nobody who is not in it (in
+        a paged room it knows a subset of the names until it asks, protocol.md 6.7)."""
+        session = member.session
+        return session.room_size == len(everyone) and set(session.members) <= everyone
+
+    def who(self, index: int, now: float) -> None:
+        self.members[index].session.who(now)
+        self._dirty.add(index)
+
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped for the members' sockets (0 where it does not say)."""
         return sum(kernel_drops(m.sock) or 0 for m in self.members)

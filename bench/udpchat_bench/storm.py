@@ -163,7 +163,8 @@ def members_main(params: Mapping[str, Any]) -> int:
                 now = pool.step(now, due - now)
             pool.connect(index, now)
         pool.run_until(lambda: pool.joined() == count, 300.0)
-        pool.run_until(lambda: all(len(m.session.members) == count for m in pool.members), 120)
+        names = {m.session.nick for m in pool.members}
+        pool.run_until(lambda: all(pool.knows_room(m, names) for m in pool.members), 120)
         join_ms = [
             1000 * (m.joined_at - m.started_at)
             for m in pool.members
@@ -205,8 +206,10 @@ def _watch_rejoin(
     pool.run_until(back, 300.0)
     times = [m.joined_at - restarted for m in pool.members if m.joined_at and m.joined_at > gone]
 
+    names = set(everyone)
+
     def whole() -> bool:
-        lists = all(sorted(m.session.members) == everyone for m in pool.members)
+        lists = all(pool.knows_room(m, names) for m in pool.members)
         return lists and pool.missing(texts) == 0
 
     pool.run_until(whole, 120.0)
@@ -220,7 +223,7 @@ def _watch_rejoin(
         lost=pool.missing(texts),
         duplicated=pool.duplicated(texts),
         posted=len(pool.posted_at),
-        lists_exact=sum(sorted(m.session.members) == everyone for m in pool.members),
+        lists_exact=sum(pool.knows_room(m, names) for m in pool.members),
         timed_out=len(set(pool.timed_out)),
         drops=pool.kernel_drops() - drops_before,
     )

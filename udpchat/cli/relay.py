@@ -23,6 +23,7 @@ from udpchat.cli.common import (
     SeedOption,
     _fail,
     _key_origin,
+    _option,
     _positive_duration,
     _relay_key,
     app,
@@ -30,8 +31,10 @@ from udpchat.cli.common import (
     impairment_config,
 )
 from udpchat.exitcodes import ExitCode
+from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
+from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 
 __all__ = ["LIMITS_PANEL", "relay"]
 
@@ -156,6 +159,35 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = "1M",
+    notice_window: Annotated[
+        str,
+        typer.Option(
+            help="In a room of more than --batch-notices-above members, join and leave "
+            "notices wait this long to go out together as one event (0: each at once).",
+            metavar="DURATION",
+        ),
+    ] = "200ms",
+    batch_notices_above: Annotated[
+        int,
+        typer.Option(help="Room size above which notices are batched.", metavar="N"),
+    ] = _RELAY_DEFAULTS.batch_notices_above,
+    member_page: Annotated[
+        int,
+        typer.Option(
+            help="In a room of more than N members, WELCOME lists only the first N and /who "
+            f"fetches the rest N at a time (0: always everyone; at most {MAX_MEMBERS_LISTED}).",
+            metavar="N",
+        ),
+    ] = _RELAY_DEFAULTS.member_page,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the room is kept: sqlite:PATH (the room survives a restart) or "
+            "memory: (it ends with the relay). Default: a SQLite file named after the "
+            "listen address in the state directory.",
+            metavar="URL",
+        ),
+    ] = None,
     key: KeyOption = None,
     identity: IdentityOption = None,
     verbose: Annotated[
@@ -175,6 +207,7 @@ def relay(
     Examples (on 127.0.0.1; for the whole LAN; with a room key):
 
       udpchat relay --port 9000
+      udpchat relay --store sqlite:/var/lib/udpchat/room.sqlite3
       udpchat relay --host 0.0.0.0 --max-per-host 200
       UDPCHAT_KEY='a passphrase' udpchat relay
     """
@@ -188,6 +221,17 @@ def relay(
         if not 1 <= max_members <= MAX_MEMBERS_LISTED:
             raise ValueError(
                 f"--max-members: expected 1 to {MAX_MEMBERS_LISTED}, got {max_members}"
+            )
+        window_s = _option("--notice-window", parse_duration, notice_window)
+        if not 0 <= window_s <= 10:
+            raise ValueError(f"--notice-window: expected 0 to 10 s, got {notice_window}")
+        if batch_notices_above < 0:
+            raise ValueError(
+                f"--batch-notices-above: expected 0 or more, got {batch_notices_above}"
+            )
+        if not 0 <= member_page <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--member-page: expected 0 to {MAX_MEMBERS_LISTED}, got {member_page}"
             )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
@@ -213,12 +257,18 @@ def relay(
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
-    except ValueError as error:
+        room_store = (
+            parse_store(store)
+            if store is not None
+            else StoreURL("sqlite", default_store_path(host, port))
+        )
+    except (ValueError, StoreError) as error:
         _fail(str(error))
     relay_key = _relay_key(identity, host, port)
     typer.echo(
         f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
     )
+    typer.echo(f"room store: {room_store}", err=True)
     from udpchat.relay_server import RelayOptions, run_relay
 
     options = RelayOptions(
@@ -237,14 +287,20 @@ def relay(
             handshake_rate=handshake_rate,
             admission_burst=admission_burst,
             admission_rate=admission_rate,
+            notice_window=window_s,
+            batch_notices_above=batch_notices_above,
+            member_page=member_page,
         ),
         impairment=config,
         key=key or None,
         static_key=relay_key.private,
         socket_buffer=buffer_bytes,
+        store=room_store,
     )
     try:
         code = run_relay(options, verbose=verbose)
+    except StoreError as error:
+        _fail(str(error), ExitCode.FAILURE)
     except OSError as error:
         _fail(
             f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",

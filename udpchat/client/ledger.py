@@ -154,7 +154,7 @@ class Ledger:
         self._log.append(entry)
         if entry.local_id is not None:
             self.awaiting.append(entry)
-        elif isinstance(entry.message, (msg.PrivateSend, msg.NickRequest, msg.Who)):
+        elif isinstance(entry.message, (msg.PrivateSend, msg.NickRequest, msg.Who, msg.WhoPage)):
             self._answers.append(entry)
         return True
 

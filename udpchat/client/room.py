@@ -10,6 +10,7 @@ catch-up when live; answers are matched to what the ledger sent, in stream order
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from udpchat import events as ev
 from udpchat import messages as msg
@@ -38,6 +39,12 @@ class RoomView:
     ) -> None:
         self.nick = nick
         self._members: dict[str, str] = {}
+        # protocol.md 6.7: in a paged room, how many are in it (the relay said so after
+        # WELCOME; joins and leaves keep it current) and the page to ask for next, if a
+        # /who is under way: (after, the request id of the /who).
+        self.room_size: int | None = None
+        self.next_page: tuple[str, int | None] | None = None
+        self._size_due = False
         self._cursor = cursor
         self._ledger = ledger
         self._counters = counters
@@ -51,16 +58,31 @@ class RoomView:
     def welcome(self, welcome: msg.Welcome) -> None:
         self.nick = welcome.nick
         self._members = {nick_key(n): n for n in welcome.members}
+        self.room_size, self._size_due = None, True
+
+    @property
+    def paged(self) -> bool:
+        """Whether the relay lists this room's members in pages (/who asks page by page)."""
+        return self.room_size is not None
 
     def on_message(self, message: msg.Message, now: float) -> None:
         """One message of the stream after WELCOME (SHUTDOWN is the session's)."""
+        size_due, self._size_due = self._size_due, False
         match message:
+            case msg.MembersPage() if size_due:  # protocol.md 6.7: the room's size
+                self.room_size = message.total
+            case msg.MembersPage():
+                self._on_page(message)
             case msg.ChatMessage() | msg.ActionMessage():
                 self._on_chat(message)
             case msg.Joined():
                 self._on_joined(message)
             case msg.Left():
                 self._on_left(message)
+            case msg.JoinedBatch():
+                self._on_joined_batch(message)
+            case msg.LeftBatch():
+                self._on_left_batch(message)
             case msg.NickChanged():
                 self._on_nick_changed(message)
             case msg.Posted() | msg.Refused():
@@ -110,18 +132,50 @@ class RoomView:
         history = self._note_room_event(event.seq)
         if not history:
             self._members[nick_key(event.nick)] = event.nick
+            self._resize(1)
         self._emit(ev.MemberJoined(event.seq, float(event.time), event.nick, history=history))
 
     def _on_left(self, event: msg.Left) -> None:
         history = self._note_room_event(event.seq)
         if not history:
             self._members.pop(nick_key(event.nick), None)
+            self._resize(-1)
         reason = msg.leave_reason_words(event.reason)
         self._emit(
             ev.MemberLeft(
                 event.seq, float(event.time), event.nick, reason, event.text, history=history
             )
         )
+
+    def _on_joined_batch(self, event: msg.JoinedBatch) -> None:
+        """protocol.md 6.3: a batch goes to everyone, the members it names included: a
+        newcomer finds itself in it (WELCOME counted it already), and the others who joined
+        in the same window, whom its WELCOME did not list."""
+        history = self._note_room_event(event.seq)
+        mine = nick_key(self.nick)
+        joined = tuple(n for n in event.joined if nick_key(n) != mine)
+        returned = tuple(n for n in event.returned if nick_key(n) != mine)
+        if not history:
+            for nick in (*event.joined, *event.returned):
+                self._members[nick_key(nick)] = nick
+            self._resize(len(joined) + len(returned))
+        if joined or returned:
+            time = float(event.time)
+            self._emit(ev.MembersJoined(event.seq, time, joined, returned, history))
+
+    def _resize(self, change: int) -> None:
+        if self.room_size is not None:
+            self.room_size = max(self.room_size + change, len(self._members))
+
+    def _on_left_batch(self, event: msg.LeftBatch) -> None:
+        history = self._note_room_event(event.seq)
+        if not history:
+            for nick in event.nicks:
+                self._members.pop(nick_key(nick), None)
+            self._resize(-len(event.nicks))
+        reasons = tuple(msg.leave_reason_words(r) for r in event.reasons)
+        left = ev.MembersLeft(event.seq, float(event.time), event.nicks, reasons, event.texts)
+        self._emit(left if not history else replace(left, history=True))
 
     def _on_nick_changed(self, event: msg.NickChanged) -> None:
         history = self._note_room_event(event.seq)
@@ -176,6 +230,26 @@ class RoomView:
         self._members = {nick_key(n): n for n in message.members}
         answered = self._ledger.answered(msg.Who)
         if answered is None or not answered.internal:
+            self._emit(ev.MembersListed(self.members))
+
+    def _on_page(self, page: msg.MembersPage) -> None:
+        """protocol.md 6.7: a page is the exact list, at its place in the stream, of the
+        members sorted after ``page.after`` (up to its last name, or to the end): it replaces
+        what we knew of that range, and the room events after it keep it current."""
+        self._ledger.end_catch_up()
+        answered = self._ledger.answered(msg.WhoPage)
+        if answered is None:
+            self._counters.bad_messages += 1  # an answer to nothing we sent
+            return
+        self.room_size = page.total
+        last = page.members[-1] if page.members and page.more else None
+        for key, nick in list(self._members.items()):
+            if nick > page.after and (last is None or nick <= last):
+                del self._members[key]
+        self._members.update((nick_key(n), n) for n in page.members)
+        if page.more and last is not None:
+            self.next_page = (last, answered.request)
+        elif not answered.internal:
             self._emit(ev.MembersListed(self.members))
 
     def _on_error(self, message: msg.Error) -> None:

@@ -26,6 +26,7 @@ from udpchat.client.config import (
     ClientStats,
     Counters,
     LocalProtocolError,
+    QueueFull,
     Trust,
     trust_any,
 )
@@ -106,6 +107,12 @@ class ClientSession:
         return self._room.members
 
     @property
+    def room_size(self) -> int:
+        """How many are in the room: exact even when ``members`` lists only those we know
+        of in a paged room (protocol.md 6.7) until a /who has fetched every page."""
+        return self._room.room_size if self._room.room_size is not None else len(self.members)
+
+    @property
     def _link(self) -> Link | None:
         return self._uplink.link
 
@@ -165,7 +172,7 @@ class ClientSession:
     def who(self, now: float) -> int:
         """Ask who is here; return the request id, as ``private`` does."""
         self._require_open("ask who is here")
-        return self._request(msg.Who(), now)
+        return self._request(msg.WhoPage("") if self._room.paged else msg.Who(), now)
 
     def unreachable(self, reason: str) -> bool:
         """The network says nothing listens at the relay's address (ICMP port unreachable).
@@ -287,6 +294,14 @@ class ClientSession:
                 self._life.on_shutdown(message, now)
             case _:
                 self._room.on_message(message, now)
+                if self._room.next_page is not None:  # protocol.md 6.7: the next page
+                    after, request = self._room.next_page
+                    self._room.next_page = None
+                    try:
+                        self._ledger.enqueue(msg.WhoPage(after), request=request)
+                    except QueueFull as full:  # the list stays as far as it came
+                        self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
+                    self._feed_if_joined(now)
 
     # --- output and timers --------------------------------------------------------------------
 

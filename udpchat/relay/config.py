@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from udpchat import messages as m
 from udpchat import wire
 from udpchat.link import LinkConfig
 
@@ -60,6 +61,19 @@ class RelayConfig:
     # protocol.md 5.8: what all members together may hold in out-of-order packets and
     # reassembly, on top of each link's own cap (link.receive_buffer).
     receive_budget: int = 32 * 1024 * 1024
+    # protocol.md 6.3: in a room of more than ``batch_notices_above`` members, join and
+    # leave notices wait up to ``notice_window`` to share one room event (JOINED_BATCH,
+    # LEFT_BATCH) with others of their kind, or until a batch names ``notice_batch``
+    # members. In smaller rooms, or with a window of 0, every join and leave is its own
+    # JOINED or LEFT at once: there a notice costs a handful of datagrams, and clients that
+    # know only those kinds keep working.
+    notice_window: float = 0.2
+    notice_batch: int = 64
+    batch_notices_above: int = 16
+    # protocol.md 6.7: in a room of more than this many members, WELCOME lists only the
+    # first this many and the rest comes on request (WHO_PAGE), a page of this many at a
+    # time; 0 always lists everyone.
+    member_page: int = 100
 
     def __post_init__(self) -> None:
         if self.receive_budget < 0:
@@ -70,6 +84,14 @@ class RelayConfig:
             raise ValueError("timeout is at most an hour")
         if self.max_members < 1 or self.history < 0 or self.join_history < 0:
             raise ValueError("max_members must be positive and history sizes not negative")
+        if not 0 <= self.notice_window <= 10:
+            raise ValueError("notice_window is from 0 to 10 seconds")
+        if not 0 <= self.member_page <= m.MAX_MEMBERS_LISTED:
+            raise ValueError(f"member_page is from 0 to {m.MAX_MEMBERS_LISTED}")
+        if self.batch_notices_above < 0:
+            raise ValueError("batch_notices_above cannot be negative")
+        if not 1 <= self.notice_batch <= m.MAX_BATCH:
+            raise ValueError(f"notice_batch is from 1 to {m.MAX_BATCH}")
         if self.max_members_per_host < 1 or self.max_members_per_network < 1:
             raise ValueError("members per host and per network must be at least 1")
         if self.admission_burst < 1 or not 0 < self.admission_rate < float("inf"):

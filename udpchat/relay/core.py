@@ -20,6 +20,7 @@ from udpchat import wire
 from udpchat.budget import ReceiveBudget
 from udpchat.endpoint import Address
 from udpchat.link import ASAP
+from udpchat.names import nick_key
 from udpchat.noise import DHLEN
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import RelayEvent
@@ -28,7 +29,7 @@ from udpchat.relay.outbox import Outbox
 from udpchat.relay.paths import Paths
 from udpchat.relay.room import Room
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
-from udpchat.relay.sessions import Member, MemberState, SessionTable
+from udpchat.relay.sessions import Dormant, Member, MemberState, SessionTable
 from udpchat.seal import PskDeriver
 
 __all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
@@ -88,6 +89,18 @@ class RelayCore:
             now,
         )
         self.room = Room(config, self.stats, self.outbox, self.sessions, self.log, wall_offset)
+        # protocol.md 6.6: the members of a room kept across a restart hold their nicknames
+        # and may resume their places for one member timeout from now.
+        for kept in self.log.kept_members():
+            self.sessions.add_dormant(
+                Dormant(
+                    kept.token,
+                    kept.nick,
+                    nick_key(kept.nick),
+                    kept.resume_secret,
+                    now + config.timeout,
+                )
+            )
         self.shutting_down = False
         self._shutdown_deadline = math.inf
 
@@ -169,7 +182,12 @@ class RelayCore:
         """What to send now. With ``limit``, stop flushing members once that many datagrams
         are ready (call again until it returns fewer): the first ones can be on the wire
         while a big fan-out is still being encoded, and a new member, flushed first, gets
-        its WELCOME without waiting for its JOINED to reach a thousand others."""
+        its WELCOME without waiting for its JOINED to reach a thousand others.
+
+        The room log commits first (one transaction for everything since the last call):
+        nothing is sent that a crash could make the room forget. If the commit raises,
+        nothing is taken, and the next call tries again."""
+        self.log.commit()
         out = self.outbox.take_datagrams()
         sessions = self.sessions
         while sessions.dirty and (limit is None or len(out) < limit):
@@ -191,12 +209,20 @@ class RelayCore:
     def next_timer(self) -> float | None:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
-        deadline = self.sessions.next_deadline()
-        if deadline is not None:
-            return min(deadline, self._shutdown_deadline)
-        return None if math.isinf(self._shutdown_deadline) else self._shutdown_deadline
+        deadlines = [
+            d
+            for d in (
+                self.sessions.next_deadline(),
+                self.sessions.next_dormant_expiry(),
+                self.room.notice_deadline,
+            )
+            if d is not None
+        ]
+        deadline = min((*deadlines, self._shutdown_deadline))
+        return None if math.isinf(deadline) else deadline
 
     def handle_timer(self, now: float) -> None:
+        self.room.flush_due(now)  # protocol.md 6.3: the batch window of join/leave notices
         for member in self.sessions.due(now):
             if self.sessions.expired(member, now):
                 self.room.remove(member, m.LeaveReason.TIMEOUT, "timed out", now)
@@ -206,6 +232,10 @@ class RelayCore:
                 self.room.remove(member, m.LeaveReason.DROPPED, "connection lost", now)
                 continue
             self.sessions.mark(member)
+        expiry = self.sessions.next_dormant_expiry()
+        if expiry is not None and expiry <= now and not self.shutting_down:
+            for dormant in self.sessions.dormant_due(now):
+                self.room.expire(dormant, now)
         if now >= self._shutdown_deadline:
             for member in list(self.sessions.members.values()):
                 self.sessions.forget(member)

@@ -29,8 +29,8 @@ from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberAdmitted
 from udpchat.relay.outbox import Outbox
-from udpchat.relay.room_log import RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.room_log import KeptMember, RoomLog
+from udpchat.relay.sessions import Dormant, Member, SessionTable
 from udpchat.seal import PskDeriver
 
 __all__ = [
@@ -59,7 +59,8 @@ class Admission:
     """A JOIN that made a session: the room still has to welcome ``member``."""
 
     member: Member
-    old: Member | None  # the session a resume replaced (now forgotten)
+    # the session a resume replaced (now forgotten), live or from before a restart
+    old: Member | Dormant | None
     resume: wire.Resume | None  # what the JOIN asked to resume from
     resumed: int  # messages the old session had delivered (WELCOME.resumed)
 
@@ -272,7 +273,7 @@ class Gate:
             return None
         old = self._resumed_session(join.nonce, request.resume)
         key = nick_key(request.nick)
-        holder = self.sessions.by_nick.get(key)
+        holder = self.sessions.holder(key)
         if holder is not None and holder is not old:
             self._reject(
                 join.nonce,
@@ -284,18 +285,23 @@ class Gate:
         if old is None and len(self.sessions.members) >= self.config.max_members:
             self._reject(join.nonce, wire.RejectCode.RELAY_FULL, "the relay is full", addr)
             return None
-        crowd = self._crowding(addr, old)
+        crowd = self._crowding(addr, old if isinstance(old, Member) else None)
         if crowd is not None:
             self.stats.network_full += 1
             self._reject(join.nonce, wire.RejectCode.RELAY_FULL, crowd, addr)
             return None
         return self._admit(join.nonce, request, responder, key, addr, old, age, now)
 
-    def _resumed_session(self, nonce: bytes, resume: wire.Resume | None) -> Member | None:
-        """The live session a JOIN resumes, if it proves it holds that session's keys."""
+    def _resumed_session(
+        self, nonce: bytes, resume: wire.Resume | None
+    ) -> Member | Dormant | None:
+        """The session a JOIN resumes, if it proves it holds that session's keys: a live
+        one, or one from before a restart (protocol.md 6.6)."""
         if resume is None or resume.epoch != self.log.epoch:
             return None
-        candidate = self.sessions.members.get(resume.token)
+        candidate: Member | Dormant | None = self.sessions.members.get(resume.token)
+        if candidate is None:
+            candidate = self.sessions.dormant.get(resume.token)
         # protocol.md 4.2: the token and epoch are no secret on the path; only the holder of
         # the old session's keys can make the proof.
         if candidate is not None and hmac.compare_digest(
@@ -327,7 +333,7 @@ class Gate:
         responder: hs.Responder,
         key: str,
         addr: Address,
-        old: Member | None,
+        old: Member | Dormant | None,
         rtt: float,
         now: float,
     ) -> Admission:
@@ -349,9 +355,15 @@ class Gate:
             padded=self._psk is not None,
         )
         resumed = 0
-        if old is not None:
+        bucket = None
+        if isinstance(old, Member):
             resumed = old.link.stats.messages_delivered
+            bucket = old.bucket
             sessions.forget(old)
+        elif old is not None:  # its stream was lost with the old process: resumed stays 0
+            sessions.wake(old)
+        if old is not None:
+            self.log.forget_member(old.token)
         config = self.config
         member = Member(
             token=token,
@@ -367,14 +379,15 @@ class Gate:
             ),
             last_heard=now,
             # a resume is the same person: it keeps its flood bucket (protocol.md 4.2, 6.5)
-            bucket=old.bucket
-            if old is not None
+            bucket=bucket
+            if bucket is not None
             else TokenBucket(config.flood_rate, config.flood_burst, updated=now),
             join=(addr, nonce),
             accept=accept,
             resume_secret=hs.resume_secret(keys.receive),
         )
         sessions.add(member)
+        self.log.keep_member(KeptMember(token, member.nick, member.resume_secret))
         self._remember_join((addr, nonce), now)
         self.outbox.send(accept, addr)
         self.outbox.report(MemberAdmitted(join.nick, addr, old is not None))

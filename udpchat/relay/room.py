@@ -3,12 +3,15 @@
 Room events are numbered by the room log and fanned out through one FIFO, so that every
 member sees one order even while a fan-out is held back (a newcomer's JOINED waits until its
 WELCOME is on its way) and an answer to one member never overtakes the events queued before
-it. Every SAY, ACTION, PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1),
-and requests pass flood control first (6.5).
+it. Joins and leaves wait in a batch (udpchat.relay.notices) and enter the log as one event,
+ahead of whatever else enters it; a newcomer's own WELCOME never waits. Every SAY, ACTION,
+PRIVATE_SEND, NICK and WHO gets exactly one answer (protocol.md 6.1), and requests pass
+flood control first (6.5).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 from udpchat import messages as m
@@ -18,9 +21,10 @@ from udpchat.names import nick_error, nick_key
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberNickChanged, MemberRemoved
 from udpchat.relay.gate import Admission
+from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
-from udpchat.relay.room_log import EventBuilder, RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
+from udpchat.relay.sessions import Dormant, Member, SessionTable
 
 __all__ = ["LIST_OVERHEAD", "MIN_REMEMBERED_IDS", "POSTED_AS", "REFUSAL", "Room"]
 
@@ -60,11 +64,14 @@ class Room:
         # msgid -> what it got: a room seq (SAY, ACTION) or (time, recipient) (PRIVATE_SEND)
         self._answered: dict[bytes, int | tuple[int, str]] = {}
         self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
+        # protocol.md 6.6: posts from before a restart are recognised when resent.
+        self._answered.update(log.posted_ids(self._max_answered))
         # (data, excluded member, sole recipient): room events to all but one, and answers
         # to one member, which must not overtake events queued before them.
         self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
         self.held = False  # fan-out waits for the next datagrams_to_send (a newcomer's)
         self._draining = False
+        self.notices = PendingNotices()
 
     @property
     def pending(self) -> bool:
@@ -85,9 +92,48 @@ class Room:
         self.sessions.mark(member)
         return True
 
-    def post(self, event: EventBuilder, exclude: Member | None) -> int:
-        """Append a room event to the log and fan it out to every member but one; its seq."""
-        logged = self.log.append(event)
+    @property
+    def notice_deadline(self) -> float | None:
+        """When the waiting join or leave notices must go out, if any wait."""
+        return self.notices.deadline if self.notices.kind is not None else None
+
+    def flush_notices(self) -> None:
+        """Log the waiting joins or leaves as one batch event, sent to every member."""
+        notices = self.notices
+        event = notices.take(self.time(notices.since))
+        if event is not None:
+            self._append(event, None)
+
+    def flush_due(self, now: float) -> None:
+        if now >= self.notices.deadline:
+            self.flush_notices()
+
+    def post(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        """Append a room event to the log, after any waiting notices, and fan it out to
+        every member but one; its seq. ``msgid``: the id of the post it is, kept with it in
+        the log."""
+        self.flush_notices()
+        return self._append(event, exclude, msgid)
+
+    def _batching(self) -> bool:
+        """Whether joins and leaves wait for a batch now (config.batch_notices_above)."""
+        config = self.config
+        return config.notice_window > 0 and self._size() > config.batch_notices_above
+
+    def _size(self) -> int:
+        """The room's members: live, and those not back yet since a restart (6.6)."""
+        return len(self.sessions.members) + len(self.sessions.dormant)
+
+    def _notice(self, kind: NoticeKind, now: float) -> PendingNotices:
+        """The batch a notice of ``kind`` joins: the other kind waiting goes out first."""
+        notices = self.notices
+        if notices.kind is not kind:
+            self.flush_notices()
+            notices.start(kind, now, self.config.notice_window)
+        return notices
+
+    def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        logged = self.log.append(event, msgid)
         self._fanout.append((logged.data, exclude, None))
         if not self.held:
             self.drain()
@@ -136,10 +182,28 @@ class Room:
         """WELCOME and history for an admitted member, then JOINED to everyone else (or,
         for a resume under another nickname, NICK_CHANGED to all)."""
         member, old, config, log = admission.member, admission.old, self.config, self.log
-        welcome = m.Welcome(
-            member.nick, self.sessions.nick_list(), log.last_seq, log.first_seq, admission.resumed
-        )
+        batched = self._batching()
+        if self.notices.kind is NoticeKind.LEAVE or not batched:
+            # WELCOME's list and seq already count these leaves; and a JOINED of our own,
+            # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
+            self.flush_notices()
+        # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
+        # in a batch are named by that batch, which the newcomer receives too.
+        listed, size = self.sessions.nick_list(), self._size()
+        notices = self.notices
+        if notices.kind is NoticeKind.JOIN:
+            waiting = {*notices.joined, *notices.returned}
+            listed = tuple(nick for nick in listed if nick not in waiting)
+            size -= len(waiting)
+        paged = 0 < config.member_page < size
+        if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
+            first = listed[: config.member_page]
+            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
+            listed = shown
+        welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
         self.deliver(member, m.encode_message(welcome))
+        if paged:
+            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
         resume = admission.resume
         if resume is not None and resume.epoch == log.epoch:
             backlog = log.replay(resume.last_seq)
@@ -157,7 +221,15 @@ class Room:
         for data in reversed(kept):
             self.deliver(member, data)
         when, nick = self.time(now), member.nick
-        if old is None:
+        if old is None and batched:
+            # protocol.md 6.3: announced with the others of this window, as WELCOME.seq + 1
+            # at the latest (anything logged before that flushes the batch first).
+            notices = self._notice(NoticeKind.JOIN, now)
+            notices.add_join(nick, returned=resume is not None)
+            if notices.full(config.notice_batch):
+                self.held = True  # as below: the newcomer's WELCOME goes out first
+                self.flush_notices()
+        elif old is None:
             # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
             # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
             self.held = True
@@ -176,12 +248,35 @@ class Room:
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
+        self.log.forget_member(member.token)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
-        when = self.time(now) if now is not None else self.time(member.last_heard)
-        nick = member.nick
+        self._announce_leave(
+            member.nick, reason, text, now if now is not None else member.last_heard
+        )
+
+    def _announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
+        """LEFT, or a place in the waiting LEFT_BATCH in a large room (protocol.md 6.3)."""
+        if self._batching():
+            notices = self._notice(NoticeKind.LEAVE, moment)
+            notices.add_leave(nick, reason, text)
+            if notices.full(self.config.notice_batch):
+                self.flush_notices()
+            return
+        when = self.time(moment)
         self.post(lambda seq: m.Left(seq, when, nick, reason, text), None)
 
+    def expire(self, dormant: Dormant, now: float) -> None:
+        """A member from before a restart did not come back in time: it left (protocol.md
+        6.6), announced once, as a timeout."""
+        self.sessions.wake(dormant)
+        self.log.forget_member(dormant.token)
+        reason = m.LeaveReason.TIMEOUT
+        words = m.leave_reason_words(reason)
+        self.outbox.report(MemberRemoved(dormant.nick, words, words))
+        self._announce_leave(dormant.nick, reason, words, now)
+
     def announce_shutdown(self, reason: str) -> None:
+        self.flush_notices()
         notice = m.encode_message(m.Shutdown(reason))
         for member in self.sessions.members.values():
             self.deliver(member, notice)
@@ -210,7 +305,13 @@ class Room:
             case m.Who():
                 problem = self._flood(member, now)
                 if problem is None:
-                    self._answer_who(member)
+                    self._answer_who(member, None)
+                else:
+                    self.answer(member, m.Error(problem))
+            case m.WhoPage(after=after):
+                problem = self._flood(member, now)
+                if problem is None:
+                    self._answer_who(member, after)
                 else:
                     self.answer(member, m.Error(problem))
             case m.Quit(reason=reason):
@@ -233,13 +334,15 @@ class Room:
             self.answer(member, m.Refused(problem))
             return
         # protocol.md 6.3: the number is taken only if the POSTED could be queued; a
-        # sender dropped instead leaves no gap (its LEFT takes the number).
+        # sender dropped instead leaves no gap (its LEFT takes the number). Waiting
+        # notices are logged first, so the number is known before the POSTED is queued.
+        self.flush_notices()
         number = self.log.last_seq + 1
         if not self.answer(member, m.Posted(number)):
             return
         self._remember(message.msgid, number)
         kind, when, nick, text = POSTED_AS[type(message)], self.time(now), member.nick, message.text
-        posted = self.post(lambda seq: kind(seq, when, nick, text), member)
+        posted = self.post(lambda seq: kind(seq, when, nick, text), member, message.msgid)
         assert posted == number  # nothing else was appended since the POSTED was queued
 
     def _answer_undecodable(
@@ -263,10 +366,21 @@ class Room:
         assert kind is not None
         self.answer(member, REFUSAL.get(kind, m.Error)(reason[: wire.MAX_REASON_BYTES // 4]))
 
-    def _answer_who(self, member: Member) -> None:
-        """MEMBERS, if the member has sent enough to earn it: a tiny WHO must not buy a big
+    def _answer_who(self, member: Member, after: str | None) -> None:
+        """MEMBERS (to WHO) or a MEMBERS_PAGE (to WHO_PAGE, the members sorted after
+        ``after``), if the member has sent enough to earn it: a tiny WHO must not buy a big
         list over and over (protocol.md 6.5)."""
+        # protocol.md 6.7: a list is exact at its place in the stream, so the joins and
+        # leaves it already reflects must be logged before it.
+        self.flush_notices()
         listed = self.sessions.nick_list()
+        page: m.Members | m.MembersPage = m.Members(listed)
+        if after is not None:
+            start = bisect.bisect_right(listed, after)
+            end = start + (self.config.member_page or len(listed))
+            listed = listed[start:end]
+            total = self._size()
+            page = m.MembersPage(total, after, listed, end < len(self.sessions.nick_list()))
         cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
         if cost > member.answer_credit:
             self.stats.flood_refused += 1
@@ -276,7 +390,7 @@ class Room:
             return
         member.list_told = False
         member.answer_credit -= cost
-        self.answer(member, m.Members(listed))
+        self.answer(member, page)
 
     def _remember(self, msgid: bytes, answer: int | tuple[int, str]) -> None:
         """Keep what a request with a message id got, for a copy resent after a rejoin."""
@@ -340,6 +454,7 @@ class Room:
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
+        self.log.keep_member(KeptMember(member.token, nick, member.resume_secret))
         self.outbox.report(MemberNickChanged(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)

@@ -6,6 +6,12 @@ of the log: a client that resumes with the same epoch can be caught up from its 
 new epoch means the numbers start afresh. The relay core uses only the ``RoomLog`` interface,
 so a log kept elsewhere (a file, a cluster's shared store) can take ``MemoryRoomLog``'s place;
 whatever keeps it, the number is assigned by the log as the event is appended, in one step.
+
+A log that outlives the process (udpchat.stores) also keeps what a restarted relay needs to
+carry on (protocol.md 6.6): each posted message's id, with its seq, so that a copy resent
+after the restart is recognised; and each member's nickname and resume secret, so that the
+member can resume its place. Changes are made durable by ``commit``, which the core calls
+before any datagram leaves: nothing a member is sent can be forgotten by a crash.
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.errors import UsageError
 
-__all__ = ["CHAT_EVENTS", "EventBuilder", "LoggedEvent", "MemoryRoomLog", "RoomLog"]
+__all__ = [
+    "CHAT_EVENTS", "MIN_KEPT_IDS", "EventBuilder", "KeptMember", "LoggedEvent", "MemoryRoomLog",
+    "RoomLog",
+]
 
 # A room event, given the number the log assigns it.
 EventBuilder = Callable[[int], m.RoomEvent]
 # What a newcomer is shown of the history (protocol.md 6.3): the chat, not the comings and goings.
+# protocol.md 6.1: the message ids of posts a log keeps, at least (and as many as its history).
+MIN_KEPT_IDS = 1024
 CHAT_EVENTS: frozenset[type[m.RoomEvent]] = frozenset({m.ChatMessage, m.ActionMessage})
 
 
@@ -32,6 +43,15 @@ class LoggedEvent:
     seq: int
     chat: bool  # MESSAGE or ACTION_POSTED
     data: bytes  # the encoded event, as every member receives it
+
+
+@dataclass(frozen=True, slots=True)
+class KeptMember:
+    """What a resume of a member's session must match after a restart (protocol.md 4.2)."""
+
+    token: bytes
+    nick: str
+    resume_secret: bytes
 
 
 class RoomLog(Protocol):
@@ -51,8 +71,9 @@ class RoomLog(Protocol):
         ``first_seq`` on can be replayed: a seq below it is no longer in the history."""
         ...
 
-    def append(self, event: EventBuilder) -> LoggedEvent:
-        """Number the event ``last_seq + 1``, keep it (within the retention), return it."""
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        """Number the event ``last_seq + 1``, keep it (within the retention), return it;
+        ``msgid`` is the client's id of the post it is (empty for other events)."""
         ...
 
     def replay(self, after: int) -> list[bytes]:
@@ -63,6 +84,24 @@ class RoomLog(Protocol):
         """The newest ``count`` kept chat events, oldest first (a newcomer's history)."""
         ...
 
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        """(msgid, seq) of the newest posts with an id, at most ``count``, oldest first."""
+        ...
+
+    def keep_member(self, member: KeptMember) -> None:
+        """Remember a member (or its new nickname) until ``forget_member``."""
+        ...
+
+    def forget_member(self, token: bytes) -> None: ...
+
+    def kept_members(self) -> list[KeptMember]:
+        """The members remembered when the log was opened (and since)."""
+        ...
+
+    def commit(self) -> None:
+        """Make every change so far durable; called before any datagram is sent."""
+        ...
+
 
 class MemoryRoomLog:
     """The room log of one relay process: the newest ``history`` events, in memory.
@@ -71,7 +110,7 @@ class MemoryRoomLog:
     relay (a new log) is a new epoch. ``history`` 0 keeps nothing but still numbers events.
     """
 
-    __slots__ = ("_epoch", "_history", "_kept", "_last_seq")
+    __slots__ = ("_epoch", "_history", "_ids", "_kept", "_last_seq", "_members")
 
     def __init__(self, history: int, rng: Callable[[int], bytes]) -> None:
         if history < 0:
@@ -80,6 +119,8 @@ class MemoryRoomLog:
         self._history = history
         self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self._last_seq = 0
+        self._ids: deque[tuple[bytes, int]] = deque(maxlen=max(history, MIN_KEPT_IDS))
+        self._members: dict[bytes, KeptMember] = {}
 
     @property
     def epoch(self) -> bytes:
@@ -93,7 +134,7 @@ class MemoryRoomLog:
     def first_seq(self) -> int:
         return self._kept[0].seq if self._kept else self._last_seq + 1
 
-    def append(self, event: EventBuilder) -> LoggedEvent:
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         seq = self._last_seq + 1
         built = event(seq)
         if built.seq != seq:
@@ -102,6 +143,8 @@ class MemoryRoomLog:
         logged = LoggedEvent(built.seq, type(built) in CHAT_EVENTS, m.encode_message(built))
         if self._history:
             self._kept.append(logged)
+        if msgid:
+            self._ids.append((msgid, seq))
         return logged
 
     def replay(self, after: int) -> list[bytes]:
@@ -111,3 +154,18 @@ class MemoryRoomLog:
         if not count:
             return []
         return [event.data for event in self._kept if event.chat][-count:]
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        return list(self._ids)[-count:] if count else []
+
+    def keep_member(self, member: KeptMember) -> None:
+        self._members[member.token] = member
+
+    def forget_member(self, token: bytes) -> None:
+        self._members.pop(token, None)
+
+    def kept_members(self) -> list[KeptMember]:
+        return list(self._members.values())
+
+    def commit(self) -> None:
+        """Nothing to do: the memory log lives and dies with its process."""

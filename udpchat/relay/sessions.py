@@ -24,8 +24,8 @@ from udpchat.ratelimit import TokenBucket
 from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
 
 __all__ = [
-    "LIVE", "TRANSITIONS", "Member", "MemberState", "MemberStateError", "SessionTable",
-    "members_fitting",
+    "LIVE", "TRANSITIONS", "Dormant", "Member", "MemberState", "MemberStateError",
+    "SessionTable", "members_fitting",
 ]
 
 
@@ -94,6 +94,18 @@ class Member:
         self.state = state
 
 
+@dataclass(slots=True, eq=False)
+class Dormant:
+    """A member of the room when the relay last stopped, not back yet (protocol.md 6.6): it
+    holds its nickname and can resume its place until ``expires``."""
+
+    token: bytes
+    nick: str
+    key: str
+    resume_secret: bytes
+    expires: float
+
+
 def members_fitting(nicks: list[str]) -> tuple[str, ...]:
     """As many nicknames, sorted, as fit in one message (a huge room lists a prefix)."""
     nicks = sorted(nicks)[:MAX_MEMBERS_LISTED]
@@ -126,6 +138,10 @@ class SessionTable:
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
         self._listed: tuple[str, ...] | None = None
+        # Members from before a restart, by token and by nickname key, soonest expiry first.
+        self.dormant: dict[bytes, Dormant] = {}
+        self.dormant_nicks: dict[str, Dormant] = {}
+        self._dormant_expiry: float | None = None  # the soonest, cached: timers ask often
 
     # --- the table ----------------------------------------------------------------------------
 
@@ -175,10 +191,41 @@ class SessionTable:
             member.advance(MemberState.GONE)
 
     def nick_list(self) -> tuple[str, ...]:
-        """The sorted member list for WELCOME and MEMBERS, rebuilt only when it changed."""
+        """The sorted member list for WELCOME and MEMBERS, rebuilt only when it changed:
+        members not back yet since a restart are still in the room."""
         if self._listed is None:
-            self._listed = members_fitting([mb.nick for mb in self.members.values()])
+            nicks = [mb.nick for mb in self.members.values()]
+            nicks.extend(d.nick for d in self.dormant.values())
+            self._listed = members_fitting(nicks)
         return self._listed
+
+    def holder(self, key: str) -> Member | Dormant | None:
+        """Who holds the nickname ``key``: a live member, or one not back yet."""
+        return self.by_nick.get(key) or self.dormant_nicks.get(key)
+
+    # --- members from before a restart ------------------------------------------------------
+
+    def add_dormant(self, dormant: Dormant) -> None:
+        self.dormant[dormant.token] = dormant
+        self.dormant_nicks[dormant.key] = dormant
+        self._listed = None
+        self._dormant_expiry = None
+
+    def wake(self, dormant: Dormant) -> None:
+        """``dormant`` resumed or expired: it no longer holds anything."""
+        del self.dormant[dormant.token]
+        if self.dormant_nicks.get(dormant.key) is dormant:
+            del self.dormant_nicks[dormant.key]
+        self._listed = None
+        self._dormant_expiry = None
+
+    def next_dormant_expiry(self) -> float | None:
+        if self._dormant_expiry is None and self.dormant:
+            self._dormant_expiry = min(d.expires for d in self.dormant.values())
+        return self._dormant_expiry
+
+    def dormant_due(self, now: float) -> list[Dormant]:
+        return [d for d in self.dormant.values() if d.expires <= now]
 
     def count_address(self, addr: Address, step: int) -> None:
         for table, key in (
