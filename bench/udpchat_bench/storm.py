@@ -13,8 +13,11 @@ recorded); the room idles (the relay's CPU then is the idle baseline); the relay
 and, after ``down_s``, a new one starts on the same port with the same identity; meanwhile
 ``senders`` members each say a line (queued by their sessions). Everyone's heartbeat then
 meets a RESET that proves the restart and the whole room rejoins at once. Measured: when the
-last member is back (from the new relay's start), whether every member got every line
-exactly once and has the full member list, who was announced as timed out, how long until
+last member is back (from the new relay's start); whether every line was posted once and
+reached, exactly once, every member back in the room when it was posted (one back later gets
+only the relay's join history: the restarted relay has no older room); whether every member
+knows the room right (its size and no stranger: a paged room's names come on /who); who was
+announced as timed out; how long until
 the new relay's CPU is back within 5 points of the idle baseline, and the datagrams the
 kernel dropped on the relay's socket and on the members' sockets in each phase.
 Figures are reported, never asserted: they depend on the machine.
