@@ -17,6 +17,7 @@ from udpchat_bench.load import (
     proc_rss_kib,
     run_load,
 )
+from udpchat_bench.storm import format_result, run_storm
 
 pytestmark = pytest.mark.bench
 
@@ -42,7 +43,7 @@ def test_join_probe_joins_and_leaves() -> None:
 
 @pytest.mark.timeout(120)
 def test_tiny_load_run_is_complete_and_sane() -> None:
-    (result,) = run_load(members=(20,), chat_rate=4.0, duration=3.0, join_probes=3)
+    (result,) = run_load(members=(20,), chat_rate=4.0, duration=3.0, join_probes=3, join_rate=40.0)
     assert isinstance(result, LoadResult)
     assert result.members == 20 and result.joined == 20
     for value in result.to_dict().values():
@@ -57,6 +58,20 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
     assert min(result.join_ms) <= result.join_ms_median <= max(result.join_ms)
     table = format_table([result])
     assert "members" in table and "\n" in table and " 20 " in table
+    assert result.relay_drops >= 0 and result.member_drops >= 0  # counted (Linux)
+    assert 0 < result.members_join_ms_p50 <= result.members_join_ms_max  # every member's join
+
+
+@pytest.mark.timeout(180)
+def test_tiny_storm_run_is_complete_and_sane() -> None:
+    result = run_storm(members=30, join_rate=50.0, senders=5, down_s=0.2)
+    assert result.joined == result.rejoined == result.lists_exact == 30
+    assert result.lines_sent == 5 and result.lines_lost == result.lines_duplicated == 0
+    assert result.timed_out == 0
+    assert 0 < result.join_ms_p50 <= result.join_ms_max
+    assert 0 < result.rejoin_p50_s <= result.rejoin_all_s
+    assert min(result.join_relay_drops, result.rejoin_relay_drops) >= 0
+    assert "rejoin after a restart: 30 of 30 back" in format_result(result)
 
 
 def test_run_load_checks_its_arguments() -> None:

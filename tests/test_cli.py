@@ -544,6 +544,9 @@ def test_help_names_the_limits_and_the_exit_statuses() -> None:
         ("--flood-rate", "5.0"),
         ("--handshake-burst", "20"),
         ("--handshake-rate", "5.0"),
+        ("--admission-burst", "100"),
+        ("--admission-rate", "400.0"),
+        ("--socket-buffer", "1M"),
         ("--max-per-host", "64"),
         ("--max-per-network", "256"),
     ):
@@ -592,12 +595,20 @@ def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
         "100",
         "--handshake-rate",
         "50",
+        "--admission-burst",
+        "300",
+        "--admission-rate",
+        "1000",
+        "--socket-buffer",
+        "512K",
         env={"UDPCHAT_KEY": ""},
     )
     assert result.exit_code == 3, result.output
     config = calls[0]["options"].config
     assert (config.flood_burst, config.flood_rate) == (40, 20.0)
     assert (config.handshake_burst, config.handshake_rate) == (100, 50.0)
+    assert (config.admission_burst, config.admission_rate) == (300, 1000.0)
+    assert calls[0]["options"].socket_buffer == 512 * 1024
 
 
 @pytest.mark.unit
@@ -608,6 +619,10 @@ def test_relay_limits_reach_the_relay(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--flood-rate", "-1"], "--flood-rate: expected a number above 0"),
         (["--handshake-burst", "0"], "--handshake-burst: expected 1 or more"),
         (["--handshake-rate", "0"], "--handshake-rate: expected a number above 0"),
+        (["--admission-burst", "0"], "--admission-burst: expected 1 or more"),
+        (["--admission-rate", "0"], "--admission-rate: expected a number above 0"),
+        (["--socket-buffer", "4X"], "--socket-buffer: expected a size such as 4M"),
+        (["--socket-buffer", "2048M"], "--socket-buffer: expected at most 1G"),
     ],
 )
 def test_relay_limit_errors(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -115,7 +115,9 @@ class FakeEndpoint:
 
 
 class Harness:
-    def __init__(self, peer: Address | None = None) -> None:
+    def __init__(
+        self, peer: Address | None = None, urgent: Callable[[bytes], bool] | None = None
+    ) -> None:
         self.endpoint = FakeEndpoint()
         self.transport = FakeTransport()
         self.delivered: list[str] = []
@@ -133,6 +135,7 @@ class Harness:
             finished=lambda: self.endpoint.done,
             on_exit=self.exit.append,
             peer=peer,
+            urgent=urgent,
         )
 
     def _take(self, now: float) -> list[str]:
@@ -336,6 +339,45 @@ def test_only_the_peer_speaks_for_a_connected_endpoint() -> None:
         assert h.wait(lambda: len(h.endpoint.received) == 1)
         assert [d for d, _, _ in h.endpoint.received] == [b"peer"]
         assert h.driver.received == 1
+    finally:
+        h.driver.stop()
+        h.driver.join()
+
+
+def test_urgent_datagrams_of_a_batch_go_first_each_kind_in_order_of_arrival() -> None:
+    h = Harness(urgent=lambda data: data.startswith(b"hello"))
+    arrivals = [b"a", b"hello 1", b"b", b"c", b"hello 2", b"d"]
+    for data in arrivals:
+        h.transport.put(data)
+    h.driver.start()
+    try:
+        assert h.wait(lambda: len(h.endpoint.received) == len(arrivals))
+        assert [d for d, _, _ in h.endpoint.received] == [
+            b"hello 1",
+            b"hello 2",
+            b"a",
+            b"b",
+            b"c",
+            b"d",
+        ]
+        # and their answers leave first
+        assert [d for d, _ in h.transport.sent][:2] == [b"echo hello 1", b"echo hello 2"]
+    finally:
+        h.driver.stop()
+        h.driver.join()
+
+
+def test_a_flood_from_strangers_still_ends_the_batch() -> None:
+    h = Harness(peer=PEER)
+    for _ in range(3 * MAX_BATCH):
+        h.transport.put(b"stranger", STRANGER)
+    h.transport.put(b"timer's turn", PEER)
+    h.endpoint.timer = 0.0  # due at once: it runs after the first bounded batch
+    h.driver.start()
+    try:
+        assert h.wait(lambda: len(h.endpoint.received) == 1)
+        assert h.endpoint.timers_run  # the timer did not wait for the whole flood
+        assert h.endpoint.received[0][2] > h.endpoint.timers_run[0]
     finally:
         h.driver.stop()
         h.driver.join()

@@ -29,6 +29,7 @@ COOKIE = bytes.fromhex("0000012c000102030405060708090a0b0c0d0e0f")
 TOKEN = bytes.fromhex("a1b2c3d4e5f60718")
 EPOCH = bytes.fromhex("e0e1e2e3e4e5e6e7")
 PASSPHRASE = "correct horse battery staple"
+DATAGRAM_EXAMPLES = 12  # section 10 shows one datagram of each type, then messages
 SAY = m.encode_message(m.Say("hi", bytes.fromhex("1122334455667788")))
 
 
@@ -112,7 +113,7 @@ def test_the_test_vectors_without_and_with_a_room_key() -> None:
 
 def test_every_datagram_and_message_example_decodes_as_described() -> None:
     found = examples()
-    datagrams = [wire.decode_datagram(d) for d in found[:11]]
+    datagrams = [wire.decode_datagram(d) for d in found[:DATAGRAM_EXAMPLES]]
     kinds = [d.kind if isinstance(d, wire.Protected) else type(d) for d in datagrams]
     T = wire.DatagramType
     assert kinds == [
@@ -127,8 +128,9 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
         wire.Reset,
         T.PATH_CHALLENGE,
         T.PATH_RESPONSE,
+        wire.Busy,
     ]
-    for data, datagram in zip(found[:11], datagrams, strict=True):
+    for data, datagram in zip(found[:DATAGRAM_EXAMPLES], datagrams, strict=True):
         assert wire.encode(datagram) == data  # the examples are canonical encodings
     join, accept, client, relay = handshake(None)
     assert found[2] == join and found[3] == accept
@@ -138,7 +140,7 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
     from_client = SessionCipher(relay.send, relay.receive, False)
     from_relay = SessionCipher(client.send, client.receive, False)
     opened = []
-    for datagram in datagrams[5:]:
+    for datagram in datagrams[5:11]:
         if isinstance(datagram, wire.Protected):
             reader = from_relay if datagram.kind == T.PATH_CHALLENGE else from_client
             opened.append(wire.decode_session(datagram, reader.open(datagram)))
@@ -151,7 +153,8 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
     ]
     reset = datagrams[8]
     assert isinstance(reset, wire.Reset) and reset.reset_token == vector("reset_token")
-    assert [m.decode_message(d) for d in found[11:]] == [
+    assert datagrams[11] == wire.Busy(NONCE, 250)
+    assert [m.decode_message(d) for d in found[DATAGRAM_EXAMPLES:]] == [
         m.ChatMessage(42, 1790000000, "bob", "hi"),
         m.Posted(42),
         m.Welcome("alice", ("alice", "bob"), 41, 1, 0),

@@ -18,6 +18,7 @@ from udpchat.transport import (
     DatagramTransport,
     ErrorLog,
     ImpairedTransport,
+    SocketBuffers,
     UdpTransport,
 )
 
@@ -375,3 +376,39 @@ def test_wake_unblocks_a_receiver_and_the_transport_lives_on(impaired: bool) -> 
     finally:
         sender.close()
         transport.close()
+
+
+# --- socket buffers and the kernel's drop counter ------------------------------------------
+
+
+def test_buffers_are_sized_as_asked_within_what_the_system_allows() -> None:
+    small = UdpTransport.bind("127.0.0.1", 0, SocketBuffers(4096, 4096))
+    large = UdpTransport.bind("127.0.0.1", 0, SocketBuffers(1 << 20, 1 << 20))
+    try:
+        assert small.buffers.receive < large.buffers.receive
+        assert small.buffers.send < large.buffers.send
+        # the system may cap the request (Linux: rmem_max) but grants at least its default
+        assert large.buffers.receive >= 65536
+    finally:
+        small.close()
+        large.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/udp"), reason="Linux counts drops per socket")
+def test_kernel_drops_count_what_a_full_receive_buffer_lost() -> None:
+    receiver = UdpTransport.bind("127.0.0.1", 0, SocketBuffers(4096, 0))
+    sender = UdpTransport.bind("127.0.0.1")
+    try:
+        assert receiver.kernel_drops() == 0
+        for _ in range(200):  # 200 KB into a buffer of a few KB, nobody reading
+            sender.sendto(b"x" * 1000, receiver.local_address)
+        drops = receiver.kernel_drops()
+        assert drops is not None and drops > 100
+        received = 0
+        while receiver.recvfrom(0.0) is not None:
+            received += 1
+        assert received + drops == 200
+    finally:
+        receiver.close()
+        sender.close()
+    assert receiver.kernel_drops() is None  # closed: nothing to ask

@@ -28,6 +28,7 @@ def every_datagram() -> list[wire.Datagram]:
         wire.Join(NONCE, b"c" * 24, b"h" * 80),
         wire.Accept(NONCE, TOKEN, b"h" * 80),
         wire.Reject(NONCE, wire.RejectCode.NICK_TAKEN, "nickname taken"),
+        wire.Busy(NONCE, 250),
         wire.Reset(TOKEN, b"r" * 16),
         *(wire.Protected(kind, TOKEN, 7, b"s" * 40) for kind in sorted(wire.SESSION_TYPES)),
     ]
@@ -239,3 +240,14 @@ def test_text_limit() -> None:
     assert m.text_error("") == "empty message"
     with pytest.raises(wire.DecodeError):
         m.decode_message(msgpack.packb([m.MessageKind.SAY, "x" * (m.MAX_TEXT_BYTES + 1)]))
+
+
+@pytest.mark.parametrize("datagram", every_datagram(), ids=lambda d: type(d).__name__)
+def test_handshake_requests_are_told_apart_by_their_first_bytes(datagram: wire.Datagram) -> None:
+    encoded = wire.encode(datagram)
+    assert wire.is_handshake_request(encoded) == isinstance(datagram, (wire.Hello, wire.Join))
+
+
+@given(st.binary(max_size=8))
+def test_handshake_triage_takes_any_bytes(data: bytes) -> None:
+    wire.is_handshake_request(data)  # never raises, whatever arrives

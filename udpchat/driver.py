@@ -75,7 +75,9 @@ class Driver(Generic[Item]):
     ``on_exit(error)`` runs on the loop's thread when it ends, with the exception that ended
     it, if any. With ``send_batch``, the endpoint is a :class:`BatchingEndpoint` and output is
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
-    address reach the endpoint (a client talks to its relay alone).
+    address reach the endpoint (a client talks to its relay alone). With ``urgent``, the
+    datagrams of a batch for which it holds are handed to the endpoint before the others (the
+    relay: handshakes ahead of session traffic).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Driver(Generic[Item]):
         on_exit: Callable[[BaseException | None], None] | None = None,
         send_batch: int | None = None,
         peer: Address | None = None,
+        urgent: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         # Replaceable until ``start`` (tests and benchmarks wrap it to watch the traffic).
@@ -105,6 +108,7 @@ class Driver(Generic[Item]):
         self._on_exit = on_exit
         self._send_batch = send_batch
         self._peer = peer
+        self._urgent = urgent
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
         self.changed = threading.Condition(self.lock)
@@ -245,18 +249,26 @@ class Driver(Generic[Item]):
         with self.lock:
             now = self._look(slept)
             self._sleeping_until = 0.0
+            batch: list[tuple[bytes, Address]] = []
             count = 0
             while got is not None:
                 if peer is None or got[1] == peer:
-                    self.received += 1
-                    try:
-                        endpoint.receive_datagram(got[0], got[1], now)
-                    except Exception as error:
-                        self._fault("receive_datagram", error)
+                    batch.append(got)
                 count += 1
                 if count > MAX_BATCH:
                     break  # the rest waits for the next turn: timers and output first
                 got = transport.recvfrom(0.0)
+            urgent = self._urgent
+            if urgent is not None and len(batch) > 1:
+                # Joiners first: their answers leave ahead of the batch's session traffic
+                # (the sort is stable, so each kind keeps its order of arrival).
+                batch.sort(key=lambda item: not urgent(item[0]))
+            for data, addr in batch:
+                self.received += 1
+                try:
+                    endpoint.receive_datagram(data, addr, now)
+                except Exception as error:
+                    self._fault("receive_datagram", error)
             timer = self._next_timer()
             if timer is not None and timer <= now:
                 try:

@@ -2,6 +2,9 @@
 
 Protocol code depends only on :class:`DatagramTransport`, so the same code runs over a
 real UDP socket, over an impaired one, or over a fake in tests.
+
+Socket buffers are sized on purpose (``udpchat.socketbuffers``), and what the kernel dropped
+for a full receive buffer is read back per socket.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from typing import Protocol
 
 from udpchat.endpoint import Address
 from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
+from udpchat.socketbuffers import SocketBuffers, granted_buffers, kernel_drops, set_buffers
 
 __all__ = [
     "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog", "ImpairedTransport",
-    "SocketCounters", "UdpTransport", "format_address", "normalise", "open_udp_socket",
-    "resolve",
+    "SocketBuffers", "SocketCounters", "UdpTransport", "format_address", "kernel_drops",
+    "normalise", "open_udp_socket", "resolve",
 ]
 
 MAX_DATAGRAM = 65535
@@ -84,11 +88,14 @@ def resolve(host: str, port: int, passive: bool = False) -> tuple[socket.Address
     return family, normalise(sockaddr)
 
 
-def open_udp_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to ``(host, port)``; port 0 picks a free port."""
+def open_udp_socket(host: str, port: int, buffers: SocketBuffers | None = None) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(host, port)``; port 0 picks a free port. With
+    ``buffers``, its buffers are sized before it is bound (nothing can queue before that)."""
     family, addr = resolve(host, port, passive=True)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if buffers is not None:
+            set_buffers(sock, buffers)
         if sys.platform == "win32":
             # Otherwise an ICMP port-unreachable makes every later recvfrom fail (WinError 10054).
             sock.ioctl(socket.SIO_UDP_CONNRESET, False)
@@ -169,9 +176,19 @@ class UdpTransport:
         self._recv_error_log = ErrorLog("recvfrom", self.counters.recv_errors_by_errno)
 
     @classmethod
-    def bind(cls, host: str, port: int = 0) -> UdpTransport:
-        """Bind to ``host`` (an IPv4 or IPv6 address or name) and ``port`` (0 for any)."""
-        return cls(open_udp_socket(host, port))
+    def bind(cls, host: str, port: int = 0, buffers: SocketBuffers | None = None) -> UdpTransport:
+        """Bind to ``host`` (an IPv4 or IPv6 address or name) and ``port`` (0 for any), with
+        ``buffers`` sized when given."""
+        return cls(open_udp_socket(host, port, buffers))
+
+    @property
+    def buffers(self) -> SocketBuffers:
+        """The buffer sizes the kernel reports for the socket."""
+        return granted_buffers(self._sock)
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped before this socket read them (see ``kernel_drops``)."""
+        return None if self._closed else kernel_drops(self._sock)
 
     @property
     def local_address(self) -> Address:

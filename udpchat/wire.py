@@ -56,6 +56,8 @@ TOKEN_SIZE = 8
 # protocol.md 2: the handshake nonce a client puts in HELLO and JOIN (not an AEAD nonce:
 # those are 12 bytes, made from the packet number by udpchat.noise.aead_nonce).
 HANDSHAKE_NONCE_SIZE = 8
+# protocol.md 4.3: the longest wait a BUSY may ask for, below a cookie's lifetime.
+MAX_BUSY_RETRY_MS = 5000
 PATH_DATA_SIZE = 8
 EPOCH_SIZE = 8
 # protocol.md 4: the relay's static X25519 public key, sent in every CHALLENGE.
@@ -95,6 +97,7 @@ class DatagramType(IntEnum):
     RESET = 9
     PATH_CHALLENGE = 10
     PATH_RESPONSE = 11
+    BUSY = 12
 
 
 SESSION_TYPES = frozenset(
@@ -216,6 +219,16 @@ class Reject:
     reason: Annotated[str, Str(MAX_REASON_BYTES)]
 
 
+@DATAGRAMS.register(DatagramType.BUSY)
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """protocol.md 4.3: the relay is admitting others; send the same JOIN again in
+    ``retry_ms`` milliseconds. Bound to the JOIN by its nonce, like a REJECT."""
+
+    nonce: Nonce
+    retry_ms: Annotated[int, UInt(MAX_BUSY_RETRY_MS)]
+
+
 @SESSION.register(DatagramType.DATA)
 @dataclass(frozen=True, slots=True)
 class Data:
@@ -281,7 +294,7 @@ class PathResponse:
     data: PathData
 
 
-Datagram = Hello | Challenge | Join | Accept | Reject | Reset | Protected
+Datagram = Hello | Challenge | Join | Accept | Reject | Busy | Reset | Protected
 SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 
 # Bytes a DATA plaintext needs besides its chunks (each chunk costs its length plus a 2 to
@@ -383,6 +396,23 @@ def encode_reject(nonce: bytes, code: int, reason: str, version: int = PROTOCOL_
     BAD_KEY (protocol.md 4). ``version``: a REJECT VERSION goes out in the requester's."""
     fields = DATAGRAMS.schema(Reject).fields(Reject(nonce, int(code), reason))
     return pack([version, DatagramType.REJECT, *fields])
+
+
+_HANDSHAKE_REQUEST_HEADS = frozenset(
+    bytes((0x90 | count, PROTOCOL_VERSION, kind))
+    for count, kind in ((4, DatagramType.HELLO), (6, DatagramType.JOIN))
+)
+
+
+def is_handshake_request(data: bytes) -> bool:
+    """Whether ``data`` looks like a HELLO or a JOIN, from its first three bytes alone (a
+    fixarray of 4 or 6, the version, the type): a cheap triage before decoding, to answer
+    joiners first. A wrong guess only reorders; decoding still judges the datagram."""
+    return data[:3] in _HANDSHAKE_REQUEST_HEADS
+
+
+def encode_busy(nonce: bytes, retry_ms: int) -> bytes:
+    return DATAGRAMS.schema(Busy).encode(Busy(nonce, retry_ms))
 
 
 def request_hash(datagram: bytes) -> bytes:

@@ -105,6 +105,9 @@ class BareClient:
             self.accept = datagram
             self.payload, self.keys = accepted
             self.link = Link(datagram.token, self.link_config, keys=self.keys)
+        elif isinstance(datagram, wire.Busy) and self.link is None:
+            if datagram.nonce == self.nonce:  # protocol.md 4.3: the same JOIN, later
+                self.retry_at = now + datagram.retry_ms / 1000
         elif isinstance(datagram, wire.Reject):
             self.reject = datagram
         else:

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,7 +46,8 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
-from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
+from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
 from udpchat_bench.worker import emit
@@ -78,6 +79,13 @@ class LoadResult:
     join_ms_median: float
     join_ms: tuple[float, ...]
     generator_cpu_pct: float
+    # Datagrams the kernel dropped while members joined: full receive buffers (-1: unknown).
+    relay_drops: int = -1
+    member_drops: int = -1
+    # Every member's join (first HELLO to WELCOME) while the room filled, in ms.
+    members_join_ms_p50: float = math.nan
+    members_join_ms_max: float = math.nan
+    join_rate: float = 0.0  # members started a second (0: JOIN_WAVE in flight at a time)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,7 +125,19 @@ def relay_main(params: Mapping[str, Any]) -> int:
         max_members_per_network=max(1024, members + 64),
         heartbeat=float(params.get("heartbeat", 1.0)),
     )
-    server = RelayServer(RelayOptions(host=LOCALHOST, port=0, config=config))
+    baseline = bool(params.get("baseline", False))
+    if baseline:  # the relay without its join-storm defences (udpchat_bench.storm)
+        config = replace(config, admission_burst=1_000_000, admission_rate=1e9)
+    server = RelayServer(
+        RelayOptions(
+            host=LOCALHOST,
+            port=0,
+            config=config,
+            socket_buffer=0 if baseline else int(params.get("socket_buffer", SOCKET_BUFFER)),
+        )
+    )
+    if baseline:
+        server._driver._urgent = None
     stop = threading.Event()
     commands: queue.Queue[str] = queue.Queue()
     _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
@@ -129,8 +149,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
     threading.Thread(target=stopper, name="stopper", daemon=True).start()
     profile_path = params.get("profile")
     profiler = cProfile.Profile() if profile_path else None
-    if profiler is not None:
-        _profile_on_command(server, profiler, commands)
+    _serve_commands(server, profiler, commands)
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
     if profiler is not None:
@@ -141,20 +160,34 @@ def relay_main(params: Mapping[str, Any]) -> int:
     return 0
 
 
-def _profile_on_command(
-    server: RelayServer, profiler: cProfile.Profile, commands: queue.Queue[str]
+def _serve_commands(
+    server: RelayServer, profiler: cProfile.Profile | None, commands: queue.Queue[str]
 ) -> None:
-    """Let ``profile on`` / ``profile off`` on stdin switch cProfile for the serving thread.
+    """Answer ``drops`` (the kernel's count for the relay's socket) from a thread of its
+    own, and with a profiler let ``profile on`` / ``profile off`` reach the serving thread.
 
-    cProfile only sees the thread that enables it, so the switch happens inside the serving
-    loop: each wait for a datagram first looks for a pending command.
+    cProfile only sees the thread that enables it, so those two are taken inside the serving
+    loop: each wait for a datagram first looks for a pending one.
     """
+    switches: queue.Queue[str] = queue.Queue()
+
+    def answer() -> None:
+        while True:
+            command = commands.get()
+            if command == "drops":
+                emit("drops", drops=server.kernel_drops() or 0)
+            else:
+                switches.put(command)
+
+    threading.Thread(target=answer, name="commands", daemon=True).start()
+    if profiler is None:
+        return
     transport = server._transport  # the benchmark's own relay; no other way into its loop
     receive = transport.recvfrom
 
     def recvfrom(timeout: float | None) -> tuple[bytes, Address] | None:
-        while not commands.empty():
-            command = commands.get_nowait()
+        while not switches.empty():
+            command = switches.get_nowait()
             if command == "profile on":
                 profiler.enable()
             elif command == "profile off":
@@ -196,13 +229,15 @@ def _watch_stdin(
 class _Member(BareClient):
     """One simulated member: a bare client, where it sits, and when it next needs a turn."""
 
-    __slots__ = ("index", "next_beat", "scheduled", "sock", "welcomed")
+    __slots__ = ("index", "join_s", "next_beat", "scheduled", "sock", "started", "welcomed")
 
     def __init__(self, index: int, sock: int, nonce: bytes) -> None:
         super().__init__(f"m{index}", nonce, os.urandom, retry_s=HANDSHAKE_RETRY_S)
         self.index = index
         self.sock = sock
         self.welcomed = False
+        self.started = 0.0  # its first HELLO
+        self.join_s = math.nan  # from its first HELLO to its WELCOME
         self.next_beat = math.inf
         self.scheduled = math.inf
 
@@ -302,12 +337,13 @@ class LoadGenerator:
                     self.refused += 1
                 elif kind == m.MessageKind.WELCOME and not member.welcomed:
                     member.welcomed = True
+                    member.join_s = now - member.started
                     self.welcomed += 1
                     offset = (member.index / max(len(self.members), 1)) * self.heartbeat
                     member.next_beat = now + self.heartbeat + offset
                     self._schedule(member, member.next_beat)
             self.dirty.add(member.index)
-        elif isinstance(datagram, (wire.Challenge, wire.Accept)):
+        elif isinstance(datagram, (wire.Challenge, wire.Accept, wire.Busy)):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
                 member.receive(datagram, now)
@@ -378,19 +414,28 @@ class LoadGenerator:
         self._chat(now)
         self._flush(now)
 
-    def join_all(self, deadline: float) -> None:
+    def join_all(self, deadline: float, rate: float = 0.0) -> None:
+        """Every member joins: ``JOIN_WAVE`` handshakes in flight at once, or with ``rate``
+        one new member every 1/rate seconds, however many are in flight."""
         pending = list(reversed(self.members))
         in_flight: list[_Member] = []
+        start = time.monotonic()
+        started = 0
         while time.monotonic() < deadline:
             now = time.monotonic()
             in_flight = [mb for mb in in_flight if not mb.welcomed]
-            while pending and len(in_flight) < JOIN_WAVE:
+            while pending and (
+                start + started / rate <= now if rate > 0 else len(in_flight) < JOIN_WAVE
+            ):
                 member = pending.pop()
                 in_flight.append(member)
+                member.started = now
                 self.start_handshake(member, now)
+                started += 1
             if not pending and not in_flight:
                 return
-            self.step(now, 0.05)
+            wait = 0.05 if rate <= 0 or not pending else max(0.0, start + started / rate - now)
+            self.step(now, min(wait, 0.05))
         raise RuntimeError(f"only {self.welcomed} of {len(self.members)} members joined in time")
 
     def set_chat(self, on: bool) -> None:
@@ -416,8 +461,16 @@ def members_main(params: Mapping[str, Any]) -> int:
     )
     start = time.monotonic()
     try:
-        generator.join_all(start + float(params.get("join_timeout_s", 120.0)))
-        emit("joined", members=generator.welcomed, seconds=time.monotonic() - start)
+        generator.join_all(
+            start + float(params.get("join_timeout_s", 120.0)), float(params.get("join_rate", 0))
+        )
+        emit(
+            "joined",
+            members=generator.welcomed,
+            seconds=time.monotonic() - start,
+            join_ms=[1000 * mb.join_s for mb in generator.members if mb.welcomed],
+            drops=sum(kernel_drops(sock) or 0 for sock in generator.socks),
+        )
         while not stop.is_set():
             generator.step(time.monotonic(), 0.05)
             while not commands.empty():
@@ -447,13 +500,15 @@ def members_main(params: Mapping[str, Any]) -> int:
 class _Proc:
     """A worker subprocess; its stdout lines become events."""
 
-    def __init__(self, role: str, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self, role: str, params: Mapping[str, Any], module: str = "udpchat_bench.load"
+    ) -> None:
         self._stderr: IO[bytes] = open(os.devnull, "wb")  # noqa: SIM115 - closed in reap()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "udpchat_bench.load",
+                module,
                 role,
                 "--json-args",
                 json.dumps(params),
@@ -575,6 +630,9 @@ def run_one(
     heartbeat: float = 1.0,
     profile: str | None = None,
     progress: Callable[[str], None] | None = None,
+    join_rate: float = 0.0,
+    baseline: bool = False,
+    socket_buffer: int = SOCKET_BUFFER,
 ) -> LoadResult:
     """Measure one member count with a fresh relay."""
     say = progress or (lambda _: None)
@@ -586,6 +644,8 @@ def run_one(
             "heartbeat": heartbeat,
             "profile": profile,
             "max_lifetime_s": lifetime,
+            "baseline": baseline,
+            "socket_buffer": socket_buffer,
         },
     )
     generator: _Proc | None = None
@@ -603,11 +663,14 @@ def run_one(
                 "heartbeat": heartbeat,
                 "chat_rate": chat_rate,
                 "max_lifetime_s": lifetime,
-                "join_timeout_s": 60.0 + members / 10,
+                "join_timeout_s": 60.0 + members / 10 + (members / join_rate if join_rate else 0),
+                "join_rate": join_rate,
             },
         )
         gen_pid = generator.proc.pid
         joined = generator.wait("joined", 90.0 + members / 5)
+        relay.tell("drops")
+        relay_drops = int(relay.wait("drops", 10)["drops"])
         time.sleep(SETTLE_S)
         rss_full = proc_rss_kib(pid)
 
@@ -658,6 +721,11 @@ def run_one(
         join_ms_median=round(statistics.median(samples), 3),
         join_ms=tuple(round(s, 3) for s in samples),
         generator_cpu_pct=round(gen_pct, 2),
+        relay_drops=relay_drops,
+        member_drops=int(joined.get("drops", -1)),
+        members_join_ms_p50=round(statistics.median(joined["join_ms"]), 2),
+        members_join_ms_max=round(max(joined["join_ms"]), 2),
+        join_rate=join_rate,
     )
 
 
@@ -669,6 +737,9 @@ def run_load(
     heartbeat: float = 1.0,
     profile_dir: str | None = None,
     progress: Callable[[str], None] | None = None,
+    join_rate: float = 0.0,
+    baseline: bool = False,
+    socket_buffer: int = SOCKET_BUFFER,
 ) -> list[LoadResult]:
     """Run the load benchmark for each member count; one fresh relay per count.
 
@@ -687,7 +758,18 @@ def run_load(
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
             profile = str(Path(profile_dir) / f"relay-{count}.prof")
         results.append(
-            run_one(count, chat_rate, duration, join_probes, heartbeat, profile, progress)
+            run_one(
+                count,
+                chat_rate,
+                duration,
+                join_probes,
+                heartbeat,
+                profile,
+                progress,
+                join_rate,
+                baseline,
+                socket_buffer,
+            )
         )
     return results
 
@@ -696,7 +778,8 @@ def format_table(results: Sequence[LoadResult]) -> str:
     header = (
         f"{'members':>7} {'joined':>6} {'join phase s':>12} {'CPU idle %':>10} "
         f"{'CPU chat %':>10} {'RSS MiB':>8} {'B/member':>9} {'deliv/s':>9} "
-        f"{'join ms (median)':>16} {'gen CPU %':>9}"
+        f"{'join ms (median)':>16} {'gen CPU %':>9} {'drops relay/members':>19} "
+        f"{'joins p50/max ms':>16}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -704,7 +787,9 @@ def format_table(results: Sequence[LoadResult]) -> str:
             f"{r.members:>7} {r.joined:>6} {r.join_phase_s:>12.1f} {r.relay_cpu_idle_pct:>10.2f} "
             f"{r.relay_cpu_chat_pct:>10.2f} {r.relay_rss_kib / 1024:>8.1f} "
             f"{r.relay_bytes_per_member:>9.0f} {r.deliveries_per_s:>9.1f} "
-            f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f}"
+            f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f} "
+            f"{f'{r.relay_drops}/{r.member_drops}':>19} "
+            f"{f'{r.members_join_ms_p50:.1f}/{r.members_join_ms_max:.0f}':>16}"
         )
     return "\n".join(lines)
 
@@ -726,6 +811,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--duration", type=float, default=10.0)
     run.add_argument("--join-probes", type=int, default=7)
     run.add_argument("--profile-dir", default=None)
+    run.add_argument("--join-rate", type=float, default=0.0, help="members started a second")
+    run.add_argument("--baseline", action="store_true", help="the relay without its defences")
+    run.add_argument("--socket-buffer", type=int, default=SOCKET_BUFFER, help="relay's, bytes")
     run.add_argument("--json", action="store_true", help="print results as JSON lines")
     ns = parser.parse_args(argv)
     if ns.role == "relay":
@@ -738,6 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns.duration,
         ns.join_probes,
         profile_dir=ns.profile_dir,
+        join_rate=ns.join_rate,
+        baseline=ns.baseline,
+        socket_buffer=ns.socket_buffer,
         progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if ns.json:

@@ -39,6 +39,23 @@ from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 __all__ = ["LIMITS_PANEL", "relay"]
 
 _RELAY_DEFAULTS = RelayConfig()
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+MAX_SOCKET_BUFFER = 1 << 30
+
+
+def _size(name: str, text: str) -> int:
+    """Bytes from ``4194304``, ``4096K`` or ``4M`` (0: the system's default)."""
+    cleaned = text.strip().upper().removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in ("K", "M") else ""
+    digits = cleaned[: len(cleaned) - len(unit)]
+    if not digits.isdigit():
+        raise ValueError(f"{name}: expected a size such as 4M, 512K or 262144, got {text!r}")
+    size = int(digits) * _SIZE_UNITS[unit]
+    if size > MAX_SOCKET_BUFFER:
+        raise ValueError(f"{name}: expected at most 1G, got {text!r}")
+    return size
+
+
 LIMITS_PANEL = "Limits that keep a room open"
 
 
@@ -114,6 +131,34 @@ def relay(
             rich_help_panel=LIMITS_PANEL,
         ),
     ] = _RELAY_DEFAULTS.handshake_rate,
+    admission_burst: Annotated[
+        int,
+        typer.Option(
+            help="JOINs the whole relay admits at once...",
+            metavar="N",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.admission_burst,
+    admission_rate: Annotated[
+        float,
+        typer.Option(
+            help="...then this many a second; beyond, a joiner is told to come back a little "
+            "later (BUSY), so that a room rejoining at once is let in at a steady pace.",
+            metavar="PER_S",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = _RELAY_DEFAULTS.admission_rate,
+    socket_buffer: Annotated[
+        str,
+        typer.Option(
+            help="Receive and send buffer of the relay's socket (bytes, or with K or M): "
+            "room for a burst of joins; much larger only delays datagrams when the relay is "
+            "behind. The system may grant less (Linux: net.core.rmem_max); the start line "
+            "says what it granted.",
+            metavar="SIZE",
+            rich_help_panel=LIMITS_PANEL,
+        ),
+    ] = "1M",
     notice_window: Annotated[
         str,
         typer.Option(
@@ -195,13 +240,20 @@ def relay(
             ("--max-per-network", max_per_network),
             ("--flood-burst", flood_burst),
             ("--handshake-burst", handshake_burst),
+            ("--admission-burst", admission_burst),
         )
         for name, value in counts:
             if value < 1:
                 raise ValueError(f"{name}: expected 1 or more, got {value}")
-        for name, rate in (("--flood-rate", flood_rate), ("--handshake-rate", handshake_rate)):
+        rates = (
+            ("--flood-rate", flood_rate),
+            ("--handshake-rate", handshake_rate),
+            ("--admission-rate", admission_rate),
+        )
+        for name, rate in rates:
             if not rate > 0 or rate == float("inf"):
                 raise ValueError(f"{name}: expected a number above 0, got {rate:g}")
+        buffer_bytes = _size("--socket-buffer", socket_buffer)
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
@@ -233,6 +285,8 @@ def relay(
             flood_rate=flood_rate,
             handshake_burst=handshake_burst,
             handshake_rate=handshake_rate,
+            admission_burst=admission_burst,
+            admission_rate=admission_rate,
             notice_window=window_s,
             batch_notices_above=batch_notices_above,
             member_page=member_page,
@@ -240,6 +294,7 @@ def relay(
         impairment=config,
         key=key or None,
         static_key=relay_key.private,
+        socket_buffer=buffer_bytes,
         store=room_store,
     )
     try:

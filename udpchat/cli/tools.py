@@ -185,15 +185,36 @@ def load(
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per size.", metavar=FLAG)
     ] = False,
+    storm: Annotated[
+        bool,
+        typer.Option(
+            "--storm",
+            help="Instead: real client sessions join at --join-rate, then the relay is "
+            "restarted and the whole room rejoins at once (one size: the largest of "
+            "--members); join times, rejoin time, lost lines, kernel drops.",
+            metavar=FLAG,
+        ),
+    ] = False,
+    join_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Members starting to join a second (default: 50 at a time in flight; with "
+            "--storm, 50 a second).",
+            metavar="PER_S",
+        ),
+    ] = None,
 ) -> None:
-    """Load a relay with many simulated members: CPU share, memory per member, join time.
+    """Load a relay with many simulated members: CPU share, memory per member, join time,
+    and datagrams the system dropped for full socket buffers.
 
-    Example:
+    Examples:
 
       udpchat load --members 100,1000 --duration 5
+      udpchat load --storm --members 1000 --join-rate 50
     """
     try:  # a distribution of its own (bench/), installed on request
         from udpchat_bench.load import format_table, run_load
+        from udpchat_bench.storm import format_result, run_storm
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] != "udpchat_bench":
             raise
@@ -211,11 +232,23 @@ def load(
         _fail(f"--members: expected positive numbers separated by commas, got {members!r}")
     if duration <= 0 or chat_rate < 0:
         _fail("--duration must be positive and --chat-rate not negative")
+    join_rate_given = join_rate is not None
+    if join_rate is None:
+        join_rate = 50.0
+    if not join_rate > 0:
+        _fail(f"--join-rate: expected a number above 0, got {join_rate:g}")
+    if storm:
+        outcome = run_storm(
+            max(sizes), join_rate, progress=lambda text: typer.echo(text, err=True)
+        )
+        typer.echo(json.dumps(outcome.to_dict()) if json_output else format_result(outcome))
+        return
     results = run_load(
         sizes,
         chat_rate=chat_rate,
         duration=duration,
         progress=lambda text: typer.echo(text, err=True),
+        join_rate=join_rate if join_rate_given else 0.0,
     )
     if json_output:
         for result in results:

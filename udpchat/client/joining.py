@@ -26,8 +26,8 @@ from udpchat.noise import DHLEN, NoiseError, usable_public_key
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
-    "FINAL_REJECTS", "HANDSHAKE_FIRST_RETRY", "HANDSHAKE_MAX_RETRY", "NEEDS_KEY", "NO_ROOM_KEY",
-    "RECONNECT_FIRST_DELAY", "Backoff", "Handshake", "Refused",
+    "AFTER_BUSY", "FINAL_REJECTS", "HANDSHAKE_FIRST_RETRY", "HANDSHAKE_MAX_RETRY", "NEEDS_KEY",
+    "NO_ROOM_KEY", "RECONNECT_FIRST_DELAY", "Backoff", "Handshake", "Refused",
 ]
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 2 s.
@@ -46,6 +46,8 @@ MAX_KEPT_HANDSHAKES = 4
 # protocol.md 4: a CHALLENGE says whether the relay has a room key; a mismatch is final.
 NEEDS_KEY = "this room needs a key: give it with --key or UDPCHAT_KEY"
 NO_ROOM_KEY = "this relay has no room key; join without --key"
+# protocol.md 4.3: after the wait a BUSY asks for, the attempt has at least this long left.
+AFTER_BUSY = 5.0
 # REJECT codes after which trying again cannot help, even on a rejoin.
 FINAL_REJECTS = {wire.RejectCode.NICK_INVALID, wire.RejectCode.VERSION, wire.RejectCode.BAD_KEY}
 
@@ -283,6 +285,22 @@ class Handshake:
             except (NoiseError, wire.DecodeError):
                 continue
         return None
+
+    def on_busy(self, busy: wire.Busy, now: float) -> bool:
+        """protocol.md 4.3: the relay will take our JOIN later. The same JOIN goes again
+        after the wait it asks for (then on the usual schedule), and the attempt's deadline
+        moves so that waiting as asked never ends the join. False if it is not ours."""
+        if busy.nonce != self.nonce or self._cookie is None:
+            self._counters.wrong_session += 1
+            return False
+        self.retry_at = now + min(busy.retry_ms, wire.MAX_BUSY_RETRY_MS) / 1000
+        self._retry_interval = HANDSHAKE_FIRST_RETRY
+        until = self.retry_at + AFTER_BUSY
+        if self.attempt_deadline is not None:
+            self.attempt_deadline = max(self.attempt_deadline, until)
+        if self.join_deadline is not None:
+            self.join_deadline = max(self.join_deadline, until)
+        return True
 
     def bound(self, reject: wire.Reject) -> bool:
         """protocol.md 4: whether ``reject`` answers what this attempt sent (our nonce, or

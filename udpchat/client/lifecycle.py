@@ -114,6 +114,13 @@ class Lifecycle:
         self._uplink.adopt(accept.token, self._config.link, hint, keys, payload, now)
         self.machine.fire(Trigger.ACCEPT)
 
+    def on_busy(self, busy: wire.Busy, now: float) -> None:
+        """protocol.md 4.3: the relay answers our JOIN with "later": wait as asked."""
+        if self.state is not _S.JOINING:
+            self._counters.unexpected += 1
+            return
+        self._handshake.on_busy(busy, now)
+
     def on_reject(self, reject: wire.Reject, now: float) -> None:
         """protocol.md 4: a REJECT is ours only if it is bound to what we sent in this
         attempt. Anything else may be forged by anyone who knows the relay's address, so it

@@ -253,6 +253,8 @@ class ClientSession:
                 self._on_session_datagram(datagram, len(data), now)
             case wire.Reject():
                 self._life.on_reject(datagram, now)
+            case wire.Busy():
+                self._life.on_busy(datagram, now)
             case wire.Challenge():
                 self._life.on_challenge(datagram, now)
             case wire.Accept():

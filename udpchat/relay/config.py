@@ -39,6 +39,11 @@ class RelayConfig:
     # JOINs with a valid cookie, per host (protocol.md 4): spoofed datagrams cannot drain it.
     handshake_burst: int = 20
     handshake_rate: float = 5.0
+    # Admissions for the whole relay (protocol.md 4.3): a JOIN beyond them is answered BUSY
+    # with the time of a later slot, so that a room rejoining at once after a restart is let
+    # in at a pace the relay keeps up with instead of in a burst it drops.
+    admission_burst: int = 100
+    admission_rate: float = 400.0
     # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
     reply_burst: int = 20
     reply_rate: float = 10.0
@@ -89,6 +94,8 @@ class RelayConfig:
             raise ValueError(f"notice_batch is from 1 to {m.MAX_BATCH}")
         if self.max_members_per_host < 1 or self.max_members_per_network < 1:
             raise ValueError("members per host and per network must be at least 1")
+        if self.admission_burst < 1 or not 0 < self.admission_rate < float("inf"):
+            raise ValueError("admission_burst must be at least 1 and admission_rate above 0")
 
 
 @dataclass
@@ -117,3 +124,4 @@ class RelayStats:
     network_full: int = 0
     resent_requests: int = 0
     from_port_zero: int = 0
+    busy: int = 0  # JOINs answered BUSY (protocol.md 4.3)

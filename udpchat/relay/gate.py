@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -46,6 +47,9 @@ MAX_USED_JOINS = 65_536
 # timeout ends a silent session, so a client has that long to resume in place.
 RELAY_LINK_TRANSMISSIONS = 1_000_000
 RESET_SIZE = len(wire.encode_reset(bytes(wire.TOKEN_SIZE), bytes(wire.RESET_TOKEN_SIZE)))
+# Seconds of rounding forgiven in the admission pace: ``_tat`` is a sum of many intervals,
+# and the burst-th JOIN at one instant must not miss its place by a float's last bit.
+ADMISSION_SLACK = 1e-9
 # protocol.md 4: what BAD_KEY says when a JOIN's handshake does not authenticate.
 WRONG_KEY = "wrong room key"
 
@@ -99,6 +103,14 @@ class Gate:
             config.reply_rate, config.reply_burst, config.max_sources, now
         )
         self._used_joins: dict[tuple[Address, bytes], float] = {}
+        # protocol.md 4.3: admissions paced relay-wide (GCRA). ``_tat`` is when the next
+        # admission is due at the steady rate; up to ``admission_burst`` may come early.
+        # ``_booked`` is the end of the slots already promised in BUSY answers, so that a
+        # crowd told to wait is spread over later slots instead of coming back at once.
+        self._admit_interval = 1.0 / config.admission_rate
+        self._admit_tolerance = (config.admission_burst - 1) * self._admit_interval
+        self._tat = now
+        self._booked = now
 
     # --- answers that prove nothing ---------------------------------------------------------
 
@@ -146,6 +158,20 @@ class Gate:
             return True
         self.stats.rate_limited += 1
         return False
+
+    def _admission_wait(self, now: float) -> float:
+        """0.0 when a JOIN may go on now (its admission is counted), otherwise the seconds
+        until the slot promised to it (protocol.md 4.3)."""
+        tat = max(self._tat, now)
+        earliest = tat - self._admit_tolerance
+        if earliest <= now + ADMISSION_SLACK:
+            self._tat = tat + self._admit_interval
+            return 0.0
+        slot = max(self._booked, earliest)
+        if slot - now > wire.MAX_BUSY_RETRY_MS / 1000:
+            return slot - now  # beyond what a BUSY may ask: book it when it comes back
+        self._booked = slot + self._admit_interval
+        return slot - now
 
     # --- cookies ----------------------------------------------------------------------------
 
@@ -208,6 +234,13 @@ class Gate:
             # A JOIN that already made a session, replayed within its cookie's lifetime.
             self.stats.replayed_joins += 1
             self.outbox.drop("replayed JOIN", addr)
+            return None
+        wait = self._admission_wait(now)
+        if wait > 0.0:
+            # Before the host's bucket and any DH work: waiting costs the joiner nothing.
+            self.stats.busy += 1
+            retry_ms = min(wire.MAX_BUSY_RETRY_MS, max(1, math.ceil(wait * 1000)))
+            self.outbox.send(wire.encode_busy(join.nonce, retry_ms), addr)
             return None
         if not self._allow_join(addr, now):
             self._reject(

@@ -1,0 +1,126 @@
+"""Back-pressure on joiners (protocol.md 4.3): a crowd joining at once is admitted at the
+relay's pace, told BUSY with a slot each, and every client waits as asked and gets in.
+Real relay core and client sessions on the simulated network, virtual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.client_support import RELAY, client_addr, relay_net
+from udpchat import wire
+from udpchat.client.states import SessionState
+from udpchat.endpoint import Address
+from udpchat.relay.config import RelayConfig
+from udpchat.sim import SimNetwork
+
+pytestmark = pytest.mark.unit
+
+
+def crowd_config(burst: int, rate: float) -> RelayConfig:
+    """Admissions paced at ``burst`` then ``rate``; the per-host limits out of the way (the
+    simulated clients share one host)."""
+    return RelayConfig(
+        admission_burst=burst,
+        admission_rate=rate,
+        handshake_burst=1000,
+        handshake_rate=1000.0,
+        max_members_per_host=1000,
+        max_members_per_network=1000,
+    )
+
+
+Trace = list[tuple[float, Address, Address, wire.Datagram]]
+
+
+def trace(net: SimNetwork) -> Trace:
+    """Every handshake datagram as it is sent: (time, from, to, decoded)."""
+    seen: Trace = []
+
+    def tap(src: Address, dst: Address, data: bytes) -> None:
+        if data[2] in (wire.DatagramType.JOIN, wire.DatagramType.BUSY, wire.DatagramType.REJECT):
+            seen.append((net.now, src, dst, wire.decode_datagram(data)))
+
+    net.taps.append(tap)
+    return seen
+
+
+def test_a_crowd_beyond_the_pace_is_told_to_wait_and_everyone_gets_in() -> None:
+    nicks = tuple(f"m{i}" for i in range(30))
+    net, relay, sessions = relay_net(nicks, relay_config=crowd_config(burst=5, rate=20.0))
+    seen = trace(net)
+    for session in sessions:
+        session.connect(net.now)
+    start = net.now
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 10)
+    assert relay.stats.busy > 0
+    assert not [d for *_, d in seen if isinstance(d, wire.Reject)]
+    # admitted at the pace: 5 at once, then 20 a second, so the last came after ~1.25 s
+    assert net.now - start >= (30 - 5) / 20.0 - 0.1
+    # each BUSY of the first wave booked its own later slot: the crowd comes back spread out
+    busy = [d for *_, d in seen if isinstance(d, wire.Busy)]
+    first_wave = [b.retry_ms for b in busy[:20]]
+    assert first_wave == sorted(first_wave) and len(set(first_wave)) == len(first_wave)
+    # every member sees the whole room, once the last batch of join notices went out
+    assert net.run_until(lambda: all(sorted(s.members) == sorted(nicks) for s in sessions), 2)
+
+
+def test_a_client_sends_its_join_again_only_after_the_wait_it_was_told() -> None:
+    nicks = tuple(f"m{i}" for i in range(12))
+    net, _relay, sessions = relay_net(nicks, relay_config=crowd_config(burst=2, rate=4.0))
+    seen = trace(net)
+    for session in sessions:
+        session.connect(net.now)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 15)
+    waited = 0
+    for i in range(len(nicks)):
+        me = client_addr(i)
+        busy = [(t, d) for t, src, dst, d in seen if dst == me and isinstance(d, wire.Busy)]
+        joins = [t for t, src, _, d in seen if src == me and isinstance(d, wire.Join)]
+        for told_at, answer in busy:
+            assert isinstance(answer, wire.Busy)
+            later = [t for t in joins if t > told_at]
+            assert later, "the JOIN was sent again"
+            assert later[0] >= told_at + answer.retry_ms / 1000 - 1e-6
+            waited += 1
+    assert waited > 0
+
+
+def test_waiting_as_told_never_ends_a_first_join_at_its_usual_deadline() -> None:
+    """One admission every 5 s: the fourth member gets in ~15 s after it asked, well past
+    the 10 s a join waits for an answer, because each BUSY moved its deadline."""
+    nicks = ("a", "b", "c", "d")
+    net, relay, sessions = relay_net(nicks, relay_config=crowd_config(burst=1, rate=0.2))
+    for session in sessions:
+        session.connect(net.now)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 30)
+    assert net.now >= 14.0
+    assert relay.stats.busy >= 3
+    assert [s.state for s in sessions] == [SessionState.JOINED] * 4
+
+
+def test_a_busy_outside_a_join_or_for_another_nonce_is_counted_and_changes_nothing() -> None:
+    nicks = ("a", "b")
+    net, relay, (a, b) = relay_net(nicks, relay_config=crowd_config(burst=1, rate=0.5))
+    a.connect(net.now)
+    assert net.run_until(lambda: a.state is SessionState.JOINED, 2)
+    a.receive_datagram(wire.encode_busy(b"x" * 8, 5000), RELAY, net.now)
+    assert a.state is SessionState.JOINED and a.stats.unexpected == 1
+    b.connect(net.now)  # told BUSY for ~2 s; a stray BUSY for another nonce is not heeded
+    assert net.run_until(lambda: relay.stats.busy == 1, 1)
+    net.run(0.05)  # b has its BUSY: about 2 s to wait
+    assert b.state is SessionState.JOINING
+    b.receive_datagram(wire.encode_busy(b"x" * 8, 5000), RELAY, net.now)
+    assert b.stats.wrong_session == 1
+    assert net.run_until(lambda: b.state is SessionState.JOINED, 3)
+
+
+@pytest.mark.parametrize(("burst", "rate"), [(100, 400.0), (7, 3.0), (64, 1000.0)])
+def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -> None:
+    """The pace is a sum of intervals: rounding must not cost the last of the burst its place."""
+    nicks = tuple(f"m{i}" for i in range(burst + 1))
+    net, relay, sessions = relay_net(nicks, relay_config=crowd_config(burst, rate))
+    for session in sessions:
+        session.connect(net.now)
+    assert net.run_until(lambda: relay.stats.busy > 0, 1)
+    assert relay.stats.busy == 1
+    assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
