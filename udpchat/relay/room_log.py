@@ -112,10 +112,14 @@ class MemoryRoomLog:
 
     __slots__ = ("_epoch", "_history", "_ids", "_kept", "_last_seq", "_members")
 
-    def __init__(self, history: int, rng: Callable[[int], bytes]) -> None:
+    def __init__(
+        self, history: int, rng: Callable[[int], bytes], epoch: bytes | None = None
+    ) -> None:
+        """``epoch``: the epoch of a room restored from a store (none: a new room's, drawn
+        from ``rng``)."""
         if history < 0:
             raise ValueError("history cannot be negative")
-        self._epoch = rng(wire.EPOCH_SIZE)
+        self._epoch = epoch if epoch is not None else rng(wire.EPOCH_SIZE)
         self._history = history
         self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self._last_seq = 0

@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from udpchat import messages as m
 from udpchat import wire
-from udpchat.errors import UsageError
 from udpchat.relay.room_log import (
-    CHAT_EVENTS,
-    MIN_KEPT_IDS,
     EventBuilder,
     KeptMember,
     LoggedEvent,
+    MemoryRoomLog,
 )
 from udpchat.stores.errors import StoreError
 
@@ -64,12 +60,13 @@ TABLES = frozenset({"room", "events", "members"})
 ID_RING = 64
 
 
-class SqliteRoomLog:
+class SqliteRoomLog(MemoryRoomLog):
     """A ``RoomLog`` kept in ``path``; created (with a fresh epoch from ``rng``) if missing.
 
     The events table is a ring of ``history`` rows (``ID_RING`` without history): an event
     goes to slot ``seq % ring``, replacing the one ``ring`` events older, so that retention
-    costs no DELETE and a commit usually writes one page of the file."""
+    costs no DELETE and a commit usually writes one page of the file. What the room reads is
+    the memory log's (restored from the file when it opens); this class adds the writing."""
 
     def __init__(self, path: Path, history: int, rng: Callable[[int], bytes]) -> None:
         if history < 0:
@@ -79,25 +76,20 @@ class SqliteRoomLog:
         self._ring = history or ID_RING
         self._db = _open(path)
         try:
-            self._epoch = self._load_epoch(rng)
+            epoch = self._load_epoch(rng)
             rows = self._load_ring()
             members = self._db.execute("SELECT token, nick, resume_secret FROM members").fetchall()
         except (sqlite3.DatabaseError, ValueError, TypeError) as error:
             self._db.close()
             raise StoreError(f"{path}: the room store is damaged ({error})") from None
+        super().__init__(history, rng, epoch)
         self._last_seq = rows[-1][0] if rows else 0
-        self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         for seq, chat, _, data in rows[-history:] if history else []:
             if data is not None:  # written while the room kept no history
                 self._kept.append(LoggedEvent(seq, bool(chat), bytes(data)))
-        self._ids: deque[tuple[bytes, int]] = deque(
-            ((bytes(msgid), seq) for seq, _, msgid, _ in rows if msgid),
-            maxlen=max(history, MIN_KEPT_IDS),
-        )
-        self._members = {
-            bytes(token): KeptMember(bytes(token), nick, bytes(secret))
-            for token, nick, secret in members
-        }
+        self._ids.extend((bytes(msgid), seq) for seq, _, msgid, _ in rows if msgid)
+        for token, nick, secret in members:
+            self._members[bytes(token)] = KeptMember(bytes(token), nick, bytes(secret))
         # Changes since the last commit: ring rows to write, member rows to set or delete.
         self._new_rows: list[tuple[int, int, bool, bytes, bytes | None]] = []
         self._member_changes: dict[bytes, KeptMember | None] = {}
@@ -138,57 +130,22 @@ class SqliteRoomLog:
                 )
         return events
 
-    # --- RoomLog --------------------------------------------------------------------------------
-
-    @property
-    def epoch(self) -> bytes:
-        return self._epoch
-
-    @property
-    def last_seq(self) -> int:
-        return self._last_seq
-
-    @property
-    def first_seq(self) -> int:
-        return self._kept[0].seq if self._kept else self._last_seq + 1
+    # --- RoomLog: what the memory log does, and the rows to write -----------------------------
 
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
-        seq = self._last_seq + 1
-        built = event(seq)
-        if built.seq != seq:
-            raise UsageError(f"an event built as number {built.seq}, not {seq}")
-        self._last_seq = seq
-        chat = type(built) in CHAT_EVENTS
-        logged = LoggedEvent(seq, chat, m.encode_message(built))
-        if self._history:
-            self._kept.append(logged)
-        if msgid:
-            self._ids.append((msgid, seq))
+        logged = super().append(event, msgid)
         data = logged.data if self._history else None
-        self._new_rows.append((seq % self._ring, seq, chat, msgid, data))
+        self._new_rows.append((logged.seq % self._ring, logged.seq, logged.chat, msgid, data))
         return logged
 
-    def replay(self, after: int) -> list[bytes]:
-        return [event.data for event in self._kept if event.seq > after]
-
-    def recent_chats(self, count: int) -> list[bytes]:
-        if not count:
-            return []
-        return [event.data for event in self._kept if event.chat][-count:]
-
-    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
-        return list(self._ids)[-count:] if count else []
-
     def keep_member(self, member: KeptMember) -> None:
-        self._members[member.token] = member
+        super().keep_member(member)
         self._member_changes[member.token] = member
 
     def forget_member(self, token: bytes) -> None:
-        if self._members.pop(token, None) is not None:
+        if token in self._members:
             self._member_changes[token] = None
-
-    def kept_members(self) -> list[KeptMember]:
-        return list(self._members.values())
+        super().forget_member(token)
 
     def commit(self) -> None:
         """Write what changed since the last commit in one transaction (nothing if nothing
