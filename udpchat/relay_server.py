@@ -100,29 +100,42 @@ class RelayServer:
             options.store, options.config.history, secrets.token_bytes
         )
         self._udp: UdpTransport | None = None
+        try:
+            self._driver: Driver[RelayEvent] = self._serving(transport)
+        except BaseException:  # nothing bound or opened outlives a relay that never was
+            if self._udp is not None:
+                self._udp.close()
+            self._close_log()
+            raise
+        self._stopping = threading.Event()
+        self._done = threading.Event()
+        self._give_back = False
+        self._last_drop_report = time.monotonic()
+        self._drops_since_report = 0
+        self._failure: str | None = None
+
+
+    def _serving(self, transport: DatagramTransport | None) -> Driver[RelayEvent]:
+        """The socket (unless given), the core and the driver that runs it."""
         if transport is None:
-            size = options.socket_buffer
-            try:
-                transport = self._udp = UdpTransport.bind(
-                    options.host, options.port, SocketBuffers(size, size)
-                )
-            except BaseException:
-                self._close_log()
-                raise
-        if options.impairment is not None and not options.impairment.is_noop:
-            transport = ImpairedTransport(transport, options.impairment)
+            size = self.options.socket_buffer
+            transport = self._udp = UdpTransport.bind(
+                self.options.host, self.options.port, SocketBuffers(size, size)
+            )
+        if self.options.impairment is not None and not self.options.impairment.is_noop:
+            transport = ImpairedTransport(transport, self.options.impairment)
         self._core = RelayCore(
-            options.config,
+            self.options.config,
             time.monotonic(),
             secrets.token_bytes,
             wall_offset=time.time() - time.monotonic(),
-            room_key=room_key(options.key) if options.key else None,
-            static_key=options.static_key
-            if options.static_key is not None
+            room_key=room_key(self.options.key) if self.options.key else None,
+            static_key=self.options.static_key
+            if self.options.static_key is not None
             else secrets.token_bytes(DHLEN),
             room_log=self._room_log,
         )
-        self._driver: Driver[RelayEvent] = Driver(
+        return Driver(
             self._core,
             transport,
             label="RelayCore",
@@ -135,12 +148,6 @@ class RelayServer:
             send_batch=SEND_BATCH,
             urgent=wire.is_handshake_request,
         )
-        self._stopping = threading.Event()
-        self._done = threading.Event()
-        self._give_back = False
-        self._last_drop_report = time.monotonic()
-        self._drops_since_report = 0
-        self._failure: str | None = None
 
     @property
     def _transport(self) -> DatagramTransport:

@@ -262,19 +262,8 @@ def relay(
             if store is not None
             else StoreURL("sqlite", default_store_path(host, port))
         )
-    except (ValueError, StoreError) as error:
-        _fail(str(error))
-    relay_key = _relay_key(identity, host, port)
-    typer.echo(
-        f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
-    )
-    typer.echo(f"room store: {room_store}", err=True)
-    from udpchat.relay_server import RelayOptions, run_relay
-
-    options = RelayOptions(
-        host=host,
-        port=port,
-        config=RelayConfig(
+        # What the options above do not say, the relay's own checks do (one line each).
+        relay_config = RelayConfig(
             heartbeat=heartbeat_s,
             timeout=timeout_s,
             max_members=max_members,
@@ -290,7 +279,20 @@ def relay(
             notice_window=window_s,
             batch_notices_above=batch_notices_above,
             member_page=member_page,
-        ),
+        )
+    except (ValueError, StoreError) as error:
+        _fail(str(error))
+    relay_key = _relay_key(identity, host, port)
+    typer.echo(
+        f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
+    )
+    typer.echo(f"room store: {room_store}", err=True)
+    from udpchat.relay_server import RelayOptions, run_relay
+
+    options = RelayOptions(
+        host=host,
+        port=port,
+        config=relay_config,
         impairment=config,
         key=key or None,
         static_key=relay_key.private,

@@ -160,12 +160,11 @@ class Gate:
         return False
 
     def _admission_wait(self, now: float) -> float:
-        """0.0 when a JOIN may go on now (its admission is counted), otherwise the seconds
-        until the slot promised to it (protocol.md 4.3)."""
+        """0.0 when a JOIN may go on now (the caller counts its admission once the host's
+        bucket allows it), otherwise the seconds until the slot promised to it (4.3)."""
         tat = max(self._tat, now)
         earliest = tat - self._admit_tolerance
         if earliest <= now + ADMISSION_SLACK:
-            self._tat = tat + self._admit_interval
             return 0.0
         slot = max(self._booked, earliest)
         if slot - now > wire.MAX_BUSY_RETRY_MS / 1000:
@@ -250,6 +249,9 @@ class Gate:
                 addr,
             )
             return None
+        # Counted only now: a host can use the relay's admissions no faster than its own
+        # bucket allows, so one host cannot keep everyone else waiting.
+        self._tat = max(self._tat, now) + self._admit_interval
         # protocol.md 4: the DH work, only now that the cookie has proved the address.
         try:
             responder, request = hs.read_join(self._static_key, join, self._psk)
