@@ -224,6 +224,35 @@ def test_a_newcomer_to_a_big_room_gets_one_page_and_the_rest_on_who_while_the_ro
     assert sorted(late.members) == truth and late.room_size == len(truth) == 149
 
 
+def test_who_pages_through_a_room_whose_names_do_not_fit_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """protocol.md 6.7: the pages list every member, even where the whole list would not fit
+    the one message a WELCOME or MEMBERS carries. (Messages shrunk to 1 KiB here, so that
+    200 nicknames overflow one, as about 550 long ones would at the real 64 KiB.)"""
+    monkeypatch.setattr("udpchat.relay.sessions.MAX_MESSAGE_SIZE", 1024)
+    nicks = tuple(f"m{i:04d}" for i in range(200))
+    net, relay, sessions = relay_net(
+        nicks, PathModel(delay=0.002), seed=5, relay_config=big_room(member_page=50)
+    )
+    for session in sessions:
+        session.connect(net.now)
+        net.run(0.004)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 60)
+    net.run(3 * WINDOW + 1)
+    assert len(relay.sessions.nick_list()) < 200  # one message holds only a prefix
+    asker = relay_net(("zed",), PathModel(delay=0.002), seed=13)[2][0]
+    net.attach(("10.9.9.7", 5000), asker)
+    asker.connect(net.now)
+    assert net.run_until(lambda: asker.state is SessionState.JOINED, 5)  # a paged WELCOME
+    drain(asker)
+    asker.who(net.now)
+    net.run(2.0)
+    (listed,) = of(asker, ev.MembersListed)
+    assert isinstance(listed, ev.MembersListed)
+    assert sorted(listed.members) == sorted((*nicks, "zed")) == relay.member_nicks()
+
+
 def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> None:
     net, relay, sessions = join_at_once(40, big_room())
     config = relay.config

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 __all__ = ["SocketBuffers", "granted_buffers", "kernel_drops", "set_buffers"]
@@ -40,10 +41,15 @@ def set_buffers(sock: socket.socket, wanted: SocketBuffers) -> SocketBuffers:
     return granted_buffers(sock)
 
 
+# Linux reports twice the size it granted (the other half is its own bookkeeping, socket(7)).
+_REPORTED_PER_GRANTED = 2 if sys.platform.startswith("linux") else 1
+
+
 def granted_buffers(sock: socket.socket) -> SocketBuffers:
+    """The sizes the socket's data may use: what was asked for, or the system's ceiling."""
     return SocketBuffers(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // _REPORTED_PER_GRANTED,
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // _REPORTED_PER_GRANTED,
     )
 
 

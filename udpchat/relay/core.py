@@ -213,7 +213,8 @@ class RelayCore:
             d
             for d in (
                 self.sessions.next_deadline(),
-                self.sessions.next_dormant_expiry(),
+                # shutting down, nobody not back yet is expired (handle_timer), so no wake
+                None if self.shutting_down else self.sessions.next_dormant_expiry(),
                 self.room.notice_deadline,
             )
             if d is not None

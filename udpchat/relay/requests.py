@@ -17,7 +17,7 @@ from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberNickChanged
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.sessions import Member, SessionTable, members_fitting
 
 __all__ = ["LIST_OVERHEAD", "POSTED_AS", "REFUSAL", "Requests"]
 
@@ -162,11 +162,12 @@ class Requests:
         listed = self.sessions.nick_list()
         page: m.Members | m.MembersPage = m.Members(listed)
         if after is not None:
-            start = bisect.bisect_right(listed, after)
-            end = start + (self.config.member_page or len(listed))
-            listed = listed[start:end]
-            total = self._size()
-            page = m.MembersPage(total, after, listed, end < len(self.sessions.nick_list()))
+            every = self.sessions.sorted_nicks()
+            start = bisect.bisect_right(every, after)
+            end = start + (self.config.member_page or len(every))
+            listed = members_fitting(every[start:end])  # a page is one message too
+            more = start + len(listed) < len(every)
+            page = m.MembersPage(self._size(), after, listed, more)
         cost = sum(len(nick.encode()) + 1 for nick in listed) + LIST_OVERHEAD
         if cost > member.answer_credit:
             self.stats.flood_refused += 1

@@ -106,7 +106,7 @@ class Dormant:
     expires: float
 
 
-def members_fitting(nicks: list[str]) -> tuple[str, ...]:
+def members_fitting(nicks: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """As many nicknames, sorted, as fit in one message (a huge room lists a prefix)."""
     nicks = sorted(nicks)[:MAX_MEMBERS_LISTED]
     budget = MAX_MESSAGE_SIZE - 256
@@ -137,7 +137,8 @@ class SessionTable:
         self.dirty: dict[Member, None] = {}
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
-        self._listed: tuple[str, ...] | None = None
+        # (every nickname in the room, sorted; the prefix of it that fits one message)
+        self._listed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         # Members from before a restart, by token and by nickname key, soonest expiry first.
         self.dormant: dict[bytes, Dormant] = {}
         self.dormant_nicks: dict[str, Dormant] = {}
@@ -190,14 +191,23 @@ class SessionTable:
         else:
             member.advance(MemberState.GONE)
 
-    def nick_list(self) -> tuple[str, ...]:
-        """The sorted member list for WELCOME and MEMBERS, rebuilt only when it changed:
-        members not back yet since a restart are still in the room."""
+    def _lists(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Rebuilt only when the room changed: members not back yet since a restart are
+        still in the room."""
         if self._listed is None:
             nicks = [mb.nick for mb in self.members.values()]
             nicks.extend(d.nick for d in self.dormant.values())
-            self._listed = members_fitting(nicks)
+            every = tuple(sorted(nicks))
+            self._listed = (every, members_fitting(every))
         return self._listed
+
+    def sorted_nicks(self) -> tuple[str, ...]:
+        """Every nickname in the room, sorted (what MEMBERS_PAGE pages through)."""
+        return self._lists()[0]
+
+    def nick_list(self) -> tuple[str, ...]:
+        """The sorted member list for WELCOME and MEMBERS: as much of it as fits one message."""
+        return self._lists()[1]
 
     def holder(self, key: str) -> Member | Dormant | None:
         """Who holds the nickname ``key``: a live member, or one not back yet."""
