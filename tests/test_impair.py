@@ -353,3 +353,12 @@ class _Sink:
 
     def handle_timer(self, now: float) -> None:
         pass
+
+
+def test_a_path_healed_of_bursts_loses_nothing_more() -> None:
+    """A model switched from bursty loss to none must not stay in its bad state."""
+    impairment = Impairment(ImpairmentConfig(seed=1).with_bursts(0.5, 50))
+    for _ in range(200):  # well into a burst
+        impairment.fate()
+    impairment.config = ImpairmentConfig(seed=1)
+    assert all(impairment.fate() for _ in range(200))

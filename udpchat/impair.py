@@ -210,6 +210,8 @@ class Impairment(Generic[T]):
             flip = cfg.p_bad_to_good if self._bad else cfg.p_good_to_bad
             if rng.random() < flip:
                 self._bad = not self._bad
+        else:  # a path without bursts (perhaps healed since the last datagram) is never bad
+            self._bad = False
         loss = cfg.burst_loss if self._bad else cfg.loss
         if loss > 0 and rng.random() < loss:
             self.counters.dropped += 1
