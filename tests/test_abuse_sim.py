@@ -518,5 +518,6 @@ def test_short_handshake_datagrams_get_no_larger_answer() -> None:
     for data in (short_hello, short_join):
         net.inject(ATTACKER, RELAY, data)
         net.run(0.1)
-        assert all(len(a) <= len(data) for a in answers), [len(a) for a in answers]
+        # No larger answer: in fact none (too short for a HELLO, no valid cookie for a JOIN).
+        assert answers == [], [len(a) for a in answers]
         answers.clear()

@@ -58,7 +58,6 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
     assert min(result.join_ms) <= result.join_ms_median <= max(result.join_ms)
     table = format_table([result])
     assert "members" in table and "\n" in table and " 20 " in table
-    assert result.relay_drops >= 0 and result.member_drops >= 0  # counted (Linux)
     assert 0 < result.members_join_ms_p50 <= result.members_join_ms_max  # every member's join
 
 
@@ -70,7 +69,6 @@ def test_tiny_storm_run_is_complete_and_sane() -> None:
     assert result.timed_out == 0
     assert 0 < result.join_ms_p50 <= result.join_ms_max
     assert 0 < result.rejoin_p50_s <= result.rejoin_all_s
-    assert min(result.join_relay_drops, result.rejoin_relay_drops) >= 0
     assert "rejoin after a restart: 30 of 30 back" in format_result(result)
 
 

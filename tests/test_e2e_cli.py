@@ -402,7 +402,8 @@ def test_a_paused_client_says_it_was_paused_not_that_the_relay_went_silent(
         time.sleep(4)  # the pause itself: longer than the relay waits for a member
         gus.proc.send_signal(signal.SIGCONT)
         lost = gus.wait_record("connection_lost", 10)
-        assert str(lost["reason"]).startswith("this client was paused for 4 s; ")
+        # 4 s of pause, measured from the loop's last look before it: 4 or 5 once rounded
+        assert re.match(r"this client was paused for [45] s; ", str(lost["reason"]))
         gus.wait_record("welcome", 10, lambda r: r is not None and not r["resumed"])
         gus.close_stdin()
         assert gus.wait(15) == ExitCode.OK
