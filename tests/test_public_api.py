@@ -85,4 +85,11 @@ def test_every_module_says_what_it_exports() -> None:
         ]
         if defined and not hasattr(module, "__all__"):
             missing.append(name)
+        unlisted = [
+            attr
+            for attr in defined
+            if attr not in getattr(module, "__all__", ())
+            and (inspect.isclass(vars(module)[attr]) or inspect.isfunction(vars(module)[attr]))
+        ]
+        missing.extend(f"{name}.{attr}" for attr in unlisted)
     assert missing == []

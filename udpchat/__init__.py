@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         MemberJoined,
         MemberLeft,
         MemberRenamed,
+        MembersJoined,
+        MembersLeft,
         MembersListed,
         MessagePending,
         MessageReceived,
@@ -89,6 +91,8 @@ _HOMES = {
     "MemberJoined": "udpchat.events",
     "MemberLeft": "udpchat.events",
     "MemberRenamed": "udpchat.events",
+    "MembersJoined": "udpchat.events",
+    "MembersLeft": "udpchat.events",
     "MembersListed": "udpchat.events",
     "MessagePending": "udpchat.events",
     "MessageReceived": "udpchat.events",
@@ -110,10 +114,11 @@ __all__ = [
     "Address", "ChatClient", "ClientConfig", "ClientEvent", "ClientOptions", "ClientSession",
     "ClientStats", "Closed", "ConnectionLost", "Endpoint", "ErrorReported", "HistoryGap",
     "ImpairmentConfig", "JoinRejected", "LinkConfig", "LocalProtocolError", "MemberJoined",
-    "MemberLeft", "MemberRenamed", "MembersListed", "MessagePending", "MessageReceived",
-    "MessageRefused", "PrivateReceived", "ProtocolError", "QueueFull", "Reconnecting",
-    "RelayConfig", "RelayCore", "RelayOptions", "RelayServer", "RelayStats", "SessionState",
-    "SimNetwork", "Trust", "TrustStore", "UdpchatError", "UsageError", "Welcomed", "__version__",
+    "MemberLeft", "MemberRenamed", "MembersJoined", "MembersLeft", "MembersListed",
+    "MessagePending", "MessageReceived", "MessageRefused", "PrivateReceived", "ProtocolError",
+    "QueueFull", "Reconnecting", "RelayConfig", "RelayCore", "RelayOptions", "RelayServer",
+    "RelayStats", "SessionState", "SimNetwork", "Trust", "TrustStore", "UdpchatError",
+    "UsageError", "Welcomed", "__version__",
 ]
 
 

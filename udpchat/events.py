@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "ClientEvent", "Closed", "ConnectionLost", "ErrorReported", "HistoryGap", "JoinRejected",
-    "MemberJoined", "MemberLeft", "MemberRenamed", "MembersListed", "MessagePending",
-    "MessageReceived", "MessageRefused", "PrivateReceived", "Reconnecting", "Welcomed",
+    "MemberJoined", "MemberLeft", "MemberRenamed", "MembersJoined", "MembersLeft",
+    "MembersListed", "MessagePending", "MessageReceived", "MessageRefused", "PrivateReceived",
+    "Reconnecting", "Welcomed",
 ]
 
 

@@ -30,8 +30,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from udpchat.errors import ProtocolError
 
 __all__ = [
-    "DHLEN", "HASHLEN", "NK", "NK_PSK0", "Initiator", "NoiseError", "Responder", "SplitKeys",
-    "aead_nonce", "public_key", "rekey",
+    "DHLEN",
+    "HASHLEN",
+    "NK",
+    "NK_PSK0",
+    "Initiator",
+    "NoiseError",
+    "Responder",
+    "SplitKeys",
+    "aead_nonce",
+    "public_key",
+    "rekey",
+    "usable_public_key",
 ]
 
 NK = b"Noise_NK_25519_ChaChaPoly_BLAKE2s"
