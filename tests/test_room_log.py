@@ -156,6 +156,9 @@ class CountingLog:
         self.commits += 1
         self.inner.commit()
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 def test_the_relay_runs_on_any_room_log_and_catches_up_from_it() -> None:
     log = CountingLog(MemoryRoomLog(50, rng(9)))

@@ -223,12 +223,9 @@ class RelayServer:
         self._done.set()
 
     def _close_log(self) -> None:
-        """Commit and close the room store, if it is a file; a failure is logged."""
-        close = getattr(self._room_log, "close", None)
-        if close is None:
-            return
+        """Commit and close the room store; a failure is logged."""
         try:
-            close()
+            self._room_log.close()
         except Exception as error:  # the room may lose its last events; say so, once
             log.error("could not close the room store: %s", error)
 

@@ -102,6 +102,10 @@ class RoomLog(Protocol):
         """Make every change so far durable; called before any datagram is sent."""
         ...
 
+    def close(self) -> None:
+        """Commit what is left and let go of the store (once the relay has stopped)."""
+        ...
+
 
 class MemoryRoomLog:
     """The room log of one relay process: the newest ``history`` events, in memory.
@@ -173,3 +177,6 @@ class MemoryRoomLog:
 
     def commit(self) -> None:
         """Nothing to do: the memory log lives and dies with its process."""
+
+    def close(self) -> None:
+        """Nothing to let go of."""

@@ -69,7 +69,7 @@ class SqliteRoomLog(MemoryRoomLog):
     the memory log's (restored from the file when it opens); this class adds the writing."""
 
     def __init__(self, path: Path, history: int, rng: Callable[[int], bytes]) -> None:
-        if history < 0:
+        if history < 0:  # before the file is touched (MemoryRoomLog checks it again later)
             raise ValueError("history cannot be negative")
         self.path = path
         self._history = history
@@ -84,7 +84,7 @@ class SqliteRoomLog(MemoryRoomLog):
             raise StoreError(f"{path}: the room store is damaged ({error})") from None
         super().__init__(history, rng, epoch)
         self._last_seq = rows[-1][0] if rows else 0
-        for seq, chat, _, data in rows[-history:] if history else []:
+        for seq, chat, _, data in rows if history else []:  # the ring holds ``history``
             if data is not None:  # written while the room kept no history
                 self._kept.append(LoggedEvent(seq, bool(chat), bytes(data)))
         self._ids.extend((bytes(msgid), seq) for seq, _, msgid, _ in rows if msgid)
@@ -191,7 +191,7 @@ def _open(path: Path) -> sqlite3.Connection:
         head = None
     except OSError as error:
         raise StoreError(f"cannot read the room store {path}: {error.strerror or error}") from None
-    if head is not None and head and head != SQLITE_MAGIC:
+    if head and head != SQLITE_MAGIC:
         raise StoreError(f"{path} is not a udpchat room store (not an SQLite database)")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
