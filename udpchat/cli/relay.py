@@ -39,14 +39,14 @@ from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
 __all__ = ["LIMITS_PANEL", "relay"]
 
 _RELAY_DEFAULTS = RelayConfig()
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 MAX_SOCKET_BUFFER = 1 << 30
 
 
 def _size(name: str, text: str) -> int:
-    """Bytes from ``4194304``, ``4096K`` or ``4M`` (0: the system's default)."""
+    """Bytes from ``4194304``, ``4096K``, ``4M`` or ``1G`` (0: the system's default)."""
     cleaned = text.strip().upper().removesuffix("B")
-    unit = cleaned[-1:] if cleaned[-1:] in ("K", "M") else ""
+    unit = cleaned[-1:] if cleaned[-1:] in _SIZE_UNITS else ""
     digits = cleaned[: len(cleaned) - len(unit)]
     if not digits.isdigit():
         raise ValueError(f"{name}: expected a size such as 4M, 512K or 262144, got {text!r}")

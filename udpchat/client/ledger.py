@@ -154,7 +154,7 @@ class Ledger:
         self._log.append(entry)
         if entry.local_id is not None:
             self.awaiting.append(entry)
-        elif isinstance(entry.message, (msg.PrivateSend, msg.NickRequest, msg.Who, msg.WhoPage)):
+        else:  # PRIVATE_SEND, NICK, WHO, WHO_PAGE: answered in stream order (6.2)
             self._answers.append(entry)
         return True
 
