@@ -162,6 +162,8 @@ class UdpTransport:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._local = normalise(sock.getsockname())
+        # Read once: the relay reports them after serving may already have closed the socket.
+        self._buffers = granted_buffers(sock)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector = selectors.DefaultSelector()
@@ -183,8 +185,8 @@ class UdpTransport:
 
     @property
     def buffers(self) -> SocketBuffers:
-        """The buffer sizes the kernel reports for the socket."""
-        return granted_buffers(self._sock)
+        """The buffer sizes the kernel granted the socket when it was opened."""
+        return self._buffers
 
     def kernel_drops(self) -> int | None:
         """Datagrams the kernel dropped before this socket read them (see ``kernel_drops``)."""
