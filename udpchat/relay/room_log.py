@@ -43,6 +43,7 @@ class LoggedEvent:
     seq: int
     chat: bool  # MESSAGE or ACTION_POSTED
     data: bytes  # the encoded event, as every member receives it
+    new: bool = True  # False: a post already in the log (its message id), returned again
 
 
 @dataclass(frozen=True, slots=True)
