@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -125,14 +126,15 @@ def join(
     # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.
     notify = _tell if sys.stderr.isatty() else None
     store = TrustStore(notify=notify)
-    options = ClientOptions(
-        nick=nick,
-        server=relays[0],
-        fallbacks=relays[1:],
-        impairment=config,
-        key=key or None,
-        trust_for=lambda address: store.for_server(address, pinned=pinned),
-    )
+    options = ClientOptions(nick=nick, server=relays[0], impairment=config, key=key or None)
+    if len(relays) == 1:
+        options = replace(options, trust=store.for_server(relays[0], pinned=pinned))
+    else:  # each relay of the list against its own entry (udpchat.known_relays)
+        options = replace(
+            options,
+            fallbacks=relays[1:],
+            trust_for=lambda address: store.for_server(address, pinned=pinned),
+        )
     raise typer.Exit(run_client(options, json_output=json_output))
 
 
@@ -144,9 +146,10 @@ def parse_relays(text: str) -> tuple[Address, ...]:
     return relays
 
 
-def _fingerprints(text: str, parse: Callable[[str], str]) -> tuple[str, ...]:
-    """One canonical fingerprint per comma-separated item of ``--relay-key``."""
-    return tuple(parse(part) for part in text.split(","))
+def _fingerprints(text: str, parse: Callable[[str], str]) -> str | tuple[str, ...]:
+    """The canonical fingerprint ``--relay-key`` gives, or the several comma-separated."""
+    pins = tuple(parse(part) for part in text.split(","))
+    return pins[0] if len(pins) == 1 else pins
 
 
 def run_client(options: ClientOptions, json_output: bool = False) -> int:
