@@ -9,9 +9,12 @@ a RESET, a refused key left out, the first join) are tested with the real relay 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.client_support import RELAY, RELAY_STATIC, TIME, client_addr, drain, of, seeded
 from udpchat import events as ev
@@ -159,6 +162,52 @@ def test_members_move_to_a_warm_standby_and_resume_there(tmp_path: Path) -> None
     assert [e.local_id for e in own] == [*in_flight, unsent]
     assert second.room_seq == seq + 3  # the unsent line; no leave, no join
     assert set(second.member_nicks()) == {"alice", "bob", "carol"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    loss=st.sampled_from([0.0, 0.05, 0.15]),
+    before=st.integers(0, 8),
+    standby_after=st.floats(0.0, 6.0),
+)
+def test_a_move_on_a_lossy_network_loses_nothing_and_doubles_nothing(
+    seed: int, loss: float, before: int, standby_after: float
+) -> None:
+    """Whatever the loss (which may also make a member move while A still lives, and come
+    back), when A dies and when B comes up: every message of alice reaches bob once, in
+    the order typed, and neither sees anyone leave or join."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "room.sqlite3"
+        net = SimNetwork(seed=seed, default=PathModel(loss=loss, delay=0.005, jitter=0.002))
+        first = relay_on(path, net.now, seed)
+        net.attach(RELAY, first)
+        alice, bob = member(net, 0, "alice"), member(net, 1, "bob")
+        assert joined(net, alice, bob, timeout=30)
+        net.run(1.0)  # the join notices, through the loss
+        drain(alice), drain(bob)
+        texts = [f"m{i}" for i in range(before + 4)]
+        for text in texts[:before]:
+            alice.say(text, net.now)
+            net.run(0.01)
+        kill(net, RELAY, first)
+        for text in texts[before:]:
+            alice.say(text, net.now)
+        net.run(standby_after)
+        second = relay_on(path, net.now, seed + 1)
+        net.attach(STANDBY, second)
+        assert net.run_until(
+            lambda: all(s.server == STANDBY for s in (alice, bob)) and alice.pending == 0, 60
+        )
+        assert joined(net, alice, bob, timeout=30)
+        net.run(1.0)
+        for session in (alice, bob):
+            events = drain(session)
+            assert [e.text for e in kind(events, ev.MessageReceived)] == texts
+            for notice in (ev.MemberJoined, ev.MemberLeft, ev.MembersJoined, ev.MembersLeft):
+                assert not [e for e in kind(events, notice) if not e.history]
+            assert not kind(events, ev.HistoryGap) and not kind(events, ev.MessageRefused)
+        second.log.close()
 
 
 def test_a_standby_that_comes_up_late_is_found_round_robin(tmp_path: Path) -> None:
