@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from udpchat import events as ev
 from udpchat.chat_client import ClientOptions
 from udpchat.cli import app
 from udpchat.identity import fingerprint, generate_private_key
 from udpchat.known_relays import TrustStore
 from udpchat.noise import public_key
+from udpchat.render import json_line, plain_line
+from udpchat.statusbar import LinkStatus
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -109,3 +113,29 @@ def test_the_help_tells_how_fail_over_behaves() -> None:
     text = " ".join(result.stdout.split())
     assert "HOST:PORT[,HOST:PORT...]" in text
     assert "moves to the next one of the list, round-robin" in text
+
+
+def test_a_move_is_one_line_and_one_json_record() -> None:
+    moved = ev.RelayMoved("127.0.0.1:9000", "127.0.0.1:9001", "the relay went silent", 1, 0.5)
+    line = plain_line(moved, now=0.0)
+    assert line is not None
+    assert line.endswith("-- relay 127.0.0.1:9000 went silent; moved to 127.0.0.1:9001")
+    refused = ev.RelayMoved("[::1]:9000", "[::1]:9001", "its key was refused", 2, 1.0)
+    line = plain_line(refused, now=0.0)
+    assert line is not None and line.endswith(
+        "-- relay [::1]:9000: its key was refused; moved to [::1]:9001"
+    )
+    assert json.loads(json_line(moved)) == {
+        "type": "relay_moved",
+        "relay": "127.0.0.1:9000",
+        "to": "127.0.0.1:9001",
+        "reason": "the relay went silent",
+        "attempt": 1,
+        "delay": 0.5,
+    }
+
+
+def test_the_status_bar_counts_a_move_as_a_rejoin_under_way() -> None:
+    status = LinkStatus(0.0, "joined")
+    status = status.after(ev.RelayMoved("a:1", "b:2", "the relay went silent", 3, 2.0), 10.0)
+    assert (status.state, status.attempt, status.attempt_at) == ("lost", 3, 12.0)
