@@ -318,6 +318,15 @@ class Lifecycle:
             return
         self._schedule_attempt(now, immediate=False)
 
+    def unreachable(self, reason: str, now: float) -> bool:
+        """The first join's relay is refused by the network: the next relay of the list at
+        once, or the end (True) when every one was refused."""
+        if self._ring.unreachable():
+            self.attempt_failed(now)
+            return self.machine.state is _S.CLOSED
+        self.close(reason)
+        return True
+
     def close(self, reason: str) -> None:
         self._ledger.close()
         self._uplink.retire()

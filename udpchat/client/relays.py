@@ -26,12 +26,13 @@ def relay_label(address: Address) -> str:
 class RelayRing:
     """The room's relays in the user's order, the current one, and those refused."""
 
-    __slots__ = ("_addresses", "_index", "_refused")
+    __slots__ = ("_addresses", "_index", "_refused", "_unreachable")
 
     def __init__(self, server: Address, others: tuple[Address, ...] = ()) -> None:
         self._addresses = (server, *others)
         self._index = 0
         self._refused: set[int] = set()
+        self._unreachable: set[int] = set()  # refused by the network during the first join
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -66,3 +67,9 @@ class RelayRing:
         """Leave the current relay out from now on; False when none is left to use."""
         self._refused.add(self._index)
         return self.usable > 0
+
+    def unreachable(self) -> bool:
+        """The network refused the current relay (first join): whether a usable relay is
+        left that it has not refused."""
+        self._unreachable.add(self._index)
+        return len(self._unreachable | self._refused) < len(self._addresses)

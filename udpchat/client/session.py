@@ -87,7 +87,6 @@ class ClientSession:
         # With somewhere to go, a silent relay is left sooner (protocol.md 6.9).
         silence = config.failover_silence if self._ring.many else config.relay_silence
         self._uplink = Uplink(self._counters, silence, now)
-        self._unreachable: set[Address] = set()  # relays refused by the system, first join
         self._cursor = RoomCursor(self._emit)
         self._ledger = Ledger(config, self._emit, now)
         self._room = RoomView(
@@ -214,12 +213,7 @@ class ClientSession:
         """
         if self._cursor.welcomed_once or self.state in (_S.IDLE, _S.CLOSED):
             return False
-        self._unreachable.add(self.server)
-        if self._ring.many and len(self._unreachable) < self._ring.usable:
-            self._life.attempt_failed(now)
-            return self._life.machine.state is _S.CLOSED  # no relay left to try
-        self._life.close(reason)
-        return True
+        return self._life.unreachable(reason, now)
 
     def quit(self, reason: str, now: float) -> None:
         """Leave the room: QUIT on the link if there is one, then CLOSED."""
