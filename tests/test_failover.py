@@ -10,6 +10,7 @@ a RESET, a refused key left out, the first join) are tested with the real relay 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -311,6 +312,51 @@ def test_refusals_by_the_system_move_the_first_join_on_and_end_it_when_all_refus
     assert not bob.unreachable("nothing at A", net.now)
     assert bob.unreachable("nothing at A or C", net.now)
     assert drain(bob)[-1] == ev.Closed("nothing at A or C")
+
+
+def full_relay(net: SimNetwork, address: Address, seed: int) -> RelayCore:
+    """A relay of one member, who is in: the next JOIN gets RELAY_FULL."""
+    relay = RelayCore(replace(CONFIG, max_members=1), net.now, seeded(seed), wall_offset=TIME)
+    net.attach(address, relay)
+    member(net, 9, "zed", relays=(address,))
+    assert net.run_until(lambda: relay.member_nicks() == ["zed"], 5)
+    return relay
+
+
+def test_the_first_join_refused_for_want_of_room_tries_the_next_relay() -> None:
+    net = SimNetwork(seed=12, default=PathModel(delay=0.005))
+    full_relay(net, RELAY, 1)
+    net.attach(STANDBY, memory_relay(net.now, 2))
+    alice = member(net, 0, "alice")
+    assert net.run_until(lambda: alice.state is SessionState.JOINED, 5)
+    assert alice.server == STANDBY
+    moved = of(alice, ev.RelayMoved)
+    assert len(moved) == 1 and isinstance(moved[0], ev.RelayMoved)
+    assert (moved[0].relay, moved[0].to) == ("10.0.0.1:4000", "10.0.0.2:4000")
+    assert "full" in moved[0].reason and not of(alice, ev.JoinRejected)
+
+
+def test_the_first_join_ends_when_every_relay_refuses_and_says_why() -> None:
+    net = SimNetwork(seed=13, default=PathModel(delay=0.005))
+    full_relay(net, RELAY, 1)
+    alice = member(net, 0, "alice", relays=(RELAY, THIRD))  # nothing at THIRD
+    assert net.run_until(lambda: alice.state is SessionState.CLOSED, 20)
+    closed = drain(alice)[-1]
+    assert isinstance(closed, ev.Closed)
+    assert closed.reason.startswith("no relay of the list let us in; the last one said: ")
+    assert "full" in closed.reason
+
+
+def test_a_nickname_taken_is_the_rooms_answer_on_the_first_join() -> None:
+    net = SimNetwork(seed=14, default=PathModel(delay=0.005))
+    net.attach(RELAY, memory_relay(net.now, 1))
+    net.attach(STANDBY, memory_relay(net.now, 2))
+    assert joined(net, member(net, 0, "alice"))
+    other = member(net, 1, "ALICE")
+    assert net.run_until(lambda: other.state is SessionState.CLOSED, 5)
+    events = drain(other)
+    assert other.server == RELAY and not kind(events, ev.RelayMoved)
+    assert kind(events, ev.JoinRejected)[0].code == 1  # NICK_TAKEN
 
 
 # --- trust ------------------------------------------------------------------------------------

@@ -39,7 +39,11 @@ from udpchat.client.states import (
 )
 from udpchat.client.uplink import Uplink
 
-__all__ = ["Lifecycle"]
+__all__ = ["ROOM_REJECTS", "Lifecycle"]
+
+# REJECTs that are the room's answer, the same from each of its relays: never a reason to try
+# another one during the first join (protocol.md 6.9).
+ROOM_REJECTS = FINAL_REJECTS | {wire.RejectCode.NICK_TAKEN}
 
 _S = SessionState
 
@@ -71,6 +75,7 @@ class Lifecycle:
         self._emit = emit
         self._ring = ring
         self._attempt_started = 0.0
+        self.refusal: str | None = None  # what the last relay that refused the first join said
         self.quit_deadline: float | None = None
 
     @property
@@ -160,6 +165,11 @@ class Lifecycle:
         if not self._handshake.bound(reject):
             return
         code, reason = reject.code, reject.reason
+        if not self._cursor.welcomed_once and self._ring.many and code not in ROOM_REJECTS:
+            # protocol.md 6.9: another relay of the list may have room (or reach its store).
+            self.refusal = reason or f"refused with code {code}"
+            self._move(reason or f"it refused us (code {code})", now)
+            return
         final = not self._cursor.welcomed_once or code in FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
             nick = self._room.nick
@@ -307,6 +317,8 @@ class Lifecycle:
             reason = "the relay does not answer (check the address and port)"
             if self._ring.many:
                 reason = "no relay of the list answers (check the addresses and ports)"
+                if self.refusal is not None:
+                    reason = f"no relay of the list let us in; the last one said: {self.refusal}"
             unverified = self._handshake.unverified
             if unverified is not None:
                 reason += f"; an unverifiable reply said: {unverified}"
