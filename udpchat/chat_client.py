@@ -21,7 +21,7 @@ import queue
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from udpchat.client.config import ClientConfig, Trust
 from udpchat.client.session import ClientSession
@@ -29,7 +29,7 @@ from udpchat.client.states import SessionState
 from udpchat.driver import Driver
 from udpchat.endpoint import Address
 from udpchat.errors import UsageError
-from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
+from udpchat.events import ClientEvent, Closed, ConnectionLost, RelayMoved, Welcomed
 from udpchat.impair import ImpairmentConfig
 from udpchat.link import LinkConfig
 from udpchat.seal import room_key
@@ -334,10 +334,11 @@ class ChatClient:
         """``event``, its reason completed with what only the shell knows (called locked)."""
         if isinstance(event, Welcomed):
             self._ever_welcomed = True
-        elif isinstance(event, ConnectionLost) and self._driver.pause is not None:
+        elif isinstance(event, (ConnectionLost, RelayMoved)) and self._driver.pause is not None:
             resumed, paused = self._driver.pause
             if time.monotonic() - resumed < PAUSE_BLAMED:
-                return ConnectionLost(f"this client was paused for {paused:.0f} s; {event.reason}")
+                reason = f"this client was paused for {paused:.0f} s; {event.reason}"
+                return replace(event, reason=reason)
         elif (
             isinstance(event, Closed)
             and not self._ever_welcomed
