@@ -249,6 +249,7 @@ class ChatClient:
             "duplicates_dropped": link.duplicates,
             "messages_delivered": link.messages_delivered,
             "reconnects": s.reconnects,
+            "relay_moves": s.moves,
             "bad_datagrams_dropped": s.malformed + s.wrong_session + s.replays + s.unexpected,
         }
 

@@ -241,6 +241,7 @@ def stats_lines(stats: Mapping[str, float | int]) -> list[str]:
     for key, label in (
         ("messages_delivered", "messages in"),
         ("reconnects", "rejoins"),
+        ("relay_moves", "relay moves"),
         ("bad_datagrams_dropped", "bad datagrams"),
     ):
         value = take(key)
