@@ -266,7 +266,8 @@ class Lifecycle:
         if not self._cursor.welcomed_once:
             # Lost during the first join: try again within the same join deadline.
             if move and self._ring.many:
-                self._ring.advance()
+                self._next_first_attempt(now)
+                return
             self.machine.fire(Trigger.RETRY)
             self._begin_attempt(now)
             return
