@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_support import JsonProcess, Process, RelayProcess
+from tests.e2e_support import JsonProcess, Process, Recorder, RelayProcess, running_relay
+from udpchat import events as ev
+from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.endpoint import Address
 
 pytestmark = pytest.mark.e2e
@@ -94,3 +96,39 @@ def test_members_move_to_a_warm_standby_and_lose_nothing(tmp_path: Path) -> None
     finally:
         for process in processes:
             process.cleanup()
+
+
+@pytest.mark.timeout(30)
+def test_a_first_join_refused_by_the_system_goes_on_to_the_next_relay() -> None:
+    """Nothing listens at the first address: the port-unreachable the system reports moves
+    the join to the next relay, and the client talks to it alone from then on."""
+    with running_relay() as relay:
+        log = Recorder()
+        nowhere: Address = ("127.0.0.1", free_udp_port())
+        options = ClientOptions(nick="alice", server=nowhere, fallbacks=(relay.address,))
+        client = ChatClient(options, log).start()
+        try:
+            assert client.wait_joined(10), log.snapshot()
+            assert client._session.server == relay.address
+            assert client._driver.peer == relay.address
+            client.say("here")
+            assert log.wait_for(lambda events: any(
+                isinstance(e, ev.MessageReceived) and e.own for e in events
+            ), 5)
+            assert not log.of(ev.Closed)
+        finally:
+            client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_first_join_refused_everywhere_ends_at_once_naming_every_relay() -> None:
+    first, second = ("127.0.0.1", free_udp_port()), ("127.0.0.1", free_udp_port())
+    log = Recorder()
+    client = ChatClient(ClientOptions(nick="alice", server=first, fallbacks=(second,)), log)
+    client.start()
+    try:
+        assert client.wait_closed(8)  # the system's refusals, not the 10 s join timeout
+        closed = log.wait_event(ev.Closed, 5)
+        assert closed.reason.startswith(f"nothing is listening at {label(first)}, {label(second)}")
+    finally:
+        client.close()
