@@ -111,3 +111,55 @@ def test_members_move_between_relays_of_a_shared_room_and_nobody_notices() -> No
     assert [e.local_id for e in own].count(in_flight) == 1
     assert sorted(second.sessions.nick_list()) == ["alice", "bob", "carol"]
     assert dave.server == A and not of(dave, ev.RelayMoved)
+
+
+def test_one_of_three_relays_dies_while_everyone_chats() -> None:
+    """Two members on each of three relays, each listing its own relay first, all chatting
+    steadily; B dies mid-chat. B's members are back within 3 s on the relay listed next;
+    every member sees every message once, in one room order, and nobody leaves or joins."""
+    net = SimNetwork(seed=21, default=PathModel(delay=0.003, jitter=0.002))
+    room = memory_shared.SharedRoom(CONFIG.history, seeded(98))
+    c: Address = ("10.0.0.3", 4000)
+    addresses = (A, B, c)
+    relays = [relay(room, net.now, 10 + i) for i in range(3)]
+    for address, core in zip(addresses, relays, strict=True):
+        net.attach(address, core)
+    sessions = []
+    for i in range(6):
+        own = i % 3
+        order = (*addresses[own:], *addresses[:own])
+        sessions.append(member(net, i, f"m{i}", order))
+    net.run(1.0)
+    for session in sessions:
+        drain(session)
+    sent: list[str] = []
+    killed_at: float | None = None
+    on_b = [s for s in sessions if s.relays[0] == B]
+    for tick in range(40):  # 8 s of chat, a message from each member every 0.2 s
+        for session in sessions:
+            text = f"{session.nick} {tick}"
+            session.say(text, net.now)
+            sent.append(text)
+        net.run(0.2)
+        if tick == 15:
+            net.detach(B)
+            killed_at = net.now
+        if tick == 30:  # 3 s after the kill (virtual time): B's members chat through C
+            assert killed_at is not None and net.now - killed_at <= 3.0 + 1e-9
+            assert all(
+                s.server == c and s.state is SessionState.JOINED for s in on_b
+            ), [(s.nick, s.server, s.state) for s in on_b]
+            room.lose(relays[1].log.relay_id)  # the room notices, later than the members
+    assert net.run_until(lambda: all(s.idle for s in sessions), 10)
+    net.run(1.0)
+    orders = []
+    for session in sessions:
+        events = drain(session)
+        whole = chat(events)
+        assert sorted(text for _, _, text in whole) == sorted(sent), session.nick
+        orders.append(whole)
+        assert not kinds(events, ev.MemberJoined, ev.MembersJoined, ev.MemberLeft, ev.MembersLeft)
+        assert not kinds(events, ev.HistoryGap, ev.MessageRefused)
+        moved = kinds(events, ev.RelayMoved)
+        assert len(moved) == (1 if session in on_b else 0)
+    assert all(order == orders[0] for order in orders)  # one room order everywhere
