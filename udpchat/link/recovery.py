@@ -67,7 +67,7 @@ class LossRecovery(LinkState):
         for packet in self._in_flight.values():
             if packet.stalled:
                 packet.stalled = 0
-                packet.deadline = min(packet.deadline, packet.last_sent + rto)
+                packet.deadline = min(packet.deadline, packet.last_sent + rto + packet.slack)
 
     def _detect_losses(self, acked: Packet, now: float) -> None:
         """RFC 9002 6.1: packets sent before an acknowledged one are lost after a packet
