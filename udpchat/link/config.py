@@ -15,7 +15,8 @@ from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import REKEY_INTERVAL
 
 __all__ = [
-    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "LAZY_ACK_DELAY", "MAX_BACKOFF_EXPONENT",
+    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "LAZY_ACK_DELAY",
+    "MAX_BACKOFF_EXPONENT",
     "OVERSIZED_PREFIX", "REPLAY_WINDOW", "LinkConfig", "LinkDead", "LinkStats",
     "SendBufferFull",
 ]
