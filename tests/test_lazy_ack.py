@@ -137,3 +137,14 @@ def test_lazy_or_not_every_message_arrives_once_in_order(
     assert net.run_until(lambda: a.link.idle and b.link.idle, 120)
     assert b.delivered == [m for m, _ in a_to_b]
     assert a.delivered == [m for m, _ in b_to_a]
+
+
+def test_a_lazy_packet_gives_no_rtt_sample() -> None:
+    sender, receiver = pair()
+    sender.send(b"posted", lazy=True)
+    (datagram,) = sender.datagrams_to_send(0.0)
+    receiver.receive(opened(receiver, datagram), 0.0)
+    (ack,) = receiver.datagrams_to_send(LAZY_ACK_DELAY)
+    samples = sender.rtt.samples
+    sender.receive(opened(sender, ack), LAZY_ACK_DELAY)
+    assert sender.idle and sender.rtt.samples == samples  # held back: not a round trip
