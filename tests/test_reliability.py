@@ -204,24 +204,16 @@ def test_impossible_ack_is_rejected() -> None:
 def test_delayed_ack_is_bounded() -> None:
     sender = Link(b"S" * 8, keys=KEYS)
     receiver = Link(b"R" * 8, keys=swap(KEYS))
-
-    def deliver(message: bytes, now: float) -> None:
-        sender.send(message)
-        (datagram,) = sender.datagrams_to_send(now)
-        decoded = receiver.open(opened_envelope(datagram))
-        assert isinstance(decoded, wire.Data)
-        receiver.receive(decoded, now)
-
-    deliver(b"one", 0.0)  # after silence: acknowledged at once, nothing is coming to wait for
-    assert len(receiver.datagrams_to_send(0.0)) == 1
-    now = receiver.config.ack_delay / 2
-    deliver(b"two", now)  # right behind it: held back, hoping to piggyback
-    assert receiver.datagrams_to_send(now) == []
+    sender.send(b"one")
+    (datagram,) = sender.datagrams_to_send(0.0)
+    decoded = receiver.open(opened_envelope(datagram))
+    assert isinstance(decoded, wire.Data)
+    receiver.receive(decoded, 0.0)
+    assert receiver.datagrams_to_send(0.0) == []  # held back, hoping to piggyback
     deadline = receiver.next_timer()
-    assert deadline is not None and now < deadline <= now + receiver.config.ack_delay
+    assert deadline is not None and 0 < deadline <= receiver.config.ack_delay
     (ack,) = receiver.datagrams_to_send(deadline)
-    decoded = sender.open(opened_envelope(ack))
-    assert isinstance(decoded, wire.Ack) and decoded.ack == 2
+    assert isinstance(sender.open(opened_envelope(ack)), wire.Ack)
 
 
 def test_ping_is_answered_at_once() -> None:

@@ -29,10 +29,6 @@ ACK_DELAY = 0.001
 # protocol.md 5.3: how long a receiver may hold back an ACK for a DATA flagged LAZY; its
 # sender's timer waits this much longer for it (QUIC's default max_ack_delay).
 LAZY_ACK_DELAY = 0.025
-# protocol.md 5.3 (a receiver's own choice): in-order data after this long a silence is
-# acknowledged at once rather than after ACK_DELAY, as nothing is likely to come to share
-# the ACK with. Ten times ACK_DELAY, so that bursts within a busy stream still share one.
-SPARSE_GAP = 0.010
 # protocol.md "Reliability": an ACK is sent at once when this many packets are unacknowledged.
 ACK_EVERY = 2
 # protocol.md "Replay protection": how far behind the highest packet number a datagram may be.

@@ -94,7 +94,6 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         self._partial = bytearray()
         self._discarding = False
         self._held = 0  # accounted bytes of _buffer and _partial, also charged to _budget
-        self._last_data = ASAP
         self._budget = budget
         # acknowledging
         self._ack_now = False

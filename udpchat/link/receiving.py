@@ -15,13 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from udpchat import wire
-from udpchat.link.config import (
-    ACK_EVERY,
-    LAZY_ACK_DELAY,
-    OVERSIZED_PREFIX,
-    REPLAY_WINDOW,
-    SPARSE_GAP,
-)
+from udpchat.link.config import ACK_EVERY, LAZY_ACK_DELAY, OVERSIZED_PREFIX, REPLAY_WINDOW
 from udpchat.link.state import LinkState
 from udpchat.messages import MAX_MESSAGE_SIZE
 
@@ -89,15 +83,7 @@ class ReceiveSide(LinkState):
             held = self._buffer.advance()
         self._recount()
         self._unacked += 1
-        # protocol.md 5.3: holding an ACK back only pays if more data comes within the
-        # delay. After a silence of SPARSE_GAP it most likely will not (chat traffic), and
-        # waiting would only cost this end a timer wake-up and the peer a later ACK. Not
-        # after any gap longer than the delay: data often comes in bursts (a relay's turn
-        # sends several datagrams to a member), whose first would then take an ACK of its
-        # own besides the one the rest of the burst takes.
-        sparse = now - self._last_data >= SPARSE_GAP
-        self._last_data = now
-        if filled_gap or self._unacked >= ACK_EVERY or (sparse and not data.flags & wire.LAZY):
+        if filled_gap or self._unacked >= ACK_EVERY:
             self._ack_now = True
         else:
             # protocol.md 5.3: a LAZY packet's ACK may wait for whatever goes out next

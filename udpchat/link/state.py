@@ -60,7 +60,6 @@ class LinkState:
         "_held",
         "_in_flight",
         "_largest_acked",
-        "_last_data",
         "_next_pn",
         "_next_seq",
         "_partial",
@@ -107,7 +106,6 @@ class LinkState:
     _partial: bytearray
     _discarding: bool
     _held: int  # accounted bytes of _buffer and _partial, also charged to _budget
-    _last_data: float  # when the last DATA in order arrived
     _budget: ReceiveBudget | None
     # acknowledging
     _ack_now: bool
