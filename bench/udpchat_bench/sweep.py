@@ -417,7 +417,9 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
         targets.append(
             Target(name, ">= 8000 msg/s", f"{measured} (tried {tried})", kept_up, fan_cmd)
         )
-    return targets
+    from udpchat_bench.cost_targets import cost_targets  # it builds Targets: imported late
+
+    return targets + cost_targets(results, fan_cmd)
 
 
 def highest_unsaturated(runs: Iterable[FanoutResult]) -> float | None:
