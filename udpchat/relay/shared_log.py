@@ -31,7 +31,7 @@ them there). The contract the core relies on:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from udpchat import messages as m
 from udpchat.errors import UdpchatError
@@ -94,6 +94,7 @@ class EpochChanged:
 Arrival = ForeignEvent | PrivateArrived | MemberLeftForRelay | RelayLost | EpochChanged
 
 
+@runtime_checkable
 class SharedLog(RoomLog, Protocol):
     @property
     def relay_id(self) -> bytes:
