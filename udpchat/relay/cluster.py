@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
-from udpchat.link import ASAP
 from udpchat.names import nick_key
 from udpchat.relay.events import RoomNotice
 from udpchat.relay.room_log import EventBuilder, KeptMember, LoggedEvent
@@ -199,8 +198,7 @@ class Cluster:
         return bool(self.pending) or self.log.waiting
 
     def deadline(self) -> float | None:
-        if self.waiting:
-            return ASAP
+        """When held work is to be tried again (``waiting`` is the core's to check)."""
         if self.held:
             return self.retry_at
         return self.now + RETRY_INTERVAL if self._roster_due else None

@@ -220,6 +220,9 @@ class RelayCore:
     def next_timer(self) -> float | None:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
+        cluster = self.cluster
+        if cluster is not None and cluster.waiting:
+            return ASAP  # the other relays' doings, to take
         deadlines = [
             d
             for d in (
@@ -227,7 +230,7 @@ class RelayCore:
                 # shutting down, nobody not back yet is expired (handle_timer), so no wake
                 None if self.shutting_down else self.sessions.next_dormant_expiry(),
                 self.room.notice_deadline,
-                None if self.cluster is None else self.cluster.deadline(),
+                None if cluster is None else cluster.deadline(),
             )
             if d is not None
         ]

@@ -324,11 +324,11 @@ class Room(Requests):
                 backlog = log.replay(admission.resume.last_seq)
             else:
                 backlog = log.recent_chats(config.join_history)
+            if log.last_seq > seq:  # others' events not yet here come through the fan-out
+                backlog = [d for d in backlog if _seq_of(d) <= seq]
         except LogUnavailable:  # the history cannot be read now: the member sees a gap
             cluster.failed()
             first_seq, backlog = seq + 1, []
-        if log.last_seq > seq:  # others' events not yet here come through the fan-out
-            backlog = [d for d in backlog if _seq_of(d) <= seq]
         welcome = m.Welcome(member.nick, listed, seq, first_seq, admission.resumed)
         self.deliver(member, m.encode_message(welcome))
         if paged:
