@@ -69,6 +69,9 @@ class Cluster(SharedMembers):
         self.seq = log.last_seq
         self.pending: deque[object] = deque()  # arrivals taken but not yet handled
         self.held: deque[Callable[[], None]] = deque()
+        # seq -> the member whose resent post another relay logged as that event, still on
+        # its way here: answered POSTED, and not sent the event, when it comes
+        self._posted_elsewhere: dict[int, Member] = {}
         self.retry_at = math.inf
         self.now = 0.0  # the core's latest time (for work held without one)
         self.down = False  # the store failed and has not answered since
@@ -170,6 +173,9 @@ class Cluster(SharedMembers):
             return None
         if not logged.new:
             self.room.stats.resent_requests += 1
+            if logged.seq > self.seq:  # logged by another relay, not fanned out here yet
+                self._posted_elsewhere[logged.seq] = member
+                return logged.seq
         self._queue_own(logged, member)
         self.room.answer(member, m.Posted(logged.seq))
         self.room.kick()
@@ -231,7 +237,10 @@ class Cluster(SharedMembers):
             return  # the contract says this never happens: never twice, never back
         self.seq = item.seq
         self.room.stats.foreign_events += 1
-        self.room.queue_event(item.data, None, item.seq)
+        poster = self._posted_elsewhere.pop(item.seq, None)
+        self.room.queue_event(item.data, poster, item.seq)
+        if poster is not None:  # its POSTED in its place in the stream
+            self.room.answer(poster, m.Posted(item.seq))
         self._follow(item.event)
 
     def _private(self, to: str, data: bytes) -> None:
@@ -271,6 +280,7 @@ class Cluster(SharedMembers):
         self.epoch = self.log.epoch
         self.seq = 0
         self.held.clear()
+        self._posted_elsewhere.clear()
         self.retry_at = math.inf
         # What came before the change is of the old room; what came after, of the new.
         pending = list(self.pending)
