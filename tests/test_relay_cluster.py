@@ -25,6 +25,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.names import nick_key
+from udpchat.relay import cluster as cluster_module
 from udpchat.relay.events import RoomNotice
 from udpchat.sim import PathModel
 
@@ -299,3 +300,59 @@ def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
     assert [x.seq for x in second.of(m.ChatMessage)] == []  # its own, answered instead
     assert [(x.seq, x.text) for x in third.of(m.ChatMessage)] == [(seq, "hello")]
     assert c.relay_of(1).stats.resent_requests == 1
+
+
+def test_while_the_store_is_away_renames_and_private_messages_elsewhere_are_refused() -> None:
+    c = cluster()
+    ann, bo = c.join("ann", 0), c.join("bo", 1)
+    al = c.join("al", 0)
+    c.settle()
+    c.room.available = False
+    ann.change_nick("anna", c.net.now)
+    ann.private("bo", "to another relay", c.net.now)
+    ann.private("al", "to my own relay", c.net.now)
+    c.net.run(1.0)
+    errors = [e.text for e in of(ann, ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
+    assert errors == [
+        "the room's store cannot be reached: try again in a moment",
+        "the room's store cannot be reached: not delivered; send it again",
+    ]
+    got = [e.text for e in of(al, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)]
+    assert got == ["to my own relay"]
+    assert not of(bo, ev.PrivateReceived) and ann.nick == "ann"
+    c.room.available = True
+    ann.change_nick("anna", c.net.now)
+    c.settle()
+    assert all(r.sessions.nick_list() == ("al", "anna", "bo") for r in c.relays)
+
+
+def test_a_member_that_times_out_while_the_store_is_away_leaves_once_when_it_is_back() -> None:
+    c = cluster()
+    ann, _, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
+    c.settle()
+    c.room.available = False
+    c.net.detach(client_addr(1))  # bo goes silent
+    c.net.run(CONFIG.timeout + 1)
+    assert c.relay_of(1).member_nicks() == [] and left(ann) == []
+    c.room.available = True
+    c.net.run(2.0)
+    assert left(ann) == ["bo"] and left(cy) == ["bo"]
+    assert c.relay_of(0).sessions.nick_list() == ("ann", "cy")
+    assert c.join("bo", 2).nick == "bo"  # its nickname is free again
+
+
+def test_what_is_held_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_module, "MAX_HELD", 4)
+    c = cluster()
+    ann = c.join("ann", 0)
+    quitters = [c.join(nick, 1) for nick in ("bo", "cy", "di")]
+    c.settle()
+    c.room.available = False
+    for member in quitters:  # each leave holds three: its nickname, its session, its LEFT
+        member.quit("bye", c.net.now)
+    c.net.run(1.0)
+    relay = c.relay_of(1)
+    assert relay.stats.store_held == 9 and relay.stats.store_lost == 5
+    c.room.available = True
+    c.net.run(2.0)
+    assert left(ann) == ["cy", "di"]  # the oldest held were dropped, and counted
