@@ -31,7 +31,7 @@ from udpchat.relay.paths import Paths
 from udpchat.relay.room import Room
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.relay.sessions import Dormant, Member, MemberState, SessionTable
-from udpchat.relay.shared_log import SharedLog
+from udpchat.relay.shared_log import LogUnavailable, SharedLog
 from udpchat.seal import PskDeriver
 
 __all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
@@ -122,7 +122,8 @@ class RelayCore:
 
     @property
     def room_seq(self) -> int:
-        return self.log.last_seq
+        """The newest room event's number (in a shared room, the newest sent here)."""
+        return self.log.last_seq if self.cluster is None else self.cluster.seq
 
     @property
     def members(self) -> dict[bytes, Member]:
@@ -198,7 +199,12 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
-        self.log.commit()
+        try:
+            self.log.commit()
+        except LogUnavailable:
+            if self.cluster is None:
+                raise
+            self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
         while sessions.dirty and (limit is None or len(out) < limit):
