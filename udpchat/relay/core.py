@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
@@ -94,7 +95,7 @@ class RelayCore:
         # protocol.md 6.8: a log other relays share makes this relay one of the room's.
         self.cluster: Cluster | None = None
         if isinstance(self.log, SharedLog):
-            self.cluster = Cluster(self.room, self.log, self.gate.reset_member)
+            self.cluster = Cluster(self.room, self.log, hs.reset_secret(static_key))
             self.cluster.now = now
             self.room.cluster = self.gate.cluster = self.cluster
         # protocol.md 6.6: the members of a room kept across a restart hold their nicknames
