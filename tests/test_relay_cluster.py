@@ -434,3 +434,28 @@ def test_any_interleaving_of_comings_goings_and_posts_is_one_room(
         assert relay.sessions.nick_list() == expected
     for s in members:
         assert tuple(sorted(s.members)) == expected
+
+
+def test_only_the_sessions_holder_resumes_it_on_another_relay() -> None:
+    """The token and epoch are no secret: a JOIN on another relay without the proof is a
+    stranger's (NICK_TAKEN); with it, the session moves and its old relay lets it go."""
+    c = cluster()
+    ann = FakeClient("ann", relay_addr(0), seed=1)
+    c.net.attach(client_addr(0), ann)
+    assert c.net.run_until(lambda: ann.joined, 5)
+    (token,) = c.relay_of(0).members
+    copied = wire.Resume(c.relay_of(0).epoch, token, 0, bytes(wire.RESUME_PROOF_SIZE))
+    stranger = FakeClient("ann", relay_addr(1), seed=2, resume=copied)
+    c.net.attach(client_addr(1), stranger)
+    assert c.net.run_until(lambda: stranger.reject is not None, 5)
+    assert stranger.reject is not None and stranger.reject.code == wire.RejectCode.NICK_TAKEN
+    holder = FakeClient(
+        "ann", relay_addr(2), seed=3, resume=copied, resume_secret=ann.resume_secret
+    )
+    c.net.attach(client_addr(2), holder)
+    assert c.net.run_until(lambda: holder.joined, 5)
+    c.net.run(0.5)
+    assert c.relay_of(0).member_nicks() == [] and c.relay_of(2).member_nicks() == ["ann"]
+    assert c.room.last_seq == 1  # ann's first JOINED only: no LEFT, no JOINED for the move
+    assert [x.seq for x in holder.of(m.Joined)] == [1]  # that one, as catch-up
+    assert [r.sessions.nick_list() for r in c.relays] == [("ann",)] * 3
