@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tests.client_support import client_addr, drain, of
 from tests.cluster_support import (
@@ -23,12 +21,8 @@ from tests.fakeclient import FakeClient
 from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.names import nick_key
-from udpchat.relay import cluster as cluster_module
-from udpchat.relay.events import RoomNotice
-from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit
 
@@ -193,94 +187,6 @@ def test_a_lost_relays_members_leave_once_except_those_that_moved(batched: bool)
     assert cy.state is not SessionState.JOINED and di.state is not SessionState.JOINED
 
 
-def test_a_store_out_of_reach_refuses_posts_and_joins_and_holds_leaves() -> None:
-    c = cluster()
-    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
-    ann.say("before", c.net.now)
-    c.settle()
-    c.room.available = False
-    refused_id = ann.say("while away", c.net.now)
-    late = c.start("di", 1)
-    bo.quit("bye", c.net.now)
-    c.net.run(3.0)  # beyond heartbeats: the relays keep serving their members
-    refused = [e for e in of(ann, ev.MessageRefused) if isinstance(e, ev.MessageRefused)]
-    assert [e.local_id for e in refused] == [refused_id]
-    assert "store cannot be reached" in refused[0].reason and "send it again" in refused[0].reason
-    rejected = [e for e in of(late, ev.JoinRejected) if isinstance(e, ev.JoinRejected)]
-    assert [e.code for e in rejected] == [wire.RejectCode.UNAVAILABLE]
-    assert "store cannot be reached" in rejected[0].reason
-    assert ann.state is SessionState.JOINED and cy.state is SessionState.JOINED
-    assert left(ann) == [] and left(cy) == []  # bo's leave waits for the store
-    relay0, relay1 = c.relay_of(0), c.relay_of(1)
-    assert relay0.stats.store_refused == 1 and relay1.stats.store_refused == 1
-    assert relay1.stats.store_held >= 1
-    notices = [e.text for e in relay1.events() if isinstance(e, RoomNotice)]
-    assert len(notices) == 1 and "cannot be reached" in notices[0]
-    c.room.available = True
-    c.net.run(1.0)
-    ann.say("after", c.net.now)
-    c.settle()
-    assert left(ann) == ["bo"] and left(cy) == ["bo"]
-    assert chat(ann) == chat(cy) and [t for _, t in chat(cy)] == ["before", "after"]
-    assert [e.text for e in relay1.events() if isinstance(e, RoomNotice)] == [
-        "the room's store answers again"
-    ]
-    assert relay0.sessions.nick_list() == ("ann", "cy")
-
-
-def test_a_store_that_lost_the_room_is_a_new_epoch_for_every_member() -> None:
-    c = cluster()
-    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
-    ann.say("old room", c.net.now)
-    c.settle()
-    old_epoch = c.relay_of(0).epoch
-    for member in (ann, bo, cy):
-        drain(member)
-    c.room.flush()
-    back = [["ann"], ["bo"], ["cy"]]
-    assert c.net.run_until(lambda: [r.member_nicks() for r in c.relays] == back, 10)
-    c.settle()
-    assert all(r.epoch == c.room.epoch != old_epoch for r in c.relays)
-    assert all(r.stats.epoch_changes == 1 for r in c.relays)
-    for member in (ann, bo, cy):
-        lost = [e for e in of(member, ev.ConnectionLost) if isinstance(e, ev.ConnectionLost)]
-        assert [e.reason for e in lost] == ["the relay lost our session"]
-        welcomed = [e for e in of(member, ev.Welcomed) if isinstance(e, ev.Welcomed)]
-        assert len(welcomed) == 1 and not welcomed[0].resumed  # a fresh place, a new room
-        assert sorted(member.members) == ["ann", "bo", "cy"]
-    drain(ann), drain(bo), drain(cy)
-    bo.say("new room", c.net.now)
-    c.settle()
-    assert chat(ann) == chat(cy) == chat(bo) and [t for _, t in chat(ann)] == ["new room"]
-    assert c.relay_of(0).room_seq == c.room.last_seq < 10
-
-
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    posts=st.lists(
-        st.tuples(st.integers(0, 5), st.sampled_from([0.0, 0.0004, 0.002, 0.01])),
-        min_size=1,
-        max_size=24,
-    ),
-    seed=st.integers(0, 2**16),
-)
-def test_any_interleaving_of_posts_on_three_relays_is_one_order_everywhere(
-    posts: list[tuple[int, float]], seed: int
-) -> None:
-    c = cluster(seed=seed, model=PathModel(delay=0.001, jitter=0.003))
-    members = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy", "di", "ed", "fa"))]
-    for n, (who, pause) in enumerate(posts):
-        members[who].say(f"{n}", c.net.now)
-        if pause:
-            c.net.run(pause)
-    c.settle(20.0)
-    seen = [chat(member) for member in members]
-    assert all(s == seen[0] for s in seen)
-    assert sorted(int(t) for _, t in seen[0]) == list(range(len(posts)))
-    numbers = [seq for seq, _ in seen[0]]
-    assert numbers == sorted(set(numbers))
-
-
 def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
     """The copy reaches a relay before the event its first copy became: it is answered
     POSTED with that event's number once the event is there, and not sent to the poster."""
@@ -301,139 +207,6 @@ def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
     assert [x.seq for x in second.of(m.ChatMessage)] == []  # its own, answered instead
     assert [(x.seq, x.text) for x in third.of(m.ChatMessage)] == [(seq, "hello")]
     assert c.relay_of(1).stats.resent_requests == 1
-
-
-def test_while_the_store_is_away_renames_and_private_messages_elsewhere_are_refused() -> None:
-    c = cluster()
-    ann, bo = c.join("ann", 0), c.join("bo", 1)
-    al = c.join("al", 0)
-    c.settle()
-    c.room.available = False
-    ann.change_nick("anna", c.net.now)
-    ann.private("bo", "to another relay", c.net.now)
-    ann.private("al", "to my own relay", c.net.now)
-    c.net.run(1.0)
-    errors = [e.text for e in of(ann, ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
-    assert errors == [
-        "the room's store cannot be reached: try again in a moment",
-        "the room's store cannot be reached: not delivered; send it again",
-    ]
-    got = [e.text for e in of(al, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)]
-    assert got == ["to my own relay"]
-    assert not of(bo, ev.PrivateReceived) and ann.nick == "ann"
-    c.room.available = True
-    ann.change_nick("anna", c.net.now)
-    c.settle()
-    assert all(r.sessions.nick_list() == ("al", "anna", "bo") for r in c.relays)
-
-
-def test_a_member_that_times_out_while_the_store_is_away_leaves_once_when_it_is_back() -> None:
-    c = cluster()
-    ann, _, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
-    c.settle()
-    c.room.available = False
-    c.net.detach(client_addr(1))  # bo goes silent
-    c.net.run(CONFIG.timeout + 1)
-    assert c.relay_of(1).member_nicks() == [] and left(ann) == []
-    c.room.available = True
-    c.net.run(2.0)
-    assert left(ann) == ["bo"] and left(cy) == ["bo"]
-    assert c.relay_of(0).sessions.nick_list() == ("ann", "cy")
-    assert c.join("bo", 2).nick == "bo"  # its nickname is free again
-
-
-def test_what_is_held_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster_module, "MAX_HELD", 4)
-    c = cluster()
-    ann = c.join("ann", 0)
-    quitters = [c.join(nick, 1) for nick in ("bo", "cy", "di")]
-    c.settle()
-    c.room.available = False
-    for member in quitters:  # each leave holds three: its nickname, its session, its LEFT
-        member.quit("bye", c.net.now)
-    c.net.run(1.0)
-    relay = c.relay_of(1)
-    assert relay.stats.store_held == 9 and relay.stats.store_lost == 5
-    c.room.available = True
-    c.net.run(2.0)
-    assert left(ann) == ["cy", "di"]  # the oldest held were dropped, and counted
-
-
-def room_view(session: ClientSession) -> list[tuple[int, str]]:
-    """(seq, what) of every live room event a member was shown, its own posts included."""
-    out: list[tuple[int, str]] = []
-    for e in of(session, ev.ClientEvent):  # type: ignore[arg-type]
-        seq = getattr(e, "seq", None)
-        if seq is None or getattr(e, "history", False):
-            continue
-        # what every member is shown alike (a batch naming a member is shown without it)
-        fields = ("text", "nick", "old", "new") if not isinstance(e, ev.MembersJoined) else ()
-        out.append((seq, repr((type(e).__name__, *(getattr(e, f, None) for f in fields)))))
-    return out
-
-
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    steps=st.lists(
-        st.tuples(
-            st.sampled_from(["say", "say", "say", "join", "quit", "nick", "away", "back"]),
-            st.integers(0, 8),
-            st.sampled_from([0.0, 0.001, 0.01, 0.05]),
-        ),
-        min_size=1,
-        max_size=20,
-    ),
-    batched=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_any_interleaving_of_comings_goings_and_posts_is_one_room(
-    steps: list[tuple[str, int, float]], batched: bool, seed: int
-) -> None:
-    """Members joining, leaving, renaming and posting on three relays at once, the store
-    going away and coming back: every member sees the events of its time in the room in one
-    order, and lists the same members."""
-    config = replace(CONFIG, batch_notices_above=2 if batched else 16)
-    c = cluster(seed=seed, config=config, model=PathModel(delay=0.001, jitter=0.002))
-    live = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy"))]
-    joined_count = len(live)
-    for n, (what, who, pause) in enumerate(steps):
-        if what in ("away", "back"):  # the store out of reach, or back
-            c.room.available = what == "back"
-        elif what == "join" or not live:
-            live.append(c.start(f"new{n}", n % 3))
-            joined_count += 1
-        else:
-            member = live[who % len(live)]
-            if member.state is not SessionState.JOINED:
-                pass
-            elif what == "say":
-                member.say(f"{n}", c.net.now)
-            elif what == "quit":
-                member.quit("bye", c.net.now)
-                live.remove(member)
-            else:
-                member.change_nick(f"r{n}", c.net.now)
-        if pause:
-            c.net.run(pause)
-    c.room.available = True
-    c.net.run(3.0)
-    c.settle(20.0)
-    refused = [s for s in live if of(s, ev.JoinRejected)]  # joined while the store was away
-    assert all(s.state is SessionState.CLOSED for s in refused)
-    members = [s for s in live if s not in refused]
-    assert all(s.state is SessionState.JOINED for s in members)
-    views = [dict(room_view(s)) for s in members]
-    for view in views:  # where two members both saw an event, they saw the same one
-        for other in views:
-            assert all(other[seq] == what for seq, what in view.items() if seq in other)
-    for s in members:
-        numbers = [seq for seq, _ in room_view(s)]
-        assert numbers == sorted(set(numbers))
-    expected = tuple(sorted(s.nick for s in members))
-    for relay in c.relays:
-        assert relay.sessions.nick_list() == expected
-    for s in members:
-        assert tuple(sorted(s.members)) == expected
 
 
 def test_only_the_sessions_holder_resumes_it_on_another_relay() -> None:
