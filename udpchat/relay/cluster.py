@@ -67,7 +67,10 @@ class Cluster(SharedMembers):
         self.log = log
         self._reset_secret = reset_secret  # protocol.md 7.2: to end sessions with a RESET
         self.epoch = log.epoch
-        self.seq = log.last_seq
+        try:
+            self.seq = log.last_seq  # what came before this relay is history to it
+        except LogUnavailable:
+            self.seq = 0  # what arrives is all there is to send
         self.pending: deque[object] = deque()  # arrivals taken but not yet handled
         self.held: deque[Callable[[], None]] = deque()
         # seq -> the member whose resent post another relay logged as that event, still on
