@@ -243,6 +243,14 @@ def test_a_member_that_moves_while_its_join_waits_in_a_batch_is_listed_once() ->
     assert c.relay_of(0).room.notices.joined == ["ann"]  # announced when the window ends
     front.target = relay_addr(1)
     assert c.net.run_until(lambda: c.relay_of(1).member_nicks() == ["ann", "bo"], 5)
+    assert c.relay_of(0).room.notices.joined == []  # announced at once: it moved
+    assert c.net.run_until(lambda: ann.state is SessionState.JOINED, 5)
+    ann.quit("bye", c.net.now)  # its LEFT, through the other relay, comes after
+    c.net.run(1.0)
+    assert joined(cy) == ["ann"] and left(cy) == ["ann"]
+    for relay in c.relays:
+        assert relay.sessions.nick_list() == ("bo", "cy")
+    ann = c.join("ann", 0)
     c.settle()
     for relay in c.relays:
         assert relay.sessions.nick_list() == ("ann", "bo", "cy")
