@@ -289,6 +289,7 @@ class Cluster(SharedMembers):
         self.seq = 0
         self.held.clear()
         self._posted_elsewhere.clear()
+        self.unannounced.clear()
         self.retry_at = math.inf
         # What came before the change is of the old room; what came after, of the new.
         pending = list(self.pending)
