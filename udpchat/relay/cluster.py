@@ -33,6 +33,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_key
 from udpchat.relay.events import RoomNotice
+from udpchat.relay.notices import PendingNotices
 from udpchat.relay.room_log import EventBuilder, LoggedEvent
 from udpchat.relay.sessions import Member
 from udpchat.relay.shared_log import (
@@ -161,6 +162,30 @@ class Cluster(SharedMembers):
             return 0
         self._queue_own(logged, exclude)
         return logged.seq
+
+    def flush_notices(self, notices: PendingNotices, when: int) -> None:
+        """Log the waiting batch. While the store is away it waits on, so that a member
+        that moves meanwhile can still be taken out of it (``take_join``); a full batch is
+        held instead, so that it never grows past what one event may name."""
+        event = notices.build(when)
+        assert event is not None
+        try:
+            logged = self.append(event)
+        except LogUnavailable:
+            if notices.full(self.room.config.notice_batch):
+                self.hold_notices(notices, when)
+            else:
+                notices.deadline = self.now + RETRY_INTERVAL
+            return
+        notices.clear()
+        self._queue_own(logged, None)
+        self.room.kick()
+
+    def hold_notices(self, notices: PendingNotices, when: int) -> None:
+        """Hold the waiting batch as it is, behind what is held, and wait for no more."""
+        event = notices.take(when)
+        assert event is not None
+        self.hold(lambda: self._queue_own(self._append(event), None))
 
     def _queue_own(self, logged: LoggedEvent, exclude: Member | None) -> None:
         if logged.new:

@@ -103,6 +103,10 @@ class Room(Requests):
     def flush_notices(self) -> None:
         """Log the waiting joins or leaves as one batch event, sent to every member."""
         notices = self.notices
+        if self.cluster is not None:  # 6.8: it waits on while the shared store is away
+            if notices.kind is not None:
+                self.cluster.flush_notices(notices, self.time(notices.since))
+            return
         event = notices.take(self.time(notices.since))
         if event is not None:
             self._append(event, None)
@@ -134,6 +138,9 @@ class Room(Requests):
         notices = self.notices
         if notices.kind is not kind:
             self.flush_notices()
+            if notices.kind is not None:  # a shared store away: held as it is, in order
+                assert self.cluster is not None
+                self.cluster.hold_notices(notices, self.time(notices.since))
             notices.start(kind, now, self.config.notice_window)
         return notices
 
