@@ -15,7 +15,8 @@ Invariants:
   owes the others (a leave, a join or nick change already done locally, a batch) and the
   store calls that go with leaving are held, in order, and done before anything else is
   appended once the store answers again (``MAX_HELD`` at most: beyond it the oldest is
-  dropped and counted).
+  dropped and counted). A batch of joins or leaves waits on as a batch meanwhile, so that a
+  member that moves to another relay can still be taken out of it.
 * An epoch change resets every local session (a RESET, as a relay that lost its room
   does), so that each member rejoins into the new epoch as after a relay restart.
 """
