@@ -197,6 +197,8 @@ class Cluster(SharedMembers):
         """A member's post: appended (or found by its message id), answered POSTED after
         the events numbered below it; None if refused because the store is away."""
         try:
+            if self.room.notices.kind is not None:  # a batch the store could not take
+                raise LogUnavailable(STORE_DOWN)  # must come first
             logged = self.append(event, msgid)
         except LogUnavailable:
             self.room.stats.store_refused += 1

@@ -115,6 +115,10 @@ class Room(Requests, Welcoming):
         every member but one; its seq. ``msgid``: the id of the post it is, kept with it in
         the log."""
         self.flush_notices()
+        notices = self.notices
+        if notices.kind is not None:  # a shared store away: the batch is held first
+            assert self.cluster is not None
+            self.cluster.hold_notices(notices, self.time(notices.since))
         return self._append(event, exclude, msgid)
 
     def _batching(self) -> bool:
