@@ -98,9 +98,10 @@ class Room(Requests, Welcoming):
     def flush_notices(self) -> None:
         """Log the waiting joins or leaves as one batch event, sent to every member."""
         notices = self.notices
+        if notices.kind is None:
+            return
         if self.cluster is not None:  # 6.8: it waits on while the shared store is away
-            if notices.kind is not None:
-                self.cluster.flush_notices(notices, self.time(notices.since))
+            self.cluster.flush_notices(notices, self.time(notices.since))
             return
         event = notices.take(self.time(notices.since))
         if event is not None:
@@ -212,8 +213,8 @@ class Room(Requests, Welcoming):
     def answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
-        if not member.live:
-            return False  # gone meanwhile (its store's room restarted, say)
+        if self.cluster is not None and not member.live:
+            return False  # gone meanwhile (its shared store lost the room, say)
         data = m.encode_message(message)
         if self._fanout:  # events are held: the answer queues behind them, in room order
             self._fanout.append((data, None, member, -1))
