@@ -1,0 +1,530 @@
+"""The room on Redis: several relays, one room (protocol.md 6.8; docs/scaling.md).
+
+``RedisSharedLog`` is one relay's ``SharedLog`` over a Redis server (redis-py's blocking
+client; hiredis is used when installed). Every event of the room is numbered by one Lua
+script (udpchat.stores.redis_scripts) that INCRs the room's seq and XADDs the event to the
+room's stream with the id ``seq-0``, so the room has one total order whichever relay appends.
+
+Invariants:
+
+- An event reaches the core once, in seq order, never one of this relay's own: what the
+  append script returns (the entries between the last seq this relay had seen and the new
+  one) and what the reader thread reads with XREAD go through one filter, ``_seen``, under
+  one lock. So when ``append`` returns seq S, ``arrived()`` already holds every foreign event
+  below S, as the contract asks, without waiting for the reader.
+- The stream holds each event encoded with seq 0 (the relay that appends does not know its
+  number before the script ran); whoever reads it writes the number in.
+- A store that lost the room (flushed, a new instance) has no epoch key: the first script to
+  notice starts a new epoch, atomically with emptying the room's other keys, and every relay
+  reports ``EpochChanged`` once it sees the new epoch (at an append or within a
+  housekeeping period).
+- Redis out of reach: every call raises ``LogUnavailable`` and changes nothing here; calls
+  made while it is known to be down fail at once, without waiting for a socket timeout. The
+  reader and the housekeeper keep trying, and the first success ends the outage. The outage
+  is logged once at WARNING when it starts and once when it ends.
+
+The reader and the housekeeper are threads of this object (``start``/``close``); what they
+find is queued for the core and ``wake`` is called so that the relay's driver takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, get_args
+
+import msgpack
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.names import nick_key
+from udpchat.relay.room_log import CHAT_EVENTS, MIN_KEPT_IDS, EventBuilder, KeptMember, LoggedEvent
+from udpchat.relay.shared_log import (
+    RELAY_ID_SIZE,
+    Arrival,
+    EpochChanged,
+    ForeignEvent,
+    LogUnavailable,
+    MemberLeftForRelay,
+    PrivateArrived,
+)
+from udpchat.stores import redis_scripts as lua
+from udpchat.stores.errors import StoreError
+from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+
+__all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
+
+log = logging.getLogger("udpchat.relay.redis")
+
+# A relay is presumed dead this long after it last refreshed its key; its members' nicknames
+# are held as long. Refreshed every DEFAULT_PERIOD, so two refreshes may fail in a row.
+DEFAULT_TTL = 5.0
+DEFAULT_PERIOD = 1.0
+# Seconds a command may take before Redis counts as out of reach.
+DEFAULT_TIMEOUT = 0.5
+# The stream keeps at least this many events whatever --history says: it is also how the
+# other relays learn of each event, and a relay that falls further behind misses events.
+MIN_STREAM = 10_000
+_FIXARRAY = range(0x91, 0xA0)
+_ROOM_EVENTS: tuple[type[m.RoomEvent], ...] = get_args(m.RoomEvent)
+
+
+class RedisSharedLog:
+    """One relay's view of room ``room`` on the Redis at ``url`` (a ``SharedLog``).
+
+    Opening connects, registers the relay and reads the room (``StoreError`` if Redis cannot
+    be reached then); ``start(wake)`` starts the reader and the housekeeper; ``close`` stops
+    them and lets the room notice this relay is gone (its key is deleted)."""
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        history: int,
+        rng: Callable[[int], bytes],
+        *,
+        ttl: float = DEFAULT_TTL,
+        period: float = DEFAULT_PERIOD,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if history < 0:
+            raise ValueError("history cannot be negative")
+        if not 0 < period < ttl:
+            raise ValueError("the housekeeping period must be shorter than the relay's ttl")
+        self.url = url
+        self.room = room
+        self._history = history
+        self._rng = rng
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self.period = period
+        self._id = rng(RELAY_ID_SIZE)
+        self._hex = self._id.hex()
+        self._keys = lua.Keys(room)
+        self._stream_cap = max(history, MIN_STREAM)
+        self._id_cap = max(history, MIN_KEPT_IDS)
+        self.health = Health(redacted(url), log)
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        try:
+            self.client = redis.Redis.from_url(url, **options)
+            # XREAD blocks up to one period: its socket waits that long and more.
+            options["socket_timeout"] = period + timeout
+            self.reader_client = redis.Redis.from_url(url, **options)
+        except ValueError as error:
+            raise StoreError(f"--store {redacted(url)}: {error}") from None
+        register = self.client.register_script
+        self._append = register(lua.APPEND)
+        self._claim = register(lua.CLAIM)
+        self._release = register(lua.RELEASE)
+        self._move = register(lua.MOVE)
+        self._private = register(lua.PRIVATE)
+        self._forget = register(lua.FORGET)
+        self.housekeep_script = register(lua.HOUSEKEEP)
+        # Everything below is shared by the driver's thread, the reader and the housekeeper.
+        self.lock = threading.Lock()
+        self._epoch = b""
+        self._fresh = rng(wire.EPOCH_SIZE)  # the epoch this relay starts if the room has none
+        self.generation = 0  # counts epoch changes: a read begun before one is dropped
+        self.seen = 0  # the newest seq of the room filtered into the queue (or appended here)
+        self.read_id = "0-0"  # where the reader goes on in the stream
+        self.inbox_id = "0-0"
+        self._gap_reported = False
+        self._queue: list[Arrival] = []
+        self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
+        self._last_seq = 0
+        # This relay's members and the nicknames its sessions hold (nick key -> claim value).
+        self.members: dict[bytes, KeptMember] = {}
+        self.claims: dict[str, str] = {}
+        self.claims_lock = threading.Lock()  # a claim changes, or the housekeeper refreshes
+        self.wake: Callable[[], None] = lambda: None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.housekeeper = Housekeeper(self)
+        try:
+            self.housekeeper.run_once()
+            self._roster = self._open_room()
+        except redis.RedisError as error:
+            self._close_clients()
+            raise StoreError(f"cannot use Redis at {redacted(url)}: {error}") from None
+
+    def _open_room(self) -> list[str]:
+        """Read the room as of one seq: its epoch, number, members and recent history."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self._keys.epoch)
+        pipe.get(self._keys.seq)
+        pipe.hvals(self._keys.members)
+        pipe.xrevrange(self._keys.log, "+", "-", count=max(self._history, 1))
+        epoch, seq, records, newest = pipe.execute()
+        with self.lock:
+            self._set_epoch(epoch or self._epoch)
+            self.seen = self._last_seq = int(seq or 0)
+            self.read_id = f"{self.seen}-0"
+            if self._history:
+                for entry_id, fields in reversed(newest):
+                    event = self._foreign(_seq_of(entry_id), fields)
+                    if event is not None:
+                        self._kept.append(LoggedEvent(event.seq, _is_chat(event.event), event.data))
+        return sorted(_nick_of(record) for record in records)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def relay_id(self) -> bytes:
+        return self._id
+
+    def describe(self) -> str:
+        """Where the room is, for the relay's start line."""
+        return f"room {self.room!r} on Redis at {redacted(self.url)} (relay id {self._hex})"
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Start the reader and the housekeeper; ``wake()`` is called (from their threads)
+        whenever something was queued for ``arrived()``."""
+        self.wake = wake
+        for name, target in (
+            ("udpchat-redis-reader", Reader(self).run),
+            ("udpchat-redis-housekeeper", self.housekeeper.run),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
+
+    def close(self) -> None:
+        """Stop the threads and delete this relay's key, so that the other relays notice at
+        once that it is gone (its members that do not move are then announced as left)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.period + 2)
+        with contextlib.suppress(redis.RedisError):  # otherwise its key expires by itself
+            self.client.delete(self._keys.relay(self._hex))
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        self.client.close()
+        self.reader_client.close()
+
+    # --- RoomLog --------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> bytes:
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def first_seq(self) -> int:
+        kept = self._kept
+        return kept[0].seq if kept and self._history else self._last_seq + 1
+
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        built = event(0)
+        self._check_up()
+        with self.lock:
+            epoch, seen, fresh = self._epoch, self.seen, self._fresh
+        args: list[bytes | str | int] = [
+            self._keys.prefix, epoch, fresh, seen, msgid, self._hex, m.encode_message(built),
+            self._stream_cap, self._id_cap,
+        ]
+        try:
+            now_epoch, seq, new, entries = self._append(args=args)
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        self.health.ok()
+        with self.lock:
+            if now_epoch != self._epoch:
+                self.adopt(now_epoch)
+            if not new:
+                earlier = [self._foreign(_seq_of(i), f) for i, f in entries_of(entries)]
+                if earlier and earlier[0] is not None:
+                    found = earlier[0]
+                    return LoggedEvent(seq, _is_chat(found.event), found.data, new=False)
+                return LoggedEvent(seq, False, b"", new=False)  # trimmed from the stream
+            self.take_entries(entries_of(entries))
+            self.seen = max(self.seen, seq)
+            final = dataclasses.replace(built, seq=seq)
+            logged = LoggedEvent(seq, type(final) in CHAT_EVENTS, m.encode_message(final))
+            self._record(logged)
+        return logged
+
+    def replay(self, after: int) -> list[bytes]:
+        with self.lock:
+            return [event.data for event in self._kept if event.seq > after]
+
+    def recent_chats(self, count: int) -> list[bytes]:
+        if not count or not self._history:
+            return []
+        with self.lock:
+            return [event.data for event in self._kept if event.chat][-count:]
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        """None: ``append`` recognises a resent post in Redis itself, across relays."""
+        return []
+
+    def keep_member(self, member: KeptMember) -> None:
+        record = f"{self._hex} {member.resume_secret.hex()} {member.nick}"
+        self._command(lambda: self.client.hset(self._keys.members, member.token.hex(), record))
+        self.members[member.token] = member
+
+    def forget_member(self, token: bytes) -> None:
+        self._check_up()
+        try:
+            self._forget(keys=[self._keys.members], args=[token.hex(), self._hex])
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        self.members.pop(token, None)
+
+    def kept_members(self) -> list[KeptMember]:
+        """This relay's own members (none when it has just connected)."""
+        return list(self.members.values())
+
+    def commit(self) -> None:
+        """Nothing to do: every change is written to Redis as it is made."""
+
+    # --- SharedLog ------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._queue)
+
+    def arrived(self) -> list[Arrival]:
+        with self.lock:
+            taken, self._queue = self._queue, []
+            for item in taken:
+                if isinstance(item, ForeignEvent):
+                    self._record(LoggedEvent(item.seq, _is_chat(item.event), item.data))
+        return taken
+
+    def roster(self) -> list[str]:
+        """The room's nicknames: as of ``last_seq`` the first time (read with it when the
+        log was opened); later (after an epoch change), as Redis has them then."""
+        if self._roster:
+            roster, self._roster = self._roster, []
+            return roster
+        records = self._command(lambda: self.client.hvals(self._keys.members))
+        return sorted(_nick_of(record) for record in records)
+
+    def claim_nick(self, nick: str, token: bytes) -> bool:
+        key = nick_key(nick)
+        value = f"{self._hex} {token.hex()}"
+        self._check_up()
+        with self.claims_lock:
+            try:
+                held = self._claim(
+                    keys=[self._keys.nick(key)], args=[self._keys.prefix, value, self._ttl_ms]
+                )
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            if held:
+                self.claims[key] = value
+        return bool(held)
+
+    def release_nick(self, nick: str, token: bytes) -> None:
+        key = nick_key(nick)
+        self._check_up()
+        with self.claims_lock:
+            try:
+                self._release(keys=[self._keys.nick(key)], args=[token.hex()])
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            if self.claims.get(key, "").endswith(token.hex()):
+                del self.claims[key]
+
+    def find_member(self, token: bytes) -> KeptMember | None:
+        record = self._command(lambda: self.client.hget(self._keys.members, token.hex()))
+        if record is None:
+            return None
+        _, secret, nick = record.decode().split(" ", 2)
+        return KeptMember(token, nick, bytes.fromhex(secret))
+
+    def move_member(self, old_token: bytes, member: KeptMember) -> None:
+        old = self.find_member(old_token)
+        old_hex = old_token.hex()
+        value = f"{self._hex} {member.token.hex()}"
+        new_key = nick_key(member.nick)
+        with self.claims_lock:
+            held = {key for key, claim in self.claims.items() if claim.endswith(old_hex)}
+            if old is not None:
+                held.add(nick_key(old.nick))
+            held.discard(new_key)
+            record = f"{self._hex} {member.resume_secret.hex()} {member.nick}"
+            args: list[bytes | str | int] = [
+                self._keys.prefix, self._hex, old_hex, member.token.hex(), record, value,
+                self._ttl_ms,
+            ]
+            keys = [self._keys.members, self._keys.nick(new_key)]
+            keys += [self._keys.nick(key) for key in sorted(held)]
+            try:
+                self._move(keys=keys, args=args)
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            self.health.ok()
+            for key in held:
+                self.claims.pop(key, None)
+            self.claims[new_key] = value
+        self.members.pop(old_token, None)
+        self.members[member.token] = member
+
+    def send_private(self, to: str, data: bytes) -> bool:
+        """Hand ``data`` to the relay of ``to``; False if no member of another live relay
+        holds that nickname (this relay's own members are found without the store)."""
+        self._check_up()
+        try:
+            sent = self._private(
+                keys=[self._keys.nick(nick_key(to))], args=[self._keys.prefix, self._hex, to, data]
+            )
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        return int(sent) == 2
+
+    # --- for the reader and the housekeeper (called with ``lock`` held) -----------------------
+
+    def adopt(self, epoch: bytes) -> None:
+        """The room is in a new epoch: what this relay had of the old one is gone."""
+        log.warning(
+            "room %r: Redis lost the room's history (a new epoch); members are told", self.room
+        )
+        self._set_epoch(epoch)
+        self.generation += 1
+        self.seen = self._last_seq = 0
+        self.read_id = "0-0"
+        self._kept.clear()
+        self._queue = [EpochChanged(epoch)]
+
+    def _set_epoch(self, epoch: bytes) -> None:
+        self._epoch = epoch
+        if epoch == self._fresh:  # this relay started it: the next one must differ
+            self._fresh = self._rng(wire.EPOCH_SIZE)
+
+    def take_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
+        """Queue the stream entries numbered above ``seen`` that another relay appended;
+        True if any was queued."""
+        queued = False
+        for entry_id, fields in entries:
+            seq = _seq_of(entry_id)
+            if seq <= self.seen:
+                continue
+            if seq > self.seen + 1 and not self._gap_reported:
+                self._gap_reported = True  # the stream was trimmed past what it had not read
+                log.warning("room %r: this relay fell behind and missed events %d to %d",
+                            self.room, self.seen + 1, seq - 1)
+            self.seen = seq
+            if fields.get(b"o") == self._hex.encode():
+                continue
+            event = self._foreign(seq, fields)
+            if event is not None:
+                self._queue.append(event)
+                queued = True
+        return queued
+
+    def queue(self, item: Arrival) -> None:
+        self._queue.append(item)
+
+    def take_inbox(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
+        """Queue what other relays sent this one (private messages, sessions that moved)."""
+        for _, fields in entries:
+            kind, about, data = fields.get(b"k"), fields.get(b"a", b""), fields.get(b"d", b"")
+            if kind == b"p":
+                self._queue.append(PrivateArrived(about.decode(errors="replace"), data))
+            elif kind == b"m":
+                token = bytes.fromhex(about.decode())
+                self._queue.append(MemberLeftForRelay(token))
+                self.members.pop(token, None)
+                with self.claims_lock:
+                    for key in [k for k, v in self.claims.items() if v.endswith(about.decode())]:
+                        del self.claims[key]
+        return bool(entries)
+
+    def _foreign(self, seq: int, fields: dict[bytes, bytes]) -> ForeignEvent | None:
+        """The entry's event numbered ``seq``; None (logged) if it does not decode."""
+        payload = fields.get(b"e", b"")
+        if len(payload) > 2 and payload[0] in _FIXARRAY and payload[1] < 0x80 and not payload[2]:
+            data = payload[:2] + msgpack.packb(seq) + payload[3:]
+        else:
+            data = payload
+        try:
+            event = m.decode_message(data)
+            if not isinstance(event, _ROOM_EVENTS):
+                raise ValueError(f"a {type(event).__name__} is not a room event")
+            if event.seq != seq:
+                event = dataclasses.replace(event, seq=seq)
+                data = m.encode_message(event)
+        except (ValueError, TypeError) as error:
+            log.warning("room %r: event %d in Redis does not decode: %s", self.room, seq, error)
+            return None
+        return ForeignEvent(seq, event, data, bytes.fromhex(fields.get(b"o", b"").decode()))
+
+    def _record(self, logged: LoggedEvent) -> None:
+        """Keep an event the core has been given, in seq order (an append can come before
+        the foreign events numbered below it are taken)."""
+        kept = self._kept
+        self._last_seq = max(self._last_seq, logged.seq)
+        if not self._history:
+            return
+        if not kept or kept[-1].seq < logged.seq:
+            kept.append(logged)
+            return
+        events = sorted([*kept, logged], key=lambda event: event.seq)
+        kept.clear()
+        kept.extend(events[-self._history :])
+
+    # --- Redis calls ----------------------------------------------------------------------------
+
+    def _check_up(self) -> None:
+        """Fail at once while Redis is known to be out of reach (the threads probe it)."""
+        if self.health.down:
+            raise LogUnavailable(f"the room's Redis at {self.health.where} is out of reach")
+
+    def _command(self, call: Callable[[], Any]) -> Any:
+        self._check_up()
+        try:
+            result = call()
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        self.health.ok()
+        return result
+
+    @property
+    def keys(self) -> lua.Keys:
+        return self._keys
+
+    @property
+    def relay_hex(self) -> str:
+        return self._hex
+
+    @property
+    def ttl_ms(self) -> int:
+        return self._ttl_ms
+
+    def fresh_epoch(self) -> bytes:
+        return self._fresh
+
+
+def _seq_of(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+def _nick_of(record: bytes) -> str:
+    return record.decode().split(" ", 2)[2]
+
+
+def _is_chat(event: m.RoomEvent) -> bool:
+    return type(event) in CHAT_EVENTS
