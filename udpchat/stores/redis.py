@@ -33,31 +33,25 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any
 
-import msgpack
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from udpchat import messages as m
-from udpchat import wire
 from udpchat.names import nick_key
-from udpchat.relay.room_log import CHAT_EVENTS, MIN_KEPT_IDS, EventBuilder, KeptMember, LoggedEvent
+from udpchat.relay.room_log import MIN_KEPT_IDS, EventBuilder, KeptMember, LoggedEvent
 from udpchat.relay.shared_log import (
     RELAY_ID_SIZE,
     Arrival,
-    EpochChanged,
-    ForeignEvent,
     LogUnavailable,
-    MemberLeftForRelay,
-    PrivateArrived,
 )
 from udpchat.stores import redis_scripts as lua
 from udpchat.stores.errors import StoreError
 from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+from udpchat.stores.redis_view import RoomView, is_chat, seq_of
 
 __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
 
@@ -72,8 +66,6 @@ DEFAULT_TIMEOUT = 0.5
 # The stream keeps at least this many events whatever --history says: it is also how the
 # other relays learn of each event, and a relay that falls further behind misses events.
 MIN_STREAM = 10_000
-_FIXARRAY = range(0x91, 0xA0)
-_ROOM_EVENTS: tuple[type[m.RoomEvent], ...] = get_args(m.RoomEvent)
 
 
 class RedisSharedLog:
@@ -131,18 +123,8 @@ class RedisSharedLog:
         self._private = register(lua.PRIVATE)
         self._forget = register(lua.FORGET)
         self.housekeep_script = register(lua.HOUSEKEEP)
-        # Everything below is shared by the driver's thread, the reader and the housekeeper.
-        self.lock = threading.Lock()
-        self._epoch = b""
-        self._fresh = rng(wire.EPOCH_SIZE)  # the epoch this relay starts if the room has none
-        self.generation = 0  # counts epoch changes: a read begun before one is dropped
-        self.seen = 0  # the newest seq of the room filtered into the queue (or appended here)
-        self.read_id = "0-0"  # where the reader goes on in the stream
-        self.inbox_id = "0-0"
-        self._gap_reported = False
-        self._queue: list[Arrival] = []
-        self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
-        self._last_seq = 0
+        # Shared by the driver's thread, the reader and the housekeeper, under its lock.
+        self.view = RoomView(room, self._hex, history, rng)
         # This relay's members and the nicknames its sessions hold (nick key -> claim value).
         self.members: dict[bytes, KeptMember] = {}
         self.claims: dict[str, str] = {}
@@ -153,7 +135,7 @@ class RedisSharedLog:
         self.housekeeper = Housekeeper(self)
         try:
             self.housekeeper.run_once()
-            self._roster = self._open_room()
+            self._roster: list[str] | None = self._open_room()
         except redis.RedisError as error:
             self._close_clients()
             raise StoreError(f"cannot use Redis at {redacted(url)}: {error}") from None
@@ -166,15 +148,8 @@ class RedisSharedLog:
         pipe.hvals(self._keys.members)
         pipe.xrevrange(self._keys.log, "+", "-", count=max(self._history, 1))
         epoch, seq, records, newest = pipe.execute()
-        with self.lock:
-            self._set_epoch(epoch or self._epoch)
-            self.seen = self._last_seq = int(seq or 0)
-            self.read_id = f"{self.seen}-0"
-            if self._history:
-                for entry_id, fields in reversed(newest):
-                    event = self._foreign(_seq_of(entry_id), fields)
-                    if event is not None:
-                        self._kept.append(LoggedEvent(event.seq, _is_chat(event.event), event.data))
+        with self.view.lock:
+            self.view.start_at(epoch or self.view.epoch, int(seq or 0), entries_of(newest))
         return sorted(_nick_of(record) for record in records)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -223,22 +198,22 @@ class RedisSharedLog:
 
     @property
     def epoch(self) -> bytes:
-        return self._epoch
+        return self.view.epoch
 
     @property
     def last_seq(self) -> int:
-        return self._last_seq
+        return self.view.last_seq
 
     @property
     def first_seq(self) -> int:
-        kept = self._kept
-        return kept[0].seq if kept and self._history else self._last_seq + 1
+        return self.view.first_seq
 
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         built = event(0)
         self._check_up()
-        with self.lock:
-            epoch, seen, fresh = self._epoch, self.seen, self._fresh
+        view = self.view
+        with view.lock:
+            epoch, seen, fresh = view.epoch, view.seen, view.fresh
         args: list[bytes | str | int] = [
             self._keys.prefix, epoch, fresh, seen, msgid, self._hex, m.encode_message(built),
             self._stream_cap, self._id_cap,
@@ -248,31 +223,31 @@ class RedisSharedLog:
         except redis.RedisError as error:
             raise self.health.failed(error) from None
         self.health.ok()
-        with self.lock:
-            if now_epoch != self._epoch:
-                self.adopt(now_epoch)
+        with view.lock:
+            if now_epoch != view.epoch:
+                view.adopt(now_epoch)
             if not new:
-                earlier = [self._foreign(_seq_of(i), f) for i, f in entries_of(entries)]
+                earlier = [view.foreign(seq_of(i), f) for i, f in entries_of(entries)]
                 if earlier and earlier[0] is not None:
                     found = earlier[0]
-                    return LoggedEvent(seq, _is_chat(found.event), found.data, new=False)
+                    return LoggedEvent(seq, is_chat(found.event), found.data, new=False)
                 return LoggedEvent(seq, False, b"", new=False)  # trimmed from the stream
-            self.take_entries(entries_of(entries))
-            self.seen = max(self.seen, seq)
+            view.take_entries(entries_of(entries))
+            view.seen = max(view.seen, seq)
             final = dataclasses.replace(built, seq=seq)
-            logged = LoggedEvent(seq, type(final) in CHAT_EVENTS, m.encode_message(final))
-            self._record(logged)
+            logged = LoggedEvent(seq, is_chat(final), m.encode_message(final))
+            view.record(logged)
         return logged
 
     def replay(self, after: int) -> list[bytes]:
-        with self.lock:
-            return [event.data for event in self._kept if event.seq > after]
+        with self.view.lock:
+            return [event.data for event in self.view.kept if event.seq > after]
 
     def recent_chats(self, count: int) -> list[bytes]:
         if not count or not self._history:
             return []
-        with self.lock:
-            return [event.data for event in self._kept if event.chat][-count:]
+        with self.view.lock:
+            return [event.data for event in self.view.kept if event.chat][-count:]
 
     def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
         """None: ``append`` recognises a resent post in Redis itself, across relays."""
@@ -302,21 +277,17 @@ class RedisSharedLog:
 
     @property
     def waiting(self) -> bool:
-        return bool(self._queue)
+        return bool(self.view.queue)
 
     def arrived(self) -> list[Arrival]:
-        with self.lock:
-            taken, self._queue = self._queue, []
-            for item in taken:
-                if isinstance(item, ForeignEvent):
-                    self._record(LoggedEvent(item.seq, _is_chat(item.event), item.data))
-        return taken
+        with self.view.lock:
+            return self.view.take()
 
     def roster(self) -> list[str]:
         """The room's nicknames: as of ``last_seq`` the first time (read with it when the
         log was opened); later (after an epoch change), as Redis has them then."""
-        if self._roster:
-            roster, self._roster = self._roster, []
+        if self._roster is not None:
+            roster, self._roster = self._roster, None
             return roster
         records = self._command(lambda: self.client.hvals(self._keys.members))
         return sorted(_nick_of(record) for record in records)
@@ -394,97 +365,6 @@ class RedisSharedLog:
             raise self.health.failed(error) from None
         return int(sent) == 2
 
-    # --- for the reader and the housekeeper (called with ``lock`` held) -----------------------
-
-    def adopt(self, epoch: bytes) -> None:
-        """The room is in a new epoch: what this relay had of the old one is gone."""
-        log.warning(
-            "room %r: Redis lost the room's history (a new epoch); members are told", self.room
-        )
-        self._set_epoch(epoch)
-        self.generation += 1
-        self.seen = self._last_seq = 0
-        self.read_id = "0-0"
-        self._kept.clear()
-        self._queue = [EpochChanged(epoch)]
-
-    def _set_epoch(self, epoch: bytes) -> None:
-        self._epoch = epoch
-        if epoch == self._fresh:  # this relay started it: the next one must differ
-            self._fresh = self._rng(wire.EPOCH_SIZE)
-
-    def take_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
-        """Queue the stream entries numbered above ``seen`` that another relay appended;
-        True if any was queued."""
-        queued = False
-        for entry_id, fields in entries:
-            seq = _seq_of(entry_id)
-            if seq <= self.seen:
-                continue
-            if seq > self.seen + 1 and not self._gap_reported:
-                self._gap_reported = True  # the stream was trimmed past what it had not read
-                log.warning("room %r: this relay fell behind and missed events %d to %d",
-                            self.room, self.seen + 1, seq - 1)
-            self.seen = seq
-            if fields.get(b"o") == self._hex.encode():
-                continue
-            event = self._foreign(seq, fields)
-            if event is not None:
-                self._queue.append(event)
-                queued = True
-        return queued
-
-    def queue(self, item: Arrival) -> None:
-        self._queue.append(item)
-
-    def take_inbox(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
-        """Queue what other relays sent this one (private messages, sessions that moved)."""
-        for _, fields in entries:
-            kind, about, data = fields.get(b"k"), fields.get(b"a", b""), fields.get(b"d", b"")
-            if kind == b"p":
-                self._queue.append(PrivateArrived(about.decode(errors="replace"), data))
-            elif kind == b"m":
-                token = bytes.fromhex(about.decode())
-                self._queue.append(MemberLeftForRelay(token))
-                self.members.pop(token, None)
-                with self.claims_lock:
-                    for key in [k for k, v in self.claims.items() if v.endswith(about.decode())]:
-                        del self.claims[key]
-        return bool(entries)
-
-    def _foreign(self, seq: int, fields: dict[bytes, bytes]) -> ForeignEvent | None:
-        """The entry's event numbered ``seq``; None (logged) if it does not decode."""
-        payload = fields.get(b"e", b"")
-        if len(payload) > 2 and payload[0] in _FIXARRAY and payload[1] < 0x80 and not payload[2]:
-            data = payload[:2] + msgpack.packb(seq) + payload[3:]
-        else:
-            data = payload
-        try:
-            event = m.decode_message(data)
-            if not isinstance(event, _ROOM_EVENTS):
-                raise ValueError(f"a {type(event).__name__} is not a room event")
-            if event.seq != seq:
-                event = dataclasses.replace(event, seq=seq)
-                data = m.encode_message(event)
-        except (ValueError, TypeError) as error:
-            log.warning("room %r: event %d in Redis does not decode: %s", self.room, seq, error)
-            return None
-        return ForeignEvent(seq, event, data, bytes.fromhex(fields.get(b"o", b"").decode()))
-
-    def _record(self, logged: LoggedEvent) -> None:
-        """Keep an event the core has been given, in seq order (an append can come before
-        the foreign events numbered below it are taken)."""
-        kept = self._kept
-        self._last_seq = max(self._last_seq, logged.seq)
-        if not self._history:
-            return
-        if not kept or kept[-1].seq < logged.seq:
-            kept.append(logged)
-            return
-        events = sorted([*kept, logged], key=lambda event: event.seq)
-        kept.clear()
-        kept.extend(events[-self._history :])
-
     # --- Redis calls ----------------------------------------------------------------------------
 
     def _check_up(self) -> None:
@@ -513,18 +393,13 @@ class RedisSharedLog:
     def ttl_ms(self) -> int:
         return self._ttl_ms
 
-    def fresh_epoch(self) -> bytes:
-        return self._fresh
-
-
-def _seq_of(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
+    def moved_away(self, token: bytes) -> None:
+        """Session ``token`` of this relay resumed on another: it holds nothing here now."""
+        self.members.pop(token, None)
+        with self.claims_lock:
+            for key in [k for k, v in self.claims.items() if v.endswith(token.hex())]:
+                del self.claims[key]
 
 
 def _nick_of(record: bytes) -> str:
     return record.decode().split(" ", 2)[2]
-
-
-def _is_chat(event: m.RoomEvent) -> bool:
-    return type(event) in CHAT_EVENTS

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from udpchat.relay.shared_log import LogUnavailable, RelayLost
+from udpchat.stores.redis_view import Entries
 
 if TYPE_CHECKING:
     from udpchat.stores.redis import RedisSharedLog
@@ -32,7 +33,6 @@ log = logging.getLogger("udpchat.relay.redis")
 # Stream entries read per XREAD: the reader hands them to the core in batches this large.
 READ_COUNT = 512
 
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 def redacted(url: str) -> str:
@@ -99,13 +99,14 @@ class Reader:
         store = self._store
         block = max(1, round(store.period * 1000))
         log_key, inbox_key = store.keys.log.encode(), store.keys.inbox(store.relay_hex).encode()
+        view = store.view
         while not store.stopping.is_set():
-            with store.lock:
-                generation = store.generation
-                if int(store.read_id.split("-")[0]) < store.seen:
-                    store.read_id = f"{store.seen}-0"  # appends here read those already
+            with view.lock:
+                generation = view.generation
+                if int(view.read_id.split("-")[0]) < view.seen:
+                    view.read_id = f"{view.seen}-0"  # appends here read those already
                 streams: dict[bytes | str | memoryview, int | bytes | str | memoryview] = {
-                    log_key: store.read_id, inbox_key: store.inbox_id
+                    log_key: view.read_id, inbox_key: view.inbox_id
                 }
             try:
                 got = store.reader_client.xread(streams, count=READ_COUNT, block=block)
@@ -115,10 +116,10 @@ class Reader:
                 continue
             store.health.ok()
             queued = False
-            with store.lock:
-                if generation != store.generation:
+            with view.lock:
+                if generation != view.generation:
                     continue  # read from the stream of an epoch that has ended
-                replies: list[tuple[Any, Any]] = list(got or [])
+                replies: list[Any] = list(got or [])
                 for name, reply in replies:
                     entries = entries_of(reply)
                     if not entries:
@@ -126,11 +127,11 @@ class Reader:
                     last = entries[-1][0]
                     last_id = last.decode() if isinstance(last, bytes) else str(last)
                     if name in (log_key, log_key.decode()):
-                        queued |= store.take_entries(entries)
-                        store.read_id = last_id
+                        queued |= view.take_entries(entries)
+                        view.read_id = last_id
                     else:
-                        queued |= store.take_inbox(entries)
-                        store.inbox_id = last_id
+                        queued |= view.take_inbox(entries, store.moved_away)
+                        view.inbox_id = last_id
             if queued:
                 store.wake()
 
@@ -160,7 +161,7 @@ class Housekeeper:
             epoch, revived, lost, dead = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
-                    keys.prefix, store.relay_hex, store.ttl_ms, store.fresh_epoch(),
+                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh,
                     *(value for _, value in held),
                 ],
             )
@@ -181,13 +182,13 @@ class Housekeeper:
         store.health.ok()
         first, self._first = self._first, False
         queued = renewed = False
-        with store.lock:
-            if not first and epoch != store.epoch:
-                store.adopt(epoch)
+        with store.view.lock:
+            if not first and epoch != store.view.epoch:
+                store.view.adopt(epoch)
                 queued = renewed = True
             for gone in dead:
                 relay, *nicks = gone
-                store.queue(RelayLost(bytes.fromhex(relay.decode()), tuple(
+                store.view.queue.append(RelayLost(bytes.fromhex(relay.decode()), tuple(
                     nick.decode() for nick in nicks)))
                 queued = True
         if revived and not first and not renewed:  # a new epoch says more than this
