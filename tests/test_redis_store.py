@@ -227,8 +227,28 @@ def test_redis_away_refuses_then_recovers(redis_server: RedisServer, relays: Any
     back = [r for r in caplog.records if r.getMessage().endswith("0 is back")]
     assert len(away) == 1 and len(back) == 1
     assert logged.seq == 1 and a.log.epoch == a.taken[-1].epoch
-    # The housekeeper took the claim again once Redis was back.
-    assert not relays().log.claim_nick("ANN", secrets.token_bytes(8))
+    # A new epoch: the relay's sessions are reset (they rejoin), their claims not kept.
+    assert a.log.kept_members() == []
+    assert relays().log.claim_nick("ANN", secrets.token_bytes(8))
+
+
+def test_a_relay_presumed_dead_takes_its_claims_and_members_back(
+    redis_server: RedisServer, relays: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = relays()
+    member = KeptMember(secrets.token_bytes(8), "ann", secrets.token_bytes(16))
+    assert a.log.claim_nick("ann", member.token)
+    a.log.keep_member(member)
+    client: Any = redis_server.client()
+    keys = a.log.keys
+    with caplog.at_level("WARNING", logger="udpchat.relay.redis"):
+        # What an outage longer than the ttl leaves: the relay's key, claim and member gone.
+        client.delete(keys.relay(a.log.relay_hex), keys.nick("ann"))
+        client.hdel(keys.members, member.token.hex())
+        b = relays()
+        assert wait_until(lambda: b.log.find_member(member.token) == member, WAIT)
+    assert not b.log.claim_nick("ann", secrets.token_bytes(8))
+    assert any("longer than its ttl" in r.getMessage() for r in caplog.records)
 
 
 def test_a_flushed_redis_is_a_new_epoch_for_every_relay(redis_server: RedisServer,

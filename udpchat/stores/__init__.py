@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.stores.errors import StoreError
@@ -69,6 +70,22 @@ def room_error(room: str) -> str | None:
     return None
 
 
+def _redis_url_error(url: str) -> str | None:
+    """Why ``url`` does not name a Redis server and database, or None."""
+    expected = "expected redis://HOST:PORT/DB (or rediss://)"
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (it raises for a port that is not a number up to 65535)
+    except ValueError:
+        return f"--store: {expected}, got a bad port in {url!r}"
+    if not parts.hostname:
+        return f"--store: {expected}, got no host in {url!r}"
+    database = parts.path.lstrip("/")
+    if database and not database.isdigit():
+        return f"--store: {expected}, got database {database!r} (a number)"
+    return None
+
+
 def parse_store(url: str, room: str | None = None) -> StoreURL:
     """Read a store URL (``room``: the room's name, for redis); ``StoreError`` (one line) for
     one this version cannot use."""
@@ -76,7 +93,7 @@ def parse_store(url: str, room: str | None = None) -> StoreURL:
     if room is not None and scheme not in REDIS_SCHEMES:
         raise StoreError("--room names a room on Redis: it goes with --store redis://...")
     if scheme in REDIS_SCHEMES:
-        problem = room_error(room if room is not None else DEFAULT_ROOM)
+        problem = _redis_url_error(url) or room_error(room if room is not None else DEFAULT_ROOM)
         if problem is not None:
             raise StoreError(problem)
         return StoreURL("redis", url=url, room=room if room is not None else DEFAULT_ROOM)
@@ -107,7 +124,9 @@ def open_store(store: StoreURL, history: int, rng: Callable[[int], bytes]) -> Ro
     if store.kind == "redis":
         try:
             from udpchat.stores.redis import RedisSharedLog
-        except ImportError:
+        except ModuleNotFoundError as error:
+            if error.name is None or error.name.split(".")[0] != "redis":
+                raise
             raise StoreError(REDIS_MISSING) from None
         return RedisSharedLog(store.url, store.room, history, rng)
     if store.path is None:

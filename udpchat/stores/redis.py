@@ -125,6 +125,7 @@ class RedisSharedLog:
         self.housekeep_script = register(lua.HOUSEKEEP)
         # Shared by the driver's thread, the reader and the housekeeper, under its lock.
         self.view = RoomView(room, self._hex, history, rng)
+        self.view.renewed = self._forget_all
         # This relay's members and the nicknames its sessions hold (nick key -> claim value).
         self.members: dict[bytes, KeptMember] = {}
         self.claims: dict[str, str] = {}
@@ -392,6 +393,12 @@ class RedisSharedLog:
     @property
     def ttl_ms(self) -> int:
         return self._ttl_ms
+
+    def _forget_all(self) -> None:
+        """A new epoch: the core resets every session of this relay (they rejoin)."""
+        self.members.clear()
+        with self.claims_lock:
+            self.claims.clear()
 
     def moved_away(self, token: bytes) -> None:
         """Session ``token`` of this relay resumed on another: it holds nothing here now."""

@@ -141,7 +141,6 @@ class Housekeeper:
 
     def __init__(self, store: RedisSharedLog) -> None:
         self._store = store
-        self._members_epoch = b""  # the epoch in which this relay's members were last written
         self._first = True
 
     def run(self) -> None:
@@ -161,7 +160,7 @@ class Housekeeper:
             epoch, revived, lost, dead = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
-                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh,
+                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh, store.view.epoch,
                     *(value for _, value in held),
                 ],
             )
@@ -196,10 +195,10 @@ class Housekeeper:
                 "room %r: this relay was out of reach of Redis for longer than its ttl; the "
                 "other relays may have announced its members as left", store.room
             )
-        if revived or epoch != self._members_epoch:
-            self._members_epoch = epoch
+        if revived and not first and not renewed:
+            # The other relays may have removed this relay's members: they are here still.
             members = list(store.members.values())
-            if members and not first:
+            if members:
                 pipe = store.client.pipeline(transaction=False)
                 for member in members:
                     record = f"{store.relay_hex} {member.resume_secret.hex()} {member.nick}"

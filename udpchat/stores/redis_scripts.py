@@ -139,10 +139,11 @@ return 2
 
 # Once per housekeeping period, for one relay: keep it alive, keep its claims, notice the
 # relays that died. KEYS: this relay's claims. ARGV: prefix, this relay, ttl ms, a fresh
-# epoch, then one claim value per key.
+# epoch, the epoch the relay knows, then one claim value per key.
 # Returns {epoch, revived (1: this relay's key had expired), lost claims (indexes into KEYS,
 # held by another session now), lost relays: {relay, nick, nick, ...}, ...}.
-# A claim that expired (an outage longer than the ttl, or a flushed store) is taken again.
+# A claim that expired (an outage longer than the ttl) is taken again; in a new epoch the
+# relay's sessions are reset (their claims are not kept).
 # A relay whose key expired is removed from the set by exactly one relay (the script runs
 # alone), which gets the nicknames of the members it still had and removes them.
 HOUSEKEEP = _START_EPOCH + _ALIVE + """
@@ -156,8 +157,10 @@ end
 redis.call('SADD', prefix .. 'relays', relay)
 redis.call('PEXPIRE', prefix .. 'inbox:' .. relay, ttl * 4)
 local lost = {}
-for i, key in ipairs(KEYS) do
-  local value = ARGV[4 + i]
+local claims = KEYS
+if epoch ~= ARGV[5] then claims = {} end
+for i, key in ipairs(claims) do
+  local value = ARGV[5 + i]
   local held = redis.call('GET', key)
   if held == value or not held or not alive(prefix, string.sub(held, 1, 16)) then
     redis.call('SET', key, value, 'PX', ttl)

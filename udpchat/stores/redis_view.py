@@ -71,6 +71,9 @@ class RoomView:
         self.kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self.last_seq = 0  # the newest seq the core has been given
         self._gap_reported = False
+        # Called (under ``lock``) when the room starts a new epoch: the core resets every
+        # session of this relay, so the store forgets their members and claims.
+        self.renewed: Callable[[], None] = lambda: None
 
     # --- called with ``lock`` held ----------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class RoomView:
         self.read_id = "0-0"
         self.kept.clear()
         self.queue = [EpochChanged(epoch)]
+        self.renewed()
 
     def take_entries(self, entries: Entries) -> bool:
         """Queue the entries numbered above ``seen`` that another relay appended; True if
