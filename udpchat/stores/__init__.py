@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
@@ -52,6 +52,7 @@ class StoreURL:
         return MEMORY if self.path is None else f"{SQLITE}{self.path}"
 
 
+@runtime_checkable
 class Background(Protocol):
     """A store with threads of its own (Redis): the relay starts them once it serves, with
     what wakes its serving loop, and ``close`` stops them."""
