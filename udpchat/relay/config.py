@@ -125,3 +125,12 @@ class RelayStats:
     resent_requests: int = 0
     from_port_zero: int = 0
     busy: int = 0  # JOINs answered BUSY (protocol.md 4.3)
+    # protocol.md 6.8, a room shared by several relays:
+    foreign_events: int = 0  # other relays' events fanned out here
+    store_failures: int = 0  # calls the shared store did not answer
+    store_refused: int = 0  # posts, private messages, joins, renames refused for it
+    store_held: int = 0  # room events and store calls held until it answered again
+    store_lost: int = 0  # held ones dropped, the oldest, when too many were held
+    privates_undelivered: int = 0  # routed here for a member no longer here
+    relays_lost: int = 0  # other relays' deaths this relay announced
+    epoch_changes: int = 0  # times the store lost the room's history

@@ -11,6 +11,7 @@ of the room is answered in udpchat.relay.requests.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
@@ -22,12 +23,22 @@ from udpchat.relay.outbox import Outbox
 from udpchat.relay.requests import Requests
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
+from udpchat.relay.shared_log import LogUnavailable
+
+if TYPE_CHECKING:
+    from udpchat.relay.cluster import Cluster
 
 __all__ = ["MIN_REMEMBERED_IDS", "Room"]
 
 # protocol.md 6.1: message ids remembered to answer a resent request without posting it
 # twice: at least this many, and at least as many as the history holds.
 MIN_REMEMBERED_IDS = 1024
+
+
+def _seq_of(data: bytes) -> int:
+    """The number of an encoded room event."""
+    event = m.decode_message(data)
+    return event.seq if isinstance(event, m.RoomEvent) else 0
 
 
 class Room(Requests):
@@ -53,12 +64,17 @@ class Room(Requests):
         self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
         # protocol.md 6.6: posts from before a restart are recognised when resent.
         self._answered.update(log.posted_ids(self._max_answered))
-        # (data, excluded member, sole recipient): room events to all but one, and answers
-        # to one member, which must not overtake events queued before them.
-        self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
+        # (data, excluded member, sole recipient, seq): room events to all but one, and
+        # answers to one member (seq -1), which must not overtake events queued before them.
+        self._fanout: deque[tuple[bytes, Member | None, Member | None, int]] = deque()
         self.held = False  # fan-out waits for the next datagrams_to_send (a newcomer's)
         self._draining = False
         self.notices = PendingNotices()
+        # protocol.md 6.8: the shared-room side, when the log is shared by several relays
+        self.cluster: Cluster | None = None
+        # the newest WELCOME.seq given in a shared room: queued events at or below it skip
+        # the members it was given to (-1: none, as with a relay of its own)
+        self._newest_welcome = -1
 
     @property
     def pending(self) -> bool:
@@ -108,8 +124,10 @@ class Room(Requests):
         return config.notice_window > 0 and self._size() > config.batch_notices_above
 
     def _size(self) -> int:
-        """The room's members: live, and those not back yet since a restart (6.6)."""
-        return len(self.sessions.members) + len(self.sessions.dormant)
+        """The room's members: live, those not back yet since a restart (6.6), and those
+        on the other relays of a shared room (6.8)."""
+        sessions = self.sessions
+        return len(sessions.members) + len(sessions.dormant) + len(sessions.remote)
 
     def _notice(self, kind: NoticeKind, now: float) -> PendingNotices:
         """The batch a notice of ``kind`` joins: the other kind waiting goes out first."""
@@ -120,11 +138,41 @@ class Room(Requests):
         return notices
 
     def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        if self.cluster is not None:  # numbered by the shared log; held while it is away
+            seq = self.cluster.notice(event, exclude)
+            self.kick()
+            return seq
         logged = self.log.append(event, msgid)
-        self._fanout.append((logged.data, exclude, None))
+        self._fanout.append((logged.data, exclude, None, logged.seq))
         if not self.held:
             self.drain()
         return logged.seq
+
+    def queue_event(self, data: bytes, exclude: Member | None, seq: int) -> None:
+        """Queue a room event numbered ``seq`` for every member but ``exclude``."""
+        self._fanout.append((data, exclude, None, seq))
+
+    def kick(self) -> None:
+        """Let the queued fan-out go, unless a newcomer's WELCOME holds it back."""
+        if not self.held:
+            self.drain()
+
+    def send_to(self, member: Member, data: bytes) -> None:
+        """A message for one member, in stream order; a member that cannot take it is
+        dropped, as in the fan-out."""
+        if self._fanout:
+            self._fanout.append((data, None, member, -1))
+        elif not self.deliver(member, data) and member.live:
+            self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+
+    def restart(self) -> None:
+        """The shared log started afresh (a new epoch): nothing queued or waiting is of the
+        new room."""
+        self._fanout.clear()
+        self.notices.clear()
+        self._answered.clear()
+        self.held = False
+        self._newest_welcome = -1
 
     def release(self) -> None:
         """The newcomer's first datagrams are out: let the held fan-out go."""
@@ -137,9 +185,14 @@ class Room(Requests):
         self._draining = True
         try:
             while self._fanout:
-                data, exclude, only = self._fanout.popleft()
+                data, exclude, only, seq = self._fanout.popleft()
                 if only is not None:
                     recipients = [only] if only.live else []
+                elif seq <= self._newest_welcome:  # a newcomer's WELCOME already counts it
+                    members = self.sessions.members.values()
+                    recipients = [
+                        mb for mb in members if mb is not exclude and mb.welcome_seq < seq
+                    ]
                 else:
                     members = self.sessions.members.values()
                     recipients = [mb for mb in members if mb is not exclude]
@@ -153,9 +206,11 @@ class Room(Requests):
     def answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
+        if not member.live:
+            return False  # gone meanwhile (its store's room restarted, say)
         data = m.encode_message(message)
         if self._fanout:  # events are held: the answer queues behind them, in room order
-            self._fanout.append((data, None, member))
+            self._fanout.append((data, None, member, -1))
             return True
         if self.deliver(member, data):
             return True
@@ -174,6 +229,10 @@ class Room(Requests):
             # WELCOME's list and seq already count these leaves; and a JOINED of our own,
             # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
             self.flush_notices()
+        cluster = self.cluster
+        if cluster is not None:
+            self._welcome_shared(admission, cluster, batched, now)
+            return
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
         listed, size = self.sessions.nick_list(), self._size()
@@ -196,17 +255,7 @@ class Room(Requests):
             backlog = log.replay(resume.last_seq)
         else:
             backlog = log.recent_chats(config.join_history)
-        # Newest first until half the send buffer is used: a gap, if any, is at the start,
-        # where the client can see it.
-        budget = config.link.send_buffer // 2
-        kept: list[bytes] = []
-        for data in reversed(backlog):
-            budget -= len(data)
-            if budget < 0:
-                break
-            kept.append(data)
-        for data in reversed(kept):
-            self.deliver(member, data)
+        self._send_history(member, backlog)
         when, nick = self.time(now), member.nick
         if old is None and batched:
             # protocol.md 6.3: announced with the others of this window, as WELCOME.seq + 1
@@ -225,6 +274,80 @@ class Room(Requests):
             old_nick = old.nick
             self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
 
+    def _welcome_shared(
+        self, admission: Admission, cluster: Cluster, batched: bool, now: float
+    ) -> None:
+        """protocol.md 6.8: as ``welcome``, in a room whose events other relays number too.
+        A newcomer's JOINED is logged before its WELCOME, which then says its number: the
+        newcomer does not receive it, and nothing another relay logs can come between."""
+        member, old, resume = admission.member, admission.old, admission.resume
+        when, nick = self.time(now), member.nick
+        if old is None and not batched:
+            self.held = True  # the newcomer's WELCOME goes out first, as below
+            self.post(lambda seq: m.Joined(seq, when, nick), member)
+        seq = cluster.seq
+        member.welcome_seq = self._newest_welcome = seq
+        listed, size = self.sessions.nick_list(), self._size()
+        notices = self.notices
+        if notices.kind is NoticeKind.JOIN:
+            waiting = {*notices.joined, *notices.returned}
+            listed = tuple(n for n in listed if n not in waiting)
+            size -= len(waiting)
+        self._send_welcome(admission, listed, size, seq, cluster)
+        if old is None and batched:
+            notices = self._notice(NoticeKind.JOIN, now)
+            notices.add_join(nick, returned=resume is not None)
+            if notices.full(self.config.notice_batch):
+                self.held = True
+                self.flush_notices()
+        elif old is not None and old.nick != nick:
+            old_nick = old.nick
+            self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
+
+    def _send_welcome(
+        self,
+        admission: Admission,
+        listed: tuple[str, ...],
+        size: int,
+        seq: int,
+        cluster: Cluster,
+    ) -> None:
+        """WELCOME (first page), the size notice, and the history up to ``seq``."""
+        member, config, log = admission.member, self.config, self.log
+        paged = 0 < config.member_page < size
+        if paged:
+            first = listed[: config.member_page]
+            listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
+        try:
+            first_seq = min(log.first_seq, seq + 1)
+            if admission.resume is not None and admission.resume.epoch == cluster.epoch:
+                backlog = log.replay(admission.resume.last_seq)
+            else:
+                backlog = log.recent_chats(config.join_history)
+            if log.last_seq > seq:  # others' events not yet here come through the fan-out
+                backlog = [d for d in backlog if _seq_of(d) <= seq]
+        except LogUnavailable:  # the history cannot be read now: the member sees a gap
+            cluster.failed()
+            first_seq, backlog = seq + 1, []
+        welcome = m.Welcome(member.nick, listed, seq, first_seq, admission.resumed)
+        self.deliver(member, m.encode_message(welcome))
+        if paged:
+            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
+        self._send_history(member, backlog)
+
+    def _send_history(self, member: Member, backlog: list[bytes]) -> None:
+        """Newest first until half the send buffer is used: a gap, if any, is at the start,
+        where the client can see it."""
+        budget = self.config.link.send_buffer // 2
+        kept: list[bytes] = []
+        for data in reversed(backlog):
+            budget -= len(data)
+            if budget < 0:
+                break
+            kept.append(data)
+        for data in reversed(kept):
+            self.deliver(member, data)
+
     def remove(
         self,
         member: Member,
@@ -235,13 +358,16 @@ class Room(Requests):
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
-        self.log.forget_member(member.token)
+        if self.cluster is not None:
+            self.cluster.left(member.nick, member.token)
+        else:
+            self.log.forget_member(member.token)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
-        self._announce_leave(
+        self.announce_leave(
             member.nick, reason, text, now if now is not None else member.last_heard
         )
 
-    def _announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
+    def announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
         """LEFT, or a place in the waiting LEFT_BATCH in a large room (protocol.md 6.3)."""
         if self._batching():
             notices = self._notice(NoticeKind.LEAVE, moment)
@@ -260,7 +386,7 @@ class Room(Requests):
         reason = m.LeaveReason.TIMEOUT
         words = m.leave_reason_words(reason)
         self.outbox.report(MemberRemoved(dormant.nick, words, words))
-        self._announce_leave(dormant.nick, reason, words, now)
+        self.announce_leave(dormant.nick, reason, words, now)
 
     def announce_shutdown(self, reason: str) -> None:
         self.flush_notices()

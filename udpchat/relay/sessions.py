@@ -19,6 +19,7 @@ from udpchat.endpoint import Address
 from udpchat.errors import UsageError
 from udpchat.link import Link
 from udpchat.messages import MAX_MEMBERS_LISTED, MAX_MESSAGE_SIZE
+from udpchat.names import nick_key
 from udpchat.netblock import address_key, prefix_key
 from udpchat.ratelimit import TokenBucket
 from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
@@ -78,6 +79,9 @@ class Member:
     oversized_answered: int = 0  # the link's oversized messages already answered as such
     # protocol.md 6.5: bytes of member lists the member may still be sent
     answer_credit: float = INITIAL_ANSWER_CREDIT
+    # protocol.md 6.8: the seq its WELCOME said, in a room shared by several relays (-1:
+    # a relay of its own, whose fan-out never holds an event a WELCOME counted)
+    welcome_seq: int = -1
 
     @property
     def validated(self) -> bool:
@@ -143,6 +147,8 @@ class SessionTable:
         self.dormant: dict[bytes, Dormant] = {}
         self.dormant_nicks: dict[str, Dormant] = {}
         self._dormant_expiry: float | None = None  # the soonest, cached: timers ask often
+        # protocol.md 6.8: the members of the other relays of a shared room, by nick key
+        self.remote: dict[str, str] = {}
 
     # --- the table ----------------------------------------------------------------------------
 
@@ -197,6 +203,7 @@ class SessionTable:
         if self._listed is None:
             nicks = [mb.nick for mb in self.members.values()]
             nicks.extend(d.nick for d in self.dormant.values())
+            nicks.extend(self.remote.values())
             every = tuple(sorted(nicks))
             self._listed = (every, members_fitting(every))
         return self._listed
@@ -212,6 +219,20 @@ class SessionTable:
     def holder(self, key: str) -> Member | Dormant | None:
         """Who holds the nickname ``key``: a live member, or one not back yet."""
         return self.by_nick.get(key) or self.dormant_nicks.get(key)
+
+    # --- members of the other relays of a shared room ----------------------------------------
+
+    def add_remote(self, nick: str) -> None:
+        self.remote[nick_key(nick)] = nick
+        self._listed = None
+
+    def drop_remote(self, nick: str) -> None:
+        if self.remote.pop(nick_key(nick), None) is not None:
+            self._listed = None
+
+    def clear_remote(self) -> None:
+        self.remote.clear()
+        self._listed = None
 
     # --- members from before a restart ------------------------------------------------------
 

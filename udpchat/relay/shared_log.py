@@ -17,7 +17,11 @@ them there). The contract the core relies on:
   fail-over) appends nothing and returns the earlier event, ``new`` False.
 - Nicknames are unique across the room: ``claim_nick`` succeeds for one live member only.
 - ``find_member`` and ``move_member`` let a member's session resume on another relay; the
-  relay it left gets ``MemberLeftForRelay`` and forgets the session without a LEFT.
+  relay it left gets ``MemberLeftForRelay`` and forgets the session without a LEFT. A
+  session moved is no longer the old relay's: a relay lost later does not announce it.
+- The store knows its posts by message id (``append``), so ``posted_ids`` may be empty;
+  ``kept_members`` is this relay's own members only (none for a relay that just started:
+  the other relays' members are not its to restore).
 - A relay that dies is noticed by the others; exactly one of them gets ``RelayLost`` with the
   nicknames of its members that did not move, and announces them as left.
 - ``LogUnavailable`` from any call: the store cannot be reached now. Nothing was changed;
@@ -27,7 +31,7 @@ them there). The contract the core relies on:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from udpchat import messages as m
 from udpchat.errors import UdpchatError
@@ -90,6 +94,7 @@ class EpochChanged:
 Arrival = ForeignEvent | PrivateArrived | MemberLeftForRelay | RelayLost | EpochChanged
 
 
+@runtime_checkable
 class SharedLog(RoomLog, Protocol):
     @property
     def relay_id(self) -> bytes:
@@ -127,8 +132,11 @@ class SharedLog(RoomLog, Protocol):
         ...
 
     def move_member(self, old_token: bytes, member: KeptMember) -> None:
-        """Session ``old_token`` (of another relay, or dead) resumed here as ``member``: its
-        nickname is now held by ``member.token`` here, and its old relay is told."""
+        """Session ``old_token`` (of another relay, or of this one) resumed here as
+        ``member``: every nickname ``old_token`` held is let go, ``member.nick`` is held by
+        ``member.token`` here (a new nickname the caller has claimed first), the member is
+        kept as this relay's, and its old relay, if another and alive, gets
+        ``MemberLeftForRelay``."""
         ...
 
     def send_private(self, to: str, data: bytes) -> bool:

@@ -1,0 +1,277 @@
+"""Several relays, one room (protocol.md 6.8): three relay cores on one shared room in memory,
+real client sessions on the simulated network, the virtual clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.client_support import drain, of
+from tests.cluster_support import (
+    CONFIG,
+    Forwarder,
+    chat,
+    cluster,
+    joined,
+    left,
+    relay_addr,
+)
+from udpchat import events as ev
+from udpchat import wire
+from udpchat.client.states import SessionState
+from udpchat.names import nick_key
+from udpchat.relay.events import RoomNotice
+from udpchat.sim import PathModel
+
+pytestmark = pytest.mark.unit
+
+FRONT = ("10.0.2.1", 4000)  # the address a moving member knows as its relay
+
+
+def test_one_order_seen_identically_by_every_member_of_every_relay() -> None:
+    c = cluster()
+    members = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy", "di", "ed", "fa"))]
+    for round_ in range(4):
+        for i, member in enumerate(members):
+            member.say(f"{member.nick} {round_}", c.net.now)
+            if i % 2:
+                c.net.run(0.001)
+    c.settle()
+    seen = [chat(member) for member in members]
+    assert len(seen[0]) == 24
+    assert all(s == seen[0] for s in seen)
+    numbers = [seq for seq, _ in seen[0]]
+    assert numbers == sorted(set(numbers))
+    assert {text for _, text in seen[0]} == {f"{m.nick} {r}" for m in members for r in range(4)}
+    for member in members:
+        assert not of(member, ev.HistoryGap)
+    assert sum(r.stats.foreign_events for r in c.relays) > 0
+
+
+def test_who_and_welcome_list_the_whole_room() -> None:
+    c = cluster()
+    ann, bo = c.join("ann", 0), c.join("bo", 1)
+    cy = c.join("cy", 2)
+    welcome = of(cy, ev.Welcomed)[0]
+    assert isinstance(welcome, ev.Welcomed) and welcome.members == ("ann", "bo", "cy")
+    c.settle()
+    for relay in c.relays:
+        assert relay.sessions.nick_list() == ("ann", "bo", "cy")
+    for member in (ann, bo, cy):
+        assert sorted(member.members) == ["ann", "bo", "cy"]
+        member.who(c.net.now)
+    c.settle()
+    for member in (ann, bo, cy):
+        listed = [e for e in of(member, ev.MembersListed) if isinstance(e, ev.MembersListed)]
+        assert listed[-1].members == ("ann", "bo", "cy")
+    bo.quit("bye", c.net.now)
+    c.settle()
+    assert c.relay_of(2).sessions.nick_list() == ("ann", "cy")
+    assert left(ann) == ["bo"] and left(cy) == ["bo"]
+
+
+def test_nicknames_are_unique_across_relays() -> None:
+    c = cluster()
+    c.join("Ann", 0)
+    copy = c.start("ANN", 1)
+    c.net.run(2.0)
+    rejected = of(copy, ev.JoinRejected)
+    assert [e.code for e in rejected if isinstance(e, ev.JoinRejected)] == [
+        wire.RejectCode.NICK_TAKEN
+    ]
+    # Two joins for one nickname at the same moment on two relays: exactly one gets it.
+    first, second = c.start("zed", 1), c.start("zed", 2)
+    c.net.run(2.0)
+    states = sorted(s.state is SessionState.JOINED for s in (first, second))
+    assert states == [False, True]
+    assert sum(nick_key("zed") in r.sessions.by_nick for r in c.relays) == 1
+    # A rename to a nickname held on another relay is refused; a free one is announced.
+    bo = c.join("bo", 2)
+    bo.change_nick("zed", c.net.now)
+    c.settle()
+    errors = [e.text for e in of(bo, ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
+    assert errors == ["the nickname zed is taken"]
+    bo.change_nick("bob", c.net.now)
+    c.settle()
+    assert all(r.sessions.nick_list() == ("Ann", "bob", "zed") for r in c.relays)
+
+
+def test_a_private_message_reaches_a_member_of_another_relay() -> None:
+    c = cluster()
+    ann, bo = c.join("ann", 0), c.join("bo", 1)
+    ann.private("BO", "psst", c.net.now)
+    ann.private("nobody", "hello?", c.net.now)
+    c.settle()
+    got = [e for e in of(bo, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)]
+    assert [(e.sender, e.to, e.text) for e in got] == [("ann", "bo", "psst")]
+    echo = [e for e in of(ann, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)]
+    assert [(e.sender, e.to, e.text) for e in echo] == [("ann", "bo", "psst")]
+    errors = [e.text for e in of(ann, ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
+    assert errors == ["no such nickname: nobody"]
+
+
+@pytest.mark.parametrize("history", [CONFIG.history, 0])
+def test_a_member_moves_to_another_relay_and_resumes_there(history: int) -> None:
+    """Same nickname, nothing announced, catch-up without gap or duplicate; a post whose
+    POSTED was lost is delivered once (by catch-up, or without history by its message id)."""
+    c = cluster(history=history)
+    front = Forwarder(c.net, FRONT, relay_addr(0))
+    c.net.attach(FRONT, front)
+    ann = c.join("ann", 0, via=FRONT)
+    bo, cy = c.join("bo", 1), c.join("cy", 2)
+    ann.say("before", c.net.now)
+    c.settle()
+    drain(bo), drain(cy)
+    # ann's relay posts these but its answers never reach her; then she is moved.
+    front.drop_answers = True
+    in_flight = [ann.say(f"in flight {i}", c.net.now) for i in range(2)]
+    c.net.run(0.3)
+    bo.say("meanwhile", c.net.now)
+    c.net.run(0.1)
+    front.target, front.drop_answers = relay_addr(1), False
+    assert c.net.run_until(lambda: c.relay_of(1).member_nicks() == ["ann", "bo"], 10)
+    assert c.net.run_until(lambda: c.relay_of(0).member_nicks() == [], 5)
+    c.settle()
+    ann.say("after", c.net.now)
+    c.settle()
+    for other in (bo, cy):
+        assert joined(other) == [] and left(other) == []
+        assert [t for _, t in chat(other)] == ["in flight 0", "in flight 1", "meanwhile", "after"]
+    assert chat(bo) == chat(cy)
+    own = [e for e in of(ann, ev.MessageReceived) if isinstance(e, ev.MessageReceived) and e.own]
+    assert sorted(e.local_id for e in own if e.local_id in in_flight) == sorted(in_flight)
+    assert ann.nick == "ann"
+    whole = [
+        (e.seq, e.text) for e in of(ann, ev.MessageReceived) if isinstance(e, ev.MessageReceived)
+    ]
+    numbers = [seq for seq, _ in whole]
+    assert numbers == sorted(set(numbers))  # no duplicate, in order
+    if history:
+        assert not of(ann, ev.HistoryGap)
+        texts = ["before", "in flight 0", "in flight 1", "meanwhile", "after"]
+        assert [t for _, t in whole] == texts
+    else:  # nothing to catch up from: a gap, and her posts answered by their message ids
+        assert [t for _, t in whole] == ["before", "in flight 0", "in flight 1", "after"]
+        assert len(of(ann, ev.HistoryGap)) == 1
+        assert c.relay_of(1).stats.resent_requests == 2
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_lost_relays_members_leave_once_except_those_that_moved(batched: bool) -> None:
+    config = replace(CONFIG, batch_notices_above=2 if batched else 16)
+    c = cluster(config=config)
+    front = Forwarder(c.net, FRONT, relay_addr(2))
+    c.net.attach(FRONT, front)
+    ann, bo = c.join("ann", 0), c.join("bo", 1)
+    cy, di = c.join("cy", 2), c.join("di", 2)
+    ed = c.join("ed", 2, via=FRONT)
+    c.settle()
+    for member in (ann, bo, ed):
+        drain(member)
+    front.target = relay_addr(0)  # ed moves before the relay dies
+    assert c.net.run_until(lambda: c.relay_of(0).member_nicks() == ["ann", "ed"], 10)
+    c.settle()
+    lost = c.relay_of(2)
+    c.net.detach(relay_addr(2))
+    c.room.lose(lost.log.relay_id)  # type: ignore[attr-defined]
+    c.net.run(CONFIG.timeout * 2)
+    for member in (ann, bo, ed):
+        assert sorted(left(member)) == ["cy", "di"]  # exactly once each, room-wide
+        assert joined(member) == []
+    if batched:
+        assert any(isinstance(e, ev.MembersLeft) for e in of(ann, ev.MembersLeft))
+    assert [r.stats.relays_lost for r in c.relays[:2]] == [1, 0]
+    for relay in c.relays[:2]:
+        assert relay.sessions.nick_list() == ("ann", "bo", "ed")
+    assert cy.state is not SessionState.JOINED and di.state is not SessionState.JOINED
+
+
+def test_a_store_out_of_reach_refuses_posts_and_joins_and_holds_leaves() -> None:
+    c = cluster()
+    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
+    ann.say("before", c.net.now)
+    c.settle()
+    c.room.available = False
+    refused_id = ann.say("while away", c.net.now)
+    late = c.start("di", 1)
+    bo.quit("bye", c.net.now)
+    c.net.run(3.0)  # beyond heartbeats: the relays keep serving their members
+    refused = [e for e in of(ann, ev.MessageRefused) if isinstance(e, ev.MessageRefused)]
+    assert [e.local_id for e in refused] == [refused_id]
+    assert "store cannot be reached" in refused[0].reason and "send it again" in refused[0].reason
+    rejected = [e for e in of(late, ev.JoinRejected) if isinstance(e, ev.JoinRejected)]
+    assert [e.code for e in rejected] == [wire.RejectCode.UNAVAILABLE]
+    assert "store cannot be reached" in rejected[0].reason
+    assert ann.state is SessionState.JOINED and cy.state is SessionState.JOINED
+    assert left(ann) == [] and left(cy) == []  # bo's leave waits for the store
+    relay0, relay1 = c.relay_of(0), c.relay_of(1)
+    assert relay0.stats.store_refused == 1 and relay1.stats.store_refused == 1
+    assert relay1.stats.store_held >= 1
+    notices = [e.text for e in relay1.events() if isinstance(e, RoomNotice)]
+    assert len(notices) == 1 and "cannot be reached" in notices[0]
+    c.room.available = True
+    c.net.run(1.0)
+    ann.say("after", c.net.now)
+    c.settle()
+    assert left(ann) == ["bo"] and left(cy) == ["bo"]
+    assert chat(ann) == chat(cy) and [t for _, t in chat(cy)] == ["before", "after"]
+    assert [e.text for e in relay1.events() if isinstance(e, RoomNotice)] == [
+        "the room's store answers again"
+    ]
+    assert relay0.sessions.nick_list() == ("ann", "cy")
+
+
+def test_a_store_that_lost_the_room_is_a_new_epoch_for_every_member() -> None:
+    c = cluster()
+    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
+    ann.say("old room", c.net.now)
+    c.settle()
+    old_epoch = c.relay_of(0).epoch
+    for member in (ann, bo, cy):
+        drain(member)
+    c.room.flush()
+    back = [["ann"], ["bo"], ["cy"]]
+    assert c.net.run_until(lambda: [r.member_nicks() for r in c.relays] == back, 10)
+    c.settle()
+    assert all(r.epoch == c.room.epoch != old_epoch for r in c.relays)
+    assert all(r.stats.epoch_changes == 1 for r in c.relays)
+    for member in (ann, bo, cy):
+        lost = [e for e in of(member, ev.ConnectionLost) if isinstance(e, ev.ConnectionLost)]
+        assert [e.reason for e in lost] == ["the relay lost our session"]
+        welcomed = [e for e in of(member, ev.Welcomed) if isinstance(e, ev.Welcomed)]
+        assert len(welcomed) == 1 and not welcomed[0].resumed  # a fresh place, a new room
+        assert sorted(member.members) == ["ann", "bo", "cy"]
+    drain(ann), drain(bo), drain(cy)
+    bo.say("new room", c.net.now)
+    c.settle()
+    assert chat(ann) == chat(cy) == chat(bo) and [t for _, t in chat(ann)] == ["new room"]
+    assert c.relay_of(0).room_seq == c.room.last_seq < 10
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    posts=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from([0.0, 0.0004, 0.002, 0.01])),
+        min_size=1,
+        max_size=24,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_any_interleaving_of_posts_on_three_relays_is_one_order_everywhere(
+    posts: list[tuple[int, float]], seed: int
+) -> None:
+    c = cluster(seed=seed, model=PathModel(delay=0.001, jitter=0.003))
+    members = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy", "di", "ed", "fa"))]
+    for n, (who, pause) in enumerate(posts):
+        members[who].say(f"{n}", c.net.now)
+        if pause:
+            c.net.run(pause)
+    c.settle(20.0)
+    seen = [chat(member) for member in members]
+    assert all(s == seen[0] for s in seen)
+    assert sorted(int(t) for _, t in seen[0]) == list(range(len(posts)))
+    numbers = [seq for seq, _ in seen[0]]
+    assert numbers == sorted(set(numbers))

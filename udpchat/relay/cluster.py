@@ -1,0 +1,413 @@
+"""Several relays, one room: what the relay core does with a shared log (protocol.md 6.8).
+
+The room's events are numbered by the shared log (``udpchat.relay.shared_log``), so each
+relay fans out to its own members the events of every relay, in seq order: when an own event
+is appended as seq S, the other relays' events numbered below S that have arrived are queued
+first. The relay follows the room-wide roster (``SessionTable.remote``) from those events, so
+that member lists, room size and nicknames cover the whole room.
+
+Invariants:
+
+* ``seq`` is the newest event queued to the local fan-out; a WELCOME says that number, and
+  what a newcomer is sent from the fan-out is numbered above it (``Member.welcome_seq``).
+* Nothing is lost or reordered while the store cannot be reached: a post is refused
+  (REFUSED) and a join rejected, so that the client sends it again; a room event the relay
+  owes the others (a leave, a join or nick change already done locally, a batch) and the
+  store calls that go with leaving are held, in order, and done before anything else is
+  appended once the store answers again (``MAX_HELD`` at most: beyond it the oldest is
+  dropped and counted).
+* An epoch change resets every local session (a RESET, as a relay that lost its room
+  does), so that each member rejoins into the new epoch as after a relay restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from udpchat import messages as m
+from udpchat import wire
+from udpchat.endpoint import Address
+from udpchat.names import nick_key
+from udpchat.relay.events import RoomNotice
+from udpchat.relay.room_log import EventBuilder, KeptMember, LoggedEvent
+from udpchat.relay.sessions import Dormant, Member
+from udpchat.relay.shared_log import (
+    EpochChanged,
+    ForeignEvent,
+    LogUnavailable,
+    MemberLeftForRelay,
+    PrivateArrived,
+    RelayLost,
+    SharedLog,
+)
+
+if TYPE_CHECKING:
+    from udpchat.relay.room import Room
+
+__all__ = [
+    "MAX_HELD", "RETRY_INTERVAL", "STORE_DOWN", "STORE_REFUSAL", "Cluster", "Moved",
+]
+
+# How often held work is tried again while the store cannot be reached, in seconds.
+RETRY_INTERVAL = 0.5
+# Held room events and store calls, at most (a relay cut off for long sheds the oldest).
+MAX_HELD = 4096
+STORE_DOWN = "the room's store cannot be reached"
+# What a member is told of a post or private message the store could not take.
+STORE_REFUSAL = f"{STORE_DOWN}: not delivered; send it again"
+# protocol.md 6.8: a lost relay's members leave as dropped, with these words.
+RELAY_LOST_TEXT = "their relay was lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A session of another relay (or of a relay that died) that a JOIN resumes here."""
+
+    token: bytes
+    nick: str
+    key: str
+    resume_secret: bytes
+
+
+class Cluster:
+    """The shared-room side of one relay's ``Room``."""
+
+    def __init__(self, room: Room, log: SharedLog, reset: Callable[[bytes, Address], None]):
+        self.room = room
+        self.log = log
+        self._reset = reset
+        self.epoch = log.epoch
+        self.seq = log.last_seq
+        self.pending: deque[object] = deque()  # arrivals taken but not yet handled
+        self.held: deque[Callable[[], None]] = deque()
+        self.retry_at = math.inf
+        self.now = 0.0  # the core's latest time (for work held without one)
+        self.down = False  # the store failed and has not answered since
+        self._roster_due = True  # the room-wide roster is still to be read
+        self._read_roster()
+
+    # --- the store's health -----------------------------------------------------------------
+
+    def failed(self) -> None:
+        self.room.stats.store_failures += 1
+        if not self.down:
+            self.down = True
+            self.room.outbox.report(
+                RoomNotice(f"{STORE_DOWN}: posts refused, joins rejected, leaves held")
+            )
+
+    def answered(self) -> None:
+        if self.down:
+            self.down = False
+            self.room.outbox.report(RoomNotice("the room's store answers again"))
+
+    def call(self, work: Callable[[], None]) -> None:
+        """A store call that must happen: now if nothing is held and the store answers,
+        else held behind what is."""
+        if not self.held:
+            try:
+                work()
+                self.answered()
+                return
+            except LogUnavailable:
+                self.failed()
+        self.hold(work)
+
+    def hold(self, work: Callable[[], None]) -> None:
+        if len(self.held) >= MAX_HELD:
+            self.held.popleft()
+            self.room.stats.store_lost += 1
+        self.held.append(work)
+        self.room.stats.store_held += 1
+        self.retry_at = min(self.retry_at, self.now + RETRY_INTERVAL)
+
+    def retry(self) -> None:
+        """Do the held work, oldest first; LogUnavailable if some is still held."""
+        held = self.held
+        while held:
+            try:
+                held[0]()
+            except LogUnavailable:
+                self.failed()
+                self.retry_at = self.now + RETRY_INTERVAL
+                raise
+            held.popleft()
+        self.retry_at = math.inf
+        self.answered()
+
+    # --- numbering ----------------------------------------------------------------------------
+
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        """Append after the held work; the other relays' events numbered below it are
+        queued to the fan-out first. LogUnavailable: nothing was appended."""
+        if self.held:
+            self.retry()
+        return self._append(event, msgid)
+
+    def _append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        try:
+            logged = self.log.append(event, msgid)
+        except LogUnavailable:
+            self.failed()
+            raise
+        self.answered()
+        self._take(below=logged.seq)
+        return logged
+
+    def notice(self, event: EventBuilder, exclude: Member | None) -> int:
+        """Log and queue a room event that is not a post; held if the store cannot take
+        it now (its seq, or 0 when held)."""
+        try:
+            logged = self.append(event)
+        except LogUnavailable:
+            self.hold(lambda: self._queue_own(self._append(event), None))
+            return 0
+        self._queue_own(logged, exclude)
+        return logged.seq
+
+    def _queue_own(self, logged: LoggedEvent, exclude: Member | None) -> None:
+        if logged.new:
+            self.seq = logged.seq
+            self.room.queue_event(logged.data, exclude, logged.seq)
+
+    def post(self, member: Member, event: EventBuilder, msgid: bytes) -> int | None:
+        """A member's post: appended (or found by its message id), answered POSTED after
+        the events numbered below it; None if refused because the store is away."""
+        try:
+            logged = self.append(event, msgid)
+        except LogUnavailable:
+            self.room.stats.store_refused += 1
+            self.room.answer(member, m.Refused(STORE_REFUSAL))
+            return None
+        if not logged.new:
+            self.room.stats.resent_requests += 1
+        self._queue_own(logged, member)
+        self.room.answer(member, m.Posted(logged.seq))
+        self.room.kick()
+        return logged.seq
+
+    # --- what the other relays did ------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.pending) or self.log.waiting
+
+    def deadline(self) -> float | None:
+        """When held work is to be tried again (``waiting`` is the core's to check)."""
+        if self.held:
+            return self.retry_at
+        return self.now + RETRY_INTERVAL if self._roster_due else None
+
+    def _take(self, below: int | None = None) -> None:
+        """Take the arrivals; with ``below``, queue at once the other relays' events
+        numbered below it (they come before an own event of that number)."""
+        if self.log.waiting:
+            self.pending.extend(self.log.arrived())
+        if below is None:
+            return
+        keep: deque[object] = deque()
+        for item in self.pending:
+            if isinstance(item, ForeignEvent) and item.seq < below:
+                self._fan_out(item)
+            else:
+                keep.append(item)
+        self.pending = keep
+
+    def handle(self, now: float) -> None:
+        """Handle what arrived, in order, and retry held work when it is due."""
+        self.now = now
+        if self.held and now >= self.retry_at:
+            with contextlib.suppress(LogUnavailable):
+                self.retry()
+        if self._roster_due:
+            self._read_roster()
+        self._take()
+        pending = self.pending
+        while pending:
+            item = pending.popleft()
+            match item:
+                case ForeignEvent():
+                    self._fan_out(item)
+                case PrivateArrived(to=to, data=data):
+                    self._private(to, data)
+                case MemberLeftForRelay(token=token):
+                    self._moved_away(token)
+                case RelayLost():
+                    self._relay_lost(item, now)
+                case EpochChanged():
+                    self.restart()
+        self.room.kick()
+
+    def _fan_out(self, item: ForeignEvent) -> None:
+        if item.seq <= self.seq:
+            return  # the contract says this never happens: never twice, never back
+        self.seq = item.seq
+        self.room.stats.foreign_events += 1
+        self.room.queue_event(item.data, None, item.seq)
+        self._follow(item.event)
+
+    def _follow(self, event: m.RoomEvent) -> None:
+        """Another relay's member came, went or was renamed: the room-wide roster."""
+        sessions = self.room.sessions
+        match event:
+            case m.Joined(nick=nick):
+                sessions.add_remote(nick)
+            case m.JoinedBatch(joined=joined, returned=returned):
+                for nick in (*joined, *returned):
+                    sessions.add_remote(nick)
+            case m.Left(nick=nick):
+                sessions.drop_remote(nick)
+            case m.LeftBatch(nicks=nicks):
+                for nick in nicks:
+                    sessions.drop_remote(nick)
+            case m.NickChanged(old=old, new=new):
+                sessions.drop_remote(old)
+                sessions.add_remote(new)
+            case _:
+                pass
+
+    def _read_roster(self) -> None:
+        """The other relays' members, as the store has them (at start, and after an epoch
+        change); tried again with the arrivals while the store cannot be reached."""
+        try:
+            nicks = self.log.roster()
+        except LogUnavailable:
+            self.failed()
+            return
+        self._roster_due = False
+        sessions = self.room.sessions
+        sessions.clear_remote()
+        for nick in nicks:
+            if nick_key(nick) not in sessions.by_nick:
+                sessions.add_remote(nick)
+
+    def _private(self, to: str, data: bytes) -> None:
+        member = self.room.sessions.by_nick.get(nick_key(to))
+        if member is None:
+            self.room.stats.privates_undelivered += 1  # it left (or moved) on the way
+            return
+        self.room.send_to(member, data)
+
+    def _moved_away(self, token: bytes) -> None:
+        """A member resumed on another relay: forget its session here, silently (no LEFT:
+        it is still in the room, on the other relay)."""
+        sessions = self.room.sessions
+        member = sessions.members.get(token)
+        if member is None:
+            return
+        sessions.forget(member)
+        sessions.add_remote(member.nick)
+        self.room.outbox.report(RoomNotice(f"{member.nick} moved to another relay"))
+
+    def _relay_lost(self, lost: RelayLost, now: float) -> None:
+        """Another relay died: its members that did not move leave, announced once."""
+        self.room.stats.relays_lost += 1
+        self.room.outbox.report(
+            RoomNotice(f"relay {lost.relay.hex()} was lost; {len(lost.nicks)} of its members left")
+        )
+        for nick in lost.nicks:
+            self.room.sessions.drop_remote(nick)
+            self.room.announce_leave(nick, m.LeaveReason.DROPPED, RELAY_LOST_TEXT, now)
+
+    def restart(self) -> None:
+        """The store lost the room (a new epoch): every local session is reset, as a relay
+        that lost its room would, and the room starts afresh from the store."""
+        room, sessions = self.room, self.room.sessions
+        self.room.stats.epoch_changes += 1
+        self.epoch = self.log.epoch
+        self.seq = 0
+        self.held.clear()
+        self.retry_at = math.inf
+        later = [item for item in self.pending if not isinstance(item, EpochChanged)]
+        self.pending = deque(later)  # what came after the change is of the new epoch
+        for member in list(sessions.members.values()):
+            self._reset(member.token, member.addr)
+            sessions.forget(member)
+        room.restart()
+        self._read_roster()
+        room.outbox.report(
+            RoomNotice("the room's store lost its history: a new epoch, members rejoin")
+        )
+
+    def check_epoch(self) -> None:
+        """Called before each datagram and timer: a store that lost the room changes its
+        epoch (and queues EpochChanged); the relay restarts the room before anything else."""
+        if self.log.epoch != self.epoch:
+            self._take()
+            self.restart()
+
+    # --- membership in the store ---------------------------------------------------------------
+
+    def claim(self, nick: str, token: bytes) -> bool:
+        """May raise LogUnavailable (the join is then rejected)."""
+        try:
+            claimed = self.log.claim_nick(nick, token)
+        except LogUnavailable:
+            self.failed()
+            self.room.stats.store_refused += 1
+            raise
+        self.answered()
+        return claimed
+
+    def claim_for(
+        self, nick: str, token: bytes, old: object
+    ) -> tuple[wire.RejectCode, str] | None:
+        """Why a JOIN may not have ``nick`` room-wide, or None. A new member (or a resume
+        under another nickname) claims it for its new session before ACCEPT; a resume under
+        the same nickname takes the old session's claim over when admitted."""
+        if isinstance(old, (Member, Dormant, Moved)) and nick_key(nick) == old.key:
+            return None
+        try:
+            if self.claim(nick, token):
+                return None
+        except LogUnavailable:
+            return wire.RejectCode.UNAVAILABLE, f"{STORE_DOWN}; try again in a moment"
+        return wire.RejectCode.NICK_TAKEN, f"the nickname {nick} is taken"
+
+    def find(self, token: bytes) -> Moved | None:
+        try:
+            kept = self.log.find_member(token)
+        except LogUnavailable:
+            self.failed()
+            return None
+        if kept is None:
+            return None
+        return Moved(kept.token, kept.nick, nick_key(kept.nick), kept.resume_secret)
+
+    def admitted(self, old: object, kept: KeptMember) -> None:
+        """A session admitted: kept in the store, or moved there from ``old``."""
+        log = self.log
+        if old is None:
+            self.call(lambda: log.keep_member(kept))
+            return
+        assert isinstance(old, (Member, Moved))
+        if isinstance(old, Moved):
+            self.room.sessions.drop_remote(old.nick)
+        old_token = old.token
+        self.call(lambda: log.move_member(old_token, kept))
+
+    def left(self, nick: str, token: bytes) -> None:
+        log = self.log
+        self.call(lambda: log.release_nick(nick, token))
+        self.call(lambda: log.forget_member(token))
+
+    def renamed(self, old: str, kept: KeptMember) -> None:
+        log = self.log
+        self.call(lambda: log.release_nick(old, kept.token))
+        self.call(lambda: log.keep_member(kept))
+
+    def send_private(self, to: str, data: bytes) -> bool:
+        """May raise LogUnavailable."""
+        try:
+            sent = self.log.send_private(to, data)
+        except LogUnavailable:
+            self.failed()
+            self.room.stats.store_refused += 1
+            raise
+        self.answered()
+        return sent
