@@ -29,6 +29,7 @@ from udpchat.relay.events import (
     MemberNickChanged,
     MemberRemoved,
     RelayEvent,
+    RoomNotice,
 )
 from udpchat.relay.room_log import RoomLog
 from udpchat.sanitize import safe_text
@@ -316,6 +317,8 @@ class RelayServer:
                         format_address(old_addr),
                         format_address(new_addr),
                     )
+                case RoomNotice(text=text):
+                    log.info("%s", text)
                 case DatagramDropped(reason=reason, addr=addr):
                     self._drops_since_report += 1
                     log.debug("dropped a datagram from %s: %s", format_address(addr), reason)
