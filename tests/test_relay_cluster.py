@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.client_support import drain, of
+from tests.client_support import client_addr, drain, of
 from tests.cluster_support import (
     CONFIG,
     Forwarder,
@@ -19,7 +19,9 @@ from tests.cluster_support import (
     left,
     relay_addr,
 )
+from tests.fakeclient import FakeClient
 from udpchat import events as ev
+from udpchat import messages as m
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.names import nick_key
@@ -275,3 +277,25 @@ def test_any_interleaving_of_posts_on_three_relays_is_one_order_everywhere(
     assert sorted(int(t) for _, t in seen[0]) == list(range(len(posts)))
     numbers = [seq for seq, _ in seen[0]]
     assert numbers == sorted(set(numbers))
+
+
+def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
+    """The copy reaches a relay before the event its first copy became: it is answered
+    POSTED with that event's number once the event is there, and not sent to the poster."""
+    c = cluster()
+    first, second, third = (
+        FakeClient(nick, relay_addr(i), seed=i) for i, nick in enumerate(("ann", "bo", "cy"))
+    )
+    for i, client in enumerate((first, second, third)):
+        c.net.attach(client_addr(i), client)
+        assert c.net.run_until(lambda cl=client: cl.joined, 5)  # type: ignore[misc]
+    c.net.run(0.5)
+    # Both copies arrive at their relays at the same instant, the first one first.
+    first.send(m.Say("hello", b"msgid-01"))
+    second.send(m.Say("hello", b"msgid-01"))
+    c.net.run(1.0)
+    seq = c.room.last_seq
+    assert first.of(m.Posted) == [m.Posted(seq)] and second.of(m.Posted) == [m.Posted(seq)]
+    assert [x.seq for x in second.of(m.ChatMessage)] == []  # its own, answered instead
+    assert [(x.seq, x.text) for x in third.of(m.ChatMessage)] == [(seq, "hello")]
+    assert c.relay_of(1).stats.resent_requests == 1

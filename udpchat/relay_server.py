@@ -317,7 +317,7 @@ class RelayServer:
                         format_address(old_addr),
                         format_address(new_addr),
                     )
-                case RoomNotice(text=text):
+                case RoomNotice(text=text):  # protocol.md 6.8: a room shared with others
                     log.info("%s", text)
                 case DatagramDropped(reason=reason, addr=addr):
                     self._drops_since_report += 1

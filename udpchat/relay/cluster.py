@@ -26,16 +26,14 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from udpchat import messages as m
-from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat.names import nick_key
 from udpchat.relay.events import RoomNotice
-from udpchat.relay.room_log import EventBuilder, KeptMember, LoggedEvent
-from udpchat.relay.sessions import Dormant, Member
+from udpchat.relay.room_log import EventBuilder, LoggedEvent
+from udpchat.relay.sessions import Member
 from udpchat.relay.shared_log import (
     EpochChanged,
     ForeignEvent,
@@ -45,36 +43,22 @@ from udpchat.relay.shared_log import (
     RelayLost,
     SharedLog,
 )
+from udpchat.relay.shared_members import STORE_DOWN, STORE_REFUSAL, SharedMembers
 
 if TYPE_CHECKING:
     from udpchat.relay.room import Room
 
-__all__ = [
-    "MAX_HELD", "RETRY_INTERVAL", "STORE_DOWN", "STORE_REFUSAL", "Cluster", "Moved",
-]
+__all__ = ["MAX_HELD", "RELAY_LOST_TEXT", "RETRY_INTERVAL", "Cluster"]
 
 # How often held work is tried again while the store cannot be reached, in seconds.
 RETRY_INTERVAL = 0.5
 # Held room events and store calls, at most (a relay cut off for long sheds the oldest).
 MAX_HELD = 4096
-STORE_DOWN = "the room's store cannot be reached"
-# What a member is told of a post or private message the store could not take.
-STORE_REFUSAL = f"{STORE_DOWN}: not delivered; send it again"
 # protocol.md 6.8: a lost relay's members leave as dropped, with these words.
 RELAY_LOST_TEXT = "their relay was lost"
 
 
-@dataclass(frozen=True, slots=True)
-class Moved:
-    """A session of another relay (or of a relay that died) that a JOIN resumes here."""
-
-    token: bytes
-    nick: str
-    key: str
-    resume_secret: bytes
-
-
-class Cluster:
+class Cluster(SharedMembers):
     """The shared-room side of one relay's ``Room``."""
 
     def __init__(self, room: Room, log: SharedLog, reset: Callable[[bytes, Address], None]):
@@ -85,6 +69,9 @@ class Cluster:
         self.seq = log.last_seq
         self.pending: deque[object] = deque()  # arrivals taken but not yet handled
         self.held: deque[Callable[[], None]] = deque()
+        # seq -> the member whose resent post another relay logged as that event, still on
+        # its way here: answered POSTED, and not sent the event, when it comes
+        self._posted_elsewhere: dict[int, Member] = {}
         self.retry_at = math.inf
         self.now = 0.0  # the core's latest time (for work held without one)
         self.down = False  # the store failed and has not answered since
@@ -186,6 +173,9 @@ class Cluster:
             return None
         if not logged.new:
             self.room.stats.resent_requests += 1
+            if logged.seq > self.seq:  # logged by another relay, not fanned out here yet
+                self._posted_elsewhere[logged.seq] = member
+                return logged.seq
         self._queue_own(logged, member)
         self.room.answer(member, m.Posted(logged.seq))
         self.room.kick()
@@ -227,9 +217,8 @@ class Cluster:
         if self._roster_due:
             self._read_roster()
         self._take()
-        pending = self.pending
-        while pending:
-            item = pending.popleft()
+        while self.pending:  # (an epoch change replaces the queue)
+            item = self.pending.popleft()
             match item:
                 case ForeignEvent():
                     self._fan_out(item)
@@ -239,8 +228,8 @@ class Cluster:
                     self._moved_away(token)
                 case RelayLost():
                     self._relay_lost(item, now)
-                case EpochChanged():
-                    self.restart()
+                case EpochChanged(epoch=epoch) if epoch != self.epoch:
+                    self.restart(taken=True)
         self.room.kick()
 
     def _fan_out(self, item: ForeignEvent) -> None:
@@ -248,43 +237,11 @@ class Cluster:
             return  # the contract says this never happens: never twice, never back
         self.seq = item.seq
         self.room.stats.foreign_events += 1
-        self.room.queue_event(item.data, None, item.seq)
+        poster = self._posted_elsewhere.pop(item.seq, None)
+        self.room.queue_event(item.data, poster, item.seq)
+        if poster is not None:  # its POSTED in its place in the stream
+            self.room.answer(poster, m.Posted(item.seq))
         self._follow(item.event)
-
-    def _follow(self, event: m.RoomEvent) -> None:
-        """Another relay's member came, went or was renamed: the room-wide roster."""
-        sessions = self.room.sessions
-        match event:
-            case m.Joined(nick=nick):
-                sessions.add_remote(nick)
-            case m.JoinedBatch(joined=joined, returned=returned):
-                for nick in (*joined, *returned):
-                    sessions.add_remote(nick)
-            case m.Left(nick=nick):
-                sessions.drop_remote(nick)
-            case m.LeftBatch(nicks=nicks):
-                for nick in nicks:
-                    sessions.drop_remote(nick)
-            case m.NickChanged(old=old, new=new):
-                sessions.drop_remote(old)
-                sessions.add_remote(new)
-            case _:
-                pass
-
-    def _read_roster(self) -> None:
-        """The other relays' members, as the store has them (at start, and after an epoch
-        change); tried again with the arrivals while the store cannot be reached."""
-        try:
-            nicks = self.log.roster()
-        except LogUnavailable:
-            self.failed()
-            return
-        self._roster_due = False
-        sessions = self.room.sessions
-        sessions.clear_remote()
-        for nick in nicks:
-            if nick_key(nick) not in sessions.by_nick:
-                sessions.add_remote(nick)
 
     def _private(self, to: str, data: bytes) -> None:
         member = self.room.sessions.by_nick.get(nick_key(to))
@@ -314,17 +271,24 @@ class Cluster:
             self.room.sessions.drop_remote(nick)
             self.room.announce_leave(nick, m.LeaveReason.DROPPED, RELAY_LOST_TEXT, now)
 
-    def restart(self) -> None:
+    def restart(self, taken: bool = False) -> None:
         """The store lost the room (a new epoch): every local session is reset, as a relay
-        that lost its room would, and the room starts afresh from the store."""
+        that lost its room would, and the room starts afresh from the store. ``taken``: its
+        EpochChanged was just taken from the arrivals (the rest came after it)."""
         room, sessions = self.room, self.room.sessions
         self.room.stats.epoch_changes += 1
         self.epoch = self.log.epoch
         self.seq = 0
         self.held.clear()
+        self._posted_elsewhere.clear()
         self.retry_at = math.inf
-        later = [item for item in self.pending if not isinstance(item, EpochChanged)]
-        self.pending = deque(later)  # what came after the change is of the new epoch
+        # What came before the change is of the old room; what came after, of the new.
+        pending = list(self.pending)
+        marks = [i for i, item in enumerate(pending) if isinstance(item, EpochChanged)]
+        if marks:
+            self.pending = deque(pending[marks[-1] + 1 :])
+        elif not taken:  # its EpochChanged is still to come: all here is of the old room
+            self.pending.clear()
         for member in list(sessions.members.values()):
             self._reset(member.token, member.addr)
             sessions.forget(member)
@@ -340,74 +304,3 @@ class Cluster:
         if self.log.epoch != self.epoch:
             self._take()
             self.restart()
-
-    # --- membership in the store ---------------------------------------------------------------
-
-    def claim(self, nick: str, token: bytes) -> bool:
-        """May raise LogUnavailable (the join is then rejected)."""
-        try:
-            claimed = self.log.claim_nick(nick, token)
-        except LogUnavailable:
-            self.failed()
-            self.room.stats.store_refused += 1
-            raise
-        self.answered()
-        return claimed
-
-    def claim_for(
-        self, nick: str, token: bytes, old: object
-    ) -> tuple[wire.RejectCode, str] | None:
-        """Why a JOIN may not have ``nick`` room-wide, or None. A new member (or a resume
-        under another nickname) claims it for its new session before ACCEPT; a resume under
-        the same nickname takes the old session's claim over when admitted."""
-        if isinstance(old, (Member, Dormant, Moved)) and nick_key(nick) == old.key:
-            return None
-        try:
-            if self.claim(nick, token):
-                return None
-        except LogUnavailable:
-            return wire.RejectCode.UNAVAILABLE, f"{STORE_DOWN}; try again in a moment"
-        return wire.RejectCode.NICK_TAKEN, f"the nickname {nick} is taken"
-
-    def find(self, token: bytes) -> Moved | None:
-        try:
-            kept = self.log.find_member(token)
-        except LogUnavailable:
-            self.failed()
-            return None
-        if kept is None:
-            return None
-        return Moved(kept.token, kept.nick, nick_key(kept.nick), kept.resume_secret)
-
-    def admitted(self, old: object, kept: KeptMember) -> None:
-        """A session admitted: kept in the store, or moved there from ``old``."""
-        log = self.log
-        if old is None:
-            self.call(lambda: log.keep_member(kept))
-            return
-        assert isinstance(old, (Member, Moved))
-        if isinstance(old, Moved):
-            self.room.sessions.drop_remote(old.nick)
-        old_token = old.token
-        self.call(lambda: log.move_member(old_token, kept))
-
-    def left(self, nick: str, token: bytes) -> None:
-        log = self.log
-        self.call(lambda: log.release_nick(nick, token))
-        self.call(lambda: log.forget_member(token))
-
-    def renamed(self, old: str, kept: KeptMember) -> None:
-        log = self.log
-        self.call(lambda: log.release_nick(old, kept.token))
-        self.call(lambda: log.keep_member(kept))
-
-    def send_private(self, to: str, data: bytes) -> bool:
-        """May raise LogUnavailable."""
-        try:
-            sent = self.log.send_private(to, data)
-        except LogUnavailable:
-            self.failed()
-            self.room.stats.store_refused += 1
-            raise
-        self.answered()
-        return sent

@@ -26,12 +26,13 @@ from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
 from udpchat.ratelimit import BucketTable, TokenBucket
-from udpchat.relay.cluster import Cluster, Moved
+from udpchat.relay.cluster import Cluster
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberAdmitted
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import KeptMember, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
+from udpchat.relay.shared_members import Moved
 from udpchat.seal import PskDeriver
 
 __all__ = [

@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_error, nick_key
-from udpchat.relay.cluster import STORE_DOWN, STORE_REFUSAL, Cluster
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberNickChanged
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
 from udpchat.relay.sessions import Member, SessionTable, members_fitting
 from udpchat.relay.shared_log import LogUnavailable
+from udpchat.relay.shared_members import STORE_DOWN, STORE_REFUSAL
+
+if TYPE_CHECKING:
+    from udpchat.relay.cluster import Cluster
 
 __all__ = ["LIST_OVERHEAD", "POSTED_AS", "REFUSAL", "Requests"]
 

@@ -24,8 +24,18 @@ them there). The contract the core relies on:
   the other relays' members are not its to restore).
 - A relay that dies is noticed by the others; exactly one of them gets ``RelayLost`` with the
   nicknames of its members that did not move, and announces them as left.
+- ``append`` knows a message id as long as the event's history does, and the newest
+  ``MIN_KEPT_IDS`` (1024) ids at least (protocol.md 6.8).
 - ``LogUnavailable`` from any call: the store cannot be reached now. Nothing was changed;
-  the relay refuses what needed the store and keeps serving its members.
+  the relay refuses what needed the store and keeps serving its members. ``relay_id``,
+  ``epoch``, ``waiting`` and ``arrived`` never raise it (they answer from what the log
+  holds); ``last_seq`` and ``first_seq`` may (the core reads them only where it can).
+- A store that lost the room (flushed, replaced) is a new ``epoch``: the log changes
+  ``epoch`` and queues ``EpochChanged``; what it had queued before is of the old room. The
+  core compares ``epoch`` before each datagram and timer and starts the room afresh (every
+  local session reset). A call that finds the room lost may raise ``LogUnavailable``.
+- The core recognises a ``SharedLog`` with ``isinstance`` (the protocol is runtime
+  checkable): a log with every method below is taken for one.
 """
 
 from __future__ import annotations
