@@ -227,6 +227,8 @@ class RedisSharedLog:
         with view.lock:
             if now_epoch != view.epoch:
                 view.adopt(now_epoch)
+            if not seq:  # the room was lost: nothing appended until the core restarts it
+                raise LogUnavailable("the room's store lost the room: a new epoch")
             if not new:
                 earlier = [view.foreign(seq_of(i), f) for i, f in entries_of(entries)]
                 if earlier and earlier[0] is not None:

@@ -35,13 +35,14 @@ end
 # KEYS: -. ARGV: prefix, the epoch the relay knows, a fresh epoch (used if the room has none),
 # the newest seq the relay has seen, msgid, origin relay, payload, stream cap, msgid cap.
 # Returns {epoch, seq, new (1/0), entries}: for a new event, the log's entries numbered above
-# the seq the relay had seen and below the new one (all of them if the epoch changed); for a
-# msgid already logged, its seq and its entry (none if trimmed from the stream).
+# the seq the relay had seen and below the new one; for a msgid already logged, its seq and
+# its entry (none if trimmed from the stream); in an epoch the relay does not know yet,
+# nothing is appended ({epoch, 0, 0, {}}): the relay restarts its room first.
 APPEND = _START_EPOCH + """
 local prefix = ARGV[1]
 local epoch = epoch_of(prefix, ARGV[3])
+if epoch ~= ARGV[2] then return {epoch, 0, 0, {}} end
 local seen = tonumber(ARGV[4])
-if epoch ~= ARGV[2] then seen = 0 end
 local msgid = ARGV[5]
 local log = prefix .. 'log'
 if msgid ~= '' then
