@@ -207,12 +207,17 @@ class RelayServer:
         return self
 
     def _start_store(self) -> None:
-        """A store with threads of its own (Redis: what the other relays do) starts them;
-        what they bring wakes the serving loop (the core is then due at once)."""
+        """A store with threads of its own (Redis: what the other relays do) starts them.
+        What they bring is handled on their thread, under the driver's lock, and sent from
+        there: a hand-off to the serving thread would add a wake-up to every event's way."""
         log_ = self._room_log
         if isinstance(log_, Background):
-            driver = self._driver
-            log_.start(lambda: driver.call(_nothing))
+            driver, core = self._driver, self._core
+
+            def arrived(now: float) -> None:
+                driver.guard("handle_timer", lambda: core.handle_timer(now))
+
+            log_.start(lambda: driver.call(arrived))
 
     @property
     def store_description(self) -> str | None:
@@ -333,10 +338,6 @@ class RelayServer:
             )
             self._drops_since_report = 0
             self._last_drop_report = now
-
-
-def _nothing(now: float) -> None:
-    """A driver call that changes nothing: the wake-up it brings is the point."""
 
 
 def run_relay(options: RelayOptions, verbose: bool = False) -> int:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from udpchat import faults
 from udpchat.relay.shared_log import LogUnavailable, RelayLost
 from udpchat.stores.redis_view import Entries
 
@@ -97,6 +98,14 @@ class Reader:
 
     def run(self) -> None:
         store = self._store
+        while not store.stopping.is_set():
+            try:
+                self._follow()
+            except Exception as error:  # a bug must not stop the room's arrivals for good
+                faults.report("RedisSharedLog.reader", error, log)  # re-raises in strict mode
+
+    def _follow(self) -> None:
+        store = self._store
         block = max(1, round(store.period * 1000))
         log_key, inbox_key = store.keys.log.encode(), store.keys.inbox(store.relay_hex).encode()
         view = store.view
@@ -150,6 +159,8 @@ class Housekeeper:
                 self.run_once()
             except redis.RedisError as error:
                 store.health.failed(error)
+            except Exception as error:  # a bug must not let this relay's key expire
+                faults.report("RedisSharedLog.housekeeper", error, log)
 
     def run_once(self) -> None:
         """One round; ``RedisError`` if Redis did not answer."""
