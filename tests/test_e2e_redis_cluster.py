@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -185,3 +186,39 @@ def test_redis_stopped_refuses_posts_and_the_room_serves_again(
         ann.client.say("after")
         got = bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "after")
         assert got.nick == "ann"
+
+
+@pytest.mark.timeout(60)
+def test_redis_paused_mid_chat_loses_nothing_and_keeps_the_room(
+    redis_server: RedisServer, redis_room: str
+) -> None:
+    with relays(redis_server.url, redis_room, 2) as (a, b), joined(
+        (a.address, "ann"), (b.address, "bob")
+    ) as (ann, bob):
+        assert wait_until(lambda: len(ann.client.members) == 2, WAIT)
+        ann.client.say("before")
+        bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "before")
+        process = redis_server.process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)  # Redis stops answering (shorter than the ttl)
+        try:
+            ann.client.say("while paused")
+            refused = ann.log.wait_event(ev.MessageRefused, WAIT)
+            assert "store" in refused.reason, refused
+        finally:
+            process.send_signal(signal.SIGCONT)
+
+        def posted_again() -> bool:
+            ann.client.say("after")
+            return bool(bob.log.wait_for(
+                lambda events: any(getattr(e, "text", "") == "after" for e in events), 1.0
+            ))
+
+        assert wait_until(posted_again, 15, interval=0.5)
+        # The same room: nobody rejoined, and everyone saw one order without a gap.
+        for member in (ann, bob):
+            assert len(member.log.of(ev.Welcomed)) == 1
+            seqs = [e.seq for e in member.log.chat(history=False)]
+            assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+        texts = [e.text for e in bob.log.chat(history=False)]
+        assert "while paused" not in texts and texts[0] == "before"

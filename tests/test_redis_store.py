@@ -41,13 +41,14 @@ WAIT = 5.0
 class Relay:
     """One relay's view of the room, with its threads running and its wake-ups counted."""
 
-    def __init__(self, url: str, room: str, history: int = 50) -> None:
+    def __init__(self, url: str, room: str, history: int = 50, threads: bool = True) -> None:
         self.log = RedisSharedLog(
             url, room, history, secrets.token_bytes, ttl=TTL, period=PERIOD, timeout=0.3
         )
         self.woken = threading.Event()
         self.taken: list[Any] = []
-        self.log.start(self.woken.set)
+        if threads:
+            self.log.start(self.woken.set)
 
     def take(self) -> list[Any]:
         got: list[Any] = self.log.arrived()
@@ -253,7 +254,7 @@ def test_a_relay_presumed_dead_takes_its_claims_and_members_back(
 
 def test_a_flushed_redis_is_a_new_epoch_for_every_relay(redis_server: RedisServer,
                                                        relays: Any) -> None:
-    a, b = relays(), relays()
+    a, b = relays(threads=False), relays()  # a has no housekeeper: its append notices
     a.log.append(say("ann", "one"))
     before = a.log.epoch
     assert b.log.epoch == before
@@ -282,3 +283,25 @@ def test_replay_and_history_after_a_relay_opens(relays: Any) -> None:
     assert [event.seq for event in replayed] == [5, 6]
     chats: list[Any] = [m.decode_message(data) for data in late.log.recent_chats(5)]
     assert [event.text for event in chats] == ["3", "4"]
+
+
+def test_an_append_given_up_on_but_run_by_redis_reaches_its_own_relay_too(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    a = relays()
+    mine = a.log.append(say("ann", "answered"))
+    # An append whose answer did not come in time, which Redis ran all the same: the core
+    # never had it from ``append``, so the reader brings it like another relay's.
+    with a.log.view.lock:
+        a.log.view.abandon(b"999")
+    client: Any = redis_server.client()
+    keys = a.log.keys
+    seq = client.incr(keys.seq)
+    payload = m.encode_message(m.ChatMessage(0, 1, "ann", "late"))
+    fields = {"o": a.log.relay_hex, "n": "999", "m": "", "e": payload}
+    client.xadd(keys.log, fields, id=f"{seq}-0")
+    assert a.wait_for(lambda taken: len(foreign(taken)) == 1)
+    late = foreign(a.taken)[0]
+    assert (late.seq, late.event, late.origin) == (mine.seq + 1, m.ChatMessage(
+        mine.seq + 1, 1, "ann", "late"), a.log.relay_id)
+    assert a.log.view.abandoned == {}

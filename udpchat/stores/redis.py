@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +97,11 @@ class RedisSharedLog:
         self._history = history
         self._rng = rng
         self._ttl_ms = max(1, round(ttl * 1000))
+        self._timeout = timeout
+        # Redis's clock minus this machine's, in ms (measured each housekeeping round): an
+        # append carries a deadline on Redis's clock.
+        self.clock_offset_ms = 0.0
+        self._appends = itertools.count(1)
         self.period = period
         self._id = rng(RELAY_ID_SIZE)
         self._hex = self._id.hex()
@@ -215,13 +222,19 @@ class RedisSharedLog:
         view = self.view
         with view.lock:
             epoch, seen, fresh = view.epoch, view.seen, view.fresh
+        number = str(next(self._appends)).encode()
+        # Half the time-out: a script Redis runs after this appends nothing, and one that
+        # ran before it has half the time-out for its answer to come back.
+        deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
         args: list[bytes | str | int] = [
             self._keys.prefix, epoch, fresh, seen, msgid, self._hex, m.encode_message(built),
-            self._stream_cap, self._id_cap,
+            self._stream_cap, self._id_cap, number, int(deadline),
         ]
         try:
             now_epoch, seq, new, entries = self._append(args=args)
         except redis.RedisError as error:
+            with view.lock:  # if it was appended after all, the reader brings it here too
+                view.abandon(number)
             raise self.health.failed(error) from None
         self.health.ok()
         with view.lock:
@@ -229,6 +242,8 @@ class RedisSharedLog:
                 view.adopt(now_epoch)
             if not seq:  # the room was lost: nothing appended until the core restarts it
                 raise LogUnavailable("the room's store lost the room: a new epoch")
+            if seq < 0:
+                raise LogUnavailable("the room's store answered too late: nothing appended")
             if not new:
                 earlier = [view.foreign(seq_of(i), f) for i, f in entries_of(entries)]
                 if earlier and earlier[0] is not None:

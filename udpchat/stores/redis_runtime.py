@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -168,13 +169,15 @@ class Housekeeper:
         keys = store.keys
         with store.claims_lock:
             held = list(store.claims.items())
-            epoch, revived, lost, dead = store.housekeep_script(
+            sent = time.time()
+            epoch, revived, lost, dead, clock = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
                     keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh, store.view.epoch,
                     *(value for _, value in held),
                 ],
             )
+            answered = time.time()
             taken = 0
             for index in lost:
                 key, value = held[int(index) - 1]
@@ -190,6 +193,9 @@ class Housekeeper:
             log.log(level, "room %r: %d nickname claims of this relay are held elsewhere now",
                     store.room, taken)
         store.health.ok()
+        # Redis's clock when it ran the script, against this machine's halfway through.
+        redis_ms = int(clock[0]) * 1000 + int(clock[1]) / 1000
+        store.clock_offset_ms = redis_ms - (sent + answered) * 500
         first, self._first = self._first, False
         queued = renewed = False
         with store.view.lock:

@@ -33,7 +33,10 @@ end
 """
 
 # KEYS: -. ARGV: prefix, the epoch the relay knows, a fresh epoch (used if the room has none),
-# the newest seq the relay has seen, msgid, origin relay, payload, stream cap, msgid cap.
+# the newest seq the relay has seen, msgid, origin relay, payload, stream cap, msgid cap, the
+# append's number at its relay, and a deadline on Redis's clock (ms): a script that runs
+# after it appends nothing ({epoch, -1, 0, {}}), since its relay has given up waiting and told
+# the member the post was refused (Redis was paused, or the network slow).
 # Returns {epoch, seq, new (1/0), entries}: for a new event, the log's entries numbered above
 # the seq the relay had seen and below the new one; for a msgid already logged, its seq and
 # its entry (none if trimmed from the stream); in an epoch the relay does not know yet,
@@ -42,6 +45,10 @@ APPEND = _START_EPOCH + """
 local prefix = ARGV[1]
 local epoch = epoch_of(prefix, ARGV[3])
 if epoch ~= ARGV[2] then return {epoch, 0, 0, {}} end
+local now = redis.call('TIME')
+if now[1] * 1000 + math.floor(now[2] / 1000) > tonumber(ARGV[11]) then
+  return {epoch, -1, 0, {}}
+end
 local seen = tonumber(ARGV[4])
 local msgid = ARGV[5]
 local log = prefix .. 'log'
@@ -53,7 +60,7 @@ if msgid ~= '' then
 end
 local seq = redis.call('INCR', prefix .. 'seq')
 redis.call('XADD', log, 'MAXLEN', '~', ARGV[8], seq .. '-0',
-           'o', ARGV[6], 'm', msgid, 'e', ARGV[7])
+           'o', ARGV[6], 'n', ARGV[10], 'm', msgid, 'e', ARGV[7])
 if msgid ~= '' then
   redis.call('HSET', prefix .. 'ids', msgid, seq)
   if redis.call('RPUSH', prefix .. 'idorder', msgid) > tonumber(ARGV[9]) then
@@ -142,7 +149,7 @@ return 2
 # relays that died. KEYS: this relay's claims. ARGV: prefix, this relay, ttl ms, a fresh
 # epoch, the epoch the relay knows, then one claim value per key.
 # Returns {epoch, revived (1: this relay's key had expired), lost claims (indexes into KEYS,
-# held by another session now), lost relays: {relay, nick, nick, ...}, ...}.
+# held by another session now), lost relays: {relay, nick, nick, ...}, ..., Redis's TIME}.
 # A claim that expired (an outage longer than the ttl) is taken again; in a new epoch the
 # relay's sessions are reset (their claims are not kept).
 # A relay whose key expired is removed from the set by exactly one relay (the script runs
@@ -187,7 +194,7 @@ for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
     table.insert(dead, gone)
   end
 end
-return {epoch, revived, lost, dead}
+return {epoch, revived, lost, dead, redis.call('TIME')}
 """
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger("udpchat.relay.redis")
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 _FIXARRAY = range(0x91, 0xA0)
+MAX_ABANDONED = 1024
 _ROOM_EVENTS: tuple[type[m.RoomEvent], ...] = get_args(m.RoomEvent)
 
 
@@ -71,6 +72,9 @@ class RoomView:
         self.kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self.last_seq = 0  # the newest seq the core has been given
         self._gap_reported = False
+        # This relay's appends that Redis did not answer in time, by their number: if Redis
+        # ran one after all, it is in the room, and this relay's members get it as well.
+        self.abandoned: dict[bytes, None] = {}
         # Called (under ``lock``) when the room starts a new epoch: the core resets every
         # session of this relay, so the store forgets their members and claims.
         self.renewed: Callable[[], None] = lambda: None
@@ -104,6 +108,7 @@ class RoomView:
         self.seen = self.last_seq = 0
         self.read_id = "0-0"
         self.kept.clear()
+        self.abandoned.clear()
         self.queue = [EpochChanged(epoch)]
         self.renewed()
 
@@ -123,12 +128,20 @@ class RoomView:
                 )
             self.seen = seq
             if fields.get(b"o") == self._relay:
-                continue
+                number = fields.get(b"n", b"")
+                if number not in self.abandoned:
+                    continue  # appended here, and given to the core by ``append``
+                del self.abandoned[number]  # appended after all: the core has not had it
             event = self.foreign(seq, fields)
             if event is not None:
                 self.queue.append(event)
                 queued = True
         return queued
+
+    def abandon(self, number: bytes) -> None:
+        self.abandoned[number] = None
+        if len(self.abandoned) > MAX_ABANDONED:
+            del self.abandoned[next(iter(self.abandoned))]
 
     def take_inbox(self, entries: Entries, moved: Callable[[bytes], None]) -> bool:
         """Queue what other relays sent this one: private messages, and sessions that moved
