@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -112,12 +113,13 @@ class ClusterGenerator(LoadGenerator):
             self.next_chat = max(self.next_chat + 1.0 / self.chat_rate, now - 1.0)
 
 
-def _start_relay(store: str, room: str | None, key: Path, members: int) -> tuple[
-    subprocess.Popen[str], Address
-]:
+def _start_relay(
+    store: str, room: str | None, key: Path, members: int, profile: Path | None
+) -> tuple[subprocess.Popen[str], Address]:
     limit = str(max(1024, members + 64))
+    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
     args = [
-        sys.executable, "-m", "udpchat", "relay", "--port", "0", "--store", store,
+        *python, "-m", "udpchat", "relay", "--port", "0", "--store", store,
         "--identity", str(key), "--flood-burst", "100000", "--flood-rate", "100000",
         "--max-per-host", limit, "--max-per-network", limit, "--handshake-burst", limit,
         "--handshake-rate", "1000", "--admission-burst", limit, "--admission-rate", "1000",
@@ -165,8 +167,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         elif store.startswith("redis"):
             room = "bench"
         relays = []
-        for _ in range(args.relays):
-            proc, address = _start_relay(store, room, work / "relay.key", args.members)
+        for index in range(args.relays):
+            profile = Path(args.profile) / f"relay-{index}.prof" if args.profile else None
+            proc, address = _start_relay(store, room, work / "relay.key", args.members, profile)
             procs.append(proc)
             relays.append(address)
         generator = ClusterGenerator(relays, args.members, 1.0, args.rate, args.sample)
@@ -219,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if generator is not None:
             generator.close()
         for proc in procs:
-            proc.terminate()
+            proc.send_signal(signal.SIGINT)  # a relay's Ctrl-C: a profile is written
         for proc in procs:
             try:
                 proc.wait(10)
@@ -240,6 +243,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="messages a second, in all")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--sample", type=int, default=6, help="members whose deliveries are timed")
+    parser.add_argument("--profile", metavar="DIR", help="run the relays under cProfile")
     args = parser.parse_args()
     if args.relays < 1 or args.members < 2 or args.rate <= 0 or args.duration <= 0:
         parser.error("need --relays >= 1, --members >= 2, --rate > 0, --duration > 0")
