@@ -113,6 +113,13 @@ class ClusterGenerator(LoadGenerator):
             self.next_chat = max(self.next_chat + 1.0 / self.chat_rate, now - 1.0)
 
 
+def _relay_log(proc: subprocess.Popen[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "WARNING" in line or "ERROR" in line or "Traceback" in line:
+            print(f"relay {proc.pid}: {line.rstrip()}", file=sys.stderr)
+
+
 def _start_relay(
     store: str, room: str | None, key: Path, members: int, profile: Path | None
 ) -> tuple[subprocess.Popen[str], Address]:
@@ -138,8 +145,8 @@ def _start_relay(
             break
         found = LISTENING.search(line)
         if found:
-            # Keep reading its log so that the pipe never fills.
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            # Keep reading its log so that the pipe never fills; warnings go to stderr.
+            threading.Thread(target=_relay_log, args=(proc,), daemon=True).start()
             return proc, (LOCALHOST, int(found.group(1)))
     proc.kill()
     raise RuntimeError(f"the relay did not start: {' '.join(args)}")
