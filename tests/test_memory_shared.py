@@ -122,3 +122,13 @@ def test_an_unreachable_store_changes_nothing() -> None:
         a.claim_nick("ann", b"t")
     shared.available = True
     assert a.last_seq == 0 and a.claim_nick("ann", b"t")
+
+
+def test_a_death_not_yet_announced_passes_on_with_the_announcer() -> None:
+    shared = room()
+    a, b, c = shared.connect(), shared.connect(), shared.connect()
+    assert b.claim_nick("bo", b"t")
+    b.keep_member(KeptMember(b"t", "bo", b"s"))
+    shared.lose(b.relay_id)  # a is told to announce bo, but dies before it does
+    shared.lose(a.relay_id)
+    assert c.arrived() == [RelayLost(b.relay_id, ("bo",)), RelayLost(a.relay_id, ())]

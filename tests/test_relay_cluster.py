@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tests.client_support import client_addr, drain, of
 from tests.cluster_support import (
@@ -25,8 +23,6 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.names import nick_key
-from udpchat.relay.events import RoomNotice
-from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit
 
@@ -191,94 +187,6 @@ def test_a_lost_relays_members_leave_once_except_those_that_moved(batched: bool)
     assert cy.state is not SessionState.JOINED and di.state is not SessionState.JOINED
 
 
-def test_a_store_out_of_reach_refuses_posts_and_joins_and_holds_leaves() -> None:
-    c = cluster()
-    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
-    ann.say("before", c.net.now)
-    c.settle()
-    c.room.available = False
-    refused_id = ann.say("while away", c.net.now)
-    late = c.start("di", 1)
-    bo.quit("bye", c.net.now)
-    c.net.run(3.0)  # beyond heartbeats: the relays keep serving their members
-    refused = [e for e in of(ann, ev.MessageRefused) if isinstance(e, ev.MessageRefused)]
-    assert [e.local_id for e in refused] == [refused_id]
-    assert "store cannot be reached" in refused[0].reason and "send it again" in refused[0].reason
-    rejected = [e for e in of(late, ev.JoinRejected) if isinstance(e, ev.JoinRejected)]
-    assert [e.code for e in rejected] == [wire.RejectCode.UNAVAILABLE]
-    assert "store cannot be reached" in rejected[0].reason
-    assert ann.state is SessionState.JOINED and cy.state is SessionState.JOINED
-    assert left(ann) == [] and left(cy) == []  # bo's leave waits for the store
-    relay0, relay1 = c.relay_of(0), c.relay_of(1)
-    assert relay0.stats.store_refused == 1 and relay1.stats.store_refused == 1
-    assert relay1.stats.store_held >= 1
-    notices = [e.text for e in relay1.events() if isinstance(e, RoomNotice)]
-    assert len(notices) == 1 and "cannot be reached" in notices[0]
-    c.room.available = True
-    c.net.run(1.0)
-    ann.say("after", c.net.now)
-    c.settle()
-    assert left(ann) == ["bo"] and left(cy) == ["bo"]
-    assert chat(ann) == chat(cy) and [t for _, t in chat(cy)] == ["before", "after"]
-    assert [e.text for e in relay1.events() if isinstance(e, RoomNotice)] == [
-        "the room's store answers again"
-    ]
-    assert relay0.sessions.nick_list() == ("ann", "cy")
-
-
-def test_a_store_that_lost_the_room_is_a_new_epoch_for_every_member() -> None:
-    c = cluster()
-    ann, bo, cy = c.join("ann", 0), c.join("bo", 1), c.join("cy", 2)
-    ann.say("old room", c.net.now)
-    c.settle()
-    old_epoch = c.relay_of(0).epoch
-    for member in (ann, bo, cy):
-        drain(member)
-    c.room.flush()
-    back = [["ann"], ["bo"], ["cy"]]
-    assert c.net.run_until(lambda: [r.member_nicks() for r in c.relays] == back, 10)
-    c.settle()
-    assert all(r.epoch == c.room.epoch != old_epoch for r in c.relays)
-    assert all(r.stats.epoch_changes == 1 for r in c.relays)
-    for member in (ann, bo, cy):
-        lost = [e for e in of(member, ev.ConnectionLost) if isinstance(e, ev.ConnectionLost)]
-        assert [e.reason for e in lost] == ["the relay lost our session"]
-        welcomed = [e for e in of(member, ev.Welcomed) if isinstance(e, ev.Welcomed)]
-        assert len(welcomed) == 1 and not welcomed[0].resumed  # a fresh place, a new room
-        assert sorted(member.members) == ["ann", "bo", "cy"]
-    drain(ann), drain(bo), drain(cy)
-    bo.say("new room", c.net.now)
-    c.settle()
-    assert chat(ann) == chat(cy) == chat(bo) and [t for _, t in chat(ann)] == ["new room"]
-    assert c.relay_of(0).room_seq == c.room.last_seq < 10
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    posts=st.lists(
-        st.tuples(st.integers(0, 5), st.sampled_from([0.0, 0.0004, 0.002, 0.01])),
-        min_size=1,
-        max_size=24,
-    ),
-    seed=st.integers(0, 2**16),
-)
-def test_any_interleaving_of_posts_on_three_relays_is_one_order_everywhere(
-    posts: list[tuple[int, float]], seed: int
-) -> None:
-    c = cluster(seed=seed, model=PathModel(delay=0.001, jitter=0.003))
-    members = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy", "di", "ed", "fa"))]
-    for n, (who, pause) in enumerate(posts):
-        members[who].say(f"{n}", c.net.now)
-        if pause:
-            c.net.run(pause)
-    c.settle(20.0)
-    seen = [chat(member) for member in members]
-    assert all(s == seen[0] for s in seen)
-    assert sorted(int(t) for _, t in seen[0]) == list(range(len(posts)))
-    numbers = [seq for seq, _ in seen[0]]
-    assert numbers == sorted(set(numbers))
-
-
 def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
     """The copy reaches a relay before the event its first copy became: it is answered
     POSTED with that event's number once the event is there, and not sent to the poster."""
@@ -299,3 +207,28 @@ def test_a_resent_post_another_relay_logged_is_answered_in_its_place() -> None:
     assert [x.seq for x in second.of(m.ChatMessage)] == []  # its own, answered instead
     assert [(x.seq, x.text) for x in third.of(m.ChatMessage)] == [(seq, "hello")]
     assert c.relay_of(1).stats.resent_requests == 1
+
+
+def test_only_the_sessions_holder_resumes_it_on_another_relay() -> None:
+    """The token and epoch are no secret: a JOIN on another relay without the proof is a
+    stranger's (NICK_TAKEN); with it, the session moves and its old relay lets it go."""
+    c = cluster()
+    ann = FakeClient("ann", relay_addr(0), seed=1)
+    c.net.attach(client_addr(0), ann)
+    assert c.net.run_until(lambda: ann.joined, 5)
+    (token,) = c.relay_of(0).members
+    copied = wire.Resume(c.relay_of(0).epoch, token, 0, bytes(wire.RESUME_PROOF_SIZE))
+    stranger = FakeClient("ann", relay_addr(1), seed=2, resume=copied)
+    c.net.attach(client_addr(1), stranger)
+    assert c.net.run_until(lambda: stranger.reject is not None, 5)
+    assert stranger.reject is not None and stranger.reject.code == wire.RejectCode.NICK_TAKEN
+    holder = FakeClient(
+        "ann", relay_addr(2), seed=3, resume=copied, resume_secret=ann.resume_secret
+    )
+    c.net.attach(client_addr(2), holder)
+    assert c.net.run_until(lambda: holder.joined, 5)
+    c.net.run(0.5)
+    assert c.relay_of(0).member_nicks() == [] and c.relay_of(2).member_nicks() == ["ann"]
+    assert c.room.last_seq == 1  # ann's first JOINED only: no LEFT, no JOINED for the move
+    assert [x.seq for x in holder.of(m.Joined)] == [1]  # that one, as catch-up
+    assert [r.sessions.nick_list() for r in c.relays] == [("ann",)] * 3

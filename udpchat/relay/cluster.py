@@ -28,8 +28,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from udpchat import handshake as hs
 from udpchat import messages as m
-from udpchat.endpoint import Address
+from udpchat import wire
 from udpchat.names import nick_key
 from udpchat.relay.events import RoomNotice
 from udpchat.relay.room_log import EventBuilder, LoggedEvent
@@ -61,12 +62,15 @@ RELAY_LOST_TEXT = "their relay was lost"
 class Cluster(SharedMembers):
     """The shared-room side of one relay's ``Room``."""
 
-    def __init__(self, room: Room, log: SharedLog, reset: Callable[[bytes, Address], None]):
+    def __init__(self, room: Room, log: SharedLog, reset_secret: bytes) -> None:
         self.room = room
         self.log = log
-        self._reset = reset
+        self._reset_secret = reset_secret  # protocol.md 7.2: to end sessions with a RESET
         self.epoch = log.epoch
-        self.seq = log.last_seq
+        try:
+            self.seq = log.last_seq  # what came before this relay is history to it
+        except LogUnavailable:
+            self.seq = 0  # what arrives is all there is to send
         self.pending: deque[object] = deque()  # arrivals taken but not yet handled
         self.held: deque[Callable[[], None]] = deque()
         # seq -> the member whose resent post another relay logged as that event, still on
@@ -290,7 +294,10 @@ class Cluster(SharedMembers):
         elif not taken:  # its EpochChanged is still to come: all here is of the old room
             self.pending.clear()
         for member in list(sessions.members.values()):
-            self._reset(member.token, member.addr)
+            # protocol.md 7.2: provably ours; to a proven address, so no reply budget
+            proof = hs.reset_token(self._reset_secret, member.token)
+            room.outbox.send(wire.encode_reset(member.token, proof), member.addr)
+            room.stats.resets += 1
             sessions.forget(member)
         room.restart()
         self._read_roster()

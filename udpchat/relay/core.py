@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
@@ -31,7 +32,7 @@ from udpchat.relay.paths import Paths
 from udpchat.relay.room import Room
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.relay.sessions import Dormant, Member, MemberState, SessionTable
-from udpchat.relay.shared_log import SharedLog
+from udpchat.relay.shared_log import LogUnavailable, SharedLog
 from udpchat.seal import PskDeriver
 
 __all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
@@ -94,7 +95,7 @@ class RelayCore:
         # protocol.md 6.8: a log other relays share makes this relay one of the room's.
         self.cluster: Cluster | None = None
         if isinstance(self.log, SharedLog):
-            self.cluster = Cluster(self.room, self.log, self.gate.reset_member)
+            self.cluster = Cluster(self.room, self.log, hs.reset_secret(static_key))
             self.cluster.now = now
             self.room.cluster = self.gate.cluster = self.cluster
         # protocol.md 6.6: the members of a room kept across a restart hold their nicknames
@@ -122,7 +123,8 @@ class RelayCore:
 
     @property
     def room_seq(self) -> int:
-        return self.log.last_seq
+        """The newest room event's number (in a shared room, the newest sent here)."""
+        return self.log.last_seq if self.cluster is None else self.cluster.seq
 
     @property
     def members(self) -> dict[bytes, Member]:
@@ -198,7 +200,12 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
-        self.log.commit()
+        try:
+            self.log.commit()
+        except LogUnavailable:
+            if self.cluster is None:
+                raise
+            self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
         while sessions.dirty and (limit is None or len(out) < limit):

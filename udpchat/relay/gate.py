@@ -155,13 +155,6 @@ class Gate:
         self.stats.rate_limited += 1
         return False
 
-    def reset_member(self, token: bytes, addr: Address) -> None:
-        """A RESET to a member of this relay whose session ends without a word (its room
-        started afresh, protocol.md 6.8): its address is proven, so no reply budget."""
-        self.stats.resets += 1
-        proof = hs.reset_token(self._reset_secret, token)
-        self.outbox.send(wire.encode_reset(token, proof), addr)
-
     def _allow_join(self, addr: Address, now: float) -> bool:
         """A JOIN with a valid cookie: its source proved it receives our datagrams, so
         spoofed datagrams can never drain the bucket its host's own JOINs need."""

@@ -98,13 +98,15 @@ class SharedRoom:
         if not relay.alive:
             return
         relay.alive = False
+        # Deaths it had still to announce pass on with its own to the next survivor.
+        owed = [item for item in relay.queue if isinstance(item, RelayLost)]
         relay.queue.clear()
         gone = [token for token, (_, rid) in self.members.items() if rid == relay_id]
         nicks = tuple(self.members.pop(token)[0].nick for token in gone)
         self.claims = {k: held for k, held in self.claims.items() if held[1] != relay_id}
         survivors = self.live_relays
         if survivors:  # exactly one relay announces them (none left: nobody to tell)
-            self._relays[survivors[0]].queue.append(RelayLost(relay_id, nicks))
+            self._relays[survivors[0]].queue.extend((*owed, RelayLost(relay_id, nicks)))
 
     def flush(self) -> None:
         """The store lost everything (flushed, or a new instance): a new epoch, no history,
