@@ -305,3 +305,23 @@ def test_an_append_given_up_on_but_run_by_redis_reaches_its_own_relay_too(
     assert (late.seq, late.event, late.origin) == (mine.seq + 1, m.ChatMessage(
         mine.seq + 1, 1, "ann", "late"), a.log.relay_id)
     assert a.log.view.abandoned == {}
+
+
+def test_a_survivor_that_dies_before_announcing_passes_the_announcement_on(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    a, c = relays(), relays()
+    member = KeptMember(secrets.token_bytes(8), "cat", secrets.token_bytes(16))
+    assert c.log.claim_nick("cat", member.token)
+    c.log.keep_member(member)
+    c.log.stopping.set()  # c dies; a (the only survivor) is given its members ...
+    assert wait_until(lambda: bool(a.log.waiting), WAIT)
+    a.log.stopping.set()  # ... and dies before its core took them
+    b = relays()  # b notices both: it announces c's member, and a's none
+    assert b.wait_for(lambda taken: len([i for i in taken if isinstance(i, RelayLost)]) >= 2)
+    time.sleep(TTL)
+    b.take()
+    lost = {item.relay: item.nicks for item in b.taken if isinstance(item, RelayLost)}
+    assert lost == {c.log.relay_id: ("cat",), a.log.relay_id: ()}
+    client: Any = redis_server.client()
+    assert wait_until(lambda: not client.exists(b.log.keys.lost(b.log.relay_hex)), WAIT)

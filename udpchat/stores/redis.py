@@ -49,6 +49,7 @@ from udpchat.relay.shared_log import (
     RELAY_ID_SIZE,
     Arrival,
     LogUnavailable,
+    RelayLost,
 )
 from udpchat.stores import redis_scripts as lua
 from udpchat.stores.errors import StoreError
@@ -137,6 +138,7 @@ class RedisSharedLog:
         self.members: dict[bytes, KeptMember] = {}
         self.claims: dict[str, str] = {}
         self.claims_lock = threading.Lock()  # a claim changes, or the housekeeper refreshes
+        self.announced: list[str] = []  # lost relays handed to the core (list: thread-safe)
         self.wake: Callable[[], None] = lambda: None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -299,7 +301,10 @@ class RedisSharedLog:
 
     def arrived(self) -> list[Arrival]:
         with self.view.lock:
-            return self.view.take()
+            taken = self.view.take()
+        # Lost relays the core now announces: the housekeeper clears them in Redis.
+        self.announced.extend(item.relay.hex() for item in taken if isinstance(item, RelayLost))
+        return taken
 
     def roster(self) -> list[str]:
         """The room's nicknames: as of ``last_seq`` the first time (read with it when the

@@ -207,11 +207,19 @@ class Housekeeper:
                 store.view.queue.append(RelayLost(bytes.fromhex(relay.decode()), tuple(
                     nick.decode() for nick in nicks)))
                 queued = True
+        announced = store.announced[:]
+        if announced:  # the core has them: no other relay need announce them now
+            store.client.hdel(keys.lost(store.relay_hex), *announced)
+            del store.announced[: len(announced)]
         if revived and not first and not renewed:  # a new epoch says more than this
             log.warning(
                 "room %r: this relay was out of reach of Redis for longer than its ttl; the "
                 "other relays may have announced its members as left", store.room
             )
+        announced = store.announced[:]
+        if announced:  # the core has them: no other relay need announce them now
+            store.client.hdel(keys.lost(store.relay_hex), *announced)
+            del store.announced[: len(announced)]
         if revived and not first and not renewed:
             # The other relays may have removed this relay's members: they are here still.
             members = list(store.members.values())

@@ -26,6 +26,9 @@ local function epoch_of(prefix, fresh)
     epoch = fresh
     redis.call('DEL', prefix .. 'seq', prefix .. 'log', prefix .. 'ids', prefix .. 'idorder',
                prefix .. 'members')
+    for _, relay in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
+      redis.call('DEL', prefix .. 'lost:' .. relay)
+    end
     redis.call('SET', prefix .. 'epoch', epoch)
   end
   return epoch
@@ -153,7 +156,9 @@ return 2
 # A claim that expired (an outage longer than the ttl) is taken again; in a new epoch the
 # relay's sessions are reset (their claims are not kept).
 # A relay whose key expired is removed from the set by exactly one relay (the script runs
-# alone), which gets the nicknames of the members it still had and removes them.
+# alone), which gets the nicknames of the members it still had and removes them; they stay
+# in lost:RELAY (this relay) until its core has taken them, so that if this relay dies first,
+# the relay that notices passes them on (and so on).
 HOUSEKEEP = _START_EPOCH + _ALIVE + """
 local prefix, relay, ttl = ARGV[1], ARGV[2], ARGV[3]
 local epoch = epoch_of(prefix, ARGV[4])
@@ -192,6 +197,18 @@ for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
     end
     redis.call('DEL', prefix .. 'inbox:' .. other)
     table.insert(dead, gone)
+    -- What this relay must announce until its core has taken it (lost:RELAY); what the
+    -- dead relay had been given to announce and had not taken is this relay's now.
+    local mine = prefix .. 'lost:' .. relay
+    redis.call('HSET', mine, other, table.concat(gone, ' ', 2))
+    local owed = redis.call('HGETALL', prefix .. 'lost:' .. other)
+    for j = 1, #owed, 2 do
+      redis.call('HSET', mine, owed[j], owed[j + 1])
+      local passed = {owed[j]}
+      for nick in string.gmatch(owed[j + 1], '%S+') do table.insert(passed, nick) end
+      table.insert(dead, passed)
+    end
+    redis.call('DEL', prefix .. 'lost:' .. other)
   end
 end
 return {epoch, revived, lost, dead, redis.call('TIME')}
@@ -217,3 +234,6 @@ class Keys:
 
     def inbox(self, relay: str) -> str:
         return f"{self.prefix}inbox:{relay}"
+
+    def lost(self, relay: str) -> str:
+        return f"{self.prefix}lost:{relay}"
