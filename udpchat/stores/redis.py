@@ -97,7 +97,7 @@ class RedisSharedLog:
         self.room = room
         self._history = history
         self._rng = rng
-        self._ttl_ms = max(1, round(ttl * 1000))
+        self.ttl_ms = max(1, round(ttl * 1000))
         self._timeout = timeout
         # Redis's clock minus this machine's, in ms (measured each housekeeping round): an
         # append carries a deadline on Redis's clock.
@@ -105,8 +105,8 @@ class RedisSharedLog:
         self._appends = itertools.count(1)
         self.period = period
         self._id = rng(RELAY_ID_SIZE)
-        self._hex = self._id.hex()
-        self._keys = lua.Keys(room)
+        self.relay_hex = self._id.hex()
+        self.keys = lua.Keys(room)
         self._stream_cap = max(history, MIN_STREAM)
         self._id_cap = max(history, MIN_KEPT_IDS)
         self.health = Health(redacted(url), log)
@@ -132,7 +132,7 @@ class RedisSharedLog:
         self._forget = register(lua.FORGET)
         self.housekeep_script = register(lua.HOUSEKEEP)
         # Shared by the driver's thread, the reader and the housekeeper, under its lock.
-        self.view = RoomView(room, self._hex, history, rng)
+        self.view = RoomView(room, self.relay_hex, history, rng)
         self.view.renewed = self._forget_all
         # This relay's members and the nicknames its sessions hold (nick key -> claim value).
         self.members: dict[bytes, KeptMember] = {}
@@ -140,7 +140,7 @@ class RedisSharedLog:
         self.claims_lock = threading.Lock()  # a claim changes, or the housekeeper refreshes
         self.announced: list[str] = []  # lost relays handed to the core (list: thread-safe)
         self.wake: Callable[[], None] = lambda: None
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.housekeeper = Housekeeper(self)
         try:
@@ -153,10 +153,10 @@ class RedisSharedLog:
     def _open_room(self) -> list[str]:
         """Read the room as of one seq: its epoch, number, members and recent history."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.get(self._keys.epoch)
-        pipe.get(self._keys.seq)
-        pipe.hvals(self._keys.members)
-        pipe.xrevrange(self._keys.log, "+", "-", count=max(self._history, 1))
+        pipe.get(self.keys.epoch)
+        pipe.get(self.keys.seq)
+        pipe.hvals(self.keys.members)
+        pipe.xrevrange(self.keys.log, "+", "-", count=max(self._history, 1))
         epoch, seq, records, newest = pipe.execute()
         with self.view.lock:
             self.view.start_at(epoch or self.view.epoch, int(seq or 0), entries_of(newest))
@@ -170,7 +170,7 @@ class RedisSharedLog:
 
     def describe(self) -> str:
         """Where the room is, for the relay's start line."""
-        return f"room {self.room!r} on Redis at {redacted(self.url)} (relay id {self._hex})"
+        return f"room {self.room!r} on Redis at {redacted(self.url)} (relay id {self.relay_hex})"
 
     def start(self, wake: Callable[[], None]) -> None:
         """Start the reader and the housekeeper; ``wake()`` is called (from their threads)
@@ -184,20 +184,16 @@ class RedisSharedLog:
             thread.start()
             self._threads.append(thread)
 
-    @property
-    def stopping(self) -> threading.Event:
-        return self._stop
-
     def close(self) -> None:
         """Stop the threads and delete this relay's key, so that the other relays notice at
         once that it is gone (its members that do not move are then announced as left)."""
-        if self._stop.is_set():
+        if self.stopping.is_set():
             return
-        self._stop.set()
+        self.stopping.set()
         for thread in self._threads:
             thread.join(self.period + 2)
         with contextlib.suppress(redis.RedisError):  # otherwise its key expires by itself
-            self.client.delete(self._keys.relay(self._hex))
+            self.client.delete(self.keys.relay(self.relay_hex))
         self._close_clients()
 
     def _close_clients(self) -> None:
@@ -229,7 +225,7 @@ class RedisSharedLog:
         # ran before it has half the time-out for its answer to come back.
         deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
         args: list[bytes | str | int] = [
-            self._keys.prefix, epoch, fresh, seen, msgid, self._hex, m.encode_message(built),
+            self.keys.prefix, epoch, fresh, seen, msgid, self.relay_hex, m.encode_message(built),
             self._stream_cap, self._id_cap, number, int(deadline),
         ]
         try:
@@ -274,14 +270,14 @@ class RedisSharedLog:
         return []
 
     def keep_member(self, member: KeptMember) -> None:
-        record = f"{self._hex} {member.resume_secret.hex()} {member.nick}"
-        self._command(lambda: self.client.hset(self._keys.members, member.token.hex(), record))
+        record = f"{self.relay_hex} {member.resume_secret.hex()} {member.nick}"
+        self._command(lambda: self.client.hset(self.keys.members, member.token.hex(), record))
         self.members[member.token] = member
 
     def forget_member(self, token: bytes) -> None:
         self._check_up()
         try:
-            self._forget(keys=[self._keys.members], args=[token.hex(), self._hex])
+            self._forget(keys=[self.keys.members], args=[token.hex(), self.relay_hex])
         except redis.RedisError as error:
             raise self.health.failed(error) from None
         self.members.pop(token, None)
@@ -312,17 +308,17 @@ class RedisSharedLog:
         if self._roster is not None:
             roster, self._roster = self._roster, None
             return roster
-        records = self._command(lambda: self.client.hvals(self._keys.members))
+        records = self._command(lambda: self.client.hvals(self.keys.members))
         return sorted(_nick_of(record) for record in records)
 
     def claim_nick(self, nick: str, token: bytes) -> bool:
         key = nick_key(nick)
-        value = f"{self._hex} {token.hex()}"
+        value = f"{self.relay_hex} {token.hex()}"
         self._check_up()
         with self.claims_lock:
             try:
                 held = self._claim(
-                    keys=[self._keys.nick(key)], args=[self._keys.prefix, value, self._ttl_ms]
+                    keys=[self.keys.nick(key)], args=[self.keys.prefix, value, self.ttl_ms]
                 )
             except redis.RedisError as error:
                 raise self.health.failed(error) from None
@@ -335,14 +331,14 @@ class RedisSharedLog:
         self._check_up()
         with self.claims_lock:
             try:
-                self._release(keys=[self._keys.nick(key)], args=[token.hex()])
+                self._release(keys=[self.keys.nick(key)], args=[token.hex()])
             except redis.RedisError as error:
                 raise self.health.failed(error) from None
             if self.claims.get(key, "").endswith(token.hex()):
                 del self.claims[key]
 
     def find_member(self, token: bytes) -> KeptMember | None:
-        record = self._command(lambda: self.client.hget(self._keys.members, token.hex()))
+        record = self._command(lambda: self.client.hget(self.keys.members, token.hex()))
         if record is None:
             return None
         _, secret, nick = record.decode().split(" ", 2)
@@ -351,20 +347,20 @@ class RedisSharedLog:
     def move_member(self, old_token: bytes, member: KeptMember) -> None:
         old = self.find_member(old_token)
         old_hex = old_token.hex()
-        value = f"{self._hex} {member.token.hex()}"
+        value = f"{self.relay_hex} {member.token.hex()}"
         new_key = nick_key(member.nick)
         with self.claims_lock:
             held = {key for key, claim in self.claims.items() if claim.endswith(old_hex)}
             if old is not None:
                 held.add(nick_key(old.nick))
             held.discard(new_key)
-            record = f"{self._hex} {member.resume_secret.hex()} {member.nick}"
+            record = f"{self.relay_hex} {member.resume_secret.hex()} {member.nick}"
             args: list[bytes | str | int] = [
-                self._keys.prefix, self._hex, old_hex, member.token.hex(), record, value,
-                self._ttl_ms,
+                self.keys.prefix, self.relay_hex, old_hex, member.token.hex(), record, value,
+                self.ttl_ms,
             ]
-            keys = [self._keys.members, self._keys.nick(new_key)]
-            keys += [self._keys.nick(key) for key in sorted(held)]
+            keys = [self.keys.members, self.keys.nick(new_key)]
+            keys += [self.keys.nick(key) for key in sorted(held)]
             try:
                 self._move(keys=keys, args=args)
             except redis.RedisError as error:
@@ -382,7 +378,8 @@ class RedisSharedLog:
         self._check_up()
         try:
             sent = self._private(
-                keys=[self._keys.nick(nick_key(to))], args=[self._keys.prefix, self._hex, to, data]
+                keys=[self.keys.nick(nick_key(to))],
+                args=[self.keys.prefix, self.relay_hex, to, data],
             )
         except redis.RedisError as error:
             raise self.health.failed(error) from None
@@ -403,18 +400,6 @@ class RedisSharedLog:
             raise self.health.failed(error) from None
         self.health.ok()
         return result
-
-    @property
-    def keys(self) -> lua.Keys:
-        return self._keys
-
-    @property
-    def relay_hex(self) -> str:
-        return self._hex
-
-    @property
-    def ttl_ms(self) -> int:
-        return self._ttl_ms
 
     def _forget_all(self) -> None:
         """A new epoch: the core resets every session of this relay (they rejoin)."""
