@@ -50,6 +50,7 @@ from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
+from udpchat_bench.load_stages import Stages, enable_stamps, receive_stamped
 from udpchat_bench.worker import emit
 
 LOCALHOST = "127.0.0.1"
@@ -137,7 +138,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
         )
     )
     if baseline:
-        server._driver._urgent = None
+        server._driver._inbox.is_urgent = None
     stop = threading.Event()
     commands: queue.Queue[str] = queue.Queue()
     _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
@@ -148,7 +149,9 @@ def relay_main(params: Mapping[str, Any]) -> int:
 
     threading.Thread(target=stopper, name="stopper", daemon=True).start()
     profile_path = params.get("profile")
-    profiler = cProfile.Profile() if profile_path else None
+    # CPU of the serving thread, not the wall clock: its waits are not work
+    profiler = cProfile.Profile(time.thread_time) if profile_path else None
+    waits_ms = _stamp_handshakes(server) if params.get("stamps") else []
     _serve_commands(server, profiler, commands)
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
@@ -156,8 +159,40 @@ def relay_main(params: Mapping[str, Any]) -> int:
         profiler.disable()
         profiler.dump_stats(str(profile_path))
     stats = server.stats
-    emit("result", deliveries=stats.deliveries, datagrams_received=stats.datagrams_received)
+    emit(
+        "result",
+        deliveries=stats.deliveries,
+        datagrams_received=stats.datagrams_received,
+        waits_ms=waits_ms,
+    )
     return 0
+
+
+def _stamp_handshakes(server: RelayServer) -> list[float]:
+    """Read the relay's socket with the kernel's arrival stamps (udpchat_bench.load_stages)
+    and keep, for every HELLO and JOIN, how long it waited in the socket, in ms."""
+    from udpchat.transport import normalise
+    from udpchat_bench.load_stages import enable_stamps, receive_stamped
+
+    udp = server._udp  # the benchmark's own relay: its socket, read another way
+    waits: list[float] = []
+    if udp is None or not enable_stamps(udp._sock):
+        return waits
+    sock = udp._sock
+
+    def receive_ready() -> tuple[bytes, Address] | None:
+        try:
+            data, addr, arrived = receive_stamped(sock, 65535)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return None
+        if wire.is_handshake_request(data):
+            waits.append(1000 * (time.time() - arrived))
+        return data, normalise(addr)
+
+    udp._receive_ready = receive_ready  # type: ignore[method-assign]
+    return waits
 
 
 def _serve_commands(
@@ -175,7 +210,12 @@ def _serve_commands(
         while True:
             command = commands.get()
             if command == "drops":
-                emit("drops", drops=server.kernel_drops() or 0)
+                stats = server.stats
+                emit(
+                    "drops",
+                    drops=server.kernel_drops() or 0,
+                    datagrams=stats.datagrams_received + stats.datagrams_sent,
+                )
             else:
                 switches.put(command)
 
@@ -229,7 +269,9 @@ def _watch_stdin(
 class _Member(BareClient):
     """One simulated member: a bare client, where it sits, and when it next needs a turn."""
 
-    __slots__ = ("index", "join_s", "next_beat", "scheduled", "sock", "started", "welcomed")
+    __slots__ = (
+        "index", "join_s", "next_beat", "scheduled", "sock", "stages", "started", "welcomed",
+    )
 
     def __init__(self, index: int, sock: int, nonce: bytes) -> None:
         super().__init__(f"m{index}", nonce, os.urandom, retry_s=HANDSHAKE_RETRY_S)
@@ -240,6 +282,7 @@ class _Member(BareClient):
         self.join_s = math.nan  # from its first HELLO to its WELCOME
         self.next_beat = math.inf
         self.scheduled = math.inf
+        self.stages: Stages | None = None  # with stamps: its handshake's stages
 
 
 def open_member_sockets(count: int, selector: selectors.BaseSelector) -> list[socket.socket]:
@@ -261,8 +304,11 @@ def open_member_sockets(count: int, selector: selectors.BaseSelector) -> list[so
 class LoadGenerator:
     """N members on a few sockets, driven by one thread with a timer heap (no polling)."""
 
-    def __init__(self, relay: Address, count: int, heartbeat: float, chat_rate: float) -> None:
+    def __init__(
+        self, relay: Address, count: int, heartbeat: float, chat_rate: float, stamps: bool = False
+    ) -> None:
         self.relay = relay
+        self.stamps = stamps
         self.heartbeat = heartbeat
         self.chat_rate = chat_rate
         self.selector = selectors.DefaultSelector()
@@ -284,6 +330,11 @@ class LoadGenerator:
         self.chatting = False
         self.next_chat = math.inf
         self.chat_cursor = 0
+        if stamps:
+            for sock in self.socks:
+                enable_stamps(sock)
+            for member in self.members:
+                member.stages = Stages()
 
     # sending
 
@@ -300,8 +351,13 @@ class LoadGenerator:
     def _flush(self, now: float) -> None:
         for index in self.dirty:
             member = self.members[index]
-            for data in member.take_datagrams(now):
+            out = member.take_datagrams(now)
+            for data in out:
                 self._send(member, data)
+            stages = member.stages
+            challenged = stages is not None and not math.isnan(stages.challenge_read)
+            if out and stages is not None and challenged and member.link is None:
+                stages.note("join_sent", time.time())
             timer = member.next_timer()
             if timer is not None:
                 self._schedule(member, max(timer, now))
@@ -312,17 +368,22 @@ class LoadGenerator:
     def start_handshake(self, member: _Member, now: float) -> None:
         for data in member.take_datagrams(now):  # the HELLO; its retry timer starts
             self._send(member, data)
+        if member.stages is not None:
+            member.stages.note("hello_sent", time.time())
         timer = member.next_timer()
         if timer is not None:
             self._schedule(member, timer)
 
     # receiving
 
-    def receive(self, data: bytes, now: float) -> None:
-        try:
-            datagram = wire.decode_datagram(data)
-        except wire.DecodeError:
-            return
+    def joining(self, datagram: wire.Datagram) -> bool:
+        """Whether ``datagram`` is for a member still joining (its handshake, its WELCOME)."""
+        if isinstance(datagram, wire.Protected):
+            member = self.by_token.get(datagram.token)
+            return member is not None and not member.welcomed
+        return True
+
+    def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
         if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
             if member is None:
@@ -336,6 +397,9 @@ class LoadGenerator:
                 elif kind == m.MessageKind.REFUSED:
                     self.refused += 1
                 elif kind == m.MessageKind.WELCOME and not member.welcomed:
+                    if member.stages is not None:
+                        member.stages.note("welcome_arrived", arrived)
+                        member.stages.note("welcome_read", time.time())
                     member.welcomed = True
                     member.join_s = now - member.started
                     self.welcomed += 1
@@ -346,6 +410,10 @@ class LoadGenerator:
         elif isinstance(datagram, (wire.Challenge, wire.Accept, wire.Busy)):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
+                if member.stages is not None and not isinstance(datagram, wire.Busy):
+                    stage = "challenge" if isinstance(datagram, wire.Challenge) else "accept"
+                    member.stages.note(f"{stage}_arrived", arrived)
+                    member.stages.note(f"{stage}_read", time.time())
                 member.receive(datagram, now)
                 if member.link is not None:
                     self.by_token[member.link.token] = member
@@ -353,16 +421,24 @@ class LoadGenerator:
         elif isinstance(datagram, wire.Reject):
             self.rejects += 1
 
-    def _drain(self, key: selectors.SelectorKey, now: float) -> None:
+    def _drain(
+        self, key: selectors.SelectorKey, into: list[tuple[wire.Datagram, float]]
+    ) -> None:
         sock: socket.socket = key.fileobj  # type: ignore[assignment]
+        stamps = self.stamps
         for _ in range(512):
+            arrived = math.nan
             try:
-                data, _ = sock.recvfrom(65535)
+                if stamps:
+                    data, _, arrived = receive_stamped(sock, 65535)
+                else:
+                    data, _ = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            self.receive(data, now)
+            with contextlib.suppress(wire.DecodeError):
+                into.append((wire.decode_datagram(data), arrived))
 
     # timers
 
@@ -407,8 +483,21 @@ class LoadGenerator:
         if self.chatting:
             deadlines.append(self.next_chat)
         wait = max(0.0, min(deadlines) - now)
+        read: list[tuple[wire.Datagram, float]] = []
         for key, _ in self.selector.select(wait):
-            self._drain(key, time.monotonic())
+            self._drain(key, read)
+        # Joiners' datagrams first: a real member is a process of its own and does not
+        # wait for a thousand others' fan-out before it reads its CHALLENGE or WELCOME.
+        now = time.monotonic()
+        later: list[tuple[wire.Datagram, float]] = []
+        for datagram, arrived in read:
+            if self.joining(datagram):
+                self.receive(datagram, now, arrived)
+            else:
+                later.append((datagram, arrived))
+        self._flush(now)  # the joiners' answers leave before the rest is handled
+        for datagram, arrived in later:
+            self.receive(datagram, now, arrived)
         now = time.monotonic()
         self._run_timers(now)
         self._chat(now)
@@ -458,6 +547,7 @@ def members_main(params: Mapping[str, Any]) -> int:
         count,
         float(params.get("heartbeat", 1.0)),
         float(params.get("chat_rate", 0.0)),
+        bool(params.get("stamps", False)),
     )
     start = time.monotonic()
     try:
@@ -470,6 +560,11 @@ def members_main(params: Mapping[str, Any]) -> int:
             seconds=time.monotonic() - start,
             join_ms=[1000 * mb.join_s for mb in generator.members if mb.welcomed],
             drops=sum(kernel_drops(sock) or 0 for sock in generator.socks),
+            stages=[
+                mb.stages.spans_ms()
+                for mb in generator.members
+                if mb.stages is not None and mb.welcomed
+            ],
         )
         while not stop.is_set():
             generator.step(time.monotonic(), 0.05)

@@ -137,8 +137,18 @@ class MemberPool:
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
         if not self._dirty:
-            for key, _ in self.selector.select(max(0.0, deadline - now)):
-                self._read(self.members[key.data], time.monotonic())
+            keys = self.selector.select(max(0.0, deadline - now))
+            ready = [self.members[key.data] for key, _ in keys]
+            # Members still joining first, and their answers out before the others are read:
+            # each real member is a process of its own and would not wait for the others.
+            joining = [m for m in ready if m.session.state is not SessionState.JOINED]
+            if joining and len(joining) < len(ready):
+                for member in joining:
+                    self._read(member, time.monotonic())
+                self._flush(time.monotonic())
+                ready = [m for m in ready if m.session.state is SessionState.JOINED]
+            for member in ready:
+                self._read(member, time.monotonic())
         now = time.monotonic()
         self._run_timers(now)
         self._flush(now)

@@ -11,6 +11,7 @@ of the room is answered in udpchat.relay.requests.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
@@ -21,7 +22,7 @@ from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.requests import Requests
 from udpchat.relay.room_log import EventBuilder, RoomLog
-from udpchat.relay.sessions import Dormant, Member, SessionTable
+from udpchat.relay.sessions import Dormant, Member, SessionTable, members_fitting
 
 __all__ = ["MIN_REMEMBERED_IDS", "Room"]
 
@@ -176,17 +177,20 @@ class Room(Requests):
             self.flush_notices()
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
-        listed, size = self.sessions.nick_list(), self._size()
-        notices = self.notices
+        size, notices = self._size(), self.notices
+        waiting: set[str] = set()
         if notices.kind is NoticeKind.JOIN:
             waiting = {*notices.joined, *notices.returned}
-            listed = tuple(nick for nick in listed if nick not in waiting)
             size -= len(waiting)
         paged = 0 < config.member_page < size
         if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
-            first = listed[: config.member_page]
-            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
-            listed = shown
+            # only as many names as a page holds are looked at: in a room of a thousand,
+            # each join would otherwise sort and measure the whole list again
+            every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
+            first = members_fitting(tuple(islice(every, config.member_page)))
+            listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
+        else:
+            listed = tuple(n for n in self.sessions.nick_list() if n not in waiting)
         welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
         self.deliver(member, m.encode_message(welcome))
         if paged:

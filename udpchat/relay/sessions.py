@@ -137,8 +137,10 @@ class SessionTable:
         self.dirty: dict[Member, None] = {}
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
-        # (every nickname in the room, sorted; the prefix of it that fits one message)
-        self._listed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        # Every nickname in the room, sorted; and (that tuple, the prefix of it that fits
+        # one message), made only when asked for: a paged room's WELCOME never needs it.
+        self._listed: tuple[str, ...] | None = None
+        self._fitting: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         # Members from before a restart, by token and by nickname key, soonest expiry first.
         self.dormant: dict[bytes, Dormant] = {}
         self.dormant_nicks: dict[str, Dormant] = {}
@@ -191,23 +193,21 @@ class SessionTable:
         else:
             member.advance(MemberState.GONE)
 
-    def _lists(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Rebuilt only when the room changed: members not back yet since a restart are
-        still in the room."""
+    def sorted_nicks(self) -> tuple[str, ...]:
+        """Every nickname in the room, sorted (what MEMBERS_PAGE pages through); rebuilt
+        only when the room changed: members not back yet since a restart are in it."""
         if self._listed is None:
             nicks = [mb.nick for mb in self.members.values()]
             nicks.extend(d.nick for d in self.dormant.values())
-            every = tuple(sorted(nicks))
-            self._listed = (every, members_fitting(every))
+            self._listed = tuple(sorted(nicks))
         return self._listed
-
-    def sorted_nicks(self) -> tuple[str, ...]:
-        """Every nickname in the room, sorted (what MEMBERS_PAGE pages through)."""
-        return self._lists()[0]
 
     def nick_list(self) -> tuple[str, ...]:
         """The sorted member list for WELCOME and MEMBERS: as much of it as fits one message."""
-        return self._lists()[1]
+        every = self.sorted_nicks()
+        if self._fitting is None or self._fitting[0] is not every:
+            self._fitting = (every, members_fitting(every))
+        return self._fitting[1]
 
     def holder(self, key: str) -> Member | Dormant | None:
         """Who holds the nickname ``key``: a live member, or one not back yet."""
