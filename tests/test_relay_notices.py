@@ -253,6 +253,30 @@ def test_who_pages_through_a_room_whose_names_do_not_fit_one_message(
     assert sorted(listed.members) == sorted((*nicks, "zed")) == relay.member_nicks()
 
 
+def test_who_lists_everyone_to_a_member_welcomed_before_the_room_outgrew_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first member's WELCOME was not paged, so its /who asks WHO, whose MEMBERS holds
+    only the prefix that fits one message once the room has grown: the client fetches the
+    rest in pages (protocol.md 6.7). (Messages shrunk to 1 KiB, as above.)"""
+    monkeypatch.setattr("udpchat.relay.sessions.MAX_MESSAGE_SIZE", 1024)
+    net, relay, sessions = join_at_once(200, big_room(member_page=50))
+    assert len(relay.sessions.nick_list()) < 200  # one message holds only a prefix
+    first = sessions[0]
+    drain(first)
+    first.who(net.now)
+    net.run(2.0)
+    (listed,) = of(first, ev.MembersListed)
+    assert isinstance(listed, ev.MembersListed)
+    assert sorted(listed.members) == relay.member_nicks() and len(listed.members) == 200
+    assert sorted(first.members) == relay.member_nicks()
+    drain(first)
+    first.who(net.now)  # now known to be paged: pages from the start
+    net.run(2.0)
+    (again,) = of(first, ev.MembersListed)
+    assert isinstance(again, ev.MembersListed) and len(again.members) == 200
+
+
 def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> None:
     net, relay, sessions = join_at_once(40, big_room())
     config = relay.config
