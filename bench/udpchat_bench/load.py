@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -56,6 +57,8 @@ from udpchat_bench.worker import emit
 LOCALHOST = "127.0.0.1"
 MEMBERS_PER_SOCKET = 50
 JOIN_WAVE = 50  # handshakes in flight at once while members join
+# Datagrams handled between two looks for joiners' answers (see LoadGenerator.step).
+JOINER_CHECK = 64
 HANDSHAKE_RETRY_S = 0.5
 SETTLE_S = 2.0
 STOP_TIMEOUT_S = 10.0
@@ -440,6 +443,25 @@ class LoadGenerator:
             with contextlib.suppress(wire.DecodeError):
                 into.append((wire.decode_datagram(data), arrived))
 
+    def _joiners_first(
+        self,
+        read: list[tuple[wire.Datagram, float]],
+        later: deque[tuple[wire.Datagram, float]],
+    ) -> None:
+        """Handle joiners' datagrams in ``read`` now and send their answers; queue the rest
+        in ``later``. A real member is a process of its own and does not wait for a thousand
+        others' fan-out before it reads its CHALLENGE or WELCOME."""
+        now = time.monotonic()
+        joined = False
+        for datagram, arrived in read:
+            if self.joining(datagram):
+                self.receive(datagram, now, arrived)
+                joined = True
+            else:
+                later.append((datagram, arrived))
+        if joined:
+            self._flush(now)
+
     # timers
 
     def _on_timer(self, member: _Member, now: float) -> None:
@@ -488,16 +510,18 @@ class LoadGenerator:
             self._drain(key, read)
         # Joiners' datagrams first: a real member is a process of its own and does not
         # wait for a thousand others' fan-out before it reads its CHALLENGE or WELCOME.
-        now = time.monotonic()
-        later: list[tuple[wire.Datagram, float]] = []
-        for datagram, arrived in read:
-            if self.joining(datagram):
+        later: deque[tuple[wire.Datagram, float]] = deque()
+        self._joiners_first(read, later)
+        while later:
+            now = time.monotonic()
+            for _ in range(min(JOINER_CHECK, len(later))):
+                datagram, arrived = later.popleft()
                 self.receive(datagram, now, arrived)
-            else:
-                later.append((datagram, arrived))
-        self._flush(now)  # the joiners' answers leave before the rest is handled
-        for datagram, arrived in later:
-            self.receive(datagram, now, arrived)
+            if later:  # a joiner's answer that came meanwhile does not wait for the rest
+                read = []
+                for key in list(self.selector.get_map().values()):
+                    self._drain(key, read)
+                self._joiners_first(read, later)
         now = time.monotonic()
         self._run_timers(now)
         self._chat(now)

@@ -15,7 +15,7 @@ from itertools import islice
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
-from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.config import MAX_SCALED_WINDOW, RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved
 from udpchat.relay.gate import Admission
 from udpchat.relay.notices import NoticeKind, PendingNotices
@@ -108,6 +108,13 @@ class Room(Requests):
         config = self.config
         return config.notice_window > 0 and self._size() > config.batch_notices_above
 
+    def notice_window(self) -> float:
+        """How long a batch waits (protocol.md 6.3): the configured window, or in a large
+        room N / notice_fanout seconds, up to MAX_SCALED_WINDOW."""
+        config = self.config
+        scaled = min(self._size() / config.notice_fanout, MAX_SCALED_WINDOW)
+        return max(config.notice_window, scaled)
+
     def _size(self) -> int:
         """The room's members: live, and those not back yet since a restart (6.6)."""
         return len(self.sessions.members) + len(self.sessions.dormant)
@@ -117,7 +124,7 @@ class Room(Requests):
         notices = self.notices
         if notices.kind is not kind:
             self.flush_notices()
-            notices.start(kind, now, self.config.notice_window)
+            notices.start(kind, now, self.notice_window())
         return notices
 
     def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
