@@ -93,7 +93,9 @@ class Driver(Generic[Item]):
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
     address reach the endpoint (a client talks to its relay alone). With ``urgent``, the
     queued datagrams for which it holds are handed to the endpoint before the others (the
-    relay: handshakes ahead of session traffic), and a sliced output stops for them.
+    relay: handshakes ahead of session traffic), and a sliced output stops for them. With
+    ``backlog``, the endpoint is told every turn how many datagrams wait in the inbox
+    after the turn's batch was taken (called locked: a load signal for the relay's gate).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Driver(Generic[Item]):
         send_batch: int | None = None,
         peer: Address | None = None,
         urgent: Callable[[bytes], bool] | None = None,
+        backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         # Replaceable until ``start`` (tests and benchmarks wrap it to watch the traffic).
@@ -125,6 +128,7 @@ class Driver(Generic[Item]):
         self._send_batch = send_batch
         self._peer = peer
         self._inbox = Inbox(READ_AHEAD_BYTES, urgent)
+        self._tell_backlog = backlog
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
         self.changed = threading.Condition(self.lock)
@@ -293,6 +297,8 @@ class Driver(Generic[Item]):
             # Joiners first: their answers leave ahead of the session traffic; the rest
             # waits for the next turn: timers and output first.
             batch = self._inbox.take(MAX_BATCH)
+            if self._tell_backlog is not None:
+                self._tell_backlog(len(self._inbox))
             for data, addr in batch:
                 self.received += 1
                 try:

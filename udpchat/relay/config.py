@@ -46,6 +46,13 @@ class RelayConfig:
     # in at a pace the relay keeps up with instead of in a burst it drops.
     admission_burst: int = 100
     admission_rate: float = 400.0
+    # protocol.md 4.3: the pace follows the relay's load. While more than this many
+    # datagrams wait to be handled (the shell tells the core, RelayCore.note_backlog), a
+    # JOIN is answered BUSY for about the time the relay needs to work through them, at
+    # ``backlog_pace`` datagrams a second: a relay that is behind first catches up with the
+    # members it has (their acknowledgements, their heartbeats) before it takes on more.
+    admission_backlog: int = 512
+    backlog_pace: float = 20_000.0
     # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
     reply_burst: int = 20
     reply_rate: float = 10.0
@@ -107,6 +114,8 @@ class RelayConfig:
             raise ValueError("members per host and per network must be at least 1")
         if self.admission_burst < 1 or not 0 < self.admission_rate < float("inf"):
             raise ValueError("admission_burst must be at least 1 and admission_rate above 0")
+        if self.admission_backlog < 1 or not self.backlog_pace > 0:
+            raise ValueError("admission_backlog must be at least 1 and backlog_pace above 0")
 
 
 @dataclass
