@@ -294,17 +294,17 @@ class Driver(Generic[Item]):
             self._sleeping_until = 0.0
             if got is not None or not self._inbox.full:
                 self._read_ahead(got)
-            # Joiners first: their answers leave ahead of the session traffic; the rest
-            # waits for the next turn: timers and output first.
-            batch = self._inbox.take(MAX_BATCH)
+            # Joiners first: their answers leave before the session traffic is even looked
+            # at; what is beyond a batch waits for the next turn: timers and output first.
+            urgent, batch = self._inbox.take(MAX_BATCH)
             if self._tell_backlog is not None:
                 self._tell_backlog(len(self._inbox))
-            for data, addr in batch:
-                self.received += 1
-                try:
-                    endpoint.receive_datagram(data, addr, now)
-                except Exception as error:
-                    self._fault("receive_datagram", error)
+            self._receive(urgent, now)
+            early = self._output(now) if urgent and batch else []
+        if early:
+            self._send(early[: self._send_batch], reading=False, whole=False)
+        with self.lock:
+            self._receive(batch, now)
             timer = self._next_timer()
             if timer is not None and timer <= now:
                 try:
@@ -317,6 +317,16 @@ class Driver(Generic[Item]):
         self._send(out, reading=True)
         if mine is not None:
             self._hand_out(mine)
+
+    def _receive(self, batch: list[tuple[bytes, Address]], now: float) -> None:
+        """Hand ``batch`` to the endpoint (called locked)."""
+        endpoint = self.endpoint
+        for data, addr in batch:
+            self.received += 1
+            try:
+                endpoint.receive_datagram(data, addr, now)
+            except Exception as error:
+                self._fault("receive_datagram", error)
 
     def _look(self, slept: float) -> float:
         """The time now; a jump of more than PAUSE_NOTICED since the loop last looked, beyond
@@ -354,11 +364,14 @@ class Driver(Generic[Item]):
 
     # --- output and handing out -----------------------------------------------------------------
 
-    def _send(self, out: list[tuple[bytes, Address]], reading: bool = False) -> None:
-        """Send ``out``; a full slice means more is waiting: fetch and send the next one.
-        ``reading`` (the loop's own thread): between slices, read the socket into the
-        inbox, and leave the rest of the output to the next turn when an urgent datagram
-        waits (the endpoint's timer says output is pending, so that turn comes at once).
+    def _send(
+        self, out: list[tuple[bytes, Address]], reading: bool = False, whole: bool = True
+    ) -> None:
+        """Send ``out``; a full slice means more is waiting: fetch and send the next one
+        (unless not ``whole``: then ``out`` alone). ``reading`` (the loop's own thread):
+        between slices, read the socket into the inbox, and leave the rest of the output to
+        the next turn when an urgent datagram waits (the endpoint's timer says output is
+        pending, so that turn comes at once).
 
         A send that fails loses that datagram and nothing else (the link resends it)."""
         transport = self.transport
@@ -368,7 +381,7 @@ class Driver(Generic[Item]):
                     transport.sendto(data, addr)
                 except OSError as error:
                     self._send_errors.failed(error, time.monotonic())
-            if self._send_batch is None or len(out) < self._send_batch:
+            if not whole or self._send_batch is None or len(out) < self._send_batch:
                 return
             with self.lock:
                 if reading:

@@ -60,12 +60,13 @@ class Inbox:
         queue.append((data, addr))
         self.bytes += len(data) + OVERHEAD
 
-    def take(self, limit: int) -> list[tuple[bytes, Address]]:
-        """Up to ``limit`` urgent datagrams, then up to ``limit`` others: the next turn's."""
-        out: list[tuple[bytes, Address]] = []
-        for queue in (self._urgent, self._ordinary):
-            for _ in range(min(limit, len(queue))):
-                item = queue.popleft()
-                self.bytes -= len(item[0]) + OVERHEAD
-                out.append(item)
+    def take(self, limit: int) -> tuple[list[tuple[bytes, Address]], list[tuple[bytes, Address]]]:
+        """The next turn's: up to ``limit`` urgent datagrams, and up to ``limit`` others."""
+        return self._take(self._urgent, limit), self._take(self._ordinary, limit)
+
+    def _take(
+        self, queue: deque[tuple[bytes, Address]], limit: int
+    ) -> list[tuple[bytes, Address]]:
+        out = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        self.bytes -= sum(len(data) for data, _ in out) + OVERHEAD * len(out)
         return out

@@ -167,6 +167,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
         deliveries=stats.deliveries,
         datagrams_received=stats.datagrams_received,
         waits_ms=waits_ms,
+        handled_ms=getattr(server, "_handled_ms", []),
     )
     return 0
 
@@ -182,6 +183,8 @@ def _stamp_handshakes(server: RelayServer) -> list[float]:
     if udp is None or not enable_stamps(udp._sock):
         return waits
     sock = udp._sock
+    read_at: dict[bytes, float] = {}  # HELLO or JOIN nonce -> when it was read
+    answered = (wire.DatagramType.CHALLENGE, wire.DatagramType.ACCEPT, wire.DatagramType.BUSY)
 
     def receive_ready() -> tuple[bytes, Address] | None:
         try:
@@ -191,10 +194,30 @@ def _stamp_handshakes(server: RelayServer) -> list[float]:
         except OSError:
             return None
         if wire.is_handshake_request(data):
-            waits.append(1000 * (time.time() - arrived))
+            now = time.time()
+            waits.append(1000 * (now - arrived))
+            with contextlib.suppress(wire.DecodeError):
+                request = wire.decode_datagram(data)
+                if isinstance(request, (wire.Hello, wire.Join)):
+                    read_at.setdefault(request.nonce, now)
         return data, normalise(addr)
 
+    send = udp.sendto
+
+    def sendto(data: bytes, addr: Address) -> None:
+        send(data, addr)
+        if len(data) > 2 and data[2] in answered:
+            with contextlib.suppress(wire.DecodeError):
+                answer = wire.decode_datagram(data)
+                if isinstance(answer, (wire.Challenge, wire.Accept, wire.Busy)):
+                    started = read_at.pop(answer.nonce, None)
+                    if started is not None:
+                        handled.append(1000 * (time.time() - started))
+
+    handled: list[float] = []
     udp._receive_ready = receive_ready  # type: ignore[method-assign]
+    udp.sendto = sendto  # type: ignore[method-assign]
+    server._handled_ms = handled  # type: ignore[attr-defined]
     return waits
 
 

@@ -171,6 +171,7 @@ def run_stages(
             generator.reap()
         relay.reap()
     waits = quantiles([float(w) for w in result.get("waits_ms", [])])
+    handled = quantiles([float(w) for w in result.get("handled_ms", [])])
     return {
         "members": int(joined["members"]),
         "join_rate": join_rate,
@@ -180,7 +181,14 @@ def run_stages(
         "members_cpu_join_pct": round(gen_pct, 1),
         "relay_datagrams": int(drops.get("datagrams", 0)),
         "stages": summarise(joined["stages"]),
-        "relay_waits_ms": {"relay socket wait (HELLO, JOIN)": waits} if waits else {},
+        "relay_waits_ms": {
+            name: q
+            for name, q in (
+                ("relay socket wait (HELLO, JOIN)", waits),
+                ("relay read to answer sent (HELLO, JOIN)", handled),
+            )
+            if q is not None
+        },
     }
 
 
