@@ -268,22 +268,9 @@ class Driver(Generic[Item]):
             self._hand_out(mine)
 
     def _read_ahead(self, got: tuple[bytes, Address] | None) -> None:
-        """Put ``got`` and what else the socket holds into the inbox, until it is full or
-        READ_AHEAD datagrams were read (a flood from strangers ends it too) (called locked)."""
-        inbox, transport, peer = self._inbox, self.transport, self._peer
-        if got is None:
-            got = transport.recvfrom(0.0)
-        count = 0
-        while got is not None:
-            if peer is None or got[1] == peer:
-                inbox.put(*got)
-            count += 1
-            if inbox.full:
-                self.inbox_full += 1
-                return  # the rest waits in the kernel until the inbox has room
-            if count >= READ_AHEAD:
-                return
-            got = transport.recvfrom(0.0)
+        """Read ``got`` and what else the socket holds into the inbox (called locked)."""
+        if not self._inbox.fill(got, self.transport.recvfrom, self._peer, READ_AHEAD):
+            self.inbox_full += 1
 
     def _turn(self, got: tuple[bytes, Address] | None, slept: float) -> None:
         """Read ``got`` and what else is queued into the inbox, take a batch from it

@@ -60,6 +60,31 @@ class Inbox:
         queue.append((data, addr))
         self.bytes += len(data) + OVERHEAD
 
+    def fill(
+        self,
+        got: tuple[bytes, Address] | None,
+        receive: Callable[[float], tuple[bytes, Address] | None],
+        peer: Address | None,
+        limit: int,
+    ) -> bool:
+        """Put ``got`` and what ``receive(0.0)`` returns into the inbox until it returns
+        None, ``limit`` datagrams were read (a flood from strangers ends it too) or the
+        inbox is full; datagrams from anyone but ``peer``, when given, are dropped. False
+        if it stopped full: the rest waits in the kernel until there is room."""
+        if got is None:
+            got = receive(0.0)
+        count = 0
+        while got is not None:
+            if peer is None or got[1] == peer:
+                self.put(*got)
+            count += 1
+            if self.full:
+                return False
+            if count >= limit:
+                return True
+            got = receive(0.0)
+        return True
+
     def take(self, limit: int) -> tuple[list[tuple[bytes, Address]], list[tuple[bytes, Address]]]:
         """The next turn's: up to ``limit`` urgent datagrams, and up to ``limit`` others."""
         return self._take(self._urgent, limit), self._take(self._ordinary, limit)

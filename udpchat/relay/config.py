@@ -51,7 +51,11 @@ class RelayConfig:
     # JOIN is answered BUSY for about the time the relay needs to work through them, at
     # ``backlog_pace`` datagrams a second: a relay that is behind first catches up with the
     # members it has (their acknowledgements, their heartbeats) before it takes on more.
-    admission_backlog: int = 512
+    # About two thirds of what the driver reads ahead of small datagrams: a shorter backlog
+    # is mostly a fan-out's acknowledgements coming back, which the relay works through in
+    # tens of milliseconds (with 512, udpchat_bench.load_stages on a busy 2-core machine
+    # showed joiners told to wait for such backlogs, their JOIN's answer at 65 ms median).
+    admission_backlog: int = 2048
     backlog_pace: float = 20_000.0
     # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
     reply_burst: int = 20
