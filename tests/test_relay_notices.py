@@ -14,6 +14,7 @@ from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
+from udpchat.relay.sessions import Dormant
 from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -290,3 +291,17 @@ def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> N
     batches = [e for s in sessions for e in of(s, ev.MembersJoined)]
     named = [e for e in batches if isinstance(e, ev.MembersJoined)]
     assert named and all(not e.nicks and e.returned for e in named if not e.history)
+
+
+@pytest.mark.parametrize(
+    ("size", "window"), [(16, 0.2), (400, 0.2), (1000, 0.5), (2000, 1.0), (10_000, 1.0)]
+)
+def test_the_notice_window_grows_with_the_room_up_to_a_second(size: int, window: float) -> None:
+    """protocol.md 6.3: N / notice_fanout seconds when that is longer than notice_window,
+    so that a large room's notices cost about notice_fanout datagrams a second at most."""
+    relay = RelayCore(big_room(), 0.0, seeded(5), static_key=RELAY_STATIC)
+    for i in range(size):  # members not back yet since a restart count as members
+        relay.sessions.add_dormant(Dormant(b"%08d" % i, f"m{i}", f"m{i}", b"", 100.0))
+    assert relay.room.notice_window() == pytest.approx(window)
+    unscaled = RelayCore(big_room(notice_fanout=float("inf")), 0.0, seeded(5))
+    assert unscaled.room.notice_window() == WINDOW
