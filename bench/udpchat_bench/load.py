@@ -57,8 +57,10 @@ from udpchat_bench.worker import emit
 LOCALHOST = "127.0.0.1"
 MEMBERS_PER_SOCKET = 50
 JOIN_WAVE = 50  # handshakes in flight at once while members join
-# Datagrams handled between two looks for joiners' answers (see LoadGenerator.step).
+# Datagrams handled between two looks for joiners' answers, and at most per step (see
+# LoadGenerator.step).
 JOINER_CHECK = 64
+STEP_DATAGRAMS = 1024
 HANDSHAKE_RETRY_S = 0.5
 SETTLE_S = 2.0
 STOP_TIMEOUT_S = 10.0
@@ -356,6 +358,8 @@ class LoadGenerator:
         self.chatting = False
         self.next_chat = math.inf
         self.chat_cursor = 0
+        # Datagrams read and not yet handled (joiners' are handled as soon as read).
+        self.later: deque[tuple[wire.Datagram, float]] = deque()
         if stamps:
             for sock in self.socks:
                 enable_stamps(sock)
@@ -527,15 +531,20 @@ class LoadGenerator:
             deadlines.append(self.timers[0][0])
         if self.chatting:
             deadlines.append(self.next_chat)
-        wait = max(0.0, min(deadlines) - now)
+        later = self.later
+        wait = 0.0 if later else max(0.0, min(deadlines) - now)
         read: list[tuple[wire.Datagram, float]] = []
         for key, _ in self.selector.select(wait):
             self._drain(key, read)
         # Joiners' datagrams first: a real member is a process of its own and does not
         # wait for a thousand others' fan-out before it reads its CHALLENGE or WELCOME.
-        later: deque[tuple[wire.Datagram, float]] = deque()
         self._joiners_first(read, later)
-        while later:
+        # At most STEP_DATAGRAMS of the others per step, so that timers (heartbeats,
+        # retransmissions) and the flush (ACKs) are never starved; what is left waits in
+        # ``later`` for the next step, which does not sleep.
+        for _ in range(STEP_DATAGRAMS // JOINER_CHECK):
+            if not later:
+                break
             now = time.monotonic()
             for _ in range(min(JOINER_CHECK, len(later))):
                 datagram, arrived = later.popleft()

@@ -146,10 +146,9 @@ class MemberPool:
                     self._read(member, time.monotonic())
                 ready = ready[JOINER_CHECK:]
                 if ready:  # a joiner's answer that came meanwhile does not wait for the rest
-                    waiting = {m.index for m in ready}
                     more = [self.members[key.data] for key, _ in self.selector.select(0)]
-                    fresh = [m for m in more if m.index not in waiting]
-                    ready = self._joiners_first(fresh + ready)
+                    joining = [m for m in more if m.session.state is not SessionState.JOINED]
+                    self._joiners_first(joining)  # the others wait for the next step
         now = time.monotonic()
         self._run_timers(now)
         self._flush(now)
