@@ -9,6 +9,7 @@ polling of every member on every tick); a stale entry is skipped when it comes u
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Iterator
@@ -137,8 +138,11 @@ class SessionTable:
         self.dirty: dict[Member, None] = {}
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
-        # Every nickname in the room, sorted; and (that tuple, the prefix of it that fits
-        # one message), made only when asked for: a paged room's WELCOME never needs it.
+        # Every nickname in the room (live and dormant), kept sorted as members come and go:
+        # in a room of a thousand, sorting it again at every join cost more than the rest
+        # of the room's part of a join; its tuple, and (that tuple, the prefix of it that
+        # fits one message), made only when asked for.
+        self._sorted: list[str] = []
         self._listed: tuple[str, ...] | None = None
         self._fitting: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         # Members from before a restart, by token and by nickname key, soonest expiry first.
@@ -154,12 +158,23 @@ class SessionTable:
         self.count_address(member.addr, +1)
         self.by_nick[member.key] = member
         self.by_join[member.join] = member
-        self._listed = None
+        self._list(member.nick)
 
     def rename(self, member: Member, nick: str, key: str) -> None:
         del self.by_nick[member.key]
+        self._unlist(member.nick)
         member.nick, member.key = nick, key
         self.by_nick[key] = member
+        self._list(nick)
+
+    def _list(self, nick: str) -> None:
+        bisect.insort(self._sorted, nick)
+        self._listed = None
+
+    def _unlist(self, nick: str) -> None:
+        at = bisect.bisect_left(self._sorted, nick)
+        if at < len(self._sorted) and self._sorted[at] == nick:
+            del self._sorted[at]
         self._listed = None
 
     def heard(self, member: Member, size: int, now: float) -> None:
@@ -180,7 +195,7 @@ class SessionTable:
         CLOSING until its last flush."""
         if self.members.pop(member.token, None) is not None:
             self.count_address(member.addr, -1)
-        self._listed = None
+            self._unlist(member.nick)
         if self.by_nick.get(member.key) is member:
             del self.by_nick[member.key]
         if member.join is not None:
@@ -197,9 +212,7 @@ class SessionTable:
         """Every nickname in the room, sorted (what MEMBERS_PAGE pages through); rebuilt
         only when the room changed: members not back yet since a restart are in it."""
         if self._listed is None:
-            nicks = [mb.nick for mb in self.members.values()]
-            nicks.extend(d.nick for d in self.dormant.values())
-            self._listed = tuple(sorted(nicks))
+            self._listed = tuple(self._sorted)
         return self._listed
 
     def nick_list(self) -> tuple[str, ...]:
@@ -218,7 +231,7 @@ class SessionTable:
     def add_dormant(self, dormant: Dormant) -> None:
         self.dormant[dormant.token] = dormant
         self.dormant_nicks[dormant.key] = dormant
-        self._listed = None
+        self._list(dormant.nick)
         self._dormant_expiry = None
 
     def wake(self, dormant: Dormant) -> None:
@@ -226,7 +239,7 @@ class SessionTable:
         del self.dormant[dormant.token]
         if self.dormant_nicks.get(dormant.key) is dormant:
             del self.dormant_nicks[dormant.key]
-        self._listed = None
+        self._unlist(dormant.nick)
         self._dormant_expiry = None
 
     def next_dormant_expiry(self) -> float | None:
