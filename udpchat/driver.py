@@ -52,7 +52,7 @@ __all__ = [
     "BatchingEndpoint", "Driver",
 ]
 
-# Queued datagrams taken in per wake-up (one more than this at most) before timers run and
+# Queued datagrams of each kind (urgent, others) taken in per turn before timers run and
 # output is flushed: under load, replies to many inputs leave together and the link bundles
 # messages into fewer datagrams.
 MAX_BATCH = 64
@@ -289,7 +289,7 @@ class Driver(Generic[Item]):
             self._receive(urgent, now)
             early = self._output(now) if urgent and batch else []
         if early:
-            self._send(early[: self._send_batch], reading=False, whole=False)
+            self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
             self._receive(batch, now)
             timer = self._next_timer()
