@@ -51,7 +51,7 @@ from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
-from udpchat_bench.load_stages import Stages, enable_stamps, receive_stamped
+from udpchat_bench.load_stages import Stages, enable_stamps, receive_stamped, stamp_handshakes
 from udpchat_bench.worker import emit
 
 LOCALHOST = "127.0.0.1"
@@ -156,7 +156,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
     profile_path = params.get("profile")
     # CPU of the serving thread, not the wall clock: its waits are not work
     profiler = cProfile.Profile(time.thread_time) if profile_path else None
-    waits_ms = _stamp_handshakes(server) if params.get("stamps") else []
+    waits_ms = stamp_handshakes(server) if params.get("stamps") else []
     _serve_commands(server, profiler, commands)
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
@@ -172,55 +172,6 @@ def relay_main(params: Mapping[str, Any]) -> int:
         handled_ms=getattr(server, "_handled_ms", []),
     )
     return 0
-
-
-def _stamp_handshakes(server: RelayServer) -> list[float]:
-    """Read the relay's socket with the kernel's arrival stamps (udpchat_bench.load_stages)
-    and keep, for every HELLO and JOIN, how long it waited in the socket, in ms."""
-    from udpchat.transport import normalise
-    from udpchat_bench.load_stages import enable_stamps, receive_stamped
-
-    udp = server._udp  # the benchmark's own relay: its socket, read another way
-    waits: list[float] = []
-    if udp is None or not enable_stamps(udp._sock):
-        return waits
-    sock = udp._sock
-    read_at: dict[bytes, float] = {}  # HELLO or JOIN nonce -> when it was read
-    answered = (wire.DatagramType.CHALLENGE, wire.DatagramType.ACCEPT, wire.DatagramType.BUSY)
-
-    def receive_ready() -> tuple[bytes, Address] | None:
-        try:
-            data, addr, arrived = receive_stamped(sock, 65535)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:
-            return None
-        if wire.is_handshake_request(data):
-            now = time.time()
-            waits.append(1000 * (now - arrived))
-            with contextlib.suppress(wire.DecodeError):
-                request = wire.decode_datagram(data)
-                if isinstance(request, (wire.Hello, wire.Join)):
-                    read_at.setdefault(request.nonce, now)
-        return data, normalise(addr)
-
-    send = udp.sendto
-
-    def sendto(data: bytes, addr: Address) -> None:
-        send(data, addr)
-        if len(data) > 2 and data[2] in answered:
-            with contextlib.suppress(wire.DecodeError):
-                answer = wire.decode_datagram(data)
-                if isinstance(answer, (wire.Challenge, wire.Accept, wire.Busy)):
-                    started = read_at.pop(answer.nonce, None)
-                    if started is not None:
-                        handled.append(1000 * (time.time() - started))
-
-    handled: list[float] = []
-    udp._receive_ready = receive_ready  # type: ignore[method-assign]
-    udp.sendto = sendto  # type: ignore[method-assign]
-    server._handled_ms = handled  # type: ignore[attr-defined]
-    return waits
 
 
 def _serve_commands(

@@ -24,6 +24,7 @@ asserted: they depend on the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from udpchat import wire
+from udpchat.endpoint import Address
+from udpchat.relay_server import RelayServer
+from udpchat.transport import normalise
 
 # Linux: SO_TIMESTAMPNS (SCM_TIMESTAMPNS on receipt), a struct timespec in CLOCK_REALTIME.
 SO_TIMESTAMPNS = 35
@@ -61,6 +67,52 @@ def receive_stamped(sock: socket.socket, size: int) -> tuple[bytes, Any, float]:
             seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
             return data, addr, seconds + nanoseconds / 1e9
     return data, addr, math.nan
+
+
+def stamp_handshakes(server: RelayServer) -> list[float]:
+    """Read the relay's socket with the kernel's arrival stamps (udpchat_bench.load_stages)
+    and keep, for every HELLO and JOIN, how long it waited in the socket, in ms."""
+    udp = server._udp  # the benchmark's own relay: its socket, read another way
+    waits: list[float] = []
+    if udp is None or not enable_stamps(udp._sock):
+        return waits
+    sock = udp._sock
+    read_at: dict[bytes, float] = {}  # HELLO or JOIN nonce -> when it was read
+    answered = (wire.DatagramType.CHALLENGE, wire.DatagramType.ACCEPT, wire.DatagramType.BUSY)
+
+    def receive_ready() -> tuple[bytes, Address] | None:
+        try:
+            data, addr, arrived = receive_stamped(sock, 65535)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return None
+        if wire.is_handshake_request(data):
+            now = time.time()
+            waits.append(1000 * (now - arrived))
+            with contextlib.suppress(wire.DecodeError):
+                request = wire.decode_datagram(data)
+                if isinstance(request, (wire.Hello, wire.Join)):
+                    read_at.setdefault(request.nonce, now)
+        return data, normalise(addr)
+
+    send = udp.sendto
+
+    def sendto(data: bytes, addr: Address) -> None:
+        send(data, addr)
+        if len(data) > 2 and data[2] in answered:
+            with contextlib.suppress(wire.DecodeError):
+                answer = wire.decode_datagram(data)
+                if isinstance(answer, (wire.Challenge, wire.Accept, wire.Busy)):
+                    started = read_at.pop(answer.nonce, None)
+                    if started is not None:
+                        handled.append(1000 * (time.time() - started))
+
+    handled: list[float] = []
+    udp._receive_ready = receive_ready  # type: ignore[method-assign]
+    udp.sendto = sendto  # type: ignore[method-assign]
+    server._handled_ms = handled  # type: ignore[attr-defined]
+    return waits
 
 
 @dataclass(slots=True)
