@@ -125,27 +125,3 @@ def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -
     assert relay.stats.busy == 1
     assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
 
-
-def test_a_relay_behind_its_socket_tells_joiners_to_wait_until_it_caught_up() -> None:
-    """protocol.md 4.3: the pace follows the relay's load. 4,000 datagrams waiting are
-    200 ms of work at the relay's assumed pace; a JOIN meanwhile is told to come back then."""
-    config = crowd_config(burst=100, rate=400.0)
-    net, relay, (session,) = relay_net(("a",), relay_config=config)
-    seen = trace(net)
-    relay.note_backlog(4000)
-    session.connect(net.now)
-    net.run(0.1)
-    busy = [d for *_, d in seen if isinstance(d, wire.Busy)]
-    assert busy and busy[0].retry_ms >= 1000 * 4000 / config.backlog_pace - 1
-    assert session.state is not SessionState.JOINED
-    relay.note_backlog(0)  # caught up
-    assert net.run_until(lambda: session.state is SessionState.JOINED, 2)
-
-
-def test_a_backlog_within_the_limit_changes_nothing() -> None:
-    config = crowd_config(burst=100, rate=400.0)
-    net, relay, (session,) = relay_net(("a",), relay_config=config)
-    relay.note_backlog(config.admission_backlog)
-    session.connect(net.now)
-    assert net.run_until(lambda: session.state is SessionState.JOINED, 1)
-    assert relay.stats.busy == 0

@@ -466,29 +466,3 @@ def test_a_sliced_fan_out_stops_for_a_handshake_that_arrives_meanwhile() -> None
         driver.stop()
         driver.join()
 
-
-def test_the_endpoint_is_told_how_much_waits_after_each_turn_s_batch() -> None:
-    endpoint, transport = FakeEndpoint(), FakeTransport()
-    told: list[int] = []
-    driver: Driver[str] = Driver(
-        endpoint,
-        transport,
-        label="FakeEndpoint",
-        log=log,
-        name="test-driver",
-        take=lambda now: [],
-        deliver=lambda items: None,
-        backlog=told.append,
-    )
-    for i in range(3 * MAX_BATCH):
-        transport.put(f"{i}".encode())
-    driver.start()
-    try:
-        end = time.monotonic() + 5
-        while time.monotonic() < end and len(endpoint.received) < 3 * MAX_BATCH:
-            time.sleep(0.002)
-        with driver.lock:
-            assert told[:3] == [2 * MAX_BATCH, MAX_BATCH, 0]
-    finally:
-        driver.stop()
-        driver.join()

@@ -93,9 +93,7 @@ class Driver(Generic[Item]):
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
     address reach the endpoint (a client talks to its relay alone). With ``urgent``, the
     queued datagrams for which it holds are handed to the endpoint before the others (the
-    relay: handshakes ahead of session traffic), and a sliced output stops for them. With
-    ``backlog``, the endpoint is told every turn how many datagrams wait in the inbox
-    after the turn's batch was taken (called locked: a load signal for the relay's gate).
+    relay: handshakes ahead of session traffic), and a sliced output stops for them.
     """
 
     def __init__(
@@ -113,7 +111,6 @@ class Driver(Generic[Item]):
         send_batch: int | None = None,
         peer: Address | None = None,
         urgent: Callable[[bytes], bool] | None = None,
-        backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         # Replaceable until ``start`` (tests and benchmarks wrap it to watch the traffic).
@@ -128,7 +125,6 @@ class Driver(Generic[Item]):
         self._send_batch = send_batch
         self._peer = peer
         self._inbox = Inbox(READ_AHEAD_BYTES, urgent)
-        self._tell_backlog = backlog
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
         self.changed = threading.Condition(self.lock)
@@ -284,8 +280,6 @@ class Driver(Generic[Item]):
             # Joiners first: their answers leave before the session traffic is even looked
             # at; what is beyond a batch waits for the next turn: timers and output first.
             urgent, batch = self._inbox.take(MAX_BATCH)
-            if self._tell_backlog is not None:
-                self._tell_backlog(len(self._inbox))
             self._receive(urgent, now)
             early = self._output(now) if urgent and batch else []
         if early:

@@ -147,7 +147,6 @@ class RelayServer:
             on_exit=self._ended,
             send_batch=SEND_BATCH,
             urgent=wire.is_handshake_request,
-            backlog=self._core.note_backlog,
         )
 
     @property

@@ -46,17 +46,6 @@ class RelayConfig:
     # in at a pace the relay keeps up with instead of in a burst it drops.
     admission_burst: int = 100
     admission_rate: float = 400.0
-    # protocol.md 4.3: the pace follows the relay's load. While more than this many
-    # datagrams wait to be handled (the shell tells the core, RelayCore.note_backlog), a
-    # JOIN is answered BUSY for about the time the relay needs to work through them, at
-    # ``backlog_pace`` datagrams a second: a relay that is behind first catches up with the
-    # members it has (their acknowledgements, their heartbeats) before it takes on more.
-    # About two thirds of what the driver reads ahead of small datagrams: a shorter backlog
-    # is mostly a fan-out's acknowledgements coming back, which the relay works through in
-    # tens of milliseconds (with 512, udpchat_bench.load_stages on a busy 2-core machine
-    # showed joiners told to wait for such backlogs, their JOIN's answer at 65 ms median).
-    admission_backlog: int = 2048
-    backlog_pace: float = 20_000.0
     # Answers to datagrams that proved nothing (RESET, VERSION and BAD_KEY rejects), per host.
     reply_burst: int = 20
     reply_rate: float = 10.0
@@ -118,8 +107,6 @@ class RelayConfig:
             raise ValueError("members per host and per network must be at least 1")
         if self.admission_burst < 1 or not 0 < self.admission_rate < float("inf"):
             raise ValueError("admission_burst must be at least 1 and admission_rate above 0")
-        if self.admission_backlog < 1 or not self.backlog_pace > 0:
-            raise ValueError("admission_backlog must be at least 1 and backlog_pace above 0")
 
 
 @dataclass

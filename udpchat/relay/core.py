@@ -243,11 +243,6 @@ class RelayCore:
 
     # --- the shell's other calls --------------------------------------------------------------
 
-    def note_backlog(self, queued: int) -> None:
-        """``queued`` datagrams the shell has read and not yet handed over: the relay is
-        behind by that much, and admits new members accordingly (protocol.md 4.3)."""
-        self.gate.note_backlog(queued)
-
     def shutdown(self, reason: str, now: float) -> None:
         """Tell every member the relay is going away; ``closed`` once they acknowledged."""
         self.shutting_down = True

@@ -111,8 +111,6 @@ class Gate:
         self._admit_tolerance = (config.admission_burst - 1) * self._admit_interval
         self._tat = now
         self._booked = now
-        # Datagrams waiting to be handled, as the shell last said (note_backlog).
-        self._backlog = 0
 
     # --- answers that prove nothing ---------------------------------------------------------
 
@@ -161,20 +159,11 @@ class Gate:
         self.stats.rate_limited += 1
         return False
 
-    def note_backlog(self, queued: int) -> None:
-        """``queued`` datagrams wait to be handled (the shell's read-ahead): the admission
-        pace follows it (protocol.md 4.3)."""
-        self._backlog = queued
-
     def _admission_wait(self, now: float) -> float:
         """0.0 when a JOIN may go on now (the caller counts its admission once the host's
         bucket allows it), otherwise the seconds until the slot promised to it (4.3)."""
         tat = max(self._tat, now)
         earliest = tat - self._admit_tolerance
-        if self._backlog > self.config.admission_backlog:
-            # Behind: no admission before the backlog could be worked through; each one
-            # told so books its own slot after that, at the steady pace.
-            earliest = max(earliest, now + self._backlog / self.config.backlog_pace)
         if earliest <= now + ADMISSION_SLACK:
             return 0.0
         slot = max(self._booked, earliest)
