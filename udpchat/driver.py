@@ -254,7 +254,7 @@ class Driver(Generic[Item]):
                 if self._inbox:
                     wait = 0.0  # read, then take what waits
                 self._sleeping_until = now + wait
-            self._turn(self.transport.recvfrom(wait), wait)
+            self._turn(self.transport.recvfrom(wait), wait, timer)
         with self.lock:  # a last flush: what the final turn or a call left behind
             now = time.monotonic()
             out = self._output(now)
@@ -268,9 +268,14 @@ class Driver(Generic[Item]):
         if not self._inbox.fill(got, self.transport.recvfrom, self._peer, READ_AHEAD):
             self.inbox_full += 1
 
-    def _turn(self, got: tuple[bytes, Address] | None, slept: float) -> None:
+    def _turn(self, got: tuple[bytes, Address] | None, slept: float, timer: float | None) -> None:
         """Read ``got`` and what else is queued into the inbox, take a batch from it
-        (urgent datagrams first), run due timers, flush."""
+        (urgent datagrams first), run due timers, flush.
+
+        ``timer`` is the endpoint's next timer as the loop read it before sleeping: the
+        timers run if it is due. The endpoint's timer is read once a turn (it costs a walk
+        over the endpoint's state): one that the batch made due runs at the next turn, which
+        the loop then starts without sleeping; output the batch made due goes out now."""
         endpoint = self.endpoint
         with self.lock:
             now = self._look(slept)
@@ -286,7 +291,6 @@ class Driver(Generic[Item]):
             self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
             self._receive(batch, now)
-            timer = self._next_timer()
             if timer is not None and timer <= now:
                 try:
                     endpoint.handle_timer(now)
