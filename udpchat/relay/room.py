@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
-from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.config import MAX_SCALED_WINDOW, RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
@@ -127,6 +127,13 @@ class Room(Requests, Welcoming):
         config = self.config
         return config.notice_window > 0 and self._size() > config.batch_notices_above
 
+    def notice_window(self) -> float:
+        """How long a batch waits (protocol.md 6.3): the configured window, or in a large
+        room N / notice_fanout seconds, up to MAX_SCALED_WINDOW."""
+        config = self.config
+        scaled = min(self._size() / config.notice_fanout, MAX_SCALED_WINDOW)
+        return max(config.notice_window, scaled)
+
     def _size(self) -> int:
         """The room's members: live, those not back yet since a restart (6.6), and those
         on the other relays of a shared room (6.8)."""
@@ -141,7 +148,7 @@ class Room(Requests, Welcoming):
             if notices.kind is not None:  # a shared store away: held as it is, in order
                 assert self.cluster is not None
                 self.cluster.hold_notices(notices, self.time(notices.since))
-            notices.start(kind, now, self.config.notice_window)
+            notices.start(kind, now, self.notice_window())
         return notices
 
     def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
