@@ -134,3 +134,7 @@ def unit_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
         return
     monkeypatch.setattr(socket, "socket", _NoSocket)
     monkeypatch.setattr(subprocess, "Popen", _no_subprocess)
+
+
+# The tests' own redis-server (session-scoped fixture ``redis_server``).
+pytest_plugins = ["tests.redis_support"]

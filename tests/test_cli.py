@@ -21,7 +21,7 @@ from udpchat.impair import ImpairmentConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions
 from udpchat.seal import generate_passphrase
-from udpchat.stores import StoreURL, default_store_path
+from udpchat.stores import StoreError, StoreURL, default_store_path, open_store, parse_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -297,6 +297,16 @@ def test_relay_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.unit
+def test_relay_on_redis_names_its_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    url = "rediss://:secret@redis.example:6380/2"
+    result = invoke("relay", "--store", url, "--room", "lobby")
+    assert calls[0]["options"].store == StoreURL("redis", url=url, room="lobby")
+    assert "room store: rediss://:***@redis.example:6380/2 room lobby\n" in result.stderr
+    assert "secret" not in result.stderr
+
+
+@pytest.mark.unit
 def test_relay_prints_its_default_store_named_after_the_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -313,6 +323,7 @@ def test_relay_prints_its_default_store_named_after_the_address(
         ("memory:", StoreURL("memory")),
         ("sqlite:room.db", StoreURL("sqlite", Path("room.db"))),
         ("sqlite:///srv/room.db", StoreURL("sqlite", Path("/srv/room.db"))),
+        ("redis://127.0.0.1:6379/0", StoreURL("redis", url="redis://127.0.0.1:6379/0")),
     ],
 )
 def test_relay_store_option(monkeypatch: pytest.MonkeyPatch, url: str, store: StoreURL) -> None:
@@ -326,9 +337,14 @@ def test_relay_store_option(monkeypatch: pytest.MonkeyPatch, url: str, store: St
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://127.0.0.1:6379/0", "--store redis:// is not supported by this version"),
+        ("redis://127.0.0.1:99999/0", "--store: expected redis://HOST:PORT/DB (or rediss://), "
+         "got a bad port"),
+        ("redis://127.0.0.1/x", "got database 'x' (a number)"),
         ("sqlite:", "--store sqlite: needs a file"),
-        ("room.db", "--store: expected memory: or sqlite:PATH, got 'room.db'"),
+        (
+            "room.db",
+            "--store: expected memory:, sqlite:PATH or redis://HOST:PORT/DB, got 'room.db'",
+        ),
     ],
 )
 def test_relay_store_errors_are_one_line_usage_errors(
@@ -337,6 +353,43 @@ def test_relay_store_errors_are_one_line_usage_errors(
     calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
     assert message in one_error_line(invoke("relay", "--store", url))
     assert calls == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--room", "lobby"], "--room names a room on Redis: it goes with --store redis://"),
+        (["--store", "memory:", "--room", "lobby"], "--room names a room on Redis"),
+        (["--store", "redis://h:1/0", "--room", "a{b}"], "--room: letters, digits"),
+        (["--store", "redis://h:1/0", "--room", ""], "--room: expected 1 to 64 characters"),
+    ],
+)
+def test_relay_room_errors_are_one_line_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
+    assert message in one_error_line(invoke("relay", *args))
+    assert calls == []
+
+
+@pytest.mark.unit
+def test_relay_on_redis_without_the_package_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_redis(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "redis" or name.startswith("redis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "udpchat.stores.redis", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_redis)
+    with pytest.raises(StoreError, match=r"pip install 'udpchat\[redis\]'"):
+        open_store(parse_store("redis://127.0.0.1:1/0"), 10, lambda n: bytes(n))
 
 
 @pytest.mark.unit

@@ -232,9 +232,11 @@ def test_store_urls() -> None:
     assert parse_store("sqlite:room.db") == StoreURL("sqlite", Path("room.db"))
     assert parse_store("sqlite:///var/x.db") == StoreURL("sqlite", Path("/var/x.db"))
     assert str(parse_store("sqlite:/var/x.db")) == "sqlite:/var/x.db"
-    with pytest.raises(StoreError, match="redis:// is not supported by this version"):
-        parse_store("redis://localhost:6379/0")
-    for bad in ("sqlite:", "postgres://x", "room.db", ""):
+    assert parse_store("redis://localhost:6379/0", "lobby") == StoreURL(
+        "redis", url="redis://localhost:6379/0", room="lobby"
+    )
+    assert parse_store("rediss://localhost/1").room == "main"
+    for bad in ("sqlite:", "postgres://x", "room.db", "", "redis://", "redis://h/db"):
         with pytest.raises(StoreError):
             parse_store(bad)
 

@@ -29,12 +29,13 @@ from udpchat.relay.events import (
     MemberNickChanged,
     MemberRemoved,
     RelayEvent,
+    RoomNotice,
 )
 from udpchat.relay.room_log import RoomLog
 from udpchat.sanitize import safe_text
 from udpchat.seal import room_key
 from udpchat.signals import interrupt_on_signals
-from udpchat.stores import MEMORY, StoreURL, open_store, parse_store
+from udpchat.stores import MEMORY, Background, StoreURL, open_store, parse_store
 from udpchat.transport import (
     DatagramTransport,
     ImpairedTransport,
@@ -201,8 +202,28 @@ class RelayServer:
             return self._core.member_nicks()
 
     def start(self) -> RelayServer:
+        self._start_store()
         self._driver.start()
         return self
+
+    def _start_store(self) -> None:
+        """A store with threads of its own (Redis: what the other relays do) starts them.
+        What they bring is handled on their thread, under the driver's lock, and sent from
+        there: a hand-off to the serving thread would add a wake-up to every event's way."""
+        log_ = self._room_log
+        if isinstance(log_, Background):
+            driver, core = self._driver, self._core
+
+            def arrived(now: float) -> None:
+                driver.guard("handle_timer", lambda: core.handle_timer(now))
+
+            log_.start(lambda: driver.call(arrived))
+
+    @property
+    def store_description(self) -> str | None:
+        """Where a shared room is kept (for the start line); None for one of this relay."""
+        log_ = self._room_log
+        return log_.describe() if isinstance(log_, Background) else None
 
     @property
     def failure(self) -> str | None:
@@ -211,6 +232,7 @@ class RelayServer:
 
     def serve_forever(self) -> None:
         """Serve until ``stop()``; then run the core's shutdown until members acknowledged."""
+        self._start_store()
         self._driver.run()
 
     def _ended(self, error: BaseException | None) -> None:
@@ -300,6 +322,8 @@ class RelayServer:
                         format_address(old_addr),
                         format_address(new_addr),
                     )
+                case RoomNotice(text=text):  # protocol.md 6.8: a room shared with others
+                    log.info("%s", text)
                 case DatagramDropped(reason=reason, addr=addr):
                     self._drops_since_report += 1
                     log.debug("dropped a datagram from %s: %s", format_address(addr), reason)
@@ -341,7 +365,10 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
         log.info(
             "udpchat relay listening on %s%s", shown, f" ({'; '.join(details)})" if details else ""
         )
-        if options.store.path is not None:
+        shared = server.store_description
+        if shared is not None:
+            log.info("%s: %d events so far", shared, server.core.room_seq)
+        elif options.store.path is not None:
             core = server.core
             log.info(
                 "room kept in %s: %d events so far, %d members may resume",

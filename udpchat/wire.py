@@ -192,6 +192,7 @@ class RejectCode(IntEnum):
     BAD_KEY = 5
     TOO_MANY_ATTEMPTS = 6
     SHUTTING_DOWN = 7
+    UNAVAILABLE = 8  # protocol.md 6.8: the room's shared store cannot be reached
 
 
 class UnsupportedVersion(DecodeError):

@@ -34,7 +34,7 @@ from udpchat.exitcodes import ExitCode
 from udpchat.impair import parse_duration
 from udpchat.messages import MAX_MEMBERS_LISTED
 from udpchat.relay.config import RelayConfig
-from udpchat.stores import StoreError, StoreURL, default_store_path, parse_store
+from udpchat.stores import DEFAULT_ROOM, StoreError, StoreURL, default_store_path, parse_store
 
 __all__ = ["LIMITS_PANEL", "relay"]
 
@@ -182,10 +182,18 @@ def relay(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Where the room is kept: sqlite:PATH (the room survives a restart) or "
-            "memory: (it ends with the relay). Default: a SQLite file named after the "
-            "listen address in the state directory.",
+            help="Where the room is kept: sqlite:PATH (the room survives a restart), "
+            "memory: (it ends with the relay), or redis://HOST:PORT/DB (rediss:// for TLS; "
+            "every relay on the same Redis and --room is one room; needs udpchat[redis]). "
+            "Default: a SQLite file named after the listen address in the state directory.",
             metavar="URL",
+        ),
+    ] = None,
+    room: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The room's name on Redis, with --store redis://... (default: {DEFAULT_ROOM}).",
+            metavar="NAME",
         ),
     ] = None,
     key: KeyOption = None,
@@ -208,6 +216,7 @@ def relay(
 
       udpchat relay --port 9000
       udpchat relay --store sqlite:/var/lib/udpchat/room.sqlite3
+      udpchat relay --store redis://127.0.0.1:6379/0 --room lobby
       udpchat relay --host 0.0.0.0 --max-per-host 200
       UDPCHAT_KEY='a passphrase' udpchat relay
     """
@@ -257,8 +266,10 @@ def relay(
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
+        if store is None and room is not None:
+            raise StoreError("--room names a room on Redis: it goes with --store redis://...")
         room_store = (
-            parse_store(store)
+            parse_store(store, room)
             if store is not None
             else StoreURL("sqlite", default_store_path(host, port))
         )

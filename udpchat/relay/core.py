@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from udpchat import handshake as hs
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.budget import ReceiveBudget
@@ -22,6 +23,7 @@ from udpchat.endpoint import Address
 from udpchat.link import ASAP
 from udpchat.names import nick_key
 from udpchat.noise import DHLEN
+from udpchat.relay.cluster import Cluster
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import RelayEvent
 from udpchat.relay.gate import Gate
@@ -30,6 +32,7 @@ from udpchat.relay.paths import Paths
 from udpchat.relay.room import Room
 from udpchat.relay.room_log import MemoryRoomLog, RoomLog
 from udpchat.relay.sessions import Dormant, Member, MemberState, SessionTable
+from udpchat.relay.shared_log import LogUnavailable, SharedLog
 from udpchat.seal import PskDeriver
 
 __all__ = ["RELAY_BOUND", "RelayCore", "Rng"]
@@ -89,6 +92,12 @@ class RelayCore:
             now,
         )
         self.room = Room(config, self.stats, self.outbox, self.sessions, self.log, wall_offset)
+        # protocol.md 6.8: a log other relays share makes this relay one of the room's.
+        self.cluster: Cluster | None = None
+        if isinstance(self.log, SharedLog):
+            self.cluster = Cluster(self.room, self.log, hs.reset_secret(static_key))
+            self.cluster.now = now
+            self.room.cluster = self.gate.cluster = self.cluster
         # protocol.md 6.6: the members of a room kept across a restart hold their nicknames
         # and may resume their places for one member timeout from now.
         for kept in self.log.kept_members():
@@ -114,7 +123,8 @@ class RelayCore:
 
     @property
     def room_seq(self) -> int:
-        return self.log.last_seq
+        """The newest room event's number (in a shared room, the newest sent here)."""
+        return self.log.last_seq if self.cluster is None else self.cluster.seq
 
     @property
     def members(self) -> dict[bytes, Member]:
@@ -127,6 +137,9 @@ class RelayCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram from ``addr``; garbage is counted and dropped, never raised."""
+        if self.cluster is not None:  # a store that lost the room: that comes first
+            self.cluster.now = now
+            self.cluster.check_epoch()
         if addr[1] == 0:  # protocol.md 3.1: no answer could ever reach it
             self.stats.from_port_zero += 1
             self.outbox.drop("from port 0", addr)
@@ -187,7 +200,12 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
-        self.log.commit()
+        try:
+            self.log.commit()
+        except LogUnavailable:
+            if self.cluster is None:
+                raise
+            self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
         while sessions.dirty and (limit is None or len(out) < limit):
@@ -209,6 +227,9 @@ class RelayCore:
     def next_timer(self) -> float | None:
         if self.sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
+        cluster = self.cluster
+        if cluster is not None and cluster.waiting:
+            return ASAP  # the other relays' doings, to take
         deadlines = [
             d
             for d in (
@@ -216,6 +237,7 @@ class RelayCore:
                 # shutting down, nobody not back yet is expired (handle_timer), so no wake
                 None if self.shutting_down else self.sessions.next_dormant_expiry(),
                 self.room.notice_deadline,
+                None if cluster is None else cluster.deadline(),
             )
             if d is not None
         ]
@@ -223,6 +245,12 @@ class RelayCore:
         return None if math.isinf(deadline) else deadline
 
     def handle_timer(self, now: float) -> None:
+        if self.cluster is not None:
+            # protocol.md 6.8: what the other relays did, before this relay's own timers
+            # (a member that moved to another relay must not time out here).
+            self.cluster.now = now
+            self.cluster.check_epoch()
+            self.cluster.handle(now)
         self.room.flush_due(now)  # protocol.md 6.3: the batch window of join/leave notices
         for member in self.sessions.due(now):
             if self.sessions.expired(member, now):

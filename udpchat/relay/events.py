@@ -12,7 +12,7 @@ from udpchat.endpoint import Address
 
 __all__ = [
     "DatagramDropped", "MemberAdmitted", "MemberMoved", "MemberNickChanged", "MemberRemoved",
-    "RelayEvent",
+    "RelayEvent", "RoomNotice",
 ]
 
 
@@ -49,4 +49,14 @@ class DatagramDropped:
     addr: Address
 
 
-RelayEvent = MemberAdmitted | MemberRemoved | MemberNickChanged | MemberMoved | DatagramDropped
+@dataclass(frozen=True, slots=True)
+class RoomNotice:
+    """What happened to a room shared with other relays (protocol.md 6.8), in words: its
+    store out of reach or back, a member moved to another relay, a relay lost, an epoch."""
+
+    text: str
+
+
+RelayEvent = (
+    MemberAdmitted | MemberRemoved | MemberNickChanged | MemberMoved | DatagramDropped | RoomNotice
+)

@@ -26,11 +26,13 @@ from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.noise import DHLEN, NoiseError, public_key
 from udpchat.ratelimit import BucketTable, TokenBucket
+from udpchat.relay.cluster import Cluster
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberAdmitted
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import KeptMember, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
+from udpchat.relay.shared_members import Moved
 from udpchat.seal import PskDeriver
 
 __all__ = [
@@ -59,8 +61,9 @@ class Admission:
     """A JOIN that made a session: the room still has to welcome ``member``."""
 
     member: Member
-    # the session a resume replaced (now forgotten), live or from before a restart
-    old: Member | Dormant | None
+    # the session a resume replaced (now forgotten): live, from before a restart, or on
+    # another relay of a shared room (protocol.md 6.8)
+    old: Member | Dormant | Moved | None
     resume: wire.Resume | None  # what the JOIN asked to resume from
     resumed: int  # messages the old session had delivered (WELCOME.resumed)
 
@@ -111,6 +114,7 @@ class Gate:
         self._admit_tolerance = (config.admission_burst - 1) * self._admit_interval
         self._tat = now
         self._booked = now
+        self.cluster: Cluster | None = None  # protocol.md 6.8: set for a shared log
 
     # --- answers that prove nothing ---------------------------------------------------------
 
@@ -284,7 +288,8 @@ class Gate:
                 addr,
             )
             return None
-        if old is None and len(self.sessions.members) >= self.config.max_members:
+        new_here = old is None or isinstance(old, Moved)
+        if new_here and len(self.sessions.members) >= self.config.max_members:
             self._reject(join.nonce, wire.RejectCode.RELAY_FULL, "the relay is full", addr)
             return None
         crowd = self._crowding(addr, old if isinstance(old, Member) else None)
@@ -296,14 +301,17 @@ class Gate:
 
     def _resumed_session(
         self, nonce: bytes, resume: wire.Resume | None
-    ) -> Member | Dormant | None:
+    ) -> Member | Dormant | Moved | None:
         """The session a JOIN resumes, if it proves it holds that session's keys: a live
-        one, or one from before a restart (protocol.md 6.6)."""
+        one, one from before a restart (protocol.md 6.6), or one of another relay of a
+        shared room (6.8)."""
         if resume is None or resume.epoch != self.log.epoch:
             return None
-        candidate: Member | Dormant | None = self.sessions.members.get(resume.token)
+        candidate: Member | Dormant | Moved | None = self.sessions.members.get(resume.token)
         if candidate is None:
             candidate = self.sessions.dormant.get(resume.token)
+        if candidate is None and self.cluster is not None:
+            candidate = self.cluster.find(resume.token)
         # protocol.md 4.2: the token and epoch are no secret on the path; only the holder of
         # the old session's keys can make the proof.
         if candidate is not None and hmac.compare_digest(
@@ -335,14 +343,19 @@ class Gate:
         responder: hs.Responder,
         key: str,
         addr: Address,
-        old: Member | Dormant | None,
+        old: Member | Dormant | Moved | None,
         rtt: float,
         now: float,
-    ) -> Admission:
+    ) -> Admission | None:
         sessions = self.sessions
         token = self._rng(wire.TOKEN_SIZE)
         while token in sessions.members:
             token = self._rng(wire.TOKEN_SIZE)
+        if self.cluster is not None:  # protocol.md 6.8: the nickname is held room-wide
+            refusal = self.cluster.claim_for(join.nick, token, old)
+            if refusal is not None:
+                self._reject(nonce, *refusal, addr)
+                return None
         accept, keys = hs.accept(
             responder,
             nonce,
@@ -362,9 +375,9 @@ class Gate:
             resumed = old.link.stats.messages_delivered
             bucket = old.bucket
             sessions.forget(old)
-        elif old is not None:  # its stream was lost with the old process: resumed stays 0
+        elif isinstance(old, Dormant):  # its stream was lost with the old process
             sessions.wake(old)
-        if old is not None:
+        if old is not None and self.cluster is None:
             self.log.forget_member(old.token)
         config = self.config
         member = Member(
@@ -389,7 +402,11 @@ class Gate:
             resume_secret=hs.resume_secret(keys.receive),
         )
         sessions.add(member)
-        self.log.keep_member(KeptMember(token, member.nick, member.resume_secret))
+        kept = KeptMember(token, member.nick, member.resume_secret)
+        if self.cluster is not None:
+            self.cluster.admitted(old, kept)
+        else:
+            self.log.keep_member(kept)
         self._remember_join((addr, nonce), now)
         self.outbox.send(accept, addr)
         self.outbox.report(MemberAdmitted(join.nick, addr, old is not None))

@@ -15,7 +15,9 @@ Invariants, which keep every member's list exact without cancelling anything:
 * nothing waiting is ever taken back: a member who joins and leaves within one window is
   announced joined, then left (both batches go to everyone, newcomers included, and
   applying a join of a member already listed, or a leave of one not listed, changes
-  nothing).
+  nothing). One exception, in a room several relays share (protocol.md 6.8): the join
+  of a member that moved to another relay before it was announced is taken out here and
+  announced by that relay, so that it can never come after what the member does there.
 """
 
 from __future__ import annotations
@@ -72,6 +74,17 @@ class PendingNotices:
         self.texts.append(text)
         self.size += len(nick.encode()) + len(text.encode()) + 2 * ENTRY_OVERHEAD
 
+    def take_join(self, nick: str) -> bool:
+        """Take a waiting join out (its member moved to another relay); whether it waited."""
+        for waiting in (self.joined, self.returned):
+            if nick in waiting:
+                waiting.remove(nick)
+                self.size -= len(nick.encode()) + ENTRY_OVERHEAD
+                if not self.count:
+                    self.clear()
+                return True
+        return False
+
     def full(self, limit: int) -> bool:
         return self.count >= limit or self.size >= NOTICE_BATCH_BYTES
 
@@ -82,10 +95,15 @@ class PendingNotices:
 
     def take(self, when: int) -> EventBuilder | None:
         """The waiting batch as an event to number, and nothing waiting any more."""
+        event = self.build(when)
+        self.clear()
+        return event
+
+    def build(self, when: int) -> EventBuilder | None:
+        """The waiting batch as an event to number; it still waits (until ``clear``)."""
         kind = self.kind
         joined, returned = tuple(self.joined), tuple(self.returned)  # copies: clear() empties
         nicks, reasons, texts = tuple(self.nicks), tuple(self.reasons), tuple(self.texts)
-        self.clear()
         if kind is NoticeKind.JOIN:
             return lambda seq: m.JoinedBatch(seq, when, joined, returned)
         if kind is NoticeKind.LEAVE:

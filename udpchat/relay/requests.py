@@ -18,6 +18,11 @@ from udpchat.relay.events import MemberNickChanged
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.room_log import EventBuilder, KeptMember, RoomLog
 from udpchat.relay.sessions import Member, SessionTable, members_fitting
+from udpchat.relay.shared_log import LogUnavailable
+from udpchat.relay.shared_members import STORE_DOWN, STORE_REFUSAL
+
+if TYPE_CHECKING:
+    from udpchat.relay.cluster import Cluster
 
 __all__ = ["LIST_OVERHEAD", "POSTED_AS", "REFUSAL", "Requests"]
 
@@ -45,6 +50,7 @@ class Requests:
     log: RoomLog
     _answered: dict[bytes, int | tuple[int, str]]
     _max_answered: int
+    cluster: Cluster | None
 
     if TYPE_CHECKING:  # what Room provides
 
@@ -119,6 +125,18 @@ class Requests:
         if problem is not None:
             self.answer(member, m.Refused(problem))
             return
+        if self.cluster is not None:
+            # protocol.md 6.8: the shared log numbers it (or knows it by its message id).
+            self.flush_notices()
+            kind, when, nick, text = (
+                POSTED_AS[type(message)], self.time(now), member.nick, message.text
+            )
+            posted = self.cluster.post(
+                member, lambda seq: kind(seq, when, nick, text), message.msgid
+            )
+            if posted is not None:
+                self._remember(message.msgid, posted)
+            return
         # protocol.md 6.3: the number is taken only if the POSTED could be queued; a
         # sender dropped instead leaves no gap (its LEFT takes the number). Waiting
         # notices are logged first, so the number is known before the POSTED is queued.
@@ -179,6 +197,15 @@ class Requests:
         member.answer_credit -= cost
         self.answer(member, page)
 
+    def _claim_elsewhere(self, member: Member, nick: str) -> str | None:
+        """protocol.md 6.8: a new nickname must be free on every relay of the room."""
+        assert self.cluster is not None
+        try:
+            claimed = self.cluster.claim(nick, member.token)
+        except LogUnavailable:
+            return f"{STORE_DOWN}: try again in a moment"
+        return None if claimed else f"the nickname {nick} is taken"
+
     def _remember(self, msgid: bytes, answer: int | tuple[int, str]) -> None:
         """Keep what a request with a message id got, for a copy resent after a rejoin."""
         if not msgid:
@@ -215,6 +242,9 @@ class Requests:
         target = self.sessions.by_nick.get(nick_key(message.to))
         if problem is None:
             problem = m.text_error(message.text)
+        if problem is None and target is None and self.cluster is not None:
+            self._private_elsewhere(member, message, now)
+            return
         if problem is None and target is None:
             problem = f"no such nickname: {message.to}"
         if problem is not None or target is None:
@@ -228,6 +258,22 @@ class Requests:
         self._remember(message.msgid, (private.time, private.to))
         self.answer(member, private)
 
+    def _private_elsewhere(self, member: Member, message: m.PrivateSend, now: float) -> None:
+        """protocol.md 6.8: a private message to a member of another relay of the room."""
+        assert self.cluster is not None
+        to = self.sessions.remote.get(nick_key(message.to))
+        private = m.Private(self.time(now), member.nick, to or message.to, message.text)
+        try:
+            sent = to is not None and self.cluster.send_private(to, m.encode_message(private))
+        except LogUnavailable:
+            self.answer(member, m.Error(STORE_REFUSAL))
+            return
+        if not sent:
+            self.answer(member, m.Error(f"no such nickname: {message.to}"))
+            return
+        self._remember(message.msgid, (private.time, private.to))
+        self.answer(member, private)
+
     def _rename(self, member: Member, nick: str, now: float) -> None:
         problem = nick_error(nick)
         key = nick_key(nick) if problem is None else ""
@@ -236,12 +282,18 @@ class Requests:
             problem = f"the nickname {nick} is taken"
         if problem is None and nick == member.nick:
             problem = f"you are already {nick}"
+        if problem is None and self.cluster is not None:
+            problem = self._claim_elsewhere(member, nick)
         if problem is not None:
             self.answer(member, m.Error(problem))
             return
         old = member.nick
         self.sessions.rename(member, nick, key)
-        self.log.keep_member(KeptMember(member.token, nick, member.resume_secret))
+        kept = KeptMember(member.token, nick, member.resume_secret)
+        if self.cluster is not None:
+            self.cluster.renamed(old, kept)
+        else:
+            self.log.keep_member(kept)
         self.outbox.report(MemberNickChanged(old, nick))
         when = self.time(now)
         self.post(lambda seq: m.NickChanged(seq, when, old, nick), None)

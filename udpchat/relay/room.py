@@ -5,23 +5,29 @@ member sees one order even while a fan-out is held back (a newcomer's JOINED wai
 WELCOME is on its way) and an answer to one member never overtakes the events queued before
 it. Joins and leaves wait in a batch (udpchat.relay.notices) and enter the log as one event,
 ahead of whatever else enters it; a newcomer's own WELCOME never waits. What members ask
-of the room is answered in udpchat.relay.requests.
+of the room is answered in udpchat.relay.requests; a newcomer is welcomed in
+udpchat.relay.welcome. In a room several relays share, the room log is shared and
+udpchat.relay.cluster numbers and holds what this file would log (protocol.md 6.8).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
-from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.config import MAX_SCALED_WINDOW, RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved
-from udpchat.relay.gate import Admission
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.requests import Requests
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
+from udpchat.relay.welcome import Welcoming
+
+if TYPE_CHECKING:
+    from udpchat.relay.cluster import Cluster
 
 __all__ = ["MIN_REMEMBERED_IDS", "Room"]
 
@@ -30,7 +36,7 @@ __all__ = ["MIN_REMEMBERED_IDS", "Room"]
 MIN_REMEMBERED_IDS = 1024
 
 
-class Room(Requests):
+class Room(Requests, Welcoming):
     """Membership, the room's event stream and its fan-out; requests: ``Requests``."""
 
     def __init__(
@@ -53,12 +59,17 @@ class Room(Requests):
         self._max_answered = max(config.history, MIN_REMEMBERED_IDS)
         # protocol.md 6.6: posts from before a restart are recognised when resent.
         self._answered.update(log.posted_ids(self._max_answered))
-        # (data, excluded member, sole recipient): room events to all but one, and answers
-        # to one member, which must not overtake events queued before them.
-        self._fanout: deque[tuple[bytes, Member | None, Member | None]] = deque()
+        # (data, excluded member, sole recipient, seq): room events to all but one, and
+        # answers to one member (seq -1), which must not overtake events queued before them.
+        self._fanout: deque[tuple[bytes, Member | None, Member | None, int]] = deque()
         self.held = False  # fan-out waits for the next datagrams_to_send (a newcomer's)
         self._draining = False
         self.notices = PendingNotices()
+        # protocol.md 6.8: the shared-room side, when the log is shared by several relays
+        self.cluster: Cluster | None = None
+        # the newest WELCOME.seq given in a shared room: queued events at or below it skip
+        # the members it was given to (-1: none, as with a relay of its own)
+        self._newest_welcome = -1
 
     @property
     def pending(self) -> bool:
@@ -87,6 +98,11 @@ class Room(Requests):
     def flush_notices(self) -> None:
         """Log the waiting joins or leaves as one batch event, sent to every member."""
         notices = self.notices
+        if notices.kind is None:
+            return
+        if self.cluster is not None:  # 6.8: it waits on while the shared store is away
+            self.cluster.flush_notices(notices, self.time(notices.since))
+            return
         event = notices.take(self.time(notices.since))
         if event is not None:
             self._append(event, None)
@@ -100,6 +116,10 @@ class Room(Requests):
         every member but one; its seq. ``msgid``: the id of the post it is, kept with it in
         the log."""
         self.flush_notices()
+        notices = self.notices
+        if notices.kind is not None:  # a shared store away: the batch is held first
+            assert self.cluster is not None
+            self.cluster.hold_notices(notices, self.time(notices.since))
         return self._append(event, exclude, msgid)
 
     def _batching(self) -> bool:
@@ -107,24 +127,66 @@ class Room(Requests):
         config = self.config
         return config.notice_window > 0 and self._size() > config.batch_notices_above
 
+    def notice_window(self) -> float:
+        """How long a batch waits (protocol.md 6.3): the configured window, or in a large
+        room N / notice_fanout seconds, up to MAX_SCALED_WINDOW."""
+        config = self.config
+        scaled = min(self._size() / config.notice_fanout, MAX_SCALED_WINDOW)
+        return max(config.notice_window, scaled)
+
     def _size(self) -> int:
-        """The room's members: live, and those not back yet since a restart (6.6)."""
-        return len(self.sessions.members) + len(self.sessions.dormant)
+        """The room's members: live, those not back yet since a restart (6.6), and those
+        on the other relays of a shared room (6.8)."""
+        sessions = self.sessions
+        return len(sessions.members) + len(sessions.dormant) + len(sessions.remote)
 
     def _notice(self, kind: NoticeKind, now: float) -> PendingNotices:
         """The batch a notice of ``kind`` joins: the other kind waiting goes out first."""
         notices = self.notices
         if notices.kind is not kind:
             self.flush_notices()
-            notices.start(kind, now, self.config.notice_window)
+            if notices.kind is not None:  # a shared store away: held as it is, in order
+                assert self.cluster is not None
+                self.cluster.hold_notices(notices, self.time(notices.since))
+            notices.start(kind, now, self.notice_window())
         return notices
 
     def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
+        if self.cluster is not None:  # numbered by the shared log; held while it is away
+            seq = self.cluster.notice(event, exclude)
+            self.kick()
+            return seq
         logged = self.log.append(event, msgid)
-        self._fanout.append((logged.data, exclude, None))
+        self._fanout.append((logged.data, exclude, None, logged.seq))
         if not self.held:
             self.drain()
         return logged.seq
+
+    def queue_event(self, data: bytes, exclude: Member | None, seq: int) -> None:
+        """Queue a room event numbered ``seq`` for every member but ``exclude``."""
+        self._fanout.append((data, exclude, None, seq))
+
+    def kick(self) -> None:
+        """Let the queued fan-out go, unless a newcomer's WELCOME holds it back."""
+        if not self.held:
+            self.drain()
+
+    def send_to(self, member: Member, data: bytes) -> None:
+        """A message for one member, in stream order; a member that cannot take it is
+        dropped, as in the fan-out."""
+        if self._fanout:
+            self._fanout.append((data, None, member, -1))
+        elif not self.deliver(member, data) and member.live:
+            self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
+
+    def restart(self) -> None:
+        """The shared log started afresh (a new epoch): nothing queued or waiting is of the
+        new room."""
+        self._fanout.clear()
+        self.notices.clear()
+        self._answered.clear()
+        self.held = False
+        self._newest_welcome = -1
 
     def release(self) -> None:
         """The newcomer's first datagrams are out: let the held fan-out go."""
@@ -137,9 +199,14 @@ class Room(Requests):
         self._draining = True
         try:
             while self._fanout:
-                data, exclude, only = self._fanout.popleft()
+                data, exclude, only, seq = self._fanout.popleft()
                 if only is not None:
                     recipients = [only] if only.live else []
+                elif seq <= self._newest_welcome:  # a newcomer's WELCOME already counts it
+                    members = self.sessions.members.values()
+                    recipients = [
+                        mb for mb in members if mb is not exclude and mb.welcome_seq < seq
+                    ]
                 else:
                     members = self.sessions.members.values()
                     recipients = [mb for mb in members if mb is not exclude]
@@ -153,9 +220,11 @@ class Room(Requests):
     def answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
+        if self.cluster is not None and not member.live:
+            return False  # gone meanwhile (its shared store lost the room, say)
         data = m.encode_message(message)
         if self._fanout:  # events are held: the answer queues behind them, in room order
-            self._fanout.append((data, None, member))
+            self._fanout.append((data, None, member, -1))
             return True
         # protocol.md 5.3: the ACK of a POSTED may ride on the poster's next request
         if self.deliver(member, data, type(message) is m.Posted):
@@ -165,66 +234,6 @@ class Room(Requests):
         return False
 
     # --- coming and going -------------------------------------------------------------------
-
-    def welcome(self, admission: Admission, now: float) -> None:
-        """WELCOME and history for an admitted member, then JOINED to everyone else (or,
-        for a resume under another nickname, NICK_CHANGED to all)."""
-        member, old, config, log = admission.member, admission.old, self.config, self.log
-        batched = self._batching()
-        if self.notices.kind is NoticeKind.LEAVE or not batched:
-            # WELCOME's list and seq already count these leaves; and a JOINED of our own,
-            # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
-            self.flush_notices()
-        # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
-        # in a batch are named by that batch, which the newcomer receives too.
-        listed, size = self.sessions.nick_list(), self._size()
-        notices = self.notices
-        if notices.kind is NoticeKind.JOIN:
-            waiting = {*notices.joined, *notices.returned}
-            listed = tuple(nick for nick in listed if nick not in waiting)
-            size -= len(waiting)
-        paged = 0 < config.member_page < size
-        if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
-            first = listed[: config.member_page]
-            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
-            listed = shown
-        welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
-        self.deliver(member, m.encode_message(welcome))
-        if paged:
-            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
-        resume = admission.resume
-        if resume is not None and resume.epoch == log.epoch:
-            backlog = log.replay(resume.last_seq)
-        else:
-            backlog = log.recent_chats(config.join_history)
-        # Newest first until half the send buffer is used: a gap, if any, is at the start,
-        # where the client can see it.
-        budget = config.link.send_buffer // 2
-        kept: list[bytes] = []
-        for data in reversed(backlog):
-            budget -= len(data)
-            if budget < 0:
-                break
-            kept.append(data)
-        for data in reversed(kept):
-            self.deliver(member, data)
-        when, nick = self.time(now), member.nick
-        if old is None and batched:
-            # protocol.md 6.3: announced with the others of this window, as WELCOME.seq + 1
-            # at the latest (anything logged before that flushes the batch first).
-            notices = self._notice(NoticeKind.JOIN, now)
-            notices.add_join(nick, returned=resume is not None)
-            if notices.full(config.notice_batch):
-                self.held = True  # as below: the newcomer's WELCOME goes out first
-                self.flush_notices()
-        elif old is None:
-            # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
-            # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
-            self.held = True
-            self.post(lambda seq: m.Joined(seq, when, nick), member)
-        elif old.nick != nick:
-            old_nick = old.nick
-            self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
 
     def remove(
         self,
@@ -236,13 +245,16 @@ class Room(Requests):
     ) -> None:
         """Take a member out of the room and tell everyone (LEFT)."""
         self.sessions.forget(member, closing)
-        self.log.forget_member(member.token)
+        if self.cluster is not None:
+            self.cluster.left(member.nick, member.token)
+        else:
+            self.log.forget_member(member.token)
         self.outbox.report(MemberRemoved(member.nick, m.leave_reason_words(reason), text))
-        self._announce_leave(
+        self.announce_leave(
             member.nick, reason, text, now if now is not None else member.last_heard
         )
 
-    def _announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
+    def announce_leave(self, nick: str, reason: m.LeaveReason, text: str, moment: float) -> None:
         """LEFT, or a place in the waiting LEFT_BATCH in a large room (protocol.md 6.3)."""
         if self._batching():
             notices = self._notice(NoticeKind.LEAVE, moment)
@@ -261,7 +273,7 @@ class Room(Requests):
         reason = m.LeaveReason.TIMEOUT
         words = m.leave_reason_words(reason)
         self.outbox.report(MemberRemoved(dormant.nick, words, words))
-        self._announce_leave(dormant.nick, reason, words, now)
+        self.announce_leave(dormant.nick, reason, words, now)
 
     def announce_shutdown(self, reason: str) -> None:
         self.flush_notices()

@@ -17,17 +17,31 @@ them there). The contract the core relies on:
   fail-over) appends nothing and returns the earlier event, ``new`` False.
 - Nicknames are unique across the room: ``claim_nick`` succeeds for one live member only.
 - ``find_member`` and ``move_member`` let a member's session resume on another relay; the
-  relay it left gets ``MemberLeftForRelay`` and forgets the session without a LEFT.
+  relay it left gets ``MemberLeftForRelay`` and forgets the session without a LEFT. A
+  session moved is no longer the old relay's: a relay lost later does not announce it.
+- The store knows its posts by message id (``append``), so ``posted_ids`` may be empty;
+  ``kept_members`` is this relay's own members only (none for a relay that just started:
+  the other relays' members are not its to restore).
 - A relay that dies is noticed by the others; exactly one of them gets ``RelayLost`` with the
   nicknames of its members that did not move, and announces them as left.
+- ``append`` knows a message id as long as the event's history does, and the newest
+  ``MIN_KEPT_IDS`` (1024) ids at least (protocol.md 6.8).
 - ``LogUnavailable`` from any call: the store cannot be reached now. Nothing was changed;
-  the relay refuses what needed the store and keeps serving its members.
+  the relay refuses what needed the store and keeps serving its members. ``relay_id``,
+  ``epoch``, ``waiting`` and ``arrived`` never raise it (they answer from what the log
+  holds); ``last_seq`` and ``first_seq`` may (the core reads them only where it can).
+- A store that lost the room (flushed, replaced) is a new ``epoch``: the log changes
+  ``epoch`` and queues ``EpochChanged``; what it had queued before is of the old room. The
+  core compares ``epoch`` before each datagram and timer and starts the room afresh (every
+  local session reset). A call that finds the room lost may raise ``LogUnavailable``.
+- The core recognises a ``SharedLog`` with ``isinstance`` (the protocol is runtime
+  checkable): a log with every method below is taken for one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from udpchat import messages as m
 from udpchat.errors import UdpchatError
@@ -90,6 +104,7 @@ class EpochChanged:
 Arrival = ForeignEvent | PrivateArrived | MemberLeftForRelay | RelayLost | EpochChanged
 
 
+@runtime_checkable
 class SharedLog(RoomLog, Protocol):
     @property
     def relay_id(self) -> bytes:
@@ -127,8 +142,11 @@ class SharedLog(RoomLog, Protocol):
         ...
 
     def move_member(self, old_token: bytes, member: KeptMember) -> None:
-        """Session ``old_token`` (of another relay, or dead) resumed here as ``member``: its
-        nickname is now held by ``member.token`` here, and its old relay is told."""
+        """Session ``old_token`` (of another relay, or of this one) resumed here as
+        ``member``: every nickname ``old_token`` held is let go, ``member.nick`` is held by
+        ``member.token`` here (a new nickname the caller has claimed first), the member is
+        kept as this relay's, and its old relay, if another and alive, gets
+        ``MemberLeftForRelay``."""
         ...
 
     def send_private(self, to: str, data: bytes) -> bool:

@@ -1,0 +1,419 @@
+"""The room on Redis: several relays, one room (protocol.md 6.8; docs/scaling.md).
+
+``RedisSharedLog`` is one relay's ``SharedLog`` over a Redis server (redis-py's blocking
+client; hiredis is used when installed). Every event of the room is numbered by one Lua
+script (udpchat.stores.redis_scripts) that INCRs the room's seq and XADDs the event to the
+room's stream with the id ``seq-0``, so the room has one total order whichever relay appends.
+
+Invariants:
+
+- An event reaches the core once, in seq order, never one of this relay's own: what the
+  append script returns (the entries between the last seq this relay had seen and the new
+  one) and what the reader thread reads with XREAD go through one filter, ``_seen``, under
+  one lock. So when ``append`` returns seq S, ``arrived()`` already holds every foreign event
+  below S, as the contract asks, without waiting for the reader.
+- The stream holds each event encoded with seq 0 (the relay that appends does not know its
+  number before the script ran); whoever reads it writes the number in.
+- A store that lost the room (flushed, a new instance) has no epoch key: the first script to
+  notice starts a new epoch, atomically with emptying the room's other keys, and every relay
+  reports ``EpochChanged`` once it sees the new epoch (at an append or within a
+  housekeeping period).
+- Redis out of reach: every call raises ``LogUnavailable`` and changes nothing here; calls
+  made while it is known to be down fail at once, without waiting for a socket timeout. The
+  reader and the housekeeper keep trying, and the first success ends the outage. The outage
+  is logged once at WARNING when it starts and once when it ends.
+
+The reader and the housekeeper are threads of this object (``start``/``close``); what they
+find is queued for the core and ``wake`` is called so that the relay's driver takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from udpchat import messages as m
+from udpchat.names import nick_key
+from udpchat.relay.room_log import MIN_KEPT_IDS, EventBuilder, KeptMember, LoggedEvent
+from udpchat.relay.shared_log import (
+    RELAY_ID_SIZE,
+    Arrival,
+    LogUnavailable,
+    RelayLost,
+)
+from udpchat.stores import redis_scripts as lua
+from udpchat.stores.errors import StoreError
+from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+from udpchat.stores.redis_view import RoomView, is_chat, seq_of
+
+__all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
+
+log = logging.getLogger("udpchat.relay.redis")
+
+# A relay is presumed dead this long after it last refreshed its key; its members' nicknames
+# are held as long. Refreshed every DEFAULT_PERIOD, so two refreshes may fail in a row.
+DEFAULT_TTL = 5.0
+DEFAULT_PERIOD = 1.0
+# Seconds a command may take before Redis counts as out of reach.
+DEFAULT_TIMEOUT = 0.5
+# The stream keeps at least this many events whatever --history says: it is also how the
+# other relays learn of each event, and a relay that falls further behind misses events.
+MIN_STREAM = 10_000
+
+
+class RedisSharedLog:
+    """One relay's view of room ``room`` on the Redis at ``url`` (a ``SharedLog``).
+
+    Opening connects, registers the relay and reads the room (``StoreError`` if Redis cannot
+    be reached then); ``start(wake)`` starts the reader and the housekeeper; ``close`` stops
+    them and lets the room notice this relay is gone (its key is deleted)."""
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        history: int,
+        rng: Callable[[int], bytes],
+        *,
+        ttl: float = DEFAULT_TTL,
+        period: float = DEFAULT_PERIOD,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if history < 0:
+            raise ValueError("history cannot be negative")
+        if not 0 < period < ttl:
+            raise ValueError("the housekeeping period must be shorter than the relay's ttl")
+        self.url = url
+        self.room = room
+        self._history = history
+        self._rng = rng
+        self.ttl_ms = max(1, round(ttl * 1000))
+        self._timeout = timeout
+        # Redis's clock minus this machine's, in ms (measured each housekeeping round): an
+        # append carries a deadline on Redis's clock.
+        self.clock_offset_ms = 0.0
+        self._appends = itertools.count(1)
+        self.period = period
+        self._id = rng(RELAY_ID_SIZE)
+        self.relay_hex = self._id.hex()
+        self.keys = lua.Keys(room)
+        self._stream_cap = max(history, MIN_STREAM)
+        self._id_cap = max(history, MIN_KEPT_IDS)
+        self.health = Health(redacted(url), log)
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        try:
+            self.client = redis.Redis.from_url(url, **options)
+            # XREAD blocks up to one period: its socket waits that long and more.
+            options["socket_timeout"] = period + timeout
+            self.reader_client = redis.Redis.from_url(url, **options)
+        except ValueError as error:
+            raise StoreError(f"--store {redacted(url)}: {error}") from None
+        register = self.client.register_script
+        self._append = register(lua.APPEND)
+        self._claim = register(lua.CLAIM)
+        self._release = register(lua.RELEASE)
+        self._move = register(lua.MOVE)
+        self._private = register(lua.PRIVATE)
+        self._forget = register(lua.FORGET)
+        self.housekeep_script = register(lua.HOUSEKEEP)
+        # Shared by the driver's thread, the reader and the housekeeper, under its lock.
+        self.view = RoomView(room, self.relay_hex, history, rng)
+        self.view.renewed = self._forget_all
+        # This relay's members and the nicknames its sessions hold (nick key -> claim value).
+        self.members: dict[bytes, KeptMember] = {}
+        self.claims: dict[str, str] = {}
+        self.claims_lock = threading.Lock()  # a claim changes, or the housekeeper refreshes
+        self.announced: list[str] = []  # lost relays handed to the core (list: thread-safe)
+        self.wake: Callable[[], None] = lambda: None
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.housekeeper = Housekeeper(self)
+        try:
+            self.housekeeper.run_once()
+            self._roster: list[str] | None = self._open_room()
+        except redis.RedisError as error:
+            self._close_clients()
+            raise StoreError(f"cannot use Redis at {redacted(url)}: {error}") from None
+
+    def _open_room(self) -> list[str]:
+        """Read the room as of one seq: its epoch, number, members and recent history."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.keys.epoch)
+        pipe.get(self.keys.seq)
+        pipe.hvals(self.keys.members)
+        pipe.xrevrange(self.keys.log, "+", "-", count=max(self._history, 1))
+        epoch, seq, records, newest = pipe.execute()
+        with self.view.lock:
+            self.view.start_at(epoch or self.view.epoch, int(seq or 0), entries_of(newest))
+        return sorted(_nick_of(record) for record in records)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def relay_id(self) -> bytes:
+        return self._id
+
+    def describe(self) -> str:
+        """Where the room is, for the relay's start line."""
+        return f"room {self.room!r} on Redis at {redacted(self.url)} (relay id {self.relay_hex})"
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Start the reader and the housekeeper; ``wake()`` is called (from their threads)
+        whenever something was queued for ``arrived()``."""
+        self.wake = wake
+        for name, target in (
+            ("udpchat-redis-reader", Reader(self).run),
+            ("udpchat-redis-housekeeper", self.housekeeper.run),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop the threads and delete this relay's key, so that the other relays notice at
+        once that it is gone (its members that do not move are then announced as left)."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(self.period + 2)
+        with contextlib.suppress(redis.RedisError):  # otherwise its key expires by itself
+            self.client.delete(self.keys.relay(self.relay_hex))
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        self.client.close()
+        self.reader_client.close()
+
+    # --- RoomLog --------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> bytes:
+        return self.view.epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self.view.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self.view.first_seq
+
+    def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
+        built = event(0)
+        self._check_up()
+        view = self.view
+        with view.lock:
+            epoch, seen, fresh = view.epoch, view.seen, view.fresh
+        number = str(next(self._appends)).encode()
+        # Half the time-out: a script Redis runs after this appends nothing, and one that
+        # ran before it has half the time-out for its answer to come back.
+        deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
+        args: list[bytes | str | int] = [
+            self.keys.prefix, epoch, fresh, seen, msgid, self.relay_hex, m.encode_message(built),
+            self._stream_cap, self._id_cap, number, int(deadline),
+        ]
+        try:
+            now_epoch, seq, new, entries = self._append(args=args)
+        except redis.RedisError as error:
+            with view.lock:  # if it was appended after all, the reader brings it here too
+                view.abandon(number)
+            raise self.health.failed(error) from None
+        self.health.ok()
+        with view.lock:
+            if now_epoch != view.epoch:
+                view.adopt(now_epoch)
+            if not seq:  # the room was lost: nothing appended until the core restarts it
+                raise LogUnavailable("the room's store lost the room: a new epoch")
+            if seq < 0:
+                raise LogUnavailable("the room's store answered too late: nothing appended")
+            if not new:
+                earlier = [view.foreign(seq_of(i), f) for i, f in entries_of(entries)]
+                if earlier and earlier[0] is not None:
+                    found = earlier[0]
+                    return LoggedEvent(seq, is_chat(found.event), found.data, new=False)
+                return LoggedEvent(seq, False, b"", new=False)  # trimmed from the stream
+            view.take_entries(entries_of(entries))
+            view.seen = max(view.seen, seq)
+            final = dataclasses.replace(built, seq=seq)
+            logged = LoggedEvent(seq, is_chat(final), m.encode_message(final))
+            view.record(logged)
+        return logged
+
+    def replay(self, after: int) -> list[bytes]:
+        with self.view.lock:
+            return [event.data for event in self.view.kept if event.seq > after]
+
+    def recent_chats(self, count: int) -> list[bytes]:
+        if not count or not self._history:
+            return []
+        with self.view.lock:
+            return [event.data for event in self.view.kept if event.chat][-count:]
+
+    def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
+        """None: ``append`` recognises a resent post in Redis itself, across relays."""
+        return []
+
+    def keep_member(self, member: KeptMember) -> None:
+        record = f"{self.relay_hex} {member.resume_secret.hex()} {member.nick}"
+        self._command(lambda: self.client.hset(self.keys.members, member.token.hex(), record))
+        self.members[member.token] = member
+
+    def forget_member(self, token: bytes) -> None:
+        self._check_up()
+        try:
+            self._forget(keys=[self.keys.members], args=[token.hex(), self.relay_hex])
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        self.members.pop(token, None)
+
+    def kept_members(self) -> list[KeptMember]:
+        """This relay's own members (none when it has just connected)."""
+        return list(self.members.values())
+
+    def commit(self) -> None:
+        """Nothing to do: every change is written to Redis as it is made."""
+
+    # --- SharedLog ------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.view.queue)
+
+    def arrived(self) -> list[Arrival]:
+        with self.view.lock:
+            taken = self.view.take()
+        # Lost relays the core now announces: the housekeeper clears them in Redis.
+        self.announced.extend(item.relay.hex() for item in taken if isinstance(item, RelayLost))
+        return taken
+
+    def roster(self) -> list[str]:
+        """The room's nicknames: as of ``last_seq`` the first time (read with it when the
+        log was opened); later (after an epoch change), as Redis has them then."""
+        if self._roster is not None:
+            roster, self._roster = self._roster, None
+            return roster
+        records = self._command(lambda: self.client.hvals(self.keys.members))
+        return sorted(_nick_of(record) for record in records)
+
+    def claim_nick(self, nick: str, token: bytes) -> bool:
+        key = nick_key(nick)
+        value = f"{self.relay_hex} {token.hex()}"
+        self._check_up()
+        with self.claims_lock:
+            try:
+                held = self._claim(
+                    keys=[self.keys.nick(key)], args=[self.keys.prefix, value, self.ttl_ms]
+                )
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            if held:
+                self.claims[key] = value
+        return bool(held)
+
+    def release_nick(self, nick: str, token: bytes) -> None:
+        key = nick_key(nick)
+        self._check_up()
+        with self.claims_lock:
+            try:
+                self._release(keys=[self.keys.nick(key)], args=[token.hex()])
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            if self.claims.get(key, "").endswith(token.hex()):
+                del self.claims[key]
+
+    def find_member(self, token: bytes) -> KeptMember | None:
+        record = self._command(lambda: self.client.hget(self.keys.members, token.hex()))
+        if record is None:
+            return None
+        _, secret, nick = record.decode().split(" ", 2)
+        return KeptMember(token, nick, bytes.fromhex(secret))
+
+    def move_member(self, old_token: bytes, member: KeptMember) -> None:
+        old = self.find_member(old_token)
+        old_hex = old_token.hex()
+        value = f"{self.relay_hex} {member.token.hex()}"
+        new_key = nick_key(member.nick)
+        with self.claims_lock:
+            held = {key for key, claim in self.claims.items() if claim.endswith(old_hex)}
+            if old is not None:
+                held.add(nick_key(old.nick))
+            held.discard(new_key)
+            record = f"{self.relay_hex} {member.resume_secret.hex()} {member.nick}"
+            args: list[bytes | str | int] = [
+                self.keys.prefix, self.relay_hex, old_hex, member.token.hex(), record, value,
+                self.ttl_ms,
+            ]
+            keys = [self.keys.members, self.keys.nick(new_key)]
+            keys += [self.keys.nick(key) for key in sorted(held)]
+            try:
+                self._move(keys=keys, args=args)
+            except redis.RedisError as error:
+                raise self.health.failed(error) from None
+            self.health.ok()
+            for key in held:
+                self.claims.pop(key, None)
+            self.claims[new_key] = value
+        self.members.pop(old_token, None)
+        self.members[member.token] = member
+
+    def send_private(self, to: str, data: bytes) -> bool:
+        """Hand ``data`` to the relay of ``to``; False if no member of another live relay
+        holds that nickname (this relay's own members are found without the store)."""
+        self._check_up()
+        try:
+            sent = self._private(
+                keys=[self.keys.nick(nick_key(to))],
+                args=[self.keys.prefix, self.relay_hex, to, data],
+            )
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        return int(sent) == 2
+
+    # --- Redis calls ----------------------------------------------------------------------------
+
+    def _check_up(self) -> None:
+        """Fail at once while Redis is known to be out of reach (the threads probe it)."""
+        if self.health.down:
+            raise LogUnavailable(f"the room's Redis at {self.health.where} is out of reach")
+
+    def _command(self, call: Callable[[], Any]) -> Any:
+        self._check_up()
+        try:
+            result = call()
+        except redis.RedisError as error:
+            raise self.health.failed(error) from None
+        self.health.ok()
+        return result
+
+    def _forget_all(self) -> None:
+        """A new epoch: the core resets every session of this relay (they rejoin)."""
+        self.members.clear()
+        with self.claims_lock:
+            self.claims.clear()
+
+    def moved_away(self, token: bytes) -> None:
+        """Session ``token`` of this relay resumed on another: it holds nothing here now."""
+        self.members.pop(token, None)
+        with self.claims_lock:
+            for key in [k for k, v in self.claims.items() if v.endswith(token.hex())]:
+                del self.claims[key]
+
+
+def _nick_of(record: bytes) -> str:
+    return record.decode().split(" ", 2)[2]

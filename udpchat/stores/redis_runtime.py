@@ -1,0 +1,233 @@
+"""The threads of the Redis room store: the reader, the housekeeper, and whether Redis is up.
+
+The reader follows the room's stream and this relay's inbox with one XREAD BLOCK (at most one
+housekeeping period, so that a stop is noticed) and queues what it reads for the core. The
+housekeeper runs one script per period (udpchat.stores.redis_scripts.HOUSEKEEP) that keeps
+this relay's key and every nickname its members hold alive in one round trip, whatever the
+number of members, and hands the relays that died to exactly one survivor.
+
+Both threads hold the store's ``lock`` only to filter what they read into its queue, never
+during a Redis call, and call ``wake`` after releasing it: the driver's lock is never taken
+while the store's is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from udpchat import faults
+from udpchat.relay.shared_log import LogUnavailable, RelayLost
+from udpchat.stores.redis_view import Entries
+
+if TYPE_CHECKING:
+    from udpchat.stores.redis import RedisSharedLog
+
+__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted"]
+
+log = logging.getLogger("udpchat.relay.redis")
+
+# Stream entries read per XREAD: the reader hands them to the core in batches this large.
+READ_COUNT = 512
+
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and the start line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def entries_of(reply: Any) -> Entries:
+    """Stream entries as (id, fields), from redis-py's parsed XREAD/XRANGE or a script's
+    raw reply ([id, [field, value, ...]])."""
+    entries: Entries = []
+    for entry_id, fields in reply or []:
+        if isinstance(fields, dict):
+            entries.append((entry_id, fields))
+        else:
+            entries.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
+    return entries
+
+
+class Health:
+    """Whether Redis answers; an outage is logged once when it starts and once when it ends."""
+
+    def __init__(self, where: str, log: logging.Logger) -> None:
+        self.where = where
+        self.down = False
+        self._log = log
+        self._lock = threading.Lock()
+
+    def failed(self, error: Exception) -> LogUnavailable:
+        """Note a failed call; the error for the caller to raise."""
+        with self._lock:
+            started, self.down = not self.down, True
+        if started:
+            self._log.warning(
+                "the room's Redis at %s is out of reach (%s): posts are refused until it is back",
+                self.where,
+                error,
+            )
+        return LogUnavailable(f"the room's Redis at {self.where} is out of reach")
+
+    def ok(self) -> None:
+        if not self.down:
+            return
+        with self._lock:
+            ended, self.down = self.down, False
+        if ended:
+            self._log.warning("the room's Redis at %s is back", self.where)
+
+
+class Reader:
+    """Follows the room's stream and this relay's inbox until the store closes."""
+
+    def __init__(self, store: RedisSharedLog) -> None:
+        self._store = store
+
+    def run(self) -> None:
+        store = self._store
+        while not store.stopping.is_set():
+            try:
+                self._follow()
+            except Exception as error:  # a bug must not stop the room's arrivals for good
+                faults.report("RedisSharedLog.reader", error, log)  # re-raises in strict mode
+
+    def _follow(self) -> None:
+        store = self._store
+        block = max(1, round(store.period * 1000))
+        log_key, inbox_key = store.keys.log.encode(), store.keys.inbox(store.relay_hex).encode()
+        view = store.view
+        while not store.stopping.is_set():
+            with view.lock:
+                generation = view.generation
+                if int(view.read_id.split("-")[0]) < view.seen:
+                    view.read_id = f"{view.seen}-0"  # appends here read those already
+                streams: dict[bytes | str | memoryview, int | bytes | str | memoryview] = {
+                    log_key: view.read_id, inbox_key: view.inbox_id
+                }
+            try:
+                got = store.reader_client.xread(streams, count=READ_COUNT, block=block)
+            except redis.RedisError as error:
+                store.health.failed(error)
+                store.stopping.wait(store.period)
+                continue
+            store.health.ok()
+            queued = False
+            with view.lock:
+                if generation != view.generation:
+                    continue  # read from the stream of an epoch that has ended
+                replies: list[Any] = list(got or [])
+                for name, reply in replies:
+                    entries = entries_of(reply)
+                    if not entries:
+                        continue
+                    last = entries[-1][0]
+                    last_id = last.decode() if isinstance(last, bytes) else str(last)
+                    if name in (log_key, log_key.decode()):
+                        queued |= view.take_entries(entries)
+                        view.read_id = last_id
+                    else:
+                        queued |= view.take_inbox(entries, store.moved_away)
+                        view.inbox_id = last_id
+            if queued:
+                store.wake()
+
+
+class Housekeeper:
+    """Once a period: this relay alive, its claims held, dead relays noticed."""
+
+    def __init__(self, store: RedisSharedLog) -> None:
+        self._store = store
+        self._first = True
+
+    def run(self) -> None:
+        store = self._store
+        while not store.stopping.wait(store.period):
+            try:
+                self.run_once()
+            except redis.RedisError as error:
+                store.health.failed(error)
+            except Exception as error:  # a bug must not let this relay's key expire
+                faults.report("RedisSharedLog.housekeeper", error, log)
+
+    def run_once(self) -> None:
+        """One round; ``RedisError`` if Redis did not answer."""
+        store = self._store
+        keys = store.keys
+        with store.claims_lock:
+            held = list(store.claims.items())
+            sent = time.time()
+            epoch, revived, lost, dead, clock = store.housekeep_script(
+                keys=[keys.nick(key) for key, _ in held],
+                args=[
+                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh, store.view.epoch,
+                    *(value for _, value in held),
+                ],
+            )
+            answered = time.time()
+            taken = 0
+            for index in lost:
+                key, value = held[int(index) - 1]
+                if store.claims.get(key) == value:
+                    del store.claims[key]
+                    taken += 1
+        if taken:
+            # A session that moved to another relay (its MemberLeftForRelay is on its way),
+            # or, after this relay was out of reach for longer than its ttl, a member of
+            # another relay took the nickname meanwhile: two members share it until one of
+            # them leaves or changes it.
+            level = logging.WARNING if revived else logging.DEBUG
+            log.log(level, "room %r: %d nickname claims of this relay are held elsewhere now",
+                    store.room, taken)
+        store.health.ok()
+        # Redis's clock when it ran the script, against this machine's halfway through.
+        redis_ms = int(clock[0]) * 1000 + int(clock[1]) / 1000
+        store.clock_offset_ms = redis_ms - (sent + answered) * 500
+        first, self._first = self._first, False
+        queued = renewed = False
+        with store.view.lock:
+            if not first and epoch != store.view.epoch:
+                store.view.adopt(epoch)
+                queued = renewed = True
+            for gone in dead:
+                relay, *nicks = gone
+                store.view.queue.append(RelayLost(bytes.fromhex(relay.decode()), tuple(
+                    nick.decode() for nick in nicks)))
+                queued = True
+        announced = store.announced[:]
+        if announced:  # the core has them: no other relay need announce them now
+            store.client.hdel(keys.lost(store.relay_hex), *announced)
+            del store.announced[: len(announced)]
+        if revived and not first and not renewed:  # a new epoch says more than this
+            log.warning(
+                "room %r: this relay was out of reach of Redis for longer than its ttl; the "
+                "other relays may have announced its members as left", store.room
+            )
+        announced = store.announced[:]
+        if announced:  # the core has them: no other relay need announce them now
+            store.client.hdel(keys.lost(store.relay_hex), *announced)
+            del store.announced[: len(announced)]
+        if revived and not first and not renewed:
+            # The other relays may have removed this relay's members: they are here still.
+            members = list(store.members.values())
+            if members:
+                pipe = store.client.pipeline(transaction=False)
+                for member in members:
+                    record = f"{store.relay_hex} {member.resume_secret.hex()} {member.nick}"
+                    pipe.hset(keys.members, member.token.hex(), record)
+                pipe.execute()
+        if queued:
+            store.wake()
