@@ -15,6 +15,7 @@ from tests.cluster_support import (
 from udpchat import events as ev
 from udpchat import wire
 from udpchat.client.states import SessionState
+from udpchat.names import nick_key
 from udpchat.relay import cluster as cluster_module
 from udpchat.relay.events import RoomNotice
 
@@ -95,21 +96,27 @@ def test_a_member_that_times_out_while_the_store_is_away_leaves_once_when_it_is_
     assert c.join("bo", 2).nick == "bo"  # its nickname is free again
 
 
-def test_what_is_held_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster_module, "MAX_HELD", 4)
+def test_what_is_held_is_bounded_but_the_stores_clean_ups_are_never_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster_module, "MAX_HELD", 2)
     c = cluster()
     ann = c.join("ann", 0)
     quitters = [c.join(nick, 1) for nick in ("bo", "cy", "di")]
     c.settle()
     c.room.available = False
-    for member in quitters:  # each leave holds three: its nickname, its session, its LEFT
+    for member in quitters:  # each leave holds its LEFT, and lets its nickname and session go
         member.quit("bye", c.net.now)
     c.net.run(1.0)
     relay = c.relay_of(1)
-    assert relay.stats.store_held == 9 and relay.stats.store_lost == 5
+    assert relay.stats.store_held == 9 and relay.stats.store_lost == 1
     c.room.available = True
     c.net.run(2.0)
-    assert left(ann) == ["cy", "di"]  # the oldest held were dropped, and counted
+    assert left(ann) == ["cy", "di"]  # the oldest LEFT was dropped, and counted
+    # but no nickname stays claimed, and no session is kept, for a member that left
+    assert c.room.claims == {nick_key("ann"): c.room.claims[nick_key("ann")]}
+    assert [kept.nick for kept, _ in c.room.members.values()] == ["ann"]
+    assert c.join("bo", 2).nick == "bo"
 
 
 def test_a_store_that_lost_the_room_is_a_new_epoch_for_every_member() -> None:

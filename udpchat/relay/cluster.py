@@ -15,8 +15,12 @@ Invariants:
   owes the others (a leave, a join or nick change already done locally, a batch) and the
   store calls that go with leaving are held, in order, and done before anything else is
   appended once the store answers again (``MAX_HELD`` at most: beyond it the oldest is
-  dropped and counted). A batch of joins or leaves waits on as a batch meanwhile, so that a
-  member that moves to another relay can still be taken out of it.
+  dropped and counted). The store's clean-ups (a session to forget, a nickname to let go)
+  are never dropped: they are kept apart, as sets bounded by the members this relay had,
+  and done after the rest; dropped, a nickname would stay claimed, refreshed, for the
+  relay's lifetime, and its session be announced as left when this relay dies. A batch
+  of joins or leaves waits on as a batch meanwhile, so that a member that moves to another
+  relay can still be taken out of it.
 * An epoch change resets every local session (a RESET, as a relay that lost its room
   does), so that each member rejoins into the new epoch as after a relay restart.
 """
@@ -75,6 +79,10 @@ class Cluster(SharedMembers):
             self.seq = 0  # what arrives is all there is to send
         self.pending: deque[object] = deque()  # arrivals taken but not yet handled
         self.held: deque[Callable[[], None]] = deque()
+        # the store's clean-ups held (never dropped): sessions to forget, (nick, token)s to
+        # let go; done after ``held``, in which nothing of theirs can come after them
+        self.to_forget: dict[bytes, None] = {}
+        self.to_release: dict[tuple[str, bytes], None] = {}
         # seq -> the member whose resent post another relay logged as that event, still on
         # its way here: answered POSTED, and not sent the event, when it comes
         self._posted_elsewhere: dict[int, Member] = {}
@@ -82,6 +90,7 @@ class Cluster(SharedMembers):
         self.now = 0.0  # the core's latest time (for work held without one)
         self.down = False  # the store failed and has not answered since
         self.unannounced: set[bytes] = set()
+        self.announce_again: dict[bytes, float] = {}
         self._roster_due = True  # the room-wide roster is still to be read
         self._read_roster()
 
@@ -100,10 +109,15 @@ class Cluster(SharedMembers):
             self.down = False
             self.room.outbox.report(RoomNotice("the room's store answers again"))
 
+    @property
+    def holding(self) -> bool:
+        """Whether some store work waits for the store to answer again."""
+        return bool(self.held or self.to_forget or self.to_release)
+
     def call(self, work: Callable[[], None]) -> None:
         """A store call that must happen: now if nothing is held and the store answers,
         else held behind what is."""
-        if not self.held:
+        if not self.holding:
             try:
                 work()
                 self.answered()
@@ -117,20 +131,56 @@ class Cluster(SharedMembers):
             self.held.popleft()
             self.room.stats.store_lost += 1
         self.held.append(work)
+        self._held_one()
+
+    def _held_one(self) -> None:
         self.room.stats.store_held += 1
         self.retry_at = min(self.retry_at, self.now + RETRY_INTERVAL)
 
-    def retry(self) -> None:
-        """Do the held work, oldest first; LogUnavailable if some is still held."""
-        held = self.held
-        while held:
+    def clean_up(
+        self, forget: bytes | None = None, release: tuple[str, bytes] | None = None
+    ) -> None:
+        """Forget a session of this relay's, or let a nickname it held go: now if nothing is
+        held and the store answers, else after the rest (never dropped)."""
+        log = self.log
+        if not self.holding:
             try:
-                held[0]()
+                if release is not None:
+                    log.release_nick(*release)
+                    release = None
+                if forget is not None:
+                    log.forget_member(forget)
+                self.answered()
+                return
             except LogUnavailable:
                 self.failed()
-                self.retry_at = self.now + RETRY_INTERVAL
-                raise
-            held.popleft()
+        if release is not None:
+            self.to_release[release] = None
+            self._held_one()
+        if forget is not None:
+            self.to_forget[forget] = None
+            self._held_one()
+
+    def retry(self) -> None:
+        """Do the held work, oldest first, then the clean-ups; LogUnavailable if some is
+        still held."""
+        held, log = self.held, self.log
+        try:
+            while held:
+                held[0]()
+                held.popleft()
+            while self.to_release:
+                release = next(iter(self.to_release))
+                log.release_nick(*release)
+                del self.to_release[release]
+            while self.to_forget:
+                token = next(iter(self.to_forget))
+                log.forget_member(token)
+                del self.to_forget[token]
+        except LogUnavailable:
+            self.failed()
+            self.retry_at = self.now + RETRY_INTERVAL
+            raise
         self.retry_at = math.inf
         self.answered()
 
@@ -139,7 +189,7 @@ class Cluster(SharedMembers):
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         """Append after the held work; the other relays' events numbered below it are
         queued to the fan-out first. LogUnavailable: nothing was appended."""
-        if self.held:
+        if self.holding:
             self.retry()
         return self._append(event, msgid)
 
@@ -222,7 +272,9 @@ class Cluster(SharedMembers):
 
     def deadline(self) -> float | None:
         """When held work is to be tried again (``waiting`` is the core's to check)."""
-        if self.held:
+        if self.announce_again:
+            return self.now
+        if self.holding:
             return self.retry_at
         return self.now + RETRY_INTERVAL if self._roster_due else None
 
@@ -244,7 +296,7 @@ class Cluster(SharedMembers):
     def handle(self, now: float) -> None:
         """Handle what arrived, in order, and retry held work when it is due."""
         self.now = now
-        if self.held and now >= self.retry_at:
+        if self.holding and now >= self.retry_at:
             with contextlib.suppress(LogUnavailable):
                 self.retry()
         if self._roster_due:
@@ -263,6 +315,7 @@ class Cluster(SharedMembers):
                     self._relay_lost(item, now)
                 case EpochChanged(epoch=epoch) if epoch != self.epoch:
                     self.restart(taken=True)
+        self.rejoin_due(now)
         self.room.kick()
 
     def _fan_out(self, item: ForeignEvent) -> None:
@@ -274,7 +327,7 @@ class Cluster(SharedMembers):
         self.room.queue_event(item.data, poster, item.seq)
         if poster is not None:  # its POSTED in its place in the stream
             self.room.answer(poster, m.Posted(item.seq))
-        self._follow(item.event)
+        self._follow(item.event, item.seq)
 
     def _private(self, to: str, data: bytes) -> None:
         member = self.room.sessions.by_nick.get(nick_key(to))
@@ -294,6 +347,9 @@ class Cluster(SharedMembers):
         # heard of it): announced here later, it could come after what the member does there.
         unannounced = self.room.notices.take_join(member.nick)
         sessions.forget(member)
+        # Its claim went with the move; but this relay's store may have refreshed it (from
+        # before it knew) after the move: let it go (a claim of the new session stays).
+        self.clean_up(release=(member.nick, token))
         if not unannounced:  # the room knows it: a member of another relay now
             sessions.add_remote(member.nick)
         self.room.outbox.report(RoomNotice(f"{member.nick} moved to another relay"))
@@ -317,8 +373,11 @@ class Cluster(SharedMembers):
         self.epoch = self.log.epoch
         self.seq = 0
         self.held.clear()
+        self.to_forget.clear()
+        self.to_release.clear()
         self._posted_elsewhere.clear()
         self.unannounced.clear()
+        self.announce_again.clear()
         self.retry_at = math.inf
         # What came before the change is of the old room; what came after, of the new.
         pending = list(self.pending)

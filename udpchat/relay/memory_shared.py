@@ -167,7 +167,7 @@ class SharedRoom:
         if held is not None and held[0] == token:
             del self.claims[key]
 
-    def move(self, relay_id: bytes, old_token: bytes, member: KeptMember) -> None:
+    def move(self, relay_id: bytes, old_token: bytes, member: KeptMember) -> bool:
         self.check(relay_id)
         old = self.members.pop(old_token, None)
         self.claims = {k: held for k, held in self.claims.items() if held[0] != old_token}
@@ -175,6 +175,7 @@ class SharedRoom:
         self.members[member.token] = (member, relay_id)
         if old is not None and old[1] != relay_id and self._relays[old[1]].alive:
             self._relays[old[1]].queue.append(MemberLeftForRelay(old_token))
+        return old is not None
 
     def route(self, relay_id: bytes, to: str, data: bytes) -> bool:
         self.check(relay_id)
@@ -285,8 +286,8 @@ class MemorySharedLog:
         kept = room.members.get(token)
         return kept[0] if kept is not None else None
 
-    def move_member(self, old_token: bytes, member: KeptMember) -> None:
-        self._room.move(self._id, old_token, member)
+    def move_member(self, old_token: bytes, member: KeptMember) -> bool:
+        return self._room.move(self._id, old_token, member)
 
     def send_private(self, to: str, data: bytes) -> bool:
         return self._room.route(self._id, to, data)

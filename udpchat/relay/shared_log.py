@@ -19,6 +19,8 @@ them there). The contract the core relies on:
 - ``find_member`` and ``move_member`` let a member's session resume on another relay; the
   relay it left gets ``MemberLeftForRelay`` and forgets the session without a LEFT. A
   session moved is no longer the old relay's: a relay lost later does not announce it.
+  ``move_member`` says whether the old session's record was still there (between
+  ``find_member`` and ``move_member`` the member may have been taken out as left).
 - The store knows its posts by message id (``append``), so ``posted_ids`` may be empty;
   ``kept_members`` is this relay's own members only (none for a relay that just started:
   the other relays' members are not its to restore).
@@ -141,12 +143,14 @@ class SharedLog(RoomLog, Protocol):
         """The member whose session is ``token``, on whichever relay (for a resume)."""
         ...
 
-    def move_member(self, old_token: bytes, member: KeptMember) -> None:
+    def move_member(self, old_token: bytes, member: KeptMember) -> bool:
         """Session ``old_token`` (of another relay, or of this one) resumed here as
         ``member``: every nickname ``old_token`` held is let go, ``member.nick`` is held by
         ``member.token`` here (a new nickname the caller has claimed first), the member is
         kept as this relay's, and its old relay, if another and alive, gets
-        ``MemberLeftForRelay``."""
+        ``MemberLeftForRelay``. Whether ``old_token``'s record was still there: False when
+        it was forgotten meanwhile (it left, or its relay was lost and the member is being
+        announced as left), so that the room must hear of the member anew."""
         ...
 
     def send_private(self, to: str, data: bytes) -> bool:

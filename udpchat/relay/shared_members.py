@@ -11,10 +11,16 @@ A store call that must happen (keeping, moving, forgetting a member, letting a n
 is held while the store cannot be reached, in order with the room events held
 (``udpchat.relay.cluster``); one whose answer decides a request (a claim, a private
 message) raises ``LogUnavailable`` to the caller, which refuses the request.
+
+Invariant: a member of this relay is in the room as every relay sees it. When the room was
+told it left while it is here (its old relay was lost and announced as it moved here, or
+another relay's LEFT was numbered after this relay's JOINED), this relay announces it again
+(JOINED, after that LEFT in the room's order).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,7 +28,8 @@ from typing import TYPE_CHECKING
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_key
-from udpchat.relay.room_log import KeptMember
+from udpchat.relay.notices import NoticeKind
+from udpchat.relay.room_log import EventBuilder, KeptMember
 from udpchat.relay.sessions import Dormant, Member
 from udpchat.relay.shared_log import LogUnavailable, SharedLog
 
@@ -46,15 +53,20 @@ class Moved:
     resume_secret: bytes
 
 
+def _joined(when: int, nick: str) -> EventBuilder:
+    return lambda seq: m.Joined(seq, when, nick)
+
+
 class SharedMembers:
     """Mixin of ``Cluster``: the room's members in the shared store."""
 
     room: Room
     log: SharedLog
-    held: object
     _roster_due: bool
     # sessions moved here whose join the room never heard of: announced here (6.8)
     unannounced: set[bytes]
+    # members of this relay the room was told left, -> the seq of that LEFT (inf: unknown)
+    announce_again: dict[bytes, float]
 
     if TYPE_CHECKING:  # what Cluster provides
 
@@ -66,9 +78,22 @@ class SharedMembers:
 
         def call(self, work: Callable[[], None]) -> None: ...
 
-    def _follow(self, event: m.RoomEvent) -> None:
+        def clean_up(
+            self, forget: bytes | None = None, release: tuple[str, bytes] | None = None
+        ) -> None: ...
+
+        @property
+        def holding(self) -> bool: ...
+
+    def _follow(self, event: m.RoomEvent, seq: int) -> None:
         """Another relay's member came, went or was renamed: the room-wide roster."""
         sessions = self.room.sessions
+        match event:
+            case m.Left(nick=nick):
+                self._left_elsewhere(nick, seq)
+            case m.LeftBatch(nicks=nicks):
+                for nick in nicks:
+                    self._left_elsewhere(nick, seq)
         match event:
             case m.Joined(nick=nick):
                 sessions.add_remote(nick)
@@ -85,6 +110,28 @@ class SharedMembers:
                 sessions.add_remote(new)
             case _:
                 pass
+
+    def _left_elsewhere(self, nick: str, seq: int) -> None:
+        """Another relay announced a member of this relay as left (it announced its lost
+        relay's members as this one resumed one): announced again (``rejoin_due``)."""
+        member = self.room.sessions.by_nick.get(nick_key(nick))
+        if member is not None:
+            self.announce_again[member.token] = max(self.announce_again.get(member.token, 0), seq)
+
+    def rejoin_due(self, now: float) -> None:
+        """JOINED for the members of this relay the room was told left after it knew of
+        them here (a LEFT numbered below their WELCOME came before their JOINED, or was
+        known when they were admitted), unless a join batch is about to name them."""
+        room = self.room
+        due, self.announce_again = self.announce_again, {}
+        waiting: set[str] = set()
+        if room.notices.kind is NoticeKind.JOIN:
+            waiting = {*room.notices.joined, *room.notices.returned}
+        for token, seq in due.items():
+            member = room.sessions.members.get(token)
+            if member is None or seq <= member.welcome_seq or member.nick in waiting:
+                continue
+            room.post(_joined(room.time(now), member.nick), member)
 
     def _read_roster(self) -> None:
         """The other relays' members, as the store has them (at start, and after an epoch
@@ -107,7 +154,7 @@ class SharedMembers:
         """May raise LogUnavailable (the join is then rejected). Held work goes first: a
         nickname let go while the store was away is free once the store answers."""
         try:
-            if self.held:
+            if self.holding:
                 self.retry()
             claimed = self.log.claim_nick(nick, token)
         except LogUnavailable:
@@ -154,17 +201,28 @@ class SharedMembers:
             if old.key not in remote:  # its relay moved it before announcing its join
                 self.unannounced.add(kept.token)
             self.room.sessions.drop_remote(old.nick)
-        old_token = old.token
-        self.call(lambda: log.move_member(old_token, kept))
+        old_token, token, late = old.token, kept.token, False
+
+        def move() -> None:
+            if log.move_member(old_token, kept):
+                return
+            # Its record was gone: it left, or its relay was lost and the relay that noticed
+            # is announcing it as left. The room hears of it again, as a newcomer: in the
+            # WELCOME's step, or (the move held while the store was away) when it is done.
+            if late:
+                self.announce_again[token] = math.inf
+            else:
+                self.unannounced.add(token)
+
+        self.call(move)
+        late = True
 
     def left(self, nick: str, token: bytes) -> None:
-        log = self.log
-        self.call(lambda: log.release_nick(nick, token))
-        self.call(lambda: log.forget_member(token))
+        self.clean_up(forget=token, release=(nick, token))
 
     def renamed(self, old: str, kept: KeptMember) -> None:
         log = self.log
-        self.call(lambda: log.release_nick(old, kept.token))
+        self.clean_up(release=(old, kept.token))
         self.call(lambda: log.keep_member(kept))
 
     def send_private(self, to: str, data: bytes) -> bool:

@@ -344,8 +344,8 @@ class RedisSharedLog:
         _, secret, nick = record.decode().split(" ", 2)
         return KeptMember(token, nick, bytes.fromhex(secret))
 
-    def move_member(self, old_token: bytes, member: KeptMember) -> None:
-        old = self.find_member(old_token)
+    def move_member(self, old_token: bytes, member: KeptMember) -> bool:
+        old = self.find_member(old_token)  # its nickname's claim is one to let go
         old_hex = old_token.hex()
         value = f"{self.relay_hex} {member.token.hex()}"
         new_key = nick_key(member.nick)
@@ -362,7 +362,9 @@ class RedisSharedLog:
             keys = [self.keys.members, self.keys.nick(new_key)]
             keys += [self.keys.nick(key) for key in sorted(held)]
             try:
-                self._move(keys=keys, args=args)
+                # the old record as MOVE found it (not as read above: the relay that
+                # noticed a lost relay may have removed it since)
+                found, _ = self._move(keys=keys, args=args)
             except redis.RedisError as error:
                 raise self.health.failed(error) from None
             self.health.ok()
@@ -371,6 +373,7 @@ class RedisSharedLog:
             self.claims[new_key] = value
         self.members.pop(old_token, None)
         self.members[member.token] = member
+        return bool(found)
 
     def send_private(self, to: str, data: bytes) -> bool:
         """Hand ``data`` to the relay of ``to``; False if no member of another live relay

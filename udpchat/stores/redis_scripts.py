@@ -114,7 +114,9 @@ return 1
 
 # KEYS: the members hash, the new nickname's claim, then claims the old session held.
 # ARGV: prefix, this relay, old token, new token (hex), the new record, the new claim, ttl.
-# Returns the relay the old session was on ('' if unknown) and whether it was told.
+# Returns the relay the old session was on ('' if its record is gone: it left, or its relay
+# was lost and it is being announced as left; the new record is written all the same, and
+# the caller announces the member anew) and whether that relay was told.
 MOVE = _ALIVE + """
 local prefix, relay = ARGV[1], ARGV[2]
 local old = redis.call('HGET', KEYS[1], ARGV[3])
