@@ -325,3 +325,25 @@ def test_a_survivor_that_dies_before_announcing_passes_the_announcement_on(
     assert lost == {c.log.relay_id: ("cat",), a.log.relay_id: ()}
     client: Any = redis_server.client()
     assert wait_until(lambda: not client.exists(b.log.keys.lost(b.log.relay_hex)), WAIT)
+
+
+def test_a_move_says_whether_the_old_record_was_still_there(relays: Any) -> None:
+    """A resume read the record of a member of a relay that died; the relay that noticed
+    the death removed it before the move: the move says so (and the member is kept here),
+    so that the relay announces it anew; a move of a record still there says True."""
+    a, b, c = relays(), relays(), relays()
+    kept = KeptMember(secrets.token_bytes(8), "mo", secrets.token_bytes(16))
+    stays = KeptMember(secrets.token_bytes(8), "al", secrets.token_bytes(16))
+    for member in (kept, stays):
+        assert c.log.claim_nick(member.nick, member.token)
+        c.log.keep_member(member)
+    assert b.log.find_member(kept.token) == kept  # the resume reads it...
+    c.log.stopping.set()  # ...c dies, and a survivor takes its members out
+    assert wait_until(lambda: bool(a.take() or True) and bool(b.take() or True) and any(
+        isinstance(item, RelayLost) for item in (*a.taken, *b.taken)), WAIT)
+    moved = KeptMember(secrets.token_bytes(8), "mo", kept.resume_secret)
+    assert b.log.move_member(kept.token, moved) is False
+    assert b.log.find_member(moved.token) == moved and b.log.kept_members() == [moved]
+    assert not a.log.claim_nick("mo", secrets.token_bytes(8))  # the new session holds it
+    again = KeptMember(secrets.token_bytes(8), "mo", kept.resume_secret)
+    assert a.log.move_member(moved.token, again) is True
