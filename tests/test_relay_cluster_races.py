@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.client_support import drain
+from tests.client_support import drain, of
 from tests.cluster_support import Forwarder, cluster, joined, left, relay_addr
+from udpchat import events as ev
+from udpchat.client.session import ClientSession
 from udpchat.names import nick_key
 from udpchat.relay.memory_shared import MemorySharedLog
 from udpchat.relay.room_log import KeptMember
@@ -15,6 +17,15 @@ from udpchat.relay.room_log import KeptMember
 pytestmark = pytest.mark.unit
 
 FRONT = ("10.0.2.1", 4000)  # the address the moving member knows as its relay
+
+
+def order(session: ClientSession) -> list[str]:
+    """The membership events a session was shown live, in order."""
+    return [
+        "joined" if isinstance(e, ev.MemberJoined) else "left"
+        for e in of(session, ev.ClientEvent)
+        if isinstance(e, (ev.MemberJoined, ev.MemberLeft))
+    ]
 
 
 @pytest.mark.parametrize("left_first", [True, False])
@@ -57,7 +68,10 @@ def test_a_resume_whose_record_the_lost_relay_handling_removed_is_announced_anew
         assert relay.sessions.nick_list() == ("ann", "cy", "mo")
     for other in (ann, cy):
         assert left(other) == ["mo"]
-        assert joined(other)[-1:] == ["mo"]  # after the LEFT: every member lists her
+        # after the LEFT: every member lists her (and C's JOINED numbered before the lost
+        # relay's LEFT is followed by another)
+        assert joined(other) == (["mo"] if left_first else ["mo", "mo"])
+        assert order(other) == (["left", "joined"] if left_first else ["joined", "left", "joined"])
         assert "mo" in other.members
     assert c.room.claims[nick_key("mo")][1] == relay_c.log.relay_id
     assert [kept.nick for kept, rid in c.room.members.values() if rid == relay_c.log.relay_id] == [
