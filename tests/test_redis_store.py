@@ -347,3 +347,26 @@ def test_a_move_says_whether_the_old_record_was_still_there(relays: Any) -> None
     assert not a.log.claim_nick("mo", secrets.token_bytes(8))  # the new session holds it
     again = KeptMember(secrets.token_bytes(8), "mo", kept.resume_secret)
     assert a.log.move_member(moved.token, again) is True
+
+
+def test_an_old_claim_refreshed_after_a_move_goes_when_the_old_relay_lets_it_go(
+    redis_server: RedisServer, redis_room: str, relays: Any
+) -> None:
+    """A resume under another nickname: the old relay's housekeeping may set the old claim
+    again before it reads the move from its inbox; the relay lets it go when it learns of the
+    move (as its core does), and its housekeeping does not set it again."""
+    a, b = relays(), relays()
+    old = KeptMember(secrets.token_bytes(8), "mo", secrets.token_bytes(16))
+    assert a.log.claim_nick("mo", old.token)
+    a.log.keep_member(old)
+    moved = KeptMember(secrets.token_bytes(8), "mona", old.resume_secret)
+    assert b.log.claim_nick("mona", moved.token)
+    assert b.log.move_member(old.token, moved) is True
+    client: Any = redis_server.client()
+    key = f"udpchat:{{{redis_room}}}:nick:mo"
+    client.set(key, f"{a.log.relay_hex} {old.token.hex()}", px=int(TTL * 1000))  # refreshed
+    assert a.wait_for(lambda taken: MemberLeftForRelay(old.token) in taken)
+    a.log.release_nick("mo", old.token)  # the core, taking MemberLeftForRelay
+    time.sleep(PERIOD * 3)  # housekeeping periods: the claim is not set again
+    assert client.get(key) is None
+    assert relays().log.claim_nick("mo", secrets.token_bytes(8))
