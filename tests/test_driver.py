@@ -345,6 +345,24 @@ def test_only_the_peer_speaks_for_a_connected_endpoint() -> None:
         h.driver.join()
 
 
+def test_the_peer_filter_follows_the_shell_when_it_moves() -> None:
+    """A client that moved to another relay (protocol.md 6.9) hears that one alone."""
+    h = Harness(peer=PEER)
+    h.driver.start()
+    try:
+        h.transport.put(b"old", PEER)
+        assert h.wait(lambda: len(h.endpoint.received) == 1)
+        with h.driver.lock:
+            h.driver.peer = STRANGER
+        h.transport.put(b"left behind", PEER)
+        h.transport.put(b"new", STRANGER)
+        assert h.wait(lambda: len(h.endpoint.received) == 2)
+        assert [d for d, _, _ in h.endpoint.received] == [b"old", b"new"]
+    finally:
+        h.driver.stop()
+        h.driver.join()
+
+
 def test_urgent_datagrams_of_a_batch_go_first_each_kind_in_order_of_arrival() -> None:
     h = Harness(urgent=lambda data: data.startswith(b"hello"))
     arrivals = [b"a", b"hello 1", b"b", b"c", b"hello 2", b"d"]

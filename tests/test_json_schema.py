@@ -40,6 +40,7 @@ EXAMPLES: list[ev.ClientEvent] = [
     ev.ErrorReported("the nickname alice is taken; trying alice_"),
     ev.ConnectionLost("the relay went silent"),
     ev.Reconnecting(2, 1.0),
+    ev.RelayMoved("127.0.0.1:9000", "[::1]:9001", "the relay went silent", 1, 0.5),
     ev.JoinRejected(1, "the nickname alice is taken"),
     ev.Closed("left the room"),
 ]

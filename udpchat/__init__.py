@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         MessageRefused,
         PrivateReceived,
         Reconnecting,
+        RelayMoved,
         Welcomed,
     )
     from udpchat.impair import ImpairmentConfig
@@ -99,6 +100,7 @@ _HOMES = {
     "MessageRefused": "udpchat.events",
     "PrivateReceived": "udpchat.events",
     "Reconnecting": "udpchat.events",
+    "RelayMoved": "udpchat.events",
     "Welcomed": "udpchat.events",
     "ImpairmentConfig": "udpchat.impair",
     "LinkConfig": "udpchat.link.config",
@@ -116,9 +118,9 @@ __all__ = [
     "ImpairmentConfig", "JoinRejected", "LinkConfig", "LocalProtocolError", "MemberJoined",
     "MemberLeft", "MemberRenamed", "MembersJoined", "MembersLeft", "MembersListed",
     "MessagePending", "MessageReceived", "MessageRefused", "PrivateReceived", "ProtocolError",
-    "QueueFull", "Reconnecting", "RelayConfig", "RelayCore", "RelayOptions", "RelayServer",
-    "RelayStats", "SessionState", "SimNetwork", "Trust", "TrustStore", "UdpchatError",
-    "UsageError", "Welcomed", "__version__",
+    "QueueFull", "Reconnecting", "RelayConfig", "RelayCore", "RelayMoved", "RelayOptions",
+    "RelayServer", "RelayStats", "SessionState", "SimNetwork", "Trust", "TrustStore",
+    "UdpchatError", "UsageError", "Welcomed", "__version__",
 ]
 
 

@@ -6,6 +6,11 @@ into a queue for ``next_event``, in the order the session emitted them, from whi
 the driver hands them out on (its own, or a caller's: see :mod:`udpchat.driver`). What the
 shell adds to the session is what only it can know: that nothing ever answered, that the
 system refused our datagrams, that this process was paused.
+
+Fail-over (protocol.md 6.9): with ``fallbacks``, the session decides when to move to another
+relay and which; the shell follows it after every turn and call, before anything is sent:
+the socket is connected to the new relay and the driver's ``peer`` filter with it, so
+datagrams go there and only that relay is heard.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ import queue
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from udpchat.client.config import ClientConfig, Trust
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.driver import Driver
 from udpchat.endpoint import Address
-from udpchat.events import ClientEvent, Closed, ConnectionLost, Welcomed
+from udpchat.errors import UsageError
+from udpchat.events import ClientEvent, Closed, ConnectionLost, RelayMoved, Welcomed
 from udpchat.impair import ImpairmentConfig
 from udpchat.link import LinkConfig
 from udpchat.seal import room_key
@@ -50,6 +56,9 @@ class ClientOptions:
 
     nick: str
     server: Address = ("127.0.0.1", 9000)
+    # The room's other relays, moved to in turn when the current one goes silent
+    # (protocol.md 6.9); all of one address family with ``server``.
+    fallbacks: tuple[Address, ...] = ()
     impairment: ImpairmentConfig | None = None
     key: str | None = None
     link: LinkConfig = field(default_factory=LinkConfig)
@@ -63,6 +72,9 @@ class ClientOptions:
     # does, trust on first use with the known_relays file, is
     # ``TrustStore().for_server(address)`` (udpchat.known_relays).
     trust: Trust | None = None
+    # The check for the relay at an address, when each relay of a list has its own pinned
+    # key (``TrustStore().for_server``); it takes the place of ``trust``.
+    trust_for: Callable[[Address], Trust] | None = None
 
 
 class ChatClient:
@@ -76,8 +88,21 @@ class ChatClient:
         key = room_key(options.key) if options.key else None
         family, server = resolve(*options.server)
         self._server = server
+        # The addresses as resolved, each mapped to the one the user gave (its trust entry).
+        self._given = {server: options.server}
+        for given in options.fallbacks:
+            other_family, other = resolve(*given)
+            if other_family != family:
+                raise UsageError(
+                    f"{format_address(given)} and {format_address(options.server)} are of "
+                    "different address families: list relays of one family (IPv4 or IPv6)"
+                )
+            self._given.setdefault(other, given)
+        if len(self._given) != 1 + len(options.fallbacks):
+            raise UsageError("a relay is listed twice (under two names)")
         bind_host = "::" if family.name == "AF_INET6" else "0.0.0.0"
-        if server[0] in ("127.0.0.1", "::1", "localhost"):
+        hosts = {address[0] for address in self._given}
+        if len(hosts) == 1 and server[0] in ("127.0.0.1", "::1", "localhost"):
             bind_host = server[0]
         udp = UdpTransport.bind(bind_host, 0)
         try:
@@ -86,13 +111,16 @@ class ChatClient:
             udp.close()
             raise
         self._udp = udp
-        self._label = format_address(options.server)
+        self._label = ", ".join(
+            format_address(given) for given in (options.server, *options.fallbacks)
+        )
         transport: DatagramTransport = udp
         if options.impairment is not None and not options.impairment.is_noop:
             transport = ImpairedTransport(transport, options.impairment)
         config = ClientConfig(
             nick=options.nick,
             server=server,
+            fallbacks=tuple(self._given)[1:],
             link=options.link,
             reconnect=options.reconnect,
             join_timeout=options.join_timeout,
@@ -105,6 +133,7 @@ class ChatClient:
             key,
             wall_offset=time.time() - time.monotonic(),
             trust=options.trust,
+            trust_for=self._trust_for if options.trust_for is not None else None,
         )
         self._driver: Driver[ClientEvent] = Driver(
             self._session,
@@ -220,6 +249,7 @@ class ChatClient:
             "duplicates_dropped": link.duplicates,
             "messages_delivered": link.messages_delivered,
             "reconnects": s.reconnects,
+            "relay_moves": s.moves,
             "bad_datagrams_dropped": s.malformed + s.wrong_session + s.replays + s.unexpected,
         }
 
@@ -262,8 +292,28 @@ class ChatClient:
     def _take(self, now: float) -> list[ClientEvent]:
         """The session's events, each completed with what only the shell knows (called
         locked, after every turn of the driver and every call)."""
-        self._notice_refusals()
+        self._notice_refusals(now)
+        self._follow(self._session.server)
         return [self._explained(event) for event in self._session.events()]
+
+    def _follow(self, relay: Address) -> None:
+        """The session moved to ``relay`` (protocol.md 6.9): talk to it only, from now on
+        (called locked, before this turn's datagrams are sent)."""
+        if relay == self._server:
+            return
+        self._server = relay
+        try:
+            self._udp.connect(relay)
+        except OSError as error:  # the datagrams to it will fail and be counted
+            log.warning("cannot address relay %s: %s", format_address(relay), error)
+        self._driver.peer = relay
+        self._refused_seen = self._udp.refused  # refusals so far were the old relay's
+
+    def _trust_for(self, address: Address) -> Trust:
+        """The trust check of the relay at ``address``, under the name the user gave it."""
+        trust_for = self.options.trust_for
+        assert trust_for is not None
+        return trust_for(self._given.get(address, address))
 
     def _deliver(self, events: list[ClientEvent]) -> None:
         for event in events:
@@ -285,10 +335,11 @@ class ChatClient:
         """``event``, its reason completed with what only the shell knows (called locked)."""
         if isinstance(event, Welcomed):
             self._ever_welcomed = True
-        elif isinstance(event, ConnectionLost) and self._driver.pause is not None:
+        elif isinstance(event, (ConnectionLost, RelayMoved)) and self._driver.pause is not None:
             resumed, paused = self._driver.pause
             if time.monotonic() - resumed < PAUSE_BLAMED:
-                return ConnectionLost(f"this client was paused for {paused:.0f} s; {event.reason}")
+                reason = f"this client was paused for {paused:.0f} s; {event.reason}"
+                return replace(event, reason=reason)
         elif (
             isinstance(event, Closed)
             and not self._ever_welcomed
@@ -303,7 +354,7 @@ class ChatClient:
             )
         return event
 
-    def _notice_refusals(self) -> None:
+    def _notice_refusals(self, now: float) -> None:
         """The system refused datagrams to the relay (ICMP port unreachable): during the first
         join, nothing listens there and the session ends now rather than after the timeout."""
         refused = self._udp.refused
@@ -314,4 +365,4 @@ class ChatClient:
             f"nothing is listening at {self._label} (connection refused): "
             "is the relay running, on that port?"
         )
-        self._driver.guard("unreachable", lambda: self._session.unreachable(reason))
+        self._driver.guard("unreachable", lambda: self._session.unreachable(reason, now))

@@ -75,7 +75,8 @@ class Driver(Generic[Item]):
     ``on_exit(error)`` runs on the loop's thread when it ends, with the exception that ended
     it, if any. With ``send_batch``, the endpoint is a :class:`BatchingEndpoint` and output is
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
-    address reach the endpoint (a client talks to its relay alone). With ``urgent``, the
+    address reach the endpoint (a client talks to its relay alone); the shell may change
+    ``peer`` under the lock (a client moving to another relay). With ``urgent``, the
     datagrams of a batch for which it holds are handed to the endpoint before the others (the
     relay: handshakes ahead of session traffic).
     """
@@ -107,7 +108,7 @@ class Driver(Generic[Item]):
         self._finished = finished
         self._on_exit = on_exit
         self._send_batch = send_batch
-        self._peer = peer
+        self.peer = peer
         self._urgent = urgent
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
@@ -245,8 +246,9 @@ class Driver(Generic[Item]):
 
     def _turn(self, got: tuple[bytes, Address] | None, slept: float) -> None:
         """Take in ``got`` and what else is queued, run due timers, flush."""
-        endpoint, transport, peer = self.endpoint, self.transport, self._peer
+        endpoint, transport = self.endpoint, self.transport
         with self.lock:
+            peer = self.peer  # read locked: the shell may move it between turns
             now = self._look(slept)
             self._sleeping_until = 0.0
             batch: list[tuple[bytes, Address]] = []

@@ -13,7 +13,7 @@ __all__ = [
     "ClientEvent", "Closed", "ConnectionLost", "ErrorReported", "HistoryGap", "JoinRejected",
     "MemberJoined", "MemberLeft", "MemberRenamed", "MembersJoined", "MembersLeft",
     "MembersListed", "MessagePending", "MessageReceived", "MessageRefused", "PrivateReceived",
-    "Reconnecting", "Welcomed",
+    "Reconnecting", "RelayMoved", "Welcomed",
 ]
 
 
@@ -162,6 +162,20 @@ class Reconnecting:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayMoved:
+    """The relay went silent (or did not answer, or shut down): the session moves to the
+    next relay of the list, ``to``, and resumes its place there after ``delay`` seconds
+    (attempt ``attempt`` since the last welcome). Takes the place of ``ConnectionLost``
+    and ``Reconnecting`` when the client has other relays (protocol.md 6.9)."""
+
+    relay: str  # HOST:PORT of the relay left
+    to: str  # HOST:PORT of the relay tried next
+    reason: str
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
 class JoinRejected:
     """The relay refused to let us in (final: the session is closed)."""
 
@@ -192,6 +206,7 @@ ClientEvent = (
     | ErrorReported
     | ConnectionLost
     | Reconnecting
+    | RelayMoved
     | JoinRejected
     | Closed
 )

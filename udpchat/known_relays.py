@@ -12,6 +12,12 @@ normalised (a host name in lowercase, an IPv6 address compressed and in brackets
 32-byte public key in base64. Blank lines, ``#`` comments and lines udpchat does not
 understand are kept as they are. Two names of one relay (``localhost:9000`` and
 ``127.0.0.1:9000``) are two entries, as in SSH.
+
+A client given several relays of one room (``--server A,B``, protocol.md 6.9) checks each
+against its own entry: every relay has its own key and its own first use, and a relay whose
+key changed is refused (the client leaves it out and uses the others) however well the
+other relays of the list are known. ``--relay-key`` then names one fingerprint per key the
+room's relays hold, and each relay must show one of them.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import base64
 import binascii
 import ipaddress
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from udpchat.client.config import Trust
@@ -134,23 +140,26 @@ class TrustStore:
             self._write(kept)
         return forgotten
 
-    def check(self, address: Address, public: bytes, pinned: str | None = None) -> str | None:
+    def check(
+        self, address: Address, public: bytes, pinned: str | Collection[str] | None = None
+    ) -> str | None:
         """None to trust ``public`` as the key of ``address``; otherwise one line saying why not.
 
-        ``pinned`` is a canonical fingerprint (``identity.parse_fingerprint``): only that key
-        is trusted. Never raises: a file that cannot be read refuses, one that cannot be
-        written is reported and the key trusted all the same.
+        ``pinned`` is a canonical fingerprint (``identity.parse_fingerprint``), or several:
+        only those keys are trusted. Never raises: a file that cannot be read refuses, one
+        that cannot be written is reported and the key trusted all the same.
         """
         shown = normalise_address(address)
         if len(public) != KEY_SIZE:
             return f"relay {shown} sent a malformed key ({len(public)} bytes): not connecting"
         offered = fingerprint(public)
         if pinned is not None:
-            if offered != pinned:
+            pins = (pinned,) if isinstance(pinned, str) else tuple(pinned)
+            if offered not in pins:
                 return (
-                    f"REFUSED: relay {shown} has key fingerprint {offered}, not {pinned} as "
-                    f"given with --relay-key; {_WARNING} (its operator can print the right "
-                    "one with 'udpchat relay-key')"
+                    f"REFUSED: relay {shown} has key fingerprint {offered}, not "
+                    f"{' or '.join(pins)} as given with --relay-key; {_WARNING} (its "
+                    "operator can print the right one with 'udpchat relay-key')"
                 )
             try:
                 known = self.known(address)
@@ -189,7 +198,9 @@ class TrustStore:
         if self._notify is not None:
             self._notify(line)
 
-    def for_server(self, address: Address, pinned: str | None = None) -> Trust:
+    def for_server(
+        self, address: Address, pinned: str | Collection[str] | None = None
+    ) -> Trust:
         """The ``ClientOptions.trust`` callback for a client of the relay at ``address``."""
 
         def trust(public: bytes) -> str | None:

@@ -42,6 +42,7 @@ from udpchat.events import (
     MessageRefused,
     PrivateReceived,
     Reconnecting,
+    RelayMoved,
     Welcomed,
 )
 from udpchat.names import nick_key
@@ -240,6 +241,7 @@ def stats_lines(stats: Mapping[str, float | int]) -> list[str]:
     for key, label in (
         ("messages_delivered", "messages in"),
         ("reconnects", "rejoins"),
+        ("relay_moves", "relay moves"),
         ("bad_datagrams_dropped", "bad datagrams"),
     ):
         value = take(key)
@@ -393,6 +395,17 @@ def _lost(event: ConnectionLost) -> list[Fragment]:
 @_view(Reconnecting, "reconnecting", "attempt", "delay")
 def _reconnecting(event: Reconnecting) -> list[Fragment]:
     return _notice(("notice", f"rejoining in {event.delay:.1f} s (attempt {event.attempt})"))
+
+
+@_view(RelayMoved, "relay_moved", "relay", "to", "reason", "attempt", "delay")
+def _moved(event: RelayMoved) -> list[Fragment]:
+    """``relay 127.0.0.1:9000 went silent; moved to 127.0.0.1:9001``: one line."""
+    reason = safe_text(event.reason)
+    lost = reason.removeprefix("the relay ")
+    said = f"relay {safe_text(event.relay)} {lost}" if lost != reason else (
+        f"relay {safe_text(event.relay)}: {reason}"
+    )
+    return _notice(("notice", f"{said}; moved to {safe_text(event.to)}"))
 
 
 @_view(JoinRejected, "rejected", "code", "reason")

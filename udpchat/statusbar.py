@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from udpchat.events import ClientEvent, Closed, ConnectionLost, JoinRejected, Reconnecting, Welcomed
+from udpchat.events import (
+    ClientEvent,
+    Closed,
+    ConnectionLost,
+    JoinRejected,
+    Reconnecting,
+    RelayMoved,
+    Welcomed,
+)
 
 __all__ = ["LinkStatus", "fit", "shorten"]
 
@@ -54,7 +62,7 @@ class LinkStatus:
             return LinkStatus(now, "joined")
         if isinstance(event, ConnectionLost):
             return LinkStatus(now, "lost")
-        if isinstance(event, Reconnecting):
+        if isinstance(event, (Reconnecting, RelayMoved)):
             since = self.since if self.state == "lost" else now
             return LinkStatus(since, "lost", event.attempt, now + event.delay)
         if isinstance(event, (Closed, JoinRejected)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -25,10 +26,11 @@ from udpchat.cli.common import (
     impairment_config,
     parse_hostport,
 )
+from udpchat.endpoint import Address
 from udpchat.names import nick_error
 from udpchat.transport import format_address
 
-__all__ = ["JOIN_HELP", "join", "run_client"]
+__all__ = ["JOIN_HELP", "join", "parse_relays", "run_client"]
 
 if TYPE_CHECKING:
     from udpchat.chat_client import ChatClient, ClientOptions
@@ -47,8 +49,14 @@ JOIN_HELP = "\n\n".join(
         "let you in, and the client leaves once the relay has everything. Errors go to stderr "
         "with their input line number; --json prints one JSON object per event on stdout "
         "(docs/json-events.md).",
+        "Several relays of one room (--server A,B,...): when the relay of the moment goes "
+        "silent for 2 s, the client moves to the next one of the list, round-robin, and "
+        "resumes its place there: same nickname, no message missed or sent twice, and the "
+        "others see no leave or join. Each relay's key is checked on its own (remembered "
+        "on first use, refused if it changes); --relay-key may list one fingerprint per key.",
         "Examples:\n\n"
         "  udpchat join alice --server 127.0.0.1:9000\n"
+        "  udpchat join alice --server 10.0.0.1:9000,10.0.0.2:9000\n"
         "  printf 'hello\\n/who\\n' | udpchat join bot --json\n"
         "  udpchat join carol --server 192.168.1.20:9000 --loss 20%",
     ]
@@ -67,7 +75,12 @@ def join(
         ),
     ],
     server: Annotated[
-        str, typer.Option(help="The relay, HOST:PORT.", metavar="HOST:PORT")
+        str,
+        typer.Option(
+            help="The relay, HOST:PORT; or the room's relays, comma-separated, to move to "
+            "the next when one goes silent (tried in this order).",
+            metavar="HOST:PORT[,HOST:PORT...]",
+        ),
     ] = f"127.0.0.1:{DEFAULT_PORT}",
     json_output: Annotated[
         bool,
@@ -78,11 +91,12 @@ def join(
         str | None,
         typer.Option(
             "--relay-key",
-            metavar="FINGERPRINT",
+            metavar="FINGERPRINT[,FINGERPRINT...]",
             show_default=False,
             help="Trust only the relay whose key has this fingerprint (its operator gets it "
-            "from 'udpchat relay-key'), and remember it. Without it the key is remembered "
-            "on first use and any other key is refused.",
+            "from 'udpchat relay-key'), and remember it; with several relays, each must "
+            "show one of the fingerprints listed. Without it each relay's key is "
+            "remembered on first use and any other key is refused.",
         ),
     ] = None,
     loss: LossOption = "0",
@@ -99,8 +113,8 @@ def join(
         problem = nick_error(nick)
         if problem is not None:
             raise ValueError(f"bad nickname {nick!r}: {problem}")
-        server_at = parse_hostport(server)
-        pinned = None if relay_key is None else parse_fingerprint(relay_key)
+        relays = parse_relays(server)
+        pinned = None if relay_key is None else _fingerprints(relay_key, parse_fingerprint)
         config = impairment_config(
             loss=loss, burst=burst, delay=delay, jitter=jitter, dup=dup, reorder=reorder, seed=seed
         )
@@ -111,11 +125,31 @@ def join(
 
     # Like ssh's "permanently added" line: news for a person, noise in a script's stderr.
     notify = _tell if sys.stderr.isatty() else None
-    trust = TrustStore(notify=notify).for_server(server_at, pinned=pinned)
-    options = ClientOptions(
-        nick=nick, server=server_at, impairment=config, key=key or None, trust=trust
-    )
+    store = TrustStore(notify=notify)
+    options = ClientOptions(nick=nick, server=relays[0], impairment=config, key=key or None)
+    if len(relays) == 1:
+        options = replace(options, trust=store.for_server(relays[0], pinned=pinned))
+    else:  # each relay of the list against its own entry (udpchat.known_relays)
+        options = replace(
+            options,
+            fallbacks=relays[1:],
+            trust_for=lambda address: store.for_server(address, pinned=pinned),
+        )
     raise typer.Exit(run_client(options, json_output=json_output))
+
+
+def parse_relays(text: str) -> tuple[Address, ...]:
+    """``HOST:PORT[,HOST:PORT...]``: the room's relays in the order to try them."""
+    relays = tuple(parse_hostport(part) for part in text.split(","))
+    if len(set(relays)) != len(relays):
+        raise ValueError(f"invalid --server {text!r}: a relay is listed twice")
+    return relays
+
+
+def _fingerprints(text: str, parse: Callable[[str], str]) -> str | tuple[str, ...]:
+    """The canonical fingerprint ``--relay-key`` gives, or the several comma-separated."""
+    pins = tuple(parse(part) for part in text.split(","))
+    return pins[0] if len(pins) == 1 else pins
 
 
 def run_client(options: ClientOptions, json_output: bool = False) -> int:
@@ -135,7 +169,8 @@ def run_client(options: ClientOptions, json_output: bool = False) -> int:
             client.quit("")
             raise
 
-    return run_ui(start, mode, server=format_address(options.server))
+    relays = ", ".join(format_address(relay) for relay in (options.server, *options.fallbacks))
+    return run_ui(start, mode, server=relays)
 
 
 def _tell(line: str) -> None:

@@ -43,9 +43,17 @@ class QueueFull(UsageError):
 class ClientConfig:
     nick: str
     server: Address  # the relay's address: datagrams from anywhere else are dropped
+    # The room's other relays, tried round-robin after ``server`` when the current one goes
+    # silent (protocol.md 6.9). Empty: one relay, rejoined in place as ever.
+    fallbacks: tuple[Address, ...] = ()
     link: LinkConfig = field(default_factory=LinkConfig)
     join_timeout: float = 10.0  # give up a join attempt after this (protocol.md 4)
     relay_silence: float = 5.0  # the relay is lost after this much silence (protocol.md 7.1)
+    # With other relays to move to (protocol.md 6.9): silence after which the client moves
+    # on (at least two heartbeats), and how long an attempt waits for a relay's CHALLENGE
+    # before it tries the next one.
+    failover_silence: float = 2.0
+    failover_wait: float = 3.0
     quit_timeout: float = 2.0
     reconnect: bool = True
     max_reconnect_delay: float = 10.0
@@ -59,11 +67,18 @@ class ClientConfig:
         error = nick_error(self.nick)
         if error is not None:
             raise ValueError(error)
-        for name in ("join_timeout", "relay_silence", "quit_timeout", "max_reconnect_delay"):
+        names = (
+            "join_timeout", "relay_silence", "quit_timeout", "max_reconnect_delay",
+            "failover_silence", "failover_wait",
+        )
+        for name in names:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        relays = (self.server, *self.fallbacks)
+        if len(set(relays)) != len(relays):
+            raise ValueError("a relay is listed twice")
 
 
 @dataclass
@@ -76,6 +91,7 @@ class Counters:
     bad_messages: int = 0
     foreign: int = 0
     reconnects: int = 0
+    moves: int = 0  # times the session moved to another relay of its list
     # the replays and invalid datagrams of links already retired
     retired_replays: int = 0
     retired_invalid: int = 0
@@ -93,6 +109,7 @@ class ClientStats:
     reconnects: int  # times the session was re-established after losing the relay
     foreign: int  # datagrams from an address other than the relay's
     link: LinkStats
+    moves: int = 0  # times the session moved to another relay of its list (protocol.md 6.9)
 
     @property
     def srtt(self) -> float:

@@ -161,6 +161,19 @@ class Handshake:
         self.retry_at = now + self._retry_interval
         self._retry_interval = min(self._retry_interval * 2, HANDSHAKE_MAX_RETRY)
 
+    def shorten_attempt(self, until: float) -> None:
+        """End the attempt at ``until`` at the latest (a relay of a list that does not
+        answer is passed over, protocol.md 6.9)."""
+        if self.attempt_deadline is not None:
+            self.attempt_deadline = min(self.attempt_deadline, until)
+
+    def extend_attempt(self, until: float) -> None:
+        """Let the attempt run until ``until`` (within the first join's deadline)."""
+        if self.join_deadline is not None:
+            until = min(until, self.join_deadline)
+        if self.attempt_deadline is not None:
+            self.attempt_deadline = max(self.attempt_deadline, until)
+
     def stop(self) -> None:
         """No more retransmissions or attempt deadline (a link was adopted, or we wait)."""
         self.retry_at = None

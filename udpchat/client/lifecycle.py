@@ -7,6 +7,13 @@ LINKED states, WELCOME due exactly in ACCEPTED and LEAVING_EARLY). The first joi
 rejoins differ only in what the cursor knows: before any WELCOME a lost relay or a REJECT
 ends the join (or starts a new attempt within the first join's deadline); after one, the
 session waits (``Backoff``) and rejoins with a resume.
+
+Fail-over (protocol.md 6.9): with more than one relay in the ``RelayRing``, losing the relay
+to silence, a dead link or SHUTDOWN, an attempt that hears nothing, a retryable REJECT, or a
+relay key the trust check refuses moves the session to the next relay of the ring; the next
+attempt (after the same backoff) resumes there with the same resume it would have sent to
+the relay it left. A RESET does not move it: the relay answering at that address proved it
+is the same identity and only lost our session, so the rejoin stays.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from udpchat.client.config import ClientConfig, Counters
 from udpchat.client.cursor import RoomCursor
 from udpchat.client.joining import FINAL_REJECTS, Backoff, Handshake, Refused
 from udpchat.client.ledger import Ledger
+from udpchat.client.relays import RelayRing, relay_label
 from udpchat.client.room import RoomView
 from udpchat.client.states import (
     FEEDING,
@@ -31,7 +39,11 @@ from udpchat.client.states import (
 )
 from udpchat.client.uplink import Uplink
 
-__all__ = ["Lifecycle"]
+__all__ = ["ROOM_REJECTS", "Lifecycle"]
+
+# REJECTs that are the room's answer, the same from each of its relays: never a reason to try
+# another one during the first join (protocol.md 6.9).
+ROOM_REJECTS = FINAL_REJECTS | {wire.RejectCode.NICK_TAKEN}
 
 _S = SessionState
 
@@ -49,6 +61,7 @@ class Lifecycle:
         room: RoomView,
         counters: Counters,
         emit: Callable[[ev.ClientEvent], None],
+        ring: RelayRing,
     ) -> None:
         self._config = config
         self.machine = StateMachine()
@@ -60,6 +73,9 @@ class Lifecycle:
         self._room = room
         self._counters = counters
         self._emit = emit
+        self._ring = ring
+        self._attempt_started = 0.0
+        self.refusal: str | None = None  # what the last relay that refused the first join said
         self.quit_deadline: float | None = None
 
     @property
@@ -87,6 +103,9 @@ class Lifecycle:
         """A fresh attempt with its own deadline (the state is CONNECTING already)."""
         first_join = not self._cursor.welcomed_once
         self._handshake.start_attempt(self._room.nick, now, self._config.join_timeout, first_join)
+        self._attempt_started = now
+        if self._ring.many:  # a relay that does not answer HELLO soon is passed over
+            self._handshake.shorten_attempt(now + self._config.failover_wait)
 
     def on_challenge(self, challenge: wire.Challenge, now: float) -> None:
         if self.state not in HANDSHAKING or challenge.nonce != self._handshake.nonce:
@@ -95,10 +114,24 @@ class Lifecycle:
         try:
             started = self._handshake.on_challenge(challenge, self.state is _S.JOINING, now)
         except Refused as refused:
-            self.close(refused.reason)
+            self._refused(refused.reason, now)
             return
         if started:
             self.machine.fire(Trigger.CHALLENGE)
+            if self._ring.many:  # it answers: the attempt gets its whole time again
+                self._handshake.extend_attempt(self._attempt_started + self._config.join_timeout)
+
+    def _refused(self, reason: str, now: float) -> None:
+        """The CHALLENGE names a relay (or room) we must not join: the end of the session,
+        unless the list has another relay, in which case this one is left out for good."""
+        if not self._ring.refuse_current():
+            self.close(reason)
+            return
+        self._emit(ev.ErrorReported(reason))
+        if not self._cursor.welcomed_once:
+            self._next_first_attempt(now)
+            return
+        self._move("its key was refused", now)
 
     def on_accept(self, accept: wire.Accept, now: float) -> None:
         link = self._uplink.link
@@ -132,6 +165,11 @@ class Lifecycle:
         if not self._handshake.bound(reject):
             return
         code, reason = reject.code, reject.reason
+        if not self._cursor.welcomed_once and self._ring.many and code not in ROOM_REJECTS:
+            # protocol.md 6.9: another relay of the list may have room (or reach its store).
+            self.refusal = reason or f"refused with code {code}"
+            self._move(reason or f"it refused us (code {code})", now)
+            return
         final = not self._cursor.welcomed_once or code in FINAL_REJECTS
         if code == wire.RejectCode.NICK_TAKEN and not final:
             nick = self._room.nick
@@ -146,6 +184,9 @@ class Lifecycle:
         if final:
             self._emit(ev.JoinRejected(code, reason))
             self.close(reason or "the relay refused to let us in")
+            return
+        if self._ring.many:
+            self._move(reason or f"it refused the rejoin (code {code})", now)
             return
         self._emit(ev.ErrorReported(reason or f"the relay refused the rejoin (code {code})"))
         self._schedule_attempt(now, immediate=False)
@@ -205,7 +246,7 @@ class Lifecycle:
             link.acknowledge_now()
             self._uplink.out.extend(link.datagrams_to_send(now))
         text = message.text or "no reason given"
-        self.lose(f"the relay is shutting down: {text}", now)
+        self.lose(f"the relay is shutting down: {text}", now, move=True)
 
     def _remember_resume(self) -> None:
         """The current link will be gone: the next JOIN asks to resume its session."""
@@ -214,8 +255,9 @@ class Lifecycle:
             epoch = self._uplink.epoch
             self._handshake.remember_resume(epoch, link.token, self._cursor.resume_seq(epoch))
 
-    def lose(self, reason: str, now: float, immediate: bool = False) -> None:
-        """The relay is gone (silence, dead link, RESET, SHUTDOWN): rejoin or close."""
+    def lose(self, reason: str, now: float, immediate: bool = False, move: bool = False) -> None:
+        """The relay is gone (silence, dead link, RESET, SHUTDOWN): rejoin or close; with
+        ``move`` and another relay to go to, rejoin there."""
         if self.state in LEAVING_STATES:
             self.close("left the room")
             return
@@ -223,14 +265,41 @@ class Lifecycle:
         self._uplink.retire()
         if not self._cursor.welcomed_once:
             # Lost during the first join: try again within the same join deadline.
+            if move and self._ring.many:
+                self._next_first_attempt(now)
+                return
             self.machine.fire(Trigger.RETRY)
             self._begin_attempt(now)
+            return
+        if move and self._ring.many and self._config.reconnect:
+            self._move(reason, now)
             return
         self._emit(ev.ConnectionLost(reason))
         if not self._config.reconnect:
             self.close(reason)
             return
         self._schedule_attempt(now, immediate)
+
+    def _move(self, reason: str, now: float) -> None:
+        """protocol.md 6.9: leave the current relay for the next one of the list; the next
+        attempt, after the usual backoff, resumes there. One event says it all."""
+        left = self._ring.current
+        to = self._ring.advance()
+        self._counters.moves += 1
+        self._uplink.retire()
+        delay = self._backoff.schedule(now, immediate=False)
+        self._handshake.stop()
+        self.machine.fire(Trigger.LOSE)
+        attempt = self._backoff.attempt
+        self._emit(ev.RelayMoved(relay_label(left), relay_label(to), reason, attempt, delay))
+
+    def _next_first_attempt(self, now: float) -> None:
+        """The first join tries the next relay of the list at once (within its deadline)."""
+        self._uplink.retire()
+        self._ring.advance()
+        self._counters.moves += 1
+        self.machine.fire(Trigger.RETRY)
+        self._begin_attempt(now)
 
     def _schedule_attempt(self, now: float, immediate: bool) -> None:
         self._uplink.retire()
@@ -242,14 +311,34 @@ class Lifecycle:
     def attempt_failed(self, now: float) -> None:
         """The attempt's deadline passed before WELCOME."""
         if not self._cursor.welcomed_once:
+            join_deadline = self._handshake.join_deadline
+            if self._ring.many and join_deadline is not None and now < join_deadline:
+                self._next_first_attempt(now)
+                return
             reason = "the relay does not answer (check the address and port)"
+            if self._ring.many:
+                reason = "no relay of the list answers (check the addresses and ports)"
+                if self.refusal is not None:
+                    reason = f"no relay of the list let us in; the last one said: {self.refusal}"
             unverified = self._handshake.unverified
             if unverified is not None:
                 reason += f"; an unverifiable reply said: {unverified}"
             self.close(reason)
             return
         self._remember_resume()  # ACCEPT came but WELCOME did not: resume that session next
+        if self._ring.many:
+            self._move("it did not answer", now)
+            return
         self._schedule_attempt(now, immediate=False)
+
+    def unreachable(self, reason: str, now: float) -> bool:
+        """The first join's relay is refused by the network: the next relay of the list at
+        once, or the end (True) when every one was refused."""
+        if self._ring.unreachable():
+            self.attempt_failed(now)
+            return self.machine.state is _S.CLOSED
+        self.close(reason)
+        return True
 
     def close(self, reason: str) -> None:
         self._ledger.close()

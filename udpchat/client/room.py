@@ -133,6 +133,10 @@ class RoomView:
         if not history:
             self._members[nick_key(event.nick)] = event.nick
             self._resize(1)
+        elif nick_key(event.nick) == nick_key(self.nick):
+            # Our own JOINED, replayed by a resume that asked from just before it (it went
+            # to the others only): a client shows no notice of itself (protocol.md 6.3).
+            return
         self._emit(ev.MemberJoined(event.seq, float(event.time), event.nick, history=history))
 
     def _on_left(self, event: msg.Left) -> None:

@@ -12,6 +12,11 @@ feeds it datagrams with their source address and ``now``, drains ``datagrams_to_
 to the relay's address) and ``events``, and calls ``handle_timer`` at ``next_timer``;
 randomness comes from the injected ``rng``. A datagram from any other address than the
 relay's is counted and dropped: nobody else speaks for the relay.
+
+With other relays in its config (``fallbacks``), the session holds them in a ``RelayRing``
+and decides itself when to move to the next one and which (protocol.md 6.9); ``server``
+names the relay of the moment, the one every datagram goes to and the only one heard. The
+runtime follows it: it only changes where datagrams go.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from udpchat.client.cursor import RoomCursor
 from udpchat.client.joining import Handshake
 from udpchat.client.ledger import Ledger
 from udpchat.client.lifecycle import Lifecycle
+from udpchat.client.relays import RelayRing
 from udpchat.client.room import RoomView
 from udpchat.client.states import (
     ATTEMPTING,
@@ -66,15 +72,21 @@ class ClientSession:
         room_key: PskDeriver | None = None,
         wall_offset: float = 0.0,
         trust: Trust | None = None,
+        trust_for: Callable[[Address], Trust] | None = None,
     ) -> None:
+        """``trust`` checks every relay's key; ``trust_for(address)``, when given, is the
+        check for the relay at ``address`` instead (each relay of a list has its own)."""
         self.config = config
         self._rng = rng
         self._events: list[ev.ClientEvent] = []
         self._counters = Counters()
-        self._handshake = Handshake(
-            rng, room_key, trust if trust is not None else trust_any, self._counters, now
-        )
-        self._uplink = Uplink(self._counters, config.relay_silence, now)
+        self._trust = trust if trust is not None else trust_any
+        self._trust_for = trust_for
+        self._handshake = Handshake(rng, room_key, self._check_key, self._counters, now)
+        self._ring = RelayRing(config.server, config.fallbacks)
+        # With somewhere to go, a silent relay is left sooner (protocol.md 6.9).
+        silence = config.failover_silence if self._ring.many else config.relay_silence
+        self._uplink = Uplink(self._counters, silence, now)
         self._cursor = RoomCursor(self._emit)
         self._ledger = Ledger(config, self._emit, now)
         self._room = RoomView(
@@ -89,6 +101,7 @@ class ClientSession:
             self._room,
             self._counters,
             self._emit,
+            self._ring,
         )
 
     # --- what the session shows ---------------------------------------------------------------
@@ -96,6 +109,16 @@ class ClientSession:
     @property
     def state(self) -> SessionState:
         return self._life.state
+
+    @property
+    def server(self) -> Address:
+        """The relay of the moment: where datagrams go, and the only address heard."""
+        return self._ring.current
+
+    @property
+    def relays(self) -> tuple[Address, ...]:
+        """Every relay of the list, in the order given (``server`` first at the start)."""
+        return self._ring.addresses
 
     @property
     def nick(self) -> str:
@@ -139,6 +162,11 @@ class ClientSession:
     def _emit(self, event: ev.ClientEvent) -> None:
         self._events.append(event)
 
+    def _check_key(self, relay_key: bytes) -> str | None:
+        """The trust check for the relay of the moment (the CHALLENGE came from it)."""
+        trust = self._trust if self._trust_for is None else self._trust_for(self.server)
+        return trust(relay_key)
+
     # --- user actions -------------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
@@ -174,17 +202,18 @@ class ClientSession:
         self._require_open("ask who is here")
         return self._request(msg.WhoPage("") if self._room.paged else msg.Who(), now)
 
-    def unreachable(self, reason: str) -> bool:
+    def unreachable(self, reason: str, now: float) -> bool:
         """The network says nothing listens at the relay's address (ICMP port unreachable).
 
         During the first join that is final, and waiting out the join timeout would only
-        keep the user waiting: the session closes with ``reason`` and True is returned. Once
-        joined, the relay may be restarting on that port, so rejoining goes on (False).
+        keep the user waiting: the session closes with ``reason`` and True is returned (with
+        a list of relays, the next one is tried at once, and the session closes only when
+        every one was refused). Once joined, the relay may be restarting on that port, so
+        rejoining goes on (False).
         """
         if self._cursor.welcomed_once or self.state in (_S.IDLE, _S.CLOSED):
             return False
-        self._life.close(reason)
-        return True
+        return self._life.unreachable(reason, now)
 
     def quit(self, reason: str, now: float) -> None:
         """Leave the room: QUIT on the link if there is one, then CLOSED."""
@@ -235,7 +264,7 @@ class ClientSession:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Take one datagram; garbage, and anything not from the relay, is counted, never
         raised."""
-        if addr != self.config.server:
+        if addr != self._ring.current:
             self._counters.foreign += 1
             return
         if self.state in (_S.IDLE, _S.CLOSED):
@@ -316,7 +345,7 @@ class ClientSession:
             if sent:
                 self._uplink.last_sent = now
                 out.extend(sent)
-        server = self.config.server
+        server = self._ring.current
         return [(data, server) for data in (*handshake, *out)]
 
     def next_timer(self) -> float | None:
@@ -352,10 +381,10 @@ class ClientSession:
         if link is not None:
             link.handle_timer(now)
             if link.dead:
-                self._life.lose("the relay stopped acknowledging", now)
+                self._life.lose("the relay stopped acknowledging", now, move=True)
                 return
             if now >= self._uplink.silent_at:
-                self._life.lose("the relay went silent", now)
+                self._life.lose("the relay went silent", now, move=True)
                 return
             quit_deadline = self._life.quit_deadline
             if state in LEAVING_STATES and quit_deadline is not None and now >= quit_deadline:

@@ -83,6 +83,7 @@ class Uplink:
             reconnects=c.reconnects,
             link=replace(current),
             foreign=c.foreign,
+            moves=c.moves,
         )
 
     # --- receiving ----------------------------------------------------------------------------
