@@ -32,7 +32,12 @@ from udpchat.demo.bots import ReliableBot
 from udpchat.demo.cluster_report import ClusterResult, Move, cluster_view, print_cluster_result
 from udpchat.demo.config import DemoConfig, DemoError, bot_name
 from udpchat.demo.display import Display
-from udpchat.demo.processes import RedisProcess, RelayProcess, missing_requirement
+from udpchat.demo.processes import (
+    RedisProcess,
+    RelayProcess,
+    missing_requirement,
+    stop_relays,
+)
 from udpchat.demo.results import Recorder, verdicts
 from udpchat.demo.run import drive, join_all, relay_config
 from udpchat.endpoint import Address
@@ -153,10 +158,12 @@ def _relay_args(config: DemoConfig, url: str, key: Path) -> list[str]:
     ]
 
 
-def _start_relays(config: DemoConfig, url: str, directory: Path) -> list[RelayProcess]:
-    """The first relay alone (it creates the shared key file), then the other two."""
+def _start_relays(
+    config: DemoConfig, url: str, directory: Path, relays: list[RelayProcess]
+) -> None:
+    """The first relay alone (it creates the shared key file), then the other two. Each is
+    in ``relays`` from the moment it is started: the caller stops them whatever happens."""
     args = _relay_args(config, url, directory / "relay.key")
-    relays: list[RelayProcess] = []
     deadline = time.monotonic() + 30.0
     for i in range(RELAYS):
         relays.append(RelayProcess(f"relay {i + 1}", args, directory / f"relay{i + 1}.log"))
@@ -164,7 +171,6 @@ def _start_relays(config: DemoConfig, url: str, directory: Path) -> list[RelayPr
             relays[0].wait_listening(deadline)
     for relay in relays[1:]:
         relay.wait_listening(deadline)
-    return relays
 
 
 def _killer(
@@ -191,7 +197,7 @@ def _run(config: DemoConfig, console: Console | None, directory: Path) -> Cluste
     bots: list[ClusterBot] = []
     stop = threading.Event()
     try:
-        relays = _start_relays(config, redis.url, directory)
+        _start_relays(config, redis.url, directory, relays)
         addresses = [relay.address for relay in relays]
         victim = relays[KILLED]
         with Display(console, "three relays, one room on Redis") as display:
@@ -220,8 +226,7 @@ def _run(config: DemoConfig, console: Console | None, directory: Path) -> Cluste
         stop.set()
         for bot in bots:
             bot.close()
-        for relay in relays:
-            relay.stop()
+        stop_relays(relays)
         redis.stop()
     run = verdicts("cluster", config, recorder, numbers, [None] * config.members, duration, errors)
     killed_at = victim.killed_at
@@ -236,6 +241,7 @@ def _run(config: DemoConfig, console: Console | None, directory: Path) -> Cluste
     return ClusterResult(
         config=config,
         run=run,
+        store=redis.url,
         relays=tuple(_hostport(a) for a in addresses),
         killed=_hostport(victim.address),
         killed_after_s=None if killed_at is None else killed_at - sending,

@@ -49,6 +49,7 @@ class Move:
 class ClusterResult:
     config: DemoConfig
     run: RunResult
+    store: str  # the Redis the relays shared (the demo's own, stopped by now)
     relays: tuple[str, ...]
     killed: str
     killed_after_s: float | None  # after the bots began sending; None: it was never killed
@@ -91,6 +92,7 @@ class ClusterResult:
             "ok": self.ok,
             "summary": self.summary(),
             "config": self.config.to_dict(),
+            "store": self.store,
             "relays": list(self.relays),
             "killed": self.killed,
             "killed_after_s": _rounded(self.killed_after_s),

@@ -23,7 +23,7 @@ from pathlib import Path
 from udpchat.demo.config import LOOPBACK, POLL_S, DemoError
 from udpchat.endpoint import Address
 
-__all__ = ["RedisProcess", "RelayProcess", "missing_requirement"]
+__all__ = ["RedisProcess", "RelayProcess", "missing_requirement", "stop_relays"]
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
@@ -164,5 +164,19 @@ class RelayProcess:
         return self.killed_at
 
     def stop(self) -> None:
-        _stop(self.process, kill=False)
+        _stop(self.process, kill=True)
         self.process = None
+
+
+def stop_relays(relays: Sequence[RelayProcess]) -> None:
+    """SIGTERM to every relay at once (each leaves politely, in parallel), then wait for
+    them, and SIGKILL whichever is still there after ``STOP_TIMEOUT_S``."""
+    for relay in relays:
+        if relay.process is not None and relay.process.poll() is None:
+            relay.process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for relay in relays:
+        if relay.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                relay.process.wait(max(0.0, deadline - time.monotonic()))
+        relay.stop()  # SIGKILL if it is still there

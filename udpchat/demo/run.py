@@ -103,8 +103,10 @@ def drive(
             time.sleep(POLL_S)
     finally:
         stop.set()
+        # One second for all of them (they are daemons): a Ctrl-C ends the run promptly.
+        joined_by = time.monotonic() + 1.0
         for thread in senders:
-            thread.join(timeout=1.0)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
     display.set_phase("all sent; waiting for the last deliveries")
     drain_deadline = time.monotonic() + drain_s
     while not recorder.complete() and time.monotonic() < drain_deadline:
