@@ -101,10 +101,11 @@ class ClusterBot(ReliableBot):
             elif isinstance(event, MessageRefused):
                 self.refusals.append(event.reason)
 
-    def where(self) -> tuple[str, str | None]:
-        """The relay it is in, and the one it is moving to (None when settled)."""
+    def where(self) -> tuple[str, str | None, str | None]:
+        """The relay it is in, the one it is moving to (None when settled), and the one it
+        last moved from (None if it never moved)."""
         with self._lock:
-            return self.relay, self._trying
+            return self.relay, self._trying, self.moves[-1][1] if self.moves else None
 
     def snapshot(self) -> BotRecord:
         with self._lock:

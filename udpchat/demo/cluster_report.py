@@ -30,7 +30,7 @@ __all__ = ["ClusterResult", "Move", "cluster_view", "print_cluster_result"]
 
 
 class _Located(Protocol):
-    def where(self) -> tuple[str, str | None]: ...
+    def where(self) -> tuple[str, str | None, str | None]: ...
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,14 @@ def cluster_view(
     for i, bot in enumerate(bots):
         got = recorder.received(i)
         total += got
-        relay, trying = bot.where()
+        relay, trying, moved_from = bot.where()
         place = names.get(relay, relay)
-        shown = (
-            Text(f"{place} -> {names.get(trying, trying)}", "yellow")
-            if trying is not None
-            else Text(place)
-        )
+        if trying is not None:
+            shown = Text(f"{place} -> {names.get(trying, trying)}", "yellow")
+        elif moved_from is not None:
+            shown = Text(f"{place} (from {names.get(moved_from, moved_from)})", "cyan")
+        else:
+            shown = Text(place)
         table.add_row(
             bot_name(i),
             shown,
