@@ -82,3 +82,14 @@ def test_the_core_does_no_io_and_imports_nothing_above_it(path: Path) -> None:
 @pytest.mark.parametrize("path", _files(RUNTIME), ids=lambda p: p.name)
 def test_the_runtime_imports_no_front_end(path: Path) -> None:
     assert not _touches(_imports(path), FRONT_ENDS)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_only_the_redis_store_imports_redis(path: Path) -> None:
+    """``redis`` is an optional extra: nothing but udpchat/stores/redis*.py may need it."""
+    relative = path.relative_to(PACKAGE)
+    if relative.parent == Path("stores") and relative.name.startswith("redis"):
+        return
+    assert not {name.split(".")[0] for name in _imports(path)} & {"redis"}, relative

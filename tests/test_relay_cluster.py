@@ -232,3 +232,28 @@ def test_only_the_sessions_holder_resumes_it_on_another_relay() -> None:
     assert c.room.last_seq == 1  # ann's first JOINED only: no LEFT, no JOINED for the move
     assert [x.seq for x in holder.of(m.Joined)] == [1]  # that one, as catch-up
     assert [r.sessions.nick_list() for r in c.relays] == [("ann",)] * 3
+
+
+def test_a_member_that_moves_while_its_join_waits_in_a_batch_is_listed_once() -> None:
+    c = cluster(config=replace(CONFIG, batch_notices_above=1))
+    front = Forwarder(c.net, FRONT, relay_addr(0))
+    c.net.attach(FRONT, front)
+    bo, cy = c.join("bo", 1), c.join("cy", 2)
+    ann = c.join("ann", 0, via=FRONT)
+    assert c.relay_of(0).room.notices.joined == ["ann"]  # announced when the window ends
+    front.target = relay_addr(1)
+    assert c.net.run_until(lambda: c.relay_of(1).member_nicks() == ["ann", "bo"], 5)
+    assert c.relay_of(0).room.notices.joined == []  # announced at once: it moved
+    assert c.net.run_until(lambda: ann.state is SessionState.JOINED, 5)
+    ann.quit("bye", c.net.now)  # its LEFT, through the other relay, comes after
+    c.net.run(1.0)
+    assert joined(cy) == ["ann"] and left(cy) == ["ann"]
+    for relay in c.relays:
+        assert relay.sessions.nick_list() == ("bo", "cy")
+    ann = c.join("ann", 0)
+    c.settle()
+    for relay in c.relays:
+        assert relay.sessions.nick_list() == ("ann", "bo", "cy")
+        assert relay.room._size() == 3
+    for member in (ann, bo, cy):
+        assert sorted(member.members) == ["ann", "bo", "cy"]

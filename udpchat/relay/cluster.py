@@ -261,6 +261,11 @@ class Cluster(SharedMembers):
         member = sessions.members.get(token)
         if member is None:
             return
+        notices = self.room.notices
+        if member.nick in notices.joined or member.nick in notices.returned:
+            # Its join, waiting in a batch, is announced now: before it can say anything
+            # through the other relay, or leave there.
+            self.room.flush_notices()
         sessions.forget(member)
         sessions.add_remote(member.nick)
         self.room.outbox.report(RoomNotice(f"{member.nick} moved to another relay"))

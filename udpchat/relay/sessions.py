@@ -223,8 +223,12 @@ class SessionTable:
     # --- members of the other relays of a shared room ----------------------------------------
 
     def add_remote(self, nick: str) -> None:
-        self.remote[nick_key(nick)] = nick
-        self._listed = None
+        """A member of another relay; not one of ours (a join another relay announced late,
+        of a member that has moved here since)."""
+        key = nick_key(nick)
+        if key not in self.by_nick:
+            self.remote[key] = nick
+            self._listed = None
 
     def drop_remote(self, nick: str) -> None:
         if self.remote.pop(nick_key(nick), None) is not None:
