@@ -18,13 +18,13 @@ __all__ = ["bench", "demo", "load", "parse_loss_percents"]
 def demo(
     members: Annotated[
         int | None,
-        typer.Option(help="Bot members in the room (2 to 32; default 4, 6 with --cluster).",
+        typer.Option(help="Bot members in the room (2 to 32). Default: 4; 6 with --cluster.",
                      metavar="N"),
     ] = None,
     messages: Annotated[
         int | None,
         typer.Option(
-            help="Messages each bot sends (1 to 10,000; default 50, 100 with --cluster).",
+            help="Messages each bot sends (1 to 10,000). Default: 50; 100 with --cluster.",
             metavar="N",
         ),
     ] = None,

@@ -50,7 +50,7 @@ from udpchat.events import (
     Welcomed,
 )
 
-__all__ = ["RELAYS", "ROOM", "ClusterBot", "run_cluster_demo"]
+__all__ = ["RELAYS", "ROOM", "BotRecord", "ClusterBot", "run_cluster_demo"]
 
 RELAYS = 3
 ROOM = "demo"

@@ -26,7 +26,9 @@ from udpchat.demo.results import Recorder, RunResult, percent, summary_line
 if TYPE_CHECKING:
     from udpchat.demo.processes import RelayProcess
 
-__all__ = ["ClusterResult", "Move", "cluster_view", "print_cluster_result"]
+__all__ = [
+    "ClusterResult", "Move", "cluster_view", "moves_table", "outcome_table", "print_cluster_result",
+]
 
 
 class _Located(Protocol):
