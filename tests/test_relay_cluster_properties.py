@@ -10,11 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.client_support import of
-from tests.cluster_support import (
-    CONFIG,
-    chat,
-    cluster,
-)
+from tests.cluster_support import CONFIG, Forwarder, chat, cluster, relay_addr
 from udpchat import events as ev
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
@@ -66,7 +62,9 @@ def room_view(session: ClientSession) -> list[tuple[int, str]]:
 @given(
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["say", "say", "say", "join", "quit", "nick", "away", "back"]),
+            st.sampled_from(
+                ["say", "say", "say", "join", "quit", "nick", "move", "move", "away", "back"]
+            ),
             st.integers(0, 8),
             st.sampled_from([0.0, 0.001, 0.01, 0.05]),
         ),
@@ -79,19 +77,29 @@ def room_view(session: ClientSession) -> list[tuple[int, str]]:
 def test_any_interleaving_of_comings_goings_and_posts_is_one_room(
     steps: list[tuple[str, int, float]], batched: bool, seed: int
 ) -> None:
-    """Members joining, leaving, renaming and posting on three relays at once, the store
-    going away and coming back: every member sees the events of its time in the room in one
-    order, and lists the same members."""
+    """Members joining, leaving, renaming, posting and moving to another relay on three
+    relays at once, the store going away and coming back: every member sees the events of
+    its time in the room in one order, and lists the same members."""
     config = replace(CONFIG, batch_notices_above=2 if batched else 16)
     c = cluster(seed=seed, config=config, model=PathModel(delay=0.001, jitter=0.002))
-    live = [c.join(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy"))]
-    joined_count = len(live)
+    fronts: dict[ClientSession, Forwarder] = {}
+
+    def enter(nick: str, relay: int) -> ClientSession:
+        """A member behind an address of its own, which can move it to another relay."""
+        front_addr = (f"10.0.2.{len(fronts) + 1}", 4000)
+        front = Forwarder(c.net, front_addr, relay_addr(relay))
+        c.net.attach(front_addr, front)
+        session = c.start(nick, relay, via=front_addr)
+        fronts[session] = front
+        return session
+
+    live = [enter(nick, i % 3) for i, nick in enumerate(("ann", "bo", "cy"))]
+    assert c.net.run_until(lambda: all(s.state is SessionState.JOINED for s in live), 5)
     for n, (what, who, pause) in enumerate(steps):
         if what in ("away", "back"):  # the store out of reach, or back
             c.room.available = what == "back"
         elif what == "join" or not live:
-            live.append(c.start(f"new{n}", n % 3))
-            joined_count += 1
+            live.append(enter(f"new{n}", n % 3))
         else:
             member = live[who % len(live)]
             if member.state is not SessionState.JOINED:
@@ -101,16 +109,21 @@ def test_any_interleaving_of_comings_goings_and_posts_is_one_room(
             elif what == "quit":
                 member.quit("bye", c.net.now)
                 live.remove(member)
+            elif what == "move":
+                front = fronts[member]
+                front.target = relay_addr((int(front.target[0].rsplit(".", 1)[1]) - 1 + 1) % 3)
             else:
                 member.change_nick(f"r{n}", c.net.now)
         if pause:
             c.net.run(pause)
     c.room.available = True
-    c.net.run(3.0)
-    c.settle(20.0)
+    c.net.run(1.0)
     refused = [s for s in live if of(s, ev.JoinRejected)]  # joined while the store was away
-    assert all(s.state is SessionState.CLOSED for s in refused)
     members = [s for s in live if s not in refused]
+    assert c.net.run_until(lambda: all(s.state is SessionState.JOINED for s in members), 30)
+    c.net.run(CONFIG.timeout + 1)  # a QUIT sent as its member moved reached nobody
+    c.settle(20.0)
+    assert all(s.state is SessionState.CLOSED for s in refused)
     assert all(s.state is SessionState.JOINED for s in members)
     views = [dict(room_view(s)) for s in members]
     for view in views:  # where two members both saw an event, they saw the same one

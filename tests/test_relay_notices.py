@@ -14,6 +14,7 @@ from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
+from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -266,3 +267,14 @@ def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> N
     batches = [e for s in sessions for e in of(s, ev.MembersJoined)]
     named = [e for e in batches if isinstance(e, ev.MembersJoined)]
     assert named and all(not e.nicks and e.returned for e in named if not e.history)
+
+
+def test_a_waiting_join_is_taken_out_for_a_member_that_moved_away() -> None:
+    notices = PendingNotices()
+    notices.start(NoticeKind.JOIN, 0.0, 0.2)
+    notices.add_join("ann", returned=False)
+    notices.add_join("bo", returned=True)
+    assert notices.take_join("bo") and not notices.take_join("cy")
+    assert notices.count == 1 and notices.kind is NoticeKind.JOIN
+    assert notices.take_join("ann")
+    assert notices.kind is None and notices.size == 0  # nothing left to announce

@@ -79,6 +79,7 @@ class Cluster(SharedMembers):
         self.retry_at = math.inf
         self.now = 0.0  # the core's latest time (for work held without one)
         self.down = False  # the store failed and has not answered since
+        self.unannounced: set[bytes] = set()
         self._roster_due = True  # the room-wide roster is still to be read
         self._read_roster()
 
@@ -261,11 +262,9 @@ class Cluster(SharedMembers):
         member = sessions.members.get(token)
         if member is None:
             return
-        notices = self.room.notices
-        if member.nick in notices.joined or member.nick in notices.returned:
-            # Its join, waiting in a batch, is announced now: before it can say anything
-            # through the other relay, or leave there.
-            self.room.flush_notices()
+        # A join still waiting here is the other relay's to announce (it does, not having
+        # heard of it): announced here later, it could come after what the member does there.
+        self.room.notices.take_join(member.nick)
         sessions.forget(member)
         sessions.add_remote(member.nick)
         self.room.outbox.report(RoomNotice(f"{member.nick} moved to another relay"))
@@ -290,6 +289,7 @@ class Cluster(SharedMembers):
         self.seq = 0
         self.held.clear()
         self._posted_elsewhere.clear()
+        self.unannounced.clear()
         self.retry_at = math.inf
         # What came before the change is of the old room; what came after, of the new.
         pending = list(self.pending)

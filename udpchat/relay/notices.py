@@ -15,7 +15,9 @@ Invariants, which keep every member's list exact without cancelling anything:
 * nothing waiting is ever taken back: a member who joins and leaves within one window is
   announced joined, then left (both batches go to everyone, newcomers included, and
   applying a join of a member already listed, or a leave of one not listed, changes
-  nothing).
+  nothing). One exception, in a room several relays share (protocol.md 6.8): the join
+  of a member that moved to another relay before it was announced is taken out here and
+  announced by that relay, so that it can never come after what the member does there.
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ class PendingNotices:
         self.reasons.append(reason)
         self.texts.append(text)
         self.size += len(nick.encode()) + len(text.encode()) + 2 * ENTRY_OVERHEAD
+
+    def take_join(self, nick: str) -> bool:
+        """Take a waiting join out (its member moved to another relay); whether it waited."""
+        for waiting in (self.joined, self.returned):
+            if nick in waiting:
+                waiting.remove(nick)
+                self.size -= len(nick.encode()) + ENTRY_OVERHEAD
+                if not self.count:
+                    self.clear()
+                return True
+        return False
 
     def full(self, limit: int) -> bool:
         return self.count >= limit or self.size >= NOTICE_BATCH_BYTES

@@ -282,6 +282,9 @@ class Room(Requests):
         newcomer does not receive it, and nothing another relay logs can come between."""
         member, old, resume = admission.member, admission.old, admission.resume
         when, nick = self.time(now), member.nick
+        if member.token in cluster.unannounced:  # moved before its join was announced
+            cluster.unannounced.discard(member.token)
+            old = None
         if old is None and not batched:
             self.held = True  # the newcomer's WELCOME goes out first, as below
             self.post(lambda seq: m.Joined(seq, when, nick), member)

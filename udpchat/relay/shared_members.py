@@ -53,6 +53,8 @@ class SharedMembers:
     log: SharedLog
     held: object
     _roster_due: bool
+    # sessions moved here whose join the room never heard of: announced here (6.8)
+    unannounced: set[bytes]
 
     if TYPE_CHECKING:  # what Cluster provides
 
@@ -148,6 +150,9 @@ class SharedMembers:
             return
         assert isinstance(old, (Member, Moved))
         if isinstance(old, Moved):
+            remote = self.room.sessions.remote
+            if old.key not in remote:  # its relay moved it before announcing its join
+                self.unannounced.add(kept.token)
             self.room.sessions.drop_remote(old.nick)
         old_token = old.token
         self.call(lambda: log.move_member(old_token, kept))
