@@ -223,7 +223,7 @@ def outcome_table(result: ClusterResult) -> Table:
         judged(str(len(result.left_seen)), not result.left_seen),
     )
     table.add_row(
-        "without fail-over, deliveries lost after the kill",
+        "deliveries lost without fail-over",
         f"{result.lost_without_failover} of {run.expected}",
     )
     table.add_row("all bots joined after s", f"{result.join_s:.2f}")
