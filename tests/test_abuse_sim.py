@@ -172,7 +172,7 @@ def test_attacker_without_the_token_cannot_act_as_a_member(
         forged = random_token if random_token != token else bytes(8)
     chunk = m.encode_message(_forged_message(kind))
     if datagram_type == "data":
-        fields = wire.data_fields(0, 0, seq, False, [chunk])
+        fields = wire.data_fields(0, 0, seq, 0, [chunk])
         datagram = stray_session(forged, pn, wire.DatagramType.DATA, fields)
     elif datagram_type == "ping":
         datagram = stray_session(forged, pn)

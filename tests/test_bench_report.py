@@ -122,3 +122,24 @@ def test_the_figure_shows_delivery_beside_latency_and_cost(tmp_path: Path) -> No
     path = plot_results(results(), tmp_path / "bench.png")
     height, width = image.imread(path).shape[:2]
     assert width > 2.5 * height  # three panels side by side, the legend under them
+
+
+def test_the_cost_targets_compare_with_enet_when_it_ran_and_say_how_to_get_it() -> None:
+    from udpchat_bench.sweep import ENET, evaluate_targets
+
+    out = results()
+    by_name = {t.name: t for t in evaluate_targets(out)}
+    latency = by_name["latency p50 / p99, 0% loss"]
+    assert (latency.measured, latency.met) == ("1.50 / 45.70 ms", False)
+    assert by_name["wire bytes per delivered payload byte, 0% loss"].met is False
+    relay = by_name["relay CPU per delivery vs ENet, fan-out at 200 / 1,000 / 4,000 msg/s"]
+    assert relay.met is None and "pip install pyenet" in relay.measured
+    fan = by_name["fan-out p99 at 1,000 / 4,000 / 8,000 msg/s"]
+    assert (fan.measured, fan.met) == ("2.0 / - / 2.0 ms", False)  # 2 ms at 1,000: missed
+    for rate in (200.0, 1000.0, 4000.0):
+        for system, relay_us in ((UDPCHAT, 30.0), (ENET, 15.0)):
+            if out.fanout_result(system, rate) is None:
+                out.fanout.append(fanout(system, rate, relay_us, False))
+    relay = {t.name: t for t in evaluate_targets(out)}[relay.name]
+    assert relay.met is False  # at 1,000 the fixture's udpchat takes 38 us against 15
+    assert relay.measured == "2.0x (30 vs 15 us) / 2.5x (38 vs 15 us) / 2.0x (30 vs 15 us)"

@@ -224,7 +224,7 @@ def garbage(rng: random.Random, real_hello: bytes) -> list[bytes]:
             forged,
             0,
             wire.DatagramType.DATA,
-            wire.data_fields(0, 0, 0, False, [m.encode_message(m.Say("forged"))]),
+            wire.data_fields(0, 0, 0, 0, [m.encode_message(m.Say("forged"))]),
         ),
         stray_session(forged, 5, wire.DatagramType.ACK),
         stray_session(forged, 7),

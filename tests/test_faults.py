@@ -266,8 +266,11 @@ def test_a_dead_receiver_closes_the_session_with_a_reason() -> None:
         pass
 
     log = Recorder()
-    with running_relay() as server:
-        client = ChatClient(ClientOptions("alice", server=server.address), log)
+    # A relay that never answers: the first timer the session runs is its HELLO's
+    # retransmission, before any join could happen.
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as silent:
+        silent.bind(("127.0.0.1", 0))
+        client = ChatClient(ClientOptions("alice", server=silent.getsockname()), log)
         Glitch(client._session, "handle_timer", SessionBug, times=1)
         with contextlib.closing(client.start()):
             closed = log.wait_event(ev.Closed, 10)

@@ -101,7 +101,7 @@ def test_the_test_vectors_without_and_with_a_room_key() -> None:
         )
         assert (relay.send, relay.receive) == (client.receive, client.send)
         cipher = SessionCipher(client.send, client.receive, key is not None)
-        fields = wire.data_fields(3, 5, 7, False, [SAY])
+        fields = wire.data_fields(3, 5, 7, 0, [SAY])
         data = cipher.seal(wire.DatagramType.DATA, TOKEN, 12, fields)
         assert data == vector(f"{label} data")
         envelope = wire.decode_datagram(data)
@@ -145,7 +145,7 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
             reader = from_relay if datagram.kind == T.PATH_CHALLENGE else from_client
             opened.append(wire.decode_session(datagram, reader.open(datagram)))
     assert opened == [
-        wire.Data(TOKEN, 12, 3, 0b101, 7, False, (SAY,)),
+        wire.Data(TOKEN, 12, 3, 0b101, 7, 0, (SAY,)),
         wire.Ack(TOKEN, 13, 8, 0),
         wire.Ping(TOKEN, 14, 8, 0),
         wire.PathChallenge(TOKEN, 15, bytes.fromhex("cafebabedeadbeef")),

@@ -41,12 +41,12 @@ def encode_data(
     token: bytes, pn: int, ack: int, ack_bits: int, seq: int, more: bool, chunks: list[bytes]
 ) -> wire.Data:
     """A DATA as a receiver sees it once opened (protocol.md 5, 8)."""
-    return wire.Data(token, pn, ack, ack_bits, seq, more, tuple(chunks))
+    return wire.Data(token, pn, ack, ack_bits, seq, int(more), tuple(chunks))
 
 
 def sealed(link: Link, data: wire.Data) -> bytes:
     """``data`` sealed as ``link``'s peer would send it."""
-    fields = wire.data_fields(data.ack, data.ack_bits, data.seq, data.more, list(data.chunks))
+    fields = wire.data_fields(data.ack, data.ack_bits, data.seq, data.flags, list(data.chunks))
     return link._cipher.seal(wire.DatagramType.DATA, data.token, data.pn, fields)
 
 
@@ -54,7 +54,7 @@ def out_of_order_attack(token: bytes, chunk_size: int, first_pn: int = 0) -> lis
     """A full window of DATA packets, all but the first, each packed with as many chunks of
     ``chunk_size`` bytes as the rules allow: what a peer sends to make a receiver hold the
     most objects for the fewest bytes."""
-    header = len(wire.data_fields(0, 0, wire.WINDOW, False, [])) + SESSION_ENVELOPE
+    header = len(wire.data_fields(0, 0, wire.WINDOW, 0, [])) + SESSION_ENVELOPE
     per_chunk = chunk_size + (2 if chunk_size < 256 else 3)
     count = max(1, min(wire.MAX_CHUNKS, (wire.MAX_DATAGRAM_SIZE - header) // per_chunk))
     out = []

@@ -100,9 +100,9 @@ def test_encoders_take_the_fields_in_the_schema_order(
 
 
 def test_session_encoders_take_the_fields_in_the_schema_order() -> None:
-    fields = wire.data_fields(1, 2, 3, True, [b"a", b"b"])
+    fields = wire.data_fields(1, 2, 3, 1, [b"a", b"b"])
     envelope = wire.Protected(wire.DatagramType.DATA, TOKEN, 9, b"")
-    assert wire.decode_session(envelope, fields) == wire.Data(TOKEN, 9, 1, 2, 3, True, (b"a", b"b"))
+    assert wire.decode_session(envelope, fields) == wire.Data(TOKEN, 9, 1, 2, 3, 1, (b"a", b"b"))
     ack = wire.Protected(wire.DatagramType.ACK, TOKEN, 9, b"")
     assert wire.decode_session(ack, wire.ack_fields(4, 5)) == wire.Ack(TOKEN, 9, 4, 5)
     sealed = wire.encode_session(wire.DatagramType.PING, TOKEN, 9, b"s")

@@ -36,7 +36,7 @@ def every_datagram() -> list[wire.Datagram]:
 
 def every_session_datagram() -> list[wire.SessionDatagram]:
     return [
-        wire.Data(TOKEN, 7, 3, 0b101, 4, False, (b"hi", b"there")),
+        wire.Data(TOKEN, 7, 3, 0b101, 4, 0, (b"hi", b"there")),
         wire.Ack(TOKEN, 8, 5, 0),
         wire.Ping(TOKEN, 9, 5, 1),
         wire.PathChallenge(TOKEN, 10, b"p" * 8),
@@ -127,8 +127,9 @@ def test_invalid_fields_are_named(value: object, reason: str) -> None:
     [
         (7, [0, 1 << 63], "ack_bits"),
         (7, [0, 0, 0], "ACK has"),
-        (6, [0, 0, 0, False], "chunk"),
-        (6, [0, 0, 0, 1, b"x"], "more"),
+        (6, [0, 0, 0, 0], "chunk"),
+        (6, [0, 0, 0, False, b"x"], "flags"),
+        (6, [0, 0, 0, 4, b"x"], "flags"),
         (10, [b"p" * 7], "path data"),
         (8, {"a": 1}, "array"),
     ],

@@ -235,7 +235,7 @@ class Driver(Generic[Item]):
                 now = self._look(0.0)
                 wait = IDLE_WAIT if timer is None else min(max(timer - now, 0.0), IDLE_WAIT)
                 self._sleeping_until = now + wait
-            self._turn(self.transport.recvfrom(wait), wait)
+            self._turn(self.transport.recvfrom(wait), wait, timer)
         with self.lock:  # a last flush: what the final turn or a call left behind
             now = time.monotonic()
             out = self._output(now)
@@ -244,8 +244,13 @@ class Driver(Generic[Item]):
         if mine is not None:
             self._hand_out(mine)
 
-    def _turn(self, got: tuple[bytes, Address] | None, slept: float) -> None:
-        """Take in ``got`` and what else is queued, run due timers, flush."""
+    def _turn(self, got: tuple[bytes, Address] | None, slept: float, timer: float | None) -> None:
+        """Take in ``got`` and what else is queued, run due timers, flush.
+
+        ``timer`` is the endpoint's next timer as the loop read it before sleeping: the
+        timers run if it is due. The endpoint's timer is read once a turn (it costs a walk
+        over the endpoint's state): one that the batch made due runs at the next turn, which
+        the loop then starts without sleeping; output the batch made due goes out now."""
         endpoint, transport = self.endpoint, self.transport
         with self.lock:
             peer = self.peer  # read locked: the shell may move it between turns
@@ -271,7 +276,6 @@ class Driver(Generic[Item]):
                     endpoint.receive_datagram(data, addr, now)
                 except Exception as error:
                     self._fault("receive_datagram", error)
-            timer = self._next_timer()
             if timer is not None and timer <= now:
                 try:
                     endpoint.handle_timer(now)

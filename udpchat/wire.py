@@ -31,8 +31,10 @@ from udpchat.wiretypes import pack as pack
 __all__ = [
     "DATAGRAMS",
     "DATA_FIELDS_OVERHEAD",
+    "DATA_FLAGS",
     "EPOCH_SIZE",
     "HANDSHAKE_NONCE_SIZE",
+    "LAZY",
     "MAX_ACK_BITS",
     "MAX_BUSY_RETRY_MS",
     "MAX_CHUNKS",
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_TIMER_MS",
     "MAX_VERSION",
     "MIN_INITIAL_SIZE",
+    "MORE",
     "PATH_DATA_SIZE",
     "PAYLOADS",
     "PROTOCOL_VERSION",
@@ -145,6 +148,10 @@ WINDOW = 64
 # messages puts at most this many in one packet, and a receiver drops a DATA with more.
 MAX_CHUNKS = 64
 MAX_ACK_BITS = (1 << (WINDOW - 1)) - 1
+# protocol.md 5.1 and 5.3: the bits of a DATA packet's ``flags``.
+MORE = 1  # its last chunk continues in the packet with the next seq
+LAZY = 2  # its sender waits for its ACK up to LAZY_ACK_DELAY longer than for others
+DATA_FLAGS = MORE | LAZY
 MAX_NICK_BYTES = 128
 MAX_REASON_BYTES = 512
 # protocol.md 3: the longest heartbeat and timeout a relay may announce.
@@ -304,9 +311,19 @@ class Data:
     ack: Uint
     ack_bits: AckBits
     seq: Uint
-    more: Annotated[bool, Bool()]
+    flags: Annotated[int, UInt(DATA_FLAGS)]
     # protocol.md 5.1: a chunk is a whole message or a piece of one, never empty.
     chunks: Annotated[tuple[bytes, ...], Rest(Bin(min_size=1), 1, MAX_CHUNKS, label="chunk")]
+
+    @property
+    def more(self) -> bool:
+        """The last chunk continues in the next packet (protocol.md 5.1)."""
+        return bool(self.flags & MORE)
+
+    @property
+    def lazy(self) -> bool:
+        """The sender can wait longer for this packet's ACK (protocol.md 5.3)."""
+        return bool(self.flags & LAZY)
 
 
 @SESSION.register(DatagramType.ACK)
@@ -365,7 +382,7 @@ Datagram = Hello | Challenge | Join | Accept | Reject | Busy | Reset | Protected
 SessionDatagram = Data | Ack | Ping | PathChallenge | PathResponse
 
 # Bytes a DATA plaintext needs besides its chunks (each chunk costs its length plus a 2 to
-# 5 byte bin header), at worst: array header (3), ack, ack_bits, seq (9 each) and more (1).
+# 5 byte bin header), at worst: array header (3), ack, ack_bits, seq (9 each) and flags (1).
 DATA_FIELDS_OVERHEAD = 3 + 9 + 9 + 9 + 1
 
 P = TypeVar("P")
@@ -519,8 +536,8 @@ def session_from_header(header: bytes, sealed: bytes) -> bytes:
     return b"\x95" + header[1:] + head + sealed
 
 
-data_fields: Callable[[int, int, int, bool, Sequence[bytes]], bytes] = SESSION.schema(Data).pack
-"""``data_fields(ack, ack_bits, seq, more, chunks)``: the plaintext of a DATA datagram."""
+data_fields: Callable[[int, int, int, int, Sequence[bytes]], bytes] = SESSION.schema(Data).pack
+"""``data_fields(ack, ack_bits, seq, flags, chunks)``: the plaintext of a DATA datagram."""
 
 ack_fields: Callable[[int, int], bytes] = SESSION.schema(Ack).pack
 """``ack_fields(ack, ack_bits)``: the plaintext of an ACK or PING."""

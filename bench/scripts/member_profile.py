@@ -65,12 +65,12 @@ def _install_driver_profile() -> None:
         turn, run = self._turn, self.run
         enabled = False
 
-        def profiled_turn(got: Any, slept: float) -> None:
+        def profiled_turn(got: Any, slept: float, timer: float | None) -> None:
             nonlocal enabled
             if not enabled and _active.is_set():
                 enabled = True
                 profiler.enable()
-            turn(got, slept)
+            turn(got, slept, timer)
 
         def profiled_run() -> None:
             try:

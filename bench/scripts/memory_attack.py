@@ -267,7 +267,7 @@ def sealed_size(more: bool, chunks: list[bytes]) -> int:
     """The bytes of a sealed DATA carrying ``chunks``, with the widest packet number and ACK
     fields a run uses (no room key, so no padding: protocol.md 8.2)."""
     cipher = SessionCipher(bytes(32), bytes(32), padded=False, interval=2**64)
-    fields = wire.data_fields(WIDE_ACK, wire.MAX_ACK_BITS, WIDE_SEQ, more, chunks)
+    fields = wire.data_fields(WIDE_ACK, wire.MAX_ACK_BITS, WIDE_SEQ, int(more), chunks)
     return len(cipher.seal(wire.DatagramType.DATA, bytes(wire.TOKEN_SIZE), WIDE_PN, fields))
 
 
@@ -448,7 +448,7 @@ class Attacker:
                     continue
                 ack, bits = session.ack_fields()
                 for seq, more, chunks in plan[:ATTACK_BLOCK]:
-                    fields = wire.data_fields(ack, bits, seq, more, chunks)
+                    fields = wire.data_fields(ack, bits, seq, int(more), chunks)
                     data = self.seal(session, wire.DatagramType.DATA, fields)
                     assert len(data) <= wire.MAX_DATAGRAM_SIZE, len(data)
                     self.send(session, data, "attack")

@@ -12,7 +12,12 @@ from typing import Any
 
 from udpchat_bench.sweep import SweepResults
 
-COLOURS = {"udpchat": "tab:blue", "plain-udp": "tab:orange", "tcp-relay": "tab:green"}
+COLOURS = {
+    "udpchat": "tab:blue",
+    "plain-udp": "tab:orange",
+    "tcp-relay": "tab:green",
+    "enet": "tab:purple",
+}
 
 
 class PlotUnavailable(RuntimeError):

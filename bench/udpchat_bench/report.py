@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from udpchat_bench.sweep import (
+    ENET,
     PLAIN_UDP,
     PLOT_FILE,
     TCP_RELAY,
@@ -62,7 +63,7 @@ def _ms(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
-SHORT_SYSTEM = {PLAIN_UDP: "udp", TCP_RELAY: "tcp"}
+SHORT_SYSTEM = {PLAIN_UDP: "udp", TCP_RELAY: "tcp", ENET: "enet"}
 """System names in the tables, narrow enough for 80 columns (the legend says which is which)."""
 
 
@@ -138,7 +139,8 @@ def reference_table(results: SweepResults) -> Table:
 def reference_legend(results: SweepResults) -> str:
     skipped = sorted({p.skipped for p in results.reference if p.result is None and p.skipped})
     return (
-        "udp: the plain UDP forwarder, tcp: the TCP relay; n: members in the room; loss: each "
+        "udp: the plain UDP forwarder, tcp: the TCP relay, enet: ENet (pyenet, reliable "
+        "channel, optional); n: members in the room; loss: each "
         "way; got: unique messages delivered of those expected; dup: duplicates; ooo: out of "
         "order; p50, p99: one-way latency of first deliveries, so a system that loses "
         "messages is timed only on those it delivered; \u00f7tcp, \u00f7udp: ratio to that "
@@ -165,6 +167,7 @@ def fanout_table(results: SweepResults) -> Table:
         "deliv/s",
         "got",
         "sat.",
+        "p99\nms",
         "relay\nus",
         "vs\nudp",
         "relay\nbusy",
@@ -179,13 +182,15 @@ def fanout_table(results: SweepResults) -> Table:
             cells = [SHORT_SYSTEM.get(f.system, f.system), f"{rate:,.0f}"]
             last = index + 1 < len(rates) and f is runs[-1]
             if not f.ok or f.stats is None:
-                table.add_row(*cells, "[red]failed[/]", *[""] * 6, end_section=last)
+                table.add_row(*cells, "[red]failed[/]", *[""] * 7, end_section=last)
                 continue
             busy = None if f.relay_cpu_s is None else f.relay_cpu_s / f.duration_s
+            lat = f.stats.latency_ms
             cells += [
                 _num(f.achieved_deliveries_per_s, ",.0f"),
                 f"{f.stats.delivery_ratio:.1%}",
                 "[yellow]yes[/]" if f.saturated else "no",
+                _ms(None if lat is None else lat.p99),
                 _num(f.relay_cpu_us_per_delivery, ".1f"),
                 _x(
                     ratio(
@@ -207,7 +212,8 @@ def fanout_legend(results: SweepResults) -> str:
     return (
         f"msg/s: offered by the sender (each to {receivers} receivers); deliv/s: deliveries a "
         "second achieved, from the first send to the last delivery; got: share delivered; "
-        "sat.: saturated, below 95% of the offered deliveries a second; relay us: relay CPU "
+        "sat.: saturated, below 95% of the offered deliveries a second; p99: one-way latency "
+        "of deliveries; relay us: relay CPU "
         "per delivery, from ready to stop; vs udp: ratio to the plain UDP forwarder; relay "
         "busy: relay CPU time over the sending time (above ~100% the relay alone cannot keep "
         "up); members us: all members' CPU per delivery. Relay and members share this "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import udpchat
+from udpchat_bench.enet_system import available as enet_available
 from udpchat_bench.harness import FanoutResult, RunResult, run_fanout, run_reference
 from udpchat_bench.netns import kernel_loss_available
 from udpchat_bench.traffic import TrafficSpec
@@ -34,9 +35,11 @@ N = TypeVar("N", int, float)
 UDPCHAT = "udpchat"
 PLAIN_UDP = "plain-udp"
 TCP_RELAY = "tcp-relay"
-SYSTEMS = (UDPCHAT, PLAIN_UDP, TCP_RELAY)
+ENET = "enet"
+SYSTEMS = (UDPCHAT, PLAIN_UDP, TCP_RELAY, ENET)
+"""ENet is optional (pyenet): without it, its points say why they were not run."""
 
-DRAIN_S: dict[str, float] = {UDPCHAT: 10.0, PLAIN_UDP: 1.0, TCP_RELAY: 30.0}
+DRAIN_S: dict[str, float] = {UDPCHAT: 10.0, PLAIN_UDP: 1.0, TCP_RELAY: 30.0, ENET: 10.0}
 """Longest wait for late deliveries under loss, per system: enough for its own repair
 (udpchat's retransmissions back off to 1 s; Linux TCP's RTO starts at 200 ms and doubles).
 The forwarder repairs nothing, so waiting longer only wastes time. Every wait ends as soon
@@ -60,7 +63,7 @@ class SweepConfig:
     systems: tuple[str, ...] = SYSTEMS
     kernel_loss: bool | None = None
     fanout_members: int = 10
-    fanout_rates: tuple[float, ...] = (1000.0, 4000.0, 8000.0)
+    fanout_rates: tuple[float, ...] = (200.0, 1000.0, 4000.0, 8000.0)
     fanout_seconds: float = 2.0
     fanout_systems: tuple[str, ...] = SYSTEMS
     seed: int = 1
@@ -92,6 +95,7 @@ class SweepConfig:
             fanout_rates=(1000.0,),
             fanout_seconds=0.5,
             fanout_systems=(UDPCHAT, PLAIN_UDP),
+            systems=(UDPCHAT, PLAIN_UDP, TCP_RELAY),
         )
 
     def spec(self, members: int) -> TrafficSpec:
@@ -244,6 +248,9 @@ def run_sweep(
                 say(describe_point(results.reference[-1]))
     for rate in config.fanout_rates:
         for system in config.fanout_systems:
+            if system == ENET and not enet_available()[0]:
+                say(f"{system:<9} fan-out {rate:g} msg/s: n/a ({enet_available()[1]})")
+                continue
             result = run_fanout(
                 system,
                 members=config.fanout_members,
@@ -262,8 +269,11 @@ def _reference_point(
     config: SweepConfig, method: LossMethod, system: str, members: int, loss: float
 ) -> ReferencePoint:
     point = ReferencePoint(system, members, loss)
-    if loss and not method.kernel and system == TCP_RELAY:
-        point.skipped = "n/a (no user-space loss for TCP)"
+    if loss and not method.kernel and system in (TCP_RELAY, ENET):
+        point.skipped = f"n/a (no user-space loss for {system})"
+        return point
+    if system == ENET and not enet_available()[0]:
+        point.skipped = f"n/a ({enet_available()[1]})"
         return point
     drain = DRAIN_S.get(system, DRAIN_NO_LOSS_S) if loss else DRAIN_NO_LOSS_S
     spec = replace(config.spec(members), drain_s=drain)
@@ -407,7 +417,9 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
         targets.append(
             Target(name, ">= 8000 msg/s", f"{measured} (tried {tried})", kept_up, fan_cmd)
         )
-    return targets
+    from udpchat_bench.cost_targets import cost_targets  # it builds Targets: imported late
+
+    return targets + cost_targets(results, fan_cmd)
 
 
 def highest_unsaturated(runs: Iterable[FanoutResult]) -> float | None:

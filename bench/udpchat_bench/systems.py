@@ -153,6 +153,8 @@ SYSTEMS: dict[str, str] = {
     "udpchat": "udpchat_bench.udpchat_system:UDPCHAT",
     "plain-udp": "udpchat_bench.baselines:PLAIN_UDP",
     "tcp-relay": "udpchat_bench.baselines:TCP_RELAY",
+    # optional: needs pyenet (udpchat_bench.enet_system.available)
+    "enet": "udpchat_bench.enet_system:ENET",
 }
 """System name -> ``module:attribute`` of its `System` instance, imported only when used."""
 

@@ -21,6 +21,7 @@ from udpchat.link.config import (
     ACK_EVERY,
     ASAP,
     K_PACKET_THRESHOLD,
+    LAZY_ACK_DELAY,
     MAX_BACKOFF_EXPONENT,
     OVERSIZED_PREFIX,
     REPLAY_WINDOW,
@@ -32,7 +33,8 @@ from udpchat.link.config import (
 from udpchat.link.core import Link
 
 __all__ = [
-    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "MAX_BACKOFF_EXPONENT",
+    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "LAZY_ACK_DELAY",
+    "MAX_BACKOFF_EXPONENT",
     "OVERSIZED_PREFIX", "REPLAY_WINDOW", "Link", "LinkConfig", "LinkDead", "LinkStats",
     "SendBufferFull",
 ]

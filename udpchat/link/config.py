@@ -15,7 +15,8 @@ from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import REKEY_INTERVAL
 
 __all__ = [
-    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "MAX_BACKOFF_EXPONENT",
+    "ACK_DELAY", "ACK_EVERY", "ASAP", "K_PACKET_THRESHOLD", "LAZY_ACK_DELAY",
+    "MAX_BACKOFF_EXPONENT",
     "OVERSIZED_PREFIX", "REPLAY_WINDOW", "LinkConfig", "LinkDead", "LinkStats",
     "SendBufferFull",
 ]
@@ -25,6 +26,9 @@ __all__ = [
 K_PACKET_THRESHOLD = 3
 # protocol.md "Timers": how long a receiver may hold back an ACK for in-order data.
 ACK_DELAY = 0.001
+# protocol.md 5.3: how long a receiver may hold back an ACK for a DATA flagged LAZY; its
+# sender's timer waits this much longer for it (QUIC's default max_ack_delay).
+LAZY_ACK_DELAY = 0.025
 # protocol.md "Reliability": an ACK is sent at once when this many packets are unacknowledged.
 ACK_EVERY = 2
 # protocol.md "Replay protection": how far behind the highest packet number a datagram may be.

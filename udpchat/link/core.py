@@ -81,6 +81,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         # sending
         self._next_seq = 0
         self._queue = None
+        self._queue_lazy = None
         self._queue_offset = 0
         self._queued_bytes = 0
         self._in_flight = {}
@@ -175,7 +176,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
             packet.stalled += 1
             packet.retransmits += 1
             packet.last_sent = now
-            packet.deadline = now + self._backoff(packet.stalled)
+            packet.deadline = now + self._backoff(packet.stalled) + packet.slack
             self._stalled = True
             self.stats.retransmissions += 1
             out.append(self._encode_data(packet, ack, bits))
@@ -221,7 +222,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
     def _encode_data(self, packet: Packet, ack: int, bits: int) -> bytes:
         return self._seal(
             wire.DatagramType.DATA,
-            wire.data_fields(ack, bits, packet.seq, packet.more, packet.chunks),
+            wire.data_fields(ack, bits, packet.seq, packet.flags, packet.chunks),
         )
 
     def next_timer(self) -> float | None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from udpchat import wire
-from udpchat.link.config import ACK_EVERY, OVERSIZED_PREFIX, REPLAY_WINDOW
+from udpchat.link.config import ACK_EVERY, LAZY_ACK_DELAY, OVERSIZED_PREFIX, REPLAY_WINDOW
 from udpchat.link.state import LinkState
 from udpchat.messages import MAX_MESSAGE_SIZE
 
@@ -85,8 +85,11 @@ class ReceiveSide(LinkState):
         self._unacked += 1
         if filled_gap or self._unacked >= ACK_EVERY:
             self._ack_now = True
-        elif self._ack_deadline is None:
-            self._ack_deadline = now + self.config.ack_delay
+        else:
+            # protocol.md 5.3: a LAZY packet's ACK may wait for whatever goes out next
+            deadline = now + (LAZY_ACK_DELAY if data.flags & wire.LAZY else self.config.ack_delay)
+            if self._ack_deadline is None or deadline < self._ack_deadline:
+                self._ack_deadline = deadline
         self.stats.messages_delivered += len(delivered)
         return delivered
 

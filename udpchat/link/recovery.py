@@ -9,6 +9,7 @@ too often with nothing new acknowledged meanwhile declares the peer dead.
 
 from __future__ import annotations
 
+from udpchat import wire
 from udpchat.link.config import K_PACKET_THRESHOLD, MAX_BACKOFF_EXPONENT
 from udpchat.link.state import LinkState, Packet
 
@@ -50,7 +51,9 @@ class LossRecovery(LinkState):
         largest = max(newly, key=lambda p: p.seq)
         if largest.seq > self._largest_acked:
             self._largest_acked = largest.seq
-            if largest.retransmits == 0:
+            # Karn: not from a retransmitted packet; nor from a LAZY one, whose ACK the peer
+            # may have held back for up to LAZY_ACK_DELAY (protocol.md 5.5)
+            if largest.retransmits == 0 and not largest.flags & wire.LAZY:
                 self.rtt.on_sample(now - largest.last_sent)
         if self._stalled:
             self._reset_backoff()
@@ -67,7 +70,7 @@ class LossRecovery(LinkState):
         for packet in self._in_flight.values():
             if packet.stalled:
                 packet.stalled = 0
-                packet.deadline = min(packet.deadline, packet.last_sent + rto)
+                packet.deadline = min(packet.deadline, packet.last_sent + rto + packet.slack)
 
     def _detect_losses(self, acked: Packet, now: float) -> None:
         """RFC 9002 6.1: packets sent before an acknowledged one are lost after a packet

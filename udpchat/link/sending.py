@@ -12,7 +12,7 @@ from collections import deque
 
 from udpchat import wire
 from udpchat.link.config import LinkDead, SendBufferFull
-from udpchat.link.state import LinkState, Packet
+from udpchat.link.state import LAZY_SLACK, LinkState, Packet
 from udpchat.messages import MAX_MESSAGE_SIZE
 from udpchat.seal import SESSION_ENVELOPE
 
@@ -42,8 +42,13 @@ class SendSide(LinkState):
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def send(self, message: bytes) -> None:
-        """Queue one message; it goes out at the next ``datagrams_to_send``."""
+    def send(self, message: bytes, lazy: bool = False) -> None:
+        """Queue one message; it goes out at the next ``datagrams_to_send``.
+
+        ``lazy``: its ACK may wait (protocol.md 5.3): a packet that carries only such
+        messages is flagged LAZY, and the peer acknowledges it with whatever it sends next
+        within LAZY_ACK_DELAY instead of on its own within ACK_DELAY.
+        """
         if self.dead:
             raise LinkDead("the link has given up on its peer")
         if len(message) > MAX_MESSAGE_SIZE:
@@ -52,9 +57,11 @@ class SendSide(LinkState):
             raise ValueError("a message is never empty (protocol.md 5.1)")
         if self._queued_bytes + len(message) > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
-        if self._queue is None:
+        if self._queue is None or self._queue_lazy is None:
             self._queue = deque()
+            self._queue_lazy = deque()
         self._queue.append(message)
+        self._queue_lazy.append(lazy)
         self._queued_bytes += len(message)
         self.stats.messages_sent += 1
 
@@ -63,9 +70,10 @@ class SendSide(LinkState):
         plaintext = min(self.config.max_datagram - SESSION_ENVELOPE, self._cipher.max_plaintext)
         budget = plaintext - wire.DATA_FIELDS_OVERHEAD
         chunks: list[bytes] = []
-        more = False
-        queue = self._queue
-        assert queue is not None
+        flags = 0
+        queue, lazy_marks = self._queue, self._queue_lazy
+        assert queue is not None and lazy_marks is not None
+        lazy = True  # while every message with a chunk here is
         while queue and len(chunks) < wire.MAX_CHUNKS:
             message = queue[0]
             remaining = len(message) - self._queue_offset
@@ -74,6 +82,7 @@ class SendSide(LinkState):
                 chunks.append(message[self._queue_offset :] if self._queue_offset else message)
                 budget -= cost
                 queue.popleft()
+                lazy = lazy_marks.popleft() and lazy
                 self._queue_offset = 0
                 self._queued_bytes -= remaining
                 continue
@@ -82,12 +91,15 @@ class SendSide(LinkState):
                 break  # not worth splitting: the message starts the next packet
             start = self._queue_offset
             chunks.append(message[start : start + take])
+            lazy = lazy and lazy_marks[0]
             self._queue_offset += take
             self._queued_bytes -= take
-            more = True
+            flags = wire.MORE
             break
         if not queue:
-            self._queue = None  # an idle member's link holds no empty deque
+            self._queue = self._queue_lazy = None  # an idle member's link holds no deque
         seq = self._next_seq
         self._next_seq += 1
-        return Packet(seq, more, chunks, now, now, now + self.rtt.rto)
+        if lazy:
+            return Packet(seq, flags | wire.LAZY, chunks, now, now, now + self.rtt.rto + LAZY_SLACK)
+        return Packet(seq, flags, chunks, now, now, now + self.rtt.rto)

@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from udpchat import wire
 from udpchat.budget import ReceiveBudget
-from udpchat.link.config import LinkConfig, LinkStats
+from udpchat.link.config import ACK_DELAY, LAZY_ACK_DELAY, LinkConfig, LinkStats
 from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.seal import SessionCipher
 
-__all__ = ["LinkState", "Packet"]
+__all__ = ["LAZY_SLACK", "LinkState", "Packet"]
+
+# The RTO already allows for ACK_DELAY (udpchat.link.rtt); a LAZY packet's ACK may take the
+# rest of LAZY_ACK_DELAY on top.
+LAZY_SLACK = LAZY_ACK_DELAY - ACK_DELAY
 
 
 @dataclass(slots=True)
@@ -25,7 +30,7 @@ class Packet:
     """One DATA packet in flight, with what its retransmission timer goes by."""
 
     seq: int
-    more: bool
+    flags: int  # wire.MORE, wire.LAZY
     chunks: list[bytes]
     first_sent: float
     last_sent: float
@@ -34,6 +39,11 @@ class Packet:
     # Retransmissions since the peer last acknowledged anything new: what the backoff and
     # the decision that the peer is gone go by.
     stalled: int = 0
+
+    @property
+    def slack(self) -> float:
+        """What its timer adds to the RTO: a LAZY packet's ACK may come that much later."""
+        return LAZY_SLACK if self.flags & wire.LAZY else 0.0
 
 
 class LinkState:
@@ -56,6 +66,7 @@ class LinkState:
         "_peer_ack",
         "_ping_requested",
         "_queue",
+        "_queue_lazy",
         "_queue_offset",
         "_queued_bytes",
         "_replay_bits",
@@ -82,6 +93,7 @@ class LinkState:
     # sending
     _next_seq: int
     _queue: deque[bytes] | None  # None while empty: an idle member's link holds no deque
+    _queue_lazy: deque[bool] | None  # beside _queue: whether each message may go LAZY
     _queue_offset: int  # bytes of the first queued message already packed
     _queued_bytes: int
     _in_flight: dict[int, Packet]  # in sequence order: the first key is the lowest

@@ -86,9 +86,9 @@ class Room(Requests):
 
     # --- fan-out ----------------------------------------------------------------------------
 
-    def deliver(self, member: Member, data: bytes) -> bool:
+    def deliver(self, member: Member, data: bytes, lazy: bool = False) -> bool:
         try:
-            member.link.send(data)
+            member.link.send(data, lazy)
         except SendBufferFull:
             return False
         self.stats.deliveries += 1
@@ -212,7 +212,8 @@ class Room(Requests):
         if self._fanout:  # events are held: the answer queues behind them, in room order
             self._fanout.append((data, None, member, -1))
             return True
-        if self.deliver(member, data):
+        # protocol.md 5.3: the ACK of a POSTED may ride on the poster's next request
+        if self.deliver(member, data, type(message) is m.Posted):
             return True
         if member.live:
             self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)
