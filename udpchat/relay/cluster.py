@@ -15,7 +15,8 @@ Invariants:
   owes the others (a leave, a join or nick change already done locally, a batch) and the
   store calls that go with leaving are held, in order, and done before anything else is
   appended once the store answers again (``MAX_HELD`` at most: beyond it the oldest is
-  dropped and counted).
+  dropped and counted). A batch of joins or leaves waits on as a batch meanwhile, so that a
+  member that moves to another relay can still be taken out of it.
 * An epoch change resets every local session (a RESET, as a relay that lost its room
   does), so that each member rejoins into the new epoch as after a relay restart.
 """
@@ -33,6 +34,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.names import nick_key
 from udpchat.relay.events import RoomNotice
+from udpchat.relay.notices import PendingNotices
 from udpchat.relay.room_log import EventBuilder, LoggedEvent
 from udpchat.relay.sessions import Member
 from udpchat.relay.shared_log import (
@@ -162,6 +164,30 @@ class Cluster(SharedMembers):
         self._queue_own(logged, exclude)
         return logged.seq
 
+    def flush_notices(self, notices: PendingNotices, when: int) -> None:
+        """Log the waiting batch. While the store is away it waits on, so that a member
+        that moves meanwhile can still be taken out of it (``take_join``); a full batch is
+        held instead, so that it never grows past what one event may name."""
+        event = notices.build(when)
+        assert event is not None
+        try:
+            logged = self.append(event)
+        except LogUnavailable:
+            if notices.full(self.room.config.notice_batch):
+                self.hold_notices(notices, when)
+            else:
+                notices.deadline = self.now + RETRY_INTERVAL
+            return
+        notices.clear()
+        self._queue_own(logged, None)
+        self.room.kick()
+
+    def hold_notices(self, notices: PendingNotices, when: int) -> None:
+        """Hold the waiting batch as it is, behind what is held, and wait for no more."""
+        event = notices.take(when)
+        assert event is not None
+        self.hold(lambda: self._queue_own(self._append(event), None))
+
     def _queue_own(self, logged: LoggedEvent, exclude: Member | None) -> None:
         if logged.new:
             self.seq = logged.seq
@@ -171,6 +197,8 @@ class Cluster(SharedMembers):
         """A member's post: appended (or found by its message id), answered POSTED after
         the events numbered below it; None if refused because the store is away."""
         try:
+            if self.room.notices.kind is not None:  # a batch the store could not take
+                raise LogUnavailable(STORE_DOWN)  # must come first
             logged = self.append(event, msgid)
         except LogUnavailable:
             self.room.stats.store_refused += 1

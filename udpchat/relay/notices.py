@@ -95,10 +95,15 @@ class PendingNotices:
 
     def take(self, when: int) -> EventBuilder | None:
         """The waiting batch as an event to number, and nothing waiting any more."""
+        event = self.build(when)
+        self.clear()
+        return event
+
+    def build(self, when: int) -> EventBuilder | None:
+        """The waiting batch as an event to number; it still waits (until ``clear``)."""
         kind = self.kind
         joined, returned = tuple(self.joined), tuple(self.returned)  # copies: clear() empties
         nicks, reasons, texts = tuple(self.nicks), tuple(self.reasons), tuple(self.texts)
-        self.clear()
         if kind is NoticeKind.JOIN:
             return lambda seq: m.JoinedBatch(seq, when, joined, returned)
         if kind is NoticeKind.LEAVE:

@@ -5,7 +5,9 @@ member sees one order even while a fan-out is held back (a newcomer's JOINED wai
 WELCOME is on its way) and an answer to one member never overtakes the events queued before
 it. Joins and leaves wait in a batch (udpchat.relay.notices) and enter the log as one event,
 ahead of whatever else enters it; a newcomer's own WELCOME never waits. What members ask
-of the room is answered in udpchat.relay.requests.
+of the room is answered in udpchat.relay.requests; a newcomer is welcomed in
+udpchat.relay.welcome. In a room several relays share, the room log is shared and
+udpchat.relay.cluster numbers and holds what this file would log (protocol.md 6.8).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from udpchat import messages as m
 from udpchat.link import SendBufferFull
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved
-from udpchat.relay.gate import Admission
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.requests import Requests
 from udpchat.relay.room_log import EventBuilder, RoomLog
 from udpchat.relay.sessions import Dormant, Member, SessionTable
-from udpchat.relay.shared_log import LogUnavailable
+from udpchat.relay.welcome import Welcoming
 
 if TYPE_CHECKING:
     from udpchat.relay.cluster import Cluster
@@ -35,13 +36,7 @@ __all__ = ["MIN_REMEMBERED_IDS", "Room"]
 MIN_REMEMBERED_IDS = 1024
 
 
-def _seq_of(data: bytes) -> int:
-    """The number of an encoded room event."""
-    event = m.decode_message(data)
-    return event.seq if isinstance(event, m.RoomEvent) else 0
-
-
-class Room(Requests):
+class Room(Requests, Welcoming):
     """Membership, the room's event stream and its fan-out; requests: ``Requests``."""
 
     def __init__(
@@ -103,6 +98,10 @@ class Room(Requests):
     def flush_notices(self) -> None:
         """Log the waiting joins or leaves as one batch event, sent to every member."""
         notices = self.notices
+        if self.cluster is not None:  # 6.8: it waits on while the shared store is away
+            if notices.kind is not None:
+                self.cluster.flush_notices(notices, self.time(notices.since))
+            return
         event = notices.take(self.time(notices.since))
         if event is not None:
             self._append(event, None)
@@ -116,6 +115,10 @@ class Room(Requests):
         every member but one; its seq. ``msgid``: the id of the post it is, kept with it in
         the log."""
         self.flush_notices()
+        notices = self.notices
+        if notices.kind is not None:  # a shared store away: the batch is held first
+            assert self.cluster is not None
+            self.cluster.hold_notices(notices, self.time(notices.since))
         return self._append(event, exclude, msgid)
 
     def _batching(self) -> bool:
@@ -134,6 +137,9 @@ class Room(Requests):
         notices = self.notices
         if notices.kind is not kind:
             self.flush_notices()
+            if notices.kind is not None:  # a shared store away: held as it is, in order
+                assert self.cluster is not None
+                self.cluster.hold_notices(notices, self.time(notices.since))
             notices.start(kind, now, self.config.notice_window)
         return notices
 
@@ -220,137 +226,6 @@ class Room(Requests):
         return False
 
     # --- coming and going -------------------------------------------------------------------
-
-    def welcome(self, admission: Admission, now: float) -> None:
-        """WELCOME and history for an admitted member, then JOINED to everyone else (or,
-        for a resume under another nickname, NICK_CHANGED to all)."""
-        member, old, config, log = admission.member, admission.old, self.config, self.log
-        batched = self._batching()
-        if self.notices.kind is NoticeKind.LEAVE or not batched:
-            # WELCOME's list and seq already count these leaves; and a JOINED of our own,
-            # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
-            self.flush_notices()
-        cluster = self.cluster
-        if cluster is not None:
-            self._welcome_shared(admission, cluster, batched, now)
-            return
-        # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
-        # in a batch are named by that batch, which the newcomer receives too.
-        listed, size = self.sessions.nick_list(), self._size()
-        notices = self.notices
-        if notices.kind is NoticeKind.JOIN:
-            waiting = {*notices.joined, *notices.returned}
-            listed = tuple(nick for nick in listed if nick not in waiting)
-            size -= len(waiting)
-        paged = 0 < config.member_page < size
-        if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
-            first = listed[: config.member_page]
-            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
-            listed = shown
-        welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
-        self.deliver(member, m.encode_message(welcome))
-        if paged:
-            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
-        resume = admission.resume
-        if resume is not None and resume.epoch == log.epoch:
-            backlog = log.replay(resume.last_seq)
-        else:
-            backlog = log.recent_chats(config.join_history)
-        self._send_history(member, backlog)
-        when, nick = self.time(now), member.nick
-        if old is None and batched:
-            # protocol.md 6.3: announced with the others of this window, as WELCOME.seq + 1
-            # at the latest (anything logged before that flushes the batch first).
-            notices = self._notice(NoticeKind.JOIN, now)
-            notices.add_join(nick, returned=resume is not None)
-            if notices.full(config.notice_batch):
-                self.held = True  # as below: the newcomer's WELCOME goes out first
-                self.flush_notices()
-        elif old is None:
-            # Held until the next datagrams_to_send has taken the newcomer's ACCEPT and
-            # WELCOME: in a big room, queueing JOINED for everyone takes milliseconds.
-            self.held = True
-            self.post(lambda seq: m.Joined(seq, when, nick), member)
-        elif old.nick != nick:
-            old_nick = old.nick
-            self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
-
-    def _welcome_shared(
-        self, admission: Admission, cluster: Cluster, batched: bool, now: float
-    ) -> None:
-        """protocol.md 6.8: as ``welcome``, in a room whose events other relays number too.
-        A newcomer's JOINED is logged before its WELCOME, which then says its number: the
-        newcomer does not receive it, and nothing another relay logs can come between."""
-        member, old, resume = admission.member, admission.old, admission.resume
-        when, nick = self.time(now), member.nick
-        if member.token in cluster.unannounced:  # moved before its join was announced
-            cluster.unannounced.discard(member.token)
-            old = None
-        if old is None and not batched:
-            self.held = True  # the newcomer's WELCOME goes out first, as below
-            self.post(lambda seq: m.Joined(seq, when, nick), member)
-        seq = cluster.seq
-        member.welcome_seq = self._newest_welcome = seq
-        listed, size = self.sessions.nick_list(), self._size()
-        notices = self.notices
-        if notices.kind is NoticeKind.JOIN:
-            waiting = {*notices.joined, *notices.returned}
-            listed = tuple(n for n in listed if n not in waiting)
-            size -= len(waiting)
-        self._send_welcome(admission, listed, size, seq, cluster)
-        if old is None and batched:
-            notices = self._notice(NoticeKind.JOIN, now)
-            notices.add_join(nick, returned=resume is not None)
-            if notices.full(self.config.notice_batch):
-                self.held = True
-                self.flush_notices()
-        elif old is not None and old.nick != nick:
-            old_nick = old.nick
-            self.post(lambda seq: m.NickChanged(seq, when, old_nick, nick), None)
-
-    def _send_welcome(
-        self,
-        admission: Admission,
-        listed: tuple[str, ...],
-        size: int,
-        seq: int,
-        cluster: Cluster,
-    ) -> None:
-        """WELCOME (first page), the size notice, and the history up to ``seq``."""
-        member, config, log = admission.member, self.config, self.log
-        paged = 0 < config.member_page < size
-        if paged:
-            first = listed[: config.member_page]
-            listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
-        try:
-            first_seq = min(log.first_seq, seq + 1)
-            if admission.resume is not None and admission.resume.epoch == cluster.epoch:
-                backlog = log.replay(admission.resume.last_seq)
-            else:
-                backlog = log.recent_chats(config.join_history)
-            if log.last_seq > seq:  # others' events not yet here come through the fan-out
-                backlog = [d for d in backlog if _seq_of(d) <= seq]
-        except LogUnavailable:  # the history cannot be read now: the member sees a gap
-            cluster.failed()
-            first_seq, backlog = seq + 1, []
-        welcome = m.Welcome(member.nick, listed, seq, first_seq, admission.resumed)
-        self.deliver(member, m.encode_message(welcome))
-        if paged:
-            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
-        self._send_history(member, backlog)
-
-    def _send_history(self, member: Member, backlog: list[bytes]) -> None:
-        """Newest first until half the send buffer is used: a gap, if any, is at the start,
-        where the client can see it."""
-        budget = self.config.link.send_buffer // 2
-        kept: list[bytes] = []
-        for data in reversed(backlog):
-            budget -= len(data)
-            if budget < 0:
-                break
-            kept.append(data)
-        for data in reversed(kept):
-            self.deliver(member, data)
 
     def remove(
         self,
