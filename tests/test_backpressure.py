@@ -124,3 +124,4 @@ def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -
     assert net.run_until(lambda: relay.stats.busy > 0, 1)
     assert relay.stats.busy == 1
     assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
+

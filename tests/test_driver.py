@@ -17,7 +17,7 @@ import pytest
 
 import udpchat.driver
 from udpchat import faults
-from udpchat.driver import MAX_BATCH, Driver
+from udpchat.driver import MAX_BATCH, READ_AHEAD, Driver
 from udpchat.endpoint import Address
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]  # real threads and clock
@@ -178,9 +178,9 @@ def test_a_queued_burst_is_taken_in_one_bounded_batch_and_flushed_once(harness: 
         harness.transport.put(f"{i}".encode())
     harness.driver.start()
     assert harness.wait(lambda: len(harness.transport.sent) == MAX_BATCH + 10)
-    first_turn = harness.endpoint.received[: MAX_BATCH + 1]
+    first_turn = harness.endpoint.received[:MAX_BATCH]
     assert len({now for _, _, now in first_turn}) == 1  # one batch, one clock reading
-    assert harness.endpoint.received[MAX_BATCH + 1][2] > first_turn[0][2]  # the rest: later
+    assert harness.endpoint.received[MAX_BATCH][2] > first_turn[0][2]  # the rest: later
     # In order, and echoed in order: output left once per batch, not per datagram.
     assert [d for d, _ in harness.transport.sent] == [
         b"echo " + f"{i}".encode() for i in range(MAX_BATCH + 10)
@@ -388,7 +388,7 @@ def test_urgent_datagrams_of_a_batch_go_first_each_kind_in_order_of_arrival() ->
 
 def test_a_flood_from_strangers_still_ends_the_batch() -> None:
     h = Harness(peer=PEER)
-    for _ in range(3 * MAX_BATCH):
+    for _ in range(READ_AHEAD + MAX_BATCH):
         h.transport.put(b"stranger", STRANGER)
     h.transport.put(b"timer's turn", PEER)
     h.endpoint.timer = 0.0  # due at once: it runs after the first bounded batch
@@ -400,3 +400,87 @@ def test_a_flood_from_strangers_still_ends_the_batch() -> None:
     finally:
         h.driver.stop()
         h.driver.join()
+
+
+def test_an_urgent_datagram_behind_a_long_queue_is_taken_in_the_first_turn() -> None:
+    h = Harness(urgent=lambda data: data.startswith(b"hello"))
+    for i in range(3 * MAX_BATCH):
+        h.transport.put(f"{i}".encode())
+    h.transport.put(b"hello late")
+    h.driver.start()
+    try:
+        assert h.wait(lambda: len(h.endpoint.received) == 3 * MAX_BATCH + 1)
+        received = [d for d, _, _ in h.endpoint.received]
+        assert received[0] == b"hello late"
+        assert received[1:] == [f"{i}".encode() for i in range(3 * MAX_BATCH)]
+    finally:
+        h.driver.stop()
+        h.driver.join()
+
+
+class SlicedEndpoint(FakeEndpoint):
+    """A fake relay: one datagram makes a fan-out of ``fanout`` datagrams, handed out in
+    slices as ``datagrams_to_send(now, limit)`` does; answers to the others go first, as
+    the relay's handshake answers do."""
+
+    def __init__(self, fanout: int) -> None:
+        super().__init__()
+        self.fanout = fanout
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if data == b"fan out":
+            self.outbox.extend((f"copy {i}".encode(), addr) for i in range(self.fanout))
+            return
+        self.received.append((data, addr, now))
+        self.outbox.insert(0, (b"echo " + data, addr))
+
+    def datagrams_to_send(  # type: ignore[override]
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[bytes, Address]]:
+        self.output_calls += 1
+        cut = len(self.outbox) if limit is None else limit
+        out, self.outbox = self.outbox[:cut], self.outbox[cut:]
+        return out
+
+    def next_timer(self) -> float | None:
+        return float("-inf") if self.outbox else self.timer
+
+
+def test_a_sliced_fan_out_stops_for_a_handshake_that_arrives_meanwhile() -> None:
+    endpoint = SlicedEndpoint(fanout=10 * MAX_BATCH)
+    transport = FakeTransport()
+
+    def sendto(data: bytes, addr: Address) -> None:
+        transport.sent.append((data, addr))
+        if len(transport.sent) == MAX_BATCH:  # the first slice is out: a joiner arrives
+            transport.put(b"hello")
+
+    transport.sendto = sendto  # type: ignore[method-assign]
+    driver: Driver[str] = Driver(
+        endpoint,
+        transport,
+        label="SlicedEndpoint",
+        log=log,
+        name="test-driver",
+        take=lambda now: [],
+        deliver=lambda items: None,
+        send_batch=MAX_BATCH,
+        urgent=lambda data: data.startswith(b"hello"),
+    )
+    transport.put(b"fan out")
+    driver.start()
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end and len(transport.sent) < 10 * MAX_BATCH + 1:
+            time.sleep(0.002)
+        sent = [d for d, _ in transport.sent]
+        assert len(sent) == 10 * MAX_BATCH + 1
+        # the echo of the HELLO left right after the slice during which it arrived
+        assert sent.index(b"echo hello") == MAX_BATCH
+        assert [d for d in sent if d != b"echo hello"] == [
+            f"copy {i}".encode() for i in range(10 * MAX_BATCH)
+        ]
+    finally:
+        driver.stop()
+        driver.join()
+

@@ -15,6 +15,7 @@ from udpchat.client.states import SessionState
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.notices import NoticeKind, PendingNotices
+from udpchat.relay.sessions import Dormant
 from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
@@ -254,6 +255,30 @@ def test_who_pages_through_a_room_whose_names_do_not_fit_one_message(
     assert sorted(listed.members) == sorted((*nicks, "zed")) == relay.member_nicks()
 
 
+def test_who_lists_everyone_to_a_member_welcomed_before_the_room_outgrew_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first member's WELCOME was not paged, so its /who asks WHO, whose MEMBERS holds
+    only the prefix that fits one message once the room has grown: the client fetches the
+    rest in pages (protocol.md 6.7). (Messages shrunk to 1 KiB, as above.)"""
+    monkeypatch.setattr("udpchat.relay.sessions.MAX_MESSAGE_SIZE", 1024)
+    net, relay, sessions = join_at_once(200, big_room(member_page=50))
+    assert len(relay.sessions.nick_list()) < 200  # one message holds only a prefix
+    first = sessions[0]
+    drain(first)
+    first.who(net.now)
+    net.run(2.0)
+    (listed,) = of(first, ev.MembersListed)
+    assert isinstance(listed, ev.MembersListed)
+    assert sorted(listed.members) == relay.member_nicks() and len(listed.members) == 200
+    assert sorted(first.members) == relay.member_nicks()
+    drain(first)
+    first.who(net.now)  # now known to be paged: pages from the start
+    net.run(2.0)
+    (again,) = of(first, ev.MembersListed)
+    assert isinstance(again, ev.MembersListed) and len(again.members) == 200
+
+
 def test_after_a_relay_restart_the_room_comes_back_as_returned_not_joined() -> None:
     net, relay, sessions = join_at_once(40, big_room())
     config = relay.config
@@ -278,3 +303,17 @@ def test_a_waiting_join_is_taken_out_for_a_member_that_moved_away() -> None:
     assert notices.count == 1 and notices.kind is NoticeKind.JOIN
     assert notices.take_join("ann")
     assert notices.kind is None and notices.size == 0  # nothing left to announce
+
+
+@pytest.mark.parametrize(
+    ("size", "window"), [(16, 0.2), (400, 0.2), (1000, 0.5), (2000, 1.0), (10_000, 1.0)]
+)
+def test_the_notice_window_grows_with_the_room_up_to_a_second(size: int, window: float) -> None:
+    """protocol.md 6.3: N / notice_fanout seconds when that is longer than notice_window,
+    so that a large room's notices cost about notice_fanout datagrams a second at most."""
+    relay = RelayCore(big_room(), 0.0, seeded(5), static_key=RELAY_STATIC)
+    for i in range(size):  # members not back yet since a restart count as members
+        relay.sessions.add_dormant(Dormant(b"%08d" % i, f"m{i}", f"m{i}", b"", 100.0))
+    assert relay.room.notice_window() == pytest.approx(window)
+    unscaled = RelayCore(big_room(notice_fanout=float("inf")), 0.0, seeded(5))
+    assert unscaled.room.notice_window() == WINDOW

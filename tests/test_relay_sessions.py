@@ -216,3 +216,26 @@ def test_a_timed_out_or_resumed_session_is_gone(why: str) -> None:
         assert join(net, "bob", 3, resume=resume, resume_secret=bob.resume_secret).joined
     assert member.state is S.GONE and not member.live
     assert member.token not in relay.members and relay.sessions.by_nick.get("bob") is not member
+
+
+def test_the_sorted_nickname_list_follows_joins_renames_quits_and_timeouts() -> None:
+    """The table keeps every nickname sorted as members come and go (WELCOME's page and
+    WHO_PAGE read it), instead of sorting the room again at each join."""
+    net, relay = setup(RelayConfig(heartbeat=0.2, timeout=1.0))
+    clients = [join(net, nick, i) for i, nick in enumerate(("dan", "ann", "eve", "bob", "cy"))]
+    for c in clients:
+        c.heartbeat = 0.2
+    net.run(0.5)
+    assert relay.sessions.sorted_nicks() == ("ann", "bob", "cy", "dan", "eve")
+    clients[0].send(m.NickRequest("zed"))  # dan renames himself
+    clients[2].send(m.Quit("bye"))  # eve quits
+    net.run(0.5)
+    assert relay.sessions.sorted_nicks() == ("ann", "bob", "cy", "zed")
+    net.detach(client_addr(4))  # cy vanishes and times out
+    net.run(2.0)
+    assert relay.sessions.sorted_nicks() == ("ann", "bob", "zed")
+    assert list(relay.sessions.sorted_nicks()) == relay.member_nicks()
+    late = join(net, "al", 7)
+    late.heartbeat = 0.2
+    net.run(0.5)
+    assert relay.sessions.sorted_nicks() == ("al", "ann", "bob", "zed")

@@ -2,9 +2,15 @@
 
 The relay and the client are both shells around an :class:`~udpchat.endpoint.Endpoint`, and
 both need the same loop: sleep until a datagram arrives or the endpoint's next timer is due,
-take in what is queued (a bounded batch, so that replies to many inputs leave together and
-one busy peer cannot starve the timers), run the timers, send what the endpoint wants to
-send, and hand out what the shell drains from it (events). This module is that loop, once.
+read what is queued into an inbox (``udpchat.inbox``: bounded, urgent datagrams first), take
+a bounded batch from it (so that replies to many inputs leave together and one busy peer
+cannot starve the timers), run the timers, send what the endpoint wants to send, and hand
+out what the shell drains from it (events). This module is that loop, once.
+
+Large output (a relay's fan-out to a thousand members) leaves in slices; between slices the
+loop reads the socket into the inbox again, so that the kernel's buffer does not overflow
+while it encodes, and when an urgent datagram (a joiner's handshake) is waiting it stops
+sending to handle it first and goes on with the rest of the output in the next turn.
 
 Threads. The endpoint is not thread-safe. Its own thread (``start``) is the only one that
 receives; any other thread that acts on the endpoint goes through :meth:`Driver.call`, which
@@ -38,14 +44,24 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from udpchat import faults
 from udpchat.endpoint import Address, Endpoint
+from udpchat.inbox import Inbox
 from udpchat.transport import DatagramTransport, ErrorLog
 
-__all__ = ["IDLE_WAIT", "MAX_BATCH", "PAUSE_NOTICED", "STOP_TIMEOUT", "BatchingEndpoint", "Driver"]
+__all__ = [
+    "IDLE_WAIT", "MAX_BATCH", "PAUSE_NOTICED", "READ_AHEAD", "READ_AHEAD_BYTES", "STOP_TIMEOUT",
+    "BatchingEndpoint", "Driver",
+]
 
-# Queued datagrams taken in per wake-up (one more than this at most) before timers run and
+# Queued datagrams of each kind (urgent, others) taken in per turn before timers run and
 # output is flushed: under load, replies to many inputs leave together and the link bundles
 # messages into fewer datagrams.
 MAX_BATCH = 64
+# What the inbox may hold, and the most datagrams read into it at a time: about as much as
+# the relay's socket buffer (relay_server.SOCKET_BUFFER), so that a burst the kernel would
+# have kept is kept here instead, where handshakes can be taken out of turn. Not more: what
+# waits long is answered late, and late acknowledgements only cause retransmissions.
+READ_AHEAD_BYTES = 1024 * 1024
+READ_AHEAD = 1024
 # Longest sleep without a timer, so that a stop request is never missed for long.
 IDLE_WAIT = 0.5
 # What ``join`` waits for the loop to notice a stop by default.
@@ -77,8 +93,8 @@ class Driver(Generic[Item]):
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
     address reach the endpoint (a client talks to its relay alone); the shell may change
     ``peer`` under the lock (a client moving to another relay). With ``urgent``, the
-    datagrams of a batch for which it holds are handed to the endpoint before the others (the
-    relay: handshakes ahead of session traffic).
+    queued datagrams for which it holds are handed to the endpoint before the others (the
+    relay: handshakes ahead of session traffic), and a sliced output stops for them.
     """
 
     def __init__(
@@ -109,7 +125,7 @@ class Driver(Generic[Item]):
         self._on_exit = on_exit
         self._send_batch = send_batch
         self.peer = peer
-        self._urgent = urgent
+        self._inbox = Inbox(READ_AHEAD_BYTES, urgent)
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
         self.changed = threading.Condition(self.lock)
@@ -124,6 +140,8 @@ class Driver(Generic[Item]):
         self.pause: tuple[float, float] | None = None
         # Datagrams handed to the endpoint.
         self.received = 0
+        # Times reading stopped at a full inbox: the endpoint was behind (a load signal).
+        self.inbox_full = 0
         # Exceptions an endpoint call raised and the loop survived (see udpchat.faults).
         self.internal_errors = 0
         # Sends the transport refused, by errno: each lost one datagram, nothing more.
@@ -234,6 +252,8 @@ class Driver(Generic[Item]):
                 timer = self._next_timer()
                 now = self._look(0.0)
                 wait = IDLE_WAIT if timer is None else min(max(timer - now, 0.0), IDLE_WAIT)
+                if self._inbox:
+                    wait = 0.0  # read, then take what waits
                 self._sleeping_until = now + wait
             self._turn(self.transport.recvfrom(wait), wait, timer)
         with self.lock:  # a last flush: what the final turn or a call left behind
@@ -244,38 +264,34 @@ class Driver(Generic[Item]):
         if mine is not None:
             self._hand_out(mine)
 
+    def _read_ahead(self, got: tuple[bytes, Address] | None) -> None:
+        """Read ``got`` and what else the socket holds into the inbox (called locked)."""
+        if not self._inbox.fill(got, self.transport.recvfrom, self.peer, READ_AHEAD):
+            self.inbox_full += 1
+
     def _turn(self, got: tuple[bytes, Address] | None, slept: float, timer: float | None) -> None:
-        """Take in ``got`` and what else is queued, run due timers, flush.
+        """Read ``got`` and what else is queued into the inbox, take a batch from it
+        (urgent datagrams first), run due timers, flush.
 
         ``timer`` is the endpoint's next timer as the loop read it before sleeping: the
         timers run if it is due. The endpoint's timer is read once a turn (it costs a walk
         over the endpoint's state): one that the batch made due runs at the next turn, which
         the loop then starts without sleeping; output the batch made due goes out now."""
-        endpoint, transport = self.endpoint, self.transport
+        endpoint = self.endpoint
         with self.lock:
-            peer = self.peer  # read locked: the shell may move it between turns
             now = self._look(slept)
             self._sleeping_until = 0.0
-            batch: list[tuple[bytes, Address]] = []
-            count = 0
-            while got is not None:
-                if peer is None or got[1] == peer:
-                    batch.append(got)
-                count += 1
-                if count > MAX_BATCH:
-                    break  # the rest waits for the next turn: timers and output first
-                got = transport.recvfrom(0.0)
-            urgent = self._urgent
-            if urgent is not None and len(batch) > 1:
-                # Joiners first: their answers leave ahead of the batch's session traffic
-                # (the sort is stable, so each kind keeps its order of arrival).
-                batch.sort(key=lambda item: not urgent(item[0]))
-            for data, addr in batch:
-                self.received += 1
-                try:
-                    endpoint.receive_datagram(data, addr, now)
-                except Exception as error:
-                    self._fault("receive_datagram", error)
+            if got is not None or not self._inbox.full:
+                self._read_ahead(got)
+            # Joiners first: their answers leave before the session traffic is even looked
+            # at; what is beyond a batch waits for the next turn: timers and output first.
+            urgent, batch = self._inbox.take(MAX_BATCH)
+            self._receive(urgent, now)
+            early = self._output(now) if urgent and batch else []
+        if early:
+            self._send(early, whole=False)  # one slice: the rest after the batch
+        with self.lock:
+            self._receive(batch, now)
             if timer is not None and timer <= now:
                 try:
                     endpoint.handle_timer(now)
@@ -284,9 +300,19 @@ class Driver(Generic[Item]):
             out = self._output(now)
             mine = self._collect(now)
             self.changed.notify_all()
-        self._send(out)
+        self._send(out, reading=True)
         if mine is not None:
             self._hand_out(mine)
+
+    def _receive(self, batch: list[tuple[bytes, Address]], now: float) -> None:
+        """Hand ``batch`` to the endpoint (called locked)."""
+        endpoint = self.endpoint
+        for data, addr in batch:
+            self.received += 1
+            try:
+                endpoint.receive_datagram(data, addr, now)
+            except Exception as error:
+                self._fault("receive_datagram", error)
 
     def _look(self, slept: float) -> float:
         """The time now; a jump of more than PAUSE_NOTICED since the loop last looked, beyond
@@ -324,8 +350,14 @@ class Driver(Generic[Item]):
 
     # --- output and handing out -----------------------------------------------------------------
 
-    def _send(self, out: list[tuple[bytes, Address]]) -> None:
-        """Send ``out``; a full slice means more is waiting: fetch and send the next one.
+    def _send(
+        self, out: list[tuple[bytes, Address]], reading: bool = False, whole: bool = True
+    ) -> None:
+        """Send ``out``; a full slice means more is waiting: fetch and send the next one
+        (unless not ``whole``: then ``out`` alone). ``reading`` (the loop's own thread):
+        between slices, read the socket into the inbox, and leave the rest of the output to
+        the next turn when an urgent datagram waits (the endpoint's timer says output is
+        pending, so that turn comes at once).
 
         A send that fails loses that datagram and nothing else (the link resends it)."""
         transport = self.transport
@@ -335,9 +367,14 @@ class Driver(Generic[Item]):
                     transport.sendto(data, addr)
                 except OSError as error:
                     self._send_errors.failed(error, time.monotonic())
-            if self._send_batch is None or len(out) < self._send_batch:
+            if not whole or self._send_batch is None or len(out) < self._send_batch:
                 return
             with self.lock:
+                if reading:
+                    if not self._inbox.full:
+                        self._read_ahead(None)
+                    if self._inbox.urgent_waiting:
+                        return
                 out = self._output(time.monotonic())
 
     def _collect(self, now: float) -> list[Item] | None:

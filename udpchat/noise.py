@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -76,6 +77,15 @@ def public_key(private: bytes) -> bytes:
 
 def _public(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@lru_cache(maxsize=4)
+def _static_pair(private: bytes) -> tuple[X25519PrivateKey, bytes]:
+    """A responder's static key and its public half, made once: a relay answers every
+    handshake with the same identity, and making them cost more than a DH (a scalar
+    multiplication for the public half) at every join."""
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key, _public(key)
 
 
 def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
@@ -247,9 +257,9 @@ class Responder:
         message = bytes(message)
         if len(message) < DHLEN + TAG_SIZE:
             raise NoiseError("handshake message too short")
-        static = X25519PrivateKey.from_private_bytes(static_private)
+        static, static_public = _static_pair(static_private)
         self._psk = psk is not None
-        self._state = state = _start(_public(static), prologue, psk)
+        self._state = state = _start(static_public, prologue, psk)
         self._re = message[:DHLEN]
         _mix_ephemeral(state, self._re, self._psk)
         state.mix_key(_dh(static, self._re))  # es

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,11 +51,16 @@ from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
+from udpchat_bench.load_stages import Stages, enable_stamps, receive_stamped, stamp_handshakes
 from udpchat_bench.worker import emit
 
 LOCALHOST = "127.0.0.1"
 MEMBERS_PER_SOCKET = 50
 JOIN_WAVE = 50  # handshakes in flight at once while members join
+# Datagrams handled between two looks for joiners' answers, and at most per step (see
+# LoadGenerator.step).
+JOINER_CHECK = 64
+STEP_DATAGRAMS = 1024
 HANDSHAKE_RETRY_S = 0.5
 SETTLE_S = 2.0
 STOP_TIMEOUT_S = 10.0
@@ -137,7 +143,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
         )
     )
     if baseline:
-        server._driver._urgent = None
+        server._driver._inbox.is_urgent = None
     stop = threading.Event()
     commands: queue.Queue[str] = queue.Queue()
     _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)
@@ -148,7 +154,9 @@ def relay_main(params: Mapping[str, Any]) -> int:
 
     threading.Thread(target=stopper, name="stopper", daemon=True).start()
     profile_path = params.get("profile")
-    profiler = cProfile.Profile() if profile_path else None
+    # CPU of the serving thread, not the wall clock: its waits are not work
+    profiler = cProfile.Profile(time.thread_time) if profile_path else None
+    waits_ms = stamp_handshakes(server) if params.get("stamps") else []
     _serve_commands(server, profiler, commands)
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
@@ -156,7 +164,13 @@ def relay_main(params: Mapping[str, Any]) -> int:
         profiler.disable()
         profiler.dump_stats(str(profile_path))
     stats = server.stats
-    emit("result", deliveries=stats.deliveries, datagrams_received=stats.datagrams_received)
+    emit(
+        "result",
+        deliveries=stats.deliveries,
+        datagrams_received=stats.datagrams_received,
+        waits_ms=waits_ms,
+        handled_ms=getattr(server, "_handled_ms", []),
+    )
     return 0
 
 
@@ -175,7 +189,12 @@ def _serve_commands(
         while True:
             command = commands.get()
             if command == "drops":
-                emit("drops", drops=server.kernel_drops() or 0)
+                stats = server.stats
+                emit(
+                    "drops",
+                    drops=server.kernel_drops() or 0,
+                    datagrams=stats.datagrams_received + stats.datagrams_sent,
+                )
             else:
                 switches.put(command)
 
@@ -229,7 +248,9 @@ def _watch_stdin(
 class _Member(BareClient):
     """One simulated member: a bare client, where it sits, and when it next needs a turn."""
 
-    __slots__ = ("index", "join_s", "next_beat", "scheduled", "sock", "started", "welcomed")
+    __slots__ = (
+        "index", "join_s", "next_beat", "scheduled", "sock", "stages", "started", "welcomed",
+    )
 
     def __init__(self, index: int, sock: int, nonce: bytes) -> None:
         super().__init__(f"m{index}", nonce, os.urandom, retry_s=HANDSHAKE_RETRY_S)
@@ -240,6 +261,7 @@ class _Member(BareClient):
         self.join_s = math.nan  # from its first HELLO to its WELCOME
         self.next_beat = math.inf
         self.scheduled = math.inf
+        self.stages: Stages | None = None  # with stamps: its handshake's stages
 
 
 def open_member_sockets(count: int, selector: selectors.BaseSelector) -> list[socket.socket]:
@@ -261,8 +283,11 @@ def open_member_sockets(count: int, selector: selectors.BaseSelector) -> list[so
 class LoadGenerator:
     """N members on a few sockets, driven by one thread with a timer heap (no polling)."""
 
-    def __init__(self, relay: Address, count: int, heartbeat: float, chat_rate: float) -> None:
+    def __init__(
+        self, relay: Address, count: int, heartbeat: float, chat_rate: float, stamps: bool = False
+    ) -> None:
         self.relay = relay
+        self.stamps = stamps
         self.heartbeat = heartbeat
         self.chat_rate = chat_rate
         self.selector = selectors.DefaultSelector()
@@ -284,6 +309,13 @@ class LoadGenerator:
         self.chatting = False
         self.next_chat = math.inf
         self.chat_cursor = 0
+        # Datagrams read and not yet handled (joiners' are handled as soon as read).
+        self.later: deque[tuple[wire.Datagram, float]] = deque()
+        if stamps:
+            for sock in self.socks:
+                enable_stamps(sock)
+            for member in self.members:
+                member.stages = Stages()
 
     # sending
 
@@ -300,8 +332,13 @@ class LoadGenerator:
     def _flush(self, now: float) -> None:
         for index in self.dirty:
             member = self.members[index]
-            for data in member.take_datagrams(now):
+            out = member.take_datagrams(now)
+            for data in out:
                 self._send(member, data)
+            stages = member.stages
+            challenged = stages is not None and not math.isnan(stages.challenge_read)
+            if out and stages is not None and challenged and member.link is None:
+                stages.note("join_sent", time.time())
             timer = member.next_timer()
             if timer is not None:
                 self._schedule(member, max(timer, now))
@@ -312,17 +349,22 @@ class LoadGenerator:
     def start_handshake(self, member: _Member, now: float) -> None:
         for data in member.take_datagrams(now):  # the HELLO; its retry timer starts
             self._send(member, data)
+        if member.stages is not None:
+            member.stages.note("hello_sent", time.time())
         timer = member.next_timer()
         if timer is not None:
             self._schedule(member, timer)
 
     # receiving
 
-    def receive(self, data: bytes, now: float) -> None:
-        try:
-            datagram = wire.decode_datagram(data)
-        except wire.DecodeError:
-            return
+    def joining(self, datagram: wire.Datagram) -> bool:
+        """Whether ``datagram`` is for a member still joining (its handshake, its WELCOME)."""
+        if isinstance(datagram, wire.Protected):
+            member = self.by_token.get(datagram.token)
+            return member is not None and not member.welcomed
+        return True
+
+    def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
         if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
             if member is None:
@@ -336,6 +378,9 @@ class LoadGenerator:
                 elif kind == m.MessageKind.REFUSED:
                     self.refused += 1
                 elif kind == m.MessageKind.WELCOME and not member.welcomed:
+                    if member.stages is not None:
+                        member.stages.note("welcome_arrived", arrived)
+                        member.stages.note("welcome_read", time.time())
                     member.welcomed = True
                     member.join_s = now - member.started
                     self.welcomed += 1
@@ -346,6 +391,10 @@ class LoadGenerator:
         elif isinstance(datagram, (wire.Challenge, wire.Accept, wire.Busy)):
             member = self.by_nonce.get(datagram.nonce)
             if member is not None and member.link is None:
+                if member.stages is not None and not isinstance(datagram, wire.Busy):
+                    stage = "challenge" if isinstance(datagram, wire.Challenge) else "accept"
+                    member.stages.note(f"{stage}_arrived", arrived)
+                    member.stages.note(f"{stage}_read", time.time())
                 member.receive(datagram, now)
                 if member.link is not None:
                     self.by_token[member.link.token] = member
@@ -353,16 +402,43 @@ class LoadGenerator:
         elif isinstance(datagram, wire.Reject):
             self.rejects += 1
 
-    def _drain(self, key: selectors.SelectorKey, now: float) -> None:
+    def _drain(
+        self, key: selectors.SelectorKey, into: list[tuple[wire.Datagram, float]]
+    ) -> None:
         sock: socket.socket = key.fileobj  # type: ignore[assignment]
+        stamps = self.stamps
         for _ in range(512):
+            arrived = math.nan
             try:
-                data, _ = sock.recvfrom(65535)
+                if stamps:
+                    data, _, arrived = receive_stamped(sock, 65535)
+                else:
+                    data, _ = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            self.receive(data, now)
+            with contextlib.suppress(wire.DecodeError):
+                into.append((wire.decode_datagram(data), arrived))
+
+    def _joiners_first(
+        self,
+        read: list[tuple[wire.Datagram, float]],
+        later: deque[tuple[wire.Datagram, float]],
+    ) -> None:
+        """Handle joiners' datagrams in ``read`` now and send their answers; queue the rest
+        in ``later``. A real member is a process of its own and does not wait for a thousand
+        others' fan-out before it reads its CHALLENGE or WELCOME."""
+        now = time.monotonic()
+        joined = False
+        for datagram, arrived in read:
+            if self.joining(datagram):
+                self.receive(datagram, now, arrived)
+                joined = True
+            else:
+                later.append((datagram, arrived))
+        if joined:
+            self._flush(now)
 
     # timers
 
@@ -406,9 +482,29 @@ class LoadGenerator:
             deadlines.append(self.timers[0][0])
         if self.chatting:
             deadlines.append(self.next_chat)
-        wait = max(0.0, min(deadlines) - now)
+        later = self.later
+        wait = 0.0 if later else max(0.0, min(deadlines) - now)
+        read: list[tuple[wire.Datagram, float]] = []
         for key, _ in self.selector.select(wait):
-            self._drain(key, time.monotonic())
+            self._drain(key, read)
+        # Joiners' datagrams first: a real member is a process of its own and does not
+        # wait for a thousand others' fan-out before it reads its CHALLENGE or WELCOME.
+        self._joiners_first(read, later)
+        # At most STEP_DATAGRAMS of the others per step, so that timers (heartbeats,
+        # retransmissions) and the flush (ACKs) are never starved; what is left waits in
+        # ``later`` for the next step, which does not sleep.
+        for _ in range(STEP_DATAGRAMS // JOINER_CHECK):
+            if not later:
+                break
+            now = time.monotonic()
+            for _ in range(min(JOINER_CHECK, len(later))):
+                datagram, arrived = later.popleft()
+                self.receive(datagram, now, arrived)
+            if later:  # a joiner's answer that came meanwhile does not wait for the rest
+                read = []
+                for key in list(self.selector.get_map().values()):
+                    self._drain(key, read)
+                self._joiners_first(read, later)
         now = time.monotonic()
         self._run_timers(now)
         self._chat(now)
@@ -458,6 +554,7 @@ def members_main(params: Mapping[str, Any]) -> int:
         count,
         float(params.get("heartbeat", 1.0)),
         float(params.get("chat_rate", 0.0)),
+        bool(params.get("stamps", False)),
     )
     start = time.monotonic()
     try:
@@ -470,6 +567,11 @@ def members_main(params: Mapping[str, Any]) -> int:
             seconds=time.monotonic() - start,
             join_ms=[1000 * mb.join_s for mb in generator.members if mb.welcomed],
             drops=sum(kernel_drops(sock) or 0 for sock in generator.socks),
+            stages=[
+                mb.stages.spans_ms()
+                for mb in generator.members
+                if mb.stages is not None and mb.welcomed
+            ],
         )
         while not stop.is_set():
             generator.step(time.monotonic(), 0.05)

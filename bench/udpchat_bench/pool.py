@@ -31,6 +31,8 @@ from udpchat.transport import kernel_drops
 Address = tuple[str, int]
 # Datagrams read from one member's socket per turn before the others get theirs.
 READ_BATCH = 64
+# Members read between two looks for members still joining (see MemberPool.step).
+JOINER_CHECK = 64
 
 
 class Member:
@@ -137,8 +139,16 @@ class MemberPool:
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
         if not self._dirty:
-            for key, _ in self.selector.select(max(0.0, deadline - now)):
-                self._read(self.members[key.data], time.monotonic())
+            keys = self.selector.select(max(0.0, deadline - now))
+            ready = self._joiners_first([self.members[key.data] for key, _ in keys])
+            while ready:
+                for member in ready[:JOINER_CHECK]:
+                    self._read(member, time.monotonic())
+                ready = ready[JOINER_CHECK:]
+                if ready:  # a joiner's answer that came meanwhile does not wait for the rest
+                    more = [self.members[key.data] for key, _ in self.selector.select(0)]
+                    joining = [m for m in more if m.session.state is not SessionState.JOINED]
+                    self._joiners_first(joining)  # the others wait for the next step
         now = time.monotonic()
         self._run_timers(now)
         self._flush(now)
@@ -155,6 +165,20 @@ class MemberPool:
                 return False
             now = self.step(now, min(0.05, end - now))
         return True
+
+    def _joiners_first(self, ready: list[Member]) -> list[Member]:
+        """Read and answer the members in ``ready`` that are still joining; the others, to
+        read next. Each real member is a process of its own and would not wait for a
+        thousand others' fan-out before it reads its CHALLENGE or WELCOME."""
+        import time
+
+        joining = [m for m in ready if m.session.state is not SessionState.JOINED]
+        if not joining:
+            return ready
+        for member in joining:
+            self._read(member, time.monotonic())
+        self._flush(time.monotonic())
+        return [m for m in ready if m.session.state is SessionState.JOINED]
 
     def _read(self, member: Member, now: float) -> None:
         session = member.session

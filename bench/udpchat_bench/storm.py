@@ -117,7 +117,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
     )
     server = RelayServer(options)
     if baseline:  # datagrams handled in order of arrival, handshakes or not
-        server._driver._urgent = None
+        server._driver._inbox.is_urgent = None
     stop = threading.Event()
     commands: queue.Queue[str] = queue.Queue()
     _watch_stdin(stop, float(params.get("max_lifetime_s", 600.0)), commands)

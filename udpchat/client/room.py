@@ -231,8 +231,19 @@ class RoomView:
 
     def _on_members(self, message: msg.Members) -> None:
         self._ledger.end_catch_up()
-        self._members = {nick_key(n): n for n in message.members}
         answered = self._ledger.answered(msg.Who)
+        known = self._members
+        self._members = {nick_key(n): n for n in message.members}
+        if answered is not None and message.members and len(known) > len(message.members):
+            # protocol.md 6.7: MEMBERS holds the list as far as it fits one message. We
+            # knew more (our list is exact in a room our WELCOME did not page): the room
+            # grew past that since we joined. The rest comes page by page, as in a paged
+            # room; until then we keep what we knew of it.
+            last = message.members[-1]
+            self._members.update((key, nick) for key, nick in known.items() if nick > last)
+            self.room_size = len(known)
+            self.next_page = (last, answered.request)
+            return
         if answered is None or not answered.internal:
             self._emit(ev.MembersListed(self.members))
 

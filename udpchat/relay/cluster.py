@@ -292,9 +292,10 @@ class Cluster(SharedMembers):
             return
         # A join still waiting here is the other relay's to announce (it does, not having
         # heard of it): announced here later, it could come after what the member does there.
-        self.room.notices.take_join(member.nick)
+        unannounced = self.room.notices.take_join(member.nick)
         sessions.forget(member)
-        sessions.add_remote(member.nick)
+        if not unannounced:  # the room knows it: a member of another relay now
+            sessions.add_remote(member.nick)
         self.room.outbox.report(RoomNotice(f"{member.nick} moved to another relay"))
 
     def _relay_lost(self, lost: RelayLost, now: float) -> None:

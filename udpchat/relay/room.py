@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from udpchat import messages as m
 from udpchat.link import SendBufferFull
-from udpchat.relay.config import RelayConfig, RelayStats
+from udpchat.relay.config import MAX_SCALED_WINDOW, RelayConfig, RelayStats
 from udpchat.relay.events import MemberRemoved
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.outbox import Outbox
@@ -98,9 +98,10 @@ class Room(Requests, Welcoming):
     def flush_notices(self) -> None:
         """Log the waiting joins or leaves as one batch event, sent to every member."""
         notices = self.notices
+        if notices.kind is None:
+            return
         if self.cluster is not None:  # 6.8: it waits on while the shared store is away
-            if notices.kind is not None:
-                self.cluster.flush_notices(notices, self.time(notices.since))
+            self.cluster.flush_notices(notices, self.time(notices.since))
             return
         event = notices.take(self.time(notices.since))
         if event is not None:
@@ -126,6 +127,13 @@ class Room(Requests, Welcoming):
         config = self.config
         return config.notice_window > 0 and self._size() > config.batch_notices_above
 
+    def notice_window(self) -> float:
+        """How long a batch waits (protocol.md 6.3): the configured window, or in a large
+        room N / notice_fanout seconds, up to MAX_SCALED_WINDOW."""
+        config = self.config
+        scaled = min(self._size() / config.notice_fanout, MAX_SCALED_WINDOW)
+        return max(config.notice_window, scaled)
+
     def _size(self) -> int:
         """The room's members: live, those not back yet since a restart (6.6), and those
         on the other relays of a shared room (6.8)."""
@@ -140,7 +148,7 @@ class Room(Requests, Welcoming):
             if notices.kind is not None:  # a shared store away: held as it is, in order
                 assert self.cluster is not None
                 self.cluster.hold_notices(notices, self.time(notices.since))
-            notices.start(kind, now, self.config.notice_window)
+            notices.start(kind, now, self.notice_window())
         return notices
 
     def _append(self, event: EventBuilder, exclude: Member | None, msgid: bytes = b"") -> int:
@@ -212,8 +220,8 @@ class Room(Requests, Welcoming):
     def answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
-        if not member.live:
-            return False  # gone meanwhile (its store's room restarted, say)
+        if self.cluster is not None and not member.live:
+            return False  # gone meanwhile (its shared store lost the room, say)
         data = m.encode_message(message)
         if self._fanout:  # events are held: the answer queues behind them, in room order
             self._fanout.append((data, None, member, -1))

@@ -9,6 +9,7 @@ polling of every member on every tick); a stale entry is skipped when it comes u
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Iterator
@@ -141,8 +142,13 @@ class SessionTable:
         self.dirty: dict[Member, None] = {}
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
-        # (every nickname in the room, sorted; the prefix of it that fits one message)
-        self._listed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        # Every nickname in the room (live, dormant, on other relays), kept sorted as members
+        # come and go: in a room of a thousand, sorting it again at every join cost more than
+        # the rest of the room's part of a join; its tuple, and (that tuple, the prefix of it that
+        # fits one message), made only when asked for.
+        self._sorted: list[str] = []
+        self._listed: tuple[str, ...] | None = None
+        self._fitting: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         # Members from before a restart, by token and by nickname key, soonest expiry first.
         self.dormant: dict[bytes, Dormant] = {}
         self.dormant_nicks: dict[str, Dormant] = {}
@@ -158,12 +164,23 @@ class SessionTable:
         self.count_address(member.addr, +1)
         self.by_nick[member.key] = member
         self.by_join[member.join] = member
-        self._listed = None
+        self._list(member.nick)
 
     def rename(self, member: Member, nick: str, key: str) -> None:
         del self.by_nick[member.key]
+        self._unlist(member.nick)
         member.nick, member.key = nick, key
         self.by_nick[key] = member
+        self._list(nick)
+
+    def _list(self, nick: str) -> None:
+        bisect.insort(self._sorted, nick)
+        self._listed = None
+
+    def _unlist(self, nick: str) -> None:
+        at = bisect.bisect_left(self._sorted, nick)
+        if at < len(self._sorted) and self._sorted[at] == nick:
+            del self._sorted[at]
         self._listed = None
 
     def heard(self, member: Member, size: int, now: float) -> None:
@@ -184,7 +201,7 @@ class SessionTable:
         CLOSING until its last flush."""
         if self.members.pop(member.token, None) is not None:
             self.count_address(member.addr, -1)
-        self._listed = None
+            self._unlist(member.nick)
         if self.by_nick.get(member.key) is member:
             del self.by_nick[member.key]
         if member.join is not None:
@@ -197,24 +214,19 @@ class SessionTable:
         else:
             member.advance(MemberState.GONE)
 
-    def _lists(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Rebuilt only when the room changed: members not back yet since a restart are
-        still in the room."""
-        if self._listed is None:
-            nicks = [mb.nick for mb in self.members.values()]
-            nicks.extend(d.nick for d in self.dormant.values())
-            nicks.extend(self.remote.values())
-            every = tuple(sorted(nicks))
-            self._listed = (every, members_fitting(every))
-        return self._listed
-
     def sorted_nicks(self) -> tuple[str, ...]:
-        """Every nickname in the room, sorted (what MEMBERS_PAGE pages through)."""
-        return self._lists()[0]
+        """Every nickname in the room, sorted (what MEMBERS_PAGE pages through); rebuilt
+        only when the room changed: members not back yet since a restart are in it."""
+        if self._listed is None:
+            self._listed = tuple(self._sorted)
+        return self._listed
 
     def nick_list(self) -> tuple[str, ...]:
         """The sorted member list for WELCOME and MEMBERS: as much of it as fits one message."""
-        return self._lists()[1]
+        every = self.sorted_nicks()
+        if self._fitting is None or self._fitting[0] is not every:
+            self._fitting = (every, members_fitting(every))
+        return self._fitting[1]
 
     def holder(self, key: str) -> Member | Dormant | None:
         """Who holds the nickname ``key``: a live member, or one not back yet."""
@@ -226,24 +238,30 @@ class SessionTable:
         """A member of another relay; not one of ours (a join another relay announced late,
         of a member that has moved here since)."""
         key = nick_key(nick)
-        if key not in self.by_nick:
-            self.remote[key] = nick
-            self._listed = None
+        if key in self.by_nick:
+            return
+        old = self.remote.get(key)
+        if old is not None:
+            self._unlist(old)
+        self.remote[key] = nick
+        self._list(nick)
 
     def drop_remote(self, nick: str) -> None:
-        if self.remote.pop(nick_key(nick), None) is not None:
-            self._listed = None
+        old = self.remote.pop(nick_key(nick), None)
+        if old is not None:
+            self._unlist(old)
 
     def clear_remote(self) -> None:
+        for nick in self.remote.values():
+            self._unlist(nick)
         self.remote.clear()
-        self._listed = None
 
     # --- members from before a restart ------------------------------------------------------
 
     def add_dormant(self, dormant: Dormant) -> None:
         self.dormant[dormant.token] = dormant
         self.dormant_nicks[dormant.key] = dormant
-        self._listed = None
+        self._list(dormant.nick)
         self._dormant_expiry = None
 
     def wake(self, dormant: Dormant) -> None:
@@ -251,7 +269,7 @@ class SessionTable:
         del self.dormant[dormant.token]
         if self.dormant_nicks.get(dormant.key) is dormant:
             del self.dormant_nicks[dormant.key]
-        self._listed = None
+        self._unlist(dormant.nick)
         self._dormant_expiry = None
 
     def next_dormant_expiry(self) -> float | None:

@@ -8,6 +8,7 @@ number, since the other relays may log events at any moment.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from udpchat import messages as m
@@ -15,7 +16,7 @@ from udpchat.relay.config import RelayConfig
 from udpchat.relay.gate import Admission
 from udpchat.relay.notices import NoticeKind, PendingNotices
 from udpchat.relay.room_log import EventBuilder, RoomLog
-from udpchat.relay.sessions import Member, SessionTable
+from udpchat.relay.sessions import Member, SessionTable, members_fitting
 from udpchat.relay.shared_log import LogUnavailable
 
 if TYPE_CHECKING:
@@ -72,17 +73,20 @@ class Welcoming:
             return
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
-        listed, size = self.sessions.nick_list(), self._size()
-        notices = self.notices
+        size, notices = self._size(), self.notices
+        waiting: set[str] = set()
         if notices.kind is NoticeKind.JOIN:
             waiting = {*notices.joined, *notices.returned}
-            listed = tuple(nick for nick in listed if nick not in waiting)
             size -= len(waiting)
         paged = 0 < config.member_page < size
         if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
-            first = listed[: config.member_page]
-            shown = first if member.nick in first else tuple(sorted((*first, member.nick)))
-            listed = shown
+            # only as many names as a page holds are looked at: in a room of a thousand,
+            # each join would otherwise sort and measure the whole list again
+            every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
+            first = members_fitting(tuple(islice(every, config.member_page)))
+            listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
+        else:
+            listed = tuple(n for n in self.sessions.nick_list() if n not in waiting)
         welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
         self.deliver(member, m.encode_message(welcome))
         if paged:
