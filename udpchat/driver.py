@@ -266,6 +266,7 @@ class Driver(Generic[Item]):
 
     def _read_ahead(self, got: tuple[bytes, Address] | None) -> None:
         """Read ``got`` and what else the socket holds into the inbox (called locked)."""
+        # ``peer`` as it is now: the shell may move it between turns (it does so locked).
         if not self._inbox.fill(got, self.transport.recvfrom, self.peer, READ_AHEAD):
             self.inbox_full += 1
 
