@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.redis_support import RedisServer
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat_bench.load import (
     LoadResult,
@@ -16,6 +17,7 @@ from udpchat_bench.load import (
     proc_cpu_s,
     proc_rss_kib,
     run_load,
+    store_error,
 )
 from udpchat_bench.storm import format_result, run_storm
 
@@ -72,8 +74,49 @@ def test_tiny_storm_run_is_complete_and_sane() -> None:
     assert "rejoin after a restart: 30 of 30 back" in format_result(result)
 
 
+@pytest.mark.timeout(120)
+def test_a_load_run_on_a_sqlite_store_is_complete() -> None:
+    """--store sqlite: a fresh file for the run, so that the room starts empty (a join, not
+    a rejoin) and the messages go through the file."""
+    (result,) = run_load(
+        members=(10,), chat_rate=4.0, duration=2.0, join_probes=2, join_rate=40.0, store="sqlite:"
+    )
+    assert result.joined == 10 and result.deliveries_per_s > 0
+
+
+@pytest.mark.timeout(120)
+def test_a_load_run_on_a_redis_room_is_complete(redis_server: RedisServer) -> None:
+    (result,) = run_load(
+        members=(10,),
+        chat_rate=4.0,
+        duration=2.0,
+        join_probes=2,
+        join_rate=40.0,
+        store=f"redis://127.0.0.1:{redis_server.port}/0",
+    )
+    assert result.joined == 10 and result.deliveries_per_s > 0
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        ("memory:", None),
+        ("sqlite:", None),
+        ("redis://127.0.0.1:6399/0", None),
+        ("sqlite:/tmp/x.sqlite3", "--store: expected memory:, sqlite: or redis://"),
+        ("redis://127.0.0.1:notaport/0", "--store: "),
+        ("postgres://x", "--store: expected memory:, sqlite: or redis://"),
+    ],
+)
+def test_the_load_store_is_checked(store: str, problem: str | None) -> None:
+    found = store_error(store)
+    assert found == problem if problem is None else found is not None and found.startswith(problem)
+
+
 def test_run_load_checks_its_arguments() -> None:
     with pytest.raises(ValueError):
         run_load(members=(10,), duration=0)
     with pytest.raises(ValueError):
         run_load(members=(0,), duration=1)
+    with pytest.raises(ValueError, match="--store"):
+        run_load(members=(10,), duration=1, store="mysql:")

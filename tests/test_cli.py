@@ -500,6 +500,15 @@ def test_load_rejects_bad_sizes_in_one_line() -> None:
     assert line.startswith("udpchat: --members: expected positive numbers")
 
 
+@pytest.mark.unit
+def test_load_rejects_a_bad_store_in_one_line() -> None:
+    line = one_error_line(invoke("load", "--store", "sqlite:/tmp/room.sqlite3"))
+    assert line == (
+        "udpchat: --store: expected memory:, sqlite: or redis://HOST:PORT/DB, "
+        "got 'sqlite:/tmp/room.sqlite3'"
+    )
+
+
 KEY_FORMAT = re.compile(r"[a-z2-7]{5}(-[a-z2-7]{5}){5}")
 
 

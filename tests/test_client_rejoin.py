@@ -107,7 +107,8 @@ def test_reset_after_a_relay_restart_rejoins_at_once_and_resends() -> None:
     assert net.run_until(lambda: bool(of(alice, ev.ConnectionLost)), 3)
     assert of(alice, ev.Reconnecting) == [ev.Reconnecting(1, 0.0)]
     assert net.run_until(lambda: alice.idle, 3)
-    assert of(alice, ev.Welcomed)[-1] == ev.Welcomed("alice", ("alice",), resumed=False)
+    # a new epoch: the user is told the room's history is gone
+    assert of(alice, ev.Welcomed)[-1] == ev.Welcomed("alice", ("alice",), False, history_lost=True)
     # The WHO marks the end of catch-up history; resends wait for it.
     assert without_ids(relay.only_session().received) == [msg.Who(), msg.Say("lost in the crash")]
     posted = [e for e in of(alice, ev.MessageReceived) if isinstance(e, ev.MessageReceived)]

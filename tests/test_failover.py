@@ -208,7 +208,8 @@ def test_a_relay_that_shuts_down_is_left_for_the_next() -> None:
     assert [(e.relay, e.to, e.reason) for e in moved] == [
         ("10.0.0.1:4000", "10.0.0.2:4000", "the relay is shutting down: maintenance")
     ]
-    assert kind(events, ev.Welcomed) == [ev.Welcomed("alice", ("alice",), resumed=False)]
+    # another room: a new epoch, whose history is not the one alice followed
+    assert kind(events, ev.Welcomed) == [ev.Welcomed("alice", ("alice",), False, True)]
 
 
 def test_a_reset_rejoins_the_same_relay() -> None:

@@ -131,6 +131,7 @@ def test_a_store_that_lost_the_room_is_a_new_epoch_for_every_member() -> None:
         assert [e.reason for e in lost] == ["the relay lost our session"]
         welcomed = [e for e in of(member, ev.Welcomed) if isinstance(e, ev.Welcomed)]
         assert len(welcomed) == 1 and not welcomed[0].resumed  # a fresh place, a new room
+        assert welcomed[0].history_lost  # and the user is told the history is gone
         assert sorted(member.members) == ["ann", "bo", "cy"]
     drain(ann), drain(bo), drain(cy)
     bo.say("new room", c.net.now)

@@ -75,6 +75,11 @@ EXPECTED: list[tuple[ClientEvent, str]] = [
         "14:14:21 -- you are alice; in the room (2): alice, bob",
     ),
     (Welcomed("alice", ("alice",), True), "14:14:21 -- rejoined as alice; in the room (1): alice"),
+    (
+        Welcomed("alice", ("alice",), False, history_lost=True),
+        "14:14:21 -- the room started afresh, its history lost; you are alice; in the room (1): "
+        "alice",
+    ),
     (MessageReceived(7, T, "bob", "hi all"), "14:13:20 <bob> hi all"),
     (MessageReceived(8, T, "bob", "waves", action=True), "14:13:20 * bob waves"),
     (MessageReceived(9, T, "alice", "mine", own=True, local_id=1), "14:13:20 <alice> mine"),
@@ -181,7 +186,13 @@ def test_terminal_attacks_are_defused() -> None:
 JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
     (
         Welcomed("alice", ("alice", "bob"), False),
-        {"type": "welcome", "nick": "alice", "members": ["alice", "bob"], "resumed": False},
+        {
+            "type": "welcome",
+            "nick": "alice",
+            "members": ["alice", "bob"],
+            "resumed": False,
+            "history_lost": False,
+        },
     ),
     (
         MessageReceived(7, T, "bob", "hi", action=True, own=False, history=True),

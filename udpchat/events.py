@@ -24,6 +24,9 @@ class Welcomed:
     nick: str
     members: tuple[str, ...]
     resumed: bool  # a rejoin that kept our place in the room
+    # A rejoin into a new incarnation of the room (a new epoch: a relay restarted without
+    # its store, or a shared store that lost the room): the history before it is gone.
+    history_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

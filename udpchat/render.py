@@ -364,9 +364,11 @@ def _renamed(event: MemberRenamed) -> list[Fragment]:
     return _notice(_nick(event.old), ("notice", " is now "), _nick(event.new))
 
 
-@_view(Welcomed, "welcome", "nick", "members", "resumed")
+@_view(Welcomed, "welcome", "nick", "members", "resumed", "history_lost")
 def _welcomed(event: Welcomed) -> list[Fragment]:
     verb = "rejoined as " if event.resumed else "you are "
+    if event.history_lost:
+        verb = "the room started afresh, its history lost; " + verb
     return _notice(("notice", verb), _nick(event.nick), ("notice", "; "), *_nicks(event.members))
 
 

@@ -35,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -48,6 +49,7 @@ from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
+from udpchat.stores import MEMORY, SQLITE, StoreError, parse_store
 from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
@@ -140,6 +142,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
             port=0,
             config=config,
             socket_buffer=0 if baseline else int(params.get("socket_buffer", SOCKET_BUFFER)),
+            store=parse_store(str(params.get("store", MEMORY)), params.get("room")),
         )
     )
     if baseline:
@@ -735,10 +738,13 @@ def run_one(
     join_rate: float = 0.0,
     baseline: bool = False,
     socket_buffer: int = SOCKET_BUFFER,
+    store: str = MEMORY,
 ) -> LoadResult:
-    """Measure one member count with a fresh relay."""
+    """Measure one member count with a fresh relay (and a fresh room in ``store``)."""
     say = progress or (lambda _: None)
     lifetime = 120.0 + 3 * duration + members / 5
+    scratch = tempfile.TemporaryDirectory(prefix="udpchat-load-")
+    url, room = fresh_room(store, members, Path(scratch.name))
     relay = _Proc(
         "relay",
         {
@@ -748,6 +754,8 @@ def run_one(
             "max_lifetime_s": lifetime,
             "baseline": baseline,
             "socket_buffer": socket_buffer,
+            "store": url,
+            "room": room,
         },
     )
     generator: _Proc | None = None
@@ -808,6 +816,7 @@ def run_one(
         if generator is not None:
             generator.reap()
         relay.reap()
+        scratch.cleanup()
     return LoadResult(
         members=members,
         joined=int(joined["members"]),
@@ -831,6 +840,34 @@ def run_one(
     )
 
 
+def store_error(store: str) -> str | None:
+    """Why ``store`` cannot be the load benchmark's room store, or None: ``memory:``,
+    ``sqlite:`` (a fresh file for each room size, in a temporary directory) or
+    ``redis://HOST:PORT/DB`` (a fresh room for each size on that server)."""
+    if store in (MEMORY, SQLITE):
+        return None
+    if store.startswith(("redis://", "rediss://")):
+        try:
+            parse_store(store, "load")
+        except StoreError as error:
+            return str(error)
+        return None
+    return f"--store: expected memory:, sqlite: or redis://HOST:PORT/DB, got {store!r}"
+
+
+def fresh_room(store: str, members: int, scratch: Path) -> tuple[str, str | None]:
+    """The store URL and room name of one measured relay: nothing left from an earlier run
+    (a room that already had members would make it a rejoin, not a join)."""
+    problem = store_error(store)
+    if problem is not None:
+        raise ValueError(problem)
+    if store == SQLITE:
+        return f"{SQLITE}{scratch / f'load-{members}.sqlite3'}", None
+    if store == MEMORY:
+        return MEMORY, None
+    return store, f"load-{os.getpid()}-{members}-{int(time.time())}"
+
+
 def run_load(
     members: Sequence[int] = (100, 500, 1000),
     chat_rate: float = 2.0,
@@ -842,13 +879,18 @@ def run_load(
     join_rate: float = 0.0,
     baseline: bool = False,
     socket_buffer: int = SOCKET_BUFFER,
+    store: str = MEMORY,
 ) -> list[LoadResult]:
     """Run the load benchmark for each member count; one fresh relay per count.
 
     ``chat_rate`` is messages per second for the whole room during the chat window; each is
     fanned out to every other member. With ``profile_dir`` the relay runs under cProfile and
-    leaves ``relay-<N>.prof`` there, covering the idle window only.
+    leaves ``relay-<N>.prof`` there, covering the idle window only. ``store``: where the
+    relay keeps its room (see ``store_error``).
     """
+    problem = store_error(store)
+    if problem is not None:
+        raise ValueError(problem)
     if duration <= 0 or chat_rate < 0 or join_probes < 1 or heartbeat <= 0:
         raise ValueError("need duration > 0, chat_rate >= 0, join_probes >= 1, heartbeat > 0")
     results = []
@@ -871,6 +913,7 @@ def run_load(
                 join_rate,
                 baseline,
                 socket_buffer,
+                store,
             )
         )
     return results
@@ -916,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--join-rate", type=float, default=0.0, help="members started a second")
     run.add_argument("--baseline", action="store_true", help="the relay without its defences")
     run.add_argument("--socket-buffer", type=int, default=SOCKET_BUFFER, help="relay's, bytes")
+    run.add_argument("--store", default=MEMORY, help="memory:, sqlite: or redis://HOST:PORT/DB")
     run.add_argument("--json", action="store_true", help="print results as JSON lines")
     ns = parser.parse_args(argv)
     if ns.role == "relay":
@@ -931,6 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         join_rate=ns.join_rate,
         baseline=ns.baseline,
         socket_buffer=ns.socket_buffer,
+        store=ns.store,
         progress=lambda text: print(text, file=sys.stderr, flush=True),
     )
     if ns.json:

@@ -229,6 +229,14 @@ def load(
             metavar="PER_S",
         ),
     ] = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Where the relay keeps its room: memory:, sqlite: (a fresh file per size) "
+            "or redis://HOST:PORT/DB (a fresh room per size on that server).",
+            metavar="URL",
+        ),
+    ] = "memory:",
 ) -> None:
     """Load a relay with many simulated members: CPU share, memory per member, join time,
     and datagrams the system dropped for full socket buffers.
@@ -237,9 +245,10 @@ def load(
 
       udpchat load --members 100,1000 --duration 5
       udpchat load --storm --members 1000 --join-rate 50
+      udpchat load --members 30 --chat-rate 500 --store sqlite:
     """
     try:  # a distribution of its own (bench/), installed on request
-        from udpchat_bench.load import format_table, run_load
+        from udpchat_bench.load import format_table, run_load, store_error
         from udpchat_bench.storm import format_result, run_storm
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] != "udpchat_bench":
@@ -263,6 +272,11 @@ def load(
         join_rate = 50.0
     if not join_rate > 0:
         _fail(f"--join-rate: expected a number above 0, got {join_rate:g}")
+    problem = store_error(store)
+    if problem is not None:
+        _fail(problem)
+    if storm and store != "memory:":
+        _fail("--store: the storm restarts a relay kept in memory; leave --store out")
     if storm:
         outcome = run_storm(
             max(sizes), join_rate, progress=lambda text: typer.echo(text, err=True)
@@ -275,6 +289,7 @@ def load(
         duration=duration,
         progress=lambda text: typer.echo(text, err=True),
         join_rate=join_rate if join_rate_given else 0.0,
+        store=store,
     )
     if json_output:
         for result in results:

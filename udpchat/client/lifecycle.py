@@ -212,7 +212,8 @@ class Lifecycle:
         if rejoin:
             self._counters.reconnects += 1
         room = self._room
-        self._emit(ev.Welcomed(room.nick, room.members, resumed=continuity.kept_place))
+        lost = rejoin and not continuity.same_epoch
+        self._emit(ev.Welcomed(room.nick, room.members, continuity.kept_place, lost))
         self.feed(now)
 
     # --- chatting and leaving -----------------------------------------------------------------
