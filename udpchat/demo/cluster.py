@@ -149,8 +149,11 @@ def _relay_args(config: DemoConfig, url: str, key: Path) -> list[str]:
     # A bot that moves resends every line its old relay never confirmed, at once: a few
     # seconds' worth, which the new relay's flood limit must let through.
     burst = max(limits.flood_burst, math.ceil(config.rate * MOVE_BACKLOG_S) + 10)
+    # A moved bot catches up from the stream: the history must hold what the whole room
+    # said while it moved, or the catch-up starts with a gap.
+    history = max(limits.history, math.ceil(config.members * config.rate * MOVE_BACKLOG_S))
     return [
-        "--store", url, "--room", ROOM, "--identity", str(key),
+        "--store", url, "--room", ROOM, "--identity", str(key), "--history", str(history),
         "--flood-rate", f"{limits.flood_rate:g}", "--flood-burst", str(burst),
         "--handshake-rate", f"{limits.handshake_rate:g}",
         "--handshake-burst", str(limits.handshake_burst),
