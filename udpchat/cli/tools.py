@@ -17,11 +17,17 @@ __all__ = ["bench", "demo", "load", "parse_loss_percents"]
 @app.command(cls=Command)
 def demo(
     members: Annotated[
-        int, typer.Option(help="Bot members in the room (2 to 32).", metavar="N")
-    ] = 4,
+        int | None,
+        typer.Option(help="Bot members in the room (2 to 32). Default: 4; 6 with --cluster.",
+                     metavar="N"),
+    ] = None,
     messages: Annotated[
-        int, typer.Option(help="Messages each bot sends (1 to 10,000).", metavar="N")
-    ] = 50,
+        int | None,
+        typer.Option(
+            help="Messages each bot sends (1 to 10,000). Default: 50; 100 with --cluster.",
+            metavar="N",
+        ),
+    ] = None,
     loss: Annotated[
         str,
         typer.Option(
@@ -35,6 +41,15 @@ def demo(
     rate: Annotated[
         float, typer.Option(help="Messages per second per bot (up to 200).", metavar="PER_S")
     ] = 10.0,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Three relays on one room in a Redis of the demo's own, one killed halfway: "
+            "its bots move to the others (needs redis-server and the redis package).",
+            metavar=FLAG,
+        ),
+    ] = False,
     json_output: Annotated[
         bool,
         typer.Option(
@@ -44,31 +59,42 @@ def demo(
 ) -> None:
     """Bots chat through a relay on a lossy loopback network, then over plain UDP: compare.
 
-    Exits with status 1 if the reliable run lost, duplicated or reordered any message.
+    With --cluster, the bots chat through three relays sharing one room on Redis, and one
+    relay is killed (SIGKILL) halfway through: its bots move to the other relays.
+
+    Exits with status 1 if the reliable run lost, duplicated or reordered any message (with
+    --cluster: also if a bot of the killed relay did not move or a member was seen leaving).
 
     Examples:
 
       udpchat demo
       udpchat demo --members 6 --loss 30% --messages 100 --seed 7
+      udpchat demo --cluster
     """
 
     from rich.console import Console
 
     from udpchat.demo import DemoConfig, DemoError, run_demo
+    from udpchat.demo.cluster import run_cluster_demo
+    from udpchat.demo.processes import missing_requirement
 
     try:
         config = DemoConfig(
-            members=members,
-            messages=messages,
+            members=members if members is not None else (6 if cluster else 4),
+            messages=messages if messages is not None else (100 if cluster else 50),
             rate=rate,
             loss=_option("--loss", parse_rate, loss),
             seed=seed,
+            compare_plain=not cluster,
         )
     except ValueError as error:
         message = str(error)
         _fail(message if message.startswith("--") else f"--{message}")
+    if cluster and (missing := missing_requirement()) is not None:
+        _fail(missing, ExitCode.FAILURE)
+    console = None if json_output else Console()
     try:
-        result = run_demo(config, None if json_output else Console())
+        result = run_cluster_demo(config, console) if cluster else run_demo(config, console)
     except (DemoError, OSError) as error:
         _fail(f"demo: {error}", ExitCode.FAILURE)
     except KeyboardInterrupt:

@@ -14,9 +14,15 @@ both read from ``time.monotonic_ns`` in this one process. The verdict uses ``ana
 (``udpchat.demo.delivery``): every bot must receive every other bot's messages exactly once,
 in order.
 
+``udpchat demo --cluster`` (``udpchat.demo.cluster``) runs the same traffic through three
+relay processes sharing one room on a redis-server of the demo's own, kills one of them
+halfway, and judges the room across the kill: every line once and in order, the killed
+relay's bots moved, nobody seen leaving.
+
 Modules: ``config`` (what to run), ``bots`` (who sends), ``run`` (driving one run),
 ``results`` (recording and verdicts), ``delivery`` (judging deliveries), ``display`` (what
-is shown).
+is shown), ``cluster`` (the cluster run), ``cluster_report`` (its view and verdict),
+``processes`` (its redis-server and relay processes).
 """
 
 from __future__ import annotations

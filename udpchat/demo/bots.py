@@ -51,12 +51,20 @@ class Bot(Protocol):
 class ReliableBot:
     """A ``ChatClient`` whose events go to the recorder."""
 
-    def __init__(self, index: int, relay: Address, config: DemoConfig, rec: Recorder) -> None:
+    def __init__(
+        self,
+        index: int,
+        relay: Address,
+        config: DemoConfig,
+        rec: Recorder,
+        fallbacks: tuple[Address, ...] = (),
+    ) -> None:
         self.index = index
         self._recorder = rec
         options = ClientOptions(
             nick=bot_name(index),
             server=relay,
+            fallbacks=fallbacks,
             impairment=config.impairment(index),
             join_timeout=JOIN_TIMEOUT_S,
             pace=False,  # the demo relay's flood limits are raised to the bots' rate

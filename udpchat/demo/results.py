@@ -228,6 +228,15 @@ class Recorder:
         with self._lock:
             return all(len(p.unique) == expected for p in self._progress)
 
+    def unreached_without(self, cut_off: set[int], since_ns: int) -> int:
+        """Deliveries that members ``cut_off`` would have missed had they stayed cut off from
+        ``since_ns`` on: every line sent from then on by one of them, or to one of them."""
+        with self._lock:
+            sent = [sender for (sender, _), at in self._send_ns.items() if at >= since_ns]
+        others = self.members - 1
+        inside = len(cut_off)
+        return sum(others if s in cut_off else inside for s in sent)
+
     def snapshot(self) -> tuple[list[DeliveryLog], list[Progress]]:
         with self._lock:
             logs = [DeliveryLog.from_dict(log.to_dict()) for log in self._logs]

@@ -12,10 +12,10 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from udpchat.demo.bots import Bot, PlainBot, ReliableBot, run_forwarder
 from udpchat.demo.config import (
@@ -35,7 +35,7 @@ from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 
-__all__ = ["run_demo"]
+__all__ = ["drive", "join_all", "relay_config", "run_demo"]
 
 
 def _send_all(
@@ -62,16 +62,23 @@ def _send_all(
         recorder.did_send(index)
 
 
-def _drive(
+def drive(
     config: DemoConfig,
     recorder: Recorder,
     bots: Sequence[Bot],
     display: Display,
     drain_s: float,
+    view: Callable[[float], RenderableType] | None = None,
 ) -> tuple[float, tuple[str, ...]]:
-    """Send everything, then wait for stragglers; return the run's duration and send errors."""
+    """Send everything, then wait for stragglers; return the run's duration and send errors.
+
+    ``view``, given the run's start (``time.monotonic``), is what the live display shows;
+    by default each bot's progress."""
     started = time.monotonic()
-    display.watch(lambda: progress_view(recorder, bots, config, started))
+    if view is None:
+        display.watch(lambda: progress_view(recorder, bots, config, started))
+    else:
+        display.watch(lambda: view(started))
     stop = threading.Event()
     errors: list[str] = []
     start_ns = time.monotonic_ns() + 50_000_000
@@ -96,8 +103,10 @@ def _drive(
             time.sleep(POLL_S)
     finally:
         stop.set()
+        # One second for all of them (they are daemons): a Ctrl-C ends the run promptly.
+        joined_by = time.monotonic() + 1.0
         for thread in senders:
-            thread.join(timeout=1.0)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
     display.set_phase("all sent; waiting for the last deliveries")
     drain_deadline = time.monotonic() + drain_s
     while not recorder.complete() and time.monotonic() < drain_deadline:
@@ -110,7 +119,7 @@ def _drive(
     return done - started, tuple(errors)
 
 
-def _relay_config(config: DemoConfig) -> RelayConfig:
+def relay_config(config: DemoConfig) -> RelayConfig:
     """The relay's defaults, but with flood and handshake limits that let the bots' steady
     traffic (and its bursts after a loss is repaired) through: the demo is about loss, not
     about flood control. Every bot joins from 127.0.0.1, one source for the handshake limit."""
@@ -126,7 +135,7 @@ def _relay_config(config: DemoConfig) -> RelayConfig:
 
 def _run_reliable(config: DemoConfig, console: Console | None) -> RunResult:
     recorder = Recorder(config.members, config.messages)
-    relay = RelayServer(RelayOptions(host=LOOPBACK, port=0, config=_relay_config(config)))
+    relay = RelayServer(RelayOptions(host=LOOPBACK, port=0, config=relay_config(config)))
     relay.start()
     bots: list[ReliableBot] = []
     relay_retx: list[int | None] = [None] * config.members
@@ -136,8 +145,8 @@ def _run_reliable(config: DemoConfig, console: Console | None) -> RunResult:
             for i in range(config.members):
                 bots.append(ReliableBot(i, relay.address, config, recorder))
                 bots[-1].client.start()
-            join_s = _join_all(bots, display)
-            duration, errors = _drive(config, recorder, bots, display, config.drain_s)
+            join_s = join_all(bots, display)
+            duration, errors = drive(config, recorder, bots, display, config.drain_s)
             numbers = [bot.link_numbers() for bot in bots]
     finally:
         relay.stop(goodbye=False)
@@ -152,7 +161,7 @@ def _run_reliable(config: DemoConfig, console: Console | None) -> RunResult:
     return replace(result, join_s=join_s)
 
 
-def _join_all(bots: Sequence[ReliableBot], display: Display) -> float:
+def join_all(bots: Sequence[ReliableBot], display: Display) -> float:
     """Wait until every bot is in the room; return how long that took."""
     started = time.monotonic()
     deadline = started + JOIN_TIMEOUT_S
@@ -213,7 +222,7 @@ def _run_plain(config: DemoConfig, console: Console | None) -> RunResult:
                         f"within {JOIN_TIMEOUT_S:g} s"
                     )
             join_s = time.monotonic() - joining
-            duration, errors = _drive(config, recorder, bots, display, _plain_drain(config))
+            duration, errors = drive(config, recorder, bots, display, _plain_drain(config))
     finally:
         for bot in bots:
             bot.close()
