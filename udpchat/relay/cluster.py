@@ -137,30 +137,6 @@ class Cluster(SharedMembers):
         self.room.stats.store_held += 1
         self.retry_at = min(self.retry_at, self.now + RETRY_INTERVAL)
 
-    def clean_up(
-        self, forget: bytes | None = None, release: tuple[str, bytes] | None = None
-    ) -> None:
-        """Forget a session of this relay's, or let a nickname it held go: now if nothing is
-        held and the store answers, else after the rest (never dropped)."""
-        log = self.log
-        if not self.holding:
-            try:
-                if release is not None:
-                    log.release_nick(*release)
-                    release = None
-                if forget is not None:
-                    log.forget_member(forget)
-                self.answered()
-                return
-            except LogUnavailable:
-                self.failed()
-        if release is not None:
-            self.to_release[release] = None
-            self._held_one()
-        if forget is not None:
-            self.to_forget[forget] = None
-            self._held_one()
-
     def retry(self) -> None:
         """Do the held work, oldest first, then the clean-ups; LogUnavailable if some is
         still held."""

@@ -67,6 +67,9 @@ class SharedMembers:
     unannounced: set[bytes]
     # members of this relay the room was told left, -> the seq of that LEFT (inf: unknown)
     announce_again: dict[bytes, float]
+    # the store's clean-ups held (never dropped), done after Cluster.held
+    to_forget: dict[bytes, None]
+    to_release: dict[tuple[str, bytes], None]
 
     if TYPE_CHECKING:  # what Cluster provides
 
@@ -78,9 +81,7 @@ class SharedMembers:
 
         def call(self, work: Callable[[], None]) -> None: ...
 
-        def clean_up(
-            self, forget: bytes | None = None, release: tuple[str, bytes] | None = None
-        ) -> None: ...
+        def _held_one(self) -> None: ...
 
         @property
         def holding(self) -> bool: ...
@@ -216,6 +217,30 @@ class SharedMembers:
 
         self.call(move)
         late = True
+
+    def clean_up(
+        self, forget: bytes | None = None, release: tuple[str, bytes] | None = None
+    ) -> None:
+        """Forget a session of this relay's, or let a nickname it held go: now if nothing is
+        held and the store answers, else after the rest (never dropped)."""
+        log = self.log
+        if not self.holding:
+            try:
+                if release is not None:
+                    log.release_nick(*release)
+                    release = None
+                if forget is not None:
+                    log.forget_member(forget)
+                self.answered()
+                return
+            except LogUnavailable:
+                self.failed()
+        if release is not None:
+            self.to_release[release] = None
+            self._held_one()
+        if forget is not None:
+            self.to_forget[forget] = None
+            self._held_one()
 
     def left(self, nick: str, token: bytes) -> None:
         self.clean_up(forget=token, release=(nick, token))
