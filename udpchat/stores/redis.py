@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -116,6 +117,10 @@ class RedisSharedLog:
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
         }
+        if _resp3(url):
+            raise StoreError(
+                f"--store {redacted(url)}: protocol=3 (RESP3) is not supported; leave it out"
+            )
         try:
             self.client = redis.Redis.from_url(url, **options)
             # XREAD blocks up to one period: its socket waits that long and more.
@@ -236,7 +241,11 @@ class RedisSharedLog:
             raise self.health.failed(error) from None
         self.health.ok()
         with view.lock:
-            if now_epoch != view.epoch:
+            if view.epoch != epoch:
+                # The housekeeper adopted another epoch meanwhile: what the script answered
+                # is of a room this relay has left (and it must not go back to it).
+                raise LogUnavailable("the room's epoch changed during the append")
+            if now_epoch != epoch:
                 view.adopt(now_epoch)
             if not seq:  # the room was lost: nothing appended until the core restarts it
                 raise LogUnavailable("the room's store lost the room: a new epoch")
@@ -413,6 +422,13 @@ class RedisSharedLog:
         with self.claims_lock:
             for key in [k for k, v in self.claims.items() if v.endswith(token.hex())]:
                 del self.claims[key]
+
+
+def _resp3(url: str) -> bool:
+    """Whether the URL asks for RESP3, whose replies (dicts for XREAD) this store does not
+    parse."""
+    query = parse_qs(urlsplit(url).query)
+    return any(value.strip() == "3" for value in query.get("protocol", []))
 
 
 def _nick_of(record: bytes) -> str:

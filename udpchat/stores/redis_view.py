@@ -72,6 +72,7 @@ class RoomView:
         self.kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self.last_seq = 0  # the newest seq the core has been given
         self._gap_reported = False
+        self.malformed = 0  # inbox entries that did not decode, skipped
         # This relay's appends that Redis did not answer in time, by their number: if Redis
         # ran one after all, it is in the room, and this relay's members get it as well.
         self.abandoned: dict[bytes, None] = {}
@@ -151,7 +152,12 @@ class RoomView:
             if kind == b"p":
                 self.queue.append(PrivateArrived(about.decode(errors="replace"), data))
             elif kind == b"m":
-                token = bytes.fromhex(about.decode())
+                try:
+                    token = bytes.fromhex(about.decode())
+                except ValueError:  # skipped (and counted): the reader goes on past it
+                    self.malformed += 1
+                    log.warning("room %r: an inbox entry does not decode: %r", self.room, about)
+                    continue
                 self.queue.append(MemberLeftForRelay(token))
                 moved(token)
         return bool(entries)
