@@ -215,3 +215,29 @@ def test_an_epoch_adopted_during_an_append_is_not_undone(relays: Any) -> None:
 
 
 assert TTL > PERIOD  # the imported timings are the store tests' own
+
+
+def test_a_timed_out_append_the_reader_saw_first_reaches_its_own_relay_in_order(
+    relays: Any,
+) -> None:
+    a, b = relays(), relays(threads=False)
+    script = a.log._append
+
+    def answer_lost(**kwargs: Any) -> Any:
+        answer = script(**kwargs)
+        # The reader reads the entry, then another relay's after it, before the answer
+        # (which never comes) would have.
+        assert wait_until(lambda: any(a.log.view.in_flight.values()), WAIT)
+        b.log.append(say("bob", "after"))
+        assert wait_until(lambda: a.log.waiting, WAIT)
+        del answer
+        raise runtime.redis.TimeoutError("the answer was lost")
+
+    a.log._append = answer_lost
+    with pytest.raises(LogUnavailable):
+        a.log.append(say("ann", "lost answer"))
+    got = foreign(a.take())
+    assert [(e.seq, e.origin, e.event.text) for e in got] == [
+        (1, a.log.relay_id, "lost answer"), (2, b.log.relay_id, "after"),
+    ]
+    assert a.log.view.in_flight == {} and a.log.view.abandoned == {}

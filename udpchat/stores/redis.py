@@ -37,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -54,7 +53,14 @@ from udpchat.relay.shared_log import (
 )
 from udpchat.stores import redis_scripts as lua
 from udpchat.stores.errors import StoreError
-from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+from udpchat.stores.redis_runtime import (
+    Health,
+    Housekeeper,
+    Reader,
+    entries_of,
+    redacted,
+    wants_resp3,
+)
 from udpchat.stores.redis_view import RoomView, is_chat, seq_of
 
 __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
@@ -117,7 +123,7 @@ class RedisSharedLog:
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
         }
-        if _resp3(url):
+        if wants_resp3(url):
             raise StoreError(
                 f"--store {redacted(url)}: protocol=3 (RESP3) is not supported; leave it out"
             )
@@ -223,9 +229,10 @@ class RedisSharedLog:
         built = event(0)
         self._check_up()
         view = self.view
+        number = str(next(self._appends)).encode()
         with view.lock:
             epoch, seen, fresh = view.epoch, view.seen, view.fresh
-        number = str(next(self._appends)).encode()
+            view.in_flight[number] = None  # the reader holds its entry back until it returns
         # Half the time-out: a script Redis runs after this appends nothing, and one that
         # ran before it has half the time-out for its answer to come back.
         deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
@@ -236,11 +243,12 @@ class RedisSharedLog:
         try:
             now_epoch, seq, new, entries = self._append(args=args)
         except redis.RedisError as error:
-            with view.lock:  # if it was appended after all, the reader brings it here too
-                view.abandon(number)
+            with view.lock:  # if it was appended after all, it reaches the core as well
+                view.failed(number)
             raise self.health.failed(error) from None
         self.health.ok()
         with view.lock:
+            view.in_flight.pop(number, None)
             if view.epoch != epoch:
                 # The housekeeper adopted another epoch meanwhile: what the script answered
                 # is of a room this relay has left (and it must not go back to it).
@@ -422,13 +430,6 @@ class RedisSharedLog:
         with self.claims_lock:
             for key in [k for k, v in self.claims.items() if v.endswith(token.hex())]:
                 del self.claims[key]
-
-
-def _resp3(url: str) -> bool:
-    """Whether the URL asks for RESP3, whose replies (dicts for XREAD) this store does not
-    parse."""
-    query = parse_qs(urlsplit(url).query)
-    return any(value.strip() == "3" for value in query.get("protocol", []))
 
 
 def _nick_of(record: bytes) -> str:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -28,7 +28,7 @@ from udpchat.stores.redis_view import Entries
 if TYPE_CHECKING:
     from udpchat.stores.redis import RedisSharedLog
 
-__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted"]
+__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted", "wants_resp3"]
 
 log = logging.getLogger("udpchat.relay.redis")
 
@@ -55,6 +55,12 @@ def redacted(url: str) -> str:
             safe="*",
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def wants_resp3(url: str) -> bool:
+    """Whether the URL asks for RESP3, whose replies (a dict for XREAD) the store does not
+    read."""
+    return any(value.strip() == "3" for value in parse_qs(urlsplit(url).query).get("protocol", []))
 
 
 def entries_of(reply: Any) -> Entries:
