@@ -17,11 +17,15 @@ Invariants:
 - A store that lost the room (flushed, a new instance) has no epoch key: the first script to
   notice starts a new epoch, atomically with emptying the room's other keys, and every relay
   reports ``EpochChanged`` once it sees the new epoch (at an append or within a
-  housekeeping period).
+  housekeeping period). So does a store whose seq is behind what a relay has seen, or behind
+  its stream (restored from an older copy, its seq key evicted): numbers are never reused.
+- An append's own entry read by the reader while the append is under way is held back: the
+  append returns it, or, if it fails, it is queued in seq order (it is in the room).
 - Redis out of reach: every call raises ``LogUnavailable`` and changes nothing here; calls
   made while it is known to be down fail at once, without waiting for a socket timeout. The
   reader and the housekeeper keep trying, and the first success ends the outage. The outage
-  is logged once at WARNING when it starts and once when it ends.
+  is logged once at WARNING when it starts and once when it ends. A command Redis refuses
+  (``ResponseError``) is not an outage: it is counted and logged once at ERROR.
 
 The reader and the housekeeper are threads of this object (``start``/``close``); what they
 find is queued for the core and ``wake`` is called so that the relay's driver takes it.

@@ -233,7 +233,7 @@ class Housekeeper:
         first, self._first = self._first, False
         queued = renewed = False
         owed = {gone[0].decode(): gone[1:] for gone in dead}
-        self._queued &= owed.keys()  # the rest was cleared, or went with an old epoch
+        self._queued.intersection_update(owed)  # the rest was cleared, or went with an old epoch
         with store.view.lock:
             if not first and epoch != store.view.epoch:
                 store.view.adopt(epoch)
