@@ -201,14 +201,16 @@ class Housekeeper:
         """One round; ``RedisError`` if Redis did not answer."""
         store = self._store
         keys = store.keys
+        with store.view.lock:  # one epoch's (not under claims_lock: a new epoch takes it)
+            fresh, known, seen = store.view.fresh, store.view.epoch, store.view.seen
         with store.claims_lock:
             held = list(store.claims.items())
             sent = time.time()
             epoch, revived, lost, dead, clock = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
-                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh, store.view.epoch,
-                    store.view.seen, *(value for _, value in held),
+                    keys.prefix, store.relay_hex, store.ttl_ms, fresh, known, seen,
+                    *(value for _, value in held),
                 ],
             )
             answered = time.time()
