@@ -495,6 +495,14 @@ def test_help_never_shows_the_key() -> None:
 
 
 @pytest.mark.unit
+def test_relay_help_names_the_redis_extra() -> None:
+    # Square brackets are markup to the help renderer: an unescaped [redis] vanished.
+    result = invoke("relay", "--help")
+    assert result.exit_code == 0
+    assert "udpchat[redis]" in result.output
+
+
+@pytest.mark.unit
 def test_load_rejects_bad_sizes_in_one_line() -> None:
     line = one_error_line(invoke("load", "--members", "10,zero"))
     assert line.startswith("udpchat: --members: expected positive numbers")

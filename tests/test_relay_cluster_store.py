@@ -69,7 +69,7 @@ def test_while_the_store_is_away_renames_and_private_messages_elsewhere_are_refu
     errors = [e.text for e in of(ann, ev.ErrorReported) if isinstance(e, ev.ErrorReported)]
     assert errors == [
         "the room's store cannot be reached: try again in a moment",
-        "the room's store cannot be reached: not delivered; send it again",
+        "the room's store cannot be reached; send it again",
     ]
     got = [e.text for e in of(al, ev.PrivateReceived) if isinstance(e, ev.PrivateReceived)]
     assert got == ["to my own relay"]

@@ -184,7 +184,7 @@ def relay(
         typer.Option(
             help="Where the room is kept: sqlite:PATH (the room survives a restart), "
             "memory: (it ends with the relay), or redis://HOST:PORT/DB (rediss:// for TLS; "
-            "every relay on the same Redis and --room is one room; needs udpchat[redis]). "
+            "every relay on the same Redis and --room is one room; needs udpchat\\[redis]). "
             "Default: a SQLite file named after the listen address in the state directory.",
             metavar="URL",
         ),

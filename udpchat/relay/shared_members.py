@@ -33,7 +33,7 @@ __all__ = ["STORE_DOWN", "STORE_REFUSAL", "Moved", "SharedMembers"]
 
 STORE_DOWN = "the room's store cannot be reached"
 # What a member is told of a post or private message the store could not take.
-STORE_REFUSAL = f"{STORE_DOWN}: not delivered; send it again"
+STORE_REFUSAL = f"{STORE_DOWN}; send it again"
 
 
 @dataclass(frozen=True, slots=True)
