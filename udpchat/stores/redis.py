@@ -17,11 +17,15 @@ Invariants:
 - A store that lost the room (flushed, a new instance) has no epoch key: the first script to
   notice starts a new epoch, atomically with emptying the room's other keys, and every relay
   reports ``EpochChanged`` once it sees the new epoch (at an append or within a
-  housekeeping period).
+  housekeeping period). So does a store whose seq is behind what a relay has seen, or behind
+  its stream (restored from an older copy, its seq key evicted): numbers are never reused.
+- An append's own entry read by the reader while the append is under way is held back: the
+  append returns it, or, if it fails, it is queued in seq order (it is in the room).
 - Redis out of reach: every call raises ``LogUnavailable`` and changes nothing here; calls
   made while it is known to be down fail at once, without waiting for a socket timeout. The
   reader and the housekeeper keep trying, and the first success ends the outage. The outage
-  is logged once at WARNING when it starts and once when it ends.
+  is logged once at WARNING when it starts and once when it ends. A command Redis refuses
+  (``ResponseError``) is not an outage: it is counted and logged once at ERROR.
 
 The reader and the housekeeper are threads of this object (``start``/``close``); what they
 find is queued for the core and ``wake`` is called so that the relay's driver takes it.
@@ -53,7 +57,14 @@ from udpchat.relay.shared_log import (
 )
 from udpchat.stores import redis_scripts as lua
 from udpchat.stores.errors import StoreError
-from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+from udpchat.stores.redis_runtime import (
+    Health,
+    Housekeeper,
+    Reader,
+    entries_of,
+    redacted,
+    wants_resp3,
+)
 from udpchat.stores.redis_view import RoomView, is_chat, seq_of
 
 __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
@@ -116,6 +127,10 @@ class RedisSharedLog:
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
         }
+        if wants_resp3(url):
+            raise StoreError(
+                f"--store {redacted(url)}: protocol=3 (RESP3) is not supported; leave it out"
+            )
         try:
             self.client = redis.Redis.from_url(url, **options)
             # XREAD blocks up to one period: its socket waits that long and more.
@@ -218,9 +233,10 @@ class RedisSharedLog:
         built = event(0)
         self._check_up()
         view = self.view
+        number = str(next(self._appends)).encode()
         with view.lock:
             epoch, seen, fresh = view.epoch, view.seen, view.fresh
-        number = str(next(self._appends)).encode()
+            view.in_flight[number] = None  # the reader holds its entry back until it returns
         # Half the time-out: a script Redis runs after this appends nothing, and one that
         # ran before it has half the time-out for its answer to come back.
         deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
@@ -231,12 +247,17 @@ class RedisSharedLog:
         try:
             now_epoch, seq, new, entries = self._append(args=args)
         except redis.RedisError as error:
-            with view.lock:  # if it was appended after all, the reader brings it here too
-                view.abandon(number)
+            with view.lock:  # if it was appended after all, it reaches the core as well
+                view.failed(number)
             raise self.health.failed(error) from None
         self.health.ok()
         with view.lock:
-            if now_epoch != view.epoch:
+            view.in_flight.pop(number, None)
+            if view.epoch != epoch:
+                # The housekeeper adopted another epoch meanwhile: what the script answered
+                # is of a room this relay has left (and it must not go back to it).
+                raise LogUnavailable("the room's epoch changed during the append")
+            if now_epoch != epoch:
                 view.adopt(now_epoch)
             if not seq:  # the room was lost: nothing appended until the core restarts it
                 raise LogUnavailable("the room's store lost the room: a new epoch")
