@@ -6,7 +6,10 @@ in the URL's query, a lost housekeeping reply, and an epoch adopted during an ap
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -241,3 +244,31 @@ def test_a_timed_out_append_the_reader_saw_first_reaches_its_own_relay_in_order(
         (1, a.log.relay_id, "lost answer"), (2, b.log.relay_id, "after"),
     ]
     assert a.log.view.in_flight == {} and a.log.view.abandoned == {}
+
+
+def test_a_redis_pause_longer_than_the_ttl_loses_no_live_relay(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    """Redis stopped (SIGSTOP) for longer than a relay's ttl: when it goes on, every relay's
+    key has expired, and the rounds sent during the pause run late. None of it may make one
+    live relay announce another's members as left: a late round changes nothing (its
+    deadline), and no relay judges the others on its first round after the outage."""
+    a, b = relays(), relays()
+    ann = KeptMember(secrets.token_bytes(8), "ann", secrets.token_bytes(16))
+    bob = KeptMember(secrets.token_bytes(8), "bob", secrets.token_bytes(16))
+    for view, member in ((a, ann), (b, bob)):
+        assert view.log.claim_nick(member.nick, member.token)
+        view.log.keep_member(member)
+    assert redis_server.process is not None
+    pid = redis_server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(TTL * 3)  # every key expires meanwhile; rounds time out and queue up
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_until(lambda: not a.log.health.down and not b.log.health.down, WAIT)
+    time.sleep(TTL * 2)  # rounds enough for a wrong judgement, were one to be made
+    a.take(), b.take()
+    assert not [item for item in a.taken + b.taken if isinstance(item, RelayLost)]
+    assert a.log.find_member(bob.token) == bob and b.log.find_member(ann.token) == ann
+    assert not relays().log.claim_nick("ann", secrets.token_bytes(8))  # still ann's

@@ -72,9 +72,15 @@ __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
 log = logging.getLogger("udpchat.relay.redis")
 
 # A relay is presumed dead this long after it last refreshed its key; its members' nicknames
-# are held as long. Refreshed every DEFAULT_PERIOD, so two refreshes may fail in a row.
-DEFAULT_TTL = 5.0
+# are held as long. Refreshed every DEFAULT_PERIOD, so several refreshes may fail in a row.
+# The relay sets it to its member timeout (udpchat.stores.open_store): a member of a relay
+# that died has as long to move to another relay as any member has to come back before it
+# is announced as gone (protocol.md 6.8).
+DEFAULT_TTL = 10.0
 DEFAULT_PERIOD = 1.0
+# A relay that stops cleanly lets its key live this much longer (seconds), at most its ttl:
+# its members, told it is going (SHUTDOWN), move meanwhile, and are not announced as left.
+CLOSE_GRACE = 3.0
 # Seconds a command may take before Redis counts as out of reach.
 DEFAULT_TIMEOUT = 0.5
 # The stream keeps at least this many events whatever --history says: it is also how the
@@ -110,6 +116,7 @@ class RedisSharedLog:
         self._rng = rng
         self.ttl_ms = max(1, round(ttl * 1000))
         self._timeout = timeout
+        self.timeout = timeout  # a call's socket timeout, seconds
         # Redis's clock minus this machine's, in ms (measured each housekeeping round): an
         # append carries a deadline on Redis's clock.
         self.clock_offset_ms = 0.0
@@ -200,15 +207,17 @@ class RedisSharedLog:
             self._threads.append(thread)
 
     def close(self) -> None:
-        """Stop the threads and delete this relay's key, so that the other relays notice at
-        once that it is gone (its members that do not move are then announced as left)."""
+        """Stop the threads and let this relay's key expire in CLOSE_GRACE, so that the other
+        relays notice soon that it is gone (its members that do not move are then announced
+        as left), but not before the members it told it was going (SHUTDOWN) have moved."""
         if self.stopping.is_set():
             return
         self.stopping.set()
         for thread in self._threads:
             thread.join(self.period + 2)
         with contextlib.suppress(redis.RedisError):  # otherwise its key expires by itself
-            self.client.delete(self.keys.relay(self.relay_hex))
+            grace = min(self.ttl_ms, round(CLOSE_GRACE * 1000))
+            self.client.pexpire(self.keys.relay(self.relay_hex), grace)
         self._close_clients()
 
     def _close_clients(self) -> None:

@@ -186,6 +186,11 @@ class Housekeeper:
         # The lost relays (hex) of lost:THIS_RELAY already queued for the core: each round
         # returns all of lost:THIS_RELAY, and only what is not here yet is queued.
         self._queued: set[str] = set()
+        # When the last round was answered (time.monotonic()), None after one that was not:
+        # a relay judges whether the others are alive only on a round that follows an
+        # answered one closely, never on the first after an outage (the others' keys may
+        # have expired meanwhile, and they get a period to renew them).
+        self._answered_at: float | None = None
 
     def run(self) -> None:
         store = self._store
@@ -193,6 +198,7 @@ class Housekeeper:
             try:
                 self.run_once()
             except redis.RedisError as error:
+                self._answered_at = None
                 store.health.failed(error)
             except Exception as error:  # a bug must not let this relay's key expire
                 faults.report("RedisSharedLog.housekeeper", error, log)
@@ -203,17 +209,23 @@ class Housekeeper:
         keys = store.keys
         with store.view.lock:  # one epoch's (not under claims_lock: a new epoch takes it)
             fresh, known, seen = store.view.fresh, store.view.epoch, store.view.seen
+        started = time.monotonic()
+        last = self._answered_at
+        steady = last is not None and started - last <= 2 * store.period + store.timeout
         with store.claims_lock:
             held = list(store.claims.items())
             sent = time.time()
+            deadline = sent * 1000 + store.clock_offset_ms + store.timeout * 500
             epoch, revived, lost, dead, clock = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
                     keys.prefix, store.relay_hex, store.ttl_ms, fresh, known, seen,
                     *(value for _, value in held),
+                    int(deadline), "1" if steady else "0",
                 ],
             )
             answered = time.time()
+            self._answered_at = time.monotonic()
             taken = 0
             for index in lost:
                 key, value = held[int(index) - 1]

@@ -168,7 +168,9 @@ return 2
 
 # Once per housekeeping period, for one relay: keep it alive, keep its claims, notice the
 # relays that died. KEYS: this relay's claims. ARGV: prefix, this relay, ttl ms, a fresh
-# epoch, the epoch the relay knows, the newest seq it has seen, then one claim value per key.
+# epoch, the epoch the relay knows, the newest seq it has seen, one claim value per key, then
+# a deadline on Redis's clock (ms; a script run later changes nothing: its relay gave up on it)
+# and whether the relay's last round came on time ('1': only then does it judge the others).
 # Returns {epoch, revived (1: this relay's key had expired), lost claims (indexes into KEYS,
 # held by another session now), owed: {relay, nick, nick, ...}, ..., Redis's TIME}, where
 # owed is the whole of lost:RELAY (this relay) every round, so that a lost reply loses
@@ -183,6 +185,12 @@ return 2
 # the relay that notices passes them on (and so on).
 HOUSEKEEP = _START_EPOCH + _ALIVE + """
 local prefix, relay, ttl = ARGV[1], ARGV[2], ARGV[3]
+local deadline, steady = tonumber(ARGV[#KEYS + 7]), ARGV[#KEYS + 8] == '1'
+local now = redis.call('TIME')
+if now[1] * 1000 + math.floor(now[2] / 1000) > deadline then
+  -- run after its relay gave up waiting (Redis was paused): its view of who is alive is old
+  return {ARGV[5], 0, {}, {}, now}
+end
 local epoch = epoch_of(prefix, ARGV[4])
 if epoch == ARGV[5] and out_of_order(prefix, tonumber(ARGV[6])) then
   epoch = renew(prefix, ARGV[4])
@@ -207,7 +215,11 @@ for i, key in ipairs(claims) do
   end
 end
 local mine = prefix .. 'lost:' .. relay
-for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
+-- Only a relay whose own rounds came on time may judge the others: after an outage (Redis
+-- paused or away), every relay's key may have expired meanwhile; they get a period to renew.
+local judged = {}
+if steady then judged = redis.call('SMEMBERS', prefix .. 'relays') end
+for _, other in ipairs(judged) do
   if other ~= relay and not alive(prefix, other) then
     redis.call('SREM', prefix .. 'relays', other)
     local gone = {other}
