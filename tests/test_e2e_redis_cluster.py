@@ -127,9 +127,9 @@ def test_a_killed_relay_s_members_leave_exactly_once(
             cat.client.close()  # the clients go silent with their relay: no fail-over here
             dan.client.close()
             processes[2].kill()
-            # Its key expires (5 s), one survivor announces cat and dan as left.
+            # Its key expires (the member timeout), one survivor announces cat and dan as left.
             for member in (ann, bob):
-                assert wait_until(lambda m_=member: len(m_.client.members) == 2, 20)
+                assert wait_until(lambda m_=member: len(m_.client.members) == 2, 30)
             ann.client.say("still here")
             bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "still here")
             for member in (ann, bob):

@@ -98,7 +98,7 @@ class RelayServer:
         (before anything is bound)."""
         self.options = options
         self._room_log: RoomLog = open_store(
-            options.store, options.config.history, secrets.token_bytes
+            options.store, options.config.history, secrets.token_bytes, options.config.timeout
         )
         self._udp: UdpTransport | None = None
         try:

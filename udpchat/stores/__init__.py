@@ -120,8 +120,11 @@ def default_store_path(host: str, port: int) -> Path:
     return default_key_path(host, port).with_suffix(".sqlite3")
 
 
-def open_store(store: StoreURL, history: int, rng: Callable[[int], bytes]) -> RoomLog:
-    """The room log kept in ``store``; ``StoreError`` if it cannot be used."""
+def open_store(
+    store: StoreURL, history: int, rng: Callable[[int], bytes], timeout: float | None = None
+) -> RoomLog:
+    """The room log kept in ``store``; ``StoreError`` if it cannot be used. ``timeout``: the
+    relay's member timeout, which a shared store gives a dead relay's members to move."""
     if store.kind == "redis":
         try:
             from udpchat.stores.redis import RedisSharedLog
@@ -129,7 +132,9 @@ def open_store(store: StoreURL, history: int, rng: Callable[[int], bytes]) -> Ro
             if error.name is None or error.name.split(".")[0] != "redis":
                 raise
             raise StoreError(REDIS_MISSING) from None
-        return RedisSharedLog(store.url, store.room, history, rng)
+        if timeout is None:
+            return RedisSharedLog(store.url, store.room, history, rng)
+        return RedisSharedLog(store.url, store.room, history, rng, ttl=timeout)
     if store.path is None:
         return MemoryRoomLog(history, rng)
     from udpchat.stores.sqlite import SqliteRoomLog

@@ -17,11 +17,15 @@ Invariants:
 - A store that lost the room (flushed, a new instance) has no epoch key: the first script to
   notice starts a new epoch, atomically with emptying the room's other keys, and every relay
   reports ``EpochChanged`` once it sees the new epoch (at an append or within a
-  housekeeping period).
+  housekeeping period). So does a store whose seq is behind what a relay has seen, or behind
+  its stream (restored from an older copy, its seq key evicted): numbers are never reused.
+- An append's own entry read by the reader while the append is under way is held back: the
+  append returns it, or, if it fails, it is queued in seq order (it is in the room).
 - Redis out of reach: every call raises ``LogUnavailable`` and changes nothing here; calls
   made while it is known to be down fail at once, without waiting for a socket timeout. The
   reader and the housekeeper keep trying, and the first success ends the outage. The outage
-  is logged once at WARNING when it starts and once when it ends.
+  is logged once at WARNING when it starts and once when it ends. A command Redis refuses
+  (``ResponseError``) is not an outage: it is counted and logged once at ERROR.
 
 The reader and the housekeeper are threads of this object (``start``/``close``); what they
 find is queued for the core and ``wake`` is called so that the relay's driver takes it.
@@ -53,7 +57,14 @@ from udpchat.relay.shared_log import (
 )
 from udpchat.stores import redis_scripts as lua
 from udpchat.stores.errors import StoreError
-from udpchat.stores.redis_runtime import Health, Housekeeper, Reader, entries_of, redacted
+from udpchat.stores.redis_runtime import (
+    Health,
+    Housekeeper,
+    Reader,
+    entries_of,
+    redacted,
+    wants_resp3,
+)
 from udpchat.stores.redis_view import RoomView, is_chat, seq_of
 
 __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
@@ -61,9 +72,15 @@ __all__ = ["DEFAULT_PERIOD", "DEFAULT_TTL", "MIN_STREAM", "RedisSharedLog"]
 log = logging.getLogger("udpchat.relay.redis")
 
 # A relay is presumed dead this long after it last refreshed its key; its members' nicknames
-# are held as long. Refreshed every DEFAULT_PERIOD, so two refreshes may fail in a row.
-DEFAULT_TTL = 5.0
+# are held as long. Refreshed every DEFAULT_PERIOD, so several refreshes may fail in a row.
+# The relay sets it to its member timeout (udpchat.stores.open_store): a member of a relay
+# that died has as long to move to another relay as any member has to come back before it
+# is announced as gone (protocol.md 6.8).
+DEFAULT_TTL = 10.0
 DEFAULT_PERIOD = 1.0
+# A relay that stops cleanly lets its key live this much longer (seconds), at most its ttl:
+# its members, told it is going (SHUTDOWN), move meanwhile, and are not announced as left.
+CLOSE_GRACE = 3.0
 # Seconds a command may take before Redis counts as out of reach.
 DEFAULT_TIMEOUT = 0.5
 # The stream keeps at least this many events whatever --history says: it is also how the
@@ -99,6 +116,7 @@ class RedisSharedLog:
         self._rng = rng
         self.ttl_ms = max(1, round(ttl * 1000))
         self._timeout = timeout
+        self.timeout = timeout  # a call's socket timeout, seconds
         # Redis's clock minus this machine's, in ms (measured each housekeeping round): an
         # append carries a deadline on Redis's clock.
         self.clock_offset_ms = 0.0
@@ -116,6 +134,10 @@ class RedisSharedLog:
             "retry": Retry(NoBackoff(), 0),
             "health_check_interval": 0,
         }
+        if wants_resp3(url):
+            raise StoreError(
+                f"--store {redacted(url)}: protocol=3 (RESP3) is not supported; leave it out"
+            )
         try:
             self.client = redis.Redis.from_url(url, **options)
             # XREAD blocks up to one period: its socket waits that long and more.
@@ -185,15 +207,17 @@ class RedisSharedLog:
             self._threads.append(thread)
 
     def close(self) -> None:
-        """Stop the threads and delete this relay's key, so that the other relays notice at
-        once that it is gone (its members that do not move are then announced as left)."""
+        """Stop the threads and let this relay's key expire in CLOSE_GRACE, so that the other
+        relays notice soon that it is gone (its members that do not move are then announced
+        as left), but not before the members it told it was going (SHUTDOWN) have moved."""
         if self.stopping.is_set():
             return
         self.stopping.set()
         for thread in self._threads:
             thread.join(self.period + 2)
         with contextlib.suppress(redis.RedisError):  # otherwise its key expires by itself
-            self.client.delete(self.keys.relay(self.relay_hex))
+            grace = min(self.ttl_ms, round(CLOSE_GRACE * 1000))
+            self.client.pexpire(self.keys.relay(self.relay_hex), grace)
         self._close_clients()
 
     def _close_clients(self) -> None:
@@ -218,9 +242,10 @@ class RedisSharedLog:
         built = event(0)
         self._check_up()
         view = self.view
+        number = str(next(self._appends)).encode()
         with view.lock:
             epoch, seen, fresh = view.epoch, view.seen, view.fresh
-        number = str(next(self._appends)).encode()
+            view.in_flight[number] = None  # the reader holds its entry back until it returns
         # Half the time-out: a script Redis runs after this appends nothing, and one that
         # ran before it has half the time-out for its answer to come back.
         deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
@@ -231,12 +256,17 @@ class RedisSharedLog:
         try:
             now_epoch, seq, new, entries = self._append(args=args)
         except redis.RedisError as error:
-            with view.lock:  # if it was appended after all, the reader brings it here too
-                view.abandon(number)
+            with view.lock:  # if it was appended after all, it reaches the core as well
+                view.failed(number)
             raise self.health.failed(error) from None
         self.health.ok()
         with view.lock:
-            if now_epoch != view.epoch:
+            view.in_flight.pop(number, None)
+            if view.epoch != epoch:
+                # The housekeeper adopted another epoch meanwhile: what the script answered
+                # is of a room this relay has left (and it must not go back to it).
+                raise LogUnavailable("the room's epoch changed during the append")
+            if now_epoch != epoch:
                 view.adopt(now_epoch)
             if not seq:  # the room was lost: nothing appended until the core restarts it
                 raise LogUnavailable("the room's store lost the room: a new epoch")

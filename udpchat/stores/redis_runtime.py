@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -28,25 +28,39 @@ from udpchat.stores.redis_view import Entries
 if TYPE_CHECKING:
     from udpchat.stores.redis import RedisSharedLog
 
-__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted"]
+__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted", "wants_resp3"]
 
 log = logging.getLogger("udpchat.relay.redis")
 
 # Stream entries read per XREAD: the reader hands them to the core in batches this large.
 READ_COUNT = 512
-
-
+# Query parameters of a Redis URL that are credentials (redis-py reads them there too).
+_SECRET_PARAMETERS = frozenset({"password", "username"})
 
 def redacted(url: str) -> str:
-    """``url`` without its password, for logs and the start line."""
+    """``url`` without its credentials (in the user part or the query, where redis-py also
+    takes them), for logs and the start line."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = parts.query
+    if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
+        query = urlencode(
+            [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs],
+            safe="*",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def wants_resp3(url: str) -> bool:
+    """Whether the URL asks for RESP3, whose replies (a dict for XREAD) the store does not
+    read."""
+    return any(value.strip() == "3" for value in parse_qs(urlsplit(url).query).get("protocol", []))
 
 
 def entries_of(reply: Any) -> Entries:
@@ -62,16 +76,30 @@ def entries_of(reply: Any) -> Entries:
 
 
 class Health:
-    """Whether Redis answers; an outage is logged once when it starts and once when it ends."""
+    """Whether Redis answers; an outage is logged once when it starts and once when it ends.
+
+    An error reply (``ResponseError``: a script or command Redis refused) is not an outage:
+    Redis answered. It is counted in ``errors`` and logged at ERROR the first time."""
 
     def __init__(self, where: str, log: logging.Logger) -> None:
         self.where = where
         self.down = False
+        self.errors = 0
         self._log = log
         self._lock = threading.Lock()
 
     def failed(self, error: Exception) -> LogUnavailable:
         """Note a failed call; the error for the caller to raise."""
+        if isinstance(error, redis.ResponseError):
+            with self._lock:
+                self.errors += 1
+                first = self.errors == 1
+            if first:
+                self._log.error(
+                    "the room's Redis at %s refused a command (%s): the call is refused; "
+                    "later refusals are counted, not logged", self.where, error,
+                )
+            return LogUnavailable(f"the room's Redis at {self.where} refused a command")
         with self._lock:
             started, self.down = not self.down, True
         if started:
@@ -104,6 +132,7 @@ class Reader:
                 self._follow()
             except Exception as error:  # a bug must not stop the room's arrivals for good
                 faults.report("RedisSharedLog.reader", error, log)  # re-raises in strict mode
+                store.stopping.wait(store.period)  # not a busy loop if it fails each time
 
     def _follow(self) -> None:
         store = self._store
@@ -124,6 +153,8 @@ class Reader:
                 store.health.failed(error)
                 store.stopping.wait(store.period)
                 continue
+            if got is not None and not isinstance(got, list):
+                raise TypeError(f"XREAD answered a {type(got).__name__}, not a list (RESP3?)")
             store.health.ok()
             queued = False
             with view.lock:
@@ -152,6 +183,14 @@ class Housekeeper:
     def __init__(self, store: RedisSharedLog) -> None:
         self._store = store
         self._first = True
+        # The lost relays (hex) of lost:THIS_RELAY already queued for the core: each round
+        # returns all of lost:THIS_RELAY, and only what is not here yet is queued.
+        self._queued: set[str] = set()
+        # When the last round was answered (time.monotonic()), None after one that was not:
+        # a relay judges whether the others are alive only on a round that follows an
+        # answered one closely, never on the first after an outage (the others' keys may
+        # have expired meanwhile, and they get a period to renew them).
+        self._answered_at: float | None = None
 
     def run(self) -> None:
         store = self._store
@@ -159,6 +198,7 @@ class Housekeeper:
             try:
                 self.run_once()
             except redis.RedisError as error:
+                self._answered_at = None
                 store.health.failed(error)
             except Exception as error:  # a bug must not let this relay's key expire
                 faults.report("RedisSharedLog.housekeeper", error, log)
@@ -167,17 +207,25 @@ class Housekeeper:
         """One round; ``RedisError`` if Redis did not answer."""
         store = self._store
         keys = store.keys
+        with store.view.lock:  # one epoch's (not under claims_lock: a new epoch takes it)
+            fresh, known, seen = store.view.fresh, store.view.epoch, store.view.seen
+        started = time.monotonic()
+        last = self._answered_at
+        steady = last is not None and started - last <= 2 * store.period + store.timeout
         with store.claims_lock:
             held = list(store.claims.items())
             sent = time.time()
+            deadline = sent * 1000 + store.clock_offset_ms + store.timeout * 500
             epoch, revived, lost, dead, clock = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
-                    keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh, store.view.epoch,
+                    keys.prefix, store.relay_hex, store.ttl_ms, fresh, known, seen,
                     *(value for _, value in held),
+                    int(deadline), "1" if steady else "0",
                 ],
             )
             answered = time.time()
+            self._answered_at = time.monotonic()
             taken = 0
             for index in lost:
                 key, value = held[int(index) - 1]
@@ -198,19 +246,20 @@ class Housekeeper:
         store.clock_offset_ms = redis_ms - (sent + answered) * 500
         first, self._first = self._first, False
         queued = renewed = False
+        owed = {gone[0].decode(): gone[1:] for gone in dead}
+        self._queued.intersection_update(owed)  # the rest was cleared, or went with an old epoch
         with store.view.lock:
             if not first and epoch != store.view.epoch:
                 store.view.adopt(epoch)
                 queued = renewed = True
-            for gone in dead:
-                relay, *nicks = gone
-                store.view.queue.append(RelayLost(bytes.fromhex(relay.decode()), tuple(
-                    nick.decode() for nick in nicks)))
+            for relay, nicks in owed.items():
+                if relay in self._queued:
+                    continue
+                self._queued.add(relay)
+                store.view.queue.append(
+                    RelayLost(bytes.fromhex(relay), tuple(nick.decode() for nick in nicks))
+                )
                 queued = True
-        announced = store.announced[:]
-        if announced:  # the core has them: no other relay need announce them now
-            store.client.hdel(keys.lost(store.relay_hex), *announced)
-            del store.announced[: len(announced)]
         if revived and not first and not renewed:  # a new epoch says more than this
             log.warning(
                 "room %r: this relay was out of reach of Redis for longer than its ttl; the "

@@ -33,6 +33,22 @@ local function epoch_of(prefix, fresh)
   end
   return epoch
 end
+
+-- Redis lost part of the room under the same epoch: its seq is behind what a relay has seen
+-- (a restart from an AOF or RDB that lost the last writes), or behind the stream's newest id
+-- (the seq key evicted or deleted). Numbers would be given twice, or every XADD would fail:
+-- the room starts a new epoch, as when the epoch key is gone.
+local function out_of_order(prefix, seen)
+  local seq = tonumber(redis.call('GET', prefix .. 'seq') or '0')
+  if seq < seen then return true end
+  local top = redis.call('XREVRANGE', prefix .. 'log', '+', '-', 'COUNT', 1)
+  return top[1] ~= nil and tonumber(string.match(top[1][1], '^%d+')) > seq
+end
+
+local function renew(prefix, fresh)
+  redis.call('DEL', prefix .. 'epoch')
+  return epoch_of(prefix, fresh)
+end
 """
 
 # KEYS: -. ARGV: prefix, the epoch the relay knows, a fresh epoch (used if the room has none),
@@ -43,16 +59,18 @@ end
 # Returns {epoch, seq, new (1/0), entries}: for a new event, the log's entries numbered above
 # the seq the relay had seen and below the new one; for a msgid already logged, its seq and
 # its entry (none if trimmed from the stream); in an epoch the relay does not know yet,
-# nothing is appended ({epoch, 0, 0, {}}): the relay restarts its room first.
+# nothing is appended ({epoch, 0, 0, {}}): the relay restarts its room first. A room whose
+# seq is behind the seq the relay has seen or behind its stream starts a new epoch (the same).
 APPEND = _START_EPOCH + """
 local prefix = ARGV[1]
 local epoch = epoch_of(prefix, ARGV[3])
 if epoch ~= ARGV[2] then return {epoch, 0, 0, {}} end
+local seen = tonumber(ARGV[4])
+if out_of_order(prefix, seen) then return {renew(prefix, ARGV[3]), 0, 0, {}} end
 local now = redis.call('TIME')
 if now[1] * 1000 + math.floor(now[2] / 1000) > tonumber(ARGV[11]) then
   return {epoch, -1, 0, {}}
 end
-local seen = tonumber(ARGV[4])
 local msgid = ARGV[5]
 local log = prefix .. 'log'
 if msgid ~= '' then
@@ -152,9 +170,15 @@ return 2
 
 # Once per housekeeping period, for one relay: keep it alive, keep its claims, notice the
 # relays that died. KEYS: this relay's claims. ARGV: prefix, this relay, ttl ms, a fresh
-# epoch, the epoch the relay knows, then one claim value per key.
+# epoch, the epoch the relay knows, the newest seq it has seen, one claim value per key, then
+# a deadline on Redis's clock (ms; a script run later changes nothing: its relay gave up on it)
+# and whether the relay's last round came on time ('1': only then does it judge the others).
 # Returns {epoch, revived (1: this relay's key had expired), lost claims (indexes into KEYS,
-# held by another session now), lost relays: {relay, nick, nick, ...}, ..., Redis's TIME}.
+# held by another session now), owed: {relay, nick, nick, ...}, ..., Redis's TIME}, where
+# owed is the whole of lost:RELAY (this relay) every round, so that a lost reply loses
+# nothing: the relay queues what it has not queued yet.
+# A room whose seq is behind the seq this relay has seen, or behind its stream, starts a new
+# epoch (as in APPEND).
 # A claim that expired (an outage longer than the ttl) is taken again; in a new epoch the
 # relay's sessions are reset (their claims are not kept).
 # A relay whose key expired is removed from the set by exactly one relay (the script runs
@@ -163,7 +187,16 @@ return 2
 # the relay that notices passes them on (and so on).
 HOUSEKEEP = _START_EPOCH + _ALIVE + """
 local prefix, relay, ttl = ARGV[1], ARGV[2], ARGV[3]
+local deadline, steady = tonumber(ARGV[#KEYS + 7]), ARGV[#KEYS + 8] == '1'
+local now = redis.call('TIME')
+if now[1] * 1000 + math.floor(now[2] / 1000) > deadline then
+  -- run after its relay gave up waiting (Redis was paused): its view of who is alive is old
+  return {ARGV[5], 0, {}, {}, now}
+end
 local epoch = epoch_of(prefix, ARGV[4])
+if epoch == ARGV[5] and out_of_order(prefix, tonumber(ARGV[6])) then
+  epoch = renew(prefix, ARGV[4])
+end
 local revived = 0
 if not redis.call('SET', prefix .. 'relay:' .. relay, '1', 'XX', 'PX', ttl) then
   redis.call('SET', prefix .. 'relay:' .. relay, '1', 'PX', ttl)
@@ -175,7 +208,7 @@ local lost = {}
 local claims = KEYS
 if epoch ~= ARGV[5] then claims = {} end
 for i, key in ipairs(claims) do
-  local value = ARGV[5 + i]
+  local value = ARGV[6 + i]
   local held = redis.call('GET', key)
   if held == value or not held or not alive(prefix, string.sub(held, 1, 16)) then
     redis.call('SET', key, value, 'PX', ttl)
@@ -183,8 +216,12 @@ for i, key in ipairs(claims) do
     table.insert(lost, i)
   end
 end
-local dead = {}
-for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
+local mine = prefix .. 'lost:' .. relay
+-- Only a relay whose own rounds came on time may judge the others: after an outage (Redis
+-- paused or away), every relay's key may have expired meanwhile; they get a period to renew.
+local judged = {}
+if steady then judged = redis.call('SMEMBERS', prefix .. 'relays') end
+for _, other in ipairs(judged) do
   if other ~= relay and not alive(prefix, other) then
     redis.call('SREM', prefix .. 'relays', other)
     local gone = {other}
@@ -198,20 +235,20 @@ for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'relays')) do
       end
     end
     redis.call('DEL', prefix .. 'inbox:' .. other)
-    table.insert(dead, gone)
     -- What this relay must announce until its core has taken it (lost:RELAY); what the
     -- dead relay had been given to announce and had not taken is this relay's now.
-    local mine = prefix .. 'lost:' .. relay
     redis.call('HSET', mine, other, table.concat(gone, ' ', 2))
     local owed = redis.call('HGETALL', prefix .. 'lost:' .. other)
-    for j = 1, #owed, 2 do
-      redis.call('HSET', mine, owed[j], owed[j + 1])
-      local passed = {owed[j]}
-      for nick in string.gmatch(owed[j + 1], '%S+') do table.insert(passed, nick) end
-      table.insert(dead, passed)
-    end
+    for j = 1, #owed, 2 do redis.call('HSET', mine, owed[j], owed[j + 1]) end
     redis.call('DEL', prefix .. 'lost:' .. other)
   end
+end
+local dead = {}
+local owed = redis.call('HGETALL', mine)
+for j = 1, #owed, 2 do
+  local passed = {owed[j]}
+  for nick in string.gmatch(owed[j + 1], '%S+') do table.insert(passed, nick) end
+  table.insert(dead, passed)
 end
 return {epoch, revived, lost, dead, redis.call('TIME')}
 """

@@ -72,9 +72,14 @@ class RoomView:
         self.kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self.last_seq = 0  # the newest seq the core has been given
         self._gap_reported = False
+        self.malformed = 0  # inbox entries that did not decode, skipped
         # This relay's appends that Redis did not answer in time, by their number: if Redis
         # ran one after all, it is in the room, and this relay's members get it as well.
         self.abandoned: dict[bytes, None] = {}
+        # This relay's appends under way, by their number, with their entry if the reader
+        # read it before the append returned: should the append fail after all, the entry is
+        # queued (it is in the room, and the core never had it from ``append``).
+        self.in_flight: dict[bytes, ForeignEvent | None] = {}
         # Called (under ``lock``) when the room starts a new epoch: the core resets every
         # session of this relay, so the store forgets their members and claims.
         self.renewed: Callable[[], None] = lambda: None
@@ -109,6 +114,7 @@ class RoomView:
         self.read_id = "0-0"
         self.kept.clear()
         self.abandoned.clear()
+        self.in_flight.clear()
         self.queue = [EpochChanged(epoch)]
         self.renewed()
 
@@ -129,6 +135,9 @@ class RoomView:
             self.seen = seq
             if fields.get(b"o") == self._relay:
                 number = fields.get(b"n", b"")
+                if number in self.in_flight:
+                    self.in_flight[number] = self.foreign(seq, fields)
+                    continue  # ``append`` gives it to the core, or ``failed`` queues it
                 if number not in self.abandoned:
                     continue  # appended here, and given to the core by ``append``
                 del self.abandoned[number]  # appended after all: the core has not had it
@@ -137,6 +146,22 @@ class RoomView:
                 self.queue.append(event)
                 queued = True
         return queued
+
+    def failed(self, number: bytes) -> bool:
+        """Append ``number`` got no answer: if the reader already read its entry, queue it
+        in seq order (True); otherwise the reader queues it if Redis ran it after all. The
+        core takes nothing while its append is under way, so nothing after it was taken."""
+        entry = self.in_flight.pop(number, None)
+        if entry is None:
+            self.abandon(number)
+            return False
+        at = next(
+            (i for i, item in enumerate(self.queue)
+             if isinstance(item, ForeignEvent) and item.seq > entry.seq),
+            len(self.queue),
+        )
+        self.queue.insert(at, entry)
+        return True
 
     def abandon(self, number: bytes) -> None:
         self.abandoned[number] = None
@@ -151,7 +176,12 @@ class RoomView:
             if kind == b"p":
                 self.queue.append(PrivateArrived(about.decode(errors="replace"), data))
             elif kind == b"m":
-                token = bytes.fromhex(about.decode())
+                try:
+                    token = bytes.fromhex(about.decode())
+                except ValueError:  # skipped (and counted): the reader goes on past it
+                    self.malformed += 1
+                    log.warning("room %r: an inbox entry does not decode: %r", self.room, about)
+                    continue
                 self.queue.append(MemberLeftForRelay(token))
                 moved(token)
         return bool(entries)
