@@ -5,23 +5,28 @@ no`` in a temporary directory, once for the whole run; tests that need it skip, 
 when the binary or the ``redis`` package is missing. Each test takes a room of its own
 (``redis_room``), so tests never see each other's keys. ``stop``/``start`` on the server let
 a test take Redis away and bring it back on the same port (empty: nothing is saved).
+``relays`` makes ``Relay``s: views of one room as several relays have them (``RedisSharedLog``
+with a short ttl and period), each closed at the end of the test.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["RedisServer", "redis_room", "redis_server"]
+__all__ = ["PERIOD", "TTL", "WAIT", "RedisServer", "Relay", "redis_room", "redis_server", "relays"]
 
 STARTUP_TIMEOUT = 10.0
 _rooms = count(1)
@@ -112,3 +117,50 @@ def redis_room(redis_server: RedisServer) -> str:
     if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()
     return f"test{os.getpid()}-{next(_rooms)}"
+
+
+# A relay view's liveness ttl and housekeeping period in the tests (short, to see expiry), and
+# how long a test waits for something that should happen.
+TTL = 0.6
+PERIOD = 0.1
+WAIT = 5.0
+
+
+class Relay:
+    """One relay's view of the room, with its threads running and its wake-ups counted."""
+
+    def __init__(self, url: str, room: str, history: int = 50, threads: bool = True) -> None:
+        from udpchat.stores.redis import RedisSharedLog
+
+        self.log = RedisSharedLog(
+            url, room, history, secrets.token_bytes, ttl=TTL, period=PERIOD, timeout=0.3
+        )
+        self.woken = threading.Event()
+        self.taken: list[Any] = []
+        if threads:
+            self.log.start(self.woken.set)
+
+    def take(self) -> list[Any]:
+        got: list[Any] = self.log.arrived()
+        self.taken.extend(got)
+        return got
+
+    def wait_for(self, condition: Callable[[list[Any]], bool]) -> bool:
+        from tests.e2e_support import wait_until
+
+        return wait_until(lambda: bool(self.take() or True) and condition(self.taken), WAIT)
+
+
+@pytest.fixture
+def relays(redis_server: RedisServer, redis_room: str) -> Iterator[Callable[..., Relay]]:
+    """Makes relay views of the test's room; closes them at the end."""
+    made: list[Relay] = []
+
+    def make(**kwargs: Any) -> Relay:
+        relay = Relay(redis_server.url, redis_room, **kwargs)
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        relay.log.close()

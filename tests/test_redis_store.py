@@ -10,13 +10,13 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.e2e_support import wait_until
-from tests.redis_support import RedisServer
+from tests.redis_support import PERIOD, TTL, WAIT, RedisServer, Relay
 from udpchat import messages as m
 from udpchat.relay.room_log import KeptMember
 from udpchat.relay.shared_log import (
@@ -32,46 +32,6 @@ pytestmark = pytest.mark.e2e
 
 redis_store = pytest.importorskip("udpchat.stores.redis", reason="the redis package is missing")
 RedisSharedLog = redis_store.RedisSharedLog
-
-TTL = 0.6
-PERIOD = 0.1
-WAIT = 5.0
-
-
-class Relay:
-    """One relay's view of the room, with its threads running and its wake-ups counted."""
-
-    def __init__(self, url: str, room: str, history: int = 50, threads: bool = True) -> None:
-        self.log = RedisSharedLog(
-            url, room, history, secrets.token_bytes, ttl=TTL, period=PERIOD, timeout=0.3
-        )
-        self.woken = threading.Event()
-        self.taken: list[Any] = []
-        if threads:
-            self.log.start(self.woken.set)
-
-    def take(self) -> list[Any]:
-        got: list[Any] = self.log.arrived()
-        self.taken.extend(got)
-        return got
-
-    def wait_for(self, condition: Callable[[list[Any]], bool]) -> bool:
-        return wait_until(lambda: bool(self.take() or True) and condition(self.taken), WAIT)
-
-
-@pytest.fixture
-def relays(redis_server: RedisServer, redis_room: str) -> Iterator[Callable[..., Relay]]:
-    made: list[Relay] = []
-
-    def make(**kwargs: Any) -> Relay:
-        relay = Relay(redis_server.url, redis_room, **kwargs)
-        made.append(relay)
-        return relay
-
-    yield make
-    for relay in made:
-        relay.log.close()
-
 
 def say(nick: str, text: str) -> Callable[[int], m.RoomEvent]:
     return lambda seq: m.ChatMessage(seq, 1, nick, text)

@@ -10,14 +10,13 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e_support import wait_until
-from tests.redis_support import RedisServer
-from tests.test_redis_store import PERIOD, TTL, WAIT, Relay, foreign, say
+from tests.redis_support import PERIOD, TTL, WAIT, RedisServer
+from tests.test_redis_store import foreign, say
 from udpchat import faults
 from udpchat.relay.room_log import KeptMember
 from udpchat.relay.shared_log import EpochChanged, LogUnavailable, PrivateArrived, RelayLost
@@ -30,18 +29,6 @@ RedisSharedLog = redis_store.RedisSharedLog
 runtime = pytest.importorskip("udpchat.stores.redis_runtime")
 
 
-@pytest.fixture
-def relays(redis_server: RedisServer, redis_room: str) -> Iterator[Callable[..., Relay]]:
-    made: list[Relay] = []
-
-    def make(**kwargs: Any) -> Relay:
-        relay = Relay(redis_server.url, redis_room, **kwargs)
-        made.append(relay)
-        return relay
-
-    yield make
-    for relay in made:
-        relay.log.close()
 
 
 def restore_older(client: Any, keys: Any, seq: int) -> None:
