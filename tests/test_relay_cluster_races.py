@@ -73,6 +73,8 @@ def test_a_resume_whose_record_the_lost_relay_handling_removed_is_announced_anew
         assert joined(other) == (["mo"] if left_first else ["mo", "mo"])
         assert order(other) == (["left", "joined"] if left_first else ["joined", "left", "joined"])
         assert "mo" in other.members
+    # mo herself, on C, reads the lost relay's LEFT of her: she is still in, and says nothing
+    assert not left(mo) and "mo" in mo.members and sorted(mo.members) == ["ann", "cy", "mo"]
     assert c.room.claims[nick_key("mo")][1] == relay_c.log.relay_id
     assert [kept.nick for kept, rid in c.room.members.values() if rid == relay_c.log.relay_id] == [
         "cy",

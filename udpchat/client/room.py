@@ -141,6 +141,10 @@ class RoomView:
 
     def _on_left(self, event: msg.Left) -> None:
         history = self._note_room_event(event.seq)
+        if not history and nick_key(event.nick) == nick_key(self.nick):
+            # We are here to read it: a relay that died announced us after we had moved on,
+            # and the relay we are on announces us anew (protocol.md 6.8).
+            return
         if not history:
             self._members.pop(nick_key(event.nick), None)
             self._resize(-1)
@@ -173,6 +177,17 @@ class RoomView:
 
     def _on_left_batch(self, event: msg.LeftBatch) -> None:
         history = self._note_room_event(event.seq)
+        mine = nick_key(self.nick)
+        if not history and any(nick_key(n) == mine for n in event.nicks):  # as in _on_left
+            kept = [i for i, n in enumerate(event.nicks) if nick_key(n) != mine]
+            if not kept:
+                return
+            event = replace(
+                event,
+                nicks=tuple(event.nicks[i] for i in kept),
+                reasons=tuple(event.reasons[i] for i in kept),
+                texts=tuple(event.texts[i] for i in kept),
+            )
         if not history:
             for nick in event.nicks:
                 self._members.pop(nick_key(nick), None)
