@@ -471,7 +471,10 @@ def test_join_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         (["bo b"], "udpchat: bad nickname 'bo b': a nickname cannot contain whitespace"),
         (["/bob"], "udpchat: bad nickname '/bob': a nickname cannot start with '/'"),
         (["x" * 33], "a nickname has at most 32 characters"),
-        (["bob", "--server", "relay"], "udpchat: invalid address 'relay': missing ':PORT'"),
+        (
+            ["bob", "--server", "relay"],
+            "udpchat: --server: invalid address 'relay': missing ':PORT'",
+        ),
         (["bob", "--server", "[::1]:x"], "invalid port 'x'"),
         (["bob", "--loss", "half"], "udpchat: --loss: invalid rate 'half'"),
         (["bob", "--burst", "0"], "udpchat: --burst:"),

@@ -45,11 +45,11 @@ def new_public() -> bytes:
 
 
 def test_a_list_of_relays_reaches_the_client_in_order(calls: list[ClientOptions]) -> None:
-    result = invoke("join", "bob", "--server", "127.0.0.1:9000, [::1]:9001,relay.example:7")
+    result = invoke("join", "bob", "--server", "127.0.0.1:9000, 127.0.0.2:9001,relay.example:7")
     assert result.exit_code == 0, result.output
     [options] = calls
     assert options.server == ("127.0.0.1", 9000)
-    assert options.fallbacks == (("::1", 9001), ("relay.example", 7))
+    assert options.fallbacks == (("127.0.0.2", 9001), ("relay.example", 7))
     assert options.trust is None and options.trust_for is not None
 
 
@@ -63,8 +63,9 @@ def test_one_relay_is_as_before(calls: list[ClientOptions]) -> None:
     ("servers", "complaint"),
     [
         ("127.0.0.1:9000,127.0.0.1:9000", "a relay is listed twice"),
-        ("127.0.0.1:9000,", "invalid address"),
-        ("127.0.0.1:9000,nowhere", "invalid address"),
+        ("127.0.0.1:9000,", "invalid --server '127.0.0.1:9000,': an empty place"),
+        ("127.0.0.1:9000,nowhere", "--server: invalid address 'nowhere'"),
+        ("127.0.0.1:9000,[::1]:9001", "list relays of one address family"),
     ],
 )
 def test_a_bad_list_is_one_line(calls: list[ClientOptions], servers: str, complaint: str) -> None:

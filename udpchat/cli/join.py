@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -140,10 +141,29 @@ def join(
 
 def parse_relays(text: str) -> tuple[Address, ...]:
     """``HOST:PORT[,HOST:PORT...]``: the room's relays in the order to try them."""
-    relays = tuple(parse_hostport(part) for part in text.split(","))
+    parts = text.split(",")
+    if len(parts) > 1 and any(not part.strip() for part in parts):
+        raise ValueError(f"invalid --server {text!r}: an empty place in the list of relays")
+    try:
+        relays = tuple(parse_hostport(part) for part in parts)
+    except ValueError as error:
+        raise ValueError(f"--server: {error}") from None
     if len(set(relays)) != len(relays):
         raise ValueError(f"invalid --server {text!r}: a relay is listed twice")
+    versions = {_ip_version(host) for host, _ in relays} - {None}
+    if len(versions) > 1:  # names are checked once resolved, when the client starts
+        raise ValueError(
+            f"invalid --server {text!r}: list relays of one address family (IPv4 or IPv6)"
+        )
     return relays
+
+
+def _ip_version(host: str) -> int | None:
+    """4 or 6 for an IP address literal, None for a name."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
 
 
 def _fingerprints(text: str, parse: Callable[[str], str]) -> str | tuple[str, ...]:
