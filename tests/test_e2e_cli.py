@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -474,3 +475,22 @@ def test_a_relay_that_never_answers_is_named_after_the_join_timeout() -> None:
     assert closed.reason == (
         f"nothing answered at 127.0.0.1:{port} in 1 s: is a relay running there?"
     )
+
+
+@pytest.mark.timeout(30)
+def test_a_relay_that_cannot_start_leaves_no_new_key_behind(
+    processes: list[Process], tmp_path: Path
+) -> None:
+    """A relay whose port is taken exits 1 saying so, and the key file it had just made is
+    gone: an operator's next try is not a relay with an identity nobody has seen."""
+    key = tmp_path / "new.key"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        relay = Process(
+            "relay", "--port", str(port), "--identity", str(key), "--store", "memory:"
+        )
+        processes.append(relay)
+        assert relay.wait(20) == ExitCode.FAILURE
+    assert any("cannot start the relay" in line for line in relay.stderr), relay.stderr
+    assert not key.exists()

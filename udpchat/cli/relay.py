@@ -312,9 +312,11 @@ def relay(
     )
     try:
         code = run_relay(options, verbose=verbose)
-    except StoreError as error:
-        _fail(str(error), ExitCode.FAILURE)
-    except OSError as error:
+    except (StoreError, OSError) as error:
+        if relay_key.created:  # a relay that never started leaves no identity behind
+            relay_key.path.unlink(missing_ok=True)
+        if isinstance(error, StoreError):
+            _fail(str(error), ExitCode.FAILURE)
         _fail(
             f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",
             ExitCode.FAILURE,
