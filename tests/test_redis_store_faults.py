@@ -166,6 +166,7 @@ def test_a_lost_housekeeping_reply_loses_no_lost_relay(
     assert c.log.claim_nick("cat", member.token)
     c.log.keep_member(member)
     client: Any = redis_server.client()
+    a.log.housekeeper.run_once()  # an answered round: the next one judges the others
     client.delete(c.log.keys.relay(c.log.relay_hex))  # c died
     script = a.log.housekeep_script
 
@@ -176,6 +177,7 @@ def test_a_lost_housekeeping_reply_loses_no_lost_relay(
     a.log.housekeep_script = answer_lost
     with pytest.raises(runtime.redis.ConnectionError):
         a.log.housekeeper.run_once()
+    assert client.hexists(a.log.keys.lost(a.log.relay_hex), c.log.relay_hex)  # a took c
     a.log.housekeep_script = script
     a.log.housekeeper.run_once()
     a.log.housekeeper.run_once()  # still owed, but queued already: once
@@ -259,3 +261,28 @@ def test_a_redis_pause_longer_than_the_ttl_loses_no_live_relay(
     assert not [item for item in a.taken + b.taken if isinstance(item, RelayLost)]
     assert a.log.find_member(bob.token) == bob and b.log.find_member(ann.token) == ann
     assert not relays().log.claim_nick("ann", secrets.token_bytes(8))  # still ann's
+
+
+def test_a_housekeeping_round_redis_runs_too_late_changes_nothing(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    """The round's deadline (Redis's clock) has passed when Redis runs it, as after a pause:
+    it neither renews nor judges, and says so; its relay learns nothing from it."""
+    a, c = relays(threads=False), relays(threads=False)
+    member = KeptMember(secrets.token_bytes(8), "cat", secrets.token_bytes(16))
+    assert c.log.claim_nick("cat", member.token)
+    c.log.keep_member(member)
+    client: Any = redis_server.client()
+    a.log.housekeeper.run_once()
+    client.delete(c.log.keys.relay(c.log.relay_hex))  # c looks dead
+    store = a.log
+    answer = store.housekeep_script(
+        keys=[],
+        args=[store.keys.prefix, store.relay_hex, store.ttl_ms, store.view.fresh,
+              store.view.epoch, store.view.seen, 1, "1"],  # a deadline long past
+    )
+    assert int(answer[5]) == 1 and list(answer[3]) == []
+    assert client.sismember(store.keys.relays, c.log.relay_hex)  # not judged
+    assert store.find_member(member.token) == member
+    a.log.housekeeper.run_once()  # an on-time round does judge
+    assert a.take() == [RelayLost(c.log.relay_id, ("cat",))]

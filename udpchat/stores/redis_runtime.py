@@ -216,7 +216,7 @@ class Housekeeper:
             held = list(store.claims.items())
             sent = time.time()
             deadline = sent * 1000 + store.clock_offset_ms + store.timeout * 500
-            epoch, revived, lost, dead, clock = store.housekeep_script(
+            epoch, revived, lost, dead, clock, late = store.housekeep_script(
                 keys=[keys.nick(key) for key, _ in held],
                 args=[
                     keys.prefix, store.relay_hex, store.ttl_ms, fresh, known, seen,
@@ -225,7 +225,9 @@ class Housekeeper:
                 ],
             )
             answered = time.time()
-            self._answered_at = time.monotonic()
+            # A round Redis ran too late did nothing (and read nothing): the next one is
+            # not steady either.
+            self._answered_at = None if late else time.monotonic()
             taken = 0
             for index in lost:
                 key, value = held[int(index) - 1]
@@ -244,6 +246,8 @@ class Housekeeper:
         # Redis's clock when it ran the script, against this machine's halfway through.
         redis_ms = int(clock[0]) * 1000 + int(clock[1]) / 1000
         store.clock_offset_ms = redis_ms - (sent + answered) * 500
+        if late:  # nothing was done, nothing read: nothing to learn from its answer
+            return
         first, self._first = self._first, False
         queued = renewed = False
         owed = {gone[0].decode(): gone[1:] for gone in dead}

@@ -176,7 +176,8 @@ return 2
 # Returns {epoch, revived (1: this relay's key had expired), lost claims (indexes into KEYS,
 # held by another session now), owed: {relay, nick, nick, ...}, ..., Redis's TIME}, where
 # owed is the whole of lost:RELAY (this relay) every round, so that a lost reply loses
-# nothing: the relay queues what it has not queued yet.
+# nothing: the relay queues what it has not queued yet; and late (1: run after the deadline,
+# nothing done, the rest of the answer empty).
 # A room whose seq is behind the seq this relay has seen, or behind its stream, starts a new
 # epoch (as in APPEND).
 # A claim that expired (an outage longer than the ttl) is taken again; in a new epoch the
@@ -191,7 +192,7 @@ local deadline, steady = tonumber(ARGV[#KEYS + 7]), ARGV[#KEYS + 8] == '1'
 local now = redis.call('TIME')
 if now[1] * 1000 + math.floor(now[2] / 1000) > deadline then
   -- run after its relay gave up waiting (Redis was paused): its view of who is alive is old
-  return {ARGV[5], 0, {}, {}, now}
+  return {ARGV[5], 0, {}, {}, now, 1}
 end
 local epoch = epoch_of(prefix, ARGV[4])
 if epoch == ARGV[5] and out_of_order(prefix, tonumber(ARGV[6])) then
@@ -250,7 +251,7 @@ for j = 1, #owed, 2 do
   for nick in string.gmatch(owed[j + 1], '%S+') do table.insert(passed, nick) end
   table.insert(dead, passed)
 end
-return {epoch, revived, lost, dead, redis.call('TIME')}
+return {epoch, revived, lost, dead, redis.call('TIME'), 0}
 """
 
 
