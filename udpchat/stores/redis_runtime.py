@@ -191,6 +191,8 @@ class Housekeeper:
         # answered one closely, never on the first after an outage (the others' keys may
         # have expired meanwhile, and they get a period to renew them).
         self._answered_at: float | None = None
+        # Rounds Redis ran in time and answered (what a wait for "a few periods" counts).
+        self.rounds = 0
 
     def run(self) -> None:
         store = self._store
@@ -248,6 +250,7 @@ class Housekeeper:
         store.clock_offset_ms = redis_ms - (sent + answered) * 500
         if late:  # nothing was done, nothing read: nothing to learn from its answer
             return
+        self.rounds += 1
         first, self._first = self._first, False
         queued = renewed = False
         owed = {gone[0].decode(): gone[1:] for gone in dead}
