@@ -61,6 +61,17 @@ def joined(*where: tuple[Address, str]) -> Iterator[list[Member]]:
             member.client.close()
 
 
+@contextlib.contextmanager
+def chatting(url: str, room: str) -> Iterator[list[Member]]:
+    """ann on one relay and bob on another of one room, after a first line went across."""
+    with relays(url, room, 2) as (a, b), joined((a.address, "ann"), (b.address, "bob")) as pair:
+        ann, bob = pair
+        assert wait_until(lambda: len(ann.client.members) == 2, WAIT)
+        ann.client.say("before")
+        bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "before")
+        yield pair
+
+
 @pytest.mark.timeout(60)
 def test_three_relays_are_one_room(redis_server: RedisServer, redis_room: str) -> None:
     with relays(redis_server.url, redis_room, 3) as (a, b, c), joined(
@@ -165,12 +176,7 @@ def _left(event: ev.ClientEvent) -> tuple[str, ...]:
 def test_redis_stopped_refuses_posts_and_the_room_serves_again(
     redis_server: RedisServer, redis_room: str
 ) -> None:
-    with relays(redis_server.url, redis_room, 2) as (a, b), joined(
-        (a.address, "ann"), (b.address, "bob")
-    ) as (ann, bob):
-        assert wait_until(lambda: len(ann.client.members) == 2, WAIT)
-        ann.client.say("before")
-        bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "before")
+    with chatting(redis_server.url, redis_room) as (ann, bob):
         redis_server.stop()
         try:
             ann.client.say("while away")
@@ -192,12 +198,7 @@ def test_redis_stopped_refuses_posts_and_the_room_serves_again(
 def test_redis_paused_mid_chat_loses_nothing_and_keeps_the_room(
     redis_server: RedisServer, redis_room: str
 ) -> None:
-    with relays(redis_server.url, redis_room, 2) as (a, b), joined(
-        (a.address, "ann"), (b.address, "bob")
-    ) as (ann, bob):
-        assert wait_until(lambda: len(ann.client.members) == 2, WAIT)
-        ann.client.say("before")
-        bob.log.wait_event(ev.MessageReceived, WAIT, lambda e: e.text == "before")
+    with chatting(redis_server.url, redis_room) as (ann, bob):
         process = redis_server.process
         assert process is not None
         process.send_signal(signal.SIGSTOP)  # Redis stops answering (shorter than the ttl)
