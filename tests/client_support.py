@@ -199,7 +199,7 @@ class FakeRelay:
         session = FakeSession(token, nick, addr, Link(token, keys=keys), accept)
         members = (*(s.nick for s in self.sessions.values()), nick)
         resumed = len(old.received) if old is not None else 0
-        self.send(session, msg.Welcome(nick, members, self.seq, 1, resumed))
+        self.send(session, msg.Welcome(nick, members, self.seq, 1, resumed, len(members)))
         catch_up: list[msg.RoomEvent]
         if same_epoch and resume is not None:
             catch_up = [e for e in self.history if e.seq > resume.last_seq]

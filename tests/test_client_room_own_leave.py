@@ -23,7 +23,7 @@ def welcomed_view(nick: str, members: tuple[str, ...]) -> tuple[RoomView, list[e
     cursor = RoomCursor(events.append)
     ledger = Ledger(ClientConfig(nick, ("127.0.0.1", 9000)), events.append, 0.0)
     view = RoomView(nick, cursor, ledger, Counters(), events.append, 0.0)
-    welcome = msg.Welcome(nick, members, 10, 1, 0)
+    welcome = msg.Welcome(nick, members, 10, 1, 0, len(members))
     cursor.on_welcome(welcome, b"epoch-01")
     view.welcome(welcome)
     return view, events

@@ -157,7 +157,8 @@ def test_every_datagram_and_message_example_decodes_as_described() -> None:
     assert [m.decode_message(d) for d in found[DATAGRAM_EXAMPLES:]] == [
         m.ChatMessage(42, 1790000000, "bob", "hi"),
         m.Posted(42),
-        m.Welcome("alice", ("alice", "bob"), 41, 1, 0),
+        m.Welcome("alice", ("alice", "bob"), 41, 1, 0, 2),
+        m.Welcome("carol", ("alice", "bob", "carol"), 900, 1, 0, 1000),
         m.JoinedBatch(43, 1790000001, ("carol", "dave"), ("erin",)),
         m.LeftBatch(44, 1790000002, ("carol", "dave"), (0, 1), ("bye", "timed out")),
         m.WhoPage("bob"),

@@ -190,6 +190,7 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
             "type": "welcome",
             "nick": "alice",
             "members": ["alice", "bob"],
+            "size": 2,
             "resumed": False,
             "history_lost": False,
         },

@@ -19,14 +19,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Welcomed:
-    """The relay accepted us (again): our nickname and who is in the room."""
+    """The relay accepted us (again): our nickname, who is in the room and how many."""
 
     nick: str
-    members: tuple[str, ...]
+    members: tuple[str, ...]  # in a large room, the first page of them (protocol.md 6.7)
     resumed: bool  # a rejoin that kept our place in the room
     # A rejoin into a new incarnation of the room (a new epoch: a relay restarted without
     # its store, or a shared store that lost the room): the history before it is gone.
     history_lost: bool = False
+    size: int = 0  # how many are in the room; never fewer than ``members`` names
+
+    def __post_init__(self) -> None:
+        if self.size < len(self.members):
+            object.__setattr__(self, "size", len(self.members))
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,6 +206,9 @@ class Welcome:
     seq: Seq  # the room sequence number of the newest event at join time
     first_seq: Seq  # the oldest room sequence number the relay still holds in its history
     resumed: Seq  # messages the relay had received on the session this one replaces
+    # protocol.md 6.7: how many are in the room as of ``seq``, the newcomer included; more
+    # than ``members`` names when the room is paged (or too large for one message)
+    total: Seq
 
 
 @MESSAGES.register(K.MESSAGE)

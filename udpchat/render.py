@@ -364,12 +364,37 @@ def _renamed(event: MemberRenamed) -> list[Fragment]:
     return _notice(_nick(event.old), ("notice", " is now "), _nick(event.new))
 
 
-@_view(Welcomed, "welcome", "nick", "members", "resumed", "history_lost")
+@_view(Welcomed, "welcome", "nick", "members", "size", "resumed", "history_lost")
 def _welcomed(event: Welcomed) -> list[Fragment]:
+    """``you are alice; in the room (1,000): ann, bob, … and 998 more``: one line of
+    BATCH_LINE_WIDTH columns, however large the room (its WELCOME may name a first page)."""
     verb = "rejoined as " if event.resumed else "you are "
-    if event.history_lost:
-        verb = "the room started afresh, its history lost; " + verb
-    return _notice(("notice", verb), _nick(event.nick), ("notice", "; "), *_nicks(event.members))
+    head: list[Fragment] = [("notice", verb), _nick(event.nick), ("notice", "; ")]
+    used = NOTICE_PREFIX_WIDTH + sum(cells(text) for _, text in head)
+    room = _room_roll(event.members, event.size, BATCH_LINE_WIDTH - used)
+    if event.history_lost:  # rare, and worth its longer line
+        head.insert(0, ("notice", "the room started afresh, its history lost; "))
+    return _notice(*head, *room)
+
+
+def _room_roll(members: tuple[str, ...], size: int, width: int) -> list[Fragment]:
+    """``in the room (1,000): ann, bob, … and 998 more`` in ``width`` columns (at least
+    the count): the names that fit, in order, and how many more the room holds."""
+    out: list[Fragment] = [("notice", f"in the room ({size:,})")]
+    used = cells(out[0][1]) + 2
+    for i, member in enumerate(members):
+        shown = safe_nick(member)
+        sep = ", " if i else ""
+        rest = size - i - 1
+        tail = f", … and {rest:,} more" if rest else ""
+        if used + len(sep) + cells(shown) + len(tail) > width:
+            if i:
+                out.append(("notice", f", … and {size - i:,} more"))
+            return out
+        out.append(("notice", sep or ": "))
+        out.append(_nick(member))
+        used += len(sep) + cells(shown)
+    return out
 
 
 @_view(MembersListed, "who", "members")

@@ -213,7 +213,9 @@ class Lifecycle:
             self._counters.reconnects += 1
         room = self._room
         lost = rejoin and not continuity.same_epoch
-        self._emit(ev.Welcomed(room.nick, room.members, continuity.kept_place, lost))
+        members = room.members
+        size = room.room_size if room.room_size is not None else len(members)
+        self._emit(ev.Welcomed(room.nick, members, continuity.kept_place, lost, size))
         self.feed(now)
 
     # --- chatting and leaving -----------------------------------------------------------------

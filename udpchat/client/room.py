@@ -39,12 +39,11 @@ class RoomView:
     ) -> None:
         self.nick = nick
         self._members: dict[str, str] = {}
-        # protocol.md 6.7: in a paged room, how many are in it (the relay said so after
-        # WELCOME; joins and leaves keep it current) and the page to ask for next, if a
-        # /who is under way: (after, the request id of the /who).
+        # protocol.md 6.7: in a paged room, how many are in it (WELCOME said so; joins and
+        # leaves keep it current) and the page to ask for next, if a /who is under way:
+        # (after, the request id of the /who).
         self.room_size: int | None = None
         self.next_page: tuple[str, int | None] | None = None
-        self._size_due = False
         self._cursor = cursor
         self._ledger = ledger
         self._counters = counters
@@ -58,7 +57,9 @@ class RoomView:
     def welcome(self, welcome: msg.Welcome) -> None:
         self.nick = welcome.nick
         self._members = {nick_key(n): n for n in welcome.members}
-        self.room_size, self._size_due = None, True
+        # protocol.md 6.7: a WELCOME that counts more than it names lists a first page
+        paged = welcome.total > len(self._members)
+        self.room_size = welcome.total if paged else None
 
     @property
     def paged(self) -> bool:
@@ -67,10 +68,7 @@ class RoomView:
 
     def on_message(self, message: msg.Message, now: float) -> None:
         """One message of the stream after WELCOME (SHUTDOWN is the session's)."""
-        size_due, self._size_due = self._size_due, False
         match message:
-            case msg.MembersPage() if size_due:  # protocol.md 6.7: the room's size
-                self.room_size = message.total
             case msg.MembersPage():
                 self._on_page(message)
             case msg.ChatMessage() | msg.ActionMessage():

@@ -1,6 +1,8 @@
-"""A newcomer's welcome: WELCOME, the member list's first page, history, then its announcement.
+"""A newcomer's welcome: WELCOME (the room's size and its first page), history, then its
+announcement.
 
-protocol.md 6.3 and 6.7: WELCOME lists the room as of its seq and history goes up to that seq;
+protocol.md 6.3 and 6.7: WELCOME lists the room as of its seq, and counts it, and history goes
+up to that seq;
 the newcomer's JOINED (or its place in a JOINED_BATCH) follows for the others. In a room
 several relays share (6.8) the JOINED is logged before the WELCOME, which then says its
 number, since the other relays may log events at any moment.
@@ -79,7 +81,7 @@ class Welcoming:
             waiting = {*notices.joined, *notices.returned}
             size -= len(waiting)
         paged = 0 < config.member_page < size
-        if paged:  # protocol.md 6.7: the first page, the newcomer, and how many there are
+        if paged:  # protocol.md 6.7: the first page and the newcomer; WELCOME counts the rest
             # only as many names as a page holds are looked at: in a room of a thousand,
             # each join would otherwise sort and measure the whole list again
             every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
@@ -87,10 +89,10 @@ class Welcoming:
             listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
         else:
             listed = tuple(n for n in self.sessions.nick_list() if n not in waiting)
-        welcome = m.Welcome(member.nick, listed, log.last_seq, log.first_seq, admission.resumed)
+        welcome = m.Welcome(
+            member.nick, listed, log.last_seq, log.first_seq, admission.resumed, size
+        )
         self.deliver(member, m.encode_message(welcome))
-        if paged:
-            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
         resume = admission.resume
         if resume is not None and resume.epoch == log.epoch:
             backlog = log.replay(resume.last_seq)
@@ -156,7 +158,7 @@ class Welcoming:
         seq: int,
         cluster: Cluster,
     ) -> None:
-        """WELCOME (first page), the size notice, and the history up to ``seq``."""
+        """WELCOME (the room's size and first page) and the history up to ``seq``."""
         member, config, log = admission.member, self.config, self.log
         paged = 0 < config.member_page < size
         if paged:
@@ -173,10 +175,8 @@ class Welcoming:
         except LogUnavailable:  # the history cannot be read now: the member sees a gap
             cluster.failed()
             first_seq, backlog = seq + 1, []
-        welcome = m.Welcome(member.nick, listed, seq, first_seq, admission.resumed)
+        welcome = m.Welcome(member.nick, listed, seq, first_seq, admission.resumed, size)
         self.deliver(member, m.encode_message(welcome))
-        if paged:
-            self.deliver(member, m.encode_message(m.MembersPage(size, first[-1], (), True)))
         self._send_history(member, backlog)
 
     def _send_history(self, member: Member, backlog: list[bytes]) -> None:
