@@ -36,6 +36,7 @@ from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
+from udpchat.relay_server import SEND_BATCH
 
 RELAY = ("127.0.0.1", 9000)
 STAGES = (
@@ -54,7 +55,8 @@ def _rng(seed: int) -> Callable[[int], bytes]:
 
 
 class Room:
-    """A relay core and its members, datagrams carried by hand."""
+    """A relay core and its members, datagrams carried by hand; the members answer the
+    relay (ACKs, heartbeats) as over loopback, untimed."""
 
     def __init__(self, members: int, seed: int) -> None:
         config = RelayConfig(
@@ -72,6 +74,7 @@ class Room:
         self.seed = seed
         self.count = 0
         self.profiled = ""  # the stage to profile ("": all)
+        self.members: dict[tuple[str, int], ClientSession] = {}
 
     def session(self, nick: str) -> tuple[ClientSession, tuple[str, int]]:
         self.count += 1
@@ -79,31 +82,51 @@ class Room:
         config = ClientConfig(nick=nick, server=RELAY)
         return ClientSession(config, _rng(self.seed * 100_000 + self.count), self.now), addr
 
-    def to_relay(self, client: ClientSession, addr: tuple[str, int]) -> None:
-        for data, _ in client.datagrams_to_send(self.now):
-            self.relay.receive_datagram(data, addr, self.now)
+    def pump(self) -> None:
+        """Carry datagrams both ways until nobody has anything to send."""
+        relay, now = self.relay, self.now
+        for _ in range(100):
+            out = relay.datagrams_to_send(now)
+            for data, addr in out:
+                member = self.members.get(addr)
+                if member is not None:
+                    member.receive_datagram(data, RELAY, now)
+            sent = 0
+            for addr, member in self.members.items():
+                for data, _ in member.datagrams_to_send(now):
+                    relay.receive_datagram(data, addr, now)
+                    sent += 1
+            if not out and not sent:
+                return
 
-    def from_relay(self) -> dict[tuple[str, int], list[bytes]]:
-        out: dict[tuple[str, int], list[bytes]] = {}
-        for data, addr in self.relay.datagrams_to_send(self.now):
-            out.setdefault(addr, []).append(data)
-        return out
+    def advance(self, seconds: float, step: float = 0.05) -> None:
+        """Let time pass: every timer that falls due runs, and what it sends is carried."""
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            timer = self.relay.next_timer()
+            if timer is not None and timer <= self.now:
+                self.relay.handle_timer(self.now)
+            for member in self.members.values():
+                due = member.next_timer()
+                if due is not None and due <= self.now:
+                    member.handle_timer(self.now)
+            self.pump()
 
     def fill(self, members: int) -> None:
         for i in range(members):
             client, addr = self.session(f"m{i:05d}")
+            self.members[addr] = client
             client.connect(self.now)
-            for _ in range(3):  # HELLO, JOIN, and the WELCOME's ACK
-                self.to_relay(client, addr)
-                for data in self.from_relay().get(addr, []):
-                    client.receive_datagram(data, RELAY, self.now)
+            self.pump()
             assert client.state is SessionState.JOINED, client.state
-            self.now += 0.001
-        self.now += 5.0  # every batch window over: the fills' notices go out
-        self.relay.handle_timer(self.now)
-        self.from_relay()
+            if i % 50 == 49:
+                self.advance(0.05)
+        self.advance(2.0)  # every batch window over, the room settled
 
-    def probe(self, nick: str, profile: cProfile.Profile | None) -> dict[str, float]:
+    def probe(
+        self, nick: str, profile: cProfile.Profile | None, fanout: bool
+    ) -> dict[str, float]:
         client, addr = self.session(nick)
         spent: dict[str, float] = {}
         clock = time.thread_time
@@ -128,7 +151,14 @@ class Room:
             def run() -> list[tuple[bytes, tuple[str, int]]]:
                 for data, _ in datagrams:
                     relay.receive_datagram(data, addr, now)
-                return [(d, a) for d, a in relay.datagrams_to_send(now) if a == addr]
+                # as the relay's driver: one slice at a time, until the newcomer's are out
+                mine: list[tuple[bytes, tuple[str, int]]] = []
+                while True:
+                    out = relay.datagrams_to_send(now, SEND_BATCH)
+                    self.held.extend(x for x in out if x[1] != addr)
+                    mine += [x for x in out if x[1] == addr]
+                    if mine or len(out) < SEND_BATCH:
+                        return mine
 
             return run
 
@@ -140,31 +170,43 @@ class Room:
 
             return run
 
+        self.held: list[tuple[bytes, tuple[str, int]]] = []
         hello = stage("member HELLO", lambda: (client.connect(now), member_out())[1])
         challenge = stage("relay HELLO", relay_in(hello))  # type: ignore[arg-type]
         join = stage("member CHALLENGE", member_in(challenge))  # type: ignore[arg-type]
+        if fanout:  # a member speaks just before: its message waits to fan out to everyone
+            speaker = next(iter(self.members.items()))
+            speaker[1].say("hello, everyone", now)
+            for data, _ in speaker[1].datagrams_to_send(now):
+                relay.receive_datagram(data, speaker[0], now)
         answer = stage("relay JOIN", relay_in(join))  # type: ignore[arg-type]
         assert isinstance(answer, list) and answer
         stage("member ACCEPT", member_in(answer[:1]))
-        acks = stage("member WELCOME", member_in(answer[1:]))
+        stage("member WELCOME", member_in(answer[1:]))
         assert client.state is SessionState.JOINED, client.state
-        relay_in(acks)()  # type: ignore[arg-type]
-        # leave again, so that the room keeps its size; the notices go out unread
-        client.quit("bye", now)
-        relay_in(client.datagrams_to_send(now))()
-        self.now += 5.0
-        relay.handle_timer(self.now)
-        self.from_relay()
+        for data, dest in self.held:  # what went to the others meanwhile
+            self.members[dest].receive_datagram(data, RELAY, now)
+        self.members[addr] = client
+        self.advance(0.6)  # the batch window (N / 2,000 s), its fan-out and the ACKs
+        client.quit("bye", self.now)
+        self.advance(0.6)
+        del self.members[addr]
         return spent
 
 
 def run_round(
-    members: int, probes: int, seed: int, profile: cProfile.Profile | None, stage: str = ""
+    members: int,
+    probes: int,
+    seed: int,
+    profile: cProfile.Profile | None,
+    stage: str = "",
+    fanout: bool = False,
 ) -> dict[str, float]:
     room = Room(members, seed)
     room.fill(members)
     room.profiled = stage
-    rows = [room.probe(f"p{seed}x{i:04d}", profile) for i in range(probes)]
+    rows = [room.probe(f"p{seed}x{i:04d}", profile, fanout) for i in range(probes)]
+    assert len(room.relay.member_nicks()) == members, "the room kept its size"
     return {name: statistics.median(row[name] for row in rows) for name in STAGES}
 
 
@@ -177,11 +219,15 @@ def main() -> None:
     parser.add_argument("--stage", default="", choices=("", *STAGES), help="profile this one")
     parser.add_argument("--sort", default="tottime", help="pstats order (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--fanout", action="store_true", help="each join comes while a message fans out"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     profile = cProfile.Profile() if args.profile else None
     rounds = [
-        run_round(args.members, args.probes, 1 + r, profile, args.stage) for r in range(args.rounds)
+        run_round(args.members, args.probes, 1 + r, profile, args.stage, args.fanout)
+        for r in range(args.rounds)
     ]
     result = {name: round(statistics.median(r[name] for r in rounds), 1) for name in STAGES}
     result["relay"] = round(result["relay HELLO"] + result["relay JOIN"], 1)
