@@ -258,6 +258,8 @@ def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
         "8",
         "--history",
         "50",
+        "--notice-fanout",
+        "500",
         "--verbose",
         "--loss",
         "5%",
@@ -269,7 +271,9 @@ def test_relay_options_reach_run_relay(monkeypatch: pytest.MonkeyPatch) -> None:
             "options": RelayOptions(
                 host="::1",
                 port=0,
-                config=RelayConfig(heartbeat=0.5, timeout=5.0, max_members=8, history=50),
+                config=RelayConfig(
+                    heartbeat=0.5, timeout=5.0, max_members=8, history=50, notice_fanout=500.0
+                ),
                 impairment=ImpairmentConfig(loss=0.05),
                 key="open sesame",
                 store=StoreURL("sqlite", default_store_path("::1", 0)),
@@ -414,6 +418,8 @@ def test_relay_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path: Pat
         (["--max-members", "0"], "--max-members: expected 1 to 1024"),
         (["--max-members", "5000"], "--max-members: expected 1 to 1024"),
         (["--history", "-1"], "--history: expected 0 or more"),
+        (["--notice-fanout", "0"], "--notice-fanout: expected a number above 0"),
+        (["--notice-fanout", "-5"], "--notice-fanout: expected a number above 0"),
         (["--dup", "200%"], "--dup: invalid rate"),
     ],
 )

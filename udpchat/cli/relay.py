@@ -167,6 +167,14 @@ def relay(
             metavar="DURATION",
         ),
     ] = "200ms",
+    notice_fanout: Annotated[
+        float,
+        typer.Option(
+            help="Notices in a room of N wait at least N / PER_S s (up to 1 s): about PER_S "
+            "notice datagrams a second at most (inf: only --notice-window).",
+            metavar="PER_S",
+        ),
+    ] = _RELAY_DEFAULTS.notice_fanout,
     batch_notices_above: Annotated[
         int,
         typer.Option(help="Room size above which notices are batched.", metavar="N"),
@@ -234,6 +242,8 @@ def relay(
         window_s = _option("--notice-window", parse_duration, notice_window)
         if not 0 <= window_s <= 10:
             raise ValueError(f"--notice-window: expected 0 to 10 s, got {notice_window}")
+        if not notice_fanout > 0:  # nan fails too
+            raise ValueError(f"--notice-fanout: expected a number above 0, got {notice_fanout:g}")
         if batch_notices_above < 0:
             raise ValueError(
                 f"--batch-notices-above: expected 0 or more, got {batch_notices_above}"
@@ -288,6 +298,7 @@ def relay(
             admission_burst=admission_burst,
             admission_rate=admission_rate,
             notice_window=window_s,
+            notice_fanout=notice_fanout,
             batch_notices_above=batch_notices_above,
             member_page=member_page,
         )
