@@ -284,17 +284,16 @@ class Driver(Generic[Item]):
             self._sleeping_until = 0.0
             if got is not None or not self._inbox.full:
                 self._read_ahead(got)
-            # Joiners first: their answers leave before the session traffic and the due
-            # timers are even looked at; what is beyond a batch waits for the next turn.
+            # Joiners first: their answers leave before the session traffic is even looked
+            # at; what is beyond a batch waits for the next turn: timers and output first.
             urgent, batch = self._inbox.take(MAX_BATCH)
             self._receive(urgent, now)
-            due = timer is not None and timer <= now
-            early = self._output(now) if urgent and (batch or due) else []
+            early = self._output(now) if urgent and batch else []
         if early:
             self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
             self._receive(batch, now)
-            if due:
+            if timer is not None and timer <= now:
                 try:
                     endpoint.handle_timer(now)
                 except Exception as error:
