@@ -82,20 +82,24 @@ class Room:
         config = ClientConfig(nick=nick, server=RELAY)
         return ClientSession(config, _rng(self.seed * 100_000 + self.count), self.now), addr
 
-    def pump(self) -> None:
-        """Carry datagrams both ways until nobody has anything to send."""
-        relay, now = self.relay, self.now
+    def pump(self, touched: set[tuple[str, int]] | None = None) -> None:
+        """Carry datagrams both ways until nobody has anything to send (only members that
+        received something, or ``touched`` ones, can have)."""
+        relay, now, members = self.relay, self.now, self.members
+        touched = set(touched or ())
         for _ in range(100):
             out = relay.datagrams_to_send(now)
             for data, addr in out:
-                member = self.members.get(addr)
+                member = members.get(addr)
                 if member is not None:
                     member.receive_datagram(data, RELAY, now)
+                    touched.add(addr)
             sent = 0
-            for addr, member in self.members.items():
-                for data, _ in member.datagrams_to_send(now):
+            for addr in touched:
+                for data, _ in members[addr].datagrams_to_send(now):
                     relay.receive_datagram(data, addr, now)
                     sent += 1
+            touched = set()
             if not out and not sent:
                 return
 
@@ -107,18 +111,20 @@ class Room:
             timer = self.relay.next_timer()
             if timer is not None and timer <= self.now:
                 self.relay.handle_timer(self.now)
-            for member in self.members.values():
-                due = member.next_timer()
-                if due is not None and due <= self.now:
+            due: set[tuple[str, int]] = set()
+            for addr, member in self.members.items():
+                at = member.next_timer()
+                if at is not None and at <= self.now:
                     member.handle_timer(self.now)
-            self.pump()
+                    due.add(addr)
+            self.pump(due)
 
     def fill(self, members: int) -> None:
         for i in range(members):
             client, addr = self.session(f"m{i:05d}")
             self.members[addr] = client
             client.connect(self.now)
-            self.pump()
+            self.pump({addr})
             assert client.state is SessionState.JOINED, client.state
             if i % 50 == 49:
                 self.advance(0.05)
@@ -187,8 +193,10 @@ class Room:
         for data, dest in self.held:  # what went to the others meanwhile
             self.members[dest].receive_datagram(data, RELAY, now)
         self.members[addr] = client
+        self.pump({addr, *(dest for _, dest in self.held)})
         self.advance(0.6)  # the batch window (N / 2,000 s), its fan-out and the ACKs
         client.quit("bye", self.now)
+        self.pump({addr})
         self.advance(0.6)
         del self.members[addr]
         return spent
@@ -206,7 +214,8 @@ def run_round(
     room.fill(members)
     room.profiled = stage
     rows = [room.probe(f"p{seed}x{i:04d}", profile, fanout) for i in range(probes)]
-    assert len(room.relay.member_nicks()) == members, "the room kept its size"
+    size = len(room.relay.member_nicks())
+    assert size == members, f"the room has {size} members, not {members}"
     return {name: statistics.median(row[name] for row in rows) for name in STAGES}
 
 
