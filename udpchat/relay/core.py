@@ -211,11 +211,11 @@ class RelayCore:
             self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
-        # Handshake answers and newcomers' first datagrams make a short slice of their own:
-        # behind them, a slice of a fan-out would be sealed before any of them left (about
-        # a millisecond in a room of 1,000). The rest follows on the next call.
-        short = limit is not None and (bool(out) or self._newcomers > 0)
+        # A newcomer's ACCEPT and first datagrams make a short slice of their own: behind
+        # them, a slice of a fan-out would be sealed before any of them left (about a
+        # millisecond in a room of 1,000). The rest follows on the next call.
         first, self._newcomers = self._newcomers, 0
+        short = limit is not None and first > 0
         while sessions.dirty and (limit is None or len(out) < limit):
             if short and first <= 0:
                 break
