@@ -59,6 +59,9 @@ from udpchat.seal import PskDeriver
 __all__ = ["ClientSession"]
 
 _S = SessionState
+_DEAD = (_S.IDLE, _S.CLOSED)  # no datagram is taken, no timer runs
+# Session datagrams the link opens (PATH_RESPONSE is only ever the relay's to receive).
+_LINK_KINDS = frozenset(wire.SESSION_TYPES) - {wire.DatagramType.PATH_RESPONSE}
 
 
 class ClientSession:
@@ -103,12 +106,13 @@ class ClientSession:
             self._emit,
             self._ring,
         )
+        self._machine = self._life.machine  # read on every datagram and timer read
 
     # --- what the session shows ---------------------------------------------------------------
 
     @property
     def state(self) -> SessionState:
-        return self._life.state
+        return self._machine.state
 
     @property
     def server(self) -> Address:
@@ -267,13 +271,16 @@ class ClientSession:
         if addr != self._ring.current:
             self._counters.foreign += 1
             return
-        if self.state in (_S.IDLE, _S.CLOSED):
+        if self._machine.state in _DEAD:
             self._counters.unexpected += 1
             return
         try:
             datagram = wire.decode_datagram(data)
         except wire.DecodeError:
             self._counters.malformed += 1
+            return
+        if type(datagram) is wire.Protected and datagram.kind in _LINK_KINDS:
+            self._on_session_datagram(datagram, len(data), now)  # the common case, first
             return
         match datagram:
             case wire.Protected(kind=wire.DatagramType.PATH_RESPONSE):
@@ -313,48 +320,70 @@ class ClientSession:
                 self._life.close("left the room")
 
     def _on_message(self, message: msg.Message, now: float) -> None:
-        welcome_due = self.state in WELCOME_DUE
-        match message:
-            case msg.Welcome() if welcome_due:
+        if self._machine.state in WELCOME_DUE:
+            if isinstance(message, msg.Welcome):
                 self._life.on_welcome(message, now)
-            case _ if welcome_due:
+            else:
                 self._counters.bad_messages += 1  # WELCOME is always first (protocol.md 4)
-            case msg.Shutdown():
-                self._life.on_shutdown(message, now)
-            case _:
-                self._room.on_message(message, now)
-                if self._room.next_page is not None:  # protocol.md 6.7: the next page
-                    after, request = self._room.next_page
-                    self._room.next_page = None
-                    try:
-                        self._ledger.enqueue(msg.WhoPage(after), request=request)
-                    except QueueFull as full:  # the list stays as far as it came
-                        self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
-                    self._feed_if_joined(now)
+            return
+        if isinstance(message, msg.Shutdown):
+            self._life.on_shutdown(message, now)
+            return
+        room = self._room
+        room.on_message(message, now)
+        if room.next_page is not None:  # protocol.md 6.7: the next page
+            after, request = room.next_page
+            room.next_page = None
+            try:
+                self._ledger.enqueue(msg.WhoPage(after), request=request)
+            except QueueFull as full:  # the list stays as far as it came
+                self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
+            self._feed_if_joined(now)
 
     # --- output and timers --------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything due now, to the relay (the link seals what it sends)."""
-        handshake, self._handshake.out = self._handshake.out, []  # ready as they are
-        out, self._uplink.out = self._uplink.out, []
-        link = self._link
-        if link is not None and self.state in LINKED:
+        # Called after every datagram and every call: nothing but the answer is allocated
+        # when nothing is due, the common case.
+        uplink, handshake = self._uplink, self._handshake
+        early = handshake.out  # ready as they are
+        if early:
+            handshake.out = []
+        out = uplink.out
+        if out:
+            uplink.out = []
+        link = uplink.link
+        if link is not None and self._machine.state in LINKED:
             self._life.feed(now)
             sent = link.datagrams_to_send(now)
             if sent:
-                self._uplink.last_sent = now
-                out.extend(sent)
+                uplink.last_sent = now
+                out = out + sent if out else sent
+        if not (early or out):
+            return []
         server = self._ring.current
-        return [(data, server) for data in (*handshake, *out)]
+        if early:
+            out = early + out
+        return [(data, server) for data in out]
 
     def next_timer(self) -> float | None:
         """The earliest time at which ``handle_timer`` has work, or None."""
-        state = self.state
-        if state in (_S.IDLE, _S.CLOSED):
+        state = self._machine.state
+        uplink = self._uplink
+        if uplink.out or self._handshake.out:
+            return None if state in _DEAD else ASAP
+        if state is _S.JOINED:  # read after every datagram: the common case, without lists
+            link = uplink.link
+            assert link is not None  # JOINED is LINKED
+            first = uplink.wake_at()
+            timer = link.next_timer()
+            if timer is not None and timer < first:
+                first = timer
+            pace = self._ledger.pace_at
+            return pace if pace is not None and pace < first else first
+        if state in _DEAD:
             return None
-        if self._uplink.out or self._handshake.out:
-            return ASAP
         deadlines: list[float | None] = [self._life.rejoin_due]
         if state in ATTEMPTING:
             deadlines.append(self._handshake.attempt_deadline)
@@ -374,8 +403,8 @@ class ClientSession:
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due at ``now``: retransmit, ping, give up, rejoin, close."""
-        state = self.state
-        if state in (_S.IDLE, _S.CLOSED):
+        state = self._machine.state
+        if state in _DEAD:
             return
         link = self._link
         if link is not None:

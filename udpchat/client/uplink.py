@@ -133,6 +133,18 @@ class Uplink:
         probe = max(self._last_heard + beat, self._last_ping + beat / 4)
         return min(quiet, probe)
 
+    def wake_at(self) -> float:
+        """``min(ping_due(), silent_at)``, without the calls: read after every datagram."""
+        beat = self._heartbeat
+        last_ping, last_heard = self._last_ping, self._last_heard
+        quiet = (self.last_sent if self.last_sent > last_ping else last_ping) + beat
+        probe = last_heard + beat
+        if last_ping + beat / 4 > probe:
+            probe = last_ping + beat / 4
+        first = quiet if quiet < probe else probe
+        silent = last_heard + self._silence
+        return silent if silent < first else first
+
     def ping(self, link: Link, now: float) -> None:
         link.ping()
         self._last_ping = now
