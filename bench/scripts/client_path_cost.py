@@ -31,11 +31,13 @@ import argparse
 import cProfile
 import pstats
 import random
+import socket
 import statistics
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from udpchat import events as ev
@@ -46,6 +48,7 @@ from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
+from udpchat.transport import UdpTransport
 
 RELAY: Address = ("127.0.0.1", 9)
 SENDER: Address = ("127.0.0.1", 40001)
@@ -59,12 +62,13 @@ Stages = dict[str, list[float]]
 class _Clock:
     """thread CPU spent in the timed sections, per stage (and a profile, if asked)."""
 
-    def __init__(self, profile: cProfile.Profile | None) -> None:
+    def __init__(self, profile: cProfile.Profile | None, only: str | None = None) -> None:
         self.stages: Stages = {"say": [], "receive": [], "ack": [], "posted": []}
         self._profile = profile
+        self._only = only  # the one stage profiled (None: all)
 
     def time(self, stage: str, action: Callable[[], Any]) -> Any:
-        profile = self._profile
+        profile = self._profile if self._only in (None, stage) else None
         if profile is not None:
             profile.enable()
         start = time.thread_time()
@@ -115,7 +119,7 @@ def session_round(messages: int, interval: float, clock: _Clock) -> None:
             member = members[dst]
             stage = "receive" if dst == RECEIVER else "posted"
             if timed:
-                clock.time(stage, lambda m=member, d=data: _session_take(m, d, now))
+                clock.time(stage, partial(_session_take, member, data, now))
             else:
                 _session_take(member, data, now)
             for reply, _ in member.datagrams_to_send(now):
@@ -157,7 +161,7 @@ def session_round(messages: int, interval: float, clock: _Clock) -> None:
         timer = receiver.next_timer()
         if timer is not None and timer < now + interval:
             now = max(now, timer)
-            acks = clock.time("ack", lambda now=now: _session_timers(receiver, now))
+            acks = clock.time("ack", partial(_session_timers, receiver, now))
             for data, _ in acks:
                 route(relay.take(data, RECEIVER, now), now, False)
         if i == 0:  # the first message's costs are the joins' (caches, first POSTED)
@@ -186,15 +190,20 @@ def _session_timers(member: ClientSession, now: float) -> list[tuple[bytes, Addr
 
 
 class _FakeTransport:
-    """Records what is sent; gives out what was queued for it; never blocks."""
+    """Records what is sent; gives out what was queued for it; never blocks. With ``real``
+    (``--real-io``), each datagram is also sent on a real socket (to a sink) and the timer's
+    wait is a real ``recvfrom`` on an idle one, so the system calls are counted too."""
 
-    def __init__(self, local: Address) -> None:
+    def __init__(self, local: Address, real: UdpTransport | None = None) -> None:
         self.local_address = local
         self.sent: list[tuple[bytes, Address]] = []
         self.inbound: deque[tuple[bytes, Address]] = deque()
+        self.real = real
 
     def sendto(self, data: bytes, addr: Address) -> None:
         self.sent.append((data, addr))
+        if self.real is not None:
+            self.real.sendto(data, self.real.local_address)  # to itself: never read
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
         return self.inbound.popleft() if self.inbound else None
@@ -216,14 +225,28 @@ def _turn(client: ChatClient, got: tuple[bytes, Address] | None) -> None:
     driver._turn(got, 0.0, timer)
 
 
-def shell_round(messages: int, interval: float, clock: _Clock) -> None:
+def _wait_and_turn(idle: UdpTransport, wait: float, client: ChatClient) -> None:
+    """The loop's sleep until its timer (a select on an idle socket), then its turn."""
+    idle.recvfrom(wait)
+    _turn(client, None)
+
+
+def shell_round(messages: int, interval: float, clock: _Clock, real_io: bool = False) -> None:
     relay = _Relay(time.monotonic())
+    sockets: list[UdpTransport] = []
     received: list[ev.ClientEvent] = []
     clients: dict[Address, ChatClient] = {}
     transports: dict[Address, _FakeTransport] = {}
     for address, nick in ((SENDER, "tx"), (RECEIVER, "rx")):
         client = ChatClient(ClientOptions(nick, RELAY, pace=False), on_event=received.append)
-        transports[address] = client._transport = _FakeTransport(address)  # type: ignore[assignment]
+        real = None
+        if real_io:
+            real = UdpTransport.bind("127.0.0.1")
+            real._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # drops: fine
+            sockets.append(real)
+        transport = _FakeTransport(address, real)
+        transports[address] = transport
+        client._transport = transport
         clients[address] = client
     sender, receiver = clients[SENDER], clients[RECEIVER]
 
@@ -246,7 +269,7 @@ def shell_round(messages: int, interval: float, clock: _Clock) -> None:
                     client = clients[address]
                     if timed:
                         stage = "receive" if address == RECEIVER else "posted"
-                        clock.time(stage, lambda c=client, g=got: _turn(c, g))
+                        clock.time(stage, partial(_turn, client, got))
                     else:
                         _turn(client, got)
             if not moved:
@@ -270,10 +293,13 @@ def shell_round(messages: int, interval: float, clock: _Clock) -> None:
             # The receiver's loop sleeps until its timer (the delayed ACK), then wakes.
             timer = receiver._session.next_timer()
             if timer is not None:
-                wait = timer - time.monotonic()
-                if wait > 0:
+                wait = max(timer - time.monotonic(), 0.0)
+                idle = transports[RECEIVER].real
+                if idle is None:
                     time.sleep(wait)
-                clock.time("ack", lambda: _turn(receiver, None))
+                    clock.time("ack", lambda: _turn(receiver, None))
+                else:  # the wait is the loop's: a select on an idle socket, timed too
+                    clock.time("ack", partial(_wait_and_turn, idle, wait, receiver))
             pump(False)
             if interval > 0:
                 time.sleep(interval)
@@ -285,6 +311,8 @@ def shell_round(messages: int, interval: float, clock: _Clock) -> None:
     finally:
         for client in clients.values():
             client._driver.stop()
+        for real in sockets:
+            real.close()
 
 
 def main() -> None:
@@ -293,15 +321,19 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1500)
     parser.add_argument("--interval", type=float, default=0.0,
                         help="seconds between lines in the shell layer (virtual: 20 ms)")
+    parser.add_argument("--real-io", action="store_true",
+                        help="shell layer: real sendto and timer waits on loopback sockets")
     parser.add_argument("--layer", choices=["session", "shell", "both"], default="both")
     parser.add_argument("--profile", choices=["session", "shell"], default=None)
+    parser.add_argument("--stage", choices=["say", "receive", "ack", "posted"], default=None,
+                        help="profile this stage only")
     parser.add_argument("--top", type=int, default=30)
     ns = parser.parse_args()
     runners = {"session": lambda c: session_round(ns.messages, 0.02, c),
-               "shell": lambda c: shell_round(ns.messages, ns.interval, c)}
+               "shell": lambda c: shell_round(ns.messages, ns.interval, c, ns.real_io)}
     if ns.profile is not None:
         profile = cProfile.Profile(time.thread_time)
-        clock = _Clock(profile)
+        clock = _Clock(profile, ns.stage)
         runners[ns.profile](clock)
         counts = {k: len(v) for k, v in clock.stages.items()}
         print(f"{ns.profile}: profiled operations {counts}")

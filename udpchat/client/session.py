@@ -230,7 +230,7 @@ class ClientSession:
         self._life.quit(reason, now)
 
     def _require_open(self, doing: str) -> None:
-        if self.state not in OPEN:
+        if self._machine.state not in OPEN:
             raise LocalProtocolError(f"cannot {doing} while {self.state.value}")
 
     def _new_msgid(self) -> bytes:
@@ -406,12 +406,14 @@ class ClientSession:
         state = self._machine.state
         if state in _DEAD:
             return
-        link = self._link
+        link = self._uplink.link
         if link is not None:
             link.handle_timer(now)
             if link.dead:
                 self._life.lose("the relay stopped acknowledging", now, move=True)
                 return
+            if state is _S.JOINED and now < self._uplink.wake_at():
+                return  # the common case, a link timer (ACK, retransmission): nothing else due
             if now >= self._uplink.silent_at:
                 self._life.lose("the relay went silent", now, move=True)
                 return
