@@ -42,3 +42,20 @@ def test_cluster_load_on_one_relay_delivers_everything_and_reports_its_figures()
     assert figures["sent"] > 0 and figures["posted"] == figures["sent"]
     assert figures["loss_pct"] == 0.0
     assert figures["fanout_ms_p50"] > 0 and figures["relay_cpu_pct"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_client_path_cost_gives_every_stage_of_both_layers() -> None:
+    out = run_script("client_path_cost.py", "--rounds", "1", "--messages", "30")
+    lines = {line.split()[0]: line for line in out.strip().splitlines()}
+    for layer in ("session", "shell"):
+        for stage in ("say", "receive", "ack", "posted"):
+            assert f" {stage} " in lines[layer], out
+
+
+@pytest.mark.timeout(90)
+def test_client_path_cost_profiles_one_stage() -> None:
+    out = run_script(
+        "client_path_cost.py", "--profile", "session", "--stage", "receive", "--messages", "30"
+    )
+    assert "receive_datagram" in out and "tottime" in out, out
