@@ -59,6 +59,8 @@ from udpchat.seal import PskDeriver
 __all__ = ["ClientSession"]
 
 _S = SessionState
+# Data after a silence of more than this many ACK delays is acknowledged at once.
+QUIET_SPELL = 3.0
 _DEAD = (_S.IDLE, _S.CLOSED)  # no datagram is taken, no timer runs
 # Session datagrams the link opens (PATH_RESPONSE is only ever the relay's to receive).
 _LINK_KINDS = frozenset(wire.SESSION_TYPES) - {wire.DatagramType.PATH_RESPONSE}
@@ -107,6 +109,7 @@ class ClientSession:
             self._ring,
         )
         self._machine = self._life.machine  # read on every datagram and timer read
+        self._last_data = float("-inf")  # when data last came (``_ack_lone_data``)
 
     # --- what the session shows ---------------------------------------------------------------
 
@@ -305,6 +308,8 @@ class ClientSession:
         delivered = self._uplink.receive(envelope, size, now)
         if link is None or delivered is None:
             return  # counted
+        if delivered:
+            self._ack_lone_data(link, now)
         for data in delivered:
             if self._link is not link:
                 break  # a SHUTDOWN ended this link; the rest belongs to it
@@ -318,6 +323,22 @@ class ClientSession:
             self._ledger.link_idle(link.token)  # the relay holds all we sent on it
             if self.state in LEAVING_STATES:
                 self._life.close("left the room")
+
+    def _ack_lone_data(self, link: Link, now: float) -> None:
+        """Data that came alone is acknowledged now rather than ACK_DELAY later.
+
+        The delay exists to cover a second packet with the same ACK. After a quiet spell of
+        more than QUIET_SPELL delays, the data is not part of a stream dense enough for that
+        (packets that far apart get an ACK each anyway: the timer fires between them), and
+        the held-back ACK would only cost a wake-up of its own a moment later to send the
+        same one datagram. A lazy ACK (protocol.md 5.3, due later than ACK_DELAY) is left to
+        wait for company."""
+        delay = link.config.ack_delay
+        quiet = now - self._last_data > QUIET_SPELL * delay
+        self._last_data = now
+        deadline = link.ack_deadline
+        if quiet and deadline is not None and deadline <= now + delay:
+            link.acknowledge_now()
 
     def _on_message(self, message: msg.Message, now: float) -> None:
         if self._machine.state in WELCOME_DUE:
