@@ -150,7 +150,9 @@ class ChatClient:
             peer=server,  # nobody else speaks for the relay
         )
         self._on_event = on_event
-        self._queue: queue.Queue[ClientEvent] = queue.Queue()
+        # For ``next_event``: put from the driver's threads, got by the user's (in C, unlike
+        # queue.Queue: no Python-level lock and condition per event).
+        self._queue: queue.SimpleQueue[ClientEvent] = queue.SimpleQueue()
         # What the shell knows and the session cannot: whether the system refused our
         # datagrams, whether anything was ever welcomed, whether we are leaving.
         self._refused_seen = 0
