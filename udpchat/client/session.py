@@ -304,24 +304,25 @@ class ClientSession:
                 self._counters.unexpected += 1
 
     def _on_session_datagram(self, envelope: wire.Protected, size: int, now: float) -> None:
-        link = self._link
-        delivered = self._uplink.receive(envelope, size, now)
+        uplink = self._uplink
+        link = uplink.link
+        delivered = uplink.receive(envelope, size, now)
         if link is None or delivered is None:
             return  # counted
         if delivered:
             self._ack_lone_data(link, now)
-        for data in delivered:
-            if self._link is not link:
-                break  # a SHUTDOWN ended this link; the rest belongs to it
-            try:
-                message = msg.decode_message(data)
-            except wire.DecodeError:
-                self._counters.bad_messages += 1
-                continue
-            self._on_message(message, now)
-        if self._link is link and link.idle:
+            for data in delivered:
+                if uplink.link is not link:
+                    break  # a SHUTDOWN ended this link; the rest belongs to it
+                try:
+                    message = msg.decode_message(data)
+                except wire.DecodeError:
+                    self._counters.bad_messages += 1
+                    continue
+                self._on_message(message, now)
+        if uplink.link is link and link.idle:
             self._ledger.link_idle(link.token)  # the relay holds all we sent on it
-            if self.state in LEAVING_STATES:
+            if self._machine.state in LEAVING_STATES:
                 self._life.close("left the room")
 
     def _ack_lone_data(self, link: Link, now: float) -> None:
