@@ -59,3 +59,10 @@ def test_client_path_cost_profiles_one_stage() -> None:
         "client_path_cost.py", "--profile", "session", "--stage", "receive", "--messages", "30"
     )
     assert "receive_datagram" in out and "tottime" in out, out
+
+
+@pytest.mark.timeout(90)
+def test_client_wakeups_counts_both_clients_turns() -> None:
+    out = run_script("client_wakeups.py", "--rate", "100", "--seconds", "0.3")
+    assert "30 lines, 30 received" in out, out
+    assert "rx: per line: turns" in out and "tx: per line: turns" in out, out
