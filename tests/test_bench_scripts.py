@@ -49,7 +49,7 @@ def test_client_path_cost_gives_every_stage_of_both_layers() -> None:
     out = run_script("client_path_cost.py", "--rounds", "1", "--messages", "30")
     lines = {line.split()[0]: line for line in out.strip().splitlines()}
     for layer in ("session", "shell"):
-        for stage in ("say", "receive", "ack", "posted"):
+        for stage in ("say", "receive", "posted"):  # an ACK sent at once has no stage
             assert f" {stage} " in lines[layer], out
 
 
