@@ -5,7 +5,7 @@ A ``ClientSession`` is the member's side of protocol.md sections 4, 6 and 7 behi
 they drive the relay core. It owns the parts that outlive a link and routes to them: the
 handshake (``joining``), the current link (``uplink``), the room (``cursor``, ``room``), the
 member's own messages (``ledger``), and the life cycle (``lifecycle``), whose every change
-of state is a trigger of the table in ``states``.
+of state is a trigger of the table in ``states``; ``timers`` reads and runs their deadlines.
 
 Like the link it never touches a socket, a clock or a random source of its own: the runtime
 feeds it datagrams with their source address and ``now``, drains ``datagrams_to_send`` (each
@@ -42,26 +42,23 @@ from udpchat.client.lifecycle import Lifecycle
 from udpchat.client.relays import RelayRing
 from udpchat.client.room import RoomView
 from udpchat.client.states import (
-    ATTEMPTING,
-    HANDSHAKING,
     LEAVING_STATES,
     LINKED,
     OPEN,
     WELCOME_DUE,
     SessionState,
 )
+from udpchat.client.timers import SessionTimers
 from udpchat.client.uplink import Uplink
 from udpchat.endpoint import Address
-from udpchat.link import ASAP, Link
+from udpchat.link import Link
 from udpchat.names import nick_error
 from udpchat.seal import PskDeriver
 
 __all__ = ["ClientSession"]
 
 _S = SessionState
-# Data after a silence of more than this many ACK delays is acknowledged at once.
-QUIET_SPELL = 3.0
-_DEAD = (_S.IDLE, _S.CLOSED)  # no datagram is taken, no timer runs
+_DEAD = (_S.IDLE, _S.CLOSED)  # no datagram is taken
 # Session datagrams the link opens (PATH_RESPONSE is only ever the relay's to receive).
 _LINK_KINDS = frozenset(wire.SESSION_TYPES) - {wire.DatagramType.PATH_RESPONSE}
 
@@ -108,8 +105,8 @@ class ClientSession:
             self._emit,
             self._ring,
         )
-        self._machine = self._life.machine  # read on every datagram and timer read
-        self._last_data = float("-inf")  # when data last came (``_ack_lone_data``)
+        self._machine = self._life.machine  # read on every datagram
+        self._timers = SessionTimers(self._life, self._handshake, self._uplink, self._ledger)
 
     # --- what the session shows ---------------------------------------------------------------
 
@@ -310,7 +307,6 @@ class ClientSession:
         if link is None or delivered is None:
             return  # counted
         if delivered:
-            self._ack_lone_data(link, now)
             for data in delivered:
                 if uplink.link is not link:
                     break  # a SHUTDOWN ended this link; the rest belongs to it
@@ -324,22 +320,6 @@ class ClientSession:
             self._ledger.link_idle(link.token)  # the relay holds all we sent on it
             if self._machine.state in LEAVING_STATES:
                 self._life.close("left the room")
-
-    def _ack_lone_data(self, link: Link, now: float) -> None:
-        """Data that came alone is acknowledged now rather than ACK_DELAY later.
-
-        The delay exists to cover a second packet with the same ACK. After a quiet spell of
-        more than QUIET_SPELL delays, the data is not part of a stream dense enough for that
-        (packets that far apart get an ACK each anyway: the timer fires between them), and
-        the held-back ACK would only cost a wake-up of its own a moment later to send the
-        same one datagram. A lazy ACK (protocol.md 5.3, due later than ACK_DELAY) is left to
-        wait for company."""
-        delay = link.config.ack_delay
-        quiet = now - self._last_data > QUIET_SPELL * delay
-        self._last_data = now
-        deadline = link.ack_deadline
-        if quiet and deadline is not None and deadline <= now + delay:
-            link.acknowledge_now()
 
     def _on_message(self, message: msg.Message, now: float) -> None:
         if self._machine.state in WELCOME_DUE:
@@ -391,69 +371,8 @@ class ClientSession:
 
     def next_timer(self) -> float | None:
         """The earliest time at which ``handle_timer`` has work, or None."""
-        state = self._machine.state
-        uplink = self._uplink
-        if uplink.out or self._handshake.out:
-            return None if state in _DEAD else ASAP
-        if state is _S.JOINED:  # read after every datagram: the common case, without lists
-            link = uplink.link
-            assert link is not None  # JOINED is LINKED
-            first = uplink.wake_at()
-            timer = link.next_timer()
-            if timer is not None and timer < first:
-                first = timer
-            pace = self._ledger.pace_at
-            return pace if pace is not None and pace < first else first
-        if state in _DEAD:
-            return None
-        deadlines: list[float | None] = [self._life.rejoin_due]
-        if state in ATTEMPTING:
-            deadlines.append(self._handshake.attempt_deadline)
-        link = self._link
-        if link is None:
-            if state in HANDSHAKING:
-                deadlines.append(self._handshake.retry_at)
-        else:
-            deadlines.append(link.next_timer())
-            deadlines.append(self._uplink.ping_due())
-            deadlines.append(self._uplink.silent_at)
-            if state in LEAVING_STATES:
-                deadlines.append(self._life.quit_deadline)
-            deadlines.append(self._ledger.pace_at)
-        due = [d for d in deadlines if d is not None]
-        return min(due) if due else None
+        return self._timers.next_timer()
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due at ``now``: retransmit, ping, give up, rejoin, close."""
-        state = self._machine.state
-        if state in _DEAD:
-            return
-        link = self._uplink.link
-        if link is not None:
-            link.handle_timer(now)
-            if link.dead:
-                self._life.lose("the relay stopped acknowledging", now, move=True)
-                return
-            if state is _S.JOINED and now < self._uplink.wake_at():
-                return  # the common case, a link timer (ACK, retransmission): nothing else due
-            if now >= self._uplink.silent_at:
-                self._life.lose("the relay went silent", now, move=True)
-                return
-            quit_deadline = self._life.quit_deadline
-            if state in LEAVING_STATES and quit_deadline is not None and now >= quit_deadline:
-                self._life.close("left the room (the relay did not confirm)")
-                return
-            if now >= self._uplink.ping_due():
-                self._uplink.ping(link, now)
-        if state in ATTEMPTING:
-            deadline = self._handshake.attempt_deadline
-            if deadline is not None and now >= deadline:
-                self._life.attempt_failed(now)
-                return
-            retry_at = self._handshake.retry_at
-            if link is None and retry_at is not None and now >= retry_at:
-                self._handshake.send(now, first=False)
-        else:
-            rejoin_due = self._life.rejoin_due
-            if rejoin_due is not None and now >= rejoin_due:
-                self._life.rejoin(now)
+        self._timers.handle_timer(now)
