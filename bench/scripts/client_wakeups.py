@@ -2,9 +2,9 @@
 
 A relay (``RelayServer``, flood limits lifted) and two ``ChatClient``s run in this process on
 loopback sockets: ``tx`` says a line every 1/rate s, ``rx`` receives the fan-out. Every turn of
-each client's driver loop is counted and timed on the loop's thread CPU clock (the user's
-``say`` calls on this thread are not: ``client_path_cost.py`` measures those); a turn that
-read nothing is a timer turn (a delayed ACK, a retransmission, a wake-up after a ``say``).
+each client's driver loop is counted and timed on the loop's thread CPU clock, and each
+``say`` on the caller's; a turn that read nothing is a timer turn (a delayed ACK, a
+retransmission, a wake-up after a ``say``).
 
     python bench/scripts/client_wakeups.py --rate 200 --seconds 3
     PYTHONPATH=/path/to/checkout python bench/scripts/client_wakeups.py --rate 50 200 1000
@@ -76,8 +76,11 @@ def run(rate: float, seconds: float) -> None:
         counted = {"rx": _Counted(rx), "tx": _Counted(tx)}
         n = max(1, round(rate * seconds))
         start = time.monotonic()
+        said = 0.0
         for i in range(n):
+            before = time.thread_time()
             tx.say(f"line {i}")
+            said += time.thread_time() - before
             delay = start + (i + 1) / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -85,6 +88,7 @@ def run(rate: float, seconds: float) -> None:
         print(f"{rate:g}/s, {n} lines, {len(received)} received")
         for name, count in counted.items():
             print(f"  {name}: per line: {count.per(n)}")
+        print(f"  say() on the caller's thread: {said / n * 1e6:.0f} us per line")
     finally:
         tx.close()
         rx.close()
