@@ -112,7 +112,6 @@ class RelayCore:
             )
         self.shutting_down = False
         self._shutdown_deadline = math.inf
-        self._newcomers = 0  # admitted since the last datagrams_to_send, flushed first
 
     @property
     def relay_key(self) -> bytes:
@@ -182,7 +181,6 @@ class RelayCore:
                 if admission is not None:
                     self.room.welcome(admission, now)
                     self.sessions.mark_first(admission.member)
-                    self._newcomers += 1
                     self._reschedule(admission.member)
             case wire.Protected(kind=kind):
                 self.stats.unexpected += 1
@@ -195,10 +193,9 @@ class RelayCore:
         self, now: float, limit: int | None = None
     ) -> list[tuple[bytes, Address]]:
         """What to send now. With ``limit``, stop flushing members once that many datagrams
-        are ready (call again until it returns fewer, or ``next_timer`` says nothing waits):
-        the first ones can be on the wire while a big fan-out is still being encoded, and a
-        new member, flushed first, gets its WELCOME without waiting for its JOINED to reach
-        a thousand others.
+        are ready (call again until it returns fewer): the first ones can be on the wire
+        while a big fan-out is still being encoded, and a new member, flushed first, gets
+        its WELCOME without waiting for its JOINED to reach a thousand others.
 
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
@@ -211,15 +208,7 @@ class RelayCore:
             self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
-        # A newcomer's ACCEPT and first datagrams make a short slice of their own: behind
-        # them, a slice of a fan-out would be sealed before any of them left (about a
-        # millisecond in a room of 1,000). The rest follows on the next call.
-        first, self._newcomers = self._newcomers, 0
-        short = limit is not None and first > 0
         while sessions.dirty and (limit is None or len(out) < limit):
-            if short and first <= 0:
-                break
-            first -= 1
             member = next(iter(sessions.dirty))
             del sessions.dirty[member]
             self.paths.flush(member, now, out)
