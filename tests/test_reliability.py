@@ -216,6 +216,28 @@ def test_delayed_ack_is_bounded() -> None:
     assert isinstance(sender.open(opened_envelope(ack)), wire.Ack)
 
 
+@pytest.mark.parametrize("every", [1, 2, 4])
+def test_an_ack_goes_at_once_after_ack_every_packets_in_order(every: int) -> None:
+    config = LinkConfig(ack_every=every)
+    sender = Link(b"S" * 8, config, keys=KEYS)
+    receiver = Link(b"R" * 8, config, keys=swap(KEYS))
+    for i in range(every):
+        assert receiver.datagrams_to_send(0.0) == []  # below the count: held back
+        sender.send(b"packet %d" % i)
+        (datagram,) = sender.datagrams_to_send(0.0)
+        decoded = receiver.open(opened_envelope(datagram))
+        assert isinstance(decoded, wire.Data)
+        receiver.receive(decoded, 0.0)
+    (ack,) = receiver.datagrams_to_send(0.0)
+    acked = sender.open(opened_envelope(ack))
+    assert isinstance(acked, wire.Ack) and acked.ack == every
+
+
+def test_ack_every_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="ack_every"):
+        LinkConfig(ack_every=0)
+
+
 def test_ping_is_answered_at_once() -> None:
     a = Link(b"A" * 8, keys=KEYS)
     b = Link(b"B" * 8, keys=swap(KEYS))
