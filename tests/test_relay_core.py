@@ -100,8 +100,8 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
     now = net.now
     rng = random.Random(5)
     nonce = rng.randbytes(8)
-    version_3 = bytearray(wire.encode_hello(rng.randbytes(8)))
-    version_3[1] = 3
+    version_9 = bytearray(wire.encode_hello(rng.randbytes(8)))
+    version_9[1] = 9
     cookie = relay.gate.issue_cookie(nonce, PORT_ZERO, now)
     challenge = wire.Challenge(nonce, cookie, relay.relay_key, False)
     datagrams = [
@@ -109,7 +109,7 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
         join_datagram(nonce, challenge, "mallory"),
         stray_session(rng.randbytes(8)),  # unknown token: RESET
         stray_session(alice.accept.token, 10**6),  # a stranger's: fails to authenticate
-        bytes(version_3),  # would get REJECT VERSION
+        bytes(version_9),  # would get REJECT VERSION
         rng.randbytes(1200),
         b"",
     ]

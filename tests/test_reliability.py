@@ -122,7 +122,7 @@ def test_fast_retransmit_before_rto() -> None:
     original = net.send
 
     def drop_first(src, dst, data):  # type: ignore[no-untyped-def]
-        if src == A and data[2] == wire.DatagramType.DATA and not first_lost:
+        if src == A and wire.datagram_type(data) == wire.DatagramType.DATA and not first_lost:
             first_lost.append(data)
             return
         original(src, dst, data)
