@@ -42,3 +42,18 @@ def test_cluster_load_on_one_relay_delivers_everything_and_reports_its_figures()
     assert figures["sent"] > 0 and figures["posted"] == figures["sent"]
     assert figures["loss_pct"] == 0.0
     assert figures["fanout_ms_p50"] > 0 and figures["relay_cpu_pct"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_wire_cost_accounts_for_every_byte_of_the_reference_traffic() -> None:
+    out = run_script("wire_cost.py", "--loss", "0", "10", "--messages", "50")
+    lines = out.splitlines()
+    assert lines[0].startswith("links: ack_delay 1 ms, ack_every 2")
+    for loss in ("0%", "10%"):
+        (summary,) = [x for x in lines if x.startswith(f"loss {loss}:")]
+        ratio = float(summary.split("wire/B ")[1].split(",")[0])
+        assert 1.5 < ratio < 8.0, summary
+    # protocol.md 3: a session header is type, token and a pn of 1 to 3 bytes here
+    (say,) = [x for x in lines if x.split()[:1] == ["SAY"]][:1]
+    header = float(say.split()[6])
+    assert 10.0 <= header <= 12.0, say

@@ -126,7 +126,7 @@ def _session_role(src: Address, dst: Address, kind: wire.DatagramType, sender: A
     return "other"
 
 
-def run(loss: float, seed: int, account: Account, link: LinkConfig) -> None:
+def run(loss: float, seed: int, account: Account, link: LinkConfig, messages: int) -> None:
     relay_link = replace(RelayConfig().link, ack_delay=link.ack_delay, ack_every=link.ack_every)
     config = RelayConfig(flood_burst=UNLIMITED, flood_rate=float(UNLIMITED), link=relay_link)
     model = PathModel(loss=loss, delay=0.00025)
@@ -154,11 +154,11 @@ def run(loss: float, seed: int, account: Account, link: LinkConfig) -> None:
     assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 60)
     sender = sessions[0]
     filler = bytes(range(SIZE - 4))
-    for index in range(MESSAGES):
+    for index in range(messages):
         sent[index] = net.now
         sender.say(encode_text(index.to_bytes(4, "big") + filler), net.now)
         net.run(1 / RATE)
-    expected = MESSAGES * (len(sessions) - 1)
+    expected = messages * (len(sessions) - 1)
     net.run_until(lambda: len(got) >= expected, 60)
     net.run(DRAIN)
     assert len(got) == expected, f"{len(got)} of {expected} delivered (seed {seed})"
@@ -172,10 +172,12 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def report(loss_percent: float, seeds: int, latency_only: bool, link: LinkConfig) -> None:
+def report(
+    loss_percent: float, seeds: int, latency_only: bool, link: LinkConfig, messages: int
+) -> None:
     account = Account()
     for seed in range(1, seeds + 1):
-        run(loss_percent / 100, seed, account, link)
+        run(loss_percent / 100, seed, account, link, messages)
     payload = account.delivered * SIZE
     total = sum(account.wire.values())
     lat = account.latencies
@@ -187,7 +189,7 @@ def report(loss_percent: float, seeds: int, latency_only: bool, link: LinkConfig
     print(line, flush=True)
     if latency_only:
         return
-    per = MESSAGES * seeds
+    per = messages * seeds
     print(
         f"  {'role':10} {'dgrams/msg':>10} {'bytes/msg':>10} {'B/dgram':>8} {'share':>6}"
         f"   per datagram: {'IP+UDP':>6} {'header':>6} {'tag':>4} {'fields':>6}"
@@ -215,13 +217,14 @@ def main() -> None:
     parser.add_argument("--loss", type=float, nargs="+", default=[0.0, 10.0])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--messages", type=int, default=MESSAGES)
     parser.add_argument("--ack-delay", type=float, default=LinkConfig().ack_delay)
     parser.add_argument("--ack-every", type=int, default=LinkConfig().ack_every)
     args = parser.parse_args()
     link = LinkConfig(ack_delay=args.ack_delay, ack_every=args.ack_every)
     print(f"links: ack_delay {link.ack_delay * 1000:g} ms, ack_every {link.ack_every}")
     for loss in args.loss:
-        report(loss, args.seeds, args.latency_only, link)
+        report(loss, args.seeds, args.latency_only, link, args.messages)
 
 
 if __name__ == "__main__":
