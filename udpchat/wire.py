@@ -401,7 +401,7 @@ _DECODE_SESSION = {tag: schema.decode for tag, schema in SESSION.by_tag.items()}
 
 # The first byte of a session datagram (and of a RESET) is its type; a handshake datagram
 # starts with a msgpack fixarray (0x91..0x9f), so the two never mix.
-_SESSION_HEADS = frozenset(int(t) for t in SESSION_TYPES)
+_SESSION_HEADS = {int(t): t for t in SESSION_TYPES}
 RESET_SIZE = 1 + TOKEN_SIZE + RESET_TOKEN_SIZE
 _UINT_WIDTHS = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000), 0xCF: (8, 0x100000000)}
 # The shortest session header: type, token, a one-byte pn (a sealed field shorter than its
@@ -414,8 +414,9 @@ def decode_datagram(data: bytes) -> Datagram:
     datagrams come out as :class:`Protected`: open them, then ``decode_session``."""
     if data:
         head = data[0]
-        if head in _SESSION_HEADS:
-            return _decode_protected(data)
+        kind = _SESSION_HEADS.get(head)
+        if kind is not None:
+            return _decode_protected(kind, data)
         if head == DatagramType.RESET:
             if len(data) != RESET_SIZE:
                 fail(f"a RESET is {RESET_SIZE} bytes")
@@ -438,7 +439,7 @@ def decode_datagram(data: bytes) -> Datagram:
     return decode(value)
 
 
-def _decode_protected(data: bytes) -> Protected:
+def _decode_protected(kind: DatagramType, data: bytes) -> Protected:
     """protocol.md 3: ``type || token || pn || sealed``, ``pn`` a msgpack uint in its
     shortest form (the header is authenticated as sent, and has one encoding only)."""
     size = len(data)
@@ -461,7 +462,7 @@ def _decode_protected(data: bytes) -> Protected:
         pn = int.from_bytes(data[start + 1 : end], "big")
         if pn < least:
             fail("pn must be in its shortest form")
-    return Protected(DatagramType(data[0]), data[1:start], pn, data[end:])
+    return Protected(kind, data[1:start], pn, data[end:])
 
 
 def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
