@@ -233,6 +233,26 @@ def test_an_ack_goes_at_once_after_ack_every_packets_in_order(every: int) -> Non
     assert isinstance(acked, wire.Ack) and acked.ack == every
 
 
+def test_an_ack_only_datagram_is_never_acknowledged() -> None:
+    """protocol.md 5.3 (RFC 9002: ACK frames alone are not ack-eliciting): a peer's ACK,
+    new information or not, draws no datagram and sets no timer."""
+    sender = Link(b"S" * 8, keys=KEYS)
+    receiver = Link(b"R" * 8, keys=swap(KEYS))
+    sender.send(b"one")
+    (data,) = sender.datagrams_to_send(0.0)
+    decoded = receiver.open(opened_envelope(data))
+    assert isinstance(decoded, wire.Data)
+    receiver.receive(decoded, 0.0)
+    deadline = receiver.next_timer()
+    assert deadline is not None
+    (ack,) = receiver.datagrams_to_send(deadline)
+    acked = sender.open(opened_envelope(ack))
+    assert isinstance(acked, wire.Ack)
+    assert sender.receive(acked, deadline) == []
+    assert sender.idle and sender.next_timer() is None
+    assert sender.datagrams_to_send(deadline + 1.0) == []
+
+
 def test_ack_every_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="ack_every"):
         LinkConfig(ack_every=0)
