@@ -316,7 +316,13 @@ class RelayCore:
             if not member.live:
                 break  # it quit
         if member.live:
-            self.sessions.mark(member)
+            # Its own answer leaves after the fan-out its datagram caused (a POSTED is LAZY,
+            # and its sendto wakes the poster, a few hundred µs the others would wait for);
+            # not so a newcomer whose WELCOME holds the room's output back.
+            if self.room.held:
+                self.sessions.mark(member)
+            else:
+                self.sessions.mark_last(member)
 
     def _reschedule(self, member: Member) -> None:
         self.sessions.reschedule(member, self.paths.blocked(member))

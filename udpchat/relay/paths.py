@@ -15,7 +15,7 @@ from udpchat.endpoint import Address
 from udpchat.relay.config import AMPLIFICATION_FACTOR, RelayStats
 from udpchat.relay.events import MemberMoved
 from udpchat.relay.outbox import Outbox
-from udpchat.relay.sessions import Member, MemberState, SessionTable
+from udpchat.relay.sessions import Member, MemberState, SessionTable, sending_blocked
 
 __all__ = ["Paths"]
 
@@ -68,9 +68,7 @@ class Paths:
     @staticmethod
     def blocked(member: Member) -> bool:
         """Sending to the member waits for its address to be validated."""
-        return not member.validated and (
-            AMPLIFICATION_FACTOR * member.received_unvalidated <= member.sent_unvalidated
-        )
+        return sending_blocked(member)
 
     def flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
         """What the member's link sends now, within the budget of an unvalidated address
