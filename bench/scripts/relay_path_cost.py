@@ -13,7 +13,9 @@ not. Per chat message:
 
 With ``--burst K``, K messages are said before the relay's turn (a busy room: several
 events due to each member in one turn); the script then also counts the DATA datagrams
-each receiver got per message.
+each receiver got per message. With ``--senders S``, the burst's messages come from S
+members, one datagram each, all handled in the one turn (a busy room under ``udpchat
+bench``'s fan-out load).
 
     python bench/scripts/relay_path_cost.py --receivers 2 9 --messages 2000 --rounds 3
     python bench/scripts/relay_path_cost.py --receivers 9 --burst 4
@@ -183,15 +185,17 @@ class Room:
                 costs.timers += 1
             self.route(out)
 
-    def chat(self, messages: int, burst: int, gap: float) -> Costs:
-        sender = self.members[0]
-        sender_addr = member_addr(0)
+    def chat(self, messages: int, burst: int, gap: float, senders: int) -> Costs:
         delivered = self.core.stats.deliveries
         text = "x" * 90
         for i in range(0, messages, burst):
             for j in range(burst):
-                sender.say(f"{i + j:06d} {text}", self.now)
-            says = [(d, sender_addr) for d, _ in sender.datagrams_to_send(self.now)]
+                self.members[j % senders].say(f"{i + j:06d} {text}", self.now)
+            says = [
+                (d, member_addr(k))
+                for k in range(min(senders, burst))
+                for d, _ in self.members[k].datagrams_to_send(self.now)
+            ]
             out, spent = self.turn(says, "say")
             self.costs.say += spent
             self.costs.says += burst
@@ -210,10 +214,11 @@ def run(
     seed: int,
     profiler: cProfile.Profile | None = None,
     profiled: str = "all",
+    senders: int = 1,
 ) -> Costs:
     room = Room(receivers, seed, profiler)
     room.profiled = profiled
-    return room.chat(messages, burst, gap)
+    return room.chat(messages, burst, gap, senders)
 
 
 def main() -> None:
@@ -221,6 +226,9 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, nargs="+", default=[2, 9])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--burst", type=int, default=1, help="messages said per relay turn")
+    parser.add_argument(
+        "--senders", type=int, default=1, help="members the burst's messages come from"
+    )
     parser.add_argument("--gap", type=float, default=0.02, help="virtual seconds between turns")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="top N functions by own time")
@@ -232,7 +240,7 @@ def main() -> None:
         rows: list[tuple[float, float, float, float, float]] = []
         last = Costs()
         for index in range(ns.rounds):
-            c = run(receivers, ns.messages, ns.burst, ns.gap, index + 1)
+            c = run(receivers, ns.messages, ns.burst, ns.gap, index + 1, senders=ns.senders)
             last = c
             per_msg = (c.say + c.ack + c.timer) / c.says
             rows.append((
@@ -253,7 +261,7 @@ def main() -> None:
         )
     if ns.profile:
         profiler = cProfile.Profile(time.thread_time)
-        run(ns.receivers[-1], ns.messages, ns.burst, ns.gap, 1, profiler, ns.turns)
+        run(ns.receivers[-1], ns.messages, ns.burst, ns.gap, 1, profiler, ns.turns, ns.senders)
         buffer = io.StringIO()
         stats = pstats.Stats(profiler, stream=buffer)
         stats.sort_stats("tottime").print_stats(ns.profile)
