@@ -11,6 +11,9 @@ not. Per chat message:
 * one ACK turn per receiver's ACK (at chat rates each arrives on its own);
 * the timer turns between messages (delayed ACKs, retransmission timers).
 
+``--idle N`` measures instead the relay's CPU share with N idle members: their heartbeats
+(PING, each in a turn of its own) and the relay's timers.
+
 With ``--burst K``, K messages are said before the relay's turn (a busy room: several
 events due to each member in one turn); the script then also counts the DATA datagrams
 each receiver got per message. With ``--senders S``, the burst's messages come from S
@@ -20,6 +23,7 @@ bench``'s fan-out load).
     python bench/scripts/relay_path_cost.py --receivers 2 9 --messages 2000 --rounds 3
     python bench/scripts/relay_path_cost.py --receivers 9 --burst 4
     python bench/scripts/relay_path_cost.py --receivers 9 --profile 25
+    python bench/scripts/relay_path_cost.py --idle 1000 --seconds 10
 
 Run it alternately from two checkouts (PYTHONPATH=...) to compare them: medians of the
 rounds are printed. ``--profile N`` prints the top N functions (by own time) of a cProfile
@@ -53,6 +57,16 @@ UNLIMITED = 1_000_000
 T = TypeVar("T")
 
 
+LAST_KINDS: dict[str, int] = {}  # what the relay received in the last idle run, by kind
+
+
+def print_profile(profiler: cProfile.Profile, top: int) -> None:
+    buffer = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buffer)
+    stats.sort_stats("tottime").print_stats(top)
+    print(buffer.getvalue())
+
+
 def member_addr(i: int) -> Address:
     return ("127.0.0.1", 40000 + i)
 
@@ -76,7 +90,18 @@ class Room:
     """A relay core and its members, driven turn by turn."""
 
     def __init__(self, receivers: int, seed: int, profiler: cProfile.Profile | None) -> None:
-        config = replace(RelayConfig(), flood_burst=UNLIMITED, flood_rate=float(UNLIMITED))
+        config = replace(
+            RelayConfig(),
+            flood_burst=UNLIMITED,
+            flood_rate=float(UNLIMITED),
+            handshake_burst=UNLIMITED,
+            handshake_rate=float(UNLIMITED),
+            admission_burst=UNLIMITED,
+            admission_rate=float(UNLIMITED),
+            max_members=UNLIMITED,
+            max_members_per_host=UNLIMITED,
+            max_members_per_network=UNLIMITED,
+        )
         rng = random.Random(seed).randbytes
         self.core = RelayCore(config, 0.0, rng, static_key=bytes(range(32)))
         net = SimNetwork(seed=seed, default=PathModel(delay=0.0002))
@@ -206,6 +231,21 @@ class Room:
         return self.costs
 
 
+def idle(
+    members: int, seconds: float, seed: int, profiler: cProfile.Profile | None = None
+) -> tuple[float, int]:
+    """(% of a core the relay spends on ``members`` idle members, heartbeats handled)."""
+    room = Room(members - 1, seed, None)
+    room.idle_until(room.now + 1.0)  # heartbeats spread out
+    room.costs = Costs()
+    room.profiler = profiler
+    room.idle_until(room.now + seconds)
+    c = room.costs
+    LAST_KINDS.clear()
+    LAST_KINDS.update(c.by_kind)
+    return (c.ack + c.timer) / seconds * 100, c.by_kind.get("PING", 0)
+
+
 def run(
     receivers: int,
     messages: int,
@@ -235,7 +275,26 @@ def main() -> None:
     parser.add_argument(
         "--turns", choices=("all", "say", "ack", "timer"), default="all", help="what to profile"
     )
+    parser.add_argument(
+        "--idle", type=int, default=0, help="instead: this many idle members, heartbeats only"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="virtual seconds idle")
     ns = parser.parse_args()
+    if ns.idle:
+        shares = [idle(ns.idle, ns.seconds, index + 1) for index in range(ns.rounds)]
+        room_kinds = LAST_KINDS
+        share = statistics.median(s for s, _ in shares)
+        pings = shares[0][1]
+        print(
+            f"{ns.idle} idle members: relay {share:.2f}% of a core (median of {ns.rounds}),"
+            f" {pings / ns.seconds:.0f} PINGs/s, {share / 100 * ns.seconds / pings * 1e6:.1f} µs"
+            f" per PING; received {dict(sorted(room_kinds.items()))}"
+        )
+        if ns.profile:
+            profiler = cProfile.Profile(time.thread_time)
+            idle(ns.idle, ns.seconds, 1, profiler)
+            print_profile(profiler, ns.profile)
+        return
     for receivers in ns.receivers:
         rows: list[tuple[float, float, float, float, float]] = []
         last = Costs()
@@ -262,10 +321,7 @@ def main() -> None:
     if ns.profile:
         profiler = cProfile.Profile(time.thread_time)
         run(ns.receivers[-1], ns.messages, ns.burst, ns.gap, 1, profiler, ns.turns, ns.senders)
-        buffer = io.StringIO()
-        stats = pstats.Stats(profiler, stream=buffer)
-        stats.sort_stats("tottime").print_stats(ns.profile)
-        print(buffer.getvalue())
+        print_profile(profiler, ns.profile)
 
 
 if __name__ == "__main__":
