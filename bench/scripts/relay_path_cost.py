@@ -41,6 +41,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TypeVar
 
 from udpchat import wire
@@ -65,6 +66,10 @@ def print_profile(profiler: cProfile.Profile, top: int) -> None:
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("tottime").print_stats(top)
     print(buffer.getvalue())
+
+
+def joined(session: ClientSession) -> bool:
+    return session.state is SessionState.JOINED
 
 
 def member_addr(i: int) -> Address:
@@ -112,7 +117,7 @@ class Room:
             net.attach(member_addr(i), session)
             session.connect(net.now)
             self.members.append(session)
-            if not net.run_until(lambda s=session: s.state is SessionState.JOINED, 5):
+            if not net.run_until(partial(joined, session), 5):
                 raise RuntimeError(f"member {i} did not join")
         net.run(2.0)  # notices out, everything acknowledged
         self.now = net.now
