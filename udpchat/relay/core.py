@@ -181,7 +181,7 @@ class RelayCore:
                 if admission is not None:
                     self.room.welcome(admission, now)
                     self.sessions.mark_first(admission.member)
-                    self._reschedule(admission.member)
+                    self.sessions.reschedule(admission.member)
             case wire.Protected(kind=kind):
                 self.stats.unexpected += 1
                 self.outbox.drop(f"unexpected {kind.name}", addr)
@@ -213,7 +213,7 @@ class RelayCore:
             # Taken whole (flushing marks nobody); what a ``limit`` leaves goes back in
             # front of anything marked meanwhile.
             sessions.dirty = {}
-            flush, reschedule = self.paths.flush, self._reschedule
+            flush, reschedule = self.paths.flush, sessions.reschedule
             pending = iter(dirty)
             for member in pending:
                 if limit is not None and len(out) >= limit:
@@ -347,6 +347,3 @@ class RelayCore:
                 self.sessions.mark(member)
             else:
                 self.sessions.mark_last(member)
-
-    def _reschedule(self, member: Member) -> None:
-        self.sessions.reschedule(member, self.paths.blocked(member))

@@ -329,27 +329,25 @@ class SessionTable:
 
     # --- timers ---------------------------------------------------------------------------
 
-    def reschedule(self, member: Member, blocked: bool) -> None:
-        """Arm the member's next deadline: its link's timer, unless sending is ``blocked``
-        (an unvalidated address out of budget), and its expiry. Only an earlier deadline is
+    def reschedule(self, member: Member) -> None:
+        """Arm the member's next deadline (``deadline``). Only an earlier deadline is
         pushed; one that moved later (an ACK emptied the flight) is found stale, and pushed
         again at its true time, when it comes to the top of the heap (``next_deadline``,
         ``due``): no wake-up for a timer that no longer has work."""
-        expiry = member.last_heard + self.timeout
-        link_timer = member.link.next_timer()
-        deadline = expiry if link_timer is None or blocked else min(link_timer, expiry)
+        deadline = self.deadline(member)
         if deadline < member.scheduled:
             member.scheduled = deadline
             self._timer_order += 1
             heapq.heappush(self.timers, (deadline, self._timer_order, member.token))
 
-    def _deadline(self, member: Member) -> float:
-        """The member's next deadline as its state says now (what ``reschedule`` arms)."""
+    def deadline(self, member: Member) -> float:
+        """The member's next deadline as its state says now: its link's timer, unless
+        sending is blocked (an unvalidated address out of budget), and its expiry."""
         expiry = member.last_heard + self.timeout
         link_timer = member.link.next_timer()
-        if link_timer is None or sending_blocked(member):
+        if link_timer is None or link_timer >= expiry or sending_blocked(member):
             return expiry
-        return min(link_timer, expiry)
+        return link_timer
 
     def _postpone(self, member: Member, deadline: float) -> None:
         """Replace the top of the heap, the member's stale entry, by its true deadline."""
@@ -366,7 +364,7 @@ class SessionTable:
             if member is None or member.scheduled != deadline:
                 heapq.heappop(timers)
                 continue
-            actual = self._deadline(member)
+            actual = self.deadline(member)
             if actual <= deadline:
                 return deadline
             self._postpone(member, actual)
@@ -382,7 +380,7 @@ class SessionTable:
             if member is None or member.scheduled != deadline:
                 heapq.heappop(timers)
                 continue
-            actual = self._deadline(member)
+            actual = self.deadline(member)
             if actual > now:  # stale: its work was done meanwhile
                 self._postpone(member, actual)
                 continue
