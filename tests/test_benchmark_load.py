@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -27,6 +28,26 @@ pytestmark = pytest.mark.bench
 def test_proc_readings_of_this_process() -> None:
     assert proc_cpu_s(os.getpid()) > 0
     assert proc_rss_kib(os.getpid()) > 1000
+
+
+@pytest.mark.timeout(30)
+def test_a_join_probe_nobody_answers_ends_at_its_deadline_with_the_reason() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"did not welcome one more member within 0\.6 s"):
+            probe_join(silent.getsockname(), "probe", timeout=0.6)
+        assert time.monotonic() - start < 5
+        # it asked again while it waited: a lost HELLO is not a failed join
+        silent.settimeout(0)
+        hellos = 0
+        with contextlib.suppress(BlockingIOError):
+            while hellos < 100:
+                silent.recv(2048)
+                hellos += 1
+        assert hellos >= 2
 
 
 @pytest.mark.timeout(30)

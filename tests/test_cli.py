@@ -520,6 +520,22 @@ def test_load_rejects_a_bad_store_in_one_line() -> None:
     )
 
 
+@pytest.mark.unit
+def test_load_that_cannot_finish_a_stage_says_why_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import udpchat_bench.load
+
+    def stalled(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("join probe: the relay did not welcome one more member within 5 s")
+
+    monkeypatch.setattr(udpchat_bench.load, "run_load", stalled)
+    line = one_error_line(invoke("load", "--members", "10"), ExitCode.FAILURE)
+    assert line == (
+        "udpchat: load: join probe: the relay did not welcome one more member within 5 s"
+    )
+
+
 KEY_FORMAT = re.compile(r"[a-z2-7]{5}(-[a-z2-7]{5}){5}")
 
 

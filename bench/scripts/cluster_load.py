@@ -69,11 +69,7 @@ class ClusterGenerator(LoadGenerator):
         with contextlib.suppress(OSError):
             self.socks[sock].sendto(data, self.relays[index % len(self.relays)])
 
-    def receive(self, data: bytes, now: float) -> None:
-        try:
-            datagram = wire.decode_datagram(data)
-        except wire.DecodeError:
-            return
+    def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
         if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
             if member is not None and member.index in self.sampled and member.welcomed:
@@ -87,7 +83,7 @@ class ClusterGenerator(LoadGenerator):
                             self.latencies.append(now - float(text[1:]))
                 self.dirty.add(member.index)
                 return
-        super().receive(data, now)
+        super().receive(datagram, now, arrived)
 
     def _count(self, raw: bytes) -> None:
         kind = raw[1] if len(raw) > 1 else -1

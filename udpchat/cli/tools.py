@@ -278,19 +278,25 @@ def load(
     if storm and store != "memory:":
         _fail("--store: the storm restarts a relay kept in memory; leave --store out")
     if storm:
-        outcome = run_storm(
-            max(sizes), join_rate, progress=lambda text: typer.echo(text, err=True)
-        )
+        try:
+            outcome = run_storm(
+                max(sizes), join_rate, progress=lambda text: typer.echo(text, err=True)
+            )
+        except RuntimeError as error:
+            _fail(f"load: {error}", ExitCode.FAILURE)
         typer.echo(json.dumps(outcome.to_dict()) if json_output else format_result(outcome))
         return
-    results = run_load(
-        sizes,
-        chat_rate=chat_rate,
-        duration=duration,
-        progress=lambda text: typer.echo(text, err=True),
-        join_rate=join_rate if join_rate_given else 0.0,
-        store=store,
-    )
+    try:
+        results = run_load(
+            sizes,
+            chat_rate=chat_rate,
+            duration=duration,
+            progress=lambda text: typer.echo(text, err=True),
+            join_rate=join_rate if join_rate_given else 0.0,
+            store=store,
+        )
+    except RuntimeError as error:  # a stage that did not finish: the relay or a part failed
+        _fail(f"load: {error}", ExitCode.FAILURE)
     if json_output:
         for result in results:
             typer.echo(json.dumps(result.to_dict()))

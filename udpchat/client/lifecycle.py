@@ -283,12 +283,14 @@ class Lifecycle:
 
     def _move(self, reason: str, now: float) -> None:
         """protocol.md 6.9: leave the current relay for the next one of the list; the next
-        attempt, after the usual backoff, resumes there. One event says it all."""
+        attempt resumes there, at once when it is the first since the last welcome (another
+        relay has not been asked yet: waiting would only lengthen the outage), after the
+        usual backoff otherwise. One event says it all."""
         left = self._ring.current
         to = self._ring.advance()
         self._counters.moves += 1
         self._uplink.retire()
-        delay = self._backoff.schedule(now, immediate=False)
+        delay = self._backoff.schedule(now, immediate=self._backoff.attempt == 0)
         self._handshake.stop()
         self.machine.fire(Trigger.LOSE)
         attempt = self._backoff.attempt

@@ -1,0 +1,44 @@
+"""The profiling and comparison scripts in bench/scripts still run against today's code.
+
+They are not part of ``udpchat bench``, so nothing else would notice when a change to the
+library or the load generator breaks one; each runs here at the smallest size that exercises
+its whole path, and its output is checked for the figures it exists to give.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "bench" / "scripts"
+
+
+def run_script(name: str, *args: str, timeout: float = 60) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(90)
+def test_cluster_load_on_one_relay_delivers_everything_and_reports_its_figures() -> None:
+    out = run_script(
+        "cluster_load.py", "--store", "memory:", "--relays", "1", "--members", "4",
+        "--rate", "20", "--duration", "1", "--sample", "2",
+    )
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["relays"] == 1 and figures["members"] == 4
+    assert figures["sent"] > 0 and figures["posted"] == figures["sent"]
+    assert figures["loss_pct"] == 0.0
+    assert figures["fanout_ms_p50"] > 0 and figures["relay_cpu_pct"] > 0
