@@ -42,3 +42,16 @@ def test_cluster_load_on_one_relay_delivers_everything_and_reports_its_figures()
     assert figures["sent"] > 0 and figures["posted"] == figures["sent"]
     assert figures["loss_pct"] == 0.0
     assert figures["fanout_ms_p50"] > 0 and figures["relay_cpu_pct"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_relay_path_cost_reports_the_relays_turns_and_its_idle_share() -> None:
+    out = run_script(
+        "relay_path_cost.py", "--receivers", "2", "--messages", "20", "--rounds", "1",
+        "--profile", "3",
+    )
+    assert "2 receivers, burst 1: µs relay CPU per SAY turn" in out
+    assert "per ACK turn" in out and "receivers' DATA per message 1.00" in out
+    assert "Ordered by: internal time" in out  # the profile of the relay's calls
+    out = run_script("relay_path_cost.py", "--idle", "4", "--seconds", "2", "--rounds", "1")
+    assert "4 idle members: relay" in out and "per PING" in out
