@@ -45,6 +45,43 @@ def test_cluster_load_on_one_relay_delivers_everything_and_reports_its_figures()
 
 
 @pytest.mark.timeout(90)
+def test_client_path_cost_gives_every_stage_of_both_layers() -> None:
+    out = run_script("client_path_cost.py", "--rounds", "1", "--messages", "30")
+    lines = {line.split()[0]: line for line in out.strip().splitlines()}
+    for layer in ("session", "shell"):
+        for stage in ("say", "receive", "posted"):  # an ACK sent at once has no stage
+            assert f" {stage} " in lines[layer], out
+
+
+@pytest.mark.timeout(90)
+def test_client_path_cost_profiles_one_stage() -> None:
+    out = run_script(
+        "client_path_cost.py", "--profile", "session", "--stage", "receive", "--messages", "30"
+    )
+    assert "receive_datagram" in out and "tottime" in out, out
+
+
+@pytest.mark.timeout(90)
+def test_client_wakeups_counts_both_clients_turns() -> None:
+    out = run_script("client_wakeups.py", "--rate", "100", "--seconds", "0.3")
+    assert "30 lines, 30 received" in out, out
+    assert "rx: per line: turns" in out and "tx: per line: turns" in out, out
+
+
+@pytest.mark.timeout(90)
+def test_relay_path_cost_reports_the_relays_turns_and_its_idle_share() -> None:
+    out = run_script(
+        "relay_path_cost.py", "--receivers", "2", "--messages", "20", "--rounds", "1",
+        "--profile", "3",
+    )
+    assert "2 receivers, burst 1: µs relay CPU per SAY turn" in out
+    assert "per ACK turn" in out and "receivers' DATA per message 1.00" in out
+    assert "Ordered by: internal time" in out  # the profile of the relay's calls
+    out = run_script("relay_path_cost.py", "--idle", "4", "--seconds", "2", "--rounds", "1")
+    assert "4 idle members: relay" in out and "per PING" in out
+
+
+@pytest.mark.timeout(90)
 def test_wire_cost_accounts_for_every_byte_of_the_reference_traffic() -> None:
     out = run_script("wire_cost.py", "--loss", "0", "10", "--messages", "50")
     lines = out.splitlines()

@@ -204,7 +204,7 @@ def test_e2e_sealed_chat_lines_show_only_their_bucket() -> None:
         == long
         == [
             (client_addr(0), RELAY, 256),  # the SAY
+            (RELAY, client_addr(1), 256),  # the fan-out (first: the POSTED can wait)
             (RELAY, client_addr(0), 256),  # POSTED
-            (RELAY, client_addr(1), 256),  # the fan-out
         ]
     )

@@ -48,6 +48,8 @@ log = logging.getLogger("udpchat.client")
 # A relay lost in the seconds after this process was paused (Ctrl-Z, a sleeping machine:
 # see udpchat.driver.PAUSE_NOTICED) is lost because of the pause, not because of the relay.
 PAUSE_BLAMED = 10.0
+# The events ``_explained`` may complete; any other goes out as the session emitted it.
+_EXPLAINED = frozenset({Welcomed, ConnectionLost, RelayMoved, Closed})
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,9 @@ class ChatClient:
             peer=server,  # nobody else speaks for the relay
         )
         self._on_event = on_event
-        self._queue: queue.Queue[ClientEvent] = queue.Queue()
+        # For ``next_event``: put from the driver's threads, got by the user's (in C, unlike
+        # queue.Queue: no Python-level lock and condition per event).
+        self._queue: queue.SimpleQueue[ClientEvent] = queue.SimpleQueue()
         # What the shell knows and the session cannot: whether the system refused our
         # datagrams, whether anything was ever welcomed, whether we are leaving.
         self._refused_seen = 0
@@ -292,9 +296,16 @@ class ChatClient:
     def _take(self, now: float) -> list[ClientEvent]:
         """The session's events, each completed with what only the shell knows (called
         locked, after every turn of the driver and every call)."""
-        self._notice_refusals(now)
-        self._follow(self._session.server)
-        return [self._explained(event) for event in self._session.events()]
+        if self._udp.refused != self._refused_seen:
+            self._notice_refusals(now)
+        session = self._session
+        if session.server != self._server:
+            self._follow(session.server)
+        events = session.events()
+        for i, event in enumerate(events):  # most events need nothing: no list is rebuilt
+            if type(event) in _EXPLAINED:
+                events[i] = self._explained(event)
+        return events
 
     def _follow(self, relay: Address) -> None:
         """The session moved to ``relay`` (protocol.md 6.9): talk to it only, from now on
@@ -316,11 +327,13 @@ class ChatClient:
         return trust_for(self._given.get(address, address))
 
     def _deliver(self, events: list[ClientEvent]) -> None:
-        for event in events:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
+        on_event = self._on_event
+        if on_event is None:
+            for event in events:
                 self._queue.put(event)
+            return
+        for event in events:
+            on_event(event)
 
     def _ended(self, error: BaseException | None) -> None:
         """Should the driver's loop ever end with an exception, the session ends with a

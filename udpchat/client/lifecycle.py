@@ -220,7 +220,7 @@ class Lifecycle:
 
     def feed(self, now: float) -> None:
         """Queued messages to the link, in the states that send them."""
-        if self.state in FEEDING:
+        if self.machine.state in FEEDING:
             self._ledger.feed(self._uplink.link, now)
         else:
             self._ledger.pace_at = None

@@ -23,6 +23,9 @@ __all__ = ["SILENT_REFUSAL", "RoomView"]
 
 # protocol.md 6.5: after the first refusal of a burst, the relay's refusals say nothing.
 SILENT_REFUSAL = "flood control: not delivered"
+# Nicknames whose keys are remembered (a key takes three Unicode normalisations, and every
+# chat line needs its sender's); past this many the memo starts again.
+KEY_MEMO = 1024
 
 
 class RoomView:
@@ -37,6 +40,7 @@ class RoomView:
         emit: Callable[[ev.ClientEvent], None],
         wall_offset: float,
     ) -> None:
+        self._keys: dict[str, str] = {}  # nick -> nick_key(nick), see KEY_MEMO
         self.nick = nick
         self._members: dict[str, str] = {}
         # protocol.md 6.7: in a paged room, how many are in it (the relay said so after
@@ -50,6 +54,24 @@ class RoomView:
         self._counters = counters
         self._emit = emit
         self._wall_offset = wall_offset
+
+    @property
+    def nick(self) -> str:
+        return self._nick
+
+    @nick.setter
+    def nick(self, nick: str) -> None:
+        self._nick = nick
+        self._own_key = self._key(nick)
+
+    def _key(self, nick: str) -> str:
+        """``nick_key(nick)``, remembered."""
+        key = self._keys.get(nick)
+        if key is None:
+            if len(self._keys) >= KEY_MEMO:
+                self._keys.clear()
+            key = self._keys[nick] = nick_key(nick)
+        return key
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -69,12 +91,12 @@ class RoomView:
         """One message of the stream after WELCOME (SHUTDOWN is the session's)."""
         size_due, self._size_due = self._size_due, False
         match message:
+            case msg.ChatMessage() | msg.ActionMessage():  # by far the most common: first
+                self._on_chat(message)
             case msg.MembersPage() if size_due:  # protocol.md 6.7: the room's size
                 self.room_size = message.total
             case msg.MembersPage():
                 self._on_page(message)
-            case msg.ChatMessage() | msg.ActionMessage():
-                self._on_chat(message)
             case msg.Joined():
                 self._on_joined(message)
             case msg.Left():
@@ -107,7 +129,7 @@ class RoomView:
     def _on_chat(self, event: msg.ChatMessage | msg.ActionMessage) -> None:
         history = self._note_room_event(event.seq)
         action = isinstance(event, msg.ActionMessage)
-        own = nick_key(event.nick) == nick_key(self.nick)
+        own = self._key(event.nick) == self._own_key
         local_id = None
         if own and history and self._cursor.confirms_own(event.seq):
             confirmed = self._ledger.confirm_own(action, event.text)

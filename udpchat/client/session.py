@@ -5,7 +5,7 @@ A ``ClientSession`` is the member's side of protocol.md sections 4, 6 and 7 behi
 they drive the relay core. It owns the parts that outlive a link and routes to them: the
 handshake (``joining``), the current link (``uplink``), the room (``cursor``, ``room``), the
 member's own messages (``ledger``), and the life cycle (``lifecycle``), whose every change
-of state is a trigger of the table in ``states``.
+of state is a trigger of the table in ``states``; ``timers`` reads and runs their deadlines.
 
 Like the link it never touches a socket, a clock or a random source of its own: the runtime
 feeds it datagrams with their source address and ``now``, drains ``datagrams_to_send`` (each
@@ -42,23 +42,25 @@ from udpchat.client.lifecycle import Lifecycle
 from udpchat.client.relays import RelayRing
 from udpchat.client.room import RoomView
 from udpchat.client.states import (
-    ATTEMPTING,
-    HANDSHAKING,
     LEAVING_STATES,
     LINKED,
     OPEN,
     WELCOME_DUE,
     SessionState,
 )
+from udpchat.client.timers import SessionTimers
 from udpchat.client.uplink import Uplink
 from udpchat.endpoint import Address
-from udpchat.link import ASAP, Link
+from udpchat.link import Link
 from udpchat.names import nick_error
 from udpchat.seal import PskDeriver
 
 __all__ = ["ClientSession"]
 
 _S = SessionState
+_DEAD = (_S.IDLE, _S.CLOSED)  # no datagram is taken
+# Session datagrams the link opens (PATH_RESPONSE is only ever the relay's to receive).
+_LINK_KINDS = frozenset(wire.SESSION_TYPES) - {wire.DatagramType.PATH_RESPONSE}
 
 
 class ClientSession:
@@ -103,12 +105,14 @@ class ClientSession:
             self._emit,
             self._ring,
         )
+        self._machine = self._life.machine  # read on every datagram
+        self._timers = SessionTimers(self._life, self._handshake, self._uplink, self._ledger)
 
     # --- what the session shows ---------------------------------------------------------------
 
     @property
     def state(self) -> SessionState:
-        return self._life.state
+        return self._machine.state
 
     @property
     def server(self) -> Address:
@@ -226,7 +230,7 @@ class ClientSession:
         self._life.quit(reason, now)
 
     def _require_open(self, doing: str) -> None:
-        if self.state not in OPEN:
+        if self._machine.state not in OPEN:
             raise LocalProtocolError(f"cannot {doing} while {self.state.value}")
 
     def _new_msgid(self) -> bytes:
@@ -267,13 +271,16 @@ class ClientSession:
         if addr != self._ring.current:
             self._counters.foreign += 1
             return
-        if self.state in (_S.IDLE, _S.CLOSED):
+        if self._machine.state in _DEAD:
             self._counters.unexpected += 1
             return
         try:
             datagram = wire.decode_datagram(data)
         except wire.DecodeError:
             self._counters.malformed += 1
+            return
+        if type(datagram) is wire.Protected and datagram.kind in _LINK_KINDS:
+            self._on_session_datagram(datagram, len(data), now)  # the common case, first
             return
         match datagram:
             case wire.Protected(kind=wire.DatagramType.PATH_RESPONSE):
@@ -294,113 +301,78 @@ class ClientSession:
                 self._counters.unexpected += 1
 
     def _on_session_datagram(self, envelope: wire.Protected, size: int, now: float) -> None:
-        link = self._link
-        delivered = self._uplink.receive(envelope, size, now)
+        uplink = self._uplink
+        link = uplink.link
+        delivered = uplink.receive(envelope, size, now)
         if link is None or delivered is None:
             return  # counted
-        for data in delivered:
-            if self._link is not link:
-                break  # a SHUTDOWN ended this link; the rest belongs to it
-            try:
-                message = msg.decode_message(data)
-            except wire.DecodeError:
-                self._counters.bad_messages += 1
-                continue
-            self._on_message(message, now)
-        if self._link is link and link.idle:
+        if delivered:
+            for data in delivered:
+                if uplink.link is not link:
+                    break  # a SHUTDOWN ended this link; the rest belongs to it
+                try:
+                    message = msg.decode_message(data)
+                except wire.DecodeError:
+                    self._counters.bad_messages += 1
+                    continue
+                self._on_message(message, now)
+        if uplink.link is link and link.idle:
             self._ledger.link_idle(link.token)  # the relay holds all we sent on it
-            if self.state in LEAVING_STATES:
+            if self._machine.state in LEAVING_STATES:
                 self._life.close("left the room")
 
     def _on_message(self, message: msg.Message, now: float) -> None:
-        welcome_due = self.state in WELCOME_DUE
-        match message:
-            case msg.Welcome() if welcome_due:
+        if self._machine.state in WELCOME_DUE:
+            if isinstance(message, msg.Welcome):
                 self._life.on_welcome(message, now)
-            case _ if welcome_due:
+            else:
                 self._counters.bad_messages += 1  # WELCOME is always first (protocol.md 4)
-            case msg.Shutdown():
-                self._life.on_shutdown(message, now)
-            case _:
-                self._room.on_message(message, now)
-                if self._room.next_page is not None:  # protocol.md 6.7: the next page
-                    after, request = self._room.next_page
-                    self._room.next_page = None
-                    try:
-                        self._ledger.enqueue(msg.WhoPage(after), request=request)
-                    except QueueFull as full:  # the list stays as far as it came
-                        self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
-                    self._feed_if_joined(now)
+            return
+        if isinstance(message, msg.Shutdown):
+            self._life.on_shutdown(message, now)
+            return
+        room = self._room
+        room.on_message(message, now)
+        if room.next_page is not None:  # protocol.md 6.7: the next page
+            after, request = room.next_page
+            room.next_page = None
+            try:
+                self._ledger.enqueue(msg.WhoPage(after), request=request)
+            except QueueFull as full:  # the list stays as far as it came
+                self._emit(ev.ErrorReported(f"/who stopped: {full}", request))
+            self._feed_if_joined(now)
 
     # --- output and timers --------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything due now, to the relay (the link seals what it sends)."""
-        handshake, self._handshake.out = self._handshake.out, []  # ready as they are
-        out, self._uplink.out = self._uplink.out, []
-        link = self._link
-        if link is not None and self.state in LINKED:
+        # Called after every datagram and every call: nothing but the answer is allocated
+        # when nothing is due, the common case.
+        uplink, handshake = self._uplink, self._handshake
+        early = handshake.out  # ready as they are
+        if early:
+            handshake.out = []
+        out = uplink.out
+        if out:
+            uplink.out = []
+        link = uplink.link
+        if link is not None and self._machine.state in LINKED:
             self._life.feed(now)
             sent = link.datagrams_to_send(now)
             if sent:
-                self._uplink.last_sent = now
-                out.extend(sent)
+                uplink.last_sent = now
+                out = out + sent if out else sent
+        if not (early or out):
+            return []
         server = self._ring.current
-        return [(data, server) for data in (*handshake, *out)]
+        if early:
+            out = early + out
+        return [(data, server) for data in out]
 
     def next_timer(self) -> float | None:
         """The earliest time at which ``handle_timer`` has work, or None."""
-        state = self.state
-        if state in (_S.IDLE, _S.CLOSED):
-            return None
-        if self._uplink.out or self._handshake.out:
-            return ASAP
-        deadlines: list[float | None] = [self._life.rejoin_due]
-        if state in ATTEMPTING:
-            deadlines.append(self._handshake.attempt_deadline)
-        link = self._link
-        if link is None:
-            if state in HANDSHAKING:
-                deadlines.append(self._handshake.retry_at)
-        else:
-            deadlines.append(link.next_timer())
-            deadlines.append(self._uplink.ping_due())
-            deadlines.append(self._uplink.silent_at)
-            if state in LEAVING_STATES:
-                deadlines.append(self._life.quit_deadline)
-            deadlines.append(self._ledger.pace_at)
-        due = [d for d in deadlines if d is not None]
-        return min(due) if due else None
+        return self._timers.next_timer()
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due at ``now``: retransmit, ping, give up, rejoin, close."""
-        state = self.state
-        if state in (_S.IDLE, _S.CLOSED):
-            return
-        link = self._link
-        if link is not None:
-            link.handle_timer(now)
-            if link.dead:
-                self._life.lose("the relay stopped acknowledging", now, move=True)
-                return
-            if now >= self._uplink.silent_at:
-                self._life.lose("the relay went silent", now, move=True)
-                return
-            quit_deadline = self._life.quit_deadline
-            if state in LEAVING_STATES and quit_deadline is not None and now >= quit_deadline:
-                self._life.close("left the room (the relay did not confirm)")
-                return
-            if now >= self._uplink.ping_due():
-                self._uplink.ping(link, now)
-        if state in ATTEMPTING:
-            deadline = self._handshake.attempt_deadline
-            if deadline is not None and now >= deadline:
-                self._life.attempt_failed(now)
-                return
-            retry_at = self._handshake.retry_at
-            if link is None and retry_at is not None and now >= retry_at:
-                self._handshake.send(now, first=False)
-        else:
-            rejoin_due = self._life.rejoin_due
-            if rejoin_due is not None and now >= rejoin_due:
-                self._life.rejoin(now)
+        self._timers.handle_timer(now)

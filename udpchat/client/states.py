@@ -36,6 +36,11 @@ class SessionState(Enum):
     LEAVING = "leaving"  # QUIT sent, waiting for its acknowledgement
     CLOSED = "closed"  # final
 
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum's
+    # own hash is Python code, and the session tests its state against these sets on every
+    # datagram and every timer read).
+    __hash__ = object.__hash__
+
 
 class Trigger(Enum):
     CONNECT = "connect"  # the user starts the first join
@@ -46,6 +51,8 @@ class Trigger(Enum):
     LOSE = "wait to rejoin"  # the relay was lost (or refused a rejoin): wait, then RETRY
     QUIT = "quit"  # the user leaves while a link exists
     CLOSE = "close"  # the session ends
+
+    __hash__ = object.__hash__  # as SessionState's: identity, in C
 
 
 _S = SessionState

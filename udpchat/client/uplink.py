@@ -20,10 +20,12 @@ from udpchat.client.config import ClientStats, Counters
 from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
-__all__ = ["MIN_HEARTBEAT", "Uplink"]
+__all__ = ["MIN_HEARTBEAT", "QUIET_SPELL", "Uplink"]
 
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
 MIN_HEARTBEAT = 0.05
+# Data after a silence of more than this many ACK delays is acknowledged at once.
+QUIET_SPELL = 3.0
 
 
 class Uplink:
@@ -41,6 +43,7 @@ class Uplink:
         self.last_sent = now
         self._last_heard = now
         self._last_ping = now
+        self._last_data = float("-inf")  # when data last came (``_ack_lone_data``)
         self.last_stats = LinkStats()  # of the link retired last
 
     def adopt(
@@ -115,9 +118,27 @@ class Uplink:
             return None  # a replay or impossible ACK fields: the link counted it
         link.count_received(size)
         self._last_heard = now
+        if delivered:
+            self._ack_lone_data(link, now)
         if isinstance(datagram, wire.PathChallenge):
             self.out.append(link.encode_path(wire.PathResponse, datagram.data))
         return delivered
+
+    def _ack_lone_data(self, link: Link, now: float) -> None:
+        """Data that came alone is acknowledged now rather than ACK_DELAY later.
+
+        The delay exists to cover a second packet with the same ACK. After a quiet spell of
+        more than QUIET_SPELL delays, the data is not part of a stream dense enough for that
+        (packets that far apart get an ACK each anyway: the timer fires between them), and
+        the held-back ACK would only cost a wake-up of its own a moment later to send the
+        same one datagram (protocol.md 5.3 sets the longest an ACK may wait, not the
+        shortest). A lazy ACK (due later than ACK_DELAY) is left to wait for company."""
+        delay = link.config.ack_delay
+        quiet = now - self._last_data > QUIET_SPELL * delay
+        self._last_data = now
+        deadline = link.ack_deadline
+        if quiet and deadline is not None and deadline <= now + delay:
+            link.acknowledge_now()
 
     # --- liveness -----------------------------------------------------------------------------
 
@@ -132,6 +153,18 @@ class Uplink:
         quiet = max(self.last_sent, self._last_ping) + beat
         probe = max(self._last_heard + beat, self._last_ping + beat / 4)
         return min(quiet, probe)
+
+    def wake_at(self) -> float:
+        """``min(ping_due(), silent_at)``, without the calls: read after every datagram."""
+        beat = self._heartbeat
+        last_ping, last_heard = self._last_ping, self._last_heard
+        quiet = (self.last_sent if self.last_sent > last_ping else last_ping) + beat
+        probe = last_heard + beat
+        if last_ping + beat / 4 > probe:
+            probe = last_ping + beat / 4
+        first = quiet if quiet < probe else probe
+        silent = last_heard + self._silence
+        return silent if silent < first else first
 
     def ping(self, link: Link, now: float) -> None:
         link.ping()

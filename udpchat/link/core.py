@@ -106,6 +106,11 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         """Send the ACK fields at the next flush even if nothing else goes out."""
         self._ack_now = True
 
+    @property
+    def ack_deadline(self) -> float | None:
+        """When the ACK held back for in-order data is due; None when none is held back."""
+        return self._ack_deadline
+
     def ping(self) -> None:
         """Ask the peer for an immediate ACK (heartbeat, liveness and RTT probe)."""
         self._ping_requested = True
