@@ -39,7 +39,8 @@ pytestmark = pytest.mark.unit
     before=st.integers(0, 8),
     standby_after=st.floats(0.0, 6.0),
 )
-@example(seed=7938, loss=0.15, before=0, standby_after=0.0)  # alice's JOINED to bob lost again and again
+# alice's JOINED to bob lost again and again before the kill
+@example(seed=7938, loss=0.15, before=0, standby_after=0.0)
 def test_a_move_on_a_lossy_network_loses_nothing_and_doubles_nothing(
     seed: int, loss: float, before: int, standby_after: float
 ) -> None:
