@@ -347,7 +347,7 @@ def handshake_traffic(net: SimNetwork, client: Address) -> list[tuple[bool, int]
 
     def tap(src: Address, dst: Address, data: bytes) -> None:
         if src == client:
-            seen.append((data[2] in wire.SESSION_TYPES, data[2]))
+            seen.append((wire.datagram_type(data) in wire.SESSION_TYPES, wire.datagram_type(data)))
 
     net.taps.append(tap)
     return seen

@@ -209,7 +209,8 @@ msgpack_values = st.recursive(
 
 
 def template(kind: int, token: bytes) -> list[Any]:
-    """A well-formed datagram of each type, as a field list, for a token that is not ours."""
+    """A well-formed datagram of each type, as a field list, for a token that is not ours
+    (session datagrams and RESET as the fields their compact form carries, protocol.md 3)."""
     nonce = os.urandom(8)
     fields: dict[int, list[Any]] = {
         1: [nonce, bytes(1190)],
@@ -224,7 +225,7 @@ def template(kind: int, token: bytes) -> list[Any]:
         10: [token, 5, os.urandom(25)],
         11: [token, 5, os.urandom(25)],
     }
-    return [2, kind, *fields[kind]]
+    return [wire.PROTOCOL_VERSION, kind, *fields[kind]]
 
 
 def flipped(token: bytes, bit: int) -> bytes:
@@ -366,8 +367,8 @@ def _perform(
         _, dtype, bit, spoof, pn = action
         token = os.urandom(8) if bit is None else flipped(carol_token, bit)
         fields = template(dtype, token)
-        fields[3] = pn
-        data = msgpack.packb(fields)
+        # protocol.md 3: a session datagram is type || token || pn || sealed
+        data = wire.encode_session(wire.DatagramType(dtype), token, pn, fields[4])
         if spoof:
             sniffer.replay(data)  # as if from carol's address
         else:

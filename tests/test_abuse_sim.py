@@ -264,7 +264,7 @@ def test_tampered_or_foreign_sealed_datagrams_are_dropped(
     alice.send(m.Say("sealed hello"))
     net.run(0.3)
     assert [x.text for x in bob.of(m.ChatMessage)] == ["sealed hello"]
-    sniffed = [d for d in captured if d[2] in wire.SESSION_TYPES]
+    sniffed = [d for d in captured if wire.datagram_type(d) in wire.SESSION_TYPES]
     before = room_state(relay)
     failures = relay.stats.auth_failures
     relay.events()
@@ -310,7 +310,7 @@ def test_unvalidated_address_gets_at_most_three_times_what_it_sent_sealed() -> N
     original = bob.receive_datagram
 
     def no_path_response(data: bytes, addr: Address, now: float) -> None:
-        if data[2] == wire.DatagramType.PATH_CHALLENGE:
+        if wire.datagram_type(data) == wire.DatagramType.PATH_CHALLENGE:
             return
         original(data, addr, now)
 
@@ -513,8 +513,9 @@ def test_short_handshake_datagrams_get_no_larger_answer() -> None:
             answers.append(data)
 
     net.taps.append(tap)
-    short_hello = wire.pack([2, wire.DatagramType.HELLO, b"n" * 8, b""])
-    short_join = wire.pack([2, wire.DatagramType.JOIN, b"n" * 8, b"c", b"x" * 48, b""])
+    v = wire.PROTOCOL_VERSION
+    short_hello = wire.pack([v, wire.DatagramType.HELLO, b"n" * 8, b""])
+    short_join = wire.pack([v, wire.DatagramType.JOIN, b"n" * 8, b"c", b"x" * 48, b""])
     for data in (short_hello, short_join):
         net.inject(ATTACKER, RELAY, data)
         net.run(0.1)

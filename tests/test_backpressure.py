@@ -37,7 +37,11 @@ def trace(net: SimNetwork) -> Trace:
     seen: Trace = []
 
     def tap(src: Address, dst: Address, data: bytes) -> None:
-        if data[2] in (wire.DatagramType.JOIN, wire.DatagramType.BUSY, wire.DatagramType.REJECT):
+        if wire.datagram_type(data) in (
+            wire.DatagramType.JOIN,
+            wire.DatagramType.BUSY,
+            wire.DatagramType.REJECT,
+        ):
             seen.append((net.now, src, dst, wire.decode_datagram(data)))
 
     net.taps.append(tap)
@@ -124,4 +128,3 @@ def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -
     assert net.run_until(lambda: relay.stats.busy > 0, 1)
     assert relay.stats.busy == 1
     assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
-

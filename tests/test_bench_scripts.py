@@ -66,3 +66,31 @@ def test_client_wakeups_counts_both_clients_turns() -> None:
     out = run_script("client_wakeups.py", "--rate", "100", "--seconds", "0.3")
     assert "30 lines, 30 received" in out, out
     assert "rx: per line: turns" in out and "tx: per line: turns" in out, out
+
+
+@pytest.mark.timeout(90)
+def test_relay_path_cost_reports_the_relays_turns_and_its_idle_share() -> None:
+    out = run_script(
+        "relay_path_cost.py", "--receivers", "2", "--messages", "20", "--rounds", "1",
+        "--profile", "3",
+    )
+    assert "2 receivers, burst 1: µs relay CPU per SAY turn" in out
+    assert "per ACK turn" in out and "receivers' DATA per message 1.00" in out
+    assert "Ordered by: internal time" in out  # the profile of the relay's calls
+    out = run_script("relay_path_cost.py", "--idle", "4", "--seconds", "2", "--rounds", "1")
+    assert "4 idle members: relay" in out and "per PING" in out
+
+
+@pytest.mark.timeout(90)
+def test_wire_cost_accounts_for_every_byte_of_the_reference_traffic() -> None:
+    out = run_script("wire_cost.py", "--loss", "0", "10", "--messages", "50")
+    lines = out.splitlines()
+    assert lines[0].startswith("links: ack_delay 1 ms, ack_every 2")
+    for loss in ("0%", "10%"):
+        (summary,) = [x for x in lines if x.startswith(f"loss {loss}:")]
+        ratio = float(summary.split("wire/B ")[1].split(",")[0])
+        assert 1.5 < ratio < 8.0, summary
+    # protocol.md 3: a session header is type, token and a pn of 1 to 3 bytes here
+    (say,) = [x for x in lines if x.split()[:1] == ["SAY"]][:1]
+    header = float(say.split()[6])
+    assert 10.0 <= header <= 12.0, say

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.unit
 def test_handshake_pads_hello_and_join_and_ends_welcomed() -> None:
     net, relay, (alice,) = make_net()
     sizes: list[tuple[int, int]] = []
-    net.taps.append(lambda src, dst, data: sizes.append((data[2], len(data))))
+    net.taps.append(lambda src, dst, data: sizes.append((wire.datagram_type(data), len(data))))
     alice.connect(net.now)
     assert alice.state is SessionState.CONNECTING
     assert net.run_until(lambda: alice.state is SessionState.JOINED, 1)
@@ -108,7 +108,7 @@ def test_join_is_retransmitted_and_a_lost_accept_is_recovered() -> None:
     original = net.send
 
     def drop_first_accept(src: Address, dst: Address, data: bytes) -> None:
-        if src == RELAY and data[2] == wire.DatagramType.ACCEPT and not dropped:
+        if src == RELAY and wire.datagram_type(data) == wire.DatagramType.ACCEPT and not dropped:
             dropped.append(data)
             return
         original(src, dst, data)
@@ -153,7 +153,7 @@ def test_a_plain_reject_is_ours_only_when_bound_to_a_datagram_we_sent() -> None:
     bad_key = wire.RejectCode.BAD_KEY
     # No nonce at all: not even a valid datagram.
     session.receive_datagram(
-        wire.pack([2, wire.DatagramType.REJECT, b"", bad_key, "x"]), RELAY, 0.01
+        wire.pack([wire.PROTOCOL_VERSION, wire.DatagramType.REJECT, b"", bad_key, "x"]), RELAY, 0.01
     )
     assert session.stats.malformed == 1
     # A made-up nonce: not proof that the relay sent it.
@@ -281,7 +281,8 @@ def forge_rejects(net: SimNetwork, victim: Address) -> list[bytes]:
     def tap(src: Address, dst: Address, data: bytes) -> None:
         if src == victim and dst == RELAY:
             for nonce in (b"", rng.randbytes(8)):
-                fields = [2, wire.DatagramType.REJECT, nonce, wire.RejectCode.BAD_KEY, "forged"]
+                code = wire.RejectCode.BAD_KEY
+                fields = [wire.PROTOCOL_VERSION, wire.DatagramType.REJECT, nonce, code, "forged"]
                 forged.append(wire.pack(fields))
                 net.inject(RELAY, victim, forged[-1])
 
@@ -336,7 +337,7 @@ def test_sealed_session_end_to_end() -> None:
     after it is sealed with the session's keys, padded to a bucket, both ways."""
     seen: list[tuple[Address, int, int]] = []
     net = SimNetwork(seed=1, default=PathModel(delay=0.01))
-    net.taps.append(lambda src, dst, data: seen.append((src, data[2], len(data))))
+    net.taps.append(lambda src, dst, data: seen.append((src, wire.datagram_type(data), len(data))))
     relay = FakeRelay()
     relay.room_key = quick_room_key(b"k")
     net.attach(RELAY, relay)
@@ -350,4 +351,4 @@ def test_sealed_session_end_to_end() -> None:
     assert [k for a, k, _ in seen if a != RELAY and k in handshake] == [1, 3]
     for _, kind, size in seen:
         if kind in wire.SESSION_TYPES:
-            assert size - 14 - 16 - (2 if size < 270 else 3) in (64, 256, 512, 1152)
+            assert size - 10 - 16 in (64, 256, 512, 1152)  # type, token, pn < 128, tag

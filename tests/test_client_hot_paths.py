@@ -57,9 +57,9 @@ def _acks_and_data(net: SimNetwork, member: Address) -> list[tuple[float, str]]:
     seen: list[tuple[float, str]] = []
 
     def tap(src: Address, dst: Address, data: bytes) -> None:
-        if dst == member and data[2] == wire.DatagramType.DATA:
+        if dst == member and wire.datagram_type(data) == wire.DatagramType.DATA:
             seen.append((net.now, "data"))
-        elif src == member and data[2] == wire.DatagramType.ACK:
+        elif src == member and wire.datagram_type(data) == wire.DatagramType.ACK:
             seen.append((net.now, "ack"))
 
     net.taps.append(tap)

@@ -227,7 +227,7 @@ def test_e2e_a_rejoin_whose_accept_was_lost_keeps_the_nickname() -> None:
     original = net.send
 
     def drop_accepts(src: Address, dst: Address, data: bytes) -> None:
-        if src == RELAY and data[2] == wire.DatagramType.ACCEPT and net.now < 20:
+        if src == RELAY and wire.datagram_type(data) == wire.DatagramType.ACCEPT and net.now < 20:
             lost_accepts.append(data)
             return
         original(src, dst, data)

@@ -191,23 +191,24 @@ JUNK_HOST = "127.0.0.2"
 def garbage(rng: random.Random, real_hello: bytes) -> list[bytes]:
     """Datagrams that break protocol.md in many ways; none carries a real token."""
     forged = rng.randbytes(8)
+    V = wire.PROTOCOL_VERSION
     wrong_shape: list[object] = [
         [],
-        [2],
-        [2, 6],
-        {"version": 2},
+        [V],
+        [V, 6],
+        {"version": V},
         "hello",
         42,
         None,
-        [2, 6, forged, 0],  # DATA with nothing sealed
-        [2, 6, forged, -1, b"x" * 40],
-        [2, 7, forged, 0, "not binary"],
-        [2, 4, b"n" * 8, forged, b"h" * 80],  # an ACCEPT, at the relay
-        [2, 99, forged],
-        [2, 3, b"n" * 8, b"c" * 16, b"h" * 60, b"\0" * 1100],  # JOIN, forged cookie
-        [2, 1, b"n" * 8, b""],  # HELLO without padding
+        [V, 6, forged, 0],  # DATA with nothing sealed (as an array of old)
+        [V, 6, forged, -1, b"x" * 40],
+        [V, 7, forged, 0, "not binary"],
+        [V, 4, b"n" * 8, forged, b"h" * 80],  # an ACCEPT, at the relay
+        [V, 99, forged],
+        [V, 3, b"n" * 8, b"c" * 16, b"h" * 60, b"\0" * 1100],  # JOIN, forged cookie
+        [V, 1, b"n" * 8, b""],  # HELLO without padding
         [1, 1, b"n" * 8, b"\0" * 1200],  # another protocol version
-        [2, 6, forged, 0, 0, 0, 0, False, m.encode_message(m.Say("forged"))],  # in the clear
+        [V, 6, forged, 0, 0, 0, 0, False, m.encode_message(m.Say("forged"))],  # in the clear
     ]
     out = [msgpack.packb(shape) for shape in wrong_shape]
     out += [

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import msgpack
 import pytest
 
 from tests import rawudp
@@ -199,7 +198,7 @@ class Forger:
             return join_datagram(challenge.nonce, challenge, "mallory")
         if kind == 4:
             say = m.encode_message(m.Say("forged"))
-            return msgpack.packb([2, 6, token, pn, say])  # in the clear: never authenticates
+            return wire.encode_session(wire.DatagramType.DATA, token, pn, say)  # in the clear
         if kind == 5:
             return stray_session(token, pn, wire.DatagramType.ACK)
         return stray_session(token, pn)

@@ -85,7 +85,7 @@ def test_the_test_vectors_without_and_with_a_room_key() -> None:
     ChaCha20-Poly1305."""
     relay_key = public_key(STATIC)
     assert vector("relay_key") == relay_key
-    assert vector("prologue") == hs.prologue(NONCE, COOKIE) == b"udpchat/2" + NONCE + COOKIE
+    assert vector("prologue") == hs.prologue(NONCE, COOKIE) == b"udpchat/3" + NONCE + COOKIE
     assert vector("reset_token") == hs.reset_token(hs.reset_secret(STATIC), TOKEN)
     psk = derive_room_psk(PASSPHRASE, relay_key)
     assert vector("psk psk") == psk
@@ -108,7 +108,7 @@ def test_the_test_vectors_without_and_with_a_room_key() -> None:
         assert isinstance(envelope, wire.Protected)
         opened = SessionCipher(relay.send, relay.receive, key is not None).open(envelope)
         assert opened == fields
-    assert len(vector("psk data")) == 1 + 1 + 1 + 10 + 1 + 3 + 256 + 16
+    assert len(vector("psk data")) == 1 + 8 + 1 + 256 + 16  # type, token, pn, bucket, tag
 
 
 def test_every_datagram_and_message_example_decodes_as_described() -> None:
@@ -179,7 +179,7 @@ def hello_of(version: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("asking", "answer_version"),
-    [(VERSION_1_HELLO, 1), (hello_of(3), 3), (hello_of(200), 2)],
+    [(VERSION_1_HELLO, 1), (hello_of(2), 2), (hello_of(4), 4), (hello_of(200), 3)],
 )
 def test_other_versions_are_told_in_their_own_version_which_one_this_is(
     asking: bytes, answer_version: int
@@ -190,7 +190,7 @@ def test_other_versions_are_told_in_their_own_version_which_one_this_is(
     relay = RelayCore(RelayConfig(), 0.0, random.Random(1).randbytes)
     relay.receive_datagram(asking, ("192.0.2.1", 5000), 0.0)
     ((answer, _),) = relay.datagrams_to_send(0.0)
-    reason = "this relay speaks udpchat protocol version 2"
+    reason = "this relay speaks udpchat protocol version 3"
     assert answer == msgpack.packb(
         [answer_version, 5, wire.request_hash(asking), 4, reason], use_bin_type=True
     )

@@ -100,8 +100,8 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
     now = net.now
     rng = random.Random(5)
     nonce = rng.randbytes(8)
-    version_3 = bytearray(wire.encode_hello(rng.randbytes(8)))
-    version_3[1] = 3
+    version_9 = bytearray(wire.encode_hello(rng.randbytes(8)))
+    version_9[1] = 9
     cookie = relay.gate.issue_cookie(nonce, PORT_ZERO, now)
     challenge = wire.Challenge(nonce, cookie, relay.relay_key, False)
     datagrams = [
@@ -109,7 +109,7 @@ def test_every_datagram_from_port_zero_is_dropped_unanswered() -> None:
         join_datagram(nonce, challenge, "mallory"),
         stray_session(rng.randbytes(8)),  # unknown token: RESET
         stray_session(alice.accept.token, 10**6),  # a stranger's: fails to authenticate
-        bytes(version_3),  # would get REJECT VERSION
+        bytes(version_9),  # would get REJECT VERSION
         rng.randbytes(1200),
         b"",
     ]
@@ -159,3 +159,22 @@ def test_the_relay_package_does_no_io_of_its_own() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
         assert not imported & IO_MODULES, (path.name, imported & IO_MODULES)
+
+
+def test_the_fan_out_of_a_post_leaves_before_the_posters_confirmation() -> None:
+    net, relay = setup()
+    clients = [join(net, nick, i) for i, nick in enumerate(("alice", "bob", "carol", "dave"))]
+    net.run(1.0)  # joins announced and acknowledged: nothing else is waiting
+    assert relay.datagrams_to_send(net.now) == []
+    alice = clients[0]
+    net.detach(RELAY)  # from here on we drive the relay by hand
+    alice.send(m.Say("hello"))
+    said = alice.datagrams_to_send(net.now)
+    assert len(said) == 1
+    relay.receive_datagram(said[0][0], client_addr(0), net.now)
+    out = relay.datagrams_to_send(net.now)
+    # one turn: the three copies first, then the POSTED (which also acknowledges the SAY)
+    assert [addr for _, addr in out] == [client_addr(i) for i in (1, 2, 3)] + [client_addr(0)]
+    for (data, _), client in zip(out, clients[1:] + clients[:1], strict=True):
+        client.receive_datagram(data, RELAY, net.now)
+    assert [type(c.received[-1]) for c in clients] == [m.Posted] + [m.ChatMessage] * 3

@@ -56,7 +56,7 @@ def test_other_protocol_version_is_told() -> None:
     version, kind, nonce, code, reason = msgpack.unpackb(reply)
     assert (version, kind, code) == (9, wire.DatagramType.REJECT, wire.RejectCode.VERSION)
     assert nonce == wire.request_hash(bytes(hello_v9))
-    assert reason == "this relay speaks udpchat protocol version 2"
+    assert reason == "this relay speaks udpchat protocol version 3"
 
 
 def test_unknown_token_gets_reset() -> None:

@@ -9,6 +9,7 @@ from tests.fakeclient import FakeClient
 from tests.relaysim import RELAY, client_addr, join, setup
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.link import ASAP
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.sessions import LIVE, TRANSITIONS, Member, MemberState, MemberStateError
@@ -61,6 +62,34 @@ def test_idle_members_cost_no_polling() -> None:
     # ~200 expiry re-arms in 10 s, not 200 members x every tick
     assert calls < 600
     assert len(relay.sessions.timers) <= 2 * len(relay.members) + 10
+
+
+def test_a_timer_whose_work_was_done_wakes_nobody() -> None:
+    """A fan-out arms each member's retransmission timer; once its ACK came back the timer
+    has nothing to do, and the relay is not woken for it (it was, two or three times a
+    message)."""
+    net, relay = setup(RelayConfig(flood_burst=100, flood_rate=100.0))
+    alice, *_ = [join(net, nick, i) for i, nick in enumerate(("alice", "bob", "carol"))]
+    net.run(2)
+    calls = 0
+    original = relay.handle_timer
+
+    def counting(now: float) -> None:
+        nonlocal calls
+        # the simulator also calls it when output is pending (next_timer ASAP): not a
+        # deadline's wake-up
+        if relay.next_timer() != ASAP:
+            calls += 1
+        original(now)
+
+    relay.handle_timer = counting  # type: ignore[method-assign]
+    for i in range(20):
+        alice.send(m.Say(f"message {i}"))
+        net.run(0.05)
+    net.run(1.0)
+    assert len(alice.of(m.Posted)) == 20
+    assert all(mb.link.idle for mb in relay.members.values())  # every copy acknowledged
+    assert calls <= 2
 
 
 def test_address_change_keeps_the_session_and_is_validated() -> None:

@@ -122,7 +122,7 @@ def test_fast_retransmit_before_rto() -> None:
     original = net.send
 
     def drop_first(src, dst, data):  # type: ignore[no-untyped-def]
-        if src == A and data[2] == wire.DatagramType.DATA and not first_lost:
+        if src == A and wire.datagram_type(data) == wire.DatagramType.DATA and not first_lost:
             first_lost.append(data)
             return
         original(src, dst, data)
@@ -214,6 +214,48 @@ def test_delayed_ack_is_bounded() -> None:
     assert deadline is not None and 0 < deadline <= receiver.config.ack_delay
     (ack,) = receiver.datagrams_to_send(deadline)
     assert isinstance(sender.open(opened_envelope(ack)), wire.Ack)
+
+
+@pytest.mark.parametrize("every", [1, 2, 4])
+def test_an_ack_goes_at_once_after_ack_every_packets_in_order(every: int) -> None:
+    config = LinkConfig(ack_every=every)
+    sender = Link(b"S" * 8, config, keys=KEYS)
+    receiver = Link(b"R" * 8, config, keys=swap(KEYS))
+    for i in range(every):
+        assert receiver.datagrams_to_send(0.0) == []  # below the count: held back
+        sender.send(b"packet %d" % i)
+        (datagram,) = sender.datagrams_to_send(0.0)
+        decoded = receiver.open(opened_envelope(datagram))
+        assert isinstance(decoded, wire.Data)
+        receiver.receive(decoded, 0.0)
+    (ack,) = receiver.datagrams_to_send(0.0)
+    acked = sender.open(opened_envelope(ack))
+    assert isinstance(acked, wire.Ack) and acked.ack == every
+
+
+def test_an_ack_only_datagram_is_never_acknowledged() -> None:
+    """protocol.md 5.3 (RFC 9002: ACK frames alone are not ack-eliciting): a peer's ACK,
+    new information or not, draws no datagram and sets no timer."""
+    sender = Link(b"S" * 8, keys=KEYS)
+    receiver = Link(b"R" * 8, keys=swap(KEYS))
+    sender.send(b"one")
+    (data,) = sender.datagrams_to_send(0.0)
+    decoded = receiver.open(opened_envelope(data))
+    assert isinstance(decoded, wire.Data)
+    receiver.receive(decoded, 0.0)
+    deadline = receiver.next_timer()
+    assert deadline is not None
+    (ack,) = receiver.datagrams_to_send(deadline)
+    acked = sender.open(opened_envelope(ack))
+    assert isinstance(acked, wire.Ack)
+    assert sender.receive(acked, deadline) == []
+    assert sender.idle and sender.next_timer() is None
+    assert sender.datagrams_to_send(deadline + 1.0) == []
+
+
+def test_ack_every_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="ack_every"):
+        LinkConfig(ack_every=0)
 
 
 def test_ping_is_answered_at_once() -> None:

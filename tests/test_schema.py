@@ -26,6 +26,8 @@ def examples() -> list[tuple[Schema[Any], list[Any], tuple[Any, ...]]]:
     """(schema, its valid msgpack array, the outside fields) for one example of every type."""
     out: list[tuple[Schema[Any], list[Any], tuple[Any, ...]]] = []
     for datagram in every_datagram():
+        if isinstance(datagram, (wire.Protected, wire.Reset)):
+            continue  # not msgpack arrays: test_wire checks them byte by byte
         schema = wire.DATAGRAMS.schema(type(datagram))
         out.append((schema, msgpack.unpackb(schema.encode(datagram)), ()))
     for session in every_session_datagram():
@@ -85,7 +87,6 @@ ENCODERS: list[tuple[Callable[..., bytes], type]] = [
     (wire.encode_join, wire.Join),
     (wire.encode_accept, wire.Accept),
     (wire.encode_reject, wire.Reject),
-    (wire.encode_reset, wire.Reset),
     (wire.encode_join_payload, wire.JoinPayload),
 ]
 

@@ -58,15 +58,39 @@ def test_session_fields_round_trip(datagram: wire.SessionDatagram) -> None:
     assert wire.decode_session(envelope, fields) == datagram
 
 
-@pytest.mark.parametrize("size", [0, 16, 255, 256, 1159, 65535, 65536])
-@pytest.mark.parametrize("pn", [0, 127, 128, 2**16, 2**32, 2**64 - 1])
-def test_a_session_datagram_built_from_its_header_is_its_msgpack_encoding(
-    size: int, pn: int
-) -> None:
-    sealed = bytes(size)
+@pytest.mark.parametrize("size", [0, 16, 255, 256, 1166])
+@pytest.mark.parametrize(
+    ("pn", "pn_bytes"),
+    [(0, "00"), (127, "7f"), (128, "cc80"), (2**16, "ce00010000"), (2**64 - 1, "cf" + "ff" * 8)],
+)
+def test_a_session_datagram_is_type_token_pn_then_sealed(size: int, pn: int, pn_bytes: str) -> None:
+    """protocol.md 3: the compact envelope, ``pn`` a msgpack uint in its shortest form."""
+    sealed = bytes(range(256)) * 5
+    sealed = sealed[:size]
     header = wire.session_header(wire.DatagramType.DATA, TOKEN, pn)
-    expected = wire.encode_session(wire.DatagramType.DATA, TOKEN, pn, sealed)
-    assert wire.session_from_header(header, sealed) == expected
+    assert header == b"\x06" + TOKEN + bytes.fromhex(pn_bytes)
+    encoded = wire.encode_session(wire.DatagramType.DATA, TOKEN, pn, sealed)
+    assert wire.session_from_header(header, sealed) == encoded == header + sealed
+    if len(encoded) <= wire.MAX_DATAGRAM_SIZE:
+        expected = wire.Protected(wire.DatagramType.DATA, TOKEN, pn, sealed)
+        assert wire.decode_datagram(encoded) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x07" + TOKEN, "shorter than its header"),
+        (b"\x07" + TOKEN + b"\xcd\x01", "shorter than its header"),
+        (b"\x07" + TOKEN + b"\xcc\x05" + bytes(16), "shortest form"),
+        (b"\x07" + TOKEN + b"\xcd\x00\xff" + bytes(16), "shortest form"),
+        (b"\x07" + TOKEN + b"\xd0\x05" + bytes(16), "unsigned integer"),
+        (b"\x07" + TOKEN + b"\xc0" + bytes(16), "unsigned integer"),
+        (b"\x07" + TOKEN + b"\x00" + bytes(1200), "limit"),
+    ],
+)
+def test_a_malformed_session_header_is_named(data: bytes, reason: str) -> None:
+    with pytest.raises(wire.DecodeError, match=reason):
+        wire.decode_datagram(data)
 
 
 def test_join_and_accept_payloads_round_trip() -> None:
@@ -92,7 +116,9 @@ def test_answers_to_unvalidated_addresses_are_smaller_than_requests() -> None:
 
 
 def test_oversized_datagram_is_rejected() -> None:
-    big = msgpack.packb([2, wire.DatagramType.ACK, TOKEN, 0, b"x" * 1300])
+    big = msgpack.packb(
+        [wire.PROTOCOL_VERSION, wire.DatagramType.ACCEPT, NONCE, TOKEN, b"x" * 1300]
+    )
     with pytest.raises(wire.DecodeError, match="limit"):
         wire.decode_datagram(big)
 
@@ -101,25 +127,33 @@ def test_oversized_datagram_is_rejected() -> None:
     "value, reason",
     [
         ([1, 7, TOKEN, 0, b"s"], "version"),
-        ([2, 99, TOKEN, 0, b"s"], "unknown datagram type"),
-        ([2, 7, TOKEN[:4], 0, b"s"], "token"),
-        ([2, 7, TOKEN, -1, b"s"], "pn"),
-        ([2, 7, TOKEN, True, b"s"], "pn"),
-        ([2, 7, TOKEN, 0, "s"], "sealed"),
-        ([2, 7, TOKEN, 0, b"s", b"t"], "ACK has"),
-        ([2, 3, NONCE, b"c", "h", b""], "handshake"),
-        ([2, 2, NONCE, b"c", b"k" * 31, True], "relay_key"),
-        ([2, 2, NONCE, b"c", b"k" * 32, 1], "keyed"),
-        ([2, 9, TOKEN, b"r" * 15], "reset_token"),
+        ([2, 7, TOKEN, 0, b"s"], "version"),  # the array envelope of version 2
+        ([3, 99, TOKEN, 0, b"s"], "unknown datagram type"),
+        ([3, 7, TOKEN, 0, b"s"], "unknown datagram type"),  # session datagrams are no arrays
+        ([3, 3, NONCE, b"c", "h", b""], "handshake"),
+        ([3, 2, NONCE, b"c", b"k" * 31, True], "relay_key"),
+        ([3, 2, NONCE, b"c", b"k" * 32, 1], "keyed"),
+        ([3, 9, TOKEN, b"r" * 16], "unknown datagram type"),  # a RESET is no array either
+        ([3, 4, NONCE, TOKEN[:4], b"h"], "token"),
+        ([3, 4, NONCE, TOKEN, "h"], "handshake"),
+        ([3, 4, NONCE, TOKEN, b"h", b"t"], "ACCEPT has"),
         ({"v": 1}, "array"),
-        ([2, 15, b"n" * 12, b"ct"], "unknown datagram type"),
-        ([2, 5, b"", 5, "no nonce"], "nonce must be 8 bytes"),
-        ([2, 5, b"n" * 4, 4, "short nonce"], "nonce must be 8 bytes"),
+        ([3, 15, b"n" * 12, b"ct"], "unknown datagram type"),
+        ([3, 5, b"", 5, "no nonce"], "nonce must be 8 bytes"),
+        ([3, 5, b"n" * 4, 4, "short nonce"], "nonce must be 8 bytes"),
     ],
 )
 def test_invalid_fields_are_named(value: object, reason: str) -> None:
     with pytest.raises(wire.DecodeError, match=reason):
         wire.decode_datagram(msgpack.packb(value))
+
+
+@pytest.mark.parametrize("size", [0, 1, 24, 26, 40])
+def test_a_reset_is_exactly_type_token_and_reset_token(size: int) -> None:
+    reset = wire.encode_reset(TOKEN, b"r" * 16)
+    assert reset == b"\x09" + TOKEN + b"r" * 16 and len(reset) == wire.RESET_SIZE == 25
+    with pytest.raises(wire.DecodeError, match="RESET is 25 bytes"):
+        wire.decode_datagram((reset + bytes(40))[:size] if size else b"\x09")
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,7 @@ class Driver(Generic[Item]):
         self.lock = threading.Lock()
         # Notified under ``lock`` whenever the endpoint may have changed; see ``wait_for``.
         self.changed = threading.Condition(self.lock)
+        self._waiters = 0  # threads in ``wait_for``: a turn notifies only when there are
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._done = False
@@ -204,7 +205,8 @@ class Driver(Generic[Item]):
             wake = (timer is not None and timer < sleeping) or (sleeping > 0 and self._finished())
             if wake:
                 self._sleeping_until = 0.0  # one wake-up per sleep is enough
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
         self._send(out)
         if wake:
             self.transport.wake()
@@ -234,12 +236,16 @@ class Driver(Generic[Item]):
         or at once when the loop ended or was stopped, or the endpoint finished."""
         end = time.monotonic() + timeout
         with self.changed:
-            while not condition():
-                remaining = end - time.monotonic()
-                if remaining <= 0 or self._stopping or self._done or self._finished():
-                    return condition()
-                self.changed.wait(min(remaining, IDLE_WAIT))
-            return True
+            self._waiters += 1
+            try:
+                while not condition():
+                    remaining = end - time.monotonic()
+                    if remaining <= 0 or self._stopping or self._done or self._finished():
+                        return condition()
+                    self.changed.wait(min(remaining, IDLE_WAIT))
+                return True
+            finally:
+                self._waiters -= 1
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -287,12 +293,16 @@ class Driver(Generic[Item]):
             # Joiners first: their answers leave before the session traffic is even looked
             # at; what is beyond a batch waits for the next turn: timers and output first.
             urgent, batch = self._inbox.take(MAX_BATCH)
-            self._receive(urgent, now)
-            early = self._output(now) if urgent and batch else []
+            early: list[tuple[bytes, Address]] = []
+            if urgent:
+                self._receive(urgent, now)
+                if batch:
+                    early = self._output(now)
         if early:
             self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
-            self._receive(batch, now)
+            if batch:
+                self._receive(batch, now)
             if timer is not None and timer <= now:
                 try:
                     endpoint.handle_timer(now)
@@ -300,7 +310,8 @@ class Driver(Generic[Item]):
                     self._fault("handle_timer", error)
             out = self._output(now)
             mine = self._collect(now)
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
         self._send(out, reading=True)
         if mine is not None:
             self._hand_out(mine)

@@ -5,9 +5,9 @@ the session keys (udpchat.seal), shared by the client and relay cores and by the
 speak the protocol by hand (the load generator, the benchmarks, the tests' fake client), so
 that there is one way to build a JOIN and to read an ACCEPT.
 
-The prologue binds the handshake to the exchange it belongs to: ``b"udpchat/2" || nonce ||
-cookie``. A JOIN replayed with another cookie, or an ACCEPT for another HELLO, does not
-authenticate.
+The prologue binds the handshake to the protocol version and the exchange it belongs
+to: ``b"udpchat/3" || nonce || cookie``. A JOIN replayed with another cookie, or an ACCEPT
+for another HELLO, does not authenticate.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
     "resume_secret", "start_join",
 ]
 
-PROLOGUE_LABEL = b"udpchat/2"
+PROLOGUE_LABEL = b"udpchat/%d" % wire.PROTOCOL_VERSION
 RESET_LABEL = b"udpchat/2 stateless reset"
 """protocol.md 7.2: the label the reset secret is derived from the static key with."""
 

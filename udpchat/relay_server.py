@@ -327,8 +327,10 @@ class RelayServer:
                 case DatagramDropped(reason=reason, addr=addr):
                     self._drops_since_report += 1
                     log.debug("dropped a datagram from %s: %s", format_address(addr), reason)
+        if not self._drops_since_report:
+            return  # the common turn: nothing to report, no clock read
         now = time.monotonic()
-        if self._drops_since_report and now - self._last_drop_report >= 10:
+        if now - self._last_drop_report >= 10:
             count = self._drops_since_report
             log.info(
                 "dropped %d bad datagram%s in the last %.0f s (see --verbose)",

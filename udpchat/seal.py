@@ -3,8 +3,8 @@
 Construction (protocol.md 8). The Noise handshake (udpchat.noise) gives one 32-byte key per
 direction. Every session datagram (DATA, ACK, PING, PATH_CHALLENGE, PATH_RESPONSE) is::
 
-    [2, type, token, pn, sealed]
-    sealed = ChaCha20-Poly1305(key(pn), nonce(pn), plaintext, ad = msgpack [2, type, token, pn])
+    header = type (1 byte) || token (8 bytes) || pn (msgpack uint, shortest form)
+    datagram = header || ChaCha20-Poly1305(key(pn), nonce(pn), plaintext, ad = header)
     nonce(pn) = 4 zero bytes || pn as 64-bit little-endian    (Noise's ChaChaPoly nonce)
     key(pn) = REKEY applied pn // rekey_interval times to the direction's key  (Noise 11.3)
 
@@ -53,12 +53,12 @@ SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 
-# protocol.md 8.2: what a sealed session datagram adds to its plaintext at most: the array
-# header, version and type (3), the token (10), the pn (9), the bin16 header (3) and the tag.
-SESSION_ENVELOPE = 3 + 10 + 9 + 3 + TAG_SIZE
+# protocol.md 8.2: what a sealed session datagram adds to its plaintext at most: the type
+# (1), the token (8), the pn (9 at most) and the tag.
+SESSION_ENVELOPE = 1 + wire.TOKEN_SIZE + 9 + TAG_SIZE
 FRAME_HEADER_SIZE = 2
 PAD_BUCKETS = (64, 256, 512, 1152)
-"""protocol.md 8.3: sizes a padded plaintext may have. The largest seals into at most 1193
+"""protocol.md 8.2: sizes a padded plaintext may have. The largest seals into at most 1186
 bytes, within MAX_DATAGRAM_SIZE whatever the pn."""
 MESSAGE_BUCKET = 256
 """The smallest bucket for DATA, so that short and ordinary chat lines look the same."""

@@ -270,7 +270,8 @@ class UdpTransport:
             self._recv_error_log.failed(exc, time.monotonic())
             return None
         self.counters.received += 1
-        return data, normalise(sockaddr)
+        # an IPv4 sockaddr is already (host, port): only IPv6 has more to drop
+        return data, sockaddr if len(sockaddr) == 2 else normalise(sockaddr)
 
     def wake(self) -> None:
         with self._send_lock:

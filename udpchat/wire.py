@@ -1,8 +1,10 @@
-"""The datagram format: one msgpack array per UDP datagram, validated field by field.
+"""The datagram format, validated field by field.
 
-protocol.md is the contract; this module is its executable form. Every datagram is
-``[version, type, ...fields]``; a session datagram is ``[version, type, token, pn, sealed]``,
-whose fields after ``pn`` are sealed (udpchat.seal) and decoded here once opened.
+protocol.md is the contract; this module is its executable form. A handshake datagram is
+one msgpack array ``[version, type, ...fields]``; a session datagram is the compact
+``type || token || pn || sealed`` (its type byte, never a msgpack array's first byte,
+tells the two apart), whose fields after ``pn`` are sealed (udpchat.seal) and decoded here
+once opened.
 ``decode_datagram`` is the only door through which bytes from
 the network enter the program: it checks every type, range and length and raises
 ``DecodeError`` and nothing else, so callers can count and drop garbage with a single
@@ -51,6 +53,7 @@ __all__ = [
     "PAYLOADS",
     "PROTOCOL_VERSION",
     "RELAY_KEY_SIZE",
+    "RESET_SIZE",
     "RESET_TOKEN_SIZE",
     "RESUME_PROOF_SIZE",
     "SESSION",
@@ -91,6 +94,7 @@ __all__ = [
     "UnsupportedVersion",
     "ack_fields",
     "data_fields",
+    "datagram_type",
     "decode_accept_payload",
     "decode_datagram",
     "decode_join_payload",
@@ -114,7 +118,7 @@ __all__ = [
     "session_header",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 # protocol.md "Size limits": the largest UDP payload either side sends or accepts; safe
 # under the 1280-byte IPv6 minimum MTU with room for IP and UDP headers.
 MAX_DATAGRAM_SIZE = 1200
@@ -344,17 +348,22 @@ class Ping:
     ack_bits: AckBits
 
 
-@DATAGRAMS.register(DatagramType.RESET)
 @dataclass(frozen=True, slots=True)
 class Reset:
-    token: Token
-    reset_token: ResetToken
+    """protocol.md 7.2. On the wire: ``type`` (1 byte, 9) || ``token`` || ``reset_token``,
+    25 bytes, smaller than any session datagram (so never an answer larger than its cause)."""
+
+    token: bytes
+    reset_token: bytes
 
 
-@DATAGRAMS.register(*sorted(SESSION_TYPES), tag_field="kind")
 @dataclass(frozen=True, slots=True)
 class Protected:
-    """A session datagram as it arrives: the header in the clear, the rest sealed."""
+    """A session datagram as it arrives: the header in the clear, the rest sealed.
+
+    On the wire (protocol.md 3): ``type`` (1 byte) || ``token`` (TOKEN_SIZE bytes) || ``pn``
+    (a msgpack uint, shortest form) || ``sealed`` (the rest of the datagram).
+    """
 
     kind: DatagramType
     token: Token
@@ -390,9 +399,28 @@ _DECODE_DATAGRAM = {tag: schema.decode for tag, schema in DATAGRAMS.by_tag.items
 _DECODE_SESSION = {tag: schema.decode for tag, schema in SESSION.by_tag.items()}
 
 
+# The first byte of a session datagram (and of a RESET) is its type; a handshake datagram
+# starts with a msgpack fixarray (0x91..0x9f), so the two never mix.
+_SESSION_HEADS = {int(t): t for t in SESSION_TYPES}
+RESET_SIZE = 1 + TOKEN_SIZE + RESET_TOKEN_SIZE
+_UINT_WIDTHS = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000), 0xCF: (8, 0x100000000)}
+# The shortest session header: type, token, a one-byte pn (a sealed field shorter than its
+# tag is left for the seal to refuse, as any other that does not authenticate).
+_MIN_SESSION_SIZE = 1 + TOKEN_SIZE + 1
+
+
 def decode_datagram(data: bytes) -> Datagram:
     """Decode and validate one datagram; raise ``DecodeError`` for anything else. Session
     datagrams come out as :class:`Protected`: open them, then ``decode_session``."""
+    if data:
+        head = data[0]
+        kind = _SESSION_HEADS.get(head)
+        if kind is not None:
+            return _decode_protected(kind, data)
+        if head == DatagramType.RESET:
+            if len(data) != RESET_SIZE:
+                fail(f"a RESET is {RESET_SIZE} bytes")
+            return Reset(data[1 : 1 + TOKEN_SIZE], data[1 + TOKEN_SIZE :])
     value = unpack(data, MAX_DATAGRAM_SIZE)
     if type(value) is not list or len(value) < 2:
         fail("a datagram is an array of at least version and type")
@@ -409,6 +437,32 @@ def decode_datagram(data: bytes) -> Datagram:
     except KeyError:
         fail(f"unknown datagram type {kind}")
     return decode(value)
+
+
+def _decode_protected(kind: DatagramType, data: bytes) -> Protected:
+    """protocol.md 3: ``type || token || pn || sealed``, ``pn`` a msgpack uint in its
+    shortest form (the header is authenticated as sent, and has one encoding only)."""
+    size = len(data)
+    if size > MAX_DATAGRAM_SIZE:
+        fail(f"{size} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit")
+    if size < _MIN_SESSION_SIZE:
+        fail(f"a session datagram of {size} bytes is shorter than its header")
+    start = 1 + TOKEN_SIZE
+    head = data[start]
+    if head < 0x80:
+        pn, end = head, start + 1
+    else:
+        width = _UINT_WIDTHS.get(head)
+        if width is None:
+            fail("pn must be a msgpack unsigned integer")
+        length, least = width
+        end = start + 1 + length
+        if size < end:
+            fail("a session datagram is shorter than its header")
+        pn = int.from_bytes(data[start + 1 : end], "big")
+        if pn < least:
+            fail("pn must be in its shortest form")
+    return Protected(kind, data[1:start], pn, data[end:])
 
 
 def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
@@ -445,6 +499,10 @@ def decode_accept_payload(data: bytes) -> AcceptPayload:
 
 def encode(datagram: Datagram) -> bytes:
     """Encode any datagram object (used by tests and tools; hot paths call encode_* directly)."""
+    if isinstance(datagram, Protected):
+        return encode_session(datagram.kind, datagram.token, datagram.pn, datagram.sealed)
+    if isinstance(datagram, Reset):
+        return encode_reset(datagram.token, datagram.reset_token)
     return DATAGRAMS.encode(datagram)
 
 
@@ -507,33 +565,41 @@ def request_hash(datagram: bytes) -> bytes:
 
 
 def encode_reset(token: bytes, reset_token: bytes) -> bytes:
-    return DATAGRAMS.encode(Reset(token, reset_token))
+    """protocol.md 7.2: ``9 || token || reset_token``."""
+    if len(token) != TOKEN_SIZE or len(reset_token) != RESET_TOKEN_SIZE:
+        raise ValueError("a RESET carries a token and a reset token of their sizes")
+    return bytes((DatagramType.RESET,)) + token + reset_token
+
+
+def datagram_type(data: bytes) -> int | None:
+    """A datagram's type from its first bytes alone, without validating anything (for
+    triage and tools): the first byte of a session datagram or RESET, the second element of
+    a handshake datagram's array; ``None`` when it is neither."""
+    if not data:
+        return None
+    head = data[0]
+    if head in _SESSION_HEADS or head == DatagramType.RESET:
+        return head
+    return data[2] if 0x91 <= head <= 0x9F and len(data) > 2 else None
 
 
 def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
-    """protocol.md 8.1: the associated data of a sealed session datagram (its envelope
-    without the sealed field)."""
-    return pack([PROTOCOL_VERSION, kind, token, pn])
-
-
-encode_session: Callable[[DatagramType, bytes, int, bytes], bytes] = DATAGRAMS.schema(
-    Protected
-).pack
-"""``encode_session(kind, token, pn, sealed)``: a session datagram's envelope."""
+    """protocol.md 3 and 8.1: a session datagram's header in the clear, ``type || token ||
+    pn``, which is also the associated data its seal authenticates."""
+    if len(token) != TOKEN_SIZE:
+        raise ValueError(f"a token is {TOKEN_SIZE} bytes")
+    return bytes((kind,)) + token + pack(pn)
 
 
 def session_from_header(header: bytes, sealed: bytes) -> bytes:
-    """The session datagram whose ``session_header`` is ``header``: the same bytes after
-    the array's first byte (a fixarray of 4 becomes one of 5), then ``sealed`` as a bin.
-    Saves packing the header twice for every datagram sent."""
-    size = len(sealed)
-    if size < 0x100:
-        head = bytes((0xC4, size))
-    elif size < 0x10000:
-        head = b"\xc5" + size.to_bytes(2, "big")
-    else:
-        head = b"\xc6" + size.to_bytes(4, "big")
-    return b"\x95" + header[1:] + head + sealed
+    """The session datagram whose ``session_header`` is ``header``: the header, then the
+    sealed fields to the end of the datagram (their length is the datagram's)."""
+    return header + sealed
+
+
+def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:
+    """A session datagram's envelope around ``sealed``."""
+    return session_header(kind, token, pn) + sealed
 
 
 data_fields: Callable[[int, int, int, int, Sequence[bytes]], bytes] = SESSION.schema(Data).pack

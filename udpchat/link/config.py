@@ -59,6 +59,11 @@ class LinkConfig:
     initial_rtt: float = 0.1
     backoff: float = 1.5
     ack_delay: float = ACK_DELAY
+    # protocol.md 5.3: in-order packets left unacknowledged before an ACK goes at once (RFC
+    # 9000 13.2.2's "every second ack-eliciting packet"). Raising it, or ack_delay, saves ACK
+    # datagrams only when packets arrive faster than ack_delay, and slows the recovery of a
+    # lost packet by as much (bench/scripts/wire_cost.py measures both).
+    ack_every: int = ACK_EVERY
     max_retransmissions: int = 16
     window: int = wire.WINDOW
     send_buffer: int = 256 * 1024
@@ -78,6 +83,8 @@ class LinkConfig:
             raise ValueError(f"window must be between 1 and {wire.WINDOW} packets")
         if self.backoff < 1:
             raise ValueError("backoff must be at least 1")
+        if self.ack_every < 1:
+            raise ValueError("ack_every must be at least 1")
         if self.max_retransmissions < 1:
             raise ValueError("max_retransmissions must be at least 1")
         if not 256 <= self.max_datagram <= wire.MAX_DATAGRAM_SIZE:

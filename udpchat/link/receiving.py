@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from udpchat import wire
-from udpchat.link.config import ACK_EVERY, LAZY_ACK_DELAY, OVERSIZED_PREFIX, REPLAY_WINDOW
+from udpchat.link.config import LAZY_ACK_DELAY, OVERSIZED_PREFIX, REPLAY_WINDOW
 from udpchat.link.state import LinkState
 from udpchat.messages import MAX_MESSAGE_SIZE
 
@@ -83,7 +83,7 @@ class ReceiveSide(LinkState):
             held = self._buffer.advance()
         self._recount()
         self._unacked += 1
-        if filled_gap or self._unacked >= ACK_EVERY:
+        if filled_gap or self._unacked >= self.config.ack_every:
             self._ack_now = True
         else:
             # protocol.md 5.3: a LAZY packet's ACK may wait for whatever goes out next

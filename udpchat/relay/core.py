@@ -181,7 +181,7 @@ class RelayCore:
                 if admission is not None:
                     self.room.welcome(admission, now)
                     self.sessions.mark_first(admission.member)
-                    self._reschedule(admission.member)
+                    self.sessions.reschedule(admission.member)
             case wire.Protected(kind=kind):
                 self.stats.unexpected += 1
                 self.outbox.drop(f"unexpected {kind.name}", addr)
@@ -208,41 +208,64 @@ class RelayCore:
             self.cluster.failed()  # a shared store holds nothing back: send what we have
         out = self.outbox.take_datagrams()
         sessions = self.sessions
-        while sessions.dirty and (limit is None or len(out) < limit):
-            member = next(iter(sessions.dirty))
-            del sessions.dirty[member]
-            self.paths.flush(member, now, out)
-            if member.live:
-                self._reschedule(member)
-        for member in sessions.closing:
-            self.paths.flush(member, now, out)
-            member.advance(MemberState.GONE)
-        sessions.closing.clear()
+        dirty = sessions.dirty
+        if dirty:
+            # Taken whole (flushing marks nobody); what a ``limit`` leaves goes back in
+            # front of anything marked meanwhile.
+            sessions.dirty = {}
+            flush, reschedule = self.paths.flush, sessions.reschedule
+            pending = iter(dirty)
+            for member in pending:
+                if limit is not None and len(out) >= limit:
+                    rest = {member: None}
+                    rest.update(dict.fromkeys(pending))
+                    rest.update(sessions.dirty)
+                    sessions.dirty = rest
+                    break
+                flush(member, now, out)
+                if member.live:
+                    reschedule(member)
+        if sessions.closing:
+            for member in sessions.closing:
+                self.paths.flush(member, now, out)
+                member.advance(MemberState.GONE)
+            sessions.closing.clear()
         if self.room.held:  # the newcomer's first datagrams are in this batch: release
             self.room.release()
-        self.stats.datagrams_sent += len(out)
-        self.stats.bytes_sent += sum(len(d) for d, _ in out)
+        if out:
+            stats = self.stats
+            stats.datagrams_sent += len(out)
+            size = 0
+            for data, _ in out:
+                size += len(data)
+            stats.bytes_sent += size
         return out
 
     def next_timer(self) -> float | None:
-        if self.sessions.dirty or self.room.pending:
+        sessions = self.sessions
+        if sessions.dirty or self.room.pending:
             return ASAP  # output is waiting for the next datagrams_to_send
         cluster = self.cluster
         if cluster is not None and cluster.waiting:
             return ASAP  # the other relays' doings, to take
-        deadlines = [
-            d
-            for d in (
-                self.sessions.next_deadline(),
-                # shutting down, nobody not back yet is expired (handle_timer), so no wake
-                None if self.shutting_down else self.sessions.next_dormant_expiry(),
-                self.room.notice_deadline,
-                None if cluster is None else cluster.deadline(),
-            )
-            if d is not None
-        ]
-        deadline = min((*deadlines, self._shutdown_deadline))
-        return None if math.isinf(deadline) else deadline
+        # The earliest of these (asked every turn: no list, no min over a tuple).
+        deadline = self._shutdown_deadline
+        due = sessions.next_deadline()
+        if due is not None and due < deadline:
+            deadline = due
+        if not self.shutting_down and sessions.dormant:
+            # shutting down, nobody not back yet is expired (handle_timer), so no wake
+            due = sessions.next_dormant_expiry()
+            if due is not None and due < deadline:
+                deadline = due
+        due = self.room.notice_deadline
+        if due is not None and due < deadline:
+            deadline = due
+        if cluster is not None:
+            due = cluster.deadline()
+            if due is not None and due < deadline:
+                deadline = due
+        return None if deadline == math.inf else deadline
 
     def handle_timer(self, now: float) -> None:
         if self.cluster is not None:
@@ -310,13 +333,17 @@ class RelayCore:
             self.outbox.drop("replayed or impossible", addr)
             return
         self.sessions.heard(member, size, now)
-        self.paths.check(member, datagram, size, addr, highest)
+        if addr != member.addr or member.state is MemberState.VALIDATING:
+            self.paths.check(member, datagram, size, addr, highest)
         for data in delivered:
             self.room.on_message(member, data, now)
             if not member.live:
                 break  # it quit
         if member.live:
-            self.sessions.mark(member)
-
-    def _reschedule(self, member: Member) -> None:
-        self.sessions.reschedule(member, self.paths.blocked(member))
+            # Its own answer leaves after the fan-out its datagram caused (a POSTED is LAZY,
+            # and its sendto wakes the poster, a few hundred µs the others would wait for);
+            # not so a newcomer whose WELCOME holds the room's output back.
+            if self.room.held:
+                self.sessions.mark(member)
+            else:
+                self.sessions.mark_last(member)

@@ -65,19 +65,15 @@ class Paths:
         member.sent_unvalidated += len(datagram)
         self.outbox.send(datagram, member.addr)
 
-    @staticmethod
-    def blocked(member: Member) -> bool:
-        """Sending to the member waits for its address to be validated."""
-        return not member.validated and (
-            AMPLIFICATION_FACTOR * member.received_unvalidated <= member.sent_unvalidated
-        )
-
     def flush(self, member: Member, now: float, out: list[tuple[bytes, Address]]) -> None:
         """What the member's link sends now, within the budget of an unvalidated address
         (one that quit while VALIDATING is CLOSING, and still not validated)."""
-        if member.validated:
-            for datagram in member.link.datagrams_to_send(now):
-                out.append((datagram, member.addr))
+        if member.path_data is None:  # validated (the common case, without a property)
+            datagrams = member.link.datagrams_to_send(now)
+            if datagrams:
+                addr = member.addr
+                for datagram in datagrams:
+                    out.append((datagram, addr))
             return
         budget = AMPLIFICATION_FACTOR * member.received_unvalidated - member.sent_unvalidated
         if budget <= 0:

@@ -23,11 +23,16 @@ from udpchat.messages import MAX_MEMBERS_LISTED, MAX_MESSAGE_SIZE
 from udpchat.names import nick_key
 from udpchat.netblock import address_key, prefix_key
 from udpchat.ratelimit import TokenBucket
-from udpchat.relay.config import INITIAL_ANSWER_CREDIT, LIST_CREDIT_FACTOR, MAX_ANSWER_CREDIT
+from udpchat.relay.config import (
+    AMPLIFICATION_FACTOR,
+    INITIAL_ANSWER_CREDIT,
+    LIST_CREDIT_FACTOR,
+    MAX_ANSWER_CREDIT,
+)
 
 __all__ = [
     "LIVE", "TRANSITIONS", "Dormant", "Member", "MemberState", "MemberStateError",
-    "SessionTable", "members_fitting",
+    "SessionTable", "members_fitting", "sending_blocked",
 ]
 
 
@@ -50,6 +55,9 @@ TRANSITIONS: dict[MemberState, frozenset[MemberState]] = {
     _S.GONE: frozenset(),
 }
 LIVE = frozenset({_S.ACCEPTED, _S.ACTIVE, _S.VALIDATING})
+
+
+_ACCEPTED, _ACTIVE, _VALIDATING = _S.ACCEPTED, _S.ACTIVE, _S.VALIDATING
 
 
 class MemberStateError(UsageError):
@@ -91,7 +99,10 @@ class Member:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE
+        # the same as ``state in LIVE``, without hashing an Enum (a Python-level __hash__):
+        # this is asked several times per datagram
+        state = self.state
+        return state is _ACTIVE or state is _ACCEPTED or state is _VALIDATING
 
     def advance(self, state: MemberState) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -109,6 +120,14 @@ class Dormant:
     key: str
     resume_secret: bytes
     expires: float
+
+
+def sending_blocked(member: Member) -> bool:
+    """Sending to the member waits for its address to be validated (protocol.md 7.3: out of
+    the amplification budget of an unvalidated address)."""
+    return member.path_data is not None and (
+        AMPLIFICATION_FACTOR * member.received_unvalidated <= member.sent_unvalidated
+    )
 
 
 def members_fitting(nicks: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -300,37 +319,72 @@ class SessionTable:
     def mark_first(self, member: Member) -> None:
         self.dirty = {member: None, **self.dirty}
 
+    def mark_last(self, member: Member) -> None:
+        """The member has something to flush, after everyone marked so far: the sender of
+        what was just handled, whose answer (a POSTED, an ACK) is less urgent than the
+        fan-out that answer confirms."""
+        dirty = self.dirty
+        dirty.pop(member, None)
+        dirty[member] = None
+
     # --- timers ---------------------------------------------------------------------------
 
-    def reschedule(self, member: Member, blocked: bool) -> None:
-        """Arm the member's next deadline: its link's timer, unless sending is ``blocked``
-        (an unvalidated address out of budget), and its expiry."""
-        expiry = member.last_heard + self.timeout
-        link_timer = member.link.next_timer()
-        deadline = expiry if link_timer is None or blocked else min(link_timer, expiry)
+    def reschedule(self, member: Member) -> None:
+        """Arm the member's next deadline (``deadline``). Only an earlier deadline is
+        pushed; one that moved later (an ACK emptied the flight) is found stale, and pushed
+        again at its true time, when it comes to the top of the heap (``next_deadline``,
+        ``due``): no wake-up for a timer that no longer has work."""
+        deadline = self.deadline(member)
         if deadline < member.scheduled:
             member.scheduled = deadline
             self._timer_order += 1
             heapq.heappush(self.timers, (deadline, self._timer_order, member.token))
 
+    def deadline(self, member: Member) -> float:
+        """The member's next deadline as its state says now: its link's timer, unless
+        sending is blocked (an unvalidated address out of budget), and its expiry."""
+        expiry = member.last_heard + self.timeout
+        link_timer = member.link.next_timer()
+        if link_timer is None or link_timer >= expiry or sending_blocked(member):
+            return expiry
+        return link_timer
+
+    def _postpone(self, member: Member, deadline: float) -> None:
+        """Replace the top of the heap, the member's stale entry, by its true deadline."""
+        member.scheduled = deadline
+        self._timer_order += 1
+        heapq.heapreplace(self.timers, (deadline, self._timer_order, member.token))
+
     def next_deadline(self) -> float | None:
         timers = self.timers
+        members = self.members
         while timers:
             deadline, _, token = timers[0]
-            member = self.members.get(token)
-            if member is not None and member.scheduled == deadline:
+            member = members.get(token)
+            if member is None or member.scheduled != deadline:
+                heapq.heappop(timers)
+                continue
+            actual = self.deadline(member)
+            if actual <= deadline:
                 return deadline
-            heapq.heappop(timers)
+            self._postpone(member, actual)
         return None
 
     def due(self, now: float) -> Iterator[Member]:
         """Members whose deadline has come, each disarmed as it is yielded."""
         timers = self.timers
+        members = self.members
         while timers and timers[0][0] <= now:
-            deadline, _, token = heapq.heappop(timers)
-            member = self.members.get(token)
+            deadline, _, token = timers[0]
+            member = members.get(token)
             if member is None or member.scheduled != deadline:
+                heapq.heappop(timers)
                 continue
+            actual = self.deadline(member)
+            if actual > now:  # stale: its work was done meanwhile
+                self._postpone(member, actual)
+                continue
+            heapq.heappop(timers)
             member.scheduled = math.inf
             yield member
 
