@@ -226,3 +226,30 @@ def test_unusable_passphrases_are_refused_at_once(passphrase: str) -> None:
 def test_a_relay_key_has_32_bytes(relay_key: bytes) -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         derive_room_psk("open sesame", relay_key)
+
+
+def test_sessions_keep_raw_keys_and_share_a_bounded_cache_of_cipher_contexts() -> None:
+    """An AEAD context costs kilobytes of the crypto library's memory: a relay with many idle
+    members must not hold two per member. Sessions keep 32-byte keys; contexts are cached for
+    the keys in use, never more than CIPHER_CACHE, and a key whose context was dropped still
+    seals and opens as before."""
+    from udpchat import seal
+
+    rng = random.Random(5)
+    first = None
+    for index in range(seal.CIPHER_CACHE + 50):
+        send, receive = rng.randbytes(KEY_SIZE), rng.randbytes(KEY_SIZE)
+        ends = (SessionCipher(send, receive, False), SessionCipher(receive, send, False))
+        assert not any(
+            isinstance(value, ChaCha20Poly1305)
+            for end in ends
+            for direction in (end.sending, end.receiving)
+            for value in direction._keys.values()
+        )
+        datagram = ends[0].seal(DATA, TOKEN, index, b"hello")
+        assert ends[1].open(envelope(datagram)) == b"hello"
+        if first is None:
+            first = ends
+        assert seal._cipher.cache_info().currsize <= seal.CIPHER_CACHE
+    assert first is not None  # its contexts were evicted long ago; it still works
+    assert first[1].open(envelope(first[0].seal(DATA, TOKEN, 10**6, b"again"))) == b"again"

@@ -215,16 +215,23 @@ class RelayCore:
             sessions.dirty = {}
             flush, reschedule = self.paths.flush, sessions.reschedule
             pending = iter(dirty)
-            for member in pending:
-                if limit is not None and len(out) >= limit:
-                    rest = {member: None}
-                    rest.update(dict.fromkeys(pending))
-                    rest.update(sessions.dirty)
-                    sessions.dirty = rest
-                    break
-                flush(member, now, out)
-                if member.live:
-                    reschedule(member)
+            sessions.carried = set()
+            try:
+                for member in pending:
+                    if limit is not None and len(out) >= limit:
+                        rest = {member: None}
+                        rest.update(dict.fromkeys(pending))
+                        sessions.carried = set(rest)
+                        rest.update(sessions.dirty)
+                        sessions.dirty = rest
+                        break
+                    flush(member, now, out)
+                    if member.live:
+                        reschedule(member)
+            except BaseException:
+                # the faulty member's output is lost, not the others' marks
+                sessions.dirty = {**dict.fromkeys(pending), **sessions.dirty}
+                raise
         if sessions.closing:
             for member in sessions.closing:
                 self.paths.flush(member, now, out)

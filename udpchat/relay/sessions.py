@@ -161,6 +161,8 @@ class SessionTable:
         self.dirty: dict[Member, None] = {}
         # Members that quit: flushed once more (the ACK of their QUIT), then GONE.
         self.closing: list[Member] = []
+        # Members a flush cut short by its ``limit`` left dirty: they keep their place.
+        self.carried: set[Member] = set()
         # Every nickname in the room (live, dormant, on other relays), kept sorted as members
         # come and go: in a room of a thousand, sorting it again at every join cost more than
         # the rest of the room's part of a join; its tuple, and (that tuple, the prefix of it that
@@ -324,6 +326,8 @@ class SessionTable:
         what was just handled, whose answer (a POSTED, an ACK) is less urgent than the
         fan-out that answer confirms."""
         dirty = self.dirty
+        if member in self.carried:
+            return  # waiting since a flush cut short: moving it back could starve it
         dirty.pop(member, None)
         dirty[member] = None
 

@@ -1,0 +1,78 @@
+"""The order in which a relay turn flushes its members, and what survives a cut-short or
+failing flush: the just-handled member goes last (its POSTED after the fan-out it confirms),
+but never behind the members a sliced flush left waiting, and a fault in one member's flush
+costs that member's output only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.relaysim import RELAY, client_addr, join, setup
+from udpchat import messages as m
+from udpchat.relay.config import RelayConfig
+
+pytestmark = pytest.mark.unit
+
+BIG = RelayConfig(
+    flood_burst=1000,
+    flood_rate=1000.0,
+    max_members_per_host=1000,
+    max_members_per_network=1000,
+    handshake_burst=1000,
+    handshake_rate=1000.0,
+)
+
+
+def test_a_member_waiting_in_a_sliced_leftover_is_not_pushed_back_by_its_own_datagrams() -> None:
+    """Turns cut short (two slices of 64, as when handshakes wait): member B, waiting in the
+    leftover, pings every turn; it must still be served, not moved behind everyone again."""
+    net, relay = setup(BIG)
+    clients = [join(net, f"m{i}", i) for i in range(140)]
+    net.run(2.0)
+    net.detach(RELAY)
+    b_index = 70
+    b = clients[b_index]
+    now = net.now
+    served = False
+    for turn in range(12):
+        now += 0.002
+        talker = clients[turn]
+        talker.send(m.Say(f"line {turn}"))
+        for data, _ in talker.datagrams_to_send(now):
+            relay.receive_datagram(data, client_addr(turn), now)
+        assert b.link is not None
+        b.link.ping()
+        for data, _ in b.datagrams_to_send(now):
+            relay.receive_datagram(data, client_addr(b_index), now)
+        out = relay.datagrams_to_send(now, 128)
+        served = served or any(addr == client_addr(b_index) for _, addr in out)
+    assert served
+
+
+def test_a_fault_flushing_one_member_leaves_the_others_marked() -> None:
+    net, relay = setup(RelayConfig(flood_burst=100, flood_rate=100.0))
+    alice, _bob, _carol = [join(net, n, i) for i, n in enumerate(("alice", "bob", "carol"))]
+    net.run(2.0)
+    net.detach(RELAY)
+    now = net.now
+    alice.send(m.Say("hello"))
+    for data, _ in alice.datagrams_to_send(now):
+        relay.receive_datagram(data, client_addr(0), now)
+    first = next(iter(relay.sessions.dirty))
+    flush: Callable[..., None] = relay.paths.flush
+
+    def faulty(member: object, when: float, out: list[tuple[bytes, object]]) -> None:
+        if member is first:
+            relay.paths.flush = flush  # type: ignore[method-assign]
+            raise RuntimeError("a bug in one member's flush")
+        flush(member, when, out)
+
+    relay.paths.flush = faulty  # type: ignore[method-assign, assignment]
+    with pytest.raises(RuntimeError):
+        relay.datagrams_to_send(now)  # the driver reports it and goes on
+    # the others' copies (and alice's answer) are still due: the next turn sends them
+    assert len(relay.sessions.dirty) == 2
+    assert relay.next_timer() is not None and relay.next_timer() <= now  # type: ignore[operator]
+    assert len(relay.datagrams_to_send(now)) >= 2
