@@ -19,6 +19,7 @@ passed in, so the cores keep their injected random source and test vectors are e
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -118,19 +119,8 @@ def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
-# RFC 2104 pads for BLAKE2s's 64-byte block, as translation tables: key XOR ipad, key XOR opad.
-_BLOCK = 64
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 def _hmac(key: bytes, data: bytes) -> bytes:
-    """HMAC-BLAKE2s (RFC 2104) for keys of at most one block, as Noise's are (HASHLEN):
-    the same bytes as ``hmac.new(key, data, blake2s)``, a quarter cheaper (a handshake
-    makes nine on each side)."""
-    padded = key.ljust(_BLOCK, b"\x00")
-    inner = hashlib.blake2s(padded.translate(_IPAD) + data).digest()
-    return hashlib.blake2s(padded.translate(_OPAD) + inner).digest()
+    return hmac.new(key, data, hashlib.blake2s).digest()
 
 
 def _hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
