@@ -195,6 +195,13 @@ def test_a_kept_nickname_is_not_for_anyone_else(tmp_path: Path) -> None:
     net.run(1.0)
     assert impostor.state is not SessionState.JOINED or impostor.nick != "alice"
     assert second.member_nicks() in ([], ["alice_"])
+    # the refusal says why, and for how long (most often it is alice, her client restarted)
+    refused = [e for e in drain(impostor) if isinstance(e, ev.JoinRejected)]
+    assert len(refused) == 1
+    assert refused[0].reason == (
+        "the nickname alice is kept for its member, who may come back after the relay's"
+        " restart: free in 5 s unless they do"
+    )
 
 
 def of_kind(events: list[ev.ClientEvent], kind: type[ev.ClientEvent]) -> list:  # type: ignore[type-arg]

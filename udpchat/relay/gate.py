@@ -281,12 +281,17 @@ class Gate:
         key = nick_key(request.nick)
         holder = self.sessions.holder(key)
         if holder is not None and holder is not old:
-            self._reject(
-                join.nonce,
-                wire.RejectCode.NICK_TAKEN,
-                f"the nickname {request.nick} is taken",
-                addr,
-            )
+            reason = f"the nickname {request.nick} is taken"
+            if isinstance(holder, Dormant):
+                # protocol.md 6.6: kept for its member across the relay's restart. Most often
+                # that is the user asking, from a client that was restarted too and lost its
+                # session: say how long the wait is.
+                wait = max(1, math.ceil(holder.expires - now))
+                reason = (
+                    f"the nickname {request.nick} is kept for its member, who may come back"
+                    f" after the relay's restart: free in {wait} s unless they do"
+                )
+            self._reject(join.nonce, wire.RejectCode.NICK_TAKEN, reason, addr)
             return None
         new_here = old is None or isinstance(old, Moved)
         if new_here and len(self.sessions.members) >= self.config.max_members:
