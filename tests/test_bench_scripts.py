@@ -94,3 +94,13 @@ def test_wire_cost_accounts_for_every_byte_of_the_reference_traffic() -> None:
     (say,) = [x for x in lines if x.split()[:1] == ["SAY"]][:1]
     header = float(say.split()[6])
     assert 10.0 <= header <= 12.0, say
+
+
+@pytest.mark.timeout(90)
+def test_latency_hops_times_a_line_hop_by_hop() -> None:
+    out = run_script("latency_hops.py", "--lines", "10", "--rate", "50")
+    assert out.startswith("10 of 10 lines: p50 ")
+    for stage in ("say() to the sender's DATA sent", "relay's turn to the receiver's copy",
+                  "receiver's turn to its event"):
+        assert stage in out
+    assert "copy left before the poster's POSTED: " in out
