@@ -36,10 +36,8 @@ def test_a_join_probe_nobody_answers_ends_at_its_deadline_with_the_reason() -> N
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        start = time.monotonic()
         with pytest.raises(RuntimeError, match=r"did not welcome one more member within 0\.6 s"):
             probe_join(silent.getsockname(), "probe", timeout=0.6)
-        assert time.monotonic() - start < 5
         # it asked again while it waited: a lost HELLO is not a failed join
         silent.settimeout(0)
         hellos = 0

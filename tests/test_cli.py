@@ -360,24 +360,6 @@ def test_relay_store_errors_are_one_line_usage_errors(
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--room", "lobby"], "--room names a room on Redis: it goes with --store redis://"),
-        (["--store", "memory:", "--room", "lobby"], "--room names a room on Redis"),
-        (["--store", "redis://h:1/0", "--room", "a{b}"], "--room: letters, digits"),
-        (["--store", "redis://h:1/0", "--room", ""], "--room: expected 1 to 64 characters"),
-    ],
-)
-def test_relay_room_errors_are_one_line_usage_errors(
-    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
-) -> None:
-    calls = fake_entry(monkeypatch, "udpchat.relay_server", "run_relay")
-    assert message in one_error_line(invoke("relay", *args))
-    assert calls == []
-
-
-@pytest.mark.unit
 def test_relay_on_redis_without_the_package_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -421,6 +403,10 @@ def test_relay_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path: Pat
         (["--notice-fanout", "0"], "--notice-fanout: expected a number above 0"),
         (["--notice-fanout", "-5"], "--notice-fanout: expected a number above 0"),
         (["--dup", "200%"], "--dup: invalid rate"),
+        (["--room", "lobby"], "--room names a room on Redis: it goes with --store redis://"),
+        (["--store", "memory:", "--room", "lobby"], "--room names a room on Redis"),
+        (["--store", "redis://h:1/0", "--room", "a{b}"], "--room: letters, digits"),
+        (["--store", "redis://h:1/0", "--room", ""], "--room: expected 1 to 64 characters"),
     ],
 )
 def test_relay_errors_are_one_line(

@@ -35,9 +35,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from udpchat import messages as m
-from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat_bench.load import LOCALHOST, LoadGenerator, proc_cpu_s
 
@@ -69,30 +69,12 @@ class ClusterGenerator(LoadGenerator):
         with contextlib.suppress(OSError):
             self.socks[sock].sendto(data, self.relays[index % len(self.relays)])
 
-    def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
-        if isinstance(datagram, wire.Protected):
-            member = self.by_token.get(datagram.token)
-            if member is not None and member.index in self.sampled and member.welcomed:
-                raws = member.receive(datagram, now)
-                for raw in raws:
-                    self._count(raw)
-                    if len(raw) > 1 and raw[1] == m.MessageKind.MESSAGE:
-                        message = m.decode_message(raw)
-                        text = getattr(message, "text", "")
-                        if text.startswith("t"):
-                            self.latencies.append(now - float(text[1:]))
-                self.dirty.add(member.index)
-                return
-        super().receive(datagram, now, arrived)
-
-    def _count(self, raw: bytes) -> None:
-        kind = raw[1] if len(raw) > 1 else -1
-        if kind == m.MessageKind.MESSAGE:
-            self.deliveries += 1
-        elif kind == m.MessageKind.POSTED:
-            self.posted += 1
-        elif kind == m.MessageKind.REFUSED:
-            self.refused += 1
+    def on_message(self, member: Any, raw: bytes, now: float, arrived: float) -> None:
+        super().on_message(member, raw, now, arrived)
+        if member.index in self.sampled and len(raw) > 1 and raw[1] == m.MessageKind.MESSAGE:
+            text = getattr(m.decode_message(raw), "text", "")
+            if text.startswith("t"):
+                self.latencies.append(now - float(text[1:]))
 
     def _chat(self, now: float) -> None:
         if not self.chatting:

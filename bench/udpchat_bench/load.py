@@ -367,29 +367,33 @@ class LoadGenerator:
             return member is not None and not member.welcomed
         return True
 
+    def on_message(self, member: _Member, raw: bytes, now: float, arrived: float) -> None:
+        """One message a member's link delivered: counted, and a WELCOME starts its beat."""
+        kind = raw[1] if len(raw) > 1 else -1
+        if kind == m.MessageKind.MESSAGE:
+            self.deliveries += 1
+        elif kind == m.MessageKind.POSTED:
+            self.posted += 1
+        elif kind == m.MessageKind.REFUSED:
+            self.refused += 1
+        elif kind == m.MessageKind.WELCOME and not member.welcomed:
+            if member.stages is not None:
+                member.stages.note("welcome_arrived", arrived)
+                member.stages.note("welcome_read", time.time())
+            member.welcomed = True
+            member.join_s = now - member.started
+            self.welcomed += 1
+            offset = (member.index / max(len(self.members), 1)) * self.heartbeat
+            member.next_beat = now + self.heartbeat + offset
+            self._schedule(member, member.next_beat)
+
     def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
         if isinstance(datagram, wire.Protected):
             member = self.by_token.get(datagram.token)
             if member is None:
                 return
             for raw in member.receive(datagram, now):
-                kind = raw[1] if len(raw) > 1 else -1
-                if kind == m.MessageKind.MESSAGE:
-                    self.deliveries += 1
-                elif kind == m.MessageKind.POSTED:
-                    self.posted += 1
-                elif kind == m.MessageKind.REFUSED:
-                    self.refused += 1
-                elif kind == m.MessageKind.WELCOME and not member.welcomed:
-                    if member.stages is not None:
-                        member.stages.note("welcome_arrived", arrived)
-                        member.stages.note("welcome_read", time.time())
-                    member.welcomed = True
-                    member.join_s = now - member.started
-                    self.welcomed += 1
-                    offset = (member.index / max(len(self.members), 1)) * self.heartbeat
-                    member.next_beat = now + self.heartbeat + offset
-                    self._schedule(member, member.next_beat)
+                self.on_message(member, raw, now, arrived)
             self.dirty.add(member.index)
         elif isinstance(datagram, (wire.Challenge, wire.Accept, wire.Busy)):
             member = self.by_nonce.get(datagram.nonce)
