@@ -124,9 +124,9 @@ def test_a_reader_that_fails_each_time_waits_a_period_between_tries(
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return {"a": "dict, as RESP3 answers"}
+        return "neither a list nor a map"
 
-    monkeypatch.setattr(a.log.reader_client, "xread", broken)
+    monkeypatch.setattr(a.log.reader_line, "call", broken)
     a.log.start(a.woken.set)
     assert wait_until(lambda: len(calls) >= 2, WAIT)
     a.log.stopping.wait(5 * PERIOD)

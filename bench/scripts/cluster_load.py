@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from udpchat import messages as m
+from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat_bench.load import LOCALHOST, LoadGenerator, proc_cpu_s
 
@@ -52,16 +53,26 @@ def _free_port() -> int:
 
 
 class ClusterGenerator(LoadGenerator):
-    """The load generator's members, spread over several relays, posting timed messages."""
+    """The load generator's members, spread over several relays, posting timed messages.
+
+    A copy's latency ends when the kernel received it (SO_TIMESTAMPNS), not when this one
+    Python thread, busy decrypting everybody's copies, got round to it."""
 
     def __init__(
         self, relays: list[Address], count: int, heartbeat: float, rate: float, sample: int
     ) -> None:
-        super().__init__(relays[0], count, heartbeat, rate)
+        super().__init__(relays[0], count, heartbeat, rate, stamps=True)
+        self.clock_offset = time.time() - time.monotonic()  # kernel stamps are wall-clock
         self.relays = relays
         self.sampled = set(range(min(sample, count)))
         self.latencies: list[float] = []
         self.sent = 0
+        self.datagrams = 0  # session datagrams the members received (bundling: < deliveries)
+
+    def receive(self, datagram: wire.Datagram, now: float, arrived: float = math.nan) -> None:
+        if isinstance(datagram, wire.Protected):
+            self.datagrams += 1
+        super().receive(datagram, now, arrived)
 
     def _send(self, member: object, data: bytes) -> None:
         index: int = member.index  # type: ignore[attr-defined]
@@ -74,7 +85,8 @@ class ClusterGenerator(LoadGenerator):
         if member.index in self.sampled and len(raw) > 1 and raw[1] == m.MessageKind.MESSAGE:
             text = getattr(m.decode_message(raw), "text", "")
             if text.startswith("t"):
-                self.latencies.append(now - float(text[1:]))
+                end = now if math.isnan(arrived) else arrived - self.clock_offset
+                self.latencies.append(end - float(text[1:]))
 
     def _chat(self, now: float) -> None:
         if not self.chatting:
@@ -99,12 +111,16 @@ def _relay_log(proc: subprocess.Popen[str]) -> None:
 
 
 def _start_relay(
-    store: str, room: str | None, key: Path, members: int, profile: Path | None
+    store: str, room: str | None, key: Path, members: int, profile: Path | None,
+    hops: Path | None = None,
 ) -> tuple[subprocess.Popen[str], Address]:
     limit = str(max(1024, members + 64))
     python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    # --hops: the relay runs through this script, which stamps each event's way first
+    hops_script = str(Path(__file__).with_name("cluster_hops.py"))
+    launcher = [hops_script, str(hops)] if hops is not None else ["-m", "udpchat"]
     args = [
-        *python, "-m", "udpchat", "relay", "--port", "0", "--store", store,
+        *python, *launcher, "relay", "--port", "0", "--store", store,
         "--identity", str(key), "--flood-burst", "100000", "--flood-rate", "100000",
         "--max-per-host", limit, "--max-per-network", limit, "--handshake-burst", limit,
         "--handshake-rate", "1000", "--admission-burst", limit, "--admission-rate", "1000",
@@ -154,7 +170,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         relays = []
         for index in range(args.relays):
             profile = Path(args.profile) / f"relay-{index}.prof" if args.profile else None
-            proc, address = _start_relay(store, room, work / "relay.key", args.members, profile)
+            hops = work / f"hops-{index}.json" if args.hops else None
+            proc, address = _start_relay(
+                store, room, work / "relay.key", args.members, profile, hops
+            )
             procs.append(proc)
             relays.append(address)
         generator = ClusterGenerator(relays, args.members, 1.0, args.rate, args.sample)
@@ -166,6 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         cpu0 = sum(proc_cpu_s(pid) for pid in pids)
         redis0 = proc_cpu_s(redis_proc.pid) if redis_proc is not None else 0.0
         delivered0, posted0, t0 = generator.deliveries, generator.posted, time.monotonic()
+        datagrams0 = generator.datagrams
         generator.set_chat(True)
         end = t0 + args.duration
         while time.monotonic() < end:
@@ -179,6 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             generator.step(time.monotonic(), 0.05)
         posted = generator.posted - posted0
         delivered = generator.deliveries - delivered0
+        datagrams = generator.datagrams - datagrams0
         expected = posted * (args.members - 1)
         lat = sorted(generator.latencies)
         window = t1 - t0
@@ -186,7 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         def pct(q: float) -> float:
             return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else math.nan
 
-        return {
+        result: dict[str, object] = {
             "store": args.store,
             "relays": args.relays,
             "members": args.members,
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "refused": generator.refused,
             "messages_per_s": round(posted / window, 1),
             "deliveries_per_s": round(delivered / window, 1),
+            "member_datagrams_per_delivery": round(datagrams / max(delivered, 1), 3),
             "loss_pct": round(100 * (1 - delivered / expected), 3) if expected else math.nan,
             "fanout_ms_p50": round(1000 * statistics.median(lat), 2) if lat else math.nan,
             "fanout_ms_p99": pct(0.99),
@@ -203,6 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "relay_cpu_us_per_delivery": round(1e6 * (cpu1 - cpu0) / max(delivered, 1), 2),
             "redis_cpu_pct": round(100 * (redis1 - redis0) / window, 1),
         }
+        return result
     finally:
         if generator is not None:
             generator.close()
@@ -216,6 +239,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if redis_proc is not None:
             redis_proc.kill()
             redis_proc.wait(10)
+        if args.hops:
+            from cluster_hops import summarize  # beside this script
+
+            hop_files = [work / f"hops-{index}.json" for index in range(args.relays)]
+            print(json.dumps({"hops_ms": summarize(hop_files)}))
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -229,6 +257,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--sample", type=int, default=6, help="members whose deliveries are timed")
     parser.add_argument("--profile", metavar="DIR", help="run the relays under cProfile")
+    parser.add_argument("--hops", action="store_true", help="stamp each timed post's way "
+                        "through the relays and Redis (cluster_hops.py) and print the hops")
     args = parser.parse_args()
     if args.relays < 1 or args.members < 2 or args.rate <= 0 or args.duration <= 0:
         parser.error("need --relays >= 1, --members >= 2, --rate > 0, --duration > 0")

@@ -60,6 +60,7 @@ from udpchat.stores.errors import StoreError
 from udpchat.stores.redis_runtime import (
     Health,
     Housekeeper,
+    Line,
     Reader,
     entries_of,
     redacted,
@@ -145,8 +146,11 @@ class RedisSharedLog:
             self.reader_client = redis.Redis.from_url(url, **options)
         except ValueError as error:
             raise StoreError(f"--store {redacted(url)}: {error}") from None
+        # The hot path's two calls, each on a connection of its own (redis_runtime.Line).
+        self.reader_line = Line(self.reader_client)
+        self.append_line = Line(self.client)
         register = self.client.register_script
-        self._append = register(lua.APPEND)
+        self._append = self.append_line.bind(register(lua.APPEND))
         self._claim = register(lua.CLAIM)
         self._release = register(lua.RELEASE)
         self._move = register(lua.MOVE)
@@ -221,6 +225,8 @@ class RedisSharedLog:
         self._close_clients()
 
     def _close_clients(self) -> None:
+        self.append_line.close()
+        self.reader_line.close()
         self.client.close()
         self.reader_client.close()
 

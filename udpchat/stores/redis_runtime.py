@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,7 +29,10 @@ from udpchat.stores.redis_view import Entries
 if TYPE_CHECKING:
     from udpchat.stores.redis import RedisSharedLog
 
-__all__ = ["READ_COUNT", "Health", "Housekeeper", "Reader", "entries_of", "redacted", "wants_resp3"]
+__all__ = [
+    "READ_COUNT", "Health", "Housekeeper", "Line", "Reader", "entries_of", "redacted",
+    "wants_resp3",
+]
 
 log = logging.getLogger("udpchat.relay.redis")
 
@@ -73,6 +77,59 @@ def entries_of(reply: Any) -> Entries:
         else:
             entries.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
     return entries
+
+
+class Line:
+    """A connection of ``client`` kept for one kind of call on the room's hot path (the
+    reader's XREAD, the append script): the command is written and its answer read on it
+    directly, without redis-py's per-command layers (the pool's checkout and release, the
+    retry wrapper, the event hooks), which cost about twice the CPU of the call itself: per
+    XREAD of one entry, 141 against 47 µs (bench/scripts/redis_event_cost.py).
+
+    Same settings as the client (its URL's password, TLS, db and time-outs: the connection
+    is made by its pool, and connects, or connects again after a failure, at its next
+    call); no retries, as the client is set. The answers are raw: in the protocol redis-py
+    speaks by default (RESP3 from redis-py 8 on, RESP2 before), which the callers read in
+    either shape. Errors are redis-py's: a connection that failed is closed by redis-py, so
+    the next call starts afresh. Calls are serialized."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._connection: Any = client.connection_pool.make_connection()
+        self._lock = threading.Lock()
+
+    def call(self, *args: Any) -> Any:
+        with self._lock:
+            connection = self._connection
+            if connection._sock is not None:
+                # As the pool checks a connection it hands out: one with something to read
+                # between calls was closed by Redis (a restart, an idle time-out): open
+                # another before sending, rather than fail the call on the old one.
+                try:
+                    stale = connection.can_read(timeout=0)
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    stale = True
+                if stale:
+                    connection.disconnect()
+            connection.send_command(*args, check_health=False)
+            return connection.read_response()
+
+    def bind(self, script: Any) -> Callable[..., Any]:
+        """A registered script (redis-py's ``Script``) run on this line, called as the script
+        is (``keys=``, ``args=``): by its digest; by its text (which loads it) if this Redis
+        does not have it (restarted, flushed, SCRIPT FLUSH)."""
+
+        def run(keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+            try:
+                return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return self.call("EVAL", script.script, len(keys), *keys, *args)
+
+        return run
+
+    def close(self) -> None:
+        # Not under the lock: a reader still blocked in XREAD (its thread did not stop in
+        # time) is woken by its socket closing, as with the client's own close.
+        self._connection.disconnect()
 
 
 class Health:
@@ -137,44 +194,54 @@ class Reader:
     def _follow(self) -> None:
         store = self._store
         block = max(1, round(store.period * 1000))
-        log_key, inbox_key = store.keys.log.encode(), store.keys.inbox(store.relay_hex).encode()
-        view = store.view
         while not store.stopping.is_set():
-            with view.lock:
-                generation = view.generation
-                if int(view.read_id.split("-")[0]) < view.seen:
-                    view.read_id = f"{view.seen}-0"  # appends here read those already
-                streams: dict[bytes | str | memoryview, int | bytes | str | memoryview] = {
-                    log_key: view.read_id, inbox_key: view.inbox_id
-                }
             try:
-                got = store.reader_client.xread(streams, count=READ_COUNT, block=block)
+                queued = self.read_once(block)
             except redis.RedisError as error:
                 store.health.failed(error)
                 store.stopping.wait(store.period)
                 continue
-            if got is not None and not isinstance(got, list):
-                raise TypeError(f"XREAD answered a {type(got).__name__}, not a list (RESP3?)")
-            store.health.ok()
-            queued = False
-            with view.lock:
-                if generation != view.generation:
-                    continue  # read from the stream of an epoch that has ended
-                replies: list[Any] = list(got or [])
-                for name, reply in replies:
-                    entries = entries_of(reply)
-                    if not entries:
-                        continue
-                    last = entries[-1][0]
-                    last_id = last.decode() if isinstance(last, bytes) else str(last)
-                    if name in (log_key, log_key.decode()):
-                        queued |= view.take_entries(entries)
-                        view.read_id = last_id
-                    else:
-                        queued |= view.take_inbox(entries, store.moved_away)
-                        view.inbox_id = last_id
             if queued:
                 store.wake()
+
+    def read_once(self, block: int) -> bool:
+        """One XREAD of the stream and the inbox (waiting up to ``block`` ms), filtered into
+        the queue; True if something was queued. ``RedisError`` if Redis did not answer."""
+        store = self._store
+        log_key, inbox_key = store.keys.log.encode(), store.keys.inbox(store.relay_hex).encode()
+        view = store.view
+        with view.lock:
+            generation = view.generation
+            if int(view.read_id.split("-")[0]) < view.seen:
+                view.read_id = f"{view.seen}-0"  # appends here read those already
+            read_id, inbox_id = view.read_id, view.inbox_id
+        got = store.reader_line.call(
+            "XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS", log_key, inbox_key,
+            read_id, inbox_id,
+        )
+        if isinstance(got, dict):
+            got = list(got.items())  # RESP3 answers a map: stream -> entries
+        elif got is not None and not isinstance(got, list):
+            raise TypeError(f"XREAD answered a {type(got).__name__}, not a list")
+        store.health.ok()
+        queued = False
+        with view.lock:
+            if generation != view.generation:
+                return False  # read from the stream of an epoch that has ended
+            replies: list[Any] = list(got or [])
+            for name, reply in replies:
+                entries = entries_of(reply)
+                if not entries:
+                    continue
+                last = entries[-1][0]
+                last_id = last.decode() if isinstance(last, bytes) else str(last)
+                if name in (log_key, log_key.decode()):
+                    queued |= view.take_entries(entries)
+                    view.read_id = last_id
+                else:
+                    queued |= view.take_inbox(entries, store.moved_away)
+                    view.inbox_id = last_id
+        return queued
 
 
 class Housekeeper:

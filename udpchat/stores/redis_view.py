@@ -76,10 +76,11 @@ class RoomView:
         # This relay's appends that Redis did not answer in time, by their number: if Redis
         # ran one after all, it is in the room, and this relay's members get it as well.
         self.abandoned: dict[bytes, None] = {}
-        # This relay's appends under way, by their number, with their entry if the reader
-        # read it before the append returned: should the append fail after all, the entry is
-        # queued (it is in the room, and the core never had it from ``append``).
-        self.in_flight: dict[bytes, ForeignEvent | None] = {}
+        # This relay's appends under way, by their number, with their entry (seq, fields) if
+        # the reader read it before the append returned: should the append fail after all,
+        # the entry is queued (it is in the room, and the core never had it from ``append``).
+        # Kept as read, decoded only then: the append's answer makes it needless otherwise.
+        self.in_flight: dict[bytes, tuple[int, dict[bytes, bytes]] | None] = {}
         # Called (under ``lock``) when the room starts a new epoch: the core resets every
         # session of this relay, so the store forgets their members and claims.
         self.renewed: Callable[[], None] = lambda: None
@@ -136,7 +137,7 @@ class RoomView:
             if fields.get(b"o") == self._relay:
                 number = fields.get(b"n", b"")
                 if number in self.in_flight:
-                    self.in_flight[number] = self.foreign(seq, fields)
+                    self.in_flight[number] = (seq, fields)
                     continue  # ``append`` gives it to the core, or ``failed`` queues it
                 if number not in self.abandoned:
                     continue  # appended here, and given to the core by ``append``
@@ -151,10 +152,13 @@ class RoomView:
         """Append ``number`` got no answer: if the reader already read its entry, queue it
         in seq order (True); otherwise the reader queues it if Redis ran it after all. The
         core takes nothing while its append is under way, so nothing after it was taken."""
-        entry = self.in_flight.pop(number, None)
-        if entry is None:
+        read = self.in_flight.pop(number, None)
+        if read is None:
             self.abandon(number)
             return False
+        entry = self.foreign(*read)
+        if entry is None:
+            return False  # read, and does not decode (logged): nothing to queue
         at = next(
             (i for i, item in enumerate(self.queue)
              if isinstance(item, ForeignEvent) and item.seq > entry.seq),
