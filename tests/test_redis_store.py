@@ -45,6 +45,38 @@ def foreign(items: list[Any]) -> list[ForeignEvent]:
     return [item for item in items if isinstance(item, ForeignEvent)]
 
 
+def test_a_turns_posts_are_appended_together_each_as_alone(relays: Any) -> None:
+    a, b = relays(threads=False), relays()
+    b.log.append(say("bob", "first"))
+    msgid = secrets.token_bytes(8)
+    results = a.log.append_many(
+        [(say("ann", "one"), msgid), (say("ann", "two"), b""), (say("ann", "one"), msgid)]
+    )
+    one, two, again = results
+    assert not isinstance(one, LogUnavailable) and not isinstance(two, LogUnavailable)
+    assert not isinstance(again, LogUnavailable)
+    assert (one.seq, two.seq, one.new, two.new) == (2, 3, True, True)
+    # the resent one is recognised by its message id, within the same exchange
+    assert (again.seq, again.new) == (2, False)
+    assert m.decode_message(two.data) == m.ChatMessage(3, 1, "ann", "two")
+    # b's event (numbered before them) came with the answers, before the first of them
+    assert [e.seq for e in foreign(a.log.arrived())] == [1]
+    assert a.log.last_seq == 3 and a.log.replay(0)[-2:] == [one.data, two.data]
+    assert a.log.append_many([]) == []
+    assert b.wait_for(lambda taken: len(foreign(taken)) == 2)
+    assert [e.event.text for e in foreign(b.taken)] == ["one", "two"]
+
+
+def test_appends_together_after_redis_lost_its_scripts(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    a = relays(threads=False)
+    a.log.append(say("ann", "one"))
+    redis_server.client().script_flush()
+    results = a.log.append_many([(say("ann", "two"), b""), (say("ann", "three"), b"")])
+    assert [getattr(r, "seq", None) for r in results] == [2, 3]
+
+
 def test_one_order_and_every_foreign_event_before_an_append_returns(relays: Any) -> None:
     a, b = relays(), relays()
     first = a.log.append(say("ann", "one"))

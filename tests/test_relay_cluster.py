@@ -4,6 +4,7 @@ real client sessions on the simulated network, the virtual clock."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.names import nick_key
+from udpchat.relay.memory_shared import MemorySharedLog
 
 pytestmark = pytest.mark.unit
 
@@ -257,3 +259,36 @@ def test_a_member_that_moves_while_its_join_waits_in_a_batch_is_listed_once() ->
         assert relay.room._size() == 3
     for member in (ann, bo, cy):
         assert sorted(member.members) == ["ann", "bo", "cy"]
+
+
+def test_posts_of_one_turn_are_numbered_in_one_exchange_in_the_order_they_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = cluster()
+    ann, bo, cy = c.join("ann", 0), c.join("bo", 0), c.join("cy", 0)
+    di = c.join("di", 1)
+    c.settle()
+    core = c.relay_of(0)
+    assert core.cluster is not None
+    log = core.cluster.log
+    batches: list[int] = []
+    append_many = MemorySharedLog.append_many
+
+    def counted(self: MemorySharedLog, events: list[Any]) -> list[Any]:
+        if self is log:
+            batches.append(len(events))
+        return append_many(self, events)
+
+    monkeypatch.setattr(MemorySharedLog, "append_many", counted)
+    for member in (ann, bo, cy):
+        member.say(f"from {member.nick}", c.net.now)  # they reach the relay together
+    di.say("from di", c.net.now)
+    c.settle()
+    assert 3 in batches  # one exchange with the store for the three
+    seen = [chat(member) for member in (ann, bo, cy, di)]
+    assert all(s == seen[0] for s in seen) and len(seen[0]) == 4
+    texts = [text for _, text in seen[0]]
+    assert texts.index("from ann") < texts.index("from bo") < texts.index("from cy")
+    for member in (ann, bo, cy):
+        own = [e for e in of(member, ev.MessageReceived) if getattr(e, "own", False)]
+        assert len(own) == 1  # answered POSTED once, delivered once

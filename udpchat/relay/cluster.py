@@ -86,6 +86,10 @@ class Cluster(SharedMembers):
         # seq -> the member whose resent post another relay logged as that event, still on
         # its way here: answered POSTED, and not sent the event, when it comes
         self._posted_elsewhere: dict[int, Member] = {}
+        # Posts of this serving turn, numbered together when the turn's output is taken
+        # (``flush_posts``: one exchange with the store for all of them), or before any
+        # other event is appended, so that the room's order is the order they came in.
+        self._posts: list[tuple[Member, EventBuilder, bytes]] = []
         self.retry_at = math.inf
         self.now = 0.0  # the core's latest time (for work held without one)
         self.down = False  # the store failed and has not answered since
@@ -163,8 +167,11 @@ class Cluster(SharedMembers):
     # --- numbering ----------------------------------------------------------------------------
 
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
-        """Append after the held work; the other relays' events numbered below it are
-        queued to the fan-out first. LogUnavailable: nothing was appended."""
+        """Append after the held work and this turn's posts; the other relays' events
+        numbered below it are queued to the fan-out first. LogUnavailable: nothing was
+        appended."""
+        if self._posts:
+            self.flush_posts()
         if self.holding:
             self.retry()
         return self._append(event, msgid)
@@ -221,15 +228,42 @@ class Cluster(SharedMembers):
 
     def post(self, member: Member, event: EventBuilder, msgid: bytes) -> int | None:
         """A member's post: appended (or found by its message id), answered POSTED after
-        the events numbered below it; None if refused because the store is away."""
+        the events numbered below it; None if refused because the store is away, or if it
+        waits to be numbered with the turn's other posts (``flush_posts`` answers it)."""
+        if self.room.notices.kind is None and not self.holding and not self.down:
+            self._posts.append((member, event, msgid))
+            return None
         try:
             if self.room.notices.kind is not None:  # a batch the store could not take
                 raise LogUnavailable(STORE_DOWN)  # must come first
             logged = self.append(event, msgid)
         except LogUnavailable:
-            self.room.stats.store_refused += 1
-            self.room.answer(member, m.Refused(STORE_REFUSAL))
+            self._refuse(member)
             return None
+        return self._posted(member, logged)
+
+    def flush_posts(self) -> None:
+        """Number this turn's posts, in the order they came, in one exchange with the store
+        (each appended as ``post`` would have, and answered: POSTED or REFUSED)."""
+        posts, self._posts = self._posts, []
+        if not posts:
+            return
+        results = self.log.append_many([(event, msgid) for _, event, msgid in posts])
+        for (member, _, msgid), result in zip(posts, results, strict=True):
+            if isinstance(result, LogUnavailable):
+                self.failed()
+                self._refuse(member)
+                continue
+            self.answered()
+            self._take(below=result.seq)
+            self.room._remember(msgid, self._posted(member, result))
+
+    def _refuse(self, member: Member) -> None:
+        self.room.stats.store_refused += 1
+        self.room.answer(member, m.Refused(STORE_REFUSAL))
+
+    def _posted(self, member: Member, logged: LoggedEvent) -> int:
+        """A post the store took (or knew by its message id): fanned out, answered."""
         if not logged.new:
             self.room.stats.resent_requests += 1
             if logged.seq > self.seq:  # logged by another relay, not fanned out here yet
@@ -352,6 +386,7 @@ class Cluster(SharedMembers):
         self.to_forget.clear()
         self.to_release.clear()
         self._posted_elsewhere.clear()
+        self._posts.clear()  # of sessions reset now: their members send them again
         self.unannounced.clear()
         self.announce_again.clear()
         self.retry_at = math.inf

@@ -200,6 +200,8 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
+        if self.cluster is not None:
+            self.cluster.flush_posts()  # protocol.md 6.8: the turn's posts, numbered together
         try:
             self.log.commit()
         except LogUnavailable:

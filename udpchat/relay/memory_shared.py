@@ -218,6 +218,17 @@ class MemorySharedLog:
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
         return self._room.append(self._id, event, msgid)
 
+    def append_many(
+        self, events: list[tuple[EventBuilder, bytes]]
+    ) -> list[LoggedEvent | LogUnavailable]:
+        results: list[LoggedEvent | LogUnavailable] = []
+        for event, msgid in events:
+            try:
+                results.append(self._room.append(self._id, event, msgid))
+            except LogUnavailable as error:
+                results.append(error)
+        return results
+
     def replay(self, after: int) -> list[bytes]:
         self._room.check(self._id)
         if not self._room._history:

@@ -47,7 +47,7 @@ from typing import Protocol, runtime_checkable
 
 from udpchat import messages as m
 from udpchat.errors import UdpchatError
-from udpchat.relay.room_log import KeptMember, RoomLog
+from udpchat.relay.room_log import EventBuilder, KeptMember, LoggedEvent, RoomLog
 
 __all__ = [
     "RELAY_ID_SIZE", "Arrival", "EpochChanged", "ForeignEvent", "LogUnavailable",
@@ -115,6 +115,14 @@ class SharedLog(RoomLog, Protocol):
 
     # ``append`` (from RoomLog) may raise LogUnavailable, and returns the earlier event with
     # ``new`` False for a message id already logged.
+
+    def append_many(
+        self, events: list[tuple[EventBuilder, bytes]]
+    ) -> list[LoggedEvent | LogUnavailable]:
+        """``append`` for each (event, message id), in order, in one exchange with the store
+        where it can: each result is what ``append`` would have returned for it alone, or
+        the LogUnavailable it would have raised."""
+        ...
 
     @property
     def waiting(self) -> bool:

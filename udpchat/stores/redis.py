@@ -150,7 +150,9 @@ class RedisSharedLog:
         self.reader_line = Line(self.reader_client)
         self.append_line = Line(self.client)
         register = self.client.register_script
-        self._append = self.append_line.bind(register(lua.APPEND))
+        script = register(lua.APPEND)
+        self._append = self.append_line.bind(script)
+        self._append_pipeline = self.append_line.bind_many(script)
         self._claim = register(lua.CLAIM)
         self._release = register(lua.RELEASE)
         self._move = register(lua.MOVE)
@@ -245,39 +247,90 @@ class RedisSharedLog:
         return self.view.first_seq
 
     def append(self, event: EventBuilder, msgid: bytes = b"") -> LoggedEvent:
-        built = event(0)
+        result = self.append_many([(event, msgid)])[0]
+        if isinstance(result, LogUnavailable):
+            raise result
+        return result
+
+    def append_many(
+        self, events: list[tuple[EventBuilder, bytes]]
+    ) -> list[LoggedEvent | LogUnavailable]:
+        """Each event appended by its own script, all sent in one write and answered in
+        order (a pipeline: one round trip for a serving turn's posts). Each result is what
+        ``append`` would return or raise for it alone: the scripts run one after the other,
+        each atomic; should the connection fail, the ones not answered are failed appends
+        (the reader brings those Redis ran after all)."""
+        if not events:
+            return []
+        built = [(event(0), msgid) for event, msgid in events]
         self._check_up()
         view = self.view
-        number = str(next(self._appends)).encode()
+        numbers = [str(next(self._appends)).encode() for _ in built]
         with view.lock:
             epoch, seen, fresh = view.epoch, view.seen, view.fresh
-            view.in_flight[number] = None  # the reader holds its entry back until it returns
+            for number in numbers:
+                view.in_flight[number] = None  # the reader holds its entry back until answered
         # Half the time-out: a script Redis runs after this appends nothing, and one that
         # ran before it has half the time-out for its answer to come back.
-        deadline = time.time() * 1000 + self.clock_offset_ms + self._timeout * 500
-        args: list[bytes | str | int] = [
-            self.keys.prefix, epoch, fresh, seen, msgid, self.relay_hex, m.encode_message(built),
-            self._stream_cap, self._id_cap, number, int(deadline),
+        deadline = int(time.time() * 1000 + self.clock_offset_ms + self._timeout * 500)
+        calls = [
+            [
+                self.keys.prefix, epoch, fresh, seen, msgid, self.relay_hex,
+                m.encode_message(event), self._stream_cap, self._id_cap, number, deadline,
+            ]
+            for (event, msgid), number in zip(built, numbers, strict=True)
         ]
         try:
-            now_epoch, seq, new, entries = self._append(args=args)
-        except redis.RedisError as error:
-            with view.lock:  # if it was appended after all, it reaches the core as well
-                view.failed(number)
-            raise self.health.failed(error) from None
+            if len(calls) == 1:
+                answers: list[Any] = [self._append(args=calls[0])]
+            else:
+                # Each script leaves out the entries in between ('0'); one XRANGE after the
+                # last reads them all: each answer would repeat its predecessors' otherwise.
+                for call in calls:
+                    call.append("0")
+                log_key = self.keys.log
+                *answers, between = self._append_pipeline(
+                    calls, ("XRANGE", log_key, f"{seen + 1}-0", "+")
+                )
+                if isinstance(between, redis.RedisError):
+                    # Without them, none of these can be given to the core before the
+                    # events numbered below it: they are appends whose answer was lost
+                    # (the reader brings those Redis ran, in order).
+                    answers = [between] * len(answers)
+                else:
+                    with view.lock:
+                        if view.epoch == epoch:
+                            view.take_entries(entries_of(between))
+        except redis.RedisError as error:  # nothing was answered
+            answers = [error] * len(calls)
+        return [
+            self._appended(answer, epoch, number, event)
+            for answer, number, (event, _) in zip(answers, numbers, built, strict=True)
+        ]
+
+    def _appended(
+        self, answer: Any, epoch: bytes, number: bytes, built: m.RoomEvent
+    ) -> LoggedEvent | LogUnavailable:
+        """One append's answer, as the event logged (or why it was not)."""
+        if isinstance(answer, redis.RedisError):
+            with self.view.lock:  # if it was appended after all, it reaches the core as well
+                self.view.failed(number)
+            return self.health.failed(answer)
         self.health.ok()
+        now_epoch, seq, new, entries = answer
+        view = self.view
         with view.lock:
             view.in_flight.pop(number, None)
             if view.epoch != epoch:
                 # The housekeeper adopted another epoch meanwhile: what the script answered
                 # is of a room this relay has left (and it must not go back to it).
-                raise LogUnavailable("the room's epoch changed during the append")
+                return LogUnavailable("the room's epoch changed during the append")
             if now_epoch != epoch:
                 view.adopt(now_epoch)
             if not seq:  # the room was lost: nothing appended until the core restarts it
-                raise LogUnavailable("the room's store lost the room: a new epoch")
+                return LogUnavailable("the room's store lost the room: a new epoch")
             if seq < 0:
-                raise LogUnavailable("the room's store answered too late: nothing appended")
+                return LogUnavailable("the room's store answered too late: nothing appended")
             if not new:
                 earlier = [view.foreign(seq_of(i), f) for i, f in entries_of(entries)]
                 if earlier and earlier[0] is not None:

@@ -99,19 +99,24 @@ class Line:
 
     def call(self, *args: Any) -> Any:
         with self._lock:
-            connection = self._connection
-            if connection._sock is not None:
-                # As the pool checks a connection it hands out: one with something to read
-                # between calls was closed by Redis (a restart, an idle time-out): open
-                # another before sending, rather than fail the call on the old one.
-                try:
-                    stale = connection.can_read(timeout=0)
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    stale = True
-                if stale:
-                    connection.disconnect()
+            connection = self._ready()
             connection.send_command(*args, check_health=False)
             return connection.read_response()
+
+    def _ready(self) -> Any:
+        """The connection, closed first if Redis closed it meanwhile (called locked)."""
+        connection = self._connection
+        if connection._sock is not None:
+            # As the pool checks a connection it hands out: one with something to read
+            # between calls was closed by Redis (a restart, an idle time-out): open
+            # another before sending, rather than fail the call on the old one.
+            try:
+                stale = connection.can_read(timeout=0)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                stale = True
+            if stale:
+                connection.disconnect()
+        return connection
 
     def bind(self, script: Any) -> Callable[..., Any]:
         """A registered script (redis-py's ``Script``) run on this line, called as the script
@@ -123,6 +128,40 @@ class Line:
                 return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
                 return self.call("EVAL", script.script, len(keys), *keys, *args)
+
+        return run
+
+    def bind_many(self, script: Any) -> Callable[[list[list[Any]], tuple[Any, ...]], list[Any]]:
+        """A registered script run once for each list of arguments (no keys), then the
+        command ``then``, all sent in one write and answered in order: the answers, where
+        an error (a script Redis refused, or the connection failing before that answer)
+        stands in for the answer it replaced. ``RedisError`` if nothing could be sent."""
+
+        def run(
+            calls: list[list[Any]], then: tuple[Any, ...], loaded: bool = False
+        ) -> list[Any]:
+            commands = [("EVALSHA", script.sha, 0, *args) for args in calls]
+            commands.append(then)
+            with self._lock:
+                connection = self._ready()
+                connection.send_packed_command(
+                    connection.pack_commands(commands), check_health=False
+                )
+                answers: list[Any] = []
+                try:
+                    for _ in commands:
+                        try:
+                            answers.append(connection.read_response())
+                        except redis.ResponseError as error:
+                            answers.append(error)
+                except redis.RedisError as error:  # the rest will not be answered
+                    answers += [error] * (len(commands) - len(answers))
+            missing = redis.exceptions.NoScriptError
+            if not loaded and all(isinstance(a, missing) for a in answers[:-1]):
+                # None of them ran (this Redis does not have the script): load it, again.
+                self.call("SCRIPT", "LOAD", script.script)
+                return run(calls, then, loaded=True)
+            return answers
 
         return run
 

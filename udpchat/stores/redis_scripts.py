@@ -53,11 +53,14 @@ end
 
 # KEYS: -. ARGV: prefix, the epoch the relay knows, a fresh epoch (used if the room has none),
 # the newest seq the relay has seen, msgid, origin relay, payload, stream cap, msgid cap, the
-# append's number at its relay, and a deadline on Redis's clock (ms): a script that runs
+# append's number at its relay, a deadline on Redis's clock (ms): a script that runs
 # after it appends nothing ({epoch, -1, 0, {}}), since its relay has given up waiting and told
-# the member the post was refused (Redis was paused, or the network slow).
+# the member the post was refused (Redis was paused, or the network slow); and optionally
+# '0' when the relay reads the entries in between itself (appends sent together, followed by
+# one XRANGE for all of them).
 # Returns {epoch, seq, new (1/0), entries}: for a new event, the log's entries numbered above
-# the seq the relay had seen and below the new one; for a msgid already logged, its seq and
+# the seq the relay had seen and below the new one (none with '0'); for a msgid already
+# logged, its seq and
 # its entry (none if trimmed from the stream); in an epoch the relay does not know yet,
 # nothing is appended ({epoch, 0, 0, {}}): the relay restarts its room first. A room whose
 # seq is behind the seq the relay has seen or behind its stream starts a new epoch (the same).
@@ -89,7 +92,7 @@ if msgid ~= '' then
   end
 end
 local between = {}
-if seq - 1 > seen then
+if ARGV[12] ~= '0' and seq - 1 > seen then
   between = redis.call('XRANGE', log, (seen + 1) .. '-0', (seq - 1) .. '-0')
 end
 return {epoch, seq, 1, between}
