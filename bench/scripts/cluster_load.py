@@ -185,13 +185,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         cpu0 = sum(proc_cpu_s(pid) for pid in pids)
         redis0 = proc_cpu_s(redis_proc.pid) if redis_proc is not None else 0.0
         delivered0, posted0, t0 = generator.deliveries, generator.posted, time.monotonic()
-        datagrams0 = generator.datagrams
+        datagrams0, own0 = generator.datagrams, time.process_time()
         generator.set_chat(True)
         end = t0 + args.duration
         while time.monotonic() < end:
             generator.step(time.monotonic(), 0.01)
         generator.set_chat(False)
         t1 = time.monotonic()
+        own1 = time.process_time()
         cpu1 = sum(proc_cpu_s(pid) for pid in pids)
         redis1 = proc_cpu_s(redis_proc.pid) if redis_proc is not None else 0.0
         end = time.monotonic() + 3.0  # what is still on its way
@@ -224,6 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "relay_cpu_pct": round(100 * (cpu1 - cpu0) / window, 1),
             "relay_cpu_us_per_delivery": round(1e6 * (cpu1 - cpu0) / max(delivered, 1), 2),
             "redis_cpu_pct": round(100 * (redis1 - redis0) / window, 1),
+            "generator_cpu_pct": round(100 * (own1 - own0) / window, 1),
         }
         return result
     finally:

@@ -208,9 +208,17 @@ class RoomView:
         if not kept or kept[-1].seq < logged.seq:
             kept.append(logged)
             return
-        events = sorted([*kept, logged], key=lambda event: event.seq)
-        kept.clear()
-        kept.extend(events[-self._history :])
+        # Out of order by a few at most (a turn's posts and the events around them): its
+        # place is found from the newest end, not by sorting the whole history again.
+        at = len(kept)
+        while at and kept[at - 1].seq > logged.seq:
+            at -= 1
+        if len(kept) == kept.maxlen:
+            if not at:
+                return  # older than all the history kept
+            kept.popleft()
+            at -= 1
+        kept.insert(at, logged)
 
     @property
     def first_seq(self) -> int:
