@@ -18,8 +18,9 @@ written once, next to the protocol.md table they come from.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Annotated, TypeVar, cast
 
@@ -110,6 +111,7 @@ __all__ = [
     "encode_reject",
     "encode_reset",
     "encode_session",
+    "encode_uint",
     "is_handshake_request",
     "path_fields",
     "request_hash",
@@ -369,6 +371,10 @@ class Protected:
     token: Token
     pn: Uint
     sealed: Annotated[bytes, Bin()]
+    # The bytes ``kind``, ``token`` and ``pn`` were read from (the seal's associated data),
+    # kept by ``decode_datagram`` so that opening does not encode them again; empty when
+    # the envelope was built from its fields, and then made from them.
+    header: bytes = field(default=b"", compare=False, repr=False)
 
 
 @SESSION.register(DatagramType.PATH_CHALLENGE)
@@ -462,7 +468,7 @@ def _decode_protected(kind: DatagramType, data: bytes) -> Protected:
         pn = int.from_bytes(data[start + 1 : end], "big")
         if pn < least:
             fail("pn must be in its shortest form")
-    return Protected(kind, data[1:start], pn, data[end:])
+    return Protected(kind, data[1:start], pn, data[end:], data[:end])
 
 
 def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
@@ -588,7 +594,7 @@ def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
     pn``, which is also the associated data its seal authenticates."""
     if len(token) != TOKEN_SIZE:
         raise ValueError(f"a token is {TOKEN_SIZE} bytes")
-    return bytes((kind,)) + token + pack(pn)
+    return _BYTE[kind] + token + (_BYTE[pn] if pn < 0x80 else encode_uint(pn))
 
 
 def session_from_header(header: bytes, sealed: bytes) -> bytes:
@@ -602,11 +608,57 @@ def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> 
     return session_header(kind, token, pn) + sealed
 
 
-data_fields: Callable[[int, int, int, int, Sequence[bytes]], bytes] = SESSION.schema(Data).pack
-"""``data_fields(ack, ack_bits, seq, flags, chunks)``: the plaintext of a DATA datagram."""
+# The fields of DATA, ACK and PING, written by hand: they are packed for every datagram a
+# link sends, and msgpack's packb (a Packer made per call) cost three times as much. Each
+# writes exactly what its schema's ``pack`` writes (tests/test_wire.py checks them against
+# it): the shortest form of every uint, a bin 8 or 16 header, an array's fix or 16 header.
+_BYTE = [bytes((i,)) for i in range(256)]
+_UINT16 = struct.Struct(">BH").pack
+_UINT32 = struct.Struct(">BI").pack
+_UINT64 = struct.Struct(">BQ").pack
 
-ack_fields: Callable[[int, int], bytes] = SESSION.schema(Ack).pack
-"""``ack_fields(ack, ack_bits)``: the plaintext of an ACK or PING."""
+
+def encode_uint(value: int) -> bytes:
+    """A msgpack unsigned integer in its shortest form (``value`` is from 0 to MAX_UINT)."""
+    if value < 0x80:
+        return _BYTE[value]
+    if value < 0x100:
+        return _BYTE[0xCC] + _BYTE[value]
+    if value < 0x10000:
+        return _UINT16(0xCD, value)
+    if value < 0x100000000:
+        return _UINT32(0xCE, value)
+    return _UINT64(0xCF, value)
+
+
+def data_fields(ack: int, ack_bits: int, seq: int, flags: int, chunks: Sequence[bytes]) -> bytes:
+    """The plaintext of a DATA datagram: ``[ack, ack_bits, seq, flags, *chunks]``."""
+    count = 4 + len(chunks)  # at most 4 + MAX_CHUNKS: an array 16 past 15
+    parts = [
+        _BYTE[0x90 | count] if count < 16 else _UINT16(0xDC, count),
+        _BYTE[ack] if ack < 0x80 else encode_uint(ack),
+        _BYTE[ack_bits] if ack_bits < 0x80 else encode_uint(ack_bits),
+        _BYTE[seq] if seq < 0x80 else encode_uint(seq),
+        _BYTE[flags],  # DATA_FLAGS: a fixint
+    ]
+    for chunk in chunks:
+        size = len(chunk)
+        if size < 0x100:
+            parts.append(_BYTE[0xC4] + _BYTE[size])
+        else:  # longer than a datagram holds: only tests and tools write those
+            parts.append(_UINT16(0xC5, size) if size < 0x10000 else _UINT32(0xC6, size))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def ack_fields(ack: int, ack_bits: int) -> bytes:
+    """The plaintext of an ACK or PING: ``[ack, ack_bits]``."""
+    return (
+        b"\x92"
+        + (_BYTE[ack] if ack < 0x80 else encode_uint(ack))
+        + (_BYTE[ack_bits] if ack_bits < 0x80 else encode_uint(ack_bits))
+    )
+
 
 path_fields: Callable[[bytes], bytes] = SESSION.schema(PathChallenge).pack
 """``path_fields(data)``: the plaintext of a PATH_CHALLENGE or PATH_RESPONSE."""

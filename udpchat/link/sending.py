@@ -14,7 +14,7 @@ from udpchat import wire
 from udpchat.link.config import LinkDead, SendBufferFull
 from udpchat.link.state import LAZY_SLACK, LinkState, Packet
 from udpchat.messages import MAX_MESSAGE_SIZE
-from udpchat.seal import SESSION_ENVELOPE
+from udpchat.seal import FRAME_HEADER_SIZE, PAD_BUCKETS, SESSION_ENVELOPE
 
 __all__ = ["SendSide", "chunk_cost"]
 
@@ -67,7 +67,9 @@ class SendSide(LinkState):
 
     def _pack_packet(self, now: float) -> Packet:
         """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
-        plaintext = min(self.config.max_datagram - SESSION_ENVELOPE, self._cipher.max_plaintext)
+        plaintext = self.config.max_datagram - SESSION_ENVELOPE
+        if self._cipher.padded:  # what its largest bucket holds (SessionCipher.max_plaintext)
+            plaintext = min(plaintext, PAD_BUCKETS[-1] - FRAME_HEADER_SIZE)
         budget = plaintext - wire.DATA_FIELDS_OVERHEAD
         chunks: list[bytes] = []
         flags = 0
@@ -77,7 +79,7 @@ class SendSide(LinkState):
         while queue and len(chunks) < wire.MAX_CHUNKS:
             message = queue[0]
             remaining = len(message) - self._queue_offset
-            cost = chunk_cost(remaining)
+            cost = remaining + (2 if remaining < 256 else 3 if remaining < 65536 else 5)
             if cost <= budget:
                 chunks.append(message[self._queue_offset :] if self._queue_offset else message)
                 budget -= cost

@@ -349,7 +349,9 @@ class SessionTable:
         sending is blocked (an unvalidated address out of budget), and its expiry."""
         expiry = member.last_heard + self.timeout
         link_timer = member.link.next_timer()
-        if link_timer is None or link_timer >= expiry or sending_blocked(member):
+        if link_timer is None or link_timer >= expiry:
+            return expiry
+        if member.path_data is not None and sending_blocked(member):  # validated: not
             return expiry
         return link_timer
 
