@@ -175,7 +175,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         if not (due or self._queue or ack_due or self._ping_requested):
             return []  # the common case for a relay flushing a member with nothing due
         out: list[bytes] = []
-        ack, bits = self._ack_fields()
+        ack, bits = self._expected, self._buffer.ack_bits  # what _ack_fields gives
         # The token and the cipher's seal, once for every datagram of this flush; each
         # datagram has a packet number of its own (its nonce: never two with the same).
         seal, token, stats = self._cipher.seal, self.token, self.stats

@@ -51,18 +51,21 @@ class SendSide(LinkState):
         """
         if self.dead:
             raise LinkDead("the link has given up on its peer")
-        if len(message) > MAX_MESSAGE_SIZE:
-            raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
-        if not message:
+        size = len(message)
+        if size > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {size} bytes is over {MAX_MESSAGE_SIZE}")
+        if not size:
             raise ValueError("a message is never empty (protocol.md 5.1)")
-        if self._queued_bytes + len(message) > self.config.send_buffer:
+        queued = self._queued_bytes + size
+        if queued > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
-        if self._queue is None or self._queue_lazy is None:
-            self._queue = deque()
+        queue = self._queue
+        if queue is None or self._queue_lazy is None:
+            self._queue = queue = deque()
             self._queue_lazy = deque()
-        self._queue.append(message)
+        queue.append(message)
         self._queue_lazy.append(lazy)
-        self._queued_bytes += len(message)
+        self._queued_bytes = queued
         self.stats.messages_sent += 1
 
     def _pack_packet(self, now: float) -> Packet:

@@ -112,6 +112,7 @@ class RelayCore:
             )
         self.shutting_down = False
         self._shutdown_deadline = math.inf
+        self._now = now  # the latest time the shell gave: next_timer's horizon
 
     @property
     def relay_key(self) -> bytes:
@@ -140,6 +141,7 @@ class RelayCore:
         if self.cluster is not None:  # a store that lost the room: that comes first
             self.cluster.now = now
             self.cluster.check_epoch()
+        self._now = now
         if addr[1] == 0:  # protocol.md 3.1: no answer could ever reach it
             self.stats.from_port_zero += 1
             self.outbox.drop("from port 0", addr)
@@ -200,6 +202,7 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
+        self._now = now
         try:
             self.log.commit()
         except LogUnavailable:
@@ -257,7 +260,7 @@ class RelayCore:
             return ASAP  # the other relays' doings, to take
         # The earliest of these (asked every turn: no list, no min over a tuple).
         deadline = self._shutdown_deadline
-        due = sessions.next_deadline()
+        due = sessions.next_deadline(self._now + self.config.heartbeat)
         if due is not None and due < deadline:
             deadline = due
         if not self.shutting_down and sessions.dormant:
@@ -275,6 +278,7 @@ class RelayCore:
         return None if deadline == math.inf else deadline
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         if self.cluster is not None:
             # protocol.md 6.8: what the other relays did, before this relay's own timers
             # (a member that moved to another relay must not time out here).
@@ -333,14 +337,18 @@ class RelayCore:
             self.stats.auth_failures += 1
             self.outbox.drop("session datagram does not authenticate", addr)
             return
-        highest = member.link.highest_pn
-        delivered = member.link.receive(datagram, now)
+        link = member.link
+        # the path is looked at only when the datagram came from elsewhere, or the address
+        # is being validated; then with the highest packet number seen before this one
+        moved = addr != member.addr or member.state is MemberState.VALIDATING
+        highest = link.highest_pn if moved else -1
+        delivered = link.receive(datagram, now)
         if delivered is None:
             self.stats.rejected_by_link += 1
             self.outbox.drop("replayed or impossible", addr)
             return
         self.sessions.heard(member, size, now)
-        if addr != member.addr or member.state is MemberState.VALIDATING:
+        if moved:
             self.paths.check(member, datagram, size, addr, highest)
         for data in delivered:
             self.room.on_message(member, data, now)
