@@ -203,11 +203,15 @@ class Link(SendSide, LossRecovery, ReceiveSide):
                 self._next_pn = pn + 1
                 fields = data_fields(ack, bits, packet.seq, packet.flags, packet.chunks)
                 out.append(seal(data_kind, token, pn, fields))
-        if self._ping_requested:
-            out.append(self._seal(wire.DatagramType.PING, wire.ack_fields(ack, bits)))
-        elif ack_due and not out:
-            out.append(self._seal(wire.DatagramType.ACK, wire.ack_fields(ack, bits)))
-            stats.acks_sent += 1
+        if self._ping_requested or (ack_due and not out):
+            if self._ping_requested:
+                kind = wire.DatagramType.PING
+            else:
+                kind = wire.DatagramType.ACK
+                stats.acks_sent += 1
+            pn = self._next_pn
+            self._next_pn = pn + 1
+            out.append(seal(kind, token, pn, wire.ack_fields(ack, bits)))
         if out:
             self._ping_requested = False
             self._ack_now = False

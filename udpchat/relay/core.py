@@ -146,8 +146,9 @@ class RelayCore:
             self.stats.from_port_zero += 1
             self.outbox.drop("from port 0", addr)
             return
+        size = len(data)
         self.stats.datagrams_received += 1
-        self.stats.bytes_received += len(data)
+        self.stats.bytes_received += size
         try:
             datagram = wire.decode_datagram(data)
         except wire.UnsupportedVersion as exc:
@@ -170,8 +171,8 @@ class RelayCore:
             return
         match datagram:
             case wire.Protected(kind=kind) if kind in RELAY_BOUND:
-                self._on_session_datagram(datagram, len(data), addr, now)
-            case wire.Hello() | wire.Join() if len(data) < wire.MIN_INITIAL_SIZE:
+                self._on_session_datagram(datagram, size, addr, now)
+            case wire.Hello() | wire.Join() if size < wire.MIN_INITIAL_SIZE:
                 # protocol.md 4.1: unpadded, it could draw an answer larger than itself.
                 self.stats.short_handshakes += 1
                 name = type(datagram).__name__
