@@ -224,6 +224,21 @@ class Link(SendSide, LossRecovery, ReceiveSide):
             stats.bytes_sent += size
         return out
 
+    def has_output(self, now: float) -> bool:
+        """Whether ``datagrams_to_send(now)`` would send anything (an ACK that acknowledged
+        nothing new, say, leaves nothing to send)."""
+        if self.dead:
+            return False
+        if self._queue or self._ack_now or self._ping_requested:
+            return True
+        ack_deadline = self._ack_deadline
+        if ack_deadline is not None and ack_deadline <= now:
+            return True
+        for packet in self._in_flight.values():
+            if packet.deadline <= now:
+                return True  # a retransmission is due
+        return False
+
     def encode_path(self, kind: type[wire.PathChallenge | wire.PathResponse], data: bytes) -> bytes:
         """A PATH_CHALLENGE or PATH_RESPONSE with this link's token and next packet number."""
         self.stats.datagrams_sent += 1

@@ -359,7 +359,10 @@ class RelayCore:
             # Its own answer leaves after the fan-out its datagram caused (a POSTED is LAZY,
             # and its sendto wakes the poster, a few hundred µs the others would wait for);
             # not so a newcomer whose WELCOME holds the room's output back.
+            sessions = self.sessions
             if self.room.held:
-                self.sessions.mark(member)
-            else:
-                self.sessions.mark_last(member)
+                sessions.mark(member)
+            elif member in sessions.dirty or link.has_output(now):
+                sessions.mark_last(member)
+            else:  # nothing to flush (a bare ACK): only its timer may have moved
+                sessions.reschedule(member)
