@@ -234,7 +234,8 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         ack_deadline = self._ack_deadline
         if ack_deadline is not None and ack_deadline <= now:
             return True
-        for packet in self._in_flight.values():
+        # a loop, not any() over a generator: this is asked for every datagram received
+        for packet in self._in_flight.values():  # noqa: SIM110
             if packet.deadline <= now:
                 return True  # a retransmission is due
         return False
