@@ -12,7 +12,9 @@ the network enter the program: it checks every type, range and length and raises
 
 Each datagram type is one dataclass whose fields carry their wire type (udpchat.schema):
 the decoder and the encoders are compiled from it, so a field's place, type and limits are
-written once, next to the protocol.md table they come from.
+written once, next to the protocol.md table they come from. The fields of DATA, ACK and
+PING, packed for every datagram a link sends, are also written by hand (``data_fields``,
+``ack_fields``); tests/test_wire.py holds them byte for byte to their schemas.
 """
 
 from __future__ import annotations
