@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.errors import ProtocolError
 from udpchat.noise import rekey
 
@@ -242,7 +242,7 @@ class DirectionKeys:
 
 
 # protocol.md 3: a session header's first byte, by type; a pn's msgpack uint below 128.
-_BYTE = [bytes((i,)) for i in range(256)]
+_BYTE = session_bytes.BYTE
 # Noise 12.3 (udpchat.noise.aead_nonce) in one call: 4 zero bytes, the pn little-endian.
 _nonce = struct.Struct("<4xQ").pack
 
@@ -280,7 +280,7 @@ class SessionCipher:
             keys.confirm(phase)
         if self.padded:
             fields = pad(fields, MESSAGE_BUCKET if kind is wire.DatagramType.DATA else 0)
-        header = _BYTE[kind] + token + (_BYTE[pn] if pn < 0x80 else wire.encode_uint(pn))
+        header = _BYTE[kind] + token + (_BYTE[pn] if pn < 0x80 else session_bytes.encode_uint(pn))
         return header + _cipher(found).encrypt(_nonce(pn), fields, header)
 
     def open(self, envelope: wire.Protected) -> bytes:
@@ -295,7 +295,7 @@ class SessionCipher:
             found = keys.key(phase)
             if found is None:
                 raise SealError("packet number outside the key phases kept")
-        header = envelope.header or wire.session_header(envelope.kind, envelope.token, pn)
+        header = envelope.header or session_bytes.session_header(envelope.kind, envelope.token, pn)
         try:
             plaintext = _cipher(found).decrypt(_nonce(pn), envelope.sealed, header)
         except InvalidTag:

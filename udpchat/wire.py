@@ -12,16 +12,15 @@ the network enter the program: it checks every type, range and length and raises
 
 Each datagram type is one dataclass whose fields carry their wire type (udpchat.schema):
 the decoder and the encoders are compiled from it, so a field's place, type and limits are
-written once, next to the protocol.md table they come from. The fields of DATA, ACK and
-PING, packed for every datagram a link sends, are also written by hand (``data_fields``,
-``ack_fields``); tests/test_wire.py holds them byte for byte to their schemas.
+written once, next to the protocol.md table they come from. The session header and the
+fields of DATA, ACK and PING, packed for every datagram a link sends, are also written by
+hand, in udpchat.session_bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Annotated, TypeVar, cast
@@ -95,8 +94,6 @@ __all__ = [
     "Token",
     "Uint",
     "UnsupportedVersion",
-    "ack_fields",
-    "data_fields",
     "datagram_type",
     "decode_accept_payload",
     "decode_datagram",
@@ -112,14 +109,10 @@ __all__ = [
     "encode_join_payload",
     "encode_reject",
     "encode_reset",
-    "encode_session",
-    "encode_uint",
     "is_handshake_request",
     "path_fields",
     "request_hash",
     "session_fields",
-    "session_from_header",
-    "session_header",
 ]
 
 PROTOCOL_VERSION = 3
@@ -512,6 +505,8 @@ def decode_accept_payload(data: bytes) -> AcceptPayload:
 def encode(datagram: Datagram) -> bytes:
     """Encode any datagram object (used by tests and tools; hot paths call encode_* directly)."""
     if isinstance(datagram, Protected):
+        from udpchat.session_bytes import encode_session  # it builds on this module
+
         return encode_session(datagram.kind, datagram.token, datagram.pn, datagram.sealed)
     if isinstance(datagram, Reset):
         return encode_reset(datagram.token, datagram.reset_token)
@@ -593,77 +588,6 @@ def datagram_type(data: bytes) -> int | None:
     if head in _SESSION_HEADS or head == DatagramType.RESET:
         return head
     return data[2] if 0x91 <= head <= 0x9F and len(data) > 2 else None
-
-
-def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
-    """protocol.md 3 and 8.1: a session datagram's header in the clear, ``type || token ||
-    pn``, which is also the associated data its seal authenticates."""
-    if len(token) != TOKEN_SIZE:
-        raise ValueError(f"a token is {TOKEN_SIZE} bytes")
-    return _BYTE[kind] + token + (_BYTE[pn] if pn < 0x80 else encode_uint(pn))
-
-
-def session_from_header(header: bytes, sealed: bytes) -> bytes:
-    """The session datagram whose ``session_header`` is ``header``: the header, then the
-    sealed fields to the end of the datagram (their length is the datagram's)."""
-    return header + sealed
-
-
-def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:
-    """A session datagram's envelope around ``sealed``."""
-    return session_header(kind, token, pn) + sealed
-
-
-# The fields of DATA, ACK and PING, written by hand: they are packed for every datagram a
-# link sends, and msgpack's packb (a Packer made per call) cost three times as much. Each
-# writes exactly what its schema's ``pack`` writes (tests/test_wire.py checks them against
-# it): the shortest form of every uint, a bin 8 or 16 header, an array's fix or 16 header.
-_BYTE = [bytes((i,)) for i in range(256)]
-_UINT16 = struct.Struct(">BH").pack
-_UINT32 = struct.Struct(">BI").pack
-_UINT64 = struct.Struct(">BQ").pack
-
-
-def encode_uint(value: int) -> bytes:
-    """A msgpack unsigned integer in its shortest form (``value`` is from 0 to MAX_UINT)."""
-    if value < 0x80:
-        return _BYTE[value]
-    if value < 0x100:
-        return _BYTE[0xCC] + _BYTE[value]
-    if value < 0x10000:
-        return _UINT16(0xCD, value)
-    if value < 0x100000000:
-        return _UINT32(0xCE, value)
-    return _UINT64(0xCF, value)
-
-
-def data_fields(ack: int, ack_bits: int, seq: int, flags: int, chunks: Sequence[bytes]) -> bytes:
-    """The plaintext of a DATA datagram: ``[ack, ack_bits, seq, flags, *chunks]``."""
-    count = 4 + len(chunks)  # at most 4 + MAX_CHUNKS: an array 16 past 15
-    parts = [
-        _BYTE[0x90 | count] if count < 16 else _UINT16(0xDC, count),
-        _BYTE[ack] if ack < 0x80 else encode_uint(ack),
-        _BYTE[ack_bits] if ack_bits < 0x80 else encode_uint(ack_bits),
-        _BYTE[seq] if seq < 0x80 else encode_uint(seq),
-        _BYTE[flags],  # DATA_FLAGS: a fixint
-    ]
-    for chunk in chunks:
-        size = len(chunk)
-        if size < 0x100:
-            parts.append(_BYTE[0xC4] + _BYTE[size])
-        else:  # longer than a datagram holds: only tests and tools write those
-            parts.append(_UINT16(0xC5, size) if size < 0x10000 else _UINT32(0xC6, size))
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def ack_fields(ack: int, ack_bits: int) -> bytes:
-    """The plaintext of an ACK or PING: ``[ack, ack_bits]``."""
-    return (
-        b"\x92"
-        + (_BYTE[ack] if ack < 0x80 else encode_uint(ack))
-        + (_BYTE[ack_bits] if ack_bits < 0x80 else encode_uint(ack_bits))
-    )
 
 
 path_fields: Callable[[bytes], bytes] = SESSION.schema(PathChallenge).pack

@@ -27,7 +27,7 @@ behaviour on the wire.
 
 from __future__ import annotations
 
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.budget import ReceiveBudget
 from udpchat.link.config import ASAP, LinkConfig, LinkStats
 from udpchat.link.receiving import ReceiveSide
@@ -179,7 +179,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         # The token and the cipher's seal, once for every datagram of this flush; each
         # datagram has a packet number of its own (its nonce: never two with the same).
         seal, token, stats = self._cipher.seal, self.token, self.stats
-        data_fields, data_kind = wire.data_fields, wire.DatagramType.DATA
+        data_fields, data_kind = session_bytes.data_fields, wire.DatagramType.DATA
         if due:
             for packet in due:
                 packet.stalled += 1
@@ -211,7 +211,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
                 stats.acks_sent += 1
             pn = self._next_pn
             self._next_pn = pn + 1
-            out.append(seal(kind, token, pn, wire.ack_fields(ack, bits)))
+            out.append(seal(kind, token, pn, session_bytes.ack_fields(ack, bits)))
         if out:
             self._ping_requested = False
             self._ack_now = False
