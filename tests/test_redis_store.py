@@ -362,3 +362,18 @@ def test_an_old_claim_refreshed_after_a_move_goes_when_the_old_relay_lets_it_go(
     time.sleep(PERIOD * 3)  # housekeeping periods: the claim is not set again
     assert client.get(key) is None
     assert relays().log.claim_nick("mo", secrets.token_bytes(8))
+
+
+def test_appends_together_while_redis_is_away_are_each_refused(
+    redis_server: RedisServer, relays: Any
+) -> None:
+    a = relays()
+    a.log.append(say("ann", "one"))
+    redis_server.stop()
+    try:
+        for _ in range(2):  # the first finds it out, the second knows it already
+            results = a.log.append_many([(say("ann", "two"), b""), (say("ann", "3"), b"")])
+            assert len(results) == 2
+            assert all(isinstance(r, LogUnavailable) for r in results)
+    finally:
+        redis_server.start()

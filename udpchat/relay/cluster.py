@@ -248,7 +248,10 @@ class Cluster(SharedMembers):
         posts, self._posts = self._posts, []
         if not posts:
             return
-        results = self.log.append_many([(event, msgid) for _, event, msgid in posts])
+        try:
+            results = self.log.append_many([(event, msgid) for _, event, msgid in posts])
+        except LogUnavailable as error:  # the contract says it answers each instead
+            results = [error] * len(posts)
         for (member, _, msgid), result in zip(posts, results, strict=True):
             if isinstance(result, LogUnavailable):
                 self.failed()

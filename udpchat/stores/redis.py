@@ -263,7 +263,10 @@ class RedisSharedLog:
         if not events:
             return []
         built = [(event(0), msgid) for event, msgid in events]
-        self._check_up()
+        try:
+            self._check_up()
+        except LogUnavailable as error:
+            return [error] * len(built)
         view = self.view
         numbers = [str(next(self._appends)).encode() for _ in built]
         with view.lock:
