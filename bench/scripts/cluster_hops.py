@@ -77,6 +77,29 @@ def _stamp(out: Path) -> None:
 
     wrap_append(MemoryRoomLog)
     wrap_append(RedisSharedLog)
+    if hasattr(RedisSharedLog, "append_many"):  # a serving turn's posts, numbered together
+        original_many = RedisSharedLog.append_many
+
+        def append_many(self: Any, events: list[tuple[Any, bytes]]) -> Any:
+            built: list[Any] = []
+
+            def stamped(event: Callable[[int], Any]) -> Callable[[int], Any]:
+                def builder(seq: int) -> Any:
+                    built.append(event(seq))
+                    return built[-1]
+
+                return builder
+
+            start = time.monotonic()
+            results = original_many(self, [(stamped(e), msgid) for e, msgid in events])
+            end = time.monotonic()
+            for message in built:
+                sent = _posted_at(message)
+                if sent is not None:
+                    own.append((sent, start, end))
+            return results
+
+        RedisSharedLog.append_many = append_many  # type: ignore[method-assign]
 
     original_start = RedisSharedLog.start
 
