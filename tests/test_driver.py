@@ -484,3 +484,48 @@ def test_a_sliced_fan_out_stops_for_a_handshake_that_arrives_meanwhile() -> None
         driver.stop()
         driver.join()
 
+
+
+def test_a_handshake_s_answer_leaves_in_a_small_slice_before_timers_run() -> None:
+    """An urgent datagram's answer is sent before the turn's timers run and before the rest
+    of the output is encoded, even when no other datagram came with it."""
+    endpoint = SlicedEndpoint(fanout=0)
+    transport = FakeTransport()
+    order: list[str] = []
+    handle_timer = endpoint.handle_timer
+
+    def timer_run(now: float) -> None:
+        order.append("timers")
+        handle_timer(now)
+
+    def sendto(data: bytes, addr: Address) -> None:
+        transport.sent.append((data, addr))
+        order.append(f"sent {data.decode()}")
+
+    endpoint.handle_timer = timer_run  # type: ignore[method-assign]
+    transport.sendto = sendto  # type: ignore[method-assign]
+    endpoint.outbox = [(f"queued {i}".encode(), PEER) for i in range(3)]
+    driver: Driver[str] = Driver(
+        endpoint,
+        transport,
+        label="SlicedEndpoint",
+        log=log,
+        name="test-driver",
+        take=lambda now: [],
+        deliver=lambda items: None,
+        send_batch=MAX_BATCH,
+        urgent=lambda data: data.startswith(b"hello"),
+    )
+    endpoint.timer = 0.0  # due at once
+    transport.put(b"hello")
+    driver.start()
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end and len(transport.sent) < 5:
+            time.sleep(0.002)
+        # two datagrams for one urgent one (an ACCEPT and its WELCOME), then the timers
+        assert order[:3] == ["sent echo hello", "sent queued 0", "timers"]
+        assert [d for d, _ in transport.sent][2:] == [b"queued 1", b"queued 2", b"tick"]
+    finally:
+        driver.stop()
+        driver.join()

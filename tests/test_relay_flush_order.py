@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.fakeclient import FakeClient
 from tests.relaysim import RELAY, client_addr, join, setup
 from udpchat import messages as m
 from udpchat.relay.config import RelayConfig
@@ -76,3 +77,40 @@ def test_a_fault_flushing_one_member_leaves_the_others_marked() -> None:
     assert len(relay.sessions.dirty) == 2
     assert relay.next_timer() is not None and relay.next_timer() <= now  # type: ignore[operator]
     assert len(relay.datagrams_to_send(now)) >= 2
+
+
+def test_a_newcomer_s_accept_and_welcome_leave_before_the_leaves_it_flushes_fan_out() -> None:
+    """A join while a batch of leaves waits (protocol.md 6.3): the batch is logged first
+    (WELCOME counts it) but fanned out only at the next output, after the newcomer's ACCEPT
+    and WELCOME; the newcomer, whose WELCOME lists the room without them, is not sent it."""
+    net, relay = setup(BIG)
+    clients = [join(net, f"m{i}", i) for i in range(20)]
+    net.run(2.0)
+    clients[0].send(m.Quit("bye"))
+    net.run(0.01)  # the QUIT is in; its LEFT waits for the batch window
+    assert relay.room.notices.kind is not None
+    net.detach(RELAY)
+    newcomer = FakeClient("late", RELAY, seed=99)
+    addr = client_addr(99)
+    now = net.now
+    for _ in range(2):  # HELLO, then the JOIN that answers the CHALLENGE
+        for data, _ in newcomer.datagrams_to_send(now):
+            relay.receive_datagram(data, addr, now)
+        for data, dest in relay.datagrams_to_send(now):
+            assert dest == addr  # nothing for the others yet: the fan-out waits
+            newcomer.receive_datagram(data, RELAY, now)
+    assert newcomer.joined
+    welcome = newcomer.of(m.Welcome)[0]
+    assert "m0" not in welcome.members and welcome.seq == relay.room_seq
+    later = relay.datagrams_to_send(now)
+    others = {client_addr(i) for i in range(1, 20)}
+    assert {dest for _, dest in later} == others  # the LEFT_BATCH, to the others only
+    net.attach(RELAY, relay)
+    net.attach(addr, newcomer)
+    for i in range(1, 20):
+        net.attach(client_addr(i), clients[i])
+    for data, dest in later:
+        clients[int(dest[1]) - 40000].receive_datagram(data, RELAY, now)
+    net.run(2.0)
+    assert not newcomer.of(m.LeftBatch) and not newcomer.of(m.Left)
+    assert all(c.of(m.LeftBatch) or c.of(m.Left) for c in clients[1:])

@@ -296,8 +296,9 @@ class Driver(Generic[Item]):
             early: list[tuple[bytes, Address]] = []
             if urgent:
                 self._receive(urgent, now)
-                if batch:
-                    early = self._output(now)
+                # Their answers (an ACCEPT, then its WELCOME: about two datagrams each)
+                # leave before the rest of the output is even encoded, and before timers.
+                early = self._output(now, 2 * len(urgent))
         if early:
             self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
@@ -346,12 +347,14 @@ class Driver(Generic[Item]):
             self._fault("next_timer", error)
             return None
 
-    def _output(self, now: float) -> list[tuple[bytes, Address]]:
+    def _output(self, now: float, limit: int | None = None) -> list[tuple[bytes, Address]]:
+        """The endpoint's output: one slice of at most ``limit`` (or ``send_batch``)
+        datagrams from a batching endpoint, everything from another."""
         try:
             if self._send_batch is None:
                 return self.endpoint.datagrams_to_send(now)
             batching = cast(BatchingEndpoint, self.endpoint)
-            return batching.datagrams_to_send(now, self._send_batch)
+            return batching.datagrams_to_send(now, min(limit or self._send_batch, self._send_batch))
         except Exception as error:
             self._fault("datagrams_to_send", error)
             return []

@@ -65,14 +65,20 @@ class Welcoming:
         for a resume under another nickname, NICK_CHANGED to all)."""
         member, old, config, log = admission.member, admission.old, self.config, self.log
         batched = self._batching()
+        cluster = self.cluster
         if self.notices.kind is NoticeKind.LEAVE or not batched:
             # WELCOME's list and seq already count these leaves; and a JOINED of our own,
             # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
+            if cluster is None and self.notices.kind is not None:
+                # Logged now, fanned out once the newcomer's ACCEPT and WELCOME are on
+                # their way: in a room of a thousand that fan-out takes milliseconds, and
+                # the newcomer, whose WELCOME counts it, is not sent it (6.3).
+                self.held = True
             self.flush_notices()
-        cluster = self.cluster
         if cluster is not None:
             self._welcome_shared(admission, cluster, batched, now)
             return
+        member.welcome_seq = self._newest_welcome = log.last_seq
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
         size, notices = self._size(), self.notices
