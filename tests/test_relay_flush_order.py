@@ -6,6 +6,7 @@ costs that member's output only."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -114,3 +115,23 @@ def test_a_newcomer_s_accept_and_welcome_leave_before_the_leaves_it_flushes_fan_
     net.run(2.0)
     assert not newcomer.of(m.LeftBatch) and not newcomer.of(m.Left)
     assert all(c.of(m.LeftBatch) or c.of(m.Left) for c in clients[1:])
+
+
+def test_a_paged_welcome_lists_the_first_page_as_it_is_now() -> None:
+    """The first page is measured again only when it changed (protocol.md 6.7): a newcomer
+    sorting into it, or a member of it gone, shows in the next WELCOME."""
+    net, _ = setup(replace(BIG, member_page=5, notice_window=0.0))
+    members = [join(net, f"m{i}", i) for i in range(8)]
+    net.run(1.0)
+
+    def first_page(nick: str, i: int) -> tuple[str, ...]:
+        client = join(net, nick, i)
+        net.run(1.0)
+        return tuple(client.of(m.Welcome)[0].members)
+
+    assert first_page("z1", 20) == ("m0", "m1", "m2", "m3", "m4", "z1")
+    assert first_page("z2", 21) == ("m0", "m1", "m2", "m3", "m4", "z2")
+    assert first_page("a", 22) == ("a", "m0", "m1", "m2", "m3")
+    members[1].send(m.Quit("bye"))
+    net.run(1.0)
+    assert first_page("z3", 23) == ("a", "m0", "m2", "m3", "m4", "z3")

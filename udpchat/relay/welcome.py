@@ -43,6 +43,8 @@ class Welcoming:
     cluster: Cluster | None
     held: bool
     _newest_welcome: int
+    # The room's first page of names as last listed, and the part of it that fits WELCOME.
+    _first_page: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     if TYPE_CHECKING:  # what Room provides
 
@@ -88,10 +90,13 @@ class Welcoming:
             size -= len(waiting)
         paged = 0 < config.member_page < size
         if paged:  # protocol.md 6.7: the first page and the newcomer; WELCOME counts the rest
-            # only as many names as a page holds are looked at: in a room of a thousand,
-            # each join would otherwise sort and measure the whole list again
+            # only as many names as a page holds are looked at, and measured again only
+            # when the page changed: in a room of a thousand, most joins leave it as it was
             every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
-            first = members_fitting(tuple(islice(every, config.member_page)))
+            page = tuple(islice(every, config.member_page))
+            if self._first_page[0] != page:
+                self._first_page = (page, members_fitting(page))
+            first = self._first_page[1]
             listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
         else:
             listed = tuple(n for n in self.sessions.nick_list() if n not in waiting)
