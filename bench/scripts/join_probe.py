@@ -12,8 +12,9 @@ one in and returns, and where it sends the answer:
 
 Printed: the median (and minimum) of each step's time from the probe's start, and per probe
 the relay's CPU from reading the JOIN to sending the ACCEPT, split into the core's handling of
-the JOIN and what came after it. On a shared machine the wall-clock steps include waiting
-for a core; the relay's CPU figures do not. A diagnostic: nothing is asserted.
+the JOIN and what came after it, and the JOIN's wall-clock wait to be read and answered. On
+a shared machine the wall-clock steps include waiting for a core; the relay's CPU figures do
+not. A diagnostic: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -125,24 +126,38 @@ def probe(relay: Address, nick: str) -> tuple[int, dict[str, float]]:
         return sock.getsockname()[1], steps
 
 
-def relay_cpu(lines: list[list[str]], port: int) -> dict[str, float] | None:
-    """The relay's CPU (ms) from reading a probe's first JOIN to sending its ACCEPT."""
+def relay_steps(
+    lines: list[list[str]], port: int, steps: dict[str, float]
+) -> dict[str, float] | None:
+    """For a probe's first JOIN, in ms: the relay's CPU from reading it to sending the
+    ACCEPT (and its parts), and the wall-clock time it waited to be read and then to be
+    answered."""
     mine = [line for line in lines if int(line[4]) == port]
 
-    def first(kind: str, datagram_type: int) -> float | None:
+    def first(kind: str, datagram_type: int, column: int = 2) -> float | None:
         return next(
-            (float(line[2]) for line in mine if line[1] == kind and int(line[3]) == datagram_type),
+            (
+                float(line[column])
+                for line in mine
+                if line[1] == kind and int(line[3]) == datagram_type
+            ),
             None,
         )
 
-    read, handled = first("read", wire.DatagramType.JOIN), first("handled", wire.DatagramType.JOIN)
-    core, sent = first("core", wire.DatagramType.JOIN), first("sent", wire.DatagramType.ACCEPT)
-    if read is None or handled is None or core is None or sent is None:
+    join, accept = wire.DatagramType.JOIN, wire.DatagramType.ACCEPT
+    read, handled = first("read", join), first("handled", join)
+    core, sent = first("core", join), first("sent", accept)
+    read_at, sent_at = first("read", join, 0), first("sent", accept, 0)
+    if None in (read, handled, core, sent, read_at, sent_at) or "JOIN sent" not in steps:
         return None
+    assert read is not None and handled is not None and core is not None and sent is not None
+    assert read_at is not None and sent_at is not None
     return {
-        "JOIN read to ACCEPT sent": sent - read,
-        "core takes the JOIN": handled - core,
-        "after, to ACCEPT sent": sent - handled,
+        "CPU: JOIN read to ACCEPT sent": sent - read,
+        "CPU: core takes the JOIN": handled - core,
+        "CPU: after, to ACCEPT sent": sent - handled,
+        "wall: JOIN sent to read by the relay": 1000 * (read_at - steps["JOIN sent"]),
+        "wall: JOIN read to ACCEPT sent": 1000 * (sent_at - read_at),
     }
 
 
@@ -183,8 +198,8 @@ def run(members: int, probes: int, say: Callable[[str], None]) -> str:
     for name in names[1:]:
         values = [1000 * (steps[name] - steps["start"]) for _, steps in rows if name in steps]
         out.append(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} |")
-    cpu = [c for c in (relay_cpu(lines, port) for port, _ in rows) if c is not None]
-    out += ["", "| relay CPU, ms (thread_time) | median | max |", "|---|---:|---:|"]
+    cpu = [c for c in (relay_steps(lines, port, steps) for port, steps in rows) if c]
+    out += ["", "| the relay, ms (CPU: thread_time) | median | max |", "|---|---:|---:|"]
     for name in cpu[0] if cpu else ():
         values = [c[name] for c in cpu]
         out.append(f"| {name} | {statistics.median(values):.3f} | {max(values):.3f} |")
