@@ -19,6 +19,7 @@ passed in, so the cores keep their injected random source and test vectors are e
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -118,18 +119,8 @@ def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
-# RFC 2104 with BLAKE2s (64-byte blocks), written out: the hmac module takes its slow,
-# generic path for BLAKE2s (OpenSSL's HMAC does not offer it), and a join makes nine.
-_BLOCK = 64
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 def _hmac(key: bytes, data: bytes) -> bytes:
-    """HMAC-BLAKE2s of ``data`` under ``key`` (at most a block: Noise's keys are 32 bytes)."""
-    block = key.ljust(_BLOCK, b"\x00")
-    inner = hashlib.blake2s(block.translate(_IPAD) + data).digest()
-    return hashlib.blake2s(block.translate(_OPAD) + inner).digest()
+    return hmac.new(key, data, hashlib.blake2s).digest()
 
 
 def _hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
