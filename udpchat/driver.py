@@ -16,9 +16,10 @@ Threads. The endpoint is not thread-safe. Its own thread (``start``) is the only
 receives; any other thread that acts on the endpoint goes through :meth:`Driver.call`, which
 holds the driver's lock around the call and then, on the calling thread, sends what the call
 produced and hands out what it emitted. Sending from the caller spares every user action a
-thread hand-off (a wake-up costs tens of microseconds in Python, and shows in latency); the
-only wake-up is the transport's: a call wakes the driver thread when it moved the endpoint's
-next timer earlier than the driver's current sleep, which ``wake()`` on the transport ends.
+thread hand-off (a wake-up costs tens of microseconds in Python, and shows in latency). A
+call that moved the endpoint's next timer earlier than the driver's current sleep has the
+transport end that sleep at the new timer (``wake_at``, an alarm: the answer to what the
+call sent usually wakes the loop well before it), or now (``wake()``) on a transport without.
 A reader holds ``lock`` (never to change the endpoint: that is what ``call`` is for).
 
 Handing out. Both threads drain the endpoint (``take``, under the lock, in the order things
