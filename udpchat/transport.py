@@ -252,7 +252,7 @@ class UdpTransport:
                 self.counters.sent += 1
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
-        if timeout == 0.0:
+        if timeout is not None and timeout <= 0.0:
             # A poll (the driver draining a batch): the socket is non-blocking, so ask it
             # directly; a select first would cost a second system call per datagram.
             with self._recv_lock:
@@ -285,7 +285,7 @@ class UdpTransport:
         return None
 
     def _wait(self, timeout: float | None) -> list[int]:
-        """The file descriptors (socket, wake-up pair) readable within ``timeout`` s."""
+        """The file descriptors (socket, wake-up pair, alarm) readable within ``timeout`` s."""
         epoll = self._epoll
         if epoll is not None:
             # epoll rounds a timeout up to whole milliseconds: a timer is never woken early
