@@ -38,8 +38,13 @@ def test_payload_round_trip_and_size() -> None:
     assert len(payload) == 100
     assert parse_payload(payload) == (3, 42, 123_456_789)
     assert padding(100, seed=7) == filler  # same traffic for every system
+    assert payload.isascii() and payload.isalnum()  # chat text, one byte a character
     with pytest.raises(ValueError):
         parse_payload(payload[: MIN_PAYLOAD_SIZE - 1])
+    with pytest.raises(ValueError):
+        parse_payload(b"z" * MIN_PAYLOAD_SIZE)  # not the hex header make_payload writes
+    with pytest.raises(ValueError):
+        parse_payload("é".encode() * MIN_PAYLOAD_SIZE)
 
 
 def test_spec_validation() -> None:

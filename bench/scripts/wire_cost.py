@@ -1,7 +1,7 @@
 """Bytes and datagrams on the wire per chat message, counted on the seeded simulator.
 
 The reference traffic of ``udpchat bench`` (relay + 1 sender + 2 receivers, 400 messages of
-100 B at 50/s, each payload sent as the bench sends it: 7-bit text, 115 characters) runs with
+100 B at 50/s, each payload sent as the bench sends it: 100 characters of text) runs with
 the real client sessions and the real relay core on the simulated network (virtual clock,
 0.25 ms each way, seeded loss each way). Every datagram is counted by its sender with 28 B of
 IPv4 + UDP headers, from the first HELLO to the end of a 1 s drain, and sorted by role:
@@ -47,7 +47,8 @@ from udpchat.link import LinkConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.seal import TAG_SIZE
 from udpchat.sim import PathModel
-from udpchat_bench.udpchat_system import UNLIMITED, decode_text, encode_text
+from udpchat_bench.traffic import make_payload, padding, parse_payload
+from udpchat_bench.udpchat_system import UNLIMITED
 
 IP_UDP = 28
 MESSAGES = 400
@@ -70,7 +71,7 @@ class _Timed:
     def _drain(self, now: float) -> None:
         for event in self.session.events():
             if isinstance(event, ev.MessageReceived) and not event.own and not event.history:
-                index = int.from_bytes(decode_text(event.text)[:4], "big")
+                index = parse_payload(event.text.encode("ascii"))[1]
                 if index not in self._seen:
                     self._seen.add(index)
                     self._got.append(now - self._sent[index])
@@ -153,10 +154,10 @@ def run(loss: float, seed: int, account: Account, link: LinkConfig, messages: in
         session.connect(net.now)
     assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 60)
     sender = sessions[0]
-    filler = bytes(range(SIZE - 4))
+    filler = padding(SIZE, seed)
     for index in range(messages):
         sent[index] = net.now
-        sender.say(encode_text(index.to_bytes(4, "big") + filler), net.now)
+        sender.say(make_payload(0, index, 0, filler).decode("ascii"), net.now)
         net.run(1 / RATE)
     expected = messages * (len(sessions) - 1)
     net.run_until(lambda: len(got) >= expected, 60)

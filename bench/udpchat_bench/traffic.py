@@ -1,8 +1,10 @@
 """The traffic every system is measured on, and how deliveries are judged.
 
 The same `TrafficSpec` produces byte-identical payloads and the same send schedule whichever
-system carries them, so the systems are compared on the same traffic. Each payload carries its
-own identity (sender, message id) and the sender's send time, taken from
+system carries them, so the systems are compared on the same traffic. A payload is what a chat
+carries, a line of text: ASCII characters, one byte each, so that a system made for bytes and
+one made for text (udpchat's messages are strings) carry exactly the same bytes. Each payload
+carries its own identity (sender, message id) and the sender's send time, taken from
 ``time.monotonic_ns()``: on Linux that clock is system-wide, so a receiver in another process
 can subtract it from its own reading to get a one-way latency without any clock exchange.
 Deliveries are judged as the demo judges them (``udpchat.demo.delivery``).
@@ -11,7 +13,7 @@ Deliveries are judged as the demo judges them (``udpchat.demo.delivery``).
 from __future__ import annotations
 
 import random
-import struct
+import string
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,10 +45,13 @@ __all__ = [
     "summarize_latencies",
 ]
 
-PAYLOAD_HEADER = struct.Struct("!IIQ")
-"""sender index, message id, sender's ``monotonic_ns`` just before the send call."""
+PAYLOAD_HEADER = "{:08x}{:08x}{:016x}"
+"""sender index, message id, sender's ``monotonic_ns`` just before the send call, in hex."""
 
-MIN_PAYLOAD_SIZE = PAYLOAD_HEADER.size
+MIN_PAYLOAD_SIZE = 32
+"""Characters (bytes) of the header."""
+
+FILLER_ALPHABET = (string.ascii_letters + string.digits).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -89,22 +94,27 @@ class TrafficSpec:
 def padding(size: int, seed: int) -> bytes:
     """Deterministic filler so every system carries exactly the same bytes.
 
-    Random rather than zeros so that no layer can profit from compressible payloads.
+    Random letters and digits rather than one repeated character, so that no layer can
+    profit from compressible payloads.
     """
-    return random.Random(seed).randbytes(max(0, size - MIN_PAYLOAD_SIZE))
+    count = max(0, size - MIN_PAYLOAD_SIZE)
+    return bytes(random.Random(seed).choices(FILLER_ALPHABET, k=count))
 
 
 def make_payload(sender: int, msg_id: int, send_ns: int, filler: bytes) -> bytes:
     """A chat message body: fixed header followed by the shared filler."""
-    return PAYLOAD_HEADER.pack(sender, msg_id, send_ns) + filler
+    return PAYLOAD_HEADER.format(sender, msg_id, send_ns).encode("ascii") + filler
 
 
 def parse_payload(payload: bytes) -> tuple[int, int, int]:
-    """Return ``(sender, msg_id, send_ns)``; raise ``ValueError`` on a truncated payload."""
+    """Return ``(sender, msg_id, send_ns)``; raise ``ValueError`` on a payload without a
+    whole header."""
     if len(payload) < MIN_PAYLOAD_SIZE:
         raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
-    sender, msg_id, send_ns = PAYLOAD_HEADER.unpack_from(payload)
-    return int(sender), int(msg_id), int(send_ns)
+    head = payload[:MIN_PAYLOAD_SIZE]
+    if not head.isascii():
+        raise ValueError("payload header is not ASCII")
+    return int(head[:8], 16), int(head[8:16], 16), int(head[16:], 16)
 
 
 class DeliveryLog(delivery.DeliveryLog):

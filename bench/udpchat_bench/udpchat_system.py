@@ -5,9 +5,9 @@ exactly as ``udpchat relay`` and ``udpchat join`` run them; only their datagram 
 wrapped, so that every datagram either one sends or receives (chat data, ACKs, PINGs,
 handshakes, retransmissions) is reported to the benchmark's `SocketMeter`.
 
-Payloads are bytes, chat text is a string: each payload travels as 7-bit ASCII text
-(`encode_text`, 8 characters per 7 bytes, the densest encoding whose characters are one
-UTF-8 byte each). The 14% it adds is counted against udpchat in the wire figures.
+Payloads are bytes, chat text is a string: the benchmark's payloads are ASCII text
+(`udpchat_bench.traffic`), so a payload is said as the string of its characters and each
+character is one byte on the wire, as in every other system.
 
 Options (``RelayArgs.options``/``MemberArgs.options``, the same dict for every process):
 
@@ -21,7 +21,6 @@ Options (``RelayArgs.options``/``MemberArgs.options``, the same dict for every p
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -45,66 +44,6 @@ UNLIMITED = 1_000_000_000
 SEND_BLOCK_LIMIT_S = 30.0
 """Longest ``send`` waits for room in the client's queue before giving up (back-pressure)."""
 SEND_RETRY_S = 0.001
-
-
-# --- payloads as chat text ----------------------------------------------------------------------
-
-
-def encode_text(payload: bytes) -> str:
-    """Bytes as ASCII text, 7 bits a character: ``ceil(8n / 7)`` characters for ``n`` bytes.
-
-    The bits are left-aligned: the last character is padded with zero bits, fewer than 7,
-    so the length of the text alone says how many bytes it holds. The sending member calls
-    this for every message: the 7-bit groups are spread into bytes by `decode_text`'s steps
-    run backwards, over the whole integer at once, rather than by a loop per character.
-    """
-    n = len(payload)
-    m = -(-8 * n // 7)
-    width = 1 << max(0, (m - 1).bit_length())  # characters, padded
-    x = int.from_bytes(payload, "big") << (7 * m - 8 * n + 7 * (width - m))
-    for low, high, shift in reversed(_squeeze_masks(width)):
-        x = (x & low) | ((x & (high >> shift)) << shift)
-    return x.to_bytes(width, "big")[:m].decode("ascii")
-
-
-def decode_text(text: str) -> bytes:
-    """The inverse of `encode_text`; ``ValueError`` for text it cannot have produced.
-
-    A receiving member calls this for every message, and its CPU counts as the member's, so
-    it avoids a Python loop over the characters (which cost about as much as the client's
-    own decryption): the text, padded to a power-of-two number of characters, is read as one
-    integer of 8 bits a character, and the unused top bit of each is squeezed out with a
-    few mask-and-shift steps over the whole integer (`_squeeze_masks`).
-    """
-    raw = text.encode("ascii")  # UnicodeEncodeError is a ValueError
-    m = len(raw)
-    n = 7 * m // 8
-    width = 1 << max(0, (m - 1).bit_length())  # characters, padded
-    x = int.from_bytes(raw + bytes(width - m), "big")
-    for low, high, shift in _squeeze_masks(width):
-        x = (x & low) | ((x & high) >> shift)
-    value = x >> (7 * (width - m))
-    pad = 7 * m - 8 * n
-    if value & ((1 << pad) - 1):
-        raise ValueError("padding bits are not zero")
-    return (value >> pad).to_bytes(n, "big")
-
-
-@functools.lru_cache(maxsize=32)
-def _squeeze_masks(width: int) -> tuple[tuple[int, int, int], ...]:
-    """For ``width`` characters of 8 bits, each holding 7: at step k, lanes of 2**k
-    characters, each holding 7 * 2**(k-1) bits in the low end of either half, are merged
-    into 7 * 2**k bits at the low end of the lane."""
-    steps = []
-    lane = 2  # characters per lane
-    while lane <= width:
-        half_bits = 4 * lane
-        data = 7 * lane // 2
-        part = (1 << data) - 1
-        low = int.from_bytes(part.to_bytes(lane, "big") * (width // lane), "big")
-        steps.append((low, low << half_bits, half_bits - data))
-        lane *= 2
-    return tuple(steps)
 
 
 # --- metering ---------------------------------------------------------------------------------
@@ -279,8 +218,8 @@ class _UdpchatLink:
         if isinstance(event, MessageReceived):
             if not event.own:
                 try:
-                    self._inbox.put(decode_text(event.text))
-                except ValueError:
+                    self._inbox.put(event.text.encode("ascii"))
+                except UnicodeEncodeError:
                     self._inbox.put(b"")  # logged as malformed by the benchmark
         elif isinstance(event, MessageRefused):
             self.trouble = f"relay refused a message: {event.reason}"
@@ -291,7 +230,7 @@ class _UdpchatLink:
         """Say ``payload``; while the client's queue is full, wait (bounded) like a blocked
         socket would, rather than drop."""
         assert self.client is not None
-        text = encode_text(payload)
+        text = payload.decode("ascii")
         deadline = time.monotonic() + SEND_BLOCK_LIMIT_S
         while True:
             try:
