@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from udpchat import handshake as hs
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.endpoint import Address
 from udpchat.handshake import Joiner
 from udpchat.link import LinkConfig
@@ -63,7 +63,9 @@ def stray_session(
     a token, but holds no session key, can send."""
     keys = random_keys(seed)
     cipher = SessionCipher(keys.send, keys.receive, padded=False, interval=2**64)
-    return cipher.seal(kind, token, pn, fields if fields is not None else wire.ack_fields(0, 0))
+    if fields is None:
+        fields = session_bytes.ack_fields(0, 0)
+    return cipher.seal(kind, token, pn, fields)
 
 
 class FakeClient(BareClient):

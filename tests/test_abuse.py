@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from tests.fakeclient import join_datagram
 from udpchat import events as ev
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.link import REPLAY_WINDOW
 from udpchat.relay.config import RelayConfig
@@ -368,7 +368,7 @@ def _perform(
         token = os.urandom(8) if bit is None else flipped(carol_token, bit)
         fields = template(dtype, token)
         # protocol.md 3: a session datagram is type || token || pn || sealed
-        data = wire.encode_session(wire.DatagramType(dtype), token, pn, fields[4])
+        data = session_bytes.encode_session(wire.DatagramType(dtype), token, pn, fields[4])
         if spoof:
             sniffer.replay(data)  # as if from carol's address
         else:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.fakeclient import FakeClient, join_datagram, quick_room_key, stray_session
 from tests.relaysim import Sink
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.link import REPLAY_WINDOW
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
@@ -172,7 +172,7 @@ def test_attacker_without_the_token_cannot_act_as_a_member(
         forged = random_token if random_token != token else bytes(8)
     chunk = m.encode_message(_forged_message(kind))
     if datagram_type == "data":
-        fields = wire.data_fields(0, 0, seq, 0, [chunk])
+        fields = session_bytes.data_fields(0, 0, seq, 0, [chunk])
         datagram = stray_session(forged, pn, wire.DatagramType.DATA, fields)
     elif datagram_type == "ping":
         datagram = stray_session(forged, pn)
@@ -207,7 +207,8 @@ def test_member_sending_the_largest_packet_number_does_not_bring_the_relay_down(
     # One key phase for every pn, so that alice can seal any of them at all.
     cipher = SessionCipher(alice.keys.send, alice.keys.receive, False, interval=2**64)
     for pn in (wire.MAX_UINT, 1 << 40):
-        ping = cipher.seal(wire.DatagramType.PING, alice.accept.token, pn, wire.ack_fields(0, 0))
+        fields = session_bytes.ack_fields(0, 0)
+        ping = cipher.seal(wire.DatagramType.PING, alice.accept.token, pn, fields)
         net.inject(client_addr(1), RELAY, ping)
     net.run(0.1)
     bob.send(m.Say("the room goes on"))

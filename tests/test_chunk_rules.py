@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakeclient import FakeClient, random_keys, swap
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.link import Link
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
@@ -35,7 +35,7 @@ def feed(link: Link, datagrams: list[bytes]) -> list[bytes]:
 def opened(chunks: list[bytes]) -> wire.SessionDatagram:
     """Decode a DATA's sealed fields as a receiver does once they authenticated."""
     envelope = wire.Protected(wire.DatagramType.DATA, TOKEN, 0, b"")
-    return wire.decode_session(envelope, wire.data_fields(0, 0, 0, 0, chunks))
+    return wire.decode_session(envelope, session_bytes.data_fields(0, 0, 0, 0, chunks))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_relay_drops_empty_and_too_many_chunks_as_malformed() -> None:
     say = m.encode_message(m.Say("hi"))
     for pn, chunks in ((1000, [say, b""]), (1001, [say] * (wire.MAX_CHUNKS + 1))):
         invalid = member.link.stats.invalid
-        fields = wire.data_fields(0, 0, 0, 0, chunks)
+        fields = session_bytes.data_fields(0, 0, 0, 0, chunks)
         datagram = alice.link._cipher.seal(wire.DatagramType.DATA, token, pn, fields)
         net.inject(("127.0.0.1", 40001), RELAY, datagram)
         net.run(0.01)

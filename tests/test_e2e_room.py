@@ -27,7 +27,7 @@ from tests.e2e_support import (
 from tests.fakeclient import stray_session
 from udpchat import events as ev
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.impair import ImpairmentConfig
 
@@ -225,7 +225,7 @@ def garbage(rng: random.Random, real_hello: bytes) -> list[bytes]:
             forged,
             0,
             wire.DatagramType.DATA,
-            wire.data_fields(0, 0, 0, 0, [m.encode_message(m.Say("forged"))]),
+            session_bytes.data_fields(0, 0, 0, 0, [m.encode_message(m.Say("forged"))]),
         ),
         stray_session(forged, 5, wire.DatagramType.ACK),
         stray_session(forged, 7),

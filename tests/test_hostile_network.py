@@ -36,7 +36,7 @@ from tests.e2e_support import (
 )
 from tests.fakeclient import join_datagram, stray_session
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.transport import Address
 
@@ -198,7 +198,8 @@ class Forger:
             return join_datagram(challenge.nonce, challenge, "mallory")
         if kind == 4:
             say = m.encode_message(m.Say("forged"))
-            return wire.encode_session(wire.DatagramType.DATA, token, pn, say)  # in the clear
+            # in the clear
+            return session_bytes.encode_session(wire.DatagramType.DATA, token, pn, say)
         if kind == 5:
             return stray_session(token, pn, wire.DatagramType.ACK)
         return stray_session(token, pn)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakeclient import FakeClient, join_datagram, stray_session
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.netblock import address_key, host_key, prefix_key
 from udpchat.ratelimit import BucketTable
 from udpchat.relay.config import AMPLIFICATION_FACTOR, RelayConfig
@@ -441,7 +441,7 @@ def test_an_oversized_request_is_refused_as_too_long() -> None:
     message = m.encode_message(m.Say("x" * 70_000))
     pieces = [message[i : i + 1120] for i in range(0, len(message), 1120)]  # 63: one window
     for seq, piece in enumerate(pieces):
-        fields = wire.data_fields(0, 0, seq, int(seq < len(pieces) - 1), [piece])
+        fields = session_bytes.data_fields(0, 0, seq, int(seq < len(pieces) - 1), [piece])
         sealed = alice.link._cipher.seal(
             wire.DatagramType.DATA, alice.link.token, 10_000 + seq, fields
         )

@@ -11,7 +11,7 @@ import pytest
 
 from udpchat import handshake as hs
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.noise import public_key
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
@@ -101,7 +101,7 @@ def test_the_test_vectors_without_and_with_a_room_key() -> None:
         )
         assert (relay.send, relay.receive) == (client.receive, client.send)
         cipher = SessionCipher(client.send, client.receive, key is not None)
-        fields = wire.data_fields(3, 5, 7, 0, [SAY])
+        fields = session_bytes.data_fields(3, 5, 7, 0, [SAY])
         data = cipher.seal(wire.DatagramType.DATA, TOKEN, 12, fields)
         assert data == vector(f"{label} data")
         envelope = wire.decode_datagram(data)

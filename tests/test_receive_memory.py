@@ -17,7 +17,7 @@ from tests.fakeclient import FakeClient, random_keys, swap
 from tests.linknode import LinkNode
 from udpchat import link as link_package
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.budget import ReceiveBudget
 from udpchat.link import OVERSIZED_PREFIX, Link, LinkConfig
 from udpchat.link.reorder import ReorderBuffer
@@ -46,7 +46,8 @@ def encode_data(
 
 def sealed(link: Link, data: wire.Data) -> bytes:
     """``data`` sealed as ``link``'s peer would send it."""
-    fields = wire.data_fields(data.ack, data.ack_bits, data.seq, data.flags, list(data.chunks))
+    chunks = list(data.chunks)
+    fields = session_bytes.data_fields(data.ack, data.ack_bits, data.seq, data.flags, chunks)
     return link._cipher.seal(wire.DatagramType.DATA, data.token, data.pn, fields)
 
 
@@ -54,7 +55,7 @@ def out_of_order_attack(token: bytes, chunk_size: int, first_pn: int = 0) -> lis
     """A full window of DATA packets, all but the first, each packed with as many chunks of
     ``chunk_size`` bytes as the rules allow: what a peer sends to make a receiver hold the
     most objects for the fewest bytes."""
-    header = len(wire.data_fields(0, 0, wire.WINDOW, 0, [])) + SESSION_ENVELOPE
+    header = len(session_bytes.data_fields(0, 0, wire.WINDOW, 0, [])) + SESSION_ENVELOPE
     per_chunk = chunk_size + (2 if chunk_size < 256 else 3)
     count = max(1, min(wire.MAX_CHUNKS, (wire.MAX_DATAGRAM_SIZE - header) // per_chunk))
     out = []

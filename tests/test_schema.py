@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_wire import every_datagram, every_message, every_session_datagram
 from udpchat import messages as m
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.schema import Family, Schema
 from udpchat.wiretypes import Bin, Bool, DecodeError, Rest, Str, UInt
 
@@ -101,18 +101,18 @@ def test_encoders_take_the_fields_in_the_schema_order(
 
 
 def test_session_encoders_take_the_fields_in_the_schema_order() -> None:
-    fields = wire.data_fields(1, 2, 3, 1, [b"a", b"b"])
+    fields = session_bytes.data_fields(1, 2, 3, 1, [b"a", b"b"])
     envelope = wire.Protected(wire.DatagramType.DATA, TOKEN, 9, b"")
     assert wire.decode_session(envelope, fields) == wire.Data(TOKEN, 9, 1, 2, 3, 1, (b"a", b"b"))
     ack = wire.Protected(wire.DatagramType.ACK, TOKEN, 9, b"")
-    assert wire.decode_session(ack, wire.ack_fields(4, 5)) == wire.Ack(TOKEN, 9, 4, 5)
-    sealed = wire.encode_session(wire.DatagramType.PING, TOKEN, 9, b"s")
+    assert wire.decode_session(ack, session_bytes.ack_fields(4, 5)) == wire.Ack(TOKEN, 9, 4, 5)
+    sealed = session_bytes.encode_session(wire.DatagramType.PING, TOKEN, 9, b"s")
     assert wire.decode_datagram(sealed) == wire.Protected(wire.DatagramType.PING, TOKEN, 9, b"s")
 
 
 def test_the_tag_of_a_shared_class_comes_back_as_its_enum() -> None:
     for kind in wire.SESSION_TYPES:
-        decoded = wire.decode_datagram(wire.encode_session(kind, TOKEN, 1, b""))
+        decoded = wire.decode_datagram(session_bytes.encode_session(kind, TOKEN, 1, b""))
         assert isinstance(decoded, wire.Protected) and decoded.kind is kind
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.noise import aead_nonce, rekey
 from udpchat.seal import (
     KEY_SIZE,
@@ -66,14 +66,14 @@ def test_layout_nonce_and_associated_data_follow_the_protocol() -> None:
     """type || token || pn || sealed; nonce = 4 zero bytes || pn little-endian; associated
     data = the header as sent, type || token || pn (a msgpack uint, shortest form)."""
     alice, _ = pair()
-    datagram = alice.seal(ACK, TOKEN, 300, wire.ack_fields(5, 0))
+    datagram = alice.seal(ACK, TOKEN, 300, session_bytes.ack_fields(5, 0))
     e = envelope(datagram)
     assert (e.kind, e.token, e.pn) == (ACK, TOKEN, 300)
     assert aead_nonce(300) == bytes(4) + (300).to_bytes(8, "little")
     header = b"\x07" + TOKEN + b"\xcd\x01\x2c"
     assert datagram == header + e.sealed
     plain = ChaCha20Poly1305(KEY).decrypt(aead_nonce(300), e.sealed, header)
-    assert plain == wire.ack_fields(5, 0)
+    assert plain == session_bytes.ack_fields(5, 0)
 
 
 @given(st.binary(min_size=1, max_size=200), st.data())
@@ -96,7 +96,7 @@ def test_every_change_to_the_header_or_the_ciphertext_is_detected(
 
 def test_the_header_is_bound_token_pn_and_type() -> None:
     alice, bob = pair()
-    e = envelope(alice.seal(ACK, TOKEN, 9, wire.ack_fields(0, 0)))
+    e = envelope(alice.seal(ACK, TOKEN, 9, session_bytes.ack_fields(0, 0)))
     for other in (
         wire.Protected(wire.DatagramType.PING, e.token, e.pn, e.sealed),
         wire.Protected(e.kind, b"U" * 8, e.pn, e.sealed),
@@ -104,13 +104,13 @@ def test_the_header_is_bound_token_pn_and_type() -> None:
     ):
         with pytest.raises(SealError):
             bob.open(other)
-    assert bob.open(e) == wire.ack_fields(0, 0)
+    assert bob.open(e) == session_bytes.ack_fields(0, 0)
 
 
 def test_each_direction_has_its_own_key() -> None:
     """A datagram reflected back at its sender does not open: the directions' keys differ."""
     alice, _ = pair()
-    e = envelope(alice.seal(ACK, TOKEN, 1, wire.ack_fields(0, 0)))
+    e = envelope(alice.seal(ACK, TOKEN, 1, session_bytes.ack_fields(0, 0)))
     with pytest.raises(SealError):
         alice.open(e)
 
@@ -119,9 +119,9 @@ def test_padding_hides_lengths_to_a_bucket() -> None:
     alice, bob = pair(padded=True)
     sizes = {len(alice.seal(DATA, TOKEN, 1, bytes(n))) for n in range(0, 250)}
     assert sizes == {1 + 8 + 1 + MESSAGE_BUCKET + TAG_SIZE}
-    ack = envelope(alice.seal(ACK, TOKEN, 2, wire.ack_fields(2**40, 2**62)))
+    ack = envelope(alice.seal(ACK, TOKEN, 2, session_bytes.ack_fields(2**40, 2**62)))
     assert len(ack.sealed) == PAD_BUCKETS[0] + TAG_SIZE
-    assert bob.open(ack) == wire.ack_fields(2**40, 2**62)
+    assert bob.open(ack) == session_bytes.ack_fields(2**40, 2**62)
     unpadded, _ = pair(padded=False)
     assert len(envelope(unpadded.seal(ACK, TOKEN, 2, b"\x92\x00\x00")).sealed) == 3 + TAG_SIZE
 
@@ -167,9 +167,9 @@ def test_too_large_to_pad_is_a_local_error() -> None:
 def test_key_phases_follow_noise_rekey() -> None:
     """protocol.md 8.1: the key of pn is REKEY applied pn // interval times."""
     alice, _ = pair(interval=8)
-    e = envelope(alice.seal(ACK, TOKEN, 17, wire.ack_fields(0, 0)))
+    e = envelope(alice.seal(ACK, TOKEN, 17, session_bytes.ack_fields(0, 0)))
     key = rekey(rekey(KEY))
-    header = wire.session_header(ACK, TOKEN, 17)
+    header = session_bytes.session_header(ACK, TOKEN, 17)
     assert ChaCha20Poly1305(key).decrypt(aead_nonce(17), e.sealed, header) == b"\x92\x00\x00"
     expected = ChaCha20Poly1305(KEY).encrypt(aead_nonce(2**64 - 1), bytes(32), b"")[:32]
     assert rekey(KEY) == expected
@@ -177,11 +177,11 @@ def test_key_phases_follow_noise_rekey() -> None:
 
 def test_reordered_datagrams_across_a_phase_boundary_open() -> None:
     alice, bob = pair(interval=8)
-    sealed = [alice.seal(ACK, TOKEN, pn, wire.ack_fields(pn, 0)) for pn in range(40)]
+    sealed = [alice.seal(ACK, TOKEN, pn, session_bytes.ack_fields(pn, 0)) for pn in range(40)]
     order = list(range(40))
     random.Random(3).shuffle(order[:20])  # reordering within a few phases
     for pn in sorted(order[:20], key=lambda p: (p // 8, -p)) + order[20:]:
-        assert bob.open(envelope(sealed[pn])) == wire.ack_fields(pn, 0)
+        assert bob.open(envelope(sealed[pn])) == session_bytes.ack_fields(pn, 0)
 
 
 def test_a_forged_far_future_pn_costs_a_bounded_number_of_rekeys() -> None:

@@ -12,14 +12,16 @@ the network enter the program: it checks every type, range and length and raises
 
 Each datagram type is one dataclass whose fields carry their wire type (udpchat.schema):
 the decoder and the encoders are compiled from it, so a field's place, type and limits are
-written once, next to the protocol.md table they come from.
+written once, next to the protocol.md table they come from. The session header and the
+fields of DATA, ACK and PING, packed for every datagram a link sends, are also written by
+hand, in udpchat.session_bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Annotated, TypeVar, cast
 
@@ -92,8 +94,6 @@ __all__ = [
     "Token",
     "Uint",
     "UnsupportedVersion",
-    "ack_fields",
-    "data_fields",
     "datagram_type",
     "decode_accept_payload",
     "decode_datagram",
@@ -109,13 +109,10 @@ __all__ = [
     "encode_join_payload",
     "encode_reject",
     "encode_reset",
-    "encode_session",
     "is_handshake_request",
     "path_fields",
     "request_hash",
     "session_fields",
-    "session_from_header",
-    "session_header",
 ]
 
 PROTOCOL_VERSION = 3
@@ -307,8 +304,12 @@ class Busy:
     retry_ms: Annotated[int, UInt(MAX_BUSY_RETRY_MS)]
 
 
+# The records made for every session datagram (its envelope, then its fields) are not
+# frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building one 3 to 5 times dearer, paid twice per datagram. Nothing changes them once
+# decoded; they hash by value like the frozen ones.
 @SESSION.register(DatagramType.DATA)
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see above Data
 class Data:
     token: bytes
     pn: int
@@ -331,7 +332,7 @@ class Data:
 
 
 @SESSION.register(DatagramType.ACK)
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see above Data
 class Ack:
     token: bytes
     pn: int
@@ -340,7 +341,7 @@ class Ack:
 
 
 @SESSION.register(DatagramType.PING)
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see above Data
 class Ping:
     token: bytes
     pn: int
@@ -357,7 +358,7 @@ class Reset:
     reset_token: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see above Data
 class Protected:
     """A session datagram as it arrives: the header in the clear, the rest sealed.
 
@@ -369,6 +370,10 @@ class Protected:
     token: Token
     pn: Uint
     sealed: Annotated[bytes, Bin()]
+    # The bytes ``kind``, ``token`` and ``pn`` were read from (the seal's associated data),
+    # kept by ``decode_datagram`` so that opening does not encode them again; empty when
+    # the envelope was built from its fields, and then made from them.
+    header: bytes = field(default=b"", compare=False, repr=False)
 
 
 @SESSION.register(DatagramType.PATH_CHALLENGE)
@@ -462,7 +467,7 @@ def _decode_protected(kind: DatagramType, data: bytes) -> Protected:
         pn = int.from_bytes(data[start + 1 : end], "big")
         if pn < least:
             fail("pn must be in its shortest form")
-    return Protected(kind, data[1:start], pn, data[end:])
+    return Protected(kind, data[1:start], pn, data[end:], data[:end])
 
 
 def decode_session(envelope: Protected, plaintext: bytes) -> SessionDatagram:
@@ -500,6 +505,8 @@ def decode_accept_payload(data: bytes) -> AcceptPayload:
 def encode(datagram: Datagram) -> bytes:
     """Encode any datagram object (used by tests and tools; hot paths call encode_* directly)."""
     if isinstance(datagram, Protected):
+        from udpchat.session_bytes import encode_session  # it builds on this module
+
         return encode_session(datagram.kind, datagram.token, datagram.pn, datagram.sealed)
     if isinstance(datagram, Reset):
         return encode_reset(datagram.token, datagram.reset_token)
@@ -582,31 +589,6 @@ def datagram_type(data: bytes) -> int | None:
         return head
     return data[2] if 0x91 <= head <= 0x9F and len(data) > 2 else None
 
-
-def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
-    """protocol.md 3 and 8.1: a session datagram's header in the clear, ``type || token ||
-    pn``, which is also the associated data its seal authenticates."""
-    if len(token) != TOKEN_SIZE:
-        raise ValueError(f"a token is {TOKEN_SIZE} bytes")
-    return bytes((kind,)) + token + pack(pn)
-
-
-def session_from_header(header: bytes, sealed: bytes) -> bytes:
-    """The session datagram whose ``session_header`` is ``header``: the header, then the
-    sealed fields to the end of the datagram (their length is the datagram's)."""
-    return header + sealed
-
-
-def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:
-    """A session datagram's envelope around ``sealed``."""
-    return session_header(kind, token, pn) + sealed
-
-
-data_fields: Callable[[int, int, int, int, Sequence[bytes]], bytes] = SESSION.schema(Data).pack
-"""``data_fields(ack, ack_bits, seq, flags, chunks)``: the plaintext of a DATA datagram."""
-
-ack_fields: Callable[[int, int], bytes] = SESSION.schema(Ack).pack
-"""``ack_fields(ack, ack_bits)``: the plaintext of an ACK or PING."""
 
 path_fields: Callable[[bytes], bytes] = SESSION.schema(PathChallenge).pack
 """``path_fields(data)``: the plaintext of a PATH_CHALLENGE or PATH_RESPONSE."""

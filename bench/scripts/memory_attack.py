@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.handshake import Joiner
 from udpchat.seal import SealError, SessionCipher
 from udpchat_bench.load import open_member_sockets
@@ -267,7 +267,7 @@ def sealed_size(more: bool, chunks: list[bytes]) -> int:
     """The bytes of a sealed DATA carrying ``chunks``, with the widest packet number and ACK
     fields a run uses (no room key, so no padding: protocol.md 8.2)."""
     cipher = SessionCipher(bytes(32), bytes(32), padded=False, interval=2**64)
-    fields = wire.data_fields(WIDE_ACK, wire.MAX_ACK_BITS, WIDE_SEQ, int(more), chunks)
+    fields = session_bytes.data_fields(WIDE_ACK, wire.MAX_ACK_BITS, WIDE_SEQ, int(more), chunks)
     return len(cipher.seal(wire.DatagramType.DATA, bytes(wire.TOKEN_SIZE), WIDE_PN, fields))
 
 
@@ -342,7 +342,8 @@ class Attacker:
 
     def send_ack(self, session: Session) -> None:
         ack, bits = session.ack_fields()
-        ack_datagram = self.seal(session, wire.DatagramType.ACK, wire.ack_fields(ack, bits))
+        fields = session_bytes.ack_fields(ack, bits)
+        ack_datagram = self.seal(session, wire.DatagramType.ACK, fields)
         self.send(session, ack_datagram, "ack")
 
     def on_session(self, envelope: wire.Protected) -> None:
@@ -448,7 +449,7 @@ class Attacker:
                     continue
                 ack, bits = session.ack_fields()
                 for seq, more, chunks in plan[:ATTACK_BLOCK]:
-                    fields = wire.data_fields(ack, bits, seq, int(more), chunks)
+                    fields = session_bytes.data_fields(ack, bits, seq, int(more), chunks)
                     data = self.seal(session, wire.DatagramType.DATA, fields)
                     assert len(data) <= wire.MAX_DATAGRAM_SIZE, len(data)
                     self.send(session, data, "attack")

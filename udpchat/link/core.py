@@ -27,7 +27,7 @@ behaviour on the wire.
 
 from __future__ import annotations
 
-from udpchat import wire
+from udpchat import session_bytes, wire
 from udpchat.budget import ReceiveBudget
 from udpchat.link.config import ASAP, LinkConfig, LinkStats
 from udpchat.link.receiving import ReceiveSide
@@ -35,7 +35,6 @@ from udpchat.link.recovery import LossRecovery
 from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.link.sending import SendSide
-from udpchat.link.state import Packet
 from udpchat.seal import SealError, SessionCipher, SessionKeys
 
 __all__ = ["Link"]
@@ -152,11 +151,10 @@ class Link(SendSide, LossRecovery, ReceiveSide):
             return None
         self.stats.datagrams_received += 1
         self._on_ack(datagram.ack, datagram.ack_bits, now)
-        if isinstance(datagram, wire.Ping):
-            self._ack_now = True
-            return []
         if isinstance(datagram, wire.Data):
             return self._on_data(datagram, now)
+        if isinstance(datagram, wire.Ping):
+            self._ack_now = True
         return []
 
     def receive_sealed(self, envelope: wire.Protected, now: float) -> list[bytes] | None:
@@ -171,41 +169,76 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         if self.dead:
             return []
         flight = self._in_flight
-        due = [p for p in flight.values() if p.deadline <= now] if flight else []
-        ack_due = self._ack_now or (self._ack_deadline is not None and self._ack_deadline <= now)
+        due = [p for p in flight.values() if p.deadline <= now] if flight else None
+        ack_deadline = self._ack_deadline
+        ack_due = self._ack_now or (ack_deadline is not None and ack_deadline <= now)
         if not (due or self._queue or ack_due or self._ping_requested):
             return []  # the common case for a relay flushing a member with nothing due
         out: list[bytes] = []
-        ack, bits = self._ack_fields()
-        for packet in due:
-            packet.stalled += 1
-            packet.retransmits += 1
-            packet.last_sent = now
-            packet.deadline = now + self._backoff(packet.stalled) + packet.slack
-            self._stalled = True
-            self.stats.retransmissions += 1
-            out.append(self._encode_data(packet, ack, bits))
-        window = self.config.window
-        while (
-            self._queue and len(flight) < window and self._next_seq < self._peer_ack + wire.WINDOW
-        ):
-            packet = self._pack_packet(now)
-            self._in_flight[packet.seq] = packet
-            self.stats.packets_sent += 1
-            out.append(self._encode_data(packet, ack, bits))
-        if self._ping_requested:
-            out.append(self._seal(wire.DatagramType.PING, wire.ack_fields(ack, bits)))
-        elif ack_due and not out:
-            out.append(self._seal(wire.DatagramType.ACK, wire.ack_fields(ack, bits)))
-            self.stats.acks_sent += 1
+        ack, bits = self._expected, self._buffer.ack_bits  # what _ack_fields gives
+        # The token and the cipher's seal, once for every datagram of this flush; each
+        # datagram has a packet number of its own (its nonce: never two with the same).
+        seal, token, stats = self._cipher.seal, self.token, self.stats
+        data_fields, data_kind = session_bytes.data_fields, wire.DatagramType.DATA
+        if due:
+            for packet in due:
+                packet.stalled += 1
+                packet.retransmits += 1
+                packet.last_sent = now
+                packet.deadline = now + self._backoff(packet.stalled) + packet.slack
+                self._stalled = True
+                stats.retransmissions += 1
+                pn = self._next_pn
+                self._next_pn = pn + 1
+                fields = data_fields(ack, bits, packet.seq, packet.flags, packet.chunks)
+                out.append(seal(data_kind, token, pn, fields))
+        if self._queue:
+            window = self.config.window
+            limit = self._peer_ack + wire.WINDOW
+            while self._queue and len(flight) < window and self._next_seq < limit:
+                packet = self._pack_packet(now)
+                flight[packet.seq] = packet
+                stats.packets_sent += 1
+                pn = self._next_pn
+                self._next_pn = pn + 1
+                fields = data_fields(ack, bits, packet.seq, packet.flags, packet.chunks)
+                out.append(seal(data_kind, token, pn, fields))
+        if self._ping_requested or (ack_due and not out):
+            if self._ping_requested:
+                kind = wire.DatagramType.PING
+            else:
+                kind = wire.DatagramType.ACK
+                stats.acks_sent += 1
+            pn = self._next_pn
+            self._next_pn = pn + 1
+            out.append(seal(kind, token, pn, session_bytes.ack_fields(ack, bits)))
         if out:
             self._ping_requested = False
             self._ack_now = False
             self._ack_deadline = None
             self._unacked = 0
-            self.stats.datagrams_sent += len(out)
-            self.stats.bytes_sent += sum(len(d) for d in out)
+            stats.datagrams_sent += len(out)
+            size = 0
+            for datagram in out:
+                size += len(datagram)
+            stats.bytes_sent += size
         return out
+
+    def has_output(self, now: float) -> bool:
+        """Whether ``datagrams_to_send(now)`` would send anything (an ACK that acknowledged
+        nothing new, say, leaves nothing to send)."""
+        if self.dead:
+            return False
+        if self._queue or self._ack_now or self._ping_requested:
+            return True
+        ack_deadline = self._ack_deadline
+        if ack_deadline is not None and ack_deadline <= now:
+            return True
+        # a loop, not any() over a generator: this is asked for every datagram received
+        for packet in self._in_flight.values():  # noqa: SIM110
+            if packet.deadline <= now:
+                return True  # a retransmission is due
+        return False
 
     def encode_path(self, kind: type[wire.PathChallenge | wire.PathResponse], data: bytes) -> bytes:
         """A PATH_CHALLENGE or PATH_RESPONSE with this link's token and next packet number."""
@@ -224,20 +257,16 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         self._next_pn += 1
         return self._cipher.seal(kind, self.token, pn, fields)
 
-    def _encode_data(self, packet: Packet, ack: int, bits: int) -> bytes:
-        return self._seal(
-            wire.DatagramType.DATA,
-            wire.data_fields(ack, bits, packet.seq, packet.flags, packet.chunks),
-        )
-
     def next_timer(self) -> float | None:
         """The earliest time at which ``handle_timer`` / ``datagrams_to_send`` has work."""
         if self.dead:
             return None
-        deadline = self._ack_deadline
-        for packet in self._in_flight.values():
-            if deadline is None or packet.deadline < deadline:
-                deadline = packet.deadline
         if self._ack_now or self._ping_requested:
             return ASAP
+        deadline = self._ack_deadline
+        flight = self._in_flight
+        if flight:
+            for packet in flight.values():
+                if deadline is None or packet.deadline < deadline:
+                    deadline = packet.deadline
         return deadline

@@ -27,11 +27,15 @@ class LossRecovery(LinkState):
         return bits == 0 or ack + bits.bit_length() < self._next_seq
 
     def _on_ack(self, ack: int, bits: int, now: float) -> None:
-        if ack < self._peer_ack and not bits:
-            return  # an old ACK overtaken by a newer one
-        self._peer_ack = max(self._peer_ack, ack)
-        newly: list[Packet] = []
+        if ack < self._peer_ack:
+            if not bits:
+                return  # an old ACK overtaken by a newer one
+        else:
+            self._peer_ack = ack
         flight = self._in_flight
+        if not flight:
+            return  # nothing to acknowledge (an idle link's heartbeat)
+        newly: list[Packet] = []
         while flight:
             seq = next(iter(flight))  # the lowest: packets enter in sequence order
             if seq >= ack:
@@ -46,19 +50,21 @@ class LossRecovery(LinkState):
                 newly.append(packet)
         if not newly:
             return
-        if not flight:
-            self._in_flight = {}  # a dict keeps its grown table: idle members get a small one
-        largest = max(newly, key=lambda p: p.seq)
+        # the highest: those below ``ack`` came first, then those of the bitmap, each in order
+        largest = newly[-1]
         if largest.seq > self._largest_acked:
             self._largest_acked = largest.seq
             # Karn: not from a retransmitted packet; nor from a LAZY one, whose ACK the peer
             # may have held back for up to LAZY_ACK_DELAY (protocol.md 5.5)
             if largest.retransmits == 0 and not largest.flags & wire.LAZY:
                 self.rtt.on_sample(now - largest.last_sent)
+                self._sync_stats()
         if self._stalled:
             self._reset_backoff()
-        self._detect_losses(largest, now)
-        self._sync_stats()
+        if flight:
+            self._detect_losses(largest, now)
+        else:
+            self._in_flight = {}  # a dict keeps its grown table: idle members get a small one
 
     def _reset_backoff(self) -> None:
         """RFC 9002 6.2.1: an ACK of new data resets the backoff. The peer is alive, and a

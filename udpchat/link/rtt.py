@@ -50,23 +50,28 @@ class RttEstimator:
 
     def on_sample(self, rtt: float) -> None:
         """Fold in one RTT measurement from a packet that was sent exactly once (Karn)."""
-        rtt = max(rtt, 0.0)
+        if rtt < 0.0:
+            rtt = 0.0
         self.latest_rtt = rtt
-        self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+        if self.min_rtt is None or rtt < self.min_rtt:
+            self.min_rtt = rtt
         if self.samples == 0:
             # RFC 6298 2.2
             self.srtt = rtt
             self.rttvar = rtt / 2
         else:
             # RFC 6298 2.3: RTTVAR first, using the old SRTT.
-            self.rttvar = (1 - K_BETA) * self.rttvar + K_BETA * abs(self.srtt - rtt)
-            self.srtt = (1 - K_ALPHA) * self.srtt + K_ALPHA * rtt
+            srtt = self.srtt
+            self.rttvar = (1 - K_BETA) * self.rttvar + K_BETA * abs(srtt - rtt)
+            self.srtt = (1 - K_ALPHA) * srtt + K_ALPHA * rtt
         self.samples += 1
         self._update_rto()
 
     def _update_rto(self) -> None:
         """RFC 6298 2.3 ``SRTT + max(G, K*RTTVAR)`` plus the peer's ACK delay, clamped."""
-        base = self.srtt + max(K_GRANULARITY, K_RTO_VARIANCE * self.rttvar) + self.max_ack_delay
+        variance = K_RTO_VARIANCE * self.rttvar
+        base = self.srtt + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+        base += self.max_ack_delay
         self.rto = min(max(base, self.min_rto), self.max_rto)
 
     def loss_delay(self) -> float:

@@ -14,7 +14,7 @@ from udpchat import wire
 from udpchat.link.config import LinkDead, SendBufferFull
 from udpchat.link.state import LAZY_SLACK, LinkState, Packet
 from udpchat.messages import MAX_MESSAGE_SIZE
-from udpchat.seal import SESSION_ENVELOPE
+from udpchat.seal import FRAME_HEADER_SIZE, PAD_BUCKETS, SESSION_ENVELOPE
 
 __all__ = ["SendSide", "chunk_cost"]
 
@@ -51,23 +51,28 @@ class SendSide(LinkState):
         """
         if self.dead:
             raise LinkDead("the link has given up on its peer")
-        if len(message) > MAX_MESSAGE_SIZE:
-            raise ValueError(f"message of {len(message)} bytes is over {MAX_MESSAGE_SIZE}")
-        if not message:
+        size = len(message)
+        if size > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {size} bytes is over {MAX_MESSAGE_SIZE}")
+        if not size:
             raise ValueError("a message is never empty (protocol.md 5.1)")
-        if self._queued_bytes + len(message) > self.config.send_buffer:
+        queued = self._queued_bytes + size
+        if queued > self.config.send_buffer:
             raise SendBufferFull(f"{self._queued_bytes} bytes already queued")
-        if self._queue is None or self._queue_lazy is None:
-            self._queue = deque()
+        queue = self._queue
+        if queue is None or self._queue_lazy is None:
+            self._queue = queue = deque()
             self._queue_lazy = deque()
-        self._queue.append(message)
+        queue.append(message)
         self._queue_lazy.append(lazy)
-        self._queued_bytes += len(message)
+        self._queued_bytes = queued
         self.stats.messages_sent += 1
 
     def _pack_packet(self, now: float) -> Packet:
         """Fill one DATA packet from the queue: whole messages, the last one maybe split."""
-        plaintext = min(self.config.max_datagram - SESSION_ENVELOPE, self._cipher.max_plaintext)
+        plaintext = self.config.max_datagram - SESSION_ENVELOPE
+        if self._cipher.padded:  # what its largest bucket holds (SessionCipher.max_plaintext)
+            plaintext = min(plaintext, PAD_BUCKETS[-1] - FRAME_HEADER_SIZE)
         budget = plaintext - wire.DATA_FIELDS_OVERHEAD
         chunks: list[bytes] = []
         flags = 0
@@ -77,7 +82,7 @@ class SendSide(LinkState):
         while queue and len(chunks) < wire.MAX_CHUNKS:
             message = queue[0]
             remaining = len(message) - self._queue_offset
-            cost = chunk_cost(remaining)
+            cost = remaining + (2 if remaining < 256 else 3 if remaining < 65536 else 5)
             if cost <= budget:
                 chunks.append(message[self._queue_offset :] if self._queue_offset else message)
                 budget -= cost

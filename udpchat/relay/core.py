@@ -112,6 +112,7 @@ class RelayCore:
             )
         self.shutting_down = False
         self._shutdown_deadline = math.inf
+        self._now = now  # the latest time the shell gave: next_timer's horizon
 
     @property
     def relay_key(self) -> bytes:
@@ -140,12 +141,14 @@ class RelayCore:
         if self.cluster is not None:  # a store that lost the room: that comes first
             self.cluster.now = now
             self.cluster.check_epoch()
+        self._now = now
         if addr[1] == 0:  # protocol.md 3.1: no answer could ever reach it
             self.stats.from_port_zero += 1
             self.outbox.drop("from port 0", addr)
             return
+        size = len(data)
         self.stats.datagrams_received += 1
-        self.stats.bytes_received += len(data)
+        self.stats.bytes_received += size
         try:
             datagram = wire.decode_datagram(data)
         except wire.UnsupportedVersion as exc:
@@ -168,8 +171,8 @@ class RelayCore:
             return
         match datagram:
             case wire.Protected(kind=kind) if kind in RELAY_BOUND:
-                self._on_session_datagram(datagram, len(data), addr, now)
-            case wire.Hello() | wire.Join() if len(data) < wire.MIN_INITIAL_SIZE:
+                self._on_session_datagram(datagram, size, addr, now)
+            case wire.Hello() | wire.Join() if size < wire.MIN_INITIAL_SIZE:
                 # protocol.md 4.1: unpadded, it could draw an answer larger than itself.
                 self.stats.short_handshakes += 1
                 name = type(datagram).__name__
@@ -200,6 +203,7 @@ class RelayCore:
         The room log commits first (one transaction for everything since the last call):
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
+        self._now = now
         try:
             self.log.commit()
         except LogUnavailable:
@@ -257,7 +261,7 @@ class RelayCore:
             return ASAP  # the other relays' doings, to take
         # The earliest of these (asked every turn: no list, no min over a tuple).
         deadline = self._shutdown_deadline
-        due = sessions.next_deadline()
+        due = sessions.next_deadline(self._now + self.config.heartbeat)
         if due is not None and due < deadline:
             deadline = due
         if not self.shutting_down and sessions.dormant:
@@ -275,6 +279,7 @@ class RelayCore:
         return None if deadline == math.inf else deadline
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         if self.cluster is not None:
             # protocol.md 6.8: what the other relays did, before this relay's own timers
             # (a member that moved to another relay must not time out here).
@@ -333,14 +338,18 @@ class RelayCore:
             self.stats.auth_failures += 1
             self.outbox.drop("session datagram does not authenticate", addr)
             return
-        highest = member.link.highest_pn
-        delivered = member.link.receive(datagram, now)
+        link = member.link
+        # the path is looked at only when the datagram came from elsewhere, or the address
+        # is being validated; then with the highest packet number seen before this one
+        moved = addr != member.addr or member.state is MemberState.VALIDATING
+        highest = link.highest_pn if moved else -1
+        delivered = link.receive(datagram, now)
         if delivered is None:
             self.stats.rejected_by_link += 1
             self.outbox.drop("replayed or impossible", addr)
             return
         self.sessions.heard(member, size, now)
-        if addr != member.addr or member.state is MemberState.VALIDATING:
+        if moved:
             self.paths.check(member, datagram, size, addr, highest)
         for data in delivered:
             self.room.on_message(member, data, now)
@@ -350,7 +359,10 @@ class RelayCore:
             # Its own answer leaves after the fan-out its datagram caused (a POSTED is LAZY,
             # and its sendto wakes the poster, a few hundred µs the others would wait for);
             # not so a newcomer whose WELCOME holds the room's output back.
+            sessions = self.sessions
             if self.room.held:
-                self.sessions.mark(member)
-            else:
-                self.sessions.mark_last(member)
+                sessions.mark(member)
+            elif member in sessions.dirty or link.has_output(now):
+                sessions.mark_last(member)
+            else:  # nothing to flush (a bare ACK): only its timer may have moved
+                sessions.reschedule(member)

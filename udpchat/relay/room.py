@@ -90,6 +90,21 @@ class Room(Requests, Welcoming):
         self.sessions.mark(member)
         return True
 
+    def _deliver_all(self, recipients: list[Member], data: bytes) -> list[Member]:
+        """``deliver`` to each of ``recipients`` (one loop for a fan-out); those that could
+        not take it."""
+        laggards: list[Member] = []
+        dirty = self.sessions.dirty  # sessions.mark, for each
+        for member in recipients:
+            try:
+                member.link.send(data)
+            except SendBufferFull:
+                laggards.append(member)
+                continue
+            dirty[member] = None
+        self.stats.deliveries += len(recipients) - len(laggards)
+        return laggards
+
     @property
     def notice_deadline(self) -> float | None:
         """When the waiting join or leave notices must go out, if any wait."""
@@ -210,7 +225,7 @@ class Room(Requests, Welcoming):
                 else:
                     members = self.sessions.members.values()
                     recipients = [mb for mb in members if mb is not exclude]
-                laggards = [mb for mb in recipients if not self.deliver(mb, data)]
+                laggards = self._deliver_all(recipients, data)
                 for member in laggards:
                     if member.live:
                         self.remove(member, m.LeaveReason.DROPPED, "could not keep up", None)

@@ -206,11 +206,10 @@ class SessionTable:
 
     def heard(self, member: Member, size: int, now: float) -> None:
         """An authenticated, new datagram of ``size`` bytes arrived on the session."""
-        member.link.count_received(size)
+        member.link.stats.bytes_received += size  # the link's count_received
         member.last_heard = now
-        member.answer_credit = min(
-            member.answer_credit + LIST_CREDIT_FACTOR * size, MAX_ANSWER_CREDIT
-        )
+        credit = member.answer_credit + LIST_CREDIT_FACTOR * size
+        member.answer_credit = credit if credit < MAX_ANSWER_CREDIT else MAX_ANSWER_CREDIT
         if member.state is MemberState.ACCEPTED:  # the handshake is over: no JOIN repeats
             assert member.join is not None
             self.by_join.pop(member.join, None)
@@ -349,7 +348,9 @@ class SessionTable:
         sending is blocked (an unvalidated address out of budget), and its expiry."""
         expiry = member.last_heard + self.timeout
         link_timer = member.link.next_timer()
-        if link_timer is None or link_timer >= expiry or sending_blocked(member):
+        if link_timer is None or link_timer >= expiry:
+            return expiry
+        if member.path_data is not None and sending_blocked(member):  # validated: not
             return expiry
         return link_timer
 
@@ -359,7 +360,15 @@ class SessionTable:
         self._timer_order += 1
         heapq.heapreplace(self.timers, (deadline, self._timer_order, member.token))
 
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, horizon: float = math.inf) -> float | None:
+        """The earliest deadline, checked against its member's state if it comes before
+        ``horizon``. One beyond it is returned as armed, maybe stale (early, never late):
+        checking it now would postpone it at every datagram its member sends, as a heard
+        member's expiry moves on (a thousand idle members' heartbeats each moved the top of
+        the heap, once per heartbeat instead of once per timeout). The caller passes
+        ``now`` plus the heartbeat: a live member sends within it, so the deadline is
+        checked again before it comes, and only the rare one left stale wakes the relay
+        for nothing (``due`` then postpones it)."""
         timers = self.timers
         members = self.members
         while timers:
@@ -368,6 +377,8 @@ class SessionTable:
             if member is None or member.scheduled != deadline:
                 heapq.heappop(timers)
                 continue
+            if deadline > horizon:
+                return deadline
             actual = self.deadline(member)
             if actual <= deadline:
                 return deadline
