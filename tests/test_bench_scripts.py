@@ -104,3 +104,10 @@ def test_latency_hops_times_a_line_hop_by_hop() -> None:
                   "receiver's turn to its event"):
         assert stage in out
     assert "copy left before the poster's POSTED: " in out
+
+
+@pytest.mark.timeout(120)
+def test_join_probe_splits_a_join_into_steps_and_the_relay_s_cpu() -> None:
+    out = run_script("join_probe.py", "--members", "10", "--probes", "2", timeout=100)
+    assert "| WELCOME |" in out and "| ACCEPT read |" in out
+    assert "| CPU: JOIN read to ACCEPT sent |" in out and "| CPU: core takes the JOIN |" in out

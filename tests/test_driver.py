@@ -234,6 +234,104 @@ def test_a_call_that_brings_the_timer_forward_wakes_the_loop_promptly(harness: H
     assert harness.wait(lambda: bool(harness.endpoint.timers_run), 5)  # woken, not timed out
 
 
+class AlarmTransport(FakeTransport):
+    """A fake transport with ``wake_at``: its waits also end at the alarm, if one is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alarm: float | None = None
+        self.alarms: list[float | None] = []
+        self.wakes = 0
+
+    def wake_at(self, when: float | None) -> None:
+        with self._cond:
+            self.alarm = when
+            self.alarms.append(when)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        self.wakes += 1
+        super().wake()
+
+    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
+        with self._cond:
+            if timeout is not None:
+                self.waits.append(timeout)
+            end = None if timeout is None else time.monotonic() + timeout
+            while not self._queue and not self._woken and not self.closed:
+                now = time.monotonic()
+                if self.alarm is not None and now >= self.alarm:
+                    self.alarm = None
+                    return None
+                ends = [t for t in (end, self.alarm) if t is not None]
+                if end is not None and now >= end:
+                    return None
+                self._cond.wait(min(ends) - now if ends else None)
+            if self._queue:
+                return self._queue.popleft()
+            self._woken = False
+            return None
+
+
+@pytest.fixture
+def alarmed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setattr(udpchat.driver, "IDLE_WAIT", LONG_IDLE)
+    h = Harness()
+    h.transport = h.driver.transport = AlarmTransport()
+    yield h
+    h.driver.stop()
+    h.driver.join()
+
+
+def test_a_call_that_brings_the_timer_forward_sets_the_alarm_instead_of_waking(
+    alarmed: Harness,
+) -> None:
+    transport = alarmed.transport
+    assert isinstance(transport, AlarmTransport)
+    alarmed.driver.start()
+    assert alarmed.wait(lambda: len(transport.waits) >= 1)  # asleep for LONG_IDLE
+    deadline = 0.0
+
+    def soon(now: float) -> None:
+        nonlocal deadline
+        deadline = alarmed.endpoint.timer = now + 0.05
+
+    alarmed.driver.call(soon)
+    assert transport.alarms == [deadline] and transport.wakes == 0
+    assert len(transport.waits) == 1  # no turn until then: the loop slept on
+    assert alarmed.wait(lambda: bool(alarmed.endpoint.timers_run), 5)  # at the alarm
+    assert alarmed.endpoint.timers_run[0] >= deadline
+
+
+def test_a_call_that_pushes_the_timer_later_sets_no_alarm(alarmed: Harness) -> None:
+    transport = alarmed.transport
+    assert isinstance(transport, AlarmTransport)
+    alarmed.endpoint.timer = time.monotonic() + 0.5
+    alarmed.driver.start()
+    assert alarmed.wait(lambda: len(transport.waits) >= 1)
+
+    def later(now: float) -> None:
+        alarmed.endpoint.timer = now + 1.0
+
+    alarmed.driver.call(later)
+    assert transport.alarms == [] and transport.wakes == 0
+
+
+def test_a_datagram_before_the_alarm_makes_the_loop_forget_it(alarmed: Harness) -> None:
+    transport = alarmed.transport
+    assert isinstance(transport, AlarmTransport)
+    alarmed.driver.start()
+    assert alarmed.wait(lambda: len(transport.waits) >= 1)
+
+    def soon(now: float) -> None:
+        alarmed.endpoint.timer = now + 10.0
+
+    alarmed.driver.call(soon)
+    transport.put(b"answer")
+    assert alarmed.wait(lambda: transport.alarms[-1:] == [None])  # the loop's own wait covers it
+    assert alarmed.endpoint.timers_run == []
+
+
 def test_a_call_from_another_thread_while_the_loop_delivers_keeps_the_order(
     harness: Harness,
 ) -> None:
@@ -484,3 +582,48 @@ def test_a_sliced_fan_out_stops_for_a_handshake_that_arrives_meanwhile() -> None
         driver.stop()
         driver.join()
 
+
+
+def test_a_handshake_s_answer_leaves_in_a_small_slice_before_timers_run() -> None:
+    """An urgent datagram's answer is sent before the turn's timers run and before the rest
+    of the output is encoded, even when no other datagram came with it."""
+    endpoint = SlicedEndpoint(fanout=0)
+    transport = FakeTransport()
+    order: list[str] = []
+    handle_timer = endpoint.handle_timer
+
+    def timer_run(now: float) -> None:
+        order.append("timers")
+        handle_timer(now)
+
+    def sendto(data: bytes, addr: Address) -> None:
+        transport.sent.append((data, addr))
+        order.append(f"sent {data.decode()}")
+
+    endpoint.handle_timer = timer_run  # type: ignore[method-assign]
+    transport.sendto = sendto  # type: ignore[method-assign]
+    endpoint.outbox = [(f"queued {i}".encode(), PEER) for i in range(3)]
+    driver: Driver[str] = Driver(
+        endpoint,
+        transport,
+        label="SlicedEndpoint",
+        log=log,
+        name="test-driver",
+        take=lambda now: [],
+        deliver=lambda items: None,
+        send_batch=MAX_BATCH,
+        urgent=lambda data: data.startswith(b"hello"),
+    )
+    endpoint.timer = 0.0  # due at once
+    transport.put(b"hello")
+    driver.start()
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end and len(transport.sent) < 5:
+            time.sleep(0.002)
+        # two datagrams for one urgent one (an ACCEPT and its WELCOME), then the timers
+        assert order[:3] == ["sent echo hello", "sent queued 0", "timers"]
+        assert [d for d, _ in transport.sent][2:] == [b"queued 1", b"queued 2", b"tick"]
+    finally:
+        driver.stop()
+        driver.join()

@@ -34,6 +34,8 @@ IO_MODULES = {"socket", "select", "selectors", "threading", "asyncio", "time", "
 ABOVE_CORE = {
     "udpchat.driver",
     "udpchat.transport",
+    "udpchat.impaired",
+    "udpchat.alarm",
     "udpchat.chat_client",
     "udpchat.relay_server",
     "udpchat.cli",
@@ -46,7 +48,9 @@ ABOVE_CORE = {
     "udpchat.sim",
 }
 FRONT_ENDS = {"udpchat.ui", "udpchat.frontend", "udpchat.lines", "udpchat.terminal", "udpchat.cli"}
-RUNTIME = ["driver.py", "transport.py", "chat_client.py", "relay_server.py"]
+RUNTIME = [
+    "driver.py", "transport.py", "impaired.py", "alarm.py", "chat_client.py", "relay_server.py"
+]
 
 
 def _files(names: list[str]) -> list[Path]:

@@ -6,9 +6,11 @@ costs that member's output only."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
+from tests.fakeclient import FakeClient
 from tests.relaysim import RELAY, client_addr, join, setup
 from udpchat import messages as m
 from udpchat.relay.config import RelayConfig
@@ -76,3 +78,60 @@ def test_a_fault_flushing_one_member_leaves_the_others_marked() -> None:
     assert len(relay.sessions.dirty) == 2
     assert relay.next_timer() is not None and relay.next_timer() <= now  # type: ignore[operator]
     assert len(relay.datagrams_to_send(now)) >= 2
+
+
+def test_a_newcomer_s_accept_and_welcome_leave_before_the_leaves_it_flushes_fan_out() -> None:
+    """A join while a batch of leaves waits (protocol.md 6.3): the batch is logged first
+    (WELCOME counts it) but fanned out only at the next output, after the newcomer's ACCEPT
+    and WELCOME; the newcomer, whose WELCOME lists the room without them, is not sent it."""
+    net, relay = setup(BIG)
+    clients = [join(net, f"m{i}", i) for i in range(20)]
+    net.run(2.0)
+    clients[0].send(m.Quit("bye"))
+    net.run(0.01)  # the QUIT is in; its LEFT waits for the batch window
+    assert relay.room.notices.kind is not None
+    net.detach(RELAY)
+    newcomer = FakeClient("late", RELAY, seed=99)
+    addr = client_addr(99)
+    now = net.now
+    for _ in range(2):  # HELLO, then the JOIN that answers the CHALLENGE
+        for data, _ in newcomer.datagrams_to_send(now):
+            relay.receive_datagram(data, addr, now)
+        for data, dest in relay.datagrams_to_send(now):
+            assert dest == addr  # nothing for the others yet: the fan-out waits
+            newcomer.receive_datagram(data, RELAY, now)
+    assert newcomer.joined
+    welcome = newcomer.of(m.Welcome)[0]
+    assert "m0" not in welcome.members and welcome.seq == relay.room_seq
+    later = relay.datagrams_to_send(now)
+    others = {client_addr(i) for i in range(1, 20)}
+    assert {dest for _, dest in later} == others  # the LEFT_BATCH, to the others only
+    net.attach(RELAY, relay)
+    net.attach(addr, newcomer)
+    for i in range(1, 20):
+        net.attach(client_addr(i), clients[i])
+    for data, dest in later:
+        clients[int(dest[1]) - 40000].receive_datagram(data, RELAY, now)
+    net.run(2.0)
+    assert not newcomer.of(m.LeftBatch) and not newcomer.of(m.Left)
+    assert all(c.of(m.LeftBatch) or c.of(m.Left) for c in clients[1:])
+
+
+def test_a_paged_welcome_lists_the_first_page_as_it_is_now() -> None:
+    """The first page is measured again only when it changed (protocol.md 6.7): a newcomer
+    sorting into it, or a member of it gone, shows in the next WELCOME."""
+    net, _ = setup(replace(BIG, member_page=5, notice_window=0.0))
+    members = [join(net, f"m{i}", i) for i in range(8)]
+    net.run(1.0)
+
+    def first_page(nick: str, i: int) -> tuple[str, ...]:
+        client = join(net, nick, i)
+        net.run(1.0)
+        return tuple(client.of(m.Welcome)[0].members)
+
+    assert first_page("z1", 20) == ("m0", "m1", "m2", "m3", "m4", "z1")
+    assert first_page("z2", 21) == ("m0", "m1", "m2", "m3", "m4", "z2")
+    assert first_page("a", 22) == ("a", "m0", "m1", "m2", "m3")
+    members[1].send(m.Quit("bye"))
+    net.run(1.0)
+    assert first_page("z3", 23) == ("a", "m0", "m2", "m3", "m4", "z3")

@@ -378,6 +378,44 @@ def test_wake_unblocks_a_receiver_and_the_transport_lives_on(impaired: bool) -> 
         transport.close()
 
 
+def _alarmed() -> UdpTransport:
+    transport = UdpTransport.bind("127.0.0.1")
+    if transport._alarm is None:
+        transport.close()
+        pytest.skip("no timerfd here: wake_at wakes at once")
+    return transport
+
+
+def test_wake_at_ends_a_wait_at_that_time_not_before() -> None:
+    transport = _alarmed()
+    try:
+        started = time.monotonic()
+        when = started + 0.1
+        transport.wake_at(when)
+        assert transport.recvfrom(5.0) is None
+        assert when <= time.monotonic() < started + 2.0
+        # Once: the next wait is its own again.
+        sender = UdpTransport.bind("127.0.0.1")
+        sender.sendto(b"after", transport.local_address)
+        got = transport.recvfrom(2.0)
+        sender.close()
+        assert got is not None and got[0] == b"after"
+    finally:
+        transport.close()
+
+
+def test_wake_at_none_forgets_the_alarm() -> None:
+    transport = _alarmed()
+    try:
+        transport.wake_at(time.monotonic())  # due at once, even readable already
+        transport.wake_at(None)
+        started = time.monotonic()
+        assert transport.recvfrom(0.3) is None
+        assert time.monotonic() - started >= 0.29  # the whole wait: nothing ended it
+    finally:
+        transport.close()
+
+
 # --- socket buffers and the kernel's drop counter ------------------------------------------
 
 

@@ -16,9 +16,10 @@ Threads. The endpoint is not thread-safe. Its own thread (``start``) is the only
 receives; any other thread that acts on the endpoint goes through :meth:`Driver.call`, which
 holds the driver's lock around the call and then, on the calling thread, sends what the call
 produced and hands out what it emitted. Sending from the caller spares every user action a
-thread hand-off (a wake-up costs tens of microseconds in Python, and shows in latency); the
-only wake-up is the transport's: a call wakes the driver thread when it moved the endpoint's
-next timer earlier than the driver's current sleep, which ``wake()`` on the transport ends.
+thread hand-off (a wake-up costs tens of microseconds in Python, and shows in latency). A
+call that moved the endpoint's next timer earlier than the driver's current sleep has the
+transport end that sleep at the new timer (``wake_at``, an alarm: the answer to what the
+call sent usually wakes the loop well before it), or now (``wake()``) on a transport without.
 A reader holds ``lock`` (never to change the endpoint: that is what ``call`` is for).
 
 Handing out. Both threads drain the endpoint (``take``, under the lock, in the order things
@@ -134,6 +135,7 @@ class Driver(Generic[Item]):
         self._stopping = False
         self._done = False
         self._sleeping_until = 0.0  # when the loop's current wait ends; 0 while it works
+        self._alarm_set = False  # a call asked the transport to end that wait early
         self._backlog: list[Item] = []
         self._handing_out = False
         self._last_look = 0.0
@@ -202,14 +204,30 @@ class Driver(Generic[Item]):
             # wake it if that is now too late, or if the call finished the endpoint.
             timer = self._next_timer()
             sleeping = self._sleeping_until
-            wake = (timer is not None and timer < sleeping) or (sleeping > 0 and self._finished())
+            wake = sleeping > 0 and self._finished()
+            alarm: float | None = None
+            if not wake and timer is not None and timer < sleeping:
+                # The answer to what the call sends usually comes before that timer and
+                # wakes the loop anyway: where the transport can, it ends the wait at the
+                # timer instead of now (a turn now would only compute the wait again).
+                if hasattr(self.transport, "wake_at"):
+                    alarm = self._sleeping_until = timer
+                    self._alarm_set = True
+                else:
+                    wake = True
             if wake:
                 self._sleeping_until = 0.0  # one wake-up per sleep is enough
             if self._waiters:
                 self.changed.notify_all()
-        self._send(out)
+        self._send(out)  # first: the alarm is not on the datagrams' way
         if wake:
             self.transport.wake()
+        elif alarm is not None:
+            with self.lock:
+                # Unless the loop has looked at the timers again since, or another call
+                # asked for an earlier time (its own to set): never replaced by a later one.
+                if self._alarm_set and self._sleeping_until == alarm:
+                    self.transport.wake_at(alarm)  # type: ignore[attr-defined]
         if mine is not None:
             self._hand_out(mine)
         return result
@@ -261,6 +279,9 @@ class Driver(Generic[Item]):
                 if self._inbox:
                     wait = 0.0  # read, then take what waits
                 self._sleeping_until = now + wait
+                if self._alarm_set:  # ``timer`` includes what it was set for
+                    self._alarm_set = False
+                    self.transport.wake_at(None)  # type: ignore[attr-defined]
             self._turn(self.transport.recvfrom(wait), wait, timer)
         with self.lock:  # a last flush: what the final turn or a call left behind
             now = time.monotonic()
@@ -296,8 +317,9 @@ class Driver(Generic[Item]):
             early: list[tuple[bytes, Address]] = []
             if urgent:
                 self._receive(urgent, now)
-                if batch:
-                    early = self._output(now)
+                # Their answers (an ACCEPT, then its WELCOME: about two datagrams each)
+                # leave before the rest of the output is even encoded, and before timers.
+                early = self._output(now, 2 * len(urgent))
         if early:
             self._send(early, whole=False)  # one slice: the rest after the batch
         with self.lock:
@@ -346,12 +368,14 @@ class Driver(Generic[Item]):
             self._fault("next_timer", error)
             return None
 
-    def _output(self, now: float) -> list[tuple[bytes, Address]]:
+    def _output(self, now: float, limit: int | None = None) -> list[tuple[bytes, Address]]:
+        """The endpoint's output: one slice of at most ``limit`` (or ``send_batch``)
+        datagrams from a batching endpoint, everything from another."""
         try:
             if self._send_batch is None:
                 return self.endpoint.datagrams_to_send(now)
             batching = cast(BatchingEndpoint, self.endpoint)
-            return batching.datagrams_to_send(now, self._send_batch)
+            return batching.datagrams_to_send(now, min(limit or self._send_batch, self._send_batch))
         except Exception as error:
             self._fault("datagrams_to_send", error)
             return []

@@ -12,17 +12,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import select
 import selectors
 import socket
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from udpchat.alarm import Alarm
 from udpchat.endpoint import Address
-from udpchat.impair import Impairment, ImpairmentConfig, ImpairmentCounters
 from udpchat.socketbuffers import SocketBuffers, granted_buffers, kernel_drops, set_buffers
 
 __all__ = [
@@ -166,9 +166,27 @@ class UdpTransport:
         self._buffers = granted_buffers(sock)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._sock_fd = sock.fileno()
+        self._wake_fd = self._wake_r.fileno()
+        # Where the system has epoll, a wait is one call on it and a look at the file
+        # descriptors it returns: ``selectors`` would build a key object and a list per wait,
+        # which costs more than the wait's system call.
+        self._epoll: select.epoll | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._alarm: Alarm | None = None
+        self._alarm_fd = -1
+        if hasattr(select, "epoll"):
+            self._epoll = select.epoll(3)
+            self._epoll.register(self._sock_fd, select.EPOLLIN)
+            self._epoll.register(self._wake_fd, select.EPOLLIN)
+            self._alarm = Alarm.create()
+            if self._alarm is not None:
+                self._alarm_fd = self._alarm.fileno()
+                self._epoll.register(self._alarm_fd, select.EPOLLIN)
+        else:
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._recv_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = False
@@ -234,29 +252,46 @@ class UdpTransport:
                 self.counters.sent += 1
 
     def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
-        if timeout == 0.0:
+        if timeout is not None and timeout <= 0.0:
             # A poll (the driver draining a batch): the socket is non-blocking, so ask it
             # directly; a select first would cost a second system call per datagram.
             with self._recv_lock:
                 return None if self._closed else self._receive_ready()
         deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = timeout
         with self._recv_lock:
             while not self._closed:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = {key.fileobj for key, _ in self._selector.select(remaining)}
+                ready = self._wait(remaining)
                 if self._closed:
                     return None
-                if self._wake_r in ready:
+                if self._wake_fd in ready:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     return None
-                if self._sock in ready:
+                if self._alarm_fd in ready:
+                    assert self._alarm is not None
+                    self._alarm.clear()
+                    return None
+                if self._sock_fd in ready:
                     got = self._receive_ready()
                     if got is not None:
                         return got
-                if remaining == 0.0:
+                if deadline is None:
+                    continue
+                # readiness without a datagram (a bad checksum): wait out the rest
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0:
                     return None
         return None
+
+    def _wait(self, timeout: float | None) -> list[int]:
+        """The file descriptors (socket, wake-up pair, alarm) readable within ``timeout`` s."""
+        epoll = self._epoll
+        if epoll is not None:
+            # epoll rounds a timeout up to whole milliseconds: a timer is never woken early
+            return [fd for fd, _ in epoll.poll(-1 if timeout is None else timeout)]
+        assert self._selector is not None
+        return [key.fd for key, _ in self._selector.select(timeout)]
 
     def _receive_ready(self) -> tuple[bytes, Address] | None:
         """One datagram if the socket has one now; None if not, or on an error that cost
@@ -279,6 +314,24 @@ class UdpTransport:
                 with contextlib.suppress(OSError):
                     self._wake_w.send(b"\1")
 
+    def wake_at(self, when: float | None) -> None:
+        """Make a thread blocked in ``recvfrom`` return None at ``when`` (``time.monotonic``)
+        at the latest, replacing an earlier ``wake_at``; where the system has no alarm
+        (``udpchat.alarm``), now. None: forget an earlier ``wake_at`` (that thread no longer
+        needs it). The caller serialises its calls."""
+        with self._send_lock:
+            if self._closed:
+                return
+            alarm = self._alarm
+            if when is None:
+                if alarm is not None:
+                    alarm.disarm()
+                return
+            if alarm is not None and alarm.arm(when):
+                return
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\1")
+
     def close(self) -> None:
         """Stop: a thread blocked in ``recvfrom`` returns None promptly. Idempotent."""
         with self._send_lock:
@@ -288,102 +341,15 @@ class UdpTransport:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
         with self._recv_lock:  # the receiver, if any, has been woken and leaves promptly
-            self._selector.close()
+            if self._epoll is not None:
+                self._epoll.close()
+            if self._alarm is not None:
+                self._alarm.close()
+            if self._selector is not None:
+                self._selector.close()
             for sock in (self._sock, self._wake_r, self._wake_w):
                 sock.close()
 
 
-class ImpairedTransport:
-    """Wraps a transport so what it sends and what it receives cross a simulated bad network.
-
-    Each direction has its own :class:`Impairment` with a seed derived from the config's,
-    so a run is reproducible. Delayed outbound datagrams are released by one scheduler
-    thread, so they leave on time even when nobody is receiving.
-    """
-
-    def __init__(self, inner: DatagramTransport, config: ImpairmentConfig) -> None:
-        self._inner = inner
-        self._out: Impairment[Address] = Impairment(config.derive("out"))
-        self._in: Impairment[Address] = Impairment(config.derive("in"))
-        self._ready: deque[tuple[bytes, Address]] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._woken = False
-        self._thread = threading.Thread(target=self._release_loop, name="impair-out", daemon=True)
-        self._thread.start()
-
-    @property
-    def local_address(self) -> Address:
-        return self._inner.local_address
-
-    @property
-    def outbound(self) -> ImpairmentCounters:
-        return self._out.counters
-
-    @property
-    def inbound(self) -> ImpairmentCounters:
-        return self._in.counters
-
-    def sendto(self, data: bytes, addr: Address) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            now = time.monotonic()
-            self._out.submit(data, now, addr)
-            for item, dest in self._out.due(now):  # undelayed: send now, in order
-                self._inner.sendto(item, dest)
-            if self._out.next_deadline() is not None:
-                self._cond.notify()
-
-    def recvfrom(self, timeout: float | None) -> tuple[bytes, Address] | None:
-        """Next datagram released by the inbound impairment, within ``timeout`` overall."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
-            now = time.monotonic()
-            self._ready.extend(self._in.due(now))
-            if self._ready:
-                return self._ready.popleft()
-            waits = [t - now for t in (deadline, self._in.next_deadline()) if t is not None]
-            wait = max(0.0, min(waits)) if waits else None
-            got = self._inner.recvfrom(wait)
-            if got is not None:
-                self._in.submit(got[0], time.monotonic(), got[1])
-            elif self._woken:
-                self._woken = False
-                return None
-            elif wait is None:
-                return None  # the inner transport was closed
-            elif deadline is not None and time.monotonic() >= deadline:
-                released = self._in.due(time.monotonic())
-                self._ready.extend(released[1:])
-                return released[0] if released else None
-        return None
-
-    def wake(self) -> None:
-        self._woken = True
-        self._inner.wake()
-
-    def close(self) -> None:
-        """Stop the scheduler (datagrams still in flight are lost) and close the inner transport."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-        self._inner.close()
-
-    def _release_loop(self) -> None:
-        with self._cond:
-            while not self._closed:
-                deadline = self._out.next_deadline()
-                if deadline is None:
-                    self._cond.wait()
-                    continue
-                now = time.monotonic()
-                if deadline > now:
-                    self._cond.wait(deadline - now)
-                    continue
-                for item, dest in self._out.due(now):
-                    self._inner.sendto(item, dest)
+# Re-exported: it was defined here, and callers import it from here.
+from udpchat.impaired import ImpairedTransport  # noqa: E402

@@ -104,6 +104,14 @@ class MeteredTransport:
     def wake(self) -> None:
         self._inner.wake()
 
+    def wake_at(self, when: float | None) -> None:
+        """The inner transport's alarm (``UdpTransport.wake_at``), or a wake-up now."""
+        wake_at = getattr(self._inner, "wake_at", None)
+        if wake_at is not None:
+            wake_at(when)
+        elif when is not None:
+            self._inner.wake()
+
     def close(self) -> None:
         self._inner.close()
 

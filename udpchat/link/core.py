@@ -60,6 +60,8 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         keys: SessionKeys,
         budget: ReceiveBudget | None = None,
     ) -> None:
+        if len(token) != wire.TOKEN_SIZE:  # sealing takes it as it is, for every datagram
+            raise ValueError(f"a token is {wire.TOKEN_SIZE} bytes")
         self.token = token
         self.config = c = config
         self._cipher = SessionCipher(keys.send, keys.receive, keys.padded, c.rekey_interval)

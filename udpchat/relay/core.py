@@ -92,6 +92,8 @@ class RelayCore:
             now,
         )
         self.room = Room(config, self.stats, self.outbox, self.sessions, self.log, wall_offset)
+        # A held fan-out's newcomer datagrams were taken by the last datagrams_to_send.
+        self._held_taken = False
         # protocol.md 6.8: a log other relays share makes this relay one of the room's.
         self.cluster: Cluster | None = None
         if isinstance(self.log, SharedLog):
@@ -204,6 +206,12 @@ class RelayCore:
         nothing is sent that a crash could make the room forget. If the commit raises,
         nothing is taken, and the next call tries again."""
         self._now = now
+        room = self.room
+        if room.held and self._held_taken:
+            # The newcomer's first datagrams left with the previous call: the fan-out held
+            # behind them goes now, not while those were still waiting to be sent.
+            self._held_taken = False
+            room.release()
         if self.cluster is not None:
             self.cluster.flush_posts()  # protocol.md 6.8: the turn's posts, numbered together
         try:
@@ -243,8 +251,10 @@ class RelayCore:
                 self.paths.flush(member, now, out)
                 member.advance(MemberState.GONE)
             sessions.closing.clear()
-        if self.room.held:  # the newcomer's first datagrams are in this batch: release
-            self.room.release()
+        # The newcomer's first datagrams are in this batch: the held fan-out (a JOINED, a
+        # batch of leaves, thousands of datagrams in a large room) is queued at the next
+        # call, once the shell has sent these (next_timer says ASAP meanwhile).
+        self._held_taken = room.held
         if out:
             stats = self.stats
             stats.datagrams_sent += len(out)
@@ -256,7 +266,7 @@ class RelayCore:
 
     def next_timer(self) -> float | None:
         sessions = self.sessions
-        if sessions.dirty or self.room.pending:
+        if sessions.dirty or self.room.pending or self._held_taken:
             return ASAP  # output is waiting for the next datagrams_to_send
         cluster = self.cluster
         if cluster is not None and cluster.waiting:

@@ -43,6 +43,8 @@ class Welcoming:
     cluster: Cluster | None
     held: bool
     _newest_welcome: int
+    # The room's first page of names as last listed, and the part of it that fits WELCOME.
+    _first_page: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     if TYPE_CHECKING:  # what Room provides
 
@@ -65,14 +67,20 @@ class Welcoming:
         for a resume under another nickname, NICK_CHANGED to all)."""
         member, old, config, log = admission.member, admission.old, self.config, self.log
         batched = self._batching()
+        cluster = self.cluster
         if self.notices.kind is NoticeKind.LEAVE or not batched:
             # WELCOME's list and seq already count these leaves; and a JOINED of our own,
             # which the newcomer does not receive, must be numbered WELCOME.seq + 1.
+            if cluster is None and self.notices.kind is not None:
+                # Logged now, fanned out once the newcomer's ACCEPT and WELCOME are on
+                # their way: in a room of a thousand that fan-out takes milliseconds, and
+                # the newcomer, whose WELCOME counts it, is not sent it (6.3).
+                self.held = True
             self.flush_notices()
-        cluster = self.cluster
         if cluster is not None:
             self._welcome_shared(admission, cluster, batched, now)
             return
+        member.welcome_seq = self._newest_welcome = log.last_seq
         # protocol.md 6.3: WELCOME lists the room as of its seq; members whose join waits
         # in a batch are named by that batch, which the newcomer receives too.
         size, notices = self._size(), self.notices
@@ -82,10 +90,13 @@ class Welcoming:
             size -= len(waiting)
         paged = 0 < config.member_page < size
         if paged:  # protocol.md 6.7: the first page and the newcomer; WELCOME counts the rest
-            # only as many names as a page holds are looked at: in a room of a thousand,
-            # each join would otherwise sort and measure the whole list again
+            # only as many names as a page holds are looked at, and measured again only
+            # when the page changed: in a room of a thousand, most joins leave it as it was
             every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
-            first = members_fitting(tuple(islice(every, config.member_page)))
+            page = tuple(islice(every, config.member_page))
+            if self._first_page[0] != page:
+                self._first_page = (page, members_fitting(page))
+            first = self._first_page[1]
             listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
         else:
             listed = tuple(n for n in self.sessions.nick_list() if n not in waiting)

@@ -1,0 +1,184 @@
+"""What the socket shell costs per datagram and per wake-up, with the protocol taken out.
+
+A :class:`~udpchat.driver.Driver` runs an echo endpoint (it answers every datagram with one of
+the same size and does nothing else) on a real UDP socket; another process sends it
+``--rate`` datagrams a second, from ``--peers`` addresses, spread evenly, as a thousand idle
+members' heartbeats reach a relay (``--rate 1000``), and reads the echoes. What the driver's
+thread spends (``time.thread_time``: its waits are not work) per datagram is then the shell's
+cost alone: the wait, the read into the inbox, the locks, the turn, the sends.
+
+    python bench/scripts/shell_cost.py --rate 1000 --seconds 3 --rounds 3
+    PYTHONPATH=/path/to/checkout python bench/scripts/shell_cost.py --profile
+
+Output per round: datagrams received, turns, datagrams per turn, µs of the driver thread's
+CPU per datagram and per turn; then the medians over rounds. ``--profile`` prints a cProfile
+of the driver thread (thread CPU clock, sorted by tottime). A diagnostic: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import multiprocessing as mp
+import pstats
+import socket
+import statistics
+import threading
+import time
+from typing import Any
+
+from udpchat.driver import Driver
+from udpchat.endpoint import Address
+from udpchat.transport import UdpTransport
+
+
+class Echo:
+    """Answers each datagram with itself; no timer but the one ``timer_every`` asks for."""
+
+    def __init__(self, timer_every: float) -> None:
+        self._out: list[tuple[bytes, Address]] = []
+        self._every = timer_every
+        self._next = time.monotonic() + timer_every if timer_every > 0 else None
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._out.append((data, addr))
+
+    def datagrams_to_send(
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[bytes, Address]]:
+        if limit is None or len(self._out) <= limit:
+            out, self._out = self._out, []
+            return out
+        out, self._out = self._out[:limit], self._out[limit:]
+        return out
+
+    def next_timer(self) -> float | None:
+        return self._next
+
+    def handle_timer(self, now: float) -> None:
+        if self._next is not None:
+            self._next = now + self._every
+
+
+def blaster(port: int, rate: float, seconds: float, peers: int, ready: Any) -> None:
+    """Send ``rate`` datagrams a second to ``port`` from ``peers`` sockets; drain echoes."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(peers)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    payload = b"p" * 60
+    ready.wait()
+    start = time.monotonic()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        s = socks[i % peers]
+        s.sendto(payload, ("127.0.0.1", port))
+        if i % 64 == 0:
+            for r in socks:
+                try:
+                    while True:
+                        r.recv(2048)
+                except BlockingIOError:
+                    pass
+    for s in socks:
+        s.close()
+
+
+def one_round(
+    rate: float, seconds: float, peers: int, timer: float, profile: bool
+) -> dict[str, float]:
+    transport = UdpTransport.bind("127.0.0.1", 0)
+    endpoint = Echo(timer)
+    turns = 0
+    driver: Driver[None] = Driver(
+        endpoint, transport, label="Echo", log=logging.getLogger("shell_cost"), name="echo",
+        take=lambda now: [], deliver=lambda items: None, send_batch=64,
+    )
+    turn = driver._turn
+    profiler = cProfile.Profile(time.thread_time) if profile else None
+    window = threading.Event()
+
+    def counted_turn(*args: Any) -> None:
+        nonlocal turns
+        if window.is_set():
+            turns += 1
+        turn(*args)
+
+    driver._turn = counted_turn  # type: ignore[method-assign,assignment]
+    serve = driver.run
+
+    def run() -> None:
+        if profiler is not None:
+            profiler.enable()
+        serve()
+        if profiler is not None:
+            profiler.disable()
+
+    thread = threading.Thread(target=run, name="driver")
+    thread.start()
+    ident = thread.ident
+    ready = mp.Event()
+    proc = mp.Process(
+        target=blaster, args=(transport.local_address[1], rate, seconds, peers, ready)
+    )
+    proc.start()
+    time.sleep(0.2)
+    ready.set()
+    time.sleep(0.3)  # past the start
+    received0 = driver.received
+    cpu0 = _thread_cpu(ident)
+    window.set()
+    time.sleep(seconds - 0.6)
+    window.clear()
+    cpu1 = _thread_cpu(ident)
+    received1 = driver.received
+    proc.join()
+    driver.stop()
+    driver.join()
+    transport.close()
+    if profiler is not None:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(18)
+    received = received1 - received0
+    used = cpu1 - cpu0
+    return {
+        "received": received,
+        "turns": turns,
+        "per_turn_dg": received / max(turns, 1),
+        "us_per_dg": 1e6 * used / max(received, 1),
+        "us_per_turn": 1e6 * used / max(turns, 1),
+    }
+
+
+def _thread_cpu(ident: int | None) -> float:
+    """The CPU clock of thread ``ident`` (``Thread.ident``), in seconds."""
+    assert ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(ident))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--peers", type=int, default=50)
+    parser.add_argument("--timer", type=float, default=0.0, help="a periodic timer, in s")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    ns = parser.parse_args()
+    rows = []
+    for _ in range(1 if ns.profile else ns.rounds):
+        row = one_round(ns.rate, ns.seconds, ns.peers, ns.timer, ns.profile)
+        rows.append(row)
+        print("  ".join(f"{k} {v:.1f}" for k, v in row.items()))
+    if len(rows) > 1:
+        print("median  " + "  ".join(
+            f"{k} {statistics.median(r[k] for r in rows):.1f}" for k in rows[0]
+        ))
+
+
+if __name__ == "__main__":
+    main()
