@@ -6,6 +6,7 @@ in the URL's query, a lost housekeeping reply, and an epoch adopted during an ap
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -290,3 +291,19 @@ def test_a_housekeeping_round_redis_runs_too_late_changes_nothing(
     assert store.find_member(member.token) == member
     a.log.housekeeper.run_once()  # an on-time round does judge
     assert a.take() == [RelayLost(c.log.relay_id, ("cat",))]
+
+
+def test_an_answer_to_a_call_sent_before_an_outage_does_not_end_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A blocked XREAD answered after another call found Redis gone says nothing of now."""
+    health = runtime.Health("redis://h/0", logging.getLogger("udpchat.relay.redis"))
+    sent = health.outages  # the reader's XREAD goes out
+    with caplog.at_level("WARNING", logger="udpchat.relay.redis"):
+        health.failed(runtime.redis.ConnectionError("refused"))  # an append finds it gone
+        health.ok(sent)  # then the XREAD's answer comes in
+        assert health.down
+        health.ok(health.outages)  # a call sent since answers: it is back
+    assert not health.down
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and messages[1].endswith("is back")

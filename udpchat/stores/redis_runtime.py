@@ -181,6 +181,7 @@ class Health:
         self.where = where
         self.down = False
         self.errors = 0
+        self.outages = 0  # counts outages begun: a call answered says nothing of a later one
         self._log = log
         self._lock = threading.Lock()
 
@@ -198,6 +199,7 @@ class Health:
             return LogUnavailable(f"the room's Redis at {self.where} refused a command")
         with self._lock:
             started, self.down = not self.down, True
+            self.outages += started
         if started:
             self._log.warning(
                 "the room's Redis at %s is out of reach (%s): posts are refused until it is back",
@@ -206,10 +208,14 @@ class Health:
             )
         return LogUnavailable(f"the room's Redis at {self.where} is out of reach")
 
-    def ok(self) -> None:
+    def ok(self, since: int | None = None) -> None:
+        """A call was answered; ``since``: the ``outages`` count when it was sent (an
+        outage noticed while it was under way, a blocked XREAD, is not ended by it)."""
         if not self.down:
             return
         with self._lock:
+            if since is not None and since != self.outages:
+                return
             ended, self.down = self.down, False
         if ended:
             self._log.warning("the room's Redis at %s is back", self.where)
@@ -254,6 +260,7 @@ class Reader:
             if int(view.read_id.split("-")[0]) < view.seen:
                 view.read_id = f"{view.seen}-0"  # appends here read those already
             read_id, inbox_id = view.read_id, view.inbox_id
+        outages = store.health.outages
         got = store.reader_line.call(
             "XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS", log_key, inbox_key,
             read_id, inbox_id,
@@ -262,7 +269,7 @@ class Reader:
             got = list(got.items())  # RESP3 answers a map: stream -> entries
         elif got is not None and not isinstance(got, list):
             raise TypeError(f"XREAD answered a {type(got).__name__}, not a list")
-        store.health.ok()
+        store.health.ok(outages)
         queued = False
         with view.lock:
             if generation != view.generation:
