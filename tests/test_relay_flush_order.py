@@ -117,6 +117,59 @@ def test_a_newcomer_s_accept_and_welcome_leave_before_the_leaves_it_flushes_fan_
     assert all(c.of(m.LeftBatch) or c.of(m.Left) for c in clients[1:])
 
 
+def _join_by_hand_while_a_leave_batch_waits() -> tuple:  # type: ignore[type-arg]
+    """20 members, m0 quit (its LEFT waiting for the batch window), then a newcomer joined
+    by hand: the relay took the newcomer's ACCEPT and WELCOME, and holds the fan-out."""
+    net, relay = setup(BIG)
+    clients = [join(net, f"m{i}", i) for i in range(20)]
+    net.run(2.0)
+    clients[0].send(m.Quit("bye"))
+    net.run(0.01)
+    net.detach(RELAY)
+    newcomer = FakeClient("late", RELAY, seed=99)
+    now = net.now
+    for _ in range(2):
+        for data, _ in newcomer.datagrams_to_send(now):
+            relay.receive_datagram(data, client_addr(99), now)
+        for data, _ in relay.datagrams_to_send(now):
+            newcomer.receive_datagram(data, RELAY, now)
+    assert newcomer.joined and relay.room.held
+    return relay, clients, now
+
+
+def _deliver(relay: object, clients: list[FakeClient], now: float) -> None:
+    for data, dest in relay.datagrams_to_send(now):  # type: ignore[attr-defined]
+        if dest != client_addr(99):
+            clients[int(dest[1]) - 40000].receive_datagram(data, RELAY, now)
+
+
+def test_a_private_does_not_overtake_the_fan_out_held_for_a_newcomer() -> None:
+    """What a member says after the newcomer's WELCOME left comes after the held fan-out,
+    in the order it was said, a PRIVATE (sent to its one member directly) included."""
+    relay, clients, now = _join_by_hand_while_a_leave_batch_waits()
+    sender, target = clients[1], clients[2]
+    sender.send(m.Say("first"))
+    sender.send(m.PrivateSend("m2", "second"))
+    for data, _ in sender.datagrams_to_send(now):
+        relay.receive_datagram(data, client_addr(1), now)
+    _deliver(relay, clients, now)
+    watched = (m.LeftBatch, m.Left, m.ChatMessage, m.Private)
+    kinds = [type(x) for x in target.received if isinstance(x, watched)]
+    assert kinds[-3:] in (
+        [m.LeftBatch, m.ChatMessage, m.Private],
+        [m.Left, m.ChatMessage, m.Private],
+    )
+
+
+def test_a_shutdown_does_not_overtake_the_fan_out_held_for_a_newcomer() -> None:
+    relay, clients, now = _join_by_hand_while_a_leave_batch_waits()
+    relay.shutdown("bye", now)
+    _deliver(relay, clients, now)
+    watched = (m.LeftBatch, m.Left, m.Shutdown)
+    kinds = [type(x) for x in clients[1].received if isinstance(x, watched)]
+    assert kinds[-2:] in ([m.LeftBatch, m.Shutdown], [m.Left, m.Shutdown])
+
+
 def test_a_paged_welcome_lists_the_first_page_as_it_is_now() -> None:
     """The first page is measured again only when it changed (protocol.md 6.7): a newcomer
     sorting into it, or a member of it gone, shows in the next WELCOME."""

@@ -140,6 +140,7 @@ class RelayCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram from ``addr``; garbage is counted and dropped, never raised."""
+        self._release_taken_hold()
         if self.cluster is not None:  # a store that lost the room: that comes first
             self.cluster.now = now
             self.cluster.check_epoch()
@@ -207,11 +208,7 @@ class RelayCore:
         nothing is taken, and the next call tries again."""
         self._now = now
         room = self.room
-        if room.held and self._held_taken:
-            # The newcomer's first datagrams left with the previous call: the fan-out held
-            # behind them goes now, not while those were still waiting to be sent.
-            self._held_taken = False
-            room.release()
+        self._release_taken_hold()
         if self.cluster is not None:
             self.cluster.flush_posts()  # protocol.md 6.8: the turn's posts, numbered together
         try:
@@ -291,6 +288,7 @@ class RelayCore:
         return None if deadline == math.inf else deadline
 
     def handle_timer(self, now: float) -> None:
+        self._release_taken_hold()
         self._now = now
         if self.cluster is not None:
             # protocol.md 6.8: what the other relays did, before this relay's own timers
@@ -320,9 +318,20 @@ class RelayCore:
 
     def shutdown(self, reason: str, now: float) -> None:
         """Tell every member the relay is going away; ``closed`` once they acknowledged."""
+        self._release_taken_hold()
         self.shutting_down = True
         self._shutdown_deadline = now + self.config.shutdown_grace
         self.room.announce_shutdown(reason)
+
+    def _release_taken_hold(self) -> None:
+        """Once a newcomer's first datagrams were taken (by the last ``datagrams_to_send``),
+        the fan-out held behind them goes before anything else is handled: a PRIVATE or a
+        SHUTDOWN, sent to members directly, must not overtake the room events queued before
+        it."""
+        if self._held_taken:
+            self._held_taken = False
+            if self.room.held:
+                self.room.release()
 
     @property
     def closed(self) -> bool:
