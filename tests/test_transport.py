@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from udpchat.alarm import Alarm
 from udpchat.impair import ImpairmentConfig
 from udpchat.transport import (
     Address,
@@ -450,3 +452,44 @@ def test_kernel_drops_count_what_a_full_receive_buffer_lost() -> None:
         receiver.close()
         sender.close()
     assert receiver.kernel_drops() is None  # closed: nothing to ask
+
+
+@pytest.mark.parametrize("missing", ["timerfd", "epoll"])
+def test_without_an_alarm_wake_at_wakes_at_once_and_datagrams_still_arrive(
+    missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the system has no timerfd (or no epoll at all: the selectors path of other
+    systems), a wait that must end earlier ends now instead of never."""
+    if missing == "timerfd":
+        monkeypatch.setattr("udpchat.transport.Alarm.create", classmethod(lambda cls: None))
+    else:
+        monkeypatch.delattr("select.epoll", raising=False)
+    transport = UdpTransport.bind("127.0.0.1")
+    try:
+        assert transport._alarm is None
+        assert (transport._epoll is None) == (missing == "epoll")
+        started = time.monotonic()
+        transport.wake_at(started + 60.0)
+        assert transport.recvfrom(10.0) is None
+        assert time.monotonic() - started < 5.0  # at once, not in a minute
+        sender = UdpTransport.bind("127.0.0.1")
+        try:
+            sender.sendto(b"still here", transport.local_address)
+            got = transport.recvfrom(5.0)
+            assert got is not None and got[0] == b"still here"
+        finally:
+            sender.close()
+    finally:
+        transport.close()
+
+
+def test_an_alarm_is_closed_when_dropped_without_close() -> None:
+    alarm = Alarm.create()
+    if alarm is None:
+        pytest.skip("no timerfd here")
+    fd = alarm.fileno()
+    os.fstat(fd)  # open
+    del alarm
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)

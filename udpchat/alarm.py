@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import sys
+import weakref
 from collections.abc import Callable
 
 __all__ = ["Alarm"]
 
 _CLOCK_MONOTONIC = 1
 _TFD_NONBLOCK = os.O_NONBLOCK
-_TFD_CLOEXEC = 0o2000000
+_TFD_CLOEXEC = os.O_CLOEXEC  # timerfd.h: TFD_CLOEXEC is O_CLOEXEC
 _TFD_TIMER_ABSTIME = 1
 
 
@@ -47,21 +48,16 @@ class Alarm:
         self._fd = fd
         self._settime = settime
         self._spec = _Itimerspec()  # reused: arming allocates nothing
+        # Closed by ``close``, or when the alarm is collected (an owner that never closed it).
+        self._closer = weakref.finalize(self, os.close, fd)
 
     @classmethod
     def create(cls) -> Alarm | None:
         """An alarm, or None where the system has none."""
-        if not sys.platform.startswith("linux"):
+        calls = _timerfd_calls()
+        if calls is None:
             return None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-            create, settime = libc.timerfd_create, libc.timerfd_settime
-        except (OSError, AttributeError):
-            return None
-        create.argtypes = [ctypes.c_int, ctypes.c_int]
-        create.restype = ctypes.c_int
-        settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        settime.restype = ctypes.c_int
+        create, settime = calls
         fd = create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         return None if fd < 0 else cls(fd, settime)
 
@@ -89,4 +85,23 @@ class Alarm:
             os.read(self._fd, 8)
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._closer()  # once: later calls do nothing
+
+
+@functools.cache
+def _timerfd_calls() -> tuple[Callable[..., int], Callable[..., int]] | None:
+    """libc's timerfd_create and timerfd_settime, looked up once (None where there are none).
+    The process's own symbols hold libc's on Linux: no library search (find_library runs
+    ldconfig in a subprocess)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        create, settime = libc.timerfd_create, libc.timerfd_settime
+    except (OSError, AttributeError):
+        return None
+    create.argtypes = [ctypes.c_int, ctypes.c_int]
+    create.restype = ctypes.c_int
+    settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    settime.restype = ctypes.c_int
+    return create, settime

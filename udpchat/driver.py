@@ -219,15 +219,17 @@ class Driver(Generic[Item]):
                 self._sleeping_until = 0.0  # one wake-up per sleep is enough
             if self._waiters:
                 self.changed.notify_all()
-        self._send(out)  # first: the alarm is not on the datagrams' way
-        if wake:
-            self.transport.wake()
-        elif alarm is not None:
-            with self.lock:
-                # Unless the loop has looked at the timers again since, or another call
-                # asked for an earlier time (its own to set): never replaced by a later one.
-                if self._alarm_set and self._sleeping_until == alarm:
-                    self.transport.wake_at(alarm)  # type: ignore[attr-defined]
+        try:
+            self._send(out)  # first: the alarm is not on the datagrams' way
+        finally:  # whatever a wrapped transport raised, the loop's wait is kept right
+            if wake:
+                self.transport.wake()
+            elif alarm is not None:
+                with self.lock:
+                    # Unless the loop has looked at the timers again since, or another call
+                    # asked for an earlier time (its own to set): never replaced by a later.
+                    if self._alarm_set and self._sleeping_until == alarm:
+                        self.transport.wake_at(alarm)  # type: ignore[attr-defined]
         if mine is not None:
             self._hand_out(mine)
         return result
