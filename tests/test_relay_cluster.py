@@ -23,6 +23,7 @@ from udpchat import events as ev
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.client.states import SessionState
+from udpchat.link import SendBufferFull
 from udpchat.names import nick_key
 from udpchat.relay.memory_shared import MemorySharedLog
 
@@ -292,3 +293,53 @@ def test_posts_of_one_turn_are_numbered_in_one_exchange_in_the_order_they_came(
     for member in (ann, bo, cy):
         own = [e for e in of(member, ev.MessageReceived) if getattr(e, "own", False)]
         assert len(own) == 1  # answered POSTED once, delivered once
+
+
+def test_answers_come_in_request_order_while_posts_wait_to_be_numbered() -> None:
+    """protocol.md 6.1: a post waiting for the turn's other posts is answered before a
+    request after it that is answered at once (a REFUSED, a WHO)."""
+    c = cluster()
+    ann = FakeClient("ann", relay_addr(0), seed=1)
+    c.net.attach(client_addr(0), ann)
+    assert c.net.run_until(lambda: ann.joined, 5)
+    c.net.run(0.5)
+    ann.received.clear()
+    ann.send(m.Say("hello", b"msgid-01"))
+    ann.send(m.Say("x" * 20000, b"msgid-02"))  # over MAX_TEXT_BYTES: refused at once
+    ann.send(m.Who())
+    c.net.run(1.0)
+    answers = (m.Posted, m.Refused, m.Members)
+    assert [type(x) for x in ann.received if isinstance(x, answers)] == list(answers)
+
+
+def test_a_member_dropped_while_a_turns_posts_are_answered_leaves_after_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member who cannot keep up is dropped while a batch of posts goes out: its LEFT is
+    numbered after the batch, and every member sees it after the batch too."""
+    c = cluster()
+    nicks = ("ann", "bo", "cy")
+    clients = [FakeClient(n, relay_addr(0), seed=i + 1) for i, n in enumerate(nicks)]
+    for i, client in enumerate(clients):
+        c.net.attach(client_addr(i), client)
+        assert c.net.run_until(lambda client=client: client.joined, 5)
+    c.net.run(0.5)
+    core = c.relay_of(0)
+    cy = next(mb for mb in core.members.values() if mb.nick == "cy")
+    link_type = type(cy.link)
+    send = link_type.send
+
+    def full_for_cy(link: Any, data: bytes, lazy: bool = False) -> None:
+        if link is cy.link:
+            raise SendBufferFull()
+        send(link, data, lazy)
+
+    monkeypatch.setattr(link_type, "send", full_for_cy)
+    ann, bo = clients[0], clients[1]
+    bo.received.clear()
+    ann.send(m.Say("one", b"msgid-01"))
+    ann.send(m.Say("two", b"msgid-02"))
+    c.net.run(1.0)
+    events = bo.room_events()
+    assert [seq for seq, _ in events] == sorted(seq for seq, _ in events)
+    assert [text for _, text in events][-3:] == ["ann: one", "ann: two", "Left"]

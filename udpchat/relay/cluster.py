@@ -242,24 +242,44 @@ class Cluster(SharedMembers):
             return None
         return self._posted(member, logged)
 
+    @property
+    def posts_waiting(self) -> bool:
+        return bool(self._posts)
+
     def flush_posts(self) -> None:
         """Number this turn's posts, in the order they came, in one exchange with the store
-        (each appended as ``post`` would have, and answered: POSTED or REFUSED)."""
+        (each appended as ``post`` would have, and answered: POSTED or REFUSED).
+
+        Each post's event and answer are queued in turn and the fan-out is let go once, at
+        the end: a send that drops a member who cannot keep up logs a LEFT, which the store
+        numbers after the whole batch, so it must not go out before the batch's events."""
         posts, self._posts = self._posts, []
         if not posts:
             return
+        room = self.room
         try:
             results = self.log.append_many([(event, msgid) for _, event, msgid in posts])
         except LogUnavailable as error:  # the contract says it answers each instead
             results = [error] * len(posts)
+        except Exception:
+            for member, _, _ in posts:  # every post still gets its one answer
+                room.stats.store_refused += 1
+                room.queue_answer(member, m.Refused(STORE_REFUSAL))
+            room.kick()
+            raise
         for (member, _, msgid), result in zip(posts, results, strict=True):
             if isinstance(result, LogUnavailable):
                 self.failed()
-                self._refuse(member)
+                room.stats.store_refused += 1
+                room.queue_answer(member, m.Refused(STORE_REFUSAL))
                 continue
             self.answered()
             self._take(below=result.seq)
-            self.room._remember(msgid, self._posted(member, result))
+            seq, now = self._number(member, result)
+            room._remember(msgid, seq)
+            if now:
+                room.queue_answer(member, m.Posted(seq))
+        room.kick()
 
     def _refuse(self, member: Member) -> None:
         self.room.stats.store_refused += 1
@@ -267,15 +287,23 @@ class Cluster(SharedMembers):
 
     def _posted(self, member: Member, logged: LoggedEvent) -> int:
         """A post the store took (or knew by its message id): fanned out, answered."""
+        seq, now = self._number(member, logged)
+        if now:
+            self.room.answer(member, m.Posted(seq))
+            self.room.kick()
+        return seq
+
+    def _number(self, member: Member, logged: LoggedEvent) -> tuple[int, bool]:
+        """Queue a post the store took; its number, and whether to answer it now: not when
+        another relay logged it first and its event has not reached this relay yet (it is
+        answered when it does: ``_posted_elsewhere``)."""
         if not logged.new:
             self.room.stats.resent_requests += 1
             if logged.seq > self.seq:  # logged by another relay, not fanned out here yet
                 self._posted_elsewhere[logged.seq] = member
-                return logged.seq
+                return logged.seq, False
         self._queue_own(logged, member)
-        self.room.answer(member, m.Posted(logged.seq))
-        self.room.kick()
-        return logged.seq
+        return logged.seq, True
 
     # --- what the other relays did ------------------------------------------------------------
 

@@ -81,7 +81,16 @@ class Room(Requests, Welcoming):
 
     # --- fan-out ----------------------------------------------------------------------------
 
+    def _posts_first(self) -> None:
+        """Answers and messages to one member leave in the order of the requests that caused
+        them (protocol.md 6.1): posts waiting to be numbered with the turn's others
+        (udpchat.relay.cluster) are numbered and answered before anything else is sent."""
+        cluster = self.cluster
+        if cluster is not None and cluster.posts_waiting:
+            cluster.flush_posts()
+
     def deliver(self, member: Member, data: bytes, lazy: bool = False) -> bool:
+        self._posts_first()
         try:
             member.link.send(data, lazy)
         except SendBufferFull:
@@ -189,6 +198,7 @@ class Room(Requests, Welcoming):
     def send_to(self, member: Member, data: bytes) -> None:
         """A message for one member, in stream order; a member that cannot take it is
         dropped, as in the fan-out."""
+        self._posts_first()
         if self._fanout:
             self._fanout.append((data, None, member, -1))
         elif not self.deliver(member, data) and member.live:
@@ -232,11 +242,16 @@ class Room(Requests, Welcoming):
         finally:
             self._draining = False
 
+    def queue_answer(self, member: Member, message: m.RelayMessage) -> None:
+        """An answer queued behind the fan-out, sent when it is let go (``kick``)."""
+        self._fanout.append((m.encode_message(message), None, member, -1))
+
     def answer(self, member: Member, message: m.RelayMessage) -> bool:
         """Send a member the answer to its request; a member whose queue cannot take even
         that is dropped, since answers matched by counting would otherwise go astray."""
         if self.cluster is not None and not member.live:
             return False  # gone meanwhile (its shared store lost the room, say)
+        self._posts_first()
         data = m.encode_message(message)
         if self._fanout:  # events are held: the answer queues behind them, in room order
             self._fanout.append((data, None, member, -1))
