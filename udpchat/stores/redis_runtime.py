@@ -106,16 +106,16 @@ class Line:
     def _ready(self) -> Any:
         """The connection, closed first if Redis closed it meanwhile (called locked)."""
         connection = self._connection
-        if connection._sock is not None:
-            # As the pool checks a connection it hands out: one with something to read
-            # between calls was closed by Redis (a restart, an idle time-out): open
-            # another before sending, rather than fail the call on the old one.
-            try:
-                stale = connection.can_read(timeout=0)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                stale = True
-            if stale:
-                connection.disconnect()
+        # As the pool checks a connection it hands out: one with something to read between
+        # calls was closed by Redis (a restart, an idle time-out): open another before
+        # sending, rather than fail the call on the old one (can_read connects one that is
+        # not connected yet).
+        try:
+            stale = connection.can_read(timeout=0)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            connection.disconnect()
         return connection
 
     def bind(self, script: Any) -> Callable[..., Any]:
