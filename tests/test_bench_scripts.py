@@ -8,6 +8,7 @@ its whole path, and its output is checked for the figures it exists to give.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,12 @@ def test_join_probe_splits_a_join_into_steps_and_the_relay_s_cpu() -> None:
     out = run_script("join_probe.py", "--members", "10", "--probes", "2", timeout=100)
     assert "| WELCOME |" in out and "| ACCEPT read |" in out
     assert "| CPU: JOIN read to ACCEPT sent |" in out and "| CPU: core takes the JOIN |" in out
+
+
+@pytest.mark.timeout(60)
+def test_redis_event_cost_times_one_event_through_a_redis_server_of_its_own() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    figures = json.loads(run_script("redis_event_cost.py", "--events", "20").strip())
+    assert {"append_cpu_us", "read_foreign_us", "read_own_us"} <= set(figures)
+    assert all(value > 0 for value in figures.values())

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,15 +40,11 @@ from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
 from udpchat_bench.load import LOCALHOST, LoadGenerator, proc_cpu_s
+from udpchat_bench.redis_server import own_redis_server
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ClusterGenerator(LoadGenerator):
@@ -149,22 +144,14 @@ def _start_relay(
 def run(args: argparse.Namespace) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="udpchat-cluster-load-"))
     procs: list[subprocess.Popen[str]] = []
-    redis_proc: subprocess.Popen[bytes] | None = None
+    redis_pid: int | None = None
     generator: ClusterGenerator | None = None
+    own_redis = contextlib.ExitStack()
     try:
         store, room = args.store, None
         if store == "redis":
-            binary = shutil.which("redis-server")
-            if binary is None:
-                raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-            port = _free_port()
-            redis_proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", LOCALHOST, "--save", "",
-                 "--appendonly", "no", "--dir", str(work)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            time.sleep(0.5)
-            store, room = f"redis://{LOCALHOST}:{port}/0", "bench"
+            server = own_redis.enter_context(own_redis_server())
+            store, room, redis_pid = server.url, "bench", server.pid
         elif store.startswith("redis"):
             room = "bench"
         relays = []
@@ -183,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             generator.step(time.monotonic(), 0.05)
         pids = [proc.pid for proc in procs]
         cpu0 = sum(proc_cpu_s(pid) for pid in pids)
-        redis0 = proc_cpu_s(redis_proc.pid) if redis_proc is not None else 0.0
+        redis0 = proc_cpu_s(redis_pid) if redis_pid is not None else 0.0
         delivered0, posted0, t0 = generator.deliveries, generator.posted, time.monotonic()
         datagrams0, own0 = generator.datagrams, time.process_time()
         generator.set_chat(True)
@@ -194,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         t1 = time.monotonic()
         own1 = time.process_time()
         cpu1 = sum(proc_cpu_s(pid) for pid in pids)
-        redis1 = proc_cpu_s(redis_proc.pid) if redis_proc is not None else 0.0
+        redis1 = proc_cpu_s(redis_pid) if redis_pid is not None else 0.0
         end = time.monotonic() + 3.0  # what is still on its way
         while time.monotonic() < end:
             generator.step(time.monotonic(), 0.05)
@@ -238,9 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if redis_proc is not None:
-            redis_proc.kill()
-            redis_proc.wait(10)
+        own_redis.close()
         if args.hops:
             from cluster_hops import summarize  # beside this script
 

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -38,6 +35,7 @@ import redis
 
 from udpchat import messages as m
 from udpchat.stores.redis_runtime import Line
+from udpchat_bench.redis_server import own_redis_server
 
 WRITER = """
 import sys, time, redis
@@ -50,11 +48,6 @@ client.xadd("s", {"t": "end"})
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _work() -> None:
@@ -127,27 +120,11 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=3.0, help="ms of Python per slice")
     parser.add_argument("--intervals", default="5,1,0.5,0.2", help="ms, comma-separated")
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    work = tempfile.mkdtemp(prefix="udpchat-reader-wakeup-")
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", work],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
+    with own_redis_server() as server:
         for busy in (False, True):
             for interval in (float(x) / 1000 for x in args.intervals.split(",")):
-                print(json.dumps(measure(port, interval, busy, args.events, args.gap,
+                print(json.dumps(measure(server.port, interval, busy, args.events, args.gap,
                                          args.slice)), flush=True)
-    finally:
-        server.kill()
-        server.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

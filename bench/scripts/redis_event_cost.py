@@ -26,27 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from udpchat import messages as m
 from udpchat.stores import redis_runtime
 from udpchat.stores.redis import RedisSharedLog
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from udpchat_bench.redis_server import own_redis_server
 
 
 def _read(store: RedisSharedLog) -> bool:
@@ -75,27 +63,8 @@ def _read(store: RedisSharedLog) -> bool:
 
 
 def run(events: int) -> dict[str, Any]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    work = tempfile.mkdtemp(prefix="udpchat-redis-cost-")
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", work],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with own_redis_server() as server:
+        url = server.url
         a = RedisSharedLog(url, "cost", 100, os.urandom)
         b = RedisSharedLog(url, "cost", 100, os.urandom)
         times: dict[str, list[float]] = {
@@ -129,10 +98,6 @@ def run(events: int) -> dict[str, Any]:
             name + "_us": round(1e6 * statistics.median(values), 1)
             for name, values in times.items()
         }
-    finally:
-        server.kill()
-        server.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
