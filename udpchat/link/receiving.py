@@ -91,14 +91,7 @@ class ReceiveSide(LinkState):
             self._reassemble(*held, delivered)
             held = self._buffer.advance()
         self._recount()
-        self._unacked += 1
-        if filled_gap or self._unacked >= self.config.ack_every:
-            self._ack_now = True
-        else:
-            # protocol.md 5.3: a LAZY packet's ACK may wait for whatever goes out next
-            deadline = now + (LAZY_ACK_DELAY if data.flags & wire.LAZY else self.config.ack_delay)
-            if self._ack_deadline is None or deadline < self._ack_deadline:
-                self._ack_deadline = deadline
+        self._owe_ack(data, now, filled_gap)
         self.stats.messages_delivered += len(delivered)
         return delivered
 
@@ -109,16 +102,21 @@ class ReceiveSide(LinkState):
         self._expected += 1
         self._buffer.base += 1  # ReorderBuffer.advance with nothing held
         delivered = list(data.chunks)
+        self._owe_ack(data, now, False)
+        self.stats.messages_delivered += len(delivered)
+        return delivered
+
+    def _owe_ack(self, data: wire.Data, now: float, filled_gap: bool) -> None:
+        """protocol.md 5.3: one more packet to acknowledge: now (a gap filled, or every
+        ``ack_every`` packets) or by its deadline (a LAZY packet's may wait for whatever
+        goes out next)."""
         self._unacked += 1
-        if self._unacked >= self.config.ack_every:
+        if filled_gap or self._unacked >= self.config.ack_every:
             self._ack_now = True
         else:
-            # protocol.md 5.3: a LAZY packet's ACK may wait for whatever goes out next
             deadline = now + (LAZY_ACK_DELAY if data.flags & wire.LAZY else self.config.ack_delay)
             if self._ack_deadline is None or deadline < self._ack_deadline:
                 self._ack_deadline = deadline
-        self.stats.messages_delivered += len(delivered)
-        return delivered
 
     def _hold(self, seq: int, more: bool, chunks: Sequence[bytes]) -> bool:
         """Keep an out-of-order packet if both the link's and the shared cap allow it."""
