@@ -422,6 +422,18 @@ def test_notices_wrap_under_the_text_after_the_clock() -> None:
     assert all(line.startswith(" " * 9) and len(line) <= 40 for line in lines[1:])
 
 
+@pytest.mark.parametrize("width", range(36, 60))
+def test_a_word_made_of_several_fragments_wraps_whole(width: int) -> None:
+    """A nickname and the comma after it are one word: a line never starts with the comma."""
+    text = ansi_line(
+        Welcomed("bob", ("alicia", "bob"), False), colour=False, now=NOW, width=width
+    )
+    assert text is not None
+    lines = text.split("\n")
+    assert all(not line.strip().startswith(",") and len(line) <= width for line in lines)
+    assert " ".join(line.strip() for line in lines).replace("  ", " ").endswith("alicia, bob")
+
+
 def test_wrap_of_wide_characters_counts_columns() -> None:
     pieces = [("time", "14:13:20"), ("", " "), ("text", "日本語のテキスト " * 6)]
     for line in wrap(pieces, 30):

@@ -369,19 +369,21 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
         )
         shared = server.store_description
         if shared is not None:
-            log.info("%s: %d events so far", shared, server.core.room_seq)
+            log.info("%s: %s so far", shared, _count(server.core.room_seq, "event"))
         elif options.store.path is not None:
             core = server.core
+            dormant = len(core.sessions.dormant)
             log.info(
-                "room kept in %s: %d events so far, %d members may resume",
+                "room kept in %s: %s so far, %s may resume",
                 options.store,
-                core.room_seq,
-                len(core.sessions.dormant),
+                _count(core.room_seq, "event"),
+                _count(dormant, "member"),
             )
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:
-        log.info("shutting down: telling %d members", len(server.members()))
+        present = len(server.members())
+        log.info("shutting down: telling %s", _count(present, "member") if present else "nobody")
         drops = server.kernel_drops()
         server.stop()
         if drops:
@@ -394,3 +396,8 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
         log.error("the relay stopped serving: %s", server.failure)
         return 1
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 member``, ``2 members``, ``1,000 events``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

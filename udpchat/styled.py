@@ -85,6 +85,10 @@ def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
     lines: list[list[Fragment]] = [[]]
     used = 0
     fresh = False  # at the start of a continuation line: spaces there are dropped
+    # The word the current line ends with so far: a word may span fragments (a nickname and
+    # the comma after it), and moves to the next line whole.
+    word: list[Fragment] = []
+    word_size = 0
 
     def new_line() -> None:
         nonlocal used, fresh
@@ -97,6 +101,7 @@ def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
                 continue
             size = get_cwidth(token)
             if token.startswith(" "):
+                word, word_size = [], 0
                 if used + size > width:
                     new_line()
                 elif not fresh:
@@ -104,14 +109,25 @@ def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
                     used += size
                 continue
             if used + size > width and not fresh:
-                new_line()
+                if word and indent + word_size + size <= width:
+                    del lines[-1][-len(word) :]  # the word's start goes along
+                    new_line()
+                    lines[-1].extend(word)
+                    used += word_size
+                    fresh = False
+                else:
+                    new_line()
+                    word, word_size = [], 0
             while used + size > width:  # a word longer than a line: break it
                 head, token = _split_width(token, max(width - used, 1))
                 lines[-1].append((role, head))
                 new_line()
+                word, word_size = [], 0
                 size = get_cwidth(token)
             lines[-1].append((role, token))
             used += size
+            word.append((role, token))
+            word_size += size
             fresh = False
     return lines
 
