@@ -15,11 +15,11 @@ import pytest
 
 from udpchat.alarm import Alarm
 from udpchat.impair import ImpairmentConfig
+from udpchat.impaired import ImpairedTransport
 from udpchat.transport import (
     Address,
     DatagramTransport,
     ErrorLog,
-    ImpairedTransport,
     SocketBuffers,
     UdpTransport,
 )

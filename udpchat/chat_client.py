@@ -31,11 +31,11 @@ from udpchat.endpoint import Address
 from udpchat.errors import UsageError
 from udpchat.events import ClientEvent, Closed, ConnectionLost, RelayMoved, Welcomed
 from udpchat.impair import ImpairmentConfig
+from udpchat.impaired import ImpairedTransport
 from udpchat.link import LinkConfig
 from udpchat.seal import room_key
 from udpchat.transport import (
     DatagramTransport,
-    ImpairedTransport,
     UdpTransport,
     format_address,
     resolve,

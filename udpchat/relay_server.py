@@ -18,6 +18,7 @@ from udpchat import wire
 from udpchat.driver import STOP_TIMEOUT, Driver
 from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
+from udpchat.impaired import ImpairedTransport
 from udpchat.memory import give_back_free_memory
 from udpchat.noise import DHLEN
 from udpchat.relay.config import RelayConfig, RelayStats
@@ -38,7 +39,6 @@ from udpchat.signals import interrupt_on_signals
 from udpchat.stores import MEMORY, Background, StoreURL, open_store, parse_store
 from udpchat.transport import (
     DatagramTransport,
-    ImpairedTransport,
     SocketBuffers,
     UdpTransport,
     format_address,

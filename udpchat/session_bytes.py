@@ -21,7 +21,6 @@ __all__ = [
     "data_fields",
     "encode_session",
     "encode_uint",
-    "session_from_header",
     "session_header",
 ]
 
@@ -38,12 +37,6 @@ def session_header(kind: DatagramType, token: bytes, pn: int) -> bytes:
     if len(token) != TOKEN_SIZE:
         raise ValueError(f"a token is {TOKEN_SIZE} bytes")
     return BYTE[kind] + token + (BYTE[pn] if pn < 0x80 else encode_uint(pn))
-
-
-def session_from_header(header: bytes, sealed: bytes) -> bytes:
-    """The session datagram whose ``session_header`` is ``header``: the header, then the
-    sealed fields to the end of the datagram (their length is the datagram's)."""
-    return header + sealed
 
 
 def encode_session(kind: DatagramType, token: bytes, pn: int, sealed: bytes) -> bytes:

@@ -26,7 +26,7 @@ from udpchat.endpoint import Address
 from udpchat.socketbuffers import SocketBuffers, granted_buffers, kernel_drops, set_buffers
 
 __all__ = [
-    "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog", "ImpairedTransport",
+    "ERROR_LOG_INTERVAL", "MAX_DATAGRAM", "DatagramTransport", "ErrorLog",
     "SocketBuffers", "SocketCounters", "UdpTransport", "format_address", "kernel_drops",
     "normalise", "open_udp_socket", "resolve",
 ]
@@ -350,6 +350,3 @@ class UdpTransport:
             for sock in (self._sock, self._wake_r, self._wake_w):
                 sock.close()
 
-
-# Re-exported: it was defined here, and callers import it from here.
-from udpchat.impaired import ImpairedTransport  # noqa: E402

@@ -56,7 +56,7 @@ class MeteredTransport:
     udpchat's own seeded impairment model (`udpchat.impair`), before they are counted: the
     same contract as the baselines (each datagram crosses one receiver, so X% is X% a hop),
     and lost datagrams still count on the wire because their sender counted them. Inbound
-    only, unlike `udpchat.transport.ImpairedTransport`, which impairs both directions and
+    only, unlike `udpchat.impaired.ImpairedTransport`, which impairs both directions and
     would lose about 2X% a hop.
     """
 

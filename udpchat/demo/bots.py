@@ -30,7 +30,8 @@ from udpchat.events import (
     MessageReceived,
     MessageRefused,
 )
-from udpchat.transport import ImpairedTransport, UdpTransport
+from udpchat.impaired import ImpairedTransport
+from udpchat.transport import UdpTransport
 
 __all__ = [
     "MAX_DATAGRAM", "UDP_BYE", "UDP_DATA", "UDP_HELLO", "UDP_WELCOME", "Bot", "PlainBot",
