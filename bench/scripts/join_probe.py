@@ -111,18 +111,7 @@ def probe(relay: Address, nick: str) -> tuple[int, dict[str, float]]:
             for raw in client.receive(datagram, time.monotonic()):
                 if isinstance(m.decode_message(raw), m.Welcome):
                     steps["WELCOME"] = time.perf_counter()
-        link = client.link
-        assert link is not None
-        link.send(m.encode_message(m.Quit("probe done")))
-        end = time.monotonic() + 1.0
-        while not link.idle and time.monotonic() < end:
-            for data in client.take_datagrams(time.monotonic()):
-                sock.sendto(data, relay)
-            datagram = load._recv_datagram(sock, min(end, time.monotonic() + 0.01))
-            if isinstance(datagram, wire.Reset):
-                break
-            if datagram is not None:
-                client.receive(datagram, time.monotonic())
+        load.leave_probe(client, sock, relay)
         return sock.getsockname()[1], steps
 
 

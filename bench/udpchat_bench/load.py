@@ -707,20 +707,24 @@ def probe_join(relay: Address, nick: str, timeout: float = 5.0) -> float:
                 for raw in client.receive(datagram, time.monotonic()):
                     if isinstance(m.decode_message(raw), m.Welcome):
                         welcomed = time.perf_counter() - start
-        # leave, so the probe does not stay a member: QUIT, acknowledged within the timeout
-        link = client.link
-        assert link is not None
-        link.send(m.encode_message(m.Quit("probe done")))
-        quit_deadline = time.monotonic() + 1.0
-        while not link.idle and time.monotonic() < quit_deadline:
-            for data in client.take_datagrams(time.monotonic()):
-                sock.sendto(data, relay)
-            datagram = _recv_datagram(sock, min(quit_deadline, time.monotonic() + 0.01))
-            if isinstance(datagram, wire.Reset):
-                break
-            if datagram is not None:
-                client.receive(datagram, time.monotonic())
+        leave_probe(client, sock, relay)
         return welcomed
+
+
+def leave_probe(client: BareClient, sock: socket.socket, relay: Address) -> None:
+    """Leave, so a probe does not stay a member: QUIT, acknowledged within a second."""
+    link = client.link
+    assert link is not None
+    link.send(m.encode_message(m.Quit("probe done")))
+    deadline = time.monotonic() + 1.0
+    while not link.idle and time.monotonic() < deadline:
+        for data in client.take_datagrams(time.monotonic()):
+            sock.sendto(data, relay)
+        datagram = _recv_datagram(sock, min(deadline, time.monotonic() + 0.01))
+        if isinstance(datagram, wire.Reset):
+            break
+        if datagram is not None:
+            client.receive(datagram, time.monotonic())
 
 
 def _recv_datagram(sock: socket.socket, deadline: float) -> wire.Datagram | None:
