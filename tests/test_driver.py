@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import udpchat.driver
+from tests.e2e_support import wait_until
 from udpchat import faults
 from udpchat.driver import MAX_BATCH, READ_AHEAD, Driver
 from udpchat.endpoint import Address
@@ -618,9 +619,7 @@ def test_a_handshake_s_answer_leaves_in_a_small_slice_before_timers_run() -> Non
     transport.put(b"hello")
     driver.start()
     try:
-        end = time.monotonic() + 5
-        while time.monotonic() < end and len(transport.sent) < 5:
-            time.sleep(0.002)
+        assert wait_until(lambda: len(transport.sent) >= 5, 5, interval=0.002)
         # two datagrams for one urgent one (an ACCEPT and its WELCOME), then the timers
         assert order[:3] == ["sent echo hello", "sent queued 0", "timers"]
         assert [d for d, _ in transport.sent][2:] == [b"queued 1", b"queued 2", b"tick"]
