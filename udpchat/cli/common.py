@@ -9,6 +9,7 @@ a rate means the same everywhere: ``20%`` or ``0.2``.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +39,33 @@ def _no_placeholder(ctx: Any) -> None:
     return None
 
 
+def reflow(text: str | None) -> str | None:
+    """Help text as the terminal should wrap it: each prose paragraph one line (the help
+    formatter keeps a docstring's line breaks, and then also breaks the lines where the
+    terminal ends, so a sentence broke in two places at once); a paragraph with an indented
+    line (examples, each under its label) is kept line by line.
+
+    The formatter also takes off whatever indentation all the lines after the first have in
+    common: an example is indented only if some line after the first is not (its label)."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph
+        if any(line.startswith(" ") for line in paragraph.splitlines())
+        else " ".join(line.strip() for line in paragraph.splitlines())
+        for paragraph in paragraphs
+    )
+
+
 class Command(TyperCommand):
     """A command whose help reads as a person expects: ``NICK`` in the usage line, not
     ``{NICK}``; no ``<bool>`` after a flag that takes no value, no ``<str>`` after an
-    argument whose name already says what it is."""
+    argument whose name already says what it is; prose wrapped by the terminal alone."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
         for param in self.params:
             if isinstance(param, TyperArgument) and param.metavar:
                 param.display_type_rich = _no_placeholder  # type: ignore[method-assign]

@@ -54,7 +54,12 @@ def relay_key_command(
 @app.command("forget-relay", cls=Command)
 def forget_relay(
     server: Annotated[
-        str, typer.Argument(help="The relay, HOST:PORT, as given to 'udpchat join --server'.")
+        str,
+        typer.Argument(
+            help="The relay, HOST:PORT, as given to 'udpchat join --server'.",
+            metavar="HOST:PORT",
+            show_default=False,
+        ),
     ],
 ) -> None:
     """Forget the key remembered for a relay, so that the next join accepts its new one.

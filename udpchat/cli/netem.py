@@ -55,9 +55,11 @@ def netem(
 ) -> None:
     """Run an impairing UDP proxy between clients and a relay until Ctrl-C.
 
-    Example: the relay on port 9000 behind 20% loss, joined through port 9100:
+    Examples:
 
+    The relay on port 9000 behind 20% loss, reached through port 9100:
       udpchat netem --listen 127.0.0.1:9100 --upstream 127.0.0.1:9000 --loss 20%
+    A member joins through the proxy:
       udpchat join carol --server 127.0.0.1:9100
     """
     from udpchat.netem import NetemProxy, describe, format_counters, format_progress

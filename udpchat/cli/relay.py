@@ -220,13 +220,18 @@ def relay(
     """Run the relay that fans every message out to the room, until Ctrl-C; it prints its
     key fingerprint first, for members to check.
 
-    Examples (on 127.0.0.1; for the whole LAN; with a room key):
+    Examples:
 
+    On 127.0.0.1 (this machine only), port 9000:
       udpchat relay --port 9000
+    The room in a file of your choosing (it survives a restart):
       udpchat relay --store sqlite:/var/lib/udpchat/room.sqlite3
+    One room shared by the relays on a Redis:
       udpchat relay --store redis://127.0.0.1:6379/0 --room lobby
+    For the whole LAN, with up to 200 members behind one NAT:
       udpchat relay --host 0.0.0.0 --max-per-host 200
-      UDPCHAT_KEY='a passphrase' udpchat relay
+    With a room key from 'udpchat keygen > room.key' (members need it too):
+      UDPCHAT_KEY=$(cat room.key) udpchat relay
     """
     try:
         if not 0 <= port <= 65535:

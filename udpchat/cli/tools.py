@@ -152,7 +152,9 @@ def bench(
 
     Examples:
 
+    A run of CI's size, well under a minute:
       udpchat bench --quick
+    Three loss rates, with rooms of 3 and 10:
       udpchat bench --loss 0%,10%,20% --members 3,10
     """
     import sys
@@ -243,8 +245,11 @@ def load(
 
     Examples:
 
+    Rooms of 100 and 1,000 members, idle then chatting, 5 s a phase:
       udpchat load --members 100,1000 --duration 5
+    1,000 real sessions join at 50 a second, then the relay restarts:
       udpchat load --storm --members 1000 --join-rate 50
+    30 members chatting 500 lines a second, the room kept in SQLite:
       udpchat load --members 30 --chat-rate 500 --store sqlite:
     """
     try:  # a distribution of its own (bench/), installed on request
