@@ -378,7 +378,7 @@ def test_relay_on_redis_without_the_package_says_how_to_install_it(
         open_store(parse_store("redis://127.0.0.1:1/0"), 10, lambda n: bytes(n))
 
 
-@pytest.mark.unit
+@pytest.mark.e2e  # the relay binds its port before it opens its store
 def test_relay_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("not a room\n" * 50)

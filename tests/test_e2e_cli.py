@@ -494,3 +494,23 @@ def test_a_relay_that_cannot_start_leaves_no_new_key_behind(
         assert relay.wait(20) == ExitCode.FAILURE
     assert any("cannot start the relay" in line for line in relay.stderr), relay.stderr
     assert not key.exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_second_relay_on_the_same_port_and_store_says_the_port_is_in_use(
+    processes: list[Process], tmp_path: Path
+) -> None:
+    """`udpchat relay` twice alike: the second says its port is in use, the cause, not that
+    the first one's SQLite store is (which it would only be because of the port)."""
+    store = f"sqlite:{tmp_path / 'room.sqlite3'}"
+    key = str(tmp_path / "relay.key")
+    first = RelayProcess("--identity", key, "--store", store)
+    processes.append(first)
+    port = first.address[1]
+    second = Process("relay", "--port", str(port), "--identity", key, "--store", store)
+    processes.append(second)
+    assert second.wait(20) == ExitCode.FAILURE
+    assert second.stderr[-1] == (
+        f"udpchat: cannot start the relay on 127.0.0.1:{port}: the port is in use "
+        "(by another relay, or another program)"
+    ), second.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from udpchat import wire
 from udpchat.chat_client import ChatClient, ClientOptions
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
+from udpchat.stores import StoreURL
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +115,23 @@ def test_client_events_as_an_iterator_without_a_callback() -> None:
     posted = [e for e in seen if isinstance(e, ev.MessageReceived)]
     assert [(e.text, e.own) for e in posted] == [("through the queue", True)]
     assert kinds.index(ev.MessagePending) < kinds.index(ev.MessageReceived)
+
+
+def test_a_second_relay_on_a_busy_port_hears_the_port_is_busy_not_the_store(
+    tmp_path: Path,
+) -> None:
+    """Two relays started alike (the same port, the same SQLite store, as `udpchat relay`
+    twice does): the second is told its port is busy, the true cause, not that the store is
+    in use; it leaves neither the socket nor the store open, so the room goes on with the
+    first, and with the next relay once the first has stopped."""
+    store = StoreURL("sqlite", tmp_path / "room.sqlite3")
+    first = RelayServer(RelayOptions(port=0, store=store)).start()
+    port = first.address[1]
+    try:
+        with pytest.raises(OSError) as raised:
+            RelayServer(RelayOptions(port=port, store=store))
+        assert raised.value.errno == errno.EADDRINUSE
+    finally:
+        first.stop()
+    again = RelayServer(RelayOptions(port=port, store=store)).start()  # nothing left open
+    again.stop()

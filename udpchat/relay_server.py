@@ -94,13 +94,25 @@ class RelayServer:
 
     def __init__(self, options: RelayOptions, transport: DatagramTransport | None = None) -> None:
         """Serve on ``transport`` when given (a fake in tests), otherwise on a UDP socket
-        bound to the options' host and port. ``StoreError`` if the room store cannot be used
-        (before anything is bound)."""
+        bound to the options' host and port. ``OSError`` if the port cannot be bound (before
+        the store is opened: a second relay on a busy port hears that the port is busy, not
+        that the first relay's store is in use); then ``StoreError`` if the room store cannot
+        be used (and the socket is closed again)."""
         self.options = options
-        self._room_log: RoomLog = open_store(
-            options.store, options.config.history, secrets.token_bytes, options.config.timeout
-        )
         self._udp: UdpTransport | None = None
+        if transport is None:
+            size = options.socket_buffer
+            transport = self._udp = UdpTransport.bind(
+                options.host, options.port, SocketBuffers(size, size)
+            )
+        try:
+            self._room_log: RoomLog = open_store(
+                options.store, options.config.history, secrets.token_bytes, options.config.timeout
+            )
+        except BaseException:
+            if self._udp is not None:
+                self._udp.close()
+            raise
         try:
             self._driver: Driver[RelayEvent] = self._serving(transport)
         except BaseException:  # nothing bound or opened outlives a relay that never was
@@ -116,13 +128,8 @@ class RelayServer:
         self._failure: str | None = None
 
 
-    def _serving(self, transport: DatagramTransport | None) -> Driver[RelayEvent]:
-        """The socket (unless given), the core and the driver that runs it."""
-        if transport is None:
-            size = self.options.socket_buffer
-            transport = self._udp = UdpTransport.bind(
-                self.options.host, self.options.port, SocketBuffers(size, size)
-            )
+    def _serving(self, transport: DatagramTransport) -> Driver[RelayEvent]:
+        """The core and the driver that runs it on ``transport``."""
         if self.options.impairment is not None and not self.options.impairment.is_noop:
             transport = ImpairedTransport(transport, self.options.impairment)
         self._core = RelayCore(

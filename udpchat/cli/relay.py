@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Annotated
 
 import typer
@@ -333,8 +334,8 @@ def relay(
             relay_key.path.unlink(missing_ok=True)
         if isinstance(error, StoreError):
             _fail(str(error), ExitCode.FAILURE)
-        _fail(
-            f"cannot start the relay on {format_hostport((host, port))}: {error.strerror or error}",
-            ExitCode.FAILURE,
-        )
+        why = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            why = "the port is in use (by another relay, or another program)"
+        _fail(f"cannot start the relay on {format_hostport((host, port))}: {why}", ExitCode.FAILURE)
     raise typer.Exit(code)
