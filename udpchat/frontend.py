@@ -318,8 +318,12 @@ class Frontend:
         if failure is not None and not self._failure_shown:
             self._failure_shown = True
             with contextlib.suppress(OSError, ValueError):
-                self._stderr.write(f"udpchat: {failure}\n")
-                self._stderr.flush()
+                self._tell(failure)
+
+    def _tell(self, text: str) -> None:
+        """One line of ours on stderr, ``udpchat: text``."""
+        self._stderr.write(f"udpchat: {text}\n")
+        self._stderr.flush()
 
     def _exit_code(self) -> ExitCode:
         if self._interrupted:

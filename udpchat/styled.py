@@ -7,7 +7,9 @@ use :mod:`udpchat.render` alone.
 
 from __future__ import annotations
 
+import os
 import re
+from typing import TextIO
 
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.utils import get_cwidth
@@ -16,7 +18,9 @@ from udpchat.events import ClientEvent
 from udpchat.render import fragments
 from udpchat.style import Fragment, ansi
 
-__all__ = ["ansi_line", "styled_line", "wrap"]
+__all__ = [
+    "ansi_line", "fold", "folded", "styled_line", "tell", "terminal_columns", "wrap",
+]
 
 _ROLE_PTK = {
     "": "",
@@ -130,6 +134,56 @@ def wrap(pieces: list[Fragment], width: int) -> list[list[Fragment]]:
             word_size += size
             fresh = False
     return lines
+
+
+def fold(text: str, width: int, prefix: str = "udpchat: ") -> str:
+    """``prefix`` and ``text`` in lines of at most ``width`` columns, broken between words and
+    indented under the text: a line the terminal cut itself would split a word, a key
+    fingerprint or a path at its last column.
+
+    A word too long for the room under the indent (a long path) starts its own line at the
+    first column instead, and one longer than the whole width is left whole: a path or a
+    command to copy never gets spaces inside."""
+    indent = " " * get_cwidth(prefix)
+    lines = [prefix]
+    used = get_cwidth(prefix)
+    for i, word in enumerate(text.split()):
+        size = get_cwidth(word)
+        space = 1 if i else 0
+        if used + space + size <= width:
+            lines[-1] += " " * space + word
+            used += space + size
+        elif len(indent) + size <= width:
+            lines.append(indent + word)
+            used = len(indent) + size
+        else:
+            lines.append(word)
+            used = size
+    return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
+def terminal_columns(stream: TextIO) -> int | None:
+    """The width of the terminal ``stream`` writes to; None when it is not a terminal."""
+    try:
+        if not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # closed, detached, or no descriptor
+        return None
+
+
+def folded(stream: TextIO, text: str, prefix: str = "udpchat: ") -> str:
+    """A line of ours for ``stream`` (stderr, before or after the chat screen): folded to
+    the terminal's width when it is one (its last column left free, as the chat lines
+    leave it), as it is for a pipe, where a program reads it."""
+    columns = terminal_columns(stream)
+    return prefix + text if columns is None else fold(text, max(columns - 1, 20), prefix)
+
+
+def tell(stream: TextIO, text: str, prefix: str = "udpchat: ") -> None:
+    """``folded`` written to ``stream``."""
+    stream.write(folded(stream, text, prefix) + "\n")
+    stream.flush()
 
 
 def _split_width(text: str, room: int) -> tuple[str, str]:

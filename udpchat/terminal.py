@@ -42,7 +42,7 @@ from udpchat.frontend import Frontend, HandleFactory
 from udpchat.render import mentions, notice_line
 from udpchat.sanitize import safe_nick, safe_text
 from udpchat.statusbar import LinkStatus, fit, shorten
-from udpchat.styled import ansi_line, wrap
+from udpchat.styled import ansi_line, tell, wrap
 
 __all__ = ["InteractiveUI"]
 
@@ -255,6 +255,11 @@ class InteractiveUI(Frontend):
 
     def _notice(self, text: str) -> None:
         self._write(notice_line(text, colour=self._colour))
+
+    def _tell(self, text: str) -> None:
+        """A line on stderr, before the chat screen or after it: folded between words to the
+        terminal's width."""
+        tell(self._stderr, text)
 
     def _write_raw(self, text: str) -> None:
         sys.stdout.write(text)

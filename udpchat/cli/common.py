@@ -240,8 +240,13 @@ def _positive_duration(name: str, text: str) -> float:
 
 def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
     """One line on stderr and exit: by default for a bad command line (status 2); runtime
-    failures pass ``ExitCode.FAILURE``."""
-    typer.echo(f"udpchat: {message}", err=True)
+    failures pass ``ExitCode.FAILURE``. On a terminal the line is folded between words to
+    its width."""
+    import sys
+
+    from udpchat.styled import folded
+
+    typer.echo(folded(sys.stderr, message), err=True)
     raise typer.Exit(code)
 
 

@@ -194,4 +194,8 @@ def run_client(options: ClientOptions, json_output: bool = False) -> int:
 
 
 def _tell(line: str) -> None:
-    typer.echo(f"udpchat: {line}", err=True)
+    """A notice before the chat screen starts (a relay met for the first time): folded
+    between words to the terminal's width."""
+    from udpchat.styled import folded
+
+    typer.echo(folded(sys.stderr, line), err=True)

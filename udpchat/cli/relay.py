@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Annotated
 
 import typer
@@ -311,10 +312,12 @@ def relay(
     except (ValueError, StoreError) as error:
         _fail(str(error))
     relay_key = _relay_key(identity, host, port)
-    typer.echo(
-        f"relay key fingerprint: {relay_key.fingerprint} ({_key_origin(relay_key)})", err=True
-    )
-    typer.echo(f"room store: {room_store}", err=True)
+    from udpchat.styled import folded
+
+    # Folded between words on a terminal: a fingerprint cut at the last column is misread.
+    said = f"{relay_key.fingerprint} ({_key_origin(relay_key)})"
+    typer.echo(folded(sys.stderr, said, prefix="relay key fingerprint: "), err=True)
+    typer.echo(folded(sys.stderr, str(room_store), prefix="room store: "), err=True)
     from udpchat.relay_server import RelayOptions, run_relay
 
     options = RelayOptions(
