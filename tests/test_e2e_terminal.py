@@ -195,7 +195,7 @@ def test_a_relay_outage_shows_in_the_status_bar(terminals: list[Terminal]) -> No
     outage = (b"lost the relay", b"relay lost", b"rejoin attempt")
     screen = alice.read_until(lambda s: all(text in s for text in outage), 20)
     assert b"in a room of" not in after(screen, b"relay lost")
-    alice.read_until(lambda s: b"alice>" in after(s, b"rejoining in"), 5)
+    alice.read_until(lambda s: b"alice>" in after(s, b"trying to rejoin"), 5)
     alice.type(b"\x04")
     assert alice.wait(10) == ExitCode.OK
 

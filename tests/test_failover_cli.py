@@ -117,7 +117,7 @@ def test_the_help_tells_how_fail_over_behaves() -> None:
 
 
 def test_a_move_is_one_line_and_one_json_record() -> None:
-    moved = ev.RelayMoved("127.0.0.1:9000", "127.0.0.1:9001", "the relay went silent", 1, 0.5)
+    moved = ev.RelayMoved("127.0.0.1:9000", "127.0.0.1:9001", "the relay went silent", 1, 0.5, 2.25)
     line = plain_line(moved, now=0.0)
     assert line is not None
     assert line.endswith("-- relay 127.0.0.1:9000 went silent; moved to 127.0.0.1:9001")
@@ -133,6 +133,7 @@ def test_a_move_is_one_line_and_one_json_record() -> None:
         "reason": "the relay went silent",
         "attempt": 1,
         "delay": 0.5,
+        "silent_for": 2.25,
     }
 
 

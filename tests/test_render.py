@@ -105,7 +105,12 @@ EXPECTED: list[tuple[ClientEvent, str]] = [
         ConnectionLost("the relay went silent"),
         "14:14:21 !! lost the relay (the relay went silent); trying to rejoin",
     ),
-    (Reconnecting(2, 1.0), "14:14:21 -- rejoining in 1.0 s (attempt 2)"),
+    (
+        ConnectionLost("the relay went silent", silent_for=5.2),
+        "14:14:21 !! lost the relay (the relay went silent, last heard 5 s ago); trying to rejoin",
+    ),
+    (Reconnecting(1, 0.5), "14:14:21 -- trying to rejoin (attempt 1)\u2026"),
+    (Reconnecting(2, 1.0), "14:14:21 -- rejoin attempt 2 starts in 1 s\u2026"),
     (
         JoinRejected(1, "nickname taken"),
         "14:14:21 !! the relay refused to let us in: nickname taken",
@@ -253,7 +258,10 @@ JSON_CASES: list[tuple[ClientEvent, dict[str, object]]] = [
     (MembersListed(("a", "b")), {"type": "who", "members": ["a", "b"]}),
     (HistoryGap(2, 5), {"type": "history_gap", "first_missing": 2, "last_missing": 5}),
     (ErrorReported("oops"), {"type": "error", "text": "oops", "line": None}),
-    (ConnectionLost("silent"), {"type": "connection_lost", "reason": "silent"}),
+    (
+        ConnectionLost("silent", 5.5),
+        {"type": "connection_lost", "reason": "silent", "silent_for": 5.5},
+    ),
     (Reconnecting(3, 2.0), {"type": "reconnecting", "attempt": 3, "delay": 2.0}),
     (JoinRejected(1, "taken"), {"type": "rejected", "code": 1, "reason": "taken"}),
     (Closed("quit"), {"type": "closed", "reason": "quit"}),

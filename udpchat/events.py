@@ -7,7 +7,7 @@ must pass them through ``udpchat.sanitize``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ClientEvent", "Closed", "ConnectionLost", "ErrorReported", "HistoryGap", "JoinRejected",
@@ -158,9 +158,13 @@ class ErrorReported:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLost:
-    """The relay went silent, restarted or shut down; we will try to rejoin."""
+    """The relay went silent, restarted or shut down; we will try to rejoin.
+
+    ``silent_for``: seconds since the relay was last heard, when the loss was noticed (a
+    silence is noticed only after seconds of it); a measurement, left out of equality."""
 
     reason: str
+    silent_for: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,7 @@ class RelayMoved:
     reason: str
     attempt: int
     delay: float
+    silent_for: float = field(default=0.0, compare=False)  # as in ConnectionLost
 
 
 @dataclass(frozen=True, slots=True)

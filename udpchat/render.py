@@ -414,17 +414,25 @@ def _reported(event: ErrorReported) -> list[Fragment]:
     return _error(safe_text(event.text))
 
 
-@_view(ConnectionLost, "connection_lost", "reason")
+@_view(ConnectionLost, "connection_lost", "reason", "silent_for")
 def _lost(event: ConnectionLost) -> list[Fragment]:
-    return _error(f"lost the relay ({safe_text(event.reason)}); trying to rejoin")
+    heard = f", last heard {event.silent_for:.0f} s ago" if event.silent_for >= 1 else ""
+    return _error(f"lost the relay ({safe_text(event.reason)}{heard}); trying to rejoin")
 
 
 @_view(Reconnecting, "reconnecting", "attempt", "delay")
 def _reconnecting(event: Reconnecting) -> list[Fragment]:
-    return _notice(("notice", f"rejoining in {event.delay:.1f} s (attempt {event.attempt})"))
+    """``trying to rejoin (attempt 1)…``, or ``rejoin attempt 3 starts in 4 s…``.
+
+    Not ``rejoining in 0.5 s``: that read as the rhythm of the retries, while each attempt
+    keeps asking for seconds (until the join timeout) before the next one is scheduled."""
+    if event.delay < 1:
+        return _notice(("notice", f"trying to rejoin (attempt {event.attempt})\u2026"))
+    wait = f"{event.delay:.0f} s"
+    return _notice(("notice", f"rejoin attempt {event.attempt} starts in {wait}\u2026"))
 
 
-@_view(RelayMoved, "relay_moved", "relay", "to", "reason", "attempt", "delay")
+@_view(RelayMoved, "relay_moved", "relay", "to", "reason", "attempt", "delay", "silent_for")
 def _moved(event: RelayMoved) -> list[Fragment]:
     """``relay 127.0.0.1:9000 went silent; moved to 127.0.0.1:9001``: one line."""
     reason = safe_text(event.reason)

@@ -166,7 +166,10 @@ class InteractiveUI(Frontend):
         if link.state == "connecting":
             state = [f" connecting{where} as {nick} ({now - link.since:.0f} s)"]
         elif link.state == "lost":
-            state = [f" {nick}: relay lost {now - link.since:.0f} s ago", link.rejoin(now)]
+            lost, rejoin = f"relay lost {now - link.since:.0f} s ago", link.rejoin(now)
+            state = [f" {nick}: {lost}", rejoin]
+            if len(state[0]) + len(rejoin) + 5 > width:  # the prompt shows our nickname
+                state = [f" {lost}", rejoin]
         elif handle is None:
             state = [" joining..."]
         else:

@@ -277,7 +277,7 @@ class Lifecycle:
         if move and self._ring.many and self._config.reconnect:
             self._move(reason, now)
             return
-        self._emit(ev.ConnectionLost(reason))
+        self._emit(ev.ConnectionLost(reason, self._silent_for(now)))
         if not self._config.reconnect:
             self.close(reason)
             return
@@ -289,6 +289,7 @@ class Lifecycle:
         relay has not been asked yet: waiting would only lengthen the outage), after the
         usual backoff otherwise. One event says it all."""
         left = self._ring.current
+        silent_for = self._silent_for(now)
         to = self._ring.advance()
         self._counters.moves += 1
         self._uplink.retire()
@@ -296,7 +297,12 @@ class Lifecycle:
         self._handshake.stop()
         self.machine.fire(Trigger.LOSE)
         attempt = self._backoff.attempt
-        self._emit(ev.RelayMoved(relay_label(left), relay_label(to), reason, attempt, delay))
+        labels = relay_label(left), relay_label(to)
+        self._emit(ev.RelayMoved(*labels, reason, attempt, delay, silent_for))
+
+    def _silent_for(self, now: float) -> float:
+        """Seconds since the relay was last heard: a user counts an outage from there."""
+        return round(max(now - self._uplink.last_heard, 0.0), 3)
 
     def _next_first_attempt(self, now: float) -> None:
         """The first join tries the next relay of the list at once (within its deadline)."""

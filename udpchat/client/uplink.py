@@ -143,6 +143,11 @@ class Uplink:
     # --- liveness -----------------------------------------------------------------------------
 
     @property
+    def last_heard(self) -> float:
+        """When an authentic datagram of the relay last came (or the link was adopted)."""
+        return self._last_heard
+
+    @property
     def silent_at(self) -> float:
         """When the relay counts as lost unless something is heard before."""
         return self._last_heard + self._silence
