@@ -28,6 +28,10 @@ class Welcomed:
     # its store, or a shared store that lost the room): the history before it is gone.
     history_lost: bool = False
     size: int = 0  # how many are in the room; never fewer than ``members`` names
+    # The room's newest event at the welcome: catch-up history ends with the event of this
+    # number when it reaches it (a resume always does; a newcomer's chat history when the
+    # room's last event was a chat message).
+    seq: int = 0
 
     def __post_init__(self) -> None:
         if self.size < len(self.members):

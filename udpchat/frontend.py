@@ -39,9 +39,11 @@ from udpchat.events import (
     MemberRenamed,
     MembersJoined,
     MembersLeft,
+    MembersListed,
     MessagePending,
     MessageReceived,
     MessageRefused,
+    PrivateReceived,
     Welcomed,
 )
 from udpchat.exitcodes import ExitCode
@@ -63,6 +65,16 @@ ROOM_EVENTS = (
     MemberRenamed,
 )
 """Events with a place in the room's history (``history`` says they are from before us)."""
+
+
+
+
+def _after_history(event: ClientEvent) -> bool:
+    """Whether the relay sent ``event`` after all catch-up history (the stream is in order):
+    a live room event, a private message, or an answer to one of our requests."""
+    if isinstance(event, ErrorReported):
+        return event.request is not None  # the relay's answer, not a notice of the client
+    return isinstance(event, (*ROOM_EVENTS, PrivateReceived, MembersListed, MessageRefused))
 
 
 class ChatHandle(Protocol):
@@ -137,6 +149,7 @@ class Frontend:
         self._current_line: int | None = None  # the line whose command is being run
         self._bad_lines: set[int] = set()  # input lines refused or answered with an error
         self._in_backlog = False  # showing room events from before we (re)joined
+        self._head = 0  # the room's newest event when we were last welcomed
 
     @property
     def finished(self) -> bool:
@@ -153,6 +166,7 @@ class Frontend:
                 self._bad_lines.add(line)
             self._mark_backlog(event)
             self._show(event, line)
+            self._end_backlog_at_head(event)
         if isinstance(event, (Welcomed, JoinRejected, Closed)):
             self._settled.set()
         if isinstance(event, (JoinRejected, Closed)):
@@ -176,13 +190,26 @@ class Frontend:
 
     def _mark_backlog(self, event: ClientEvent) -> None:
         """Set the room's history apart from what happens now: a notice before the first
-        event from the relay's history, and one before the first live event after it."""
-        if not isinstance(event, ROOM_EVENTS):
+        event from the relay's history, and one where it ends (``_end_backlog_at_head``),
+        once per (re)join. When the history stops short of the room's head (a newcomer's
+        history holds chat only, and the relay marks no end: protocol.md 6.3) the end is
+        told before the first thing the relay sends after it: a live event, or an answer."""
+        if isinstance(event, Welcomed):
+            self._head = event.seq
             return
-        if event.history and not self._in_backlog:
-            self._in_backlog = True
-            self._notice("earlier in the room (from the relay's history):")
-        elif not event.history and self._in_backlog:
+        if isinstance(event, ROOM_EVENTS) and event.history:
+            if not self._in_backlog:
+                self._in_backlog = True
+                self._notice("earlier in the room (from the relay's history):")
+        elif self._in_backlog and _after_history(event):
+            self._in_backlog = False
+            self._notice("end of history; live from here")
+
+    def _end_backlog_at_head(self, event: ClientEvent) -> None:
+        """Catch-up is over once history reaches the room's newest event at the welcome:
+        said at once, not only when the next live event comes (in a quiet room, never)."""
+        at_head = isinstance(event, ROOM_EVENTS) and event.history and event.seq == self._head
+        if self._in_backlog and at_head:
             self._in_backlog = False
             self._notice("end of history; live from here")
 

@@ -215,7 +215,8 @@ class Lifecycle:
         lost = rejoin and not continuity.same_epoch
         members = room.members
         size = room.room_size if room.room_size is not None else len(members)
-        self._emit(ev.Welcomed(room.nick, members, continuity.kept_place, lost, size))
+        kept = continuity.kept_place
+        self._emit(ev.Welcomed(room.nick, members, kept, lost, size, welcome.seq))
         self.feed(now)
 
     # --- chatting and leaving -----------------------------------------------------------------
