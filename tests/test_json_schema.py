@@ -35,6 +35,7 @@ EXAMPLES: list[ev.ClientEvent] = [
     ev.MembersLeft(14, T, ("dave", "erin"), ("quit", "timed out"), ("bye", "timed out")),
     ev.MemberRenamed(11, T, "bob", "rob", own=False),
     ev.MembersListed(("alice", "rob")),
+    ev.MembersChanged(("rob",), ("carol", "dave")),
     ev.HistoryGap(2, 5),
     ev.ErrorReported("no such nickname: nobody", request=5),
     ev.ErrorReported("the nickname alice is taken; trying alice_"),

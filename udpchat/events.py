@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ClientEvent", "Closed", "ConnectionLost", "ErrorReported", "HistoryGap", "JoinRejected",
-    "MemberJoined", "MemberLeft", "MemberRenamed", "MembersJoined", "MembersLeft",
-    "MembersListed", "MessagePending", "MessageReceived", "MessageRefused", "PrivateReceived",
-    "Reconnecting", "RelayMoved", "Welcomed",
+    "MemberJoined", "MemberLeft", "MemberRenamed", "MembersChanged", "MembersJoined",
+    "MembersLeft", "MembersListed", "MessagePending", "MessageReceived", "MessageRefused",
+    "PrivateReceived", "Reconnecting", "RelayMoved", "Welcomed",
 ]
 
 
@@ -28,10 +28,10 @@ class Welcomed:
     # its store, or a shared store that lost the room): the history before it is gone.
     history_lost: bool = False
     size: int = 0  # how many are in the room; never fewer than ``members`` names
-    # The room's newest event at the welcome: catch-up history ends with the event of this
-    # number when it reaches it (a resume always does; a newcomer's chat history when the
-    # room's last event was a chat message).
-    seq: int = 0
+    # The room's newest event (its seq) at the welcome: catch-up history ends with the
+    # event of this number when it reaches it (a resume always does; a newcomer's chat
+    # history when the room's last event was a chat message). 0: not known.
+    head: int = 0
 
     def __post_init__(self) -> None:
         if self.size < len(self.members):
@@ -136,6 +136,16 @@ class MemberRenamed:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersChanged:
+    """Who left and who joined while we were away, when the rejoin's catch-up cannot tell
+    (the room started afresh, its history lost): the difference between the member list we
+    held and the one WELCOME gave, which is the exact list from then on."""
+
+    left: tuple[str, ...]
+    joined: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MembersListed:
     members: tuple[str, ...]
 
@@ -219,6 +229,7 @@ ClientEvent = (
     | MembersLeft
     | MemberRenamed
     | MembersListed
+    | MembersChanged
     | HistoryGap
     | ErrorReported
     | ConnectionLost

@@ -195,7 +195,7 @@ class Frontend:
         history holds chat only, and the relay marks no end: protocol.md 6.3) the end is
         told before the first thing the relay sends after it: a live event, or an answer."""
         if isinstance(event, Welcomed):
-            self._head = event.seq
+            self._head = event.head
             return
         if isinstance(event, ROOM_EVENTS) and event.history:
             if not self._in_backlog:

@@ -34,6 +34,7 @@ from udpchat.events import (
     MemberJoined,
     MemberLeft,
     MemberRenamed,
+    MembersChanged,
     MembersJoined,
     MembersLeft,
     MembersListed,
@@ -395,6 +396,24 @@ def _room_roll(members: tuple[str, ...], size: int, width: int) -> list[Fragment
         out.append(_nick(member))
         used += len(sep) + cells(shown)
     return out
+
+
+@_view(MembersChanged, "away", "left", "joined")
+def _away(event: MembersChanged) -> list[Fragment]:
+    """``while you were away: bob left; 2 joined: carol, dave``: what no history told."""
+    head = "while you were away: "
+    room = BATCH_LINE_WIDTH - NOTICE_PREFIX_WIDTH - len(head)
+    lists = [(nicks, verb) for nicks, verb in ((event.left, "left"), (event.joined, "joined"))]
+    lists = [(nicks, verb) for nicks, verb in lists if nicks]
+    body: list[Fragment] = [("notice", head)]
+    for i, (nicks, verb) in enumerate(lists):
+        # the first list leaves the second room for at least its count ("2 joined")
+        later = sum(len(f"; {len(n)} {v}") for n, v in lists[i + 1 :])
+        body.extend([("notice", "; ")] if i else [])
+        part = roll(nicks, verb, room - later)
+        body.extend(part)
+        room -= sum(cells(text) for _, text in part) + (2 if i else 0)
+    return _notice(*body)
 
 
 @_view(MembersListed, "who", "members")

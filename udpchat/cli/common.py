@@ -28,7 +28,7 @@ __all__ = [
     "DEFAULT_PORT", "FLAG", "IMPAIRMENT_PANEL", "RELAY_HOST_HELP", "RELAY_PORT_HELP",
     "BurstOption", "Command", "DelayOption", "DupOption", "Group", "IdentityOption",
     "JitterOption", "KeyOption", "LossOption", "ReorderOption", "SeedOption", "app",
-    "format_hostport", "impairment_config", "main", "parse_hostport", "root",
+    "format_hostport", "impairment_config", "main", "parse_hostport", "reflow", "root",
 ]
 
 if TYPE_CHECKING:

@@ -38,6 +38,7 @@ from udpchat.client.states import (
     Trigger,
 )
 from udpchat.client.uplink import Uplink
+from udpchat.names import nick_key
 
 __all__ = ["ROOM_REJECTS", "Lifecycle"]
 
@@ -198,6 +199,9 @@ class Lifecycle:
             self.machine.fire(Trigger.WELCOME)  # we quit before it came: nothing to set up
             return
         rejoin = self._cursor.welcomed_once
+        # the list we held, when it was a whole one (protocol.md 6.7: a paged room's is not)
+        before = self._room.members if rejoin and not self._room.paged else None
+        old_nick = self._room.nick
         continuity = self._cursor.on_welcome(welcome, self._uplink.epoch)
         # WELCOME.resumed counts messages of the stream named in our resume; it applies to
         # our log only if that is the stream the log was sent on.
@@ -216,8 +220,24 @@ class Lifecycle:
         members = room.members
         size = room.room_size if room.room_size is not None else len(members)
         kept = continuity.kept_place
-        self._emit(ev.Welcomed(room.nick, members, kept, lost, size, welcome.seq))
+        self._emit(ev.Welcomed(room.nick, members, kept, lost, size, head=welcome.seq))
+        if lost and before is not None and not room.paged:
+            self._summarize_absence(before, members, old_nick)
         self.feed(now)
+
+    def _summarize_absence(
+        self, before: tuple[str, ...], after: tuple[str, ...], old_nick: str
+    ) -> None:
+        """A room that started afresh has no history of who came and went while we were
+        away: say the difference between the lists, ourselves aside (renamed or not)."""
+        old = {nick_key(n): n for n in before}
+        new = {nick_key(n): n for n in after}
+        old.pop(nick_key(old_nick), None)
+        new.pop(nick_key(self._room.nick), None)
+        left = tuple(n for k, n in old.items() if k not in new)
+        joined = tuple(n for k, n in new.items() if k not in old)
+        if left or joined:
+            self._emit(ev.MembersChanged(left, joined))
 
     # --- chatting and leaving -----------------------------------------------------------------
 
