@@ -67,8 +67,6 @@ ROOM_EVENTS = (
 """Events with a place in the room's history (``history`` says they are from before us)."""
 
 
-
-
 def _after_history(event: ClientEvent) -> bool:
     """Whether the relay sent ``event`` after all catch-up history (the stream is in order):
     a live room event, a private message, or an answer to one of our requests."""

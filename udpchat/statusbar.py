@@ -2,8 +2,10 @@
 the terminal has.
 
 Its state comes from the session's events (connecting, joined, lost and rejoining), so the
-bar can count the seconds of an outage and tell when the next rejoin attempt starts without
-asking the client anything.
+bar can count the seconds of an outage (from the last datagram the relay was heard, which
+the loss event tells) and tell when the next rejoin attempt starts without asking the client
+anything. What does not fit is cut with an ellipsis, least important first, never dropped
+without a sign.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def fit(state: list[str], sending: list[str], extras: list[str], width: int) -> 
     then what is being sent (in full or as a count), then the rest.
 
     The state's parts come most important first; what does not fit of them is cut with an
-    ellipsis (``relay lost 12 s ago  ·  rejoin attempt 3: no a…``), never dropped without
+    ellipsis (``relay lost 12 s ago  ·  rejoin attempt 3: no…``), never dropped without
     a sign, and a later part is shown only while at least a few of its characters fit."""
     separator = "  \u00b7  "
     line = shorten(state[0], max(width, 1)) if state else ""
