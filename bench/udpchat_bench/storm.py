@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat_bench.load import _Proc, _watch_stdin, proc_cpu_s
@@ -133,6 +134,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
         server.stop(goodbye=False)
 
     threading.Thread(target=serve_commands, name="commands", daemon=True).start()
+    settle_heap()  # as the udpchat relay command does once its relay has started
     buffers = server.socket_buffers
     emit(
         "ready",
@@ -159,13 +161,9 @@ def members_main(params: Mapping[str, Any]) -> int:
     pool = MemberPool((LOCALHOST, int(params["port"])), [f"m{i}" for i in range(count)], start)
     everyone = sorted(m.session.nick for m in pool.members)
     try:
-        now = start
-        for index in range(count):  # one every 1/rate seconds, the loop running between
-            due = start + index / rate
-            while now < due:
-                now = pool.step(now, due - now)
-            pool.connect(index, now)
-        pool.run_until(lambda: pool.joined() == count, 300.0)
+        for index in range(count):  # one every 1/rate seconds, on time however busy the loop
+            pool.schedule_connect(index, start + index / rate)
+        pool.run_until(lambda: pool.joined() == count, count / rate + 300.0)
         names = {m.session.nick for m in pool.members}
         pool.run_until(lambda: all(pool.knows_room(m, names) for m in pool.members), 120)
         join_ms = [
@@ -175,7 +173,7 @@ def members_main(params: Mapping[str, Any]) -> int:
         ]
         emit("joined", members=pool.joined(), join_ms=join_ms, drops=pool.kernel_drops())
         texts = [f"said while the relay was away, by m{i}" for i in range(senders)]
-        gone, drops_before = now, 0
+        gone, drops_before = time.monotonic(), 0
         while not stop.is_set():
             now = pool.step(time.monotonic(), 0.05)
             while not commands.empty():
