@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from udpchat import events as ev
+from udpchat import wire
 from udpchat.client.config import ClientConfig
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
@@ -50,6 +51,8 @@ class Member:
     """One session, its socket, and what the pool watches of it."""
 
     __slots__ = (
+        "accepted_at",
+        "challenged_at",
         "events",
         "index",
         "joined_at",
@@ -67,6 +70,9 @@ class Member:
         self.scheduled = math.inf
         self.started_at: float | None = None  # connect() called
         self.joined_at: float | None = None  # its latest Welcomed
+        # its first CHALLENGE and ACCEPT read since connect() (a join's stages)
+        self.challenged_at: float | None = None
+        self.accepted_at: float | None = None
         self.events: list[ev.ClientEvent] = []
         self.lines: dict[str, int] = {}  # chat text -> times this member saw it
 
@@ -121,7 +127,7 @@ class MemberPool:
     def connect(self, index: int, now: float) -> None:
         member = self.members[index]
         member.started_at = now
-        member.joined_at = None
+        member.joined_at = member.challenged_at = member.accepted_at = None
         member.session.connect(now)
         self._dirty.add(index)
         self._watch(member)
@@ -226,6 +232,12 @@ class MemberPool:
                 break
             except OSError:
                 break  # an ICMP error from an earlier send: costs nothing here
+            if member.index in self._joiners:
+                kind = wire.datagram_type(data)
+                if kind == wire.DatagramType.CHALLENGE and member.challenged_at is None:
+                    member.challenged_at = now
+                elif kind == wire.DatagramType.ACCEPT and member.accepted_at is None:
+                    member.accepted_at = now
             session.receive_datagram(data, (addr[0], addr[1]), now)
         self._dirty.add(member.index)
 
