@@ -91,6 +91,11 @@ def test_tiny_storm_run_is_complete_and_sane() -> None:
     assert 0 < result.join_ms_p50 <= result.join_ms_max
     assert 0 < result.rejoin_p50_s <= result.rejoin_all_s
     assert "rejoin after a restart: 30 of 30 back" in format_result(result)
+    assert len(result.join_stages_ms) == 3
+    assert all(0 < p50 <= p99 for p50, p99 in result.join_stages_ms)
+    slowest = result.slowest_joins[0]  # its total is the sum of its stages
+    assert slowest[2] == pytest.approx(sum(slowest[3:]), abs=0.02)
+    assert slowest[2] <= result.join_ms_max + 0.1
 
 
 @pytest.mark.timeout(120)

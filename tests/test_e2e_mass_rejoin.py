@@ -114,3 +114,24 @@ def test_a_room_of_200_rejoins_at_once_after_a_restart(
         assert pool.kernel_drops() == 0
     finally:
         relay.stop(goodbye=False)
+
+
+def test_scheduled_joins_start_in_order_no_earlier_than_asked_and_all_join() -> None:
+    """``schedule_connect`` (the storm's pacing) starts each join from within the pool's
+    loop, in order and never before its time, and the joiners' answers are served."""
+    count = 40
+    relay = RelayServer(RelayOptions(host="127.0.0.1", port=0, config=room_config(count))).start()
+    start = time.monotonic()
+    pool = MemberPool(relay.address, [f"s{i}" for i in range(count)], start)
+    try:
+        due = [start + 0.05 + index / 200 for index in range(count)]
+        for index, when in enumerate(due):
+            pool.schedule_connect(index, when)
+        assert pool.run_until(lambda: pool.joined() == count, 60)
+        started = [m.started_at or 0.0 for m in pool.members]
+        assert all(s >= when for s, when in zip(started, due, strict=True))
+        assert started == sorted(started)
+        assert all(m.joined_at is not None for m in pool.members)
+    finally:
+        relay.stop(goodbye=False)
+        pool.close()

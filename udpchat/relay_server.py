@@ -19,7 +19,7 @@ from udpchat.driver import STOP_TIMEOUT, Driver
 from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
 from udpchat.impaired import ImpairedTransport
-from udpchat.memory import give_back_free_memory
+from udpchat.memory import give_back_free_memory, settle_heap
 from udpchat.noise import DHLEN
 from udpchat.relay.config import RelayConfig, RelayStats
 from udpchat.relay.core import RelayCore
@@ -365,6 +365,7 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     shown = format_address(server.address)
     try:  # a Ctrl-C from here on is a goodbye, however early it comes
         server.start()
+        settle_heap()  # this process is the relay: its start-up objects live as long
         buffers = server.socket_buffers
         details = [
             *(["room key set"] if options.key else []),

@@ -47,6 +47,7 @@ from typing import IO, Any
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
+from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat.stores import MEMORY, SQLITE, StoreError, parse_store
@@ -161,6 +162,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
     profiler = cProfile.Profile(time.thread_time) if profile_path else None
     waits_ms = stamp_handshakes(server) if params.get("stamps") else []
     _serve_commands(server, profiler, commands)
+    settle_heap()  # as the udpchat relay command does once its relay has started
     emit("ready", port=server.address[1], pid=os.getpid())
     server.serve_forever()
     if profiler is not None:

@@ -7,9 +7,17 @@ its own, so the relay sees a thousand addresses and each member's kernel drops a
 separately. One thread drives them all: a selector over the sockets and a heap of the
 sessions' timers (no polling). The mass-rejoin test and ``udpchat load --storm`` both use it.
 
+A real member is a process of its own: its join never waits while a thousand others read
+their fan-out. Here they share one thread, so a member still joining is served out of turn:
+every few members read, timers run or sessions flushed, the pool starts the joins that are
+due (``schedule_connect``) and reads and answers the joiners that have a datagram waiting
+(a second selector holds only their sockets, so that look is one cheap system call).
+A whole room rejoining after a restart is all joiners: then it is read in turn.
+
 Invariants: a session is only touched by the loop's thread; a member's timer is in the heap
 at most once per deadline (stale entries are skipped); every datagram read is handed to the
-session whose socket read it.
+session whose socket read it; a member is in the joiners' selector from the first flush that
+finds it not joined to its WELCOME.
 """
 
 from __future__ import annotations
@@ -20,9 +28,12 @@ import math
 import os
 import selectors
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from udpchat import events as ev
+from udpchat import wire
 from udpchat.client.config import ClientConfig
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
@@ -31,14 +42,17 @@ from udpchat.transport import kernel_drops
 Address = tuple[str, int]
 # Datagrams read from one member's socket per turn before the others get theirs.
 READ_BATCH = 64
-# Members read between two looks for members still joining (see MemberPool.step).
-JOINER_CHECK = 64
+# Members read, timers run or sessions flushed between two looks for joiners (see
+# MemberPool._serve_joiners): each is tens of microseconds, a look a few.
+JOINER_CHECK = 8
 
 
 class Member:
     """One session, its socket, and what the pool watches of it."""
 
     __slots__ = (
+        "accepted_at",
+        "challenged_at",
         "events",
         "index",
         "joined_at",
@@ -56,6 +70,9 @@ class Member:
         self.scheduled = math.inf
         self.started_at: float | None = None  # connect() called
         self.joined_at: float | None = None  # its latest Welcomed
+        # its first CHALLENGE and ACCEPT read since connect() (a join's stages)
+        self.challenged_at: float | None = None
+        self.accepted_at: float | None = None
         self.events: list[ev.ClientEvent] = []
         self.lines: dict[str, int] = {}  # chat text -> times this member saw it
 
@@ -93,6 +110,12 @@ class MemberPool:
         self._timers: list[tuple[float, int, int]] = []
         self._order = 0
         self._dirty: set[int] = set()
+        # the members joining (from their connect, or from losing their session, to their
+        # WELCOME), and their sockets
+        self._joiners: set[int] = set()
+        self._joining = selectors.DefaultSelector()
+        self._connects: deque[tuple[float, int]] = deque()  # (when, index), in time order
+        self._serving = False  # in _serve_joiners (it flushes, and a flush looks for joiners)
         self.welcomed = 0  # Welcomed events, all members, all joins
         self.messages: dict[str, int] = {}  # chat text -> deliveries (history included)
         self.posted_at: dict[str, float] = {}  # chat text -> when its sender saw it posted
@@ -104,9 +127,15 @@ class MemberPool:
     def connect(self, index: int, now: float) -> None:
         member = self.members[index]
         member.started_at = now
-        member.joined_at = None
+        member.joined_at = member.challenged_at = member.accepted_at = None
         member.session.connect(now)
         self._dirty.add(index)
+        self._watch(member)
+
+    def schedule_connect(self, index: int, when: float) -> None:
+        """Start member ``index`` joining at ``when`` (``time.monotonic``), from within the
+        loop's work if it is busy then; calls in order of ``when``."""
+        self._connects.append((when, index))
 
     def say(self, index: int, text: str, now: float) -> None:
         self.members[index].session.say(text, now)
@@ -133,22 +162,20 @@ class MemberPool:
 
     def step(self, now: float, max_wait: float) -> float:
         """Wait at most ``max_wait`` for a datagram or a timer, do what is due; the new now."""
-        import time  # the pool is a shell: it alone reads the clock
-
         deadline = now + max_wait
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
+        if self._connects:
+            deadline = min(deadline, self._connects[0][0])
         if not self._dirty:
             keys = self.selector.select(max(0.0, deadline - now))
+            self._serve_joiners()
             ready = self._joiners_first([self.members[key.data] for key, _ in keys])
-            while ready:
-                for member in ready[:JOINER_CHECK]:
-                    self._read(member, time.monotonic())
-                ready = ready[JOINER_CHECK:]
-                if ready:  # a joiner's answer that came meanwhile does not wait for the rest
-                    more = [self.members[key.data] for key, _ in self.selector.select(0)]
-                    joining = [m for m in more if m.session.state is not SessionState.JOINED]
-                    self._joiners_first(joining)  # the others wait for the next step
+            for count, member in enumerate(ready, 1):
+                self._read(member, time.monotonic())
+                if count % JOINER_CHECK == 0:
+                    self._serve_joiners()  # the others' fan-out does not hold a join up
+        self._serve_joiners()
         now = time.monotonic()
         self._run_timers(now)
         self._flush(now)
@@ -156,8 +183,6 @@ class MemberPool:
 
     def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Step until ``done()`` or ``timeout`` seconds pass; whether it is done."""
-        import time
-
         now = time.monotonic()
         end = now + timeout
         while not done():
@@ -166,12 +191,30 @@ class MemberPool:
             now = self.step(now, min(0.05, end - now))
         return True
 
+    def _serve_joiners(self) -> None:
+        """Start the joins that are due, then read and answer the joiners with a datagram
+        waiting: out of turn, as if each were a process of its own."""
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            now = time.monotonic()
+            connects = self._connects
+            while connects and connects[0][0] <= now:
+                self.connect(connects.popleft()[1], now)
+            ready = [self.members[key.data] for key, _ in self._joining.select(0)]
+            for member in ready:
+                self._read(member, now)
+            touched = self._dirty & self._joiners
+            self._dirty -= touched
+            for index in touched:
+                self._flush_member(self.members[index], time.monotonic())
+        finally:
+            self._serving = False
+
     def _joiners_first(self, ready: list[Member]) -> list[Member]:
         """Read and answer the members in ``ready`` that are still joining; the others, to
-        read next. Each real member is a process of its own and would not wait for a
-        thousand others' fan-out before it reads its CHALLENGE or WELCOME."""
-        import time
-
+        read next (a whole room rejoining after a restart is read this way)."""
         joining = [m for m in ready if m.session.state is not SessionState.JOINED]
         if not joining:
             return ready
@@ -189,11 +232,18 @@ class MemberPool:
                 break
             except OSError:
                 break  # an ICMP error from an earlier send: costs nothing here
+            if member.index in self._joiners:
+                kind = wire.datagram_type(data)
+                if kind == wire.DatagramType.CHALLENGE and member.challenged_at is None:
+                    member.challenged_at = now
+                elif kind == wire.DatagramType.ACCEPT and member.accepted_at is None:
+                    member.accepted_at = now
             session.receive_datagram(data, (addr[0], addr[1]), now)
         self._dirty.add(member.index)
 
     def _run_timers(self, now: float) -> None:
         timers = self._timers
+        count = 0
         while timers and timers[0][0] <= now:
             deadline, _, index = heapq.heappop(timers)
             member = self.members[index]
@@ -202,24 +252,40 @@ class MemberPool:
             member.scheduled = math.inf
             member.session.handle_timer(now)
             self._dirty.add(index)
+            count += 1
+            if count % JOINER_CHECK == 0:
+                self._serve_joiners()
 
     def _flush(self, now: float) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for index in dirty:
-            member = self.members[index]
-            session = member.session
-            for data, addr in session.datagrams_to_send(now):
-                with contextlib.suppress(OSError):
-                    member.sock.sendto(data, addr)
-            for event in session.events():
-                self._note(member, event, now)
-            timer = session.next_timer()
-            if timer is not None:
-                timer = max(timer, now)
-                if timer < member.scheduled:
-                    member.scheduled = timer
-                    self._order += 1
-                    heapq.heappush(self._timers, (timer, self._order, index))
+        count = 0
+        while self._dirty:
+            self._flush_member(self.members[self._dirty.pop()], now)
+            count += 1
+            if count % JOINER_CHECK == 0:
+                self._serve_joiners()
+
+    def _watch(self, member: Member) -> None:
+        """Serve ``member`` out of turn until its WELCOME."""
+        if member.index not in self._joiners:
+            self._joiners.add(member.index)
+            self._joining.register(member.sock, selectors.EVENT_READ, member.index)
+
+    def _flush_member(self, member: Member, now: float) -> None:
+        session = member.session
+        if session.state is not SessionState.JOINED:
+            self._watch(member)
+        for data, addr in session.datagrams_to_send(now):
+            with contextlib.suppress(OSError):
+                member.sock.sendto(data, addr)
+        for event in session.events():
+            self._note(member, event, now)
+        timer = session.next_timer()
+        if timer is not None:
+            timer = max(timer, now)
+            if timer < member.scheduled:
+                member.scheduled = timer
+                self._order += 1
+                heapq.heappush(self._timers, (timer, self._order, member.index))
 
     def _note(self, member: Member, event: ev.ClientEvent, now: float) -> None:
         if self.keep_events:
@@ -227,6 +293,9 @@ class MemberPool:
         if isinstance(event, ev.Welcomed):
             self.welcomed += 1
             member.joined_at = now
+            if member.index in self._joiners:
+                self._joiners.discard(member.index)
+                self._joining.unregister(member.sock)
         elif isinstance(event, ev.MessageReceived):
             self.messages[event.text] = self.messages.get(event.text, 0) + 1
             member.lines[event.text] = member.lines.get(event.text, 0) + 1
@@ -258,6 +327,7 @@ class MemberPool:
         return sum(max(0, m.lines.get(text, 0) - 1) for m in self.members for text in texts)
 
     def close(self) -> None:
+        self._joining.close()
         self.selector.close()
         for member in self.members:
             member.sock.close()

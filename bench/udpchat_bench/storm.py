@@ -9,7 +9,8 @@ Two processes on 127.0.0.1 besides this harness:
   (``udpchat_bench.pool``), one socket each.
 
 The run: members join at ``join_rate`` a second (each one's time from HELLO to WELCOME is
-recorded); the room idles (the relay's CPU then is the idle baseline); the relay is killed
+recorded, split where its CHALLENGE and ACCEPT were read, with the slowest joins' place in
+the run); the room idles (the relay's CPU then is the idle baseline); the relay is killed
 and, after ``down_s``, a new one starts on the same port with the same identity; meanwhile
 ``senders`` members each say a line (queued by their sessions). Everyone's heartbeat then
 meets a RESET that proves the restart and the whole room rejoins at once. Measured: when the
@@ -39,16 +40,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat_bench.load import _Proc, _watch_stdin, proc_cpu_s
-from udpchat_bench.pool import MemberPool
+from udpchat_bench.pool import Member, MemberPool
 from udpchat_bench.worker import emit
 
 LOCALHOST = "127.0.0.1"
 IDLE_WINDOW_S = 3.0
 CPU_SAMPLE_S = 0.5
 CPU_IDLE_MARGIN_PCT = 5.0  # "back to idle": within this many points of the idle baseline
+STAGES = ("CHALLENGE", "ACCEPT", "WELCOME")  # a join's answers, each timed from the one before
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class StormResult:
     join_ms_max: float
     join_relay_drops: int
     join_member_drops: int
+    # p50 / p99 of each stage, ms: HELLO to CHALLENGE, CHALLENGE to ACCEPT, ACCEPT to WELCOME
+    join_stages_ms: tuple[tuple[float, float], ...]
+    # the slowest joins: (ms into the join phase, room size then, total ms, the three stages)
+    slowest_joins: tuple[tuple[float, ...], ...]
     relay_cpu_join_pct: float
     members_cpu_join_pct: float
     relay_cpu_idle_pct: float
@@ -133,6 +140,7 @@ def relay_main(params: Mapping[str, Any]) -> int:
         server.stop(goodbye=False)
 
     threading.Thread(target=serve_commands, name="commands", daemon=True).start()
+    settle_heap()  # as the udpchat relay command does once its relay has started
     buffers = server.socket_buffers
     emit(
         "ready",
@@ -159,13 +167,9 @@ def members_main(params: Mapping[str, Any]) -> int:
     pool = MemberPool((LOCALHOST, int(params["port"])), [f"m{i}" for i in range(count)], start)
     everyone = sorted(m.session.nick for m in pool.members)
     try:
-        now = start
-        for index in range(count):  # one every 1/rate seconds, the loop running between
-            due = start + index / rate
-            while now < due:
-                now = pool.step(now, due - now)
-            pool.connect(index, now)
-        pool.run_until(lambda: pool.joined() == count, 300.0)
+        for index in range(count):  # one every 1/rate seconds, on time however busy the loop
+            pool.schedule_connect(index, start + index / rate)
+        pool.run_until(lambda: pool.joined() == count, count / rate + 300.0)
         names = {m.session.nick for m in pool.members}
         pool.run_until(lambda: all(pool.knows_room(m, names) for m in pool.members), 120)
         join_ms = [
@@ -173,9 +177,15 @@ def members_main(params: Mapping[str, Any]) -> int:
             for m in pool.members
             if m.joined_at is not None and m.started_at is not None
         ]
-        emit("joined", members=pool.joined(), join_ms=join_ms, drops=pool.kernel_drops())
+        emit(
+            "joined",
+            members=pool.joined(),
+            join_ms=join_ms,
+            stages=[_stages(m, start) for m in pool.members],
+            drops=pool.kernel_drops(),
+        )
         texts = [f"said while the relay was away, by m{i}" for i in range(senders)]
-        gone, drops_before = now, 0
+        gone, drops_before = time.monotonic(), 0
         while not stop.is_set():
             now = pool.step(time.monotonic(), 0.05)
             while not commands.empty():
@@ -191,6 +201,22 @@ def members_main(params: Mapping[str, Any]) -> int:
     finally:
         pool.close()
     return 0
+
+
+def _stages(member: Member, start: float) -> list[float] | None:
+    """A join's stages, in ms: when it started (from the run's start), then HELLO to
+    CHALLENGE, CHALLENGE to ACCEPT and ACCEPT to WELCOME as the members' process read them;
+    None for a join that was not seen whole."""
+    times = (member.started_at, member.challenged_at, member.accepted_at, member.joined_at)
+    if any(t is None for t in times):
+        return None
+    began, challenged, accepted, joined = (float(t or 0.0) for t in times)
+    return [
+        round(1000 * (began - start), 1),
+        round(1000 * (challenged - began), 2),
+        round(1000 * (accepted - challenged), 2),
+        round(1000 * (joined - accepted), 2),
+    ]
 
 
 def _watch_rejoin(
@@ -317,6 +343,14 @@ def run_storm(
             if proc is not None:
                 proc.reap()
     join_ms = [float(x) for x in joined["join_ms"]]
+    stages = [s for s in joined.get("stages", []) if s is not None]
+    by_stage = [[s[k] for s in stages] for k in (1, 2, 3)]
+    # a member's place in the start order is the room's size as it began to join
+    started = sorted(stages, key=lambda s: s[0])
+    slowest = sorted(
+        ((s[0], float(rank), round(sum(s[1:]), 2), *s[1:]) for rank, s in enumerate(started)),
+        key=lambda row: -row[2],
+    )[:5]
     return StormResult(
         members=members,
         join_rate=join_rate,
@@ -328,6 +362,11 @@ def run_storm(
         join_ms_max=round(max(join_ms, default=float("nan")), 2),
         join_relay_drops=join_relay_drops,
         join_member_drops=int(joined["drops"]),
+        join_stages_ms=tuple(
+            (round(statistics.median(v), 2), round(_percentile(v, 0.99), 2)) if v else (0.0, 0.0)
+            for v in by_stage
+        ),
+        slowest_joins=tuple(tuple(row) for row in slowest),
         relay_cpu_join_pct=round(relay_join_pct, 1),
         members_cpu_join_pct=round(gen_join_pct, 1),
         relay_cpu_idle_pct=round(idle_pct, 1),
@@ -383,6 +422,17 @@ def format_result(r: StormResult) -> str:
             f"kernel drops: relay {r.join_relay_drops}, members {r.join_member_drops}; CPU "
             f"while joining: relay {r.relay_cpu_join_pct:.0f} %, members "
             f"{r.members_cpu_join_pct:.0f} %",
+            "join stages p50/p99 (as the members read them): "
+            + ", ".join(
+                f"to {name} {p50:.1f}/{p99:.1f} ms"
+                for name, (p50, p99) in zip(STAGES, r.join_stages_ms, strict=False)
+            ),
+            "slowest joins: "
+            + "; ".join(
+                f"{row[2]:.0f} ms at {row[0] / 1000:.1f} s ({row[1]:.0f} started before it: "
+                f"{row[3]:.1f} + {row[4]:.1f} + {row[5]:.1f})"
+                for row in r.slowest_joins
+            ),
             f"idle relay CPU: {r.relay_cpu_idle_pct:.1f} %",
             f"rejoin after a restart: {r.rejoined} of {r.members} back, all within "
             f"{r.rejoin_all_s:.2f} s (p50 {r.rejoin_p50_s:.2f} s); lines said meanwhile: "
