@@ -1,9 +1,10 @@
 """The room on Redis: several relays, one room (protocol.md 6.8; docs/scaling.md).
 
 ``RedisSharedLog`` is one relay's ``SharedLog`` over a Redis server (redis-py's blocking
-client; hiredis is used when installed). Every event of the room is numbered by one Lua
-script (udpchat.stores.redis_scripts) that INCRs the room's seq and XADDs the event to the
-room's stream with the id ``seq-0``, so the room has one total order whichever relay appends.
+client, with its C parser hiredis where installed: ``udpchat[redis]`` installs it). Every
+event of the room is numbered by one Lua script (udpchat.stores.redis_scripts) that INCRs
+the room's seq and XADDs the event to the room's stream with the id ``seq-0``, so the room
+has one total order whichever relay appends.
 
 Invariants:
 
