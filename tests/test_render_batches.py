@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpchat.events import MembersJoined, MembersLeft
+from udpchat.events import MembersChanged, MembersJoined, MembersLeft
 from udpchat.render import BATCH_LINE_WIDTH, json_line, plain_line
 from udpchat.roll import cells
 from udpchat.styled import ansi_line
@@ -65,3 +65,18 @@ def test_any_leave_batch_fits_80_columns(left: list[str]) -> None:
     event = MembersLeft(5, T, tuple(left), ("quit",) * len(left), ("",) * len(left))
     line = plain_line(event) or ""
     assert cells(line) <= BATCH_LINE_WIDTH and f"{len(left)} left" in line
+
+
+@given(
+    left=st.integers(0, 30),
+    joined=st.integers(0, 30),
+    width=st.integers(3, 16),
+)
+def test_the_away_line_keeps_to_80_columns_whatever_the_two_lists(
+    left: int, joined: int, width: int
+) -> None:
+    names = [f"{i:0{width}d}"[-width:].replace("0", "n") for i in range(left + joined)]
+    event = MembersChanged(tuple(names[:left]), tuple(names[left:]))
+    line = plain_line(event, T)
+    if left or joined:
+        assert line is not None and len(line) <= BATCH_LINE_WIDTH

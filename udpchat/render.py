@@ -409,10 +409,12 @@ def _away(event: MembersChanged) -> list[Fragment]:
     for i, (nicks, verb) in enumerate(lists):
         # the first list leaves the second room for at least its count ("2 joined")
         later = sum(len(f"; {len(n)} {v}") for n, v in lists[i + 1 :])
-        body.extend([("notice", "; ")] if i else [])
+        if i:
+            body.append(("notice", "; "))
+            room -= 2
         part = roll(nicks, verb, room - later)
         body.extend(part)
-        room -= sum(cells(text) for _, text in part) + (2 if i else 0)
+        room -= sum(cells(text) for _, text in part)
     return _notice(*body)
 
 
