@@ -363,9 +363,9 @@ def run_relay(options: RelayOptions, verbose: bool = False) -> int:
     interrupt_on_signals()
     server = RelayServer(options)
     shown = format_address(server.address)
+    settle_heap()  # before serving: this process is the relay, its start-up objects live as long
     try:  # a Ctrl-C from here on is a goodbye, however early it comes
         server.start()
-        settle_heap()  # this process is the relay: its start-up objects live as long
         buffers = server.socket_buffers
         details = [
             *(["room key set"] if options.key else []),
