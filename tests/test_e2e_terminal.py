@@ -116,7 +116,9 @@ def test_interactive_join_prints_the_room_above_the_prompt(terminals: list[Termi
     with running_relay() as relay:
         alice = Terminal("join", "alice", "--server", f"127.0.0.1:{relay.address[1]}")
         terminals.append(alice)
-        alice.read_until(lambda s: b"alice>" in s, 10)
+        # Welcomed, not only prompting (the prompt comes first): a bob who joined before
+        # alice's WELCOME would be in its member list, with no join notice to show.
+        alice.read_until(lambda s: b"alice>" in s and b"you are " in s, 10)
 
         with members(relay.address, "bob") as [bob]:
             bob.client.say("hello alice")
