@@ -7,11 +7,11 @@ sessions that held a lot of received data go away, the relay calls ``give_back_f
 so that its resident memory falls back to what it holds, not what it once held. Elsewhere
 (another C library, another system) this is a no-op.
 
-``settle_heap``, for a process that is a relay (the ``udpchat relay`` command), once it has
-started: most of the objects Python's cycle collector tracks were made then (modules,
-classes, the configuration: about 37,000 in a relay) and live as long as the process, yet a
-full (generation 2) collection walks them all, stopping the relay for tens of milliseconds
-while a large room joins. Frozen, they are left out of every collection.
+``settle_heap``, for a process that is a relay (the ``udpchat relay`` command), once it is
+built and before it serves: most of the objects Python's cycle collector tracks were made
+then (modules, classes, the configuration: about 37,000 in a relay) and live as long as the
+process, yet a full (generation 2) collection walks them all, stopping the relay for tens of
+milliseconds while a large room joins. Frozen, they are left out of every collection.
 """
 
 from __future__ import annotations
