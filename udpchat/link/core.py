@@ -67,14 +67,16 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         self._cipher = SessionCipher(keys.send, keys.receive, keys.padded, c.rekey_interval)
         self.stats = LinkStats()
         self.dead = False
+        # The handshake's estimate (protocol.md 4) starts the estimator as a first sample
+        # would, but is not one: the first ACK's sample replaces it. A JOIN or HELLO that was
+        # retransmitted unchanged makes that estimate include the retransmission waits (Karn),
+        # and kept as a sample it would hold the RTO near MAX_RTO for dozens of ACKs.
         self.rtt = RttEstimator(
             initial_rtt=rtt_hint if rtt_hint else c.initial_rtt,
             min_rto=c.min_rto,
             max_rto=c.max_rto,
             max_ack_delay=c.ack_delay,
         )
-        if rtt_hint:
-            self.rtt.on_sample(rtt_hint)
         self._next_pn = 0
         # anti-replay sliding window over packet numbers (as in RFC 4303 3.4.3)
         self._replay_highest = -1
