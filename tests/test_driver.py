@@ -20,6 +20,7 @@ from tests.e2e_support import wait_until
 from udpchat import faults
 from udpchat.driver import MAX_BATCH, READ_AHEAD, Driver
 from udpchat.endpoint import Address
+from udpchat.link import ASAP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]  # real threads and clock
 
@@ -626,3 +627,18 @@ def test_a_handshake_s_answer_leaves_in_a_small_slice_before_timers_run() -> Non
     finally:
         driver.stop()
         driver.join()
+
+
+def test_a_call_that_leaves_work_due_at_once_wakes_the_loop(alarmed: Harness) -> None:
+    """ASAP (-inf) is no time an alarm can be set for: the loop is woken, and runs it."""
+    transport = alarmed.transport
+    assert isinstance(transport, AlarmTransport)
+    alarmed.driver.start()
+    assert alarmed.wait(lambda: len(transport.waits) >= 1)
+
+    def at_once(now: float) -> None:
+        alarmed.endpoint.timer = ASAP
+
+    alarmed.driver.call(at_once)
+    assert transport.alarms == [] and transport.wakes == 1
+    assert alarmed.wait(lambda: bool(alarmed.endpoint.timers_run), 5)

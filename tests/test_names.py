@@ -124,3 +124,20 @@ def test_nick_key_is_stable(nick: str) -> None:
 def test_nick_key_ignores_normalisation_form(nick: str) -> None:
     forms = {unicodedata.normalize(form, nick) for form in ("NFC", "NFD", "NFKC", "NFKD")}
     assert len({nick_key(form) for form in forms}) == 1
+
+
+def _caseless_key(nick: str) -> str:
+    """The Unicode definition nick_key follows (D146, recomposed with NFC), spelled out."""
+    folded = unicodedata.normalize("NFD", nick).casefold()
+    folded = unicodedata.normalize("NFKD", folded).casefold()
+    return unicodedata.normalize("NFKC", folded)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=40))
+def test_an_ascii_nick_key_is_the_caseless_key_by_its_short_way(nick: str) -> None:
+    assert nick_key(nick) == _caseless_key(nick)
+
+
+@given(NO_SURROGATES)
+def test_nick_key_is_the_unicode_caseless_key(nick: str) -> None:
+    assert nick_key(nick) == _caseless_key(nick)

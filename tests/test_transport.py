@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import math
 import os
 import socket
 import threading
@@ -493,3 +494,15 @@ def test_an_alarm_is_closed_when_dropped_without_close() -> None:
     gc.collect()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_an_alarm_for_asap_or_the_past_fires_at_once() -> None:
+    transport = _alarmed()
+    try:
+        for when in (-math.inf, 0.0, time.monotonic() - 5.0):
+            started = time.monotonic()
+            transport.wake_at(when)
+            assert transport.recvfrom(5.0) is None
+            assert time.monotonic() - started < 2.0  # not the whole wait
+    finally:
+        transport.close()

@@ -67,6 +67,7 @@ class Alarm:
     def arm(self, when: float) -> bool:
         """Fire at ``when`` (monotonic seconds; at once if past); False if the system refused."""
         value = self._spec.it_value
+        when = max(when, 0.0)  # ASAP (-inf) and anything past: at once
         seconds = int(when)
         nanos = int((when - seconds) * 1e9)
         value.tv_sec = seconds

@@ -209,8 +209,10 @@ class Driver(Generic[Item]):
             if not wake and timer is not None and timer < sleeping:
                 # The answer to what the call sends usually comes before that timer and
                 # wakes the loop anyway: where the transport can, it ends the wait at the
-                # timer instead of now (a turn now would only compute the wait again).
-                if hasattr(self.transport, "wake_at"):
+                # timer instead of now (a turn now would only compute the wait again). A
+                # timer already due (ASAP: work the call left for after its datagrams have
+                # gone) wakes the loop.
+                if timer > now and hasattr(self.transport, "wake_at"):
                     alarm = self._sleeping_until = timer
                     self._alarm_set = True
                 else:

@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Callable
 
 from udpchat import wire
-from udpchat.noise import DHLEN, Initiator, NoiseError, Responder
+from udpchat.noise import DHLEN, Ephemeral, Initiator, NoiseError, Responder
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
@@ -40,7 +40,7 @@ def start_join(
     cookie: bytes,
     relay_key: bytes,
     psk: bytes | None,
-    ephemeral: bytes,
+    ephemeral: bytes | Ephemeral,
     nick: str,
     resume: wire.Resume | None,
 ) -> tuple[bytes, Initiator]:
@@ -74,7 +74,7 @@ def accept(
     nonce: bytes,
     token: bytes,
     payload: wire.AcceptPayload,
-    ephemeral: bytes,
+    ephemeral: bytes | Ephemeral,
     padded: bool,
 ) -> tuple[bytes, SessionKeys]:
     """The ACCEPT carrying Noise message 2, and the relay's session keys."""
@@ -116,15 +116,24 @@ class Joiner:
         self._room_key = room_key
         self._started: list[Initiator] = []
         self.relay_key: bytes | None = None
+        self._spare: Ephemeral | None = None
+
+    def prepare(self) -> None:
+        """Make the next JOIN's ephemeral key now (once the HELLO has gone), not at the
+        CHALLENGE: its public half costs as much as a DH."""
+        if self._spare is None:
+            self._spare = Ephemeral(self._rng(DHLEN))
 
     def join_for(self, challenge: wire.Challenge) -> bytes:
         psk = None if self._room_key is None else self._room_key(challenge.relay_key)
+        ephemeral = self._spare if self._spare is not None else Ephemeral(self._rng(DHLEN))
+        self._spare = None  # one handshake per ephemeral key
         join, initiator = start_join(
             self.nonce,
             challenge.cookie,
             challenge.relay_key,
             psk,
-            self._rng(DHLEN),
+            ephemeral,
             self.nick,
             self.resume,
         )

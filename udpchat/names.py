@@ -70,7 +70,12 @@ def nick_key(nick: str) -> str:
     This is Unicode's compatibility caseless matching (The Unicode Standard, D146:
     ``NFKD(casefold(NFKD(casefold(NFD(X)))))``), recomposed with NFC to keep keys short.
     The double fold makes the key stable: ``nick_key(nick_key(x)) == nick_key(x)``.
+    An ASCII nickname's key is its lower case (every normalisation leaves ASCII as it is,
+    and ASCII folds to lower case): most nicknames, and a join into a large room keys every
+    name of its WELCOME.
     """
+    if nick.isascii():
+        return nick.lower()
     folded = unicodedata.normalize("NFD", nick).casefold()
     folded = unicodedata.normalize("NFKD", folded).casefold()
     return unicodedata.normalize("NFKC", folded)

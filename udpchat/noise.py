@@ -13,7 +13,9 @@ exactly two patterns with 25519, ChaChaPoly and BLAKE2s::
 It is small on purpose: a general Noise library would bring every pattern and hide the split
 keys, which udpchat needs raw to seal datagrams with packet-number nonces (udpchat.seal). A
 test checks it against the ``noiseprotocol`` package on random inputs. Ephemeral keys are
-passed in, so the cores keep their injected random source and test vectors are exact.
+passed in, so the cores keep their injected random source and test vectors are exact; an
+``Ephemeral`` made ahead (its public half is a scalar multiplication, as costly as a DH)
+takes that work out of the handshake's round trips.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "HASHLEN",
     "NK",
     "NK_PSK0",
+    "Ephemeral",
     "Initiator",
     "NoiseError",
     "Responder",
@@ -86,6 +89,24 @@ def _static_pair(private: bytes) -> tuple[X25519PrivateKey, bytes]:
     multiplication for the public half) at every join."""
     key = X25519PrivateKey.from_private_bytes(private)
     return key, _public(key)
+
+
+class Ephemeral:
+    """An ephemeral key pair, made before the handshake message that sends it: the public
+    half costs as much as a DH, and a side that makes it while it waits for the other
+    (a client while its HELLO is on the way, a relay between joins) answers sooner."""
+
+    __slots__ = ("key", "public")
+
+    def __init__(self, private: bytes) -> None:
+        if len(private) != DHLEN:
+            raise ValueError(f"an ephemeral key has {DHLEN} bytes")
+        self.key = X25519PrivateKey.from_private_bytes(private)
+        self.public = _public(self.key)
+
+
+def _ephemeral(ephemeral: bytes | Ephemeral) -> Ephemeral:
+    return ephemeral if isinstance(ephemeral, Ephemeral) else Ephemeral(ephemeral)
 
 
 def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
@@ -218,13 +239,13 @@ class Initiator:
         relay_public: bytes,
         prologue: bytes,
         psk: bytes | None,
-        ephemeral: bytes,
+        ephemeral: bytes | Ephemeral,
         payload: bytes,
     ) -> None:
         self._psk = psk is not None
         self._state = state = _start(relay_public, prologue, psk)
-        self._e = X25519PrivateKey.from_private_bytes(ephemeral)
-        e_public = _public(self._e)
+        pair = _ephemeral(ephemeral)
+        self._e, e_public = pair.key, pair.public
         _mix_ephemeral(state, e_public, self._psk)
         state.mix_key(_dh(self._e, relay_public))  # es
         self.message = e_public + state.encrypt_and_hash(payload)
@@ -270,11 +291,11 @@ class Responder:
         self.payload = state.decrypt_and_hash(message[DHLEN:])
         """Message 1's payload, authenticated."""
 
-    def respond(self, ephemeral: bytes, payload: bytes) -> tuple[bytes, SplitKeys]:
+    def respond(self, ephemeral: bytes | Ephemeral, payload: bytes) -> tuple[bytes, SplitKeys]:
         """Message 2 carrying ``payload``, and the session keys."""
         state = self._state
-        e = X25519PrivateKey.from_private_bytes(ephemeral)
-        e_public = _public(e)
+        pair = _ephemeral(ephemeral)
+        e, e_public = pair.key, pair.public
         _mix_ephemeral(state, e_public, self._psk)
         state.mix_key(_dh(e, self._re))  # ee
         message = e_public + state.encrypt_and_hash(payload)

@@ -356,6 +356,7 @@ class LoadGenerator:
             self._send(member, data)
         if member.stages is not None:
             member.stages.note("hello_sent", time.time())
+        member.joiner.prepare()  # the JOIN's ephemeral key, while the HELLO is on its way
         timer = member.next_timer()
         if timer is not None:
             self._schedule(member, timer)

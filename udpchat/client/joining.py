@@ -22,7 +22,7 @@ from udpchat import wire
 from udpchat.client.config import Counters, Trust
 from udpchat.errors import UdpchatError
 from udpchat.names import MAX_NICK_LENGTH, nick_error
-from udpchat.noise import DHLEN, NoiseError, usable_public_key
+from udpchat.noise import DHLEN, Ephemeral, NoiseError, usable_public_key
 from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
@@ -94,6 +94,8 @@ class Handshake:
         # Noise handshakes started for the current nonce, newest last, and the JOIN to resend.
         self._initiators: deque[hs.Initiator] = deque(maxlen=MAX_KEPT_HANDSHAKES)
         self._join_datagram = b""
+        # The next JOIN's ephemeral key, made while the HELLO is on its way (``prepare``)
+        self._spare: Ephemeral | None = None
         self._hello_rtt: float | None = None
         self.attempt_deadline: float | None = None
         self.join_deadline: float | None = None  # the first join's, over all its attempts
@@ -179,6 +181,18 @@ class Handshake:
         self.retry_at = None
         self.attempt_deadline = None
 
+    @property
+    def spare_wanted(self) -> bool:
+        """Whether ``prepare`` has work: no ephemeral key waits for the coming JOIN."""
+        return self._spare is None
+
+    def prepare(self) -> None:
+        """Make the next JOIN's ephemeral key now, after the HELLO has gone: its public half
+        is a scalar multiplication, as costly as a DH, better done while the CHALLENGE is on
+        its way than between it and the JOIN. Used by exactly one JOIN."""
+        if self._spare is None:
+            self._spare = Ephemeral(self._rng(DHLEN))
+
     # --- CHALLENGE ----------------------------------------------------------------------------
 
     def on_challenge(self, challenge: wire.Challenge, joining: bool, now: float) -> bool:
@@ -245,12 +259,14 @@ class Handshake:
     def _start_join(self, cookie: bytes) -> None:
         """Noise message 1 for this cookie, in the JOIN sent until the relay answers."""
         self._cookie = cookie
+        ephemeral = self._spare if self._spare is not None else Ephemeral(self._rng(DHLEN))
+        self._spare = None  # never two handshakes with one ephemeral key
         datagram, initiator = hs.start_join(
             self.nonce,
             cookie,
             self.relay_key,
             self._psk(),
-            self._rng(DHLEN),
+            ephemeral,
             self._join_nick,
             self._proven_resume(),
         )

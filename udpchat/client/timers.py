@@ -58,6 +58,8 @@ class SessionTimers:
             deadlines.append(self._handshake.attempt_deadline)
         link = uplink.link
         if link is None:
+            if state is _S.CONNECTING and self._handshake.spare_wanted:
+                return ASAP  # the JOIN's ephemeral key, made while the HELLO is on its way
             if state in HANDSHAKING:
                 deadlines.append(self._handshake.retry_at)
         else:
@@ -94,6 +96,8 @@ class SessionTimers:
             if now >= uplink.ping_due():
                 uplink.ping(link, now)
         if state in ATTEMPTING:
+            if state is _S.CONNECTING:
+                handshake.prepare()
             deadline = handshake.attempt_deadline
             if deadline is not None and now >= deadline:
                 life.attempt_failed(now)

@@ -263,8 +263,10 @@ class RelayCore:
 
     def next_timer(self) -> float | None:
         sessions = self.sessions
-        if sessions.dirty or self.room.pending or self._held_taken:
-            return ASAP  # output is waiting for the next datagrams_to_send
+        if sessions.dirty or self.room.pending or self._held_taken or self.gate.spare is None:
+            # output is waiting for the next datagrams_to_send, or (a join took the spare
+            # ephemeral key) handle_timer makes the next, after that join's ACCEPT has gone
+            return ASAP
         cluster = self.cluster
         if cluster is not None and cluster.waiting:
             return ASAP  # the other relays' doings, to take
@@ -289,6 +291,7 @@ class RelayCore:
 
     def handle_timer(self, now: float) -> None:
         self._release_taken_hold()
+        self.gate.prepare()
         self._now = now
         if self.cluster is not None:
             # protocol.md 6.8: what the other relays did, before this relay's own timers

@@ -24,7 +24,7 @@ from udpchat.endpoint import Address
 from udpchat.link import Link
 from udpchat.names import nick_error, nick_key
 from udpchat.netblock import address_key, host_key, prefix_key
-from udpchat.noise import DHLEN, NoiseError, public_key
+from udpchat.noise import DHLEN, Ephemeral, NoiseError, public_key
 from udpchat.ratelimit import BucketTable, TokenBucket
 from udpchat.relay.cluster import Cluster
 from udpchat.relay.config import RelayConfig, RelayStats
@@ -115,6 +115,14 @@ class Gate:
         self._tat = now
         self._booked = now
         self.cluster: Cluster | None = None  # protocol.md 6.8: set for a shared log
+        # The next ACCEPT's ephemeral key, made between joins (``prepare``): its public half
+        # costs as much as a DH, which a joiner would otherwise wait for.
+        self.spare: Ephemeral | None = Ephemeral(rng(DHLEN))
+
+    def prepare(self) -> None:
+        """Make the next ACCEPT's ephemeral key, once the last one's ACCEPT has gone."""
+        if self.spare is None:
+            self.spare = Ephemeral(self._rng(DHLEN))
 
     # --- answers that prove nothing ---------------------------------------------------------
 
@@ -361,6 +369,8 @@ class Gate:
             if refusal is not None:
                 self._reject(nonce, *refusal, addr)
                 return None
+        ephemeral = self.spare if self.spare is not None else Ephemeral(self._rng(DHLEN))
+        self.spare = None  # never two handshakes with one ephemeral key
         accept, keys = hs.accept(
             responder,
             nonce,
@@ -371,7 +381,7 @@ class Gate:
                 int(self.config.timeout * 1000),
                 hs.reset_token(self._reset_secret, token),
             ),
-            self._rng(DHLEN),
+            ephemeral,
             padded=self._psk is not None,
         )
         resumed = 0
