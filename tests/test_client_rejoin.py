@@ -30,21 +30,32 @@ from udpchat.sim import PathModel
 pytestmark = pytest.mark.unit
 
 
-def test_heartbeat_pings_when_quiet_and_probes_when_the_relay_is() -> None:
+def test_heartbeat_every_beat_and_a_ping_every_other_then_probes_when_the_relay_is_quiet() -> (
+    None
+):
     net, relay, (alice,) = make_net()
     join_all(net, [alice])
     net.run(0.5)
-    start = len(client_datagrams(relay, wire.Ping))
-    net.run(4)
-    pings = [t for t, _ in client_datagrams(relay, wire.Ping)][start:]
-    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    start_pings = len(client_datagrams(relay, wire.Ping))
+    start_acks = len(client_datagrams(relay, wire.Ack))
+    net.run(6)
+    pings = [t for t, _ in client_datagrams(relay, wire.Ping)][start_pings:]
+    acks = [t for t, _ in client_datagrams(relay, wire.Ack)][start_acks:]
+    beats = sorted(pings + acks)
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert gaps and all(g == pytest.approx(1.0, abs=0.03) for g in gaps)
-    # The relay goes silent: after one heartbeat of silence, a probe every quarter of one.
+    # protocol.md 7.1: heard from within the last two heartbeats, a bare ACK is enough; the
+    # relay answers only the PINGs, every other heartbeat with the defaults.
+    ping_gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert ping_gaps and all(g == pytest.approx(2.0, abs=0.03) for g in ping_gaps)
+    assert len(acks) == pytest.approx(len(pings), abs=1)
+    # The relay goes silent: after two heartbeats of silence, a probe every quarter of one.
     net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
     silent_from = net.now
     assert net.run_until(lambda: bool(of(alice, ev.ConnectionLost)), 10)
-    probes = [t for t, _ in client_datagrams(relay, wire.Ping) if t > silent_from + 1.1]
+    probes = [t for t, _ in client_datagrams(relay, wire.Ping) if t > silent_from + 2.1]
     probe_gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert len(probes) >= 8
     assert probe_gaps and all(g == pytest.approx(0.25, abs=0.03) for g in probe_gaps)
     assert of(alice, ev.ConnectionLost) == [ev.ConnectionLost("the relay went silent")]
     assert net.now - silent_from == pytest.approx(5.0, abs=1.1)

@@ -7,8 +7,10 @@ Three processes on 127.0.0.1:
   ``udpchat relay`` command has no option for that); optionally under cProfile;
 * the **load generator** (``... load members``): N simulated members sharing a few sockets
   (the relay tells sessions apart by token, not address). Each is a ``BareClient``: a real
-  handshake, then a ``Link`` that acknowledges what it receives; it sends PING every heartbeat
-  (staggered over the second) and, on request, a light chat load round robin;
+  handshake, then a ``Link`` that acknowledges what it receives; it sends a heartbeat every
+  heartbeat (staggered over the second), a PING or a bare ACK as a client would
+  (protocol.md 7.1: with the defaults, every other one is a PING) and, on request, a light
+  chat load round robin;
 * this process, the **harness**: it reads the relay's CPU time (``/proc/<pid>/stat``, utime +
   stime) and resident memory (``/proc/<pid>/status``, VmRSS), and times the join of one more
   member (HELLO sent to WELCOME received) under that load with a bare client of its own.
@@ -46,6 +48,7 @@ from typing import IO, Any
 
 from udpchat import messages as m
 from udpchat import wire
+from udpchat.client.uplink import ask_after
 from udpchat.endpoint import Address
 from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
@@ -254,7 +257,8 @@ class _Member(BareClient):
     """One simulated member: a bare client, where it sits, and when it next needs a turn."""
 
     __slots__ = (
-        "index", "join_s", "next_beat", "scheduled", "sock", "stages", "started", "welcomed",
+        "index", "join_s", "last_heard", "next_beat", "scheduled", "sock", "stages", "started",
+        "welcomed",
     )
 
     def __init__(self, index: int, sock: int, nonce: bytes) -> None:
@@ -265,6 +269,7 @@ class _Member(BareClient):
         self.started = 0.0  # its first HELLO
         self.join_s = math.nan  # from its first HELLO to its WELCOME
         self.next_beat = math.inf
+        self.last_heard = -math.inf  # when the relay last sent this member's session anything
         self.scheduled = math.inf
         self.stages: Stages | None = None  # with stamps: its handshake's stages
 
@@ -294,6 +299,8 @@ class LoadGenerator:
         self.relay = relay
         self.stamps = stamps
         self.heartbeat = heartbeat
+        # as a client with one relay and the default 5 s silence (ClientConfig.relay_silence)
+        self.ask_after = ask_after(heartbeat, max(5.0, 2 * heartbeat))
         self.chat_rate = chat_rate
         self.selector = selectors.DefaultSelector()
         self.socks = open_member_sockets(math.ceil(count / MEMBERS_PER_SOCKET), self.selector)
@@ -395,6 +402,7 @@ class LoadGenerator:
             member = self.by_token.get(datagram.token)
             if member is None:
                 return
+            member.last_heard = now
             for raw in member.receive(datagram, now):
                 self.on_message(member, raw, now, arrived)
             self.dirty.add(member.index)
@@ -456,8 +464,11 @@ class LoadGenerator:
         member.handle_timer(now)  # a handshake due again goes out at the next flush
         link = member.link
         if link is not None and member.welcomed:
-            if now >= member.next_beat:
-                link.ping()  # the heartbeat; protocol.md 7.1
+            if now >= member.next_beat:  # the heartbeat; protocol.md 7.1
+                if now + self.heartbeat > member.last_heard + self.ask_after:
+                    link.ping()
+                else:
+                    link.acknowledge_now()
                 member.next_beat = now + self.heartbeat
             self._schedule(member, member.next_beat)
         self.dirty.add(member.index)

@@ -4,9 +4,11 @@ An ``Uplink`` holds at most one ``Link`` (the one the last ACCEPT created) with 
 ACCEPT said: the relay incarnation (epoch), the stateless-reset token and the heartbeat. It
 opens session datagrams before anything else looks at them (protocol.md 8), answers
 PATH_CHALLENGE, checks RESETs (protocol.md 7.2), and keeps the heartbeat clocks
-(protocol.md 7.1): a PING after ``heartbeat`` without sending; after ``heartbeat`` without
-hearing, a probe every quarter of it; after ``silence`` without hearing, the relay is lost.
-``silence`` always outlasts two heartbeats, whatever the relay asked for. The counts of a
+(protocol.md 7.1): a heartbeat after ``heartbeat`` without sending, a bare ACK while the
+relay was heard recently enough and a PING, which the relay answers, once it was not; after
+``ask_after`` without hearing, a probe every quarter of a heartbeat; after ``silence``
+without hearing, the relay is lost. ``silence`` always outlasts two heartbeats, whatever the
+relay asked for. The counts of a
 retired link are kept, so /stats never goes backwards.
 """
 
@@ -20,12 +22,20 @@ from udpchat.client.config import ClientStats, Counters
 from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
-__all__ = ["MIN_HEARTBEAT", "QUIET_SPELL", "Uplink"]
+__all__ = ["MIN_HEARTBEAT", "QUIET_SPELL", "Uplink", "ask_after"]
 
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
 MIN_HEARTBEAT = 0.05
 # Data after a silence of more than this many ACK delays is acknowledged at once.
 QUIET_SPELL = 3.0
+
+
+def ask_after(heartbeat: float, silence: float) -> float:
+    """How long without hearing from the relay before a heartbeat must be a PING: early
+    enough to leave three heartbeats of probing before ``silence`` (protocol.md 7.1), and
+    never sooner than one heartbeat. With the defaults (1 s, 5 s) the relay answers every
+    other heartbeat; with a fail-over's 2 s silence, every one."""
+    return max(heartbeat, silence - 3 * heartbeat)
 
 
 class Uplink:
@@ -40,6 +50,7 @@ class Uplink:
         self.out: list[bytes] = []  # datagrams outside the link's queue (PATH_RESPONSE, ACK)
         self._heartbeat = 1.0
         self._silence = relay_silence
+        self._ask_after = ask_after(1.0, relay_silence)
         self.last_sent = now
         self._last_heard = now
         self._last_ping = now
@@ -63,6 +74,7 @@ class Uplink:
         self._heartbeat = max(payload.heartbeat_ms / 1000, MIN_HEARTBEAT)
         # Silence detection must outlast the heartbeat the relay asked for.
         self._silence = max(self._relay_silence, 2 * self._heartbeat)
+        self._ask_after = ask_after(self._heartbeat, self._silence)
         self.last_sent = self._last_heard = self._last_ping = now
 
     def retire(self) -> None:
@@ -156,7 +168,7 @@ class Uplink:
         """When the next PING or probe is due."""
         beat = self._heartbeat
         quiet = max(self.last_sent, self._last_ping) + beat
-        probe = max(self._last_heard + beat, self._last_ping + beat / 4)
+        probe = max(self._last_heard + self._ask_after, self._last_ping + beat / 4)
         return min(quiet, probe)
 
     def wake_at(self) -> float:
@@ -164,7 +176,7 @@ class Uplink:
         beat = self._heartbeat
         last_ping, last_heard = self._last_ping, self._last_heard
         quiet = (self.last_sent if self.last_sent > last_ping else last_ping) + beat
-        probe = last_heard + beat
+        probe = last_heard + self._ask_after
         if last_ping + beat / 4 > probe:
             probe = last_ping + beat / 4
         first = quiet if quiet < probe else probe
@@ -172,5 +184,11 @@ class Uplink:
         return silent if silent < first else first
 
     def ping(self, link: Link, now: float) -> None:
-        link.ping()
-        self._last_ping = now
+        """The heartbeat or probe due at ``now``. A PING only when the next heartbeat would
+        come after probing should have begun: until then any datagram is a sign of life to
+        the relay (protocol.md 7.1), and a bare ACK asks for no answer."""
+        if now + self._heartbeat > self._last_heard + self._ask_after:
+            link.ping()
+            self._last_ping = now
+        else:
+            link.acknowledge_now()
