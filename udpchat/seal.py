@@ -207,7 +207,9 @@ class DirectionKeys:
         self._interval = interval
         self._base = 0  # the oldest phase kept
         self._confirmed = 0  # the newest phase in use
-        self._keys: dict[int, bytes] = {0: key}
+        # the keys of phases _base, _base + 1, ...: a list, not a dict by phase (a session
+        # that never rekeys, nearly all of them, keeps one key; a relay keeps two per member)
+        self._keys: list[bytes] = [key]
         self.current = key  # the key of phase _confirmed
 
     def phase_of(self, pn: int) -> int:
@@ -216,28 +218,22 @@ class DirectionKeys:
     def key(self, phase: int) -> bytes | None:
         """The key of ``phase``, or None if it is forgotten or too far ahead."""
         keys = self._keys
-        found = keys.get(phase)
-        if found is not None:
-            return found
-        if phase < self._base or phase > self._confirmed + MAX_PHASES_AHEAD:
+        index = phase - self._base
+        if index < 0 or phase > self._confirmed + MAX_PHASES_AHEAD:
             return None
-        newest = max(keys)
-        raw = keys[newest]
-        for step in range(newest + 1, phase + 1):
-            raw = rekey(raw)
-            keys[step] = raw
-        return keys[phase]
+        while len(keys) <= index:  # derived forward from the newest kept
+            keys.append(rekey(keys[-1]))
+        return keys[index]
 
     def confirm(self, phase: int) -> None:
         """``phase`` is in use: forget the phases well behind it."""
         if phase <= self._confirmed:
             return
         self._confirmed = phase
-        self.current = self._keys[phase]
+        self.current = self._keys[phase - self._base]
         floor = phase - KEPT_PHASES
         if floor > self._base:
-            for old in [p for p in self._keys if p < floor]:
-                del self._keys[old]
+            del self._keys[: floor - self._base]
             self._base = floor
 
 
