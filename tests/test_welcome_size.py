@@ -77,6 +77,21 @@ def test_a_paged_welcome_counts_the_room_in_one_message() -> None:
     assert late.room_size == 8  # kept current by the leaves after WELCOME
 
 
+def test_a_paged_welcome_names_only_the_first_few_and_who_brings_the_rest() -> None:
+    config = RelayConfig(
+        member_page=5, welcome_page=2, max_members_per_host=64, max_members_per_network=64
+    )
+    net, sessions = join_room(12, config)
+    late = sessions[-1]
+    event = welcomed(late)
+    assert event.members == ("m000", "m001", "m011") and event.size == 12
+    late.who(net.now)
+    net.run(2.0)
+    assert late.members == tuple(f"m{i:03d}" for i in range(12))
+    with pytest.raises(ValueError, match="welcome_page"):
+        RelayConfig(welcome_page=0)
+
+
 def test_a_relay_of_a_shared_room_counts_every_relay_s_members() -> None:
     room = cluster(2, RelayConfig(timeout=CONFIG.timeout, member_page=3))
     for i in range(6):

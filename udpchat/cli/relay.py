@@ -189,6 +189,14 @@ def relay(
             metavar="N",
         ),
     ] = _RELAY_DEFAULTS.member_page,
+    welcome_page: Annotated[
+        int,
+        typer.Option(
+            help="How many of the first names WELCOME lists in a room large enough to be "
+            f"paged (at most --member-page; 1 to {MAX_MEMBERS_LISTED}).",
+            metavar="N",
+        ),
+    ] = _RELAY_DEFAULTS.welcome_page,
     store: Annotated[
         str | None,
         typer.Option(
@@ -259,6 +267,10 @@ def relay(
             raise ValueError(
                 f"--member-page: expected 0 to {MAX_MEMBERS_LISTED}, got {member_page}"
             )
+        if not 1 <= welcome_page <= MAX_MEMBERS_LISTED:
+            raise ValueError(
+                f"--welcome-page: expected 1 to {MAX_MEMBERS_LISTED}, got {welcome_page}"
+            )
         if history < 0:
             raise ValueError(f"--history: expected 0 or more, got {history}")
         counts = (
@@ -308,6 +320,7 @@ def relay(
             notice_fanout=notice_fanout,
             batch_notices_above=batch_notices_above,
             member_page=member_page,
+            welcome_page=welcome_page,
         )
     except (ValueError, StoreError) as error:
         _fail(str(error))

@@ -83,6 +83,11 @@ class RelayConfig:
     # first this many and the rest comes on request (WHO_PAGE), a page of this many at a
     # time; 0 always lists everyone.
     member_page: int = 100
+    # protocol.md 6.7: how many of those WELCOME names in a paged room (never more than
+    # ``member_page``). A newcomer needs the room's size and a few names at once, not a
+    # page: in a room of 1,000, WELCOME with 100 names cost the joiner about 120 us and the
+    # relay 30 us more than with 20, on the join's path (bench/scripts/join_cost.py).
+    welcome_page: int = 20
 
     def __post_init__(self) -> None:
         if self.receive_budget < 0:
@@ -99,6 +104,8 @@ class RelayConfig:
             raise ValueError("notice_fanout must be above 0 (inf: the window never grows)")
         if not 0 <= self.member_page <= m.MAX_MEMBERS_LISTED:
             raise ValueError(f"member_page is from 0 to {m.MAX_MEMBERS_LISTED}")
+        if not 1 <= self.welcome_page <= m.MAX_MEMBERS_LISTED:
+            raise ValueError(f"welcome_page is from 1 to {m.MAX_MEMBERS_LISTED}")
         if self.batch_notices_above < 0:
             raise ValueError("batch_notices_above cannot be negative")
         if not 1 <= self.notice_batch <= m.MAX_BATCH:
