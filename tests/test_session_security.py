@@ -232,7 +232,7 @@ def captured_exchange(
     net.move(client_addr(0), moved)
     alice.say("from my new port", net.now)
     assert net.run_until(lambda: "from my new port" in heard(bob), 5)
-    net.run(1.5)  # heartbeats: PING and ACK both ways
+    net.run(2.5)  # heartbeats: a bare ACK, then a PING and its answer (protocol.md 7.1)
     return net, relay, nodes, captured
 
 

@@ -22,7 +22,7 @@ from udpchat.client.config import ClientStats, Counters
 from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
-__all__ = ["MIN_HEARTBEAT", "QUIET_SPELL", "Uplink", "ask_after"]
+__all__ = ["MIN_HEARTBEAT", "MIN_PROBING", "QUIET_SPELL", "Uplink", "ask_after"]
 
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
 MIN_HEARTBEAT = 0.05
@@ -30,12 +30,17 @@ MIN_HEARTBEAT = 0.05
 QUIET_SPELL = 3.0
 
 
+# protocol.md 7.1: the least time left for probes before the silence ends, however short
+# the heartbeat.
+MIN_PROBING = 2.5
+
+
 def ask_after(heartbeat: float, silence: float) -> float:
-    """How long without hearing from the relay before a heartbeat must be a PING: early
-    enough to leave three heartbeats of probing before ``silence`` (protocol.md 7.1), and
-    never sooner than one heartbeat. With the defaults (1 s, 5 s) the relay answers every
-    other heartbeat; with a fail-over's 2 s silence, every one."""
-    return max(heartbeat, silence - 3 * heartbeat)
+    """How long without hearing from the relay before the client probes (protocol.md 7.1):
+    early enough to leave two and a half heartbeats, and at least MIN_PROBING, of probing
+    before ``silence``; never sooner than one heartbeat. With the defaults (1 s, 5 s) the
+    relay answers every other heartbeat; with a fail-over's 2 s silence, every one."""
+    return max(heartbeat, silence - max(2.5 * heartbeat, MIN_PROBING))
 
 
 class Uplink:
@@ -51,6 +56,7 @@ class Uplink:
         self._heartbeat = 1.0
         self._silence = relay_silence
         self._ask_after = ask_after(1.0, relay_silence)
+        self._rtt_measured = False  # the link's RTT estimate rests on a measurement
         self.last_sent = now
         self._last_heard = now
         self._last_ping = now
@@ -75,6 +81,7 @@ class Uplink:
         # Silence detection must outlast the heartbeat the relay asked for.
         self._silence = max(self._relay_silence, 2 * self._heartbeat)
         self._ask_after = ask_after(self._heartbeat, self._silence)
+        self._rtt_measured = hint is not None
         self.last_sent = self._last_heard = self._last_ping = now
 
     def retire(self) -> None:
@@ -184,10 +191,14 @@ class Uplink:
         return silent if silent < first else first
 
     def ping(self, link: Link, now: float) -> None:
-        """The heartbeat or probe due at ``now``. A PING only when the next heartbeat would
-        come after probing should have begun: until then any datagram is a sign of life to
-        the relay (protocol.md 7.1), and a bare ACK asks for no answer."""
-        if now + self._heartbeat > self._last_heard + self._ask_after:
+        """The heartbeat or probe due at ``now``: a PING unless the round trip is known
+        and the answer to the next heartbeat would still come before probing begins, with
+        a quarter of a heartbeat to spare. Until then any datagram is a sign of life to the
+        relay (protocol.md 7.1), and a bare ACK asks for no answer."""
+        beat = self._heartbeat
+        rtt = link.rtt
+        known = self._rtt_measured or rtt.samples > 0
+        if not known or now + 1.25 * beat + rtt.srtt >= self._last_heard + self._ask_after:
             link.ping()
             self._last_ping = now
         else:
