@@ -44,12 +44,14 @@ def test_heartbeat_every_beat_and_a_ping_every_other_then_probes_when_the_relay_
     beats = sorted(pings + acks)
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert gaps and all(g == pytest.approx(1.0, abs=0.03) for g in gaps)
-    # protocol.md 7.1: heard from within the last two heartbeats, a bare ACK is enough; the
-    # relay answers only the PINGs, every other heartbeat with the defaults.
+    # protocol.md 7.1: with a measured round trip, a bare ACK while the next heartbeat's
+    # answer comes before probing would begin; the relay answers only the PINGs, every other
+    # heartbeat with the defaults.
     ping_gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert ping_gaps and all(g == pytest.approx(2.0, abs=0.03) for g in ping_gaps)
     assert len(acks) == pytest.approx(len(pings), abs=1)
-    # The relay goes silent: after two heartbeats of silence, a probe every quarter of one.
+    # The relay goes silent: after ask_after (2.5 s) of silence, a probe every quarter
+    # heartbeat.
     net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
     silent_from = net.now
     assert net.run_until(lambda: bool(of(alice, ev.ConnectionLost)), 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.client_support import client_datagrams, join_all, make_net, of, relay_net
+from tests.client_support import join_all, make_net, of, relay_net
 from udpchat import events as ev
 from udpchat import wire
 from udpchat.client.uplink import ask_after
@@ -49,7 +49,6 @@ def test_with_relays_to_move_to_every_heartbeat_is_a_ping() -> None:
     beats = relay.datagrams[start:]
     assert len(beats) == pytest.approx(4, abs=1)
     assert all(isinstance(d, wire.Ping) for _, d in beats)
-    assert not [t for t, _ in client_datagrams(relay, wire.Ack) if t > net.now - 4]
 
 
 @pytest.mark.parametrize(
@@ -59,8 +58,8 @@ def test_a_slow_path_or_a_short_heartbeat_never_loses_an_idle_relay(
     heartbeat: float, one_way: float
 ) -> None:
     """The answer to a PING must be due before probing begins, and probing must have time
-    (protocol.md 7.1): neither a round trip as long as the heartbeat nor three heartbeats
-    shorter than it ends a healthy session, nor turns the heartbeats into probe bursts."""
+    (protocol.md 7.1): neither a round trip as long as a heartbeat or more nor a heartbeat
+    of a tenth of a second ends a healthy session, or turns heartbeats into probe bursts."""
     net, relay, nodes = relay_net(
         ("alice",), PathModel(delay=one_way), relay_config=RelayConfig(heartbeat=heartbeat)
     )

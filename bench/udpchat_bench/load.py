@@ -48,7 +48,7 @@ from typing import IO, Any
 
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client.uplink import ask_after
+from udpchat.client.uplink import ask_after, wants_answer
 from udpchat.endpoint import Address
 from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
@@ -466,7 +466,8 @@ class LoadGenerator:
         link = member.link
         if link is not None and member.welcomed:
             if now >= member.next_beat:  # the heartbeat; protocol.md 7.1
-                if now + 1.25 * self.heartbeat >= member.last_heard + self.ask_after:
+                srtt, heard = link.rtt.srtt, member.last_heard
+                if wants_answer(now, self.heartbeat, srtt, heard, self.ask_after):
                     link.ping()
                 else:
                     link.acknowledge_now()

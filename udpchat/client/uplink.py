@@ -5,7 +5,8 @@ ACCEPT said: the relay incarnation (epoch), the stateless-reset token and the he
 opens session datagrams before anything else looks at them (protocol.md 8), answers
 PATH_CHALLENGE, checks RESETs (protocol.md 7.2), and keeps the heartbeat clocks
 (protocol.md 7.1): a heartbeat after ``heartbeat`` without sending, a bare ACK while the
-relay was heard recently enough and a PING, which the relay answers, once it was not; after
+round trip is measured and the relay was heard recently enough, else a PING, which the
+relay answers; after
 ``ask_after`` without hearing, a probe every quarter of a heartbeat; after ``silence``
 without hearing, the relay is lost. ``silence`` always outlasts two heartbeats, whatever the
 relay asked for. The counts of a
@@ -22,7 +23,7 @@ from udpchat.client.config import ClientStats, Counters
 from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
-__all__ = ["MIN_HEARTBEAT", "MIN_PROBING", "QUIET_SPELL", "Uplink", "ask_after"]
+__all__ = ["MIN_HEARTBEAT", "MIN_PROBING", "QUIET_SPELL", "Uplink", "ask_after", "wants_answer"]
 
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
 MIN_HEARTBEAT = 0.05
@@ -41,6 +42,15 @@ def ask_after(heartbeat: float, silence: float) -> float:
     before ``silence``; never sooner than one heartbeat. With the defaults (1 s, 5 s) the
     relay answers every other heartbeat; with a fail-over's 2 s silence, every one."""
     return max(heartbeat, silence - max(2.5 * heartbeat, MIN_PROBING))
+
+
+def wants_answer(
+    now: float, heartbeat: float, srtt: float, last_heard: float, ask: float
+) -> bool:
+    """Whether the heartbeat due at ``now`` must be a PING (protocol.md 7.1): the answer to
+    the next one, a round trip after it, would not come a quarter heartbeat before probing
+    begins (``last_heard + ask``, ``ask`` from ``ask_after``)."""
+    return now + 1.25 * heartbeat + srtt >= last_heard + ask
 
 
 class Uplink:
@@ -195,10 +205,11 @@ class Uplink:
         and the answer to the next heartbeat would still come before probing begins, with
         a quarter of a heartbeat to spare. Until then any datagram is a sign of life to the
         relay (protocol.md 7.1), and a bare ACK asks for no answer."""
-        beat = self._heartbeat
         rtt = link.rtt
         known = self._rtt_measured or rtt.samples > 0
-        if not known or now + 1.25 * beat + rtt.srtt >= self._last_heard + self._ask_after:
+        if not known or wants_answer(
+            now, self._heartbeat, rtt.srtt, self._last_heard, self._ask_after
+        ):
             link.ping()
             self._last_ping = now
         else:

@@ -89,6 +89,11 @@ class RelayConfig:
     # relay 30 us more than with 20, on the join's path (bench/scripts/join_cost.py).
     welcome_page: int = 20
 
+    @property
+    def welcome_names(self) -> int:
+        """How many names WELCOME lists in a paged room (protocol.md 6.7)."""
+        return min(self.welcome_page, self.member_page)
+
     def __post_init__(self) -> None:
         if self.receive_budget < 0:
             raise ValueError("receive_budget cannot be negative")

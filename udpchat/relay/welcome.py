@@ -93,7 +93,7 @@ class Welcoming:
             # only as many names as a page holds are looked at, and measured again only
             # when the page changed: in a room of a thousand, most joins leave it as it was
             every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
-            page = tuple(islice(every, min(config.welcome_page, config.member_page)))
+            page = tuple(islice(every, config.welcome_names))
             if self._first_page[0] != page:
                 self._first_page = (page, members_fitting(page))
             first = self._first_page[1]
@@ -173,7 +173,7 @@ class Welcoming:
         member, config, log = admission.member, self.config, self.log
         paged = 0 < config.member_page < size
         if paged:
-            first = listed[: min(config.welcome_page, config.member_page)]
+            first = listed[: config.welcome_names]
             listed = first if member.nick in first else tuple(sorted((*first, member.nick)))
         try:
             first_seq = min(log.first_seq, seq + 1)
