@@ -240,3 +240,47 @@ def test_e2e_a_rejoin_whose_accept_was_lost_keeps_the_nickname() -> None:
     assert alice.nick == "alice"
     assert not of(alice, ev.ErrorReported)
     assert relay.member_nicks() == ["alice"]
+
+
+def test_a_lost_accept_goes_again_with_the_welcome_the_relay_resends() -> None:
+    """protocol.md 4: until the relay hears from a new session, each retransmission of its
+    first data (WELCOME) is preceded by the ACCEPT again, so that a lost ACCEPT costs the
+    relay's RTO (tens of ms on this path), not the client's JOIN retry (250 ms)."""
+    net, _relay, (alice,) = relay_net(("alice",))
+    accepts: list[float] = []
+    joins: list[float] = []
+    original = net.send
+
+    def drop_first_accept(src: Address, dst: Address, data: bytes) -> None:
+        kind = wire.datagram_type(data)
+        if src == RELAY and kind == wire.DatagramType.ACCEPT:
+            accepts.append(net.now)
+            if len(accepts) == 1:
+                return
+        if dst == RELAY and kind == wire.DatagramType.JOIN:
+            joins.append(net.now)
+        original(src, dst, data)
+
+    net.send = drop_first_accept  # type: ignore[method-assign]
+    alice.connect(net.now)
+    assert net.run_until(lambda: alice.state is SessionState.JOINED, 5)
+    assert len(joins) == 1  # the JOIN's retry (250 ms) was never due
+    assert len(accepts) == 2 and accepts[1] - accepts[0] < 0.1
+    assert net.now < 0.15
+    net.run(2.0)
+    assert len(accepts) == 2  # heard from: retransmissions go without it
+
+
+def test_a_retransmission_to_a_member_heard_from_carries_no_accept() -> None:
+    net, relay, (alice, bob) = relay_net(("alice", "bob"))
+    join_all(net, [alice, bob])
+    net.run(0.5)
+    sent: list[int] = []
+    net.taps.append(lambda src, dst, data: sent.append(wire.datagram_type(data)))
+    net.set_path(RELAY, client_addr(1), PathModel(loss=1.0))
+    alice.say("lost on its way to bob", net.now)
+    net.run(0.3)
+    net.set_path(RELAY, client_addr(1), PathModel(delay=0.005))
+    assert net.run_until(lambda: bool(chat_log(bob)), 5)
+    assert relay.sessions.by_nick["bob"].link.stats.retransmissions > 0
+    assert wire.DatagramType.ACCEPT not in sent

@@ -19,6 +19,8 @@ from udpchat.relay.sessions import Member, MemberState, SessionTable
 
 __all__ = ["Paths"]
 
+_ACCEPTED = MemberState.ACCEPTED
+
 
 class Paths:
     def __init__(
@@ -69,7 +71,17 @@ class Paths:
         """What the member's link sends now, within the budget of an unvalidated address
         (one that quit while VALIDATING is CLOSING, and still not validated)."""
         if member.path_data is None:  # validated (the common case, without a property)
-            datagrams = member.link.datagrams_to_send(now)
+            link = member.link
+            if member.state is _ACCEPTED:
+                resent = link.stats.retransmissions
+                datagrams = link.datagrams_to_send(now)
+                if link.stats.retransmissions > resent:
+                    # protocol.md 4: nothing heard since the ACCEPT, which may have been
+                    # lost: it goes again ahead of the data retransmitted (WELCOME), on the
+                    # session's own timer rather than the client's JOIN backoff.
+                    out.append((member.accept, member.addr))
+            else:
+                datagrams = link.datagrams_to_send(now)
             if datagrams:
                 addr = member.addr
                 for datagram in datagrams:
