@@ -10,6 +10,7 @@ import pytest
 from tests.client_support import (
     EPOCH,
     RELAY,
+    FakeRelay,
     client_addr,
     client_datagrams,
     drain,
@@ -23,6 +24,7 @@ from udpchat import events as ev
 from udpchat import messages as msg
 from udpchat import wire
 from udpchat.client.config import ClientConfig
+from udpchat.client.joining import first_retry, max_retry
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.sim import PathModel
@@ -247,3 +249,45 @@ def test_suffix_stays_within_the_nickname_limit() -> None:
     assert session.nick == nick
     assert session._handshake.suffixed_nick(session.nick) == "n" * 31 + "_"
     assert session._handshake.suffixed_nick(session.nick) == "n" * 30 + "__"
+
+
+def hello_gaps(relay: FakeRelay, after: float) -> list[float]:
+    times = [t for t, _ in client_datagrams(relay, wire.Hello) if t > after]
+    return [round(b - a, 3) for a, b in itertools.pairwise(times)]
+
+
+def test_a_rejoin_retransmits_on_the_last_links_round_trip() -> None:
+    """protocol.md 4 (RFC 9002 6.2.2): a rejoin's HELLO goes again after three times the
+    last link's smoothed RTT (20 ms here, so the floor: 100 ms), doubling up to eight times
+    that; a first join, on a path never measured, after 250 ms up to 2 s."""
+    net, relay, (alice,) = make_net()
+    join_all(net, [alice])
+    net.run(3.0)
+    net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))  # HELLOs arrive, nothing returns
+    assert net.run_until(lambda: bool(of(alice, ev.Reconnecting)), 10)
+    lost_at = net.now
+    net.run(5.0)
+    assert hello_gaps(relay, lost_at)[:6] == [0.1, 0.2, 0.4, 0.8, 0.8, 0.8]
+
+    net, relay, (bob,) = make_net(("bob",))
+    net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
+    bob.connect(net.now)
+    net.run(8.0)
+    assert hello_gaps(relay, -1.0)[:5] == [0.25, 0.5, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("last_rtt", "first", "cap"),
+    [
+        (None, 0.25, 2.0),  # never measured: the default schedule
+        (0.0005, 0.1, 0.8),  # loopback: the floor
+        (0.05, 0.15, 1.2),
+        (0.5, 1.5, 2.0),  # a slow path: no retry before its answer could come
+        (2.0, 2.0, 2.0),
+    ],
+)
+def test_first_retry_follows_the_round_trip_within_bounds(
+    last_rtt: float | None, first: float, cap: float
+) -> None:
+    assert first_retry(last_rtt) == pytest.approx(first)
+    assert max_retry(first_retry(last_rtt)) == pytest.approx(cap)

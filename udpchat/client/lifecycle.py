@@ -103,7 +103,12 @@ class Lifecycle:
     def _begin_attempt(self, now: float) -> None:
         """A fresh attempt with its own deadline (the state is CONNECTING already)."""
         first_join = not self._cursor.welcomed_once
-        self._handshake.start_attempt(self._room.nick, now, self._config.join_timeout, first_join)
+        # A rejoin retransmits on the last link's round trip (RFC 9002 6.2.2), the first
+        # join on the default schedule.
+        last_rtt = None if first_join else self._uplink.last_rtt
+        self._handshake.start_attempt(
+            self._room.nick, now, self._config.join_timeout, first_join, last_rtt
+        )
         self._attempt_started = now
         if self._ring.many:  # a relay that does not answer HELLO soon is passed over
             self._handshake.shorten_attempt(now + self._config.failover_wait)

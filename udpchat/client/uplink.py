@@ -72,6 +72,9 @@ class Uplink:
         self._last_ping = now
         self._last_data = float("-inf")  # when data last came (``_ack_lone_data``)
         self.last_stats = LinkStats()  # of the link retired last
+        # The retired link's smoothed RTT, when it rested on a measurement: where the next
+        # handshake starts its retransmission timer (``joining.first_retry``).
+        self.last_rtt: float | None = None
 
     def adopt(
         self,
@@ -100,6 +103,8 @@ class Uplink:
             self._counters.retired_replays += old.stats.replays
             self._counters.retired_invalid += old.stats.invalid
             self.last_stats = old.stats
+            if self._rtt_measured or old.rtt.samples > 0:
+                self.last_rtt = old.rtt.srtt
             self.link = None
 
     def stats(self) -> ClientStats:
