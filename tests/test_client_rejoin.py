@@ -27,6 +27,7 @@ from udpchat.client.config import ClientConfig
 from udpchat.client.joining import first_retry, max_retry
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
+from udpchat.endpoint import Address
 from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit
@@ -282,8 +283,9 @@ def test_a_rejoin_retransmits_on_the_last_links_round_trip() -> None:
         (None, 0.25, 2.0),  # never measured: the default schedule
         (0.0005, 0.1, 0.8),  # loopback: the floor
         (0.05, 0.15, 1.2),
-        (0.5, 1.5, 2.0),  # a slow path: no retry before its answer could come
-        (2.0, 2.0, 2.0),
+        (0.0, 0.1, 0.8),  # a clock too coarse to see the round trip
+        (0.5, 0.25, 2.0),  # a slow path: never later than an unmeasured one
+        (2.0, 0.25, 2.0),
     ],
 )
 def test_first_retry_follows_the_round_trip_within_bounds(
@@ -291,3 +293,29 @@ def test_first_retry_follows_the_round_trip_within_bounds(
 ) -> None:
     assert first_retry(last_rtt) == pytest.approx(first)
     assert max_retry(first_retry(last_rtt)) == pytest.approx(cap)
+
+
+def test_a_rejoin_after_a_link_never_measured_keeps_the_default_schedule() -> None:
+    """HELLO and JOIN both went twice (no handshake estimate) and alice never said anything
+    (no sample): her rejoin retransmits as a first join does."""
+    net, relay, (alice,) = make_net()
+    original = net.send
+    dropped: set[int] = set()
+
+    def drop_first_hello_and_join(src: Address, dst: Address, data: bytes) -> None:
+        kind = wire.datagram_type(data)
+        handshake = kind in (wire.DatagramType.HELLO, wire.DatagramType.JOIN)
+        if dst == RELAY and handshake and kind not in dropped:
+            dropped.add(kind)
+            return
+        original(src, dst, data)
+
+    net.send = drop_first_hello_and_join  # type: ignore[method-assign]
+    join_all(net, [alice])
+    assert len(dropped) == 2
+    net.run(2.0)
+    net.set_path(RELAY, client_addr(0), PathModel(loss=1.0))
+    assert net.run_until(lambda: bool(of(alice, ev.Reconnecting)), 10)
+    lost_at = net.now
+    net.run(5.0)
+    assert hello_gaps(relay, lost_at)[:3] == [0.25, 0.5, 1.0]

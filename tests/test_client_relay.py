@@ -24,6 +24,7 @@ from udpchat.endpoint import Address
 from udpchat.link import LinkConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
+from udpchat.relay.paths import ACCEPT_RESENDS
 from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit
@@ -284,3 +285,30 @@ def test_a_retransmission_to_a_member_heard_from_carries_no_accept() -> None:
     assert net.run_until(lambda: bool(chat_log(bob)), 5)
     assert relay.sessions.by_nick["bob"].link.stats.retransmissions > 0
     assert wire.DatagramType.ACCEPT not in sent
+
+
+def test_a_newcomer_never_heard_from_gets_at_most_three_more_accepts() -> None:
+    """A client that vanished after its JOIN: the relay resends its ACCEPT with the first
+    ACCEPT_RESENDS retransmitting flushes only, however long it keeps the session and
+    however busy the room (every flush to it then retransmits)."""
+    net, relay, (alice, bob) = relay_net(("alice", "bob"))
+    join_all(net, [alice])
+    accepts: list[float] = []
+    original = net.send
+
+    def bob_vanishes_after_his_join(src: Address, dst: Address, data: bytes) -> None:
+        kind = wire.datagram_type(data)
+        if src == RELAY and kind == wire.DatagramType.ACCEPT:
+            accepts.append(net.now)
+        if src == client_addr(1) and kind == wire.DatagramType.JOIN:
+            net.detach(client_addr(1))  # this JOIN is his last word
+        original(src, dst, data)
+
+    net.send = bob_vanishes_after_his_join  # type: ignore[method-assign]
+    bob.connect(net.now)
+    assert net.run_until(lambda: "bob" in relay.member_nicks(), 5)
+    for i in range(40):
+        alice.say(f"line {i}", net.now)
+        net.run(0.1)
+    assert "bob" in relay.member_nicks()  # still kept: his timeout has not passed
+    assert len(accepts) == 1 + ACCEPT_RESENDS

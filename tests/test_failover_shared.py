@@ -163,3 +163,31 @@ def test_one_of_three_relays_dies_while_everyone_chats() -> None:
         moved = kinds(events, ev.RelayMoved)
         assert len(moved) == (1 if session in on_b else 0)
     assert all(order == orders[0] for order in orders)  # one room order everywhere
+
+
+def test_a_move_to_a_farther_relay_measures_the_new_path_afresh() -> None:
+    """protocol.md 4: the move's handshake retries on the old 10 ms round trip, so a relay
+    400 ms away gets its HELLO and JOIN twice and the new round trip goes unmeasured; the
+    new link must then start from the default estimate, not the old relay's 10 ms (which
+    would have every packet resent before its ACK, and no sample ever taken)."""
+    net = SimNetwork(seed=5, default=PathModel(delay=0.005))
+    room = memory_shared.SharedRoom(CONFIG.history, seeded(97))
+    first, second = relay(room, net.now, 1), relay(room, net.now, 2)
+    net.attach(A, first)
+    net.attach(B, second)
+    net.set_path(client_addr(0), B, PathModel(delay=0.2))
+    net.set_path(B, client_addr(0), PathModel(delay=0.2))
+    alice = member(net, 0, "alice", (A, B))
+    for i in range(3):
+        alice.say(f"near {i}", net.now)
+        net.run(0.1)
+    assert alice.stats.link.srtt < 0.05
+    net.detach(A)
+    assert net.run_until(lambda: alice.server == B and alice.state is SessionState.JOINED, 10)
+    before = alice.stats.link.retransmissions
+    for i in range(5):
+        alice.say(f"far {i}", net.now)
+        net.run(0.5)
+    assert net.run_until(lambda: alice.idle, 10)
+    assert alice.stats.link.srtt > 0.3  # measured on the new path
+    assert alice.stats.link.retransmissions - before <= 1

@@ -114,3 +114,19 @@ def test_a_relay_whose_joiner_sent_join_again_keeps_a_short_rto() -> None:
     (member,) = relay.sessions.members.values()
     assert member.link.rtt.srtt == pytest.approx(0.010, abs=0.003)
     assert member.link.rtt.rto < 0.05
+
+
+def test_a_timeout_before_any_sample_grows_the_estimate_until_the_first_sample() -> None:
+    """protocol.md 5.5 (RFC 6298 5.7): before any sample a timeout multiplies SRTT and
+    RTTVAR by BACKOFF, for the packets sent after it too; the first sample replaces them,
+    and after it a timeout leaves the estimate alone."""
+    est = RttEstimator(initial_rtt=0.1, max_rto=10.0)
+    rto = est.rto
+    est.back_off(1.5)
+    est.back_off(1.5)
+    assert est.srtt == pytest.approx(0.225) and est.rttvar == pytest.approx(0.1125)
+    assert est.rto > 2 * rto
+    est.on_sample(0.4)
+    assert (est.srtt, est.rttvar) == (pytest.approx(0.4), pytest.approx(0.2))
+    est.back_off(1.5)
+    assert est.srtt == pytest.approx(0.4)

@@ -8,7 +8,7 @@ resume (with its proof) from one link to the next JOIN. ``Backoff`` spaces rejoi
 Invariants: the nonce changes only when the last JOIN was answered (or none was sent), so a
 relay that admitted a JOIN and lost only its ACCEPT can send that ACCEPT again; the JOIN for one
 cookie is built once and resent byte for byte; the retry interval starts at 250 ms (on a
-rejoin, at three times the last link's smoothed RTT, 100 ms to 2 s: ``first_retry``) and
+rejoin, at three times the last link's smoothed RTT, 100 to 250 ms: ``first_retry``) and
 doubles up to eight times that, 2 s at most (``max_retry``).
 """
 
@@ -28,8 +28,8 @@ from udpchat.seal import PskDeriver, SessionKeys
 
 __all__ = [
     "AFTER_BUSY", "FINAL_REJECTS", "HANDSHAKE_FIRST_RETRY", "HANDSHAKE_MAX_RETRY",
-    "MIN_HANDSHAKE_RETRY", "NEEDS_KEY", "NO_ROOM_KEY", "RECONNECT_FIRST_DELAY", "RETRY_GROWTH",
-    "Backoff", "Handshake", "Refused", "first_retry", "max_retry",
+    "MAX_RETRY_FACTOR", "MIN_HANDSHAKE_RETRY", "NEEDS_KEY", "NO_ROOM_KEY",
+    "RECONNECT_FIRST_DELAY", "Backoff", "Handshake", "Refused", "first_retry", "max_retry",
 ]
 
 # protocol.md 4: HELLO and JOIN are retransmitted after 250 ms, doubling up to 2 s.
@@ -39,24 +39,25 @@ HANDSHAKE_MAX_RETRY = 2.0  # a lossy path needs attempts more than it needs quie
 # whole room rejoining at once sends its HELLOs at most ten times a second each.
 MIN_HANDSHAKE_RETRY = 0.1
 # The retry interval doubles up to this many first retries (and 2 s): 2 s from 250 ms.
-RETRY_GROWTH = 8
+MAX_RETRY_FACTOR = 8
 
 
 def first_retry(last_rtt: float | None) -> float:
     """The handshake's first retransmission wait (protocol.md 4): 250 ms on a path never
     measured; on a rejoin, three times the last link's smoothed RTT (the RTO of an estimator
     started from it, RFC 6298: SRTT + 4 * SRTT / 2), as RFC 9002 6.2.2 lets a resumed
-    connection start from the last one's, within 100 ms and 2 s. On a LAN under loss a lost
-    HELLO then costs a tenth of a second, not a quarter."""
-    if last_rtt is None or last_rtt <= 0:
+    connection start from the last one's, but never less than 100 ms nor more than the
+    250 ms of an unmeasured path: a rejoin is never slower to retry than a first join. On a
+    LAN under loss a lost HELLO then costs a tenth of a second, not a quarter."""
+    if last_rtt is None:
         return HANDSHAKE_FIRST_RETRY
-    return min(max(3 * last_rtt, MIN_HANDSHAKE_RETRY), HANDSHAKE_MAX_RETRY)
+    return min(max(3 * last_rtt, MIN_HANDSHAKE_RETRY), HANDSHAKE_FIRST_RETRY)
 
 
 def max_retry(first: float) -> float:
     """The longest retry interval of a schedule that starts at ``first``: a path measured
     fast is asked again soon enough that a fail-over's few seconds hold several tries."""
-    return min(RETRY_GROWTH * first, HANDSHAKE_MAX_RETRY)
+    return min(MAX_RETRY_FACTOR * first, HANDSHAKE_MAX_RETRY)
 
 
 # protocol.md 7.1: the first wait before rejoining; it doubles up to max_reconnect_delay.
@@ -318,7 +319,10 @@ class Handshake:
         self, accept: wire.Accept, now: float, last_srtt: float
     ) -> tuple[wire.AcceptPayload, SessionKeys, float | None] | None:
         """The payload, keys and an RTT hint for the new link, if ``accept`` answers one of
-        our JOINs (counted and None otherwise)."""
+        our JOINs (counted and None otherwise). ``last_srtt`` (0: none) is the fallback hint
+        when neither HELLO nor JOIN went once: the shell gives it only for the relay that
+        link was with, never for another relay, whose path may be longer (a hint below the
+        real round trip would have every packet resent before its ACK, and no sample taken)."""
         if accept.nonce != self.nonce:
             self._counters.wrong_session += 1
             return None
@@ -349,13 +353,16 @@ class Handshake:
 
     def on_busy(self, busy: wire.Busy, now: float) -> bool:
         """protocol.md 4.3: the relay will take our JOIN later. The same JOIN goes again
-        after the wait it asks for (then on the usual schedule), and the attempt's deadline
-        moves so that waiting as asked never ends the join. False if it is not ours."""
+        after the wait it asks for, then on the schedule of an unmeasured path (250 ms
+        doubling to 2 s, for the rest of the attempt: a relay pacing admissions answers late,
+        and every JOIN that reaches it while it paces books a slot), and the attempt's
+        deadline moves so that waiting as asked never ends the join. False if it is not
+        ours."""
         if busy.nonce != self.nonce or self._cookie is None:
             self._counters.wrong_session += 1
             return False
         self.retry_at = now + min(busy.retry_ms, wire.MAX_BUSY_RETRY_MS) / 1000
-        self._retry_interval = HANDSHAKE_FIRST_RETRY
+        self._first_retry = self._retry_interval = HANDSHAKE_FIRST_RETRY
         until = self.retry_at + AFTER_BUSY
         if self.attempt_deadline is not None:
             self.attempt_deadline = max(self.attempt_deadline, until)

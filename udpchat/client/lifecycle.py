@@ -38,6 +38,7 @@ from udpchat.client.states import (
     Trigger,
 )
 from udpchat.client.uplink import Uplink
+from udpchat.endpoint import Address
 from udpchat.names import nick_key
 
 __all__ = ["ROOM_REJECTS", "Lifecycle"]
@@ -76,6 +77,7 @@ class Lifecycle:
         self._emit = emit
         self._ring = ring
         self._attempt_started = 0.0
+        self._linked_relay: Address | None = None  # the relay of the last link adopted
         self.refusal: str | None = None  # what the last relay that refused the first join said
         self.quit_deadline: float | None = None
 
@@ -146,11 +148,15 @@ class Lifecycle:
         if self.state is not _S.JOINING:
             self._counters.unexpected += 1
             return
-        opened = self._handshake.on_accept(accept, now, self._uplink.last_stats.srtt)
+        # The last link's round trip is a fallback hint only for the relay it measured.
+        same_relay = self._ring.current == self._linked_relay
+        last_srtt = self._uplink.last_stats.srtt if same_relay else 0.0
+        opened = self._handshake.on_accept(accept, now, last_srtt)
         if opened is None:
             return  # counted
         payload, keys, hint = opened
         self._uplink.adopt(accept.token, self._config.link, hint, keys, payload, now)
+        self._linked_relay = self._ring.current
         self.machine.fire(Trigger.ACCEPT)
 
     def on_busy(self, busy: wire.Busy, now: float) -> None:

@@ -185,6 +185,8 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         seal, token, stats = self._cipher.seal, self.token, self.stats
         data_fields, data_kind = session_bytes.data_fields, wire.DatagramType.DATA
         if due:
+            if self.rtt.samples == 0:  # protocol.md 5.5: the estimate was too short
+                self.rtt.back_off(self.config.backoff)
             for packet in due:
                 packet.stalled += 1
                 packet.retransmits += 1

@@ -67,6 +67,18 @@ class RttEstimator:
         self.samples += 1
         self._update_rto()
 
+    def back_off(self, factor: float) -> None:
+        """A retransmission timeout before the first sample: the assumed RTT (or the
+        handshake's estimate) may be shorter than the path's. The estimate grows by
+        ``factor`` and stays grown for every packet sent after, as RFC 6298 5.7 keeps a
+        backed-off RTO until a sample is taken: an ACK of a packet sent twice gives no sample
+        (Karn), so an estimate below the real round trip would have every packet resent
+        before its ACK and never be corrected. The first sample replaces it."""
+        if self.samples == 0:
+            self.srtt *= factor
+            self.rttvar *= factor
+            self._update_rto()
+
     def _update_rto(self) -> None:
         """RFC 6298 2.3 ``SRTT + max(G, K*RTTVAR)`` plus the peer's ACK delay, clamped."""
         variance = K_RTO_VARIANCE * self.rttvar

@@ -17,9 +17,13 @@ from udpchat.relay.events import MemberMoved
 from udpchat.relay.outbox import Outbox
 from udpchat.relay.sessions import Member, MemberState, SessionTable
 
-__all__ = ["Paths"]
+__all__ = ["ACCEPT_RESENDS", "Paths"]
 
 _ACCEPTED = MemberState.ACCEPTED
+# protocol.md 4: flushes with a retransmission that send a silent newcomer its ACCEPT again;
+# each such flush counts at least one retransmission of the session, so no session is sent
+# more than this many extra ACCEPTs.
+ACCEPT_RESENDS = 3
 
 
 class Paths:
@@ -75,10 +79,11 @@ class Paths:
             if member.state is _ACCEPTED:
                 resent = link.stats.retransmissions
                 datagrams = link.datagrams_to_send(now)
-                if link.stats.retransmissions > resent:
+                if resent < ACCEPT_RESENDS and link.stats.retransmissions > resent:
                     # protocol.md 4: nothing heard since the ACCEPT, which may have been
                     # lost: it goes again ahead of the data retransmitted (WELCOME), on the
-                    # session's own timer rather than the client's JOIN backoff.
+                    # session's own timer rather than the client's JOIN backoff. The first
+                    # few retransmissions only: the client's JOIN still gets it after that.
                     out.append((member.accept, member.addr))
             else:
                 datagrams = link.datagrams_to_send(now)
