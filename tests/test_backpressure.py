@@ -4,6 +4,8 @@ Real relay core and client sessions on the simulated network, virtual clock."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.client_support import RELAY, client_addr, relay_net
@@ -11,7 +13,7 @@ from udpchat import wire
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
 from udpchat.relay.config import RelayConfig
-from udpchat.sim import SimNetwork
+from udpchat.sim import PathModel, SimNetwork
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +130,40 @@ def test_exactly_the_burst_is_admitted_at_one_instant(burst: int, rate: float) -
     assert net.run_until(lambda: relay.stats.busy > 0, 1)
     assert relay.stats.busy == 1
     assert sum(s.state is SessionState.JOINED for s in sessions) <= burst
+
+
+def test_after_a_busy_a_rejoin_retries_on_the_schedule_of_an_unmeasured_path() -> None:
+    """protocol.md 4.3: a rejoin starts its retries from its last round trip (100 ms on this
+    path), but once told BUSY the rest of its attempt goes 250 ms doubling to 2 s: a relay
+    pacing admissions answers late, and every JOIN it gets meanwhile books a slot."""
+    nicks = ("a", "b", "c")
+    net, _relay, sessions = relay_net(nicks, relay_config=crowd_config(burst=1, rate=1.0))
+    for session in sessions:
+        session.connect(net.now)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 10)
+    net.run(3.0)
+    for i in range(len(nicks)):
+        net.set_path(RELAY, client_addr(i), PathModel(loss=1.0))
+    assert net.run_until(lambda: all(s.state is SessionState.CONNECTING for s in sessions), 10)
+    seen = trace(net)
+    told: list[Address] = []
+    original = net.send
+
+    def lose_accepts_after_a_busy(src: Address, dst: Address, data: bytes) -> None:
+        kind = wire.datagram_type(data)
+        if kind == wire.DatagramType.BUSY and not told:
+            told.append(dst)
+        if kind == wire.DatagramType.ACCEPT and dst in told:
+            return
+        original(src, dst, data)
+
+    net.send = lose_accepts_after_a_busy  # type: ignore[method-assign]
+    net.set_default(PathModel(delay=0.005))
+    assert net.run_until(lambda: bool(told), 10)
+    (waiting,) = told
+    busy_at = next(t for t, _, dst, d in seen if dst == waiting and isinstance(d, wire.Busy))
+    net.run(6.0)
+    joins = [t for t, src, _, d in seen if src == waiting and isinstance(d, wire.Join)]
+    after = [t for t in joins if t > busy_at]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(after)]
+    assert gaps[:3] == [0.25, 0.5, 1.0]
