@@ -121,3 +121,19 @@ def test_redis_event_cost_times_one_event_through_a_redis_server_of_its_own() ->
     figures = json.loads(run_script("redis_event_cost.py", "--events", "20").strip())
     assert {"append_cpu_us", "read_foreign_us", "read_own_us"} <= set(figures)
     assert all(value > 0 for value in figures.values())
+
+
+@pytest.mark.timeout(90)
+def test_move_time_reports_the_moves_of_a_dead_relays_members() -> None:
+    out = run_script("move_time.py", "--runs", "2", "--members", "3", "--loss", "0.1")
+    assert out.startswith("2 moves at 10% loss (2 runs)"), out  # one member per relay
+    for measure in ("death to WELCOME", "silence to WELCOME"):
+        assert f"  {measure}: median " in out, out
+
+
+@pytest.mark.timeout(90)
+def test_cold_cost_gives_both_costs_for_each_gap() -> None:
+    out = run_script("cold_cost.py", "--gaps", "0.0002", "0.001", "--count", "5")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and " ms |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| 0.2 ms", "| 1 ms"], out
+    assert all(row.count("µs") == 2 for row in rows), out
