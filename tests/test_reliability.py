@@ -401,3 +401,26 @@ def test_the_backoff_stops_growing_long_before_a_float_overflows() -> None:
     link = Link(b"S" * 8, LinkConfig(max_retransmissions=10**9), keys=KEYS)
     assert link._backoff(10**6) == link.config.max_rto
     assert link._backoff(0) <= link.config.max_rto
+
+
+@pytest.mark.parametrize("hint", [None, 0.05])
+def test_a_first_timeout_before_any_sample_grows_an_assumed_estimate_once(
+    hint: float | None,
+) -> None:
+    """protocol.md 5.5: two packets time out together on the assumed 100 ms: the estimate
+    grows once (by BACKOFF), and their further retries leave it; a handshake's estimate
+    (the hint) is a measurement and never grows. /stats shows the estimate in use."""
+    link = Link(b"S" * 8, keys=KEYS, rtt_hint=hint)
+    for text in (b"first", b"second"):
+        link.send(text)
+        link.datagrams_to_send(0.0)
+    start = link.rtt.srtt
+    now = 0.0
+    for _ in range(3):
+        timer = link.next_timer()
+        assert timer is not None
+        now = timer
+        assert len(link.datagrams_to_send(now)) == 2
+    grown = start * link.config.backoff if hint is None else start
+    assert link.rtt.srtt == pytest.approx(grown)
+    assert link.stats.srtt == pytest.approx(grown)

@@ -117,9 +117,10 @@ def test_a_relay_whose_joiner_sent_join_again_keeps_a_short_rto() -> None:
 
 
 def test_a_timeout_before_any_sample_grows_the_estimate_until_the_first_sample() -> None:
-    """protocol.md 5.5 (RFC 6298 5.7): before any sample a timeout multiplies SRTT and
-    RTTVAR by BACKOFF, for the packets sent after it too; the first sample replaces them,
-    and after it a timeout leaves the estimate alone."""
+    """protocol.md 5.5 (Karn): on an assumed RTT, before any sample, a packet's first
+    timeout multiplies SRTT and RTTVAR by BACKOFF for the packets after it too, until the
+    RTO reaches MAX_RTO; the first sample replaces them, and after it a timeout leaves the
+    estimate alone; a handshake's estimate is never grown."""
     est = RttEstimator(initial_rtt=0.1, max_rto=10.0)
     rto = est.rto
     est.back_off(1.5)
@@ -130,3 +131,12 @@ def test_a_timeout_before_any_sample_grows_the_estimate_until_the_first_sample()
     assert (est.srtt, est.rttvar) == (pytest.approx(0.4), pytest.approx(0.2))
     est.back_off(1.5)
     assert est.srtt == pytest.approx(0.4)
+
+    capped = RttEstimator(initial_rtt=0.1, max_rto=1.0)
+    for _ in range(100):
+        capped.back_off(1.5)
+    assert capped.rto == 1.0 and capped.srtt < 0.5  # stopped once the RTO was capped
+
+    measured = RttEstimator(initial_rtt=0.01, assumed=False)
+    measured.back_off(1.5)
+    assert measured.srtt == 0.01

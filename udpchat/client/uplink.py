@@ -103,8 +103,8 @@ class Uplink:
             self._counters.retired_replays += old.stats.replays
             self._counters.retired_invalid += old.stats.invalid
             self.last_stats = old.stats
-            if self._rtt_measured or old.rtt.samples > 0:
-                self.last_rtt = old.rtt.srtt
+            measured = self._rtt_measured or old.rtt.samples > 0
+            self.last_rtt = old.rtt.srtt if measured else None
             self.link = None
 
     def stats(self) -> ClientStats:

@@ -35,6 +35,7 @@ from udpchat.link.recovery import LossRecovery
 from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.link.sending import SendSide
+from udpchat.link.state import Packet
 from udpchat.seal import SealError, SessionCipher, SessionKeys
 
 __all__ = ["Link"]
@@ -76,6 +77,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
             min_rto=c.min_rto,
             max_rto=c.max_rto,
             max_ack_delay=c.ack_delay,
+            assumed=not rtt_hint,
         )
         self._next_pn = 0
         # anti-replay sliding window over packet numbers (as in RFC 4303 3.4.3)
@@ -104,6 +106,14 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         self._unacked = 0
         self._ping_requested = False
         self._sync_stats()
+
+    def _back_off_estimate(self, due: list[Packet]) -> None:
+        """protocol.md 5.5: a packet's first timeout before any sample, on an assumed RTT,
+        grows the estimate for the packets after it (once per packet, not per retry: each
+        packet's own retries back off on their own)."""
+        if any(packet.stalled == 0 for packet in due):
+            self.rtt.back_off(self.config.backoff)
+            self._sync_stats()
 
     def acknowledge_now(self) -> None:
         """Send the ACK fields at the next flush even if nothing else goes out."""
@@ -185,8 +195,8 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         seal, token, stats = self._cipher.seal, self.token, self.stats
         data_fields, data_kind = session_bytes.data_fields, wire.DatagramType.DATA
         if due:
-            if self.rtt.samples == 0:  # protocol.md 5.5: the estimate was too short
-                self.rtt.back_off(self.config.backoff)
+            if self.rtt.assumed and self.rtt.samples == 0:
+                self._back_off_estimate(due)
             for packet in due:
                 packet.stalled += 1
                 packet.retransmits += 1

@@ -29,6 +29,9 @@ class RttEstimator:
     min_rto: float = 0.004
     max_rto: float = 1.0
     max_ack_delay: float = 0.001
+    # The starting estimate is ``initial_rtt`` assumed, not a handshake's measurement: a
+    # timeout before the first sample may prove it too short (``back_off``).
+    assumed: bool = True
     srtt: float = field(init=False)
     rttvar: float = field(init=False)
     latest_rtt: float = field(init=False)
@@ -68,13 +71,14 @@ class RttEstimator:
         self._update_rto()
 
     def back_off(self, factor: float) -> None:
-        """A retransmission timeout before the first sample: the assumed RTT (or the
-        handshake's estimate) may be shorter than the path's. The estimate grows by
-        ``factor`` and stays grown for every packet sent after, as RFC 6298 5.7 keeps a
-        backed-off RTO until a sample is taken: an ACK of a packet sent twice gives no sample
-        (Karn), so an estimate below the real round trip would have every packet resent
-        before its ACK and never be corrected. The first sample replaces it."""
-        if self.samples == 0:
+        """A packet's first retransmission timeout while the estimate is still the assumed
+        initial RTT: it may be shorter than the path's round trip. The estimate grows by
+        ``factor`` for every packet sent after, as Karn's algorithm keeps a backed-off RTO
+        until a valid sample (RFC 6298 5.5 and the note closing its section 5): an ACK of a
+        packet sent twice gives no sample, so an estimate below the real round trip would
+        have every packet resent before its ACK and never be corrected. It stops growing
+        once the RTO reaches ``max_rto``; the first sample replaces it."""
+        if self.assumed and self.samples == 0 and self.rto < self.max_rto:
             self.srtt *= factor
             self.rttvar *= factor
             self._update_rto()
