@@ -109,8 +109,9 @@ class Link(SendSide, LossRecovery, ReceiveSide):
 
     def _back_off_estimate(self, due: list[Packet]) -> None:
         """protocol.md 5.5: a packet's first timeout before any sample, on an assumed RTT,
-        grows the estimate for the packets after it (once per packet, not per retry: each
-        packet's own retries back off on their own)."""
+        grows the estimate for the packets after it: once for each flush in which some
+        packet times out for the first time, never for a packet's later retries (those back
+        off on their own)."""
         if any(packet.stalled == 0 for packet in due):
             self.rtt.back_off(self.config.backoff)
             self._sync_stats()
