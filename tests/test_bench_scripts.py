@@ -125,8 +125,11 @@ def test_redis_event_cost_times_one_event_through_a_redis_server_of_its_own() ->
 
 @pytest.mark.timeout(90)
 def test_move_time_reports_the_moves_of_a_dead_relays_members() -> None:
-    out = run_script("move_time.py", "--runs", "2", "--members", "3", "--loss", "0.1")
-    assert out.startswith("2 moves at 10% loss (2 runs)"), out  # one member per relay
+    out = run_script(
+        "move_time.py", "--runs", "2", "--members", "3", "--loss", "0.1", "--far", "0.05"
+    )
+    # one member per relay: relay 0's moves, to relays 50 ms farther
+    assert out.startswith("2 moves at 10% loss (2 runs, the other relays 50 ms farther)"), out
     for measure in ("death to WELCOME", "silence to WELCOME"):
         assert f"  {measure}: median " in out, out
 

@@ -7,7 +7,9 @@ a line every ``--every`` seconds through paths that lose ``--loss`` of the datag
 (with ``udpchat demo``'s 2 ms +/- 5 ms of delay). Relay 0 dies mid-chat; the figure, per
 member of relay 0, is the time from its death to the member's WELCOME from the relay it
 moved to, and of that, the part after the member noticed the silence (the handshake with
-the new relay). ``--runs`` seeds, all moves pooled.
+the new relay). ``--runs`` seeds, all moves pooled. ``--far S`` puts the surviving relays
+S seconds farther (each way) from the dead relay's members than it was: a move to a relay
+whose round trip the old one's does not predict.
 
     python bench/scripts/move_time.py --runs 200 --loss 0.25
 
@@ -40,9 +42,12 @@ def seeded(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def one_run(seed: int, members: int, loss: float, every: float) -> list[tuple[float, float]]:
+def one_run(
+    seed: int, members: int, loss: float, every: float, far: float = 0.0
+) -> list[tuple[float, float]]:
     """(death to WELCOME, silence noticed to WELCOME) for each member of the dead relay."""
     path = PathModel(loss=loss, delay=0.002, jitter=0.005)
+    farther = PathModel(loss=loss, delay=0.002 + far, jitter=0.005)
     net = SimNetwork(seed=seed, default=PathModel(delay=0.002, jitter=0.005))
     room = SharedRoom(CONFIG.history, seeded(seed).randbytes)
     for i, address in enumerate(RELAYS):
@@ -64,6 +69,13 @@ def one_run(seed: int, members: int, loss: float, every: float) -> list[tuple[fl
     if not net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 60):
         raise SystemExit(f"seed {seed}: not everyone joined")
     net.set_default(path)  # joined on a clean network: the loss is for the chat and the moves
+    if far:
+        for i, session in enumerate(sessions):
+            member = (f"10.1.0.{i + 1}", 5000)
+            for relay in RELAYS[1:]:
+                if session.server == RELAYS[0]:  # the dead relay's members move far
+                    net.set_path(member, relay, farther)
+                    net.set_path(relay, member, farther)
     ticks = int(6.0 / every)
     steps = max(1, round(every / STEP))
     died: float | None = None
@@ -109,17 +121,22 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=6)
     parser.add_argument("--loss", type=float, default=0.25)
     parser.add_argument("--every", type=float, default=0.1, help="seconds between a member's lines")
+    parser.add_argument(
+        "--far", type=float, default=0.0,
+        help="seconds of delay each way added between relay 0's members and the other relays",
+    )
     options = parser.parse_args()
     moves: list[tuple[float, float]] = []
     for seed in range(options.runs):
-        moves.extend(one_run(seed, options.members, options.loss, options.every))
+        moves.extend(one_run(seed, options.members, options.loss, options.every, options.far))
     total = sorted(m[0] for m in moves)
     handshake = sorted(m[1] for m in moves)
 
     def pct(values: list[float], q: float) -> float:
         return values[min(len(values) - 1, int(q * len(values)))]
 
-    print(f"{len(moves)} moves at {options.loss:.0%} loss ({options.runs} runs)")
+    farther = f", the other relays {options.far * 1000:g} ms farther" if options.far else ""
+    print(f"{len(moves)} moves at {options.loss:.0%} loss ({options.runs} runs{farther})")
     for name, values in (("death to WELCOME", total), ("silence to WELCOME", handshake)):
         print(
             f"  {name}: median {statistics.median(values):.2f} s, p90 {pct(values, 0.9):.2f} s,"
