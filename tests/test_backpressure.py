@@ -146,6 +146,12 @@ def test_after_a_busy_a_rejoin_retries_on_the_schedule_of_an_unmeasured_path() -
         net.set_path(RELAY, client_addr(i), PathModel(loss=1.0))
     assert net.run_until(lambda: all(s.state is SessionState.CONNECTING for s in sessions), 10)
     seen = trace(net)
+    hellos: list[tuple[float, Address]] = []
+    net.taps.append(
+        lambda src, dst, data: hellos.append((net.now, src))
+        if wire.datagram_type(data) == wire.DatagramType.HELLO
+        else None
+    )
     told: list[Address] = []
     original = net.send
 
@@ -158,10 +164,15 @@ def test_after_a_busy_a_rejoin_retries_on_the_schedule_of_an_unmeasured_path() -
         original(src, dst, data)
 
     net.send = lose_accepts_after_a_busy  # type: ignore[method-assign]
+    net.run(0.5)  # a few HELLOs unanswered
     net.set_default(PathModel(delay=0.005))
     assert net.run_until(lambda: bool(told), 10)
     (waiting,) = told
     busy_at = next(t for t, _, dst, d in seen if dst == waiting and isinstance(d, wire.Busy))
+    # until then its HELLOs went on the short schedule of its last round trip (10 ms here:
+    # 100 ms, doubling), never on the 250 ms one
+    asked = [t for t, src in hellos if src == waiting and t < busy_at]
+    assert min(round(b - a, 3) for a, b in itertools.pairwise(asked)) < 0.25
     net.run(6.0)
     joins = [t for t, src, _, d in seen if src == waiting and isinstance(d, wire.Join)]
     after = [t for t in joins if t > busy_at]

@@ -28,6 +28,7 @@ from udpchat.client.joining import first_retry, max_retry
 from udpchat.client.session import ClientSession
 from udpchat.client.states import SessionState
 from udpchat.endpoint import Address
+from udpchat.link import LinkConfig
 from udpchat.sim import PathModel
 
 pytestmark = pytest.mark.unit
@@ -297,8 +298,9 @@ def test_first_retry_follows_the_round_trip_within_bounds(
 
 def test_a_rejoin_after_a_link_never_measured_keeps_the_default_schedule() -> None:
     """HELLO and JOIN both went twice (no handshake estimate) and alice never said anything
-    (no sample): her rejoin retransmits as a first join does."""
-    net, relay, (alice,) = make_net()
+    (no sample): her rejoin retransmits as a first join does. Her link assumes a 10 ms round
+    trip, so that taking that assumption for a measurement would show (a 100 ms retry)."""
+    net, relay, (alice,) = make_net(link=LinkConfig(initial_rtt=0.01))
     original = net.send
     dropped: set[int] = set()
 

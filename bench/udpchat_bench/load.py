@@ -7,8 +7,8 @@ Three processes on 127.0.0.1:
   ``udpchat relay`` command has no option for that); optionally under cProfile;
 * the **load generator** (``... load members``): N simulated members sharing a few sockets
   (the relay tells sessions apart by token, not address). Each is a ``BareClient``: a real
-  handshake, then a ``Link`` that acknowledges what it receives; it sends a heartbeat every
-  heartbeat (staggered over the second), a PING or a bare ACK as a client would
+  handshake, then a ``Link`` that acknowledges what it receives; it sends a heartbeat each
+  heartbeat interval (staggered over the second), a PING or a bare ACK as a client would
   (protocol.md 7.1: with the defaults, every other one is a PING) and, on request, a light
   chat load round robin;
 * this process, the **harness**: it reads the relay's CPU time (``/proc/<pid>/stat``, utime +
@@ -48,7 +48,8 @@ from typing import IO, Any
 
 from udpchat import messages as m
 from udpchat import wire
-from udpchat.client.uplink import ask_after, wants_answer
+from udpchat.client.config import RELAY_SILENCE
+from udpchat.client.uplink import ask_after, silence_for, wants_answer
 from udpchat.endpoint import Address
 from udpchat.memory import settle_heap
 from udpchat.relay.config import RelayConfig
@@ -299,9 +300,9 @@ class LoadGenerator:
         self.relay = relay
         self.stamps = stamps
         self.heartbeat = heartbeat
-        # as a client with one relay, the default 5 s silence (ClientConfig.relay_silence)
-        # and a loopback round trip, measured at its handshake
-        self.ask_after = ask_after(heartbeat, max(5.0, 2 * heartbeat))
+        # as a client with one relay and the default silence, on a loopback round trip
+        # measured at its handshake
+        self.ask_after = ask_after(heartbeat, silence_for(RELAY_SILENCE, heartbeat))
         self.chat_rate = chat_rate
         self.selector = selectors.DefaultSelector()
         self.socks = open_member_sockets(math.ceil(count / MEMBERS_PER_SOCKET), self.selector)

@@ -16,9 +16,12 @@ from udpchat.link import LinkConfig, LinkStats
 from udpchat.names import nick_error
 
 __all__ = [
-    "ClientConfig", "ClientStats", "Counters", "LocalProtocolError", "QueueFull", "Trust",
-    "trust_any",
+    "RELAY_SILENCE", "ClientConfig", "ClientStats", "Counters", "LocalProtocolError",
+    "QueueFull", "Trust", "trust_any",
 ]
+
+# protocol.md 7.1: with one relay, it is lost after this much silence.
+RELAY_SILENCE = 5.0
 
 
 Trust = Callable[[bytes], "str | None"]
@@ -48,7 +51,7 @@ class ClientConfig:
     fallbacks: tuple[Address, ...] = ()
     link: LinkConfig = field(default_factory=LinkConfig)
     join_timeout: float = 10.0  # give up a join attempt after this (protocol.md 4)
-    relay_silence: float = 5.0  # the relay is lost after this much silence (protocol.md 7.1)
+    relay_silence: float = RELAY_SILENCE
     # With other relays to move to (protocol.md 6.9): silence after which the client moves
     # on (at least two heartbeats), and how long an attempt waits for a relay's CHALLENGE
     # before it tries the next one.

@@ -4,13 +4,12 @@ An ``Uplink`` holds at most one ``Link`` (the one the last ACCEPT created) with 
 ACCEPT said: the relay incarnation (epoch), the stateless-reset token and the heartbeat. It
 opens session datagrams before anything else looks at them (protocol.md 8), answers
 PATH_CHALLENGE, checks RESETs (protocol.md 7.2), and keeps the heartbeat clocks
-(protocol.md 7.1): a heartbeat after ``heartbeat`` without sending, a bare ACK while the
-round trip is measured and the relay was heard recently enough, else a PING, which the
-relay answers; after
-``ask_after`` without hearing, a probe every quarter of a heartbeat; after ``silence``
-without hearing, the relay is lost. ``silence`` always outlasts two heartbeats, whatever the
-relay asked for. The counts of a
-retired link are kept, so /stats never goes backwards.
+(protocol.md 7.1): a heartbeat after ``heartbeat`` without sending (a bare ACK while the
+round trip is measured and the relay was heard recently enough, else a PING, which the relay
+answers); after ``ask_after`` without hearing, a probe every quarter of a heartbeat; after
+``silence`` without hearing, the relay is lost. ``silence`` always outlasts two heartbeats,
+whatever the relay asked for (``silence_for``). The counts of a retired link are kept, so
+/stats never goes backwards.
 """
 
 from __future__ import annotations
@@ -23,7 +22,10 @@ from udpchat.client.config import ClientStats, Counters
 from udpchat.link import Link, LinkConfig, LinkStats
 from udpchat.seal import SessionKeys
 
-__all__ = ["MIN_HEARTBEAT", "MIN_PROBING", "QUIET_SPELL", "Uplink", "ask_after", "wants_answer"]
+__all__ = [
+    "MIN_HEARTBEAT", "MIN_PROBING", "QUIET_SPELL", "Uplink", "ask_after", "silence_for",
+    "wants_answer",
+]
 
 # A relay may announce any heartbeat up to an hour; below this we would only flood it.
 MIN_HEARTBEAT = 0.05
@@ -34,6 +36,12 @@ QUIET_SPELL = 3.0
 # protocol.md 7.1: the least time left for probes before the silence ends, however short
 # the heartbeat.
 MIN_PROBING = 2.5
+
+
+def silence_for(relay_silence: float, heartbeat: float) -> float:
+    """How long without hearing from the relay before it is lost (protocol.md 7.1): the
+    client's ``relay_silence``, but never less than two of the heartbeats it asked for."""
+    return max(relay_silence, 2 * heartbeat)
 
 
 def ask_after(heartbeat: float, silence: float) -> float:
@@ -91,8 +99,7 @@ class Uplink:
         self.epoch = payload.epoch
         self._reset_token = payload.reset_token
         self._heartbeat = max(payload.heartbeat_ms / 1000, MIN_HEARTBEAT)
-        # Silence detection must outlast the heartbeat the relay asked for.
-        self._silence = max(self._relay_silence, 2 * self._heartbeat)
+        self._silence = silence_for(self._relay_silence, self._heartbeat)
         self._ask_after = ask_after(self._heartbeat, self._silence)
         self._rtt_measured = hint is not None
         self.last_sent = self._last_heard = self._last_ping = now

@@ -4,6 +4,10 @@ A member's session follows its newest authenticated datagram to a new address (N
 rebinding, a new network). Until that address echoes a PATH_CHALLENGE, it is VALIDATING:
 the relay sends it at most ``AMPLIFICATION_FACTOR`` times what it received from it, so that
 a forged move cannot turn the relay into an amplifier against a victim's address.
+
+``Paths.flush`` is therefore where every member's datagrams are put on their way to its
+address, and with them what only that address may be sent: a newcomer's ACCEPT again while
+the relay has not heard from it (protocol.md 4; the cookie proved that address).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from udpchat.relay.sessions import Member, MemberState, SessionTable
 __all__ = ["ACCEPT_RESENDS", "Paths"]
 
 _ACCEPTED = MemberState.ACCEPTED
-# protocol.md 4: flushes with a retransmission that send a silent newcomer its ACCEPT again;
-# each such flush counts at least one retransmission of the session, so no session is sent
-# more than this many extra ACCEPTs.
+# protocol.md 4: a newcomer not heard from yet gets its ACCEPT again just before retransmitted
+# data while fewer than this many of its packets had been retransmitted: at most this many
+# extra ACCEPTs per session.
 ACCEPT_RESENDS = 3
 
 
