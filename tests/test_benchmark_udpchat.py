@@ -13,10 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from udpchat.cli import app
+from udpchat.events import MessageReceived
 from udpchat.transport import Address
 from udpchat_bench.accounting import SocketMeter
 from udpchat_bench.harness import run_reference
-from udpchat_bench.systems import SYSTEMS, System, get_system
+from udpchat_bench.systems import SYSTEMS, PushLink, System, get_system
 from udpchat_bench.traffic import (
     MIN_PAYLOAD_SIZE,
     TrafficSpec,
@@ -24,7 +25,7 @@ from udpchat_bench.traffic import (
     padding,
     parse_payload,
 )
-from udpchat_bench.udpchat_system import MeteredTransport
+from udpchat_bench.udpchat_system import MeteredTransport, _UdpchatLink
 
 pytestmark = pytest.mark.bench
 
@@ -46,6 +47,25 @@ def test_a_payload_is_said_as_text_of_its_size(size: int) -> None:
     assert text.isalnum()  # nothing a terminal or the relay would treat specially
     assert len(text.encode("utf-8")) == size  # one byte on the wire per payload byte
     assert parse_payload(text.encode("ascii")) == (7, 9, 123_456_789)
+
+
+def test_deliveries_reach_the_callback_in_order_after_those_queued() -> None:
+    link = _UdpchatLink()
+    assert isinstance(link, PushLink)
+
+    def message(text: str, own: bool = False) -> MessageReceived:
+        return MessageReceived(seq=1, time=0.0, nick="m1", text=text, own=own)
+
+    link.on_event(message("first"))
+    link.on_event(message("mine", own=True))  # our own messages are not deliveries
+    link.on_event(message("second"))
+    got: list[bytes] = []
+    link.deliver_to(lambda payload, recv_ns: got.append(payload))
+    assert got == [b"first", b"second"]  # queued before the switch, in order
+    link.on_event(message("third"))
+    link.on_event(message("caf\u00e9"))  # not ASCII: recorded as malformed, not lost
+    assert got == [b"first", b"second", b"third", b""]
+    assert link.recv(0.0) is None  # nothing is left behind in the queue
 
 
 class _Loopback:

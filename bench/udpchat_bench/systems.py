@@ -119,6 +119,26 @@ class MemberLink(Protocol):
         ...
 
 
+Delivery = Callable[[bytes, int], None]
+"""A delivered chat payload and when it was delivered (``time.monotonic_ns()``)."""
+
+
+@runtime_checkable
+class PushLink(MemberLink, Protocol):
+    """A member whose system hands deliveries to the application by calling it back.
+
+    The benchmark then records each delivery in that callback, where an application of the
+    system gets it, instead of polling ``recv`` from a thread of its own: a queue between the
+    two would add a thread hand-off per message (tens of microseconds of CPU and latency)
+    that a system whose ``recv`` reads its socket directly does not pay.
+    """
+
+    def deliver_to(self, callback: Delivery) -> None:
+        """From now on, call ``callback`` for every delivery, in order, one at a time, on a
+        thread of the system's; deliveries that ``recv`` has not returned go first."""
+        ...
+
+
 @runtime_checkable
 class System(Protocol):
     """A relay-based chat system the benchmark can run.

@@ -37,7 +37,7 @@ from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
 from udpchat.transport import DatagramTransport
 from udpchat_bench.accounting import SocketMeter
-from udpchat_bench.systems import MemberArgs, MemberLink, RelayArgs, UnsupportedOption
+from udpchat_bench.systems import Delivery, MemberArgs, MemberLink, RelayArgs, UnsupportedOption
 
 UNLIMITED = 1_000_000_000
 """Flood-control burst and rate that never refuse anything a benchmark sends."""
@@ -206,21 +206,33 @@ class UdpchatSystem:
 
 
 class _UdpchatLink:
-    """A joined `ChatClient`: chat text in, other members' chat text out, as bytes."""
+    """A joined `ChatClient`: chat text in, other members' chat text out, as bytes (polled
+    with ``recv``, or handed to the benchmark from the client's ``on_event``)."""
 
     def __init__(self) -> None:
         self.client: ChatClient | None = None
         self.trouble: str | None = None
         self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._callback: Delivery | None = None
+        self._switch = threading.Lock()  # held while deliveries move from the queue to it
 
     def on_event(self, event: ClientEvent) -> None:
-        """Called by the client from its threads: keep other members' chat, note trouble."""
+        """Called by the client from its threads, one at a time: keep other members' chat
+        (for ``recv``, or straight to the benchmark's callback), note trouble."""
         if isinstance(event, MessageReceived):
             if not event.own:
                 try:
-                    self._inbox.put(event.text.encode("ascii"))
+                    payload = event.text.encode("ascii")
                 except UnicodeEncodeError:
-                    self._inbox.put(b"")  # logged as malformed by the benchmark
+                    payload = b""  # logged as malformed by the benchmark
+                callback = self._callback
+                if callback is None:
+                    with self._switch:
+                        callback = self._callback
+                        if callback is None:
+                            self._inbox.put(payload)
+                            return
+                callback(payload, time.monotonic_ns())
         elif isinstance(event, MessageRefused):
             self.trouble = f"relay refused a message: {event.reason}"
         elif isinstance(event, (JoinRejected, Closed)):
@@ -246,6 +258,18 @@ class _UdpchatLink:
             return self._inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+
+    def deliver_to(self, callback: Delivery) -> None:
+        """Deliveries go to ``callback`` from the client's thread (``on_event``, where an
+        application gets them), after those already queued for ``recv``."""
+        with self._switch:
+            while True:
+                try:
+                    payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                callback(payload, time.monotonic_ns())
+            self._callback = callback
 
     def close(self) -> None:
         # Abrupt, like a closed socket: a QUIT would add LEFT notices and their retransmissions

@@ -34,7 +34,7 @@ from udpchat_bench.accounting import (
     kernel_counters,
     process_total_cpu_s,
 )
-from udpchat_bench.systems import MemberArgs, MemberLink, RelayArgs, get_system
+from udpchat_bench.systems import MemberArgs, MemberLink, PushLink, RelayArgs, get_system
 from udpchat_bench.traffic import (
     DeliveryLog,
     make_payload,
@@ -112,22 +112,33 @@ def run_relay(system_name: str, params: Mapping[str, Any], control: Control) -> 
     return result
 
 
-def _receive(link: MemberLink, log: DeliveryLog, expect: int, stop: threading.Event) -> None:
-    """Log every delivery; say "complete" once ``expect`` distinct messages have arrived, so
-    the harness can end its drain wait early."""
-    distinct: set[tuple[int, int]] = set()
-    complete = expect <= 0
+class _Recorder:
+    """Logs every delivery; says "complete" once ``expect`` distinct messages have arrived,
+    so the harness can end its drain wait early. Called by one thread at a time."""
+
+    def __init__(self, log: DeliveryLog, expect: int) -> None:
+        self.log = log
+        self.expect = expect
+        self.distinct: set[tuple[int, int]] = set()
+        self.complete = expect <= 0
+
+    def __call__(self, payload: bytes, recv_ns: int) -> None:
+        log = self.log
+        logged = len(log)
+        log.record(payload, recv_ns)
+        if not self.complete and len(log) > logged and log.senders[-1] != log.member:
+            self.distinct.add((log.senders[-1], log.msg_ids[-1]))
+            if len(self.distinct) >= self.expect:
+                self.complete = True
+                emit("complete", member=log.member)
+
+
+def _receive(link: MemberLink, record: _Recorder, stop: threading.Event) -> None:
+    """Poll ``link`` for deliveries until stopped (a system that cannot call back)."""
     while not stop.is_set():
         payload = link.recv(RECV_POLL_S)
-        if payload is None:
-            continue
-        logged = len(log)
-        log.record(payload, time.monotonic_ns())
-        if not complete and len(log) > logged and log.senders[-1] != log.member:
-            distinct.add((log.senders[-1], log.msg_ids[-1]))
-            if len(distinct) >= expect:
-                complete = True
-                emit("complete", member=log.member)
+        if payload is not None:
+            record(payload, time.monotonic_ns())
 
 
 def _send(
@@ -166,11 +177,18 @@ def run_member(system_name: str, params: Mapping[str, Any], control: Control) ->
     cpu = CpuWindow()
     log = DeliveryLog(member=args.member)
     sending: dict[str, Any] = {"count": 0}
-    receiver = threading.Thread(
-        target=_receive, args=(link, log, expect, control.stop), name="receiver", daemon=True
-    )
+    record = _Recorder(log, expect)
+    receiver: threading.Thread | None = None
+    if not isinstance(link, PushLink):
+        receiver = threading.Thread(
+            target=_receive, args=(link, record, control.stop), name="receiver", daemon=True
+        )
     try:
-        receiver.start()
+        if receiver is None:
+            assert isinstance(link, PushLink)
+            link.deliver_to(record)
+        else:
+            receiver.start()
         emit("ready", member=args.member)
         if expect <= 0:
             emit("complete", member=args.member)
@@ -179,7 +197,8 @@ def run_member(system_name: str, params: Mapping[str, Any], control: Control) ->
             sending = _send(link, args.member, plan, control.stop)
             emit("sent", member=args.member, **sending)
         control.stop.wait()
-        receiver.join(timeout=2.0)
+        if receiver is not None:
+            receiver.join(timeout=2.0)
     finally:
         link.close()
     return {
