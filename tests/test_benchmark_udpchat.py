@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,46 @@ def test_deliveries_reach_the_callback_in_order_after_those_queued() -> None:
     link.on_event(message("caf\u00e9"))  # not ASCII: recorded as malformed, not lost
     assert got == [b"first", b"second", b"third", b""]
     assert link.recv(0.0) is None  # nothing is left behind in the queue
+
+
+@pytest.mark.timeout(30)
+def test_the_switch_to_the_callback_while_messages_arrive_keeps_their_order() -> None:
+    """The client delivers on its thread while the benchmark switches to the callback on
+    another: every message reaches it once, in order, one call at a time."""
+    link = _UdpchatLink()
+    queued, count = 50, 300
+    got: list[bytes] = []
+    calling = threading.Lock()  # held during a call: a second call meanwhile overlaps
+    switching = threading.Event()  # the switch has begun: the client delivers meanwhile
+    overlaps = 0
+
+    def callback(payload: bytes, recv_ns: int) -> None:
+        nonlocal overlaps
+        if not calling.acquire(blocking=False):
+            overlaps += 1
+            got.append(payload)
+            return
+        try:
+            switching.set()
+            if len(got) < queued:
+                time.sleep(0.001)  # a slow consumer while the queue drains
+            got.append(payload)
+        finally:
+            calling.release()
+
+    def deliver(first: int, last: int) -> None:
+        for i in range(first, last):
+            link.on_event(MessageReceived(seq=i, time=0.0, nick="m1", text=f"m{i}"))
+            time.sleep(0)
+
+    deliver(0, queued)  # before the switch: queued for recv
+    client = threading.Thread(target=lambda: switching.wait(10) and deliver(queued, count))
+    client.start()
+    link.deliver_to(callback)
+    client.join(20)
+    assert not client.is_alive()
+    assert overlaps == 0
+    assert got == [f"m{i}".encode() for i in range(count)]
 
 
 class _Loopback:

@@ -2,8 +2,8 @@
 
 The relay and all members but one run as ordinary benchmark workers (``udpchat_bench.worker``,
 one process each, unprofiled). The profiled member runs in this process exactly as a worker
-runs it (``UDPCHAT.connect_member``: a ``ChatClient`` with its driver thread, and the
-worker's receiving thread, and for the sender its pacing loop), with every one of its threads
+runs it (``UDPCHAT.connect_member``: a ``ChatClient`` with its driver thread, deliveries
+recorded in its ``on_event``, and for the sender its pacing loop), with every one of its threads
 under a cProfile of its own on a thread-CPU clock. What the profile covers: the shell and its
 driver (wake-ups, locks, the event hand-off), ``ClientSession``, the link, sealing and opening,
 msgpack, the transport and the socket calls.
@@ -33,10 +33,10 @@ from udpchat.driver import Driver
 from udpchat_bench import profiling
 from udpchat_bench.accounting import SocketMeter, process_cpu_s
 from udpchat_bench.harness import START_TIMEOUT_S, STOP_TIMEOUT_S, _Worker, _worker_argv, worker_env
-from udpchat_bench.systems import MemberArgs, RelayArgs
+from udpchat_bench.systems import MemberArgs, PushLink, RelayArgs
 from udpchat_bench.traffic import DeliveryLog, analyze
 from udpchat_bench.udpchat_system import UDPCHAT
-from udpchat_bench.worker import _receive, _send
+from udpchat_bench.worker import _Recorder, _send
 
 _profilers: list[cProfile.Profile] = []
 _active = threading.Event()  # set once joined: the driver's profile starts with the traffic
@@ -141,11 +141,11 @@ def main() -> None:
         joined = meter.reading()
         cpu_joined = process_cpu_s()
         expect = 0 if mine == 0 else count
-        receiver = threading.Thread(
-            target=_profiled, args=(lambda: _receive(member, log, expect, stop),), daemon=True
-        )
         _active.set()
-        receiver.start()
+        # Deliveries are recorded in the client's on_event, on the driver thread (profiled
+        # turn by turn), as a benchmark worker records them.
+        assert isinstance(member, PushLink)
+        member.deliver_to(_Recorder(log, expect))
         for w in workers:
             w.tell("go")
         if mine == 0:
@@ -159,7 +159,6 @@ def main() -> None:
         cpu_traffic = process_cpu_s() - cpu_joined
         after = meter.reading()
         stop.set()
-        receiver.join(2.0)
         link.close()
         link = None
         for w in workers:

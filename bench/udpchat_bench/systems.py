@@ -134,8 +134,10 @@ class PushLink(MemberLink, Protocol):
     """
 
     def deliver_to(self, callback: Delivery) -> None:
-        """From now on, call ``callback`` for every delivery, in order, one at a time, on a
-        thread of the system's; deliveries that ``recv`` has not returned go first."""
+        """From now on, call ``callback`` for every delivery, in order and one call at a
+        time, on whichever thread the system delivers on (for udpchat, the client's driver
+        thread or the thread that called ``send``); deliveries that ``recv`` has not
+        returned go first, from this call."""
         ...
 
 

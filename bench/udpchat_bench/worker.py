@@ -114,23 +114,33 @@ def run_relay(system_name: str, params: Mapping[str, Any], control: Control) -> 
 
 class _Recorder:
     """Logs every delivery; says "complete" once ``expect`` distinct messages have arrived,
-    so the harness can end its drain wait early. Called by one thread at a time."""
+    so the harness can end its drain wait early. After ``close`` nothing more is logged (a
+    system's thread that outlived its link's close must not touch a log being read)."""
 
     def __init__(self, log: DeliveryLog, expect: int) -> None:
         self.log = log
         self.expect = expect
         self.distinct: set[tuple[int, int]] = set()
         self.complete = expect <= 0
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, payload: bytes, recv_ns: int) -> None:
         log = self.log
-        logged = len(log)
-        log.record(payload, recv_ns)
-        if not self.complete and len(log) > logged and log.senders[-1] != log.member:
-            self.distinct.add((log.senders[-1], log.msg_ids[-1]))
-            if len(self.distinct) >= self.expect:
-                self.complete = True
-                emit("complete", member=log.member)
+        with self._lock:
+            if self._closed:
+                return
+            logged = len(log)
+            log.record(payload, recv_ns)
+            if not self.complete and len(log) > logged and log.senders[-1] != log.member:
+                self.distinct.add((log.senders[-1], log.msg_ids[-1]))
+                if len(self.distinct) >= self.expect:
+                    self.complete = True
+                    emit("complete", member=log.member)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
 
 
 def _receive(link: MemberLink, record: _Recorder, stop: threading.Event) -> None:
@@ -201,6 +211,7 @@ def run_member(system_name: str, params: Mapping[str, Any], control: Control) ->
             receiver.join(timeout=2.0)
     finally:
         link.close()
+        record.close()
     return {
         "role": "member",
         "member": args.member,
