@@ -189,15 +189,13 @@ def run_member(system_name: str, params: Mapping[str, Any], control: Control) ->
     sending: dict[str, Any] = {"count": 0}
     record = _Recorder(log, expect)
     receiver: threading.Thread | None = None
-    if not isinstance(link, PushLink):
-        receiver = threading.Thread(
-            target=_receive, args=(link, record, control.stop), name="receiver", daemon=True
-        )
     try:
-        if receiver is None:
-            assert isinstance(link, PushLink)
+        if isinstance(link, PushLink):
             link.deliver_to(record)
         else:
+            receiver = threading.Thread(
+                target=_receive, args=(link, record, control.stop), name="receiver", daemon=True
+            )
             receiver.start()
         emit("ready", member=args.member)
         if expect <= 0:
