@@ -200,6 +200,10 @@ def test_held_packets_come_out_whole_and_in_order_through_compaction() -> None:
         got.append(packet)
     assert got == [packets[seq] for seq in range(42, 64)]
     assert len(held) == 0 and held.cost() == 0
+    # emptied, it holds no buffer of its own again (nor does a new one), and takes more
+    assert held._store is ReorderBuffer(0)._store == b""
+    held.add(held.base + 1, *packets[1])
+    assert held._store and held.advance() == packets[1] and held._store == b""
 
 
 # --- over budget, then delivered: retransmission does the rest --------------------------------

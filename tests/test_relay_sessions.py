@@ -268,3 +268,31 @@ def test_the_sorted_nickname_list_follows_joins_renames_quits_and_timeouts() -> 
     late.heartbeat = 0.2
     net.run(0.5)
     assert relay.sessions.sorted_nicks() == ("al", "ann", "bob", "zed")
+
+
+def test_an_idle_member_keeps_nothing_its_join_or_a_split_message_needed() -> None:
+    """What an idle member costs the relay is what it holds for good: once the handshake is
+    over the ACCEPT kept for a repeated JOIN goes, a nickname that is its own key is one
+    string, and the link holds no reassembly buffer, no store of early packets and no list
+    of key phases until it needs one."""
+    from udpchat.link.state import NO_PARTIAL
+
+    net, relay = setup(RelayConfig())
+    alice = join(net, "alice", 1)
+    bob = join(net, "bob", 2)
+    net.run(0.5)
+    big = "x" * 3000  # several packets: reassembled by the relay, then by alice
+    bob.send(m.Say(big))
+    net.run(0.5)
+    assert [x.text for x in alice.of(m.ChatMessage)] == [big]
+    members = {member.nick: member for member in relay.sessions.members.values()}
+    assert set(members) == {"alice", "bob"}
+    assert members["bob"].link.stats.messages_delivered >= 1
+    for member in members.values():
+        assert member.state is MemberState.ACTIVE
+        assert member.accept == b""
+        assert member.key is member.nick
+        link = member.link
+        assert link._partial is NO_PARTIAL
+        assert link._buffer.cost() == 0 and not link._buffer._store
+        assert link._cipher.sending._keys is None and link._cipher.receiving._keys is None

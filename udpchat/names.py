@@ -72,13 +72,16 @@ def nick_key(nick: str) -> str:
     The double fold makes the key stable: ``nick_key(nick_key(x)) == nick_key(x)``.
     An ASCII nickname's key is its lower case (every normalisation leaves ASCII as it is,
     and ASCII folds to lower case): most nicknames, and a join into a large room keys every
-    name of its WELCOME.
+    name of its WELCOME. A nickname that is its own key is returned as it is, not as an
+    equal copy: a relay keeps each member's nickname and key, often the same string.
     """
     if nick.isascii():
-        return nick.lower()
-    folded = unicodedata.normalize("NFD", nick).casefold()
-    folded = unicodedata.normalize("NFKD", folded).casefold()
-    return unicodedata.normalize("NFKC", folded)
+        key = nick.lower()
+    else:
+        folded = unicodedata.normalize("NFD", nick).casefold()
+        folded = unicodedata.normalize("NFKD", folded).casefold()
+        key = unicodedata.normalize("NFKC", folded)
+    return nick if key == nick else key
 
 
 def _char_problem(ch: str) -> str | None:

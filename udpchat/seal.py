@@ -207,9 +207,11 @@ class DirectionKeys:
         self._interval = interval
         self._base = 0  # the oldest phase kept
         self._confirmed = 0  # the newest phase in use
-        # the keys of phases _base, _base + 1, ...: a list, not a dict by phase (a session
-        # that never rekeys, nearly all of them, keeps one key; a relay keeps two per member)
-        self._keys: list[bytes] = [key]
+        # the keys of phases _base, _base + 1, ...: a list, not a dict by phase, and None
+        # (that list would be [current]) until a phase other than the first is asked for: a
+        # session that never rekeys, nearly all of them, keeps its key alone (a relay keeps
+        # two per member)
+        self._keys: list[bytes] | None = None
         self.current = key  # the key of phase _confirmed
 
     def phase_of(self, pn: int) -> int:
@@ -217,10 +219,10 @@ class DirectionKeys:
 
     def key(self, phase: int) -> bytes | None:
         """The key of ``phase``, or None if it is forgotten or too far ahead."""
-        keys = self._keys
         index = phase - self._base
         if index < 0 or phase > self._confirmed + MAX_PHASES_AHEAD:
             return None
+        keys = self._kept()
         while len(keys) <= index:  # derived forward from the newest kept
             keys.append(rekey(keys[-1]))
         return keys[index]
@@ -229,12 +231,20 @@ class DirectionKeys:
         """``phase`` is in use: forget the phases well behind it."""
         if phase <= self._confirmed:
             return
+        keys = self._kept()
         self._confirmed = phase
-        self.current = self._keys[phase - self._base]
+        self.current = keys[phase - self._base]
         floor = phase - KEPT_PHASES
         if floor > self._base:
-            del self._keys[: floor - self._base]
+            del keys[: floor - self._base]
             self._base = floor
+
+    def _kept(self) -> list[bytes]:
+        """The keys kept, by phase from ``_base``."""
+        keys = self._keys
+        if keys is None:  # only the first phase's so far, which is current
+            keys = self._keys = [self.current]
+        return keys
 
 
 # protocol.md 3: a session header's first byte, by type; a pn's msgpack uint below 128.

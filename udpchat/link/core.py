@@ -35,7 +35,7 @@ from udpchat.link.recovery import LossRecovery
 from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.link.sending import SendSide
-from udpchat.link.state import Packet
+from udpchat.link.state import NO_PARTIAL, Packet
 from udpchat.seal import SealError, SessionCipher, SessionKeys
 
 __all__ = ["Link"]
@@ -96,7 +96,7 @@ class Link(SendSide, LossRecovery, ReceiveSide):
         # receiving
         self._expected = 0
         self._buffer = ReorderBuffer(0)  # packets out of order; its base is _expected
-        self._partial = bytearray()
+        self._partial = NO_PARTIAL
         self._discarding = False
         self._held = 0  # accounted bytes of _buffer and _partial, also charged to _budget
         self._budget = budget

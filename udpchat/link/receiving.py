@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 from udpchat import wire
 from udpchat.link.config import LAZY_ACK_DELAY, OVERSIZED_PREFIX, REPLAY_WINDOW
-from udpchat.link.state import LinkState
+from udpchat.link.state import NO_PARTIAL, LinkState
 from udpchat.messages import MAX_MESSAGE_SIZE
 
 __all__ = ["ReceiveSide"]
 
 
-def _partial_cost(partial: bytearray) -> int:
+def _partial_cost(partial: bytes | bytearray) -> int:
     """Accounted size of a reassembly buffer: what CPython allocated for it, slack included."""
     return sys.getsizeof(partial) if partial else 0
 
@@ -156,13 +156,15 @@ class ReceiveSide(LinkState):
                 out.append(prefix + chunk[: OVERSIZED_PREFIX - len(prefix)])
                 self.stats.oversized += 1
                 self._discarding = continues
-                self._partial = bytearray()
+                self._partial = NO_PARTIAL
             elif continues:
+                if not partial:  # the first chunk of a message split across packets
+                    self._partial = partial = bytearray()
                 partial += chunk
             else:
-                partial += chunk
+                partial += chunk  # not the empty one: a whole message took the branch above
                 out.append(bytes(partial))
-                self._partial = bytearray()
+                self._partial = NO_PARTIAL
 
     @property
     def buffered_bytes(self) -> int:
@@ -173,7 +175,7 @@ class ReceiveSide(LinkState):
         """Forget everything received but not yet delivered and give its bytes back to the
         shared budget; the owner calls it when it drops the link."""
         self._buffer.clear()
-        self._partial = bytearray()
+        self._partial = NO_PARTIAL
         self._discarding = False
         self._recount()
 

@@ -25,6 +25,8 @@ _HEADER = struct.Struct("<BH")
 LENGTH_SIZE = 2
 RECORD_HEADER_SIZE = _HEADER.size
 _EMPTY_STORE = sys.getsizeof(bytearray())
+# The store while nothing is held, shared: most links of a large room never hold a packet.
+_NO_STORE = b""
 
 
 def _new_offsets() -> array[int]:
@@ -52,7 +54,8 @@ class ReorderBuffer:
         self.base = base
         self._bits = 0  # bit i set: the packet ``base + i`` is held
         self._offsets: array[int] | None = None  # record offset by seq % WINDOW
-        self._store = bytearray()
+        # _NO_STORE exactly while _offsets is None (nothing held since the last clear)
+        self._store: bytes | bytearray = _NO_STORE
         self._live = 0  # bytes of the store that records still held take
 
     def __len__(self) -> int:
@@ -94,7 +97,9 @@ class ReorderBuffer:
         """Hold a packet with ``base < seq < base + WINDOW`` that is not held yet."""
         if self._offsets is None:
             self._offsets = _new_offsets()
+            self._store = bytearray()
         store = self._store
+        assert isinstance(store, bytearray)
         start = len(store)
         store += _HEADER.pack(more, len(chunks))
         store += struct.pack(f"<{len(chunks)}H", *map(len, chunks))
@@ -125,7 +130,7 @@ class ReorderBuffer:
         """Forget every held packet; the sender will send them again."""
         self._bits = 0
         self._offsets = None
-        self._store = bytearray()
+        self._store = _NO_STORE
         self._live = 0
 
     def _read(self, start: int) -> tuple[bool, list[bytes], int]:

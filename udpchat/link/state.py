@@ -18,7 +18,11 @@ from udpchat.link.reorder import ReorderBuffer
 from udpchat.link.rtt import RttEstimator
 from udpchat.seal import SessionCipher
 
-__all__ = ["LAZY_SLACK", "LinkState", "Packet"]
+__all__ = ["LAZY_SLACK", "NO_PARTIAL", "LinkState", "Packet"]
+
+NO_PARTIAL = b""
+"""What a link holds between messages for reassembly: one shared empty (immutable) value,
+not an empty buffer per link (an idle member of a large room never splits a message)."""
 
 # The RTO already allows for ACK_DELAY (udpchat.link.rtt); a LAZY packet's ACK may take the
 # rest of LAZY_ACK_DELAY on top.
@@ -103,7 +107,7 @@ class LinkState:
     # receiving
     _expected: int
     _buffer: ReorderBuffer  # packets out of order; its base is _expected
-    _partial: bytearray
+    _partial: bytes | bytearray  # NO_PARTIAL, or the start of a message split across packets
     _discarding: bool
     _held: int  # accounted bytes of _buffer and _partial, also charged to _budget
     _budget: ReceiveBudget | None

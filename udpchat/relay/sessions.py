@@ -74,7 +74,7 @@ class Member:
     last_heard: float
     bucket: TokenBucket
     join: tuple[Address, bytes] | None  # (address, nonce) while ACCEPTED
-    accept: bytes  # the ACCEPT, sent again as is for a retransmitted JOIN
+    accept: bytes  # the ACCEPT, sent again as is for a retransmitted JOIN (while ACCEPTED)
     resume_secret: bytes  # protocol.md 4.2: what a resume of this session must prove
     state: MemberState = MemberState.ACCEPTED
     received_unvalidated: int = 0  # bytes from an unvalidated address
@@ -214,6 +214,7 @@ class SessionTable:
             assert member.join is not None
             self.by_join.pop(member.join, None)
             member.join = None
+            member.accept = b""  # no JOIN is answered with it any more: not kept for good
             member.advance(MemberState.ACTIVE)
 
     def forget(self, member: Member, closing: bool = False) -> None:
