@@ -20,6 +20,7 @@ from tests.e2e_support import wait_until
 from udpchat import faults
 from udpchat.driver import MAX_BATCH, READ_AHEAD, Driver
 from udpchat.endpoint import Address
+from udpchat.inbox import Inbox
 from udpchat.link import ASAP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]  # real threads and clock
@@ -458,6 +459,47 @@ def test_the_peer_filter_follows_the_shell_when_it_moves() -> None:
         h.transport.put(b"new", STRANGER)
         assert h.wait(lambda: len(h.endpoint.received) == 2)
         assert [d for d, _, _ in h.endpoint.received] == [b"old", b"new"]
+    finally:
+        h.driver.stop()
+        h.driver.join()
+
+
+class CountingInbox(Inbox):
+    """An inbox that counts what is put in it."""
+
+    __slots__ = ("puts",)
+
+    def __init__(self, max_bytes: int, urgent: Callable[[bytes], bool] | None = None) -> None:
+        super().__init__(max_bytes, urgent)
+        self.puts = 0
+
+    def put(self, data: bytes, addr: Address) -> None:
+        self.puts += 1
+        super().put(data, addr)
+
+
+def test_a_datagram_that_comes_alone_skips_the_inbox_and_the_peer_filter_holds() -> None:
+    """A quiet endpoint's every turn: one datagram, nothing behind it. It goes to the
+    endpoint as it is (a stranger's is dropped all the same); a burst goes through the inbox."""
+    h = Harness(peer=PEER)
+    inbox = h.driver._inbox = CountingInbox(udpchat.driver.READ_AHEAD_BYTES)
+    h.driver.start()
+    try:
+        for data, addr in [(b"who?", STRANGER), (b"one", PEER), (b"me!", STRANGER), (b"two", PEER)]:
+            looked = len(h.transport.waits)
+            h.transport.put(data, addr)
+            # back asleep: the datagram was taken and its turn is over
+            assert h.wait(lambda looked=looked: len(h.transport.waits) >= looked + 2)
+        assert [d for d, _, _ in h.endpoint.received] == [b"one", b"two"]
+        assert h.transport.sent == [(b"echo one", PEER), (b"echo two", PEER)]
+        assert h.driver.received == 2 and inbox.puts == 0
+        with h.driver.lock:  # a burst: read into the inbox, strangers left out
+            for i in range(3):
+                h.transport.put(b"burst %d" % i, PEER)
+                h.transport.put(b"noise", STRANGER)
+        assert h.wait(lambda: len(h.endpoint.received) == 5)
+        assert [d for d, _, _ in h.endpoint.received][2:] == [b"burst 0", b"burst 1", b"burst 2"]
+        assert inbox.puts >= 2
     finally:
         h.driver.stop()
         h.driver.join()

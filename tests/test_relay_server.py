@@ -135,3 +135,31 @@ def test_a_second_relay_on_a_busy_port_hears_the_port_is_busy_not_the_store(
         first.stop()
     again = RelayServer(RelayOptions(port=port, store=store)).start()  # nothing left open
     again.stop()
+
+
+@pytest.mark.timeout(30)
+def test_the_serving_loop_does_its_chores_when_they_are_due(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Giving free memory back and the summary of bad datagrams dropped are no events, and
+    the driver hands out only when there is something: the relay adds an item for them."""
+    given: list[float] = []
+    monkeypatch.setattr("udpchat.relay_server.give_back_free_memory", lambda: given.append(1.0))
+    server = RelayServer(RelayOptions(port=0, config=RelayConfig(shutdown_grace=0.3)))
+    server.start()
+    try:
+        server._driver.call(lambda now: None)  # a turn with nothing to do: no chores
+        assert given == []
+        with server._driver.lock:
+            server._give_back = True
+        server._driver.call(lambda now: None)
+        assert given == [1.0]
+        caplog.set_level("INFO", logger="udpchat.relay")
+        with server._driver.lock:
+            server._drops_since_report = 3
+            server._last_drop_report = time.monotonic() - 11
+        server._driver.call(lambda now: None)
+        assert "dropped 3 bad datagrams in the last" in caplog.text
+        assert given == [1.0]
+    finally:
+        server.stop()

@@ -88,7 +88,8 @@ class Driver(Generic[Item]):
 
     ``label`` names the endpoint in fault reports (``RelayCore.receive_datagram``). ``take(now)``
     is called under the lock after every turn and every ``call`` and returns what to hand out;
-    ``deliver(items)`` gets them (possibly none: a shell may do periodic work there).
+    ``deliver(items)`` gets them, never an empty list (a shell with work of its own to do
+    off the lock returns an item that says so).
     ``on_exit(error)`` runs on the loop's thread when it ends, with the exception that ended
     it, if any. With ``send_batch``, the endpoint is a :class:`BatchingEndpoint` and output is
     fetched and sent that many datagrams at a time. With ``peer``, only datagrams from that
@@ -308,25 +309,33 @@ class Driver(Generic[Item]):
         ``timer`` is the endpoint's next timer as the loop read it before sleeping: the
         timers run if it is due. The endpoint's timer is read once a turn (it costs a walk
         over the endpoint's state): one that the batch made due runs at the next turn, which
-        the loop then starts without sleeping; output the batch made due goes out now."""
+        the loop then starts without sleeping; output the batch made due goes out now.
+
+        A datagram that came alone (``_read``) skips the inbox, and a turn takes the lock
+        once unless urgent answers leave first: a quiet endpoint's every turn is that one."""
         endpoint = self.endpoint
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             now = self._look(slept)
             self._sleeping_until = 0.0
-            if got is not None or not self._inbox.full:
-                self._read_ahead(got)
-            # Joiners first: their answers leave before the session traffic is even looked
-            # at; what is beyond a batch waits for the next turn: timers and output first.
-            urgent, batch = self._inbox.take(MAX_BATCH)
-            early: list[tuple[bytes, Address]] = []
-            if urgent:
-                self._receive(urgent, now)
-                # Their answers (an ACCEPT, then its WELCOME: about two datagrams each)
-                # leave before the rest of the output is even encoded, and before timers.
-                early = self._output(now, 2 * len(urgent))
-        if early:
-            self._send(early, whole=False)  # one slice: the rest after the batch
-        with self.lock:
+            batch = self._read(got)
+            if batch is None:
+                # Joiners first: their answers leave before the session traffic is even
+                # looked at; what is beyond a batch waits for the next turn: timers and
+                # output first.
+                urgent, batch = self._inbox.take(MAX_BATCH)
+                if urgent:
+                    self._receive(urgent, now)
+                    # Their answers (an ACCEPT, then its WELCOME: about two datagrams each)
+                    # leave before the rest of the output is even encoded, and before timers.
+                    early = self._output(now, 2 * len(urgent))
+                    if early:
+                        lock.release()
+                        try:
+                            self._send(early, whole=False)  # one slice: the rest after the batch
+                        finally:
+                            lock.acquire()
             if batch:
                 self._receive(batch, now)
             if timer is not None and timer <= now:
@@ -338,9 +347,36 @@ class Driver(Generic[Item]):
             mine = self._collect(now)
             if self._waiters:
                 self.changed.notify_all()
+        finally:
+            lock.release()
         self._send(out, reading=True)
         if mine is not None:
             self._hand_out(mine)
+
+    def _read(self, got: tuple[bytes, Address] | None) -> list[tuple[bytes, Address]] | None:
+        """Read ``got`` and what else the socket holds. A datagram that came alone, the
+        common case of a quiet endpoint (nothing waiting in the inbox, nothing behind it in
+        the socket, and not urgent: it needs no turn ahead of others), is the batch as it
+        is: ``[got]``, or [] if it is not from ``peer``. Otherwise None: what was read is in
+        the inbox (called locked)."""
+        inbox = self._inbox
+        if got is None or inbox:
+            if got is not None or not inbox.full:
+                self._read_ahead(got)
+            return None
+        is_urgent = inbox.is_urgent
+        if is_urgent is not None and is_urgent(got[0]):
+            self._read_ahead(got)
+            return None
+        following = self.transport.recvfrom(0.0)
+        peer = self.peer
+        mine = peer is None or got[1] == peer
+        if following is None:
+            return [got] if mine else []
+        if mine:
+            inbox.put(*got)
+        self._read_ahead(following)
+        return None
 
     def _receive(self, batch: list[tuple[bytes, Address]], now: float) -> None:
         """Hand ``batch`` to the endpoint (called locked)."""
@@ -427,6 +463,8 @@ class Driver(Generic[Item]):
         """The backlog, if this thread is now the one handing out (called locked)."""
         if self._handing_out:
             return None  # that thread delivers ours too, after its own
+        if not self._backlog:
+            return None  # nothing to hand out: most turns
         self._handing_out = True
         items, self._backlog = self._backlog, []
         return items

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from udpchat import wire
 from udpchat.driver import STOP_TIMEOUT, Driver
@@ -58,6 +59,17 @@ SEND_BATCH = 64
 # members hold nothing at all any more.
 GIVE_BACK_AFTER = 8 * 1024 * 1024
 GIVE_BACK_WHEN_EMPTY = 1024 * 1024
+# Seconds between two summaries of the bad datagrams dropped.
+DROP_REPORT_EVERY = 10.0
+
+
+class _Chores:
+    """An item of the driver's hand-out that is not an event: the serving loop has work to
+    do off the lock (giving memory back, a summary of drops due). The driver hands out only
+    when there are items, so a turn that has such work adds this."""
+
+
+_CHORES = _Chores()
 # Bytes asked for each of the socket's receive and send buffers: room for a burst of
 # handshakes (a room rejoining at once) beyond the system's usual 208 KiB, but not for
 # seconds of work. When the relay is behind for long (a thousand members joining while each
@@ -114,7 +126,7 @@ class RelayServer:
                 self._udp.close()
             raise
         try:
-            self._driver: Driver[RelayEvent] = self._serving(transport)
+            self._driver: Driver[RelayEvent | _Chores] = self._serving(transport)
         except BaseException:  # nothing bound or opened outlives a relay that never was
             if self._udp is not None:
                 self._udp.close()
@@ -128,7 +140,7 @@ class RelayServer:
         self._failure: str | None = None
 
 
-    def _serving(self, transport: DatagramTransport) -> Driver[RelayEvent]:
+    def _serving(self, transport: DatagramTransport) -> Driver[RelayEvent | _Chores]:
         """The core and the driver that runs it on ``transport``."""
         if self.options.impairment is not None and not self.options.impairment.is_noop:
             transport = ImpairedTransport(transport, self.options.impairment)
@@ -267,14 +279,21 @@ class RelayServer:
         """
         return self._done.wait(timeout)
 
-    def _take(self, now: float) -> list[RelayEvent]:
-        """What happened in the core since the last turn (called locked)."""
+    def _take(self, now: float) -> list[RelayEvent | _Chores]:
+        """What happened in the core since the last turn, and the chores now due (called
+        locked)."""
         if self._core.receive_budget.take_released(GIVE_BACK_AFTER, GIVE_BACK_WHEN_EMPTY):
             self._give_back = True
-        return self._core.events()
+        # a list of its own each time (the outbox hands its list over): ours to extend
+        items = cast("list[RelayEvent | _Chores]", self._core.events())
+        if self._give_back or (
+            self._drops_since_report and now - self._last_drop_report >= DROP_REPORT_EVERY
+        ):
+            items.append(_CHORES)
+        return items
 
-    def _deliver(self, events: list[RelayEvent]) -> None:
-        self._log(events)
+    def _deliver(self, items: list[RelayEvent | _Chores]) -> None:
+        self._log(items)
         if self._give_back:
             self._give_back = False
             give_back_free_memory()
@@ -309,7 +328,7 @@ class RelayServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _log(self, events: list[RelayEvent]) -> None:
+    def _log(self, events: list[RelayEvent | _Chores]) -> None:
         for event in events:
             match event:
                 case MemberAdmitted(nick=nick, addr=addr, resumed=resumed):
@@ -337,7 +356,7 @@ class RelayServer:
         if not self._drops_since_report:
             return  # the common turn: nothing to report, no clock read
         now = time.monotonic()
-        if now - self._last_drop_report >= 10:
+        if now - self._last_drop_report >= DROP_REPORT_EVERY:
             count = self._drops_since_report
             log.info(
                 "dropped %d bad datagram%s in the last %.0f s (see --verbose)",
