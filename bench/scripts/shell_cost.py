@@ -11,7 +11,10 @@ cost alone: the wait, the read into the inbox, the locks, the turn, the sends.
     PYTHONPATH=/path/to/checkout python bench/scripts/shell_cost.py --profile
 
 Output per round: datagrams received, turns, datagrams per turn, µs of the driver thread's
-CPU per datagram and per turn; then the medians over rounds. ``--profile`` prints a cProfile
+CPU per datagram and per turn; then the same traffic echoed by a bare loop (``epoll.poll``,
+``recvfrom`` until empty, ``sendto``: the floor under any Python shell on this machine as it
+is then), the rounds of both alternating; then the medians, and the driver's cost as a
+multiple of the bare loop's. ``--profile`` prints a cProfile
 of the driver thread (thread CPU clock, sorted by tottime). A diagnostic: nothing is asserted.
 """
 
@@ -22,6 +25,7 @@ import cProfile
 import logging
 import multiprocessing as mp
 import pstats
+import select
 import socket
 import statistics
 import threading
@@ -154,6 +158,59 @@ def one_round(
     }
 
 
+def bare_round(rate: float, seconds: float, peers: int) -> dict[str, float]:
+    """The same traffic echoed by the least a Python loop can do: ``epoll.poll``, then
+    ``recvfrom`` until the socket is empty, ``sendto`` each datagram back. The floor under
+    any shell on this machine as it is now (cold caches, the system's wake-up)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    stop = threading.Event()
+    turns = received = 0
+
+    def run() -> None:
+        nonlocal turns, received
+        epoll = select.epoll()
+        epoll.register(sock.fileno(), select.EPOLLIN)
+        while not stop.is_set():
+            if not epoll.poll(0.05):
+                continue
+            turns += 1
+            while True:
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                received += 1
+                sock.sendto(data, addr)
+        epoll.close()
+
+    thread = threading.Thread(target=run, name="bare")
+    thread.start()
+    ident = thread.ident
+    ready = mp.Event()
+    proc = mp.Process(target=blaster, args=(sock.getsockname()[1], rate, seconds, peers, ready))
+    proc.start()
+    time.sleep(0.2)
+    ready.set()
+    time.sleep(0.3)
+    turns0, received0, cpu0 = turns, received, _thread_cpu(ident)
+    time.sleep(seconds - 0.6)
+    cpu1, turns1, received1 = _thread_cpu(ident), turns, received
+    proc.join()
+    stop.set()
+    thread.join()
+    sock.close()
+    got, used = received1 - received0, cpu1 - cpu0
+    return {
+        "received": got,
+        "turns": turns1 - turns0,
+        "per_turn_dg": got / max(turns1 - turns0, 1),
+        "us_per_dg": 1e6 * used / max(got, 1),
+        "us_per_turn": 1e6 * used / max(turns1 - turns0, 1),
+    }
+
+
 def _thread_cpu(ident: int | None) -> float:
     """The CPU clock of thread ``ident`` (``Thread.ident``), in seconds."""
     assert ident is not None
@@ -169,15 +226,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     ns = parser.parse_args()
-    rows = []
+    rows, bare = [], []
     for _ in range(1 if ns.profile else ns.rounds):
         row = one_round(ns.rate, ns.seconds, ns.peers, ns.timer, ns.profile)
         rows.append(row)
-        print("  ".join(f"{k} {v:.1f}" for k, v in row.items()))
+        print("driver  " + "  ".join(f"{k} {v:.1f}" for k, v in row.items()))
+        if not ns.profile:  # alternately, so that both see the machine as it is
+            bare.append(bare_round(ns.rate, ns.seconds, ns.peers))
+            print("bare    " + "  ".join(f"{k} {v:.1f}" for k, v in bare[-1].items()))
     if len(rows) > 1:
-        print("median  " + "  ".join(
-            f"{k} {statistics.median(r[k] for r in rows):.1f}" for k in rows[0]
-        ))
+        for name, runs in (("driver", rows), ("bare", bare)):
+            print(f"median {name}  " + "  ".join(
+                f"{k} {statistics.median(r[k] for r in runs):.1f}" for k in runs[0]
+            ))
+        driver = statistics.median(r["us_per_dg"] for r in rows)
+        floor = statistics.median(r["us_per_dg"] for r in bare)
+        print(f"the driver costs {driver / floor:.2f} times the bare loop per datagram")
 
 
 if __name__ == "__main__":
