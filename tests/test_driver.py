@@ -147,6 +147,7 @@ class Harness:
         return events
 
     def _deliver(self, items: list[str]) -> None:
+        assert items, "the driver hands out only when there is something"
         self.batches += 1
         self.delivering_threads.add(threading.current_thread().name)
         self.delivered.extend(items)
@@ -526,6 +527,19 @@ def test_urgent_datagrams_of_a_batch_go_first_each_kind_in_order_of_arrival() ->
     finally:
         h.driver.stop()
         h.driver.join()
+
+
+def test_a_turn_reads_at_most_read_ahead_datagrams() -> None:
+    """The datagram the loop woke with counts: a turn reads READ_AHEAD in all, the rest waits
+    in the socket (the kernel's buffer) for the next turn."""
+    h = Harness()
+    total = READ_AHEAD + 50
+    for i in range(total):
+        h.transport.put(f"{i}".encode())
+    got = h.transport.recvfrom(1.0)  # as the loop wakes: one datagram in hand
+    h.driver._turn(got, 0.0, None)  # one turn, on this thread (the loop is not started)
+    assert total - len(h.transport._queue) == READ_AHEAD
+    assert [d for d, _, _ in h.endpoint.received] == [f"{i}".encode() for i in range(MAX_BATCH)]
 
 
 def test_a_flood_from_strangers_still_ends_the_batch() -> None:

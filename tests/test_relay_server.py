@@ -148,17 +148,19 @@ def test_the_serving_loop_does_its_chores_when_they_are_due(
     server = RelayServer(RelayOptions(port=0, config=RelayConfig(shutdown_grace=0.3)))
     server.start()
     try:
-        server._driver.call(lambda now: None)  # a turn with nothing to do: no chores
-        assert given == []
-        with server._driver.lock:
+        # Each flag is set inside a call, under the lock that call then takes the chore
+        # under: that call hands it out, on this thread, before it returns.
+        def give_back_due(now: float) -> None:
             server._give_back = True
-        server._driver.call(lambda now: None)
+
+        def drops_due(now: float) -> None:
+            server._drops_since_report = 3
+            server._last_drop_report = now - 11
+
+        server._driver.call(give_back_due)
         assert given == [1.0]
         caplog.set_level("INFO", logger="udpchat.relay")
-        with server._driver.lock:
-            server._drops_since_report = 3
-            server._last_drop_report = time.monotonic() - 11
-        server._driver.call(lambda now: None)
+        server._driver.call(drops_due)
         assert "dropped 3 bad datagrams in the last" in caplog.text
         assert given == [1.0]
     finally:

@@ -313,10 +313,8 @@ class Driver(Generic[Item]):
 
         A datagram that came alone (``_read``) skips the inbox, and a turn takes the lock
         once unless urgent answers leave first: a quiet endpoint's every turn is that one."""
-        endpoint = self.endpoint
-        lock = self.lock
-        lock.acquire()
-        try:
+        early: list[tuple[bytes, Address]] = []
+        with self.lock:
             now = self._look(slept)
             self._sleeping_until = 0.0
             batch = self._read(got)
@@ -330,28 +328,33 @@ class Driver(Generic[Item]):
                     # Their answers (an ACCEPT, then its WELCOME: about two datagrams each)
                     # leave before the rest of the output is even encoded, and before timers.
                     early = self._output(now, 2 * len(urgent))
-                    if early:
-                        lock.release()
-                        try:
-                            self._send(early, whole=False)  # one slice: the rest after the batch
-                        finally:
-                            lock.acquire()
-            if batch:
-                self._receive(batch, now)
-            if timer is not None and timer <= now:
-                try:
-                    endpoint.handle_timer(now)
-                except Exception as error:
-                    self._fault("handle_timer", error)
-            out = self._output(now)
-            mine = self._collect(now)
-            if self._waiters:
-                self.changed.notify_all()
-        finally:
-            lock.release()
+            if not early:  # the common case: the whole turn under one hold of the lock
+                out, mine = self._rest_of_turn(batch, timer, now)
+        if early:
+            self._send(early, whole=False)  # one slice: the rest after the batch
+            with self.lock:
+                out, mine = self._rest_of_turn(batch, timer, now)
         self._send(out, reading=True)
         if mine is not None:
             self._hand_out(mine)
+
+    def _rest_of_turn(
+        self, batch: list[tuple[bytes, Address]], timer: float | None, now: float
+    ) -> tuple[list[tuple[bytes, Address]], list[Item] | None]:
+        """Hand ``batch`` to the endpoint, run its timers if due, and return the output to
+        send and the items to hand out (called locked)."""
+        if batch:
+            self._receive(batch, now)
+        if timer is not None and timer <= now:
+            try:
+                self.endpoint.handle_timer(now)
+            except Exception as error:
+                self._fault("handle_timer", error)
+        out = self._output(now)
+        mine = self._collect(now)
+        if self._waiters:
+            self.changed.notify_all()
+        return out, mine
 
     def _read(self, got: tuple[bytes, Address] | None) -> list[tuple[bytes, Address]] | None:
         """Read ``got`` and what else the socket holds. A datagram that came alone, the
@@ -375,7 +378,9 @@ class Driver(Generic[Item]):
             return [got] if mine else []
         if mine:
             inbox.put(*got)
-        self._read_ahead(following)
+        # the rest of what is queued: ``got`` was the first of READ_AHEAD
+        if not inbox.fill(following, self.transport.recvfrom, peer, READ_AHEAD - 1):
+            self.inbox_full += 1
         return None
 
     def _receive(self, batch: list[tuple[bytes, Address]], now: float) -> None:

@@ -46,8 +46,8 @@ from udpchat.transport import (
 )
 
 __all__ = [
-    "GIVE_BACK_AFTER", "GIVE_BACK_WHEN_EMPTY", "SEND_BATCH", "RelayOptions", "RelayServer",
-    "run_relay",
+    "DROP_REPORT_EVERY", "GIVE_BACK_AFTER", "GIVE_BACK_WHEN_EMPTY", "SEND_BATCH", "RelayOptions",
+    "RelayServer", "run_relay",
 ]
 
 log = logging.getLogger("udpchat.relay")
@@ -62,14 +62,6 @@ GIVE_BACK_WHEN_EMPTY = 1024 * 1024
 # Seconds between two summaries of the bad datagrams dropped.
 DROP_REPORT_EVERY = 10.0
 
-
-class _Chores:
-    """An item of the driver's hand-out that is not an event: the serving loop has work to
-    do off the lock (giving memory back, a summary of drops due). The driver hands out only
-    when there are items, so a turn that has such work adds this."""
-
-
-_CHORES = _Chores()
 # Bytes asked for each of the socket's receive and send buffers: room for a burst of
 # handshakes (a room rejoining at once) beyond the system's usual 208 KiB, but not for
 # seconds of work. When the relay is behind for long (a thousand members joining while each
@@ -79,6 +71,15 @@ _CHORES = _Chores()
 # 15 times slower than 1 MiB, which also halved the drops of the system's default.
 # Linux grants at most net.core.rmem_max / wmem_max and reports twice what it granted.
 SOCKET_BUFFER = 1024 * 1024
+
+
+class _Chores:
+    """An item of the driver's hand-out that is not an event: the serving loop has work to
+    do off the lock (giving memory back, a summary of drops due). The driver hands out only
+    when there are items, so a turn that has such work adds this."""
+
+
+_CHORES = _Chores()
 
 
 @dataclass(frozen=True)
