@@ -10,6 +10,8 @@ from tests.relaysim import RELAY, client_addr, join, setup
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.link import ASAP
+from udpchat.link.reorder import ReorderBuffer
+from udpchat.link.state import NO_PARTIAL
 from udpchat.relay.config import RelayConfig
 from udpchat.relay.core import RelayCore
 from udpchat.relay.sessions import LIVE, TRANSITIONS, Member, MemberState, MemberStateError
@@ -275,9 +277,6 @@ def test_an_idle_member_keeps_nothing_its_join_or_a_split_message_needed() -> No
     over the ACCEPT kept for a repeated JOIN goes, a nickname that is its own key is one
     string, and the link holds no reassembly buffer, no store of early packets and no list
     of key phases until it needs one."""
-    from udpchat.link.reorder import ReorderBuffer
-    from udpchat.link.state import NO_PARTIAL
-
     net, relay = setup(RelayConfig())
     alice = join(net, "alice", 1)
     bob = join(net, "bob", 2)

@@ -30,6 +30,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from udpchat.driver import Driver
@@ -104,12 +105,10 @@ def one_round(
     )
     turn = driver._turn
     profiler = cProfile.Profile(time.thread_time) if profile else None
-    window = threading.Event()
 
     def counted_turn(*args: Any) -> None:
         nonlocal turns
-        if window.is_set():
-            turns += 1
+        turns += 1
         turn(*args)
 
     driver._turn = counted_turn  # type: ignore[method-assign,assignment]
@@ -124,38 +123,16 @@ def one_round(
 
     thread = threading.Thread(target=run, name="driver")
     thread.start()
-    ident = thread.ident
-    ready = mp.Event()
-    proc = mp.Process(
-        target=blaster, args=(transport.local_address[1], rate, seconds, peers, ready)
+    row = measured(
+        thread, transport.local_address[1], rate, seconds, peers, lambda: (driver.received, turns)
     )
-    proc.start()
-    time.sleep(0.2)
-    ready.set()
-    time.sleep(0.3)  # past the start
-    received0 = driver.received
-    cpu0 = _thread_cpu(ident)
-    window.set()
-    time.sleep(seconds - 0.6)
-    window.clear()
-    cpu1 = _thread_cpu(ident)
-    received1 = driver.received
-    proc.join()
     driver.stop()
     driver.join()
     transport.close()
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(18)
-    received = received1 - received0
-    used = cpu1 - cpu0
-    return {
-        "received": received,
-        "turns": turns,
-        "per_turn_dg": received / max(turns, 1),
-        "us_per_dg": 1e6 * used / max(received, 1),
-        "us_per_turn": 1e6 * used / max(turns, 1),
-    }
+    return row
 
 
 def bare_round(rate: float, seconds: float, peers: int) -> dict[str, float]:
@@ -187,27 +164,42 @@ def bare_round(rate: float, seconds: float, peers: int) -> dict[str, float]:
 
     thread = threading.Thread(target=run, name="bare")
     thread.start()
-    ident = thread.ident
-    ready = mp.Event()
-    proc = mp.Process(target=blaster, args=(sock.getsockname()[1], rate, seconds, peers, ready))
-    proc.start()
-    time.sleep(0.2)
-    ready.set()
-    time.sleep(0.3)
-    turns0, received0, cpu0 = turns, received, _thread_cpu(ident)
-    time.sleep(seconds - 0.6)
-    cpu1, turns1, received1 = _thread_cpu(ident), turns, received
-    proc.join()
+    row = measured(thread, sock.getsockname()[1], rate, seconds, peers, lambda: (received, turns))
     stop.set()
     thread.join()
     sock.close()
-    got, used = received1 - received0, cpu1 - cpu0
+    return row
+
+
+def measured(
+    thread: threading.Thread,
+    port: int,
+    rate: float,
+    seconds: float,
+    peers: int,
+    counts: Callable[[], tuple[int, int]],
+) -> dict[str, float]:
+    """Blast ``port`` for ``seconds`` and measure ``thread`` (the echo's loop) over the
+    middle of it: its CPU, and the growth of ``counts()`` (datagrams received, turns)."""
+    ready = mp.Event()
+    proc = mp.Process(target=blaster, args=(port, rate, seconds, peers, ready))
+    proc.start()
+    time.sleep(0.2)
+    ready.set()
+    time.sleep(0.3)  # past the start
+    received0, turns0 = counts()
+    cpu0 = _thread_cpu(thread.ident)
+    time.sleep(seconds - 0.6)
+    cpu1 = _thread_cpu(thread.ident)
+    received1, turns1 = counts()
+    proc.join()
+    received, turns, used = received1 - received0, turns1 - turns0, cpu1 - cpu0
     return {
-        "received": got,
-        "turns": turns1 - turns0,
-        "per_turn_dg": got / max(turns1 - turns0, 1),
-        "us_per_dg": 1e6 * used / max(got, 1),
-        "us_per_turn": 1e6 * used / max(turns1 - turns0, 1),
+        "received": received,
+        "turns": turns,
+        "per_turn_dg": received / max(turns, 1),
+        "us_per_dg": 1e6 * used / max(received, 1),
+        "us_per_turn": 1e6 * used / max(turns, 1),
     }
 
 
