@@ -4,8 +4,11 @@ relay core running on any ``RoomLog``, not only the memory one."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.relaysim import RELAY, client_addr, join
 from udpchat import messages as m
@@ -19,6 +22,8 @@ from udpchat.relay.room_log import (
     LoggedEvent,
     MemoryRoomLog,
     RoomLog,
+    events_after,
+    newest_chats,
 )
 from udpchat.sim import PathModel, SimNetwork
 
@@ -83,6 +88,67 @@ def test_recent_chats_skips_comings_and_goings() -> None:
     assert log.recent_chats(2) == chats[-2:]
     assert log.recent_chats(10) == chats
     assert log.recent_chats(0) == []
+
+
+class Counted:
+    """A history that counts the events read from it, newest first."""
+
+    def __init__(self, events: list[LoggedEvent]) -> None:
+        self.events, self.read = events, 0
+
+    def __iter__(self) -> Iterator[LoggedEvent]:
+        return iter(self.events)
+
+    def __reversed__(self) -> Iterator[LoggedEvent]:
+        for event in reversed(self.events):
+            self.read += 1
+            yield event
+
+
+@given(
+    st.lists(st.booleans(), max_size=60),
+    st.integers(min_value=0, max_value=70),
+    st.integers(min_value=-1, max_value=70),
+)
+def test_the_newest_chats_and_the_events_after_a_seq_are_those_of_the_whole_history(
+    chats: list[bool], count: int, after: int
+) -> None:
+    events = [LoggedEvent(i + 1, chat, bytes([i])) for i, chat in enumerate(chats)]
+    every_chat = [e.data for e in events if e.chat]
+    assert newest_chats(events, count) == (every_chat[-count:] if count else [])
+    assert events_after(events, after) == [e.data for e in events if e.seq > after]
+
+
+def test_a_newcomers_history_and_a_catch_up_read_only_the_newest_events() -> None:
+    # 200 events kept, every other one a chat (the newest too): 20 chats are the newest 39,
+    # and a member that missed 5 events costs 6 steps, not 200.
+    events = [LoggedEvent(i + 1, i % 2 == 1, bytes([i % 256])) for i in range(200)]
+    history = Counted(events)
+    assert len(newest_chats(history, 20)) == 20 and history.read == 39
+    history = Counted(events)
+    assert len(events_after(history, 195)) == 5 and history.read == 6
+
+
+@given(st.lists(st.booleans(), max_size=40), st.integers(min_value=1, max_value=8))
+def test_recent_chats_are_those_of_the_events_still_kept(chats: list[bool], history: int) -> None:
+    log = MemoryRoomLog(history, rng())
+    for i, is_chat in enumerate(chats):
+        log.append(chat(f"m{i}") if is_chat else joined(f"u{i}"))
+    kept = [f"m{i}" for i, is_chat in enumerate(chats) if is_chat and i >= len(chats) - history]
+    for count in range(history + 2):
+        texts = [m.decode_message(d).text for d in log.recent_chats(count)]  # type: ignore[union-attr]
+        assert texts == (kept[-count:] if count else [])
+
+
+def test_a_room_where_nobody_spoke_gives_a_newcomer_its_history_without_reading_it() -> None:
+    log = MemoryRoomLog(200, rng())
+    for i in range(5):  # spoken long ago: out of the history by now
+        log.append(chat(f"m{i}"))
+    for i in range(250):
+        log.append(joined(f"u{i}"))
+    history = Counted(list(log._kept))
+    log._kept = history  # type: ignore[assignment]
+    assert log.recent_chats(20) == [] and history.read == 0
 
 
 def test_no_history_still_numbers_every_event() -> None:

@@ -31,6 +31,8 @@ from udpchat.relay.room_log import (
     EventBuilder,
     KeptMember,
     LoggedEvent,
+    events_after,
+    newest_chats,
 )
 from udpchat.relay.shared_log import (
     RELAY_ID_SIZE,
@@ -233,13 +235,13 @@ class MemorySharedLog:
         self._room.check(self._id)
         if not self._room._history:
             return []
-        return [event.data for event in self._room.events if event.seq > after]
+        return events_after(self._room.events, after)
 
     def recent_chats(self, count: int) -> list[bytes]:
         self._room.check(self._id)
         if not count or not self._room._history:
             return []
-        return [event.data for event in self._room.events if event.chat][-count:]
+        return newest_chats(self._room.events, count)
 
     def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
         """The room's posts are recognised by ``append`` itself: the core need not keep

@@ -17,7 +17,7 @@ before any datagram leaves: nothing a member is sent can be forgotten by a crash
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Reversible
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from udpchat.errors import UsageError
 
 __all__ = [
     "CHAT_EVENTS", "MIN_KEPT_IDS", "EventBuilder", "KeptMember", "LoggedEvent", "MemoryRoomLog",
-    "RoomLog",
+    "RoomLog", "events_after", "newest_chats",
 ]
 
 # A room event, given the number the log assigns it.
@@ -44,6 +44,35 @@ class LoggedEvent:
     chat: bool  # MESSAGE or ACTION_POSTED
     data: bytes  # the encoded event, as every member receives it
     new: bool = True  # False: a post already in the log (its message id), returned again
+
+
+def events_after(events: Reversible[LoggedEvent], after: int) -> list[bytes]:
+    """The events of ``events`` (in seq order) numbered above ``after``, oldest first: a
+    rejoining member's catch-up. Read from the newest end, so a member that missed a few
+    events costs a few steps, not the whole history kept (a room rejoining at once)."""
+    found: list[bytes] = []
+    for event in reversed(events):
+        if event.seq <= after:
+            break
+        found.append(event.data)
+    found.reverse()
+    return found
+
+
+def newest_chats(events: Reversible[LoggedEvent], count: int) -> list[bytes]:
+    """The newest ``count`` chat events of ``events`` (in seq order), oldest first: a
+    newcomer's history. Read from the newest end, so a join in a talking room looks at
+    about ``count`` events, not the whole history kept."""
+    found: list[bytes] = []
+    if count <= 0:
+        return found
+    for event in reversed(events):
+        if event.chat:
+            found.append(event.data)
+            if len(found) == count:
+                break
+    found.reverse()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +144,7 @@ class MemoryRoomLog:
     relay (a new log) is a new epoch. ``history`` 0 keeps nothing but still numbers events.
     """
 
-    __slots__ = ("_epoch", "_history", "_ids", "_kept", "_last_seq", "_members")
+    __slots__ = ("_chats", "_epoch", "_history", "_ids", "_kept", "_last_seq", "_members")
 
     def __init__(
         self, history: int, rng: Callable[[int], bytes], epoch: bytes | None = None
@@ -127,6 +156,7 @@ class MemoryRoomLog:
         self._epoch = epoch if epoch is not None else rng(wire.EPOCH_SIZE)
         self._history = history
         self._kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
+        self._chats = 0  # how many of the kept events are chats: a quiet room's none
         self._last_seq = 0
         self._ids: deque[tuple[bytes, int]] = deque(maxlen=max(history, MIN_KEPT_IDS))
         self._members: dict[bytes, KeptMember] = {}
@@ -151,18 +181,27 @@ class MemoryRoomLog:
         self._last_seq = seq
         logged = LoggedEvent(built.seq, type(built) in CHAT_EVENTS, m.encode_message(built))
         if self._history:
-            self._kept.append(logged)
+            self._keep(logged)
         if msgid:
             self._ids.append((msgid, seq))
         return logged
 
+    def _keep(self, logged: LoggedEvent) -> None:
+        """Keep ``logged`` as the newest event, the oldest making room if the history is
+        full."""
+        kept = self._kept
+        if len(kept) == kept.maxlen and kept[0].chat:
+            self._chats -= 1
+        kept.append(logged)
+        self._chats += logged.chat
+
     def replay(self, after: int) -> list[bytes]:
-        return [event.data for event in self._kept if event.seq > after]
+        return events_after(self._kept, after)
 
     def recent_chats(self, count: int) -> list[bytes]:
-        if not count:
-            return []
-        return [event.data for event in self._kept if event.chat][-count:]
+        # no further back than the oldest chat wanted: in a room where people come and go
+        # but nobody spoke, no event at all
+        return newest_chats(self._kept, min(count, self._chats))
 
     def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
         return list(self._ids)[-count:] if count else []

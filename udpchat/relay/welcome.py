@@ -92,7 +92,7 @@ class Welcoming:
         if paged:  # protocol.md 6.7: the first page and the newcomer; WELCOME counts the rest
             # only as many names as a page holds are looked at, and measured again only
             # when the page changed: in a room of a thousand, most joins leave it as it was
-            every = (nick for nick in self.sessions.sorted_nicks() if nick not in waiting)
+            every = (nick for nick in self.sessions.nicks_in_order() if nick not in waiting)
             page = tuple(islice(every, config.welcome_names))
             if self._first_page[0] != page:
                 self._first_page = (page, members_fitting(page))

@@ -49,7 +49,14 @@ from redis.retry import Retry
 
 from udpchat import messages as m
 from udpchat.names import nick_key
-from udpchat.relay.room_log import MIN_KEPT_IDS, EventBuilder, KeptMember, LoggedEvent
+from udpchat.relay.room_log import (
+    MIN_KEPT_IDS,
+    EventBuilder,
+    KeptMember,
+    LoggedEvent,
+    events_after,
+    newest_chats,
+)
 from udpchat.relay.shared_log import (
     RELAY_ID_SIZE,
     Arrival,
@@ -350,13 +357,13 @@ class RedisSharedLog:
 
     def replay(self, after: int) -> list[bytes]:
         with self.view.lock:
-            return [event.data for event in self.view.kept if event.seq > after]
+            return events_after(self.view.kept, after)
 
     def recent_chats(self, count: int) -> list[bytes]:
         if not count or not self._history:
             return []
         with self.view.lock:
-            return [event.data for event in self.view.kept if event.chat][-count:]
+            return newest_chats(self.view.kept, count)
 
     def posted_ids(self, count: int) -> list[tuple[bytes, int]]:
         """None: ``append`` recognises a resent post in Redis itself, across relays."""

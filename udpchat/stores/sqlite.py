@@ -86,7 +86,7 @@ class SqliteRoomLog(MemoryRoomLog):
         self._last_seq = rows[-1][0] if rows else 0
         for seq, chat, _, data in rows if history else []:  # the ring holds ``history``
             if data is not None:  # written while the room kept no history
-                self._kept.append(LoggedEvent(seq, bool(chat), bytes(data)))
+                self._keep(LoggedEvent(seq, bool(chat), bytes(data)))
         self._ids.extend((bytes(msgid), seq) for seq, _, msgid, _ in rows if msgid)
         for token, nick, secret in members:
             self._members[bytes(token)] = KeptMember(bytes(token), nick, bytes(secret))
