@@ -118,9 +118,9 @@ def probe(relay: Address, nick: str) -> tuple[int, dict[str, float]]:
 def relay_steps(
     lines: list[list[str]], port: int, steps: dict[str, float]
 ) -> dict[str, float] | None:
-    """For a probe's first JOIN, in ms: the relay's CPU from reading it to sending the
-    ACCEPT (and its parts), and the wall-clock time it waited to be read and then to be
-    answered."""
+    """For a probe's first HELLO and JOIN, in ms: the wall-clock time each waited to be
+    read and then to be answered (and the CHALLENGE to be read), the relay's CPU from
+    reading each to sending its answer, and the JOIN's CPU in its parts."""
     mine = [line for line in lines if int(line[4]) == port]
 
     def first(kind: str, datagram_type: int, column: int = 2) -> float | None:
@@ -134,14 +134,29 @@ def relay_steps(
         )
 
     join, accept = wire.DatagramType.JOIN, wire.DatagramType.ACCEPT
+    hello, challenge = wire.DatagramType.HELLO, wire.DatagramType.CHALLENGE
     read, handled = first("read", join), first("handled", join)
     core, sent = first("core", join), first("sent", accept)
     read_at, sent_at = first("read", join, 0), first("sent", accept, 0)
-    if None in (read, handled, core, sent, read_at, sent_at) or "JOIN sent" not in steps:
+    hello_at, challenged_at = first("read", hello, 0), first("sent", challenge, 0)
+    hello_cpu, challenge_cpu = first("read", hello), first("sent", challenge)
+    stamps = (read, handled, core, sent, read_at, sent_at)
+    hello_stamps = (hello_at, challenged_at, hello_cpu, challenge_cpu)
+    wanted = ("JOIN sent", "HELLO sent", "CHALLENGE read")
+    if None in stamps or None in hello_stamps or any(name not in steps for name in wanted):
         return None
     assert read is not None and handled is not None and core is not None and sent is not None
     assert read_at is not None and sent_at is not None
+    assert hello_at is not None and challenged_at is not None
+    assert hello_cpu is not None and challenge_cpu is not None
+    # The first round trip, HELLO to CHALLENGE: what a join that skipped it would save.
     return {
+        "wall: HELLO sent to read by the relay": 1000 * (hello_at - steps["HELLO sent"]),
+        "wall: HELLO read to CHALLENGE sent": 1000 * (challenged_at - hello_at),
+        "CPU: HELLO read to CHALLENGE sent": challenge_cpu - hello_cpu,
+        "wall: CHALLENGE sent to read by the probe": 1000 * (
+            steps["CHALLENGE read"] - challenged_at
+        ),
         "CPU: JOIN read to ACCEPT sent": sent - read,
         "CPU: core takes the JOIN": handled - core,
         "CPU: after, to ACCEPT sent": sent - handled,
