@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import socket
 import statistics
@@ -72,10 +73,17 @@ def stamped_relay(params: dict[str, Any], path: str) -> int:
                 if request:
                     note("handled", data[2], addr)
 
+            accepted: set[Address] = set()  # sent an ACCEPT, not yet a session datagram
+
             def sendto(data: bytes, addr: Address) -> None:
                 send(data, addr)
                 if len(data) > 2 and data[2] in ANSWERS:
                     note("sent", data[2], addr)
+                    if data[2] == wire.DatagramType.ACCEPT:
+                        accepted.add(addr)
+                elif addr in accepted and len(data) > 2:  # the first after it: WELCOME's
+                    accepted.discard(addr)
+                    note("session", 0, addr)
 
             udp._receive_ready = receive_ready
             udp.sendto = sendto
@@ -139,6 +147,7 @@ def relay_steps(
     core, sent = first("core", join), first("sent", accept)
     read_at, sent_at = first("read", join, 0), first("sent", accept, 0)
     hello_at, challenged_at = first("read", hello, 0), first("sent", challenge, 0)
+    welcome_at = first("session", 0, 0)
     hello_cpu, challenge_cpu = first("read", hello), first("sent", challenge)
     stamps = (read, handled, core, sent, read_at, sent_at)
     hello_stamps = (hello_at, challenged_at, hello_cpu, challenge_cpu)
@@ -162,6 +171,14 @@ def relay_steps(
         "CPU: after, to ACCEPT sent": sent - handled,
         "wall: JOIN sent to read by the relay": 1000 * (read_at - steps["JOIN sent"]),
         "wall: JOIN read to ACCEPT sent": 1000 * (sent_at - read_at),
+        "wall: ACCEPT sent to the first session datagram sent": (
+            1000 * (welcome_at - sent_at) if welcome_at is not None else math.nan
+        ),
+        "wall: that datagram sent to read by the probe": (
+            1000 * (steps["PROTECTED read"] - welcome_at)
+            if welcome_at is not None and "PROTECTED read" in steps
+            else math.nan
+        ),
     }
 
 
