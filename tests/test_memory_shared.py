@@ -26,6 +26,10 @@ def chat(text: str) -> object:
     return lambda seq: m.ChatMessage(seq, 0, "x", text)
 
 
+def joined(nick: str) -> object:
+    return lambda seq: m.Joined(seq, 0, nick)
+
+
 def room(history: int = 10) -> SharedRoom:
     return SharedRoom(history, random.Random(7).randbytes)
 
@@ -59,6 +63,17 @@ def test_the_history_is_capped() -> None:
     for i in range(5):
         a.append(chat(str(i)))  # type: ignore[arg-type]
     assert a.first_seq == 3 and a.last_seq == 5 and len(a.replay(0)) == 3
+
+
+def test_a_newcomers_history_and_a_catch_up_are_the_newest_of_what_is_kept() -> None:
+    shared = room(history=6)
+    a, b = shared.connect(), shared.connect()
+    for i in range(8):  # 1..8, chats at odd numbers; 3..8 kept, so chats 3, 5, 7
+        (a if i % 2 else b).append(chat(str(i + 1)) if i % 2 == 0 else joined(f"u{i}"))  # type: ignore[arg-type]
+    texts = [m.decode_message(d).text for d in b.recent_chats(2)]  # type: ignore[union-attr]
+    assert texts == ["5", "7"]
+    assert [m.decode_message(d).text for d in a.recent_chats(9)] == ["3", "5", "7"]  # type: ignore[union-attr]
+    assert [m.decode_message(d).seq for d in a.replay(6)] == [7, 8]  # type: ignore[union-attr]
 
 
 def test_nicknames_are_unique_across_relays() -> None:

@@ -275,6 +275,8 @@ def test_replay_and_history_after_a_relay_opens(relays: Any) -> None:
     assert [event.seq for event in replayed] == [5, 6]
     chats: list[Any] = [m.decode_message(data) for data in late.log.recent_chats(5)]
     assert [event.text for event in chats] == ["3", "4"]
+    newest: list[Any] = [m.decode_message(data) for data in late.log.recent_chats(1)]
+    assert [event.text for event in newest] == ["4"]  # fewer asked for than kept
 
 
 def test_an_append_given_up_on_but_run_by_redis_reaches_its_own_relay_too(

@@ -91,13 +91,15 @@ def test_recent_chats_skips_comings_and_goings() -> None:
 
 
 class Counted:
-    """A history that counts the events read from it, newest first."""
+    """A history that counts the events read from it, either way."""
 
     def __init__(self, events: list[LoggedEvent]) -> None:
         self.events, self.read = events, 0
 
     def __iter__(self) -> Iterator[LoggedEvent]:
-        return iter(self.events)
+        for event in self.events:
+            self.read += 1
+            yield event
 
     def __reversed__(self) -> Iterator[LoggedEvent]:
         for event in reversed(self.events):

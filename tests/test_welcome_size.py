@@ -92,6 +92,34 @@ def test_a_paged_welcome_names_only_the_first_few_and_who_brings_the_rest() -> N
         RelayConfig(welcome_page=0)
 
 
+def test_a_paged_welcome_leaves_out_who_waits_in_a_join_batch() -> None:
+    # protocol.md 6.3: WELCOME lists the room as of its seq; a joiner still waiting in the
+    # batch (here "a00", who sorts first) is named by that batch, which the newcomer gets.
+    config = RelayConfig(
+        member_page=5,
+        batch_notices_above=0,
+        notice_window=1.0,
+        max_members_per_host=64,
+        max_members_per_network=64,
+    )
+    nicks = (*(f"m{i:03d}" for i in range(8)), "a00", "a01")
+    net, _, sessions = relay_net(nicks, PathModel(delay=0.002), relay_config=config)
+    for session in sessions[:8]:
+        session.connect(net.now)
+        net.run(0.01)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions[:8]), 30)
+    net.run(2.0)  # every batch window over
+    first, second = sessions[8:]
+    first.connect(net.now)
+    assert net.run_until(lambda: first.state is SessionState.JOINED, 5)
+    second.connect(net.now)
+    assert net.run_until(lambda: second.state is SessionState.JOINED, 5)
+    event = welcomed(second)
+    assert event.members == ("a01", "m000", "m001", "m002", "m003") and event.size == 9
+    net.run(2.0)
+    assert second.room_size == 10 and "a00" in second.members
+
+
 def test_a_relay_of_a_shared_room_counts_every_relay_s_members() -> None:
     room = cluster(2, RelayConfig(timeout=CONFIG.timeout, member_page=3))
     for i in range(6):

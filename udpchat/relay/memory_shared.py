@@ -72,6 +72,7 @@ class SharedRoom:
         """A room with nothing in it yet: what a new (or flushed) store holds."""
         self.epoch = epoch
         self.last_seq = 0
+        # in seq order: replay reads it from the newest end
         self.events: deque[LoggedEvent] = deque(maxlen=max(self._history, 1))
         # msgid -> the event it was posted as, oldest first (bounded like a log's ids)
         self.ids: OrderedDict[bytes, LoggedEvent] = OrderedDict()

@@ -237,7 +237,8 @@ class SessionTable:
 
     def nicks_in_order(self) -> Iterator[str]:
         """Every nickname in the room, sorted, read in place: for a caller that stops after
-        a page, since copying a thousand names at every join cost more than the page."""
+        a page, since copying a thousand names at every join cost more than the page. A live
+        view: read it before the room changes."""
         return iter(self._sorted)
 
     def sorted_nicks(self) -> tuple[str, ...]:

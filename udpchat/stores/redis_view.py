@@ -69,6 +69,7 @@ class RoomView:
         self.read_id = "0-0"  # where the reader goes on in the stream
         self.inbox_id = "0-0"
         self.queue: list[Arrival] = []
+        # in seq order (``record`` inserts in place): replay reads it from the newest end
         self.kept: deque[LoggedEvent] = deque(maxlen=max(history, 1))
         self.last_seq = 0  # the newest seq the core has been given
         self._gap_reported = False
