@@ -188,7 +188,7 @@ class MemoryRoomLog:
 
     def _keep(self, logged: LoggedEvent) -> None:
         """Keep ``logged`` as the newest event, the oldest making room if the history is
-        full."""
+        full, and count the chats kept: ``recent_chats`` reads back only as far as those."""
         kept = self._kept
         if len(kept) == kept.maxlen and kept[0].chat:
             self._chats -= 1
