@@ -68,8 +68,11 @@ def test_the_history_is_capped() -> None:
 def test_a_newcomers_history_and_a_catch_up_are_the_newest_of_what_is_kept() -> None:
     shared = room(history=6)
     a, b = shared.connect(), shared.connect()
-    for i in range(8):  # 1..8, chats at odd numbers; 3..8 kept, so chats 3, 5, 7
-        (a if i % 2 else b).append(chat(str(i + 1)) if i % 2 == 0 else joined(f"u{i}"))  # type: ignore[arg-type]
+    for seq in range(1, 9):  # b's chats at odd numbers, a's joins between; 3..8 kept
+        if seq % 2:
+            b.append(chat(str(seq)))  # type: ignore[arg-type]
+        else:
+            a.append(joined(f"u{seq}"))  # type: ignore[arg-type]
     texts = [m.decode_message(d).text for d in b.recent_chats(2)]  # type: ignore[union-attr]
     assert texts == ["5", "7"]
     assert [m.decode_message(d).text for d in a.recent_chats(9)] == ["3", "5", "7"]  # type: ignore[union-attr]

@@ -45,13 +45,18 @@ def welcomed(session: ClientSession) -> ev.Welcomed:
     return found[0]
 
 
-def join_room(count: int, config: RelayConfig) -> tuple[SimNetwork, list[ClientSession]]:
-    nicks = tuple(f"m{i:03d}" for i in range(count))
+def join_room(
+    count: int, config: RelayConfig, later: tuple[str, ...] = ()
+) -> tuple[SimNetwork, list[ClientSession]]:
+    """``count`` members joined and every batch window over; then sessions for ``later``
+    nicknames, not yet connected, at the end of the list."""
+    nicks = (*(f"m{i:03d}" for i in range(count)), *later)
     net, _, sessions = relay_net(nicks, PathModel(delay=0.002), relay_config=config)
-    for session in sessions:
+    joined = sessions[:count]
+    for session in joined:
         session.connect(net.now)
         net.run(0.01)
-    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions), 30)
+    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in joined), 30)
     net.run(2.0)  # every batch window over
     return net, sessions
 
@@ -102,13 +107,7 @@ def test_a_paged_welcome_leaves_out_who_waits_in_a_join_batch() -> None:
         max_members_per_host=64,
         max_members_per_network=64,
     )
-    nicks = (*(f"m{i:03d}" for i in range(8)), "a00", "a01")
-    net, _, sessions = relay_net(nicks, PathModel(delay=0.002), relay_config=config)
-    for session in sessions[:8]:
-        session.connect(net.now)
-        net.run(0.01)
-    assert net.run_until(lambda: all(s.state is SessionState.JOINED for s in sessions[:8]), 30)
-    net.run(2.0)  # every batch window over
+    net, sessions = join_room(8, config, later=("a00", "a01"))
     first, second = sessions[8:]
     first.connect(net.now)
     assert net.run_until(lambda: first.state is SessionState.JOINED, 5)
