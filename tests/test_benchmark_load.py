@@ -72,6 +72,7 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
             assert math.isfinite(value)
     assert 0 <= result.relay_cpu_idle_pct <= 200
     assert 0 <= result.relay_cpu_chat_pct <= 200
+    assert 0 < result.floor_cpu_pct <= 100  # the bare loop's on the same 20 heartbeats a second
     assert result.relay_rss_empty_kib > 0 and result.relay_rss_kib > 0
     # 4 messages a second, each to the 19 other members: roughly 76 deliveries a second
     assert 0 < result.deliveries_per_s <= 4.0 * 19 * 2
@@ -79,6 +80,7 @@ def test_tiny_load_run_is_complete_and_sane() -> None:
     assert min(result.join_ms) <= result.join_ms_median <= max(result.join_ms)
     table = format_table([result])
     assert "members" in table and "\n" in table and " 20 " in table
+    assert "floor %" in table and f"{result.floor_cpu_pct:.2f}" in table
     assert 0 < result.members_join_ms_p50 <= result.members_join_ms_max  # every member's join
 
 

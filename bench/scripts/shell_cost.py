@@ -23,19 +23,16 @@ from __future__ import annotations
 import argparse
 import cProfile
 import logging
-import multiprocessing as mp
 import pstats
-import select
-import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from udpchat.driver import Driver
 from udpchat.endpoint import Address
 from udpchat.transport import UdpTransport
+from udpchat_bench.floor import FloorResult, bare_loop, measure_thread
 
 
 class Echo:
@@ -64,33 +61,6 @@ class Echo:
     def handle_timer(self, now: float) -> None:
         if self._next is not None:
             self._next = now + self._every
-
-
-def blaster(port: int, rate: float, seconds: float, peers: int, ready: Any) -> None:
-    """Send ``rate`` datagrams a second to ``port`` from ``peers`` sockets; drain echoes."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(peers)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-    payload = b"p" * 60
-    ready.wait()
-    start = time.monotonic()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        s = socks[i % peers]
-        s.sendto(payload, ("127.0.0.1", port))
-        if i % 64 == 0:
-            for r in socks:
-                try:
-                    while True:
-                        r.recv(2048)
-                except BlockingIOError:
-                    pass
-    for s in socks:
-        s.close()
 
 
 def one_round(
@@ -123,8 +93,11 @@ def one_round(
 
     thread = threading.Thread(target=run, name="driver")
     thread.start()
-    row = measured(
-        thread, transport.local_address[1], rate, seconds, peers, lambda: (driver.received, turns)
+    row = row_of(
+        measure_thread(
+            thread, transport.local_address[1], rate, seconds, peers,
+            lambda: (driver.received, turns),
+        )
     )
     driver.stop()
     driver.join()
@@ -136,77 +109,18 @@ def one_round(
 
 
 def bare_round(rate: float, seconds: float, peers: int) -> dict[str, float]:
-    """The same traffic echoed by the least a Python loop can do: ``epoll.poll``, then
-    ``recvfrom`` until the socket is empty, ``sendto`` each datagram back. The floor under
-    any shell on this machine as it is now (cold caches, the system's wake-up)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    stop = threading.Event()
-    turns = received = 0
-
-    def run() -> None:
-        nonlocal turns, received
-        epoll = select.epoll()
-        epoll.register(sock.fileno(), select.EPOLLIN)
-        while not stop.is_set():
-            if not epoll.poll(0.05):
-                continue
-            turns += 1
-            while True:
-                try:
-                    data, addr = sock.recvfrom(2048)
-                except BlockingIOError:
-                    break
-                received += 1
-                sock.sendto(data, addr)
-        epoll.close()
-
-    thread = threading.Thread(target=run, name="bare")
-    thread.start()
-    row = measured(thread, sock.getsockname()[1], rate, seconds, peers, lambda: (received, turns))
-    stop.set()
-    thread.join()
-    sock.close()
-    return row
+    """The same traffic echoed by the least a Python loop can do (``udpchat_bench.floor``)."""
+    return row_of(bare_loop(rate, seconds, peers))
 
 
-def measured(
-    thread: threading.Thread,
-    port: int,
-    rate: float,
-    seconds: float,
-    peers: int,
-    counts: Callable[[], tuple[int, int]],
-) -> dict[str, float]:
-    """Blast ``port`` for ``seconds`` and measure ``thread`` (the echo's loop) over the
-    middle of it: its CPU, and the growth of ``counts()`` (datagrams received, turns)."""
-    ready = mp.Event()
-    proc = mp.Process(target=blaster, args=(port, rate, seconds, peers, ready))
-    proc.start()
-    time.sleep(0.2)
-    ready.set()
-    time.sleep(0.3)  # past the start
-    received0, turns0 = counts()
-    cpu0 = _thread_cpu(thread.ident)
-    time.sleep(seconds - 0.6)
-    cpu1 = _thread_cpu(thread.ident)
-    received1, turns1 = counts()
-    proc.join()
-    received, turns, used = received1 - received0, turns1 - turns0, cpu1 - cpu0
+def row_of(result: FloorResult) -> dict[str, float]:
     return {
-        "received": received,
-        "turns": turns,
-        "per_turn_dg": received / max(turns, 1),
-        "us_per_dg": 1e6 * used / max(received, 1),
-        "us_per_turn": 1e6 * used / max(turns, 1),
+        "received": result.received,
+        "turns": result.turns,
+        "per_turn_dg": result.per_turn,
+        "us_per_dg": result.us_per_datagram,
+        "us_per_turn": result.us_per_turn,
     }
-
-
-def _thread_cpu(ident: int | None) -> float:
-    """The CPU clock of thread ``ident`` (``Thread.ident``), in seconds."""
-    assert ident is not None
-    return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
 
 def main() -> None:

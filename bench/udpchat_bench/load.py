@@ -57,6 +57,7 @@ from udpchat.relay_server import SOCKET_BUFFER, RelayOptions, RelayServer
 from udpchat.stores import MEMORY, SQLITE, StoreError, parse_store
 from udpchat.transport import kernel_drops
 from udpchat_bench.bareclient import BareClient
+from udpchat_bench.floor import bare_loop
 from udpchat_bench.harness import worker_env
 from udpchat_bench.load_stages import Stages, enable_stamps, receive_stamped, stamp_handshakes
 from udpchat_bench.worker import emit
@@ -72,6 +73,7 @@ HANDSHAKE_RETRY_S = 0.5
 SETTLE_S = 2.0
 STOP_TIMEOUT_S = 10.0
 CHAT_TEXT = "load test chat line, about as long as a short sentence"
+FLOOR_MIN_S = 1.5  # the bare loop's shortest run (udpchat_bench.floor counts its middle)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ class LoadResult:
     members_join_ms_p50: float = math.nan
     members_join_ms_max: float = math.nan
     join_rate: float = 0.0  # members started a second (0: JOIN_WAVE in flight at a time)
+    # The same heartbeats (``members`` a heartbeat interval, every other one answered) served
+    # by a bare Python socket loop in the same run, % of a core: the floor under the idle
+    # figure on this machine as it was then (``udpchat_bench.floor``).
+    floor_cpu_pct: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -849,6 +855,10 @@ def run_one(
             generator.reap()
         relay.reap()
         scratch.cleanup()
+    say(f"{members} members: the bare loop on the same heartbeats for {duration:g} s")
+    floor = bare_loop(
+        members / heartbeat, max(duration, FLOOR_MIN_S), peers=MEMBERS_PER_SOCKET, answer_every=2
+    )
     return LoadResult(
         members=members,
         joined=int(joined["members"]),
@@ -869,6 +879,7 @@ def run_one(
         members_join_ms_p50=round(statistics.median(joined["join_ms"]), 2),
         members_join_ms_max=round(max(joined["join_ms"]), 2),
         join_rate=join_rate,
+        floor_cpu_pct=round(floor.cpu_pct, 2),
     )
 
 
@@ -953,7 +964,7 @@ def run_load(
 
 def format_table(results: Sequence[LoadResult]) -> str:
     header = (
-        f"{'members':>7} {'joined':>6} {'join phase s':>12} {'CPU idle %':>10} "
+        f"{'members':>7} {'joined':>6} {'join phase s':>12} {'CPU idle %':>10} {'floor %':>7} "
         f"{'CPU chat %':>10} {'RSS MiB':>8} {'B/member':>9} {'deliv/s':>9} "
         f"{'join ms (median)':>16} {'gen CPU %':>9} {'drops relay/members':>19} "
         f"{'joins p50/max ms':>16}"
@@ -962,6 +973,7 @@ def format_table(results: Sequence[LoadResult]) -> str:
     for r in results:
         lines.append(
             f"{r.members:>7} {r.joined:>6} {r.join_phase_s:>12.1f} {r.relay_cpu_idle_pct:>10.2f} "
+            f"{r.floor_cpu_pct:>7.2f} "
             f"{r.relay_cpu_chat_pct:>10.2f} {r.relay_rss_kib / 1024:>8.1f} "
             f"{r.relay_bytes_per_member:>9.0f} {r.deliveries_per_s:>9.1f} "
             f"{r.join_ms_median:>16.3f} {r.generator_cpu_pct:>9.1f} "
