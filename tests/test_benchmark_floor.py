@@ -12,8 +12,8 @@ pytestmark = pytest.mark.bench
 @pytest.mark.timeout(30)
 def test_the_bare_loop_reads_what_is_sent_and_costs_some_cpu() -> None:
     result = bare_loop(200.0, 1.6, peers=4, answer_every=2)
-    # 200 a second over the measured 0.6 s middle of the run (a loaded machine may lag)
-    assert 40 <= result.received <= 200
+    # 200 a second over the measured 1.0 s middle of the run (a loaded machine may lag)
+    assert 40 <= result.received <= 260
     assert 1 <= result.turns <= result.received
     assert result.cpu_s > 0 and 0 < result.seconds < 1.6
     assert result.us_per_datagram == pytest.approx(1e6 * result.cpu_s / result.received)
@@ -34,5 +34,5 @@ def test_bad_arguments_are_refused(rate: float, seconds: float, peers: int, ever
 
 
 def test_a_run_too_short_to_have_a_middle_is_refused() -> None:
-    with pytest.raises(ValueError, match="seconds must be over 1"):
-        bare_loop(10.0, 0.9)
+    with pytest.raises(ValueError, match=r"seconds must be over 0\.8"):
+        bare_loop(10.0, 0.8)

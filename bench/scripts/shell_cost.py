@@ -32,7 +32,7 @@ from typing import Any
 from udpchat.driver import Driver
 from udpchat.endpoint import Address
 from udpchat.transport import UdpTransport
-from udpchat_bench.floor import FloorResult, bare_loop, measure_thread
+from udpchat_bench.floor import MIN_SECONDS, FloorResult, bare_loop, measure_thread
 
 
 class Echo:
@@ -93,15 +93,17 @@ def one_round(
 
     thread = threading.Thread(target=run, name="driver")
     thread.start()
-    row = row_of(
-        measure_thread(
-            thread, transport.local_address[1], rate, seconds, peers,
-            lambda: (driver.received, turns),
+    try:
+        row = row_of(
+            measure_thread(
+                thread, transport.local_address[1], rate, seconds, peers,
+                lambda: (driver.received, turns),
+            )
         )
-    )
-    driver.stop()
-    driver.join()
-    transport.close()
+    finally:
+        driver.stop()
+        driver.join()
+        transport.close()
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(18)
@@ -132,6 +134,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     ns = parser.parse_args()
+    if ns.seconds <= MIN_SECONDS:
+        parser.error(f"--seconds must be over {MIN_SECONDS:g} (the start and end are not counted)")
     rows, bare = [], []
     for _ in range(1 if ns.profile else ns.rounds):
         row = one_round(ns.rate, ns.seconds, ns.peers, ns.timer, ns.profile)

@@ -1,13 +1,15 @@
-"""The least a Python socket loop costs on this machine now: the floor under any relay's CPU.
+"""What a bare Python socket loop costs on this machine now, on a relay's heartbeat traffic.
 
 An idle room's relay does little per heartbeat, and what it costs moves threefold with the
 machine (a quiet day against a busy one) while the code stays the same. So the load
-benchmark measures, in the same run, a bare loop on the same traffic: ``epoll.poll``, then
-``recvfrom`` until the socket is empty, and a ``sendto`` back for every ``answer_every``-th
-datagram, with no protocol, no lock and no allocation of its own. Another process sends the
-datagrams from ``peers`` sockets, spread evenly over each second, as a room's heartbeats
-reach a relay. The loop thread's CPU (its waits are not work) is what no Python shell can go
-below on that traffic: the system's wake-up, the socket calls and the interpreter's turn.
+benchmark measures, in the same run, a bare loop on the same number of datagrams:
+``epoll.poll``, then ``recvfrom`` until the socket is empty, and a ``sendto`` back for every
+``answer_every``-th datagram, with no protocol, no lock and no allocation of its own.
+Another process sends the datagrams from ``peers`` sockets, spread evenly over each second.
+The loop thread's CPU (its waits are not work) is the system's wake-up, the socket calls and
+the interpreter's turn: what a Python loop that wakes for each datagram as it comes (as the
+relay does, so that a chat line is not kept waiting) cannot go below. A loop that slept
+between turns to read several datagrams per wake-up would cost less, and delay them.
 
 ``bench/scripts/shell_cost.py`` compares the driver with the same floor.
 """
@@ -23,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FloorResult", "bare_loop", "blaster", "measure_thread", "thread_cpu_s"]
+__all__ = [
+    "MIN_SECONDS", "FloorResult", "bare_loop", "blaster", "measure_thread", "thread_cpu_s",
+]
 
 PAYLOAD_SIZE = 60  # about a heartbeat's size (an ACK or PING with its header and tag)
-START_S = 0.2  # the sender's start, before anything is counted
-SKIP_S = 0.3  # and a little more, so the window holds steady traffic only
+SKIP_S = 0.3  # not counted after the sender starts, nor before it ends: steady traffic only
+MIN_SECONDS = 2 * SKIP_S + 0.2  # a run shorter than this has too little middle to count
+START_TIMEOUT_S = 30.0  # for the sender process to start and open its sockets
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,14 @@ class FloorResult:
 
 def blaster(port: int, rate: float, seconds: float, peers: int, ready: Any) -> None:
     """Send ``rate`` datagrams a second to 127.0.0.1:``port`` from ``peers`` sockets for
-    ``seconds``, reading and dropping what comes back (a process's target)."""
+    ``seconds``, reading and dropping what comes back (a process's target). ``ready`` is
+    set once the sockets are open, when the sending starts."""
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(peers)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
     payload = b"p" * PAYLOAD_SIZE
-    ready.wait()
+    ready.set()
     start = time.monotonic()
     for i in range(int(rate * seconds)):
         delay = start + i / rate - time.monotonic()
@@ -100,18 +106,17 @@ def measure_thread(
     """Send to ``port`` for ``seconds`` from another process and measure ``thread`` (the
     loop serving it) over the middle of it: its CPU, and the growth of ``counts()``
     (datagrams received, turns)."""
-    if seconds <= 2 * (START_S + SKIP_S):
-        raise ValueError(f"seconds must be over {2 * (START_S + SKIP_S):g}")
+    _check_seconds(seconds)
     ready = mp.Event()
     proc = mp.Process(target=blaster, args=(port, rate, seconds, peers, ready), daemon=True)
     proc.start()
     try:
-        time.sleep(START_S)
-        ready.set()
+        if not ready.wait(START_TIMEOUT_S):
+            raise RuntimeError(f"the sender did not start within {START_TIMEOUT_S:g} s")
         time.sleep(SKIP_S)
         received0, turns0 = counts()
         cpu0, t0 = thread_cpu_s(thread.ident), time.monotonic()
-        time.sleep(seconds - 2 * (START_S + SKIP_S))
+        time.sleep(seconds - 2 * SKIP_S)
         cpu1, t1 = thread_cpu_s(thread.ident), time.monotonic()
         received1, turns1 = counts()
     finally:
@@ -128,6 +133,7 @@ def bare_loop(
     ``answer_every``-th one (a relay of idle members answers every other heartbeat)."""
     if rate <= 0 or peers < 1 or answer_every < 1:
         raise ValueError("need rate > 0, peers >= 1 and answer_every >= 1")
+    _check_seconds(seconds)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
@@ -164,3 +170,8 @@ def bare_loop(
         stop.set()
         thread.join()
         sock.close()
+
+
+def _check_seconds(seconds: float) -> None:
+    if seconds <= MIN_SECONDS:
+        raise ValueError(f"seconds must be over {MIN_SECONDS:g}")

@@ -101,9 +101,9 @@ class LoadResult:
     members_join_ms_p50: float = math.nan
     members_join_ms_max: float = math.nan
     join_rate: float = 0.0  # members started a second (0: JOIN_WAVE in flight at a time)
-    # The same heartbeats (``members`` a heartbeat interval, every other one answered) served
-    # by a bare Python socket loop in the same run, % of a core: the floor under the idle
-    # figure on this machine as it was then (``udpchat_bench.floor``).
+    # As many heartbeats (``members`` a heartbeat interval, every other one answered) served
+    # by a bare Python socket loop right after the relay, % of a core of its thread: what a
+    # loop that wakes for each datagram costs on the machine then (``udpchat_bench.floor``).
     floor_cpu_pct: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
@@ -855,9 +855,13 @@ def run_one(
             generator.reap()
         relay.reap()
         scratch.cleanup()
-    say(f"{members} members: the bare loop on the same heartbeats for {duration:g} s")
+    floor_s = max(duration, FLOOR_MIN_S)
+    say(f"{members} members: a bare loop on as many heartbeats, {floor_s:g} s")
     floor = bare_loop(
-        members / heartbeat, max(duration, FLOOR_MIN_S), peers=MEMBERS_PER_SOCKET, answer_every=2
+        members / heartbeat,
+        floor_s,
+        peers=math.ceil(members / MEMBERS_PER_SOCKET),  # as many sockets as the generator's
+        answer_every=2,
     )
     return LoadResult(
         members=members,

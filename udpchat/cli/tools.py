@@ -208,7 +208,11 @@ def load(
     ] = 2.0,
     duration: Annotated[
         float,
-        typer.Option(help="Seconds measured per phase (idle, then chat).", metavar="SECONDS"),
+        typer.Option(
+            help="Seconds measured per phase (idle, then chat, then a bare socket loop on as"
+            " many heartbeats: the floor column).",
+            metavar="SECONDS",
+        ),
     ] = 10.0,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per size.", metavar=FLAG)
