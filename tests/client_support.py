@@ -76,7 +76,8 @@ class FakeRelay:
         self.reject: tuple[int, str] | None = None
         self.refuse_next = 0
         self.reset_unknown = True
-        self.datagrams: list[tuple[float, object]] = []
+        # handshake datagrams as they came, session datagrams opened
+        self.datagrams: list[tuple[float, wire.Datagram | wire.SessionDatagram]] = []
         self.joins: list[wire.JoinPayload] = []
         self._out: list[tuple[bytes, Address]] = []
         self._tokens = random.Random(99)
@@ -283,7 +284,9 @@ def join_all(net: SimNetwork, nodes: list[ClientSession], timeout: float = 5) ->
         assert net.run_until(lambda n=node: n.state is SessionState.JOINED, timeout)  # type: ignore[misc]
 
 
-def client_datagrams(relay: FakeRelay, kind: type[object]) -> list[tuple[float, wire.Datagram]]:
+def client_datagrams(
+    relay: FakeRelay, kind: type[object]
+) -> list[tuple[float, wire.Datagram | wire.SessionDatagram]]:
     return [(t, d) for t, d in relay.datagrams if isinstance(d, kind)]
 
 
@@ -341,9 +344,10 @@ def chat_log(node: ClientSession) -> list[tuple[int, str, str]]:
     ]
 
 
-def handshake_traffic(net: SimNetwork, client: Address) -> list[tuple[bool, int]]:
-    """(sealed, type) of every datagram ``client`` sends, as an observer sees it."""
-    seen: list[tuple[bool, int]] = []
+def handshake_traffic(net: SimNetwork, client: Address) -> list[tuple[bool, int | None]]:
+    """(sealed, type) of every datagram ``client`` sends, as an observer sees it (type None:
+    not a datagram of ours)."""
+    seen: list[tuple[bool, int | None]] = []
 
     def tap(src: Address, dst: Address, data: bytes) -> None:
         if src == client:

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 
 from udpchat import events as ev
 from udpchat.chat_client import ChatClient, ClientOptions
+from udpchat.endpoint import Address
 from udpchat.impair import ImpairmentConfig
 from udpchat.relay.config import RelayConfig
 from udpchat.relay_server import RelayOptions, RelayServer
-from udpchat.transport import Address
 
 ROOT = Path(__file__).resolve().parent.parent
 E = TypeVar("E")

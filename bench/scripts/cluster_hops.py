@@ -177,7 +177,7 @@ def summarize(files: list[Path]) -> dict[str, object]:
         data = json.loads(path.read_text())
         for sent, start, end in data["own"]:
             own[sent] = (start, end)
-        foreign.extend(tuple(row) for row in data["foreign"])  # type: ignore[misc]
+        foreign.extend(tuple(row) for row in data["foreign"])
     hops: dict[str, list[float]] = {
         "to_core": [start - sent for sent, (start, _) in own.items()],
         "append": [end - start for start, end in own.values()],

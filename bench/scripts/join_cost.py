@@ -189,8 +189,12 @@ class Room:
             if due is not None and due <= now:
                 endpoint.handle_timer(now)
 
+        def hello_out() -> list[tuple[bytes, tuple[str, int]]]:
+            client.connect(now)
+            return member_out()
+
         self.held: list[tuple[bytes, tuple[str, int]]] = []
-        hello = stage("member HELLO", lambda: (client.connect(now), member_out())[1])
+        hello = stage("member HELLO", hello_out)
         stage("member waiting", lambda: timers(client))
         challenge = stage("relay HELLO", relay_in(hello))  # type: ignore[arg-type]
         join = stage("member CHALLENGE", member_in(challenge))  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from udpchat import messages as m
 from udpchat import wire
 from udpchat.endpoint import Address
+from udpchat.relay_server import RelayServer
 from udpchat_bench import load
 from udpchat_bench.bareclient import BareClient
 from udpchat_bench.harness import worker_env
@@ -47,7 +48,7 @@ ANSWERS = (wire.DatagramType.CHALLENGE, wire.DatagramType.ACCEPT, wire.DatagramT
 def stamped_relay(params: dict[str, Any], path: str) -> int:
     """The load benchmark's relay, writing "clock kind cpu type port" lines to ``path``."""
     out: TextIO = open(path, "w", buffering=1)  # noqa: SIM115 - open while the relay runs
-    plain = load.RelayServer
+    plain = RelayServer
 
     def note(kind: str, datagram_type: int, addr: Address) -> None:
         out.write(f"{time.perf_counter():.6f} {kind} {1000 * time.thread_time():.3f} "
@@ -60,7 +61,7 @@ def stamped_relay(params: dict[str, Any], path: str) -> int:
             read, send, take = udp._receive_ready, udp.sendto, core.receive_datagram
 
             def receive_ready() -> tuple[bytes, Address] | None:
-                got = read()
+                got: tuple[bytes, Address] | None = read()
                 if got is not None and wire.is_handshake_request(got[0]):
                     note("read", got[0][2], got[1])
                 return got
@@ -89,7 +90,7 @@ def stamped_relay(params: dict[str, Any], path: str) -> int:
             udp.sendto = sendto
             core.receive_datagram = receive_datagram
 
-    load.RelayServer = Stamped
+    load.RelayServer = Stamped  # type: ignore[attr-defined]  # the one relay_main builds
     try:
         return load.relay_main(params)
     finally:

@@ -48,7 +48,7 @@ def _read(store: RedisSharedLog) -> bool:
     inbox_key = store.keys.inbox(store.relay_hex).encode()
     with view.lock:
         streams: dict[Any, Any] = {log_key: view.read_id, inbox_key: view.inbox_id}
-    got = store.reader_client.xread(streams, count=redis_runtime.READ_COUNT, block=1)
+    got: Any = store.reader_client.xread(streams, count=redis_runtime.READ_COUNT, block=1)
     queued = False
     with view.lock:
         for name, reply in got or []:

@@ -20,6 +20,7 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ class TimedCommits:
         self.spent += time.perf_counter() - start
 
 
+def joined(session: ClientSession) -> Callable[[], bool]:
+    return lambda: session.state is SessionState.JOINED
+
+
 def run(store: str, members: int, messages: int, gap: float, seed: int) -> tuple[float, float, int]:
     """(relay us per delivery, of which commits, deliveries) while ``messages`` fan out."""
     config = replace(RelayConfig(), flood_burst=UNLIMITED, flood_rate=float(UNLIMITED))
@@ -93,7 +98,7 @@ def run(store: str, members: int, messages: int, gap: float, seed: int) -> tuple
         0.0,
         rng,
         static_key=bytes(range(32)),
-        room_log=commits,  # type: ignore[arg-type]
+        room_log=commits,
     )
     relay = Timed(core)
     net = SimNetwork(seed=seed, default=PathModel(delay=0.0005))
@@ -104,7 +109,7 @@ def run(store: str, members: int, messages: int, gap: float, seed: int) -> tuple
         net.attach(("127.0.0.1", 40000 + i), session)
         sessions.append(session)
         session.connect(net.now)
-        if not net.run_until(lambda s=session: s.state is SessionState.JOINED, 5):
+        if not net.run_until(joined(session), 5):
             raise RuntimeError(f"member {i} did not join")
     net.run(1.0)
     relay.cpu, delivered = 0.0, core.stats.deliveries
