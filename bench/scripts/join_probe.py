@@ -106,9 +106,12 @@ def probe(relay: Address, nick: str) -> tuple[int, dict[str, float]]:
         deadline = time.monotonic() + 5.0
         while "WELCOME" not in steps:
             for data in client.take_datagrams(time.monotonic()):
-                sock.sendto(data, relay)
+                # stamped before it leaves: after, the relay may have read and answered it
+                # while this process waited for a core, and its wait to be read came out
+                # below zero
                 steps.setdefault("HELLO sent" if "HELLO sent" not in steps else "JOIN sent",
                                  time.perf_counter())
+                sock.sendto(data, relay)
             if time.monotonic() >= deadline:
                 raise RuntimeError("join probe: no WELCOME within 5 s")
             timer = client.next_timer()
