@@ -199,7 +199,13 @@ def summarize(files: list[Path]) -> dict[str, object]:
     }
 
 
+USAGE = "usage: python bench/scripts/cluster_hops.py OUT.json relay ARGS..."
+
+
 def main() -> None:
+    if len(sys.argv) < 3 or sys.argv[1].startswith("-") or sys.argv[2] != "relay":
+        # a stray `--help` would otherwise become the output file's name
+        sys.exit(f"{USAGE}\n(runs `udpchat relay ARGS` with its hops stamped into OUT.json)")
     out = Path(sys.argv[1])
     interval = os.environ.get("UDPCHAT_BENCH_SWITCH_INTERVAL")
     if interval:
