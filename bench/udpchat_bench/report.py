@@ -256,8 +256,23 @@ def saturation_line(results: SweepResults, system: str) -> str | None:
     )
 
 
+def rounds_line(results: SweepResults) -> str | None:
+    """How the points of several rounds were combined (None for a single round)."""
+    n = results.config.rounds
+    if n == 1:
+        return None
+    return (
+        f"Every figure below is of {n} rounds of the whole sweep: latency, wire bytes, CPU and"
+        " deliveries a second are medians over the rounds; got, dup and ooo are the worst"
+        " round's; a rate is saturated when most rounds were. results.json keeps each round."
+    )
+
+
 def render(results: SweepResults, console: Console) -> None:
     console.print(f"[bold]Loss method:[/] {results.loss_method.description}.")
+    line = rounds_line(results)
+    if line:
+        console.print(line)
     if results.reference:
         console.print(reference_table(results))
         console.print(reference_legend(results), style="dim", highlight=False)

@@ -3,6 +3,8 @@ sizes, plus a fan-out load test; results as a table, JSON and a plot.
 
 Systems are interleaved at each point (udpchat, then the plain UDP forwarder, then the TCP
 relay), so slow drifts of the machine spread over all of them rather than favouring one.
+With ``rounds`` the whole sweep is repeated and each point reported as its rounds combined
+(`udpchat_bench.rounds`: medians of the costs, the worst round of delivery).
 
 Loss is real kernel loss (a private network namespace whose loopback drops packets; see
 `udpchat_bench.netns`) when this machine allows it, which is fair to TCP. Otherwise it is
@@ -28,6 +30,7 @@ import udpchat
 from udpchat_bench.enet_system import available as enet_available
 from udpchat_bench.harness import FanoutResult, RunResult, run_fanout, run_reference
 from udpchat_bench.netns import kernel_loss_available
+from udpchat_bench.rounds import combine_fanout, combine_reference
 from udpchat_bench.traffic import TrafficSpec
 
 N = TypeVar("N", int, float)
@@ -67,8 +70,11 @@ class SweepConfig:
     fanout_seconds: float = 2.0
     fanout_systems: tuple[str, ...] = SYSTEMS
     seed: int = 1
+    rounds: int = 1
 
     def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be >= 1")
         if not self.losses or any(not 0 <= x < 100 for x in self.losses):
             raise ValueError("loss rates must be within [0, 100)")
         if not self.members or any(n < 2 for n in self.members):
@@ -175,8 +181,11 @@ class SweepResults:
     command: str
     started: float = field(default_factory=time.time)
     elapsed_s: float = 0.0
+    # one per point: the rounds combined (the run itself when there was one round)
     reference: list[ReferencePoint] = field(default_factory=list)
     fanout: list[FanoutResult] = field(default_factory=list)
+    # every round as measured, in order, when there were several
+    rounds: list[tuple[list[ReferencePoint], list[FanoutResult]]] = field(default_factory=list)
 
     def point(self, system: str, members: int, loss: float) -> ReferencePoint | None:
         for p in self.reference:
@@ -219,6 +228,10 @@ class SweepResults:
             "systems": sorted({p.system for p in self.reference} | {f.system for f in self.fanout}),
             "reference": [p.to_dict() for p in self.reference],
             "fanout": [f.to_dict() for f in self.fanout],
+            "rounds": [
+                {"reference": [p.to_dict() for p in ref], "fanout": [f.to_dict() for f in fan]}
+                for ref, fan in self.rounds
+            ],
             "targets": [t.to_dict() for t in evaluate_targets(self)],
         }
 
@@ -241,11 +254,29 @@ def run_sweep(
     method = choose_loss_method(config.kernel_loss)
     results = SweepResults(config, method, command)
     begun = time.monotonic()
+    for index in range(config.rounds):
+        if config.rounds > 1:
+            say(f"round {index + 1} of {config.rounds}")
+        reference, fanout = _one_round(config, method, say)
+        results.rounds.append((reference, fanout))
+    if config.rounds == 1:
+        results.reference, results.fanout = results.rounds.pop()
+    else:
+        results.reference, results.fanout = _combined(results.rounds)
+    results.elapsed_s = time.monotonic() - begun
+    return results
+
+
+def _one_round(
+    config: SweepConfig, method: LossMethod, say: Progress
+) -> tuple[list[ReferencePoint], list[FanoutResult]]:
+    reference: list[ReferencePoint] = []
+    fanout: list[FanoutResult] = []
     for members in config.members:
         for loss in config.losses:
             for system in config.systems:
-                results.reference.append(_reference_point(config, method, system, members, loss))
-                say(describe_point(results.reference[-1]))
+                reference.append(_reference_point(config, method, system, members, loss))
+                say(describe_point(reference[-1]))
     for rate in config.fanout_rates:
         for system in config.fanout_systems:
             if system == ENET and not enet_available()[0]:
@@ -259,10 +290,29 @@ def run_sweep(
                 drain_s=DRAIN_NO_LOSS_S,
                 seed=config.seed,
             )
-            results.fanout.append(result)
+            fanout.append(result)
             say(describe_fanout(result))
-    results.elapsed_s = time.monotonic() - begun
-    return results
+    return reference, fanout
+
+
+def _combined(
+    rounds: Sequence[tuple[list[ReferencePoint], list[FanoutResult]]],
+) -> tuple[list[ReferencePoint], list[FanoutResult]]:
+    """One point per (system, room, loss) and per (system, rate): its rounds combined."""
+    points: dict[tuple[str, int, float], list[ReferencePoint]] = {}
+    runs: dict[tuple[str, float], list[FanoutResult]] = {}
+    for reference, fanout in rounds:
+        for p in reference:
+            points.setdefault((p.system, p.members, p.loss_percent), []).append(p)
+        for f in fanout:
+            runs.setdefault((f.system, f.rate), []).append(f)
+    reference_out: list[ReferencePoint] = []
+    for (system, members, loss), measured in points.items():
+        results = [p.result for p in measured if p.result is not None]
+        combined = ReferencePoint(system, members, loss, skipped=measured[0].skipped)
+        combined.result = combine_reference(results) if results else None
+        reference_out.append(combined)
+    return reference_out, [combine_fanout(fan) for fan in runs.values()]
 
 
 def _reference_point(
@@ -374,8 +424,7 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
     # Fan-out runs in every bench, in a room of its own size whatever --members says: the
     # shortest full command that repeats it sweeps one loss rate and one room.
     fan_cmd = (
-        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, "
-        "in every run)"
+        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, in every run)"
     )
     name = f"relay CPU per delivery vs plain UDP, {cfg.fanout_members} members, 0% loss"
     lowest = min(cfg.fanout_rates) if cfg.fanout_rates else None

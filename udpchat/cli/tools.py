@@ -18,8 +18,9 @@ __all__ = ["bench", "demo", "load", "parse_loss_percents"]
 def demo(
     members: Annotated[
         int | None,
-        typer.Option(help="Bot members in the room (2 to 32). Default: 4; 6 with --cluster.",
-                     metavar="N"),
+        typer.Option(
+            help="Bot members in the room (2 to 32). Default: 4; 6 with --cluster.", metavar="N"
+        ),
     ] = None,
     messages: Annotated[
         int | None,
@@ -136,6 +137,15 @@ def bench(
         bool,
         typer.Option("--quick", help="A CI-sized run, well under a minute.", metavar=FLAG),
     ] = False,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="Run the whole sweep this many times and report each point's medians (the"
+            " worst round for delivery): figures that move less with the machine, in N times"
+            " as long.",
+            metavar="N",
+        ),
+    ] = 1,
     out: Annotated[
         str, typer.Option(help="Directory for results.json and bench.png.", metavar="DIR")
     ] = "bench-results",
@@ -156,6 +166,8 @@ def bench(
       udpchat bench --quick
     Three loss rates, with rooms of 3 and 10:
       udpchat bench --loss 0%,10%,20% --members 3,10
+    The same, three times over, reporting medians:
+      udpchat bench --loss 0%,10%,20% --members 3 --rounds 3
     """
     import sys
     from dataclasses import replace
@@ -181,6 +193,7 @@ def bench(
             members=config.members if members is None else parse_numbers("--members", members, int),
             messages=config.messages if messages is None else messages,
             kernel_loss=False if no_kernel_loss else None,
+            rounds=rounds,
         )
     except ValueError as error:
         _fail(str(error))
