@@ -89,8 +89,10 @@ def plot_results(results: SweepResults, path: Path) -> Path:
         fig.legend(loc="outside lower center", ncol=max(len(series), 1), fontsize="small")
     method = "kernel loss (netns + nftables)" if results.loss_method.kernel else "user-space loss"
     cfg = results.config
+    rounds = f", medians of {cfg.rounds} rounds" if cfg.rounds > 1 else ""
     fig.suptitle(
         f"udpchat bench: {cfg.messages} messages of {cfg.size} B at {cfg.rate:g}/s, {method}"
+        + rounds
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

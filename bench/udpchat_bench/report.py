@@ -263,8 +263,9 @@ def rounds_line(results: SweepResults) -> str | None:
         return None
     return (
         f"Every figure below is of {n} rounds of the whole sweep: latency, wire bytes, CPU and"
-        " deliveries a second are medians over the rounds; got, dup and ooo are the worst"
-        " round's; a rate is saturated when most rounds were. results.json keeps each round."
+        " deliveries a second are medians over the rounds; got is the round that delivered"
+        " least, dup and ooo the most of any round; a rate is saturated when its median"
+        " deliveries a second are. results.json keeps each round."
     )
 
 

@@ -5,14 +5,21 @@ to the next, more than the gaps the cost targets are about. ``udpchat bench --ro
 repeats the whole sweep N times, every system at every point in each round (so that slow
 drifts of the machine fall on all of them), and reports one result per point made of:
 
-* medians over the rounds for what is a cost (latency percentiles, wire bytes, CPU, the
-  deliveries achieved a second), each figure its own median;
-* the worst round for what is a promise (delivered, duplicates, out of order, the longest
-  delivery), so that one bad round is never hidden by good ones;
-* saturated when most rounds were; failed when any round failed (that round is kept, with
-  its error, so the failure is reported).
+* medians over the rounds for what is a cost (latency percentiles, wire bytes per payload
+  byte, CPU per delivery, the deliveries achieved a second), each figure its own median
+  (with an even number of rounds, the mean of the middle two: an odd one reports figures
+  that were measured);
+* the worst for what is a promise, so that one bad round is never hidden by good ones: the
+  round that delivered least (its delivered and lost counts, and what was delivered to each
+  receiver), the most duplicates and out of order of any round, the longest delivery;
+* saturated when the median of the deliveries a second is below the harness's threshold,
+  as a single run is; failed when any round failed (that round is kept as it is, with its
+  error, so the failure is reported).
 
-The rounds themselves are kept as they were measured, for the JSON file.
+Totals are made to agree with the medians (CPU seconds are the median per delivery times
+the deliveries counted); what is not combined (the byte counts, the processes' own reports)
+is the worst round's. The rounds themselves are kept as they were measured, for the JSON
+file.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from udpchat.demo.delivery import DeliveryStats, LatencySummary
-from udpchat_bench.harness import FanoutResult, RunResult
+from udpchat_bench.harness import SATURATION_THRESHOLD, FanoutResult, RunResult
 
 __all__ = ["combine_fanout", "combine_reference", "median_of"]
 
@@ -60,7 +67,7 @@ def _combined_stats(worst: DeliveryStats, stats: Sequence[DeliveryStats]) -> Del
             return statistics.median(get(lat) for lat in latencies)
 
         latency = LatencySummary(
-            count=round(mid(lambda lat: lat.count)),
+            count=worst.latency_ms.count if worst.latency_ms else worst.delivered,
             p50=mid(lambda lat: lat.p50),
             p90=mid(lambda lat: lat.p90),
             p99=mid(lambda lat: lat.p99),
@@ -68,7 +75,7 @@ def _combined_stats(worst: DeliveryStats, stats: Sequence[DeliveryStats]) -> Del
             mean=mid(lambda lat: lat.mean),
         )
     return replace(
-        worst,
+        worst,  # delivered, lost: the round that delivered least
         duplicates=max(s.duplicates for s in stats),
         out_of_order=max(s.out_of_order for s in stats),
         unexpected=max(s.unexpected for s in stats),
@@ -92,6 +99,23 @@ def _worst_and_combined(runs: Sequence[R]) -> tuple[R, DeliveryStats]:
     return worst, _combined_stats(worst.stats, [r.stats for r in runs if r.stats is not None])
 
 
+def _per_delivery(runs: Sequence[R], seconds: Callable[[R], float | None]) -> float | None:
+    """The median over the rounds of ``seconds`` a delivery."""
+    return median_of(
+        [
+            None
+            if (cpu := seconds(r)) is None or r.stats is None or not r.stats.delivered
+            else cpu / r.stats.delivered
+            for r in runs
+        ]
+    )
+
+
+def _total(per_delivery: float | None, stats: DeliveryStats) -> float | None:
+    """CPU seconds that agree with ``per_delivery`` over the deliveries counted."""
+    return None if per_delivery is None else per_delivery * stats.delivered
+
+
 def combine_reference(runs: Sequence[RunResult]) -> RunResult:
     """One reference run standing for ``runs`` (the same system at the same point)."""
     alone = _as_is(runs)
@@ -103,8 +127,8 @@ def combine_reference(runs: Sequence[RunResult]) -> RunResult:
         stats=stats,
         wire_per_payload_byte=_median_field(runs, lambda r: r.wire_per_payload_byte),
         kernel_wire_per_payload_byte=_median_field(runs, lambda r: r.kernel_wire_per_payload_byte),
-        relay_cpu_s=_median_field(runs, lambda r: r.relay_cpu_s),
-        members_cpu_s=statistics.median(r.members_cpu_s for r in runs),
+        relay_cpu_s=_total(_per_delivery(runs, lambda r: r.relay_cpu_s), stats),
+        members_cpu_s=_total(_per_delivery(runs, lambda r: r.members_cpu_s), stats) or 0.0,
         wall_s=sum(r.wall_s for r in runs),
     )
 
@@ -115,24 +139,19 @@ def combine_fanout(runs: Sequence[FanoutResult]) -> FanoutResult:
     if alone is not None:
         return alone
     worst, stats = _worst_and_combined(runs)
-    # members' CPU is read per delivery: the median of that, over the deliveries reported
-    per_delivery = median_of(
-        [
-            r.members_cpu_s / r.stats.delivered if r.stats and r.stats.delivered else None
-            for r in runs
-        ]
-    )
-    saturated = [r.saturated for r in runs if r.saturated is not None]
+    relay_us = _median_field(runs, lambda r: r.relay_cpu_us_per_delivery)
+    achieved = _median_field(runs, lambda r: r.achieved_deliveries_per_s)
     return replace(
         worst,
         stats=stats,
-        achieved_deliveries_per_s=_median_field(runs, lambda r: r.achieved_deliveries_per_s),
+        achieved_deliveries_per_s=achieved,
         sent_per_s=_median_field(runs, lambda r: r.sent_per_s),
-        saturated=2 * sum(saturated) > len(saturated) if saturated else None,
-        relay_cpu_s=_median_field(runs, lambda r: r.relay_cpu_s),
-        relay_cpu_us_per_delivery=_median_field(runs, lambda r: r.relay_cpu_us_per_delivery),
-        members_cpu_s=0.0 if per_delivery is None else per_delivery * stats.delivered,
-        senders_cpu_s=statistics.median(r.senders_cpu_s for r in runs),
-        wire_bytes=round(statistics.median(r.wire_bytes for r in runs)),
+        # as the harness decides it for one run (udpchat_bench.harness.run_fanout)
+        saturated=achieved is None
+        or achieved < SATURATION_THRESHOLD * worst.offered_deliveries_per_s,
+        relay_cpu_s=_total(None if relay_us is None else relay_us * 1e-6, stats),
+        relay_cpu_us_per_delivery=relay_us,
+        members_cpu_s=_total(_per_delivery(runs, lambda r: r.members_cpu_s), stats) or 0.0,
+        senders_cpu_s=_total(_per_delivery(runs, lambda r: r.senders_cpu_s), stats) or 0.0,
         wall_s=sum(r.wall_s for r in runs),
     )

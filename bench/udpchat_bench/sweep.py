@@ -375,7 +375,13 @@ def _reference_command(members: int, loss: float, results: SweepResults) -> str:
         parts.append(f"--messages {cfg.messages}")
     if not results.loss_method.kernel:
         parts.append("--no-kernel-loss")
-    return " ".join(parts)
+    return " ".join(parts + _rounds_option(results))
+
+
+def _rounds_option(results: SweepResults) -> list[str]:
+    """What repeats the rounds a figure is the median of."""
+    rounds = results.config.rounds
+    return [f"--rounds {rounds}"] if rounds > 1 else []
 
 
 def evaluate_targets(results: SweepResults) -> list[Target]:
@@ -423,8 +429,12 @@ def evaluate_targets(results: SweepResults) -> list[Target]:
     cfg = results.config
     # Fan-out runs in every bench, in a room of its own size whatever --members says: the
     # shortest full command that repeats it sweeps one loss rate and one room.
-    fan_cmd = (
-        f"udpchat bench --loss 0% --members 2 (fan-out: {cfg.fanout_members} members, in every run)"
+    fan_cmd = " ".join(
+        [
+            "udpchat bench --loss 0% --members 2",
+            *_rounds_option(results),
+            f"(fan-out: {cfg.fanout_members} members, in every run)",
+        ]
     )
     name = f"relay CPU per delivery vs plain UDP, {cfg.fanout_members} members, 0% loss"
     lowest = min(cfg.fanout_rates) if cfg.fanout_rates else None

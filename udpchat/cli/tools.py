@@ -142,7 +142,7 @@ def bench(
         typer.Option(
             help="Run the whole sweep this many times and report each point's medians (the"
             " worst round for delivery): figures that move less with the machine, in N times"
-            " as long.",
+            " as long. An odd N reports medians that were measured.",
             metavar="N",
         ),
     ] = 1,
@@ -167,7 +167,7 @@ def bench(
     Three loss rates, with rooms of 3 and 10:
       udpchat bench --loss 0%,10%,20% --members 3,10
     The same, three times over, reporting medians:
-      udpchat bench --loss 0%,10%,20% --members 3 --rounds 3
+      udpchat bench --loss 0%,10%,20% --members 3,10 --rounds 3
     """
     import sys
     from dataclasses import replace
@@ -185,6 +185,8 @@ def bench(
             ExitCode.FAILURE,  # the command line was right; a part is missing
         )
 
+    if rounds < 1:
+        _fail(f"--rounds: expected at least 1, got {rounds}")
     try:
         config = SweepConfig.quick() if quick else SweepConfig()
         config = replace(
