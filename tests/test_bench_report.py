@@ -125,7 +125,8 @@ def test_the_figure_shows_delivery_beside_latency_and_cost(tmp_path: Path) -> No
 
 
 def test_the_cost_targets_compare_with_enet_when_it_ran_and_say_how_to_get_it() -> None:
-    from udpchat_bench.sweep import ENET, evaluate_targets
+    from udpchat_bench.sweep import ENET
+    from udpchat_bench.targets import evaluate_targets
 
     out = results()
     by_name = {t.name: t for t in evaluate_targets(out)}

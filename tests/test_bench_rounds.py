@@ -18,9 +18,9 @@ from udpchat_bench.sweep import (
     PLAIN_UDP,
     UDPCHAT,
     SweepConfig,
-    evaluate_targets,
     run_sweep,
 )
+from udpchat_bench.targets import evaluate_targets
 from udpchat_bench.traffic import TrafficSpec
 
 pytestmark = pytest.mark.bench

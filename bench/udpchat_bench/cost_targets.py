@@ -1,5 +1,5 @@
 """The cost targets: udpchat at 0% loss and on the wire against ENet and plain UDP, the
-rows `udpchat bench` reports beside the loss targets (`udpchat_bench.sweep.evaluate_targets`).
+rows `udpchat bench` reports beside the loss targets (`udpchat_bench.targets.evaluate_targets`).
 
 * 0% loss latency, p50 <= 0.5 ms and p99 <= 1.0 ms (reference traffic);
 * wire bytes per delivered payload byte at 0% loss <= 2.6;
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from udpchat_bench.harness import FanoutResult
-    from udpchat_bench.sweep import SweepResults, Target
+    from udpchat_bench.sweep import SweepResults
+    from udpchat_bench.targets import Target
 
 P50_MS, P99_MS = 0.5, 1.0
 WIRE_NO_LOSS = 2.6
@@ -28,12 +29,13 @@ FANOUT_P99_MS = {1000.0: 1.0, 4000.0: 2.0, 8000.0: 5.0}
 
 def cost_targets(results: SweepResults, fan_cmd: str) -> list[Target]:
     """The cost targets against this run, for udpchat in the smallest room measured."""
-    from udpchat_bench.sweep import ENET, UDPCHAT, Target, _reference_command
+    from udpchat_bench.sweep import ENET, UDPCHAT
+    from udpchat_bench.targets import Target, reference_command
 
     members = min(results.config.members)
     out: list[Target] = []
     p = results.point(UDPCHAT, members, 0.0)
-    cmd = _reference_command(members, 0.0, results)
+    cmd = reference_command(members, 0.0, results)
     stats = None if p is None or p.result is None else p.result.stats
     lat = None if stats is None else stats.latency_ms
     name, goal = "latency p50 / p99, 0% loss", f"<= {P50_MS:g} / <= {P99_MS:g} ms"

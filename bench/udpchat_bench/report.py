@@ -18,13 +18,13 @@ from udpchat_bench.sweep import (
     ReferencePoint,
     SweepConfig,
     SweepResults,
-    evaluate_targets,
     group_reference,
     highest_unsaturated,
     ratio,
     run_sweep,
     write_json,
 )
+from udpchat_bench.targets import evaluate_targets
 
 DASH = "-"
 WIDE = 120
