@@ -38,6 +38,12 @@ SETTLE_S = 0.2
 SATURATION_THRESHOLD = 0.95
 
 
+def is_saturated(achieved: float | None, offered: float) -> bool:
+    """A fan-out is saturated when it achieved below SATURATION_THRESHOLD of the deliveries a
+    second offered (or nothing measurable)."""
+    return achieved is None or achieved < SATURATION_THRESHOLD * offered
+
+
 class RunFailed(RuntimeError):
     """A process failed or missed a deadline; the message says which and why."""
 
@@ -512,7 +518,7 @@ def run_fanout(
         if stats.first_send_ns is not None and stats.last_recv_ns is not None:
             elapsed = (stats.last_recv_ns - stats.first_send_ns) / 1e9
             achieved = stats.delivered / elapsed if elapsed > 0 else None
-        saturated = achieved is None or achieved < SATURATION_THRESHOLD * offered
+        saturated = is_saturated(achieved, offered)
         if outcome.relay and stats.delivered:
             per_delivery = outcome.relay.cpu_s / stats.delivered * 1e6
     return FanoutResult(

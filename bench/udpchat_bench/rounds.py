@@ -30,7 +30,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from udpchat.demo.delivery import DeliveryStats, LatencySummary
-from udpchat_bench.harness import SATURATION_THRESHOLD, FanoutResult, RunResult
+from udpchat_bench.harness import FanoutResult, RunResult, is_saturated
 
 __all__ = ["combine_fanout", "combine_reference", "median_of"]
 
@@ -89,7 +89,9 @@ def _as_is(runs: Sequence[R]) -> R | None:
     if not runs:
         raise ValueError("no runs to combine")
     failed = next((r for r in runs if not r.ok or r.stats is None), None)
-    return failed if failed is not None or len(runs) > 1 else runs[0]
+    if failed is not None:
+        return failed
+    return runs[0] if len(runs) == 1 else None
 
 
 def _worst_and_combined(runs: Sequence[R]) -> tuple[R, DeliveryStats]:
@@ -146,9 +148,7 @@ def combine_fanout(runs: Sequence[FanoutResult]) -> FanoutResult:
         stats=stats,
         achieved_deliveries_per_s=achieved,
         sent_per_s=_median_field(runs, lambda r: r.sent_per_s),
-        # as the harness decides it for one run (udpchat_bench.harness.run_fanout)
-        saturated=achieved is None
-        or achieved < SATURATION_THRESHOLD * worst.offered_deliveries_per_s,
+        saturated=is_saturated(achieved, worst.offered_deliveries_per_s),  # as for one run
         relay_cpu_s=_total(None if relay_us is None else relay_us * 1e-6, stats),
         relay_cpu_us_per_delivery=relay_us,
         members_cpu_s=_total(_per_delivery(runs, lambda r: r.members_cpu_s), stats) or 0.0,
